@@ -1,0 +1,200 @@
+/* losskit/losskit.h: the runtime API for applications that embed losskit.
+ *
+ * An application opens a runtime (which loads the loss plugins), builds a
+ * configured loss from a JSON config, and evaluates it on tensors it
+ * describes with lk_tensor (losskit/types.h). Loss descriptors
+ * (losskit/plugin.h) are visible read-only so that an application can show a
+ * loss's schema; an application never calls into a plugin itself.
+ *
+ * Thread rules: a runtime is opened and closed on one thread; lookups on an
+ * open runtime are [any-thread]. An lk_loss is immutable once built:
+ * lk_loss_eval may run on many threads at once on the same lk_loss. */
+#ifndef LOSSKIT_LOSSKIT_H
+#define LOSSKIT_LOSSKIT_H
+
+#include "losskit/plugin.h"
+#include "losskit/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define LK_API __declspec(dllexport)
+#else
+#define LK_API __attribute__((visibility("default")))
+#endif
+
+#define LK_VERSION_STRING "0.1.0"
+#define LK_ERRMSG_CAP 512
+
+typedef struct lk_runtime lk_runtime;
+typedef struct lk_loss lk_loss;
+
+/* The name of a status code ("LK_ERR_CONFIG") and a short description. */
+LK_API const char *lk_status_name(lk_status st);
+LK_API const char *lk_status_text(lk_status st);
+
+/* dtype names as .npy and configs spell them: "float32", "int64", ... */
+LK_API const char *lk_dtype_name(int32_t dtype);
+LK_API const char *lk_reduction_name(int32_t reduction);
+LK_API int32_t lk_reduction_from_name(const char *name); /* -1 when unknown */
+
+/* ------------------------------------------------------------------------ */
+/* Runtime                                                                   */
+
+typedef struct lk_runtime_options {
+    /* Colon-separated plugin directories or .so files searched first. */
+    const char *plugin_path;
+    /* Nonzero: also search $LOSSKIT_PLUGIN_PATH (after plugin_path). */
+    int32_t use_env_path;
+    /* Nonzero: also search the build tree's or the installed plugin
+     * directory (after the two above). */
+    int32_t use_default_path;
+    /* Worker threads for evaluation; 0: $LOSSKIT_THREADS, else the number of
+     * online cores. */
+    int32_t threads;
+} lk_runtime_options;
+
+/* Fills opts with the defaults: env path and default path on, threads 0. */
+LK_API void lk_runtime_options_init(lk_runtime_options *opts);
+
+/* Opens a runtime and loads every plugin on the search path. A plugin that
+ * fails to load does not fail the call: it is recorded as a diagnostic
+ * (lk_runtime_diag) and the others are served. Fails only when memory runs
+ * out or the options are invalid; *out is then NULL and errmsg (may be NULL,
+ * LK_ERRMSG_CAP bytes) says why. */
+LK_API lk_status lk_runtime_open(const lk_runtime_options *opts, lk_runtime **out, char *errmsg);
+LK_API void lk_runtime_close(lk_runtime *rt);
+
+/* The diagnostics of loading, one line each: "FILE: problem". */
+LK_API size_t lk_runtime_diag_count(const lk_runtime *rt);
+LK_API const char *lk_runtime_diag(const lk_runtime *rt, size_t i);
+
+/* The number of threads the runtime evaluates with. */
+LK_API int32_t lk_runtime_threads(const lk_runtime *rt);
+
+/* One registered loss. Strings and desc live as long as the runtime. */
+typedef struct lk_loss_info {
+    const char *id;
+    const char *plugin_file;    /* the .so that carries it */
+    const char *plugin_name;    /* the family name the plugin declares */
+    const char *plugin_version;
+    const lk_loss_desc *desc;   /* read-only */
+    int32_t shadowed;           /* 1: an earlier plugin has the same id */
+    const char *shadowed_by;    /* the winning plugin's file, when shadowed */
+} lk_loss_info;
+
+/* Every registered loss in search-path order, shadowed ones included. */
+LK_API size_t lk_runtime_loss_count(const lk_runtime *rt);
+LK_API lk_status lk_runtime_loss_at(const lk_runtime *rt, size_t i, lk_loss_info *out);
+
+/* The loss that serves id. On LK_ERR_NOT_FOUND, errmsg (may be NULL,
+ * LK_ERRMSG_CAP bytes) lists the known ids and the closest one. */
+LK_API lk_status lk_runtime_find(const lk_runtime *rt, const char *id, lk_loss_info *out,
+                          char *errmsg);
+
+/* ------------------------------------------------------------------------ */
+/* Configured losses                                                         */
+
+/* Builds a loss from a JSON config (see README.md, "Configs"). source names
+ * the config in messages (a file name). On failure *out is NULL and errmsg
+ * (LK_ERRMSG_CAP bytes) holds one line naming source, the JSON path and the
+ * problem. */
+LK_API lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const char *source,
+                            lk_loss **out, char *errmsg);
+LK_API lk_status lk_loss_from_file(lk_runtime *rt, const char *path, lk_loss **out, char *errmsg);
+LK_API void lk_loss_free(lk_loss *loss);
+
+LK_API int32_t lk_loss_reduction(const lk_loss *loss);
+/* "focal", or "0.5*bce_with_logits + 0.5*dice" for a weighted sum. */
+LK_API const char *lk_loss_name(const lk_loss *loss);
+
+/* The tensor slots the loss reads, across all its terms: the union by name,
+ * in the order first met. *desc describes the slot as the first term that
+ * declares it; required is 1 when any term requires it. */
+LK_API size_t lk_loss_slot_count(const lk_loss *loss);
+LK_API lk_status lk_loss_slot_at(const lk_loss *loss, size_t i, const lk_slot_desc **desc,
+                          int32_t *required, int32_t *differentiable);
+
+/* A tensor bound to a slot name. */
+typedef struct lk_named_tensor {
+    const char *name;
+    lk_tensor tensor;
+} lk_named_tensor;
+
+/* One evaluation. The caller owns every buffer. */
+typedef struct lk_eval_args {
+    const lk_named_tensor *tensors; /* inputs by slot name */
+    size_t n_tensors;
+    /* Wanted gradients by slot name: each tensor is shaped like its slot, of
+     * the slot's floating-point dtype, allocated by the caller and entirely
+     * overwritten. */
+    const lk_named_tensor *grads;
+    size_t n_grads;
+    /* Reduction none: where the per-position losses go (shape from
+     * lk_loss_out_shape, dtype of the input). NULL otherwise. */
+    const lk_tensor *out;
+    double grad_scale; /* the upstream gradient; 1 for a plain evaluation */
+    char errmsg[LK_ERRMSG_CAP]; /* one line on failure */
+} lk_eval_args;
+
+/* Zeroes args and sets grad_scale to 1. */
+LK_API void lk_eval_args_init(lk_eval_args *args);
+
+/* Checks the tensors against the loss's slots and returns the shape of the
+ * per-position output of reduction none. */
+LK_API lk_status lk_loss_out_shape(const lk_loss *loss, lk_eval_args *args, int32_t *ndim,
+                            int64_t shape[LK_MAX_NDIM]);
+
+/* Evaluates the loss: *value receives the reduced value (NaN for reduction
+ * none). Shapes and dtypes are checked before any plugin code runs.
+ * [any-thread] */
+LK_API lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *value);
+
+/* ------------------------------------------------------------------------ */
+/* .npy files                                                                */
+
+/* A tensor that owns its memory: data and shape live in the struct. Use
+ * lk_array_view() for an lk_tensor pointing into it; do not copy an lk_array
+ * by value and then free both. */
+typedef struct lk_array {
+    void *data;
+    int32_t dtype;
+    int32_t ndim;
+    int64_t shape[LK_MAX_NDIM];
+    size_t nbytes;
+} lk_array;
+
+static inline lk_tensor lk_array_view(const lk_array *a)
+{
+    lk_tensor t;
+    t.data = a->data;
+    t.dtype = a->dtype;
+    t.ndim = a->ndim;
+    t.shape = a->shape;
+    t.strides = NULL;
+    return t;
+}
+
+/* The size in bytes of one element of dtype, 0 when unknown. */
+LK_API size_t lk_dtype_size(int32_t dtype);
+
+/* Allocates a zeroed C-order array. Sizes are overflow-checked. */
+LK_API lk_status lk_array_alloc(lk_array *a, int32_t dtype, int32_t ndim, const int64_t *shape,
+                                char *errmsg);
+LK_API void lk_array_free(lk_array *a);
+
+/* Reads a .npy file (format 1.0, 2.0 or 3.0; little-endian float32, float64,
+ * int64, int32, uint8 or bool; C order). Anything else is refused with one
+ * line in errmsg (LK_ERRMSG_CAP bytes) naming the file and the problem. */
+LK_API lk_status lk_npy_read(const char *path, lk_array *out, char *errmsg);
+
+/* Writes a tensor (C order or explicit strides) as a .npy 1.0 file. */
+LK_API lk_status lk_npy_write(const char *path, const lk_tensor *t, char *errmsg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOSSKIT_LOSSKIT_H */

@@ -1,0 +1,1 @@
+typedef int lk__placeholder_npy;

@@ -1,0 +1,112 @@
+/* losskit/kernel.h: small inline helpers for writing loss kernels.
+ *
+ * Nothing here is ABI: it is compiled into each plugin. Use it or not. */
+#ifndef LOSSKIT_KERNEL_H
+#define LOSSKIT_KERNEL_H
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "losskit/plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Writes a formatted one-line message into the host's buffer and returns st,
+ * so that a kernel can say: return lk_fail(msg, LK_ERR_INVALID, "...", ...). */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static inline lk_status lk_fail(lk_msg *msg, lk_status st, const char *fmt, ...)
+{
+    if (msg && msg->buf && msg->cap > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg->buf, msg->cap, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+/* The element count of a tensor (shapes are validated by the host). */
+static inline int64_t lk_numel(const lk_tensor *t)
+{
+    int64_t n = 1;
+    for (int32_t d = 0; d < t->ndim; d++)
+        n *= t->shape[d];
+    return n;
+}
+
+/* Element i (C order, contiguous) of a tensor of any dtype, as a double. */
+static inline double lk_load(const lk_tensor *t, int64_t i)
+{
+    switch (t->dtype) {
+    case LK_DTYPE_F32: return (double)((const float *)t->data)[i];
+    case LK_DTYPE_F64: return ((const double *)t->data)[i];
+    case LK_DTYPE_I64: return (double)((const int64_t *)t->data)[i];
+    case LK_DTYPE_I32: return (double)((const int32_t *)t->data)[i];
+    case LK_DTYPE_U8:
+    case LK_DTYPE_BOOL: return (double)((const uint8_t *)t->data)[i];
+    default: return NAN;
+    }
+}
+
+/* Stores (or, with LK_BLOCK_GRAD_ACCUMULATE, adds) v at element i of a
+ * floating-point tensor. Does nothing when t->data is NULL. */
+static inline void lk_store(const lk_tensor *t, int64_t i, double v, uint32_t flags)
+{
+    if (!t->data)
+        return;
+    int acc = (flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    if (t->dtype == LK_DTYPE_F32) {
+        float *p = (float *)t->data + i;
+        *p = acc ? (float)((double)*p + v) : (float)v;
+    } else {
+        double *p = (double *)t->data + i;
+        *p = acc ? *p + v : v;
+    }
+}
+
+/* log(1 + exp(x)) without overflow or loss of precision. */
+static inline double lk_softplus(double x)
+{
+    if (x > 0)
+        return x + log1p(exp(-x));
+    return log1p(exp(x));
+}
+
+/* log(sigmoid(x)) = -softplus(-x). */
+static inline double lk_log_sigmoid(double x)
+{
+    return -lk_softplus(-x);
+}
+
+/* sigmoid(x), exact at both tails: never exp of a large positive number. */
+static inline double lk_sigmoid(double x)
+{
+    if (x >= 0)
+        return 1.0 / (1.0 + exp(-x));
+    double e = exp(x);
+    return e / (1.0 + e);
+}
+
+/* Binary cross-entropy from a logit x and a (soft) target t in [0, 1]:
+ * (1 - t) x + softplus(-x), written so that x = +-inf gives +inf or a finite
+ * value, never NaN (0 * inf is avoided). */
+static inline double lk_bce_logits(double x, double t)
+{
+    if (isinf(x)) {
+        if (x > 0)
+            return t == 1.0 ? 0.0 : HUGE_VAL;
+        return t == 0.0 ? 0.0 : HUGE_VAL;
+    }
+    return (1.0 - t) * x + lk_softplus(-x);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOSSKIT_KERNEL_H */
