@@ -1,1 +1,314 @@
-typedef int lk__placeholder_cmd_list;
+/* cmd_list.c: `losskit list` and `losskit info`. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *param_type_name(int32_t type)
+{
+    switch (type) {
+    case LK_PARAM_NUMBER: return "number";
+    case LK_PARAM_INTEGER: return "integer";
+    case LK_PARAM_BOOL: return "boolean";
+    case LK_PARAM_CHOICE: return "choice";
+    case LK_PARAM_NUMBER_LIST: return "number list";
+    default: return "unknown";
+    }
+}
+
+static const char *shape_rule_name(int32_t rule)
+{
+    switch (rule) {
+    case LK_SHAPE_LIKE_INPUT: return "like input";
+    case LK_SHAPE_INPUT_NO_CHANNEL: return "input without dim 1";
+    default: return "any";
+    }
+}
+
+static int parse_json_flag(int argc, char **argv, int first, int *json, const char *cmd)
+{
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            *json = 1;
+            continue;
+        }
+        cli_error("%s: unexpected argument '%s'", cmd, argv[i]);
+        return -1;
+    }
+    return 0;
+}
+
+static void print_reductions(const lk_loss_desc *d, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int32_t r = 0; r < LK_REDUCTION_COUNT; r++)
+        if (d->reductions & LK_REDUCTION_BIT(r))
+            used += (size_t)snprintf(buf + used, cap - used, "%s%s%s", used ? "," : "",
+                                     lk_reduction_name(r), r == d->default_reduction ? "*" : "");
+}
+
+static int list_json(lk_runtime *rt)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < lk_runtime_loss_count(rt); i++) {
+        lk_loss_info li;
+        lk_runtime_loss_at(rt, i, &li);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", li.id);
+        cJSON_AddStringToObject(o, "summary", li.desc->summary);
+        cJSON_AddStringToObject(o, "version", li.desc->version);
+        cJSON_AddStringToObject(o, "plugin", li.plugin_name);
+        cJSON_AddStringToObject(o, "file", li.plugin_file);
+        cJSON_AddBoolToObject(o, "shadowed", li.shadowed);
+        if (li.shadowed)
+            cJSON_AddStringToObject(o, "shadowed_by", li.shadowed_by);
+        cJSON_AddItemToArray(arr, o);
+    }
+    cJSON *diags = cJSON_CreateArray();
+    for (size_t i = 0; i < lk_runtime_diag_count(rt); i++)
+        cJSON_AddItemToArray(diags, cJSON_CreateString(lk_runtime_diag(rt, i)));
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "losses", arr);
+    cJSON_AddItemToObject(root, "diagnostics", diags);
+    char *text = cJSON_Print(root);
+    puts(text);
+    cJSON_free(text);
+    cJSON_Delete(root);
+    return EXIT_OK;
+}
+
+int cmd_list(int argc, char **argv)
+{
+    int json = 0;
+    if (parse_json_flag(argc, argv, 1, &json, "list") != 0)
+        return EXIT_USAGE;
+    lk_runtime *rt = cli_open_runtime(0);
+    if (!rt)
+        return EXIT_FAILURE_INTERNAL;
+    if (json) {
+        list_json(rt);
+        lk_runtime_close(rt);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < lk_runtime_loss_count(rt); i++) {
+        lk_loss_info li;
+        lk_runtime_loss_at(rt, i, &li);
+        char red[64];
+        print_reductions(li.desc, red, sizeof red);
+        printf("%-18s %-12s %-26s %s\n", li.id, li.plugin_name, red, li.desc->summary);
+        if (li.shadowed)
+            printf("%-18s   shadowed: %s loses to %s\n", "", li.plugin_file, li.shadowed_by);
+    }
+    if (lk_runtime_loss_count(rt) == 0)
+        cli_error("no losses found; check LOSSKIT_PLUGIN_PATH");
+    lk_runtime_close(rt);
+    return EXIT_OK;
+}
+
+static void number_str(double v, char *buf, size_t cap)
+{
+    if (v == HUGE_VAL)
+        snprintf(buf, cap, "inf");
+    else if (v == -HUGE_VAL)
+        snprintf(buf, cap, "-inf");
+    else
+        snprintf(buf, cap, "%.17g", v);
+}
+
+static void param_default(const lk_param_desc *p, char *buf, size_t cap)
+{
+    size_t used = 0;
+    switch (p->type) {
+    case LK_PARAM_BOOL: snprintf(buf, cap, "%s", p->default_number ? "true" : "false"); return;
+    case LK_PARAM_CHOICE: snprintf(buf, cap, "\"%s\"", p->default_choice); return;
+    case LK_PARAM_NUMBER_LIST:
+        used = (size_t)snprintf(buf, cap, "[");
+        for (int32_t i = 0; i < p->default_list_len && used < cap; i++)
+            used += (size_t)snprintf(buf + used, cap - used, i ? ", %.17g" : "%.17g",
+                                     p->default_list[i]);
+        if (used < cap)
+            snprintf(buf + used, cap - used, "]");
+        return;
+    default: snprintf(buf, cap, "%.17g", p->default_number); return;
+    }
+}
+
+static void param_range(const lk_param_desc *p, char *buf, size_t cap)
+{
+    if (p->type == LK_PARAM_BOOL) {
+        snprintf(buf, cap, "true|false");
+        return;
+    }
+    if (p->type == LK_PARAM_CHOICE) {
+        size_t used = 0;
+        buf[0] = '\0';
+        for (const char *const *c = p->choices; *c && used < cap; c++)
+            used += (size_t)snprintf(buf + used, cap - used, "%s%s", c == p->choices ? "" : "|",
+                                     *c);
+        return;
+    }
+    char lo[32], hi[32];
+    number_str(p->min, lo, sizeof lo);
+    number_str(p->max, hi, sizeof hi);
+    int n = snprintf(buf, cap, "%c%s, %s%c", (p->flags & LK_PARAM_MIN_EXCLUSIVE) ? '(' : '[', lo,
+                     hi, (p->flags & LK_PARAM_MAX_EXCLUSIVE) ? ')' : ']');
+    if (p->type == LK_PARAM_NUMBER_LIST && n > 0 && (size_t)n < cap) {
+        if (p->list_max_len >= 0)
+            snprintf(buf + n, cap - (size_t)n, " each, %d..%d items", p->list_min_len,
+                     p->list_max_len);
+        else
+            snprintf(buf + n, cap - (size_t)n, " each, %d+ items", p->list_min_len);
+    }
+}
+
+static void dtype_list(uint32_t mask, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int32_t d = LK_DTYPE_F32; d <= LK_DTYPE_BOOL; d++)
+        if (mask & LK_DTYPE_BIT(d))
+            used += (size_t)snprintf(buf + used, cap - used, "%s%s", used ? "," : "",
+                                     lk_dtype_name(d));
+}
+
+static const char *eval_kind(const lk_loss_desc *d)
+{
+    if (d->flags & LK_LOSS_WHOLE)
+        return "whole batch";
+    return (d->flags & LK_LOSS_FUSED) ? "fused (one pass)" : "two passes (global statistics)";
+}
+
+static void info_text(const lk_loss_info *li)
+{
+    const lk_loss_desc *d = li->desc;
+    char red[64];
+    print_reductions(d, red, sizeof red);
+    printf("%s %s: %s\n", d->id, d->version, d->summary);
+    printf("  plugin:     %s %s (%s)\n", li->plugin_name, li->plugin_version, li->plugin_file);
+    printf("  reductions: %s (* default)\n", red);
+    printf("  evaluation: %s\n", eval_kind(d));
+    printf("  params:\n");
+    if (!d->params || !d->params[0])
+        printf("    (none)\n");
+    for (size_t i = 0; d->params && d->params[i]; i++) {
+        const lk_param_desc *p = d->params[i];
+        char def[128], range[160];
+        param_default(p, def, sizeof def);
+        param_range(p, range, sizeof range);
+        printf("    %-14s %-11s default %-10s %s\n      %s\n", p->name, param_type_name(p->type),
+               def, range, p->doc);
+    }
+    printf("  tensors:\n");
+    for (size_t i = 0; d->slots[i]; i++) {
+        const lk_slot_desc *s = d->slots[i];
+        char dt[96];
+        dtype_list(s->dtypes, dt, sizeof dt);
+        printf("    %-10s %-8s %-15s %-20s %s%s\n", s->name,
+               (s->flags & LK_SLOT_OPTIONAL) ? "optional" : "required", dt,
+               shape_rule_name(s->shape),
+               (s->flags & LK_SLOT_DIFFERENTIABLE) ? "[differentiable] " : "", s->doc ? s->doc : "");
+    }
+}
+
+static cJSON *param_json(const lk_param_desc *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", p->name);
+    cJSON_AddStringToObject(o, "type", param_type_name(p->type));
+    cJSON_AddStringToObject(o, "doc", p->doc);
+    if (p->type == LK_PARAM_BOOL) {
+        cJSON_AddBoolToObject(o, "default", p->default_number != 0);
+    } else if (p->type == LK_PARAM_CHOICE) {
+        cJSON_AddStringToObject(o, "default", p->default_choice);
+        cJSON *c = cJSON_AddArrayToObject(o, "choices");
+        for (const char *const *s = p->choices; *s; s++)
+            cJSON_AddItemToArray(c, cJSON_CreateString(*s));
+    } else if (p->type == LK_PARAM_NUMBER_LIST) {
+        cJSON_AddItemToObject(o, "default",
+                              cJSON_CreateDoubleArray(p->default_list, p->default_list_len));
+        cJSON_AddNumberToObject(o, "min_items", p->list_min_len);
+        if (p->list_max_len >= 0)
+            cJSON_AddNumberToObject(o, "max_items", p->list_max_len);
+    } else {
+        cJSON_AddNumberToObject(o, "default", p->default_number);
+    }
+    if (p->type == LK_PARAM_NUMBER || p->type == LK_PARAM_INTEGER ||
+        p->type == LK_PARAM_NUMBER_LIST) {
+        if (isfinite(p->min))
+            cJSON_AddNumberToObject(o, "min", p->min);
+        if (isfinite(p->max))
+            cJSON_AddNumberToObject(o, "max", p->max);
+        cJSON_AddBoolToObject(o, "min_exclusive", (p->flags & LK_PARAM_MIN_EXCLUSIVE) != 0);
+        cJSON_AddBoolToObject(o, "max_exclusive", (p->flags & LK_PARAM_MAX_EXCLUSIVE) != 0);
+    }
+    return o;
+}
+
+static void info_json(const lk_loss_info *li)
+{
+    const lk_loss_desc *d = li->desc;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", d->id);
+    cJSON_AddStringToObject(o, "summary", d->summary);
+    cJSON_AddStringToObject(o, "version", d->version);
+    cJSON_AddStringToObject(o, "plugin", li->plugin_name);
+    cJSON_AddStringToObject(o, "file", li->plugin_file);
+    cJSON_AddStringToObject(o, "evaluation", eval_kind(d));
+    cJSON *params = cJSON_AddArrayToObject(o, "params");
+    for (size_t i = 0; d->params && d->params[i]; i++)
+        cJSON_AddItemToArray(params, param_json(d->params[i]));
+    cJSON *slots = cJSON_AddArrayToObject(o, "slots");
+    for (size_t i = 0; d->slots[i]; i++) {
+        const lk_slot_desc *s = d->slots[i];
+        cJSON *so = cJSON_CreateObject();
+        cJSON_AddStringToObject(so, "name", s->name);
+        cJSON_AddStringToObject(so, "doc", s->doc ? s->doc : "");
+        cJSON_AddBoolToObject(so, "optional", (s->flags & LK_SLOT_OPTIONAL) != 0);
+        cJSON_AddBoolToObject(so, "differentiable", (s->flags & LK_SLOT_DIFFERENTIABLE) != 0);
+        cJSON_AddStringToObject(so, "shape", shape_rule_name(s->shape));
+        cJSON *dts = cJSON_AddArrayToObject(so, "dtypes");
+        for (int32_t t = LK_DTYPE_F32; t <= LK_DTYPE_BOOL; t++)
+            if (s->dtypes & LK_DTYPE_BIT(t))
+                cJSON_AddItemToArray(dts, cJSON_CreateString(lk_dtype_name(t)));
+        cJSON_AddItemToArray(slots, so);
+    }
+    cJSON *reds = cJSON_AddArrayToObject(o, "reductions");
+    for (int32_t r = 0; r < LK_REDUCTION_COUNT; r++)
+        if (d->reductions & LK_REDUCTION_BIT(r))
+            cJSON_AddItemToArray(reds, cJSON_CreateString(lk_reduction_name(r)));
+    cJSON_AddStringToObject(o, "default_reduction", lk_reduction_name(d->default_reduction));
+    char *text = cJSON_Print(o);
+    puts(text);
+    cJSON_free(text);
+    cJSON_Delete(o);
+}
+
+int cmd_info(int argc, char **argv)
+{
+    int json = 0;
+    if (argc < 2 || argv[1][0] == '-') {
+        cli_error("info: usage: losskit info LOSS [--json]");
+        return EXIT_USAGE;
+    }
+    if (parse_json_flag(argc, argv, 2, &json, "info") != 0)
+        return EXIT_USAGE;
+    lk_runtime *rt = cli_open_runtime(0);
+    if (!rt)
+        return EXIT_FAILURE_INTERNAL;
+    lk_loss_info li;
+    char err[LK_ERRMSG_CAP];
+    int rc = EXIT_OK;
+    if (lk_runtime_find(rt, argv[1], &li, err) != LK_OK) {
+        cli_error("info: %s", err);
+        rc = lk_runtime_diag_count(rt) ? EXIT_PLUGIN : EXIT_USAGE;
+    } else if (json) {
+        info_json(&li);
+    } else {
+        info_text(&li);
+    }
+    lk_runtime_close(rt);
+    return rc;
+}

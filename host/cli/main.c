@@ -1,1 +1,86 @@
-int main(void) { return 0; }
+/* main.c: the losskit command: subcommand dispatch and shared helpers. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage_text[] =
+    "usage: losskit <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  list [--json]                 the registered losses\n"
+    "  info LOSS [--json]            a loss's parameters, tensor slots and reductions\n"
+    "  run CONFIG --input X.npy [--target T.npy] [--weight W.npy]\n"
+    "      [--tensor NAME=FILE.npy ...] [--grad G.npy] [--grad-tensor NAME=FILE.npy ...]\n"
+    "      [--out L.npy] [--threads N] [--json]\n"
+    "                                evaluate the loss a JSON config describes\n"
+    "  help                          this text\n"
+    "  version                       the version of losskit and of its plugin ABI\n"
+    "\n"
+    "environment: LOSSKIT_PLUGIN_PATH (colon-separated plugin folders or files,\n"
+    "searched before the built-in plugins), LOSSKIT_THREADS.\n"
+    "exit status: 0 ok, 2 bad usage or config, 3 plugin load problem, 4 data problem.\n";
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("losskit: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int32_t cli_parse_threads(const char *text)
+{
+    char *end;
+    long v = text ? strtol(text, &end, 10) : 0;
+    if (!text || !*text || *end || v < 1 || v > 1024) {
+        cli_error("--threads: '%s' is not a thread count in [1, 1024]", text ? text : "");
+        return -1;
+    }
+    return (int32_t)v;
+}
+
+lk_runtime *cli_open_runtime(int32_t threads)
+{
+    lk_runtime_options opts;
+    lk_runtime_options_init(&opts);
+    opts.threads = threads;
+    lk_runtime *rt = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    if (lk_runtime_open(&opts, &rt, err) != LK_OK) {
+        cli_error("%s", err);
+        return NULL;
+    }
+    for (size_t i = 0; i < lk_runtime_diag_count(rt); i++)
+        cli_error("warning: plugin not loaded: %s", lk_runtime_diag(rt, i));
+    return rt;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "list") == 0)
+        return cmd_list(argc - 1, argv + 1);
+    if (strcmp(cmd, "info") == 0)
+        return cmd_info(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        fputs(usage_text, stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("losskit %s (plugin ABI %d.%d)\n", LK_VERSION_STRING, LK_ABI_MAJOR, LK_ABI_MINOR);
+        return EXIT_OK;
+    }
+    cli_error("unknown command '%s'; run 'losskit help'", cmd);
+    return EXIT_USAGE;
+}

@@ -1,1 +1,568 @@
-typedef int lk__placeholder_config;
+/* config.c: JSON configs, validated against each loss's declared schema.
+ *
+ * A config is either one loss:
+ *   {"loss": "focal", "params": {"alpha": 0.25}, "reduction": "mean"}
+ * or a weighted sum of losses:
+ *   {"terms": [{"loss": "bce_with_logits", "weight": 0.5}, ...], "reduction": "mean"}
+ * Every error is one line: "SOURCE: $.json.path: problem". */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_CONFIG_BYTES (16u << 20)
+#define MAX_TERMS 64
+
+typedef struct ctx {
+    lk_runtime *rt;
+    const char *source;
+    char *errmsg;
+} ctx;
+
+static lk_status fail(const ctx *c, const char *path, const char *fmt, ...) LK__PRINTF(3, 4);
+
+static lk_status fail(const ctx *c, const char *path, const char *fmt, ...)
+{
+    char what[LK_ERRMSG_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return lk__err(c->errmsg, LK_ERR_CONFIG, "%s: %s: %s", c->source, path, what);
+}
+
+/* The closest of names (NULL-terminated) to key, as "; did you mean 'x'?". */
+static void closest(const char *key, const char *const *names, size_t n, char *buf, size_t cap)
+{
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = lk__levenshtein(key, names[i]);
+        if (d < best_d) {
+            best_d = d;
+            best = names[i];
+        }
+    }
+    buf[0] = '\0';
+    if (best && (best_d <= 3 || best_d * 2 <= strlen(key)))
+        snprintf(buf, cap, "; did you mean '%s'?", best);
+}
+
+static void list_names(const char *const *names, size_t n, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, i ? ", %s" : "%s", names[i]);
+    if (n == 0)
+        snprintf(buf, cap, "(none)");
+}
+
+static lk_status check_keys(const ctx *c, const cJSON *obj, const char *path,
+                            const char *const *allowed, size_t n_allowed)
+{
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        size_t i = 0;
+        while (i < n_allowed && strcmp(it->string, allowed[i]) != 0)
+            i++;
+        if (i < n_allowed)
+            continue;
+        char hint[96], known[256];
+        closest(it->string, allowed, n_allowed, hint, sizeof hint);
+        list_names(allowed, n_allowed, known, sizeof known);
+        return fail(c, path, "unknown key '%s'%s (allowed: %s)", it->string, hint, known);
+    }
+    return LK_OK;
+}
+
+static const char *json_type(const cJSON *v)
+{
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsObject(v))
+        return "an object";
+    if (cJSON_IsNull(v))
+        return "null";
+    return "an invalid value";
+}
+
+static int in_range(const lk_param_desc *p, double v)
+{
+    if (v < p->min || v > p->max)
+        return 0;
+    if ((p->flags & LK_PARAM_MIN_EXCLUSIVE) && v == p->min)
+        return 0;
+    if ((p->flags & LK_PARAM_MAX_EXCLUSIVE) && v == p->max)
+        return 0;
+    return 1;
+}
+
+static void range_str(const lk_param_desc *p, char *buf, size_t cap)
+{
+    char lo[32], hi[32];
+    if (p->min == -HUGE_VAL)
+        snprintf(lo, sizeof lo, "-inf");
+    else
+        snprintf(lo, sizeof lo, "%.17g", p->min);
+    if (p->max == HUGE_VAL)
+        snprintf(hi, sizeof hi, "inf");
+    else
+        snprintf(hi, sizeof hi, "%.17g", p->max);
+    snprintf(buf, cap, "%c%s, %s%c", (p->flags & LK_PARAM_MIN_EXCLUSIVE) ? '(' : '[', lo, hi,
+             (p->flags & LK_PARAM_MAX_EXCLUSIVE) ? ')' : ']');
+}
+
+static lk_status check_number(const ctx *c, const char *path, const lk_param_desc *p,
+                              const cJSON *v, double *out)
+{
+    if (!cJSON_IsNumber(v))
+        return fail(c, path, "expected a number, got %s", json_type(v));
+    double x = v->valuedouble;
+    if (!isfinite(x))
+        return fail(c, path, "%g is not a finite number", x);
+    if (p->type == LK_PARAM_INTEGER && (x != floor(x) || fabs(x) > 9007199254740992.0))
+        return fail(c, path, "expected an integer, got %.17g", x);
+    if (!in_range(p, x)) {
+        char r[80];
+        range_str(p, r, sizeof r);
+        return fail(c, path, "%.17g is out of range %s", x, r);
+    }
+    *out = x;
+    return LK_OK;
+}
+
+/* Fills one parameter value from JSON (v) or from the declared default. List
+ * storage is appended to *lists, which the caller frees after create(). */
+static lk_status param_value(const ctx *c, const char *path, const lk_param_desc *p,
+                             const cJSON *v, lk_param_value *out, double **store)
+{
+    memset(out, 0, sizeof *out);
+    out->is_set = v != NULL;
+    switch (p->type) {
+    case LK_PARAM_NUMBER:
+    case LK_PARAM_INTEGER: {
+        double x = p->default_number;
+        if (v && check_number(c, path, p, v, &x) != LK_OK)
+            return LK_ERR_CONFIG;
+        out->number = x;
+        out->integer = (int64_t)x;
+        return LK_OK;
+    }
+    case LK_PARAM_BOOL:
+        if (v && !cJSON_IsBool(v))
+            return fail(c, path, "expected true or false, got %s", json_type(v));
+        out->integer = v ? cJSON_IsTrue(v) : (p->default_number != 0);
+        out->number = (double)out->integer;
+        return LK_OK;
+    case LK_PARAM_CHOICE: {
+        const char *s = p->default_choice;
+        if (v && !cJSON_IsString(v))
+            return fail(c, path, "expected a string, got %s", json_type(v));
+        if (v)
+            s = v->valuestring;
+        size_t n = 0;
+        while (p->choices[n] && strcmp(p->choices[n], s) != 0)
+            n++;
+        if (!p->choices[n]) {
+            size_t count = 0;
+            while (p->choices[count])
+                count++;
+            char hint[96], known[256];
+            closest(s, p->choices, count, hint, sizeof hint);
+            list_names(p->choices, count, known, sizeof known);
+            return fail(c, path, "'%s' is not one of: %s%s", s, known, hint);
+        }
+        out->choice = p->choices[n];
+        out->integer = (int64_t)n;
+        return LK_OK;
+    }
+    case LK_PARAM_NUMBER_LIST: {
+        const double *src = p->default_list;
+        int n = p->default_list_len;
+        if (v && !cJSON_IsArray(v))
+            return fail(c, path, "expected an array of numbers, got %s", json_type(v));
+        if (v)
+            n = cJSON_GetArraySize(v);
+        if (v && (n < p->list_min_len || (p->list_max_len >= 0 && n > p->list_max_len))) {
+            if (p->list_max_len >= 0)
+                return fail(c, path, "has %d items; expected %d to %d", n, p->list_min_len,
+                            p->list_max_len);
+            return fail(c, path, "has %d items; expected at least %d", n, p->list_min_len);
+        }
+        double *items = n ? calloc((size_t)n, sizeof *items) : NULL;
+        if (n && !items)
+            return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+        *store = items;
+        int i = 0;
+        for (const cJSON *it = v ? v->child : NULL; v && it; it = it->next, i++) {
+            char ipath[320];
+            snprintf(ipath, sizeof ipath, "%s[%d]", path, i);
+            if (check_number(c, ipath, p, it, &items[i]) != LK_OK)
+                return LK_ERR_CONFIG;
+        }
+        if (!v && n)
+            memcpy(items, src, (size_t)n * sizeof *items);
+        out->list = items;
+        out->list_len = n;
+        return LK_OK;
+    }
+    default:
+        return lk__err(c->errmsg, LK_ERR_INTERNAL, "%s: bad parameter type", c->source);
+    }
+}
+
+/* Validates params against the entry's schema and creates the instance. */
+static lk_status build_term(const ctx *c, const char *path, const lk__entry *e,
+                            const cJSON *params, lk__term *term)
+{
+    char ppath[224];
+    snprintf(ppath, sizeof ppath, "%s.params", path);
+    if (params && !cJSON_IsObject(params))
+        return fail(c, ppath, "expected an object, got %s", json_type(params));
+    const char *names[256];
+    uint32_t np = e->n_params < 256 ? e->n_params : 256;
+    for (uint32_t i = 0; i < np; i++)
+        names[i] = e->params[i]->name;
+    for (const cJSON *it = params ? params->child : NULL; it; it = it->next) {
+        uint32_t i = 0;
+        while (i < np && strcmp(it->string, names[i]) != 0)
+            i++;
+        if (i < np)
+            continue;
+        char hint[96], known[256];
+        closest(it->string, names, np, hint, sizeof hint);
+        list_names(names, np, known, sizeof known);
+        return fail(c, ppath, "unknown parameter '%s' for loss '%s'%s (parameters: %s)",
+                    it->string, e->desc->id, hint, known);
+    }
+    lk_param_value *values = calloc(np ? np : 1, sizeof *values);
+    double **lists = calloc(np ? np : 1, sizeof *lists);
+    lk_status st = values && lists ? LK_OK : LK_ERR_NOMEM;
+    if (st != LK_OK)
+        lk__err(c->errmsg, st, "%s: out of memory", c->source);
+    for (uint32_t i = 0; st == LK_OK && i < np; i++) {
+        char vpath[288];
+        snprintf(vpath, sizeof vpath, "%s.%s", ppath, names[i]);
+        const cJSON *v = params ? cJSON_GetObjectItemCaseSensitive(params, names[i]) : NULL;
+        st = param_value(c, vpath, e->params[i], v, &values[i], &lists[i]);
+    }
+    if (st == LK_OK && e->desc->create) {
+        char msg[LK_ERRMSG_CAP / 2] = "";
+        lk_msg m = {msg, sizeof msg};
+        lk_create_args args = {&c->rt->host, e->desc, values, np};
+        lk_status cs = e->desc->create(&args, &term->instance, &m);
+        if (cs != LK_OK) {
+            st = fail(c, ppath, "loss '%s' refused its parameters: %s", e->desc->id,
+                      msg[0] ? msg : lk_status_text(cs));
+            term->instance = NULL;
+        }
+    }
+    for (uint32_t i = 0; lists && i < np; i++)
+        free(lists[i]);
+    free(lists);
+    free(values);
+    if (st == LK_OK)
+        term->entry = e;
+    return st;
+}
+
+static lk_status lookup(const ctx *c, const char *path, const cJSON *v, const lk__entry **out)
+{
+    if (!v)
+        return fail(c, path, "missing key 'loss'");
+    if (!cJSON_IsString(v))
+        return fail(c, path, "expected a loss id (a string), got %s", json_type(v));
+    *out = lk__registry_find(&c->rt->reg, v->valuestring);
+    if (*out)
+        return LK_OK;
+    char hint[LK_ERRMSG_CAP / 2];
+    lk__registry_suggest(&c->rt->reg, v->valuestring, hint, sizeof hint);
+    return fail(c, path, "unknown loss '%s'; %s", v->valuestring, hint);
+}
+
+static lk_status parse_term(const ctx *c, const char *path, const cJSON *obj, lk__term *term,
+                            int allow_weight)
+{
+    static const char *const term_keys[] = {"loss", "params", "weight", "reduction"};
+    static const char *const top_keys[] = {"loss", "params", "reduction", "description"};
+    if (!cJSON_IsObject(obj))
+        return fail(c, path, "expected an object, got %s", json_type(obj));
+    lk_status st = allow_weight ? check_keys(c, obj, path, term_keys, 3)
+                                : check_keys(c, obj, path, top_keys, 4);
+    if (st != LK_OK)
+        return st;
+    char lpath[224];
+    snprintf(lpath, sizeof lpath, "%s.loss", path);
+    const lk__entry *e = NULL;
+    if ((st = lookup(c, lpath, cJSON_GetObjectItemCaseSensitive(obj, "loss"), &e)) != LK_OK)
+        return st;
+    term->weight = 1.0;
+    const cJSON *w = allow_weight ? cJSON_GetObjectItemCaseSensitive(obj, "weight") : NULL;
+    if (w) {
+        char wpath[224];
+        snprintf(wpath, sizeof wpath, "%s.weight", path);
+        if (!cJSON_IsNumber(w) || !isfinite(w->valuedouble))
+            return fail(c, wpath, "expected a finite number, got %s", json_type(w));
+        term->weight = w->valuedouble;
+    }
+    return build_term(c, path, e, cJSON_GetObjectItemCaseSensitive(obj, "params"), term);
+}
+
+static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
+{
+    if (!v) {
+        loss->reduction = loss->n_terms == 1 ? loss->terms[0].entry->desc->default_reduction
+                                             : LK_REDUCTION_MEAN;
+    } else {
+        if (!cJSON_IsString(v))
+            return fail(c, "$.reduction", "expected a string, got %s", json_type(v));
+        loss->reduction = lk_reduction_from_name(v->valuestring);
+        if (loss->reduction < 0)
+            return fail(c, "$.reduction", "unknown reduction '%s' (none, mean, sum, batchmean)",
+                        v->valuestring);
+    }
+    if (loss->n_terms > 1 && loss->reduction == LK_REDUCTION_NONE)
+        return fail(c, "$.reduction",
+                    "'none' is not available for a weighted sum of losses; use mean or sum");
+    for (size_t i = 0; i < loss->n_terms; i++) {
+        const lk_loss_desc *d = loss->terms[i].entry->desc;
+        if (d->reductions & LK_REDUCTION_BIT(loss->reduction))
+            continue;
+        char offered[96] = "";
+        size_t used = 0;
+        for (int32_t r = 0; r < LK_REDUCTION_COUNT; r++)
+            if (d->reductions & LK_REDUCTION_BIT(r))
+                used += (size_t)snprintf(offered + used, sizeof offered - used, "%s%s",
+                                         used ? ", " : "", lk_reduction_name(r));
+        return fail(c, "$.reduction", "loss '%s' does not offer reduction '%s' (it offers: %s)",
+                    d->id, lk_reduction_name(loss->reduction), offered);
+    }
+    return LK_OK;
+}
+
+static lk_status collect_slots(const ctx *c, lk_loss *loss)
+{
+    size_t cap = 0;
+    for (size_t i = 0; i < loss->n_terms; i++)
+        cap += loss->terms[i].entry->n_slots;
+    loss->slots = calloc(cap, sizeof *loss->slots);
+    if (!loss->slots)
+        return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+    for (size_t i = 0; i < loss->n_terms; i++) {
+        const lk__entry *e = loss->terms[i].entry;
+        for (uint32_t s = 0; s < e->n_slots; s++) {
+            const lk_slot_desc *sd = e->slots[s];
+            size_t k = 0;
+            while (k < loss->n_slots && strcmp(loss->slots[k].desc->name, sd->name) != 0)
+                k++;
+            if (k == loss->n_slots)
+                loss->slots[loss->n_slots++].desc = sd;
+            loss->slots[k].required |= !(sd->flags & LK_SLOT_OPTIONAL);
+            loss->slots[k].differentiable |= (sd->flags & LK_SLOT_DIFFERENTIABLE) != 0;
+        }
+    }
+    return LK_OK;
+}
+
+static lk_status build_name(const ctx *c, lk_loss *loss)
+{
+    size_t cap = 1;
+    for (size_t i = 0; i < loss->n_terms; i++)
+        cap += strlen(loss->terms[i].entry->desc->id) + 40;
+    loss->name = malloc(cap);
+    if (!loss->name)
+        return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+    if (loss->n_terms == 1) {
+        snprintf(loss->name, cap, "%s", loss->terms[0].entry->desc->id);
+        return LK_OK;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < loss->n_terms; i++)
+        used += (size_t)snprintf(loss->name + used, cap - used, "%s%.17g*%s", i ? " + " : "",
+                                 loss->terms[i].weight, loss->terms[i].entry->desc->id);
+    return LK_OK;
+}
+
+static lk_status parse_terms(const ctx *c, const cJSON *terms, lk_loss *loss)
+{
+    if (!cJSON_IsArray(terms))
+        return fail(c, "$.terms", "expected an array of terms, got %s", json_type(terms));
+    int n = cJSON_GetArraySize(terms);
+    if (n < 1 || n > MAX_TERMS)
+        return fail(c, "$.terms", "has %d terms; expected 1 to %d", n, MAX_TERMS);
+    loss->terms = calloc((size_t)n, sizeof *loss->terms);
+    if (!loss->terms)
+        return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+    int i = 0;
+    for (const cJSON *t = terms->child; t; t = t->next, i++) {
+        char path[64];
+        snprintf(path, sizeof path, "$.terms[%d]", i);
+        lk_status st = parse_term(c, path, t, &loss->terms[i], 1);
+        if (st != LK_OK)
+            return st;
+        loss->n_terms++;
+    }
+    return LK_OK;
+}
+
+static lk_status parse_root(const ctx *c, const cJSON *root, lk_loss *loss)
+{
+    static const char *const keys[] = {"loss", "params", "reduction", "terms", "description"};
+    if (!cJSON_IsObject(root))
+        return fail(c, "$", "expected an object, got %s", json_type(root));
+    lk_status st = check_keys(c, root, "$", keys, 5);
+    if (st != LK_OK)
+        return st;
+    const cJSON *terms = cJSON_GetObjectItemCaseSensitive(root, "terms");
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(root, "loss");
+    if (terms && (single || cJSON_GetObjectItemCaseSensitive(root, "params")))
+        return fail(c, "$", "give either 'loss' (with 'params') or 'terms', not both");
+    if (!terms && !single)
+        return fail(c, "$", "missing key 'loss' (or 'terms' for a weighted sum)");
+    if (terms) {
+        st = parse_terms(c, terms, loss);
+    } else {
+        loss->terms = calloc(1, sizeof *loss->terms);
+        if (!loss->terms)
+            return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+        st = parse_term(c, "$", root, &loss->terms[0], 0);
+        if (st == LK_OK)
+            loss->n_terms = 1;
+    }
+    const cJSON *desc = cJSON_GetObjectItemCaseSensitive(root, "description");
+    if (st == LK_OK && desc && !cJSON_IsString(desc))
+        st = fail(c, "$.description", "expected a string, got %s", json_type(desc));
+    if (st == LK_OK)
+        st = parse_reduction(c, cJSON_GetObjectItemCaseSensitive(root, "reduction"), loss);
+    if (st == LK_OK)
+        st = collect_slots(c, loss);
+    if (st == LK_OK)
+        st = build_name(c, loss);
+    return st;
+}
+
+/* Line and column of a byte offset, for JSON syntax errors. */
+static void line_col(const char *text, size_t off, int *line, int *col)
+{
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off && text[i]; i++) {
+        if (text[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const char *source,
+                            lk_loss **out, char *errmsg)
+{
+    ctx c = {rt, source ? source : "<config>", errmsg};
+    *out = NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (!root) {
+        size_t off = end && end >= json ? (size_t)(end - json) : 0;
+        int line, col;
+        line_col(json, off, &line, &col);
+        return lk__err(errmsg, LK_ERR_CONFIG, "%s:%d:%d: invalid JSON near '%.16s'", c.source,
+                       line, col, off < len ? json + off : "end of input");
+    }
+    lk_loss *loss = calloc(1, sizeof *loss);
+    if (!loss) {
+        cJSON_Delete(root);
+        return lk__err(errmsg, LK_ERR_NOMEM, "%s: out of memory", c.source);
+    }
+    loss->rt = rt;
+    __atomic_add_fetch(&rt->live_losses, 1, __ATOMIC_SEQ_CST);
+    lk_status st = parse_root(&c, root, loss);
+    cJSON_Delete(root);
+    if (st != LK_OK) {
+        lk_loss_free(loss);
+        return st;
+    }
+    *out = loss;
+    return LK_OK;
+}
+
+lk_status lk_loss_from_file(lk_runtime *rt, const char *path, lk_loss **out, char *errmsg)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return lk__err(errmsg, LK_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
+    char *buf = malloc(MAX_CONFIG_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_CONFIG_BYTES + 1, f) : 0;
+    int bad = ferror(f);
+    fclose(f);
+    lk_status st;
+    if (!buf)
+        st = lk__err(errmsg, LK_ERR_NOMEM, "%s: out of memory", path);
+    else if (bad)
+        st = lk__err(errmsg, LK_ERR_IO, "%s: read error", path);
+    else if (n > MAX_CONFIG_BYTES)
+        st = lk__err(errmsg, LK_ERR_CONFIG, "%s: config larger than %u bytes", path,
+                     MAX_CONFIG_BYTES);
+    else {
+        buf[n] = '\0';
+        st = lk_loss_from_json(rt, buf, n, path, out, errmsg);
+    }
+    free(buf);
+    return st;
+}
+
+void lk_loss_free(lk_loss *loss)
+{
+    if (!loss)
+        return;
+    for (size_t i = 0; i < loss->n_terms; i++)
+        if (loss->terms[i].instance && loss->terms[i].entry->desc->destroy)
+            loss->terms[i].entry->desc->destroy(loss->terms[i].instance);
+    free(loss->terms);
+    free(loss->slots);
+    free(loss->name);
+    lk_runtime *rt = loss->rt;
+    free(loss);
+    lk__runtime_release(rt);
+}
+
+int32_t lk_loss_reduction(const lk_loss *loss)
+{
+    return loss->reduction;
+}
+
+const char *lk_loss_name(const lk_loss *loss)
+{
+    return loss->name;
+}
+
+size_t lk_loss_slot_count(const lk_loss *loss)
+{
+    return loss->n_slots;
+}
+
+lk_status lk_loss_slot_at(const lk_loss *loss, size_t i, const lk_slot_desc **desc,
+                          int32_t *required, int32_t *differentiable)
+{
+    if (i >= loss->n_slots)
+        return LK_ERR_NOT_FOUND;
+    if (desc)
+        *desc = loss->slots[i].desc;
+    if (required)
+        *required = loss->slots[i].required;
+    if (differentiable)
+        *differentiable = loss->slots[i].differentiable;
+    return LK_OK;
+}

@@ -1,1 +1,554 @@
-typedef int lk__placeholder_engine;
+/* engine.c: evaluates a configured loss on tensors.
+ *
+ * For each term: bind the caller's tensors to the loss's slots and check
+ * them (before any plugin code runs), plan, run forward over fixed-size
+ * blocks of positions on the pool, add the blocks' statistics pairwise in
+ * block order, finalize, and run backward when the loss is not FUSED. The
+ * blocks and the order of the additions depend only on the data's size, so
+ * the result is bitwise identical for any thread count. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_STATS (1u << 20)
+
+typedef struct bound {
+    const lk__term *term;
+    const lk__entry *e;
+    lk_tensor slots[LK__MAX_SLOTS];
+    lk_tensor grads[LK__MAX_SLOTS];
+    const char *origin[LK__MAX_SLOTS];
+    int32_t grad_index[LK__MAX_SLOTS]; /* into args->grads, or -1 */
+    lk_plan plan;
+} bound;
+
+/* A kernel run over all blocks of a term. */
+typedef struct run {
+    const bound *b;
+    int32_t reduction;
+    int backward;
+    uint32_t flags;
+    double grad_scale;
+    double *stats;        /* n_blocks * n_stats */
+    const double *global; /* backward only */
+    const lk_tensor *out;
+    pthread_mutex_t lock;
+    int64_t err_block;
+    char err[LK_ERRMSG_CAP / 2];
+} run;
+
+void lk_eval_args_init(lk_eval_args *args)
+{
+    memset(args, 0, sizeof *args);
+    args->grad_scale = 1.0;
+}
+
+static const char *origin_of(const lk_named_tensor *t)
+{
+    return t->origin ? t->origin : t->name;
+}
+
+static int is_c_contiguous(const lk_tensor *t)
+{
+    if (!t->strides)
+        return 1;
+    int64_t expect = 1;
+    for (int32_t d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] != 1 && t->strides[d] != expect)
+            return 0;
+        expect *= t->shape[d];
+    }
+    return 1;
+}
+
+/* Checks what any tensor must satisfy, whatever the loss. */
+static lk_status check_tensor(const lk_named_tensor *nt, char *err)
+{
+    const lk_tensor *t = &nt->tensor;
+    const char *o = origin_of(nt);
+    if (lk_dtype_size(t->dtype) == 0)
+        return lk__err(err, LK_ERR_DTYPE, "%s: invalid dtype code %d", o, t->dtype);
+    if (t->ndim < 0 || t->ndim > LK_MAX_NDIM || (t->ndim > 0 && !t->shape))
+        return lk__err(err, LK_ERR_SHAPE, "%s: invalid ndim %d (0 to %d)", o, t->ndim,
+                       LK_MAX_NDIM);
+    int64_t n = 1;
+    for (int32_t d = 0; d < t->ndim; d++) {
+        if (t->shape[d] < 0)
+            return lk__err(err, LK_ERR_SHAPE, "%s: negative size in dim %d", o, d);
+        if (__builtin_mul_overflow(n, t->shape[d], &n) || n > (INT64_MAX >> 4))
+            return lk__err(err, LK_ERR_SHAPE, "%s: element count overflows", o);
+    }
+    if (n > 0 && !t->data)
+        return lk__err(err, LK_ERR_INVALID, "%s: data is NULL", o);
+    if (!is_c_contiguous(t))
+        return lk__err(err, LK_ERR_UNSUPPORTED,
+                       "%s: strided tensors are not supported yet; pass a C-contiguous one", o);
+    return LK_OK;
+}
+
+static int same_shape(const lk_tensor *a, int32_t ndim, const int64_t *shape)
+{
+    if (a->ndim != ndim)
+        return 0;
+    for (int32_t d = 0; d < ndim; d++)
+        if (a->shape[d] != shape[d])
+            return 0;
+    return 1;
+}
+
+static void dtypes_str(uint32_t mask, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int32_t d = LK_DTYPE_F32; d <= LK_DTYPE_BOOL && used < cap; d++)
+        if (mask & LK_DTYPE_BIT(d))
+            used += (size_t)snprintf(buf + used, cap - used, "%s%s", used ? ", " : "",
+                                     lk_dtype_name(d));
+}
+
+/* The shape a slot must have, by its rule; 0 for LK_SHAPE_ANY. */
+static int expected_shape(const lk_slot_desc *sd, const lk_tensor *input, int32_t *ndim,
+                          int64_t *shape)
+{
+    if (sd->shape == LK_SHAPE_LIKE_INPUT) {
+        *ndim = input->ndim;
+        memcpy(shape, input->shape, (size_t)input->ndim * sizeof *shape);
+        return 1;
+    }
+    if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL) {
+        *ndim = input->ndim > 0 ? input->ndim - 1 : 0;
+        for (int32_t d = 0, k = 0; d < input->ndim; d++)
+            if (d != 1 && !(input->ndim == 1 && d == 0))
+                shape[k++] = input->shape[d];
+        return 1;
+    }
+    return 0;
+}
+
+static lk_status check_slot(const lk_loss *loss, const bound *b, uint32_t s, char *err)
+{
+    const lk_slot_desc *sd = b->e->slots[s];
+    const lk_tensor *t = &b->slots[s];
+    const char *id = b->e->desc->id;
+    if (!(sd->dtypes & LK_DTYPE_BIT(t->dtype))) {
+        char ok[96];
+        dtypes_str(sd->dtypes, ok, sizeof ok);
+        return lk__err(err, LK_ERR_DTYPE, "loss '%s': %s (%s): dtype %s is not accepted (%s)",
+                       id, sd->name, b->origin[s], lk_dtype_name(t->dtype), ok);
+    }
+    int32_t nd;
+    int64_t shape[LK_MAX_NDIM];
+    if (s > 0 && expected_shape(sd, &b->slots[0], &nd, shape) && !same_shape(t, nd, shape)) {
+        char got[160], want[160];
+        lk__shape_str(got, sizeof got, t->ndim, t->shape);
+        lk__shape_str(want, sizeof want, nd, shape);
+        return lk__err(err, LK_ERR_SHAPE, "loss '%s': %s (%s): shape %s, expected %s%s", id,
+                       sd->name, b->origin[s], got, want,
+                       sd->shape == LK_SHAPE_LIKE_INPUT ? " (the input's)"
+                                                        : " (the input's without dim 1)");
+    }
+    (void)loss;
+    return LK_OK;
+}
+
+static const lk_named_tensor *find_named(const lk_named_tensor *v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].name && strcmp(v[i].name, name) == 0)
+            return &v[i];
+    return NULL;
+}
+
+/* Binds the caller's tensors to one term's slots and checks them. */
+static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_args *args,
+                           bound *b)
+{
+    memset(b, 0, sizeof *b);
+    b->term = term;
+    b->e = term->entry;
+    for (uint32_t s = 0; s < b->e->n_slots; s++) {
+        const lk_slot_desc *sd = b->e->slots[s];
+        const lk_named_tensor *nt = find_named(args->tensors, args->n_tensors, sd->name);
+        b->grad_index[s] = -1;
+        if (!nt) {
+            if (!(sd->flags & LK_SLOT_OPTIONAL))
+                return lk__err(args->errmsg, LK_ERR_INVALID,
+                               "loss '%s': missing tensor '%s' (%s)", b->e->desc->id, sd->name,
+                               sd->doc ? sd->doc : "required");
+            continue;
+        }
+        b->slots[s] = nt->tensor;
+        b->origin[s] = origin_of(nt);
+        lk_status st = check_slot(loss, b, s, args->errmsg);
+        if (st != LK_OK)
+            return st;
+        const lk_named_tensor *g = find_named(args->grads, args->n_grads, sd->name);
+        if (g && (sd->flags & LK_SLOT_DIFFERENTIABLE)) {
+            b->grads[s] = g->tensor;
+            b->grad_index[s] = (int32_t)(g - args->grads);
+        }
+    }
+    return LK_OK;
+}
+
+static void default_plan(const bound *b, int32_t reduction, lk_plan *p)
+{
+    const lk_tensor *in = &b->slots[0];
+    memset(p, 0, sizeof *p);
+    p->n_positions = lk__numel(in->ndim, in->shape);
+    p->block_positions = LK_BLOCK_POSITIONS;
+    p->n_stats = 1;
+    p->out_ndim = in->ndim;
+    memcpy(p->out_shape, in->shape, (size_t)in->ndim * sizeof *in->shape);
+    p->mean_norm = (double)p->n_positions;
+    (void)reduction;
+}
+
+static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
+{
+    const lk_loss_desc *d = b->e->desc;
+    default_plan(b, loss->reduction, &b->plan);
+    if (d->plan) {
+        char msg[LK_ERRMSG_CAP / 2] = "";
+        lk_msg m = {msg, sizeof msg};
+        lk_status st = d->plan(b->term->instance, b->slots, loss->reduction, &b->plan, &m);
+        if (st != LK_OK)
+            return lk__err(args->errmsg, st, "loss '%s': %s", d->id,
+                           msg[0] ? msg : lk_status_text(st));
+    }
+    const lk_plan *p = &b->plan;
+    if (p->n_positions < 0 || p->block_positions < 1 || p->n_stats < 1 ||
+        p->n_stats > MAX_STATS || p->out_ndim < 0 || p->out_ndim > LK_MAX_NDIM)
+        return lk__err(args->errmsg, LK_ERR_INTERNAL,
+                       "loss '%s': plan() returned an invalid plan (a plugin bug)", d->id);
+    return LK_OK;
+}
+
+static lk_status check_out(const lk_loss *loss, const bound *b, lk_eval_args *args)
+{
+    const lk_tensor *o = args->out;
+    if (loss->reduction != LK_REDUCTION_NONE) {
+        if (o)
+            return lk__err(args->errmsg, LK_ERR_INVALID,
+                           "an output tensor is given but the reduction is '%s', not 'none'",
+                           lk_reduction_name(loss->reduction));
+        return LK_OK;
+    }
+    if (!o)
+        return LK_OK;
+    lk_named_tensor nt = {"out", *o, "out"};
+    lk_status st = check_tensor(&nt, args->errmsg);
+    if (st != LK_OK)
+        return st;
+    if (o->dtype != b->slots[0].dtype || !same_shape(o, b->plan.out_ndim, b->plan.out_shape)) {
+        char want[160];
+        lk__shape_str(want, sizeof want, b->plan.out_ndim, b->plan.out_shape);
+        return lk__err(args->errmsg, LK_ERR_SHAPE, "out: expected shape %s of dtype %s", want,
+                       lk_dtype_name(b->slots[0].dtype));
+    }
+    return LK_OK;
+}
+
+/* Checks the call as a whole: every tensor and gradient names a slot. */
+static lk_status check_args(const lk_loss *loss, lk_eval_args *args)
+{
+    for (size_t i = 0; i < args->n_tensors; i++) {
+        const lk_named_tensor *nt = &args->tensors[i];
+        size_t k = 0;
+        while (nt->name && k < loss->n_slots && strcmp(loss->slots[k].desc->name, nt->name))
+            k++;
+        if (!nt->name || k == loss->n_slots) {
+            char known[256] = "";
+            size_t used = 0;
+            for (size_t j = 0; j < loss->n_slots && used < sizeof known; j++)
+                used += (size_t)snprintf(known + used, sizeof known - used, "%s%s",
+                                         j ? ", " : "", loss->slots[j].desc->name);
+            return lk__err(args->errmsg, LK_ERR_INVALID,
+                           "%s: '%s' is not a tensor slot of %s (slots: %s)", origin_of(nt),
+                           nt->name ? nt->name : "(null)", loss->name, known);
+        }
+        if (find_named(args->tensors, i, nt->name))
+            return lk__err(args->errmsg, LK_ERR_INVALID, "tensor '%s' is given twice", nt->name);
+        lk_status st = check_tensor(nt, args->errmsg);
+        if (st != LK_OK)
+            return st;
+    }
+    for (size_t i = 0; i < args->n_grads; i++) {
+        const lk_named_tensor *g = &args->grads[i];
+        const lk_named_tensor *t =
+            g->name ? find_named(args->tensors, args->n_tensors, g->name) : NULL;
+        size_t k = 0;
+        while (t && k < loss->n_slots && strcmp(loss->slots[k].desc->name, g->name))
+            k++;
+        if (!t || !loss->slots[k].differentiable)
+            return lk__err(args->errmsg, LK_ERR_INVALID,
+                           "gradient '%s': %s has no differentiable tensor of that name",
+                           g->name ? g->name : "(null)", loss->name);
+        lk_status st = check_tensor(g, args->errmsg);
+        if (st != LK_OK)
+            return st;
+        if (g->tensor.dtype != t->tensor.dtype ||
+            !same_shape(&g->tensor, t->tensor.ndim, t->tensor.shape))
+            return lk__err(args->errmsg, LK_ERR_SHAPE,
+                           "%s: the gradient of '%s' must have its tensor's shape and dtype (%s)",
+                           origin_of(g), g->name, lk_dtype_name(t->tensor.dtype));
+    }
+    return LK_OK;
+}
+
+static lk_status block_task(void *arg, int64_t begin, int64_t end)
+{
+    run *r = arg;
+    const bound *b = r->b;
+    const lk_plan *p = &b->plan;
+    for (int64_t blk_i = begin; blk_i < end; blk_i++) {
+        char msg[LK_ERRMSG_CAP / 2] = "";
+        lk_msg m = {msg, sizeof msg};
+        int64_t first = blk_i * p->block_positions;
+        lk_block blk = {
+            .begin = first,
+            .end = first + p->block_positions < p->n_positions ? first + p->block_positions
+                                                               : p->n_positions,
+            .slots = b->slots,
+            .grads = b->grads,
+            .out = r->out,
+            .stats = r->stats ? r->stats + (size_t)blk_i * p->n_stats : NULL,
+            .global = r->global,
+            .grad_scale = r->grad_scale,
+            .reduction = r->reduction,
+            .flags = r->flags,
+        };
+        const lk_loss_desc *d = b->e->desc;
+        lk_status st = r->backward ? d->backward(b->term->instance, p, &blk, &m)
+                                   : d->forward(b->term->instance, p, &blk, &m);
+        if (st != LK_OK) {
+            pthread_mutex_lock(&r->lock);
+            if (blk_i < r->err_block) {
+                r->err_block = blk_i;
+                snprintf(r->err, sizeof r->err, "%s", msg[0] ? msg : lk_status_text(st));
+            }
+            pthread_mutex_unlock(&r->lock);
+            return st;
+        }
+    }
+    return LK_OK;
+}
+
+/* Runs forward or backward over every block; kernel failures name the loss
+ * and the first failing block's message. */
+static lk_status run_blocks(const lk_loss *loss, run *r, lk_eval_args *args)
+{
+    const lk_plan *p = &r->b->plan;
+    int64_t n_blocks = p->n_positions ? (p->n_positions - 1) / p->block_positions + 1 : 0;
+    r->err_block = INT64_MAX;
+    r->err[0] = '\0';
+    pthread_mutex_init(&r->lock, NULL);
+    lk_status st = lk__pool_for(loss->rt->pool, n_blocks, 1, block_task, r);
+    pthread_mutex_destroy(&r->lock);
+    if (st != LK_OK)
+        return lk__err(args->errmsg, st, "loss '%s': %s: %s", r->b->e->desc->id,
+                       r->backward ? "backward" : "forward", r->err);
+    return LK_OK;
+}
+
+/* Adds block statistics pairwise, in an order fixed by the block count. */
+static void combine(double *stats, int64_t n_blocks, uint32_t n_stats)
+{
+    for (int64_t step = 1; step < n_blocks; step *= 2)
+        for (int64_t i = 0; i + step < n_blocks; i += 2 * step) {
+            double *dst = stats + (size_t)i * n_stats;
+            const double *src = stats + (size_t)(i + step) * n_stats;
+            for (uint32_t k = 0; k < n_stats; k++)
+                dst[k] += src[k];
+        }
+}
+
+static double batch_size(const bound *b)
+{
+    return b->slots[0].ndim > 0 ? (double)b->slots[0].shape[0] : 1.0;
+}
+
+/* The factor that turns the gradient of the plain sum of per-position losses
+ * into the gradient of the reduced value. */
+static double reduction_factor(const bound *b, int32_t reduction)
+{
+    switch (reduction) {
+    case LK_REDUCTION_MEAN: return 1.0 / b->plan.mean_norm;
+    case LK_REDUCTION_BATCHMEAN: return 1.0 / batch_size(b);
+    default: return 1.0;
+    }
+}
+
+static lk_status finalize(const lk_loss *loss, const bound *b, const double *stats,
+                          lk_eval_args *args, double *value)
+{
+    const lk_loss_desc *d = b->e->desc;
+    if (loss->reduction == LK_REDUCTION_NONE) {
+        *value = NAN;
+        return LK_OK;
+    }
+    if (!d->finalize) {
+        *value = stats[0] * reduction_factor(b, loss->reduction);
+        if (loss->reduction == LK_REDUCTION_MEAN)
+            *value = stats[0] / b->plan.mean_norm;
+        return LK_OK;
+    }
+    char msg[LK_ERRMSG_CAP / 2] = "";
+    lk_msg m = {msg, sizeof msg};
+    lk_status st = d->finalize(b->term->instance, &b->plan, stats, loss->reduction, value, &m);
+    if (st != LK_OK)
+        return lk__err(args->errmsg, st, "loss '%s': finalize: %s", d->id,
+                       msg[0] ? msg : lk_status_text(st));
+    return LK_OK;
+}
+
+static int wants_grad(const bound *b)
+{
+    for (uint32_t s = 0; s < b->e->n_slots; s++)
+        if (b->grads[s].data)
+            return 1;
+    return 0;
+}
+
+static lk_status run_whole(const lk_loss *loss, const bound *b, lk_eval_args *args,
+                           uint32_t flags, double upstream, double *value)
+{
+    const lk_loss_desc *d = b->e->desc;
+    lk_whole_args w = {b->slots, b->grads, args->out, upstream, loss->reduction, flags};
+    char msg[LK_ERRMSG_CAP / 2] = "";
+    lk_msg m = {msg, sizeof msg};
+    lk_status st = d->whole(b->term->instance, &b->plan, &w, value, &m);
+    if (st != LK_OK)
+        return lk__err(args->errmsg, st, "loss '%s': %s", d->id,
+                       msg[0] ? msg : lk_status_text(st));
+    return LK_OK;
+}
+
+static lk_status run_term(const lk_loss *loss, const bound *b, lk_eval_args *args,
+                          uint32_t flags, double *value)
+{
+    const lk_loss_desc *d = b->e->desc;
+    double upstream = args->grad_scale * b->term->weight;
+    if (d->flags & LK_LOSS_WHOLE)
+        return run_whole(loss, b, args, flags, upstream, value);
+    const lk_plan *p = &b->plan;
+    int64_t n_blocks = p->n_positions ? (p->n_positions - 1) / p->block_positions + 1 : 0;
+    size_t count = (size_t)(n_blocks > 0 ? n_blocks : 1) * p->n_stats;
+    double *stats = calloc(count, sizeof *stats);
+    if (!stats)
+        return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory for %zu statistics", count);
+    int fused = (d->flags & LK_LOSS_FUSED) != 0;
+    run r = {.b = b, .reduction = loss->reduction, .flags = flags, .stats = stats,
+             .out = loss->reduction == LK_REDUCTION_NONE ? args->out : NULL};
+    static const lk_tensor no_grads[LK__MAX_SLOTS];
+    bound fwd_b;
+    const bound *fb = b;
+    if (fused) {
+        r.grad_scale = upstream * reduction_factor(b, loss->reduction);
+    } else if (wants_grad(b)) {
+        /* forward of a two-pass loss must not see the gradient buffers */
+        fwd_b = *b;
+        memcpy(fwd_b.grads, no_grads, sizeof no_grads);
+        fb = &fwd_b;
+    }
+    r.b = fb;
+    lk_status st = run_blocks(loss, &r, args);
+    if (st == LK_OK) {
+        combine(stats, n_blocks, p->n_stats);
+        st = finalize(loss, b, stats, args, value);
+    }
+    if (st == LK_OK && !fused && wants_grad(b)) {
+        run back = {.b = b, .reduction = loss->reduction, .backward = 1, .flags = flags,
+                    .grad_scale = upstream, .global = stats};
+        st = run_blocks(loss, &back, args);
+    }
+    free(stats);
+    return st;
+}
+
+static void zero_unwritten(lk_eval_args *args, const uint8_t *written)
+{
+    for (size_t i = 0; i < args->n_grads; i++) {
+        const lk_tensor *t = &args->grads[i].tensor;
+        if (!written[i] && t->data)
+            memset(t->data, 0,
+                   (size_t)lk__numel(t->ndim, t->shape) * lk_dtype_size(t->dtype));
+    }
+}
+
+lk_status lk_loss_out_shape(const lk_loss *loss, lk_eval_args *args, int32_t *ndim,
+                            int64_t shape[LK_MAX_NDIM])
+{
+    args->errmsg[0] = '\0';
+    bound b;
+    lk_status st = check_args(loss, args);
+    if (st == LK_OK)
+        st = bind_term(loss, &loss->terms[0], args, &b);
+    if (st == LK_OK)
+        st = plan_term(loss, &b, args);
+    if (st != LK_OK)
+        return st;
+    *ndim = b.plan.out_ndim;
+    memcpy(shape, b.plan.out_shape, sizeof b.plan.out_shape);
+    return LK_OK;
+}
+
+lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *value)
+{
+    args->errmsg[0] = '\0';
+    *value = NAN;
+    if (args->n_grads > 64)
+        return lk__err(args->errmsg, LK_ERR_INVALID, "too many gradients requested");
+    if (!isfinite(args->grad_scale))
+        return lk__err(args->errmsg, LK_ERR_INVALID, "grad_scale must be finite");
+    lk_status st = check_args(loss, args);
+    if (st != LK_OK)
+        return st;
+    /* Bind and plan every term before any kernel runs, so that a bad tensor
+     * never leaves half-written gradients behind. */
+    bound *bs = calloc(loss->n_terms, sizeof *bs);
+    if (!bs)
+        return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; st == LK_OK && i < loss->n_terms; i++) {
+        st = bind_term(loss, &loss->terms[i], args, &bs[i]);
+        if (st == LK_OK)
+            st = plan_term(loss, &bs[i], args);
+        if (st == LK_OK && i == 0)
+            st = check_out(loss, &bs[0], args);
+    }
+    uint8_t written[64] = {0};
+    double total = 0.0;
+    for (size_t i = 0; st == LK_OK && i < loss->n_terms; i++) {
+        const bound *b = &bs[i];
+        /* A gradient buffer is stored into by its first writer and added to
+         * by the others; a term writes all of its requested gradients. */
+        uint32_t flags = 0;
+        for (uint32_t s = 0; s < b->e->n_slots; s++)
+            if (b->grad_index[s] >= 0 && written[b->grad_index[s]])
+                flags = LK_BLOCK_GRAD_ACCUMULATE;
+        if (flags) {
+            for (uint32_t s = 0; s < b->e->n_slots; s++)
+                if (b->grad_index[s] >= 0 && !written[b->grad_index[s]]) {
+                    const lk_tensor *t = &b->grads[s];
+                    memset(t->data, 0,
+                           (size_t)lk__numel(t->ndim, t->shape) * lk_dtype_size(t->dtype));
+                }
+        }
+        double v = 0.0;
+        st = run_term(loss, b, args, flags, &v);
+        for (uint32_t s = 0; st == LK_OK && s < b->e->n_slots; s++)
+            if (b->grad_index[s] >= 0)
+                written[b->grad_index[s]] = 1;
+        total += b->term->weight * v;
+    }
+    if (st == LK_OK) {
+        zero_unwritten(args, written);
+        *value = loss->reduction == LK_REDUCTION_NONE ? NAN : total;
+    }
+    free(bs);
+    return st;
+}

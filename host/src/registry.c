@@ -1,1 +1,471 @@
-typedef int lk__placeholder_registry;
+/* registry.c: finds, loads and validates loss plugins.
+ *
+ * The search path is a colon-separated list of directories and .so files,
+ * read in order; within a directory, files are taken in name order so that
+ * the result never depends on the file system's listing order. A loss id
+ * met a second time is kept but marked shadowed: the first one serves. A
+ * plugin that fails any check is refused whole, with one diagnostic line
+ * "FILE: problem", and loading goes on with the next file. */
+#define _GNU_SOURCE /* dladdr */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MAX_ID_LEN 64
+
+static void add_diag(lk__registry *reg, const char *fmt, ...) LK__PRINTF(2, 3);
+
+static void add_diag(lk__registry *reg, const char *fmt, ...)
+{
+    char line[LK_ERRMSG_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    char **grown = realloc(reg->diags, (reg->n_diags + 1) * sizeof *grown);
+    if (!grown)
+        return;
+    reg->diags = grown;
+    char *copy = lk__strdup(line);
+    if (copy)
+        reg->diags[reg->n_diags++] = copy;
+}
+
+/* A file or directory that someone else could write is refused: whoever
+ * can write it can make the host run their code. */
+static int unsafe_owner(const struct stat *st)
+{
+    if (st->st_mode & (S_IWGRP | S_IWOTH))
+        return 1;
+    return st->st_uid != 0 && st->st_uid != geteuid();
+}
+
+static int valid_name(const char *s)
+{
+    if (!s || !*s || strlen(s) > MAX_ID_LEN)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return 0;
+    return 1;
+}
+
+static int in_bounds(const lk_param_desc *p, double v)
+{
+    if (v < p->min || v > p->max)
+        return 0;
+    if ((p->flags & LK_PARAM_MIN_EXCLUSIVE) && v == p->min)
+        return 0;
+    if ((p->flags & LK_PARAM_MAX_EXCLUSIVE) && v == p->max)
+        return 0;
+    return 1;
+}
+
+/* Checks one parameter declaration; returns a problem or NULL. */
+static const char *check_param(const lk_param_desc *p)
+{
+    if (!valid_name(p->name))
+        return "has a parameter whose name is not [a-z0-9_]+";
+    if (!p->doc)
+        return "has a parameter without doc";
+    if (p->min > p->max || p->min != p->min || p->max != p->max)
+        return "has a parameter whose min exceeds its max";
+    switch (p->type) {
+    case LK_PARAM_NUMBER:
+    case LK_PARAM_INTEGER:
+        if (!in_bounds(p, p->default_number))
+            return "has a parameter whose default is outside its range";
+        if (p->type == LK_PARAM_INTEGER && p->default_number != (double)(int64_t)p->default_number)
+            return "has an integer parameter with a fractional default";
+        return NULL;
+    case LK_PARAM_BOOL:
+        return p->default_number == 0 || p->default_number == 1
+                   ? NULL
+                   : "has a boolean parameter whose default is not 0 or 1";
+    case LK_PARAM_CHOICE:
+        if (!p->choices || !p->choices[0] || !p->default_choice)
+            return "has a choice parameter without choices or default";
+        for (const char *const *c = p->choices; *c; c++)
+            if (strcmp(*c, p->default_choice) == 0)
+                return NULL;
+        return "has a choice parameter whose default is not among its choices";
+    case LK_PARAM_NUMBER_LIST:
+        if (p->default_list_len < 0 || (p->default_list_len > 0 && !p->default_list))
+            return "has a list parameter with a bad default";
+        if (p->list_min_len < 0 || (p->list_max_len >= 0 && p->list_max_len < p->list_min_len))
+            return "has a list parameter with bad length bounds";
+        for (int32_t i = 0; i < p->default_list_len; i++)
+            if (!in_bounds(p, p->default_list[i]))
+                return "has a list parameter whose default items are outside its range";
+        return NULL;
+    default:
+        return "has a parameter of an unknown type";
+    }
+}
+
+static const char *check_slot(const lk_slot_desc *s, uint32_t index)
+{
+    const uint32_t known = LK_DTYPE_BIT(LK_DTYPE_F32) | LK_DTYPE_BIT(LK_DTYPE_F64) |
+                           LK_DTYPE_BIT(LK_DTYPE_I64) | LK_DTYPE_BIT(LK_DTYPE_I32) |
+                           LK_DTYPE_BIT(LK_DTYPE_U8) | LK_DTYPE_BIT(LK_DTYPE_BOOL);
+    if (!valid_name(s->name))
+        return "has a slot whose name is not [a-z0-9_]+";
+    if (!s->dtypes || (s->dtypes & ~known))
+        return "has a slot with no or unknown dtypes";
+    if (s->shape < LK_SHAPE_ANY || s->shape > LK_SHAPE_INPUT_NO_CHANNEL)
+        return "has a slot with an unknown shape rule";
+    if (index == 0 && s->shape == LK_SHAPE_INPUT_NO_CHANNEL)
+        return "has slot 0 with a rule relative to itself";
+    if (index == 0 && (s->flags & LK_SLOT_OPTIONAL))
+        return "has an optional slot 0";
+    if ((s->flags & LK_SLOT_DIFFERENTIABLE) && (s->dtypes & ~LK_DTYPES_FLOAT))
+        return "has a differentiable slot that accepts non-float dtypes";
+    return NULL;
+}
+
+/* Checks a loss descriptor and collects its params and slots. Returns a
+ * problem or NULL; on success e is filled in. */
+static const char *check_loss(const lk_loss_desc *d, lk__entry *e)
+{
+    static char why[160];
+    if (!valid_name(d->id))
+        return "declares a loss whose id is not [a-z0-9_]+ (at most 64 characters)";
+    if (!d->summary || !d->version)
+        return "declares a loss without summary or version";
+    uint32_t np = 0, ns = 0;
+    while (d->params && d->params[np])
+        np++;
+    while (d->slots && d->slots[ns])
+        ns++;
+    if (ns == 0)
+        return "declares a loss without tensor slots";
+    if (ns > LK__MAX_SLOTS)
+        return "declares more than 16 tensor slots";
+    const uint32_t known_red = (1u << LK_REDUCTION_COUNT) - 1;
+    if (!d->reductions || (d->reductions & ~known_red) ||
+        d->default_reduction < 0 || d->default_reduction >= LK_REDUCTION_COUNT ||
+        !(d->reductions & LK_REDUCTION_BIT(d->default_reduction)))
+        return "declares bad reductions (none, unknown, or a default it does not offer)";
+    if (d->flags & ~(LK_LOSS_FUSED | LK_LOSS_WHOLE))
+        return "sets unknown loss flags";
+    int has_diff = 0;
+    for (uint32_t i = 0; i < ns; i++) {
+        const char *p = check_slot(d->slots[i], i);
+        if (p)
+            return p;
+        has_diff |= (d->slots[i]->flags & LK_SLOT_DIFFERENTIABLE) != 0;
+        for (uint32_t j = 0; j < i; j++)
+            if (strcmp(d->slots[i]->name, d->slots[j]->name) == 0)
+                return "declares two slots with the same name";
+    }
+    for (uint32_t i = 0; i < np; i++) {
+        const char *p = check_param(d->params[i]);
+        if (p)
+            return p;
+        for (uint32_t j = 0; j < i; j++)
+            if (strcmp(d->params[i]->name, d->params[j]->name) == 0)
+                return "declares two parameters with the same name";
+    }
+    if ((d->create == NULL) != (d->destroy == NULL))
+        return "sets only one of create and destroy";
+    if (d->flags & LK_LOSS_WHOLE) {
+        if (!d->whole)
+            return "has a NULL required function: whole (required with LK_LOSS_WHOLE)";
+    } else {
+        if (!d->forward)
+            return "has a NULL required function: forward";
+        if (has_diff && !(d->flags & LK_LOSS_FUSED) && !d->backward)
+            return "has a NULL required function: backward (required unless LK_LOSS_FUSED)";
+    }
+    e->desc = d;
+    e->n_params = np;
+    e->n_slots = ns;
+    e->params = calloc(np ? np : 1, sizeof *e->params);
+    e->slots = calloc(ns, sizeof *e->slots);
+    if (!e->params || !e->slots) {
+        snprintf(why, sizeof why, "out of memory");
+        return why;
+    }
+    memcpy(e->params, d->params, np * sizeof *e->params);
+    memcpy(e->slots, d->slots, ns * sizeof *e->slots);
+    return NULL;
+}
+
+static void free_entry(lk__entry *e)
+{
+    free(e->params);
+    free(e->slots);
+}
+
+const lk__entry *lk__registry_find(const lk__registry *reg, const char *id)
+{
+    for (size_t i = 0; i < reg->n_entries; i++)
+        if (!reg->entries[i].shadowed && strcmp(reg->entries[i].desc->id, id) == 0)
+            return &reg->entries[i];
+    return NULL;
+}
+
+/* Validates every loss of a loaded plugin, then registers them all or none. */
+static int register_plugin(lk__registry *reg, lk__module *m)
+{
+    const lk_plugin *pl = m->plugin;
+    size_t n = 0;
+    while (pl->losses && pl->losses[n])
+        n++;
+    if (!pl->name || !pl->version) {
+        add_diag(reg, "%s: plugin descriptor lacks a name or version", m->path);
+        return 0;
+    }
+    if (n == 0) {
+        add_diag(reg, "%s: plugin '%s' declares no losses", m->path, pl->name);
+        return 0;
+    }
+    lk__entry *grown = realloc(reg->entries, (reg->n_entries + n) * sizeof *grown);
+    if (!grown) {
+        add_diag(reg, "%s: out of memory", m->path);
+        return 0;
+    }
+    reg->entries = grown;
+    lk__entry *fresh = reg->entries + reg->n_entries;
+    memset(fresh, 0, n * sizeof *fresh);
+    for (size_t i = 0; i < n; i++) {
+        const char *problem = check_loss(pl->losses[i], &fresh[i]);
+        const char *id = pl->losses[i]->id ? pl->losses[i]->id : "(null)";
+        for (size_t j = 0; !problem && j < i; j++)
+            if (strcmp(fresh[j].desc->id, id) == 0)
+                problem = "declares this loss id twice";
+        if (problem) {
+            add_diag(reg, "%s: loss '%s' %s; plugin refused", m->path, id, problem);
+            for (size_t j = 0; j <= i; j++)
+                free_entry(&fresh[j]);
+            return 0;
+        }
+        fresh[i].module = m;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const lk__entry *winner = lk__registry_find(reg, fresh[i].desc->id);
+        if (winner) {
+            fresh[i].shadowed = 1;
+            fresh[i].winner = (size_t)(winner - reg->entries);
+        } else {
+            fresh[i].winner = reg->n_entries + i;
+        }
+    }
+    reg->n_entries += n;
+    return 1;
+}
+
+static void load_file(lk__registry *reg, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        add_diag(reg, "%s: %s", path, strerror(errno));
+        return;
+    }
+    if (unsafe_owner(&st)) {
+        add_diag(reg, "%s: refused: writable by other users (mode %03o)", path,
+                 (unsigned)(st.st_mode & 0777));
+        return;
+    }
+    dlerror();
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *why = dlerror();
+        add_diag(reg, "%s: cannot load: %s", path, why ? why : "unknown dlopen error");
+        return;
+    }
+    lk_plugin_entry_fn entry;
+    void *sym = dlsym(h, LK_PLUGIN_ENTRY_NAME);
+    memcpy(&entry, &sym, sizeof entry);
+    if (!sym) {
+        add_diag(reg, "%s: no '%s' symbol: not a losskit plugin", path, LK_PLUGIN_ENTRY_NAME);
+        dlclose(h);
+        return;
+    }
+    const lk_plugin *pl = entry(LK_ABI_MAJOR, LK_ABI_MINOR);
+    if (!pl) {
+        add_diag(reg, "%s: %s returned NULL: the plugin refused host ABI %d.%d", path,
+                 LK_PLUGIN_ENTRY_NAME, LK_ABI_MAJOR, LK_ABI_MINOR);
+        dlclose(h);
+        return;
+    }
+    if (pl->abi_major != LK_ABI_MAJOR) {
+        add_diag(reg, "%s: built for losskit ABI %u.%u, this host implements ABI %d.%d "
+                      "(the major versions must match)",
+                 path, pl->abi_major, pl->abi_minor, LK_ABI_MAJOR, LK_ABI_MINOR);
+        dlclose(h);
+        return;
+    }
+    lk__module *m = calloc(1, sizeof *m);
+    lk__module **mods = realloc(reg->modules, (reg->n_modules + 1) * sizeof *mods);
+    if (mods)
+        reg->modules = mods;
+    if (!m || !mods || !(m->path = lk__strdup(path))) {
+        add_diag(reg, "%s: out of memory", path);
+        free(m);
+        dlclose(h);
+        return;
+    }
+    m->handle = h;
+    m->plugin = pl;
+    if (!register_plugin(reg, m)) {
+        free(m->path);
+        free(m);
+        dlclose(h);
+        return;
+    }
+    reg->modules[reg->n_modules++] = m;
+}
+
+static int has_so_suffix(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 3 && strcmp(name + n - 3, ".so") == 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void load_dir(lk__registry *reg, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        add_diag(reg, "%s: cannot open plugin directory: %s", dir, strerror(errno));
+        return;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!has_so_suffix(de->d_name))
+            continue;
+        char **grown = realloc(names, (n + 1) * sizeof *grown);
+        if (!grown)
+            break;
+        names = grown;
+        if ((names[n] = lk__strdup(de->d_name)) != NULL)
+            n++;
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(dir) + strlen(names[i]) + 2;
+        char *path = malloc(len);
+        if (path) {
+            snprintf(path, len, "%s/%s", dir, names[i]);
+            load_file(reg, path);
+            free(path);
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
+static void load_element(lk__registry *reg, const char *elem)
+{
+    struct stat st;
+    if (stat(elem, &st) != 0) {
+        add_diag(reg, "%s: plugin path element: %s", elem, strerror(errno));
+        return;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        load_file(reg, elem);
+        return;
+    }
+    if (unsafe_owner(&st)) {
+        add_diag(reg, "%s: plugin directory refused: writable by other users (mode %03o)", elem,
+                 (unsigned)(st.st_mode & 0777));
+        return;
+    }
+    load_dir(reg, elem);
+}
+
+void lk__registry_load(lk__registry *reg, const char *path_list)
+{
+    if (!path_list)
+        return;
+    const char *p = path_list;
+    while (*p) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        if (len > 0) {
+            char *elem = malloc(len + 1);
+            if (elem) {
+                memcpy(elem, p, len);
+                elem[len] = '\0';
+                load_element(reg, elem);
+                free(elem);
+            }
+        }
+        p += len;
+        if (*p == ':')
+            p++;
+    }
+}
+
+void lk__registry_free(lk__registry *reg)
+{
+    for (size_t i = 0; i < reg->n_entries; i++)
+        free_entry(&reg->entries[i]);
+    free(reg->entries);
+    for (size_t i = 0; i < reg->n_modules; i++) {
+        dlclose(reg->modules[i]->handle);
+        free(reg->modules[i]->path);
+        free(reg->modules[i]);
+    }
+    free(reg->modules);
+    for (size_t i = 0; i < reg->n_diags; i++)
+        free(reg->diags[i]);
+    free(reg->diags);
+    memset(reg, 0, sizeof *reg);
+}
+
+void lk__registry_suggest(const lk__registry *reg, const char *id, char *buf, size_t cap)
+{
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < reg->n_entries; i++) {
+        const lk__entry *e = &reg->entries[i];
+        if (e->shadowed)
+            continue;
+        size_t d = lk__levenshtein(id, e->desc->id);
+        if (d < best_d) {
+            best_d = d;
+            best = e->desc->id;
+        }
+    }
+    if (!best) {
+        snprintf(buf, cap, "no losses are registered; check the plugin path");
+        return;
+    }
+    if (best_d <= 3 || best_d * 2 <= strlen(id))
+        used = (size_t)snprintf(buf, cap, "did you mean '%s'? ", best);
+    if (used < cap)
+        used += (size_t)snprintf(buf + used, cap - used, "known:");
+    for (size_t i = 0; i < reg->n_entries && used < cap; i++)
+        if (!reg->entries[i].shadowed)
+            used += (size_t)snprintf(buf + used, cap - used, " %s", reg->entries[i].desc->id);
+}
+
+/* The build tree's plugin folders when this library runs from the build
+ * tree, else the installed plugin folder. */
+const char *lk__default_plugin_path(void)
+{
+    Dl_info info;
+    void *self = (void *)(uintptr_t)&lk__default_plugin_path;
+    if (dladdr(self, &info) && info.dli_fname &&
+        strncmp(info.dli_fname, LK_BUILD_ROOT "/", strlen(LK_BUILD_ROOT) + 1) == 0)
+        return LK_BUILD_PLUGIN_PATH;
+    return LK_INSTALL_PLUGIN_DIR;
+}

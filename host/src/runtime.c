@@ -1,1 +1,194 @@
-typedef int lk__placeholder_runtime;
+/* runtime.c: opening a runtime, the services table, registry lookups. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void lk_runtime_options_init(lk_runtime_options *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->use_env_path = 1;
+    opts->use_default_path = 1;
+}
+
+static void host_log(void *ctx, int32_t level, const char *line)
+{
+    (void)ctx;
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    if (level < LK_LOG_ERROR || level > LK_LOG_DEBUG)
+        level = LK_LOG_INFO;
+    if (level <= LK_LOG_WARN || getenv("LOSSKIT_DEBUG"))
+        fprintf(stderr, "losskit: %s: %s\n", names[level], line ? line : "");
+}
+
+static lk_status host_parallel_for(void *ctx, int64_t n, int64_t grain, lk_range_fn fn,
+                                   void *arg)
+{
+    lk_runtime *rt = ctx;
+    return lk__pool_for(rt->pool, n, grain, fn, arg);
+}
+
+static void *host_scratch_alloc(void *ctx, size_t size)
+{
+    (void)ctx;
+    void *p = NULL;
+    size_t rounded = (size + 63) & ~(size_t)63;
+    if (rounded < size)
+        return NULL;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0)
+        return NULL;
+    return p;
+}
+
+static void host_scratch_free(void *ctx, void *ptr)
+{
+    (void)ctx;
+    free(ptr);
+}
+
+static int32_t host_thread_count(void *ctx)
+{
+    const lk_runtime *rt = ctx;
+    return rt->threads;
+}
+
+/* Threads from the options, else $LOSSKIT_THREADS, else the core count. */
+static lk_status pick_threads(int32_t asked, int32_t *out, char *errmsg)
+{
+    if (asked < 0 || asked > 1024)
+        return lk__err(errmsg, LK_ERR_INVALID, "threads: %d is out of range [0, 1024]", asked);
+    if (asked == 0) {
+        const char *env = getenv("LOSSKIT_THREADS");
+        if (env && *env) {
+            char *end;
+            long v = strtol(env, &end, 10);
+            if (*end || v < 1 || v > 1024)
+                return lk__err(errmsg, LK_ERR_INVALID,
+                               "LOSSKIT_THREADS: '%s' is not a thread count in [1, 1024]", env);
+            asked = (int32_t)v;
+        } else {
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            asked = cores > 0 ? (int32_t)(cores > 1024 ? 1024 : cores) : 1;
+        }
+    }
+    *out = asked;
+    return LK_OK;
+}
+
+lk_status lk_runtime_open(const lk_runtime_options *opts, lk_runtime **out, char *errmsg)
+{
+    lk_runtime_options defaults;
+    if (!out)
+        return lk__err(errmsg, LK_ERR_INVALID, "lk_runtime_open: out is NULL");
+    *out = NULL;
+    if (!opts) {
+        lk_runtime_options_init(&defaults);
+        opts = &defaults;
+    }
+    lk_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return lk__err(errmsg, LK_ERR_NOMEM, "out of memory");
+    lk_status st = pick_threads(opts->threads, &rt->threads, errmsg);
+    if (st == LK_OK && (st = lk__pool_create(rt->threads, &rt->pool)) != LK_OK)
+        lk__err(errmsg, st, "cannot start %d threads", rt->threads);
+    if (st != LK_OK) {
+        free(rt);
+        return st;
+    }
+    rt->threads = lk__pool_threads(rt->pool);
+    rt->host = (lk_host){
+        .abi_major = LK_ABI_MAJOR,
+        .abi_minor = LK_ABI_MINOR,
+        .ctx = rt,
+        .log = host_log,
+        .parallel_for = host_parallel_for,
+        .scratch_alloc = host_scratch_alloc,
+        .scratch_free = host_scratch_free,
+        .thread_count = host_thread_count,
+    };
+    lk__registry_load(&rt->reg, opts->plugin_path);
+    if (opts->use_env_path)
+        lk__registry_load(&rt->reg, getenv("LOSSKIT_PLUGIN_PATH"));
+    if (opts->use_default_path)
+        lk__registry_load(&rt->reg, lk__default_plugin_path());
+    *out = rt;
+    return LK_OK;
+}
+
+static void runtime_free(lk_runtime *rt)
+{
+    lk__registry_free(&rt->reg);
+    lk__pool_destroy(rt->pool);
+    free(rt);
+}
+
+/* Modules stay loaded while any loss built from them lives (DESIGN.md, 9):
+ * closing a runtime with live losses defers the unloading to the last
+ * lk_loss_free. */
+void lk_runtime_close(lk_runtime *rt)
+{
+    if (!rt)
+        return;
+    rt->closing = 1;
+    if (rt->live_losses == 0)
+        runtime_free(rt);
+}
+
+void lk__runtime_release(lk_runtime *rt)
+{
+    if (__atomic_sub_fetch(&rt->live_losses, 1, __ATOMIC_SEQ_CST) == 0 && rt->closing)
+        runtime_free(rt);
+}
+
+size_t lk_runtime_diag_count(const lk_runtime *rt)
+{
+    return rt->reg.n_diags;
+}
+
+const char *lk_runtime_diag(const lk_runtime *rt, size_t i)
+{
+    return i < rt->reg.n_diags ? rt->reg.diags[i] : NULL;
+}
+
+int32_t lk_runtime_threads(const lk_runtime *rt)
+{
+    return rt->threads;
+}
+
+size_t lk_runtime_loss_count(const lk_runtime *rt)
+{
+    return rt->reg.n_entries;
+}
+
+static void fill_info(const lk__registry *reg, const lk__entry *e, lk_loss_info *out)
+{
+    out->id = e->desc->id;
+    out->plugin_file = e->module->path;
+    out->plugin_name = e->module->plugin->name;
+    out->plugin_version = e->module->plugin->version;
+    out->desc = e->desc;
+    out->shadowed = e->shadowed;
+    out->shadowed_by = e->shadowed ? reg->entries[e->winner].module->path : NULL;
+}
+
+lk_status lk_runtime_loss_at(const lk_runtime *rt, size_t i, lk_loss_info *out)
+{
+    if (i >= rt->reg.n_entries)
+        return LK_ERR_NOT_FOUND;
+    fill_info(&rt->reg, &rt->reg.entries[i], out);
+    return LK_OK;
+}
+
+lk_status lk_runtime_find(const lk_runtime *rt, const char *id, lk_loss_info *out, char *errmsg)
+{
+    const lk__entry *e = lk__registry_find(&rt->reg, id);
+    if (!e) {
+        char hint[LK_ERRMSG_CAP - 64];
+        lk__registry_suggest(&rt->reg, id, hint, sizeof hint);
+        return lk__err(errmsg, LK_ERR_NOT_FOUND, "unknown loss '%s'; %s", id, hint);
+    }
+    fill_info(&rt->reg, e, out);
+    return LK_OK;
+}

@@ -1,1 +1,142 @@
-typedef int lk__placeholder_util;
+/* util.c: names, messages and small helpers shared by the runtime. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+lk_status lk__err(char *errmsg, lk_status st, const char *fmt, ...)
+{
+    if (errmsg) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errmsg, LK_ERRMSG_CAP, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+char *lk__strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+size_t lk__levenshtein(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return la > lb ? la : lb;
+    size_t row[65];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (row[j] + 1 < best)
+                best = row[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+int64_t lk__numel(int32_t ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int32_t d = 0; d < ndim; d++)
+        n *= shape[d];
+    return n;
+}
+
+void lk__shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, cap, "(");
+    for (int32_t d = 0; d < ndim && used < cap; d++)
+        used += (size_t)snprintf(buf + used, cap - used, d ? ", %lld" : "%lld",
+                                 (long long)shape[d]);
+    if (used < cap)
+        snprintf(buf + used, cap - used, ndim == 1 ? ",)" : ")");
+}
+
+const char *lk_status_name(lk_status st)
+{
+    switch (st) {
+    case LK_OK: return "LK_OK";
+    case LK_ERR_INVALID: return "LK_ERR_INVALID";
+    case LK_ERR_NOMEM: return "LK_ERR_NOMEM";
+    case LK_ERR_DTYPE: return "LK_ERR_DTYPE";
+    case LK_ERR_SHAPE: return "LK_ERR_SHAPE";
+    case LK_ERR_UNSUPPORTED: return "LK_ERR_UNSUPPORTED";
+    case LK_ERR_NUMERIC: return "LK_ERR_NUMERIC";
+    case LK_ERR_IO: return "LK_ERR_IO";
+    case LK_ERR_FORMAT: return "LK_ERR_FORMAT";
+    case LK_ERR_CONFIG: return "LK_ERR_CONFIG";
+    case LK_ERR_NOT_FOUND: return "LK_ERR_NOT_FOUND";
+    case LK_ERR_LOAD: return "LK_ERR_LOAD";
+    case LK_ERR_VERSION: return "LK_ERR_VERSION";
+    case LK_ERR_INTERNAL: return "LK_ERR_INTERNAL";
+    }
+    return "LK_ERR_UNKNOWN";
+}
+
+const char *lk_status_text(lk_status st)
+{
+    switch (st) {
+    case LK_OK: return "success";
+    case LK_ERR_INVALID: return "invalid argument";
+    case LK_ERR_NOMEM: return "out of memory";
+    case LK_ERR_DTYPE: return "unsupported dtype";
+    case LK_ERR_SHAPE: return "shape mismatch";
+    case LK_ERR_UNSUPPORTED: return "unsupported operation";
+    case LK_ERR_NUMERIC: return "numeric error";
+    case LK_ERR_IO: return "input/output error";
+    case LK_ERR_FORMAT: return "malformed file";
+    case LK_ERR_CONFIG: return "invalid config";
+    case LK_ERR_NOT_FOUND: return "not found";
+    case LK_ERR_LOAD: return "plugin load failure";
+    case LK_ERR_VERSION: return "ABI version mismatch";
+    case LK_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+const char *lk_dtype_name(int32_t dtype)
+{
+    switch (dtype) {
+    case LK_DTYPE_F32: return "float32";
+    case LK_DTYPE_F64: return "float64";
+    case LK_DTYPE_I64: return "int64";
+    case LK_DTYPE_I32: return "int32";
+    case LK_DTYPE_U8: return "uint8";
+    case LK_DTYPE_BOOL: return "bool";
+    default: return "invalid";
+    }
+}
+
+static const char *const reduction_names[LK_REDUCTION_COUNT] = {"none", "mean", "sum",
+                                                                 "batchmean"};
+
+const char *lk_reduction_name(int32_t reduction)
+{
+    if (reduction < 0 || reduction >= LK_REDUCTION_COUNT)
+        return "invalid";
+    return reduction_names[reduction];
+}
+
+int32_t lk_reduction_from_name(const char *name)
+{
+    for (int32_t r = 0; r < LK_REDUCTION_COUNT; r++)
+        if (strcmp(name, reduction_names[r]) == 0)
+            return r;
+    return -1;
+}

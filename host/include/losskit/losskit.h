@@ -119,8 +119,9 @@ LK_API lk_status lk_loss_slot_at(const lk_loss *loss, size_t i, const lk_slot_de
 
 /* A tensor bound to a slot name. */
 typedef struct lk_named_tensor {
-    const char *name;
+    const char *name;   /* the slot: "input", "target", ... */
     lk_tensor tensor;
+    const char *origin; /* where it came from (a file name) for messages, or NULL */
 } lk_named_tensor;
 
 /* One evaluation. The caller owns every buffer. */

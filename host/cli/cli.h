@@ -1,0 +1,32 @@
+/* cli.h: what the losskit command's files share. */
+#ifndef LOSSKIT_CLI_H
+#define LOSSKIT_CLI_H
+
+#include "losskit/losskit.h"
+
+/* Exit codes: a contract that scripts rely on (README.md). */
+enum {
+    EXIT_OK = 0,
+    EXIT_FAILURE_INTERNAL = 1,
+    EXIT_USAGE = 2,  /* bad usage or config */
+    EXIT_PLUGIN = 3, /* a plugin could not be loaded */
+    EXIT_DATA = 4    /* a tensor file or the data in it */
+};
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+void cli_error(const char *fmt, ...);
+
+/* Opens the runtime, printing load diagnostics as warnings; threads 0 picks
+ * the default. Returns NULL (after printing why) on failure. */
+lk_runtime *cli_open_runtime(int32_t threads);
+
+/* Parses a positive integer option value; -1 on error (printed). */
+int32_t cli_parse_threads(const char *text);
+
+int cmd_list(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
+#endif

@@ -1,0 +1,104 @@
+/* internal.h: what the runtime's files share and nobody else sees. */
+#ifndef LOSSKIT_INTERNAL_H
+#define LOSSKIT_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "losskit/losskit.h"
+
+#if defined(__GNUC__)
+#define LK__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define LK__PRINTF(a, b)
+#endif
+
+/* The most tensor slots one loss may declare. */
+#define LK__MAX_SLOTS 16
+
+/* util.c */
+LK__PRINTF(3, 4) lk_status lk__err(char *errmsg, lk_status st, const char *fmt, ...);
+char *lk__strdup(const char *s);
+size_t lk__levenshtein(const char *a, const char *b);
+/* Appends ", " separated names to buf (cap bytes), returning buf. */
+int64_t lk__numel(int32_t ndim, const int64_t *shape);
+void lk__shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape);
+
+/* pool.c: a fixed-size pool; chunking never depends on the thread count. */
+typedef struct lk__pool lk__pool;
+lk_status lk__pool_create(int32_t threads, lk__pool **out);
+void lk__pool_destroy(lk__pool *pool);
+int32_t lk__pool_threads(const lk__pool *pool);
+lk_status lk__pool_for(lk__pool *pool, int64_t n, int64_t grain, lk_range_fn fn, void *arg);
+
+/* registry.c */
+typedef struct lk__module {
+    char *path;
+    void *handle;
+    const lk_plugin *plugin;
+} lk__module;
+
+typedef struct lk__entry {
+    const lk_loss_desc *desc;
+    const lk__module *module;
+    const lk_param_desc **params; /* n_params pointers, owned */
+    uint32_t n_params;
+    const lk_slot_desc **slots; /* n_slots pointers, owned */
+    uint32_t n_slots;
+    int32_t shadowed;
+    size_t winner; /* index of the entry that serves this id */
+} lk__entry;
+
+typedef struct lk__registry {
+    lk__module **modules;
+    size_t n_modules;
+    lk__entry *entries;
+    size_t n_entries;
+    char **diags;
+    size_t n_diags;
+} lk__registry;
+
+void lk__registry_load(lk__registry *reg, const char *path_list);
+void lk__registry_free(lk__registry *reg);
+const lk__entry *lk__registry_find(const lk__registry *reg, const char *id);
+/* "did you mean" text for an unknown id into buf. */
+void lk__registry_suggest(const lk__registry *reg, const char *id, char *buf, size_t cap);
+const char *lk__default_plugin_path(void);
+
+/* runtime.c */
+struct lk_runtime {
+    lk__registry reg;
+    lk__pool *pool;
+    lk_host host;
+    int32_t threads;
+    size_t live_losses; /* lk_loss objects that still need the modules */
+    int32_t closing;
+};
+void lk__runtime_release(lk_runtime *rt);
+
+/* config.c / loss objects */
+typedef struct lk__term {
+    const lk__entry *entry;
+    void *instance;
+    double weight;
+} lk__term;
+
+typedef struct lk__slot {
+    const lk_slot_desc *desc;
+    int32_t required;
+    int32_t differentiable;
+} lk__slot;
+
+struct lk_loss {
+    lk_runtime *rt;
+    lk__term *terms;
+    size_t n_terms;
+    int32_t reduction;
+    char *name;
+    lk__slot *slots;
+    size_t n_slots;
+};
+
+
+#endif
