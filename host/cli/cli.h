@@ -28,5 +28,7 @@ int32_t cli_parse_threads(const char *text);
 int cmd_list(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_new(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 #endif

@@ -16,6 +16,9 @@ static const char usage_text[] =
     "      [--tensor NAME=FILE.npy ...] [--grad G.npy] [--grad-tensor NAME=FILE.npy ...]\n"
     "      [--out L.npy] [--threads N] [--json]\n"
     "                                evaluate the loss a JSON config describes\n"
+    "  new NAME [--dir DIR]          write an out-of-tree plugin project to start from\n"
+    "  check PLUGIN.so [--loss ID] [--json]\n"
+    "                                a conformance report on a plugin's losses\n"
     "  help                          this text\n"
     "  version                       the version of losskit and of its plugin ABI\n"
     "\n"
@@ -73,6 +76,10 @@ int main(int argc, char **argv)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "new") == 0)
+        return cmd_new(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         fputs(usage_text, stdout);
         return EXIT_OK;
