@@ -19,6 +19,9 @@ static const char usage_text[] =
     "  new NAME [--dir DIR]          write an out-of-tree plugin project to start from\n"
     "  check PLUGIN.so [--loss ID] [--json]\n"
     "                                a conformance report on a plugin's losses\n"
+    "  bench CONFIG [--shape N,C,H,W] [--threads N] [--repeat K] [--json]\n"
+    "                                time forward and forward+backward against the\n"
+    "                                memory roofline on synthetic data\n"
     "  help                          this text\n"
     "  version                       the version of losskit and of its plugin ABI\n"
     "\n"
@@ -78,6 +81,8 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "new") == 0)
         return cmd_new(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

@@ -1,0 +1,414 @@
+/* cmd_bench.c: `losskit bench`, the speed of a loss against the memory
+ * roofline measured in the same process and run.
+ *
+ * The roofline is a plain streaming kernel that moves the same bytes a loss
+ * must move at least (read every input tensor once, write the gradient
+ * once), on the same number of threads. The fraction of the roofline is
+ * roofline time / loss time: 1.0 means the loss runs at memory speed. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+#define MAX_SLOTS 16
+
+typedef struct bench_opts {
+    const char *config;
+    int32_t ndim;
+    int64_t shape[LK_MAX_NDIM];
+    int32_t threads;
+    int repeat;
+    int json;
+} bench_opts;
+
+typedef struct bench_data {
+    lk_array arrays[MAX_SLOTS];
+    lk_named_tensor named[MAX_SLOTS];
+    size_t n;
+    lk_array grad;
+    lk_named_tensor named_grad;
+    size_t bytes_in; /* every input tensor once */
+} bench_data;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int parse_shape(const char *text, bench_opts *o)
+{
+    o->ndim = 0;
+    const char *p = text;
+    while (*p && o->ndim < LK_MAX_NDIM) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v < 1 || v > (1ll << 34))
+            break;
+        o->shape[o->ndim++] = v;
+        p = end;
+        if (*p == ',')
+            p++;
+        else if (*p)
+            break;
+    }
+    if (*p || o->ndim == 0) {
+        cli_error("bench: --shape '%s' is not a list like 16,1,1024,1024", text);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_bench(int argc, char **argv, bench_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->repeat = 5;
+    bench_opts dflt = {.ndim = 4, .shape = {16, 1, 1024, 1024}};
+    o->ndim = dflt.ndim;
+    memcpy(o->shape, dflt.shape, sizeof o->shape);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--json") == 0) {
+            o->json = 1;
+            continue;
+        }
+        if (a[0] != '-' && !o->config) {
+            o->config = a;
+            continue;
+        }
+        if (!v || a[0] != '-') {
+            cli_error("bench: unexpected argument '%s'", a);
+            return -1;
+        }
+        i++;
+        if (strcmp(a, "--shape") == 0) {
+            if (parse_shape(v, o) != 0)
+                return -1;
+        } else if (strcmp(a, "--threads") == 0) {
+            if ((o->threads = cli_parse_threads(v)) < 0)
+                return -1;
+        } else if (strcmp(a, "--repeat") == 0) {
+            o->repeat = atoi(v);
+            if (o->repeat < 1 || o->repeat > 10000) {
+                cli_error("bench: --repeat '%s' is not in [1, 10000]", v);
+                return -1;
+            }
+        } else {
+            cli_error("bench: unknown option '%s'", a);
+            return -1;
+        }
+    }
+    if (!o->config) {
+        cli_error("bench: usage: losskit bench CONFIG [--shape N,C,H,W] [--threads N] "
+                  "[--repeat K] [--json]");
+        return -1;
+    }
+    return 0;
+}
+
+static uint64_t next_random(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Fills a slot's tensor with plausible data for its role. */
+static void fill(lk_array *a, const char *name, int64_t classes, uint64_t seed)
+{
+    size_t n = a->nbytes / lk_dtype_size(a->dtype);
+    for (size_t i = 0; i < n; i++) {
+        double u = (double)(next_random(&seed) >> 11) / 9007199254740992.0;
+        double v = strcmp(name, "input") == 0    ? 8.0 * u - 4.0
+                   : strcmp(name, "target") == 0 ? (u < 0.3 ? 1.0 : 0.0)
+                                                 : 0.5 + u;
+        if (a->dtype == LK_DTYPE_F32)
+            ((float *)a->data)[i] = (float)v;
+        else if (a->dtype == LK_DTYPE_F64)
+            ((double *)a->data)[i] = v;
+        else if (a->dtype == LK_DTYPE_I64)
+            ((int64_t *)a->data)[i] = (int64_t)(u * (double)classes) % classes;
+    }
+}
+
+static int make_data(const lk_loss *loss, const bench_opts *o, bench_data *d)
+{
+    char err[LK_ERRMSG_CAP];
+    for (size_t i = 0; i < lk_loss_slot_count(loss) && d->n < MAX_SLOTS; i++) {
+        const lk_slot_desc *sd;
+        int32_t required, diff;
+        lk_loss_slot_at(loss, i, &sd, &required, &diff);
+        if (!required)
+            continue;
+        int32_t ndim = o->ndim, dtype = LK_DTYPE_F32;
+        int64_t shape[LK_MAX_NDIM];
+        memcpy(shape, o->shape, sizeof shape);
+        if (!(sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_F32)))
+            dtype = (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64)) ? LK_DTYPE_I64 : LK_DTYPE_F64;
+        if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL && ndim >= 2) {
+            memmove(shape + 1, shape + 2, (size_t)(ndim - 2) * sizeof *shape);
+            ndim--;
+        }
+        lk_array *a = &d->arrays[d->n];
+        if (lk_array_alloc(a, dtype, ndim, shape, err) != LK_OK) {
+            cli_error("bench: %s", err);
+            return -1;
+        }
+        fill(a, sd->name, o->ndim >= 2 ? o->shape[1] : 1, 0x9e3779b97f4a7c15ull + i);
+        d->named[d->n] = (lk_named_tensor){sd->name, lk_array_view(a), sd->name};
+        d->bytes_in += a->nbytes;
+        d->n++;
+    }
+    if (lk_array_alloc(&d->grad, d->arrays[0].dtype, d->arrays[0].ndim, d->arrays[0].shape,
+                       err) != LK_OK) {
+        cli_error("bench: %s", err);
+        return -1;
+    }
+    d->named_grad = (lk_named_tensor){d->named[0].name, lk_array_view(&d->grad), "grad"};
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median and minimum of repeat timed evaluations, after one warm-up. */
+static int time_eval(const lk_loss *loss, bench_data *d, int with_grad, int repeat,
+                     double *median, double *best)
+{
+    double *t = calloc((size_t)repeat, sizeof *t);
+    if (!t)
+        return -1;
+    for (int r = -1; r < repeat; r++) {
+        lk_eval_args a;
+        lk_eval_args_init(&a);
+        a.tensors = d->named;
+        a.n_tensors = d->n;
+        if (with_grad) {
+            a.grads = &d->named_grad;
+            a.n_grads = 1;
+        }
+        double v, t0 = now_ms();
+        if (lk_loss_eval(loss, &a, &v) != LK_OK) {
+            cli_error("bench: %s", a.errmsg);
+            free(t);
+            return -1;
+        }
+        if (r >= 0)
+            t[r] = now_ms() - t0;
+    }
+    qsort(t, (size_t)repeat, sizeof *t, cmp_double);
+    *median = t[repeat / 2];
+    *best = t[0];
+    free(t);
+    return 0;
+}
+
+typedef struct stream_job {
+    const float *a, *b;
+    float *out; /* NULL: read only */
+    size_t begin, end;
+    double sum;
+} stream_job;
+
+static void *stream_part(void *arg)
+{
+    stream_job *j = arg;
+    if (j->out) {
+        for (size_t i = j->begin; i < j->end; i++)
+            j->out[i] = j->a[i] - j->b[i];
+        return NULL;
+    }
+    /* Eight independent sums so that the adds' latency does not bound it. */
+    float acc[8] = {0};
+    size_t i = j->begin;
+    for (; i + 8 <= j->end; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += j->a[i + k] * j->b[i + k];
+    for (; i < j->end; i++)
+        acc[0] += j->a[i] * j->b[i];
+    for (int k = 0; k < 8; k++)
+        j->sum += acc[k];
+    return NULL;
+}
+
+/* The roofline: read two float arrays and, with write set, write a third;
+ * n is chosen so that the bytes moved equal the loss's. */
+static double roofline_ms(size_t bytes, int write, int32_t threads, int repeat)
+{
+    size_t n = bytes / (write ? 12 : 8);
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *o = malloc(n * sizeof *o);
+    double best = NAN;
+    if (a && b && o) {
+        for (size_t i = 0; i < n; i++)
+            a[i] = (float)i, b[i] = 1.0f, o[i] = 0.0f;
+        stream_job jobs[1024];
+        pthread_t tid[1024];
+        double *t = calloc((size_t)repeat, sizeof *t);
+        for (int r = -1; t && r < repeat; r++) {
+            double t0 = now_ms();
+            for (int32_t k = 0; k < threads; k++) {
+                jobs[k] = (stream_job){a, b, write ? o : NULL, n * (size_t)k / (size_t)threads,
+                                       n * (size_t)(k + 1) / (size_t)threads, 0.0};
+                if (k > 0)
+                    pthread_create(&tid[k], NULL, stream_part, &jobs[k]);
+            }
+            stream_part(&jobs[0]);
+            for (int32_t k = 1; k < threads; k++)
+                pthread_join(tid[k], NULL);
+            if (r >= 0)
+                t[r] = now_ms() - t0;
+        }
+        if (t) {
+            qsort(t, (size_t)repeat, sizeof *t, cmp_double);
+            best = t[repeat / 2];
+        }
+        free(t);
+    }
+    free(a);
+    free(b);
+    free(o);
+    return best;
+}
+
+/* Host overhead per call on a 64-element tensor, in microseconds. */
+static double small_call_us(lk_runtime *rt, const char *config_path)
+{
+    lk_loss *loss;
+    char err[LK_ERRMSG_CAP];
+    if (lk_loss_from_file(rt, config_path, &loss, err) != LK_OK)
+        return NAN;
+    bench_opts o = {.ndim = 1, .shape = {64}};
+    bench_data d;
+    memset(&d, 0, sizeof d);
+    double us = NAN;
+    if (make_data(loss, &o, &d) == 0) {
+        lk_eval_args a;
+        lk_eval_args_init(&a);
+        a.tensors = d.named;
+        a.n_tensors = d.n;
+        a.grads = &d.named_grad;
+        a.n_grads = 1;
+        const int calls = 20000;
+        double v, t0 = now_ms();
+        for (int i = 0; i < calls; i++)
+            lk_loss_eval(loss, &a, &v);
+        us = (now_ms() - t0) * 1e3 / calls;
+    }
+    for (size_t i = 0; i < d.n; i++)
+        lk_array_free(&d.arrays[i]);
+    lk_array_free(&d.grad);
+    lk_loss_free(loss);
+    return us;
+}
+
+typedef struct bench_result {
+    double fwd_ms, fwd_best, fb_ms, fb_best, roof_fwd_ms, roof_fb_ms, small_us;
+    size_t elements, bytes_fwd, bytes_fb;
+} bench_result;
+
+static void report(const bench_opts *o, const lk_loss *loss, int32_t threads,
+                   const bench_result *r)
+{
+    double gbs_f = (double)r->bytes_fwd / (r->fwd_ms * 1e6);
+    double gbs_fb = (double)r->bytes_fb / (r->fb_ms * 1e6);
+    if (!o->json) {
+        printf("%s on %zu elements, %d threads, median of %d\n", lk_loss_name(loss),
+               r->elements, threads, o->repeat);
+        printf("  %-17s %9s %12s %10s %8s %9s\n", "pass", "ms", "elements/s", "bytes",
+               "GB/s", "roofline");
+        printf("  %-17s %9.3f %12.3e %10zu %8.2f %8.0f%%\n", "forward", r->fwd_ms,
+               (double)r->elements / (r->fwd_ms * 1e-3), r->bytes_fwd, gbs_f,
+               100.0 * r->roof_fwd_ms / r->fwd_ms);
+        printf("  %-17s %9.3f %12.3e %10zu %8.2f %8.0f%%\n", "forward+backward", r->fb_ms,
+               (double)r->elements / (r->fb_ms * 1e-3), r->bytes_fb, gbs_fb,
+               100.0 * r->roof_fb_ms / r->fb_ms);
+        printf("  roofline (streaming kernel, same bytes): forward %.3f ms, "
+               "forward+backward %.3f ms\n",
+               r->roof_fwd_ms, r->roof_fb_ms);
+        printf("  host overhead per call on 64 elements: %.3f us\n", r->small_us);
+        return;
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "loss", lk_loss_name(loss));
+    cJSON_AddStringToObject(j, "config", o->config);
+    cJSON *shape = cJSON_AddArrayToObject(j, "shape");
+    for (int32_t k = 0; k < o->ndim; k++)
+        cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)o->shape[k]));
+    cJSON_AddNumberToObject(j, "elements", (double)r->elements);
+    cJSON_AddNumberToObject(j, "threads", threads);
+    cJSON_AddNumberToObject(j, "repeat", o->repeat);
+    cJSON_AddNumberToObject(j, "forward_ms", r->fwd_ms);
+    cJSON_AddNumberToObject(j, "forward_best_ms", r->fwd_best);
+    cJSON_AddNumberToObject(j, "forward_backward_ms", r->fb_ms);
+    cJSON_AddNumberToObject(j, "forward_backward_best_ms", r->fb_best);
+    cJSON_AddNumberToObject(j, "bytes_forward", (double)r->bytes_fwd);
+    cJSON_AddNumberToObject(j, "bytes_forward_backward", (double)r->bytes_fb);
+    cJSON_AddNumberToObject(j, "gbps_forward", gbs_f);
+    cJSON_AddNumberToObject(j, "gbps_forward_backward", gbs_fb);
+    cJSON_AddNumberToObject(j, "roofline_forward_ms", r->roof_fwd_ms);
+    cJSON_AddNumberToObject(j, "roofline_forward_backward_ms", r->roof_fb_ms);
+    cJSON_AddNumberToObject(j, "roofline_fraction_forward", r->roof_fwd_ms / r->fwd_ms);
+    cJSON_AddNumberToObject(j, "roofline_fraction_forward_backward", r->roof_fb_ms / r->fb_ms);
+    cJSON_AddNumberToObject(j, "small_call_us", r->small_us);
+    char *text = cJSON_PrintUnformatted(j);
+    puts(text);
+    cJSON_free(text);
+    cJSON_Delete(j);
+}
+
+static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
+{
+    bench_data *d = calloc(1, sizeof *d);
+    bench_result r = {0};
+    int rc = EXIT_DATA;
+    if (d && make_data(loss, o, d) == 0 &&
+        time_eval(loss, d, 0, o->repeat, &r.fwd_ms, &r.fwd_best) == 0 &&
+        time_eval(loss, d, 1, o->repeat, &r.fb_ms, &r.fb_best) == 0) {
+        r.elements = d->arrays[0].nbytes / lk_dtype_size(d->arrays[0].dtype);
+        r.bytes_fwd = d->bytes_in;
+        r.bytes_fb = d->bytes_in + d->grad.nbytes;
+        int32_t threads = lk_runtime_threads(rt);
+        r.roof_fwd_ms = roofline_ms(r.bytes_fwd, 0, threads, o->repeat);
+        r.roof_fb_ms = roofline_ms(r.bytes_fb, 1, threads, o->repeat);
+        r.small_us = small_call_us(rt, o->config);
+        report(o, loss, threads, &r);
+        rc = EXIT_OK;
+    }
+    for (size_t i = 0; d && i < d->n; i++)
+        lk_array_free(&d->arrays[i]);
+    if (d)
+        lk_array_free(&d->grad);
+    free(d);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_opts o;
+    if (parse_bench(argc, argv, &o) != 0)
+        return EXIT_USAGE;
+    lk_runtime *rt = cli_open_runtime(o.threads);
+    if (!rt)
+        return EXIT_FAILURE_INTERNAL;
+    lk_loss *loss;
+    char err[LK_ERRMSG_CAP];
+    if (lk_loss_from_file(rt, o.config, &loss, err) != LK_OK) {
+        cli_error("bench: %s", err);
+        lk_runtime_close(rt);
+        return EXIT_USAGE;
+    }
+    int rc = run_bench(&o, rt, loss);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    return rc;
+}
