@@ -414,11 +414,23 @@ static int wants_grad(const bound *b)
     return 0;
 }
 
+/* Kernels may read out->data without testing out: an absent output is a
+ * tensor whose data is NULL, never a NULL pointer. */
+static const lk_tensor absent_tensor;
+
+static const lk_tensor *out_or_absent(const lk_loss *loss, const lk_eval_args *args)
+{
+    if (loss->reduction == LK_REDUCTION_NONE && args->out)
+        return args->out;
+    return &absent_tensor;
+}
+
 static lk_status run_whole(const lk_loss *loss, const bound *b, lk_eval_args *args,
                            uint32_t flags, double upstream, double *value)
 {
     const lk_loss_desc *d = b->e->desc;
-    lk_whole_args w = {b->slots, b->grads, args->out, upstream, loss->reduction, flags};
+    lk_whole_args w = {b->slots, b->grads, out_or_absent(loss, args), upstream, loss->reduction,
+                       flags};
     char msg[LK_ERRMSG_CAP / 2] = "";
     lk_msg m = {msg, sizeof msg};
     lk_status st = d->whole(b->term->instance, &b->plan, &w, value, &m);
@@ -443,7 +455,7 @@ static lk_status run_term(const lk_loss *loss, const bound *b, lk_eval_args *arg
         return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory for %zu statistics", count);
     int fused = (d->flags & LK_LOSS_FUSED) != 0;
     run r = {.b = b, .reduction = loss->reduction, .flags = flags, .stats = stats,
-             .out = loss->reduction == LK_REDUCTION_NONE ? args->out : NULL};
+             .out = out_or_absent(loss, args)};
     static const lk_tensor no_grads[LK__MAX_SLOTS];
     bound fwd_b;
     const bound *fb = b;
@@ -463,7 +475,7 @@ static lk_status run_term(const lk_loss *loss, const bound *b, lk_eval_args *arg
     }
     if (st == LK_OK && !fused && wants_grad(b)) {
         run back = {.b = b, .reduction = loss->reduction, .backward = 1, .flags = flags,
-                    .grad_scale = upstream, .global = stats};
+                    .grad_scale = upstream, .global = stats, .out = &absent_tensor};
         st = run_blocks(loss, &back, args);
     }
     free(stats);

@@ -114,33 +114,29 @@ LK_API size_t lk_dtype_size(int32_t dtype)
 
 typedef enum size_check { SIZE_OK, SIZE_NEGATIVE, SIZE_OVERFLOW } size_check;
 
-/* The element count and byte size of a shape. A zero dimension makes the
- * array empty whatever the others are (as in numpy), so it is looked for
- * before multiplying: (2^62, 2^62, 0) is a valid empty array. The byte size
- * must fit both size_t (to allocate it) and int64 (the API's sizes). */
+/* The element count and byte size of a shape. As in numpy, the product of
+ * the nonzero dimensions times the element size must fit even when a zero
+ * dimension makes the array empty: numpy refuses (0, 2^62, 2^62) too. The
+ * byte size must fit both size_t (to allocate it) and int64 (the API's
+ * sizes). */
 static size_check shape_size(int32_t ndim, const int64_t *shape, size_t elemsize,
                              int64_t *count_out, size_t *nbytes_out)
 {
+    int64_t count = 1;
     int has_zero = 0;
     for (int32_t i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return SIZE_NEGATIVE;
         if (shape[i] == 0)
             has_zero = 1;
-    }
-    int64_t count = 1;
-    if (has_zero) {
-        count = 0;
-    } else {
-        for (int32_t i = 0; i < ndim; i++)
-            if (__builtin_mul_overflow(count, shape[i], &count))
-                return SIZE_OVERFLOW;
+        else if (__builtin_mul_overflow(count, shape[i], &count))
+            return SIZE_OVERFLOW;
     }
     int64_t bytes;
-    if (__builtin_mul_overflow(count, (int64_t)elemsize, &bytes))
+    if (__builtin_mul_overflow(count, (int64_t)elemsize, &bytes) || (uint64_t)bytes > SIZE_MAX)
         return SIZE_OVERFLOW;
-    if ((uint64_t)bytes > SIZE_MAX)
-        return SIZE_OVERFLOW;
+    if (has_zero)
+        count = bytes = 0;
     *count_out = count;
     *nbytes_out = (size_t)bytes;
     return SIZE_OK;

@@ -72,41 +72,41 @@ static int in_bounds(const lk_param_desc *p, double v)
 static const char *check_param(const lk_param_desc *p)
 {
     if (!valid_name(p->name))
-        return "has a parameter whose name is not [a-z0-9_]+";
+        return "its name is not [a-z0-9_]+";
     if (!p->doc)
-        return "has a parameter without doc";
+        return "it has no doc";
     if (p->min > p->max || p->min != p->min || p->max != p->max)
-        return "has a parameter whose min exceeds its max";
+        return "its min exceeds its max";
     switch (p->type) {
     case LK_PARAM_NUMBER:
     case LK_PARAM_INTEGER:
         if (!in_bounds(p, p->default_number))
-            return "has a parameter whose default is outside its range";
+            return "its default is outside its range";
         if (p->type == LK_PARAM_INTEGER && p->default_number != (double)(int64_t)p->default_number)
-            return "has an integer parameter with a fractional default";
+            return "it is an integer with a fractional default";
         return NULL;
     case LK_PARAM_BOOL:
         return p->default_number == 0 || p->default_number == 1
                    ? NULL
-                   : "has a boolean parameter whose default is not 0 or 1";
+                   : "it is a boolean whose default is not 0 or 1";
     case LK_PARAM_CHOICE:
         if (!p->choices || !p->choices[0] || !p->default_choice)
-            return "has a choice parameter without choices or default";
+            return "it is a choice without choices or default";
         for (const char *const *c = p->choices; *c; c++)
             if (strcmp(*c, p->default_choice) == 0)
                 return NULL;
-        return "has a choice parameter whose default is not among its choices";
+        return "its default is not among its choices";
     case LK_PARAM_NUMBER_LIST:
         if (p->default_list_len < 0 || (p->default_list_len > 0 && !p->default_list))
-            return "has a list parameter with a bad default";
+            return "its default list is malformed";
         if (p->list_min_len < 0 || (p->list_max_len >= 0 && p->list_max_len < p->list_min_len))
-            return "has a list parameter with bad length bounds";
+            return "its list length bounds are malformed";
         for (int32_t i = 0; i < p->default_list_len; i++)
             if (!in_bounds(p, p->default_list[i]))
-                return "has a list parameter whose default items are outside its range";
+                return "its default list has items outside its range";
         return NULL;
     default:
-        return "has a parameter of an unknown type";
+        return "its type is unknown";
     }
 }
 
@@ -116,73 +116,80 @@ static const char *check_slot(const lk_slot_desc *s, uint32_t index)
                            LK_DTYPE_BIT(LK_DTYPE_I64) | LK_DTYPE_BIT(LK_DTYPE_I32) |
                            LK_DTYPE_BIT(LK_DTYPE_U8) | LK_DTYPE_BIT(LK_DTYPE_BOOL);
     if (!valid_name(s->name))
-        return "has a slot whose name is not [a-z0-9_]+";
+        return "its name is not [a-z0-9_]+";
     if (!s->dtypes || (s->dtypes & ~known))
-        return "has a slot with no or unknown dtypes";
+        return "it accepts no dtype or an unknown one";
     if (s->shape < LK_SHAPE_ANY || s->shape > LK_SHAPE_INPUT_NO_CHANNEL)
-        return "has a slot with an unknown shape rule";
+        return "its shape rule is unknown";
     if (index == 0 && s->shape == LK_SHAPE_INPUT_NO_CHANNEL)
-        return "has slot 0 with a rule relative to itself";
+        return "slot 0 cannot have a shape rule relative to itself";
     if (index == 0 && (s->flags & LK_SLOT_OPTIONAL))
-        return "has an optional slot 0";
+        return "slot 0 cannot be optional";
     if ((s->flags & LK_SLOT_DIFFERENTIABLE) && (s->dtypes & ~LK_DTYPES_FLOAT))
-        return "has a differentiable slot that accepts non-float dtypes";
+        return "it is differentiable but accepts non-float dtypes";
     return NULL;
 }
 
 /* Checks a loss descriptor and collects its params and slots. Returns a
  * problem or NULL; on success e is filled in. */
+static const char *named(char *buf, size_t cap, const char *what, const char *name,
+                         const char *problem)
+{
+    snprintf(buf, cap, "%s '%s': %s", what, name ? name : "(null)", problem);
+    return buf;
+}
+
 static const char *check_loss(const lk_loss_desc *d, lk__entry *e)
 {
-    static char why[160];
+    static _Thread_local char why[256];
     if (!valid_name(d->id))
-        return "declares a loss whose id is not [a-z0-9_]+ (at most 64 characters)";
+        return "its id is not [a-z0-9_]+ (at most 64 characters)";
     if (!d->summary || !d->version)
-        return "declares a loss without summary or version";
+        return "it has no summary or no version";
     uint32_t np = 0, ns = 0;
     while (d->params && d->params[np])
         np++;
     while (d->slots && d->slots[ns])
         ns++;
     if (ns == 0)
-        return "declares a loss without tensor slots";
+        return "it declares no tensor slots";
     if (ns > LK__MAX_SLOTS)
-        return "declares more than 16 tensor slots";
+        return "it declares more than 16 tensor slots";
     const uint32_t known_red = (1u << LK_REDUCTION_COUNT) - 1;
     if (!d->reductions || (d->reductions & ~known_red) ||
         d->default_reduction < 0 || d->default_reduction >= LK_REDUCTION_COUNT ||
         !(d->reductions & LK_REDUCTION_BIT(d->default_reduction)))
-        return "declares bad reductions (none, unknown, or a default it does not offer)";
+        return "its reductions are malformed (none, unknown, or a default it does not offer)";
     if (d->flags & ~(LK_LOSS_FUSED | LK_LOSS_WHOLE))
-        return "sets unknown loss flags";
+        return "it sets unknown loss flags";
     int has_diff = 0;
     for (uint32_t i = 0; i < ns; i++) {
         const char *p = check_slot(d->slots[i], i);
         if (p)
-            return p;
+            return named(why, sizeof why, "slot", d->slots[i]->name, p);
         has_diff |= (d->slots[i]->flags & LK_SLOT_DIFFERENTIABLE) != 0;
         for (uint32_t j = 0; j < i; j++)
             if (strcmp(d->slots[i]->name, d->slots[j]->name) == 0)
-                return "declares two slots with the same name";
+                return "two of its slots have the same name";
     }
     for (uint32_t i = 0; i < np; i++) {
         const char *p = check_param(d->params[i]);
         if (p)
-            return p;
+            return named(why, sizeof why, "parameter", d->params[i]->name, p);
         for (uint32_t j = 0; j < i; j++)
             if (strcmp(d->params[i]->name, d->params[j]->name) == 0)
-                return "declares two parameters with the same name";
+                return "two of its parameters have the same name";
     }
     if ((d->create == NULL) != (d->destroy == NULL))
-        return "sets only one of create and destroy";
+        return "it sets only one of create and destroy";
     if (d->flags & LK_LOSS_WHOLE) {
         if (!d->whole)
-            return "has a NULL required function: whole (required with LK_LOSS_WHOLE)";
+            return "the required function whole is NULL (LK_LOSS_WHOLE is set)";
     } else {
         if (!d->forward)
-            return "has a NULL required function: forward";
+            return "the required function forward is NULL";
         if (has_diff && !(d->flags & LK_LOSS_FUSED) && !d->backward)
-            return "has a NULL required function: backward (required unless LK_LOSS_FUSED)";
+            return "the required function backward is NULL (required unless LK_LOSS_FUSED)";
     }
     e->desc = d;
     e->n_params = np;
@@ -240,9 +247,9 @@ static int register_plugin(lk__registry *reg, lk__module *m)
         const char *id = pl->losses[i]->id ? pl->losses[i]->id : "(null)";
         for (size_t j = 0; !problem && j < i; j++)
             if (strcmp(fresh[j].desc->id, id) == 0)
-                problem = "declares this loss id twice";
+                problem = "the plugin declares this loss id twice";
         if (problem) {
-            add_diag(reg, "%s: loss '%s' %s; plugin refused", m->path, id, problem);
+            add_diag(reg, "%s: loss '%s': %s; plugin refused", m->path, id, problem);
             for (size_t j = 0; j <= i; j++)
                 free_entry(&fresh[j]);
             return 0;
@@ -378,7 +385,18 @@ static void load_element(lk__registry *reg, const char *elem)
         return;
     }
     if (!S_ISDIR(st.st_mode)) {
-        load_file(reg, elem);
+        /* Whoever can write the folder can replace the file. */
+        char *dir = lk__strdup(elem);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        struct stat dst;
+        if (slash)
+            *(slash == dir ? slash + 1 : slash) = '\0';
+        if (dir && stat(slash ? dir : ".", &dst) == 0 && unsafe_owner(&dst))
+            add_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)",
+                     elem, slash ? dir : ".", (unsigned)(dst.st_mode & 0777));
+        else
+            load_file(reg, elem);
+        free(dir);
         return;
     }
     if (unsafe_owner(&st)) {
