@@ -223,7 +223,6 @@ enum { SEEN_DESCR = 1, SEEN_FORTRAN = 2, SEEN_SHAPE = 4 };
 typedef struct npy_header {
     char descr[NPY_DESCR_CAP]; /* truncated copy, NUL-terminated */
     size_t descr_len;          /* full length; may exceed the copy */
-    int structured;            /* descr was a list of fields */
     int fortran;
     int32_t ndim;
     int64_t shape[LK_MAX_NDIM];
@@ -439,7 +438,6 @@ static lk_status hdr_descr(hdr_parser *p, npy_header *h)
     if (hdr_peek(p) == '[') {
         /* A structured dtype is a valid header but not a dtype we read; say
          * so rather than "malformed". The rest of the header is moot. */
-        h->structured = 1;
         set_err(p->errmsg, "%s: unsupported dtype (structured: a list of fields); " NPY_SUPPORTED,
                 p->path);
         return LK_ERR_DTYPE;
@@ -1083,7 +1081,9 @@ LK_API lk_status lk_npy_write(const char *path, const lk_tensor *t, char *errmsg
     if (st == LK_OK)
         st = write_data(&o, t, nbytes);
     /* Buffered data reaches the file at fclose: its failure (a full disk)
-     * is a failed write, not a detail. */
+     * is a failed write, not a detail. A partial file is left in place, not
+     * removed: path may be a device or a FIFO, and a truncated .npy is
+     * refused by any reader anyway. */
     if (fclose(o.f) != 0 && st == LK_OK) {
         char eb[128];
         set_err(errmsg, "%s: write failed when closing: %s", path, errno_text(errno, eb, sizeof eb));
