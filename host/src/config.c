@@ -321,8 +321,8 @@ static lk_status parse_term(const ctx *c, const char *path, const cJSON *obj, lk
 static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
 {
     if (!v) {
-        loss->reduction = loss->n_terms == 1 ? loss->terms[0].entry->desc->default_reduction
-                                             : LK_REDUCTION_MEAN;
+        loss->reduction = loss->is_sum ? LK_REDUCTION_MEAN
+                                       : loss->terms[0].entry->desc->default_reduction;
     } else {
         if (!cJSON_IsString(v))
             return fail(c, "$.reduction", "expected a string, got %s", json_type(v));
@@ -331,7 +331,7 @@ static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
             return fail(c, "$.reduction", "unknown reduction '%s' (none, mean, sum, batchmean)",
                         v->valuestring);
     }
-    if (loss->n_terms > 1 && loss->reduction == LK_REDUCTION_NONE)
+    if (loss->is_sum && loss->reduction == LK_REDUCTION_NONE)
         return fail(c, "$.reduction",
                     "'none' is not available for a weighted sum of losses; use mean or sum");
     for (size_t i = 0; i < loss->n_terms; i++) {
@@ -382,7 +382,7 @@ static lk_status build_name(const ctx *c, lk_loss *loss)
     loss->name = malloc(cap);
     if (!loss->name)
         return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
-    if (loss->n_terms == 1) {
+    if (!loss->is_sum) {
         snprintf(loss->name, cap, "%s", loss->terms[0].entry->desc->id);
         return LK_OK;
     }
@@ -430,6 +430,7 @@ static lk_status parse_root(const ctx *c, const cJSON *root, lk_loss *loss)
     if (!terms && !single)
         return fail(c, "$", "missing key 'loss' (or 'terms' for a weighted sum)");
     if (terms) {
+        loss->is_sum = 1;
         st = parse_terms(c, terms, loss);
     } else {
         loss->terms = calloc(1, sizeof *loss->terms);
@@ -466,6 +467,16 @@ static void line_col(const char *text, size_t off, int *line, int *col)
     }
 }
 
+/* cJSON stops after the first value; anything but white space after it is
+ * an error, not something to ignore. Moves *end to the offending text. */
+static int trailing_text(const char *json, size_t len, const char *end)
+{
+    for (const char *p = end; p && p < json + len && *p; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+            return 1;
+    return 0;
+}
+
 lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const char *source,
                             lk_loss **out, char *errmsg)
 {
@@ -473,12 +484,24 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
     *out = NULL;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (root && trailing_text(json, len, end)) {
+        cJSON_Delete(root);
+        root = NULL;
+    }
     if (!root) {
         size_t off = end && end >= json ? (size_t)(end - json) : 0;
         int line, col;
         line_col(json, off, &line, &col);
-        return lk__err(errmsg, LK_ERR_CONFIG, "%s:%d:%d: invalid JSON near '%.16s'", c.source,
-                       line, col, off < len ? json + off : "end of input");
+        char near[17] = "end of input";
+        if (off < len) {
+            size_t k = 0;
+            while (k < 16 && off + k < len && (unsigned char)json[off + k] >= 0x20)
+                k++;
+            memcpy(near, json + off, k);
+            near[k] = '\0';
+        }
+        return lk__err(errmsg, LK_ERR_CONFIG, "%s:%d:%d: invalid JSON near '%s'", c.source,
+                       line, col, near);
     }
     lk_loss *loss = calloc(1, sizeof *loss);
     if (!loss) {

@@ -95,6 +95,7 @@ struct lk_loss {
     lk__term *terms;
     size_t n_terms;
     int32_t reduction;
+    int32_t is_sum; /* the config used "terms", even with one term */
     char *name;
     lk__slot *slots;
     size_t n_slots;
