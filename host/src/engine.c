@@ -450,7 +450,10 @@ static lk_status run_term(const lk_loss *loss, const bound *b, lk_eval_args *arg
     const lk_plan *p = &b->plan;
     int64_t n_blocks = p->n_positions ? (p->n_positions - 1) / p->block_positions + 1 : 0;
     size_t count = (size_t)(n_blocks > 0 ? n_blocks : 1) * p->n_stats;
-    double *stats = calloc(count, sizeof *stats);
+    /* Small calls keep their statistics on the stack: no allocation. */
+    double small[256];
+    double *stats = count <= 256 ? memset(small, 0, count * sizeof *small)
+                                 : calloc(count, sizeof *stats);
     if (!stats)
         return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory for %zu statistics", count);
     int fused = (d->flags & LK_LOSS_FUSED) != 0;
@@ -478,7 +481,8 @@ static lk_status run_term(const lk_loss *loss, const bound *b, lk_eval_args *arg
                     .grad_scale = upstream, .global = stats, .out = &absent_tensor};
         st = run_blocks(loss, &back, args);
     }
-    free(stats);
+    if (stats != small)
+        free(stats);
     return st;
 }
 
@@ -522,7 +526,8 @@ lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *value)
         return st;
     /* Bind and plan every term before any kernel runs, so that a bad tensor
      * never leaves half-written gradients behind. */
-    bound *bs = calloc(loss->n_terms, sizeof *bs);
+    bound local[2];
+    bound *bs = loss->n_terms <= 2 ? local : calloc(loss->n_terms, sizeof *bs);
     if (!bs)
         return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory");
     for (size_t i = 0; st == LK_OK && i < loss->n_terms; i++) {
@@ -561,6 +566,7 @@ lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *value)
         zero_unwritten(args, written);
         *value = loss->reduction == LK_REDUCTION_NONE ? NAN : total;
     }
-    free(bs);
+    if (bs != local)
+        free(bs);
     return st;
 }
