@@ -1,0 +1,236 @@
+#!/usr/bin/python3
+"""losskit against PyTorch, on the same tensors, in one process and one run.
+
+losskit is called through its C embedding API (liblosskit, via ctypes) on
+numpy arrays that PyTorch shares without copying (torch.from_numpy), so both
+see exactly the same memory. Each loss is timed forward only and forward +
+backward; the table gives the median of --repeat runs and the ratio
+torch / losskit (above 1: losskit is faster).
+
+Run with Debian's python3 (python3-torch, python3-numpy):
+    /usr/bin/python3 bench/compare_torch.py --build build --threads 2
+"""
+import argparse
+import ctypes as C
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DTYPE_F32, DTYPE_F64, DTYPE_I64 = 1, 2, 3
+
+
+class Tensor(C.Structure):
+    _fields_ = [("data", C.c_void_p), ("dtype", C.c_int32), ("ndim", C.c_int32),
+                ("shape", C.POINTER(C.c_int64)), ("strides", C.POINTER(C.c_int64))]
+
+
+class Named(C.Structure):
+    _fields_ = [("name", C.c_char_p), ("tensor", Tensor), ("origin", C.c_char_p)]
+
+
+class EvalArgs(C.Structure):
+    _fields_ = [("tensors", C.POINTER(Named)), ("n_tensors", C.c_size_t),
+                ("grads", C.POINTER(Named)), ("n_grads", C.c_size_t),
+                ("out", C.POINTER(Tensor)), ("grad_scale", C.c_double),
+                ("errmsg", C.c_char * 512)]
+
+
+class Options(C.Structure):
+    _fields_ = [("plugin_path", C.c_char_p), ("use_env_path", C.c_int32),
+                ("use_default_path", C.c_int32), ("threads", C.c_int32)]
+
+
+class Losskit:
+    def __init__(self, build, threads):
+        self.lib = C.CDLL(os.path.join(build, "host", "liblosskit.so"))
+        self.lib.lk_runtime_options_init.argtypes = [C.POINTER(Options)]
+        self.lib.lk_runtime_open.argtypes = [C.POINTER(Options), C.POINTER(C.c_void_p), C.c_char_p]
+        self.lib.lk_loss_from_file.argtypes = [C.c_void_p, C.c_char_p, C.POINTER(C.c_void_p),
+                                               C.c_char_p]
+        self.lib.lk_loss_eval.argtypes = [C.c_void_p, C.POINTER(EvalArgs), C.POINTER(C.c_double)]
+        self.lib.lk_loss_free.argtypes = [C.c_void_p]
+        opts = Options()
+        self.lib.lk_runtime_options_init(C.byref(opts))
+        opts.use_env_path = 0
+        opts.threads = threads
+        self.rt = C.c_void_p()
+        err = C.create_string_buffer(512)
+        if self.lib.lk_runtime_open(C.byref(opts), C.byref(self.rt), err) != 0:
+            sys.exit("losskit: " + err.value.decode())
+
+    def loss(self, config):
+        loss = C.c_void_p()
+        err = C.create_string_buffer(512)
+        if self.lib.lk_loss_from_file(self.rt, config.encode(), C.byref(loss), err) != 0:
+            sys.exit(err.value.decode())
+        return loss
+
+
+def describe(name, arr, keep):
+    shape = (C.c_int64 * arr.ndim)(*arr.shape)
+    keep.append(shape)
+    dtype = {np.float32: DTYPE_F32, np.float64: DTYPE_F64, np.int64: DTYPE_I64}[arr.dtype.type]
+    return Named(name.encode(), Tensor(arr.ctypes.data, dtype, arr.ndim, shape, None), None)
+
+
+def losskit_timer(lk, loss, tensors, grad, with_grad):
+    keep = []
+    named = (Named * len(tensors))(*[describe(k, v, keep) for k, v in tensors.items()])
+    grads = (Named * 1)(describe("input", grad, keep))
+    args = EvalArgs()
+    args.tensors, args.n_tensors = named, len(tensors)
+    if with_grad:
+        args.grads, args.n_grads = grads, 1
+    value = C.c_double()
+
+    def call():
+        args.grad_scale = 1.0
+        if lk.lib.lk_loss_eval(loss, C.byref(args), C.byref(value)) != 0:
+            sys.exit(args.errmsg.decode())
+        return value.value
+    return call
+
+
+# PyTorch's side: the same definitions the goldens use.
+def t_dice(x, t, s=1.0):
+    p = torch.sigmoid(x).reshape(-1)
+    t = t.reshape(-1)
+    i = (p * t).sum()
+    return 1 - (2 * i + s) / (p.sum() + t.sum() + s)
+
+
+def t_iou(x, t, s=1.0):
+    p = torch.sigmoid(x).reshape(-1)
+    t = t.reshape(-1)
+    i = (p * t).sum()
+    return 1 - (i + s) / (p.sum() + t.sum() - i + s)
+
+
+def t_focal(x, t, alpha=0.25, gamma=2.0):
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * (1 - p_t) ** gamma
+    return ((alpha * t + (1 - alpha) * (1 - t)) * loss).mean()
+
+
+def t_focal_mean_bce(x, t, alpha=0.8, gamma=2.0):
+    b = F.binary_cross_entropy_with_logits(x, t)
+    return alpha * (1 - torch.exp(-b)) ** gamma * b
+
+
+def t_dice_multiclass(x, t, s=1.0):
+    p = torch.softmax(x, dim=1)
+    oh = F.one_hot(t, x.shape[1]).movedim(-1, 1).to(x.dtype)
+    dims = (0,) + tuple(range(2, x.dim()))
+    i = (p * oh).sum(dims)
+    score = (2 * i + s) / (p.sum(dims) + oh.sum(dims) + s)
+    return 1 - score.mean()
+
+
+BINARY = (16, 1, 1024, 1024)
+MULTI = (4, 8, 512, 512)
+CASES = [
+    ("mse", "configs/mse.json", BINARY, lambda x, t: F.mse_loss(x, t)),
+    ("l1", "configs/l1.json", BINARY, lambda x, t: F.l1_loss(x, t)),
+    ("bce_with_logits", "configs/bce_with_logits.json", BINARY,
+     lambda x, t: F.binary_cross_entropy_with_logits(x, t)),
+    ("focal", "configs/focal.json", BINARY, t_focal),
+    ("dice", "configs/dice.json", BINARY, t_dice),
+    ("iou", "configs/iou.json", BINARY, t_iou),
+    ("dice_bce", "configs/dice_bce.json", BINARY,
+     lambda x, t: F.binary_cross_entropy_with_logits(x, t) + t_dice(x, t)),
+    ("focal_mean_bce", "configs/focal_mean_bce.json", BINARY, t_focal_mean_bce),
+    ("cross_entropy", "configs/cross_entropy.json", MULTI, lambda x, t: F.cross_entropy(x, t)),
+    ("dice multiclass", "configs/dice_multiclass.json", MULTI, t_dice_multiclass),
+]
+
+
+def median_ms(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def data_for(shape, multiclass, rng):
+    x = rng.normal(0.0, 2.0, size=shape).astype(np.float32)
+    if multiclass:
+        t = rng.integers(0, shape[1], size=(shape[0],) + shape[2:]).astype(np.int64)
+    else:
+        t = (rng.random(shape) < 0.3).astype(np.float32)
+    return x, t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--only", nargs="*", help="loss names to run")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    lk = Losskit(a.build, a.threads)
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, config, shape, torch_fn in CASES:
+        if a.only and name not in a.only:
+            continue
+        if not os.path.exists(os.path.join(ROOT, config)):
+            print(f"skipping {name}: {config} does not exist", file=sys.stderr)
+            continue
+        multiclass = shape == MULTI
+        x, t = data_for(shape, multiclass, rng)
+        grad = np.empty_like(x)
+        loss = lk.loss(os.path.join(ROOT, config))
+        tensors = {"input": x, "target": t}
+        lk_fwd = median_ms(losskit_timer(lk, loss, tensors, grad, False), a.repeat)
+        lk_fb = median_ms(losskit_timer(lk, loss, tensors, grad, True), a.repeat)
+        lk_value = losskit_timer(lk, loss, tensors, grad, True)()
+        xt = torch.from_numpy(x)
+        tt = torch.from_numpy(t)
+        with torch.no_grad():
+            th_fwd = median_ms(lambda: torch_fn(xt, tt), a.repeat)
+
+        def fwd_bwd():
+            xg = xt.detach().requires_grad_(True)
+            torch_fn(xg, tt).backward()
+        th_fb = median_ms(fwd_bwd, a.repeat)
+        th_value = float(torch_fn(xt.double(), tt if multiclass else tt.double()))
+        lk.lib.lk_loss_free(loss)
+        rows.append({"loss": name, "shape": list(shape), "threads": a.threads,
+                     "losskit_forward_ms": lk_fwd, "torch_forward_ms": th_fwd,
+                     "losskit_forward_backward_ms": lk_fb, "torch_forward_backward_ms": th_fb,
+                     "ratio_forward": th_fwd / lk_fwd, "ratio_forward_backward": th_fb / lk_fb,
+                     "rel_diff_value": abs(lk_value - th_value) / max(abs(th_value), 1e-300)})
+    if a.json:
+        print(json.dumps({"machine": platform.processor() or platform.machine(),
+                          "torch": torch.__version__, "rows": rows}, indent=1))
+        return
+    print(f"torch {torch.__version__}, {a.threads} threads, median of {a.repeat}; "
+          "ratio = torch time / losskit time")
+    print(f"| loss | shape | losskit fwd ms | torch fwd ms | ratio | "
+          f"losskit fwd+bwd ms | torch fwd+bwd ms | ratio | value rel. diff |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['loss']} | {'x'.join(map(str, r['shape']))} | "
+              f"{r['losskit_forward_ms']:.1f} | {r['torch_forward_ms']:.1f} | "
+              f"{r['ratio_forward']:.1f} | {r['losskit_forward_backward_ms']:.1f} | "
+              f"{r['torch_forward_backward_ms']:.1f} | {r['ratio_forward_backward']:.1f} | "
+              f"{r['rel_diff_value']:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
