@@ -1,10 +1,2131 @@
-/* cmd_check.c: `losskit check`, a conformance report on a plugin. */
+/* cmd_check.c: `losskit check PLUGIN.so [--loss ID] [--json]`, a conformance
+ * report for plugin authors.
+ *
+ * The plugin is loaded alone (no $LOSSKIT_PLUGIN_PATH, no default folder).
+ * The parent process checks what needs no plugin code: the ABI fields and
+ * each loss's schema. Everything that calls a loss runs in a child process,
+ * one per loss, so that a loss that crashes or hangs costs only its own
+ * report line and the next loss is still checked. The child sends its
+ * results through a pipe, one line per check, and announces each case before
+ * it runs it so that a crash can be placed ("during grad float64 ...").
+ *
+ * Pipe lines, tab-separated:
+ *   B <label>                         a case begins
+ *   R <name> <ok> <detail> [n:key=number | s:key=text]...   a check's result
+ *   E                                 the child finished normally
+ *
+ * Every check is deterministic: the data come from a fixed-seed generator. */
+#include <cjson/cJSON.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "cli.h"
+
+#define TIMEOUT_S     60    /* per loss, for all of its checks */
+#define MAX_SLOTS     16    /* the host's limit per loss */
+#define MAX_SETTINGS  9     /* the defaults, then one per number parameter */
+#define N_PROBES      3     /* probe shapes */
+#define GRAD_RTOL     1e-5  /* gradient vs central differences, relative */
+#define GRAD_ATOL     1e-7  /* ... with this absolute floor */
+#define FD_STEP       1e-6  /* central-difference step, times max(1, |x|) */
+#define FD_NOISE_ULPS 8.0   /* rounding of the differenced values, in ulps */
+#define RED_RTOL      1e-10 /* reductions and weight linearity, float64 */
+#define OTHER_THREADS 3     /* compared bitwise with 1 thread */
+#define BIG_ELEMS     50000 /* enough positions for 4 blocks of 16384 */
+#define LABEL_CAP     320
+
+#if defined(__GNUC__)
+#define CHECK_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define CHECK_PRINTF(a, b)
+#endif
+
+/* snprintf for messages that may be cut short on purpose (a plugin's long
+ * error text): through a va_list, the compiler does not warn about it. */
+CHECK_PRINTF(3, 4)
+static void fit(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Results                                                                   */
+
+#define MAX_FIELDS 14
+
+/* A number or a short text that --json reports next to the detail. */
+typedef struct field {
+    char key[24];
+    char text[128];
+    double num;
+    int is_num;
+} field;
+
+typedef struct result {
+    char name[16];
+    int ok;
+    char detail[900];
+    field fields[MAX_FIELDS];
+    int n_fields;
+} result;
+
+static void res_init(result *r, const char *name, int ok)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->ok = ok;
+}
+
+CHECK_PRINTF(2, 3)
+static void res_detail(result *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->detail, sizeof r->detail, fmt, ap);
+    va_end(ap);
+}
+
+static field *res_field(result *r, const char *key)
+{
+    if (r->n_fields == MAX_FIELDS)
+        return NULL;
+    field *f = &r->fields[r->n_fields++];
+    snprintf(f->key, sizeof f->key, "%s", key);
+    return f;
+}
+
+static void res_num(result *r, const char *key, double v)
+{
+    field *f = res_field(r, key);
+    if (f) {
+        f->is_num = 1;
+        f->num = v;
+    }
+}
+
+static void res_str(result *r, const char *key, const char *v)
+{
+    field *f = res_field(r, key);
+    if (f)
+        fit(f->text, sizeof f->text, "%s", v);
+}
+
+/* The parent's side: prints each result as it comes, or gathers them for
+ * --json, and counts. */
+typedef struct report {
+    int json;
+    cJSON *checks;
+    int passed, failed;
+} report;
+
+static void report_json(report *rep, const char *loss, const result *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", r->name);
+    if (loss)
+        cJSON_AddStringToObject(o, "loss", loss);
+    else
+        cJSON_AddNullToObject(o, "loss");
+    cJSON_AddBoolToObject(o, "ok", r->ok);
+    cJSON_AddStringToObject(o, "detail", r->detail);
+    for (int i = 0; i < r->n_fields; i++) {
+        const field *f = &r->fields[i];
+        if (!f->is_num)
+            cJSON_AddStringToObject(o, f->key, f->text);
+        else if (isfinite(f->num))
+            cJSON_AddNumberToObject(o, f->key, f->num);
+        else
+            cJSON_AddNullToObject(o, f->key); /* JSON has no NaN or inf */
+    }
+    cJSON_AddItemToArray(rep->checks, o);
+}
+
+static void report_add(report *rep, const char *loss, const result *r)
+{
+    if (r->ok)
+        rep->passed++;
+    else
+        rep->failed++;
+    if (rep->json) {
+        report_json(rep, loss, r);
+        return;
+    }
+    /* "FAIL crash LOSS: killed by ...": a crash ends the loss's report. */
+    int ending = strcmp(r->name, "crash") == 0 || strcmp(r->name, "timeout") == 0;
+    char head[160];
+    snprintf(head, sizeof head, "%s%s%s%s", r->name, loss ? " " : "", loss ? loss : "",
+             ending ? ":" : "");
+    printf("%s %-14s %s\n", r->ok ? "PASS" : "FAIL", head, r->detail);
+    fflush(stdout);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                             */
+
+static int64_t numel(int32_t ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int32_t d = 0; d < ndim; d++)
+        n *= shape[d];
+    return n;
+}
+
+/* "(2,3,5)", "(7,)" or "()", as numpy writes shapes. */
+static void shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, cap, "(");
+    for (int32_t d = 0; d < ndim && used < cap; d++)
+        used +=
+            (size_t)snprintf(buf + used, cap - used, "%s%lld", d ? "," : "", (long long)shape[d]);
+    if (used < cap)
+        snprintf(buf + used, cap - used, "%s)", ndim == 1 ? "," : "");
+}
+
+/* NaN without its sign bit, so that it prints as "nan", never "-nan". */
+static double tidy(double v)
+{
+    return isnan(v) ? fabs(v) : v;
+}
+
+static const char *plural(long n)
+{
+    return n == 1 ? "" : "s";
+}
+
+static int is_float_dtype(int32_t dtype)
+{
+    return dtype == LK_DTYPE_F32 || dtype == LK_DTYPE_F64;
+}
+
+static int offers(const lk_loss_desc *d, int32_t red)
+{
+    return (d->reductions & LK_REDUCTION_BIT(red)) != 0;
+}
+
+static int is_weight_slot(const lk_slot_desc *sd)
+{
+    return strcmp(sd->name, "weight") == 0;
+}
+
+static int present(const char *s)
+{
+    return s && s[0];
+}
+
+/* The names of the reductions a loss offers: "none, mean, sum". */
+static void reductions_str(const lk_loss_desc *d, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int32_t r = 0; r < LK_REDUCTION_COUNT && used < cap; r++)
+        if (offers(d, r))
+            used += (size_t)snprintf(buf + used, cap - used, "%s%s", used ? ", " : "",
+                                     lk_reduction_name(r));
+}
+
+static const char *signal_abbrev(int sig)
+{
+    switch (sig) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGILL: return "SIGILL";
+    case SIGABRT: return "SIGABRT";
+    case SIGTRAP: return "SIGTRAP";
+    case SIGSYS: return "SIGSYS";
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGALRM: return "SIGALRM";
+    default: return strsignal(sig);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The child's state: one loss under check                                   */
+
+/* One parameter setting: the config's "params" members that differ from
+ * the defaults, and every number parameter's value for labels. */
+typedef struct setting {
+    char params[512];
+    char label[256];
+} setting;
+
+typedef struct checker {
+    lk_runtime *rt; /* 1 thread, opened by the parent */
+    const lk_loss_desc *d;
+    uint32_t n_slots;
+    int fd; /* the pipe to the parent */
+    setting settings[MAX_SETTINGS];
+    int n_settings;
+    int shape_ok[N_PROBES];
+    char shape_note[400];
+    int ref;      /* the probe shape that single-shape checks use */
+    int soft_too; /* a float target slot: a second run with soft targets */
+    char label[LABEL_CAP];
+    uint64_t rng;
+    void *guard; /* an inaccessible page: the data of zero-size tensors */
+    /* Every evaluation compares the inputs before and after. */
+    long n_evals;
+    int modified;
+    char modified_what[600];
+    void *shadow[MAX_SLOTS];
+    size_t shadow_cap[MAX_SLOTS];
+} checker;
+
+static void send_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len);
+        if (w <= 0)
+            return;
+        buf += w;
+        len -= (size_t)w;
+    }
+}
+
+/* Copies src into dst, turning tabs and newlines (from plugin messages) into
+ * spaces: they are the pipe's separators. */
+static size_t put_clean(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+    for (; *src && n + 1 < cap; src++)
+        dst[n++] = (*src == '\t' || *src == '\n' || *src == '\r') ? ' ' : *src;
+    dst[n] = '\0';
+    return n;
+}
+
+static void send_result(checker *c, const result *r)
+{
+    char line[4096], tmp[1024];
+    size_t used = (size_t)snprintf(line, sizeof line, "R\t%s\t%d\t", r->name, r->ok);
+    used += put_clean(line + used, sizeof line - used, r->detail);
+    for (int i = 0; i < r->n_fields && used < sizeof line; i++) {
+        const field *f = &r->fields[i];
+        if (f->is_num)
+            snprintf(tmp, sizeof tmp, "\tn:%s=%.17g", f->key, f->num);
+        else {
+            size_t k = (size_t)snprintf(tmp, sizeof tmp, "\ts:%s=", f->key);
+            put_clean(tmp + k, sizeof tmp - k, f->text);
+        }
+        used += (size_t)snprintf(line + used, sizeof line - used, "%s", tmp);
+    }
+    if (used > sizeof line - 2)
+        used = sizeof line - 2;
+    line[used++] = '\n';
+    send_all(c->fd, line, used);
+}
+
+/* Names the case about to run, here and in the parent (for crash reports). */
+CHECK_PRINTF(2, 3)
+static void begin(checker *c, const char *fmt, ...)
+{
+    char label[LABEL_CAP], line[LABEL_CAP + 4];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(label, sizeof label, fmt, ap);
+    va_end(ap);
+    if (strcmp(label, c->label) == 0)
+        return;
+    memcpy(c->label, label, sizeof label);
+    size_t n = (size_t)snprintf(line, sizeof line, "B\t");
+    n += put_clean(line + n, sizeof line - n - 1, label);
+    line[n++] = '\n';
+    send_all(c->fd, line, n);
+}
+
+/* splitmix64: small, fast, and the same numbers on every machine. */
+static uint64_t rng_next(checker *c)
+{
+    uint64_t z = (c->rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unif(checker *c) /* in [0, 1) */
+{
+    return (double)(rng_next(c) >> 11) * 0x1.0p-53;
+}
+
+static double rng_normal(checker *c)
+{
+    double u = rng_unif(c), v = rng_unif(c);
+    return sqrt(-2.0 * log1p(-u)) * cos(6.283185307179586 * v);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Parameter settings and configured losses                                 */
+
+/* A value between a number parameter's default and one of its bounds: the
+ * midpoint towards a finite bound, else one step past the default. Returns 0
+ * when the range is a single point. */
+static int alt_value(const lk_param_desc *p, double *v)
+{
+    double d = p->default_number, step = fabs(d) > 1.0 ? fabs(d) : 1.0;
+    if (isfinite(p->min) && p->min < d)
+        *v = (d + p->min) / 2.0;
+    else if (isfinite(p->max) && p->max > d)
+        *v = (d + p->max) / 2.0;
+    else if (p->max > d)
+        *v = d + step;
+    else if (p->min < d)
+        *v = d - step;
+    else
+        return 0;
+    return 1;
+}
+
+/* Fills a setting: every number parameter at its default except param
+ * `which` (-1: none), which takes value v. */
+static void fill_setting(const lk_loss_desc *d, int which, double v, setting *s)
+{
+    size_t used = 0;
+    s->params[0] = '\0';
+    s->label[0] = '\0';
+    for (int i = 0; d->params && d->params[i]; i++) {
+        const lk_param_desc *p = d->params[i];
+        if (p->type != LK_PARAM_NUMBER)
+            continue;
+        double x = i == which ? v : p->default_number;
+        used += (size_t)snprintf(s->label + used, sizeof s->label - used, "%s%s=%g",
+                                 used ? " " : "", p->name, x);
+        if (used >= sizeof s->label)
+            used = sizeof s->label - 1;
+        if (i == which)
+            snprintf(s->params, sizeof s->params, "\"%s\": %.17g", p->name, v);
+    }
+    if (!s->label[0])
+        snprintf(s->label, sizeof s->label, "defaults");
+}
+
+static void build_settings(checker *c)
+{
+    fill_setting(c->d, -1, 0.0, &c->settings[0]);
+    c->n_settings = 1;
+    for (int i = 0; c->d->params && c->d->params[i] && c->n_settings < MAX_SETTINGS; i++) {
+        double v;
+        if (c->d->params[i]->type == LK_PARAM_NUMBER && alt_value(c->d->params[i], &v))
+            fill_setting(c->d, i, v, &c->settings[c->n_settings++]);
+    }
+}
+
+static lk_status make_loss(const checker *c, lk_runtime *rt, int set, int32_t red, lk_loss **out,
+                           char *err)
+{
+    char json[1024];
+    snprintf(json, sizeof json, "{\"loss\": \"%s\", \"params\": {%s}, \"reduction\": \"%s\"}",
+             c->d->id, c->settings[set].params, lk_reduction_name(red));
+    *out = NULL;
+    return lk_loss_from_json(rt, json, strlen(json), "check", out, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tensors                                                                   */
+
+/* What to build for one evaluation: slot 0's dtype and shape; the other
+ * slots follow from their rules. */
+typedef struct spec {
+    int32_t dtype;
+    int32_t ndim;
+    int64_t shape[LK_MAX_NDIM];
+    int soft;               /* float targets in (0, 1) instead of {0, 1} */
+    int weight;             /* also bind an optional slot named "weight" */
+    int weight_per_channel; /* an ANY-shaped weight as (C,), not like the input */
+} spec;
+
+/* Every tensor of one evaluation, by slot index; data NULL: not bound. */
+typedef struct bundle {
+    lk_array in[MAX_SLOTS];
+    lk_array grad[MAX_SLOTS];
+    lk_array out;
+    lk_named_tensor named[MAX_SLOTS];
+    int named_slot[MAX_SLOTS];
+    size_t n_named;
+    lk_named_tensor gnamed[MAX_SLOTS];
+    int gnamed_slot[MAX_SLOTS];
+    size_t n_grads;
+    lk_tensor out_view;
+} bundle;
+
+static double get_elem(const lk_array *a, int64_t i)
+{
+    switch (a->dtype) {
+    case LK_DTYPE_F32: return ((const float *)a->data)[i];
+    case LK_DTYPE_F64: return ((const double *)a->data)[i];
+    case LK_DTYPE_I64: return (double)((const int64_t *)a->data)[i];
+    case LK_DTYPE_I32: return ((const int32_t *)a->data)[i];
+    default: return ((const uint8_t *)a->data)[i];
+    }
+}
+
+static void set_elem(lk_array *a, int64_t i, double v)
+{
+    switch (a->dtype) {
+    case LK_DTYPE_F32: ((float *)a->data)[i] = (float)v; break;
+    case LK_DTYPE_F64: ((double *)a->data)[i] = v; break;
+    case LK_DTYPE_I64: ((int64_t *)a->data)[i] = (int64_t)v; break;
+    case LK_DTYPE_I32: ((int32_t *)a->data)[i] = (int32_t)v; break;
+    default: ((uint8_t *)a->data)[i] = (uint8_t)(v != 0.0); break;
+    }
+}
+
+static int64_t array_numel(const lk_array *a)
+{
+    return numel(a->ndim, a->shape);
+}
+
+/* A zero-size array points at the guard page, so that a loss reading or
+ * writing through it crashes (and is reported) instead of passing by luck. */
+static lk_status alloc_array(const checker *c, lk_array *a, int32_t dtype, int32_t ndim,
+                             const int64_t *shape, char *err)
+{
+    if (numel(ndim, shape) > 0)
+        return lk_array_alloc(a, dtype, ndim, shape, err);
+    memset(a, 0, sizeof *a);
+    a->dtype = dtype;
+    a->ndim = ndim;
+    memcpy(a->shape, shape, (size_t)ndim * sizeof *shape);
+    a->data = c->guard;
+    return LK_OK;
+}
+
+static void free_array(const checker *c, lk_array *a)
+{
+    if (a->data != c->guard)
+        lk_array_free(a);
+    memset(a, 0, sizeof *a);
+}
+
+static void bundle_free(const checker *c, bundle *b)
+{
+    for (int s = 0; s < MAX_SLOTS; s++) {
+        free_array(c, &b->in[s]);
+        free_array(c, &b->grad[s]);
+    }
+    free_array(c, &b->out);
+}
+
+/* The number of classes of a class-id target: dim 1 of the input (dim 0 of
+ * an unbatched (C,) input). */
+static int64_t class_count(const spec *sp)
+{
+    return sp->ndim >= 2 ? sp->shape[1] : sp->ndim == 1 ? sp->shape[0] : 1;
+}
+
+static void slot_shape(const lk_slot_desc *sd, const spec *sp, int32_t *nd, int64_t *shape)
+{
+    *nd = 0;
+    if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL) {
+        for (int32_t d = 0; d < sp->ndim; d++)
+            if (d != 1 && !(sp->ndim == 1 && d == 0))
+                shape[(*nd)++] = sp->shape[d];
+    } else if (sp->weight_per_channel && sd->shape == LK_SHAPE_ANY) {
+        shape[(*nd)++] = class_count(sp);
+    } else {
+        *nd = sp->ndim;
+        memcpy(shape, sp->shape, (size_t)sp->ndim * sizeof *shape);
+    }
+}
+
+/* slot 0's dtype when the slot takes it, else the first it takes. */
+static int32_t slot_dtype(const lk_slot_desc *sd, int32_t in_dtype)
+{
+    static const int32_t order[] = {LK_DTYPE_F64, LK_DTYPE_F32, LK_DTYPE_I64,
+                                    LK_DTYPE_I32, LK_DTYPE_U8,  LK_DTYPE_BOOL};
+    if (sd->dtypes & LK_DTYPE_BIT(in_dtype))
+        return in_dtype;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        if (sd->dtypes & LK_DTYPE_BIT(order[i]))
+            return order[i];
+    return LK_DTYPE_F64;
+}
+
+/* Logits ~ N(0, 1.5); weights in [0.5, 1.5); integer targets are class ids
+ * (rule INPUT_NO_CHANNEL) or {0, 1}; float targets {0, 1} or soft. */
+static double draw(checker *c, uint32_t s, const lk_slot_desc *sd, int32_t dtype, const spec *sp)
+{
+    double u = rng_unif(c);
+    if (s == 0)
+        return 1.5 * rng_normal(c);
+    if (is_weight_slot(sd))
+        return 0.5 + u;
+    if (!is_float_dtype(dtype) && sd->shape == LK_SHAPE_INPUT_NO_CHANNEL)
+        return floor(u * (double)class_count(sp));
+    if (is_float_dtype(dtype) && sp->soft)
+        return 0.05 + 0.9 * u;
+    return u < 0.5 ? 0.0 : 1.0;
+}
+
+static int binds(const lk_slot_desc *sd, uint32_t s, const spec *sp)
+{
+    return s == 0 || !(sd->flags & LK_SLOT_OPTIONAL) || (sp->weight && is_weight_slot(sd));
+}
+
+/* Allocates and fills slot s (and its gradient, when differentiable). */
+static lk_status bundle_slot(checker *c, bundle *b, uint32_t s, const spec *sp, char *err)
+{
+    const lk_slot_desc *sd = c->d->slots[s];
+    int32_t nd, dtype = s == 0 ? sp->dtype : slot_dtype(sd, sp->dtype);
+    int64_t shape[LK_MAX_NDIM];
+    slot_shape(sd, sp, &nd, shape);
+    if (s == 0) {
+        nd = sp->ndim;
+        memcpy(shape, sp->shape, sizeof shape);
+    }
+    lk_status st = alloc_array(c, &b->in[s], dtype, nd, shape, err);
+    if (st != LK_OK)
+        return st;
+    for (int64_t i = 0; i < array_numel(&b->in[s]); i++)
+        set_elem(&b->in[s], i, draw(c, s, sd, dtype, sp));
+    b->named_slot[b->n_named] = (int)s;
+    b->named[b->n_named++] = (lk_named_tensor){sd->name, lk_array_view(&b->in[s]), sd->name};
+    if (!(sd->flags & LK_SLOT_DIFFERENTIABLE) || !is_float_dtype(dtype))
+        return LK_OK;
+    st = alloc_array(c, &b->grad[s], dtype, nd, shape, err);
+    if (st != LK_OK)
+        return st;
+    b->gnamed_slot[b->n_grads] = (int)s;
+    b->gnamed[b->n_grads++] = (lk_named_tensor){sd->name, lk_array_view(&b->grad[s]), sd->name};
+    return LK_OK;
+}
+
+static lk_status bundle_make(checker *c, const spec *sp, bundle *b, char *err)
+{
+    memset(b, 0, sizeof *b);
+    for (uint32_t s = 0; s < c->n_slots; s++) {
+        if (!binds(c->d->slots[s], s, sp))
+            continue;
+        lk_status st = bundle_slot(c, b, s, sp, err);
+        if (st != LK_OK) {
+            bundle_free(c, b);
+            return st;
+        }
+    }
+    return LK_OK;
+}
+
+/* Reduction none: (re)allocates the output the loss's plan asks for. */
+static lk_status ensure_out(const checker *c, const lk_loss *loss, bundle *b, lk_eval_args *args)
+{
+    int32_t nd;
+    int64_t shape[LK_MAX_NDIM];
+    lk_status st = lk_loss_out_shape(loss, args, &nd, shape);
+    if (st != LK_OK)
+        return st;
+    const lk_array *o = &b->out;
+    if (o->data && o->dtype == b->in[0].dtype && o->ndim == nd &&
+        memcmp(o->shape, shape, (size_t)nd * sizeof *shape) == 0)
+        return LK_OK;
+    free_array(c, &b->out);
+    st = alloc_array(c, &b->out, b->in[0].dtype, nd, shape, args->errmsg);
+    b->out_view = lk_array_view(&b->out);
+    return st;
+}
+
+/* NaN in every element that the loss must write, so that one it forgets
+ * shows up as NaN. */
+static void poison(lk_array *a)
+{
+    if (!a->data || !is_float_dtype(a->dtype))
+        return;
+    for (int64_t i = 0; i < array_numel(a); i++)
+        set_elem(a, i, NAN);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Evaluation, with the inputs compared before and after                     */
+
+static void snapshot_inputs(checker *c, const bundle *b)
+{
+    for (size_t i = 0; i < b->n_named; i++) {
+        const lk_array *a = &b->in[b->named_slot[i]];
+        if (a->nbytes > c->shadow_cap[i]) {
+            void *grown = realloc(c->shadow[i], a->nbytes);
+            if (!grown)
+                continue;
+            c->shadow[i] = grown;
+            c->shadow_cap[i] = a->nbytes;
+        }
+        if (a->nbytes)
+            memcpy(c->shadow[i], a->data, a->nbytes);
+    }
+}
+
+/* Notes the first change to an input (which element, from what to what,
+ * during which case) and undoes it, so that the other checks still see
+ * the data they built. */
+static void verify_inputs(checker *c, bundle *b)
+{
+    for (size_t i = 0; i < b->n_named; i++) {
+        lk_array *a = &b->in[b->named_slot[i]];
+        if (!a->nbytes || c->shadow_cap[i] < a->nbytes ||
+            memcmp(c->shadow[i], a->data, a->nbytes) == 0)
+            continue;
+        size_t es = lk_dtype_size(a->dtype);
+        int64_t k = 0;
+        while (memcmp((char *)c->shadow[i] + k * es, (char *)a->data + k * es, es) == 0)
+            k++;
+        double after = get_elem(a, k);
+        memcpy(a->data, c->shadow[i], a->nbytes);
+        if (!c->modified++)
+            snprintf(c->modified_what, sizeof c->modified_what,
+                     "'%s' element %lld changed from %.6g to %.6g during %s", b->named[i].name,
+                     (long long)k, get_elem(a, k), after, c->label);
+    }
+}
+
+/* One evaluation. grads: ask for every differentiable slot's gradient.
+ * Returns the status; err (LK_ERRMSG_CAP bytes) holds the message. */
+static lk_status run_eval(checker *c, const lk_loss *loss, bundle *b, int grads, double *value,
+                          char *err)
+{
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = b->named;
+    args.n_tensors = b->n_named;
+    lk_status st = LK_OK;
+    if (lk_loss_reduction(loss) == LK_REDUCTION_NONE) {
+        st = ensure_out(c, loss, b, &args);
+        poison(&b->out);
+        args.out = &b->out_view;
+    }
+    if (grads) {
+        args.grads = b->gnamed;
+        args.n_grads = b->n_grads;
+        for (size_t i = 0; i < b->n_grads; i++)
+            poison(&b->grad[b->gnamed_slot[i]]);
+    }
+    *value = NAN;
+    if (st == LK_OK) {
+        snapshot_inputs(c, b);
+        st = lk_loss_eval(loss, &args, value);
+        verify_inputs(c, b);
+        c->n_evals++;
+    }
+    if (st != LK_OK)
+        fit(err, LK_ERRMSG_CAP, "%s: %s", lk_status_name(st),
+            args.errmsg[0] ? args.errmsg : lk_status_text(st));
+    return st;
+}
+
+/* The scalar a gradient refers to: the value, or for reduction none the sum
+ * of the per-position losses (the upstream gradient of each is 1). */
+static double scalar_of(const lk_loss *loss, const bundle *b, double value)
+{
+    if (lk_loss_reduction(loss) != LK_REDUCTION_NONE)
+        return value;
+    double s = 0.0;
+    for (int64_t i = 0; i < array_numel(&b->out); i++)
+        s += get_elem(&b->out, i);
+    return s;
+}
+
+/* The first element of a float array that is NaN (nan_only) or not finite;
+ * -1 when none is. */
+static int64_t first_bad(const lk_array *a, int nan_only)
+{
+    if (!a->data || !is_float_dtype(a->dtype))
+        return -1;
+    for (int64_t i = 0; i < array_numel(a); i++) {
+        double v = get_elem(a, i);
+        if (nan_only ? isnan(v) : !isfinite(v))
+            return i;
+    }
+    return -1;
+}
+
+/* Checks value, per-position output and gradients after a successful eval;
+ * describes the first bad number in why. Returns 1 when all are good. */
+static int outputs_ok(const lk_loss *loss, const bundle *b, double value, int nan_only, char *why,
+                      size_t cap)
+{
+    int none = lk_loss_reduction(loss) == LK_REDUCTION_NONE;
+    if (!none && (nan_only ? isnan(value) : !isfinite(value))) {
+        snprintf(why, cap, "value %g", value);
+        return 0;
+    }
+    int64_t k = none ? first_bad(&b->out, nan_only) : -1;
+    if (k >= 0) {
+        snprintf(why, cap, "out[%lld] = %g", (long long)k, get_elem(&b->out, k));
+        return 0;
+    }
+    for (size_t i = 0; i < b->n_grads; i++) {
+        const lk_array *g = &b->grad[b->gnamed_slot[i]];
+        if ((k = first_bad(g, nan_only)) >= 0) {
+            int s = b->gnamed_slot[i];
+            snprintf(why, cap, "gradient of '%s' [%lld] = %g (%s %g)", b->gnamed[i].name,
+                     (long long)k, get_elem(g, k), s == 0 ? "logit" : "value",
+                     get_elem(&b->in[s], k));
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cases                                                                     */
+
+static const struct {
+    int32_t ndim;
+    int64_t shape[4];
+} probes[N_PROBES] = {{1, {7}}, {3, {2, 3, 5}}, {4, {2, 1, 4, 4}}};
+
+static spec probe_spec(int k, int32_t dtype, int soft)
+{
+    spec sp;
+    memset(&sp, 0, sizeof sp);
+    sp.dtype = dtype;
+    sp.ndim = probes[k].ndim;
+    memcpy(sp.shape, probes[k].shape, sizeof probes[k].shape);
+    sp.soft = soft;
+    return sp;
+}
+
+/* The float dtypes slot 0 accepts, float32 first; returns the count. */
+static int float_dtypes(const checker *c, int32_t out[2])
+{
+    int n = 0;
+    if (c->d->slots[0]->dtypes & LK_DTYPE_BIT(LK_DTYPE_F32))
+        out[n++] = LK_DTYPE_F32;
+    if (c->d->slots[0]->dtypes & LK_DTYPE_BIT(LK_DTYPE_F64))
+        out[n++] = LK_DTYPE_F64;
+    return n;
+}
+
+static int32_t best_float(const checker *c)
+{
+    int32_t dt[2];
+    int n = float_dtypes(c, dt);
+    return n ? dt[n - 1] : LK_DTYPE_INVALID;
+}
+
+/* "float64 shape (2,3,5) alpha=0.25 gamma=2 mean soft targets" */
+static void case_label(const checker *c, char *buf, size_t cap, const spec *sp, int set,
+                       int32_t red)
+{
+    char sh[96];
+    shape_str(sh, sizeof sh, sp->ndim, sp->shape);
+    snprintf(buf, cap, "%s shape %s %s %s%s", lk_dtype_name(sp->dtype), sh, c->settings[set].label,
+             lk_reduction_name(red),
+             !c->soft_too ? ""
+             : sp->soft   ? " soft targets"
+                          : " hard targets");
+}
+
+/* A float slot besides slot 0 that is not a weight: its values are targets,
+ * so they get a second run with soft values. */
+static int has_float_target(const checker *c)
+{
+    for (uint32_t s = 1; s < c->n_slots; s++) {
+        const lk_slot_desc *sd = c->d->slots[s];
+        if (!(sd->flags & LK_SLOT_OPTIONAL) && !is_weight_slot(sd) &&
+            (sd->dtypes & LK_DTYPES_FLOAT))
+            return 1;
+    }
+    return 0;
+}
+
+/* Every setting with every offered reduction must build; a failure at the
+ * defaults ends the loss's checks (returns 0), other failures drop their
+ * setting. */
+static int check_create(checker *c)
+{
+    for (int set = 0; set < c->n_settings; set++)
+        for (int32_t red = 0; red < LK_REDUCTION_COUNT; red++) {
+            lk_loss *loss;
+            char err[LK_ERRMSG_CAP];
+            if (!offers(c->d, red))
+                continue;
+            if (make_loss(c, c->rt, set, red, &loss, err) == LK_OK) {
+                lk_loss_free(loss);
+                continue;
+            }
+            result r;
+            res_init(&r, "create", 0);
+            res_detail(&r, "%s %s: %s", c->settings[set].label, lk_reduction_name(red), err);
+            send_result(c, &r);
+            if (set == 0)
+                return 0;
+            c->settings[set] = c->settings[--c->n_settings];
+            set--;
+            break;
+        }
+    return 1;
+}
+
+/* Which probe shapes the loss takes: a loss whose slot 0 is ANY may refuse
+ * shapes in plan() (LK_ERR_SHAPE or LK_ERR_UNSUPPORTED); that is its right,
+ * and those shapes are left out of the other checks. */
+static int probe_shapes(checker *c)
+{
+    int n_ok = 0;
+    size_t used = 0;
+    for (int k = 0; k < N_PROBES; k++) {
+        spec sp = probe_spec(k, best_float(c), 0);
+        char lab[LABEL_CAP], err[LK_ERRMSG_CAP] = "", sh[64];
+        bundle b;
+        lk_loss *loss = NULL;
+        double v;
+        case_label(c, lab, sizeof lab, &sp, 0, c->d->default_reduction);
+        begin(c, "finite (shape probe) %s", lab);
+        lk_status st = bundle_make(c, &sp, &b, err);
+        if (st == LK_OK &&
+            (st = make_loss(c, c->rt, 0, c->d->default_reduction, &loss, err)) == LK_OK)
+            st = run_eval(c, loss, &b, 0, &v, err);
+        c->shape_ok[k] = st != LK_ERR_SHAPE && st != LK_ERR_UNSUPPORTED;
+        n_ok += c->shape_ok[k];
+        shape_str(sh, sizeof sh, sp.ndim, sp.shape);
+        if (!c->shape_ok[k] && used < sizeof c->shape_note)
+            used += (size_t)snprintf(c->shape_note + used, sizeof c->shape_note - used,
+                                     "; shape %s refused (%s)", sh, err);
+        lk_loss_free(loss);
+        bundle_free(c, &b);
+    }
+    /* single-shape checks use (2,3,5) when taken, else the first taken */
+    c->ref = c->shape_ok[1] ? 1 : c->shape_ok[0] ? 0 : 2;
+    return n_ok;
+}
+
+/* ------------------------------------------------------------------------ */
+/* finite: ordinary inputs give a finite value, output and gradient          */
+
+/* One bundle, every setting and reduction. Returns 0 after a failure, whose
+ * description is in why. */
+static int finite_bundle(checker *c, bundle *b, const spec *sp, long *count, char *why, size_t cap)
+{
+    for (int set = 0; set < c->n_settings; set++)
+        for (int32_t red = 0; red < LK_REDUCTION_COUNT; red++) {
+            char lab[LABEL_CAP], err[LK_ERRMSG_CAP], bad[LK_ERRMSG_CAP];
+            lk_loss *loss;
+            double v;
+            if (!offers(c->d, red))
+                continue;
+            case_label(c, lab, sizeof lab, sp, set, red);
+            begin(c, "finite %s", lab);
+            if (make_loss(c, c->rt, set, red, &loss, err) != LK_OK)
+                continue; /* reported by check_create */
+            lk_status st = run_eval(c, loss, b, 1, &v, err);
+            int ok = st == LK_OK && outputs_ok(loss, b, v, 0, bad, sizeof bad);
+            lk_loss_free(loss);
+            (*count)++;
+            if (!ok) {
+                snprintf(why, cap, "%s: %s", lab, st == LK_OK ? bad : err);
+                return 0;
+            }
+        }
+    return 1;
+}
+
+static void check_finite(checker *c)
+{
+    int32_t dts[2];
+    int n_dt = float_dtypes(c, dts), ok = 1, n_shapes = 0;
+    long count = 0;
+    char why[900] = "", err[LK_ERRMSG_CAP];
+    for (int i = 0; ok && i < n_dt; i++)
+        for (int k = 0; ok && k < N_PROBES; k++)
+            for (int soft = 0; ok && soft <= c->soft_too; soft++) {
+                spec sp = probe_spec(k, dts[i], soft);
+                bundle b;
+                if (!c->shape_ok[k])
+                    continue;
+                n_shapes += i == 0 && soft == 0;
+                if (bundle_make(c, &sp, &b, err) != LK_OK) {
+                    snprintf(why, sizeof why, "cannot allocate: %s", err);
+                    ok = 0;
+                    break;
+                }
+                ok = finite_bundle(c, &b, &sp, &count, why, sizeof why);
+                bundle_free(c, &b);
+            }
+    result r;
+    char reds[64];
+    reductions_str(c->d, reds, sizeof reds);
+    res_init(&r, "finite", ok);
+    res_num(&r, "evaluations", (double)count);
+    if (ok)
+        res_detail(&r,
+                   "%ld evaluations (%s; %d shape%s; %d setting%s;%s %s): value, output and "
+                   "gradient finite%s",
+                   count, n_dt == 2 ? "float32, float64" : lk_dtype_name(dts[0]), n_shapes,
+                   plural(n_shapes), c->n_settings, plural(c->n_settings),
+                   c->soft_too ? " hard and soft targets;" : "", reds, c->shape_note);
+    else
+        res_detail(&r, "%s", why);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* grad: analytic gradient vs central differences, float64                   */
+
+typedef struct grad_worst {
+    double err;
+    int64_t index;
+    int slot;
+    double analytic, numeric;
+    char label[LABEL_CAP];
+    long cases;
+} grad_worst;
+
+/* The relative error with an absolute floor: |a - n| / max(|a|, |n|,
+ * ATOL / RTOL, noise / RTOL), so that err <= RTOL means |a - n| <=
+ * max(RTOL max(|a|, |n|), ATOL, noise). noise is the rounding error of the
+ * difference quotient itself, which grows with the scalar's size: a large
+ * sum must not fail a right gradient. NaN on either side is the worst. */
+static double grad_err(double a, double n, double noise)
+{
+    if (isnan(a) || isnan(n))
+        return HUGE_VAL;
+    if (a == n)
+        return 0.0;
+    double scale = fmax(fmax(fabs(a), fabs(n)), fmax(GRAD_ATOL, noise) / GRAD_RTOL);
+    return fabs(a - n) / scale;
+}
+
+/* d scalar / d x[i] by central differences; the step actually taken is
+ * (x + h) - (x - h) as rounded, not 2h. */
+static lk_status central_diff(checker *c, const lk_loss *loss, bundle *b, double *x, int64_t i,
+                              double *out, double *noise, char *err)
+{
+    double x0 = x[i], h = FD_STEP * fmax(1.0, fabs(x0)), vp, vm;
+    volatile double xp = x0 + h, xm = x0 - h;
+    x[i] = xp;
+    lk_status st = run_eval(c, loss, b, 0, &vp, err);
+    double fp = scalar_of(loss, b, vp);
+    x[i] = xm;
+    if (st == LK_OK)
+        st = run_eval(c, loss, b, 0, &vm, err);
+    double fm = scalar_of(loss, b, vm);
+    x[i] = x0;
+    *out = (fp - fm) / (xp - xm);
+    /* each value is off by a few ulps of its size (more for long sums) */
+    *noise = FD_NOISE_ULPS * DBL_EPSILON * fmax(fabs(fp), fabs(fm)) / (xp - xm);
+    return st;
+}
+
+/* Compares slot s's analytic gradient (copied in ana) element by element. */
+static lk_status grad_slot(checker *c, const lk_loss *loss, bundle *b, int s, const double *ana,
+                           const char *lab, grad_worst *w, char *err)
+{
+    double *x = b->in[s].data;
+    for (int64_t i = 0; i < array_numel(&b->in[s]); i++) {
+        double num, noise;
+        lk_status st = central_diff(c, loss, b, x, i, &num, &noise, err);
+        if (st != LK_OK)
+            return st;
+        double e = grad_err(ana[i], num, noise);
+        if (e > w->err || w->err < 0) {
+            w->err = e;
+            w->index = i;
+            w->slot = s;
+            w->analytic = ana[i];
+            w->numeric = num;
+            fit(w->label, sizeof w->label, "%s", lab);
+        }
+    }
+    return LK_OK;
+}
+
+/* One case: the analytic gradients of every differentiable float64 slot,
+ * then differences for slot 0 and, with soft targets (where a small step
+ * stays inside the targets' range), for the other differentiable slots. */
+static lk_status grad_case(checker *c, const lk_loss *loss, bundle *b, int soft, const char *lab,
+                           grad_worst *w, char *err)
+{
+    double v;
+    lk_status st = run_eval(c, loss, b, 1, &v, err);
+    for (size_t g = 0; st == LK_OK && g < b->n_grads; g++) {
+        int s = b->gnamed_slot[g];
+        if (b->in[s].dtype != LK_DTYPE_F64 || (s != 0 && !soft))
+            continue;
+        size_t bytes = b->grad[s].nbytes;
+        double *ana = malloc(bytes ? bytes : 1);
+        if (!ana) {
+            snprintf(err, LK_ERRMSG_CAP, "out of memory");
+            return LK_ERR_NOMEM;
+        }
+        memcpy(ana, b->grad[s].data, bytes);
+        st = grad_slot(c, loss, b, s, ana, lab, w, err);
+        free(ana);
+    }
+    w->cases++;
+    return st;
+}
+
+/* Every shape, reduction and target kind of one setting; returns 0 after an
+ * evaluation failed (err says why, w->label where). */
+static int grad_setting(checker *c, int set, grad_worst *w, char *err)
+{
+    for (int k = 0; k < N_PROBES; k++)
+        for (int soft = 0; c->shape_ok[k] && soft <= c->soft_too; soft++) {
+            spec sp = probe_spec(k, LK_DTYPE_F64, soft);
+            bundle b;
+            if (bundle_make(c, &sp, &b, err) != LK_OK)
+                return 0;
+            for (int32_t red = 0; red < LK_REDUCTION_COUNT; red++) {
+                lk_loss *loss;
+                char lab[LABEL_CAP];
+                if (!offers(c->d, red) || make_loss(c, c->rt, set, red, &loss, err) != LK_OK)
+                    continue;
+                case_label(c, lab, sizeof lab, &sp, set, red);
+                begin(c, "grad %s", lab);
+                lk_status st = grad_case(c, loss, &b, soft, lab, w, err);
+                lk_loss_free(loss);
+                if (st != LK_OK) {
+                    fit(w->label, sizeof w->label, "%s", lab);
+                    bundle_free(c, &b);
+                    return 0;
+                }
+            }
+            bundle_free(c, &b);
+        }
+    return 1;
+}
+
+static void grad_report(checker *c, int set, const grad_worst *w)
+{
+    result r;
+    int ok = w->err <= GRAD_RTOL;
+    char where[LABEL_CAP + 96] = "";
+    res_init(&r, "grad", ok);
+    if (w->err < 0) {
+        res_detail(&r, "%s  no element compared (%ld cases)", c->settings[set].label, w->cases);
+        send_result(c, &r);
+        return;
+    }
+    if (!ok || w->slot != 0)
+        snprintf(where, sizeof where, " at element %lld%s%s%s (analytic %.6g, numeric %.6g)",
+                 (long long)w->index, w->slot ? " of '" : "",
+                 w->slot ? c->d->slots[w->slot]->name : "", w->slot ? "'" : "", w->analytic,
+                 w->numeric);
+    /* the worst case's label leads: "grad LOSS float64 shape (7,) ..." */
+    res_detail(&r, "%s  max rel err %.1e%s (tol %g, floor %g; %ld cases)", w->label, w->err, where,
+               GRAD_RTOL, GRAD_ATOL, w->cases);
+    res_num(&r, "max_rel_err", w->err);
+    res_num(&r, "tol", GRAD_RTOL);
+    res_num(&r, "floor", GRAD_ATOL);
+    res_num(&r, "element", (double)w->index);
+    res_num(&r, "analytic", w->analytic);
+    res_num(&r, "numeric", w->numeric);
+    res_str(&r, "slot", c->d->slots[w->slot]->name);
+    res_str(&r, "params", c->settings[set].label);
+    res_str(&r, "case", w->label);
+    send_result(c, &r);
+}
+
+static int no_grad_slot(const checker *c)
+{
+    for (uint32_t s = 0; s < c->n_slots; s++)
+        if (c->d->slots[s]->flags & LK_SLOT_DIFFERENTIABLE)
+            return 0;
+    return 1;
+}
+
+static void check_grad(checker *c)
+{
+    result r;
+    if (!(c->d->slots[0]->dtypes & LK_DTYPE_BIT(LK_DTYPE_F64)) || no_grad_slot(c)) {
+        res_init(&r, "grad", 1);
+        res_detail(&r, "nothing to check: %s",
+                   no_grad_slot(c) ? "no differentiable slot" : "slot 0 does not take float64");
+        send_result(c, &r);
+        return;
+    }
+    for (int set = 0; set < c->n_settings; set++) {
+        grad_worst w;
+        char err[LK_ERRMSG_CAP];
+        memset(&w, 0, sizeof w);
+        w.err = -1.0;
+        if (grad_setting(c, set, &w, err)) {
+            grad_report(c, set, &w);
+            continue;
+        }
+        res_init(&r, "grad", 0);
+        res_detail(&r, "%s: %s", w.label, err);
+        send_result(c, &r);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* reduce: the reductions agree with one another                             */
+
+typedef struct red_vals {
+    int have[LK_REDUCTION_COUNT];
+    double v[LK_REDUCTION_COUNT]; /* none: the sum of the outputs */
+    double abs_none;              /* the sum of |outputs| */
+    double out_count;             /* none: the output's element count */
+} red_vals;
+
+static int reduce_values(checker *c, bundle *b, const spec *sp, red_vals *rv, char *why, size_t cap)
+{
+    memset(rv, 0, sizeof *rv);
+    for (int32_t red = 0; red < LK_REDUCTION_COUNT; red++) {
+        char lab[LABEL_CAP], err[LK_ERRMSG_CAP];
+        lk_loss *loss;
+        double v;
+        if (!offers(c->d, red))
+            continue;
+        case_label(c, lab, sizeof lab, sp, 0, red);
+        begin(c, "reduce %s", lab);
+        if (make_loss(c, c->rt, 0, red, &loss, err) != LK_OK)
+            continue;
+        lk_status st = run_eval(c, loss, b, 0, &v, err);
+        rv->v[red] = scalar_of(loss, b, v);
+        lk_loss_free(loss);
+        if (st != LK_OK) {
+            fit(why, cap, "%s: %s", lab, err);
+            return 0;
+        }
+        rv->have[red] = 1;
+        if (red == LK_REDUCTION_NONE) {
+            rv->out_count = (double)array_numel(&b->out);
+            for (int64_t i = 0; i < array_numel(&b->out); i++)
+                rv->abs_none += fabs(get_elem(&b->out, i));
+        }
+    }
+    return 1;
+}
+
+/* The divisor "mean" should use: the output's element count when none is
+ * offered, else the positions of a class-id target, else slot 0's count. */
+static double mean_count(const checker *c, const bundle *b, const red_vals *rv)
+{
+    if (rv->have[LK_REDUCTION_NONE])
+        return rv->out_count;
+    for (uint32_t s = 1; s < c->n_slots; s++)
+        if (c->d->slots[s]->shape == LK_SHAPE_INPUT_NO_CHANNEL && b->in[s].data)
+            return (double)array_numel(&b->in[s]);
+    return (double)array_numel(&b->in[0]);
+}
+
+static double rel_diff(double a, double b, double scale)
+{
+    if (a == b)
+        return 0.0;
+    return fabs(a - b) / fmax(scale, 1e-300);
+}
+
+/* Appends one comparison "what (rel err e)" to buf; returns 0 when it was
+ * required and failed. */
+static int compare_red(char *buf, size_t cap, const char *what, double e, double tol, int required)
+{
+    size_t used = strlen(buf);
+    snprintf(buf + used, cap - used, "%s%s (rel err %.1e%s)", used ? "; " : "", what, e,
+             required ? "" : ", not required");
+    return !required || e <= tol;
+}
+
+static int reduce_compare(const checker *c, const bundle *b, const red_vals *rv, double tol,
+                          char *buf, size_t cap)
+{
+    int ok = 1, fused = (c->d->flags & LK_LOSS_FUSED) != 0;
+    const double *v = rv->v;
+    int has_s = rv->have[LK_REDUCTION_SUM] || rv->have[LK_REDUCTION_NONE];
+    double s = rv->have[LK_REDUCTION_SUM] ? v[LK_REDUCTION_SUM] : v[LK_REDUCTION_NONE];
+    char what[160];
+    if (rv->have[LK_REDUCTION_SUM] && rv->have[LK_REDUCTION_NONE])
+        ok &=
+            compare_red(buf, cap, "sum = sum(none)",
+                        rel_diff(v[LK_REDUCTION_SUM], v[LK_REDUCTION_NONE], rv->abs_none), tol, 1);
+    if (rv->have[LK_REDUCTION_MEAN] && has_s) {
+        double n = mean_count(c, b, rv), m = v[LK_REDUCTION_MEAN];
+        snprintf(what, sizeof what, "mean * %g = sum (sum / mean = %.6g)", n, tidy(s / m));
+        ok &= compare_red(buf, cap, what, rel_diff(m * n, s, fabs(s)), tol, fused);
+    }
+    if (rv->have[LK_REDUCTION_BATCHMEAN] && has_s) {
+        double n = (double)(b->in[0].ndim ? b->in[0].shape[0] : 1);
+        snprintf(what, sizeof what, "batchmean * %g = sum", n);
+        ok &= compare_red(buf, cap, what, rel_diff(v[LK_REDUCTION_BATCHMEAN] * n, s, fabs(s)), tol,
+                          1);
+    }
+    if (!buf[0])
+        snprintf(buf, cap, "nothing to compare");
+    return ok;
+}
+
+static void check_reduce(checker *c)
+{
+    spec sp = probe_spec(c->ref, best_float(c), 0);
+    double tol = sp.dtype == LK_DTYPE_F64 ? RED_RTOL : 1e-5;
+    char why[700] = "", err[LK_ERRMSG_CAP], reds[64], sh[64], tol_text[32];
+    red_vals rv;
+    bundle b;
+    memset(&rv, 0, sizeof rv);
+    int ok = bundle_make(c, &sp, &b, err) == LK_OK;
+    if (!ok)
+        snprintf(why, sizeof why, "cannot allocate: %s", err);
+    else if ((ok = reduce_values(c, &b, &sp, &rv, why, sizeof why)))
+        ok = reduce_compare(c, &b, &rv, tol, why, sizeof why);
+    bundle_free(c, &b);
+    reductions_str(c->d, reds, sizeof reds);
+    shape_str(sh, sizeof sh, sp.ndim, sp.shape);
+    snprintf(tol_text, sizeof tol_text, " (tol %g)", tol);
+    result r;
+    res_init(&r, "reduce", ok);
+    res_detail(&r, "%s shape %s %s (%s): %s%s", lk_dtype_name(sp.dtype), sh, c->settings[0].label,
+               reds, why, strchr(why, '(') ? tol_text : "");
+    res_num(&r, "tol", tol);
+    for (int32_t red = 0; red < LK_REDUCTION_COUNT; red++)
+        if (rv.have[red])
+            res_num(&r, lk_reduction_name(red), rv.v[red]);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* weight: a slot named "weight" acts linearly                               */
+
+static int weight_slot(const checker *c)
+{
+    for (uint32_t s = 1; s < c->n_slots; s++)
+        if (is_weight_slot(c->d->slots[s]))
+            return (int)s;
+    return -1;
+}
+
+/* sum with the weight w, then with 2 w. */
+static lk_status weight_sums(checker *c, const lk_loss *loss, bundle *b, int ws, double v[2],
+                             char *err)
+{
+    double raw;
+    lk_status st = run_eval(c, loss, b, 0, &raw, err);
+    v[0] = scalar_of(loss, b, raw);
+    for (int64_t i = 0; st == LK_OK && i < array_numel(&b->in[ws]); i++)
+        set_elem(&b->in[ws], i, 2.0 * get_elem(&b->in[ws], i));
+    if (st == LK_OK)
+        st = run_eval(c, loss, b, 0, &raw, err);
+    v[1] = scalar_of(loss, b, raw);
+    return st;
+}
+
+/* A weight of rule ANY is tried shaped like the input, then as (C,). */
+static lk_status weight_try(checker *c, int ws, int32_t red, double v[2], char *lab, char *err)
+{
+    lk_status st = LK_ERR_SHAPE;
+    for (int per_channel = 0; st == LK_ERR_SHAPE && per_channel <= 1; per_channel++) {
+        spec sp = probe_spec(c->ref, best_float(c), 0);
+        sp.weight = 1;
+        sp.weight_per_channel = per_channel;
+        if (per_channel && c->d->slots[ws]->shape != LK_SHAPE_ANY)
+            break;
+        bundle b;
+        lk_loss *loss;
+        case_label(c, lab, LABEL_CAP, &sp, 0, red);
+        begin(c, "weight %s", lab);
+        if ((st = bundle_make(c, &sp, &b, err)) != LK_OK)
+            return st;
+        if ((st = make_loss(c, c->rt, 0, red, &loss, err)) == LK_OK) {
+            st = weight_sums(c, loss, &b, ws, v, err);
+            lk_loss_free(loss);
+        }
+        bundle_free(c, &b);
+    }
+    return st;
+}
+
+static void check_weight(checker *c)
+{
+    int ws = weight_slot(c);
+    if (ws < 0)
+        return;
+    int32_t red = offers(c->d, LK_REDUCTION_SUM) ? LK_REDUCTION_SUM : LK_REDUCTION_NONE;
+    result r;
+    char lab[LABEL_CAP], err[LK_ERRMSG_CAP];
+    double v[2] = {NAN, NAN};
+    if (!offers(c->d, red)) {
+        res_init(&r, "weight", 1);
+        res_detail(&r, "not checked: needs reduction sum or none");
+        send_result(c, &r);
+        return;
+    }
+    lk_status st = weight_try(c, ws, red, v, lab, err);
+    double e = rel_diff(v[1], 2.0 * v[0], fabs(2.0 * v[0]));
+    res_init(&r, "weight", st == LK_OK && e <= RED_RTOL);
+    if (st != LK_OK)
+        res_detail(&r, "%s: %s", lab, err);
+    else
+        res_detail(&r, "%s: sum with 2w = %.10g, 2 * sum with w = %.10g (rel err %.1e, tol %g)",
+                   lab, v[1], 2.0 * v[0], e, RED_RTOL);
+    res_num(&r, "rel_err", e);
+    res_num(&r, "tol", RED_RTOL);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* threads: bitwise the same with 1 and 3 threads                            */
+
+/* A copy of what one evaluation produced: value, output, gradients. */
+typedef struct produced {
+    double value;
+    void *bytes[MAX_SLOTS + 1]; /* gradients by named index, then out */
+    size_t len[MAX_SLOTS + 1];
+} produced;
+
+static void produced_free(produced *p)
+{
+    for (int i = 0; i <= MAX_SLOTS; i++)
+        free(p->bytes[i]);
+    memset(p, 0, sizeof *p);
+}
+
+static const lk_array *produced_array(const bundle *b, size_t i)
+{
+    return i < b->n_grads ? &b->grad[b->gnamed_slot[i]] : &b->out;
+}
+
+static void produced_take(produced *p, const bundle *b, double value)
+{
+    p->value = value;
+    for (size_t i = 0; i <= b->n_grads; i++) {
+        const lk_array *a = produced_array(b, i);
+        p->len[i] = a->nbytes;
+        p->bytes[i] = a->nbytes ? malloc(a->nbytes) : NULL;
+        if (p->bytes[i])
+            memcpy(p->bytes[i], a->data, a->nbytes);
+    }
+}
+
+/* Describes the first difference between the 1-thread copy and the bundle's
+ * current contents; returns 1 when they are bitwise equal. */
+static int produced_same(const produced *p, const bundle *b, double value, char *why, size_t cap)
+{
+    if (memcmp(&p->value, &value, sizeof value) != 0) {
+        snprintf(why, cap, "value %.17g with 1 thread, %.17g with %d", p->value, value,
+                 OTHER_THREADS);
+        return 0;
+    }
+    for (size_t i = 0; i <= b->n_grads; i++) {
+        const lk_array *a = produced_array(b, i);
+        if (!p->bytes[i] || memcmp(p->bytes[i], a->data, p->len[i]) == 0)
+            continue;
+        size_t es = lk_dtype_size(a->dtype);
+        int64_t k = 0;
+        while (memcmp((char *)p->bytes[i] + k * es, (char *)a->data + k * es, es) == 0)
+            k++;
+        lk_array one = *a;
+        one.data = (char *)p->bytes[i];
+        snprintf(why, cap, "%s%s%s[%lld] is %.17g with 1 thread, %.17g with %d",
+                 i < b->n_grads ? "gradient of '" : "out", i < b->n_grads ? b->gnamed[i].name : "",
+                 i < b->n_grads ? "'" : "", (long long)k, get_elem(&one, k), get_elem(a, k),
+                 OTHER_THREADS);
+        return 0;
+    }
+    return 1;
+}
+
+/* The reference shape with dim 0 grown until there are several blocks. */
+static spec big_spec(const checker *c, int32_t dtype)
+{
+    spec sp = probe_spec(c->ref, dtype, 0);
+    int64_t n = numel(sp.ndim, sp.shape);
+    sp.shape[0] *= (BIG_ELEMS + n - 1) / n;
+    return sp;
+}
+
+static int threads_red(checker *c, lk_runtime *rt3, bundle *b, const spec *sp, int32_t red,
+                       char *why, size_t cap)
+{
+    char lab[LABEL_CAP], err[LK_ERRMSG_CAP];
+    lk_loss *one = NULL, *three = NULL;
+    double v1, v3;
+    produced p;
+    memset(&p, 0, sizeof p);
+    case_label(c, lab, sizeof lab, sp, 0, red);
+    begin(c, "threads %s", lab);
+    lk_status st = make_loss(c, c->rt, 0, red, &one, err);
+    if (st == LK_OK)
+        st = make_loss(c, rt3, 0, red, &three, err);
+    if (st == LK_OK && (st = run_eval(c, one, b, 1, &v1, err)) == LK_OK) {
+        produced_take(&p, b, v1);
+        st = run_eval(c, three, b, 1, &v3, err);
+    }
+    int ok = st == LK_OK && produced_same(&p, b, v3, err, sizeof err);
+    if (!ok)
+        snprintf(why, cap, "%s: %s", lab, err);
+    produced_free(&p);
+    lk_loss_free(one);
+    lk_loss_free(three);
+    return ok;
+}
+
+static lk_runtime *open_threads(const char *path, int32_t threads, char *err)
+{
+    lk_runtime_options opts;
+    lk_runtime_options_init(&opts);
+    opts.plugin_path = path;
+    opts.use_env_path = 0;
+    opts.use_default_path = 0;
+    opts.threads = threads;
+    lk_runtime *rt = NULL;
+    if (lk_runtime_open(&opts, &rt, err) != LK_OK)
+        return NULL;
+    return rt;
+}
+
+static void check_threads(checker *c, const char *path)
+{
+    char why[900] = "", err[LK_ERRMSG_CAP] = "", sh[64];
+    int32_t dts[2];
+    int n_dt = float_dtypes(c, dts), ok = 1;
+    lk_runtime *rt3 = open_threads(path, OTHER_THREADS, err);
+    if (!rt3) {
+        snprintf(why, sizeof why, "cannot open a %d-thread runtime: %s", OTHER_THREADS, err);
+        ok = 0;
+    }
+    for (int i = 0; ok && i < n_dt; i++) {
+        spec sp = big_spec(c, dts[i]);
+        bundle b;
+        if (bundle_make(c, &sp, &b, err) != LK_OK) {
+            snprintf(why, sizeof why, "cannot allocate: %s", err);
+            ok = 0;
+        }
+        for (int32_t red = 0; ok && red < LK_REDUCTION_COUNT; red++)
+            if (offers(c->d, red))
+                ok = threads_red(c, rt3, &b, &sp, red, why, sizeof why);
+        bundle_free(c, &b);
+    }
+    /* rt3's worker threads live until the child exits; no need to join */
+    spec big = big_spec(c, LK_DTYPE_F64);
+    shape_str(sh, sizeof sh, big.ndim, big.shape);
+    result r;
+    res_init(&r, "threads", ok);
+    if (ok)
+        res_detail(&r,
+                   "shape %s, every dtype and reduction: value, output and gradients "
+                   "bitwise identical with 1 and %d threads",
+                   sh, OTHER_THREADS);
+    else
+        res_detail(&r, "%s", why);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* empty: zero-size tensors                                                  */
+
+/* Shape (0,), or (0, 3) when a slot holds class ids (so that C is known).
+ * Every tensor's data is the guard page: touching it crashes the child. */
+static spec empty_spec(const checker *c)
+{
+    spec sp;
+    memset(&sp, 0, sizeof sp);
+    sp.dtype = best_float(c);
+    sp.ndim = 1;
+    for (uint32_t s = 1; s < c->n_slots; s++)
+        if (c->d->slots[s]->shape == LK_SHAPE_INPUT_NO_CHANNEL) {
+            sp.ndim = 2;
+            sp.shape[1] = 3;
+        }
+    return sp;
+}
+
+/* One reduction; appends "mean: nan" or "sum: refused (...)" to notes.
+ * LK_OK with a finite or NaN value passes; so does a clean refusal, except
+ * LK_ERR_INTERNAL, a bug by the loss's own account. */
+static int empty_red(checker *c, bundle *b, const spec *sp, int32_t red, char *notes, size_t cap)
+{
+    char lab[LABEL_CAP], err[LK_ERRMSG_CAP];
+    lk_loss *loss;
+    double v = NAN;
+    size_t used = strlen(notes);
+    case_label(c, lab, sizeof lab, sp, 0, red);
+    begin(c, "empty %s", lab);
+    lk_status st = make_loss(c, c->rt, 0, red, &loss, err);
+    if (st == LK_OK) {
+        st = run_eval(c, loss, b, 1, &v, err);
+        lk_loss_free(loss);
+    }
+    int ok = st == LK_OK ? !isinf(v) : st != LK_ERR_INTERNAL;
+    if (st == LK_OK)
+        snprintf(notes + used, cap - used, "%s%s: %g", used ? ", " : "", lk_reduction_name(red),
+                 tidy(v));
+    else
+        snprintf(notes + used, cap - used, "%s%s: refused (%s)", used ? ", " : "",
+                 lk_reduction_name(red), err);
+    return ok;
+}
+
+static void check_empty(checker *c)
+{
+    spec sp = empty_spec(c);
+    char notes[700] = "", err[LK_ERRMSG_CAP], sh[64];
+    bundle b;
+    int ok = bundle_make(c, &sp, &b, err) == LK_OK;
+    if (!ok)
+        snprintf(notes, sizeof notes, "cannot allocate: %s", err);
+    for (int32_t red = 0; ok && red < LK_REDUCTION_COUNT; red++)
+        if (offers(c->d, red))
+            ok &= empty_red(c, &b, &sp, red, notes, sizeof notes);
+    bundle_free(c, &b);
+    shape_str(sh, sizeof sh, sp.ndim, sp.shape);
+    result r;
+    res_init(&r, "empty", ok);
+    res_detail(&r, "shape %s, no memory touched: %s", sh, notes);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* extreme: logits of +-30, +-1e4, +-inf give no NaN                         */
+
+static const double extremes[] = {30.0, 1e4, HUGE_VAL};
+
+/* One magnitude with random signs over slot 0, every reduction. */
+static int extreme_case(checker *c, bundle *b, const spec *sp, double mag, char *why, size_t cap)
+{
+    for (int64_t i = 0; i < array_numel(&b->in[0]); i++)
+        set_elem(&b->in[0], i, rng_unif(c) < 0.5 ? -mag : mag);
+    for (int32_t red = 0; red < LK_REDUCTION_COUNT; red++) {
+        char lab[LABEL_CAP], err[LK_ERRMSG_CAP], bad[LK_ERRMSG_CAP];
+        lk_loss *loss;
+        double v;
+        if (!offers(c->d, red) || make_loss(c, c->rt, 0, red, &loss, err) != LK_OK)
+            continue;
+        case_label(c, lab, sizeof lab, sp, 0, red);
+        begin(c, "extreme +-%g %s", mag, lab);
+        lk_status st = run_eval(c, loss, b, 1, &v, err);
+        /* refusing infinite logits, as documented numerics, is allowed */
+        int ok = st == LK_OK ? outputs_ok(loss, b, v, 1, bad, sizeof bad)
+                             : isinf(mag) && st == LK_ERR_NUMERIC;
+        lk_loss_free(loss);
+        if (!ok) {
+            snprintf(why, cap, "logits +-%g, %s: %s", mag, lab, st == LK_OK ? bad : err);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void check_extreme(checker *c)
+{
+    int32_t dts[2];
+    int n_dt = float_dtypes(c, dts), ok = 1;
+    char why[900] = "", err[LK_ERRMSG_CAP], sh[64];
+    for (int i = 0; ok && i < n_dt; i++)
+        for (int soft = 0; ok && soft <= c->soft_too; soft++) {
+            spec sp = probe_spec(c->ref, dts[i], soft);
+            bundle b;
+            if (bundle_make(c, &sp, &b, err) != LK_OK) {
+                snprintf(why, sizeof why, "cannot allocate: %s", err);
+                ok = 0;
+            }
+            for (size_t m = 0; ok && m < sizeof extremes / sizeof extremes[0]; m++)
+                ok = extreme_case(c, &b, &sp, extremes[m], why, sizeof why);
+            bundle_free(c, &b);
+        }
+    shape_str(sh, sizeof sh, probes[c->ref].ndim, probes[c->ref].shape);
+    result r;
+    res_init(&r, "extreme", ok);
+    if (ok)
+        res_detail(&r,
+                   "logits +-30, +-1e4, +-inf, shape %s, every dtype and reduction%s: no "
+                   "NaN in value, output or gradient",
+                   sh, c->soft_too ? ", hard and soft targets" : "");
+    else
+        res_detail(&r, "%s", why);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* inputs: no evaluation changed an input                                    */
+
+static void report_inputs(checker *c)
+{
+    result r;
+    res_init(&r, "inputs", !c->modified);
+    res_num(&r, "evaluations", (double)c->n_evals);
+    res_num(&r, "modified", (double)c->modified);
+    if (!c->modified)
+        res_detail(&r, "%ld evaluations left every input tensor unmodified", c->n_evals);
+    else
+        res_detail(&r, "%d inputs modified in %ld evaluations; first: %s", c->modified, c->n_evals,
+                   c->modified_what);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The child: every runtime check of one loss                                */
+
+/* The plugin as the parent loaded it. */
+typedef struct plugin_ctx {
+    const char *file;      /* as given on the command line */
+    const char *load_path; /* as handed to the runtime */
+    lk_runtime *rt;        /* 1 thread: no worker thread to lose in fork() */
+} plugin_ctx;
+
+static void checker_init(checker *c, const plugin_ctx *pc, const lk_loss_desc *d, int fd)
+{
+    memset(c, 0, sizeof *c);
+    c->rt = pc->rt;
+    c->d = d;
+    c->fd = fd;
+    while (d->slots[c->n_slots])
+        c->n_slots++;
+    /* the data depend on the loss's id only, never on the order of losses */
+    c->rng = 0x6c6f73736b6974ull;
+    for (const char *p = d->id; *p; p++)
+        c->rng = c->rng * 131u + (unsigned char)*p;
+    c->guard = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (c->guard == MAP_FAILED)
+        c->guard = NULL;
+    c->soft_too = has_float_target(c);
+    build_settings(c);
+}
+
+static void run_checks(checker *c, const plugin_ctx *pc)
+{
+    result r;
+    if (!check_create(c))
+        return;
+    if (best_float(c) == LK_DTYPE_INVALID) {
+        res_init(&r, "finite", 1);
+        res_detail(&r, "not checked: slot 0 '%s' takes no float dtype", c->d->slots[0]->name);
+        send_result(c, &r);
+        return;
+    }
+    if (probe_shapes(c) == 0) {
+        res_init(&r, "finite", 0);
+        res_detail(&r, "no probe shape is accepted%s", c->shape_note);
+        send_result(c, &r);
+        return;
+    }
+    check_finite(c);
+    check_grad(c);
+    check_reduce(c);
+    check_weight(c);
+    check_threads(c, pc->load_path);
+    check_empty(c);
+    check_extreme(c);
+}
+
+static void child_main(const plugin_ctx *pc, const lk_loss_desc *d, int fd)
+{
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core); /* a crash is expected; no core file */
+    alarm(TIMEOUT_S);
+    checker *c = malloc(sizeof *c);
+    if (c) {
+        checker_init(c, pc, d, fd);
+        run_checks(c, pc);
+        if (c->n_evals > 0)
+            report_inputs(c);
+    }
+    send_all(fd, "E\n", 2);
+    _exit(0); /* not exit(): the parent's stdio buffers are not ours to flush */
+}
+
+/* ------------------------------------------------------------------------ */
+/* The parent: runs one child per loss and reads its results                 */
+
+/* Parses "R\tname\tok\tdetail[\tfield]..." (the line is cut up in place). */
+static void parse_result(char *line, result *r)
+{
+    char *p = line + 2, *tok;
+    res_init(r, "", 0);
+    if ((tok = strsep(&p, "\t")))
+        snprintf(r->name, sizeof r->name, "%s", tok);
+    if ((tok = strsep(&p, "\t")))
+        r->ok = strcmp(tok, "1") == 0;
+    if ((tok = strsep(&p, "\t")))
+        snprintf(r->detail, sizeof r->detail, "%s", tok);
+    while ((tok = strsep(&p, "\t"))) {
+        char *eq = strchr(tok, '=');
+        if (!eq || strlen(tok) < 3 || tok[1] != ':')
+            continue;
+        *eq = '\0';
+        if (tok[0] == 'n')
+            res_num(r, tok + 2, strtod(eq + 1, NULL));
+        else
+            res_str(r, tok + 2, eq + 1);
+    }
+}
+
+/* Reads the child's lines until it closes the pipe; returns 1 when it said
+ * it finished. label receives the last case it began. */
+static int read_child(FILE *in, const char *loss, report *rep, char *label, size_t cap)
+{
+    char line[4096];
+    int finished = 0;
+    while (fgets(line, sizeof line, in)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0] == 'B' && line[1] == '\t')
+            fit(label, cap, "%s", line + 2);
+        else if (line[0] == 'R' && line[1] == '\t') {
+            result r;
+            parse_result(line, &r);
+            report_add(rep, loss, &r);
+        } else if (strcmp(line, "E") == 0)
+            finished = 1;
+    }
+    return finished;
+}
+
+/* The child ended without saying it finished: how, and during what. */
+static void report_death(report *rep, const char *loss, int status, const char *label)
+{
+    result r;
+    const char *during = label[0] ? label : "start-up";
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+        res_init(&r, "timeout", 0);
+        res_detail(&r, "no result within %d s, during %s", TIMEOUT_S, during);
+        res_num(&r, "seconds", TIMEOUT_S);
+    } else if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        res_init(&r, "crash", 0);
+        res_detail(&r, "killed by signal %d (%s) during %s", sig, signal_abbrev(sig), during);
+        res_num(&r, "signal", sig);
+    } else {
+        res_init(&r, "crash", 0);
+        res_detail(&r, "exited with status %d during %s",
+                   WIFEXITED(status) ? WEXITSTATUS(status) : -1, during);
+        res_num(&r, "status", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    res_str(&r, "during", during);
+    report_add(rep, loss, &r);
+}
+
+static void run_child(const plugin_ctx *pc, const lk_loss_desc *d, report *rep)
+{
+    int fds[2];
+    result r;
+    fflush(stdout);
+    fflush(stderr);
+    if (pipe(fds) != 0)
+        fds[0] = fds[1] = -1;
+    pid_t pid = fds[0] >= 0 ? fork() : -1;
+    if (pid == 0) {
+        close(fds[0]);
+        child_main(pc, d, fds[1]);
+    }
+    if (pid < 0) {
+        if (fds[0] >= 0) {
+            close(fds[0]);
+            close(fds[1]);
+        }
+        res_init(&r, "crash", 0);
+        res_detail(&r, "cannot start a child process to check the loss");
+        report_add(rep, d->id, &r);
+        return;
+    }
+    close(fds[1]);
+    char label[LABEL_CAP] = "";
+    FILE *in = fdopen(fds[0], "r");
+    int finished = in ? read_child(in, d->id, rep, label, sizeof label) : 0;
+    if (in)
+        fclose(in);
+    else
+        close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            break;
+    if (!finished || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        report_death(rep, d->id, status, label);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checks that run no plugin code: abi and schema                            */
+
+/* The plugin's descriptor, read through the module the runtime loaded: the
+ * runtime does not show the ABI version a plugin was built against. */
+static const lk_plugin *plugin_descriptor(const char *path)
+{
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (!h)
+        return NULL;
+    lk_plugin_entry_fn entry;
+    void *sym = dlsym(h, LK_PLUGIN_ENTRY_NAME);
+    memcpy(&entry, &sym, sizeof entry);
+    const lk_plugin *pl = sym ? entry(LK_ABI_MAJOR, LK_ABI_MINOR) : NULL;
+    dlclose(h); /* only drops the reference taken here; the runtime keeps its own */
+    return pl;
+}
+
+static void check_abi(const plugin_ctx *pc, size_t n_losses, report *rep)
+{
+    const lk_plugin *pl = plugin_descriptor(pc->load_path);
+    result r;
+    res_init(&r, "abi", 0);
+    if (!pl) {
+        res_detail(&r, "cannot read the plugin descriptor again: %s", dlerror());
+        report_add(rep, NULL, &r);
+        return;
+    }
+    r.ok = pl->abi_major == LK_ABI_MAJOR && present(pl->name) && present(pl->version) &&
+           present(pl->summary);
+    res_detail(&r, "ABI %u.%u (host %d.%d)%s, plugin %s %s, %zu loss%s%s%s%s", pl->abi_major,
+               pl->abi_minor, LK_ABI_MAJOR, LK_ABI_MINOR,
+               pl->abi_minor > LK_ABI_MINOR ? ", newer minor: later members are ignored" : "",
+               present(pl->name) ? pl->name : "(no name)",
+               present(pl->version) ? pl->version : "(no version)", n_losses,
+               n_losses == 1 ? "" : "es", present(pl->name) ? "" : "; the name is missing",
+               present(pl->version) ? "" : "; the version is missing",
+               present(pl->summary) ? "" : "; the summary is missing");
+    res_num(&r, "abi_major", pl->abi_major);
+    res_num(&r, "abi_minor", pl->abi_minor);
+    res_num(&r, "host_abi_major", LK_ABI_MAJOR);
+    res_num(&r, "host_abi_minor", LK_ABI_MINOR);
+    res_str(&r, "plugin_name", pl->name ? pl->name : "");
+    res_str(&r, "plugin_version", pl->version ? pl->version : "");
+    report_add(rep, NULL, &r);
+}
+
+static int in_range(const lk_param_desc *p, double v)
+{
+    if (v < p->min || v > p->max || v != v)
+        return 0;
+    if ((p->flags & LK_PARAM_MIN_EXCLUSIVE) && v == p->min)
+        return 0;
+    return !((p->flags & LK_PARAM_MAX_EXCLUSIVE) && v == p->max);
+}
+
+static int default_ok(const lk_param_desc *p)
+{
+    switch (p->type) {
+    case LK_PARAM_NUMBER:
+    case LK_PARAM_INTEGER: return in_range(p, p->default_number);
+    case LK_PARAM_BOOL: return p->default_number == 0.0 || p->default_number == 1.0;
+    case LK_PARAM_CHOICE:
+        for (const char *const *ch = p->choices; ch && *ch && p->default_choice; ch++)
+            if (strcmp(*ch, p->default_choice) == 0)
+                return 1;
+        return 0;
+    case LK_PARAM_NUMBER_LIST:
+        for (int32_t i = 0; i < p->default_list_len; i++)
+            if (!p->default_list || !in_range(p, p->default_list[i]))
+                return 0;
+        return 1;
+    default: return 0;
+    }
+}
+
+CHECK_PRINTF(3, 4)
+static void problem(char *buf, size_t cap, const char *fmt, ...)
+{
+    size_t used = strlen(buf);
+    va_list ap;
+    if (used + 2 >= cap)
+        return;
+    snprintf(buf + used, cap - used, "%s", used ? "; " : "");
+    used = strlen(buf);
+    va_start(ap, fmt);
+    vsnprintf(buf + used, cap - used, fmt, ap);
+    va_end(ap);
+}
+
+static int semver(const char *v)
+{
+    int parts = 0, digits = 0;
+    for (; v && *v; v++) {
+        if (*v >= '0' && *v <= '9')
+            digits++;
+        else if (*v == '.' && digits && parts < 2)
+            parts++, digits = 0;
+        else
+            return 0;
+    }
+    return parts == 2 && digits > 0;
+}
+
+static void schema_params(const lk_loss_desc *d, int *n, char *probs, size_t cap)
+{
+    for (*n = 0; d->params && d->params[*n]; (*n)++) {
+        const lk_param_desc *p = d->params[*n];
+        for (int j = 0; j < *n; j++)
+            if (strcmp(d->params[j]->name, p->name) == 0)
+                problem(probs, cap, "parameter '%s' is declared twice", p->name);
+        if (!present(p->doc))
+            problem(probs, cap, "parameter '%s' has no doc", p->name);
+        if (!default_ok(p))
+            problem(probs, cap, "parameter '%s' has a default outside its range or choices",
+                    p->name);
+    }
+}
+
+static void schema_slots(const lk_loss_desc *d, int *n, char *probs, size_t cap)
+{
+    for (*n = 0; d->slots[*n]; (*n)++) {
+        const lk_slot_desc *s = d->slots[*n];
+        for (int j = 0; j < *n; j++)
+            if (strcmp(d->slots[j]->name, s->name) == 0)
+                problem(probs, cap, "slot '%s' is declared twice", s->name);
+        if (!present(s->doc))
+            problem(probs, cap, "slot '%s' has no doc", s->name);
+    }
+}
+
+static void check_schema(const lk_loss_desc *d, report *rep)
+{
+    char probs[700] = "", reds[64];
+    int np, ns;
+    schema_params(d, &np, probs, sizeof probs);
+    schema_slots(d, &ns, probs, sizeof probs);
+    if (!present(d->summary))
+        problem(probs, sizeof probs, "the summary is missing");
+    if (!semver(d->version))
+        problem(probs, sizeof probs, "version '%s' is not MAJOR.MINOR.PATCH",
+                d->version ? d->version : "");
+    reductions_str(d, reds, sizeof reds);
+    const lk_slot_desc *s0 = d->slots[0];
+    result r;
+    res_init(&r, "schema", !probs[0]);
+    res_detail(&r, "%d param%s, %d slot%s, %s; slot 0 '%s' %s; %s; reductions %s (default %s)", np,
+               plural(np), ns, plural(ns),
+               probs[0] ? probs : "defaults inside ranges, docs present", s0->name,
+               (s0->flags & LK_SLOT_DIFFERENTIABLE) ? "differentiable" : "not differentiable",
+               (d->flags & LK_LOSS_WHOLE)   ? "whole"
+               : (d->flags & LK_LOSS_FUSED) ? "fused"
+                                            : "two-pass",
+               reds, lk_reduction_name(d->default_reduction));
+    res_num(&r, "params", np);
+    res_num(&r, "slots", ns);
+    res_str(&r, "version", d->version ? d->version : "");
+    report_add(rep, d->id, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The command                                                               */
+
+typedef struct check_opts {
+    const char *file;
+    const char *loss;
+    int json;
+} check_opts;
+
+static int parse_check(int argc, char **argv, check_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--json") == 0)
+            o->json = 1;
+        else if (strcmp(a, "--loss") == 0) {
+            if (i + 1 >= argc) {
+                cli_error("check: --loss needs a loss id");
+                return -1;
+            }
+            o->loss = argv[++i];
+        } else if (a[0] == '-' && a[1]) {
+            cli_error("check: unknown option '%s'; run 'losskit help'", a);
+            return -1;
+        } else if (!o->file)
+            o->file = a;
+        else {
+            cli_error("check: unexpected argument '%s'", a);
+            return -1;
+        }
+    }
+    if (!o->file) {
+        cli_error("check: usage: losskit check PLUGIN.so [--loss ID] [--json]");
+        return -1;
+    }
+    return 0;
+}
+
+enum { EXIT_CHECK_FAILED = 1 }; /* some check failed */
+
+/* The path handed to the runtime. Its search path is colon-separated, and
+ * dlopen() would search the library path for a name without a slash. */
+static int load_path_of(const char *file, char *buf, size_t cap)
+{
+    struct stat st;
+    if (strchr(file, ':')) {
+        cli_error("check: '%s': a plugin path given to check cannot contain ':'", file);
+        return EXIT_USAGE;
+    }
+    if (stat(file, &st) == 0 && S_ISDIR(st.st_mode)) {
+        cli_error("check: '%s' is a directory; name one plugin .so file", file);
+        return EXIT_USAGE;
+    }
+    int bare = !strchr(file, '/') && access(file, F_OK) == 0;
+    snprintf(buf, cap, "%s%s", bare ? "./" : "", file);
+    return EXIT_OK;
+}
+
+/* A runtime with the plugin alone on its path, or NULL after printing why
+ * the plugin was refused. */
+static lk_runtime *open_plugin(const char *path, int *rc)
+{
+    char err[LK_ERRMSG_CAP] = "";
+    lk_runtime *rt = open_threads(path, 1, err);
+    if (!rt) {
+        cli_error("check: %s", err);
+        *rc = EXIT_FAILURE_INTERNAL;
+        return NULL;
+    }
+    size_t n_diag = lk_runtime_diag_count(rt);
+    if (n_diag == 0 && lk_runtime_loss_count(rt) > 0)
+        return rt;
+    for (size_t i = 0; i < n_diag; i++)
+        cli_error("check: %s", lk_runtime_diag(rt, i));
+    if (n_diag == 0)
+        cli_error("check: %s: no losses loaded", path);
+    lk_runtime_close(rt);
+    *rc = EXIT_PLUGIN;
+    return NULL;
+}
+
+static void print_summary(const check_opts *o, report *rep)
+{
+    if (!rep->json) {
+        printf("%d passed, %d failed\n", rep->passed, rep->failed);
+        return;
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "plugin", o->file);
+    cJSON_AddItemToObject(root, "checks", rep->checks);
+    cJSON_AddNumberToObject(root, "passed", rep->passed);
+    cJSON_AddNumberToObject(root, "failed", rep->failed);
+    rep->checks = NULL; /* now owned by root */
+    char *text = cJSON_Print(root);
+    if (text)
+        puts(text);
+    cJSON_free(text);
+    cJSON_Delete(root);
+}
 
 int cmd_check(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("check: not available in this build");
-    return EXIT_USAGE;
+    check_opts o;
+    char path[4096], err[LK_ERRMSG_CAP];
+    if (parse_check(argc, argv, &o) != 0)
+        return EXIT_USAGE;
+    int rc = load_path_of(o.file, path, sizeof path);
+    if (rc != EXIT_OK)
+        return rc;
+    plugin_ctx pc = {o.file, path, open_plugin(path, &rc)};
+    if (!pc.rt)
+        return rc;
+    lk_loss_info info;
+    if (o.loss && lk_runtime_find(pc.rt, o.loss, &info, err) != LK_OK) {
+        cli_error("check: %s", err);
+        lk_runtime_close(pc.rt);
+        return EXIT_USAGE;
+    }
+    report rep = {o.json, o.json ? cJSON_CreateArray() : NULL, 0, 0};
+    size_t n = lk_runtime_loss_count(pc.rt);
+    check_abi(&pc, n, &rep);
+    for (size_t i = 0; i < n; i++) {
+        if (lk_runtime_loss_at(pc.rt, i, &info) != LK_OK ||
+            (o.loss && strcmp(info.id, o.loss) != 0))
+            continue;
+        check_schema(info.desc, &rep);
+        run_child(&pc, info.desc, &rep);
+    }
+    print_summary(&o, &rep);
+    lk_runtime_close(pc.rt);
+    return rep.failed ? EXIT_CHECK_FAILED : EXIT_OK;
 }

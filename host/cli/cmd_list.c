@@ -98,7 +98,7 @@ int cmd_list(int argc, char **argv)
         lk_runtime_loss_at(rt, i, &li);
         char red[64];
         print_reductions(li.desc, red, sizeof red);
-        printf("%-18s %-12s %-26s %s\n", li.id, li.plugin_name, red, li.desc->summary);
+        printf("%-18s %-16s %-26s %s\n", li.id, li.plugin_name, red, li.desc->summary);
         if (li.shadowed)
             printf("%-18s   shadowed: %s loses to %s\n", "", li.plugin_file, li.shadowed_by);
     }

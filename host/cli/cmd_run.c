@@ -161,8 +161,12 @@ static int alloc_grads(const run_opts *o, run_state *s)
     return EXIT_OK;
 }
 
+/* A tensor missing, or given for a slot the loss does not have, is a usage
+ * problem; everything else the evaluation refuses is about the data. */
 static int data_exit(lk_status st)
 {
+    if (st == LK_ERR_NOT_FOUND)
+        return EXIT_USAGE;
     return st == LK_ERR_INTERNAL || st == LK_ERR_NOMEM ? EXIT_FAILURE_INTERNAL : EXIT_DATA;
 }
 

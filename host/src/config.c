@@ -387,9 +387,18 @@ static lk_status build_name(const ctx *c, lk_loss *loss)
         return LK_OK;
     }
     size_t used = 0;
-    for (size_t i = 0; i < loss->n_terms; i++)
-        used += (size_t)snprintf(loss->name + used, cap - used, "%s%.17g*%s", i ? " + " : "",
-                                 loss->terms[i].weight, loss->terms[i].entry->desc->id);
+    for (size_t i = 0; i < loss->n_terms; i++) {
+        /* the shortest form that reads back as the same double */
+        char w[32];
+        double weight = loss->terms[i].weight;
+        for (int digits = 6; digits <= 17; digits++) {
+            snprintf(w, sizeof w, "%.*g", digits, weight);
+            if (strtod(w, NULL) == weight)
+                break;
+        }
+        used += (size_t)snprintf(loss->name + used, cap - used, "%s%s*%s", i ? " + " : "", w,
+                                 loss->terms[i].entry->desc->id);
+    }
     return LK_OK;
 }
 

@@ -176,7 +176,7 @@ static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_ar
         b->grad_index[s] = -1;
         if (!nt) {
             if (!(sd->flags & LK_SLOT_OPTIONAL))
-                return lk__err(args->errmsg, LK_ERR_INVALID,
+                return lk__err(args->errmsg, LK_ERR_NOT_FOUND,
                                "loss '%s': missing tensor '%s' (%s)", b->e->desc->id, sd->name,
                                sd->doc ? sd->doc : "required");
             continue;
@@ -267,7 +267,7 @@ static lk_status check_args(const lk_loss *loss, lk_eval_args *args)
             for (size_t j = 0; j < loss->n_slots && used < sizeof known; j++)
                 used += (size_t)snprintf(known + used, sizeof known - used, "%s%s",
                                          j ? ", " : "", loss->slots[j].desc->name);
-            return lk__err(args->errmsg, LK_ERR_INVALID,
+            return lk__err(args->errmsg, LK_ERR_NOT_FOUND,
                            "%s: '%s' is not a tensor slot of %s (slots: %s)", origin_of(nt),
                            nt->name ? nt->name : "(null)", loss->name, known);
         }

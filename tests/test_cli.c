@@ -1,0 +1,1096 @@
+/* test_cli.c: the losskit command as scripts see it.
+ *
+ * Every test runs LK_CLI_PATH as a subprocess (fork/exec) with stdout and
+ * stderr captured separately, LOSSKIT_PLUGIN_PATH and LOSSKIT_THREADS unset
+ * unless the test sets the path. Tensors are written with lk_npy_write into a
+ * private temporary folder (mkdtemp, mode 0700) and expected values are
+ * computed here, independently of the plugins. The contract checked:
+ *
+ *   output    list, list --json, info, info --json, run (text and --json),
+ *             --grad, --out, --threads (identical bytes for 1 and 2 threads)
+ *   errors    exit 2 bad usage or config, 3 plugin load problem, 4 data
+ *             problem; exactly one line on stderr and nothing on stdout
+ *   plugins   a broken plugin on the path is one warning line and does not
+ *             hide the others; an out-of-tree plugin (examples/shadow_dice)
+ *             shadows the built-in dice. */
+#include <criterion/criterion.h>
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "losskit/losskit.h"
+
+#define CLI_DIR LK_SOURCE_ROOT "/tests/cli"
+#define WRONG_MAJOR LK_FIXTURE_DIR "/fx_wrong_major.so"
+
+static const char *const tutorial_ids[] = {
+    "mse", "l1", "bce_with_logits", "dice", "dice_bce", "iou", "focal", "focal_mean_bce",
+};
+#define N_TUTORIAL 8
+
+/* ------------------------------------------------------------------------ */
+/* Temporary folder, one per test (each test runs in its own process).       */
+
+static char tmpdir[PATH_MAX];
+
+static void make_tmpdir(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "%s/cli-test-XXXXXX", LK_BUILD_ROOT);
+    cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp %s: %s", tmpdir, strerror(errno));
+}
+
+static void remove_tmpdir(void)
+{
+    DIR *d = opendir(tmpdir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char p[PATH_MAX + 256];
+        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(tmpdir);
+}
+
+TestSuite(cli, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120);
+
+/* A path in the temporary folder (a static buffer per slot). */
+static const char *tmp(const char *name)
+{
+    static char bufs[8][PATH_MAX + 64];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", tmpdir, name);
+    return b;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running a command                                                         */
+
+typedef struct proc {
+    int status; /* exit code; 128 + signal when killed */
+    char *out;
+    size_t out_len;
+    char *err;
+    size_t err_len;
+} proc;
+
+static void proc_free(proc *p)
+{
+    free(p->out);
+    free(p->err);
+    memset(p, 0, sizeof *p);
+}
+
+static void append(char **buf, size_t *len, const char *data, size_t n)
+{
+    char *grown = realloc(*buf, *len + n + 1);
+    cr_assert_not_null(grown);
+    memcpy(grown + *len, data, n);
+    *len += n;
+    grown[*len] = '\0';
+    *buf = grown;
+}
+
+/* Runs argv (argv[0] is searched on PATH when it has no '/'), with
+ * LOSSKIT_PLUGIN_PATH set to plugin_path, or unset when it is NULL. */
+static proc run_argv(const char *plugin_path, char *const *argv)
+{
+    int po[2], pe[2];
+    cr_assert_eq(pipe(po), 0, "pipe: %s", strerror(errno));
+    cr_assert_eq(pipe(pe), 0, "pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(po[1], STDOUT_FILENO);
+        dup2(pe[1], STDERR_FILENO);
+        close(po[0]);
+        close(po[1]);
+        close(pe[0]);
+        close(pe[1]);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, STDIN_FILENO);
+        unsetenv("LOSSKIT_PLUGIN_PATH");
+        unsetenv("LOSSKIT_THREADS");
+        if (plugin_path)
+            setenv("LOSSKIT_PLUGIN_PATH", plugin_path, 1);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    proc r;
+    memset(&r, 0, sizeof r);
+    append(&r.out, &r.out_len, "", 0);
+    append(&r.err, &r.err_len, "", 0);
+    struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+    int open_fds = 2;
+    while (open_fds > 0) {
+        int n = poll(fds, 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        cr_assert_geq(n, 0, "poll: %s", strerror(errno));
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            char buf[4096];
+            ssize_t got = read(fds[i].fd, buf, sizeof buf);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0) {
+                close(fds[i].fd);
+                fds[i].fd = -1;
+                open_fds--;
+                continue;
+            }
+            if (i == 0)
+                append(&r.out, &r.out_len, buf, (size_t)got);
+            else
+                append(&r.err, &r.err_len, buf, (size_t)got);
+        }
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return r;
+}
+
+/* Runs losskit with the NULL-terminated arguments. */
+static proc lk(const char *plugin_path, ...)
+{
+    char *argv[64];
+    int n = 0;
+    argv[n++] = (char *)LK_CLI_PATH;
+    va_list ap;
+    va_start(ap, plugin_path);
+    for (char *a = va_arg(ap, char *); a; a = va_arg(ap, char *)) {
+        cr_assert_lt(n, 63);
+        argv[n++] = a;
+    }
+    va_end(ap);
+    argv[n] = NULL;
+    return run_argv(plugin_path, argv);
+}
+
+static size_t count_char(const char *s, size_t len, char c)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++)
+        k += s[i] == c;
+    return k;
+}
+
+/* A successful run: exit 0 and nothing on stderr. */
+static void expect_ok(const proc *r)
+{
+    cr_assert_eq(r->status, 0, "exit %d, want 0; stderr: %s", r->status, r->err);
+    cr_assert_eq(r->err_len, 0, "stderr is not empty: %s", r->err);
+}
+
+/* A failure: the exit code, nothing on stdout, exactly one line on stderr
+ * ("losskit: ...\n") containing each NULL-terminated needle. */
+static void expect_failure(const proc *r, int code, ...)
+{
+    cr_assert_eq(r->status, code, "exit %d, want %d; stderr: %s", r->status, code, r->err);
+    cr_assert_eq(r->out_len, 0, "stdout is not empty on error: %s", r->out);
+    cr_assert_eq(count_char(r->err, r->err_len, '\n'), 1,
+                 "stderr is not exactly one line (%zu newlines): [%s]",
+                 count_char(r->err, r->err_len, '\n'), r->err);
+    cr_assert(r->err_len > 1 && r->err[r->err_len - 1] == '\n', "stderr: [%s]", r->err);
+    cr_assert(strncmp(r->err, "losskit: ", 9) == 0, "stderr does not start 'losskit: ': %s",
+              r->err);
+    va_list ap;
+    va_start(ap, code);
+    for (const char *needle = va_arg(ap, const char *); needle;
+         needle = va_arg(ap, const char *))
+        cr_expect(strstr(r->err, needle) != NULL, "stderr lacks \"%s\": %s", needle, r->err);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Files                                                                     */
+
+static void write_npy(const char *path, int32_t dtype, const void *data, int32_t ndim,
+                      const int64_t *shape)
+{
+    lk_tensor t = {(void *)(uintptr_t)data, dtype, ndim, shape, NULL};
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_npy_write(path, &t, err), LK_OK, "lk_npy_write: %s", err);
+}
+
+static void read_npy(const char *path, lk_array *a)
+{
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_npy_read(path, a, err), LK_OK, "lk_npy_read: %s", err);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "fopen %s: %s", path, strerror(errno));
+    fputs(text, f);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "fopen %s: %s", path, strerror(errno));
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    cr_assert_geq(n, 0);
+    rewind(f);
+    unsigned char *b = malloc((size_t)n + 1);
+    cr_assert_not_null(b);
+    cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Logits in about [-3, 3] and targets in [0, 1] (binary and soft). */
+static double logit_at(int i)
+{
+    return 3.0 * sin(0.91 * i + 0.3);
+}
+
+static double target_at(int i)
+{
+    double r = 0.5 + 0.5 * cos(0.37 * i);
+    return i % 4 == 0 ? r : (r > 0.5 ? 1.0 : 0.0);
+}
+
+#define R 3
+#define C 4
+#define NX (R * C)
+static const int64_t shape_rc[2] = {R, C};
+
+/* x, t as float64 files x.npy, t.npy of shape (3, 4). */
+static void write_xt_f64(double *x, double *t)
+{
+    for (int i = 0; i < NX; i++) {
+        x[i] = logit_at(i);
+        t[i] = target_at(i);
+    }
+    write_npy(tmp("x.npy"), LK_DTYPE_F64, x, 2, shape_rc);
+    write_npy(tmp("t.npy"), LK_DTYPE_F64, t, 2, shape_rc);
+}
+
+static void write_xt_f32(float *x, float *t)
+{
+    for (int i = 0; i < NX; i++) {
+        x[i] = (float)logit_at(i);
+        t[i] = (float)target_at(i);
+    }
+    write_npy(tmp("x.npy"), LK_DTYPE_F32, x, 2, shape_rc);
+    write_npy(tmp("t.npy"), LK_DTYPE_F32, t, 2, shape_rc);
+}
+
+static double mse_of(const double *x, const double *t, int n)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++)
+        s += (x[i] - t[i]) * (x[i] - t[i]);
+    return s / n;
+}
+
+/* The one number a text-mode run prints. */
+static double parse_value(const proc *r)
+{
+    cr_assert_eq(count_char(r->out, r->out_len, '\n'), 1, "stdout is not one line: %s", r->out);
+    char *end;
+    double v = strtod(r->out, &end);
+    cr_assert(end != r->out && *end == '\n', "stdout is not a number: %s", r->out);
+    return v;
+}
+
+static int close_to(double a, double b, double tol)
+{
+    return fabs(a - b) <= tol * (1.0 + fabs(b));
+}
+
+static cJSON *parse_json(const proc *r)
+{
+    cJSON *j = cJSON_Parse(r->out);
+    cr_assert_not_null(j, "stdout is not JSON: %s", r->out);
+    return j;
+}
+
+/* ------------------------------------------------------------------------ */
+/* list                                                                      */
+
+/* Parses the rows of `losskit list`: for each id, its family, counting rows
+ * and "shadowed:" continuation lines. */
+typedef struct list_row {
+    char id[64];
+    char plugin[64];
+    int shadowed; /* followed by a "shadowed:" line */
+    char shadow_line[1024];
+} list_row;
+
+static int parse_list(const char *text, list_row *rows, int cap)
+{
+    int n = 0;
+    const char *line = text;
+    while (*line) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf ? len : sizeof buf - 1), line);
+        if (buf[0] == ' ') {
+            cr_assert_gt(n, 0, "a continuation line comes first: %s", buf);
+            cr_assert(strstr(buf, "shadowed:") != NULL, "unexpected line: %s", buf);
+            rows[n - 1].shadowed = 1;
+            snprintf(rows[n - 1].shadow_line, sizeof rows[n - 1].shadow_line, "%s", buf);
+        } else if (buf[0]) {
+            cr_assert_lt(n, cap);
+            memset(&rows[n], 0, sizeof rows[n]);
+            cr_assert_eq(sscanf(buf, "%63s %63s", rows[n].id, rows[n].plugin), 2,
+                         "unparsable list row: %s", buf);
+            n++;
+        }
+        line += len + (nl ? 1 : 0);
+    }
+    return n;
+}
+
+/* The tutorial family has exactly its eight losses, each once. Other
+ * families may be on the default path too; they are not counted. */
+static void expect_tutorial_rows(const list_row *rows, int n)
+{
+    int tutorial = 0;
+    for (int i = 0; i < n; i++)
+        tutorial += strcmp(rows[i].plugin, "tutorial") == 0;
+    cr_assert_eq(tutorial, N_TUTORIAL, "%d rows from tutorial, want %d", tutorial, N_TUTORIAL);
+    for (int k = 0; k < N_TUTORIAL; k++) {
+        int found = 0;
+        for (int i = 0; i < n; i++)
+            found += strcmp(rows[i].id, tutorial_ids[k]) == 0 &&
+                     strcmp(rows[i].plugin, "tutorial") == 0;
+        cr_assert_eq(found, 1, "'%s' from tutorial listed %d times", tutorial_ids[k], found);
+    }
+}
+
+Test(cli, list_prints_the_tutorial_losses)
+{
+    proc r = lk(NULL, "list", NULL);
+    expect_ok(&r);
+    list_row rows[64];
+    int n = parse_list(r.out, rows, 64);
+    expect_tutorial_rows(rows, n);
+    for (int i = 0; i < n; i++)
+        if (strcmp(rows[i].plugin, "tutorial") == 0)
+            cr_assert(!rows[i].shadowed, "%s is marked shadowed", rows[i].id);
+    proc_free(&r);
+}
+
+static const cJSON *find_loss(const cJSON *losses, const char *id, const char *plugin)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, losses)
+    {
+        const cJSON *i = cJSON_GetObjectItemCaseSensitive(it, "id");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(it, "plugin");
+        if (cJSON_IsString(i) && cJSON_IsString(p) && strcmp(i->valuestring, id) == 0 &&
+            strcmp(p->valuestring, plugin) == 0)
+            return it;
+    }
+    return NULL;
+}
+
+Test(cli, list_json)
+{
+    proc r = lk(NULL, "list", "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *losses = cJSON_GetObjectItemCaseSensitive(root, "losses");
+    cr_assert(cJSON_IsArray(losses), "no 'losses' array: %s", r.out);
+    int tutorial = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, losses)
+    {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(it, "plugin");
+        cr_assert(cJSON_IsString(p), "an entry without plugin: %s", r.out);
+        tutorial += strcmp(p->valuestring, "tutorial") == 0;
+    }
+    cr_assert_eq(tutorial, N_TUTORIAL, "%d entries from tutorial: %s", tutorial, r.out);
+    for (int k = 0; k < N_TUTORIAL; k++) {
+        const cJSON *o = find_loss(losses, tutorial_ids[k], "tutorial");
+        cr_assert_not_null(o, "'%s' from tutorial is missing: %s", tutorial_ids[k], r.out);
+        cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "shadowed")));
+        const cJSON *summary = cJSON_GetObjectItemCaseSensitive(o, "summary");
+        cr_assert(cJSON_IsString(summary) && summary->valuestring[0]);
+        const cJSON *file = cJSON_GetObjectItemCaseSensitive(o, "file");
+        cr_assert(cJSON_IsString(file) && strstr(file->valuestring, "tutorial.so"));
+    }
+    const cJSON *diags = cJSON_GetObjectItemCaseSensitive(root, "diagnostics");
+    cr_assert(cJSON_IsArray(diags) && cJSON_GetArraySize(diags) == 0, "diagnostics: %s", r.out);
+    cJSON_Delete(root);
+    proc_free(&r);
+}
+
+Test(cli, list_refuses_an_unknown_argument)
+{
+    proc r = lk(NULL, "list", "--jsn", NULL);
+    expect_failure(&r, 2, "--jsn", NULL);
+    proc_free(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* info                                                                      */
+
+Test(cli, info_focal)
+{
+    proc r = lk(NULL, "info", "focal", NULL);
+    expect_ok(&r);
+    cr_assert(strncmp(r.out, "focal ", 6) == 0, "first line: %s", r.out);
+    int seen_alpha = 0, seen_gamma = 0;
+    const char *line = r.out;
+    while (line && *line) {
+        char name[64], type[64], def[64];
+        if (sscanf(line, " %63s %63s default %63s", name, type, def) == 3) {
+            if (strcmp(name, "alpha") == 0) {
+                seen_alpha++;
+                cr_assert_str_eq(type, "number");
+                cr_assert_str_eq(def, "0.25", "alpha default %s", def);
+            } else if (strcmp(name, "gamma") == 0) {
+                seen_gamma++;
+                cr_assert_str_eq(type, "number");
+                cr_assert_str_eq(def, "2", "gamma default %s", def);
+            }
+        }
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    cr_assert_eq(seen_alpha, 1, "no alpha row: %s", r.out);
+    cr_assert_eq(seen_gamma, 1, "no gamma row: %s", r.out);
+    proc_free(&r);
+}
+
+static const cJSON *find_param(const cJSON *params, const char *name)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, params)
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(it, "name");
+        if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0)
+            return it;
+    }
+    return NULL;
+}
+
+static double num_field(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    cr_assert(cJSON_IsNumber(v), "'%s' is not a number", key);
+    return v->valuedouble;
+}
+
+Test(cli, info_focal_json)
+{
+    proc r = lk(NULL, "info", "focal", "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
+    cr_assert(cJSON_IsString(id) && strcmp(id->valuestring, "focal") == 0);
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "params");
+    cr_assert(cJSON_IsArray(params), "no params: %s", r.out);
+    cr_assert_eq(cJSON_GetArraySize(params), 2);
+
+    const cJSON *alpha = find_param(params, "alpha");
+    cr_assert_not_null(alpha, "no alpha: %s", r.out);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(alpha, "type");
+    cr_assert(cJSON_IsString(type) && strcmp(type->valuestring, "number") == 0);
+    cr_assert_eq(num_field(alpha, "default"), 0.25);
+    cr_assert_eq(num_field(alpha, "min"), -1.0);
+    cr_assert_eq(num_field(alpha, "max"), 1.0);
+
+    const cJSON *gamma = find_param(params, "gamma");
+    cr_assert_not_null(gamma, "no gamma: %s", r.out);
+    type = cJSON_GetObjectItemCaseSensitive(gamma, "type");
+    cr_assert(cJSON_IsString(type) && strcmp(type->valuestring, "number") == 0);
+    cr_assert_eq(num_field(gamma, "default"), 2.0);
+    cr_assert_eq(num_field(gamma, "min"), 0.0);
+    cr_assert_null(cJSON_GetObjectItemCaseSensitive(gamma, "max"), "gamma has no upper bound");
+
+    const cJSON *reds = cJSON_GetObjectItemCaseSensitive(root, "reductions");
+    cr_assert(cJSON_IsArray(reds) && cJSON_GetArraySize(reds) == 3);
+    cJSON_Delete(root);
+    proc_free(&r);
+}
+
+Test(cli, info_unknown_loss_suggests)
+{
+    proc r = lk(NULL, "info", "dcie", NULL);
+    expect_failure(&r, 2, "'dcie'", "did you mean 'dice'", NULL);
+    proc_free(&r);
+}
+
+Test(cli, info_without_a_loss_is_usage)
+{
+    proc r = lk(NULL, "info", NULL);
+    expect_failure(&r, 2, "info", NULL);
+    proc_free(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* run: values                                                               */
+
+Test(cli, run_prints_the_value)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), NULL);
+    expect_ok(&r);
+    double v = parse_value(&r);
+    double want = mse_of(x, t, NX);
+    cr_assert(close_to(v, want, 1e-14), "losskit %.17g, computed %.17g", v, want);
+    proc_free(&r);
+}
+
+Test(cli, run_json_output)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *loss = cJSON_GetObjectItemCaseSensitive(root, "loss");
+    cr_assert(cJSON_IsString(loss) && strcmp(loss->valuestring, "mse") == 0, "%s", r.out);
+    const cJSON *value = cJSON_GetObjectItemCaseSensitive(root, "value");
+    cr_assert(cJSON_IsNumber(value), "value: %s", r.out);
+    double want = mse_of(x, t, NX);
+    cr_assert(close_to(value->valuedouble, want, 1e-14), "value %.17g, computed %.17g",
+              value->valuedouble, want);
+    const cJSON *red = cJSON_GetObjectItemCaseSensitive(root, "reduction");
+    cr_assert(cJSON_IsString(red) && strcmp(red->valuestring, "mean") == 0, "%s", r.out);
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(root, "shape");
+    cr_assert(cJSON_IsArray(shape) && cJSON_GetArraySize(shape) == 2, "%s", r.out);
+    cr_assert_eq(cJSON_GetArrayItem(shape, 0)->valuedouble, R);
+    cr_assert_eq(cJSON_GetArrayItem(shape, 1)->valuedouble, C);
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(root, "dtype");
+    cr_assert(cJSON_IsString(dtype) && strcmp(dtype->valuestring, "float64") == 0, "%s", r.out);
+    cJSON_Delete(root);
+    proc_free(&r);
+}
+
+Test(cli, run_json_reduction_none_has_null_value)
+{
+    float x[NX], t[NX];
+    write_xt_f32(x, t);
+    proc r = lk(NULL, "run", CLI_DIR "/mse_none.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *value = cJSON_GetObjectItemCaseSensitive(root, "value");
+    cr_assert(cJSON_IsNull(value), "value is not null: %s", r.out);
+    const cJSON *red = cJSON_GetObjectItemCaseSensitive(root, "reduction");
+    cr_assert(cJSON_IsString(red) && strcmp(red->valuestring, "none") == 0, "%s", r.out);
+    const cJSON *loss = cJSON_GetObjectItemCaseSensitive(root, "loss");
+    cr_assert(cJSON_IsString(loss) && strcmp(loss->valuestring, "mse") == 0, "%s", r.out);
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(root, "dtype");
+    cr_assert(cJSON_IsString(dtype) && strcmp(dtype->valuestring, "float32") == 0, "%s", r.out);
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(root, "shape");
+    cr_assert(cJSON_IsArray(shape) && cJSON_GetArraySize(shape) == 2, "%s", r.out);
+    cJSON_Delete(root);
+    proc_free(&r);
+}
+
+Test(cli, grad_float64)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    const char *g = tmp("g.npy");
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), "--grad", g, NULL);
+    expect_ok(&r);
+    lk_array a;
+    read_npy(g, &a);
+    cr_assert_eq(a.dtype, LK_DTYPE_F64);
+    cr_assert_eq(a.ndim, 2);
+    cr_assert_eq(a.shape[0], R);
+    cr_assert_eq(a.shape[1], C);
+    const double *gv = a.data;
+    for (int i = 0; i < NX; i++) {
+        double want = 2.0 * (x[i] - t[i]) / NX;
+        cr_assert(close_to(gv[i], want, 1e-15), "grad[%d] %.17g, want %.17g", i, gv[i], want);
+    }
+    lk_array_free(&a);
+    proc_free(&r);
+}
+
+Test(cli, grad_float32)
+{
+    float x[NX], t[NX];
+    write_xt_f32(x, t);
+    const char *g = tmp("g.npy");
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), "--grad", g, NULL);
+    expect_ok(&r);
+    lk_array a;
+    read_npy(g, &a);
+    cr_assert_eq(a.dtype, LK_DTYPE_F32, "gradient dtype %s, want float32",
+                 lk_dtype_name(a.dtype));
+    cr_assert_eq(a.ndim, 2);
+    cr_assert_eq(a.shape[0], R);
+    cr_assert_eq(a.shape[1], C);
+    const float *gv = a.data;
+    for (int i = 0; i < NX; i++) {
+        double want = 2.0 * ((double)x[i] - (double)t[i]) / NX;
+        cr_assert(close_to(gv[i], want, 1e-6), "grad[%d] %.9g, want %.9g", i, (double)gv[i],
+                  want);
+    }
+    lk_array_free(&a);
+    proc_free(&r);
+}
+
+Test(cli, out_with_reduction_none)
+{
+    float x[NX], t[NX];
+    write_xt_f32(x, t);
+    const char *o = tmp("l.npy");
+    proc r = lk(NULL, "run", CLI_DIR "/mse_none.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), "--out", o, NULL);
+    expect_ok(&r);
+    cr_assert(strstr(r.out, o) != NULL, "stdout does not name the output: %s", r.out);
+    lk_array a;
+    read_npy(o, &a);
+    cr_assert_eq(a.dtype, LK_DTYPE_F32, "out dtype %s, want the input's float32",
+                 lk_dtype_name(a.dtype));
+    cr_assert_eq(a.ndim, 2);
+    cr_assert_eq(a.shape[0], R);
+    cr_assert_eq(a.shape[1], C);
+    const float *lv = a.data;
+    for (int i = 0; i < NX; i++) {
+        double d = (double)x[i] - (double)t[i];
+        cr_assert(close_to(lv[i], d * d, 1e-6), "loss[%d] %.9g, want %.9g", i, (double)lv[i],
+                  d * d);
+    }
+    lk_array_free(&a);
+    proc_free(&r);
+}
+
+Test(cli, out_with_reduction_mean_is_usage)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    const char *o = tmp("l.npy");
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), "--out", o, NULL);
+    expect_failure(&r, 2, "--out", "none", "mse.json", NULL);
+    cr_assert(!file_exists(o), "--out file written despite the error");
+    proc_free(&r);
+}
+
+/* Enough positions for several blocks, so that two threads really split the
+ * work; the value and the gradient must not change by a single bit. */
+Test(cli, threads_do_not_change_the_output)
+{
+    enum { BIG = 70001 };
+    static double x[BIG], t[BIG];
+    for (int i = 0; i < BIG; i++) {
+        x[i] = logit_at(i);
+        t[i] = target_at(i);
+    }
+    const int64_t shape[1] = {BIG};
+    write_npy(tmp("x.npy"), LK_DTYPE_F64, x, 1, shape);
+    write_npy(tmp("t.npy"), LK_DTYPE_F64, t, 1, shape);
+    static const char *const configs[] = {CLI_DIR "/dice.json", CLI_DIR "/mse.json"};
+    for (int c = 0; c < 2; c++) {
+        proc r1 = lk(NULL, "run", configs[c], "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                     "--grad", tmp("g1.npy"), "--threads", "1", NULL);
+        expect_ok(&r1);
+        proc r2 = lk(NULL, "run", configs[c], "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                     "--grad", tmp("g2.npy"), "--threads", "2", NULL);
+        expect_ok(&r2);
+        cr_assert_gt(r1.out_len, 0);
+        cr_assert_eq(r1.out_len, r2.out_len, "%s: [%s] vs [%s]", configs[c], r1.out, r2.out);
+        cr_assert(memcmp(r1.out, r2.out, r1.out_len) == 0, "%s: 1 thread [%s], 2 threads [%s]",
+                  configs[c], r1.out, r2.out);
+        size_t l1, l2;
+        unsigned char *g1 = slurp(tmp("g1.npy"), &l1);
+        unsigned char *g2 = slurp(tmp("g2.npy"), &l2);
+        cr_assert_eq(l1, l2);
+        cr_assert(memcmp(g1, g2, l1) == 0, "%s: gradients differ between 1 and 2 threads",
+                  configs[c]);
+        free(g1);
+        free(g2);
+        proc_free(&r1);
+        proc_free(&r2);
+    }
+}
+
+Test(cli, bad_thread_count_is_usage)
+{
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--threads", "0",
+                NULL);
+    expect_failure(&r, 2, "--threads", NULL);
+    proc_free(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* run: exit codes and messages                                              */
+
+Test(cli, unknown_option_is_usage)
+{
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--bogus", NULL);
+    expect_failure(&r, 2, "'--bogus'", NULL);
+    proc_free(&r);
+}
+
+Test(cli, unknown_command_is_usage)
+{
+    proc r = lk(NULL, "frobnicate", NULL);
+    expect_failure(&r, 2, "'frobnicate'", NULL);
+    proc_free(&r);
+}
+
+Test(cli, option_without_value_is_usage)
+{
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", NULL);
+    expect_failure(&r, 2, "--input", NULL);
+    proc_free(&r);
+}
+
+Test(cli, missing_config_file_is_usage)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    const char *cfg = tmp("no_such_config.json");
+    proc r = lk(NULL, "run", cfg, "--input", tmp("x.npy"), "--target", tmp("t.npy"), NULL);
+    expect_failure(&r, 2, cfg, NULL);
+    proc_free(&r);
+}
+
+Test(cli, bad_config_is_usage_and_names_file_and_path)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    proc r = lk(NULL, "run", CLI_DIR "/bad_gamma.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), NULL);
+    expect_failure(&r, 2, CLI_DIR "/bad_gamma.json", "$.params.gamma", "out of range", NULL);
+    proc_free(&r);
+}
+
+/* The stray token is followed by a line break: still one line. */
+Test(cli, invalid_json_config_is_one_line)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    proc r = lk(NULL, "run", CLI_DIR "/invalid_json.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), NULL);
+    expect_failure(&r, 2, CLI_DIR "/invalid_json.json:3:16:", "invalid JSON", NULL);
+    proc_free(&r);
+}
+
+Test(cli, missing_input_file_is_data)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    const char *missing = tmp("missing.npy");
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", missing, "--target", tmp("t.npy"),
+                NULL);
+    expect_failure(&r, 4, missing, NULL);
+    proc_free(&r);
+}
+
+/* A tensor the loss needs but the command line lacks is bad usage. */
+Test(cli, missing_target_is_usage)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), NULL);
+    expect_failure(&r, 2, "missing tensor 'target'", NULL);
+    proc_free(&r);
+}
+
+/* So is a tensor for a slot the loss does not have. */
+Test(cli, tensor_for_an_unknown_slot_is_usage)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    char bind[PATH_MAX + 8];
+    snprintf(bind, sizeof bind, "var=%s", tmp("t.npy"));
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), "--tensor", bind, NULL);
+    expect_failure(&r, 2, "'var' is not a tensor slot", NULL);
+    proc_free(&r);
+}
+
+Test(cli, shape_mismatch_is_data_and_names_the_target)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    const int64_t other[2] = {C, R};
+    write_npy(tmp("t43.npy"), LK_DTYPE_F64, t, 2, other);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
+                tmp("t43.npy"), NULL);
+    expect_failure(&r, 4, tmp("t43.npy"), "shape", NULL);
+    proc_free(&r);
+}
+
+Test(cli, refused_dtype_is_data)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    int64_t xi[NX];
+    for (int i = 0; i < NX; i++)
+        xi[i] = i % 3;
+    write_npy(tmp("xi.npy"), LK_DTYPE_I64, xi, 2, shape_rc);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("xi.npy"), "--target",
+                tmp("t.npy"), NULL);
+    expect_failure(&r, 4, tmp("xi.npy"), "int64", NULL);
+    proc_free(&r);
+}
+
+Test(cli, corrupt_npy_is_data)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    write_text(tmp("corrupt.npy"), "this is not a numpy file\n");
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
+                tmp("corrupt.npy"), NULL);
+    expect_failure(&r, 4, tmp("corrupt.npy"), NULL);
+    proc_free(&r);
+
+    /* a valid header promising more data than the file holds */
+    size_t len;
+    unsigned char *bytes = slurp(tmp("x.npy"), &len);
+    FILE *f = fopen(tmp("short.npy"), "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(bytes, 1, len - 8, f), len - 8);
+    fclose(f);
+    free(bytes);
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("short.npy"), "--target",
+           tmp("t.npy"), NULL);
+    expect_failure(&r, 4, tmp("short.npy"), "truncated", NULL);
+    proc_free(&r);
+}
+
+Test(cli, target_outside_its_range_is_data)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    t[5] = 2.0;
+    write_npy(tmp("t.npy"), LK_DTYPE_F64, t, 2, shape_rc);
+    proc r = lk(NULL, "run", CLI_DIR "/dice.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), NULL);
+    expect_failure(&r, 4, "target[5]", NULL);
+    proc_free(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Plugin load problems                                                      */
+
+Test(cli, broken_plugin_is_one_warning_and_others_still_serve)
+{
+    cr_assert(file_exists(WRONG_MAJOR), "fixture %s was not built", WRONG_MAJOR);
+    proc r = lk(WRONG_MAJOR, "list", NULL);
+    cr_assert_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
+    list_row rows[64];
+    int n = parse_list(r.out, rows, 64);
+    expect_tutorial_rows(rows, n);
+    for (int i = 0; i < n; i++)
+        cr_assert(strcmp(rows[i].id, "fx_wrong_major") != 0, "the refused plugin is served");
+    cr_assert_eq(count_char(r.err, r.err_len, '\n'), 1, "stderr is not one line: [%s]", r.err);
+    cr_assert(strstr(r.err, "fx_wrong_major.so") != NULL, "the warning does not name the file: %s",
+              r.err);
+    cr_assert(strstr(r.err, "warning") != NULL, "stderr: %s", r.err);
+    proc_free(&r);
+}
+
+Test(cli, loss_of_a_broken_plugin_is_plugin_error)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    proc r = lk(WRONG_MAJOR, "run", CLI_DIR "/wrong_major.json", "--input", tmp("x.npy"),
+                "--target", tmp("t.npy"), NULL);
+    cr_assert_eq(r.status, 3, "exit %d, want 3; stderr: %s", r.status, r.err);
+    cr_assert_eq(r.out_len, 0, "stdout: %s", r.out);
+    cr_assert(strstr(r.err, "fx_wrong_major.so") != NULL, "stderr: %s", r.err);
+    cr_assert(strstr(r.err, "'fx_wrong_major'") != NULL, "stderr: %s", r.err);
+    proc_free(&r);
+
+    r = lk(WRONG_MAJOR, "info", "fx_wrong_major", NULL);
+    cr_assert_eq(r.status, 3, "info: exit %d, want 3; stderr: %s", r.status, r.err);
+    cr_assert_eq(r.out_len, 0, "stdout: %s", r.out);
+    proc_free(&r);
+}
+
+/* Without a broken plugin the same config is simply a bad config. */
+Test(cli, unknown_loss_without_a_broken_plugin_is_usage)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    proc r = lk(NULL, "run", CLI_DIR "/wrong_major.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), NULL);
+    expect_failure(&r, 2, "wrong_major.json", "$.loss", "unknown loss 'fx_wrong_major'", NULL);
+    proc_free(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Shadowing: examples/shadow_dice                                           */
+
+#define SHADOW_SUMMARY "example: dice on probabilities, shadows the built-in"
+
+/* Compiles the example as its README says, into the private folder. */
+static const char *build_shadow(void)
+{
+    static char so[PATH_MAX + 64];
+    snprintf(so, sizeof so, "%s/shadow.so", tmpdir);
+    char *argv[] = {"cc", "-std=c11", "-shared", "-fPIC", "-fvisibility=hidden",
+                    "-I", LK_SOURCE_ROOT "/sdk/include", "-o", so,
+                    LK_SOURCE_ROOT "/examples/shadow_dice/dice.c", "-lm", NULL};
+    proc r = run_argv(NULL, argv);
+    cr_assert_eq(r.status, 0, "cc exit %d: %s%s", r.status, r.out, r.err);
+    proc_free(&r);
+    cr_assert_eq(chmod(so, 0755), 0);
+    struct stat st;
+    cr_assert_eq(stat(tmpdir, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0700, "mkdtemp folder mode %o", (unsigned)(st.st_mode & 0777));
+    return so;
+}
+
+Test(cli, shadow_list)
+{
+    const char *so = build_shadow();
+    proc r = lk(tmpdir, "list", NULL);
+    expect_ok(&r);
+    list_row rows[64];
+    int n = parse_list(r.out, rows, 64);
+    expect_tutorial_rows(rows, n);
+    int example = -1, builtin = -1, examples = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(rows[i].id, "dice") != 0)
+            continue;
+        if (strcmp(rows[i].plugin, "shadow_example") == 0)
+            example = i, examples++;
+        else if (strcmp(rows[i].plugin, "tutorial") == 0)
+            builtin = i;
+    }
+    cr_assert_eq(examples, 1, "dice from shadow_example listed %d times: %s", examples, r.out);
+    cr_assert_geq(builtin, 0, "no dice from tutorial: %s", r.out);
+    cr_assert_lt(example, builtin, "the winner is not listed first: %s", r.out);
+    cr_assert(!rows[example].shadowed, "the example's dice is marked shadowed: %s", r.out);
+    cr_assert(rows[builtin].shadowed, "the tutorial's dice is not marked shadowed: %s", r.out);
+    cr_assert(strstr(rows[builtin].shadow_line, "tutorial.so") != NULL, "%s",
+              rows[builtin].shadow_line);
+    cr_assert(strstr(rows[builtin].shadow_line, so) != NULL, "%s", rows[builtin].shadow_line);
+    for (int i = 0; i < n; i++)
+        if (strcmp(rows[i].id, "dice") != 0)
+            cr_assert(!rows[i].shadowed, "%s from %s is marked shadowed", rows[i].id,
+                      rows[i].plugin);
+    proc_free(&r);
+
+    r = lk(tmpdir, "list", "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *losses = cJSON_GetObjectItemCaseSensitive(root, "losses");
+    const cJSON *ex = find_loss(losses, "dice", "shadow_example");
+    const cJSON *bi = find_loss(losses, "dice", "tutorial");
+    cr_assert_not_null(ex);
+    cr_assert_not_null(bi);
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(ex, "shadowed")));
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bi, "shadowed")));
+    const cJSON *by = cJSON_GetObjectItemCaseSensitive(bi, "shadowed_by");
+    cr_assert(cJSON_IsString(by) && strcmp(by->valuestring, so) == 0, "shadowed_by: %s", r.out);
+    const cJSON *file = cJSON_GetObjectItemCaseSensitive(ex, "file");
+    cr_assert(cJSON_IsString(file) && strcmp(file->valuestring, so) == 0, "file: %s", r.out);
+    cJSON_Delete(root);
+    proc_free(&r);
+}
+
+Test(cli, shadow_info)
+{
+    const char *so = build_shadow();
+    proc r = lk(tmpdir, "info", "dice", NULL);
+    expect_ok(&r);
+    cr_assert(strstr(r.out, SHADOW_SUMMARY) != NULL, "not the example's summary: %s", r.out);
+    cr_assert(strstr(r.out, "shadow_example") != NULL, "%s", r.out);
+    cr_assert(strstr(r.out, so) != NULL, "%s", r.out);
+    cr_assert(strstr(r.out, "tutorial") == NULL, "the built-in shows: %s", r.out);
+    proc_free(&r);
+}
+
+/* The example's value and gradient on probabilities, computed here; the
+ * built-in (which applies a sigmoid) would give a clearly different value. */
+Test(cli, shadow_run)
+{
+    build_shadow();
+    enum { M = 40 };
+    double p[M], t[M];
+    double I = 0, P = 0, T = 0, Is = 0, Ps = 0;
+    for (int i = 0; i < M; i++) {
+        p[i] = 0.5 + 0.45 * sin(0.77 * i);
+        t[i] = target_at(i);
+        I += p[i] * t[i];
+        P += p[i];
+        T += t[i];
+        double s = 1.0 / (1.0 + exp(-p[i]));
+        Is += s * t[i];
+        Ps += s;
+    }
+    const int64_t shape[2] = {4, 10};
+    write_npy(tmp("p.npy"), LK_DTYPE_F64, p, 2, shape);
+    write_npy(tmp("t.npy"), LK_DTYPE_F64, t, 2, shape);
+    const double smooth = 1.0; /* tests/cli/dice.json */
+    double num = 2 * I + smooth, den = P + T + smooth;
+    double want = 1.0 - num / den;
+    double builtin = 1.0 - (2 * Is + smooth) / (Ps + T + smooth);
+    cr_assert_gt(fabs(want - builtin), 1e-3, "the data cannot tell the two dice apart");
+
+    proc r = lk(tmpdir, "run", CLI_DIR "/dice.json", "--input", tmp("p.npy"), "--target",
+                tmp("t.npy"), "--grad", tmp("g.npy"), NULL);
+    expect_ok(&r);
+    double v = parse_value(&r);
+    cr_assert(close_to(v, want, 1e-13), "losskit %.17g, the example's dice %.17g (built-in %.17g)",
+              v, want, builtin);
+    lk_array g;
+    read_npy(tmp("g.npy"), &g);
+    cr_assert_eq(g.dtype, LK_DTYPE_F64);
+    cr_assert_eq(g.ndim, 2);
+    const double *gv = g.data;
+    for (int i = 0; i < M; i++) {
+        double gw = (num - 2.0 * t[i] * den) / (den * den);
+        cr_assert(close_to(gv[i], gw, 1e-13), "grad[%d] %.17g, want %.17g", i, gv[i], gw);
+    }
+    lk_array_free(&g);
+    proc_free(&r);
+
+    /* without the path, the same config runs the built-in */
+    r = lk(NULL, "run", CLI_DIR "/dice.json", "--input", tmp("p.npy"), "--target", tmp("t.npy"),
+           NULL);
+    expect_ok(&r);
+    v = parse_value(&r);
+    cr_assert(close_to(v, builtin, 1e-13), "built-in %.17g, want %.17g", v, builtin);
+    proc_free(&r);
+}

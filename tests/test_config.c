@@ -1,0 +1,649 @@
+/* test_config.c: JSON configs through lk_loss_from_json.
+ *
+ * Every refusal is checked for LK_ERR_CONFIG, a NULL loss, and a one-line
+ * message "SOURCE: $.json.path: problem" that names the source, the path and
+ * the specific problem (with its suggestion where there is one). The
+ * successes evaluate what was built: defaults written out or left implicit
+ * give the same values, a weighted sum is the weighted sum of its terms (value
+ * and gradient), and dice_bce equals the sum of its two parts.
+ *
+ * The tutorial losses come from the build tree's plugin folder (default
+ * options). The tutorial family has no boolean or integer parameter, so those
+ * checks use the fixture plugin fx_good.so, which has one of every type. */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "losskit/losskit.h"
+
+#define SRC "cfg.json"
+
+static lk_runtime *rt;
+
+static void open_runtime(const char *plugin_path)
+{
+    lk_runtime_options opts;
+    lk_runtime_options_init(&opts);
+    opts.plugin_path = plugin_path;
+    char err[LK_ERRMSG_CAP] = "";
+    lk_status st = lk_runtime_open(&opts, &rt, err);
+    cr_assert_eq(st, LK_OK, "lk_runtime_open: %s", err);
+    cr_assert_not_null(rt);
+    for (size_t i = 0; i < lk_runtime_diag_count(rt); i++)
+        cr_log_warn("load diagnostic: %s", lk_runtime_diag(rt, i));
+    lk_loss_info li;
+    cr_assert_eq(lk_runtime_find(rt, "dice", &li, NULL), LK_OK,
+                 "the tutorial plugin was not found on the default path");
+    cr_assert_str_eq(li.plugin_name, "tutorial");
+}
+
+static void open_default(void)
+{
+    open_runtime(NULL);
+}
+
+static void open_fixture(void)
+{
+    open_runtime(LK_FIXTURE_DIR "/fx_good.so");
+    lk_loss_info li;
+    cr_assert_eq(lk_runtime_find(rt, "fx_count", &li, NULL), LK_OK,
+                 "fx_good.so did not load from %s", LK_FIXTURE_DIR);
+}
+
+static void close_runtime(void)
+{
+    lk_runtime_close(rt);
+    rt = NULL;
+}
+
+TestSuite(config, .init = open_default, .fini = close_runtime);
+TestSuite(config_fx, .init = open_fixture, .fini = close_runtime);
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+/* Builds json expecting LK_ERR_CONFIG with a one-line message that starts
+ * with "SRC" and contains every NULL-terminated needle. */
+static void expect_error(const char *json, ...)
+{
+    lk_loss *loss = (lk_loss *)(uintptr_t)1;
+    char msg[LK_ERRMSG_CAP];
+    memset(msg, 0, sizeof msg);
+    lk_status st = lk_loss_from_json(rt, json, strlen(json), SRC, &loss, msg);
+    cr_assert_eq(st, LK_ERR_CONFIG, "%s: status %s, want LK_ERR_CONFIG; message: %s", json,
+                 lk_status_name(st), msg);
+    cr_assert_null(loss, "%s: *out is not NULL on failure", json);
+    cr_assert(strncmp(msg, SRC, strlen(SRC)) == 0, "message does not start with the source: %s",
+              msg);
+    cr_assert_null(strchr(msg, '\n'), "message is not one line: [%s]", msg);
+    va_list ap;
+    va_start(ap, json);
+    for (const char *needle = va_arg(ap, const char *); needle;
+         needle = va_arg(ap, const char *))
+        cr_expect(strstr(msg, needle) != NULL, "%s: message lacks \"%s\": %s", json, needle, msg);
+    va_end(ap);
+}
+
+static lk_loss *build(const char *json)
+{
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    lk_status st = lk_loss_from_json(rt, json, strlen(json), SRC, &loss, msg);
+    cr_assert_eq(st, LK_OK, "%s: %s: %s", json, lk_status_name(st), msg);
+    cr_assert_not_null(loss);
+    return loss;
+}
+
+#define N 24
+static const int64_t shape3[3] = {2, 3, 4};
+
+/* Deterministic logits in about [-3, 3] and targets in [0, 1], some of them
+ * exactly 0 or 1 and some soft. */
+static void make_data(double *x, double *t)
+{
+    for (int i = 0; i < N; i++) {
+        x[i] = 3.0 * sin(1.3 * i + 0.2);
+        double r = 0.5 + 0.5 * cos(0.7 * i);
+        t[i] = i % 3 == 0 ? r : (r > 0.5 ? 1.0 : 0.0);
+    }
+}
+
+static lk_tensor f64_tensor(double *data)
+{
+    lk_tensor tt = {data, LK_DTYPE_F64, 3, shape3, NULL};
+    return tt;
+}
+
+/* Evaluates loss on x, t (N doubles); grad (N doubles) may be NULL. */
+static double eval(const lk_loss *loss, double *x, double *t, double *grad)
+{
+    lk_named_tensor in[2] = {
+        {"input", f64_tensor(x), "x"},
+        {"target", f64_tensor(t), "t"},
+    };
+    lk_named_tensor g[1] = {{"input", f64_tensor(grad), "g"}};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in;
+    args.n_tensors = 2;
+    if (grad) {
+        for (int i = 0; i < N; i++)
+            grad[i] = NAN; /* must be entirely overwritten */
+        args.grads = g;
+        args.n_grads = 1;
+    }
+    double v = NAN;
+    lk_status st = lk_loss_eval(loss, &args, &v);
+    cr_assert_eq(st, LK_OK, "lk_loss_eval(%s): %s: %s", lk_loss_name(loss), lk_status_name(st),
+                 args.errmsg);
+    cr_assert(isfinite(v), "%s: value %g", lk_loss_name(loss), v);
+    return v;
+}
+
+static double eval_json(const char *json, double *x, double *t, double *grad)
+{
+    lk_loss *loss = build(json);
+    double v = eval(loss, x, t, grad);
+    lk_loss_free(loss);
+    return v;
+}
+
+static int close_to(double a, double b, double tol)
+{
+    return fabs(a - b) <= tol * (1.0 + fabs(b));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Syntax and the root                                                       */
+
+Test(config, invalid_json_names_line_and_column)
+{
+    /* the stray token 'mean' starts on line 2, column 15 */
+    expect_error("{\"loss\": \"mse\",\n \"reduction\": mean}", SRC ":2:15:", "invalid JSON",
+                 "mean", NULL);
+}
+
+Test(config, invalid_json_on_first_line)
+{
+    expect_error("{\"loss\": \"mse\",, }", SRC ":1:", "invalid JSON", NULL);
+}
+
+/* The message quotes the text near the error; when that text holds a line
+ * break, the message must still be one line. */
+Test(config, invalid_json_message_stays_one_line)
+{
+    expect_error("{\"loss\": mse\n}", SRC ":1:10:", "invalid JSON", NULL);
+}
+
+/* Text after the root value is not JSON either. */
+Test(config, trailing_garbage_is_invalid_json)
+{
+    expect_error("{\"loss\": \"mse\"} extra", SRC ":1:", "invalid JSON", NULL);
+}
+
+Test(config, root_not_an_object)
+{
+    expect_error("[1, 2]", SRC ": $: ", "expected an object, got an array", NULL);
+    expect_error("\"mse\"", SRC ": $: ", "expected an object, got a string", NULL);
+}
+
+Test(config, unknown_top_level_key_suggests_closest)
+{
+    expect_error("{\"los\": \"mse\"}", SRC ": $: ", "unknown key 'los'", "did you mean 'loss'?",
+                 NULL);
+    expect_error("{\"loss\": \"mse\", \"reductoin\": \"sum\"}", SRC ": $: ",
+                 "unknown key 'reductoin'", "did you mean 'reduction'?", NULL);
+}
+
+Test(config, missing_loss)
+{
+    expect_error("{}", SRC ": $: ", "missing key 'loss'", NULL);
+    expect_error("{\"reduction\": \"mean\"}", SRC ": $: ", "missing key 'loss'", NULL);
+}
+
+Test(config, loss_not_a_string)
+{
+    expect_error("{\"loss\": 3}", SRC ": $.loss: ", "expected a loss id (a string), got a number",
+                 NULL);
+}
+
+Test(config, unknown_loss_suggests_closest)
+{
+    expect_error("{\"loss\": \"dcie\"}", SRC ": $.loss: ", "unknown loss 'dcie'",
+                 "did you mean 'dice'?", NULL);
+}
+
+Test(config, description_must_be_a_string)
+{
+    expect_error("{\"loss\": \"mse\", \"description\": 1}", SRC ": $.description: ",
+                 "expected a string, got a number", NULL);
+    lk_loss_free(build("{\"loss\": \"mse\", \"description\": \"fine\"}"));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Parameters                                                                */
+
+Test(config, unknown_param_suggests_closest)
+{
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gama\": 2}}", SRC ": $.params: ",
+                 "unknown parameter 'gama'", "'focal'", "did you mean 'gamma'?", NULL);
+}
+
+Test(config, params_not_an_object)
+{
+    expect_error("{\"loss\": \"focal\", \"params\": [2]}", SRC ": $.params: ",
+                 "expected an object, got an array", NULL);
+}
+
+Test(config, string_for_a_number)
+{
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": \"2\"}}", SRC ": $.params.gamma: ",
+                 "expected a number, got a string", NULL);
+}
+
+Test(config, out_of_range)
+{
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": -1}}", SRC ": $.params.gamma: ",
+                 "-1 is out of range [0, inf]", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": 1.5}}", SRC ": $.params.alpha: ",
+                 "1.5 is out of range [-1, 1]", NULL);
+}
+
+Test(config, list_with_a_non_number_item)
+{
+    expect_error("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": [1, \"2\"]}}",
+                 SRC ": $.params.pos_weight[1]: ", "expected a number, got a string", NULL);
+}
+
+Test(config, list_item_out_of_range)
+{
+    expect_error("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": [1, 2, -3]}}",
+                 SRC ": $.params.pos_weight[2]: ", "-3 is out of range [0, inf]", NULL);
+}
+
+Test(config, list_not_an_array)
+{
+    expect_error("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": 2}}",
+                 SRC ": $.params.pos_weight: ", "expected an array of numbers, got a number",
+                 NULL);
+}
+
+Test(config_fx, number_for_a_bool)
+{
+    expect_error("{\"loss\": \"fx_count\", \"params\": {\"squared\": 1}}",
+                 SRC ": $.params.squared: ", "expected true or false, got a number", NULL);
+}
+
+Test(config_fx, integer_with_a_fraction)
+{
+    expect_error("{\"loss\": \"fx_count\", \"params\": {\"ignore_index\": 2.5}}",
+                 SRC ": $.params.ignore_index: ", "expected an integer, got 2.5", NULL);
+}
+
+Test(config_fx, integer_out_of_range)
+{
+    expect_error("{\"loss\": \"fx_count\", \"params\": {\"ignore_index\": 5000}}",
+                 SRC ": $.params.ignore_index: ", "5000 is out of range [-1000, 1000]", NULL);
+}
+
+Test(config_fx, exclusive_minimum)
+{
+    expect_error("{\"loss\": \"fx_sq\", \"params\": {\"scale\": 0}}", SRC ": $.params.scale: ",
+                 "0 is out of range (0, 100]", NULL);
+}
+
+Test(config_fx, list_too_long)
+{
+    expect_error("{\"loss\": \"fx_count\", \"params\": {\"weights\": [1, 1, 1, 1, 1]}}",
+                 SRC ": $.params.weights: ", "has 5 items; expected 1 to 4", NULL);
+    expect_error("{\"loss\": \"fx_count\", \"params\": {\"weights\": []}}",
+                 SRC ": $.params.weights: ", "has 0 items; expected 1 to 4", NULL);
+}
+
+Test(config_fx, unknown_choice_suggests_closest)
+{
+    expect_error("{\"loss\": \"fx_sq\", \"params\": {\"mode\": \"hlaf\"}}", SRC ": $.params.mode: ",
+                 "'hlaf' is not one of: plain, half", "did you mean 'half'?", NULL);
+}
+
+Test(config_fx, number_for_a_choice)
+{
+    expect_error("{\"loss\": \"fx_sq\", \"params\": {\"mode\": 1}}", SRC ": $.params.mode: ",
+                 "expected a string, got a number", NULL);
+}
+
+Test(config_fx, string_for_an_integer)
+{
+    expect_error("{\"loss\": \"fx_count\", \"params\": {\"ignore_index\": \"3\"}}",
+                 SRC ": $.params.ignore_index: ", "expected a number, got a string", NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reductions                                                                */
+
+Test(config, unknown_reduction)
+{
+    expect_error("{\"loss\": \"mse\", \"reduction\": \"avg\"}", SRC ": $.reduction: ",
+                 "unknown reduction 'avg'", "mean", NULL);
+    expect_error("{\"loss\": \"mse\", \"reduction\": 1}", SRC ": $.reduction: ",
+                 "expected a string, got a number", NULL);
+}
+
+Test(config, reduction_not_offered_by_the_loss)
+{
+    expect_error("{\"loss\": \"dice\", \"reduction\": \"none\"}", SRC ": $.reduction: ",
+                 "loss 'dice' does not offer reduction 'none'", "it offers: mean", NULL);
+}
+
+Test(config, reduction_not_offered_by_one_term)
+{
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"iou\"}], \"reduction\": \"sum\"}",
+                 SRC ": $.reduction: ", "loss 'iou' does not offer reduction 'sum'",
+                 "it offers: mean", NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Terms                                                                     */
+
+Test(config, terms_not_an_array)
+{
+    expect_error("{\"terms\": {\"loss\": \"mse\"}}", SRC ": $.terms: ",
+                 "expected an array of terms, got an object", NULL);
+}
+
+Test(config, terms_empty)
+{
+    expect_error("{\"terms\": []}", SRC ": $.terms: ", "has 0 terms", NULL);
+}
+
+Test(config, term_not_an_object)
+{
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, 3]}", SRC ": $.terms[1]: ",
+                 "expected an object, got a number", NULL);
+}
+
+/* Like an unknown parameter (reported at $.params), an unknown key is
+ * reported at the object that holds it and named. */
+Test(config, term_unknown_key_suggests_closest)
+{
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"dice\", \"wieght\": 0.5}]}",
+                 SRC ": $.terms[1]: ", "unknown key 'wieght'", "did you mean 'weight'?", NULL);
+}
+
+Test(config, term_errors_carry_the_term_path)
+{
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"dcie\"}]}", SRC ": $.terms[1].loss: ",
+                 "unknown loss 'dcie'", "did you mean 'dice'?", NULL);
+    expect_error("{\"terms\": [{\"loss\": \"focal\", \"params\": {\"gamma\": -1}}]}",
+                 SRC ": $.terms[0].params.gamma: ", "-1 is out of range [0, inf]", NULL);
+    expect_error("{\"terms\": [{\"loss\": \"focal\", \"params\": {\"gama\": 1}}]}",
+                 SRC ": $.terms[0].params: ", "unknown parameter 'gama'", "did you mean 'gamma'?",
+                 NULL);
+    expect_error("{\"terms\": [{\"weight\": 1}]}", SRC ": $.terms[0].loss: ",
+                 "missing key 'loss'", NULL);
+}
+
+Test(config, term_weight_must_be_a_number)
+{
+    expect_error("{\"terms\": [{\"loss\": \"mse\", \"weight\": \"half\"}]}",
+                 SRC ": $.terms[0].weight: ", "expected a finite number, got a string", NULL);
+}
+
+Test(config, loss_and_terms_together)
+{
+    expect_error("{\"loss\": \"mse\", \"terms\": [{\"loss\": \"l1\"}]}", SRC ": $: ", "'loss'",
+                 "'terms'", "not both", NULL);
+}
+
+Test(config, reduction_none_with_several_terms)
+{
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"l1\"}], \"reduction\": \"none\"}",
+                 SRC ": $.reduction: ", "'none' is not available for a weighted sum", NULL);
+}
+
+Test(config, weight_only_inside_terms)
+{
+    expect_error("{\"loss\": \"mse\", \"weight\": 2}", SRC ": $: ", "unknown key 'weight'", NULL);
+}
+
+Test(config, default_source_name)
+{
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    const char *json = "{\"los\": \"mse\"}";
+    cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), NULL, &loss, msg), LK_ERR_CONFIG);
+    cr_assert(strncmp(msg, "<config>: $: ", 13) == 0, "message: %s", msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Successes                                                                 */
+
+Test(config, defaults_are_filled_in)
+{
+    double x[N], t[N];
+    make_data(x, t);
+    double implicit = eval_json("{\"loss\": \"focal\"}", x, t, NULL);
+    double written = eval_json(
+        "{\"loss\": \"focal\", \"params\": {\"alpha\": 0.25, \"gamma\": 2}, \"reduction\": \"mean\"}",
+        x, t, NULL);
+    cr_assert_eq(implicit, written, "focal: defaults %.17g, written out %.17g", implicit, written);
+    /* the comparison can tell parameters apart */
+    double other = eval_json("{\"loss\": \"focal\", \"params\": {\"gamma\": 0}}", x, t, NULL);
+    cr_assert(fabs(other - implicit) > 1e-3, "gamma 0 gives %.17g, gamma 2 gives %.17g", other,
+              implicit);
+
+    implicit = eval_json("{\"loss\": \"dice\"}", x, t, NULL);
+    written = eval_json("{\"loss\": \"dice\", \"params\": {\"smooth\": 1}, \"reduction\": \"mean\"}",
+                        x, t, NULL);
+    cr_assert_eq(implicit, written, "dice: defaults %.17g, written out %.17g", implicit, written);
+    other = eval_json("{\"loss\": \"dice\", \"params\": {\"smooth\": 0}}", x, t, NULL);
+    cr_assert(other != implicit, "smooth 0 and smooth 1 give the same dice");
+
+    implicit = eval_json("{\"loss\": \"bce_with_logits\"}", x, t, NULL);
+    written = eval_json("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": []}, "
+                        "\"reduction\": \"mean\"}",
+                        x, t, NULL);
+    cr_assert_eq(implicit, written, "bce: defaults %.17g, written out %.17g", implicit, written);
+}
+
+Test(config, default_reduction_is_the_loss_default)
+{
+    lk_loss *loss = build("{\"loss\": \"mse\"}");
+    cr_assert_eq(lk_loss_reduction(loss), LK_REDUCTION_MEAN);
+    lk_loss_free(loss);
+    loss = build("{\"loss\": \"mse\", \"reduction\": \"sum\"}");
+    cr_assert_eq(lk_loss_reduction(loss), LK_REDUCTION_SUM);
+    lk_loss_free(loss);
+    loss = build("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"l1\"}]}");
+    cr_assert_eq(lk_loss_reduction(loss), LK_REDUCTION_MEAN);
+    lk_loss_free(loss);
+}
+
+/* Reduction none with an output tensor: the per-position losses. */
+static void eval_none(const char *json, double *x, double *t, double *out)
+{
+    lk_loss *loss = build(json);
+    cr_assert_eq(lk_loss_reduction(loss), LK_REDUCTION_NONE);
+    lk_named_tensor in[2] = {
+        {"input", f64_tensor(x), "x"},
+        {"target", f64_tensor(t), "t"},
+    };
+    lk_tensor o = f64_tensor(out);
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in;
+    args.n_tensors = 2;
+    args.out = &o;
+    for (int i = 0; i < N; i++)
+        out[i] = NAN;
+    double v = 0.0;
+    lk_status st = lk_loss_eval(loss, &args, &v);
+    cr_assert_eq(st, LK_OK, "%s: %s: %s", json, lk_status_name(st), args.errmsg);
+    cr_assert(isnan(v), "reduction none gives value %g, not NaN", v);
+    lk_loss_free(loss);
+}
+
+/* Integer, boolean and list defaults, compared position by position. */
+Test(config_fx, defaults_are_filled_in)
+{
+    double x[N], t[N], implicit[N], written[N], other[N];
+    make_data(x, t);
+    eval_none("{\"loss\": \"fx_count\", \"reduction\": \"none\"}", x, t, implicit);
+    eval_none("{\"loss\": \"fx_count\", \"params\": {\"ignore_index\": -100, "
+              "\"squared\": true, \"weights\": [1]}, \"reduction\": \"none\"}",
+              x, t, written);
+    eval_none("{\"loss\": \"fx_count\", \"params\": {\"squared\": false}, "
+              "\"reduction\": \"none\"}",
+              x, t, other);
+    int differ = 0;
+    for (int i = 0; i < N; i++) {
+        double d = x[i] - t[i];
+        cr_assert_eq(implicit[i], written[i], "[%d]: defaults %.17g, written out %.17g", i,
+                     implicit[i], written[i]);
+        cr_assert(close_to(implicit[i], d * d, 1e-12), "[%d]: %.17g, by hand %.17g", i,
+                  implicit[i], d * d);
+        differ += fabs(other[i] - implicit[i]) > 1e-9;
+    }
+    cr_assert_gt(differ, 0, "squared false changes nothing");
+}
+
+/* The ABI promises kernels a non-NULL blk->out whose data is NULL when the
+ * reduction is not none; fx_good relies on it. */
+Test(config_fx, fixture_loss_evaluates_with_reduction_mean)
+{
+    double x[N], t[N];
+    make_data(x, t);
+    double v = eval_json("{\"loss\": \"fx_count\"}", x, t, NULL);
+    double expect = 0.0;
+    for (int i = 0; i < N; i++)
+        expect += (x[i] - t[i]) * (x[i] - t[i]);
+    expect /= N;
+    cr_assert(close_to(v, expect, 1e-12), "fx_count %.17g, by hand %.17g", v, expect);
+}
+
+Test(config, weighted_sum_value_and_gradient)
+{
+    double x[N], t[N], g_sum[N], g_bce[N], g_dice[N];
+    make_data(x, t);
+    double v_bce = eval_json("{\"loss\": \"bce_with_logits\"}", x, t, g_bce);
+    double v_dice = eval_json("{\"loss\": \"dice\"}", x, t, g_dice);
+    lk_loss *sum = build("{\"terms\": [{\"loss\": \"bce_with_logits\", \"weight\": 0.5}, "
+                         "{\"loss\": \"dice\", \"weight\": 0.5}], \"reduction\": \"mean\"}");
+    double v_sum = eval(sum, x, t, g_sum);
+    double want = 0.5 * v_bce + 0.5 * v_dice;
+    cr_assert(close_to(v_sum, want, 1e-12), "sum %.17g, 0.5 bce + 0.5 dice = %.17g", v_sum, want);
+    for (int i = 0; i < N; i++) {
+        double gw = 0.5 * g_bce[i] + 0.5 * g_dice[i];
+        cr_assert(close_to(g_sum[i], gw, 1e-12), "grad[%d]: sum %.17g, weighted terms %.17g", i,
+                  g_sum[i], gw);
+    }
+    lk_loss_free(sum);
+}
+
+Test(config, weighted_sum_with_unequal_weights)
+{
+    double x[N], t[N], g_sum[N], g_mse[N], g_focal[N];
+    make_data(x, t);
+    double v_mse = eval_json("{\"loss\": \"mse\", \"reduction\": \"sum\"}", x, t, g_mse);
+    double v_focal = eval_json("{\"loss\": \"focal\", \"reduction\": \"sum\"}", x, t, g_focal);
+    lk_loss *sum = build("{\"terms\": [{\"loss\": \"mse\", \"weight\": 2}, "
+                         "{\"loss\": \"focal\", \"weight\": -0.25}], \"reduction\": \"sum\"}");
+    cr_assert_str_eq(lk_loss_name(sum), "2*mse + -0.25*focal");
+    double v_sum = eval(sum, x, t, g_sum);
+    double want = 2.0 * v_mse - 0.25 * v_focal;
+    cr_assert(close_to(v_sum, want, 1e-12), "sum %.17g, want %.17g", v_sum, want);
+    for (int i = 0; i < N; i++) {
+        double gw = 2.0 * g_mse[i] - 0.25 * g_focal[i];
+        cr_assert(close_to(g_sum[i], gw, 1e-12), "grad[%d]: %.17g, want %.17g", i, g_sum[i], gw);
+    }
+    lk_loss_free(sum);
+}
+
+Test(config, name_of_a_sum)
+{
+    lk_loss *loss = build("{\"terms\": [{\"loss\": \"bce_with_logits\", \"weight\": 0.5}, "
+                          "{\"loss\": \"dice\", \"weight\": 0.5}]}");
+    cr_assert_str_eq(lk_loss_name(loss), "0.5*bce_with_logits + 0.5*dice");
+    lk_loss_free(loss);
+    loss = build("{\"terms\": [{\"loss\": \"mse\", \"weight\": 3}, {\"loss\": \"l1\", "
+                 "\"weight\": 0.25}, {\"loss\": \"focal\"}]}");
+    cr_assert_str_eq(lk_loss_name(loss), "3*mse + 0.25*l1 + 1*focal");
+    lk_loss_free(loss);
+    loss = build("{\"loss\": \"focal\", \"params\": {\"gamma\": 1}}");
+    cr_assert_str_eq(lk_loss_name(loss), "focal");
+    lk_loss_free(loss);
+}
+
+Test(config, slot_union_of_a_sum)
+{
+    lk_loss *loss = build("{\"terms\": [{\"loss\": \"dice\"}, {\"loss\": \"bce_with_logits\"}]}");
+    cr_assert_eq(lk_loss_slot_count(loss), 3);
+    static const char *const names[] = {"input", "target", "weight"};
+    static const int32_t req[] = {1, 1, 0};
+    static const int32_t diff[] = {1, 0, 0};
+    for (size_t i = 0; i < 3; i++) {
+        const lk_slot_desc *d = NULL;
+        int32_t r = -1, df = -1;
+        cr_assert_eq(lk_loss_slot_at(loss, i, &d, &r, &df), LK_OK);
+        cr_assert_not_null(d);
+        cr_assert_str_eq(d->name, names[i], "slot %zu is %s, want %s", i, d->name, names[i]);
+        cr_assert_eq(r, req[i], "slot %s: required %d", names[i], r);
+        cr_assert_eq(df, diff[i], "slot %s: differentiable %d", names[i], df);
+    }
+    cr_assert_eq(lk_loss_slot_at(loss, 3, NULL, NULL, NULL), LK_ERR_NOT_FOUND);
+    lk_loss_free(loss);
+
+    /* a single loss: its own slots */
+    loss = build("{\"loss\": \"dice\"}");
+    cr_assert_eq(lk_loss_slot_count(loss), 2);
+    lk_loss_free(loss);
+}
+
+Test(config_fx, slot_union_takes_requirement_from_any_term)
+{
+    /* fx_sq has input only; fx_count adds a required target */
+    lk_loss *loss = build("{\"terms\": [{\"loss\": \"fx_sq\"}, {\"loss\": \"fx_count\"}], "
+                          "\"reduction\": \"sum\"}");
+    cr_assert_eq(lk_loss_slot_count(loss), 2);
+    const lk_slot_desc *d = NULL;
+    int32_t r = -1, df = -1;
+    cr_assert_eq(lk_loss_slot_at(loss, 0, &d, &r, &df), LK_OK);
+    cr_assert_str_eq(d->name, "input");
+    cr_assert_eq(r, 1);
+    cr_assert_eq(df, 1);
+    cr_assert_eq(lk_loss_slot_at(loss, 1, &d, &r, &df), LK_OK);
+    cr_assert_str_eq(d->name, "target");
+    cr_assert_eq(r, 1);
+    cr_assert_eq(df, 0);
+    lk_loss_free(loss);
+}
+
+Test(config, dice_bce_equals_its_terms)
+{
+    double x[N], t[N], g_one[N], g_terms[N];
+    make_data(x, t);
+    double one = eval_json("{\"loss\": \"dice_bce\"}", x, t, g_one);
+    double terms = eval_json("{\"terms\": [{\"loss\": \"bce_with_logits\", \"weight\": 1}, "
+                             "{\"loss\": \"dice\", \"weight\": 1}]}",
+                             x, t, g_terms);
+    cr_assert(fabs(one - terms) <= 1e-12, "dice_bce %.17g, bce + dice %.17g", one, terms);
+    for (int i = 0; i < N; i++)
+        cr_assert(fabs(g_one[i] - g_terms[i]) <= 1e-12, "grad[%d]: dice_bce %.17g, terms %.17g",
+                  i, g_one[i], g_terms[i]);
+}
+
+Test(config, loss_from_file_names_the_file)
+{
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    const char *path = LK_SOURCE_ROOT "/tests/cli/bad_gamma.json";
+    cr_assert_eq(lk_loss_from_file(rt, path, &loss, msg), LK_ERR_CONFIG, "%s", msg);
+    cr_assert_null(loss);
+    cr_assert(strncmp(msg, path, strlen(path)) == 0, "message: %s", msg);
+    cr_assert(strstr(msg, ": $.params.gamma: ") != NULL, "message: %s", msg);
+    cr_assert_null(strchr(msg, '\n'), "message: %s", msg);
+}
