@@ -1,0 +1,360 @@
+/* test_check: `losskit check`, the conformance report for plugin authors.
+ *
+ * It runs the real command on plugins that are wrong on purpose
+ * (tests/fixtures/check, each wrong in exactly one way) and on the tutorial
+ * family, and pins what an author relies on: a correct plugin passes with
+ * exit 0; each kind of bug fails the check made for it, with exit 1 and the
+ * numbers that show it; a crashing loss is reported with its signal and the
+ * next loss of the plugin is still checked; --json says the same as the text;
+ * --loss, usage errors and refused plugins give the documented exit codes. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define CHECK_DIR LK_BUILD_ROOT "/tests/fixtures/check"
+#define CF(name)  CHECK_DIR "/cf_" name ".so"
+#define TUTORIAL  LK_BUILD_ROOT "/plugins/tutorial/tutorial.so"
+
+#define OUT_CAP (1 << 18)
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+/* Runs `losskit check ARGS` and returns its exit status (-1 if it did not
+ * exit); out receives stdout, and stderr too when with_stderr. */
+static int run_check(const char *args, int with_stderr, char *out, size_t cap)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' check %s%s", LK_CLI_PATH, args, with_stderr ? " 2>&1" : "");
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p, "popen(%s) failed", cmd);
+    size_t len = fread(out, 1, cap - 1, p);
+    out[len] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The summary line "N passed, M failed", which must stand on its own line. */
+static void summary(const char *out, int *passed, int *failed)
+{
+    const char *line = out;
+    while (line && *line) {
+        int n = 0;
+        if (sscanf(line, "%d passed, %d failed%n", passed, failed, &n) == 2 &&
+            (line[n] == '\n' || line[n] == '\0'))
+            return;
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    cr_assert_fail("no summary line \"N passed, M failed\" in:\n%s", out);
+}
+
+/* The line that starts with prefix, or NULL. */
+static const char *line_starting(const char *out, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (const char *line = out; line && *line;) {
+        if (strncmp(line, prefix, n) == 0)
+            return line;
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    return NULL;
+}
+
+static void expect_line(const char *out, const char *prefix)
+{
+    cr_expect_not_null(line_starting(out, prefix), "no line starting \"%s\" in:\n%s", prefix, out);
+}
+
+/* The "max rel err X" of a grad line. */
+static double max_rel_err(const char *line)
+{
+    const char *p = strstr(line, "max rel err ");
+    cr_assert_not_null(p, "no \"max rel err\" in: %.300s", line);
+    return strtod(p + strlen("max rel err "), NULL);
+}
+
+/* A plugin that must pass: exit 0, "0 failed", no FAIL line, and each check
+ * kind present for each loss named. */
+static void expect_all_pass(const char *plugin, const char *const *losses, size_t n_losses)
+{
+    static char out[OUT_CAP];
+    int rc = run_check(plugin, 0, out, sizeof out);
+    int passed, failed;
+    summary(out, &passed, &failed);
+    cr_expect_eq(rc, 0, "exit %d for %s:\n%s", rc, plugin, out);
+    cr_expect_eq(failed, 0, "%d checks failed for %s:\n%s", failed, plugin, out);
+    cr_expect_null(line_starting(out, "FAIL "), "a FAIL line for %s:\n%s", plugin, out);
+    expect_line(out, "PASS abi ");
+    static const char *const kinds[] = {"schema",  "finite", "grad",    "reduce",
+                                        "threads", "empty",  "extreme", "inputs"};
+    for (size_t i = 0; i < n_losses; i++)
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            char prefix[128];
+            snprintf(prefix, sizeof prefix, "PASS %s %s ", kinds[k], losses[i]);
+            expect_line(out, prefix);
+        }
+}
+
+/* A plugin with one deliberate bug: exit 1, exactly one failure, and the
+ * FAIL line that names the check made for it. Returns that line. */
+static const char *expect_one_failure(const char *plugin, const char *fail_prefix, char *out,
+                                      size_t cap)
+{
+    int rc = run_check(plugin, 0, out, cap);
+    int passed, failed;
+    summary(out, &passed, &failed);
+    cr_expect_eq(rc, 1, "exit %d for %s:\n%s", rc, plugin, out);
+    cr_expect_eq(failed, 1, "%d failures for %s, expected only %s:\n%s", failed, plugin,
+                 fail_prefix, out);
+    cr_expect_gt(passed, 5, "only %d checks passed for %s:\n%s", passed, plugin, out);
+    const char *line = line_starting(out, fail_prefix);
+    cr_assert_not_null(line, "no line starting \"%s\" in:\n%s", fail_prefix, out);
+    return line;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Correct plugins pass                                                      */
+
+Test(check, correct_fixture_passes_every_check)
+{
+    static const char *const losses[] = {"cf_logistic", "cf_xent"};
+    expect_all_pass(CF("good"), losses, 2);
+    /* cf_logistic declares a weight slot: its linearity is checked */
+    static char out[OUT_CAP];
+    run_check(CF("good"), 0, out, sizeof out);
+    expect_line(out, "PASS weight cf_logistic ");
+}
+
+Test(check, tutorial_passes_every_check)
+{
+    static const char *const losses[] = {"mse",      "l1",  "bce_with_logits", "dice",
+                                         "dice_bce", "iou", "focal",           "focal_mean_bce"};
+    expect_all_pass(TUTORIAL, losses, sizeof losses / sizeof losses[0]);
+}
+
+Test(check, reports_are_deterministic)
+{
+    static char a[OUT_CAP], b[OUT_CAP];
+    run_check(CF("good"), 0, a, sizeof a);
+    run_check(CF("good"), 0, b, sizeof b);
+    cr_expect_str_eq(a, b, "two runs differ");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Each bug fails the check made for it                                      */
+
+Test(check, gradient_sign_error_fails_grad)
+{
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("sign"), "FAIL grad cf_sign ", out, sizeof out);
+    double e = max_rel_err(line);
+    /* analytic -g against numeric g */
+    cr_expect(e > 1.5 && e < 2.5, "max rel err %g, expected about 2: %.300s", e, line);
+    cr_expect_not_null(strstr(line, "at element "), "the element is not named: %.300s", line);
+}
+
+Test(check, gradient_off_by_two_fails_grad)
+{
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("double"), "FAIL grad cf_double ", out, sizeof out);
+    double e = max_rel_err(line);
+    /* |2g - g| / |2g| = 0.5 */
+    cr_expect_gt(e, 0.1, "max rel err %g is too small for a factor of 2: %.300s", e, line);
+    cr_expect(e > 0.45 && e < 1.05, "max rel err %g, expected 0.5: %.300s", e, line);
+}
+
+Test(check, writing_into_an_input_fails_inputs)
+{
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("writer"), "FAIL inputs cf_writer ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "'input'"), "the modified slot is not named: %.300s", line);
+    /* the input is restored after each evaluation, so the gradient still checks */
+    expect_line(out, "PASS grad cf_writer ");
+}
+
+Test(check, nan_on_extreme_logits_fails_extreme)
+{
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("naive"), "FAIL extreme cf_naive ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "nan"), "the NaN is not shown: %.300s", line);
+    /* right on ordinary logits */
+    expect_line(out, "PASS finite cf_naive ");
+    expect_line(out, "PASS grad cf_naive ");
+}
+
+Test(check, crash_is_reported_and_the_next_loss_is_checked)
+{
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("crash"), "FAIL crash cf_crash: ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "killed by signal 11 (SIGSEGV) during "),
+                       "no signal in: %.300s", line);
+    /* the crash happens in the first evaluation; the label says which */
+    cr_expect_not_null(strstr(line, "during finite"), "the check is not named: %.300s", line);
+    static const char *const after[] = {"schema",  "finite", "grad",    "reduce",
+                                        "threads", "empty",  "extreme", "inputs"};
+    for (size_t k = 0; k < sizeof after / sizeof after[0]; k++) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "PASS %s cf_after ", after[k]);
+        expect_line(out, prefix);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* --json says what the text says                                            */
+
+static void expect_json_agrees(const char *plugin)
+{
+    static char text[OUT_CAP], json[OUT_CAP];
+    char args[1024];
+    int rc_text = run_check(plugin, 0, text, sizeof text);
+    snprintf(args, sizeof args, "%s --json", plugin);
+    int rc_json = run_check(args, 0, json, sizeof json);
+    int passed, failed;
+    summary(text, &passed, &failed);
+    cr_expect_eq(rc_json, rc_text, "%s: exit %d with --json, %d without", plugin, rc_json, rc_text);
+    cJSON *root = cJSON_Parse(json);
+    cr_assert_not_null(root, "%s: --json output does not parse:\n%.2000s", plugin, json);
+    const cJSON *pl = cJSON_GetObjectItemCaseSensitive(root, "plugin");
+    const cJSON *checks = cJSON_GetObjectItemCaseSensitive(root, "checks");
+    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(root, "passed");
+    const cJSON *jf = cJSON_GetObjectItemCaseSensitive(root, "failed");
+    cr_assert(cJSON_IsString(pl) && cJSON_IsArray(checks) && cJSON_IsNumber(jp) &&
+                  cJSON_IsNumber(jf),
+              "%s: missing plugin, checks, passed or failed", plugin);
+    cr_expect_str_eq(pl->valuestring, plugin, "plugin");
+    cr_expect_eq(jp->valueint, passed, "%s: passed %d in JSON, %d in text", plugin, jp->valueint,
+                 passed);
+    cr_expect_eq(jf->valueint, failed, "%s: failed %d in JSON, %d in text", plugin, jf->valueint,
+                 failed);
+    int n = cJSON_GetArraySize(checks), n_ok = 0;
+    cr_expect_eq(n, passed + failed, "%s: %d checks for %d + %d", plugin, n, passed, failed);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, checks)
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+        const cJSON *loss = cJSON_GetObjectItemCaseSensitive(c, "loss");
+        const cJSON *ok = cJSON_GetObjectItemCaseSensitive(c, "ok");
+        const cJSON *detail = cJSON_GetObjectItemCaseSensitive(c, "detail");
+        cr_expect(cJSON_IsString(name) && cJSON_IsBool(ok) && cJSON_IsString(detail) &&
+                      (cJSON_IsString(loss) || cJSON_IsNull(loss)),
+                  "%s: a check lacks name, loss, ok or detail", plugin);
+        n_ok += cJSON_IsTrue(ok);
+    }
+    cr_expect_eq(n_ok, passed, "%s: %d ok in JSON, %d passed", plugin, n_ok, passed);
+    cJSON_Delete(root);
+}
+
+Test(check, json_agrees_with_text)
+{
+    static const char *const plugins[] = {CF("good"),  CF("sign"),  CF("double"), CF("writer"),
+                                          CF("crash"), CF("naive"), TUTORIAL};
+    for (size_t i = 0; i < sizeof plugins / sizeof plugins[0]; i++)
+        expect_json_agrees(plugins[i]);
+}
+
+Test(check, json_carries_the_numbers)
+{
+    static char json[OUT_CAP];
+    run_check(CF("double") " --json", 0, json, sizeof json);
+    cJSON *root = cJSON_Parse(json);
+    cr_assert_not_null(root, "does not parse:\n%.2000s", json);
+    const cJSON *c, *grad = NULL, *crash = NULL;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "checks"))
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+        if (cJSON_IsString(name) && strcmp(name->valuestring, "grad") == 0)
+            grad = c;
+    }
+    cr_assert_not_null(grad, "no grad check");
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(grad, "max_rel_err");
+    const cJSON *tol = cJSON_GetObjectItemCaseSensitive(grad, "tol");
+    cr_assert(cJSON_IsNumber(e) && cJSON_IsNumber(tol), "no max_rel_err or tol");
+    cr_expect(e->valuedouble > 0.1 && e->valuedouble > tol->valuedouble, "max_rel_err %g",
+              e->valuedouble);
+    cr_expect(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(grad, "ok")), "grad passed");
+    cJSON_Delete(root);
+
+    run_check(CF("crash") " --json", 0, json, sizeof json);
+    root = cJSON_Parse(json);
+    cr_assert_not_null(root, "does not parse:\n%.2000s", json);
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "checks"))
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+        if (cJSON_IsString(name) && strcmp(name->valuestring, "crash") == 0)
+            crash = c;
+    }
+    cr_assert_not_null(crash, "no crash check");
+    const cJSON *sig = cJSON_GetObjectItemCaseSensitive(crash, "signal");
+    cr_expect(cJSON_IsNumber(sig) && sig->valueint == 11, "signal is not 11");
+    cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(crash, "loss")->valuestring, "cf_crash",
+                     "loss");
+    cJSON_Delete(root);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options and exit codes                                                    */
+
+Test(check, loss_option_restricts_to_one_loss)
+{
+    static char out[OUT_CAP];
+    int rc = run_check(TUTORIAL " --loss focal", 0, out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    expect_line(out, "PASS grad focal ");
+    for (const char *line = out; line && *line;) {
+        int is_result = strncmp(line, "PASS ", 5) == 0 || strncmp(line, "FAIL ", 5) == 0;
+        const char *end = strchr(line, '\n');
+        int len = end ? (int)(end - line) : (int)strlen(line);
+        if (is_result && strncmp(line + 5, "abi ", 4) != 0)
+            cr_expect(strncmp(strchr(line + 5, ' '), " focal ", 7) == 0,
+                      "a line about another loss: %.*s", len, line);
+        line = end ? end + 1 : NULL;
+    }
+    /* a crashing loss elsewhere in the plugin does not matter */
+    rc = run_check(CF("crash") " --loss cf_after", 0, out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    cr_expect_null(line_starting(out, "PASS schema cf_crash "), "cf_crash was checked:\n%s", out);
+    cr_expect_null(line_starting(out, "FAIL crash cf_crash"), "cf_crash was checked:\n%s", out);
+}
+
+Test(check, unknown_loss_is_a_usage_error_with_the_closest_name)
+{
+    static char out[OUT_CAP];
+    int rc = run_check(TUTORIAL " --loss focl", 1, out, sizeof out);
+    cr_expect_eq(rc, 2, "exit %d:\n%s", rc, out);
+    cr_expect_not_null(strstr(out, "'focal'"), "no closest name in:\n%s", out);
+    cr_expect_null(line_starting(out, "PASS "), "checks ran:\n%s", out);
+}
+
+Test(check, refused_plugin_exits_3_with_the_diagnostic)
+{
+    static char out[OUT_CAP];
+    int rc = run_check(LK_FIXTURE_DIR "/fx_wrong_major.so", 1, out, sizeof out);
+    cr_expect_eq(rc, 3, "exit %d:\n%s", rc, out);
+    cr_expect_not_null(strstr(out, "losskit: "), "not a cli_error line:\n%s", out);
+    cr_expect_not_null(strstr(out, "ABI 2.0"), "no diagnostic:\n%s", out);
+    rc = run_check(CHECK_DIR "/no_such_plugin.so", 1, out, sizeof out);
+    cr_expect_eq(rc, 3, "exit %d for a missing file:\n%s", rc, out);
+    cr_expect_not_null(strstr(out, "no_such_plugin.so"), "the file is not named:\n%s", out);
+}
+
+Test(check, usage_errors_exit_2)
+{
+    static char out[OUT_CAP];
+    static const char *const args[] = {
+        "",                        /* no plugin */
+        CF("good") " --bogus",     /* unknown option */
+        CF("good") " " CF("sign"), /* two plugins */
+        CF("good") " --loss",      /* --loss without an id */
+        CHECK_DIR,                 /* a directory, not a file */
+    };
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+        int rc = run_check(args[i], 1, out, sizeof out);
+        cr_expect_eq(rc, 2, "`check %s`: exit %d:\n%s", args[i], rc, out);
+        cr_expect_not_null(strstr(out, "losskit: check: "), "`check %s`:\n%s", args[i], out);
+    }
+}
