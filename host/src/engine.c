@@ -116,7 +116,8 @@ static int expected_shape(const lk_slot_desc *sd, const lk_tensor *input, int32_
 {
     if (sd->shape == LK_SHAPE_LIKE_INPUT) {
         *ndim = input->ndim;
-        memcpy(shape, input->shape, (size_t)input->ndim * sizeof *shape);
+        if (input->ndim > 0)
+            memcpy(shape, input->shape, (size_t)input->ndim * sizeof *shape);
         return 1;
     }
     if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL) {
@@ -203,7 +204,8 @@ static void default_plan(const bound *b, int32_t reduction, lk_plan *p)
     p->block_positions = LK_BLOCK_POSITIONS;
     p->n_stats = 1;
     p->out_ndim = in->ndim;
-    memcpy(p->out_shape, in->shape, (size_t)in->ndim * sizeof *in->shape);
+    if (in->ndim > 0)
+        memcpy(p->out_shape, in->shape, (size_t)in->ndim * sizeof *in->shape);
     p->mean_norm = (double)p->n_positions;
     (void)reduction;
 }

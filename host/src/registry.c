@@ -200,7 +200,8 @@ static const char *check_loss(const lk_loss_desc *d, lk__entry *e)
         snprintf(why, sizeof why, "out of memory");
         return why;
     }
-    memcpy(e->params, d->params, np * sizeof *e->params);
+    if (np)
+        memcpy(e->params, d->params, np * sizeof *e->params);
     memcpy(e->slots, d->slots, ns * sizeof *e->slots);
     return NULL;
 }
@@ -363,7 +364,8 @@ static void load_dir(lk__registry *reg, const char *dir)
             n++;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         size_t len = strlen(dir) + strlen(names[i]) + 2;
         char *path = malloc(len);

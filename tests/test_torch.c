@@ -1,0 +1,939 @@
+/* test_torch: the torch family (cross_entropy) against PyTorch and its own
+ * documented conventions.
+ *
+ * golden.*: tests/golden/torch/cases.json (written by
+ * tests/golden/make_golden_torch.py from torch 1.13 in float64): each case
+ * built through the embedding API, evaluated with the gradient for "input",
+ * value 1e-6 relative (1e-12 absolute floor), every gradient and output
+ * element 1e-6 relative (1e-9 absolute floor).
+ *
+ * fd.*: analytic gradients against central finite differences in float64.
+ *
+ * edge.*: ignored positions, out-of-range indices, +-inf logits, bad
+ * parameters and shapes, zero-size tensors, weighted sums of terms.
+ *
+ * big.*: many blocks and large class counts against a direct computation,
+ * and bitwise identical results for 1 and 3 threads.
+ *
+ * LK_GOLDEN_VERBOSE=1 prints each golden case's largest relative errors. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "losskit/losskit.h"
+
+#define SRC(rel)    LK_SOURCE_ROOT "/" rel
+#define CASES_JSON  SRC("tests/golden/torch/cases.json")
+#define MAX_CASES   128
+#define MAX_TENSORS 4
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+static char *read_all(FILE *f)
+{
+    char *buf = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0)
+        buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+        buf[n] = '\0';
+    } else {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+static cJSON *read_json(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    char *text = read_all(f);
+    cr_assert_not_null(text, "cannot read %s", path);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cr_assert_not_null(j, "%s is not valid JSON", path);
+    return j;
+}
+
+static void read_npy(const char *rel, lk_array *a)
+{
+    char path[4096], err[LK_ERRMSG_CAP] = "";
+    snprintf(path, sizeof path, "%s/%s", LK_SOURCE_ROOT, rel);
+    cr_assert_eq(lk_npy_read(path, a, err), LK_OK, "lk_npy_read %s: %s", rel, err);
+}
+
+static const char *str_member(const cJSON *obj, const char *key)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(m) ? m->valuestring : NULL;
+}
+
+static double element(const lk_array *a, size_t i)
+{
+    return a->dtype == LK_DTYPE_F32 ? (double)((const float *)a->data)[i]
+                                    : ((const double *)a->data)[i];
+}
+
+static size_t numel(const lk_array *a)
+{
+    size_t n = 1;
+    for (int32_t d = 0; d < a->ndim; d++)
+        n *= (size_t)a->shape[d];
+    return n;
+}
+
+static double rel_err(double got, double want)
+{
+    double d = fabs(got - want);
+    return d == 0.0 ? 0.0 : d / fabs(want);
+}
+
+static int close_to(double got, double want, double rel, double abs_floor)
+{
+    return fabs(got - want) <= fmax(rel * fabs(want), abs_floor); /* false for NaN */
+}
+
+static lk_runtime *open_runtime(int32_t threads)
+{
+    lk_runtime_options opts;
+    lk_runtime *rt = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    lk_runtime_options_init(&opts);
+    opts.use_env_path = 0;
+    opts.threads = threads;
+    cr_assert_eq(lk_runtime_open(&opts, &rt, err), LK_OK, "lk_runtime_open: %s", err);
+    return rt;
+}
+
+static lk_loss *make_loss(lk_runtime *rt, const char *config)
+{
+    char err[LK_ERRMSG_CAP] = "";
+    lk_loss *loss = NULL;
+    lk_status st = lk_loss_from_json(rt, config, strlen(config), "test", &loss, err);
+    cr_assert_eq(st, LK_OK, "config %s: %s (%s)", config, err, lk_status_name(st));
+    return loss;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A call: input and target of any dtype, optional gradient and output       */
+
+typedef struct call {
+    lk_tensor x, t;
+    void *grad; /* input's dtype and shape, or NULL */
+    void *out;  /* reduction none: input's dtype, target-without-class shape */
+    int32_t out_ndim;
+    int64_t out_shape[LK_MAX_NDIM];
+    char errmsg[LK_ERRMSG_CAP];
+} call;
+
+static lk_status run_call(const lk_loss *loss, call *c, double *value)
+{
+    lk_named_tensor in[2] = {{"input", c->x, "input"}, {"target", c->t, "target"}};
+    lk_named_tensor g = {"input", c->x, "grad"};
+    g.tensor.data = c->grad;
+    lk_tensor o = {c->out, c->x.dtype, c->out_ndim, c->out_shape, NULL};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in;
+    args.n_tensors = 2;
+    args.grads = c->grad ? &g : NULL;
+    args.n_grads = c->grad ? 1 : 0;
+    args.out = c->out ? &o : NULL;
+    lk_status st = lk_loss_eval(loss, &args, value);
+    snprintf(c->errmsg, sizeof c->errmsg, "%s", args.errmsg);
+    return st;
+}
+
+static double run_ok(const lk_loss *loss, call *c)
+{
+    double v = NAN;
+    lk_status st = run_call(loss, c, &v);
+    cr_assert_eq(st, LK_OK, "lk_loss_eval: %s (%s)", c->errmsg, lk_status_name(st));
+    return v;
+}
+
+/* Evaluates config once on float64 logits x (shape xs) and int64 indices y
+ * (the shape without dim 1); grad may be NULL. */
+static double eval_index(const char *config, int32_t nd, const int64_t *xs, double *x, int64_t *y,
+                         double *grad)
+{
+    int64_t ts[LK_MAX_NDIM];
+    int32_t tn = 0;
+    for (int32_t d = 0; d < nd; d++)
+        if (d != (nd == 1 ? 0 : 1))
+            ts[tn++] = xs[d];
+    call c = {
+        .x = {x, LK_DTYPE_F64, nd, xs, NULL}, .t = {y, LK_DTYPE_I64, tn, ts, NULL}, .grad = grad};
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, config);
+    double v = run_ok(loss, &c);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    return v;
+}
+
+/* ------------------------------------------------------------------------ */
+/* golden: every case of cases.json                                          */
+
+typedef struct golden_param {
+    int index;
+} golden_param;
+
+static golden_param golden_params[MAX_CASES];
+
+ParameterizedTestParameters(golden, torch)
+{
+    FILE *f = fopen(CASES_JSON, "rb");
+    char *text = f ? read_all(f) : NULL;
+    cJSON *all = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    int n = all ? cJSON_GetArraySize(all) : 0;
+    cJSON_Delete(all);
+    n = n > MAX_CASES ? MAX_CASES : n;
+    for (int i = 0; i < n; i++)
+        golden_params[i].index = i;
+    return cr_make_param_array(golden_param, golden_params, (size_t)n);
+}
+
+/* Every element of got against the reference file; the largest relative
+ * error (of elements above the absolute floor). */
+static double compare_array(const char *name, const char *what, const lk_array *got,
+                            const char *ref_rel)
+{
+    lk_array ref;
+    read_npy(ref_rel, &ref);
+    cr_assert_eq(ref.ndim, got->ndim, "%s: %s has %d dims, reference %d", name, what,
+                 (int)got->ndim, (int)ref.ndim);
+    for (int32_t d = 0; d < ref.ndim; d++)
+        cr_assert_eq(ref.shape[d], got->shape[d], "%s: %s dim %d differs", name, what, (int)d);
+    double worst = 0.0;
+    for (size_t i = 0; i < numel(&ref); i++) {
+        double g = element(got, i), w = element(&ref, i);
+        cr_expect(close_to(g, w, 1e-6, 1e-9), "%s: %s[%zu] = %.17g, PyTorch %.17g", name, what, i,
+                  g, w);
+        worst = fmax(worst, fabs(w) > 1e-9 ? rel_err(g, w) : 0.0);
+    }
+    lk_array_free(&ref);
+    return worst;
+}
+
+static void load_case_tensors(const cJSON *c, lk_array *x, lk_array *t)
+{
+    const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(c, "tensors");
+    const char *xr = str_member(tensors, "input"), *tr = str_member(tensors, "target");
+    cr_assert(xr && tr && cJSON_GetArraySize(tensors) == 2, "a case names input and target");
+    read_npy(xr, x);
+    read_npy(tr, t);
+}
+
+static void check_value(const char *name, const cJSON *c, double value, double *err)
+{
+    const cJSON *want = cJSON_GetObjectItemCaseSensitive(c, "value");
+    *err = 0.0;
+    if (cJSON_IsNull(want))
+        return;
+    cr_assert(cJSON_IsNumber(want), "%s: value must be a number or null", name);
+    cr_expect(close_to(value, want->valuedouble, 1e-6, 1e-12), "%s: value %.17g, PyTorch %.17g",
+              name, value, want->valuedouble);
+    *err = rel_err(value, want->valuedouble);
+}
+
+ParameterizedTest(golden_param *p, golden, torch)
+{
+    cJSON *all = read_json(CASES_JSON);
+    const cJSON *c = cJSON_GetArrayItem(all, p->index);
+    const char *name = str_member(c, "name"), *out_rel = str_member(c, "out");
+    char *config = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(c, "config"));
+    lk_runtime *rt = open_runtime(0);
+    lk_loss *loss = make_loss(rt, config);
+    lk_array x, t, grad, out = {0};
+    load_case_tensors(c, &x, &t);
+    char err[LK_ERRMSG_CAP];
+    cr_assert_eq(lk_array_alloc(&grad, x.dtype, x.ndim, x.shape, err), LK_OK, "%s", err);
+    call k = {.x = lk_array_view(&x), .t = lk_array_view(&t), .grad = grad.data};
+    if (out_rel) {
+        k.out_ndim = x.ndim - 1;
+        for (int32_t d = 0, j = 0; d < x.ndim; d++)
+            if (d != (x.ndim == 1 ? 0 : 1))
+                k.out_shape[j++] = x.shape[d];
+        cr_assert_eq(lk_array_alloc(&out, x.dtype, k.out_ndim, k.out_shape, err), LK_OK, "%s", err);
+        k.out = out.data;
+    }
+    double value = run_ok(loss, &k), value_err, out_err = 0.0;
+    check_value(name, c, value, &value_err);
+    double grad_err = compare_array(name, "grad", &grad, str_member(c, "grad"));
+    if (out_rel)
+        out_err = compare_array(name, "out", &out, out_rel);
+    if (getenv("LK_GOLDEN_VERBOSE"))
+        fprintf(stderr, "torch %-28s value rel %.3g  grad rel %.3g  out rel %.3g\n", name,
+                value_err, grad_err, out_err);
+    lk_array_free(&out);
+    lk_array_free(&grad);
+    lk_array_free(&x);
+    lk_array_free(&t);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    free(config);
+    cJSON_Delete(all);
+}
+
+/* configs/cross_entropy.json is the config of the case named after the loss,
+ * and runs on the bundled index-target sample data. */
+Test(golden, config_matches_case_and_sample_data)
+{
+    cJSON *all = read_json(CASES_JSON), *file = read_json(SRC("configs/cross_entropy.json"));
+    cr_assert_geq(cJSON_GetArraySize(all), 30, "cases.json has too few cases");
+    const cJSON *c = cJSON_GetArrayItem(all, 0);
+    cr_assert_str_eq(str_member(c, "name"), "cross_entropy");
+    cr_expect(cJSON_Compare(file, cJSON_GetObjectItemCaseSensitive(c, "config"), 1),
+              "configs/cross_entropy.json differs from golden case cross_entropy");
+    lk_array x, t;
+    read_npy("configs/data/mc_input.npy", &x);
+    read_npy("configs/data/mc_target.npy", &t);
+    cr_expect(x.dtype == LK_DTYPE_F32 && x.ndim == 4 && x.shape[1] == 4 && numel(&x) == 512);
+    cr_expect(t.dtype == LK_DTYPE_I64 && t.ndim == 3 && numel(&t) == 128);
+    lk_array_free(&x);
+    lk_array_free(&t);
+    cJSON_Delete(file);
+    cJSON_Delete(all);
+}
+
+/* ------------------------------------------------------------------------ */
+/* fd: central finite differences in float64                                 */
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static double uniform(void)
+{
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double normal(double sd)
+{
+    return sd * sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
+}
+
+typedef struct fd_case {
+    const char *name;
+    const char *config;
+    int prob; /* 1: probability targets (rows of random distributions) */
+} fd_case;
+
+#define W3 "[0.5, 2.0, 1.25]"
+
+static const fd_case fd_cases[] = {
+    {"index_mean", "{\"loss\": \"cross_entropy\"}", 0},
+    {"index_weight_ignore_ls",
+     "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": " W3 ", \"ignore_index\": 1, "
+     "\"label_smoothing\": 0.15}}",
+     0},
+    {"index_weight_sum",
+     "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": " W3 "}, \"reduction\": \"sum\"}", 0},
+    {"prob_ls_weight",
+     "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": " W3 ", \"label_smoothing\": 0.3}}",
+     1},
+    {"prob_sum", "{\"loss\": \"cross_entropy\", \"reduction\": \"sum\"}", 1},
+};
+
+#define N_FD (sizeof fd_cases / sizeof fd_cases[0])
+
+typedef struct fd_param {
+    int index;
+} fd_param;
+
+static fd_param fd_params[N_FD];
+
+ParameterizedTestParameters(fd, cross_entropy)
+{
+    for (size_t i = 0; i < N_FD; i++)
+        fd_params[i].index = (int)i;
+    return cr_make_param_array(fd_param, fd_params, N_FD);
+}
+
+/* (2, 3, 2, 3) float64 logits: 12 positions of 3 classes. */
+static double eval_fd(const fd_case *fc, double *x, void *t, double *grad)
+{
+    static const int64_t xs[4] = {2, 3, 2, 3}, ts[3] = {2, 2, 3};
+    call c = {.x = {x, LK_DTYPE_F64, 4, xs, NULL},
+              .t = {t, fc->prob ? LK_DTYPE_F64 : LK_DTYPE_I64, fc->prob ? 4 : 3, fc->prob ? xs : ts,
+                    NULL},
+              .grad = grad};
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, fc->config);
+    double v = run_ok(loss, &c);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    return v;
+}
+
+ParameterizedTest(fd_param *p, fd, cross_entropy)
+{
+    const fd_case *fc = &fd_cases[p->index];
+    double x[36], grad[36], tp[36];
+    int64_t ti[12];
+    for (int i = 0; i < 36; i++) {
+        x[i] = normal(2.0);
+        tp[i] = uniform();
+    }
+    for (int i = 0; i < 12; i++)
+        ti[i] = (int64_t)(uniform() * 3.0);
+    void *t = fc->prob ? (void *)tp : (void *)ti;
+    eval_fd(fc, x, t, grad);
+    int nonzero = 0;
+    for (int i = 0; i < 36; i++) {
+        const double h = 1e-6, x0 = x[i];
+        x[i] = x0 + h;
+        double up = eval_fd(fc, x, t, NULL);
+        x[i] = x0 - h;
+        double down = eval_fd(fc, x, t, NULL);
+        x[i] = x0;
+        double fd = (up - down) / (2.0 * h);
+        cr_expect(fabs(grad[i] - fd) <= 1e-6 * fabs(fd) + 1e-8, "%s: grad[%d] = %.12g, fd %.12g",
+                  fc->name, i, grad[i], fd);
+        nonzero += grad[i] != 0.0;
+    }
+    cr_expect_gt(nonzero, 20, "%s: the gradient is mostly zero", fc->name);
+}
+
+/* Reduction none: the derivative of each position's own output. */
+Test(fd, none_per_position)
+{
+    static const int64_t xs[2] = {5, 4}, os[1] = {5};
+    double x[20], grad[20], out[5];
+    int64_t y[5] = {0, 3, 2, 1, 3};
+    for (int i = 0; i < 20; i++)
+        x[i] = normal(1.5);
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": "
+                                  "[1, 0.5, 2, 1.5], \"label_smoothing\": 0.2}, "
+                                  "\"reduction\": \"none\"}");
+    call c = {.x = {x, LK_DTYPE_F64, 2, xs, NULL},
+              .t = {y, LK_DTYPE_I64, 1, os, NULL},
+              .grad = grad,
+              .out = out,
+              .out_ndim = 1,
+              .out_shape = {5}};
+    run_ok(loss, &c);
+    for (int i = 0; i < 20; i++) {
+        const double h = 1e-6, x0 = x[i];
+        double o[2];
+        for (int k = 0; k < 2; k++) {
+            x[i] = x0 + (k ? -h : h);
+            call d = c;
+            d.grad = NULL;
+            run_ok(loss, &d);
+            o[k] = out[i / 4];
+        }
+        x[i] = x0;
+        double fd = (o[0] - o[1]) / (2.0 * h);
+        cr_expect(fabs(grad[i] - fd) <= 1e-6 * fabs(fd) + 1e-8, "grad[%d] = %.12g, fd %.12g", i,
+                  grad[i], fd);
+    }
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+}
+
+/* ------------------------------------------------------------------------ */
+/* edge: ignored positions, bad indices, infinities, parameters, shapes      */
+
+#define CE_NONE "{\"loss\": \"cross_entropy\", \"reduction\": \"none\"}"
+
+Test(edge, all_ignored)
+{
+    static const int64_t xs[2] = {3, 4};
+    double x[12], grad[12];
+    int64_t y[3] = {-100, -100, -100};
+    for (int i = 0; i < 12; i++)
+        x[i] = normal(1.0), grad[i] = 7.0;
+    double v = eval_index("{\"loss\": \"cross_entropy\"}", 2, xs, x, y, grad);
+    cr_expect(isnan(v), "mean over no position: %g, expected NaN (0/0, as torch)", v);
+    for (int i = 0; i < 12; i++)
+        cr_expect_eq(grad[i], 0.0, "grad[%d] = %g, expected 0 (as torch)", i, grad[i]);
+    v = eval_index("{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": 0.2}}", 2, xs,
+                   x, y, grad);
+    cr_expect(isnan(v), "with label smoothing: %g", v);
+    for (int i = 0; i < 12; i++)
+        cr_expect_eq(grad[i], 0.0, "label smoothing: grad[%d] = %g", i, grad[i]);
+    v = eval_index("{\"loss\": \"cross_entropy\", \"reduction\": \"sum\"}", 2, xs, x, y, grad);
+    cr_expect_eq(v, 0.0, "sum over no position: %g", v);
+}
+
+/* Non-ignored positions whose classes all weigh 0: 0/0, NaN like torch,
+ * value and gradient of those positions; ignored positions keep 0. */
+Test(edge, zero_weight_sum)
+{
+    static const int64_t xs[2] = {3, 4};
+    double x[12], grad[12];
+    int64_t y[3] = {0, 0, -100};
+    for (int i = 0; i < 12; i++)
+        x[i] = normal(1.0);
+    double v = eval_index("{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [0, 1, 1, 1]}}",
+                          2, xs, x, y, grad);
+    cr_expect(isnan(v), "value %g, expected NaN", v);
+    for (int i = 0; i < 12; i++)
+        cr_expect(i < 8 ? isnan(grad[i]) : grad[i] == 0.0, "grad[%d] = %g", i, grad[i]);
+}
+
+/* A bad index fails the call naming the first bad position, also when it
+ * lies in a later block and other blocks run on other threads. */
+static void expect_bad_index(const char *config, int32_t dtype, void *y, int64_t n_pos,
+                             int64_t classes, const char *needle)
+{
+    int64_t xs[2] = {n_pos, classes}, ts[1] = {n_pos};
+    double *x = calloc((size_t)(n_pos * classes), sizeof *x);
+    double *grad = calloc((size_t)(n_pos * classes), sizeof *grad);
+    cr_assert(x && grad);
+    call c = {.x = {x, LK_DTYPE_F64, 2, xs, NULL}, .t = {y, dtype, 1, ts, NULL}, .grad = grad};
+    lk_runtime *rt = open_runtime(3);
+    lk_loss *loss = make_loss(rt, config);
+    double v;
+    lk_status st = run_call(loss, &c, &v);
+    cr_expect_eq(st, LK_ERR_INVALID, "status %s: %s", lk_status_name(st), c.errmsg);
+    cr_expect(strstr(c.errmsg, needle) != NULL, "message '%s' lacks '%s'", c.errmsg, needle);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    free(x);
+    free(grad);
+}
+
+Test(edge, out_of_range_index)
+{
+    int64_t y[6] = {0, 1, 2, 3, 1, 0};
+    expect_bad_index("{\"loss\": \"cross_entropy\"}", LK_DTYPE_I64, y, 6, 3,
+                     "target[3] (position 3) is 3: not a class in [0, 3) and not ignore_index "
+                     "(-100)");
+    y[3] = -1;
+    expect_bad_index("{\"loss\": \"cross_entropy\"}", LK_DTYPE_I64, y, 6, 3, "(position 3) is -1");
+    int32_t y32[6] = {0, 1, 2, 1, 1, 7};
+    expect_bad_index("{\"loss\": \"cross_entropy\", \"params\": {\"ignore_index\": 5}}",
+                     LK_DTYPE_I32, y32, 6, 3,
+                     "(position 5) is 7: not a class in [0, 3) and not "
+                     "ignore_index (5)");
+    enum { BIG = 100000 };
+    int64_t *yb = calloc(BIG, sizeof *yb);
+    cr_assert_not_null(yb);
+    yb[70000] = 9;
+    yb[40000] = -7;
+    expect_bad_index("{\"loss\": \"cross_entropy\"}", LK_DTYPE_I64, yb, BIG, 2,
+                     "target[40000] (position 40000) is -7");
+    free(yb);
+}
+
+/* An index equal to ignore_index is fine even outside [0, C). */
+Test(edge, ignore_index_outside_classes)
+{
+    static const int64_t xs[2] = {2, 3};
+    double x[6] = {1, 2, 3, 4, 5, 6}, grad[6];
+    int64_t y[2] = {5, 2};
+    double v = eval_index("{\"loss\": \"cross_entropy\", \"params\": {\"ignore_index\": 5}}", 2, xs,
+                          x, y, grad);
+    double want = log(exp(-2.0) + exp(-1.0) + 1.0);
+    cr_expect(close_to(v, want, 1e-14, 0.0), "value %.17g, expected %.17g", v, want);
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(grad[i], 0.0);
+}
+
+/* One row of logits: value and gradient of reduction none. */
+static void expect_row(const char *config, const double x4[4], int64_t y, double loss,
+                       const double g4[4])
+{
+    static const int64_t xs[2] = {1, 4}, ts[1] = {1};
+    double x[4], grad[4], out[1];
+    memcpy(x, x4, sizeof x);
+    call c = {.x = {x, LK_DTYPE_F64, 2, xs, NULL},
+              .t = {&y, LK_DTYPE_I64, 1, ts, NULL},
+              .grad = grad,
+              .out = out,
+              .out_ndim = 1,
+              .out_shape = {1}};
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss_fn = make_loss(rt, config);
+    run_ok(loss_fn, &c);
+    cr_expect(out[0] == loss || close_to(out[0], loss, 1e-13, 1e-15),
+              "[%g %g %g %g] y=%lld: loss %.17g, expected %.17g", x4[0], x4[1], x4[2], x4[3],
+              (long long)y, out[0], loss);
+    for (int k = 0; k < 4; k++)
+        cr_expect(close_to(grad[k], g4[k], 1e-13, 1e-15),
+                  "[%g %g %g %g] y=%lld: grad[%d] %.17g, expected %.17g", x4[0], x4[1], x4[2],
+                  x4[3], (long long)y, k, grad[k], g4[k]);
+    lk_loss_free(loss_fn);
+    lk_runtime_close(rt);
+}
+
+Test(edge, inf_logits)
+{
+    const double I = HUGE_VAL, l3 = log(1.0 + M_E + M_E * M_E);
+    const double p[3] = {1.0 / exp(l3), M_E / exp(l3), M_E * M_E / exp(l3)};
+    const double pinf[4] = {I, 0, 1, 2}, minf[4] = {-I, 0, 1, 2}, allm[4] = {-I, -I, -I, -I};
+    const double two[4] = {I, I, 0, -I};
+    /* a +inf logit takes all the probability: torch gives NaN here */
+    expect_row(CE_NONE, pinf, 0, 0.0, (double[4]){0, 0, 0, 0});
+    expect_row(CE_NONE, pinf, 1, I, (double[4]){1, -1, 0, 0});
+    expect_row(CE_NONE, two, 0, log(2.0), (double[4]){-0.5, 0.5, 0, 0});
+    /* all logits -inf are equal logits: uniform (torch: NaN) */
+    expect_row(CE_NONE, allm, 2, log(4.0), (double[4]){0.25, 0.25, -0.75, 0.25});
+    /* a -inf logit: as torch, +inf at the target, finite elsewhere */
+    expect_row(CE_NONE, minf, 0, I, (double[4]){-1, p[0], p[1], p[2]});
+    expect_row(CE_NONE, minf, 1, l3, (double[4]){0, p[0] - 1, p[1], p[2]});
+    const char *ls = "{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": 0.1}, "
+                     "\"reduction\": \"none\"}";
+    expect_row(ls, minf, 1, I, (double[4]){-0.025, p[0] - 0.925, p[1] - 0.025, p[2] - 0.025});
+    /* label_smoothing 1: the nll term's coefficient is 0, not 0 * inf (torch: NaN) */
+    const char *ls1 = "{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": 1}, "
+                      "\"reduction\": \"none\"}";
+    expect_row(ls1, minf, 0, I, (double[4]){-0.25, p[0] - 0.25, p[1] - 0.25, p[2] - 0.25});
+    /* a class of weight 0 contributes 0, even at log p = -inf (torch: NaN) */
+    const char *w0 = "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [0, 1, 1, 1], "
+                     "\"label_smoothing\": 0.1}, \"reduction\": \"none\"}";
+    expect_row(w0, minf, 1, 0.9 * l3 + 0.025 * (3 * l3 - 3),
+               (double[4]){0, 0.975 * p[0] - 0.925, 0.975 * p[1] - 0.025, 0.975 * p[2] - 0.025});
+}
+
+/* Probability targets: a class with target 0 contributes 0 at log p = -inf
+ * (torch computes 0 * -inf = NaN there). */
+Test(edge, inf_logits_prob_targets)
+{
+    static const int64_t xs[2] = {1, 4};
+    double x[4] = {-HUGE_VAL, 0, 1, 2}, t[4] = {0, 1, 0, 0}, grad[4];
+    call c = {
+        .x = {x, LK_DTYPE_F64, 2, xs, NULL}, .t = {t, LK_DTYPE_F64, 2, xs, NULL}, .grad = grad};
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, "{\"loss\": \"cross_entropy\"}");
+    double v = run_ok(loss, &c), l3 = log(1.0 + M_E + M_E * M_E);
+    cr_expect(close_to(v, l3, 1e-14, 0.0), "value %.17g, expected %.17g", v, l3);
+    cr_expect_eq(grad[0], 0.0);
+    cr_expect(close_to(grad[1], 1.0 / exp(l3) - 1.0, 1e-14, 0.0), "grad[1] %.17g", grad[1]);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+}
+
+/* NaN logits give NaN for their position (as torch), except at ignored
+ * positions, which give exactly 0. */
+Test(edge, nan_logits)
+{
+    static const int64_t xs[2] = {2, 3}, ts[1] = {2};
+    double x[6] = {NAN, 0, 1, NAN, 2, 3}, grad[6], out[2];
+    int64_t y[2] = {1, -100};
+    call c = {.x = {x, LK_DTYPE_F64, 2, xs, NULL},
+              .t = {y, LK_DTYPE_I64, 1, ts, NULL},
+              .grad = grad,
+              .out = out,
+              .out_ndim = 1,
+              .out_shape = {2}};
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, CE_NONE);
+    run_ok(loss, &c);
+    cr_expect(isnan(out[0]) && out[1] == 0.0, "out %g %g", out[0], out[1]);
+    for (int i = 0; i < 6; i++)
+        cr_expect(i < 3 ? isnan(grad[i]) : grad[i] == 0.0, "grad[%d] = %g", i, grad[i]);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+}
+
+static void expect_refused(const char *config, const lk_tensor *x, const lk_tensor *t,
+                           lk_status want, const char *needle)
+{
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, config);
+    call c = {.x = *x, .t = *t};
+    double v;
+    lk_status st = run_call(loss, &c, &v);
+    cr_expect_eq(st, want, "%s: status %s (%s)", config, lk_status_name(st), c.errmsg);
+    cr_expect(strstr(c.errmsg, needle) != NULL, "message '%s' lacks '%s'", c.errmsg, needle);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+}
+
+Test(edge, bad_parameters_and_shapes)
+{
+    static const int64_t xs[2] = {2, 4}, ts[1] = {2}, bad[1] = {4}, zero[2] = {2, 0};
+    double x[8] = {0}, p[8] = {0};
+    int64_t y[8] = {0};
+    lk_tensor xt = {x, LK_DTYPE_F64, 2, xs, NULL}, yt = {y, LK_DTYPE_I64, 1, ts, NULL};
+    lk_tensor pt = {p, LK_DTYPE_F64, 2, xs, NULL};
+    expect_refused("{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [1, 2, 3]}}", &xt, &yt,
+                   LK_ERR_SHAPE, "weight has 3 values but the input has 4 classes");
+    expect_refused("{\"loss\": \"cross_entropy\", \"params\": {\"ignore_index\": 0}}", &xt, &pt,
+                   LK_ERR_INVALID, "ignore_index 0 is not supported with class-probability");
+    lk_tensor wrong = {y, LK_DTYPE_I64, 1, bad, NULL}, y2d = {y, LK_DTYPE_I64, 2, xs, NULL};
+    expect_refused("{\"loss\": \"cross_entropy\"}", &xt, &wrong, LK_ERR_SHAPE,
+                   "target: shape (4,) does not fit input (2, 4)");
+    expect_refused("{\"loss\": \"cross_entropy\"}", &xt, &y2d, LK_ERR_SHAPE, "does not fit");
+    lk_tensor p1d = {p, LK_DTYPE_F64, 1, ts, NULL};
+    expect_refused("{\"loss\": \"cross_entropy\"}", &xt, &p1d, LK_ERR_SHAPE, "does not fit");
+    lk_tensor scalar = {x, LK_DTYPE_F64, 0, NULL, NULL}, s0 = {y, LK_DTYPE_I64, 0, NULL, NULL};
+    expect_refused("{\"loss\": \"cross_entropy\"}", &scalar, &s0, LK_ERR_SHAPE, "got a scalar");
+    lk_tensor empty = {x, LK_DTYPE_F64, 2, zero, NULL};
+    expect_refused("{\"loss\": \"cross_entropy\"}", &empty, &yt, LK_ERR_SHAPE,
+                   "class dimension (dim 1) is empty");
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    const char *cfg = "{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": 1.5}}";
+    cr_expect_neq(lk_loss_from_json(rt, cfg, strlen(cfg), "t", &loss, err), LK_OK);
+    cr_expect(strstr(err, "label_smoothing") != NULL, "%s", err);
+    lk_runtime_close(rt);
+}
+
+/* One class: p = 1, loss 0, gradient 0 (to rounding: Q p - q sums three
+ * terms). */
+Test(edge, one_class)
+{
+    static const int64_t xs[2] = {3, 1};
+    double x[3] = {-5.0, 0.0, 7.0}, grad[3];
+    int64_t y[3] = {0, 0, 0};
+    double v = eval_index("{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": 0.3}}",
+                          2, xs, x, y, grad);
+    cr_expect_eq(v, 0.0, "value %g", v);
+    for (int i = 0; i < 3; i++)
+        cr_expect_leq(fabs(grad[i]), 1e-15, "grad[%d] = %g", i, grad[i]);
+}
+
+Test(edge, zero_size)
+{
+    static const int64_t xs[2] = {0, 4}, ts[1] = {0};
+    double x[1], g[1];
+    int64_t y[1];
+    lk_runtime *rt = open_runtime(1);
+    const char *cfgs[2] = {"{\"loss\": \"cross_entropy\"}",
+                           "{\"loss\": \"cross_entropy\", \"reduction\": \"sum\"}"};
+    for (int k = 0; k < 4; k++) {
+        lk_loss *loss = make_loss(rt, cfgs[k & 1]);
+        call c = {.x = {x, LK_DTYPE_F64, 2, xs, NULL}, .grad = g};
+        c.t = k < 2 ? (lk_tensor){y, LK_DTYPE_I64, 1, ts, NULL}
+                    : (lk_tensor){x, LK_DTYPE_F64, 2, xs, NULL};
+        double v = run_ok(loss, &c);
+        cr_expect((k & 1) ? v == 0.0 : isnan(v), "case %d: value %g", k, v);
+        lk_loss_free(loss);
+    }
+    lk_runtime_close(rt);
+}
+
+/* A weighted sum of two cross_entropy terms shares one gradient buffer
+ * (LK_BLOCK_GRAD_ACCUMULATE) and equals the weighted sum of the terms. */
+Test(edge, terms_accumulate)
+{
+    static const int64_t xs[3] = {3, 4, 5};
+    double x[60], g[60], g1[60], g2[60];
+    int64_t y[15];
+    for (int i = 0; i < 60; i++)
+        x[i] = normal(2.0);
+    for (int i = 0; i < 15; i++)
+        y[i] = i % 5 == 4 ? -100 : (int64_t)(uniform() * 4.0);
+    const char *a = "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [1, 2, 3, 4]}}";
+    const char *b = "{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": 0.2}}";
+    const char *ab = "{\"terms\": [{\"loss\": \"cross_entropy\", \"weight\": 0.25, \"params\": "
+                     "{\"weight\": [1, 2, 3, 4]}}, {\"loss\": \"cross_entropy\", \"weight\": "
+                     "0.75, \"params\": {\"label_smoothing\": 0.2}}]}";
+    double v1 = eval_index(a, 3, xs, x, y, g1), v2 = eval_index(b, 3, xs, x, y, g2);
+    double v = eval_index(ab, 3, xs, x, y, g);
+    cr_expect(close_to(v, 0.25 * v1 + 0.75 * v2, 1e-14, 0.0), "value %.17g", v);
+    for (int i = 0; i < 60; i++)
+        cr_expect(close_to(g[i], 0.25 * g1[i] + 0.75 * g2[i], 1e-13, 1e-16), "grad[%d]", i);
+}
+
+/* float32 input is read exactly and computed in double: the value equals
+ * the float64 run on the upcast logits. */
+Test(edge, float32_equals_float64_upcast)
+{
+    static const int64_t xs[4] = {2, 4, 3, 5}, ts[3] = {2, 3, 5};
+    float xf[120], gf[120];
+    double xd[120], gd[120];
+    int64_t y[30];
+    for (int i = 0; i < 120; i++)
+        xd[i] = (double)(xf[i] = (float)normal(2.0));
+    for (int i = 0; i < 30; i++)
+        y[i] = (int64_t)(uniform() * 4.0);
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, "{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": "
+                                  "0.1, \"weight\": [1, 0.5, 2, 1]}}");
+    call cf = {
+        .x = {xf, LK_DTYPE_F32, 4, xs, NULL}, .t = {y, LK_DTYPE_I64, 3, ts, NULL}, .grad = gf};
+    call cd = {
+        .x = {xd, LK_DTYPE_F64, 4, xs, NULL}, .t = {y, LK_DTYPE_I64, 3, ts, NULL}, .grad = gd};
+    double vf = run_ok(loss, &cf), vd = run_ok(loss, &cd);
+    cr_expect_eq(vf, vd, "float32 %.17g, float64 %.17g", vf, vd);
+    for (int i = 0; i < 120; i++)
+        cr_expect_eq(gf[i], (float)gd[i], "grad[%d]", i);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+}
+
+/* ------------------------------------------------------------------------ */
+/* big: many blocks, many classes, thread counts                             */
+
+/* Logits (outer, C, inner) as float32, targets as int64 indices (some
+ * ignored) and as float32 probabilities. */
+typedef struct big {
+    int32_t nd;
+    int64_t xs[3], ts[2];
+    int64_t outer, classes, inner, n;
+    float *x, *p;
+    int64_t *y;
+} big;
+
+static big make_big(int64_t outer, int64_t classes, int64_t inner)
+{
+    big b = {.outer = outer, .classes = classes, .inner = inner, .n = outer * classes * inner};
+    b.nd = inner > 1 ? 3 : 2;
+    b.xs[0] = outer, b.xs[1] = classes, b.xs[2] = inner;
+    b.ts[0] = outer, b.ts[1] = inner;
+    b.x = malloc((size_t)b.n * sizeof *b.x);
+    b.p = malloc((size_t)b.n * sizeof *b.p);
+    b.y = malloc((size_t)(outer * inner) * sizeof *b.y);
+    cr_assert(b.x && b.p && b.y);
+    for (int64_t i = 0; i < b.n; i++) {
+        b.x[i] = (float)(8.0 * uniform() - 4.0);
+        b.p[i] = (float)uniform();
+    }
+    for (int64_t i = 0; i < outer * inner; i++)
+        b.y[i] = uniform() < 0.1 ? -100 : (int64_t)(uniform() * (double)classes);
+    return b;
+}
+
+static void free_big(big *b)
+{
+    free(b->x);
+    free(b->p);
+    free(b->y);
+}
+
+typedef struct big_result {
+    double value;
+    float *grad;
+    float *out;
+} big_result;
+
+static big_result eval_big(const big *b, const char *config, int prob, int32_t threads)
+{
+    int64_t positions = b->outer * b->inner;
+    big_result r = {NAN, calloc((size_t)b->n, sizeof(float)), NULL};
+    int none = strstr(config, "\"none\"") != NULL;
+    if (none)
+        r.out = calloc((size_t)positions, sizeof(float));
+    cr_assert(r.grad && (!none || r.out));
+    call c = {.x = {b->x, LK_DTYPE_F32, b->nd, b->xs, NULL},
+              .t = prob ? (lk_tensor){b->p, LK_DTYPE_F32, b->nd, b->xs, NULL}
+                        : (lk_tensor){b->y, LK_DTYPE_I64, b->nd - 1, b->ts, NULL},
+              .grad = r.grad,
+              .out = r.out,
+              .out_ndim = b->nd - 1};
+    memcpy(c.out_shape, b->ts, sizeof b->ts);
+    lk_runtime *rt = open_runtime(threads);
+    cr_assert_eq(lk_runtime_threads(rt), threads);
+    lk_loss *loss = make_loss(rt, config);
+    r.value = run_ok(loss, &c);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    return r;
+}
+
+/* The direct formula for index targets, one position at a time: the sum of
+ * w_y-weighted smoothed losses, their gradient (unscaled) into g, and the
+ * sum of w_y over positions not ignored into *wsum. */
+static double direct_index(const big *b, const double *w, double eps, double *g, double *wsum)
+{
+    double total = 0.0, C = (double)b->classes;
+    *wsum = 0.0;
+    for (int64_t o = 0; o < b->outer; o++)
+        for (int64_t s = 0; s < b->inner; s++) {
+            const float *x = b->x + o * b->classes * b->inner + s;
+            double *gp = g + o * b->classes * b->inner + s, m = -HUGE_VAL, sum = 0.0, W = 0.0;
+            int64_t y = b->y[o * b->inner + s];
+            for (int64_t c = 0; c < b->classes; c++)
+                m = fmax(m, x[c * b->inner]), W += w[c];
+            for (int64_t c = 0; c < b->classes; c++)
+                sum += exp(x[c * b->inner] - m);
+            double lse = m + log(sum), Q = y < 0 ? 0.0 : (1 - eps) * w[y] + eps / C * W;
+            for (int64_t c = 0; c < b->classes; c++) {
+                double q = y < 0 ? 0.0 : (1 - eps) * w[y] * (c == y) + eps / C * w[c];
+                total += q * (lse - x[c * b->inner]);
+                gp[c * b->inner] = Q * exp(x[c * b->inner] - lse) - q;
+            }
+            *wsum += y < 0 ? 0.0 : w[y];
+        }
+    return total;
+}
+
+static void expect_direct(int64_t outer, int64_t classes, int64_t inner)
+{
+    big b = make_big(outer, classes, inner);
+    double *w = malloc((size_t)classes * sizeof *w), *g = malloc((size_t)b.n * sizeof *g), wsum;
+    cr_assert(w && g && classes <= 1000);
+    char config[16 * 1000 + 128];
+    int used = snprintf(config, sizeof config,
+                        "{\"loss\": \"cross_entropy\", \"params\": "
+                        "{\"label_smoothing\": 0.125, \"weight\": [");
+    for (int64_t c = 0; c < classes; c++) {
+        w[c] = 0.25 + (double)(c % 7) * 0.25;
+        used +=
+            snprintf(config + used, sizeof config - (size_t)used, "%s%.2f", c ? ", " : "", w[c]);
+    }
+    snprintf(config + used, sizeof config - (size_t)used, "]}}");
+    double want = direct_index(&b, w, 0.125, g, &wsum) / wsum;
+    big_result r = eval_big(&b, config, 0, 2);
+    cr_expect(close_to(r.value, want, 1e-12, 0.0), "(%lld, %lld, %lld): value %.17g, direct %.17g",
+              (long long)outer, (long long)classes, (long long)inner, r.value, want);
+    int bad = 0;
+    for (int64_t i = 0; i < b.n; i++)
+        bad += !close_to(r.grad[i], (float)(g[i] / wsum), 1e-6, 1e-12);
+    cr_expect_eq(bad, 0, "%d gradient elements differ from the direct formula", bad);
+    free(r.grad);
+    free(w);
+    free(g);
+    free_big(&b);
+}
+
+/* Blocks that cut rows, chunks limited by the row end, and S = 1 with a
+ * class count that needs heap work space and many small blocks. */
+Test(big, many_blocks_match_direct)
+{
+    expect_direct(5, 4, 70 * 110);
+    expect_direct(600, 1000, 1);
+    expect_direct(3, 37, 1001);
+}
+
+static void expect_same(const char *what, const big_result *a, const big_result *b, int64_t n,
+                        int64_t positions)
+{
+    cr_expect_eq(memcmp(&a->value, &b->value, sizeof a->value), 0, "%s: value %.17g vs %.17g", what,
+                 a->value, b->value);
+    cr_expect_eq(memcmp(a->grad, b->grad, (size_t)n * sizeof(float)), 0, "%s: gradients differ",
+                 what);
+    if (a->out)
+        cr_expect_eq(memcmp(a->out, b->out, (size_t)positions * sizeof(float)), 0,
+                     "%s: outputs differ", what);
+}
+
+Test(big, bitwise_identical_for_1_and_3_threads)
+{
+    static const char *const configs[] = {
+        "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [1, 2, 0.5, 1.5], "
+        "\"label_smoothing\": 0.1}}",
+        "{\"loss\": \"cross_entropy\", \"reduction\": \"sum\"}",
+        "{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": 0.2}, "
+        "\"reduction\": \"none\"}",
+    };
+    big b = make_big(5, 4, 70 * 110);
+    for (int prob = 0; prob < 2; prob++)
+        for (size_t k = 0; k < sizeof configs / sizeof *configs; k++) {
+            big_result one = eval_big(&b, configs[k], prob, 1);
+            big_result three = eval_big(&b, configs[k], prob, 3);
+            cr_expect(one.out || isfinite(one.value), "%s: value %g", configs[k], one.value);
+            expect_same(configs[k], &one, &three, b.n, b.outer * b.inner);
+            free(one.grad), free(one.out), free(three.grad), free(three.out);
+        }
+    free_big(&b);
+}
