@@ -138,33 +138,78 @@ static void fill(lk_array *a, const char *name, int64_t classes, uint64_t seed)
     }
 }
 
-static int make_data(const lk_loss *loss, const bench_opts *o, bench_data *d)
+/* Allocates and fills one slot's tensor; class_ids asks for int64 class
+ * indices shaped like the input without dim 1. */
+static int make_slot(const lk_slot_desc *sd, const bench_opts *o, int class_ids, size_t seed,
+                     lk_array *a)
 {
     char err[LK_ERRMSG_CAP];
+    int32_t ndim = o->ndim, dtype = LK_DTYPE_F32;
+    int64_t shape[LK_MAX_NDIM];
+    memcpy(shape, o->shape, sizeof shape);
+    if (class_ids || !(sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_F32)))
+        dtype = (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64)) ? LK_DTYPE_I64 : LK_DTYPE_F64;
+    if ((class_ids || sd->shape == LK_SHAPE_INPUT_NO_CHANNEL) && ndim >= 2) {
+        memmove(shape + 1, shape + 2, (size_t)(ndim - 2) * sizeof *shape);
+        ndim--;
+    }
+    if (lk_array_alloc(a, dtype, ndim, shape, err) != LK_OK) {
+        cli_error("bench: %s", err);
+        return -1;
+    }
+    fill(a, sd->name, o->ndim >= 2 ? o->shape[1] : 1, 0x9e3779b97f4a7c15ull + seed);
+    return 0;
+}
+
+static int build_data(const lk_loss *loss, const bench_opts *o, int class_ids, bench_data *d)
+{
     for (size_t i = 0; i < lk_loss_slot_count(loss) && d->n < MAX_SLOTS; i++) {
         const lk_slot_desc *sd;
         int32_t required, diff;
         lk_loss_slot_at(loss, i, &sd, &required, &diff);
         if (!required)
             continue;
-        int32_t ndim = o->ndim, dtype = LK_DTYPE_F32;
-        int64_t shape[LK_MAX_NDIM];
-        memcpy(shape, o->shape, sizeof shape);
-        if (!(sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_F32)))
-            dtype = (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64)) ? LK_DTYPE_I64 : LK_DTYPE_F64;
-        if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL && ndim >= 2) {
-            memmove(shape + 1, shape + 2, (size_t)(ndim - 2) * sizeof *shape);
-            ndim--;
-        }
+        int ids = class_ids && i > 0 && (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64));
         lk_array *a = &d->arrays[d->n];
-        if (lk_array_alloc(a, dtype, ndim, shape, err) != LK_OK) {
-            cli_error("bench: %s", err);
+        if (make_slot(sd, o, ids, i, a) != 0)
             return -1;
-        }
-        fill(a, sd->name, o->ndim >= 2 ? o->shape[1] : 1, 0x9e3779b97f4a7c15ull + i);
         d->named[d->n] = (lk_named_tensor){sd->name, lk_array_view(a), sd->name};
         d->bytes_in += a->nbytes;
         d->n++;
+    }
+    return 0;
+}
+
+static void free_data(bench_data *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        lk_array_free(&d->arrays[i]);
+    lk_array_free(&d->grad);
+    memset(d, 0, sizeof *d);
+}
+
+/* Class-index targets where the loss takes them (cross-entropy, multiclass
+ * modes), else targets shaped like the input: whichever the loss's plan
+ * accepts first. */
+static int make_data(const lk_loss *loss, const bench_opts *o, bench_data *d)
+{
+    char err[LK_ERRMSG_CAP];
+    lk_status st = LK_ERR_INVALID;
+    lk_eval_args a;
+    for (int class_ids = 1; class_ids >= 0 && st != LK_OK; class_ids--) {
+        free_data(d);
+        if (build_data(loss, o, class_ids, d) != 0)
+            return -1;
+        lk_eval_args_init(&a);
+        a.tensors = d->named;
+        a.n_tensors = d->n;
+        int32_t nd;
+        int64_t shape[LK_MAX_NDIM];
+        st = lk_loss_out_shape(loss, &a, &nd, shape);
+    }
+    if (st != LK_OK) {
+        cli_error("bench: %s", a.errmsg);
+        return -1;
     }
     if (lk_array_alloc(&d->grad, d->arrays[0].dtype, d->arrays[0].ndim, d->arrays[0].shape,
                        err) != LK_OK) {
@@ -304,9 +349,7 @@ static double small_call_us(lk_runtime *rt, const char *config_path)
             lk_loss_eval(loss, &a, &v);
         us = (now_ms() - t0) * 1e3 / calls;
     }
-    for (size_t i = 0; i < d.n; i++)
-        lk_array_free(&d.arrays[i]);
-    lk_array_free(&d.grad);
+    free_data(&d);
     lk_loss_free(loss);
     return us;
 }
@@ -384,10 +427,8 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
         report(o, loss, threads, &r);
         rc = EXIT_OK;
     }
-    for (size_t i = 0; d && i < d->n; i++)
-        lk_array_free(&d->arrays[i]);
     if (d)
-        lk_array_free(&d->grad);
+        free_data(d);
     free(d);
     return rc;
 }
