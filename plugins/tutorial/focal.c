@@ -12,33 +12,24 @@ static const lk_slot_desc *const focal_slots[] = {
     NULL,
 };
 
-typedef struct focal_inst {
-    double alpha;
-    double gamma;
-} focal_inst;
-
 static lk_status focal_create(const lk_create_args *args, void **instance, lk_msg *msg)
 {
     if (args->n_params < 2)
         return lk_fail(msg, LK_ERR_INTERNAL, "expected 2 parameters, got %u", args->n_params);
-    focal_inst *f = malloc(sizeof(*f));
-    if (!f)
-        return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
+    tut_inst *f = NULL;
+    lk_status st = tut_inst_new(args, 0, &f, msg);
+    if (st != LK_OK)
+        return st;
     f->alpha = args->params[0].number;
     f->gamma = args->params[1].number;
     *instance = f;
     return LK_OK;
 }
 
-static void focal_destroy(void *instance)
-{
-    free(instance);
-}
-
 static lk_status focal_plan(const void *inst, const lk_tensor *slots, int32_t reduction,
                             lk_plan *plan, lk_msg *msg)
 {
-    return tut_check_layout(slots, 2, msg);
+    return tut_plan_binary(slots, 2, plan, msg);
 }
 
 static const lk_param_desc focal_gamma = {
@@ -65,46 +56,63 @@ static const lk_param_desc focal_alpha = {
 static const lk_param_desc *const focal_params[] = {&focal_alpha, &focal_gamma, NULL};
 
 /* A binary target, with z = x (2t - 1): 1 - p_t = sigmoid(-z), ce =
- * softplus(-z), (1 - p_t)^gamma = exp(-gamma softplus(z)), and
+ * softplus(-z), and the modulation (1 - p_t)^gamma is sigmoid(-z)^gamma for
+ * gamma 1 and 2 and exp(-gamma softplus(z)) otherwise (log space, stable for
+ * gamma < 1);
  *   d loss / dx = -(2t - 1) alpha_t m [sigmoid(-z) + gamma sigmoid(z) ce],
- * finite for every gamma >= 0 and every logit. */
-static double focal_binary(double x, double t, double at, double gamma, double *grad)
+ * finite for every gamma >= 0 and every logit. |z| = |x|, so the primitives
+ * of x serve z. */
+static double focal_binary(const tut_prim *p, double L, double x, double t, double at, double gamma,
+                           double *grad)
 {
     double sgn = t == 1.0 ? 1.0 : -1.0;
     double z = sgn * x;
-    double ce = lk_softplus(-z);
-    double m = gamma == 0.0 ? 1.0 : exp(-gamma * lk_softplus(z));
+    int zpos = z >= 0.0;
+    double smz = zpos ? p->e * p->r : p->r; /* sigmoid(-z) */
+    double sz = zpos ? p->r : p->e * p->r;  /* sigmoid(z) */
+    double ce = (-z > 0.0 ? -z : 0.0) + L;  /* softplus(-z) */
+    double m;
+    if (gamma == 0.0)
+        m = 1.0;
+    else if (gamma == 1.0)
+        m = smz;
+    else if (gamma == 2.0)
+        m = smz * smz;
+    else
+        m = exp(-gamma * ((z > 0.0 ? z : 0.0) + L));
     if (grad)
-        *grad = -sgn * at * m * (lk_sigmoid(-z) + gamma * tut_mul0(lk_sigmoid(z), ce));
+        *grad = -sgn * at * m * (smz + gamma * tut_mul0(sz, ce));
     return tut_mul0(at, m * ce);
 }
 
 /* A soft target: q = 1 - p_t = p (1 - t) + (1 - p) t > 0, and
  *   d loss / dx = alpha_t [(p - t) q^gamma - gamma q^(gamma-1) p(1-p)(2t-1) ce]. */
-static double focal_soft(double x, double t, double at, double gamma, double *grad)
+static double focal_soft(const tut_prim *p, double L, double t, double at, double gamma,
+                         double *grad)
 {
-    double p = lk_sigmoid(x), p1 = lk_sigmoid(-x);
-    double q = p * (1.0 - t) + p1 * t;
-    double ce = tut_bce(x, t, 1.0);
-    double m = pow(q, gamma);
+    double pp = tut_sig(p), p1 = tut_sig_neg(p);
+    double q = pp * (1.0 - t) + p1 * t;
+    double ce = tut_bce_p(p, L, t, 1.0);
+    double m = tut_powg(q, gamma);
     if (grad) {
-        double dm = gamma == 0.0 || q == 0.0 ? 0.0 : gamma * pow(q, gamma - 1.0);
-        *grad = at * ((p - t) * m - dm * tut_mul0(p * p1, ce) * (2.0 * t - 1.0));
+        double dm = gamma == 0.0 || q == 0.0 ? 0.0 : gamma * tut_powg(q, gamma - 1.0);
+        *grad = at * ((pp - t) * m - dm * tut_mul0(pp * p1, ce) * (2.0 * t - 1.0));
     }
     return tut_mul0(at, m * ce);
 }
 
-static void focal_kernel(const void *inst, const tut_span *s)
+static void focal_kernel(const tut_inst *f, const tut_span *s)
 {
-    const focal_inst *f = inst;
     double g, *gp = s->grad ? &g : NULL;
     for (int64_t j = 0; j < s->n; j++) {
         double x = s->x[j], t = s->t[j];
         double at = f->alpha < 0.0 ? 1.0 : f->alpha * t + (1.0 - f->alpha) * (1.0 - t);
+        tut_prim p = tut_prims(x);
+        double L = log1p(p.e);
         if (t == 0.0 || t == 1.0)
-            s->loss[j] = focal_binary(x, t, at, f->gamma, gp);
+            s->loss[j] = focal_binary(&p, L, x, t, at, f->gamma, gp);
         else
-            s->loss[j] = focal_soft(x, t, at, f->gamma, gp);
+            s->loss[j] = focal_soft(&p, L, t, at, f->gamma, gp);
         if (gp)
             s->grad[j] = g;
     }
@@ -113,13 +121,17 @@ static void focal_kernel(const void *inst, const tut_span *s)
 static lk_status focal_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
                                lk_msg *msg)
 {
+#if TUT_HAVE_AVX2
+    if (((const tut_inst *)inst)->simd == TUT_SIMD_AVX2)
+        return tut_avx2_fused(inst, TUT_K_FOCAL, blk, msg);
+#endif
     return tut_fused_forward(inst, blk, focal_kernel, TUT_CHECK_TARGET, msg);
 }
 
 const lk_loss_desc tut_focal_desc = {
     .id = "focal",
     .summary = "per-element sigmoid focal loss of Lin et al. (torchvision's)",
-    .version = "1.0.0",
+    .version = "1.0.1",
     .params = focal_params,
     .slots = focal_slots,
     .reductions = LK_REDUCTION_BIT(LK_REDUCTION_NONE) | LK_REDUCTION_BIT(LK_REDUCTION_MEAN) |
@@ -127,15 +139,13 @@ const lk_loss_desc tut_focal_desc = {
     .default_reduction = LK_REDUCTION_MEAN,
     .flags = LK_LOSS_FUSED,
     .create = focal_create,
-    .destroy = focal_destroy,
+    .destroy = tut_destroy,
     .plan = focal_plan,
     .forward = focal_forward,
 };
 
 /* ------------------------------------------------------------------------ */
 /* focal_mean_bce: alpha (1 - exp(-B))^gamma B, B = mean bce                 */
-
-enum { ST_BCE, ST_COUNT };
 
 static const lk_param_desc fmb_alpha = {
     .name = "alpha",
@@ -161,21 +171,25 @@ static lk_status fmb_plan(const void *inst, const lk_tensor *slots, int32_t redu
                           lk_plan *plan, lk_msg *msg)
 {
     plan->n_stats = 2;
-    return tut_check_layout(slots, 2, msg);
+    return tut_plan_binary(slots, 2, plan, msg);
 }
 
-static void fmb_stats(const void *inst, const tut_span *s, double *stats)
+static void fmb_stats(const tut_inst *inst, const tut_span *s, double *stats)
 {
     double b = 0.0;
     for (int64_t j = 0; j < s->n; j++)
         b += tut_bce(s->x[j], s->t[j], 1.0);
-    stats[ST_BCE] += b;
-    stats[ST_COUNT] += (double)s->n;
+    stats[TUT_FMB_BCE] += b;
+    stats[TUT_FMB_COUNT] += (double)s->n;
 }
 
 static lk_status fmb_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
                              lk_msg *msg)
 {
+#if TUT_HAVE_AVX2
+    if (((const tut_inst *)inst)->simd == TUT_SIMD_AVX2)
+        return tut_avx2_stats(inst, TUT_K_FMB, blk, msg);
+#endif
     return tut_stats_forward(inst, plan, blk, fmb_stats, msg);
 }
 
@@ -183,15 +197,15 @@ static lk_status fmb_forward(const void *inst, const lk_plan *plan, const lk_blo
 static lk_status fmb_finalize(const void *inst, const lk_plan *plan, const double *stats,
                               int32_t reduction, double *value, lk_msg *msg)
 {
-    const focal_inst *f = inst;
-    double b = stats[ST_BCE] / stats[ST_COUNT];
+    const tut_inst *f = inst;
+    double b = stats[TUT_FMB_BCE] / stats[TUT_FMB_COUNT];
     *value = tut_mul0(f->alpha, pow(-expm1(-b), f->gamma) * b);
     return LK_OK;
 }
 
 /* d value / dB = alpha [u^gamma + gamma u^(gamma-1) e^-B B], u = 1 - e^-B;
  * the second term tends to 0 as B -> 0 (for gamma > 0) and as B -> inf. */
-static double fmb_dvalue(const focal_inst *f, double b)
+static double fmb_dvalue(const tut_inst *f, double b)
 {
     if (b == 0.0)
         return f->gamma == 0.0 ? f->alpha : 0.0;
@@ -200,30 +214,41 @@ static double fmb_dvalue(const focal_inst *f, double b)
     return f->alpha * (pow(u, f->gamma) + tail);
 }
 
-static void fmb_grad(const void *inst, const lk_plan *plan, const double *g, const tut_span *s)
+/* k[0] is d value / dB / n. */
+static void fmb_grad(const double *k, const tut_span *s)
 {
-    double scale = fmb_dvalue(inst, g[ST_BCE] / g[ST_COUNT]) / g[ST_COUNT];
-    for (int64_t j = 0; j < s->n; j++)
-        s->grad[j] = scale * (lk_sigmoid(s->x[j]) - s->t[j]);
+    for (int64_t j = 0; j < s->n; j++) {
+        tut_prim p = tut_prims(s->x[j]);
+        s->grad[j] = k[0] * (tut_sig(&p) - s->t[j]);
+    }
 }
 
 static lk_status fmb_backward(const void *inst, const lk_plan *plan, const lk_block *blk,
                               lk_msg *msg)
 {
-    return tut_backward(inst, plan, blk, fmb_grad, msg);
+    lk_status st;
+    if (!tut_backward_wanted(blk, &st, msg))
+        return st;
+    const double *g = blk->global;
+    double k[1] = {fmb_dvalue(inst, g[TUT_FMB_BCE] / g[TUT_FMB_COUNT]) / g[TUT_FMB_COUNT]};
+#if TUT_HAVE_AVX2
+    if (((const tut_inst *)inst)->simd == TUT_SIMD_AVX2)
+        return tut_avx2_grad(TUT_K_FMB, k, blk, msg);
+#endif
+    return tut_backward(k, blk, fmb_grad, msg);
 }
 
 const lk_loss_desc tut_focal_mean_bce_desc = {
     .id = "focal_mean_bce",
     .summary = "the tutorial's FocalLoss: alpha (1 - e^-B)^gamma B on the mean BCE B",
-    .version = "1.0.0",
+    .version = "1.0.1",
     .params = fmb_params,
     .slots = focal_slots,
     .reductions = LK_REDUCTION_BIT(LK_REDUCTION_MEAN),
     .default_reduction = LK_REDUCTION_MEAN,
     .flags = 0,
     .create = focal_create,
-    .destroy = focal_destroy,
+    .destroy = tut_destroy,
     .plan = fmb_plan,
     .forward = fmb_forward,
     .finalize = fmb_finalize,

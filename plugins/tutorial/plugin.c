@@ -1,5 +1,7 @@
-/* plugin.c: the tutorial family's entry point, its shared slots, and the
- * chunked drivers that every kernel of the family runs through. */
+/* plugin.c: the tutorial family's entry point, its shared slots, the choice
+ * of kernels, and the chunked drivers of the portable path. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tutorial.h"
@@ -44,12 +46,61 @@ static const lk_plugin tutorial_plugin = {
     LK_ABI_MAJOR,
     LK_ABI_MINOR,
     "tutorial",
-    "1.0.0",
+    "1.1.0",
     "the losses of the custom-loss tutorial: mse, l1, bce, dice, iou, focal",
     tutorial_losses,
 };
 
 LK_PLUGIN_ENTRY(tutorial_plugin)
+
+/* ------------------------------------------------------------------------ */
+/* Instances and the choice of kernels                                      */
+
+int32_t tut_simd_choice(void)
+{
+    const char *env = getenv("LOSSKIT_SIMD");
+    if (env && strcmp(env, "0") == 0)
+        return TUT_SIMD_NONE;
+#if TUT_HAVE_AVX2
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return TUT_SIMD_AVX2;
+#endif
+    return TUT_SIMD_NONE;
+}
+
+lk_status tut_inst_new(const lk_create_args *args, int64_t n_pw, tut_inst **out, lk_msg *msg)
+{
+    tut_inst *in = calloc(1, sizeof(*in) + (size_t)n_pw * sizeof(double));
+    if (!in)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
+    in->simd = tut_simd_choice();
+    in->n_pw = n_pw;
+    const lk_host *h = args->host;
+    if (h && h->log) {
+        char line[128];
+        snprintf(line, sizeof line, "tutorial %s: %s kernels", args->desc ? args->desc->id : "?",
+                 in->simd == TUT_SIMD_AVX2 ? "AVX2+FMA" : "portable");
+        h->log(h->ctx, LK_LOG_DEBUG, line);
+    }
+    *out = in;
+    return LK_OK;
+}
+
+/* create() of the losses without parameters: only the choice of kernels. */
+lk_status tut_create_plain(const lk_create_args *args, void **instance, lk_msg *msg)
+{
+    tut_inst *in = NULL;
+    lk_status st = tut_inst_new(args, 0, &in, msg);
+    if (st == LK_OK)
+        *instance = in;
+    return st;
+}
+
+void tut_destroy(void *instance)
+{
+    free(instance);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Layout                                                                    */
@@ -67,6 +118,19 @@ static int is_c_order(const lk_tensor *t)
         expect *= t->shape[d];
     }
     return 1;
+}
+
+int64_t tut_block_positions(int64_t n_positions)
+{
+    int64_t b = (n_positions / 64 + LK_BLOCK_POSITIONS - 1) / LK_BLOCK_POSITIONS;
+    b *= LK_BLOCK_POSITIONS;
+    return b < LK_BLOCK_POSITIONS ? LK_BLOCK_POSITIONS : b > TUT_BLOCK_MAX ? TUT_BLOCK_MAX : b;
+}
+
+lk_status tut_plan_binary(const lk_tensor *slots, int32_t n_slots, lk_plan *plan, lk_msg *msg)
+{
+    plan->block_positions = tut_block_positions(plan->n_positions);
+    return tut_check_layout(slots, n_slots, msg);
 }
 
 lk_status tut_check_layout(const lk_tensor *slots, int32_t n_slots, lk_msg *msg)
@@ -121,6 +185,34 @@ static void store_chunk(const lk_tensor *t, int64_t begin, int64_t n, const doub
     }
 }
 
+void tut_shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, cap, "(");
+    for (int32_t d = 0; d < ndim && used < cap; d++)
+        used +=
+            (size_t)snprintf(buf + used, cap - used, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (used < cap)
+        snprintf(buf + used, cap - used, ndim == 1 ? ",)" : ")");
+}
+
+const char *tut_dtype_name(int32_t dtype)
+{
+    switch (dtype) {
+    case LK_DTYPE_F32: return "float32";
+    case LK_DTYPE_F64: return "float64";
+    case LK_DTYPE_I64: return "int64";
+    case LK_DTYPE_I32: return "int32";
+    case LK_DTYPE_U8: return "uint8";
+    case LK_DTYPE_BOOL: return "bool";
+    default: return "invalid";
+    }
+}
+
+lk_status tut_bad_target(lk_msg *msg, int64_t index, double t)
+{
+    return lk_fail(msg, LK_ERR_INVALID, "target[%lld] = %g is outside [0, 1]", (long long)index, t);
+}
+
 /* NaN targets pass (and propagate); anything else outside [0, 1] fails. */
 static lk_status check_targets(const double *t, int64_t begin, int64_t n, lk_msg *msg)
 {
@@ -131,8 +223,7 @@ static lk_status check_targets(const double *t, int64_t begin, int64_t n, lk_msg
         return LK_OK;
     for (int64_t j = 0; j < n; j++)
         if (t[j] < 0.0 || t[j] > 1.0)
-            return lk_fail(msg, LK_ERR_INVALID, "target[%lld] = %g is outside [0, 1]",
-                           (long long)(begin + j), t[j]);
+            return tut_bad_target(msg, begin + j, t[j]);
     return LK_ERR_INTERNAL;
 }
 
@@ -161,8 +252,8 @@ static double weigh_and_sum(const double *w, double *loss, double *grad, int64_t
     return sum;
 }
 
-lk_status tut_fused_forward(const void *inst, const lk_block *blk, tut_fused_fn fn, uint32_t flags,
-                            lk_msg *msg)
+lk_status tut_fused_forward(const tut_inst *inst, const lk_block *blk, tut_fused_fn fn,
+                            uint32_t flags, lk_msg *msg)
 {
     double x[TUT_CHUNK], t[TUT_CHUNK], w[TUT_CHUNK], loss[TUT_CHUNK], grad[TUT_CHUNK];
     const lk_tensor *wt = (flags & TUT_WEIGHTED) ? &blk->slots[2] : NULL;
@@ -193,7 +284,7 @@ lk_status tut_fused_forward(const void *inst, const lk_block *blk, tut_fused_fn 
     return LK_OK;
 }
 
-lk_status tut_stats_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
+lk_status tut_stats_forward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
                             tut_stats_fn fn, lk_msg *msg)
 {
     double x[TUT_CHUNK], t[TUT_CHUNK];
@@ -214,20 +305,15 @@ lk_status tut_stats_forward(const void *inst, const lk_plan *plan, const lk_bloc
     return LK_OK;
 }
 
-lk_status tut_backward(const void *inst, const lk_plan *plan, const lk_block *blk, tut_grad_fn fn,
-                       lk_msg *msg)
+lk_status tut_backward(const double *k, const lk_block *blk, tut_grad_fn fn, lk_msg *msg)
 {
     double x[TUT_CHUNK], t[TUT_CHUNK], grad[TUT_CHUNK];
-    if (!blk->grads || !wants(&blk->grads[0]))
-        return LK_OK;
-    if (!blk->global)
-        return lk_fail(msg, LK_ERR_INTERNAL, "backward called without global statistics");
     for (int64_t b = blk->begin; b < blk->end; b += TUT_CHUNK) {
         int64_t n = blk->end - b < TUT_CHUNK ? blk->end - b : TUT_CHUNK;
         tut_span s = {b, n, x, t, NULL, grad};
         load_chunk(&blk->slots[0], b, n, x);
         load_chunk(&blk->slots[1], b, n, t);
-        fn(inst, plan, blk->global, &s);
+        fn(k, &s);
         store_chunk(&blk->grads[0], b, n, grad, blk->grad_scale, blk->flags);
     }
     return LK_OK;

@@ -1,0 +1,964 @@
+/* test_simd: the tutorial family's two kernel paths agree, and dice's
+ * multiclass mode is right.
+ *
+ * The tutorial plugin chooses its kernels at create(): AVX2+FMA when the CPU
+ * has them, the portable scalar ones when LOSSKIT_SIMD=0 (read at every
+ * create, so each loss below is built once per path in the same process).
+ *
+ * simd.paths_agree_*: every tutorial loss (and parameter variants, weights,
+ * reductions sum and none, weighted sums that accumulate into one gradient)
+ * on float32, float64 and mixed dtypes, lengths 1, 7, 8, 9, 31, 33, 16389
+ * and several blocks, binary, soft and mixed targets, logits with +-30,
+ * +-100, +-inf and NaN among them: the value to 1e-12 relative (1e-15
+ * absolute near 0), every gradient and output element to 1e-12 relative
+ * (float64) or 1e-6 (float32), with a floor for entries that are the
+ * difference of larger terms (sigmoid(x) - 1 at large x, the softmax
+ * Jacobian's g_c - sum p g): 2e-15 (float64, 9 ulps) or 1e-7 (float32) of
+ * the largest element. Non-finite results must match exactly (the same
+ * infinity, or NaN on both).
+ * simd.avx2_path_runs: on a CPU with AVX2 and FMA the two paths do differ
+ * in the last bits somewhere, so the comparisons above compared two
+ * different paths.
+ * simd.errors_agree: targets outside [0, 1] and bad class indices give the
+ * same message, naming the same position, on both paths.
+ *
+ * simd.threads_bitwise: blocks larger than 16384 positions and multiclass
+ * dice still give bitwise the same value and gradient on 1 and 3 threads.
+ *
+ * multiclass.golden: tests/golden/multiclass/cases.json, from
+ * tests/golden/make_golden_multiclass.py (PyTorch, smp's multiclass mode),
+ * on both paths: value 1e-12 relative, gradient 1e-10 relative (float64
+ * input) or 1e-6 (float32). multiclass.gradcheck: central finite
+ * differences. multiclass.*: shapes and dtypes refused with their message,
+ * ignore_index, empty and fully ignored inputs. */
+#include <criterion/criterion.h>
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "losskit/losskit.h"
+
+#define SRC(rel) LK_SOURCE_ROOT "/" rel
+#define MC_DIR   "tests/golden/multiclass"
+
+enum { PORTABLE = 0, SIMD = 1 };
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+static uint64_t rng_state;
+
+static double uniform(void)
+{
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double normal(double sd)
+{
+    return sd * sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
+}
+
+static lk_runtime *open_runtime(int32_t threads)
+{
+    lk_runtime_options opts;
+    lk_runtime *rt = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    lk_runtime_options_init(&opts);
+    opts.use_env_path = 0;
+    opts.threads = threads;
+    cr_assert_eq(lk_runtime_open(&opts, &rt, err), LK_OK, "lk_runtime_open: %s", err);
+    return rt;
+}
+
+/* The loss built for one path: LOSSKIT_SIMD is read by create(). */
+static lk_loss *make_loss_on(lk_runtime *rt, const char *config, int path)
+{
+    char err[LK_ERRMSG_CAP] = "";
+    lk_loss *loss = NULL;
+    if (path == PORTABLE)
+        setenv("LOSSKIT_SIMD", "0", 1);
+    else
+        unsetenv("LOSSKIT_SIMD");
+    lk_status st = lk_loss_from_json(rt, config, strlen(config), "test_simd", &loss, err);
+    unsetenv("LOSSKIT_SIMD");
+    cr_assert_eq(st, LK_OK, "config %s: %s", config, err);
+    return loss;
+}
+
+static size_t dsize(int32_t dtype)
+{
+    return dtype == LK_DTYPE_F32 ? 4 : 8;
+}
+
+static double get(const void *p, int32_t dtype, int64_t i)
+{
+    return dtype == LK_DTYPE_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+
+static void put(void *p, int32_t dtype, int64_t i, double v)
+{
+    if (dtype == LK_DTYPE_F32)
+        ((float *)p)[i] = (float)v;
+    else
+        ((double *)p)[i] = v;
+}
+
+/* A tensor owned by the test: data in its dtype. */
+typedef struct tens {
+    int32_t dtype;
+    int32_t ndim;
+    int64_t shape[LK_MAX_NDIM];
+    int64_t n;
+    void *data;
+} tens;
+
+static tens tens_new(int32_t dtype, int32_t ndim, const int64_t *shape)
+{
+    tens t = {dtype, ndim, {0}, 1, NULL};
+    for (int32_t d = 0; d < ndim; d++) {
+        t.shape[d] = shape[d];
+        t.n *= shape[d];
+    }
+    t.data = calloc((size_t)(t.n > 0 ? t.n : 1), dtype == LK_DTYPE_I64 ? 8 : dsize(dtype));
+    cr_assert_not_null(t.data);
+    return t;
+}
+
+static lk_tensor view(const tens *t)
+{
+    lk_tensor v = {t->data, t->dtype, t->ndim, t->shape, NULL};
+    return v;
+}
+
+/* One evaluation's results, copied to double. */
+typedef struct result {
+    lk_status st;
+    double value;
+    double *grad; /* n, or NULL */
+    double *out;  /* n, or NULL */
+    int64_t n;
+    char err[LK_ERRMSG_CAP];
+} result;
+
+static void result_free(result *r)
+{
+    free(r->grad);
+    free(r->out);
+}
+
+/* Evaluates with a gradient for input (and out, for reduction none).
+ * weight may be NULL. */
+static result eval(const lk_loss *loss, const tens *x, const tens *t, const tens *w, int want_out)
+{
+    result r = {0};
+    tens g = tens_new(x->dtype, x->ndim, x->shape), o = {0};
+    lk_named_tensor in[3] = {
+        {.name = "input", .tensor = view(x)},
+        {.name = "target", .tensor = view(t)},
+        {.name = "weight", .tensor = w ? view(w) : view(x)},
+    };
+    lk_named_tensor gn = {.name = "input", .tensor = view(&g)};
+    lk_eval_args a;
+    lk_eval_args_init(&a);
+    a.tensors = in;
+    a.n_tensors = w ? 3 : 2;
+    a.grads = &gn;
+    a.n_grads = 1;
+    lk_tensor ov;
+    if (want_out) {
+        o = tens_new(x->dtype, x->ndim, x->shape);
+        ov = view(&o);
+        a.out = &ov;
+    }
+    r.st = lk_loss_eval(loss, &a, &r.value);
+    snprintf(r.err, sizeof r.err, "%s", a.errmsg);
+    r.n = x->n;
+    r.grad = malloc((size_t)(r.n > 0 ? r.n : 1) * sizeof(double));
+    cr_assert_not_null(r.grad);
+    for (int64_t i = 0; i < r.n; i++)
+        r.grad[i] = get(g.data, g.dtype, i);
+    if (want_out) {
+        r.out = malloc((size_t)(r.n > 0 ? r.n : 1) * sizeof(double));
+        cr_assert_not_null(r.out);
+        for (int64_t i = 0; i < r.n; i++)
+            r.out[i] = get(o.data, o.dtype, i);
+        free(o.data);
+    }
+    free(g.data);
+    return r;
+}
+
+/* a and b agree: the same non-finite value, or |a - b| <= rel |b| + abs. */
+static int agree(double a, double b, double rel, double abs_floor)
+{
+    if (isnan(a) || isnan(b))
+        return isnan(a) && isnan(b);
+    if (isinf(a) || isinf(b))
+        return a == b;
+    return fabs(a - b) <= rel * fabs(b) + abs_floor;
+}
+
+static double max_finite(const double *v, int64_t n)
+{
+    double m = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(v[i]) && fabs(v[i]) > m)
+            m = fabs(v[i]);
+    return m;
+}
+
+static int64_t bitwise_differences; /* between the paths, over all comparisons */
+
+/* Compares an array element by element; reports the first few mismatches. */
+static int compare_arrays(const char *what, const char *label, const double *a, const double *b,
+                          int64_t n, double rel, double floor_rel)
+{
+    double abs_floor = floor_rel * max_finite(b, n);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (memcmp(&a[i], &b[i], sizeof a[i]) != 0)
+            bitwise_differences++;
+        if (!agree(a[i], b[i], rel, abs_floor)) {
+            if (bad < 3)
+                cr_log_error("%s: %s[%lld]: SIMD %.17g, portable %.17g", label, what, (long long)i,
+                             a[i], b[i]);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+/* The two paths' results of one case agree. */
+static void expect_same(const char *label, const result *s, const result *p, int32_t dtype)
+{
+    cr_expect_eq(s->st, p->st, "%s: status SIMD %s, portable %s (%s | %s)", label,
+                 lk_status_name(s->st), lk_status_name(p->st), s->err, p->err);
+    if (s->st != LK_OK || p->st != LK_OK) {
+        cr_expect_str_eq(s->err, p->err, "%s: messages differ", label);
+        return;
+    }
+    if (memcmp(&s->value, &p->value, sizeof s->value) != 0)
+        bitwise_differences++;
+    cr_expect(agree(s->value, p->value, 1e-12, 1e-15), "%s: value SIMD %.17g, portable %.17g",
+              label, s->value, p->value);
+    double rel = dtype == LK_DTYPE_F32 ? 1e-6 : 1e-12;
+    double floor_rel = dtype == LK_DTYPE_F32 ? 1e-7 : 2e-15;
+    int bad = compare_arrays("grad", label, s->grad, p->grad, s->n, rel, floor_rel);
+    if (s->out && p->out)
+        bad += compare_arrays("out", label, s->out, p->out, s->n, rel, floor_rel);
+    cr_expect_eq(bad, 0, "%s: %d elements differ beyond tolerance", label, bad);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Data of the binary losses                                                 */
+
+enum { T_BINARY, T_SOFT, T_MIXED };
+enum { X_PLAIN, X_EXTREME, X_INF, X_NAN };
+
+static const char *const target_names[] = {"binary", "soft", "mixed"};
+static const char *const logit_names[] = {"plain", "extreme", "inf", "nan"};
+
+static void fill_logits(tens *x, int kind)
+{
+    static const double extremes[] = {30.0, -30.0, 100.0, -100.0};
+    for (int64_t i = 0; i < x->n; i++) {
+        double v = normal(3.0);
+        if (kind >= X_EXTREME && i % 11 == 5)
+            v = extremes[(i / 11) % 4];
+        if (kind >= X_INF && i % 13 == 6)
+            v = (i / 13) % 2 ? HUGE_VAL : -HUGE_VAL;
+        put(x->data, x->dtype, i, v);
+    }
+    if (kind == X_NAN && x->n > 0)
+        put(x->data, x->dtype, x->n / 2, NAN);
+}
+
+static void fill_targets(tens *t, int kind)
+{
+    for (int64_t i = 0; i < t->n; i++) {
+        int binary = kind == T_BINARY || (kind == T_MIXED && i % 3 != 0);
+        put(t->data, t->dtype, i, binary ? (uniform() < 0.35 ? 1.0 : 0.0) : uniform());
+    }
+}
+
+static void fill_weights(tens *w)
+{
+    for (int64_t i = 0; i < w->n; i++)
+        put(w->data, w->dtype, i, i % 17 == 3 ? 0.0 : 2.0 * uniform());
+}
+
+static void fill_mc(tens *x, tens *y, int64_t classes, int64_t spatial, int64_t ignore,
+                    int extreme);
+
+typedef struct bin_case {
+    const char *config;
+    int weighted; /* a weight tensor too */
+    int none;     /* reduction none: compare out as well */
+} bin_case;
+
+static const bin_case bin_cases[] = {
+    {"{\"loss\": \"mse\"}", 0, 0},
+    {"{\"loss\": \"mse\", \"reduction\": \"sum\"}", 1, 0},
+    {"{\"loss\": \"mse\", \"reduction\": \"none\"}", 1, 1},
+    {"{\"loss\": \"l1\"}", 0, 0},
+    {"{\"loss\": \"l1\", \"reduction\": \"none\"}", 1, 1},
+    {"{\"loss\": \"bce_with_logits\"}", 0, 0},
+    {"{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": [2.5]}}", 1, 0},
+    {"{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": [0.3]}, "
+     "\"reduction\": \"none\"}",
+     1, 1},
+    {"{\"loss\": \"focal\"}", 0, 0},
+    {"{\"loss\": \"focal\", \"params\": {\"gamma\": 0.5}}", 0, 0},
+    {"{\"loss\": \"focal\", \"params\": {\"gamma\": 0}}", 0, 0},
+    {"{\"loss\": \"focal\", \"params\": {\"alpha\": 0.6, \"gamma\": 1}, \"reduction\": \"sum\"}", 0,
+     0},
+    {"{\"loss\": \"focal\", \"params\": {\"alpha\": -1, \"gamma\": 3}, \"reduction\": \"none\"}", 0,
+     1},
+    {"{\"loss\": \"dice\"}", 0, 0},
+    {"{\"loss\": \"dice\", \"params\": {\"smooth\": 0}}", 0, 0},
+    {"{\"loss\": \"dice_bce\"}", 0, 0},
+    {"{\"loss\": \"iou\", \"params\": {\"smooth\": 0.5}}", 0, 0},
+    {"{\"loss\": \"focal_mean_bce\"}", 0, 0},
+    {"{\"loss\": \"focal_mean_bce\", \"params\": {\"alpha\": 0.4, \"gamma\": 0.5}}", 0, 0},
+    /* two terms into one gradient: the second accumulates */
+    {"{\"terms\": [{\"loss\": \"bce_with_logits\", \"weight\": 0.3}, "
+     "{\"loss\": \"dice\", \"weight\": 0.7}]}",
+     0, 0},
+    {"{\"terms\": [{\"loss\": \"focal\", \"weight\": 0.5}, "
+     "{\"loss\": \"iou\", \"weight\": 2}, {\"loss\": \"mse\", \"weight\": 0.25}]}",
+     0, 0},
+};
+#define N_BIN (sizeof bin_cases / sizeof bin_cases[0])
+
+static const int64_t lengths[] = {1, 7, 8, 9, 31, 33, 16384 + 5, 3 * 16384 + 1001};
+#define N_LEN (sizeof lengths / sizeof lengths[0])
+
+/* Both paths on one set of tensors, for every case. */
+static void run_binary_cases(lk_runtime *rt, const tens *x, const tens *t, const tens *w,
+                             const char *data_label)
+{
+    for (size_t c = 0; c < N_BIN; c++) {
+        const bin_case *bc = &bin_cases[c];
+        char label[512];
+        snprintf(label, sizeof label, "%s on %s", bc->config, data_label);
+        lk_loss *ls = make_loss_on(rt, bc->config, SIMD),
+                *lp = make_loss_on(rt, bc->config, PORTABLE);
+        result s = eval(ls, x, t, bc->weighted ? w : NULL, bc->none);
+        result p = eval(lp, x, t, bc->weighted ? w : NULL, bc->none);
+        expect_same(label, &s, &p, x->dtype);
+        result_free(&s);
+        result_free(&p);
+        lk_loss_free(ls);
+        lk_loss_free(lp);
+    }
+}
+
+static void paths_agree(int32_t xdt, int32_t tdt, int32_t wdt)
+{
+    lk_runtime *rt = open_runtime(2);
+    for (size_t l = 0; l < N_LEN; l++)
+        for (int tk = T_BINARY; tk <= T_MIXED; tk++)
+            for (int xk = X_PLAIN; xk <= X_NAN; xk++) {
+                if (lengths[l] > 20000 && (xk == X_INF || xk == X_NAN))
+                    continue; /* the non-finite cases need no long data */
+                rng_state = 1000u * (uint64_t)l + 10u * (uint64_t)tk + (uint64_t)xk;
+                int64_t shape[1] = {lengths[l]};
+                tens x = tens_new(xdt, 1, shape), t = tens_new(tdt, 1, shape),
+                     w = tens_new(wdt, 1, shape);
+                fill_logits(&x, xk);
+                fill_targets(&t, tk);
+                fill_weights(&w);
+                char label[160];
+                snprintf(label, sizeof label, "n %lld, %s targets, %s logits, %s/%s/%s",
+                         (long long)lengths[l], target_names[tk], logit_names[xk],
+                         xdt == LK_DTYPE_F32 ? "f32" : "f64", tdt == LK_DTYPE_F32 ? "f32" : "f64",
+                         wdt == LK_DTYPE_F32 ? "f32" : "f64");
+                run_binary_cases(rt, &x, &t, &w, label);
+                free(x.data);
+                free(t.data);
+                free(w.data);
+            }
+    lk_runtime_close(rt);
+}
+
+Test(simd, paths_agree_float32, .timeout = 300)
+{
+    paths_agree(LK_DTYPE_F32, LK_DTYPE_F32, LK_DTYPE_F32);
+}
+
+Test(simd, paths_agree_float64, .timeout = 300)
+{
+    paths_agree(LK_DTYPE_F64, LK_DTYPE_F64, LK_DTYPE_F64);
+}
+
+Test(simd, paths_agree_mixed_dtypes, .timeout = 300)
+{
+    paths_agree(LK_DTYPE_F32, LK_DTYPE_F64, LK_DTYPE_F32);
+    paths_agree(LK_DTYPE_F64, LK_DTYPE_F32, LK_DTYPE_F64);
+}
+
+/* pos_weight along the last dimension, rows cut across blocks and vectors. */
+Test(simd, paths_agree_pos_weight_list)
+{
+    static const int64_t rows[] = {1, 3, 5, 2345, 7031};
+    const char *config = "{\"loss\": \"bce_with_logits\", \"params\": "
+                         "{\"pos_weight\": [0.5, 1, 2, 3, 0.25, 1.5, 4]}, \"reduction\": \"none\"}";
+    lk_runtime *rt = open_runtime(2);
+    for (int dt = 0; dt < 2; dt++)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            int32_t dtype = dt ? LK_DTYPE_F64 : LK_DTYPE_F32;
+            int64_t shape[2] = {rows[r], 7};
+            rng_state = 77u + r;
+            tens x = tens_new(dtype, 2, shape), t = tens_new(dtype, 2, shape),
+                 w = tens_new(dtype, 2, shape);
+            fill_logits(&x, X_EXTREME);
+            fill_targets(&t, T_MIXED);
+            fill_weights(&w);
+            lk_loss *ls = make_loss_on(rt, config, SIMD), *lp = make_loss_on(rt, config, PORTABLE);
+            result s = eval(ls, &x, &t, &w, 1), p = eval(lp, &x, &t, &w, 1);
+            char label[96];
+            snprintf(label, sizeof label, "pos_weight list, %lld rows, %s", (long long)rows[r],
+                     dt ? "f64" : "f32");
+            expect_same(label, &s, &p, dtype);
+            result_free(&s);
+            result_free(&p);
+            lk_loss_free(ls);
+            lk_loss_free(lp);
+            free(x.data);
+            free(t.data);
+            free(w.data);
+        }
+    lk_runtime_close(rt);
+}
+
+/* More than a million positions: blocks larger than 16384 (tutorial.h). */
+Test(simd, paths_agree_large_blocks, .timeout = 300)
+{
+    int64_t shape[1] = {(1 << 21) + 77};
+    lk_runtime *rt = open_runtime(2);
+    rng_state = 4242;
+    tens x = tens_new(LK_DTYPE_F32, 1, shape), t = tens_new(LK_DTYPE_F32, 1, shape);
+    fill_logits(&x, X_EXTREME);
+    fill_targets(&t, T_MIXED);
+    static const char *const configs[] = {"{\"loss\": \"mse\"}", "{\"loss\": \"focal\"}",
+                                          "{\"loss\": \"dice_bce\"}"};
+    for (size_t c = 0; c < 3; c++) {
+        lk_loss *ls = make_loss_on(rt, configs[c], SIMD),
+                *lp = make_loss_on(rt, configs[c], PORTABLE);
+        result s = eval(ls, &x, &t, NULL, 0), p = eval(lp, &x, &t, NULL, 0);
+        expect_same(configs[c], &s, &p, LK_DTYPE_F32);
+        result_free(&s);
+        result_free(&p);
+        lk_loss_free(ls);
+        lk_loss_free(lp);
+    }
+    free(x.data);
+    free(t.data);
+    lk_runtime_close(rt);
+}
+
+static int same_bits(const result *a, const result *b)
+{
+    return a->st == LK_OK && b->st == LK_OK && a->n == b->n &&
+           memcmp(&a->value, &b->value, sizeof a->value) == 0 &&
+           memcmp(a->grad, b->grad, (size_t)a->n * sizeof *a->grad) == 0;
+}
+
+/* Results depend on the data only, never on the thread count, on either
+ * path: large binary calls (blocks of 32768 positions) and multiclass. */
+Test(simd, threads_bitwise, .timeout = 300)
+{
+    int64_t shape[1] = {(1 << 21) + 77}, xs[3] = {3, 5, 30001}, ys[2] = {3, 30001};
+    tens x = tens_new(LK_DTYPE_F32, 1, shape), t = tens_new(LK_DTYPE_F32, 1, shape);
+    tens mx = tens_new(LK_DTYPE_F32, 3, xs), my = tens_new(LK_DTYPE_I64, 2, ys);
+    rng_state = 17;
+    fill_logits(&x, X_EXTREME);
+    fill_targets(&t, T_MIXED);
+    fill_mc(&mx, &my, 5, 30001, -100, 1);
+    static const char *const configs[] = {
+        "{\"loss\": \"mse\"}", "{\"loss\": \"focal\"}", "{\"loss\": \"dice_bce\"}",
+        "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\"}}"};
+    lk_runtime *rt1 = open_runtime(1), *rt3 = open_runtime(3);
+    for (size_t c = 0; c < 4; c++)
+        for (int path = PORTABLE; path <= SIMD; path++) {
+            lk_loss *l1 = make_loss_on(rt1, configs[c], path),
+                    *l3 = make_loss_on(rt3, configs[c], path);
+            const tens *xi = c == 3 ? &mx : &x, *ti = c == 3 ? &my : &t;
+            result a = eval(l1, xi, ti, NULL, 0), b = eval(l3, xi, ti, NULL, 0);
+            cr_expect(same_bits(&a, &b), "%s (%s): 1 and 3 threads differ (%.17g, %.17g)",
+                      configs[c], path == SIMD ? "SIMD" : "portable", a.value, b.value);
+            result_free(&a);
+            result_free(&b);
+            lk_loss_free(l1);
+            lk_loss_free(l3);
+        }
+    lk_runtime_close(rt1);
+    lk_runtime_close(rt3);
+    free(x.data);
+    free(t.data);
+    free(mx.data);
+    free(my.data);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+static int cpu_has_avx2_fma(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+static int cpu_has_avx2_fma(void)
+{
+    return 0;
+}
+#endif
+
+/* The comparisons compared two paths: on an AVX2 machine the sums' order
+ * and libmvec's last bits show somewhere; without AVX2 both are portable
+ * and must be identical. */
+Test(simd, avx2_path_runs)
+{
+    int64_t shape[1] = {16384 + 5};
+    lk_runtime *rt = open_runtime(1);
+    rng_state = 99;
+    tens x = tens_new(LK_DTYPE_F64, 1, shape), t = tens_new(LK_DTYPE_F64, 1, shape);
+    fill_logits(&x, X_EXTREME);
+    fill_targets(&t, T_SOFT);
+    bitwise_differences = 0;
+    for (size_t c = 0; c < N_BIN; c++) {
+        lk_loss *ls = make_loss_on(rt, bin_cases[c].config, SIMD);
+        lk_loss *lp = make_loss_on(rt, bin_cases[c].config, PORTABLE);
+        result s = eval(ls, &x, &t, NULL, 0), p = eval(lp, &x, &t, NULL, 0);
+        expect_same(bin_cases[c].config, &s, &p, LK_DTYPE_F64);
+        result_free(&s);
+        result_free(&p);
+        lk_loss_free(ls);
+        lk_loss_free(lp);
+    }
+    if (cpu_has_avx2_fma())
+        cr_expect_gt(bitwise_differences, 0,
+                     "the SIMD path gave bitwise the portable results: "
+                     "is it running?");
+    else
+        cr_expect_eq(bitwise_differences, 0, "no AVX2 here, yet the paths differ");
+    free(x.data);
+    free(t.data);
+    lk_runtime_close(rt);
+}
+
+/* A target outside [0, 1] at a ragged position: the same failure and
+ * message on both paths, naming the first bad position. */
+Test(simd, errors_agree)
+{
+    static const int64_t bad_at[] = {0, 5, 8, 33, 16384 + 3, 2 * 16384 + 30};
+    static const char *const ids[] = {"bce_with_logits", "focal", "dice",
+                                      "dice_bce",        "iou",   "focal_mean_bce"};
+    int64_t shape[1] = {3 * 16384};
+    lk_runtime *rt = open_runtime(2);
+    for (int dt = 0; dt < 2; dt++) {
+        int32_t dtype = dt ? LK_DTYPE_F64 : LK_DTYPE_F32;
+        tens x = tens_new(dtype, 1, shape), t = tens_new(dtype, 1, shape);
+        rng_state = 5;
+        fill_logits(&x, X_PLAIN);
+        for (size_t b = 0; b < sizeof bad_at / sizeof bad_at[0]; b++) {
+            fill_targets(&t, T_SOFT);
+            put(t.data, dtype, bad_at[b], 1.5);
+            put(t.data, dtype, bad_at[b] + 7, -0.5); /* a later one is not reported */
+            for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+                char config[64], want[96], label[96];
+                snprintf(config, sizeof config, "{\"loss\": \"%s\"}", ids[i]);
+                snprintf(want, sizeof want, "target[%lld] = 1.5 is outside [0, 1]",
+                         (long long)bad_at[b]);
+                snprintf(label, sizeof label, "%s, bad target at %lld", ids[i],
+                         (long long)bad_at[b]);
+                lk_loss *ls = make_loss_on(rt, config, SIMD),
+                        *lp = make_loss_on(rt, config, PORTABLE);
+                result s = eval(ls, &x, &t, NULL, 0), p = eval(lp, &x, &t, NULL, 0);
+                cr_expect_eq(s.st, LK_ERR_INVALID, "%s: %s", label, lk_status_name(s.st));
+                cr_expect_not_null(strstr(s.err, want), "%s: '%s' lacks '%s'", label, s.err, want);
+                expect_same(label, &s, &p, dtype);
+                result_free(&s);
+                result_free(&p);
+                lk_loss_free(ls);
+                lk_loss_free(lp);
+            }
+        }
+        free(x.data);
+        free(t.data);
+    }
+    lk_runtime_close(rt);
+}
+
+/* ------------------------------------------------------------------------ */
+/* dice, mode multiclass                                                     */
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    cr_assert_not_null(buf);
+    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static tens read_npy(const char *rel)
+{
+    char path[4096], err[LK_ERRMSG_CAP] = "";
+    lk_array a;
+    snprintf(path, sizeof path, "%s/%s", LK_SOURCE_ROOT, rel);
+    cr_assert_eq(lk_npy_read(path, &a, err), LK_OK, "%s: %s", rel, err);
+    tens t = tens_new(a.dtype, a.ndim, a.shape);
+    memcpy(t.data, a.data, a.nbytes);
+    lk_array_free(&a);
+    return t;
+}
+
+Test(multiclass, golden)
+{
+    char *text = read_text(SRC(MC_DIR "/cases.json"));
+    cJSON *all = cJSON_Parse(text);
+    free(text);
+    cr_assert_not_null(all, "cases.json is not JSON");
+    cr_assert_geq(cJSON_GetArraySize(all), 6, "too few multiclass cases");
+    lk_runtime *rt = open_runtime(2);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, all)
+    {
+        const char *name = cJSON_GetObjectItemCaseSensitive(c, "name")->valuestring;
+        const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(c, "tensors");
+        tens x = read_npy(cJSON_GetObjectItemCaseSensitive(tensors, "input")->valuestring);
+        tens t = read_npy(cJSON_GetObjectItemCaseSensitive(tensors, "target")->valuestring);
+        tens want = read_npy(cJSON_GetObjectItemCaseSensitive(c, "grad")->valuestring);
+        double value = cJSON_GetObjectItemCaseSensitive(c, "value")->valuedouble;
+        char *config = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(c, "config"));
+        double rel = x.dtype == LK_DTYPE_F32 ? 1e-6 : 1e-10;
+        double floor_abs = x.dtype == LK_DTYPE_F32 ? 1e-12 : 1e-15;
+        for (int path = PORTABLE; path <= SIMD; path++) {
+            lk_loss *loss = make_loss_on(rt, config, path);
+            result r = eval(loss, &x, &t, NULL, 0);
+            const char *pn = path == SIMD ? "SIMD" : "portable";
+            cr_assert_eq(r.st, LK_OK, "%s (%s): %s", name, pn, r.err);
+            cr_expect(agree(r.value, value, 1e-12, 0.0), "%s (%s): value %.17g, PyTorch %.17g",
+                      name, pn, r.value, value);
+            int bad = 0;
+            for (int64_t i = 0; i < x.n; i++)
+                if (!agree(r.grad[i], get(want.data, want.dtype, i), rel, floor_abs) && bad++ < 3)
+                    cr_log_error("%s (%s): grad[%lld] = %.17g, PyTorch %.17g", name, pn,
+                                 (long long)i, r.grad[i], get(want.data, want.dtype, i));
+            cr_expect_eq(bad, 0, "%s (%s): %d gradient elements differ from PyTorch", name, pn,
+                         bad);
+            result_free(&r);
+            lk_loss_free(loss);
+        }
+        cJSON_free(config);
+        free(x.data);
+        free(t.data);
+        free(want.data);
+    }
+    lk_runtime_close(rt);
+    cJSON_Delete(all);
+}
+
+/* Multiclass data (N, C, S): logits with extremes, class indices with some
+ * ignored (or out of range at bad_at), or float per-class targets. */
+static void fill_mc(tens *x, tens *y, int64_t classes, int64_t spatial, int64_t ignore, int extreme)
+{
+    for (int64_t i = 0; i < x->n; i++) {
+        double v = normal(2.0);
+        if (extreme && i % 7 == 3)
+            v = (i / 7) % 3 == 0 ? 30.0 : (i / 7) % 3 == 1 ? -100.0 : -HUGE_VAL;
+        put(x->data, x->dtype, i, v);
+    }
+    if (y->dtype == LK_DTYPE_I64) {
+        for (int64_t i = 0; i < y->n; i++)
+            ((int64_t *)y->data)[i] =
+                uniform() < 0.15 ? ignore : (int64_t)(uniform() * (double)classes);
+        return;
+    }
+    /* soft per-class targets: a random distribution over the classes */
+    int64_t samples = y->n / (classes * spatial);
+    for (int64_t n = 0; n < samples; n++)
+        for (int64_t s = 0; s < spatial; s++) {
+            double total = 0.0, w[512];
+            for (int64_t c = 0; c < classes; c++)
+                total += (w[c] = uniform() < 0.5 ? 0.0 : uniform());
+            for (int64_t c = 0; c < classes; c++)
+                put(y->data, y->dtype, (n * classes + c) * spatial + s,
+                    total > 0.0 ? w[c] / total : 0.0);
+        }
+}
+
+Test(multiclass, paths_agree, .timeout = 300)
+{
+    /* N, C, S */
+    static const int64_t shapes[][3] = {{1, 1, 1},  {2, 3, 1},   {3, 2, 7},    {2, 5, 9},
+                                        {1, 4, 33}, {3, 300, 5}, {4, 3, 4101}, {2, 8, 16384 + 3}};
+    lk_runtime *rt = open_runtime(2);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int variant = 0; variant < 6; variant++) {
+            int32_t xdt = variant % 2 ? LK_DTYPE_F64 : LK_DTYPE_F32;
+            int float_target = variant >= 4;
+            int32_t ydt = !float_target ? LK_DTYPE_I64 : variant == 4 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+            int64_t n = shapes[k][0], classes = shapes[k][1], spatial = shapes[k][2];
+            if (float_target && classes > 512)
+                continue;
+            int64_t xs[3] = {n, classes, spatial}, ys[2] = {n, spatial};
+            tens x = tens_new(xdt, 3, xs);
+            tens y = float_target ? tens_new(ydt, 3, xs) : tens_new(ydt, 2, ys);
+            rng_state = 31u * k + (uint64_t)variant;
+            int64_t ignore = variant < 2 ? -100 : 1;
+            fill_mc(&x, &y, classes, spatial, ignore, variant >= 2);
+            /* 0, 1: the default ignore_index; 2, 3: class 1 ignored, smooth 1 and
+             * 0, extreme logits; 4, 5: float targets, extreme logits */
+            static const char *const configs[] = {
+                "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0.5}}",
+                "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0.5}}",
+                "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"ignore_index\": 1}}",
+                "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0, "
+                "\"ignore_index\": 1}}",
+                "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\"}}",
+                "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0}}",
+            };
+            const char *config = configs[variant];
+            char label[256];
+            snprintf(label, sizeof label, "%s on (%lld, %lld, %lld) %s, target %s", config,
+                     (long long)n, (long long)classes, (long long)spatial,
+                     xdt == LK_DTYPE_F32 ? "f32" : "f64", lk_dtype_name(ydt));
+            lk_loss *ls = make_loss_on(rt, config, SIMD), *lp = make_loss_on(rt, config, PORTABLE);
+            result s = eval(ls, &x, &y, NULL, 0), p = eval(lp, &x, &y, NULL, 0);
+            cr_expect_eq(s.st, LK_OK, "%s: %s", label, s.err);
+            expect_same(label, &s, &p, xdt);
+            result_free(&s);
+            result_free(&p);
+            lk_loss_free(ls);
+            lk_loss_free(lp);
+            free(x.data);
+            free(y.data);
+        }
+    lk_runtime_close(rt);
+}
+
+/* The analytic gradient against central differences, float64. */
+Test(multiclass, gradcheck)
+{
+    static const char *const configs[] = {
+        "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\"}}",
+        "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0}}",
+        "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0.5, "
+        "\"ignore_index\": 255}}",
+    };
+    static const int64_t ignores[] = {-100, -100, 255};
+    const int64_t xs[4] = {2, 3, 2, 3}, ys[3] = {2, 2, 3};
+    lk_runtime *rt = open_runtime(1);
+    for (size_t c = 0; c < 3; c++)
+        for (int path = PORTABLE; path <= SIMD; path++) {
+            tens x = tens_new(LK_DTYPE_F64, 4, xs), y = tens_new(LK_DTYPE_I64, 3, ys);
+            rng_state = 11u + c;
+            fill_mc(&x, &y, 3, 6, ignores[c], 0);
+            lk_loss *loss = make_loss_on(rt, configs[c], path);
+            result r = eval(loss, &x, &y, NULL, 0);
+            cr_assert_eq(r.st, LK_OK, "%s: %s", configs[c], r.err);
+            double *xd = x.data;
+            for (int64_t i = 0; i < x.n; i++) {
+                const double h = 1e-6, saved = xd[i];
+                xd[i] = saved + h;
+                result up = eval(loss, &x, &y, NULL, 0);
+                xd[i] = saved - h;
+                result down = eval(loss, &x, &y, NULL, 0);
+                xd[i] = saved;
+                double fd = (up.value - down.value) / (2.0 * h);
+                cr_expect(fabs(r.grad[i] - fd) <= 1e-6 * fabs(fd) + 1e-8,
+                          "%s (%s): grad[%lld] = %.12g, finite difference %.12g", configs[c],
+                          path == SIMD ? "SIMD" : "portable", (long long)i, r.grad[i], fd);
+                result_free(&up);
+                result_free(&down);
+            }
+            result_free(&r);
+            lk_loss_free(loss);
+            free(x.data);
+            free(y.data);
+        }
+    lk_runtime_close(rt);
+}
+
+/* One evaluation of multiclass dice that must fail with st and a message
+ * containing needle, on both paths. */
+static void expect_mc_failure(const char *config, const tens *x, const tens *y, lk_status want,
+                              const char *needle)
+{
+    lk_runtime *rt = open_runtime(2);
+    for (int path = PORTABLE; path <= SIMD; path++) {
+        lk_loss *loss = make_loss_on(rt, config, path);
+        result r = eval(loss, x, y, NULL, 0);
+        cr_expect_eq(r.st, want, "%s: status %s, expected %s (%s)", config, lk_status_name(r.st),
+                     lk_status_name(want), r.err);
+        cr_expect_not_null(strstr(r.err, needle), "%s (%s): message '%s' lacks '%s'", config,
+                           path == SIMD ? "SIMD" : "portable", r.err, needle);
+        result_free(&r);
+        lk_loss_free(loss);
+    }
+    lk_runtime_close(rt);
+}
+
+#define MC "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\"}}"
+
+Test(multiclass, bad_class_index_names_its_position)
+{
+    const int64_t xs[3] = {2, 4, 5000}, ys[2] = {2, 5000};
+    tens x = tens_new(LK_DTYPE_F32, 3, xs), y = tens_new(LK_DTYPE_I64, 2, ys);
+    rng_state = 3;
+    fill_mc(&x, &y, 4, 5000, -100, 0);
+    ((int64_t *)y.data)[7003] = 4;
+    ((int64_t *)y.data)[7010] = -1;
+    expect_mc_failure(MC, &x, &y, LK_ERR_INVALID,
+                      "target[7003] = 4 is not a class index in [0, 4) nor ignore_index -100");
+    ((int64_t *)y.data)[7003] = -100;
+    expect_mc_failure(MC, &x, &y, LK_ERR_INVALID,
+                      "target[7010] = -1 is not a class index in [0, 4) nor ignore_index -100");
+    free(x.data);
+    free(y.data);
+}
+
+Test(multiclass, float_target_outside_unit_interval)
+{
+    const int64_t xs[3] = {1, 3, 10};
+    tens x = tens_new(LK_DTYPE_F64, 3, xs), y = tens_new(LK_DTYPE_F64, 3, xs);
+    rng_state = 4;
+    fill_mc(&x, &y, 3, 10, 0, 0);
+    ((double *)y.data)[2 * 10 + 6] = 1.25; /* class 2, position 6 */
+    ((double *)y.data)[0 * 10 + 7] = -1.0; /* class 0, position 7: later */
+    expect_mc_failure(MC, &x, &y, LK_ERR_INVALID, "target[26] = 1.25 is outside [0, 1]");
+    free(x.data);
+    free(y.data);
+}
+
+Test(multiclass, shapes_and_dtypes_refused)
+{
+    const int64_t xs[3] = {2, 3, 4}, wrong[2] = {2, 3}, flat[1] = {6};
+    tens x = tens_new(LK_DTYPE_F64, 3, xs), yw = tens_new(LK_DTYPE_I64, 2, wrong),
+         yf = tens_new(LK_DTYPE_F64, 2, wrong), x1 = tens_new(LK_DTYPE_F64, 1, flat),
+         y1 = tens_new(LK_DTYPE_I64, 1, flat);
+    expect_mc_failure(MC, &x, &yw, LK_ERR_SHAPE,
+                      "target: shape (2, 3), expected (2, 4) (int64 class indices");
+    expect_mc_failure(MC, &x, &yf, LK_ERR_SHAPE,
+                      "target: shape (2, 3), expected (2, 3, 4) (per-class float targets");
+    expect_mc_failure(MC, &x1, &y1, LK_ERR_SHAPE, "multiclass mode needs (N, C, ...) logits");
+    /* binary mode keeps the tutorial's target: float, the input's shape */
+    expect_mc_failure("{\"loss\": \"dice\"}", &x, &yw, LK_ERR_DTYPE,
+                      "dtype int64 is not accepted in binary mode");
+    expect_mc_failure("{\"loss\": \"dice\"}", &x, &yf, LK_ERR_SHAPE,
+                      "target: shape (2, 3), expected (2, 3, 4) (the input's)");
+    free(x.data);
+    free(yw.data);
+    free(yf.data);
+    free(x1.data);
+    free(y1.data);
+}
+
+Test(multiclass, ignore_index_only_in_multiclass_mode)
+{
+    lk_runtime *rt = open_runtime(1);
+    char err[LK_ERRMSG_CAP] = "";
+    lk_loss *loss = NULL;
+    const char *config = "{\"loss\": \"dice\", \"params\": {\"ignore_index\": 255}}";
+    lk_status st = lk_loss_from_json(rt, config, strlen(config), "test", &loss, err);
+    cr_expect_neq(st, LK_OK, "ignore_index accepted in binary mode");
+    cr_expect_not_null(strstr(err, "ignore_index applies to mode \"multiclass\" only"), "%s", err);
+    config = "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclas\"}}";
+    st = lk_loss_from_json(rt, config, strlen(config), "test", &loss, err);
+    cr_expect_eq(st, LK_ERR_CONFIG, "a misspelt mode: %s", lk_status_name(st));
+    lk_runtime_close(rt);
+}
+
+/* Every position ignored, or none at all: the value is 0 (each class scores
+ * s / s, or 1 by the empty-mask rule at smooth 0) with a zero gradient. */
+Test(multiclass, nothing_to_count)
+{
+    static const char *const configs[] = {
+        MC, "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0}}"};
+    const int64_t xs[3] = {2, 3, 5}, ys[2] = {2, 5}, zx[3] = {0, 3, 5}, zy[2] = {0, 5};
+    tens x = tens_new(LK_DTYPE_F64, 3, xs), y = tens_new(LK_DTYPE_I64, 2, ys);
+    tens ex = tens_new(LK_DTYPE_F64, 3, zx), ey = tens_new(LK_DTYPE_I64, 2, zy);
+    rng_state = 8;
+    fill_mc(&x, &y, 3, 5, -100, 0);
+    for (int64_t i = 0; i < y.n; i++)
+        ((int64_t *)y.data)[i] = -100;
+    lk_runtime *rt = open_runtime(1);
+    for (size_t c = 0; c < 2; c++)
+        for (int path = PORTABLE; path <= SIMD; path++) {
+            lk_loss *loss = make_loss_on(rt, configs[c], path);
+            result r = eval(loss, &x, &y, NULL, 0);
+            cr_expect_eq(r.st, LK_OK, "%s: %s", configs[c], r.err);
+            cr_expect_eq(r.value, 0.0, "%s, all ignored: %g", configs[c], r.value);
+            for (int64_t i = 0; i < r.n; i++)
+                cr_expect_eq(r.grad[i], 0.0, "%s: grad[%lld] = %g", configs[c], (long long)i,
+                             r.grad[i]);
+            result_free(&r);
+            r = eval(loss, &ex, &ey, NULL, 0);
+            cr_expect_eq(r.st, LK_OK, "%s, empty: %s", configs[c], r.err);
+            cr_expect_eq(r.value, 0.0, "%s, empty: %g", configs[c], r.value);
+            result_free(&r);
+            lk_loss_free(loss);
+        }
+    lk_runtime_close(rt);
+    free(x.data);
+    free(y.data);
+    free(ex.data);
+    free(ey.data);
+}
+
+/* An ignored position counts nowhere: whatever its logits (even NaN), the
+ * value equals that of the data without it. */
+Test(multiclass, ignored_positions_count_nowhere)
+{
+    const int64_t xs[3] = {1, 3, 6}, ys[2] = {1, 6}, xs5[3] = {1, 3, 5}, ys5[2] = {1, 5};
+    tens x = tens_new(LK_DTYPE_F64, 3, xs), y = tens_new(LK_DTYPE_I64, 2, ys);
+    tens x5 = tens_new(LK_DTYPE_F64, 3, xs5), y5 = tens_new(LK_DTYPE_I64, 2, ys5);
+    rng_state = 9;
+    fill_mc(&x, &y, 3, 6, -100, 0);
+    for (int64_t s = 0; s < 6; s++)
+        ((int64_t *)y.data)[s] = s % 3;
+    ((int64_t *)y.data)[4] = -100;
+    for (int64_t c = 0; c < 3; c++) {
+        ((double *)x.data)[c * 6 + 4] = c == 1 ? NAN : HUGE_VAL;
+        for (int64_t s = 0, k = 0; s < 6; s++)
+            if (s != 4)
+                ((double *)x5.data)[c * 5 + k++] = ((double *)x.data)[c * 6 + s];
+    }
+    for (int64_t s = 0, k = 0; s < 6; s++)
+        if (s != 4)
+            ((int64_t *)y5.data)[k++] = ((int64_t *)y.data)[s];
+    lk_runtime *rt = open_runtime(1);
+    for (int path = PORTABLE; path <= SIMD; path++) {
+        lk_loss *loss = make_loss_on(rt, MC, path);
+        result a = eval(loss, &x, &y, NULL, 0), b = eval(loss, &x5, &y5, NULL, 0);
+        cr_expect(agree(a.value, b.value, 1e-13, 0.0),
+                  "with the ignored position %.17g, "
+                  "without %.17g",
+                  a.value, b.value);
+        for (int64_t c = 0; c < 3; c++)
+            cr_expect_eq(a.grad[c * 6 + 4], 0.0, "an ignored position has a gradient");
+        result_free(&a);
+        result_free(&b);
+        lk_loss_free(loss);
+    }
+    lk_runtime_close(rt);
+    free(x.data);
+    free(y.data);
+    free(x5.data);
+    free(y5.data);
+}
