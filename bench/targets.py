@@ -70,10 +70,12 @@ def main():
         frac = two["roofline_fraction_forward_backward"]
         speedup = one["forward_backward_ms"] / two["forward_backward_ms"]
         sp = f"{speedup:.2f}" + (" (target 1.6)" if heavy else "")
+        small = two.get("small_call_us")
+        small = "n/a" if small is None else f"{small:.2f} µs"
         print(f"| {name} | {shape.replace(',', 'x')} | {two['forward_ms']:.2f} | "
               f"{two['forward_backward_ms']:.2f} | {two['gbps_forward_backward']:.1f} | "
               f"{frac:.0%} | {target:.0%} | {'yes' if frac >= target else 'no'} | {sp} | "
-              f"{two['small_call_us']:.2f} µs |")
+              f"{small} |")
     if a.no_torch:
         return
     sys.stdout.flush()
