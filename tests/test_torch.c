@@ -937,3 +937,258 @@ Test(big, bitwise_identical_for_1_and_3_threads)
         }
     free_big(&b);
 }
+
+/* ------------------------------------------------------------------------ */
+/* paths: the AVX2 + FMA kernels against the portable ones                   */
+
+/* create() picks the kernels: AVX2 + FMA when the CPU has them, the portable
+ * ones when LOSSKIT_SIMD is "0" (or the CPU lacks them: the comparison is then
+ * trivially exact). The environment is restored after each creation, so the
+ * other suites keep honouring a LOSSKIT_SIMD=0 run. */
+static lk_loss *make_loss_on(lk_runtime *rt, const char *config, int portable)
+{
+    const char *env = getenv("LOSSKIT_SIMD");
+    char *saved = env ? strdup(env) : NULL;
+    if (portable)
+        setenv("LOSSKIT_SIMD", "0", 1);
+    else
+        unsetenv("LOSSKIT_SIMD");
+    lk_loss *loss = make_loss(rt, config);
+    if (saved)
+        setenv("LOSSKIT_SIMD", saved, 1);
+    else
+        unsetenv("LOSSKIT_SIMD");
+    free(saved);
+    return loss;
+}
+
+/* One input in both dtypes (the float64 one is the exact upcast of the
+ * float32 one), index targets in both widths and probability targets. */
+typedef struct pdata {
+    int32_t nd;
+    int64_t xs[3], ts[2];
+    int64_t n, positions;
+    float *xf;
+    double *xd, *p;
+    int64_t *y;
+    int32_t *y32;
+} pdata;
+
+/* Logits N(0, 3) with about 4% extreme values (+-30, +-1e4, +-inf) and a few
+ * NaN, index targets with about 10% ignore_index, random distributions. */
+static pdata make_pdata(int64_t outer, int64_t classes, int64_t inner, int64_t ignore)
+{
+    pdata d = {.nd = inner > 1 ? 3 : 2, .n = outer * classes * inner, .positions = outer * inner};
+    d.xs[0] = outer, d.xs[1] = classes, d.xs[2] = inner;
+    d.ts[0] = outer, d.ts[1] = inner;
+    d.xf = malloc((size_t)d.n * sizeof *d.xf);
+    d.xd = malloc((size_t)d.n * sizeof *d.xd);
+    d.p = malloc((size_t)d.n * sizeof *d.p);
+    d.y = malloc((size_t)d.positions * sizeof *d.y);
+    d.y32 = malloc((size_t)d.positions * sizeof *d.y32);
+    cr_assert(d.xf && d.xd && d.p && d.y && d.y32);
+    static const double extreme[6] = {30.0, -30.0, 1e4, -1e4, HUGE_VAL, -HUGE_VAL};
+    for (int64_t i = 0; i < d.n; i++) {
+        double u = uniform(), v = normal(3.0);
+        if (u < 0.04)
+            v = extreme[(int)(u * 150.0) % 6];
+        else if (u < 0.041)
+            v = NAN;
+        d.xf[i] = (float)v;
+        d.xd[i] = (double)d.xf[i];
+    }
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t s = 0; s < inner; s++) {
+            double sum = 0.0;
+            for (int64_t c = 0; c < classes; c++)
+                sum += d.p[(o * classes + c) * inner + s] = uniform();
+            for (int64_t c = 0; c < classes; c++)
+                d.p[(o * classes + c) * inner + s] /= sum;
+        }
+    for (int64_t i = 0; i < d.positions; i++) {
+        d.y[i] = uniform() < 0.1 ? ignore : (int64_t)(uniform() * (double)classes);
+        d.y32[i] = (int32_t)d.y[i];
+    }
+    return d;
+}
+
+static void free_pdata(pdata *d)
+{
+    free(d->xf), free(d->xd), free(d->p), free(d->y), free(d->y32);
+}
+
+typedef struct presult {
+    double value;
+    double *grad, *out; /* as doubles */
+} presult;
+
+/* kind: 0 int64 indices, 1 int32 indices, 2 float64 probabilities */
+static presult eval_path(const pdata *d, const char *config, int f32, int kind, int portable)
+{
+    int none = strstr(config, "\"none\"") != NULL;
+    size_t es = f32 ? sizeof(float) : sizeof(double);
+    void *g = malloc((size_t)d->n * es), *o = none ? malloc((size_t)d->positions * es) : NULL;
+    cr_assert(g && (!none || o));
+    call c = {.x = {f32 ? (void *)d->xf : (void *)d->xd, f32 ? LK_DTYPE_F32 : LK_DTYPE_F64, d->nd,
+                    d->xs, NULL},
+              .grad = g,
+              .out = o,
+              .out_ndim = d->nd - 1};
+    memcpy(c.out_shape, d->ts, sizeof d->ts);
+    if (kind == 2)
+        c.t = (lk_tensor){d->p, LK_DTYPE_F64, d->nd, d->xs, NULL};
+    else
+        c.t = (lk_tensor){kind ? (void *)d->y32 : (void *)d->y, kind ? LK_DTYPE_I32 : LK_DTYPE_I64,
+                          d->nd - 1, d->ts, NULL};
+    lk_runtime *rt = open_runtime(2);
+    lk_loss *loss = make_loss_on(rt, config, portable);
+    presult r = {run_ok(loss, &c), malloc((size_t)d->n * sizeof(double)),
+                 none ? malloc((size_t)d->positions * sizeof(double)) : NULL};
+    cr_assert(r.grad && (!none || r.out));
+    for (int64_t i = 0; i < d->n; i++)
+        r.grad[i] = f32 ? (double)((float *)g)[i] : ((double *)g)[i];
+    for (int64_t i = 0; none && i < d->positions; i++)
+        r.out[i] = f32 ? (double)((float *)o)[i] : ((double *)o)[i];
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    free(g), free(o);
+    return r;
+}
+
+/* a and b agree: both NaN, the same infinity, or |a - b| <= rel |b| + abs. */
+static int agree(double a, double b, double rel, double abs_floor)
+{
+    if (isnan(a) || isnan(b))
+        return isnan(a) && isnan(b);
+    if (isinf(a) || isinf(b))
+        return a == b;
+    return fabs(a - b) <= rel * fabs(b) + abs_floor;
+}
+
+/* Counts the elements of a (one path) that do not agree with b (the other).
+ * The absolute floor is rel times the largest finite |b|: a gradient element
+ * is a difference of terms as large as the largest gradient (Q p_c - q_c), so
+ * where it cancels, a few ulp of those terms is all the precision it has. */
+static int64_t disagreements(const char *what, const double *a, const double *b, int64_t n,
+                             double rel, double floor_rel)
+{
+    double largest = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(b[i]))
+            largest = fmax(largest, fabs(b[i]));
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!agree(a[i], b[i], rel, floor_rel * largest)) {
+            if (bad++ < 3)
+                cr_log_error("%s[%lld]: %.17g vs %.17g", what, (long long)i, a[i], b[i]);
+        }
+    return bad;
+}
+
+static void free_presult(presult *r)
+{
+    free(r->grad), free(r->out);
+}
+
+/* Both kernels on awkward spatial lengths (vector tails, S = 1 rows,
+ * segments of one lane) and class counts, with ignored targets, weights,
+ * label smoothing and extreme logits.
+ *
+ * Tolerances. Values: 1e-12 relative. Each position's loss is a sum of
+ * non-negative terms (positive weights) computed in double on both paths;
+ * they differ by the paths' exp (1.3 ulp at most, FMA or not) and by the
+ * order in which lanes are summed (four lanes against two), which moves the
+ * total by far less than 1e-13 for these sizes. Per-position outputs: the
+ * same, element by element. Gradients: float64 1e-12 relative with a floor
+ * of 1e-12 x the largest gradient (see disagreements()); float32 1e-6
+ * relative (a double that differs in the last bits may round to the
+ * neighbouring float, 6e-8 relative) with the same floor. Non-finite results
+ * must match exactly. Each path also keeps its own promise that float32
+ * input gives exactly the result of its float64 upcast. */
+static void expect_paths_agree(int64_t C, int64_t S);
+
+Test(paths, simd_matches_portable)
+{
+    static const int64_t classes[5] = {1, 2, 3, 8, 17};
+    static const int64_t inner[6] = {1, 7, 8, 9, 33, 16384 + 5};
+    for (int ci = 0; ci < 5; ci++)
+        for (int si = 0; si < 6; si++)
+            expect_paths_agree(classes[ci], inner[si]);
+}
+
+/* Many classes: rows too wide to be packed (C x 4 > 2048 with AVX2, not
+ * with the portable two lanes), read in place. */
+Test(paths, simd_matches_portable_many_classes)
+{
+    static const int64_t inner[3] = {1, 7, 70};
+    for (int si = 0; si < 3; si++)
+        expect_paths_agree(600, inner[si]);
+}
+
+static void expect_paths_agree(int64_t C, int64_t S)
+{
+    int64_t outer = S == 1 ? 37 : 2;
+    int64_t ignore = C > 2 ? 1 : -100;
+    pdata d = make_pdata(outer, C, S, ignore);
+    char weights[8192];
+    int used = snprintf(weights, sizeof weights, "[");
+    for (int64_t c = 0; c < C; c++)
+        used += snprintf(weights + used, sizeof weights - (size_t)used, "%s%.3f", c ? ", " : "",
+                         0.25 + 0.125 * (double)(c % 5));
+    snprintf(weights + used, sizeof weights - (size_t)used, "]");
+    char configs[4][8704];
+    snprintf(configs[0], sizeof configs[0],
+             "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": %s, \"ignore_index\": "
+             "%lld, \"label_smoothing\": 0.1}}",
+             weights, (long long)ignore);
+    snprintf(configs[1], sizeof configs[1],
+             "{\"loss\": \"cross_entropy\", \"params\": {\"ignore_index\": %lld}, "
+             "\"reduction\": \"sum\"}",
+             (long long)ignore);
+    snprintf(configs[2], sizeof configs[2],
+             "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": %s, \"ignore_index\": "
+             "%lld, \"label_smoothing\": 0.2}, \"reduction\": \"none\"}",
+             weights, (long long)ignore);
+    snprintf(configs[3], sizeof configs[3],
+             "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": %s, "
+             "\"label_smoothing\": 0.15}}",
+             weights);
+    for (int k = 0; k < 4; k++)
+        for (int f32 = 0; f32 < 2; f32++) {
+            int kind = k == 3 ? 2 : k == 1 ? 1 : 0;
+            presult s = eval_path(&d, configs[k], f32, kind, 0);
+            presult p = eval_path(&d, configs[k], f32, kind, 1);
+            char what[96];
+            snprintf(what, sizeof what, "C %lld S %lld config %d %s", (long long)C, (long long)S, k,
+                     f32 ? "float32" : "float64");
+            if (k != 2)
+                cr_expect(agree(s.value, p.value, 1e-12, 0.0),
+                          "%s: value %.17g (simd), %.17g (portable)", what, s.value, p.value);
+            int64_t bad = disagreements("grad", s.grad, p.grad, d.n, f32 ? 1e-6 : 1e-12, 1e-12);
+            cr_expect_eq(bad, 0, "%s: %lld gradient elements differ", what, (long long)bad);
+            if (s.out) {
+                bad = disagreements("out", s.out, p.out, d.positions, 1e-12, 0.0);
+                cr_expect_eq(bad, 0, "%s: %lld outputs differ", what, (long long)bad);
+            }
+            if (f32)
+                for (int path = 0; path < 2; path++) {
+                    presult a = eval_path(&d, configs[k], 1, kind, path);
+                    presult b = eval_path(&d, configs[k], 0, kind, path);
+                    cr_expect(memcmp(&a.value, &b.value, sizeof a.value) == 0 ||
+                                  (isnan(a.value) && isnan(b.value)),
+                              "%s path %d: float32 value %.17g, float64 %.17g", what, path, a.value,
+                              b.value);
+                    int64_t diff = 0;
+                    for (int64_t i = 0; i < d.n; i++)
+                        diff += !(a.grad[i] == (double)(float)b.grad[i] ||
+                                  (isnan(a.grad[i]) && isnan(b.grad[i])));
+                    cr_expect_eq(diff, 0,
+                                 "%s path %d: %lld float32 gradients are not "
+                                 "the float64 ones rounded",
+                                 what, path, (long long)diff);
+                    free_presult(&a), free_presult(&b);
+                }
+            free_presult(&s), free_presult(&p);
+        }
+    free_pdata(&d);
+}
