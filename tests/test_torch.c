@@ -1116,13 +1116,15 @@ Test(paths, simd_matches_portable)
             expect_paths_agree(classes[ci], inner[si]);
 }
 
-/* Many classes: rows too wide to be packed (C x 4 > 2048 with AVX2, not
- * with the portable two lanes), read in place. */
+/* Many classes: short rows packed on the heap (C x 4 > 2048 with AVX2, not
+ * with the portable two lanes), or read in place (C > 4096), and long rows. */
 Test(paths, simd_matches_portable_many_classes)
 {
     static const int64_t inner[3] = {1, 7, 70};
     for (int si = 0; si < 3; si++)
         expect_paths_agree(600, inner[si]);
+    expect_paths_agree(5000, 1);
+    expect_paths_agree(5000, 3);
 }
 
 static void expect_paths_agree(int64_t C, int64_t S)
@@ -1130,26 +1132,29 @@ static void expect_paths_agree(int64_t C, int64_t S)
     int64_t outer = S == 1 ? 37 : 2;
     int64_t ignore = C > 2 ? 1 : -100;
     pdata d = make_pdata(outer, C, S, ignore);
-    char weights[8192];
-    int used = snprintf(weights, sizeof weights, "[");
+    size_t cap = 16 * (size_t)C + 512;
+    char *weights = malloc(cap), *configs[4];
+    cr_assert_not_null(weights);
+    for (int k = 0; k < 4; k++)
+        cr_assert_not_null(configs[k] = malloc(cap));
+    int used = snprintf(weights, cap, "[");
     for (int64_t c = 0; c < C; c++)
-        used += snprintf(weights + used, sizeof weights - (size_t)used, "%s%.3f", c ? ", " : "",
+        used += snprintf(weights + used, cap - (size_t)used, "%s%.3f", c ? ", " : "",
                          0.25 + 0.125 * (double)(c % 5));
-    snprintf(weights + used, sizeof weights - (size_t)used, "]");
-    char configs[4][8704];
-    snprintf(configs[0], sizeof configs[0],
+    snprintf(weights + used, cap - (size_t)used, "]");
+    snprintf(configs[0], cap,
              "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": %s, \"ignore_index\": "
              "%lld, \"label_smoothing\": 0.1}}",
              weights, (long long)ignore);
-    snprintf(configs[1], sizeof configs[1],
+    snprintf(configs[1], cap,
              "{\"loss\": \"cross_entropy\", \"params\": {\"ignore_index\": %lld}, "
              "\"reduction\": \"sum\"}",
              (long long)ignore);
-    snprintf(configs[2], sizeof configs[2],
+    snprintf(configs[2], cap,
              "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": %s, \"ignore_index\": "
              "%lld, \"label_smoothing\": 0.2}, \"reduction\": \"none\"}",
              weights, (long long)ignore);
-    snprintf(configs[3], sizeof configs[3],
+    snprintf(configs[3], cap,
              "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": %s, "
              "\"label_smoothing\": 0.15}}",
              weights);
@@ -1190,5 +1195,8 @@ static void expect_paths_agree(int64_t C, int64_t S)
                 }
             free_presult(&s), free_presult(&p);
         }
+    for (int k = 0; k < 4; k++)
+        free(configs[k]);
+    free(weights);
     free_pdata(&d);
 }

@@ -391,6 +391,12 @@ CE_INLINE vd ce_log(vd x)
 #define CE_PV   (CE_P / CE_W)
 #define CE_EVEC 1024 /* vectors of exp values a backward chunk keeps (32 or 16 KiB) */
 
+/* A stack buffer of CE_PACK elements (ce_kernels.h) of either float type. */
+typedef union ce_pack {
+    float f[CE_PACK];
+    double d[CE_PACK];
+} ce_pack;
+
 typedef struct ce_ctx {
     const ce_cfg *cf;
     const ce_seg *sg;
@@ -712,7 +718,7 @@ CE_INLINE void bwd_index_chunk(const ce_ctx *k, vd *e, const int F32, const int 
     vd m[CE_PV], a[CE_PV], ty[CE_PV];
     vi ycs[CE_PV];
     vm valids[CE_PV];
-    int keep = C * nvec <= CE_EVEC;
+    int keep = C * nvec <= cf->evec;
     int finite = pass_max(k, m, F32, CONT);
     int fast = pass_sum(k, m, a, e, keep, finite, F32, CONT);
     for (int v = 0; v < nvec; v++) {
@@ -751,7 +757,7 @@ CE_INLINE void bwd_prob_chunk(const ce_ctx *k, vd *e, const int F32, const int T
     const int64_t C = cf->classes;
     const int nvec = k->nvec;
     vd m[CE_PV], a[CE_PV], Q[CE_PV];
-    int keep = C * nvec <= CE_EVEC;
+    int keep = C * nvec <= cf->evec;
     int finite = pass_max(k, m, F32, CONT);
     int fast = pass_sum(k, m, a, e, keep, finite, F32, CONT);
     for (int v = 0; v < nvec; v++)
@@ -775,11 +781,15 @@ CE_INLINE void bwd_prob_chunk(const ce_ctx *k, vd *e, const int F32, const int T
 /* Segments: CONT chunks, then the rest lane by lane                         */
 
 /* Positions per chunk: CE_P, fewer when C is large so that a backward chunk
- * keeps its exp values (C x chunk <= CE_EVEC vectors); four at least. */
+ * keeps its exp values (C x chunk <= cf->evec vectors); but when that would
+ * leave fewer than CE_KEEP_MIN positions, CE_P again, and backward computes
+ * each exp twice: runs of a few positions per class cost more than the
+ * exps. */
+#define CE_KEEP_MIN 16
 CE_INLINE int64_t chunk_len(const ce_cfg *cf)
 {
-    int64_t n = CE_EVEC / cf->classes * CE_W;
-    return n < 64 ? 64 : n > CE_P ? CE_P : n;
+    int64_t n = cf->evec / cf->classes * CE_W;
+    return n < CE_KEEP_MIN ? CE_P : n > CE_P ? CE_P : n;
 }
 
 CE_INLINE ce_ctx ctx_at(const ce_cfg *cf, const ce_seg *sg, int64_t j0, int64_t n)
@@ -835,23 +845,26 @@ CE_INLINE void bwd_run(const ce_cfg *cf, const ce_seg *sg, vd *e, const int F32,
 /* Short rows                                                                */
 
 /* Segments across short rows (s0 >= 0) are packed: a chunk's logits (and
- * probability targets, and the gradient) are copied class-major into stack
- * buffers of CE_PACK elements, run through the chunk kernels as one CONT
- * run, and the gradient copied back. The copies read and write the tensors
- * in order; the values, and so every result, are the same as read in place.
- * Classes that do not fit CE_W positions in a buffer are read in place. */
-#define CE_PACK 2048
+ * probability targets, and the gradient) are copied class-major into
+ * buffers, run through the chunk kernels as one CONT run, and the gradient
+ * copied back. The copies read and write the tensors in order; the values,
+ * and so every result, are the same as read in place. The buffers are on the
+ * stack (CE_PACK elements each) or, for more classes, in cf->work; classes
+ * that fit neither are read in place, row by row. */
 
-typedef union ce_pack {
-    float f[CE_PACK];
-    double d[CE_PACK];
-} ce_pack;
+/* Buffers of cap elements each: float or double as the tensor packed. */
+typedef struct ce_bufs {
+    void *x, *t, *g;
+    vd *e;        /* exp values of a backward chunk */
+    int64_t cap;  /* elements per buffer */
+    int64_t evec; /* vectors of e */
+} ce_bufs;
 
 /* Copies the C classes of positions [j0, j0 + n) between the tensor at t
  * (laid out like x, from the row of the segment's first position) and the
- * buffer, b[c * P + j]; to the tensor with unpack. */
-CE_INLINE void pack_rows(const ce_seg *sg, int64_t C, const void *t, ce_pack *b, int64_t j0,
-                         int64_t n, int64_t P, const int F32, const int UNPACK)
+ * buffer b, b[c * P + j]; to the tensor with unpack. */
+CE_INLINE void pack_rows(const ce_seg *sg, int64_t C, const void *t, void *b, int64_t j0, int64_t n,
+                         int64_t P, const int F32, const int UNPACK)
 {
     const int64_t S = sg->S;
     int64_t q = sg->s0 + j0, row = q / S, s = q - row * S;
@@ -859,13 +872,13 @@ CE_INLINE void pack_rows(const ce_seg *sg, int64_t C, const void *t, ce_pack *b,
         int64_t o = row * C * S + s;
         for (int64_t c = 0; c < C; c++) {
             if (F32) {
-                float *p = (float *)t + o + c * S, *d = b->f + c * P + j;
+                float *p = (float *)t + o + c * S, *d = (float *)b + c * P + j;
                 if (UNPACK)
                     *p = *d;
                 else
                     *d = *p;
             } else {
-                double *p = (double *)t + o + c * S, *d = b->d + c * P + j;
+                double *p = (double *)t + o + c * S, *d = (double *)b + c * P + j;
                 if (UNPACK)
                     *p = *d;
                 else
@@ -877,26 +890,21 @@ CE_INLINE void pack_rows(const ce_seg *sg, int64_t C, const void *t, ce_pack *b,
     }
 }
 
-/* Positions per packed chunk: CE_PACK / C, a multiple of CE_W, CE_P at most. */
-CE_INLINE int64_t pack_len(int64_t classes)
+/* Positions per packed chunk: cap / C, a multiple of CE_W, CE_P at most. */
+CE_INLINE int64_t pack_len(int64_t classes, int64_t cap)
 {
-    int64_t n = CE_PACK / classes / CE_W * CE_W;
+    int64_t n = cap / classes / CE_W * CE_W;
     return n > CE_P ? CE_P : n;
 }
 
-CE_INLINE int packable(const ce_cfg *cf)
-{
-    return cf->classes * CE_W <= CE_PACK;
-}
-
 /* The packed segment of positions [j0, j0 + n) of sg. */
-CE_INLINE ce_seg packed_seg(const ce_seg *sg, ce_pack *x, ce_pack *t, ce_pack *g, int64_t j0,
-                            int64_t n, int64_t P, const int F32, const int T32, const int PROB)
+CE_INLINE ce_seg packed_seg(const ce_seg *sg, const ce_bufs *b, int64_t j0, int64_t n, int64_t P,
+                            const int F32, const int T32, const int PROB)
 {
     ce_seg p = {
-        .x = x,
-        .t = PROB ? (const void *)t : (const char *)sg->t + j0 * (T32 ? 4 : 8),
-        .g = g,
+        .x = b->x,
+        .t = PROB ? (const void *)b->t : (const char *)sg->t + j0 * (T32 ? 4 : 8),
+        .g = b->g,
         .out = sg->out ? (char *)sg->out + j0 * (F32 ? 4 : 8) : NULL,
         .n = n,
         .cs = P,
@@ -907,8 +915,35 @@ CE_INLINE ce_seg packed_seg(const ce_seg *sg, ce_pack *x, ce_pack *t, ce_pack *g
     return p;
 }
 
-/* A segment across short rows that cannot be packed: one run per row, or
- * for S = 1 one run with positions C apart. */
+/* Runs a segment across short rows through its packed chunks; with BWD the
+ * gradient too. */
+CE_INLINE void run_packed(const ce_cfg *cf, const ce_seg *sg, const ce_bufs *b, ce_facc *a,
+                          const int BWD, const int F32, const int T32, const int PROB)
+{
+    const int64_t C = cf->classes, P = pack_len(C, b->cap);
+    ce_cfg pc = *cf;
+    pc.contiguous = 1;
+    pc.evec = b->evec;
+    for (int64_t j0 = 0; j0 < sg->n; j0 += P) {
+        int64_t n = sg->n - j0 < P ? sg->n - j0 : P;
+        pack_rows(sg, C, sg->x, b->x, j0, n, P, F32, 0);
+        if (PROB)
+            pack_rows(sg, C, sg->t, b->t, j0, n, P, T32, 0);
+        if (BWD && cf->accumulate)
+            pack_rows(sg, C, sg->g, b->g, j0, n, P, F32, 0);
+        ce_seg p = packed_seg(sg, b, j0, n, P, F32, T32, PROB);
+        if (BWD) {
+            bwd_run(&pc, &p, b->e, F32, T32, PROB);
+            pack_rows(sg, C, sg->g, b->g, j0, n, P, F32, 1);
+        } else {
+            fwd_run(&pc, &p, a, F32, T32, PROB);
+        }
+    }
+}
+
+/* The piece of a segment across short rows that starts at position j, in
+ * row *row at spatial index *s, read in place: the rest of the row, or for
+ * S = 1 every remaining position, C apart. */
 CE_INLINE ce_seg row_piece(const ce_cfg *cf, const ce_seg *sg, int64_t j, int64_t *row, int64_t *s,
                            const int F32, const int T32, const int PROB)
 {
@@ -917,7 +952,7 @@ CE_INLINE ce_seg row_piece(const ce_cfg *cf, const ce_seg *sg, int64_t j, int64_
     p.s0 = -1;
     int64_t o = *row * C * S + *s;
     if (S == 1) {
-        p.n = sg->n;
+        p.n = sg->n - j;
         p.cs = 1;
         p.ps = C;
     } else {
@@ -934,33 +969,48 @@ CE_INLINE ce_seg row_piece(const ce_cfg *cf, const ce_seg *sg, int64_t j, int64_
     return p;
 }
 
+/* The whole segment: in place (one row), packed, or row by row in place.
+ * stack: the caller's buffers (e only for backward, g only for backward,
+ * t only for probability targets). */
+CE_INLINE void run_seg(const ce_cfg *cf, const ce_seg *sg, ce_facc *a, const ce_bufs *stack,
+                       const int BWD, const int F32, const int T32, const int PROB)
+{
+    ce_cfg lc = *cf;
+    lc.evec = CE_EVEC;
+    const int64_t C = cf->classes;
+    if (sg->s0 >= 0 && C * CE_W <= CE_PACK) {
+        run_packed(&lc, sg, stack, a, BWD, F32, T32, PROB);
+        return;
+    }
+    if (sg->s0 >= 0 && cf->work && C * CE_W <= cf->work_cap) {
+        double *w = cf->work;
+        ce_bufs b = {w,
+                     w + cf->work_cap,
+                     w + 2 * cf->work_cap,
+                     (vd *)(w + 3 * cf->work_cap),
+                     cf->work_cap,
+                     cf->work_cap / CE_W};
+        run_packed(&lc, sg, &b, a, BWD, F32, T32, PROB);
+        return;
+    }
+    int64_t row = sg->s0 < 0 ? 0 : sg->s0 / sg->S, s = sg->s0 < 0 ? 0 : sg->s0 % sg->S;
+    for (int64_t j = 0; j < sg->n;) {
+        ce_seg p = sg->s0 < 0 ? *sg : row_piece(cf, sg, j, &row, &s, F32, T32, PROB);
+        if (BWD)
+            bwd_run(&lc, &p, stack->e, F32, T32, PROB);
+        else
+            fwd_run(&lc, &p, a, F32, T32, PROB);
+        j += p.n;
+    }
+}
+
 CE_INLINE int fwd_seg(const ce_cfg *cf, const ce_seg *sg, double acc[CE_ACC], const int F32,
                       const int T32, const int PROB)
 {
+    ce_pack xb, tb;
+    ce_bufs stack = {xb.d, tb.d, NULL, NULL, CE_PACK, 0};
     ce_facc a = {vload(acc), vload(acc + CE_ACC / 2), mnone()};
-    if (sg->s0 < 0) {
-        fwd_run(cf, sg, &a, F32, T32, PROB);
-    } else if (packable(cf)) {
-        ce_pack xb, tb;
-        ce_cfg pc = *cf;
-        pc.contiguous = 1;
-        int64_t P = pack_len(cf->classes);
-        for (int64_t j0 = 0; j0 < sg->n; j0 += P) {
-            int64_t n = sg->n - j0 < P ? sg->n - j0 : P;
-            pack_rows(sg, cf->classes, sg->x, &xb, j0, n, P, F32, 0);
-            if (PROB)
-                pack_rows(sg, cf->classes, sg->t, &tb, j0, n, P, T32, 0);
-            ce_seg p = packed_seg(sg, &xb, &tb, NULL, j0, n, P, F32, T32, PROB);
-            fwd_run(&pc, &p, &a, F32, T32, PROB);
-        }
-    } else {
-        int64_t row = sg->s0 / sg->S, s = sg->s0 % sg->S;
-        for (int64_t j = 0; j < sg->n;) {
-            ce_seg p = row_piece(cf, sg, j, &row, &s, F32, T32, PROB);
-            fwd_run(cf, &p, &a, F32, T32, PROB);
-            j += p.n;
-        }
-    }
+    run_seg(cf, sg, &a, &stack, 0, F32, T32, PROB);
     vstore(acc, a.loss);
     vstore(acc + CE_ACC / 2, a.wy);
     return many(a.bad);
@@ -970,32 +1020,9 @@ CE_INLINE void bwd_seg(const ce_cfg *cf, const ce_seg *sg, const int F32, const 
                        const int PROB)
 {
     vd e[CE_EVEC];
-    if (sg->s0 < 0) {
-        bwd_run(cf, sg, e, F32, T32, PROB);
-    } else if (packable(cf)) {
-        ce_pack xb, tb, gb;
-        ce_cfg pc = *cf;
-        pc.contiguous = 1;
-        int64_t P = pack_len(cf->classes);
-        for (int64_t j0 = 0; j0 < sg->n; j0 += P) {
-            int64_t n = sg->n - j0 < P ? sg->n - j0 : P;
-            pack_rows(sg, cf->classes, sg->x, &xb, j0, n, P, F32, 0);
-            if (PROB)
-                pack_rows(sg, cf->classes, sg->t, &tb, j0, n, P, T32, 0);
-            if (cf->accumulate)
-                pack_rows(sg, cf->classes, sg->g, &gb, j0, n, P, F32, 0);
-            ce_seg p = packed_seg(sg, &xb, &tb, &gb, j0, n, P, F32, T32, PROB);
-            bwd_run(&pc, &p, e, F32, T32, PROB);
-            pack_rows(sg, cf->classes, sg->g, &gb, j0, n, P, F32, 1);
-        }
-    } else {
-        int64_t row = sg->s0 / sg->S, s = sg->s0 % sg->S;
-        for (int64_t j = 0; j < sg->n;) {
-            ce_seg p = row_piece(cf, sg, j, &row, &s, F32, T32, PROB);
-            bwd_run(cf, &p, e, F32, T32, PROB);
-            j += p.n;
-        }
-    }
+    ce_pack xb, tb, gb;
+    ce_bufs stack = {xb.d, tb.d, gb.d, e, CE_PACK, CE_EVEC};
+    run_seg(cf, sg, NULL, &stack, 1, F32, T32, PROB);
 }
 
 /* One specialisation per (input dtype, target dtype): x float32?, target

@@ -22,11 +22,21 @@ typedef struct ce_cfg {
     double share;    /* eps / C */
     double wsum;     /* W, the sum of the class weights */
     double scale;    /* backward: the factor of every gradient */
+    /* Scratch for packing short rows of many classes (S < CE_SHORT_ROWS and
+     * C x 4 > CE_PACK): 4 x work_cap doubles, 64-byte aligned, work_cap a
+     * multiple of 8; NULL: such rows are read in place. */
+    double *work;
+    int64_t work_cap;
+    int64_t evec; /* kernels' own: vectors of exp values a chunk may keep */
 } ce_cfg;
 
 /* Rows shorter than this (S < CE_SHORT_ROWS) are walked across rows: a
  * segment then covers its whole block. */
 #define CE_SHORT_ROWS 64
+
+/* Elements of each stack buffer a kernel packs short rows into: C x 4 must
+ * fit, else the caller provides cfg->work (see ce_cfg). */
+#define CE_PACK 2048
 
 /* A run of positions, in one of two forms:
  *
@@ -52,8 +62,9 @@ typedef struct ce_seg {
     int64_t S;     /* positions per row */
 } ce_seg;
 
-/* Forward accumulators: four lanes of the loss sum, then four of the sum of
- * w_y; the block adds them in a fixed order at its end. */
+/* Forward accumulators: the lanes' sums of the loss in acc[0..3], of w_y in
+ * acc[4..7] (four lanes with AVX2, the first two portably; the others stay
+ * 0); the block adds them in a fixed order at its end. */
 #define CE_ACC 8
 
 typedef struct ce_kernels {

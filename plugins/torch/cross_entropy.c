@@ -110,6 +110,7 @@ static const lk_param_desc *const ce_params[] = {
 /* Instance                                                                  */
 
 typedef struct ce_inst {
+    const lk_host *host;    /* for scratch memory; outlives the instance */
     const ce_kernels *kern; /* AVX2 + FMA or portable, chosen once by create() */
     int64_t ignore_index;
     double eps;       /* label_smoothing */
@@ -141,6 +142,7 @@ static lk_status ce_create(const lk_create_args *args, void **instance, lk_msg *
     ce_inst *ce = malloc(sizeof *ce + (size_t)n * sizeof(double));
     if (!ce)
         return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
+    ce->host = args->host;
     ce->kern = pick_kernels();
     ce->ignore_index = args->params[1].integer;
     ce->eps = args->params[2].number;
@@ -392,18 +394,49 @@ static lk_status bad_index(const ce_inst *ce, const lk_tensor *t, int64_t pos, i
 /* ------------------------------------------------------------------------ */
 /* Forward and backward                                                      */
 
+/* Short rows of many classes are packed in scratch memory (ce_kernels.h):
+ * CE_WORK_POSITIONS positions' worth per buffer, up to CE_WORK_CLASSES
+ * classes; beyond, the kernels read such rows in place. */
+#define CE_WORK_POSITIONS 16
+#define CE_WORK_CLASSES   4096
+
+static lk_status work_open(const ce_inst *ce, const lk_plan *plan, ce_cfg *cf, lk_msg *msg)
+{
+    int64_t classes = plan->aux[AUX_C];
+    if (plan->aux[AUX_S] >= CE_SHORT_ROWS || classes * 4 <= CE_PACK || classes > CE_WORK_CLASSES)
+        return LK_OK;
+    int64_t cap = (classes * CE_WORK_POSITIONS + 7) / 8 * 8;
+    size_t bytes = (size_t)(4 * cap) * sizeof(double);
+    cf->work = ce->host->scratch_alloc(ce->host->ctx, bytes);
+    if (!cf->work)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %zu bytes of work space", bytes);
+    cf->work_cap = cap;
+    return LK_OK;
+}
+
+static void work_close(const ce_inst *ce, ce_cfg *cf)
+{
+    if (cf->work)
+        ce->host->scratch_free(ce->host->ctx, cf->work);
+    cf->work = NULL;
+}
+
 static lk_status ce_forward(const void *inst, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
 {
     const ce_inst *ce = inst;
     ce_cfg cf = make_cfg(ce, plan, blk);
+    lk_status st = work_open(ce, plan, &cf, msg);
     double acc[CE_ACC] = {0.0};
-    for (int64_t pos = blk->begin; pos < blk->end;) {
+    for (int64_t pos = blk->begin; st == LK_OK && pos < blk->end;) {
         ce_span sp = next_span(plan, pos, blk->end);
         ce_seg sg = make_seg(plan, blk, &sp, NULL);
         if (ce->kern->forward(&cf, &sg, acc))
-            return bad_index(ce, &blk->slots[1], sp.pos, sp.n, cf.classes, msg);
+            st = bad_index(ce, &blk->slots[1], sp.pos, sp.n, cf.classes, msg);
         pos += sp.n;
     }
+    work_close(ce, &cf);
+    if (st != LK_OK)
+        return st;
     /* the lanes' sums, in a fixed order */
     blk->stats[ST_LOSS] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
     if (!cf.prob)
@@ -423,12 +456,16 @@ static lk_status ce_backward(const void *inst, const lk_plan *plan, const lk_blo
     cf.scale = blk->grad_scale;
     if (blk->reduction == LK_REDUCTION_MEAN)
         cf.scale /= plan->aux[AUX_MODE] == MODE_INDEX ? blk->global[ST_WEIGHT] : plan->mean_norm;
+    lk_status st = work_open(ce, plan, &cf, msg);
+    if (st != LK_OK)
+        return st;
     for (int64_t pos = blk->begin; pos < blk->end;) {
         ce_span sp = next_span(plan, pos, blk->end);
         ce_seg sg = make_seg(plan, blk, &sp, blk->grads[0].data);
         ce->kern->backward(&cf, &sg);
         pos += sp.n;
     }
+    work_close(ce, &cf);
     return LK_OK;
 }
 
