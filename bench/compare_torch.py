@@ -182,7 +182,7 @@ def main():
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    lk = Losskit(a.build, a.threads)
+    lk = Losskit(os.path.abspath(a.build), a.threads)
     rng = np.random.default_rng(0)
     rows = []
     for name, config, shape, torch_fn in CASES:

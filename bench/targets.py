@@ -32,7 +32,7 @@ LOSSES = [
 
 
 def bench(build, config, shape, threads, repeat):
-    cmd = [os.path.join(build, "host", "losskit"), "bench", os.path.join(ROOT, config),
+    cmd = [os.path.join(os.path.abspath(build), "host", "losskit"), "bench", os.path.join(ROOT, config),
            "--shape", shape, "--threads", str(threads), "--repeat", str(repeat), "--json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)

@@ -484,8 +484,11 @@ const char *lk__default_plugin_path(void)
 {
     Dl_info info;
     void *self = (void *)(uintptr_t)&lk__default_plugin_path;
-    if (dladdr(self, &info) && info.dli_fname &&
-        strncmp(info.dli_fname, LK_BUILD_ROOT "/", strlen(LK_BUILD_ROOT) + 1) == 0)
-        return LK_BUILD_PLUGIN_PATH;
-    return LK_INSTALL_PLUGIN_DIR;
+    if (!dladdr(self, &info) || !info.dli_fname)
+        return LK_INSTALL_PLUGIN_DIR;
+    /* dladdr reports the name the library was loaded by, maybe relative. */
+    char *real = realpath(info.dli_fname, NULL);
+    int in_build = real && strncmp(real, LK_BUILD_ROOT "/", strlen(LK_BUILD_ROOT) + 1) == 0;
+    free(real);
+    return in_build ? LK_BUILD_PLUGIN_PATH : LK_INSTALL_PLUGIN_DIR;
 }
