@@ -130,7 +130,7 @@ static int expected_shape(const lk_slot_desc *sd, const lk_tensor *input, int32_
     return 0;
 }
 
-static lk_status check_slot(const lk_loss *loss, const bound *b, uint32_t s, char *err)
+static lk_status check_slot(const bound *b, uint32_t s, char *err)
 {
     const lk_slot_desc *sd = b->e->slots[s];
     const lk_tensor *t = &b->slots[s];
@@ -152,7 +152,6 @@ static lk_status check_slot(const lk_loss *loss, const bound *b, uint32_t s, cha
                        sd->shape == LK_SHAPE_LIKE_INPUT ? " (the input's)"
                                                         : " (the input's without dim 1)");
     }
-    (void)loss;
     return LK_OK;
 }
 
@@ -184,7 +183,7 @@ static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_ar
         }
         b->slots[s] = nt->tensor;
         b->origin[s] = origin_of(nt);
-        lk_status st = check_slot(loss, b, s, args->errmsg);
+        lk_status st = check_slot(b, s, args->errmsg);
         if (st != LK_OK)
             return st;
         const lk_named_tensor *g = find_named(args->grads, args->n_grads, sd->name);
@@ -196,7 +195,7 @@ static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_ar
     return LK_OK;
 }
 
-static void default_plan(const bound *b, int32_t reduction, lk_plan *p)
+static void default_plan(const bound *b, lk_plan *p)
 {
     const lk_tensor *in = &b->slots[0];
     memset(p, 0, sizeof *p);
@@ -207,13 +206,12 @@ static void default_plan(const bound *b, int32_t reduction, lk_plan *p)
     if (in->ndim > 0)
         memcpy(p->out_shape, in->shape, (size_t)in->ndim * sizeof *in->shape);
     p->mean_norm = (double)p->n_positions;
-    (void)reduction;
 }
 
 static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
 {
     const lk_loss_desc *d = b->e->desc;
-    default_plan(b, loss->reduction, &b->plan);
+    default_plan(b, &b->plan);
     if (d->plan) {
         char msg[LK_ERRMSG_CAP / 2] = "";
         lk_msg m = {msg, sizeof msg};
@@ -394,9 +392,11 @@ static lk_status finalize(const lk_loss *loss, const bound *b, const double *sta
         return LK_OK;
     }
     if (!d->finalize) {
-        *value = stats[0] * reduction_factor(b, loss->reduction);
-        if (loss->reduction == LK_REDUCTION_MEAN)
-            *value = stats[0] / b->plan.mean_norm;
+        /* divide rather than multiply by a reciprocal: exact for the mean */
+        double divisor = loss->reduction == LK_REDUCTION_MEAN        ? b->plan.mean_norm
+                         : loss->reduction == LK_REDUCTION_BATCHMEAN ? batch_size(b)
+                                                                     : 1.0;
+        *value = stats[0] / divisor;
         return LK_OK;
     }
     char msg[LK_ERRMSG_CAP / 2] = "";
