@@ -45,7 +45,16 @@
 #define SRC(rel) LK_SOURCE_ROOT "/" rel
 #define MC_DIR   "tests/golden/multiclass"
 
-enum { PORTABLE = 0, SIMD = 1 };
+/* The kernel paths: portable, AVX2 at most (LOSSKIT_SIMD=avx2), and the best
+ * the CPU has (AVX-512 float lanes where present). */
+enum { PORTABLE = 0, SIMD_AVX2 = 1, SIMD = 2 };
+static const char *const path_names[] = {"portable", "AVX2", "SIMD"};
+
+/* Value tolerances: double lanes (float64 data, mixed dtypes, mse, l1,
+ * multiclass) and float32 lanes (binary losses whose tensors are all
+ * float32: float32 terms, double sums). */
+#define VALUE_F64 1e-12
+#define VALUE_F32 1e-6
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
@@ -85,6 +94,8 @@ static lk_loss *make_loss_on(lk_runtime *rt, const char *config, int path)
     lk_loss *loss = NULL;
     if (path == PORTABLE)
         setenv("LOSSKIT_SIMD", "0", 1);
+    else if (path == SIMD_AVX2)
+        setenv("LOSSKIT_SIMD", "avx2", 1);
     else
         unsetenv("LOSSKIT_SIMD");
     lk_status st = lk_loss_from_json(rt, config, strlen(config), "test_simd", &loss, err);
@@ -237,7 +248,8 @@ static int compare_arrays(const char *what, const char *label, const double *a, 
 }
 
 /* The two paths' results of one case agree. */
-static void expect_same(const char *label, const result *s, const result *p, int32_t dtype)
+static void expect_same(const char *label, const result *s, const result *p, int32_t dtype,
+                        double value_rel)
 {
     cr_expect_eq(s->st, p->st, "%s: status SIMD %s, portable %s (%s | %s)", label,
                  lk_status_name(s->st), lk_status_name(p->st), s->err, p->err);
@@ -247,7 +259,7 @@ static void expect_same(const char *label, const result *s, const result *p, int
     }
     if (memcmp(&s->value, &p->value, sizeof s->value) != 0)
         bitwise_differences++;
-    cr_expect(agree(s->value, p->value, 1e-12, 1e-15), "%s: value SIMD %.17g, portable %.17g",
+    cr_expect(agree(s->value, p->value, value_rel, 1e-15), "%s: value SIMD %.17g, portable %.17g",
               label, s->value, p->value);
     double rel = dtype == LK_DTYPE_F32 ? 1e-6 : 1e-12;
     double floor_rel = dtype == LK_DTYPE_F32 ? 1e-7 : 2e-15;
@@ -349,14 +361,20 @@ static void run_binary_cases(lk_runtime *rt, const tens *x, const tens *t, const
         const bin_case *bc = &bin_cases[c];
         char label[512];
         snprintf(label, sizeof label, "%s on %s", bc->config, data_label);
-        lk_loss *ls = make_loss_on(rt, bc->config, SIMD),
-                *lp = make_loss_on(rt, bc->config, PORTABLE);
-        result s = eval(ls, x, t, bc->weighted ? w : NULL, bc->none);
+        double value_rel =
+            x->dtype == LK_DTYPE_F32 && t->dtype == LK_DTYPE_F32 ? VALUE_F32 : VALUE_F64;
+        lk_loss *lp = make_loss_on(rt, bc->config, PORTABLE);
         result p = eval(lp, x, t, bc->weighted ? w : NULL, bc->none);
-        expect_same(label, &s, &p, x->dtype);
-        result_free(&s);
+        for (int path = SIMD_AVX2; path <= SIMD; path++) {
+            char plabel[560];
+            snprintf(plabel, sizeof plabel, "%s (%s)", label, path_names[path]);
+            lk_loss *ls = make_loss_on(rt, bc->config, path);
+            result s = eval(ls, x, t, bc->weighted ? w : NULL, bc->none);
+            expect_same(plabel, &s, &p, x->dtype, value_rel);
+            result_free(&s);
+            lk_loss_free(ls);
+        }
         result_free(&p);
-        lk_loss_free(ls);
         lk_loss_free(lp);
     }
 }
@@ -422,15 +440,19 @@ Test(simd, paths_agree_pos_weight_list)
             fill_logits(&x, X_EXTREME);
             fill_targets(&t, T_MIXED);
             fill_weights(&w);
-            lk_loss *ls = make_loss_on(rt, config, SIMD), *lp = make_loss_on(rt, config, PORTABLE);
-            result s = eval(ls, &x, &t, &w, 1), p = eval(lp, &x, &t, &w, 1);
-            char label[96];
-            snprintf(label, sizeof label, "pos_weight list, %lld rows, %s", (long long)rows[r],
-                     dt ? "f64" : "f32");
-            expect_same(label, &s, &p, dtype);
-            result_free(&s);
+            lk_loss *lp = make_loss_on(rt, config, PORTABLE);
+            result p = eval(lp, &x, &t, &w, 1);
+            for (int path = SIMD_AVX2; path <= SIMD; path++) {
+                lk_loss *ls = make_loss_on(rt, config, path);
+                result s = eval(ls, &x, &t, &w, 1);
+                char label[96];
+                snprintf(label, sizeof label, "pos_weight list, %lld rows, %s (%s)",
+                         (long long)rows[r], dt ? "f64" : "f32", path_names[path]);
+                expect_same(label, &s, &p, dtype, dt ? VALUE_F64 : VALUE_F32);
+                result_free(&s);
+                lk_loss_free(ls);
+            }
             result_free(&p);
-            lk_loss_free(ls);
             lk_loss_free(lp);
             free(x.data);
             free(t.data);
@@ -454,7 +476,7 @@ Test(simd, paths_agree_large_blocks, .timeout = 300)
         lk_loss *ls = make_loss_on(rt, configs[c], SIMD),
                 *lp = make_loss_on(rt, configs[c], PORTABLE);
         result s = eval(ls, &x, &t, NULL, 0), p = eval(lp, &x, &t, NULL, 0);
-        expect_same(configs[c], &s, &p, LK_DTYPE_F32);
+        expect_same(configs[c], &s, &p, LK_DTYPE_F32, VALUE_F32);
         result_free(&s);
         result_free(&p);
         lk_loss_free(ls);
@@ -494,7 +516,7 @@ Test(simd, threads_bitwise, .timeout = 300)
             const tens *xi = c == 3 ? &mx : &x, *ti = c == 3 ? &my : &t;
             result a = eval(l1, xi, ti, NULL, 0), b = eval(l3, xi, ti, NULL, 0);
             cr_expect(same_bits(&a, &b), "%s (%s): 1 and 3 threads differ (%.17g, %.17g)",
-                      configs[c], path == SIMD ? "SIMD" : "portable", a.value, b.value);
+                      configs[c], path_names[path], a.value, b.value);
             result_free(&a);
             result_free(&b);
             lk_loss_free(l1);
@@ -537,7 +559,7 @@ Test(simd, avx2_path_runs)
         lk_loss *ls = make_loss_on(rt, bin_cases[c].config, SIMD);
         lk_loss *lp = make_loss_on(rt, bin_cases[c].config, PORTABLE);
         result s = eval(ls, &x, &t, NULL, 0), p = eval(lp, &x, &t, NULL, 0);
-        expect_same(bin_cases[c].config, &s, &p, LK_DTYPE_F64);
+        expect_same(bin_cases[c].config, &s, &p, LK_DTYPE_F64, VALUE_F64);
         result_free(&s);
         result_free(&p);
         lk_loss_free(ls);
@@ -579,15 +601,20 @@ Test(simd, errors_agree)
                          (long long)bad_at[b]);
                 snprintf(label, sizeof label, "%s, bad target at %lld", ids[i],
                          (long long)bad_at[b]);
-                lk_loss *ls = make_loss_on(rt, config, SIMD),
-                        *lp = make_loss_on(rt, config, PORTABLE);
-                result s = eval(ls, &x, &t, NULL, 0), p = eval(lp, &x, &t, NULL, 0);
-                cr_expect_eq(s.st, LK_ERR_INVALID, "%s: %s", label, lk_status_name(s.st));
-                cr_expect_not_null(strstr(s.err, want), "%s: '%s' lacks '%s'", label, s.err, want);
-                expect_same(label, &s, &p, dtype);
-                result_free(&s);
+                lk_loss *lp = make_loss_on(rt, config, PORTABLE);
+                result p = eval(lp, &x, &t, NULL, 0);
+                for (int path = SIMD_AVX2; path <= SIMD; path++) {
+                    lk_loss *ls = make_loss_on(rt, config, path);
+                    result s = eval(ls, &x, &t, NULL, 0);
+                    cr_expect_eq(s.st, LK_ERR_INVALID, "%s (%s): %s", label, path_names[path],
+                                 lk_status_name(s.st));
+                    cr_expect_not_null(strstr(s.err, want), "%s (%s): '%s' lacks '%s'", label,
+                                       path_names[path], s.err, want);
+                    expect_same(label, &s, &p, dtype, VALUE_F64);
+                    result_free(&s);
+                    lk_loss_free(ls);
+                }
                 result_free(&p);
-                lk_loss_free(ls);
                 lk_loss_free(lp);
             }
         }
@@ -650,7 +677,7 @@ Test(multiclass, golden)
         for (int path = PORTABLE; path <= SIMD; path++) {
             lk_loss *loss = make_loss_on(rt, config, path);
             result r = eval(loss, &x, &t, NULL, 0);
-            const char *pn = path == SIMD ? "SIMD" : "portable";
+            const char *pn = path_names[path];
             cr_assert_eq(r.st, LK_OK, "%s (%s): %s", name, pn, r.err);
             cr_expect(agree(r.value, value, 1e-12, 0.0), "%s (%s): value %.17g, PyTorch %.17g",
                       name, pn, r.value, value);
@@ -741,7 +768,7 @@ Test(multiclass, paths_agree, .timeout = 300)
             lk_loss *ls = make_loss_on(rt, config, SIMD), *lp = make_loss_on(rt, config, PORTABLE);
             result s = eval(ls, &x, &y, NULL, 0), p = eval(lp, &x, &y, NULL, 0);
             cr_expect_eq(s.st, LK_OK, "%s: %s", label, s.err);
-            expect_same(label, &s, &p, xdt);
+            expect_same(label, &s, &p, xdt, VALUE_F64);
             result_free(&s);
             result_free(&p);
             lk_loss_free(ls);
@@ -783,7 +810,7 @@ Test(multiclass, gradcheck)
                 double fd = (up.value - down.value) / (2.0 * h);
                 cr_expect(fabs(r.grad[i] - fd) <= 1e-6 * fabs(fd) + 1e-8,
                           "%s (%s): grad[%lld] = %.12g, finite difference %.12g", configs[c],
-                          path == SIMD ? "SIMD" : "portable", (long long)i, r.grad[i], fd);
+                          path_names[path], (long long)i, r.grad[i], fd);
                 result_free(&up);
                 result_free(&down);
             }
@@ -807,7 +834,7 @@ static void expect_mc_failure(const char *config, const tens *x, const tens *y, 
         cr_expect_eq(r.st, want, "%s: status %s, expected %s (%s)", config, lk_status_name(r.st),
                      lk_status_name(want), r.err);
         cr_expect_not_null(strstr(r.err, needle), "%s (%s): message '%s' lacks '%s'", config,
-                           path == SIMD ? "SIMD" : "portable", r.err, needle);
+                           path_names[path], r.err, needle);
         result_free(&r);
         lk_loss_free(loss);
     }

@@ -65,7 +65,7 @@ static lk_status mse_forward(const void *inst, const lk_plan *plan, const lk_blo
                              lk_msg *msg)
 {
 #if TUT_HAVE_AVX2
-    if (((const tut_inst *)inst)->simd == TUT_SIMD_AVX2)
+    if (((const tut_inst *)inst)->simd != TUT_SIMD_NONE)
         return tut_avx2_fused(inst, TUT_K_MSE, blk, msg);
 #endif
     return tut_fused_forward(inst, blk, mse_kernel, TUT_WEIGHTED, msg);
@@ -103,7 +103,7 @@ static void l1_kernel(const tut_inst *inst, const tut_span *s)
 static lk_status l1_forward(const void *inst, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
 {
 #if TUT_HAVE_AVX2
-    if (((const tut_inst *)inst)->simd == TUT_SIMD_AVX2)
+    if (((const tut_inst *)inst)->simd != TUT_SIMD_NONE)
         return tut_avx2_fused(inst, TUT_K_L1, blk, msg);
 #endif
     return tut_fused_forward(inst, blk, l1_kernel, TUT_WEIGHTED, msg);
@@ -207,7 +207,7 @@ static lk_status bce_forward(const void *inst, const lk_plan *plan, const lk_blo
                              lk_msg *msg)
 {
 #if TUT_HAVE_AVX2
-    if (((const tut_inst *)inst)->simd == TUT_SIMD_AVX2)
+    if (((const tut_inst *)inst)->simd != TUT_SIMD_NONE)
         return tut_avx2_fused(inst, TUT_K_BCE, blk, msg);
 #endif
     return tut_fused_forward(inst, blk, bce_kernel, TUT_WEIGHTED | TUT_CHECK_TARGET, msg);

@@ -122,7 +122,7 @@ static lk_status focal_forward(const void *inst, const lk_plan *plan, const lk_b
                                lk_msg *msg)
 {
 #if TUT_HAVE_AVX2
-    if (((const tut_inst *)inst)->simd == TUT_SIMD_AVX2)
+    if (((const tut_inst *)inst)->simd != TUT_SIMD_NONE)
         return tut_avx2_fused(inst, TUT_K_FOCAL, blk, msg);
 #endif
     return tut_fused_forward(inst, blk, focal_kernel, TUT_CHECK_TARGET, msg);
@@ -187,7 +187,7 @@ static lk_status fmb_forward(const void *inst, const lk_plan *plan, const lk_blo
                              lk_msg *msg)
 {
 #if TUT_HAVE_AVX2
-    if (((const tut_inst *)inst)->simd == TUT_SIMD_AVX2)
+    if (((const tut_inst *)inst)->simd != TUT_SIMD_NONE)
         return tut_avx2_stats(inst, TUT_K_FMB, blk, msg);
 #endif
     return tut_stats_forward(inst, plan, blk, fmb_stats, msg);
@@ -232,8 +232,8 @@ static lk_status fmb_backward(const void *inst, const lk_plan *plan, const lk_bl
     const double *g = blk->global;
     double k[1] = {fmb_dvalue(inst, g[TUT_FMB_BCE] / g[TUT_FMB_COUNT]) / g[TUT_FMB_COUNT]};
 #if TUT_HAVE_AVX2
-    if (((const tut_inst *)inst)->simd == TUT_SIMD_AVX2)
-        return tut_avx2_grad(TUT_K_FMB, k, blk, msg);
+    if (((const tut_inst *)inst)->simd != TUT_SIMD_NONE)
+        return tut_avx2_grad(inst, TUT_K_FMB, k, blk, msg);
 #endif
     return tut_backward(k, blk, fmb_grad, msg);
 }

@@ -120,7 +120,7 @@ static lk_status overlap_forward(const tut_inst *in, int kind, const lk_plan *pl
                                  const lk_block *blk, tut_stats_fn fn, lk_msg *msg)
 {
 #if TUT_HAVE_AVX2
-    if (in->simd == TUT_SIMD_AVX2)
+    if (in->simd != TUT_SIMD_NONE)
         return tut_avx2_stats(in, kind, blk, msg);
 #endif
     return tut_stats_forward(in, plan, blk, fn, msg);
@@ -130,8 +130,8 @@ static lk_status overlap_backward(const tut_inst *in, int kind, const double *k,
                                   const lk_block *blk, tut_grad_fn fn, lk_msg *msg)
 {
 #if TUT_HAVE_AVX2
-    if (in->simd == TUT_SIMD_AVX2)
-        return tut_avx2_grad(kind, k, blk, msg);
+    if (in->simd != TUT_SIMD_NONE)
+        return tut_avx2_grad(in, kind, k, blk, msg);
 #endif
     return tut_backward(k, blk, fn, msg);
 }
@@ -215,7 +215,7 @@ static lk_status dice_forward(const void *inst, const lk_plan *plan, const lk_bl
     const tut_inst *in = inst;
     if (in->multiclass) {
 #if TUT_HAVE_AVX2
-        if (in->simd == TUT_SIMD_AVX2)
+        if (in->simd != TUT_SIMD_NONE)
             return tut_avx2_mc_forward(in, plan, blk, msg);
 #endif
         return tut_mc_forward(in, plan, blk, msg);
@@ -249,7 +249,7 @@ static lk_status dice_backward(const void *inst, const lk_plan *plan, const lk_b
         return st;
     if (in->multiclass) {
 #if TUT_HAVE_AVX2
-        if (in->simd == TUT_SIMD_AVX2)
+        if (in->simd != TUT_SIMD_NONE)
             return tut_avx2_mc_backward(in, plan, blk, msg);
 #endif
         return tut_mc_backward(in, plan, blk, msg);

@@ -59,14 +59,21 @@ LK_PLUGIN_ENTRY(tutorial_plugin)
 int32_t tut_simd_choice(void)
 {
     const char *env = getenv("LOSSKIT_SIMD");
-    if (env && strcmp(env, "0") == 0)
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "portable") == 0))
         return TUT_SIMD_NONE;
 #if TUT_HAVE_AVX2
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return TUT_SIMD_AVX2;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return TUT_SIMD_NONE;
+#if TUT_HAVE_AVX512
+    if (!(env && strcmp(env, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512dq"))
+        return TUT_SIMD_AVX512;
 #endif
+    return TUT_SIMD_AVX2;
+#else
     return TUT_SIMD_NONE;
+#endif
 }
 
 lk_status tut_inst_new(const lk_create_args *args, int64_t n_pw, tut_inst **out, lk_msg *msg)
@@ -80,7 +87,9 @@ lk_status tut_inst_new(const lk_create_args *args, int64_t n_pw, tut_inst **out,
     if (h && h->log) {
         char line[128];
         snprintf(line, sizeof line, "tutorial %s: %s kernels", args->desc ? args->desc->id : "?",
-                 in->simd == TUT_SIMD_AVX2 ? "AVX2+FMA" : "portable");
+                 in->simd == TUT_SIMD_AVX512 ? "AVX-512 (float32 data) and AVX2+FMA"
+                 : in->simd == TUT_SIMD_AVX2 ? "AVX2+FMA"
+                                             : "portable");
         h->log(h->ctx, LK_LOG_DEBUG, line);
     }
     *out = in;

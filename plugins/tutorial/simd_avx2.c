@@ -564,9 +564,58 @@ FUSED_FN(fused_l1, TUT_K_L1)
 FUSED_FN(fused_bce, TUT_K_BCE)
 FUSED_FN(fused_focal, TUT_K_FOCAL)
 
+/* ------------------------------------------------------------------------ */
+/* Entry points                                                              */
+/*
+ * A block whose tensors are all float32 goes to the float-lane kernels of
+ * simd_f32.h (AVX-512 when the instance chose it, else AVX2) for every loss
+ * that calls exp; mse and l1, which run at memory speed in double lanes, and
+ * every block with a float64 tensor stay here.
+ */
+
+static lk_status f32_fused(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
+{
+#if TUT_HAVE_AVX512
+    if (inst->simd == TUT_SIMD_AVX512)
+        return tut_f32_fused_avx512(inst, kind, blk, msg);
+#endif
+    return tut_f32_fused_avx2(inst, kind, blk, msg);
+}
+
+static lk_status f32_stats(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
+{
+#if TUT_HAVE_AVX512
+    if (inst->simd == TUT_SIMD_AVX512)
+        return tut_f32_stats_avx512(inst, kind, blk, msg);
+#endif
+    return tut_f32_stats_avx2(inst, kind, blk, msg);
+}
+
+static void f32_grad(const tut_inst *inst, int kind, const double *k, const lk_block *blk)
+{
+#if TUT_HAVE_AVX512
+    if (inst->simd == TUT_SIMD_AVX512) {
+        tut_f32_grad_avx512(kind, k, blk);
+        return;
+    }
+#else
+    (void)inst;
+#endif
+    tut_f32_grad_avx2(kind, k, blk);
+}
+
+/* The input and target slots of a binary block are float32. */
+static int binary_f32(const lk_block *blk)
+{
+    return blk->slots[0].dtype == LK_DTYPE_F32 && blk->slots[1].dtype == LK_DTYPE_F32;
+}
+
 lk_status tut_avx2_fused(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
 {
     int weighted = kind != TUT_K_FOCAL && blk->slots[2].data;
+    if ((kind == TUT_K_BCE || kind == TUT_K_FOCAL) && binary_f32(blk) &&
+        (!weighted || blk->slots[2].dtype == LK_DTYPE_F32))
+        return f32_fused(inst, kind, blk, msg);
     fused_io f = {
         .in = inst,
         .x = blk->slots[0].data,
@@ -659,6 +708,8 @@ STATS_FN(stats_fmb, TUT_K_FMB)
 
 lk_status tut_avx2_stats(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
 {
+    if (binary_f32(blk))
+        return f32_stats(inst, kind, blk, msg);
     const void *x = blk->slots[0].data, *t = blk->slots[1].data;
     int xf = blk->slots[0].dtype == LK_DTYPE_F32, tf = blk->slots[1].dtype == LK_DTYPE_F32;
     double s[N_ACC], count = (double)(blk->end - blk->begin);
@@ -744,8 +795,13 @@ GRAD_FN(grad_dice_bce, TUT_K_DICE_BCE)
 GRAD_FN(grad_iou, TUT_K_IOU)
 GRAD_FN(grad_fmb, TUT_K_FMB)
 
-lk_status tut_avx2_grad(int kind, const double *k, const lk_block *blk, lk_msg *msg)
+lk_status tut_avx2_grad(const tut_inst *inst, int kind, const double *k, const lk_block *blk,
+                        lk_msg *msg)
 {
+    if (binary_f32(blk)) {
+        f32_grad(inst, kind, k, blk);
+        return LK_OK;
+    }
     int xf = blk->slots[0].dtype == LK_DTYPE_F32, tf = blk->slots[1].dtype == LK_DTYPE_F32;
     switch (kind) {
     case TUT_K_DICE: grad_dice(k, blk, xf, tf); break;

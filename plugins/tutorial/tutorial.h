@@ -34,6 +34,9 @@
 #ifndef TUT_HAVE_AVX2
 #define TUT_HAVE_AVX2 0
 #endif
+#ifndef TUT_HAVE_AVX512
+#define TUT_HAVE_AVX512 0
+#endif
 
 /* The losses, one per file group (elementwise.c, overlap.c, focal.c). */
 extern const lk_loss_desc tut_mse_desc;
@@ -54,7 +57,7 @@ extern const lk_slot_desc tut_slot_weight; /* optional, like input */
 /* Instances                                                                 */
 
 /* Which kernels an instance runs. */
-enum { TUT_SIMD_NONE = 0, TUT_SIMD_AVX2 = 1 };
+enum { TUT_SIMD_NONE = 0, TUT_SIMD_AVX2 = 1, TUT_SIMD_AVX512 = 2 };
 
 /* One instance type for the whole family: each loss fills what it uses.
  * Immutable after create(). */
@@ -174,11 +177,23 @@ enum { TUT_FMB_BCE, TUT_FMB_COUNT };
 #if TUT_HAVE_AVX2
 lk_status tut_avx2_fused(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
 lk_status tut_avx2_stats(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
-lk_status tut_avx2_grad(int kind, const double *k, const lk_block *blk, lk_msg *msg);
+lk_status tut_avx2_grad(const tut_inst *inst, int kind, const double *k, const lk_block *blk,
+                        lk_msg *msg);
 lk_status tut_avx2_mc_forward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
                               lk_msg *msg);
 lk_status tut_avx2_mc_backward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
                                lk_msg *msg);
+
+/* The float32-lane kernels (simd_f32.h), for blocks whose tensors are all
+ * float32; tut_avx2_fused, _stats and _grad hand such blocks to them. */
+lk_status tut_f32_fused_avx2(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
+lk_status tut_f32_stats_avx2(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
+void tut_f32_grad_avx2(int kind, const double *k, const lk_block *blk);
+#endif
+#if TUT_HAVE_AVX512
+lk_status tut_f32_fused_avx512(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
+lk_status tut_f32_stats_avx512(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
+void tut_f32_grad_avx512(int kind, const double *k, const lk_block *blk);
 #endif
 
 /* ------------------------------------------------------------------------ */

@@ -1,0 +1,653 @@
+/* simd_f32.h: the float32-lane kernels of the tutorial family, written once
+ * against a small lane layer and compiled twice:
+ *
+ *   simd_f32_avx512.c   F32_AVX512 = 1: sixteen float lanes, mask registers
+ *   simd_f32_avx2.c     F32_AVX512 = 0: eight float lanes, vector masks
+ *
+ * They serve the losses whose cost is exp and log1p (bce_with_logits, focal,
+ * dice, iou, dice_bce, focal_mean_bce) when every tensor they read is
+ * float32: the per-position formulas run in float32 (libmvec's expf, log1pf
+ * and powf, at most 4 ulp), twice as many lanes per instruction as the
+ * double kernels of simd_avx2.c and cheaper polynomials. What stays in
+ * double is every sum: a vector of losses or statistics is widened to two
+ * double vectors before it is added, so a block's sum carries no more error
+ * than its float32 terms do. float64 data and mixed dtypes keep the double
+ * kernels.
+ *
+ * The formulas mirror simd_avx2.c (and through it the scalar forms of
+ * tutorial.h, focal.c and overlap.c) operation for operation, including the
+ * rules for 0 * inf (mul0), NaN (pospart) and targets outside [0, 1]. A
+ * block's result depends only on the block's data and the lane width, never
+ * on the thread that runs it. */
+#ifndef LOSSKIT_TUTORIAL_SIMD_F32_H
+#define LOSSKIT_TUTORIAL_SIMD_F32_H
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "tutorial.h"
+
+#define AI static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------------ */
+/* Lanes                                                                     */
+
+/* clang-format off */
+#if F32_AVX512
+#if !defined(__AVX512F__) || !defined(__AVX512DQ__)
+#error "simd_f32_avx512.c is compiled with -mavx512f -mavx512dq"
+#endif
+#define W 16
+#define F32_NAME(n) n##_avx512
+typedef __m512 vf;      /* sixteen floats */
+typedef __mmask16 vm;   /* a lane mask */
+typedef __m512d vdd;    /* eight doubles: half a vf, widened */
+__m512 _ZGVeN16v_expf(__m512 x);
+__m512 _ZGVeN16v_log1pf(__m512 x);
+__m512 _ZGVeN16vv_powf(__m512 x, __m512 y);
+AI vf vexpf(vf x) { return _ZGVeN16v_expf(x); }
+AI vf vlog1pf(vf x) { return _ZGVeN16v_log1pf(x); }
+AI vf vpowf(vf x, vf y) { return _ZGVeN16vv_powf(x, y); }
+AI vf f1(float a) { return _mm512_set1_ps(a); }
+AI vf fzero(void) { return _mm512_setzero_ps(); }
+AI vf fadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+AI vf fsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+AI vf fmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+AI vf fdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
+AI vf fabsv(vf a) { return _mm512_abs_ps(a); }
+AI vf fneg(vf a) { return _mm512_xor_ps(a, f1(-0.0f)); }
+#define FCMP(a, b, pred) _mm512_cmp_ps_mask((a), (b), (pred))
+AI vm mnone(void) { return 0; }
+AI vm mor(vm a, vm b) { return (vm)(a | b); }
+AI int many(vm m) { return m != 0; }
+AI int mall(vm m) { return m == 0xFFFF; }
+AI vm mlanes(int k) { return k >= W ? (vm)0xFFFF : (vm)((1u << k) - 1u); }
+/* m ? a : b; a where m, else 0; a where not m, else 0. */
+AI vf fsel(vm m, vf a, vf b) { return _mm512_mask_blend_ps(m, b, a); }
+AI vf fkeep(vm m, vf a) { return _mm512_maskz_mov_ps(m, a); }
+AI vf fclear(vm m, vf a) { return _mm512_maskz_mov_ps((vm)~m, a); }
+/* The first k lanes from p, the others pad; masked lanes never fault. */
+AI vf fload(const float *p, int k, float pad)
+{
+    return k == W ? _mm512_loadu_ps(p) : _mm512_mask_loadu_ps(f1(pad), mlanes(k), p);
+}
+AI void fstore(float *p, int k, vf v)
+{
+    if (k == W) _mm512_storeu_ps(p, v);
+    else _mm512_mask_storeu_ps(p, mlanes(k), v);
+}
+AI vdd dzero(void) { return _mm512_setzero_pd(); }
+AI vdd dadd(vdd a, vdd b) { return _mm512_add_pd(a, b); }
+AI vdd dlo(vf a) { return _mm512_cvtps_pd(_mm512_castps512_ps256(a)); }
+AI vdd dhi(vf a) { return _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1)); }
+#define DW 8
+AI void dstore(double *p, vdd a) { _mm512_storeu_pd(p, a); }
+#else
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "simd_f32_avx2.c is compiled with -mavx2 -mfma"
+#endif
+#define W 8
+#define F32_NAME(n) n##_avx2
+typedef __m256 vf;
+typedef __m256 vm;      /* all ones or all zeros per lane */
+typedef __m256d vdd;
+__m256 _ZGVdN8v_expf(__m256 x);
+__m256 _ZGVdN8v_log1pf(__m256 x);
+__m256 _ZGVdN8vv_powf(__m256 x, __m256 y);
+AI vf vexpf(vf x) { return _ZGVdN8v_expf(x); }
+AI vf vlog1pf(vf x) { return _ZGVdN8v_log1pf(x); }
+AI vf vpowf(vf x, vf y) { return _ZGVdN8vv_powf(x, y); }
+AI vf f1(float a) { return _mm256_set1_ps(a); }
+AI vf fzero(void) { return _mm256_setzero_ps(); }
+AI vf fadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+AI vf fsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+AI vf fmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+AI vf fdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
+AI vf fabsv(vf a) { return _mm256_andnot_ps(f1(-0.0f), a); }
+AI vf fneg(vf a) { return _mm256_xor_ps(a, f1(-0.0f)); }
+#define FCMP(a, b, pred) _mm256_cmp_ps((a), (b), (pred))
+AI vm mnone(void) { return _mm256_setzero_ps(); }
+AI vm mor(vm a, vm b) { return _mm256_or_ps(a, b); }
+AI int many(vm m) { return _mm256_movemask_ps(m) != 0; }
+AI int mall(vm m) { return _mm256_movemask_ps(m) == 0xFF; }
+AI vm mlanes(int k)
+{
+    return _mm256_cmp_ps(_mm256_set_ps(7, 6, 5, 4, 3, 2, 1, 0), f1((float)k), _CMP_LT_OQ);
+}
+AI vf fsel(vm m, vf a, vf b) { return _mm256_blendv_ps(b, a, m); }
+AI vf fkeep(vm m, vf a) { return _mm256_and_ps(m, a); }
+AI vf fclear(vm m, vf a) { return _mm256_andnot_ps(m, a); }
+AI vf fload(const float *p, int k, float pad)
+{
+    if (k == W)
+        return _mm256_loadu_ps(p);
+    vm m = mlanes(k);
+    return fsel(m, _mm256_maskload_ps(p, _mm256_castps_si256(m)), f1(pad));
+}
+AI void fstore(float *p, int k, vf v)
+{
+    if (k == W) _mm256_storeu_ps(p, v);
+    else _mm256_maskstore_ps(p, _mm256_castps_si256(mlanes(k)), v);
+}
+AI vdd dzero(void) { return _mm256_setzero_pd(); }
+AI vdd dadd(vdd a, vdd b) { return _mm256_add_pd(a, b); }
+AI vdd dlo(vf a) { return _mm256_cvtps_pd(_mm256_castps256_ps128(a)); }
+AI vdd dhi(vf a) { return _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)); }
+#define DW 4
+AI void dstore(double *p, vdd a) { _mm256_storeu_pd(p, a); }
+#endif
+/* clang-format on */
+
+/* A double sum of float lanes: the low and high halves widened. */
+typedef struct dacc {
+    vdd lo, hi;
+} dacc;
+
+AI dacc dacc_zero(void)
+{
+    dacc a = {dzero(), dzero()};
+    return a;
+}
+
+AI void dacc_add(dacc *a, vf v)
+{
+    a->lo = dadd(a->lo, dlo(v));
+    a->hi = dadd(a->hi, dhi(v));
+}
+
+/* The lanes of a and b summed in a fixed order. */
+AI double dacc_sum(dacc a, dacc b)
+{
+    double l[DW];
+    dstore(l, dadd(dadd(a.lo, a.hi), dadd(b.lo, b.hi)));
+    double s = 0.0;
+    for (int j = 0; j < DW; j++)
+        s += l[j];
+    return s;
+}
+
+AI vm feq(vf a, float b)
+{
+    return FCMP(a, f1(b), _CMP_EQ_OQ);
+}
+
+/* c a, but 0 where c is 0 even when a is infinite (tut_mul0). */
+AI vf fmul0(vf c, vf a)
+{
+    return fclear(feq(c, 0.0f), fmul(c, a));
+}
+
+/* a > 0 ? a : 0, with 0 for NaN. */
+AI vf fpospart(vf a)
+{
+    return fkeep(FCMP(a, fzero(), _CMP_GT_OQ), a);
+}
+
+AI vm foutside01(vf t)
+{
+    return mor(FCMP(t, fzero(), _CMP_LT_OQ), FCMP(t, f1(1.0f), _CMP_GT_OQ));
+}
+
+/* The message of the first target outside [0, 1] among i..i+n-1. */
+static lk_status f32_first_bad_target(const float *t, int64_t i, int n, lk_msg *msg)
+{
+    for (int j = 0; j < n; j++)
+        if (t[i + j] < 0.0f || t[i + j] > 1.0f)
+            return tut_bad_target(msg, i + j, (double)t[i + j]);
+    return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
+}
+
+/* ------------------------------------------------------------------------ */
+/* The primitives: a = |x|, e = exp(-a), r = 1 / (1 + e)                     */
+
+typedef struct fprim {
+    vf a, e, r;
+    vm pos;
+} fprim;
+
+AI fprim fprims(vf x, vf e)
+{
+    fprim p;
+    p.a = fabsv(x);
+    p.e = e;
+    p.r = fdiv(f1(1.0f), fadd(f1(1.0f), e));
+    p.pos = FCMP(x, fzero(), _CMP_GE_OQ);
+    return p;
+}
+
+AI vf fsig(const fprim *p)
+{
+    return fsel(p->pos, p->r, fmul(p->e, p->r));
+}
+
+AI vf fsig_neg(const fprim *p)
+{
+    return fsel(p->pos, fmul(p->e, p->r), p->r);
+}
+
+AI vf fdsig(const fprim *p)
+{
+    return fmul(fmul(p->e, p->r), p->r);
+}
+
+/* sigmoid(x) - t as (1 - t) sigmoid(x) - t sigmoid(-x): for a target of 0
+ * or 1 no float32 cancellation (sigmoid(x) - 1 near x = +4 would keep only
+ * the last bits of the rounded sigmoid). */
+AI vf fsig_minus_t(const fprim *p, vf t)
+{
+    return fsub(fmul(fsub(f1(1.0f), t), fsig(p)), fmul(t, fsig_neg(p)));
+}
+
+AI vf fbce(const fprim *p, vf L, vf t, vf pw)
+{
+    vf lw = fadd(f1(1.0f), fmul(fsub(pw, f1(1.0f)), t));
+    return fadd(fmul0(fsel(p->pos, fsub(f1(1.0f), t), fmul(pw, t)), p->a), fmul(lw, L));
+}
+
+/* (1 + (pw - 1) t) sigmoid(x) - pw t, rearranged as fsig_minus_t is. */
+AI vf fbce_grad(const fprim *p, vf t, vf pw)
+{
+    return fsub(fmul(fsub(f1(1.0f), t), fsig(p)), fmul(fmul(pw, t), fsig_neg(p)));
+}
+
+AI vf fpowg(vf q, float gamma)
+{
+    if (gamma == 0.0f)
+        return f1(1.0f);
+    if (gamma == 1.0f)
+        return q;
+    if (gamma == 2.0f)
+        return fmul(q, q);
+    return vpowf(q, f1(gamma));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Chunks: every exp of a chunk, then every log1p, then the arithmetic, so  */
+/* that independent library calls overlap.                                   */
+
+#define CHUNK_V 4
+#define CHUNK_P (W * CHUNK_V)
+
+AI int lanes_of(int n, int v)
+{
+    return n - W * v < W ? n - W * v : W;
+}
+
+typedef struct fchunk {
+    vf x[CHUNK_V], t[CHUNK_V], e[CHUNK_V], L[CHUNK_V];
+    int nv;
+} fchunk;
+
+/* Loads n <= CHUNK_P positions from i (missing lanes 0); 0 when a target
+ * lies outside [0, 1]. */
+AI int fchunk_load(fchunk *c, const float *x, const float *t, int64_t i, int n)
+{
+    vm bad = mnone();
+    c->nv = (n + W - 1) / W;
+    for (int v = 0; v < c->nv; v++) {
+        c->x[v] = fload(x + i + W * v, lanes_of(n, v), 0.0f);
+        c->t[v] = fload(t + i + W * v, lanes_of(n, v), 0.0f);
+        bad = mor(bad, foutside01(c->t[v]));
+    }
+    return !many(bad);
+}
+
+AI void fchunk_exp(fchunk *c)
+{
+    for (int v = 0; v < c->nv; v++)
+        c->e[v] = vexpf(fneg(fabsv(c->x[v])));
+}
+
+AI void fchunk_log1p(fchunk *c)
+{
+    for (int v = 0; v < c->nv; v++)
+        c->L[v] = vlog1pf(c->e[v]);
+}
+
+AI vf live_only(vf a, int n, int v)
+{
+    int k = lanes_of(n, v);
+    return k == W ? a : fkeep(mlanes(k), a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fused: bce_with_logits and focal                                          */
+
+/* focal.c's focal_binary, for lanes whose target is 0 or 1. */
+AI void focal_binary(float gamma, const fprim *p, vf L, vf x, vf t, vf at, vf *l, vf *g)
+{
+    vf one = f1(1.0f);
+    vf sgn = fsel(feq(t, 1.0f), one, f1(-1.0f));
+    vf z = fmul(sgn, x);
+    vm zpos = FCMP(z, fzero(), _CMP_GE_OQ);
+    vf er = fmul(p->e, p->r);
+    vf smz = fsel(zpos, er, p->r);
+    vf sz = fsel(zpos, p->r, er);
+    vf ce = fadd(fpospart(fneg(z)), L);
+    vf m;
+    if (gamma == 0.0f)
+        m = one;
+    else if (gamma == 1.0f)
+        m = smz;
+    else if (gamma == 2.0f)
+        m = fmul(smz, smz);
+    else
+        m = vexpf(fmul(f1(-gamma), fadd(fpospart(z), L)));
+    *g = fmul(fmul(fmul(fneg(sgn), at), m), fadd(smz, fmul(f1(gamma), fmul0(sz, ce))));
+    *l = fmul0(at, fmul(m, ce));
+}
+
+/* focal.c's focal_soft, for the other lanes. */
+AI void focal_soft(float gamma, const fprim *p, vf L, vf t, vf at, vf *l, vf *g)
+{
+    vf one = f1(1.0f);
+    vf pp = fsig(p), p1 = fsig_neg(p);
+    vf q = fadd(fmul(pp, fsub(one, t)), fmul(p1, t));
+    vf ce = fbce(p, L, t, one);
+    vf m = fpowg(q, gamma);
+    vf dm = gamma == 0.0f ? fzero() : fclear(feq(q, 0.0f), fmul(f1(gamma), fpowg(q, gamma - 1.0f)));
+    vf corr = fmul(fmul(dm, fmul0(fmul(pp, p1), ce)), fsub(fmul(f1(2.0f), t), one));
+    *g = fmul(at, fsub(fmul(fsig_minus_t(p, t), m), corr));
+    *l = fmul0(at, fmul(m, ce));
+}
+
+AI void focal_core(float alpha, float gamma, const fprim *p, vf L, vf x, vf t, vf *l, vf *g)
+{
+    vf at = alpha < 0.0f ? f1(1.0f)
+                         : fadd(fmul(f1(alpha), t), fmul(f1(1.0f - alpha), fsub(f1(1.0f), t)));
+    vm binary = mor(feq(t, 0.0f), feq(t, 1.0f));
+    vf lb = fzero(), gb = fzero(), ls = fzero(), gs = fzero();
+    if (many(binary))
+        focal_binary(gamma, p, L, x, t, at, &lb, &gb);
+    if (!mall(binary))
+        focal_soft(gamma, p, L, t, at, &ls, &gs);
+    *l = fsel(binary, lb, ls);
+    *g = fsel(binary, gb, gs);
+}
+
+typedef struct fio {
+    const tut_inst *in;
+    const float *x, *t, *w; /* w NULL: no weight */
+    float *out, *g;         /* NULL: not wanted */
+    float scale;
+    int accumulate;
+    int64_t pw_index;
+} fio;
+
+/* pos_weight of k positions from index pw_index of the last dimension. */
+AI vf f32_pos_weights(fio *f, int k)
+{
+    const tut_inst *in = f->in;
+    if (in->n_pw <= 1)
+        return f1(in->n_pw == 1 ? (float)in->pw[0] : 1.0f);
+    float b[W];
+    for (int j = 0; j < W; j++)
+        b[j] = 1.0f;
+    for (int j = 0; j < k; j++) {
+        b[j] = (float)in->pw[f->pw_index];
+        if (++f->pw_index == in->n_pw)
+            f->pw_index = 0;
+    }
+    return fload(b, W, 0.0f);
+}
+
+AI void fused_emit(fio *f, int64_t i, int k, vf l, vf g, dacc *acc)
+{
+    if (f->w) {
+        vf w = fload(f->w + i, k, 0.0f);
+        l = fmul0(w, l);
+        g = fmul0(w, g);
+    }
+    dacc_add(acc, k == W ? l : fkeep(mlanes(k), l));
+    if (f->out)
+        fstore(f->out + i, k, l);
+    if (f->g) {
+        vf s = fmul(f1(f->scale), g);
+        if (f->accumulate)
+            s = fadd(fload(f->g + i, k, 0.0f), s);
+        fstore(f->g + i, k, s);
+    }
+}
+
+AI lk_status fused_chunk(fio *f, int focal, int64_t i, int n, dacc *acc, lk_msg *msg)
+{
+    fchunk c;
+    if (!fchunk_load(&c, f->x, f->t, i, n))
+        return f32_first_bad_target(f->t, i, n, msg);
+    fchunk_exp(&c);
+    fchunk_log1p(&c);
+    float alpha = (float)f->in->alpha, gamma = (float)f->in->gamma;
+    for (int v = 0; v < c.nv; v++) {
+        int k = lanes_of(n, v);
+        fprim p = fprims(c.x[v], c.e[v]);
+        vf l, g;
+        if (!focal) {
+            vf pw = f32_pos_weights(f, k);
+            l = fbce(&p, c.L[v], c.t[v], pw);
+            g = fbce_grad(&p, c.t[v], pw);
+        } else {
+            focal_core(alpha, gamma, &p, c.L[v], c.x[v], c.t[v], &l, &g);
+        }
+        fused_emit(f, i + W * v, k, l, g, &acc[v & 1]);
+    }
+    return LK_OK;
+}
+
+AI lk_status fused_loop(fio *f, int focal, int64_t begin, int64_t end, double *sum, lk_msg *msg)
+{
+    fio local = *f; /* its address escapes nowhere: no reloads after stores */
+    dacc acc[2] = {dacc_zero(), dacc_zero()};
+    lk_status st = LK_OK;
+    int64_t i = begin;
+    for (; st == LK_OK && i + CHUNK_P <= end; i += CHUNK_P)
+        st = fused_chunk(&local, focal, i, CHUNK_P, acc, msg);
+    if (st == LK_OK && i < end)
+        st = fused_chunk(&local, focal, i, (int)(end - i), acc, msg);
+    *sum = dacc_sum(acc[0], acc[1]);
+    return st;
+}
+
+static lk_status fused_bce(fio *f, int64_t b, int64_t e, double *s, lk_msg *m)
+{
+    return fused_loop(f, 0, b, e, s, m);
+}
+
+static lk_status fused_focal(fio *f, int64_t b, int64_t e, double *s, lk_msg *m)
+{
+    return fused_loop(f, 1, b, e, s, m);
+}
+
+lk_status F32_NAME(tut_f32_fused)(const tut_inst *inst, int kind, const lk_block *blk,
+                                  lk_msg *msg)
+{
+    int weighted = kind != TUT_K_FOCAL && blk->slots[2].data;
+    fio f = {
+        .in = inst,
+        .x = blk->slots[0].data,
+        .t = blk->slots[1].data,
+        .w = weighted ? blk->slots[2].data : NULL,
+        .out = blk->out ? blk->out->data : NULL,
+        .g = blk->grads ? blk->grads[0].data : NULL,
+        .scale = (float)blk->grad_scale,
+        .accumulate = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0,
+        .pw_index = inst->n_pw > 1 ? blk->begin % inst->n_pw : 0,
+    };
+    double sum = 0.0;
+    lk_status st = kind == TUT_K_BCE ? fused_bce(&f, blk->begin, blk->end, &sum, msg)
+                                     : fused_focal(&f, blk->begin, blk->end, &sum, msg);
+    if (st == LK_OK)
+        blk->stats[0] += sum;
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statistics of the overlap losses and focal_mean_bce                       */
+
+enum { A_I, A_P, A_T, A_BCE, N_ACC };
+
+AI lk_status stats_chunk(int kind, const float *x, const float *t, int64_t i, int n, dacc *acc,
+                         lk_msg *msg)
+{
+    fchunk c;
+    if (!fchunk_load(&c, x, t, i, n))
+        return f32_first_bad_target(t, i, n, msg);
+    int bce = kind == TUT_K_DICE_BCE || kind == TUT_K_FMB;
+    fchunk_exp(&c);
+    if (bce)
+        fchunk_log1p(&c);
+    for (int v = 0; v < c.nv; v++) {
+        fprim p = fprims(c.x[v], c.e[v]);
+        if (kind != TUT_K_FMB) {
+            vf pp = live_only(fsig(&p), n, v);
+            dacc_add(&acc[A_I], fmul(pp, c.t[v]));
+            dacc_add(&acc[A_P], pp);
+            dacc_add(&acc[A_T], c.t[v]);
+        }
+        if (bce)
+            dacc_add(&acc[A_BCE], live_only(fbce(&p, c.L[v], c.t[v], f1(1.0f)), n, v));
+    }
+    return LK_OK;
+}
+
+AI lk_status stats_loop(int kind, const float *x, const float *t, int64_t begin, int64_t end,
+                        double *out, lk_msg *msg)
+{
+    dacc acc[N_ACC];
+    for (int s = 0; s < N_ACC; s++)
+        acc[s] = dacc_zero();
+    lk_status st = LK_OK;
+    int64_t i = begin;
+    for (; st == LK_OK && i + CHUNK_P <= end; i += CHUNK_P)
+        st = stats_chunk(kind, x, t, i, CHUNK_P, acc, msg);
+    if (st == LK_OK && i < end)
+        st = stats_chunk(kind, x, t, i, (int)(end - i), acc, msg);
+    for (int s = 0; s < N_ACC; s++)
+        out[s] = dacc_sum(acc[s], dacc_zero());
+    return st;
+}
+
+static lk_status stats_dice(const float *x, const float *t, int64_t b, int64_t e, double *o,
+                            lk_msg *m)
+{
+    return stats_loop(TUT_K_DICE, x, t, b, e, o, m);
+}
+
+static lk_status stats_dice_bce(const float *x, const float *t, int64_t b, int64_t e, double *o,
+                                lk_msg *m)
+{
+    return stats_loop(TUT_K_DICE_BCE, x, t, b, e, o, m);
+}
+
+static lk_status stats_fmb(const float *x, const float *t, int64_t b, int64_t e, double *o,
+                           lk_msg *m)
+{
+    return stats_loop(TUT_K_FMB, x, t, b, e, o, m);
+}
+
+lk_status F32_NAME(tut_f32_stats)(const tut_inst *inst, int kind, const lk_block *blk,
+                                  lk_msg *msg)
+{
+    (void)inst;
+    const float *x = blk->slots[0].data, *t = blk->slots[1].data;
+    double s[N_ACC], count = (double)(blk->end - blk->begin);
+    lk_status st;
+    if (kind == TUT_K_FMB) {
+        st = stats_fmb(x, t, blk->begin, blk->end, s, msg);
+        if (st == LK_OK) {
+            blk->stats[TUT_FMB_BCE] += s[A_BCE];
+            blk->stats[TUT_FMB_COUNT] += count;
+        }
+        return st;
+    }
+    if (kind == TUT_K_DICE_BCE)
+        st = stats_dice_bce(x, t, blk->begin, blk->end, s, msg);
+    else
+        st = stats_dice(x, t, blk->begin, blk->end, s, msg);
+    if (st != LK_OK)
+        return st;
+    blk->stats[TUT_ST_I] += s[A_I];
+    blk->stats[TUT_ST_P] += s[A_P];
+    blk->stats[TUT_ST_T] += s[A_T];
+    if (kind == TUT_K_DICE_BCE) {
+        blk->stats[TUT_ST_BCE] += s[A_BCE];
+        blk->stats[TUT_ST_COUNT] += count;
+    }
+    return LK_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Gradients of the two-pass losses, from the constants k of overlap.c       */
+
+AI vf grad_core(int kind, const float *k, const fprim *p, vf t)
+{
+    vf g;
+    switch (kind) {
+    case TUT_K_DICE:
+    case TUT_K_DICE_BCE:
+        g = kind == TUT_K_DICE ? fzero() : fmul(fsig_minus_t(p, t), f1(k[3]));
+        return fadd(
+            g, fmul(fmul(fdsig(p), fsub(f1(k[0]), fmul(fmul(f1(2.0f), t), f1(k[1])))), f1(k[2])));
+    case TUT_K_IOU:
+        return fmul(fmul(fdsig(p), fsub(fmul(f1(k[0]), fsub(f1(1.0f), t)), fmul(t, f1(k[1])))),
+                    f1(k[2]));
+    default: return fmul(f1(k[0]), fsig_minus_t(p, t));
+    }
+}
+
+AI void grad_loop(int kind, const float *k, const lk_block *blk)
+{
+    const float *x = blk->slots[0].data, *t = blk->slots[1].data;
+    float *gp = blk->grads[0].data;
+    float scale = (float)blk->grad_scale;
+    int accumulate = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    for (int64_t i = blk->begin; i < blk->end; i += CHUNK_P) {
+        int n = blk->end - i < CHUNK_P ? (int)(blk->end - i) : CHUNK_P;
+        fchunk c;
+        fchunk_load(&c, x, t, i, n); /* the forward pass checked the targets */
+        fchunk_exp(&c);
+        for (int v = 0; v < c.nv; v++) {
+            int kl = lanes_of(n, v);
+            fprim p = fprims(c.x[v], c.e[v]);
+            vf s = fmul(f1(scale), grad_core(kind, k, &p, c.t[v]));
+            if (accumulate)
+                s = fadd(fload(gp + i + W * v, kl, 0.0f), s);
+            fstore(gp + i + W * v, kl, s);
+        }
+    }
+}
+
+static void grad_dice(const float *k, const lk_block *blk)
+{
+    grad_loop(TUT_K_DICE, k, blk);
+}
+
+static void grad_dice_bce(const float *k, const lk_block *blk)
+{
+    grad_loop(TUT_K_DICE_BCE, k, blk);
+}
+
+static void grad_iou(const float *k, const lk_block *blk)
+{
+    grad_loop(TUT_K_IOU, k, blk);
+}
+
+static void grad_fmb(const float *k, const lk_block *blk)
+{
+    grad_loop(TUT_K_FMB, k, blk);
+}
+
+void F32_NAME(tut_f32_grad)(int kind, const double *k, const lk_block *blk)
+{
+    int nk = kind == TUT_K_DICE_BCE ? 4 : kind == TUT_K_FMB ? 1 : 3;
+    float kf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int j = 0; j < nk; j++)
+        kf[j] = (float)k[j];
+    switch (kind) {
+    case TUT_K_DICE: grad_dice(kf, blk); break;
+    case TUT_K_DICE_BCE: grad_dice_bce(kf, blk); break;
+    case TUT_K_IOU: grad_iou(kf, blk); break;
+    default: grad_fmb(kf, blk); break;
+    }
+}
+
+#endif
