@@ -647,3 +647,34 @@ Test(config, loss_from_file_names_the_file)
     cr_assert(strstr(msg, ": $.params.gamma: ") != NULL, "message: %s", msg);
     cr_assert_null(strchr(msg, '\n'), "message: %s", msg);
 }
+
+/* The traffic `losskit bench` counts: a fused loss reads its inputs once, a
+ * two-pass one twice with backward, and each further term of a sum reads
+ * the inputs again and the gradient as well. */
+Test(config, traffic_counts_passes_and_terms)
+{
+    static const struct {
+        const char *json;
+        int32_t reads_fwd, reads_fb, grads_fb;
+    } cases[] = {
+        {"{\"loss\": \"mse\"}", 1, 1, 1},
+        {"{\"loss\": \"focal\"}", 1, 1, 1},
+        {"{\"loss\": \"dice\"}", 1, 2, 1},
+        {"{\"loss\": \"dice_bce\"}", 1, 2, 1},
+        {"{\"terms\": [{\"loss\": \"bce_with_logits\", \"weight\": 1}, "
+         "{\"loss\": \"dice\", \"weight\": 1}]}",
+         2, 3, 3},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lk_loss *loss = build(cases[i].json);
+        int32_t reads = -1, grads = -1;
+        lk_loss_traffic(loss, 0, &reads, &grads);
+        cr_expect_eq(reads, cases[i].reads_fwd, "%s: forward reads %d", cases[i].json, reads);
+        cr_expect_eq(grads, 0, "%s: forward gradient accesses %d", cases[i].json, grads);
+        lk_loss_traffic(loss, 1, &reads, &grads);
+        cr_expect_eq(reads, cases[i].reads_fb, "%s: forward+backward reads %d", cases[i].json,
+                     reads);
+        cr_expect_eq(grads, cases[i].grads_fb, "%s: gradient accesses %d", cases[i].json, grads);
+        lk_loss_free(loss);
+    }
+}

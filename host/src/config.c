@@ -580,6 +580,21 @@ const char *lk_loss_name(const lk_loss *loss)
     return loss->name;
 }
 
+void lk_loss_traffic(const lk_loss *loss, int32_t backward, int32_t *input_reads,
+                     int32_t *grad_accesses)
+{
+    int32_t reads = 0, grads = 0;
+    for (size_t i = 0; i < loss->n_terms; i++) {
+        int32_t flags = loss->terms[i].entry->desc->flags;
+        int two_pass = !(flags & (LK_LOSS_FUSED | LK_LOSS_WHOLE));
+        reads += backward && two_pass ? 2 : 1;
+        if (backward)
+            grads += grads == 0 ? 1 : 2;
+    }
+    *input_reads = reads;
+    *grad_accesses = grads;
+}
+
 size_t lk_loss_slot_count(const lk_loss *loss)
 {
     return loss->n_slots;

@@ -110,6 +110,16 @@ LK_API int32_t lk_loss_reduction(const lk_loss *loss);
 /* "focal", or "0.5*bce_with_logits + 0.5*dice" for a weighted sum. */
 LK_API const char *lk_loss_name(const lk_loss *loss);
 
+/* How much memory traffic one evaluation makes, in units of whole tensors:
+ * *input_reads is how many times each input tensor is read (1 per term
+ * forward; with backward, 2 for a term that needs a global statistic before
+ * its gradient, 1 for a fused or whole-batch term); *grad_accesses is how
+ * many times the gradient is read or written (0 forward; with backward, 1
+ * for the first term and 2 for each term that adds into it). `losskit
+ * bench` counts bytes moved with these. */
+LK_API void lk_loss_traffic(const lk_loss *loss, int32_t backward, int32_t *input_reads,
+                            int32_t *grad_accesses);
+
 /* The tensor slots the loss reads, across all its terms: the union by name,
  * in the order first met. *desc describes the slot as the first term that
  * declares it; required is 1 when any term requires it. */
