@@ -19,8 +19,11 @@
  * contraction either), and the two paths differ only by the math library's
  * last bits and by the order of the double sums. float32 and float64 data
  * run the same instructions on the same lanes, so a float32 input gives
- * exactly the result of its float64 upcast. A block's result depends only on
- * the block's data, never on the thread that runs it.
+ * exactly the result of its float64 upcast — for the blocks that stay here:
+ * the entry points hand blocks whose tensors are all float32 to the
+ * float32-lane kernels of simd_f32.h, except for mse and l1. A block's
+ * result depends only on the block's data, never on the thread that runs
+ * it.
  *
  * Loops take their block in steps of whole vectors, sums alternating
  * between two accumulators, then a ragged tail whose missing lanes are

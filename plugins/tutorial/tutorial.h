@@ -1,7 +1,7 @@
 /* tutorial.h: what the files of the tutorial family share. Private: nothing
  * here is exported (the family builds with -fvisibility=hidden).
  *
- * Every loss has two implementations of its kernels, chosen once per
+ * Every loss has portable kernels and, on x86-64, SIMD ones, chosen once per
  * instance in create() (tut_simd_choice):
  *
  *  - the portable path (plugin.c's drivers, the kernels in elementwise.c,
@@ -12,7 +12,11 @@
  *  - the AVX2+FMA path (simd_avx2.c, its own translation unit compiled with
  *    -mavx2 -mfma, built only on x86-64 with glibc's libmvec): fused loops
  *    that read float32 or float64 directly, compute in double lanes of four
- *    and call libmvec's vector exp, log1p and pow.
+ *    and call libmvec's vector exp, log1p and pow;
+ *  - the float32-lane kernels (simd_f32.h, compiled for AVX2 and for
+ *    AVX-512), to which the AVX2 entry points hand every block of an
+ *    exp-bound binary loss whose tensors are all float32: the same formulas
+ *    in float32, every sum in double.
  *
  * Both compute the same formulas, written below once in scalar form from
  * the same primitives of a logit x (tut_prim): a = |x|, e = exp(-a),
