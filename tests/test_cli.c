@@ -41,45 +41,10 @@ static const char *const tutorial_ids[] = {
 };
 #define N_TUTORIAL 8
 
-/* ------------------------------------------------------------------------ */
-/* Temporary folder, one per test (each test runs in its own process).       */
-
-static char tmpdir[PATH_MAX];
-
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "%s/cli-test-XXXXXX", LK_BUILD_ROOT);
-    cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp %s: %s", tmpdir, strerror(errno));
-}
-
-static void remove_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char p[PATH_MAX + 256];
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
-}
+#define TMPDIR_TAG "cli"
+#include "test_tmpdir.h"
 
 TestSuite(cli, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120);
-
-/* A path in the temporary folder (a static buffer per slot). */
-static const char *tmp(const char *name)
-{
-    static char bufs[8][PATH_MAX + 64];
-    static int next;
-    char *b = bufs[next++ % 8];
-    snprintf(b, sizeof bufs[0], "%s/%s", tmpdir, name);
-    return b;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Running a command                                                         */

@@ -21,46 +21,10 @@
 
 #define FIXTURES LK_SOURCE_ROOT "/tests/data/npy/"
 
-/* ------------------------------------------------------------------------ */
-/* Temporary directory, one per test (Criterion runs each test in its own
- * process, so this is per-process state). */
-
-static char tmpdir[PATH_MAX];
-
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "%s/npy-test-XXXXXX", LK_BUILD_ROOT);
-    cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp %s: %s", tmpdir, strerror(errno));
-}
-
-static void remove_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char p[PATH_MAX + 256];
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
-}
+#define TMPDIR_TAG "npy"
+#include "test_tmpdir.h"
 
 TestSuite(npy, .init = make_tmpdir, .fini = remove_tmpdir);
-
-/* A path in the temporary directory (a static buffer per slot). */
-static const char *tmp(const char *name)
-{
-    static char bufs[4][PATH_MAX + 64];
-    static int next;
-    char *b = bufs[next++ % 4];
-    snprintf(b, sizeof bufs[0], "%s/%s", tmpdir, name);
-    return b;
-}
 
 /* ------------------------------------------------------------------------ */
 /* File helpers                                                              */
