@@ -3,9 +3,10 @@
  *
  * golden.*: tests/golden/torch/cases.json (written by
  * tests/golden/make_golden_torch.py from torch 1.13 in float64): each case
- * built through the embedding API, evaluated with the gradient for "input",
- * value 1e-6 relative (1e-12 absolute floor), every gradient and output
- * element 1e-6 relative (1e-9 absolute floor).
+ * built through the embedding API on each kernel path, evaluated with the
+ * gradient for "input", value 1e-6 relative (1e-12 absolute floor), every
+ * gradient and output element 1e-6 relative (1e-9 absolute floor; for
+ * float32 input, F32_ELEM_FLOOR times the largest element).
  *
  * fd.*: analytic gradients against central finite differences in float64.
  *
@@ -13,9 +14,13 @@
  * parameters and shapes, zero-size tensors, weighted sums of terms.
  *
  * big.*: many blocks and large class counts against a direct computation,
- * and bitwise identical results for 1 and 3 threads.
+ * and bitwise identical results for 1, 2, 3 and 8 threads, on each path.
  *
- * LK_GOLDEN_VERBOSE=1 prints each golden case's largest relative errors. */
+ * paths.*: the SIMD kernels (AVX2; AVX-512 float lanes for float32) against
+ * the portable ones, and float32 against its float64 upcast.
+ *
+ * LK_GOLDEN_VERBOSE=1 prints each golden case's largest relative errors,
+ * LK_PATHS_VERBOSE=1 each path comparison's worst error against its bound. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
@@ -122,6 +127,57 @@ static lk_loss *make_loss(lk_runtime *rt, const char *config)
     return loss;
 }
 
+/* The kernel paths create() can pick (LOSSKIT_SIMD): the portable double
+ * lanes, at most AVX2 (double lanes for float64, float lanes for float32),
+ * and the best the CPU has (AVX-512 float lanes for float32 where it has
+ * them). On a CPU without some of them two paths are the same kernels, and
+ * their comparison trivially exact. */
+enum { PATH_PORTABLE, PATH_AVX2, PATH_BEST, N_PATHS };
+static const char *const path_names[N_PATHS] = {"portable", "avx2", "best"};
+
+/* Creates the loss on a path. The environment is restored after the
+ * creation (the choice holds for the loss's life), so the other suites keep
+ * honouring a LOSSKIT_SIMD=0 run. */
+static lk_loss *make_loss_on(lk_runtime *rt, const char *config, int path)
+{
+    const char *env = getenv("LOSSKIT_SIMD");
+    char *saved = env ? strdup(env) : NULL;
+    if (path == PATH_BEST)
+        unsetenv("LOSSKIT_SIMD");
+    else
+        setenv("LOSSKIT_SIMD", path == PATH_PORTABLE ? "0" : "avx2", 1);
+    lk_loss *loss = make_loss(rt, config);
+    if (saved)
+        setenv("LOSSKIT_SIMD", saved, 1);
+    else
+        unsetenv("LOSSKIT_SIMD");
+    free(saved);
+    return loss;
+}
+
+/* Float32 logits are computed in float lanes on the SIMD paths (exp, log
+ * and each gradient element a few float roundings), with every sum in
+ * double; the portable path computes them in double. Measured against the
+ * float64 run on the upcast logits (paths.*, edge.float32_near_float64,
+ * golden.*), with margin: values (means and sums of many positions) within
+ * F32_VALUE_REL; a gradient element or per-position loss within
+ * F32_ELEM_REL of its own size plus F32_ELEM_FLOOR times the largest |element|
+ * of the tensor: an element that cancels (Q p_c - q_c, lse - z_y for a
+ * confident prediction) keeps only the absolute precision of its terms. */
+#define F32_VALUE_REL  1e-7
+#define F32_ELEM_REL   1e-6
+#define F32_ELEM_FLOOR 3e-7
+#define F32_ABS_FLOOR  1e-15 /* C = 1: a gradient that is 0 up to rounding */
+
+static double largest_finite(const double *a, int64_t n)
+{
+    double m = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(a[i]))
+            m = fmax(m, fabs(a[i]));
+    return m;
+}
+
 /* ------------------------------------------------------------------------ */
 /* A call: input and target of any dtype, optional gradient and output       */
 
@@ -203,8 +259,10 @@ ParameterizedTestParameters(golden, torch)
     return cr_make_param_array(golden_param, golden_params, (size_t)n);
 }
 
-/* Every element of got against the reference file; the largest relative
- * error (of elements above the absolute floor). */
+/* Every element of got against the reference file: 1e-6 relative with an
+ * absolute floor of 1e-9, or for float32 logits on the float lanes
+ * F32_ELEM_REL with a floor of F32_ELEM_FLOOR times the largest |element|.
+ * Returns the largest relative error (of elements above the floor). */
 static double compare_array(const char *name, const char *what, const lk_array *got,
                             const char *ref_rel)
 {
@@ -214,12 +272,19 @@ static double compare_array(const char *name, const char *what, const lk_array *
                  (int)got->ndim, (int)ref.ndim);
     for (int32_t d = 0; d < ref.ndim; d++)
         cr_assert_eq(ref.shape[d], got->shape[d], "%s: %s dim %d differs", name, what, (int)d);
+    double rel = 1e-6, floor = 1e-9, largest = 0.0;
+    for (size_t i = 0; i < numel(&ref); i++)
+        largest = fmax(largest, fabs(element(&ref, i)));
+    if (got->dtype == LK_DTYPE_F32) {
+        rel = F32_ELEM_REL;
+        floor = fmax(floor, F32_ELEM_FLOOR * largest);
+    }
     double worst = 0.0;
     for (size_t i = 0; i < numel(&ref); i++) {
         double g = element(got, i), w = element(&ref, i);
-        cr_expect(close_to(g, w, 1e-6, 1e-9), "%s: %s[%zu] = %.17g, PyTorch %.17g", name, what, i,
+        cr_expect(close_to(g, w, rel, floor), "%s: %s[%zu] = %.17g, PyTorch %.17g", name, what, i,
                   g, w);
-        worst = fmax(worst, fabs(w) > 1e-9 ? rel_err(g, w) : 0.0);
+        worst = fmax(worst, fabs(w) > floor ? rel_err(g, w) : 0.0);
     }
     lk_array_free(&ref);
     return worst;
@@ -246,14 +311,15 @@ static void check_value(const char *name, const cJSON *c, double value, double *
     *err = rel_err(value, want->valuedouble);
 }
 
-ParameterizedTest(golden_param *p, golden, torch)
+/* One case on one kernel path. */
+static void check_case(const cJSON *c, int path)
 {
-    cJSON *all = read_json(CASES_JSON);
-    const cJSON *c = cJSON_GetArrayItem(all, p->index);
-    const char *name = str_member(c, "name"), *out_rel = str_member(c, "out");
+    const char *case_name = str_member(c, "name"), *out_rel = str_member(c, "out");
+    char name[160];
+    snprintf(name, sizeof name, "%s (%s)", case_name, path_names[path]);
     char *config = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(c, "config"));
     lk_runtime *rt = open_runtime(0);
-    lk_loss *loss = make_loss(rt, config);
+    lk_loss *loss = make_loss_on(rt, config, path);
     lk_array x, t, grad, out = {0};
     load_case_tensors(c, &x, &t);
     char err[LK_ERRMSG_CAP];
@@ -273,7 +339,7 @@ ParameterizedTest(golden_param *p, golden, torch)
     if (out_rel)
         out_err = compare_array(name, "out", &out, out_rel);
     if (getenv("LK_GOLDEN_VERBOSE"))
-        fprintf(stderr, "torch %-28s value rel %.3g  grad rel %.3g  out rel %.3g\n", name,
+        fprintf(stderr, "torch %-40s value rel %.3g  grad rel %.3g  out rel %.3g\n", name,
                 value_err, grad_err, out_err);
     lk_array_free(&out);
     lk_array_free(&grad);
@@ -282,6 +348,14 @@ ParameterizedTest(golden_param *p, golden, torch)
     lk_loss_free(loss);
     lk_runtime_close(rt);
     free(config);
+}
+
+/* Every case on every kernel path. */
+ParameterizedTest(golden_param *p, golden, torch)
+{
+    cJSON *all = read_json(CASES_JSON);
+    for (int path = 0; path < N_PATHS; path++)
+        check_case(cJSON_GetArrayItem(all, p->index), path);
     cJSON_Delete(all);
 }
 
@@ -744,33 +818,6 @@ Test(edge, terms_accumulate)
         cr_expect(close_to(g[i], 0.25 * g1[i] + 0.75 * g2[i], 1e-13, 1e-16), "grad[%d]", i);
 }
 
-/* float32 input is read exactly and computed in double: the value equals
- * the float64 run on the upcast logits. */
-Test(edge, float32_equals_float64_upcast)
-{
-    static const int64_t xs[4] = {2, 4, 3, 5}, ts[3] = {2, 3, 5};
-    float xf[120], gf[120];
-    double xd[120], gd[120];
-    int64_t y[30];
-    for (int i = 0; i < 120; i++)
-        xd[i] = (double)(xf[i] = (float)normal(2.0));
-    for (int i = 0; i < 30; i++)
-        y[i] = (int64_t)(uniform() * 4.0);
-    lk_runtime *rt = open_runtime(1);
-    lk_loss *loss = make_loss(rt, "{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": "
-                                  "0.1, \"weight\": [1, 0.5, 2, 1]}}");
-    call cf = {
-        .x = {xf, LK_DTYPE_F32, 4, xs, NULL}, .t = {y, LK_DTYPE_I64, 3, ts, NULL}, .grad = gf};
-    call cd = {
-        .x = {xd, LK_DTYPE_F64, 4, xs, NULL}, .t = {y, LK_DTYPE_I64, 3, ts, NULL}, .grad = gd};
-    double vf = run_ok(loss, &cf), vd = run_ok(loss, &cd);
-    cr_expect_eq(vf, vd, "float32 %.17g, float64 %.17g", vf, vd);
-    for (int i = 0; i < 120; i++)
-        cr_expect_eq(gf[i], (float)gd[i], "grad[%d]", i);
-    lk_loss_free(loss);
-    lk_runtime_close(rt);
-}
-
 /* ------------------------------------------------------------------------ */
 /* big: many blocks, many classes, thread counts                             */
 
@@ -816,7 +863,7 @@ typedef struct big_result {
     float *out;
 } big_result;
 
-static big_result eval_big(const big *b, const char *config, int prob, int32_t threads)
+static big_result eval_big(const big *b, const char *config, int prob, int32_t threads, int path)
 {
     int64_t positions = b->outer * b->inner;
     big_result r = {NAN, calloc((size_t)b->n, sizeof(float)), NULL};
@@ -833,7 +880,7 @@ static big_result eval_big(const big *b, const char *config, int prob, int32_t t
     memcpy(c.out_shape, b->ts, sizeof b->ts);
     lk_runtime *rt = open_runtime(threads);
     cr_assert_eq(lk_runtime_threads(rt), threads);
-    lk_loss *loss = make_loss(rt, config);
+    lk_loss *loss = make_loss_on(rt, config, path);
     r.value = run_ok(loss, &c);
     lk_loss_free(loss);
     lk_runtime_close(rt);
@@ -883,14 +930,24 @@ static void expect_direct(int64_t outer, int64_t classes, int64_t inner)
     }
     snprintf(config + used, sizeof config - (size_t)used, "]}}");
     double want = direct_index(&b, w, 0.125, g, &wsum) / wsum;
-    big_result r = eval_big(&b, config, 0, 2);
-    cr_expect(close_to(r.value, want, 1e-12, 0.0), "(%lld, %lld, %lld): value %.17g, direct %.17g",
-              (long long)outer, (long long)classes, (long long)inner, r.value, want);
-    int bad = 0;
     for (int64_t i = 0; i < b.n; i++)
-        bad += !close_to(r.grad[i], (float)(g[i] / wsum), 1e-6, 1e-12);
-    cr_expect_eq(bad, 0, "%d gradient elements differ from the direct formula", bad);
-    free(r.grad);
+        g[i] /= wsum;
+    double floor = F32_ELEM_FLOOR * largest_finite(g, b.n);
+    for (int path = 0; path < N_PATHS; path++) {
+        /* the portable path computes float32 in double, the others in float lanes */
+        int fl = path != PATH_PORTABLE;
+        big_result r = eval_big(&b, config, 0, 2, path);
+        cr_expect(close_to(r.value, want, fl ? F32_VALUE_REL : 1e-12, 0.0),
+                  "(%lld, %lld, %lld) %s: value %.17g, direct %.17g", (long long)outer,
+                  (long long)classes, (long long)inner, path_names[path], r.value, want);
+        int bad = 0;
+        for (int64_t i = 0; i < b.n; i++)
+            bad += fl ? !close_to(r.grad[i], g[i], F32_ELEM_REL, floor)
+                      : !close_to(r.grad[i], (float)g[i], 1e-6, 1e-12);
+        cr_expect_eq(bad, 0, "%s: %d gradient elements differ from the direct formula",
+                     path_names[path], bad);
+        free(r.grad);
+    }
     free(w);
     free(g);
     free_big(&b);
@@ -917,7 +974,9 @@ static void expect_same(const char *what, const big_result *a, const big_result 
                      "%s: outputs differ", what);
 }
 
-Test(big, bitwise_identical_for_1_and_3_threads)
+/* Blocks are fixed by the shapes and every sum has a fixed order, so each
+ * path gives bitwise identical results for any thread count. */
+Test(big, bitwise_identical_for_any_thread_count)
 {
     static const char *const configs[] = {
         "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [1, 2, 0.5, 1.5], "
@@ -926,41 +985,28 @@ Test(big, bitwise_identical_for_1_and_3_threads)
         "{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": 0.2}, "
         "\"reduction\": \"none\"}",
     };
+    static const int32_t threads[3] = {2, 3, 8};
     big b = make_big(5, 4, 70 * 110);
-    for (int prob = 0; prob < 2; prob++)
-        for (size_t k = 0; k < sizeof configs / sizeof *configs; k++) {
-            big_result one = eval_big(&b, configs[k], prob, 1);
-            big_result three = eval_big(&b, configs[k], prob, 3);
-            cr_expect(one.out || isfinite(one.value), "%s: value %g", configs[k], one.value);
-            expect_same(configs[k], &one, &three, b.n, b.outer * b.inner);
-            free(one.grad), free(one.out), free(three.grad), free(three.out);
-        }
+    for (int path = 0; path < N_PATHS; path++)
+        for (int prob = 0; prob < 2; prob++)
+            for (size_t k = 0; k < sizeof configs / sizeof *configs; k++) {
+                big_result one = eval_big(&b, configs[k], prob, 1, path);
+                cr_expect(one.out || isfinite(one.value), "%s: value %g", configs[k], one.value);
+                for (int t = 0; t < 3; t++) {
+                    big_result more = eval_big(&b, configs[k], prob, threads[t], path);
+                    char what[256];
+                    snprintf(what, sizeof what, "%s %s, %d threads", configs[k], path_names[path],
+                             (int)threads[t]);
+                    expect_same(what, &one, &more, b.n, b.outer * b.inner);
+                    free(more.grad), free(more.out);
+                }
+                free(one.grad), free(one.out);
+            }
     free_big(&b);
 }
 
 /* ------------------------------------------------------------------------ */
 /* paths: the AVX2 + FMA kernels against the portable ones                   */
-
-/* create() picks the kernels: AVX2 + FMA when the CPU has them, the portable
- * ones when LOSSKIT_SIMD is "0" (or the CPU lacks them: the comparison is then
- * trivially exact). The environment is restored after each creation, so the
- * other suites keep honouring a LOSSKIT_SIMD=0 run. */
-static lk_loss *make_loss_on(lk_runtime *rt, const char *config, int portable)
-{
-    const char *env = getenv("LOSSKIT_SIMD");
-    char *saved = env ? strdup(env) : NULL;
-    if (portable)
-        setenv("LOSSKIT_SIMD", "0", 1);
-    else
-        unsetenv("LOSSKIT_SIMD");
-    lk_loss *loss = make_loss(rt, config);
-    if (saved)
-        setenv("LOSSKIT_SIMD", saved, 1);
-    else
-        unsetenv("LOSSKIT_SIMD");
-    free(saved);
-    return loss;
-}
 
 /* One input in both dtypes (the float64 one is the exact upcast of the
  * float32 one), index targets in both widths and probability targets. */
@@ -1023,7 +1069,7 @@ typedef struct presult {
 } presult;
 
 /* kind: 0 int64 indices, 1 int32 indices, 2 float64 probabilities */
-static presult eval_path(const pdata *d, const char *config, int f32, int kind, int portable)
+static presult eval_path(const pdata *d, const char *config, int f32, int kind, int path)
 {
     int none = strstr(config, "\"none\"") != NULL;
     size_t es = f32 ? sizeof(float) : sizeof(double);
@@ -1041,7 +1087,7 @@ static presult eval_path(const pdata *d, const char *config, int f32, int kind, 
         c.t = (lk_tensor){kind ? (void *)d->y32 : (void *)d->y, kind ? LK_DTYPE_I32 : LK_DTYPE_I64,
                           d->nd - 1, d->ts, NULL};
     lk_runtime *rt = open_runtime(2);
-    lk_loss *loss = make_loss_on(rt, config, portable);
+    lk_loss *loss = make_loss_on(rt, config, path);
     presult r = {run_ok(loss, &c), malloc((size_t)d->n * sizeof(double)),
                  none ? malloc((size_t)d->positions * sizeof(double)) : NULL};
     cr_assert(r.grad && (!none || r.out));
@@ -1065,24 +1111,97 @@ static int agree(double a, double b, double rel, double abs_floor)
     return fabs(a - b) <= rel * fabs(b) + abs_floor;
 }
 
-/* Counts the elements of a (one path) that do not agree with b (the other).
- * The absolute floor is rel times the largest finite |b|: a gradient element
- * is a difference of terms as large as the largest gradient (Q p_c - q_c), so
- * where it cancels, a few ulp of those terms is all the precision it has. */
+/* Counts the elements of a (one path) that do not agree with b (the other)
+ * to within rel |b| plus floor_rel times the largest finite |b| (abs_floor at
+ * least): a gradient
+ * element is a difference of terms as large as the largest gradient
+ * (Q p_c - q_c), so where it cancels, a few ulp of those terms is all the
+ * precision it has. LK_PATHS_VERBOSE=1 prints the largest error as a
+ * fraction of its bound. */
 static int64_t disagreements(const char *what, const double *a, const double *b, int64_t n,
-                             double rel, double floor_rel)
+                             double rel, double floor_rel, double abs_floor)
 {
-    double largest = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        if (isfinite(b[i]))
-            largest = fmax(largest, fabs(b[i]));
+    double floor = fmax(floor_rel * largest_finite(b, n), abs_floor), worst = 0.0;
     int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (!agree(a[i], b[i], rel, floor_rel * largest)) {
+    for (int64_t i = 0; i < n; i++) {
+        if (!agree(a[i], b[i], rel, floor)) {
             if (bad++ < 3)
                 cr_log_error("%s[%lld]: %.17g vs %.17g", what, (long long)i, a[i], b[i]);
+        } else if (isfinite(b[i]) && a[i] != b[i]) {
+            worst = fmax(worst, fabs(a[i] - b[i]) / (rel * fabs(b[i]) + floor));
         }
+    }
+    if (getenv("LK_PATHS_VERBOSE"))
+        fprintf(stderr, "%-60s worst %.3f of the bound, %lld over\n", what, worst, (long long)bad);
     return bad;
+}
+
+/* A value (a mean or sum) against the other path's: rel relative, and
+ * non-finite values exactly. */
+static void expect_value(const char *what, double a, double b, double rel)
+{
+    cr_expect(agree(a, b, rel, 0.0), "%s: value %.17g vs %.17g", what, a, b);
+    if (getenv("LK_PATHS_VERBOSE") && isfinite(b) && b != 0.0)
+        fprintf(stderr, "%-60s value worst %.3f of the bound\n", what,
+                fabs(a - b) / (rel * fabs(b)));
+}
+
+/* Float32 logits on each path against the float64 run on their upcast (on
+ * the same path): the value within F32_VALUE_REL, each gradient element and
+ * per-position loss within F32_ELEM_REL plus F32_ELEM_FLOOR x the largest;
+ * on the portable path exactly the upcast's value. Smooth data (N(0, 3)
+ * logits, so that no element is exactly 0 or non-finite). */
+Test(paths, float32_near_float64_upcast)
+{
+    static const int64_t xs[4] = {3, 6, 5, 29}, ts[3] = {3, 5, 29};
+    enum { N = 3 * 6 * 5 * 29, P = 3 * 5 * 29 };
+    static float xf[N], gf[N], of[P];
+    static double xd[N], gd[N], od[P], g32[N], o32[P];
+    static int64_t y[P];
+    for (int i = 0; i < N; i++)
+        xd[i] = (double)(xf[i] = (float)normal(3.0));
+    for (int i = 0; i < P; i++)
+        y[i] = i % 11 == 3 ? 2 : (int64_t)(uniform() * 6.0);
+    static const char *const configs[2] = {
+        "{\"loss\": \"cross_entropy\", \"params\": {\"label_smoothing\": 0.1, \"ignore_index\": "
+        "2, \"weight\": [1, 0.5, 2, 1, 0.75, 1.5]}}",
+        "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [1, 0.5, 2, 1, 0.75, 1.5]}, "
+        "\"reduction\": \"none\"}",
+    };
+    lk_runtime *rt = open_runtime(1);
+    for (int path = 0; path < N_PATHS; path++)
+        for (int k = 0; k < 2; k++) {
+            lk_loss *loss = make_loss_on(rt, configs[k], path);
+            call cf = {.x = {xf, LK_DTYPE_F32, 4, xs, NULL},
+                       .t = {y, LK_DTYPE_I64, 3, ts, NULL},
+                       .grad = gf,
+                       .out = k ? of : NULL,
+                       .out_ndim = 3};
+            call cd = cf;
+            cd.x = (lk_tensor){xd, LK_DTYPE_F64, 4, xs, NULL};
+            cd.grad = gd;
+            cd.out = k ? od : NULL;
+            memcpy(cf.out_shape, ts, sizeof ts);
+            memcpy(cd.out_shape, ts, sizeof ts);
+            double vf = run_ok(loss, &cf), vd = run_ok(loss, &cd);
+            for (int i = 0; i < N; i++)
+                g32[i] = gf[i];
+            for (int i = 0; k && i < P; i++)
+                o32[i] = of[i];
+            char what[96];
+            snprintf(what, sizeof what, "float32 vs upcast, config %d %s", k, path_names[path]);
+            if (path == PATH_PORTABLE && !k)
+                cr_expect_eq(vf, vd, "%s: value %.17g, float64 %.17g", what, vf, vd);
+            else if (!k)
+                expect_value(what, vf, vd, F32_VALUE_REL);
+            cr_expect_eq(disagreements(what, g32, gd, N, F32_ELEM_REL, F32_ELEM_FLOOR, 0.0), 0,
+                         "%s: gradients", what);
+            if (k)
+                cr_expect_eq(disagreements(what, o32, od, P, F32_ELEM_REL, F32_ELEM_FLOOR, 0.0), 0,
+                             "%s: outputs", what);
+            lk_loss_free(loss);
+        }
+    lk_runtime_close(rt);
 }
 
 static void free_presult(presult *r)
@@ -1090,34 +1209,39 @@ static void free_presult(presult *r)
     free(r->grad), free(r->out);
 }
 
-/* Both kernels on awkward spatial lengths (vector tails, S = 1 rows,
- * segments of one lane) and class counts, with ignored targets, weights,
- * label smoothing and extreme logits.
+/* The SIMD paths (AVX2, and the best the CPU has: AVX-512 float lanes for
+ * float32) against the portable one on awkward spatial lengths (vector
+ * tails of 16, 8, 4 and 2 lanes, S = 1 rows, segments of one lane) and
+ * class counts, with ignored targets, weights, label smoothing, probability
+ * targets and extreme logits.
  *
- * Tolerances. Values: 1e-12 relative. Each position's loss is a sum of
- * non-negative terms (positive weights) computed in double on both paths;
- * they differ by the paths' exp (1.3 ulp at most, FMA or not) and by the
- * order in which lanes are summed (four lanes against two), which moves the
- * total by far less than 1e-13 for these sizes. Per-position outputs: the
- * same, element by element. Gradients: float64 1e-12 relative with a floor
- * of 1e-12 x the largest gradient (see disagreements()); float32 1e-6
- * relative (a double that differs in the last bits may round to the
- * neighbouring float, 6e-8 relative) with the same floor. Non-finite results
- * must match exactly. Each path also keeps its own promise that float32
- * input gives exactly the result of its float64 upcast. */
+ * Tolerances, float64 logits (double lanes everywhere): values 1e-12
+ * relative. Each position's loss is a sum of non-negative terms (positive
+ * weights) computed in double on both paths; they differ by the paths' exp
+ * (1.3 ulp at most, FMA or not) and by the order in which lanes are summed
+ * (four lanes against two), which moves the total by far less than 1e-13
+ * for these sizes. Per-position outputs: the same, element by element.
+ * Gradients 1e-12 relative with a floor of 1e-12 x the largest gradient (see
+ * disagreements()).
+ *
+ * Float32 logits: the portable path computes them in double, exactly the
+ * results of the float64 upcast (checked here too); the SIMD paths in float
+ * lanes, within the F32_* bounds of that. Non-finite results must match
+ * exactly on every path. */
 static void expect_paths_agree(int64_t C, int64_t S);
 
 Test(paths, simd_matches_portable)
 {
     static const int64_t classes[5] = {1, 2, 3, 8, 17};
-    static const int64_t inner[6] = {1, 7, 8, 9, 33, 16384 + 5};
+    static const int64_t inner[7] = {1, 7, 8, 9, 33, 100, 16384 + 5};
     for (int ci = 0; ci < 5; ci++)
-        for (int si = 0; si < 6; si++)
+        for (int si = 0; si < 7; si++)
             expect_paths_agree(classes[ci], inner[si]);
 }
 
-/* Many classes: short rows packed on the heap (C x 4 > 2048 with AVX2, not
- * with the portable two lanes), or read in place (C > 4096), and long rows. */
+/* Many classes: short rows packed on the heap (C x lanes > 2048 with 8 and
+ * 16 lanes, not with the portable two), or read in place (C > 4096), and
+ * long rows. */
 Test(paths, simd_matches_portable_many_classes)
 {
     static const int64_t inner[3] = {1, 7, 70};
@@ -1125,6 +1249,42 @@ Test(paths, simd_matches_portable_many_classes)
         expect_paths_agree(600, inner[si]);
     expect_paths_agree(5000, 1);
     expect_paths_agree(5000, 3);
+}
+
+/* One SIMD path's results s against the portable path's p. */
+static void expect_close_to_portable(const char *what, const pdata *d, const presult *s,
+                                     const presult *p, int f32, int has_value)
+{
+    double vrel = f32 ? F32_VALUE_REL : 1e-12;
+    double rel = f32 ? F32_ELEM_REL : 1e-12, floor = f32 ? F32_ELEM_FLOOR : 1e-12;
+    char w[160];
+    if (has_value)
+        expect_value(what, s->value, p->value, vrel);
+    snprintf(w, sizeof w, "%s grad", what);
+    int64_t bad = disagreements(w, s->grad, p->grad, d->n, rel, floor, f32 ? F32_ABS_FLOOR : 0.0);
+    cr_expect_eq(bad, 0, "%s: %lld gradient elements differ", what, (long long)bad);
+    if (s->out) {
+        snprintf(w, sizeof w, "%s out", what);
+        bad = disagreements(w, s->out, p->out, d->positions, f32 ? rel : 1e-12, f32 ? floor : 0.0,
+                            0.0);
+        cr_expect_eq(bad, 0, "%s: %lld outputs differ", what, (long long)bad);
+    }
+}
+
+/* The portable path's float32 results are the float64 upcast's: the same
+ * value, the gradient rounded. */
+static void expect_portable_upcast(const char *what, const pdata *d, const char *config, int kind)
+{
+    presult a = eval_path(d, config, 1, kind, PATH_PORTABLE);
+    presult b = eval_path(d, config, 0, kind, PATH_PORTABLE);
+    cr_expect(memcmp(&a.value, &b.value, sizeof a.value) == 0 || (isnan(a.value) && isnan(b.value)),
+              "%s portable: float32 value %.17g, float64 %.17g", what, a.value, b.value);
+    int64_t diff = 0;
+    for (int64_t i = 0; i < d->n; i++)
+        diff += !(a.grad[i] == (double)(float)b.grad[i] || (isnan(a.grad[i]) && isnan(b.grad[i])));
+    cr_expect_eq(diff, 0, "%s portable: %lld float32 gradients are not the float64 ones rounded",
+                 what, (long long)diff);
+    free_presult(&a), free_presult(&b);
 }
 
 static void expect_paths_agree(int64_t C, int64_t S)
@@ -1161,39 +1321,22 @@ static void expect_paths_agree(int64_t C, int64_t S)
     for (int k = 0; k < 4; k++)
         for (int f32 = 0; f32 < 2; f32++) {
             int kind = k == 3 ? 2 : k == 1 ? 1 : 0;
-            presult s = eval_path(&d, configs[k], f32, kind, 0);
-            presult p = eval_path(&d, configs[k], f32, kind, 1);
-            char what[96];
-            snprintf(what, sizeof what, "C %lld S %lld config %d %s", (long long)C, (long long)S, k,
-                     f32 ? "float32" : "float64");
-            if (k != 2)
-                cr_expect(agree(s.value, p.value, 1e-12, 0.0),
-                          "%s: value %.17g (simd), %.17g (portable)", what, s.value, p.value);
-            int64_t bad = disagreements("grad", s.grad, p.grad, d.n, f32 ? 1e-6 : 1e-12, 1e-12);
-            cr_expect_eq(bad, 0, "%s: %lld gradient elements differ", what, (long long)bad);
-            if (s.out) {
-                bad = disagreements("out", s.out, p.out, d.positions, 1e-12, 0.0);
-                cr_expect_eq(bad, 0, "%s: %lld outputs differ", what, (long long)bad);
+            presult p = eval_path(&d, configs[k], f32, kind, PATH_PORTABLE);
+            for (int path = PATH_AVX2; path < N_PATHS; path++) {
+                presult s = eval_path(&d, configs[k], f32, kind, path);
+                char what[96];
+                snprintf(what, sizeof what, "C %lld S %lld config %d %s %s", (long long)C,
+                         (long long)S, k, f32 ? "float32" : "float64", path_names[path]);
+                expect_close_to_portable(what, &d, &s, &p, f32, k != 2);
+                free_presult(&s);
             }
-            if (f32)
-                for (int path = 0; path < 2; path++) {
-                    presult a = eval_path(&d, configs[k], 1, kind, path);
-                    presult b = eval_path(&d, configs[k], 0, kind, path);
-                    cr_expect(memcmp(&a.value, &b.value, sizeof a.value) == 0 ||
-                                  (isnan(a.value) && isnan(b.value)),
-                              "%s path %d: float32 value %.17g, float64 %.17g", what, path, a.value,
-                              b.value);
-                    int64_t diff = 0;
-                    for (int64_t i = 0; i < d.n; i++)
-                        diff += !(a.grad[i] == (double)(float)b.grad[i] ||
-                                  (isnan(a.grad[i]) && isnan(b.grad[i])));
-                    cr_expect_eq(diff, 0,
-                                 "%s path %d: %lld float32 gradients are not "
-                                 "the float64 ones rounded",
-                                 what, path, (long long)diff);
-                    free_presult(&a), free_presult(&b);
-                }
-            free_presult(&s), free_presult(&p);
+            free_presult(&p);
+            if (f32) {
+                char what[96];
+                snprintf(what, sizeof what, "C %lld S %lld config %d", (long long)C, (long long)S,
+                         k);
+                expect_portable_upcast(what, &d, configs[k], kind);
+            }
         }
     for (int k = 0; k < 4; k++)
         free(configs[k]);

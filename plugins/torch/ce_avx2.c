@@ -3,4 +3,4 @@
 #define CE_AVX2 1
 #include "ce_body.h"
 
-const ce_kernels torch_ce_avx2 = {"avx2", ce_forward_any, ce_backward_any};
+const ce_kernels torch_ce_avx2 = {"avx2", CE_W, ce_forward_any, ce_backward_any};

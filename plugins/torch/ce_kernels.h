@@ -1,7 +1,13 @@
 /* ce_kernels.h: the interface between cross_entropy.c (descriptor, plan,
- * block drivers) and the cross-entropy kernels, which are compiled twice from
- * ce_body.h: portably (ce_portable.c) and for AVX2 + FMA (ce_avx2.c). create()
- * picks one set for the life of the instance. Private to the family. */
+ * block drivers) and the cross-entropy kernels:
+ *
+ *   ce_body.h, double lanes, any dtype: portably (ce_portable.c) and for
+ *       AVX2 + FMA (ce_avx2.c);
+ *   ce_body_f32.h, float lanes, float32 logits only: for AVX-512
+ *       (ce_f32_avx512.c) and for AVX2 + FMA (ce_f32_avx2.c).
+ *
+ * create() picks one set for float64 logits and one for float32 logits, for
+ * the life of the instance. Private to the family. */
 #ifndef LOSSKIT_TORCH_CE_KERNELS_H
 #define LOSSKIT_TORCH_CE_KERNELS_H
 
@@ -23,8 +29,9 @@ typedef struct ce_cfg {
     double wsum;     /* W, the sum of the class weights */
     double scale;    /* backward: the factor of every gradient */
     /* Scratch for packing short rows of many classes (S < CE_SHORT_ROWS and
-     * C x 4 > CE_PACK): 4 x work_cap doubles, 64-byte aligned, work_cap a
-     * multiple of 8; NULL: such rows are read in place. */
+     * C x lanes > CE_PACK): 4 x work_cap doubles, 64-byte aligned, work_cap
+     * a multiple of 8 and at least C x lanes; NULL: such rows are read in
+     * place. */
     double *work;
     int64_t work_cap;
     int64_t evec; /* kernels' own: vectors of exp values a chunk may keep */
@@ -34,8 +41,8 @@ typedef struct ce_cfg {
  * segment then covers its whole block. */
 #define CE_SHORT_ROWS 64
 
-/* Elements of each stack buffer a kernel packs short rows into: C x 4 must
- * fit, else the caller provides cfg->work (see ce_cfg). */
+/* Elements of each stack buffer a kernel packs short rows into: C x lanes
+ * must fit, else the caller provides cfg->work (see ce_cfg). */
 #define CE_PACK 2048
 
 /* A run of positions, in one of two forms:
@@ -62,13 +69,14 @@ typedef struct ce_seg {
     int64_t S;     /* positions per row */
 } ce_seg;
 
-/* Forward accumulators: the lanes' sums of the loss in acc[0..3], of w_y in
- * acc[4..7] (four lanes with AVX2, the first two portably; the others stay
- * 0); the block adds them in a fixed order at its end. */
-#define CE_ACC 8
+/* Forward accumulators: the lanes' sums of the loss in acc[0..15], of w_y
+ * in acc[16..31] (as many as the kernels have lanes: 16, 8, 4 or 2; the
+ * others stay 0); the block adds them pairwise in a fixed order at its end. */
+#define CE_ACC 32
 
 typedef struct ce_kernels {
     const char *name;
+    int lanes; /* positions per vector */
     /* Adds the segment's losses and w_y into acc (and writes seg->out).
      * Returns nonzero when some index target is neither a class nor
      * ignore_index: the caller then finds it and fails the call. Such a
@@ -81,6 +89,12 @@ typedef struct ce_kernels {
 extern const ce_kernels torch_ce_portable;
 #if TORCH_HAVE_AVX2
 extern const ce_kernels torch_ce_avx2;
+#endif
+#if TORCH_HAVE_F32_AVX2
+extern const ce_kernels torch_ce_f32_avx2;
+#endif
+#if TORCH_HAVE_F32_AVX512
+extern const ce_kernels torch_ce_f32_avx512;
 #endif
 
 #endif /* LOSSKIT_TORCH_CE_KERNELS_H */

@@ -18,10 +18,12 @@
  * could be fused, takes the same two passes.
  *
  * This file holds the descriptor, the plan and the block drivers. A block's
- * positions are cut into segments that lie in one row n (or, when S = 1,
- * run across rows), and each segment goes to the kernels of ce_body.h,
- * compiled for AVX2 + FMA (ce_avx2.c) and portably (ce_portable.c); create()
- * chooses one set for the life of the instance. The kernels read the tensors
+ * positions are cut into segments that lie in one row n (or, when rows are
+ * short, run across rows), and each segment goes to the kernels
+ * (ce_kernels.h): double lanes for float64 logits (ce_body.h, AVX2 + FMA or
+ * portable), float lanes for float32 logits (ce_body_f32.h, AVX-512 or AVX2
+ * + FMA, else the double lanes); create() chooses both sets for the life of
+ * the instance, from the CPU and LOSSKIT_SIMD. The kernels read the tensors
  * in place, a vector of positions at a time with the class loop outside, and
  * keep only small per-chunk state on the stack: forward reads input and
  * targets once, backward reads them once more and writes the gradient once. */
@@ -110,27 +112,57 @@ static const lk_param_desc *const ce_params[] = {
 /* Instance                                                                  */
 
 typedef struct ce_inst {
-    const lk_host *host;    /* for scratch memory; outlives the instance */
-    const ce_kernels *kern; /* AVX2 + FMA or portable, chosen once by create() */
+    const lk_host *host;        /* for scratch memory; outlives the instance */
+    const ce_kernels *kern;     /* float64 logits: AVX2 + FMA or portable */
+    const ce_kernels *kern_f32; /* float32 logits: float lanes, or kern's double lanes */
     int64_t ignore_index;
     double eps;       /* label_smoothing */
     int64_t n_weight; /* 0: every class weighs 1 */
     double weight[];
 } ce_inst;
 
-/* The AVX2 + FMA kernels when the CPU has both, unless the environment
- * variable LOSSKIT_SIMD is "0"; the portable ones otherwise. */
-static const ce_kernels *pick_kernels(void)
+/* The widest kernels the environment variable LOSSKIT_SIMD allows: "0" or
+ * "portable" the portable ones, "avx2" at most AVX2 (so that the AVX2 float
+ * kernels can be tested on an AVX-512 machine), anything else or unset the
+ * best the CPU has. */
+enum { SIMD_PORTABLE, SIMD_AVX2, SIMD_BEST };
+
+static int simd_limit(void)
 {
     const char *env = getenv("LOSSKIT_SIMD");
-    if (env && strcmp(env, "0") == 0)
-        return &torch_ce_portable;
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "portable") == 0))
+        return SIMD_PORTABLE;
+    if (env && strcmp(env, "avx2") == 0)
+        return SIMD_AVX2;
+    return SIMD_BEST;
+}
+
+/* Chooses the kernels for float64 and for float32 logits: double lanes on
+ * AVX2 + FMA, else portable, for float64; float lanes on AVX-512 or AVX2 +
+ * FMA for float32 where the build and the CPU have them, else the float64
+ * choice. Every x86-64 check sits under TORCH_HAVE_AVX2, which meson sets
+ * on x86-64 only. */
+static void pick_kernels(ce_inst *ce)
+{
+    int limit = simd_limit();
+    ce->kern = ce->kern_f32 = &torch_ce_portable;
 #if TORCH_HAVE_AVX2
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return &torch_ce_avx2;
+    if (limit == SIMD_PORTABLE || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return;
+    ce->kern = ce->kern_f32 = &torch_ce_avx2;
+#if TORCH_HAVE_F32_AVX2
+    ce->kern_f32 = &torch_ce_f32_avx2;
 #endif
-    return &torch_ce_portable;
+#if TORCH_HAVE_F32_AVX512
+    if (limit == SIMD_BEST && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        ce->kern_f32 = &torch_ce_f32_avx512;
+#endif
+#else
+    (void)limit;
+#endif
 }
 
 static lk_status ce_create(const lk_create_args *args, void **instance, lk_msg *msg)
@@ -143,7 +175,7 @@ static lk_status ce_create(const lk_create_args *args, void **instance, lk_msg *
     if (!ce)
         return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
     ce->host = args->host;
-    ce->kern = pick_kernels();
+    pick_kernels(ce);
     ce->ignore_index = args->params[1].integer;
     ce->eps = args->params[2].number;
     ce->n_weight = n;
@@ -395,15 +427,18 @@ static lk_status bad_index(const ce_inst *ce, const lk_tensor *t, int64_t pos, i
 /* Forward and backward                                                      */
 
 /* Short rows of many classes are packed in scratch memory (ce_kernels.h):
- * CE_WORK_POSITIONS positions' worth per buffer, up to CE_WORK_CLASSES
- * classes; beyond, the kernels read such rows in place. */
+ * CE_WORK_POSITIONS positions' worth per buffer (a vector's worth of the
+ * widest kernels), up to CE_WORK_CLASSES classes; beyond, the kernels read
+ * such rows in place. */
 #define CE_WORK_POSITIONS 16
 #define CE_WORK_CLASSES   4096
 
-static lk_status work_open(const ce_inst *ce, const lk_plan *plan, ce_cfg *cf, lk_msg *msg)
+static lk_status work_open(const ce_inst *ce, const ce_kernels *kern, const lk_plan *plan,
+                           ce_cfg *cf, lk_msg *msg)
 {
     int64_t classes = plan->aux[AUX_C];
-    if (plan->aux[AUX_S] >= CE_SHORT_ROWS || classes * 4 <= CE_PACK || classes > CE_WORK_CLASSES)
+    if (plan->aux[AUX_S] >= CE_SHORT_ROWS || classes * kern->lanes <= CE_PACK ||
+        classes > CE_WORK_CLASSES)
         return LK_OK;
     int64_t cap = (classes * CE_WORK_POSITIONS + 7) / 8 * 8;
     size_t bytes = (size_t)(4 * cap) * sizeof(double);
@@ -421,26 +456,39 @@ static void work_close(const ce_inst *ce, ce_cfg *cf)
     cf->work = NULL;
 }
 
+/* The kernels for the call's logits. */
+static const ce_kernels *kernels_for(const ce_inst *ce, const ce_cfg *cf)
+{
+    return cf->x_dtype == LK_DTYPE_F32 ? ce->kern_f32 : ce->kern;
+}
+
+/* The lanes' sums of acc[0..n), pairwise in a fixed order: a kernel with
+ * fewer lanes leaves the others 0, which changes no sum. */
+static double lanes_sum(const double *acc, int n)
+{
+    return n == 1 ? acc[0] : lanes_sum(acc, n / 2) + lanes_sum(acc + n / 2, n / 2);
+}
+
 static lk_status ce_forward(const void *inst, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
 {
     const ce_inst *ce = inst;
     ce_cfg cf = make_cfg(ce, plan, blk);
-    lk_status st = work_open(ce, plan, &cf, msg);
+    const ce_kernels *kern = kernels_for(ce, &cf);
+    lk_status st = work_open(ce, kern, plan, &cf, msg);
     double acc[CE_ACC] = {0.0};
     for (int64_t pos = blk->begin; st == LK_OK && pos < blk->end;) {
         ce_span sp = next_span(plan, pos, blk->end);
         ce_seg sg = make_seg(plan, blk, &sp, NULL);
-        if (ce->kern->forward(&cf, &sg, acc))
+        if (kern->forward(&cf, &sg, acc))
             st = bad_index(ce, &blk->slots[1], sp.pos, sp.n, cf.classes, msg);
         pos += sp.n;
     }
     work_close(ce, &cf);
     if (st != LK_OK)
         return st;
-    /* the lanes' sums, in a fixed order */
-    blk->stats[ST_LOSS] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    blk->stats[ST_LOSS] += lanes_sum(acc, CE_ACC / 2);
     if (!cf.prob)
-        blk->stats[ST_WEIGHT] += (acc[4] + acc[5]) + (acc[6] + acc[7]);
+        blk->stats[ST_WEIGHT] += lanes_sum(acc + CE_ACC / 2, CE_ACC / 2);
     return LK_OK;
 }
 
@@ -456,13 +504,14 @@ static lk_status ce_backward(const void *inst, const lk_plan *plan, const lk_blo
     cf.scale = blk->grad_scale;
     if (blk->reduction == LK_REDUCTION_MEAN)
         cf.scale /= plan->aux[AUX_MODE] == MODE_INDEX ? blk->global[ST_WEIGHT] : plan->mean_norm;
-    lk_status st = work_open(ce, plan, &cf, msg);
+    const ce_kernels *kern = kernels_for(ce, &cf);
+    lk_status st = work_open(ce, kern, plan, &cf, msg);
     if (st != LK_OK)
         return st;
     for (int64_t pos = blk->begin; pos < blk->end;) {
         ce_span sp = next_span(plan, pos, blk->end);
         ce_seg sg = make_seg(plan, blk, &sp, blk->grads[0].data);
-        ce->kern->backward(&cf, &sg);
+        kern->backward(&cf, &sg);
         pos += sp.n;
     }
     work_close(ce, &cf);
