@@ -21,9 +21,10 @@
  * run the same instructions on the same lanes, so a float32 input gives
  * exactly the result of its float64 upcast — for the blocks that stay here:
  * the entry points hand blocks whose tensors are all float32 to the
- * float32-lane kernels of simd_f32.h, except for mse and l1. A block's
- * result depends only on the block's data, never on the thread that runs
- * it.
+ * float32-lane kernels of simd_f32.h, except for mse and l1, and so do the
+ * multiclass entry points with float32 logits and int64 class indices or
+ * float32 targets (simd_f32_mc.h). A block's result depends only on the
+ * block's data, never on the thread that runs it.
  *
  * Loops take their block in steps of whole vectors, sums alternating
  * between two accumulators, then a ragged tail whose missing lanes are
@@ -1056,20 +1057,36 @@ AI lk_status mc_loop(mc_ctx *m, const lk_block *blk, int backward, int xf, int t
     return LK_OK;
 }
 
+/* float64 logits and targets, or a mix: all-float32 data goes to the float
+ * lanes (mc_f32 below) and never reaches here. */
 static lk_status mc_run(mc_ctx *m, const lk_block *blk, int backward, lk_msg *msg)
 {
     int xf = blk->slots[0].dtype == LK_DTYPE_F32;
     int tf = m->float_target && blk->slots[1].dtype == LK_DTYPE_F32;
-    if (xf && (tf || !m->float_target))
-        return mc_loop(m, blk, backward, 1, 1, msg);
     if (!xf && !tf)
         return mc_loop(m, blk, backward, 0, 0, msg);
     return mc_loop(m, blk, backward, xf, tf, msg);
 }
 
+/* float32 logits with class indices or float32 targets run in float lanes
+ * (simd_f32_mc.h), AVX-512 when the instance chose it; float64 and mixed
+ * data stay in the double lanes above. */
+static int mc_f32(const lk_plan *plan, const lk_block *blk)
+{
+    return blk->slots[0].dtype == LK_DTYPE_F32 &&
+           (!plan->aux[TUT_MC_FLOAT_TARGET] || blk->slots[1].dtype == LK_DTYPE_F32);
+}
+
 lk_status tut_avx2_mc_forward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
                               lk_msg *msg)
 {
+    if (mc_f32(plan, blk)) {
+#if TUT_HAVE_AVX512
+        if (inst->simd == TUT_SIMD_AVX512)
+            return tut_f32_mc_forward_avx512(inst, plan, blk, msg);
+#endif
+        return tut_f32_mc_forward_avx2(inst, plan, blk, msg);
+    }
     mc_ctx m;
     lk_status st = mc_init(&m, inst, plan, blk, msg);
     if (st != LK_OK)
@@ -1085,6 +1102,13 @@ lk_status tut_avx2_mc_forward(const tut_inst *inst, const lk_plan *plan, const l
 lk_status tut_avx2_mc_backward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
                                lk_msg *msg)
 {
+    if (mc_f32(plan, blk)) {
+#if TUT_HAVE_AVX512
+        if (inst->simd == TUT_SIMD_AVX512)
+            return tut_f32_mc_backward_avx512(inst, plan, blk, msg);
+#endif
+        return tut_f32_mc_backward_avx2(inst, plan, blk, msg);
+    }
     mc_ctx m;
     lk_status st = mc_init(&m, inst, plan, blk, msg);
     if (st != LK_OK)

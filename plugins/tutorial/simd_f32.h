@@ -6,9 +6,11 @@
  *
  * They serve the losses whose cost is exp and log1p (bce_with_logits, focal,
  * dice, iou, dice_bce, focal_mean_bce) when every tensor they read is
- * float32: the per-position formulas run in float32 (libmvec's expf, log1pf
- * and powf, at most 4 ulp), twice as many lanes per instruction as the
- * double kernels of simd_avx2.c and cheaper polynomials. What stays in
+ * float32, and dice's multiclass mode (simd_f32_mc.h) when its logits are
+ * float32 and its targets int64 class indices or float32: the per-position
+ * formulas run in float32 (libmvec's expf, log1pf and powf, at most 4 ulp),
+ * twice as many lanes per instruction as the double kernels of simd_avx2.c
+ * and cheaper polynomials. What stays in
  * double is every sum: a vector of losses or statistics is widened to two
  * double vectors before it is added, so a block's sum carries no more error
  * than its float32 terms do. float64 data and mixed dtypes keep the double
@@ -649,5 +651,10 @@ void F32_NAME(tut_f32_grad)(int kind, const double *k, const lk_block *blk)
     default: grad_fmb(kf, blk); break;
     }
 }
+
+/* ------------------------------------------------------------------------ */
+/* dice, multiclass mode                                                     */
+
+#include "simd_f32_mc.h"
 
 #endif

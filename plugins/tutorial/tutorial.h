@@ -13,16 +13,18 @@
  *    -mavx2 -mfma, built only on x86-64 with glibc's libmvec): fused loops
  *    that read float32 or float64 directly, compute in double lanes of four
  *    and call libmvec's vector exp, log1p and pow;
- *  - the float32-lane kernels (simd_f32.h, compiled for AVX2 and for
- *    AVX-512), to which the AVX2 entry points hand every block of an
- *    exp-bound binary loss whose tensors are all float32: the same formulas
- *    in float32, every sum in double.
+ *  - the float32-lane kernels (simd_f32.h and simd_f32_mc.h, compiled for
+ *    AVX2 and for AVX-512), to which the AVX2 entry points hand every block
+ *    of an exp-bound binary loss whose tensors are all float32, and of
+ *    multiclass dice with float32 logits and int64 class indices or float32
+ *    targets: the same formulas in float32, every sum in double.
  *
  * Both compute the same formulas, written below once in scalar form from
  * the same primitives of a logit x (tut_prim): a = |x|, e = exp(-a),
  * r = 1 / (1 + e), L = log1p(e). The vector code mirrors each formula
- * operation for operation, so the two paths differ only by the last bits of
- * the math library and the order of the double accumulations. */
+ * operation for operation, so the double lanes differ from the portable
+ * path only by the last bits of the math library and the order of the
+ * double accumulations, and the float32 lanes by float32 rounding. */
 #ifndef LOSSKIT_TUTORIAL_H
 #define LOSSKIT_TUTORIAL_H
 
@@ -189,15 +191,25 @@ lk_status tut_avx2_mc_backward(const tut_inst *inst, const lk_plan *plan, const 
                                lk_msg *msg);
 
 /* The float32-lane kernels (simd_f32.h), for blocks whose tensors are all
- * float32; tut_avx2_fused, _stats and _grad hand such blocks to them. */
+ * float32; tut_avx2_fused, _stats and _grad hand such blocks to them, and
+ * tut_avx2_mc_forward and _backward the multiclass blocks with float32
+ * logits and int64 class indices or float32 targets (simd_f32_mc.h). */
 lk_status tut_f32_fused_avx2(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
 lk_status tut_f32_stats_avx2(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
 void tut_f32_grad_avx2(int kind, const double *k, const lk_block *blk);
+lk_status tut_f32_mc_forward_avx2(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
+                                  lk_msg *msg);
+lk_status tut_f32_mc_backward_avx2(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
+                                   lk_msg *msg);
 #endif
 #if TUT_HAVE_AVX512
 lk_status tut_f32_fused_avx512(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
 lk_status tut_f32_stats_avx512(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
 void tut_f32_grad_avx512(int kind, const double *k, const lk_block *blk);
+lk_status tut_f32_mc_forward_avx512(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
+                                    lk_msg *msg);
+lk_status tut_f32_mc_backward_avx512(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
+                                     lk_msg *msg);
 #endif
 
 /* ------------------------------------------------------------------------ */
