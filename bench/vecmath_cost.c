@@ -26,8 +26,8 @@ __m512 _ZGVeN16v_log1pf(__m512 x);
 __m256 _ZGVdN8v_expf(__m256 x);
 __m256 _ZGVdN8v_log1pf(__m256 x);
 
-#define N        (16l * 1024 * 1024)
-#define MAX_THR  64
+#define N       (16l * 1024 * 1024)
+#define MAX_THR 64
 
 enum { STREAM, EXP_DIV, EXP_DIV_LOG1P, N_STEPS };
 static const char *const step_names[N_STEPS] = {"stream", "exp+div", "exp+div+log1p"};
@@ -110,8 +110,8 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-static double time_step(const float *x, const float *t, float *g, int threads, int repeat,
-                        int step, int wide)
+static double time_step(const float *x, const float *t, float *g, int threads, int repeat, int step,
+                        int wide)
 {
     double best = 1e300;
     for (int r = 0; r < repeat; r++) {

@@ -649,7 +649,8 @@ lk_status tut_avx2_fused(const tut_inst *inst, int kind, const lk_block *blk, lk
 /* ------------------------------------------------------------------------ */
 /* Statistics of the overlap losses and focal_mean_bce (overlap.c, focal.c)  */
 
-enum { A_I, A_P, A_T, A_BCE, N_ACC };
+/* The sums, in the order of TUT_ST_* (tut_add_block_sums). */
+enum { A_I = TUT_ST_I, A_P = TUT_ST_P, A_T = TUT_ST_T, A_BCE = TUT_ST_BCE, N_ACC };
 
 /* n positions from i into the accumulators acc[2][N_ACC]. */
 AI lk_status stats_chunk(int kind, const void *xp, const void *tp, int xf, int tf, int64_t i, int n,
@@ -716,30 +717,14 @@ lk_status tut_avx2_stats(const tut_inst *inst, int kind, const lk_block *blk, lk
         return f32_stats(inst, kind, blk, msg);
     const void *x = blk->slots[0].data, *t = blk->slots[1].data;
     int xf = blk->slots[0].dtype == LK_DTYPE_F32, tf = blk->slots[1].dtype == LK_DTYPE_F32;
-    double s[N_ACC], count = (double)(blk->end - blk->begin);
-    lk_status st;
-    if (kind == TUT_K_FMB) {
-        st = stats_fmb(x, t, xf, tf, blk->begin, blk->end, s, msg);
-        if (st == LK_OK) {
-            blk->stats[TUT_FMB_BCE] += s[A_BCE];
-            blk->stats[TUT_FMB_COUNT] += count;
-        }
-        return st;
-    }
-    if (kind == TUT_K_DICE_BCE)
-        st = stats_dice_bce(x, t, xf, tf, blk->begin, blk->end, s, msg);
-    else
-        st = stats_dice(x, t, xf, tf, blk->begin, blk->end, s, msg);
-    if (st != LK_OK)
-        return st;
-    blk->stats[TUT_ST_I] += s[A_I];
-    blk->stats[TUT_ST_P] += s[A_P];
-    blk->stats[TUT_ST_T] += s[A_T];
-    if (kind == TUT_K_DICE_BCE) {
-        blk->stats[TUT_ST_BCE] += s[A_BCE];
-        blk->stats[TUT_ST_COUNT] += count;
-    }
-    return LK_OK;
+    double s[N_ACC];
+    lk_status st = kind == TUT_K_FMB ? stats_fmb(x, t, xf, tf, blk->begin, blk->end, s, msg)
+                   : kind == TUT_K_DICE_BCE
+                       ? stats_dice_bce(x, t, xf, tf, blk->begin, blk->end, s, msg)
+                       : stats_dice(x, t, xf, tf, blk->begin, blk->end, s, msg);
+    if (st == LK_OK)
+        tut_add_block_sums(kind, blk, s);
+    return st;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -459,8 +459,7 @@ static lk_status fused_focal(fio *f, int64_t b, int64_t e, double *s, lk_msg *m)
     return fused_loop(f, 1, b, e, s, m);
 }
 
-lk_status F32_NAME(tut_f32_fused)(const tut_inst *inst, int kind, const lk_block *blk,
-                                  lk_msg *msg)
+lk_status F32_NAME(tut_f32_fused)(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
 {
     int weighted = kind != TUT_K_FOCAL && blk->slots[2].data;
     fio f = {
@@ -485,7 +484,8 @@ lk_status F32_NAME(tut_f32_fused)(const tut_inst *inst, int kind, const lk_block
 /* ------------------------------------------------------------------------ */
 /* Statistics of the overlap losses and focal_mean_bce                       */
 
-enum { A_I, A_P, A_T, A_BCE, N_ACC };
+/* The sums, in the order of TUT_ST_* (tut_add_block_sums). */
+enum { A_I = TUT_ST_I, A_P = TUT_ST_P, A_T = TUT_ST_T, A_BCE = TUT_ST_BCE, N_ACC };
 
 AI lk_status stats_chunk(int kind, const float *x, const float *t, int64_t i, int n, dacc *acc,
                          lk_msg *msg)
@@ -546,35 +546,17 @@ static lk_status stats_fmb(const float *x, const float *t, int64_t b, int64_t e,
     return stats_loop(TUT_K_FMB, x, t, b, e, o, m);
 }
 
-lk_status F32_NAME(tut_f32_stats)(const tut_inst *inst, int kind, const lk_block *blk,
-                                  lk_msg *msg)
+lk_status F32_NAME(tut_f32_stats)(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
 {
     (void)inst;
     const float *x = blk->slots[0].data, *t = blk->slots[1].data;
-    double s[N_ACC], count = (double)(blk->end - blk->begin);
-    lk_status st;
-    if (kind == TUT_K_FMB) {
-        st = stats_fmb(x, t, blk->begin, blk->end, s, msg);
-        if (st == LK_OK) {
-            blk->stats[TUT_FMB_BCE] += s[A_BCE];
-            blk->stats[TUT_FMB_COUNT] += count;
-        }
-        return st;
-    }
-    if (kind == TUT_K_DICE_BCE)
-        st = stats_dice_bce(x, t, blk->begin, blk->end, s, msg);
-    else
-        st = stats_dice(x, t, blk->begin, blk->end, s, msg);
-    if (st != LK_OK)
-        return st;
-    blk->stats[TUT_ST_I] += s[A_I];
-    blk->stats[TUT_ST_P] += s[A_P];
-    blk->stats[TUT_ST_T] += s[A_T];
-    if (kind == TUT_K_DICE_BCE) {
-        blk->stats[TUT_ST_BCE] += s[A_BCE];
-        blk->stats[TUT_ST_COUNT] += count;
-    }
-    return LK_OK;
+    double s[N_ACC];
+    lk_status st = kind == TUT_K_FMB        ? stats_fmb(x, t, blk->begin, blk->end, s, msg)
+                   : kind == TUT_K_DICE_BCE ? stats_dice_bce(x, t, blk->begin, blk->end, s, msg)
+                                            : stats_dice(x, t, blk->begin, blk->end, s, msg);
+    if (st == LK_OK)
+        tut_add_block_sums(kind, blk, s);
+    return st;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -180,6 +180,26 @@ enum {
 enum { TUT_ST_I, TUT_ST_P, TUT_ST_T, TUT_ST_BCE, TUT_ST_COUNT };
 enum { TUT_FMB_BCE, TUT_FMB_COUNT };
 
+/* Adds one block's sums to its statistics, for the SIMD paths: s holds the
+ * sums of p t, p, t and the BCE terms in the order of TUT_ST_I .. TUT_ST_BCE,
+ * over the block's positions. */
+static inline void tut_add_block_sums(int kind, const lk_block *blk, const double *s)
+{
+    double count = (double)(blk->end - blk->begin);
+    if (kind == TUT_K_FMB) {
+        blk->stats[TUT_FMB_BCE] += s[TUT_ST_BCE];
+        blk->stats[TUT_FMB_COUNT] += count;
+        return;
+    }
+    blk->stats[TUT_ST_I] += s[TUT_ST_I];
+    blk->stats[TUT_ST_P] += s[TUT_ST_P];
+    blk->stats[TUT_ST_T] += s[TUT_ST_T];
+    if (kind == TUT_K_DICE_BCE) {
+        blk->stats[TUT_ST_BCE] += s[TUT_ST_BCE];
+        blk->stats[TUT_ST_COUNT] += count;
+    }
+}
+
 #if TUT_HAVE_AVX2
 lk_status tut_avx2_fused(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
 lk_status tut_avx2_stats(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
