@@ -639,6 +639,50 @@ Test(simd, errors_agree)
     lk_runtime_close(rt);
 }
 
+/* BCE terms far below float32's resolution of 1: logits in [38, 44] with
+ * target 1 leave only log1p(exp(-x)), 3e-17 down to 8e-20, each lost
+ * entirely when rounded into 1 + e. The float32-lane kernels that sum
+ * log1p(e) as the log of a product (bce_with_logits mean and sum, the BCE
+ * mean of focal_mean_bce) must still find them, on every path:
+ * the value against log1p(exp(-x)) summed here in double. */
+Test(simd, tiny_bce_terms_are_kept)
+{
+    int64_t shape[1] = {5 * 4096 + 37};
+    tens x = tens_new(LK_DTYPE_F32, 1, shape), t = tens_new(LK_DTYPE_F32, 1, shape);
+    rng_state = 314;
+    double want = 0.0;
+    for (int64_t i = 0; i < x.n; i++) {
+        put(x.data, x.dtype, i, 38.0 + 6.0 * uniform());
+        put(t.data, t.dtype, i, 1.0);
+        want += log1p(exp(-(double)((float *)x.data)[i]));
+    }
+    double n = (double)x.n;
+    static const struct {
+        const char *config;
+        double scale; /* value = scale * sum */
+    } cases[] = {
+        {"{\"loss\": \"bce_with_logits\"}", 0.0},
+        {"{\"loss\": \"bce_with_logits\", \"reduction\": \"sum\"}", 1.0},
+        {"{\"loss\": \"focal_mean_bce\", \"params\": {\"alpha\": 1, \"gamma\": 0}}", 0.0},
+    };
+    lk_runtime *rt = open_runtime(2);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int path = PORTABLE; path <= SIMD; path++) {
+            lk_loss *loss = make_loss_on(rt, cases[c].config, path);
+            result r = eval(loss, &x, &t, NULL, 0);
+            double expect = cases[c].scale == 0.0 ? want / n : want;
+            cr_expect_eq(r.st, LK_OK, "%s (%s): %s", cases[c].config, path_names[path], r.err);
+            cr_expect(expect > 0.0 && fabs(r.value - expect) <= 1e-6 * expect,
+                      "%s (%s): value %.17g, expected %.17g", cases[c].config, path_names[path],
+                      r.value, expect);
+            result_free(&r);
+            lk_loss_free(loss);
+        }
+    lk_runtime_close(rt);
+    free(x.data);
+    free(t.data);
+}
+
 /* ------------------------------------------------------------------------ */
 /* dice, mode multiclass                                                     */
 

@@ -25,6 +25,7 @@
 #define LOSSKIT_TUTORIAL_SIMD_F32_H
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "tutorial.h"
@@ -79,7 +80,13 @@ AI void fstore(float *p, int k, vf v)
     else _mm512_mask_storeu_ps(p, mlanes(k), v);
 }
 AI vdd dzero(void) { return _mm512_setzero_pd(); }
+AI vdd d1(double a) { return _mm512_set1_pd(a); }
 AI vdd dadd(vdd a, vdd b) { return _mm512_add_pd(a, b); }
+AI vdd dsub(vdd a, vdd b) { return _mm512_sub_pd(a, b); }
+AI vdd dmul(vdd a, vdd b) { return _mm512_mul_pd(a, b); }
+/* a b + c and a b - c, each rounded once */
+AI vdd dfmadd(vdd a, vdd b, vdd c) { return _mm512_fmadd_pd(a, b, c); }
+AI vdd dfmsub(vdd a, vdd b, vdd c) { return _mm512_fmsub_pd(a, b, c); }
 AI vdd dlo(vf a) { return _mm512_cvtps_pd(_mm512_castps512_ps256(a)); }
 AI vdd dhi(vf a) { return _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1)); }
 #define DW 8
@@ -132,7 +139,12 @@ AI void fstore(float *p, int k, vf v)
     else _mm256_maskstore_ps(p, _mm256_castps_si256(mlanes(k)), v);
 }
 AI vdd dzero(void) { return _mm256_setzero_pd(); }
+AI vdd d1(double a) { return _mm256_set1_pd(a); }
 AI vdd dadd(vdd a, vdd b) { return _mm256_add_pd(a, b); }
+AI vdd dsub(vdd a, vdd b) { return _mm256_sub_pd(a, b); }
+AI vdd dmul(vdd a, vdd b) { return _mm256_mul_pd(a, b); }
+AI vdd dfmadd(vdd a, vdd b, vdd c) { return _mm256_fmadd_pd(a, b, c); }
+AI vdd dfmsub(vdd a, vdd b, vdd c) { return _mm256_fmsub_pd(a, b, c); }
 AI vdd dlo(vf a) { return _mm256_cvtps_pd(_mm256_castps256_ps128(a)); }
 AI vdd dhi(vf a) { return _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)); }
 #define DW 4
@@ -313,6 +325,92 @@ AI vf live_only(vf a, int n, int v)
 }
 
 /* ------------------------------------------------------------------------ */
+/* A sum of log1p(e) with one log per lane per LSUM_FOLD vectors             */
+/*
+ * Where only the sum of the BCE terms is wanted (bce_with_logits with mean
+ * or sum, no weight, no pos_weight, no per-element output; focal_mean_bce's
+ * BCE mean), sum log1p(e_i) is taken as the log of the product of
+ * u_i = 1 + e_i, and the per-element log1p, the costliest call of these
+ * losses, is gone. Each half-vector of e is widened to double
+ * and multiplied into a running product per lane, kept exactly as a pair:
+ * hi, the rounded product, and lo, the rounding errors carried along
+ * (lo u + fma(hi, u, -hi u)), so that log(hi + lo) is the log of the exact
+ * product of the rounded u_i. What rounding 1 + e itself dropped,
+ * e - (u - 1) (nonzero only for e below 2^-29, where log1p(e) = e to
+ * double precision), is summed apart. Every u lies in [1, 2], so after
+ * LSUM_FOLD vectors a product is below 2^LSUM_FOLD and is folded:
+ * log(hi) + lo / hi per lane, in a fixed order. The result is the sum of
+ * log1p of the float32 e_i to about double precision, more exact than
+ * adding float32 log1p values; a block's fold points are fixed by its
+ * start, so results stay the same for any thread count. NaN in e gives a
+ * NaN sum, as a NaN term would. */
+
+#define LSUM_FOLD 256
+
+typedef struct lsum {
+    vdd hi[2], lo[2]; /* per half of a vector: the product and its error */
+    vdd dropped;      /* sum of e - (u - 1) */
+    double logs;      /* the folded products' logs */
+    int steps;
+} lsum;
+
+AI void lsum_reset(lsum *s)
+{
+    for (int h = 0; h < 2; h++) {
+        s->hi[h] = d1(1.0);
+        s->lo[h] = dzero();
+    }
+    s->steps = 0;
+}
+
+static void lsum_init(lsum *s)
+{
+    lsum_reset(s);
+    s->dropped = dzero();
+    s->logs = 0.0;
+}
+
+static void lsum_fold(lsum *s)
+{
+    double hi[DW], lo[DW];
+    for (int h = 0; h < 2; h++) {
+        dstore(hi, s->hi[h]);
+        dstore(lo, s->lo[h]);
+        for (int j = 0; j < DW; j++)
+            s->logs += log(hi[j]) + lo[j] / hi[j];
+    }
+    lsum_reset(s);
+}
+
+AI void lsum_half(vdd *hi, vdd *lo, vdd *dropped, vdd e)
+{
+    vdd u = dadd(d1(1.0), e);
+    *dropped = dadd(*dropped, dsub(e, dsub(u, d1(1.0))));
+    vdd q = dmul(*hi, u);
+    *lo = dfmadd(*lo, u, dfmsub(*hi, u, q));
+    *hi = q;
+}
+
+/* Adds log1p(e) of every lane; lanes that do not count must hold 0. */
+AI void lsum_add(lsum *s, vf e)
+{
+    lsum_half(&s->hi[0], &s->lo[0], &s->dropped, dlo(e));
+    lsum_half(&s->hi[1], &s->lo[1], &s->dropped, dhi(e));
+    if (++s->steps == LSUM_FOLD)
+        lsum_fold(s);
+}
+
+static double lsum_total(lsum *s)
+{
+    lsum_fold(s);
+    double d[DW], t = s->logs;
+    dstore(d, s->dropped);
+    for (int j = 0; j < DW; j++)
+        t += d[j];
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Fused: bce_with_logits and focal                                          */
 
 /* focal.c's focal_binary, for lanes whose target is 0 or 1. */
@@ -411,52 +509,70 @@ AI void fused_emit(fio *f, int64_t i, int k, vf l, vf g, dacc *acc)
     }
 }
 
-AI lk_status fused_chunk(fio *f, int focal, int64_t i, int n, dacc *acc, lk_msg *msg)
+/* What a fused chunk computes. */
+enum { FUSED_BCE, FUSED_BCE_LSUM, FUSED_FOCAL };
+
+AI lk_status fused_chunk(fio *f, int mode, int64_t i, int n, dacc *acc, lsum *ls, lk_msg *msg)
 {
     fchunk c;
     if (!fchunk_load(&c, f->x, f->t, i, n))
         return f32_first_bad_target(f->t, i, n, msg);
     fchunk_exp(&c);
-    fchunk_log1p(&c);
+    if (mode != FUSED_BCE_LSUM)
+        fchunk_log1p(&c);
     float alpha = (float)f->in->alpha, gamma = (float)f->in->gamma;
     for (int v = 0; v < c.nv; v++) {
         int k = lanes_of(n, v);
         fprim p = fprims(c.x[v], c.e[v]);
         vf l, g;
-        if (!focal) {
+        if (mode == FUSED_FOCAL) {
+            focal_core(alpha, gamma, &p, c.L[v], c.x[v], c.t[v], &l, &g);
+        } else if (mode == FUSED_BCE_LSUM) {
+            /* the terms without log1p(e), which ls sums */
+            l = fbce(&p, fzero(), c.t[v], f1(1.0f));
+            g = fbce_grad(&p, c.t[v], f1(1.0f));
+            lsum_add(ls, live_only(c.e[v], n, v));
+        } else {
             vf pw = f32_pos_weights(f, k);
             l = fbce(&p, c.L[v], c.t[v], pw);
             g = fbce_grad(&p, c.t[v], pw);
-        } else {
-            focal_core(alpha, gamma, &p, c.L[v], c.x[v], c.t[v], &l, &g);
         }
         fused_emit(f, i + W * v, k, l, g, &acc[v & 1]);
     }
     return LK_OK;
 }
 
-AI lk_status fused_loop(fio *f, int focal, int64_t begin, int64_t end, double *sum, lk_msg *msg)
+AI lk_status fused_loop(fio *f, int mode, int64_t begin, int64_t end, double *sum, lk_msg *msg)
 {
     fio local = *f; /* its address escapes nowhere: no reloads after stores */
     dacc acc[2] = {dacc_zero(), dacc_zero()};
+    lsum ls;
+    lsum_init(&ls);
     lk_status st = LK_OK;
     int64_t i = begin;
     for (; st == LK_OK && i + CHUNK_P <= end; i += CHUNK_P)
-        st = fused_chunk(&local, focal, i, CHUNK_P, acc, msg);
+        st = fused_chunk(&local, mode, i, CHUNK_P, acc, &ls, msg);
     if (st == LK_OK && i < end)
-        st = fused_chunk(&local, focal, i, (int)(end - i), acc, msg);
+        st = fused_chunk(&local, mode, i, (int)(end - i), acc, &ls, msg);
     *sum = dacc_sum(acc[0], acc[1]);
+    if (mode == FUSED_BCE_LSUM)
+        *sum += lsum_total(&ls);
     return st;
 }
 
 static lk_status fused_bce(fio *f, int64_t b, int64_t e, double *s, lk_msg *m)
 {
-    return fused_loop(f, 0, b, e, s, m);
+    return fused_loop(f, FUSED_BCE, b, e, s, m);
+}
+
+static lk_status fused_bce_lsum(fio *f, int64_t b, int64_t e, double *s, lk_msg *m)
+{
+    return fused_loop(f, FUSED_BCE_LSUM, b, e, s, m);
 }
 
 static lk_status fused_focal(fio *f, int64_t b, int64_t e, double *s, lk_msg *m)
 {
-    return fused_loop(f, 1, b, e, s, m);
+    return fused_loop(f, FUSED_FOCAL, b, e, s, m);
 }
 
 lk_status F32_NAME(tut_f32_fused)(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
@@ -474,8 +590,13 @@ lk_status F32_NAME(tut_f32_fused)(const tut_inst *inst, int kind, const lk_block
         .pw_index = inst->n_pw > 1 ? blk->begin % inst->n_pw : 0,
     };
     double sum = 0.0;
-    lk_status st = kind == TUT_K_BCE ? fused_bce(&f, blk->begin, blk->end, &sum, msg)
-                                     : fused_focal(&f, blk->begin, blk->end, &sum, msg);
+    lk_status st;
+    if (kind == TUT_K_FOCAL)
+        st = fused_focal(&f, blk->begin, blk->end, &sum, msg);
+    else if (!f.w && !f.out && inst->n_pw == 0)
+        st = fused_bce_lsum(&f, blk->begin, blk->end, &sum, msg);
+    else
+        st = fused_bce(&f, blk->begin, blk->end, &sum, msg);
     if (st == LK_OK)
         blk->stats[0] += sum;
     return st;
@@ -487,15 +608,18 @@ lk_status F32_NAME(tut_f32_fused)(const tut_inst *inst, int kind, const lk_block
 /* The sums, in the order of TUT_ST_* (tut_add_block_sums). */
 enum { A_I = TUT_ST_I, A_P = TUT_ST_P, A_T = TUT_ST_T, A_BCE = TUT_ST_BCE, N_ACC };
 
+/* focal_mean_bce's BCE sum goes through ls (log1p summed as the log of a
+ * product); dice_bce's takes log1p per element: with its three other sums
+ * the product's registers spill, and measured slower than the calls. */
 AI lk_status stats_chunk(int kind, const float *x, const float *t, int64_t i, int n, dacc *acc,
-                         lk_msg *msg)
+                         lsum *ls, lk_msg *msg)
 {
     fchunk c;
     if (!fchunk_load(&c, x, t, i, n))
         return f32_first_bad_target(t, i, n, msg);
     int bce = kind == TUT_K_DICE_BCE || kind == TUT_K_FMB;
     fchunk_exp(&c);
-    if (bce)
+    if (kind == TUT_K_DICE_BCE)
         fchunk_log1p(&c);
     for (int v = 0; v < c.nv; v++) {
         fprim p = fprims(c.x[v], c.e[v]);
@@ -505,8 +629,12 @@ AI lk_status stats_chunk(int kind, const float *x, const float *t, int64_t i, in
             dacc_add(&acc[A_P], pp);
             dacc_add(&acc[A_T], c.t[v]);
         }
-        if (bce)
+        if (kind == TUT_K_DICE_BCE) {
             dacc_add(&acc[A_BCE], live_only(fbce(&p, c.L[v], c.t[v], f1(1.0f)), n, v));
+        } else if (bce) {
+            dacc_add(&acc[A_BCE], live_only(fbce(&p, fzero(), c.t[v], f1(1.0f)), n, v));
+            lsum_add(ls, live_only(c.e[v], n, v));
+        }
     }
     return LK_OK;
 }
@@ -517,14 +645,18 @@ AI lk_status stats_loop(int kind, const float *x, const float *t, int64_t begin,
     dacc acc[N_ACC];
     for (int s = 0; s < N_ACC; s++)
         acc[s] = dacc_zero();
+    lsum ls;
+    lsum_init(&ls);
     lk_status st = LK_OK;
     int64_t i = begin;
     for (; st == LK_OK && i + CHUNK_P <= end; i += CHUNK_P)
-        st = stats_chunk(kind, x, t, i, CHUNK_P, acc, msg);
+        st = stats_chunk(kind, x, t, i, CHUNK_P, acc, &ls, msg);
     if (st == LK_OK && i < end)
-        st = stats_chunk(kind, x, t, i, (int)(end - i), acc, msg);
+        st = stats_chunk(kind, x, t, i, (int)(end - i), acc, &ls, msg);
     for (int s = 0; s < N_ACC; s++)
         out[s] = dacc_sum(acc[s], dacc_zero());
+    if (kind == TUT_K_FMB)
+        out[A_BCE] += lsum_total(&ls);
     return st;
 }
 

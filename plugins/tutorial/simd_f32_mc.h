@@ -35,10 +35,7 @@ typedef __m512i vi;     /* sixteen int32 class numbers */
 AI vf fmaxv(vf a, vf b) { return _mm512_max_ps(a, b); }
 AI vdd dload(const double *p) { return _mm512_loadu_pd(p); }
 AI int mcount(vm m) { return __builtin_popcount(m); }
-AI vdd dsub(vdd a, vdd b) { return _mm512_sub_pd(a, b); }
 AI vdd ddiv(vdd a, vdd b) { return _mm512_div_pd(a, b); }
-AI vdd d1(double a) { return _mm512_set1_pd(a); }
-AI vdd dmul(vdd a, vdd b) { return _mm512_mul_pd(a, b); }
 /* m ? a : b and a where not m, else 0, on half h (0 low, 1 high) of m. */
 AI vdd dsel_half(vm m, int h, vdd a, vdd b) { return _mm512_mask_blend_pd((__mmask8)(m >> (8 * h)), b, a); }
 AI vdd dclear_half(vm m, int h, vdd a) { return _mm512_maskz_mov_pd((__mmask8)~(m >> (8 * h)), a); }
@@ -77,10 +74,7 @@ typedef __m256i vi;     /* eight int32 class numbers */
 AI vf fmaxv(vf a, vf b) { return _mm256_max_ps(a, b); }
 AI vdd dload(const double *p) { return _mm256_loadu_pd(p); }
 AI int mcount(vm m) { return __builtin_popcount((unsigned)_mm256_movemask_ps(m)); }
-AI vdd dsub(vdd a, vdd b) { return _mm256_sub_pd(a, b); }
 AI vdd ddiv(vdd a, vdd b) { return _mm256_div_pd(a, b); }
-AI vdd d1(double a) { return _mm256_set1_pd(a); }
-AI vdd dmul(vdd a, vdd b) { return _mm256_mul_pd(a, b); }
 AI vdd dmask_half(vm m, int h)
 {
     __m128 q = h ? _mm256_extractf128_ps(m, 1) : _mm256_castps256_ps128(m);
