@@ -1059,3 +1059,47 @@ Test(cli, shadow_run)
     cr_assert(close_to(v, builtin, 1e-13), "built-in %.17g, want %.17g", v, builtin);
     proc_free(&r);
 }
+
+/* Which kernels a tutorial loss chose, as LOSSKIT_DEBUG logs it: the best
+ * the CPU has (AVX-512 float lanes, else AVX2+FMA, else portable) unless
+ * LOSSKIT_SIMD caps it at "avx2" or asks for "0", the portable ones. */
+Test(cli, kernel_choice_follows_cpu_and_env)
+{
+    int avx2 = 0, avx512 = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#endif
+    const char *best = avx512 ? "AVX-512 (float32 data) and AVX2+FMA"
+                       : avx2 ? "AVX2+FMA"
+                              : "portable";
+    const struct {
+        const char *simd; /* NULL: unset */
+        const char *want;
+    } cases[] = {
+        {NULL, best},
+        {"avx2", avx2 ? "AVX2+FMA" : "portable"},
+        {"0", "portable"},
+        {"portable", "portable"},
+    };
+    setenv("LOSSKIT_DEBUG", "1", 1);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].simd)
+            setenv("LOSSKIT_SIMD", cases[i].simd, 1);
+        else
+            unsetenv("LOSSKIT_SIMD");
+        proc p = lk(NULL, "run", LK_SOURCE_ROOT "/configs/focal.json", "--input",
+                    LK_SOURCE_ROOT "/configs/data/input.npy", "--target",
+                    LK_SOURCE_ROOT "/configs/data/target.npy", NULL);
+        char want[128];
+        snprintf(want, sizeof want, "tutorial focal: %s kernels", cases[i].want);
+        cr_expect_eq(p.status, 0, "LOSSKIT_SIMD=%s: exit %d: %s",
+                     cases[i].simd ? cases[i].simd : "(unset)", p.status, p.err);
+        cr_expect_not_null(strstr(p.err, want), "LOSSKIT_SIMD=%s: no '%s' in: %s",
+                           cases[i].simd ? cases[i].simd : "(unset)", want, p.err);
+        proc_free(&p);
+    }
+    unsetenv("LOSSKIT_SIMD");
+    unsetenv("LOSSKIT_DEBUG");
+}

@@ -591,6 +591,55 @@ Test(simd, avx2_path_runs)
     lk_runtime_close(rt);
 }
 
+/* The float32 lanes run: on all-float32 data, the AVX2 path's results are
+ * not those of the double lanes (the same float32 logits with a float64
+ * target). float64 data never leaves the double lanes: the same bits on
+ * AVX2 and the best path. (AVX-512 and AVX2 float lanes may well agree to
+ * the bit: libmvec's two expf give the same floats, and a double sum of
+ * float32 terms of similar size is exact in any order. test_cli checks
+ * which kernels an instance chose.) */
+Test(simd, float_lanes_run)
+{
+    int64_t shape[1] = {3 * 4096 + 77};
+    lk_runtime *rt = open_runtime(1);
+    rng_state = 2718;
+    tens x = tens_new(LK_DTYPE_F32, 1, shape), t32 = tens_new(LK_DTYPE_F32, 1, shape),
+         t64 = tens_new(LK_DTYPE_F64, 1, shape), x64 = tens_new(LK_DTYPE_F64, 1, shape);
+    fill_logits(&x, X_EXTREME);
+    fill_targets(&t64, T_MIXED);
+    for (int64_t i = 0; i < x.n; i++) {
+        put(t32.data, LK_DTYPE_F32, i, ((double *)t64.data)[i]);
+        put(x64.data, LK_DTYPE_F64, i, (double)((float *)x.data)[i]);
+    }
+    static const char *const ids[] = {"bce_with_logits", "focal", "dice",
+                                      "iou",             "dice_bce", "focal_mean_bce"};
+    for (size_t c = 0; c < sizeof ids / sizeof ids[0]; c++) {
+        char config[64];
+        snprintf(config, sizeof config, "{\"loss\": \"%s\"}", ids[c]);
+        lk_loss *l2 = make_loss_on(rt, config, SIMD_AVX2), *lb = make_loss_on(rt, config, SIMD);
+        result f2 = eval(l2, &x, &t32, NULL, 0), mixed = eval(l2, &x, &t64, NULL, 0);
+        result d2 = eval(l2, &x64, &t64, NULL, 0), db = eval(lb, &x64, &t64, NULL, 0);
+        if (cpu_has_avx2_fma())
+            cr_expect(memcmp(&f2.value, &mixed.value, sizeof f2.value) != 0 ||
+                          memcmp(f2.grad, mixed.grad, (size_t)f2.n * sizeof *f2.grad) != 0,
+                      "%s: float32 data gave bitwise the double lanes' results", ids[c]);
+        cr_expect(memcmp(&db.value, &d2.value, sizeof db.value) == 0 &&
+                      memcmp(db.grad, d2.grad, (size_t)db.n * sizeof *db.grad) == 0,
+                  "%s: float64 data left the double lanes", ids[c]);
+        result_free(&f2);
+        result_free(&mixed);
+        result_free(&d2);
+        result_free(&db);
+        lk_loss_free(l2);
+        lk_loss_free(lb);
+    }
+    free(x.data);
+    free(t32.data);
+    free(t64.data);
+    free(x64.data);
+    lk_runtime_close(rt);
+}
+
 /* A target outside [0, 1] at a ragged position: the same failure and
  * message on both paths, naming the first bad position. */
 Test(simd, errors_agree)
