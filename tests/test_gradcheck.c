@@ -71,9 +71,8 @@ typedef struct problem {
     int64_t shape[LK_MAX_NDIM];
     int32_t dtype; /* of input, grad and out */
     void *x;
-    void *t;              /* float64 unless target_dtype says otherwise */
-    double *w;            /* NULL: no weight */
-    int32_t target_dtype; /* 0: float64 */
+    double *t;
+    double *w; /* NULL: no weight */
 } problem;
 
 static lk_tensor view(const problem *p, void *data, int32_t dtype)
@@ -88,7 +87,7 @@ static lk_status eval(const lk_loss *loss, const problem *p, void *grad, void *o
 {
     lk_named_tensor in[3] = {
         {.name = "input", .tensor = view(p, p->x, p->dtype)},
-        {.name = "target", .tensor = view(p, p->t, p->target_dtype ? p->target_dtype : LK_DTYPE_F64)},
+        {.name = "target", .tensor = view(p, p->t, LK_DTYPE_F64)},
         {.name = "weight", .tensor = view(p, p->w, LK_DTYPE_F64)},
     };
     lk_named_tensor g = {.name = "input", .tensor = view(p, grad, p->dtype)};
@@ -236,7 +235,7 @@ ParameterizedTest(gc_param *param, gradcheck, fd)
 {
     const gc_case *c = &gc_cases[param->index];
     double x[N_MAX], t[N_MAX], w[N_MAX], grad[N_MAX], out[N_MAX];
-    problem p = {0};
+    problem p;
     rng_state = 12345u + (uint64_t)strlen(c->name) * 7919u;
     fill_problem(&p, x, t, w, c);
     lk_runtime *rt = open_runtime(0);
@@ -263,7 +262,7 @@ static void check_none(const char *config, int n, const double *x, const double 
                        const double *want_out, const double *want_grad)
 {
     double out[16], grad[16];
-    problem p = {1, {n}, LK_DTYPE_F64, (void *)x, (double *)t, (double *)w, 0};
+    problem p = {1, {n}, LK_DTYPE_F64, (void *)x, (double *)t, (double *)w};
     lk_runtime *rt = open_runtime(1);
     lk_loss *loss = make_loss(rt, config);
     eval_ok(loss, &p, grad, out);
@@ -362,7 +361,7 @@ Test(edge, overlap_inf_logits)
     double x[] = {inf, -inf, 2.0, -1.0, inf};
     double t[] = {1.0, 0.0, 1.0, 0.0, 0.0};
     for (int agree = 1; agree >= 0; agree--) {
-        problem p = {1, {agree ? 4 : 5}, LK_DTYPE_F64, x, t, NULL, 0};
+        problem p = {1, {agree ? 4 : 5}, LK_DTYPE_F64, x, t, NULL};
         for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
             double grad[5];
             lk_runtime *rt = open_runtime(1);
@@ -408,7 +407,7 @@ Test(edge, zero_size)
         {"{\"loss\": \"focal_mean_bce\"}", NAN},
     };
     static double dummy[1];
-    problem p = {3, {2, 0, 16}, LK_DTYPE_F64, dummy, dummy, NULL, 0};
+    problem p = {3, {2, 0, 16}, LK_DTYPE_F64, dummy, dummy, NULL};
     lk_runtime *rt = open_runtime(0);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         lk_loss *loss = make_loss(rt, cases[c].config);
@@ -426,7 +425,7 @@ Test(edge, zero_size)
 Test(edge, zero_size_none)
 {
     static double dummy[1];
-    problem p = {1, {0}, LK_DTYPE_F64, dummy, dummy, NULL, 0};
+    problem p = {1, {0}, LK_DTYPE_F64, dummy, dummy, NULL};
     const char *ids[] = {"mse", "l1", "bce_with_logits", "focal"};
     lk_runtime *rt = open_runtime(0);
     for (int i = 0; i < 4; i++) {
@@ -449,7 +448,7 @@ Test(edge, smooth0_empty_masks)
     double x[8], t[8] = {0}, grad[8];
     for (int i = 0; i < 8; i++)
         x[i] = -HUGE_VAL;
-    problem p = {1, {8}, LK_DTYPE_F64, x, t, NULL, 0};
+    problem p = {1, {8}, LK_DTYPE_F64, x, t, NULL};
     lk_runtime *rt = open_runtime(1);
     const char *configs[] = {"{\"loss\": \"dice\", \"params\": {\"smooth\": 0}}",
                              "{\"loss\": \"iou\", \"params\": {\"smooth\": 0}}"};
@@ -470,7 +469,7 @@ Test(edge, smooth0_false_positives)
     double x[8], t[8] = {0}, grad[8];
     for (int i = 0; i < 8; i++)
         x[i] = -40.0;
-    problem p = {1, {8}, LK_DTYPE_F64, x, t, NULL, 0};
+    problem p = {1, {8}, LK_DTYPE_F64, x, t, NULL};
     lk_runtime *rt = open_runtime(1);
     lk_loss *loss = make_loss(rt, "{\"loss\": \"dice\", \"params\": {\"smooth\": 0}}");
     double v = eval_ok(loss, &p, grad, NULL);
@@ -499,7 +498,7 @@ static void expect_refusal(const char *config, const problem *p, lk_status want,
 Test(edge, target_outside_unit_interval)
 {
     double x[4] = {0.1, 0.2, 0.3, 0.4}, t[4] = {0.0, 1.0, 1.5, 0.0};
-    problem p = {1, {4}, LK_DTYPE_F64, x, t, NULL, 0};
+    problem p = {1, {4}, LK_DTYPE_F64, x, t, NULL};
     const char *ids[] = {"bce_with_logits", "focal", "dice", "iou", "dice_bce", "focal_mean_bce"};
     for (int i = 0; i < 6; i++) {
         char config[64];
@@ -518,7 +517,7 @@ Test(edge, target_outside_unit_interval)
 Test(edge, pos_weight_length)
 {
     double x[32] = {0}, t[32] = {0};
-    problem p = {2, {2, 16}, LK_DTYPE_F64, x, t, NULL, 0};
+    problem p = {2, {2, 16}, LK_DTYPE_F64, x, t, NULL};
     expect_refusal("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": [1, 2, 3]}}", &p,
                    LK_ERR_SHAPE, "pos_weight has 3 values but the input's last dimension is 16");
 }
@@ -551,7 +550,7 @@ Test(edge, many_blocks_match_direct)
         s_p += pi;
         s_t += t[i];
     }
-    problem p = {2, {BIG_ROWS, BIG_COLS}, LK_DTYPE_F64, x, t, NULL, 0};
+    problem p = {2, {BIG_ROWS, BIG_COLS}, LK_DTYPE_F64, x, t, NULL};
     const char *bce = "{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": "
                       "[0.5, 1, 2, 3, 0.25, 1.5, 4]}, \"reduction\": \"sum\"}";
     lk_runtime *rt1 = open_runtime(1), *rt4 = open_runtime(4);
@@ -583,16 +582,46 @@ Test(edge, many_blocks_match_direct)
     lk_runtime_close(rt4);
 }
 
-/* Float32 data, two ways. A float32 input with a float64 target runs in
- * double lanes and gives exactly the result of its float64 upcast (same
- * value, the same gradient rounded to float32). Input and target both
- * float32 run in float32 lanes where the loss calls exp (every loss here
- * but mse and l1): the value within 1e-6 relative of the float64 run on the
- * upcast data (a few float32 ulps per term, sums in double), each gradient
- * element within 1e-6 relative or 1e-7 of the largest. */
-Test(edge, float32_against_float64_upcast)
+/* A float32 input is read exactly as its float64 upcast: same value, and
+ * the same gradient rounded to float32. */
+Test(edge, float32_equals_float64_upcast)
 {
-    float xf[N_MAX], tf[N_MAX], gf[N_MAX], gm[N_MAX];
+    float xf[N_MAX], gf[N_MAX];
+    double x[N_MAX], t[N_MAX], g[N_MAX];
+    rng_state = 7;
+    for (int i = 0; i < N_MAX; i++) {
+        xf[i] = (float)normal(2.0);
+        x[i] = (double)xf[i];
+        t[i] = i % 3 == 0 ? 0.25 : (double)(i % 2);
+    }
+    const char *ids[] = {"mse",      "l1",  "bce_with_logits", "dice",
+                         "dice_bce", "iou", "focal",           "focal_mean_bce"};
+    lk_runtime *rt = open_runtime(0);
+    for (int k = 0; k < 8; k++) {
+        char config[64];
+        snprintf(config, sizeof config, "{\"loss\": \"%s\"}", ids[k]);
+        lk_loss *loss = make_loss(rt, config);
+        problem p64 = {1, {N_MAX}, LK_DTYPE_F64, x, t, NULL};
+        problem p32 = {1, {N_MAX}, LK_DTYPE_F32, xf, t, NULL};
+        double v64 = eval_ok(loss, &p64, g, NULL), v32 = eval_ok(loss, &p32, gf, NULL);
+        cr_expect_eq(v32, v64, "%s: float32 %.17g, float64 %.17g", ids[k], v32, v64);
+        for (int i = 0; i < N_MAX; i++)
+            cr_expect_eq(gf[i], (float)g[i], "%s: grad[%d] float32 %.9g, float64 %.17g", ids[k], i,
+                         (double)gf[i], g[i]);
+        lk_loss_free(loss);
+    }
+    lk_runtime_close(rt);
+}
+
+/* Input and target both float32 run in float32 lanes where the loss calls
+ * exp (every loss here but mse and l1; the test above, with a float64
+ * target, stays in double lanes): the value within 1e-6 relative of the
+ * float64 run on the upcast data (a few float32 ulps per term, sums in
+ * double), each gradient element within 1e-6 relative or 1e-7 of the
+ * largest. */
+Test(edge, float32_data_close_to_float64_upcast)
+{
+    float xf[N_MAX], tf[N_MAX], gf[N_MAX];
     double x[N_MAX], t[N_MAX], g[N_MAX];
     rng_state = 7;
     for (int i = 0; i < N_MAX; i++) {
@@ -604,23 +633,28 @@ Test(edge, float32_against_float64_upcast)
     const char *ids[] = {"mse",      "l1",  "bce_with_logits", "dice",
                          "dice_bce", "iou", "focal",           "focal_mean_bce"};
     lk_runtime *rt = open_runtime(0);
+    int64_t shape[1] = {N_MAX};
     for (int k = 0; k < 8; k++) {
         char config[64];
         snprintf(config, sizeof config, "{\"loss\": \"%s\"}", ids[k]);
         lk_loss *loss = make_loss(rt, config);
-        problem p64 = {1, {N_MAX}, LK_DTYPE_F64, x, t, NULL, 0};
-        problem mixed = {1, {N_MAX}, LK_DTYPE_F32, xf, t, NULL, 0};
-        double v64 = eval_ok(loss, &p64, g, NULL), vm = eval_ok(loss, &mixed, gm, NULL);
-        cr_expect_eq(vm, v64, "%s: float32 input %.17g, float64 %.17g", ids[k], vm, v64);
-        double gmax = 0.0;
-        for (int i = 0; i < N_MAX; i++) {
-            cr_expect_eq(gm[i], (float)g[i], "%s: grad[%d] float32 input %.9g, float64 %.17g",
-                         ids[k], i, (double)gm[i], g[i]);
+        problem p64 = {1, {N_MAX}, LK_DTYPE_F64, x, t, NULL};
+        double v64 = eval_ok(loss, &p64, g, NULL), gmax = 0.0;
+        for (int i = 0; i < N_MAX; i++)
             gmax = fmax(gmax, fabs(g[i]));
-        }
-        /* all float32: the target through the same problem, as float32 */
-        problem p32 = {1, {N_MAX}, LK_DTYPE_F32, xf, tf, NULL, LK_DTYPE_F32};
-        double v32 = eval_ok(loss, &p32, gf, NULL);
+        lk_named_tensor in[2] = {
+            {.name = "input", .tensor = {xf, LK_DTYPE_F32, 1, shape, NULL}},
+            {.name = "target", .tensor = {tf, LK_DTYPE_F32, 1, shape, NULL}},
+        };
+        lk_named_tensor gt = {.name = "input", .tensor = {gf, LK_DTYPE_F32, 1, shape, NULL}};
+        lk_eval_args args;
+        lk_eval_args_init(&args);
+        args.tensors = in;
+        args.n_tensors = 2;
+        args.grads = &gt;
+        args.n_grads = 1;
+        double v32 = NAN;
+        cr_assert_eq(lk_loss_eval(loss, &args, &v32), LK_OK, "%s: %s", ids[k], args.errmsg);
         cr_expect(fabs(v32 - v64) <= 1e-6 * fabs(v64), "%s: all float32 %.17g, float64 %.17g",
                   ids[k], v32, v64);
         for (int i = 0; i < N_MAX; i++)
