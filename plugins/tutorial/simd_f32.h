@@ -10,17 +10,19 @@
  * float32 and its targets int64 class indices or float32: the per-position
  * formulas run in float32 (libmvec's expf, log1pf and powf, at most 4 ulp),
  * twice as many lanes per instruction as the double kernels of simd_avx2.c
- * and cheaper polynomials. What stays in
- * double is every sum: a vector of losses or statistics is widened to two
- * double vectors before it is added, so a block's sum carries no more error
- * than its float32 terms do. float64 data and mixed dtypes keep the double
- * kernels.
+ * and cheaper polynomials. What stays in double is every sum: a vector of
+ * losses or statistics is widened to two double vectors before it is added,
+ * so a block's sum carries no more error than its float32 terms do; where
+ * only the sum of log1p(e) is wanted it is taken as the log of a product
+ * (lsum below), with no log1p per element. float64 data and mixed dtypes
+ * keep the double kernels.
  *
  * The formulas mirror simd_avx2.c (and through it the scalar forms of
- * tutorial.h, focal.c and overlap.c) operation for operation, including the
- * rules for 0 * inf (mul0), NaN (pospart) and targets outside [0, 1]. A
- * block's result depends only on the block's data and the lane width, never
- * on the thread that runs it. */
+ * tutorial.h, focal.c and overlap.c), including the rules for 0 * inf
+ * (mul0), NaN (pospart) and targets outside [0, 1], except where float32
+ * would cancel: sigmoid(x) - t is (1 - t) sigmoid(x) - t sigmoid(-x)
+ * (fsig_minus_t). A block's result depends only on the block's data and the
+ * lane width, never on the thread that runs it. */
 #ifndef LOSSKIT_TUTORIAL_SIMD_F32_H
 #define LOSSKIT_TUTORIAL_SIMD_F32_H
 
