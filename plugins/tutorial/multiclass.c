@@ -29,6 +29,28 @@ lk_status tut_mc_bad_index(lk_msg *msg, int64_t index, int64_t value, int64_t cl
                    (long long)index, (long long)value, (long long)classes, (long long)ignore_index);
 }
 
+lk_status tut_mc_first_bad_index(const int64_t *y, int64_t pos, int64_t n, int64_t classes,
+                                 int64_t ignore_index, lk_msg *msg)
+{
+    for (int64_t j = pos; j < pos + n; j++)
+        if (y[j] != ignore_index && (y[j] < 0 || y[j] >= classes))
+            return tut_mc_bad_index(msg, j, y[j], classes, ignore_index);
+    return lk_fail(msg, LK_ERR_INTERNAL, "a bad class index vanished");
+}
+
+lk_status tut_mc_first_bad_target(const void *t, int f32, int64_t base, int64_t n, int64_t classes,
+                                  int64_t spatial, lk_msg *msg)
+{
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t c = 0; c < classes; c++) {
+            int64_t at = base + j + c * spatial;
+            double v = f32 ? (double)((const float *)t)[at] : ((const double *)t)[at];
+            if (v < 0.0 || v > 1.0)
+                return tut_bad_target(msg, at, v);
+        }
+    return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
+}
+
 static int same_shape(const lk_tensor *t, int32_t ndim, const int64_t *shape)
 {
     if (t->ndim != ndim)

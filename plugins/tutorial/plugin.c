@@ -222,6 +222,16 @@ lk_status tut_bad_target(lk_msg *msg, int64_t index, double t)
     return lk_fail(msg, LK_ERR_INVALID, "target[%lld] = %g is outside [0, 1]", (long long)index, t);
 }
 
+lk_status tut_first_bad_target(const void *t, int f32, int64_t i, int64_t n, lk_msg *msg)
+{
+    for (int64_t j = i; j < i + n; j++) {
+        double v = f32 ? (double)((const float *)t)[j] : ((const double *)t)[j];
+        if (v < 0.0 || v > 1.0)
+            return tut_bad_target(msg, j, v);
+    }
+    return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
+}
+
 /* NaN targets pass (and propagate); anything else outside [0, 1] fails. */
 static lk_status check_targets(const double *t, int64_t begin, int64_t n, lk_msg *msg)
 {

@@ -213,17 +213,6 @@ AI void st_grad(void *p, int f32, int64_t i, int k, vd g, double scale, int accu
     stk(p, f32, i, k, s);
 }
 
-/* The message of the first target outside [0, 1] among lanes i..i+k-1. */
-static lk_status first_bad_target(const void *t, int f32, int64_t i, int k, lk_msg *msg)
-{
-    for (int j = 0; j < k; j++) {
-        double v = f32 ? (double)((const float *)t)[i + j] : ((const double *)t)[i + j];
-        if (v < 0.0 || v > 1.0)
-            return tut_bad_target(msg, i + j, v);
-    }
-    return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
-}
-
 /* ------------------------------------------------------------------------ */
 /* The primitives of tutorial.h: a = |x|, e = exp(-a), r = 1 / (1 + e)     */
 
@@ -505,7 +494,7 @@ AI lk_status logit_chunk(fused_io *f, int kind, int xf, int tf, int wf, int64_t 
     chunk c;
     int nv = chunk_load(&c, f->x, xf, f->t, tf, i, n);
     if (!chunk_targets_ok(&c, nv))
-        return first_bad_target(f->t, tf, i, n, msg);
+        return tut_first_bad_target(f->t, tf, i, n, msg);
     chunk_exp(&c, nv);
     chunk_log(&c, nv);
     for (int v = 0; v < nv; v++) {
@@ -577,35 +566,16 @@ FUSED_FN(fused_focal, TUT_K_FOCAL)
  * every block with a float64 tensor stay here.
  */
 
-static lk_status f32_fused(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
+/* The float32-lane kernels the instance chose. */
+static const tut_f32_kernels *f32k(const tut_inst *inst)
 {
 #if TUT_HAVE_AVX512
     if (inst->simd == TUT_SIMD_AVX512)
-        return tut_f32_fused_avx512(inst, kind, blk, msg);
-#endif
-    return tut_f32_fused_avx2(inst, kind, blk, msg);
-}
-
-static lk_status f32_stats(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
-{
-#if TUT_HAVE_AVX512
-    if (inst->simd == TUT_SIMD_AVX512)
-        return tut_f32_stats_avx512(inst, kind, blk, msg);
-#endif
-    return tut_f32_stats_avx2(inst, kind, blk, msg);
-}
-
-static void f32_grad(const tut_inst *inst, int kind, const double *k, const lk_block *blk)
-{
-#if TUT_HAVE_AVX512
-    if (inst->simd == TUT_SIMD_AVX512) {
-        tut_f32_grad_avx512(kind, k, blk);
-        return;
-    }
+        return &tut_f32_avx512;
 #else
     (void)inst;
 #endif
-    tut_f32_grad_avx2(kind, k, blk);
+    return &tut_f32_avx2;
 }
 
 /* The input and target slots of a binary block are float32. */
@@ -619,7 +589,7 @@ lk_status tut_avx2_fused(const tut_inst *inst, int kind, const lk_block *blk, lk
     int weighted = kind != TUT_K_FOCAL && blk->slots[2].data;
     if ((kind == TUT_K_BCE || kind == TUT_K_FOCAL) && binary_f32(blk) &&
         (!weighted || blk->slots[2].dtype == LK_DTYPE_F32))
-        return f32_fused(inst, kind, blk, msg);
+        return f32k(inst)->fused(inst, kind, blk, msg);
     fused_io f = {
         .in = inst,
         .x = blk->slots[0].data,
@@ -659,7 +629,7 @@ AI lk_status stats_chunk(int kind, const void *xp, const void *tp, int xf, int t
     chunk c;
     int nv = chunk_load(&c, xp, xf, tp, tf, i, n);
     if (!chunk_targets_ok(&c, nv))
-        return first_bad_target(tp, tf, i, n, msg);
+        return tut_first_bad_target(tp, tf, i, n, msg);
     chunk_exp(&c, nv);
     if (kind == TUT_K_DICE_BCE || kind == TUT_K_FMB)
         chunk_log(&c, nv);
@@ -714,7 +684,7 @@ STATS_FN(stats_fmb, TUT_K_FMB)
 lk_status tut_avx2_stats(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
 {
     if (binary_f32(blk))
-        return f32_stats(inst, kind, blk, msg);
+        return f32k(inst)->stats(inst, kind, blk, msg);
     const void *x = blk->slots[0].data, *t = blk->slots[1].data;
     int xf = blk->slots[0].dtype == LK_DTYPE_F32, tf = blk->slots[1].dtype == LK_DTYPE_F32;
     double s[N_ACC];
@@ -788,7 +758,7 @@ lk_status tut_avx2_grad(const tut_inst *inst, int kind, const double *k, const l
                         lk_msg *msg)
 {
     if (binary_f32(blk)) {
-        f32_grad(inst, kind, k, blk);
+        f32k(inst)->grad(kind, k, blk);
         return LK_OK;
     }
     int xf = blk->slots[0].dtype == LK_DTYPE_F32, tf = blk->slots[1].dtype == LK_DTYPE_F32;
@@ -863,31 +833,6 @@ AI __m256i mc_indices(const mc_ctx *m, int64_t pos, int k)
     return _mm256_loadu_si256((const __m256i *)b);
 }
 
-/* The first position from pos whose class index is out of range. */
-static lk_status mc_first_bad_index(const mc_ctx *m, int64_t pos, int n, lk_msg *msg)
-{
-    for (int j = 0; j < n; j++) {
-        int64_t y = ((const int64_t *)m->t)[pos + j];
-        if (y != m->in->ignore_index && (y < 0 || y >= m->classes))
-            return tut_mc_bad_index(msg, pos + j, y, m->classes, m->in->ignore_index);
-    }
-    return lk_fail(msg, LK_ERR_INTERNAL, "a bad class index vanished");
-}
-
-/* The first target outside [0, 1], position by position and class by class
- * as the portable path looks. */
-static lk_status mc_first_bad_target(const mc_ctx *m, int tf, int64_t base, int n, lk_msg *msg)
-{
-    for (int j = 0; j < n; j++)
-        for (int64_t c = 0; c < m->classes; c++) {
-            int64_t at = base + j + c * m->spatial;
-            double v = tf ? (double)((const float *)m->t)[at] : ((const double *)m->t)[at];
-            if (v < 0.0 || v > 1.0)
-                return tut_bad_target(msg, at, v);
-        }
-    return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
-}
-
 /* The targets of class c in group g: 1 or 0 from indices, or the floats. */
 AI vd mc_target(const mc_ctx *m, int tf, const __m256i *y, const vd *live, int64_t c, int64_t base,
                 int n, int g)
@@ -911,7 +856,8 @@ AI lk_status mc_chunk_targets(const mc_ctx *m, int tf, int64_t pos, int64_t base
             for (int64_t c = 0; check && c < m->classes; c++)
                 bad = vor(bad, voutside01(ldk(m->t, tf, base + 4 * g + c * m->spatial, k, 0.0)));
         }
-        return vany(bad) ? mc_first_bad_target(m, tf, base, n, msg) : LK_OK;
+        return vany(bad) ? tut_mc_first_bad_target(m->t, tf, base, n, m->classes, m->spatial, msg)
+                         : LK_OK;
     }
     __m256i bad = _mm256_setzero_si256();
     for (int g = 0; g < ng; g++) {
@@ -923,7 +869,7 @@ AI lk_status mc_chunk_targets(const mc_ctx *m, int tf, int64_t pos, int64_t base
         bad = _mm256_or_si256(bad, _mm256_andnot_si256(ign, out));
     }
     if (check && !_mm256_testz_si256(bad, bad))
-        return mc_first_bad_index(m, pos, n, msg);
+        return tut_mc_first_bad_index(m->t, pos, n, m->classes, m->in->ignore_index, msg);
     return LK_OK;
 }
 
@@ -1065,13 +1011,8 @@ static int mc_f32(const lk_plan *plan, const lk_block *blk)
 lk_status tut_avx2_mc_forward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
                               lk_msg *msg)
 {
-    if (mc_f32(plan, blk)) {
-#if TUT_HAVE_AVX512
-        if (inst->simd == TUT_SIMD_AVX512)
-            return tut_f32_mc_forward_avx512(inst, plan, blk, msg);
-#endif
-        return tut_f32_mc_forward_avx2(inst, plan, blk, msg);
-    }
+    if (mc_f32(plan, blk))
+        return f32k(inst)->mc_forward(inst, plan, blk, msg);
     mc_ctx m;
     lk_status st = mc_init(&m, inst, plan, blk, msg);
     if (st != LK_OK)
@@ -1087,13 +1028,8 @@ lk_status tut_avx2_mc_forward(const tut_inst *inst, const lk_plan *plan, const l
 lk_status tut_avx2_mc_backward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
                                lk_msg *msg)
 {
-    if (mc_f32(plan, blk)) {
-#if TUT_HAVE_AVX512
-        if (inst->simd == TUT_SIMD_AVX512)
-            return tut_f32_mc_backward_avx512(inst, plan, blk, msg);
-#endif
-        return tut_f32_mc_backward_avx2(inst, plan, blk, msg);
-    }
+    if (mc_f32(plan, blk))
+        return f32k(inst)->mc_backward(inst, plan, blk, msg);
     mc_ctx m;
     lk_status st = mc_init(&m, inst, plan, blk, msg);
     if (st != LK_OK)

@@ -204,15 +204,6 @@ AI vm foutside01(vf t)
     return mor(FCMP(t, fzero(), _CMP_LT_OQ), FCMP(t, f1(1.0f), _CMP_GT_OQ));
 }
 
-/* The message of the first target outside [0, 1] among i..i+n-1. */
-static lk_status f32_first_bad_target(const float *t, int64_t i, int n, lk_msg *msg)
-{
-    for (int j = 0; j < n; j++)
-        if (t[i + j] < 0.0f || t[i + j] > 1.0f)
-            return tut_bad_target(msg, i + j, (double)t[i + j]);
-    return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
-}
-
 /* ------------------------------------------------------------------------ */
 /* The primitives: a = |x|, e = exp(-a), r = 1 / (1 + e)                     */
 
@@ -518,7 +509,7 @@ AI lk_status fused_chunk(fio *f, int mode, int64_t i, int n, dacc *acc, lsum *ls
 {
     fchunk c;
     if (!fchunk_load(&c, f->x, f->t, i, n))
-        return f32_first_bad_target(f->t, i, n, msg);
+        return tut_first_bad_target(f->t, 1, i, n, msg);
     fchunk_exp(&c);
     if (mode != FUSED_BCE_LSUM)
         fchunk_log1p(&c);
@@ -577,7 +568,7 @@ static lk_status fused_focal(fio *f, int64_t b, int64_t e, double *s, lk_msg *m)
     return fused_loop(f, FUSED_FOCAL, b, e, s, m);
 }
 
-lk_status F32_NAME(tut_f32_fused)(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
+static lk_status f32_fused(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
 {
     int weighted = kind != TUT_K_FOCAL && blk->slots[2].data;
     fio f = {
@@ -618,7 +609,7 @@ AI lk_status stats_chunk(int kind, const float *x, const float *t, int64_t i, in
 {
     fchunk c;
     if (!fchunk_load(&c, x, t, i, n))
-        return f32_first_bad_target(t, i, n, msg);
+        return tut_first_bad_target(t, 1, i, n, msg);
     int bce = kind == TUT_K_DICE_BCE || kind == TUT_K_FMB;
     fchunk_exp(&c);
     if (kind == TUT_K_DICE_BCE)
@@ -680,7 +671,7 @@ static lk_status stats_fmb(const float *x, const float *t, int64_t b, int64_t e,
     return stats_loop(TUT_K_FMB, x, t, b, e, o, m);
 }
 
-lk_status F32_NAME(tut_f32_stats)(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
+static lk_status f32_stats(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg)
 {
     (void)inst;
     const float *x = blk->slots[0].data, *t = blk->slots[1].data;
@@ -754,7 +745,7 @@ static void grad_fmb(const float *k, const lk_block *blk)
     grad_loop(TUT_K_FMB, k, blk);
 }
 
-void F32_NAME(tut_f32_grad)(int kind, const double *k, const lk_block *blk)
+static void f32_grad(int kind, const double *k, const lk_block *blk)
 {
     int nk = kind == TUT_K_DICE_BCE ? 4 : kind == TUT_K_FMB ? 1 : 3;
     float kf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -772,5 +763,13 @@ void F32_NAME(tut_f32_grad)(int kind, const double *k, const lk_block *blk)
 /* dice, multiclass mode                                                     */
 
 #include "simd_f32_mc.h"
+
+const tut_f32_kernels F32_NAME(tut_f32) = {
+    .fused = f32_fused,
+    .stats = f32_stats,
+    .grad = f32_grad,
+    .mc_forward = f32_mc_forward,
+    .mc_backward = f32_mc_backward,
+};
 
 #endif

@@ -226,32 +226,6 @@ static lk_status mcf_init(fmc *m, const tut_inst *in, const lk_plan *plan, const
 /* ------------------------------------------------------------------------ */
 /* Targets                                                                   */
 
-/* simd_avx2.c's mc_first_bad_index: the first position from pos whose class
- * index is out of range. */
-static lk_status mcf_first_bad_index(const fmc *m, int64_t pos, int n, lk_msg *msg)
-{
-    for (int j = 0; j < n; j++) {
-        int64_t y = ((const int64_t *)m->t)[pos + j];
-        if (y != m->in->ignore_index && (y < 0 || y >= m->classes))
-            return tut_mc_bad_index(msg, pos + j, y, m->classes, m->in->ignore_index);
-    }
-    return lk_fail(msg, LK_ERR_INTERNAL, "a bad class index vanished");
-}
-
-/* simd_avx2.c's mc_first_bad_target: position by position, class by class,
- * as the portable path looks. */
-static lk_status mcf_first_bad_target(const fmc *m, int64_t base, int n, lk_msg *msg)
-{
-    for (int j = 0; j < n; j++)
-        for (int64_t c = 0; c < m->classes; c++) {
-            int64_t at = base + j + c * m->spatial;
-            float v = ((const float *)m->t)[at];
-            if (v < 0.0f || v > 1.0f)
-                return tut_bad_target(msg, at, (double)v);
-        }
-    return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
-}
-
 /* The float targets of class c in group g (padding 0). */
 AI vf mcf_target(const fmc *m, int64_t c, int64_t base, int n, int g)
 {
@@ -280,7 +254,8 @@ AI lk_status mcf_chunk_targets(const fmc *m, int ft, int64_t pos, int64_t base, 
     }
     if (!check || !many(bad))
         return LK_OK;
-    return ft ? mcf_first_bad_target(m, base, n, msg) : mcf_first_bad_index(m, pos, n, msg);
+    return ft ? tut_mc_first_bad_target(m->t, 1, base, n, m->classes, m->spatial, msg)
+              : tut_mc_first_bad_index(m->t, pos, n, m->classes, m->in->ignore_index, msg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -549,8 +524,8 @@ static void mcf_backward_floats(fmc *m, const lk_block *blk)
     mcf_loop(m, blk, 1, 1, NULL);
 }
 
-lk_status F32_NAME(tut_f32_mc_forward)(const tut_inst *inst, const lk_plan *plan,
-                                       const lk_block *blk, lk_msg *msg)
+static lk_status f32_mc_forward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
+                                lk_msg *msg)
 {
     fmc m;
     lk_status st = mcf_init(&m, inst, plan, blk, msg);
@@ -568,8 +543,8 @@ lk_status F32_NAME(tut_f32_mc_forward)(const tut_inst *inst, const lk_plan *plan
     return st;
 }
 
-lk_status F32_NAME(tut_f32_mc_backward)(const tut_inst *inst, const lk_plan *plan,
-                                        const lk_block *blk, lk_msg *msg)
+static lk_status f32_mc_backward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
+                                 lk_msg *msg)
 {
     fmc m;
     lk_status st = mcf_init(&m, inst, plan, blk, msg);

@@ -161,6 +161,11 @@ const char *tut_dtype_name(int32_t dtype);
 /* The message of a target outside [0, 1] (both paths use it). */
 lk_status tut_bad_target(lk_msg *msg, int64_t index, double t);
 
+/* For the SIMD paths, which find that a vector holds a bad target and then
+ * need the first one: the message of the first target outside [0, 1] among
+ * t[i .. i + n) (float32 when f32, else float64). */
+lk_status tut_first_bad_target(const void *t, int f32, int64_t i, int64_t n, lk_msg *msg);
+
 /* ------------------------------------------------------------------------ */
 /* The AVX2 path (simd_avx2.c)                                               */
 
@@ -210,26 +215,25 @@ lk_status tut_avx2_mc_forward(const tut_inst *inst, const lk_plan *plan, const l
 lk_status tut_avx2_mc_backward(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
                                lk_msg *msg);
 
-/* The float32-lane kernels (simd_f32.h), for blocks whose tensors are all
- * float32; tut_avx2_fused, _stats and _grad hand such blocks to them, and
+/* The float32-lane kernels of one instruction set (simd_f32.h, compiled
+ * once per set), for blocks whose tensors are all float32: tut_avx2_fused,
+ * _stats and _grad hand such blocks to fused, stats and grad, and
  * tut_avx2_mc_forward and _backward the multiclass blocks with float32
  * logits and int64 class indices or float32 targets (simd_f32_mc.h). */
-lk_status tut_f32_fused_avx2(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
-lk_status tut_f32_stats_avx2(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
-void tut_f32_grad_avx2(int kind, const double *k, const lk_block *blk);
-lk_status tut_f32_mc_forward_avx2(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
-                                  lk_msg *msg);
-lk_status tut_f32_mc_backward_avx2(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
-                                   lk_msg *msg);
+typedef struct tut_f32_kernels {
+    lk_status (*fused)(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
+    lk_status (*stats)(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
+    void (*grad)(int kind, const double *k, const lk_block *blk);
+    lk_status (*mc_forward)(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
+                            lk_msg *msg);
+    lk_status (*mc_backward)(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
+                             lk_msg *msg);
+} tut_f32_kernels;
+
+extern const tut_f32_kernels tut_f32_avx2;
 #endif
 #if TUT_HAVE_AVX512
-lk_status tut_f32_fused_avx512(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
-lk_status tut_f32_stats_avx512(const tut_inst *inst, int kind, const lk_block *blk, lk_msg *msg);
-void tut_f32_grad_avx512(int kind, const double *k, const lk_block *blk);
-lk_status tut_f32_mc_forward_avx512(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
-                                    lk_msg *msg);
-lk_status tut_f32_mc_backward_avx512(const tut_inst *inst, const lk_plan *plan, const lk_block *blk,
-                                     lk_msg *msg);
+extern const tut_f32_kernels tut_f32_avx512;
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -250,6 +254,14 @@ void tut_mc_coeffs(double smooth, int64_t classes, const double *global, double 
 /* The message of a class index that is neither in [0, C) nor ignore_index. */
 lk_status tut_mc_bad_index(lk_msg *msg, int64_t index, int64_t value, int64_t classes,
                            int64_t ignore_index);
+/* For the SIMD paths, as tut_first_bad_target: the first of the n positions
+ * from pos whose class index y[] is neither in [0, C) nor ignore_index; the
+ * first float target outside [0, 1] of the n positions from flat index base,
+ * position by position and class by class as the portable path looks. */
+lk_status tut_mc_first_bad_index(const int64_t *y, int64_t pos, int64_t n, int64_t classes,
+                                 int64_t ignore_index, lk_msg *msg);
+lk_status tut_mc_first_bad_target(const void *t, int f32, int64_t base, int64_t n, int64_t classes,
+                                  int64_t spatial, lk_msg *msg);
 /* The message of a float target outside [0, 1], at its flat index. */
 #define tut_mc_bad_target tut_bad_target
 
