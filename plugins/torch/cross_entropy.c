@@ -121,41 +121,25 @@ typedef struct ce_inst {
     double weight[];
 } ce_inst;
 
-/* The widest kernels the environment variable LOSSKIT_SIMD allows: "0" or
- * "portable" the portable ones, "avx2" at most AVX2 (so that the AVX2 float
- * kernels can be tested on an AVX-512 machine), anything else or unset the
- * best the CPU has. */
-enum { SIMD_PORTABLE, SIMD_AVX2, SIMD_BEST };
-
-static int simd_limit(void)
-{
-    const char *env = getenv("LOSSKIT_SIMD");
-    if (env && (strcmp(env, "0") == 0 || strcmp(env, "portable") == 0))
-        return SIMD_PORTABLE;
-    if (env && strcmp(env, "avx2") == 0)
-        return SIMD_AVX2;
-    return SIMD_BEST;
-}
-
-/* Chooses the kernels for float64 and for float32 logits: double lanes on
- * AVX2 + FMA, else portable, for float64; float lanes on AVX-512 or AVX2 +
- * FMA for float32 where the build and the CPU have them, else the float64
- * choice. Every x86-64 check sits under TORCH_HAVE_AVX2, which meson sets
- * on x86-64 only. */
+/* Chooses the kernels for float64 and for float32 logits, within what
+ * LOSSKIT_SIMD allows (lk_simd_limit): double lanes on AVX2 + FMA, else
+ * portable, for float64; float lanes on AVX-512 or AVX2 + FMA for float32
+ * where the build and the CPU have them, else the float64 choice. Every
+ * x86-64 check sits under TORCH_HAVE_AVX2, which meson sets on x86-64 only. */
 static void pick_kernels(ce_inst *ce)
 {
-    int limit = simd_limit();
+    int limit = lk_simd_limit();
     ce->kern = ce->kern_f32 = &torch_ce_portable;
 #if TORCH_HAVE_AVX2
     __builtin_cpu_init();
-    if (limit == SIMD_PORTABLE || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+    if (limit == LK_SIMD_PORTABLE || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
         return;
     ce->kern = ce->kern_f32 = &torch_ce_avx2;
 #if TORCH_HAVE_F32_AVX2
     ce->kern_f32 = &torch_ce_f32_avx2;
 #endif
 #if TORCH_HAVE_F32_AVX512
-    if (limit == SIMD_BEST && __builtin_cpu_supports("avx512f") &&
+    if (limit == LK_SIMD_BEST && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl"))
         ce->kern_f32 = &torch_ce_f32_avx512;

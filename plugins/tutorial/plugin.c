@@ -58,15 +58,15 @@ LK_PLUGIN_ENTRY(tutorial_plugin)
 
 int32_t tut_simd_choice(void)
 {
-    const char *env = getenv("LOSSKIT_SIMD");
-    if (env && (strcmp(env, "0") == 0 || strcmp(env, "portable") == 0))
+    int limit = lk_simd_limit();
+    if (limit == LK_SIMD_PORTABLE)
         return TUT_SIMD_NONE;
 #if TUT_HAVE_AVX2
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
         return TUT_SIMD_NONE;
 #if TUT_HAVE_AVX512
-    if (!(env && strcmp(env, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
+    if (limit == LK_SIMD_BEST && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512dq"))
         return TUT_SIMD_AVX512;
 #endif

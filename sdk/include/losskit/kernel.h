@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "losskit/plugin.h"
 
@@ -103,6 +105,22 @@ static inline double lk_bce_logits(double x, double t)
         return t == 0.0 ? 0.0 : HUGE_VAL;
     }
     return (1.0 - t) * x + lk_softplus(-x);
+}
+
+/* The widest kernels the environment variable LOSSKIT_SIMD allows: "0" or
+ * "portable", portable C only; "avx2", at most AVX2; unset or anything
+ * else, the best the CPU has. Read it in create(), so that a test can build
+ * one loss on each path in the same process; the built-in plugins do. */
+enum { LK_SIMD_PORTABLE = 0, LK_SIMD_AVX2 = 1, LK_SIMD_BEST = 2 };
+
+static inline int lk_simd_limit(void)
+{
+    const char *env = getenv("LOSSKIT_SIMD");
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "portable") == 0))
+        return LK_SIMD_PORTABLE;
+    if (env && strcmp(env, "avx2") == 0)
+        return LK_SIMD_AVX2;
+    return LK_SIMD_BEST;
 }
 
 #ifdef __cplusplus
