@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "losskit/losskit.h"
+#include "test_golden_io.h"
 
 #define SRC(rel)    LK_SOURCE_ROOT "/" rel
 #define GOLDEN_JSON SRC("tests/golden/golden.json")
@@ -35,87 +36,7 @@ static const char *const family_ids[] = {
 #define N_IDS (sizeof family_ids / sizeof family_ids[0])
 
 /* ------------------------------------------------------------------------ */
-/* Files                                                                     */
-
-/* The whole of f (closed), or NULL; no assertion, so that it also serves
- * outside a test. */
-static char *read_all(FILE *f)
-{
-    char *buf = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0)
-        buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-        buf[n] = '\0';
-    } else {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    return buf;
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    char *text = read_all(f);
-    cr_assert_not_null(text, "cannot read %s", path);
-    return text;
-}
-
-static cJSON *read_json(const char *path)
-{
-    char *text = read_text(path);
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    cr_assert_not_null(j, "%s is not valid JSON", path);
-    return j;
-}
-
-static void read_npy(const char *rel, lk_array *a)
-{
-    char path[4096], err[LK_ERRMSG_CAP] = "";
-    snprintf(path, sizeof path, "%s/%s", LK_SOURCE_ROOT, rel);
-    lk_status st = lk_npy_read(path, a, err);
-    cr_assert_eq(st, LK_OK, "lk_npy_read %s: %s", rel, err);
-}
-
-static const char *str_member(const cJSON *obj, const char *key)
-{
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return cJSON_IsString(m) ? m->valuestring : NULL;
-}
-
-static double element(const lk_array *a, size_t i)
-{
-    if (a->dtype == LK_DTYPE_F32)
-        return (double)((const float *)a->data)[i];
-    return ((const double *)a->data)[i];
-}
-
-static size_t numel(const lk_array *a)
-{
-    size_t n = 1;
-    for (int32_t d = 0; d < a->ndim; d++)
-        n *= (size_t)a->shape[d];
-    return n;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Comparison                                                                */
-
-static double rel_err(double got, double want)
-{
-    double d = fabs(got - want);
-    return d == 0.0 ? 0.0 : d / fabs(want);
-}
-
-static int close_to(double got, double want, double rel, double abs_floor)
-{
-    double tol = fmax(rel * fabs(want), abs_floor);
-    return fabs(got - want) <= tol; /* false for NaN */
-}
 
 /* Every element of got against the reference file ref; returns the largest
  * relative error. */
