@@ -8,7 +8,12 @@
  * threads. The fraction of the roofline is roofline time / loss time: 1.0
  * means the loss runs at memory speed. A second fraction compares the loss
  * with a streaming kernel over the least any loss must move (inputs once,
- * the gradient once), which a two-pass loss cannot reach. */
+ * the gradient once), which a two-pass loss cannot reach.
+ *
+ * --dtype float64 synthesises every floating-point slot (and so the
+ * gradient) in float64; int64 class-index targets stay int64. Bytes are
+ * counted from the tensors as allocated, so they follow the dtype, and the
+ * roofline streams that many bytes. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
@@ -20,12 +25,16 @@
 #include "cli.h"
 
 #define MAX_SLOTS 16
+#define BENCH_USAGE                                                                            \
+    "losskit bench CONFIG [--shape N,C,H,W] [--dtype float32|float64] [--threads N] "         \
+    "[--repeat K] [--json]"
 
 typedef struct bench_opts {
     const char *config;
     int32_t ndim;
     int64_t shape[LK_MAX_NDIM];
     int32_t threads;
+    int32_t dtype; /* of the floating-point slots: LK_DTYPE_F32 or LK_DTYPE_F64 */
     int repeat;
     int json;
 } bench_opts;
@@ -73,6 +82,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->repeat = 5;
+    o->dtype = LK_DTYPE_F32;
     bench_opts dflt = {.ndim = 4, .shape = {16, 1, 1024, 1024}};
     o->ndim = dflt.ndim;
     memcpy(o->shape, dflt.shape, sizeof o->shape);
@@ -94,6 +104,15 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         if (strcmp(a, "--shape") == 0) {
             if (parse_shape(v, o) != 0)
                 return -1;
+        } else if (strcmp(a, "--dtype") == 0) {
+            if (strcmp(v, "float32") == 0)
+                o->dtype = LK_DTYPE_F32;
+            else if (strcmp(v, "float64") == 0)
+                o->dtype = LK_DTYPE_F64;
+            else {
+                cli_error("bench: --dtype '%s' is not float32 or float64", v);
+                return -1;
+            }
         } else if (strcmp(a, "--threads") == 0) {
             if ((o->threads = cli_parse_threads(v)) < 0)
                 return -1;
@@ -109,8 +128,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         }
     }
     if (!o->config) {
-        cli_error("bench: usage: losskit bench CONFIG [--shape N,C,H,W] [--threads N] "
-                  "[--repeat K] [--json]");
+        cli_error("bench: usage: " BENCH_USAGE);
         return -1;
     }
     return 0;
@@ -142,17 +160,20 @@ static void fill(lk_array *a, const char *name, int64_t classes, uint64_t seed)
     }
 }
 
-/* Allocates and fills one slot's tensor; class_ids asks for int64 class
- * indices shaped like the input without dim 1. */
+/* Allocates and fills one slot's tensor in o->dtype; class_ids asks for
+ * int64 class indices shaped like the input without dim 1. A slot that
+ * refuses o->dtype gets int64 if it takes it, else the other float dtype. */
 static int make_slot(const lk_slot_desc *sd, const bench_opts *o, int class_ids, size_t seed,
                      lk_array *a)
 {
     char err[LK_ERRMSG_CAP];
-    int32_t ndim = o->ndim, dtype = LK_DTYPE_F32;
+    int32_t ndim = o->ndim, dtype = o->dtype;
     int64_t shape[LK_MAX_NDIM];
     memcpy(shape, o->shape, sizeof shape);
-    if (class_ids || !(sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_F32)))
-        dtype = (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64)) ? LK_DTYPE_I64 : LK_DTYPE_F64;
+    if (class_ids || !(sd->dtypes & LK_DTYPE_BIT(dtype)))
+        dtype = (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64)) ? LK_DTYPE_I64
+                : dtype == LK_DTYPE_F32                   ? LK_DTYPE_F64
+                                                          : LK_DTYPE_F32;
     if ((class_ids || sd->shape == LK_SHAPE_INPUT_NO_CHANNEL) && ndim >= 2) {
         memmove(shape + 1, shape + 2, (size_t)(ndim - 2) * sizeof *shape);
         ndim--;
@@ -330,13 +351,13 @@ static double roofline_ms(size_t bytes, int write, int32_t threads, int repeat)
 }
 
 /* Host overhead per call on a 64-element tensor, in microseconds. */
-static double small_call_us(lk_runtime *rt, const char *config_path)
+static double small_call_us(lk_runtime *rt, const bench_opts *big)
 {
     lk_loss *loss;
     char err[LK_ERRMSG_CAP];
-    if (lk_loss_from_file(rt, config_path, &loss, err) != LK_OK)
+    if (lk_loss_from_file(rt, big->config, &loss, err) != LK_OK)
         return NAN;
-    bench_opts o = {.ndim = 1, .shape = {64}};
+    bench_opts o = {.ndim = 1, .shape = {64}, .dtype = big->dtype};
     bench_data d;
     memset(&d, 0, sizeof d);
     double us = NAN;
@@ -361,6 +382,7 @@ static double small_call_us(lk_runtime *rt, const char *config_path)
 typedef struct bench_result {
     double fwd_ms, fwd_best, fb_ms, fb_best, roof_fwd_ms, roof_fb_ms, roof_min_ms, small_us;
     size_t elements, bytes_fwd, bytes_fb, bytes_min;
+    int32_t dtype; /* the input's, as synthesised */
 } bench_result;
 
 static void report(const bench_opts *o, const lk_loss *loss, int32_t threads,
@@ -369,8 +391,8 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads,
     double gbs_f = (double)r->bytes_fwd / (r->fwd_ms * 1e6);
     double gbs_fb = (double)r->bytes_fb / (r->fb_ms * 1e6);
     if (!o->json) {
-        printf("%s on %zu elements, %d threads, median of %d\n", lk_loss_name(loss),
-               r->elements, threads, o->repeat);
+        printf("%s on %zu elements, %s, %d threads, median of %d\n", lk_loss_name(loss),
+               r->elements, lk_dtype_name(r->dtype), threads, o->repeat);
         printf("  %-17s %9s %12s %10s %8s %9s\n", "pass", "ms", "elements/s", "bytes",
                "GB/s", "roofline");
         printf("  %-17s %9.3f %12.3e %10zu %8.2f %8.0f%%\n", "forward", r->fwd_ms,
@@ -395,6 +417,7 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads,
     cJSON *shape = cJSON_AddArrayToObject(j, "shape");
     for (int32_t k = 0; k < o->ndim; k++)
         cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)o->shape[k]));
+    cJSON_AddStringToObject(j, "dtype", lk_dtype_name(r->dtype));
     cJSON_AddNumberToObject(j, "elements", (double)r->elements);
     cJSON_AddNumberToObject(j, "threads", threads);
     cJSON_AddNumberToObject(j, "repeat", o->repeat);
@@ -430,6 +453,7 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
         time_eval(loss, d, 0, o->repeat, &r.fwd_ms, &r.fwd_best) == 0 &&
         time_eval(loss, d, 1, o->repeat, &r.fb_ms, &r.fb_best) == 0) {
         r.elements = d->arrays[0].nbytes / lk_dtype_size(d->arrays[0].dtype);
+        r.dtype = d->arrays[0].dtype;
         int32_t reads_f, reads_fb, grads_f, grads_fb;
         lk_loss_traffic(loss, 0, &reads_f, &grads_f);
         lk_loss_traffic(loss, 1, &reads_fb, &grads_fb);
@@ -441,7 +465,7 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
         r.roof_fb_ms = roofline_ms(r.bytes_fb, 1, threads, o->repeat);
         r.roof_min_ms = r.bytes_min == r.bytes_fb ? r.roof_fb_ms
                                                   : roofline_ms(r.bytes_min, 1, threads, o->repeat);
-        r.small_us = small_call_us(rt, o->config);
+        r.small_us = small_call_us(rt, o);
         report(o, loss, threads, &r);
         rc = EXIT_OK;
     }
