@@ -7,7 +7,8 @@
  * computed here, independently of the plugins. The contract checked:
  *
  *   output    list, list --json, info, info --json, run (text and --json),
- *             --grad, --out, --threads (identical bytes for 1 and 2 threads)
+ *             --grad, --out, --threads (identical bytes for 1 and 2 threads),
+ *             bench --dtype (float64 moves twice float32's bytes)
  *   errors    exit 2 bad usage or config, 3 plugin load problem, 4 data
  *             problem; exactly one line on stderr and nothing on stdout
  *   plugins   a broken plugin on the path is one warning line and does not
@@ -1102,4 +1103,45 @@ Test(cli, kernel_choice_follows_cpu_and_env)
     }
     unsetenv("LOSSKIT_SIMD");
     unsetenv("LOSSKIT_DEBUG");
+}
+
+/* ------------------------------------------------------------------------ */
+/* bench                                                                     */
+
+/* `bench --json` on configs/mse.json in the given dtype. */
+static cJSON *bench_mse(const char *dtype)
+{
+    proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/mse.json", "--dtype", dtype, "--json",
+                "--shape", "64", "--repeat", "1", NULL);
+    expect_ok(&r);
+    cJSON *j = parse_json(&r);
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "dtype");
+    cr_assert(cJSON_IsString(d) && strcmp(d->valuestring, dtype) == 0, "dtype, want %s: %s",
+              dtype, r.out);
+    proc_free(&r);
+    return j;
+}
+
+/* float64 data moves twice the bytes of float32 data: mse's input and
+ * target, and its gradient, are all floating-point. */
+Test(cli, bench_dtype_float64_moves_twice_the_bytes)
+{
+    cJSON *f32 = bench_mse("float32"), *f64 = bench_mse("float64");
+    const char *keys[] = {"bytes_forward", "bytes_forward_backward",
+                          "bytes_least_forward_backward"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        double b32 = num_field(f32, keys[k]), b64 = num_field(f64, keys[k]);
+        cr_expect(b32 > 0 && b64 == 2 * b32, "%s: float32 %.0f, float64 %.0f", keys[k], b32,
+                  b64);
+    }
+    cr_expect_eq(num_field(f64, "elements"), 64);
+    cJSON_Delete(f32);
+    cJSON_Delete(f64);
+}
+
+Test(cli, bench_unknown_dtype_is_usage)
+{
+    proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/mse.json", "--dtype", "float16", NULL);
+    expect_failure(&r, 2, "--dtype", "'float16'", NULL);
+    proc_free(&r);
 }
