@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # End to end, as a plugin author would: install losskit to a temporary
-# prefix, scaffold a plugin with `losskit new`, build it out of tree through
-# pkg-config alone, check it with `losskit check`, and run it from a config.
+# prefix, scaffold a plugin from each template with `losskit new` (the
+# two-pass my_tversky, and my_huber with --elementwise), build each out of
+# tree through pkg-config alone (with -Werror: a scaffold must compile
+# warning-free), check it with `losskit check` and run it from its config.
+# For my_huber also: the SIMD variants were built and are the ones the CPU
+# gets, and a bench against the memory roofline (printed, not asserted).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -12,17 +16,96 @@ meson setup "$work/build" "$src" --prefix="$prefix" -Dtests=disabled >/dev/null
 meson compile -C "$work/build" >/dev/null
 meson install -C "$work/build" >/dev/null
 export PATH=$prefix/bin:$PATH
-export PKG_CONFIG_PATH=$(dirname "$(find "$prefix" -name losskit-sdk.pc)")
+PKG_CONFIG_PATH=$(dirname "$(find "$prefix" -name losskit-sdk.pc)")
+export PKG_CONFIG_PATH
+unset LOSSKIT_SIMD LOSSKIT_PLUGIN_PATH LOSSKIT_DEBUG
+
+passed=0 failed=0
+# step NAME CMD...: runs CMD, counts it, and keeps going after a failure so
+# that the summary names every broken step.
+step() {
+    local name=$1
+    shift
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "e2e: FAIL $name" >&2
+    fi
+}
+
+build() { # the project in ., out of tree, pkg-config alone
+    meson setup build -Dwerror=true >setup.log 2>&1 || { cat setup.log >&2; return 1; }
+    meson compile -C build >compile.log 2>&1 || { cat compile.log >&2; return 1; }
+}
+
+run_sample() { # NAME: its config on the sample data
+    local value
+    value=$(LOSSKIT_PLUGIN_PATH=$PWD/build losskit run "$1.json" \
+              --input data/input.npy --target data/target.npy) || return 1
+    echo "$1 on its sample data: $value"
+}
+
+# The kernels the layer must pick on this CPU, the template having built
+# the AVX2 and AVX-512 variants on x86-64: the widest instruction set the
+# CPU runs, at most $1 (avx512 or avx2, as LOSSKIT_SIMD caps it).
+expected_kernels() {
+    local flags isa=portable
+    flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+    has() { for f in "$@"; do [[ $flags == *" $f "* ]] || return 1; done; }
+    if [[ $(uname -m) == x86_64 ]] && has avx2 fma; then
+        isa=avx2
+        if [[ $1 == avx512 ]] && has avx512f avx512dq avx512bw avx512vl; then
+            isa=avx512
+        fi
+    fi
+    echo "$isa f32 and $isa f64"
+}
+
+kernels() { # NAME: LOSSKIT_DEBUG's line names the kernels expected here
+    local cap want log
+    for cap in avx512 avx2; do
+        want="$1: $(expected_kernels $cap) kernels"
+        log=$(LOSSKIT_SIMD=$cap LOSSKIT_DEBUG=1 LOSSKIT_PLUGIN_PATH=$PWD/build \
+                losskit run "$1.json" --input data/input.npy --target data/target.npy \
+                2>&1 >/dev/null) || return 1
+        if ! grep -qF "$want" <<<"$log"; then
+            echo "e2e: LOSSKIT_SIMD=$cap: want '$want'; the run logged:" >&2
+            echo "$log" >&2
+            return 1
+        fi
+        echo "LOSSKIT_SIMD=$cap: $want"
+    done
+}
+
+bench() { # NAME: timing is informational; only the report's shape is checked
+    local out
+    out=$(LOSSKIT_PLUGIN_PATH=$PWD/build losskit bench "$1.json" \
+            --shape 16,1,1024,1024 --threads 2 --repeat 5) || return 1
+    echo "$out" | sed 's/^/  /'
+    grep -qE '^ +forward\+backward +.*[0-9]+%$' <<<"$out"
+}
 
 cd "$work"
-losskit new my_tversky
-cd my_tversky
-meson setup build >/dev/null
-meson compile -C build >/dev/null
-losskit check build/my_tversky.so
-value=$(LOSSKIT_PLUGIN_PATH=$PWD/build losskit run my_tversky.json \
-          --input data/input.npy --target data/target.npy)
-echo "my_tversky on its sample data: $value"
-# The installed runtime also serves its own built-in plugins.
-losskit list | grep -q '^focal ' || { echo "e2e: the installed losskit does not list focal" >&2; exit 1; }
-echo "e2e sdk: 1 passed, 0 failed"
+step "new my_tversky" losskit new my_tversky >/dev/null
+step "new my_huber --elementwise" losskit new my_huber --elementwise >/dev/null
+
+cd "$work/my_tversky"
+step "build my_tversky" build
+step "check my_tversky" losskit check build/my_tversky.so
+step "run my_tversky" run_sample my_tversky
+
+cd "$work/my_huber"
+step "build my_huber" build
+step "check my_huber" losskit check build/my_huber.so
+step "run my_huber" run_sample my_huber
+step "kernels of my_huber" kernels my_huber
+step "bench my_huber" bench my_huber
+
+# The installed runtime also serves its own built-in plugins. (grep reads
+# the whole list: grep -q could stop early and fail losskit with SIGPIPE.)
+lists_focal() { losskit list | grep '^focal ' >/dev/null; }
+step "list focal" lists_focal
+
+echo "e2e sdk: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -471,6 +471,17 @@ static const header_case headers[] = {
     {"plugin.h", "-I'" SDK_INC "'"},
     {"kernel.h", "-I'" SDK_INC "'"},
     {"losskit.h", "-I'" SDK_INC "' -I'" HOST_INC "'"},
+    {"lanes.h", "-I'" SDK_INC "'"},
+    {"loss.h", "-I'" SDK_INC "'"},
+    {"loss.h", "-I'" SDK_INC "' -DLK_LANES_F32"},
+#if defined(__x86_64__)
+    /* the kernel layer as each SIMD variant compiles it */
+    {"loss.h", "-I'" SDK_INC "' -mavx2 -mfma"},
+    {"loss.h", "-I'" SDK_INC "' -mavx2 -mfma -DLK_LANES_F32"},
+    {"loss.h", "-I'" SDK_INC "' -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma"},
+    {"loss.h",
+     "-I'" SDK_INC "' -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma -DLK_LANES_F32"},
+#endif
 };
 
 Test(abi, headers_compile_alone_as_c)

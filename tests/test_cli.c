@@ -1061,28 +1061,30 @@ Test(cli, shadow_run)
     proc_free(&r);
 }
 
-/* Which kernels a tutorial loss chose, as LOSSKIT_DEBUG logs it: the best
- * the CPU has (AVX-512 float lanes, else AVX2+FMA, else portable) unless
- * LOSSKIT_SIMD caps it at "avx2" or asks for "0", the portable ones. */
+/* Which kernels a loss chose, as LOSSKIT_DEBUG logs it: the best the CPU
+ * has (AVX-512, else AVX2+FMA, else portable; float and double lanes of
+ * each) unless LOSSKIT_SIMD caps it at "avx2" or asks for "0", the
+ * portable ones. */
 Test(cli, kernel_choice_follows_cpu_and_env)
 {
     int avx2 = 0, avx512 = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 #endif
-    const char *best = avx512 ? "AVX-512 (float32 data) and AVX2+FMA"
-                       : avx2 ? "AVX2+FMA"
-                              : "portable";
+    const char *best = avx512 ? "avx512 f32 and avx512 f64"
+                       : avx2 ? "avx2 f32 and avx2 f64"
+                              : "portable f32 and portable f64";
     const struct {
         const char *simd; /* NULL: unset */
         const char *want;
     } cases[] = {
         {NULL, best},
-        {"avx2", avx2 ? "AVX2+FMA" : "portable"},
-        {"0", "portable"},
-        {"portable", "portable"},
+        {"avx2", avx2 ? "avx2 f32 and avx2 f64" : "portable f32 and portable f64"},
+        {"0", "portable f32 and portable f64"},
+        {"portable", "portable f32 and portable f64"},
     };
     setenv("LOSSKIT_DEBUG", "1", 1);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -1094,7 +1096,7 @@ Test(cli, kernel_choice_follows_cpu_and_env)
                     LK_SOURCE_ROOT "/configs/data/input.npy", "--target",
                     LK_SOURCE_ROOT "/configs/data/target.npy", NULL);
         char want[128];
-        snprintf(want, sizeof want, "tutorial focal: %s kernels", cases[i].want);
+        snprintf(want, sizeof want, "focal: %s kernels", cases[i].want);
         cr_expect_eq(p.status, 0, "LOSSKIT_SIMD=%s: exit %d: %s",
                      cases[i].simd ? cases[i].simd : "(unset)", p.status, p.err);
         cr_expect_not_null(strstr(p.err, want), "LOSSKIT_SIMD=%s: no '%s' in: %s",
@@ -1103,6 +1105,69 @@ Test(cli, kernel_choice_follows_cpu_and_env)
     }
     unsetenv("LOSSKIT_SIMD");
     unsetenv("LOSSKIT_DEBUG");
+}
+
+/* ------------------------------------------------------------------------ */
+/* new                                                                       */
+
+/* Runs `new NAME [flag] --dir <tmp>/NAME`; returns NAME.c's text and checks
+ * that the config NAME.json names the loss. The project is removed again:
+ * the suite's .fini removes files only. */
+static char *new_project(const char *name, const char *flag)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s", tmp(name));
+    proc r = flag ? lk(NULL, "new", name, flag, "--dir", dir, NULL)
+                  : lk(NULL, "new", name, "--dir", dir, NULL);
+    expect_ok(&r);
+    cr_expect_not_null(strstr(r.out, "next:"), "no next: hint: %s", r.out);
+    proc_free(&r);
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s.json", dir, name);
+    char *cfg = (char *)slurp(path, &len), want[128];
+    cfg[len] = '\0';
+    snprintf(want, sizeof want, "\"loss\": \"%s\"", name);
+    cr_expect_not_null(strstr(cfg, want), "%s lacks %s: %s", path, want, cfg);
+    free(cfg);
+    snprintf(path, sizeof path, "%s/%s.c", dir, name);
+    char *src = (char *)slurp(path, &len);
+    src[len] = '\0';
+    cr_expect_null(strstr(src, "@NAME@"), "%s keeps a template placeholder", path);
+    const char *files[] = {"data/input.npy", "data/target.npy", "data", "meson.build",
+                           "README.md"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        cr_expect(file_exists(path), "new wrote no %s", path);
+        remove(path);
+    }
+    snprintf(path, sizeof path, "%s/%s.json", dir, name);
+    remove(path);
+    snprintf(path, sizeof path, "%s/%s.c", dir, name);
+    remove(path);
+    rmdir(dir);
+    return src;
+}
+
+Test(cli, new_elementwise_writes_the_elementwise_template)
+{
+    char *src = new_project("my_huber", "--elementwise");
+    cr_expect_not_null(strstr(src, "LK_ELEMENTWISE_LOSS(my_huber,"), "not elementwise: %s", src);
+    free(src);
+}
+
+Test(cli, new_without_a_flag_writes_the_two_pass_template)
+{
+    char *src = new_project("my_tversky", NULL);
+    cr_expect_not_null(strstr(src, "LK_STATS_LOSS(my_tversky,"), "not two-pass: %s", src);
+    free(src);
+}
+
+Test(cli, new_unknown_option_is_usage)
+{
+    proc r = lk(NULL, "new", "my_loss", "--elementwize", "--dir", tmp("never"), NULL);
+    expect_failure(&r, 2, "usage: losskit new NAME [--elementwise] [--dir DIR]", NULL);
+    cr_expect(!file_exists(tmp("never")), "a refused new created its folder");
+    proc_free(&r);
 }
 
 /* ------------------------------------------------------------------------ */

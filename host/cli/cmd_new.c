@@ -1,8 +1,12 @@
-/* cmd_new.c: `losskit new`, an out-of-tree plugin project from a template.
+/* cmd_new.c: `losskit new NAME [--elementwise] [--dir DIR]`, an out-of-tree
+ * plugin project from a template.
  *
  * The templates live in sdk/template (installed to $datadir/losskit/template);
- * @NAME@ in them becomes the plugin's name. The project also gets a little
- * sample data, so that `losskit run` works on it straight away. */
+ * @NAME@ in them becomes the plugin's name. The loss source and its config
+ * come from plugin.c.in and config.json.in (a two-pass loss) or, with
+ * --elementwise, from elementwise.c.in and elementwise.json.in; meson.build
+ * and README.md are shared. The project also gets a little sample data, so
+ * that `losskit run` works on it straight away. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,7 +95,9 @@ static int render(const char *tdir, const char *tname, const char *dir, const ch
     return rc;
 }
 
-/* Sample data: logits and a mask that agrees with them most of the time. */
+/* Sample data: logits and a mask that agrees with them most of the time. The
+ * elementwise template reads the same files as raw predictions and targets,
+ * which a regression loss takes as readily. */
 static int write_data(const char *dir)
 {
     enum { N = 2 * 1 * 8 * 8 };
@@ -135,21 +141,26 @@ static int make_dirs(const char *dir)
     return 0;
 }
 
+#define NEW_USAGE "new: usage: losskit new NAME [--elementwise] [--dir DIR]"
+
 int cmd_new(int argc, char **argv)
 {
     const char *name = NULL, *dir = NULL;
+    int elementwise = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
             dir = argv[++i];
+        else if (strcmp(argv[i], "--elementwise") == 0)
+            elementwise = 1;
         else if (argv[i][0] != '-' && !name)
             name = argv[i];
         else {
-            cli_error("new: usage: losskit new NAME [--dir DIR]");
+            cli_error(NEW_USAGE);
             return EXIT_USAGE;
         }
     }
     if (!name) {
-        cli_error("new: usage: losskit new NAME [--dir DIR]");
+        cli_error(NEW_USAGE);
         return EXIT_USAGE;
     }
     if (!valid_name(name)) {
@@ -165,9 +176,11 @@ int cmd_new(int argc, char **argv)
     char src[80], cfg[80];
     snprintf(src, sizeof src, "%s.c", name);
     snprintf(cfg, sizeof cfg, "%s.json", name);
-    if (render(tdir, "plugin.c.in", dir, src, name) || render(tdir, "meson.build.in", dir,
-                                                              "meson.build", name) ||
-        render(tdir, "config.json.in", dir, cfg, name) ||
+    const char *src_in = elementwise ? "elementwise.c.in" : "plugin.c.in";
+    const char *cfg_in = elementwise ? "elementwise.json.in" : "config.json.in";
+    if (render(tdir, src_in, dir, src, name) ||
+        render(tdir, "meson.build.in", dir, "meson.build", name) ||
+        render(tdir, cfg_in, dir, cfg, name) ||
         render(tdir, "README.md.in", dir, "README.md", name) || write_data(dir))
         return EXIT_FAILURE_INTERNAL;
     printf("wrote %s/: meson.build %s %s README.md data/input.npy data/target.npy\n", dir, src,

@@ -107,6 +107,31 @@ static inline double lk_bce_logits(double x, double t)
     return (1.0 - t) * x + lk_softplus(-x);
 }
 
+/* "(2, 3)", as the host writes shapes, into buf. */
+static inline void lk_shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, cap, "(");
+    for (int32_t d = 0; d < ndim && used < cap; d++)
+        used +=
+            (size_t)snprintf(buf + used, cap - used, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (used < cap)
+        snprintf(buf + used, cap - used, ndim == 1 ? ",)" : ")");
+}
+
+/* "float32", "int64", ... */
+static inline const char *lk_sdk_dtype_name(int32_t dtype)
+{
+    switch (dtype) {
+    case LK_DTYPE_F32: return "float32";
+    case LK_DTYPE_F64: return "float64";
+    case LK_DTYPE_I64: return "int64";
+    case LK_DTYPE_I32: return "int32";
+    case LK_DTYPE_U8: return "uint8";
+    case LK_DTYPE_BOOL: return "bool";
+    default: return "invalid";
+    }
+}
+
 /* The widest kernels the environment variable LOSSKIT_SIMD allows: "0" or
  * "portable", portable C only; "avx2", at most AVX2; unset or anything
  * else, the best the CPU has. Read it in create(), so that a test can build

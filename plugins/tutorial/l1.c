@@ -1,0 +1,17 @@
+/* l1: |x - t|, gradient sign(x - t), 0 at 0 (NaN stays NaN). */
+#include "losskit/loss.h"
+
+typedef struct l1 {
+    char unused;
+} l1;
+
+LK_AI void l1_elem(const l1 *p, lk_elem *e)
+{
+    (void)p;
+    lk_v d = lk_sub(e->x, e->t);
+    e->loss = lk_abs(d);
+    e->grad = lk_sign(d);
+}
+
+LK_ELEMENTWISE_LOSS(l1, l1, l1_elem, LK_EW_WEIGHT, LK_HOOKS(0),
+                    .summary = "mean absolute error |x - t| on raw inputs", .version = "1.1.0")

@@ -1,0 +1,757 @@
+/* losskit/lanes.h: lane types for writing a loss once and compiling it for
+ * every instruction set and precision.
+ *
+ * Nothing here is ABI: the header is compiled into each plugin. A source
+ * that includes it is built once per variant (losskit/loss.h and
+ * sdk/README.md, "The kernel layer", say how):
+ *
+ *   instruction set  picked from the compiler's own macros: AVX-512
+ *                    (-mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2
+ *                    -mfma), AVX2 (-mavx2 -mfma), or portable (anything
+ *                    else; one lane, plain C and libm: the reference every
+ *                    other variant is tested against);
+ *   precision        LK_LANES_F32 defined: lk_v holds floats; otherwise
+ *                    doubles.
+ *
+ * A loss's formula is written on lk_v with the lk_* operations below. Every
+ * sum leaves the lanes in double (lk_acc), whatever the precision, in an
+ * order fixed by the lane width alone.
+ *
+ * Vector math: lk_exp, lk_log, lk_log1p, lk_pow are glibc's libmvec on the
+ * SIMD variants (at most 4 ulp) and libm on the portable one. Two
+ * restricted-range forms are the layer's own because the losses call them
+ * on every element and a known range makes them several times cheaper than
+ * a general routine: lk_exp_neg (arguments <= 0, as exp(-|x|) of a logit
+ * or x - max of a softmax) and lk_log_1to2 (arguments in [1, 2], as
+ * 1 + exp(-|x|)). In float lanes they are polynomials of about 1 ulp
+ * (Cody-Waite reduction with the Cephes expf and logf coefficients); in
+ * double lanes they are libmvec's exp and log; in the portable variant
+ * libm's.
+ *
+ * The careful helpers (lk_sigm and friends) are the forms every logistic
+ * loss needs without overflow, cancellation or 0 * inf: one exp, one
+ * reciprocal and, where the loss needs a softplus, one log per element. */
+#ifndef LOSSKIT_LANES_H
+#define LOSSKIT_LANES_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__) &&                     \
+    defined(__AVX512VL__) && defined(__FMA__)
+#define LK_TARGET_AVX512 1
+#define LK_TARGET_NAME   "avx512"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define LK_TARGET_AVX2 1
+#define LK_TARGET_NAME "avx2"
+#else
+#define LK_TARGET_PORTABLE 1
+#define LK_TARGET_NAME     "portable"
+#endif
+
+#if defined(LK_TARGET_AVX512) || defined(LK_TARGET_AVX2)
+#include <immintrin.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define LK_AI static inline __attribute__((always_inline))
+#else
+#define LK_AI static inline
+#endif
+
+/* ======================================================================== */
+/* Float lanes (lk_fv) and double lanes (lk_dv) of the target                */
+/*                                                                           */
+/* Each set has: set (broadcast), zero, load, loadn (first k lanes, the     */
+/* others pad; masked lanes never touch memory), store, storen, add, sub,   */
+/* mul, div, fma (a b + c, rounded once on SIMD targets), min, max (the     */
+/* second operand when either is NaN), abs, neg, sqrt, comparisons giving   */
+/* masks (ordered: false for NaN), select (m ? a : b), keep (m ? a : 0),    */
+/* clear (m ? 0 : a), mask and/or/not/any, first (the first k lanes).       */
+/* ======================================================================== */
+
+/* clang-format off */
+#if defined(LK_TARGET_AVX512)
+
+#define LK_FW 16
+#define LK_DW 8
+typedef __m512 lk_fv;
+typedef __m512d lk_dv;
+typedef __mmask16 lk_fm;
+typedef __mmask8 lk_dm;
+
+LK_AI lk_fv lk_f_set(double a) { return _mm512_set1_ps((float)a); }
+LK_AI lk_fv lk_f_zero(void) { return _mm512_setzero_ps(); }
+LK_AI lk_fm lk_f_first(int k) { return k >= 16 ? (lk_fm)0xFFFF : (lk_fm)((1u << k) - 1u); }
+LK_AI lk_fv lk_f_load(const float *p) { return _mm512_loadu_ps(p); }
+LK_AI lk_fv lk_f_loadn(const float *p, int k, float pad)
+{ return k >= 16 ? _mm512_loadu_ps(p) : _mm512_mask_loadu_ps(_mm512_set1_ps(pad), lk_f_first(k), p); }
+LK_AI void lk_f_store(float *p, lk_fv v) { _mm512_storeu_ps(p, v); }
+LK_AI void lk_f_storen(float *p, int k, lk_fv v)
+{ if (k >= 16) _mm512_storeu_ps(p, v); else _mm512_mask_storeu_ps(p, lk_f_first(k), v); }
+LK_AI lk_fv lk_f_add(lk_fv a, lk_fv b) { return _mm512_add_ps(a, b); }
+LK_AI lk_fv lk_f_sub(lk_fv a, lk_fv b) { return _mm512_sub_ps(a, b); }
+LK_AI lk_fv lk_f_mul(lk_fv a, lk_fv b) { return _mm512_mul_ps(a, b); }
+LK_AI lk_fv lk_f_div(lk_fv a, lk_fv b) { return _mm512_div_ps(a, b); }
+LK_AI lk_fv lk_f_fma(lk_fv a, lk_fv b, lk_fv c) { return _mm512_fmadd_ps(a, b, c); }
+LK_AI lk_fv lk_f_min(lk_fv a, lk_fv b) { return _mm512_min_ps(a, b); }
+LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return _mm512_max_ps(a, b); }
+LK_AI lk_fv lk_f_abs(lk_fv a) { return _mm512_abs_ps(a); }
+LK_AI lk_fv lk_f_neg(lk_fv a) { return _mm512_xor_ps(a, _mm512_set1_ps(-0.0f)); }
+LK_AI lk_fv lk_f_sqrt(lk_fv a) { return _mm512_sqrt_ps(a); }
+LK_AI lk_fm lk_f_lt(lk_fv a, lk_fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+LK_AI lk_fm lk_f_le(lk_fv a, lk_fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+LK_AI lk_fm lk_f_gt(lk_fv a, lk_fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+LK_AI lk_fm lk_f_ge(lk_fv a, lk_fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+LK_AI lk_fm lk_f_eq(lk_fv a, lk_fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+LK_AI lk_fm lk_f_isnan(lk_fv a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+LK_AI lk_fv lk_f_select(lk_fm m, lk_fv a, lk_fv b) { return _mm512_mask_blend_ps(m, b, a); }
+LK_AI lk_fv lk_f_keep(lk_fm m, lk_fv a) { return _mm512_maskz_mov_ps(m, a); }
+LK_AI lk_fv lk_f_clear(lk_fm m, lk_fv a) { return _mm512_maskz_mov_ps((lk_fm)~m, a); }
+LK_AI lk_fm lk_f_and(lk_fm a, lk_fm b) { return (lk_fm)(a & b); }
+LK_AI lk_fm lk_f_or(lk_fm a, lk_fm b) { return (lk_fm)(a | b); }
+LK_AI lk_fm lk_f_not(lk_fm a) { return (lk_fm)~a; }
+LK_AI int lk_f_any(lk_fm m) { return m != 0; }
+LK_AI lk_fv lk_f_round(lk_fv a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+LK_AI lk_dv lk_d_set(double a) { return _mm512_set1_pd(a); }
+LK_AI lk_dv lk_d_zero(void) { return _mm512_setzero_pd(); }
+LK_AI lk_dm lk_d_first(int k) { return k >= 8 ? (lk_dm)0xFF : (lk_dm)((1u << k) - 1u); }
+LK_AI lk_dv lk_d_load(const double *p) { return _mm512_loadu_pd(p); }
+LK_AI lk_dv lk_d_loadn(const double *p, int k, double pad)
+{ return k >= 8 ? _mm512_loadu_pd(p) : _mm512_mask_loadu_pd(_mm512_set1_pd(pad), lk_d_first(k), p); }
+LK_AI void lk_d_store(double *p, lk_dv v) { _mm512_storeu_pd(p, v); }
+LK_AI void lk_d_storen(double *p, int k, lk_dv v)
+{ if (k >= 8) _mm512_storeu_pd(p, v); else _mm512_mask_storeu_pd(p, lk_d_first(k), v); }
+/* float memory into double lanes and back (mixed dtypes) */
+LK_AI lk_dv lk_d_loadn_f32(const float *p, int k, double pad)
+{ return _mm512_cvtps_pd(k >= 8 ? _mm256_loadu_ps(p) : _mm256_mask_loadu_ps(_mm256_set1_ps((float)pad), lk_d_first(k), p)); }
+LK_AI void lk_d_storen_f32(float *p, int k, lk_dv v)
+{ __m256 f = _mm512_cvtpd_ps(v); if (k >= 8) _mm256_storeu_ps(p, f); else _mm256_mask_storeu_ps(p, lk_d_first(k), f); }
+LK_AI lk_dv lk_d_add(lk_dv a, lk_dv b) { return _mm512_add_pd(a, b); }
+LK_AI lk_dv lk_d_sub(lk_dv a, lk_dv b) { return _mm512_sub_pd(a, b); }
+LK_AI lk_dv lk_d_mul(lk_dv a, lk_dv b) { return _mm512_mul_pd(a, b); }
+LK_AI lk_dv lk_d_div(lk_dv a, lk_dv b) { return _mm512_div_pd(a, b); }
+LK_AI lk_dv lk_d_fma(lk_dv a, lk_dv b, lk_dv c) { return _mm512_fmadd_pd(a, b, c); }
+LK_AI lk_dv lk_d_min(lk_dv a, lk_dv b) { return _mm512_min_pd(a, b); }
+LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return _mm512_max_pd(a, b); }
+LK_AI lk_dv lk_d_abs(lk_dv a) { return _mm512_abs_pd(a); }
+LK_AI lk_dv lk_d_neg(lk_dv a) { return _mm512_xor_pd(a, _mm512_set1_pd(-0.0)); }
+LK_AI lk_dv lk_d_sqrt(lk_dv a) { return _mm512_sqrt_pd(a); }
+LK_AI lk_dm lk_d_lt(lk_dv a, lk_dv b) { return _mm512_cmp_pd_mask(a, b, _CMP_LT_OQ); }
+LK_AI lk_dm lk_d_le(lk_dv a, lk_dv b) { return _mm512_cmp_pd_mask(a, b, _CMP_LE_OQ); }
+LK_AI lk_dm lk_d_gt(lk_dv a, lk_dv b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+LK_AI lk_dm lk_d_ge(lk_dv a, lk_dv b) { return _mm512_cmp_pd_mask(a, b, _CMP_GE_OQ); }
+LK_AI lk_dm lk_d_eq(lk_dv a, lk_dv b) { return _mm512_cmp_pd_mask(a, b, _CMP_EQ_OQ); }
+LK_AI lk_dm lk_d_isnan(lk_dv a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q); }
+LK_AI lk_dv lk_d_select(lk_dm m, lk_dv a, lk_dv b) { return _mm512_mask_blend_pd(m, b, a); }
+LK_AI lk_dv lk_d_keep(lk_dm m, lk_dv a) { return _mm512_maskz_mov_pd(m, a); }
+LK_AI lk_dv lk_d_clear(lk_dm m, lk_dv a) { return _mm512_maskz_mov_pd((lk_dm)~m, a); }
+LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return (lk_dm)(a & b); }
+LK_AI lk_dm lk_d_or(lk_dm a, lk_dm b) { return (lk_dm)(a | b); }
+LK_AI lk_dm lk_d_not(lk_dm a) { return (lk_dm)~a; }
+LK_AI int lk_d_any(lk_dm m) { return m != 0; }
+/* float lanes widened into two double halves */
+LK_AI lk_dv lk_f_lo(lk_fv a) { return _mm512_cvtps_pd(_mm512_castps512_ps256(a)); }
+LK_AI lk_dv lk_f_hi(lk_fv a) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))); }
+/* the lanes added in a fixed order: halves, then quarters, ... */
+LK_AI double lk_d_hsum(lk_dv a)
+{
+    __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
+    __m128d q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+
+__m512 _ZGVeN16v_expf(__m512 x);
+__m512 _ZGVeN16v_logf(__m512 x);
+__m512 _ZGVeN16v_log1pf(__m512 x);
+__m512 _ZGVeN16vv_powf(__m512 x, __m512 y);
+__m512d _ZGVeN8v_exp(__m512d x);
+__m512d _ZGVeN8v_log(__m512d x);
+__m512d _ZGVeN8v_log1p(__m512d x);
+__m512d _ZGVeN8vv_pow(__m512d x, __m512d y);
+LK_AI lk_fv lk_f_exp(lk_fv a) { return _ZGVeN16v_expf(a); }
+LK_AI lk_fv lk_f_log(lk_fv a) { return _ZGVeN16v_logf(a); }
+LK_AI lk_fv lk_f_log1p(lk_fv a) { return _ZGVeN16v_log1pf(a); }
+LK_AI lk_fv lk_f_pow(lk_fv a, lk_fv b) { return _ZGVeN16vv_powf(a, b); }
+LK_AI lk_dv lk_d_exp(lk_dv a) { return _ZGVeN8v_exp(a); }
+LK_AI lk_dv lk_d_log(lk_dv a) { return _ZGVeN8v_log(a); }
+LK_AI lk_dv lk_d_log1p(lk_dv a) { return _ZGVeN8v_log1p(a); }
+LK_AI lk_dv lk_d_pow(lk_dv a, lk_dv b) { return _ZGVeN8vv_pow(a, b); }
+/* a 2^n for integral n (float lanes), exact through the subnormal range */
+LK_AI lk_fv lk_f_ldexp(lk_fv a, lk_fv n) { return _mm512_scalef_ps(a, n); }
+/* 1 / a for a positive normal a: the 14-bit estimate and one Newton step
+ * (about 2^-27 relative) */
+LK_AI lk_fv lk_f_recip_fast(lk_fv a)
+{
+    __m512 r = _mm512_rcp14_ps(a);
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(a, r, _mm512_set1_ps(2.0f)));
+}
+
+#elif defined(LK_TARGET_AVX2)
+
+#define LK_FW 8
+#define LK_DW 4
+typedef __m256 lk_fv;
+typedef __m256d lk_dv;
+typedef __m256 lk_fm;  /* all ones or all zeros per lane */
+typedef __m256d lk_dm;
+
+LK_AI lk_fv lk_f_set(double a) { return _mm256_set1_ps((float)a); }
+LK_AI lk_fv lk_f_zero(void) { return _mm256_setzero_ps(); }
+LK_AI lk_fm lk_f_first(int k)
+{ return _mm256_cmp_ps(_mm256_set_ps(7, 6, 5, 4, 3, 2, 1, 0), _mm256_set1_ps((float)k), _CMP_LT_OQ); }
+LK_AI lk_fv lk_f_load(const float *p) { return _mm256_loadu_ps(p); }
+LK_AI lk_fv lk_f_loadn(const float *p, int k, float pad)
+{
+    if (k >= 8) return _mm256_loadu_ps(p);
+    lk_fm m = lk_f_first(k);
+    return _mm256_blendv_ps(_mm256_set1_ps(pad), _mm256_maskload_ps(p, _mm256_castps_si256(m)), m);
+}
+LK_AI void lk_f_store(float *p, lk_fv v) { _mm256_storeu_ps(p, v); }
+LK_AI void lk_f_storen(float *p, int k, lk_fv v)
+{ if (k >= 8) _mm256_storeu_ps(p, v); else _mm256_maskstore_ps(p, _mm256_castps_si256(lk_f_first(k)), v); }
+LK_AI lk_fv lk_f_add(lk_fv a, lk_fv b) { return _mm256_add_ps(a, b); }
+LK_AI lk_fv lk_f_sub(lk_fv a, lk_fv b) { return _mm256_sub_ps(a, b); }
+LK_AI lk_fv lk_f_mul(lk_fv a, lk_fv b) { return _mm256_mul_ps(a, b); }
+LK_AI lk_fv lk_f_div(lk_fv a, lk_fv b) { return _mm256_div_ps(a, b); }
+LK_AI lk_fv lk_f_fma(lk_fv a, lk_fv b, lk_fv c) { return _mm256_fmadd_ps(a, b, c); }
+LK_AI lk_fv lk_f_min(lk_fv a, lk_fv b) { return _mm256_min_ps(a, b); }
+LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return _mm256_max_ps(a, b); }
+LK_AI lk_fv lk_f_abs(lk_fv a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+LK_AI lk_fv lk_f_neg(lk_fv a) { return _mm256_xor_ps(a, _mm256_set1_ps(-0.0f)); }
+LK_AI lk_fv lk_f_sqrt(lk_fv a) { return _mm256_sqrt_ps(a); }
+LK_AI lk_fm lk_f_lt(lk_fv a, lk_fv b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+LK_AI lk_fm lk_f_le(lk_fv a, lk_fv b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
+LK_AI lk_fm lk_f_gt(lk_fv a, lk_fv b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+LK_AI lk_fm lk_f_ge(lk_fv a, lk_fv b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+LK_AI lk_fm lk_f_eq(lk_fv a, lk_fv b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+LK_AI lk_fm lk_f_isnan(lk_fv a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+LK_AI lk_fv lk_f_select(lk_fm m, lk_fv a, lk_fv b) { return _mm256_blendv_ps(b, a, m); }
+LK_AI lk_fv lk_f_keep(lk_fm m, lk_fv a) { return _mm256_and_ps(m, a); }
+LK_AI lk_fv lk_f_clear(lk_fm m, lk_fv a) { return _mm256_andnot_ps(m, a); }
+LK_AI lk_fm lk_f_and(lk_fm a, lk_fm b) { return _mm256_and_ps(a, b); }
+LK_AI lk_fm lk_f_or(lk_fm a, lk_fm b) { return _mm256_or_ps(a, b); }
+LK_AI lk_fm lk_f_not(lk_fm a) { return _mm256_xor_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(-1))); }
+LK_AI int lk_f_any(lk_fm m) { return _mm256_movemask_ps(m) != 0; }
+LK_AI lk_fv lk_f_round(lk_fv a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+LK_AI lk_dv lk_d_set(double a) { return _mm256_set1_pd(a); }
+LK_AI lk_dv lk_d_zero(void) { return _mm256_setzero_pd(); }
+LK_AI lk_dm lk_d_first(int k)
+{ return _mm256_cmp_pd(_mm256_set_pd(3, 2, 1, 0), _mm256_set1_pd((double)k), _CMP_LT_OQ); }
+LK_AI lk_dv lk_d_load(const double *p) { return _mm256_loadu_pd(p); }
+LK_AI lk_dv lk_d_loadn(const double *p, int k, double pad)
+{
+    if (k >= 4) return _mm256_loadu_pd(p);
+    lk_dm m = lk_d_first(k);
+    return _mm256_blendv_pd(_mm256_set1_pd(pad), _mm256_maskload_pd(p, _mm256_castpd_si256(m)), m);
+}
+LK_AI void lk_d_store(double *p, lk_dv v) { _mm256_storeu_pd(p, v); }
+LK_AI void lk_d_storen(double *p, int k, lk_dv v)
+{ if (k >= 4) _mm256_storeu_pd(p, v); else _mm256_maskstore_pd(p, _mm256_castpd_si256(lk_d_first(k)), v); }
+LK_AI lk_dv lk_d_loadn_f32(const float *p, int k, double pad)
+{
+    if (k >= 4) return _mm256_cvtps_pd(_mm_loadu_ps(p));
+    __m128 m = _mm256_cvtpd_ps(lk_d_first(k));
+    __m128 v = _mm_blendv_ps(_mm_set1_ps((float)pad), _mm_maskload_ps(p, _mm_castps_si128(m)), m);
+    return _mm256_cvtps_pd(v);
+}
+LK_AI void lk_d_storen_f32(float *p, int k, lk_dv v)
+{
+    __m128 f = _mm256_cvtpd_ps(v);
+    if (k >= 4) _mm_storeu_ps(p, f);
+    else _mm_maskstore_ps(p, _mm_castps_si128(_mm256_cvtpd_ps(lk_d_first(k))), f);
+}
+LK_AI lk_dv lk_d_add(lk_dv a, lk_dv b) { return _mm256_add_pd(a, b); }
+LK_AI lk_dv lk_d_sub(lk_dv a, lk_dv b) { return _mm256_sub_pd(a, b); }
+LK_AI lk_dv lk_d_mul(lk_dv a, lk_dv b) { return _mm256_mul_pd(a, b); }
+LK_AI lk_dv lk_d_div(lk_dv a, lk_dv b) { return _mm256_div_pd(a, b); }
+LK_AI lk_dv lk_d_fma(lk_dv a, lk_dv b, lk_dv c) { return _mm256_fmadd_pd(a, b, c); }
+LK_AI lk_dv lk_d_min(lk_dv a, lk_dv b) { return _mm256_min_pd(a, b); }
+LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return _mm256_max_pd(a, b); }
+LK_AI lk_dv lk_d_abs(lk_dv a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
+LK_AI lk_dv lk_d_neg(lk_dv a) { return _mm256_xor_pd(a, _mm256_set1_pd(-0.0)); }
+LK_AI lk_dv lk_d_sqrt(lk_dv a) { return _mm256_sqrt_pd(a); }
+LK_AI lk_dm lk_d_lt(lk_dv a, lk_dv b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
+LK_AI lk_dm lk_d_le(lk_dv a, lk_dv b) { return _mm256_cmp_pd(a, b, _CMP_LE_OQ); }
+LK_AI lk_dm lk_d_gt(lk_dv a, lk_dv b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
+LK_AI lk_dm lk_d_ge(lk_dv a, lk_dv b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
+LK_AI lk_dm lk_d_eq(lk_dv a, lk_dv b) { return _mm256_cmp_pd(a, b, _CMP_EQ_OQ); }
+LK_AI lk_dm lk_d_isnan(lk_dv a) { return _mm256_cmp_pd(a, a, _CMP_UNORD_Q); }
+LK_AI lk_dv lk_d_select(lk_dm m, lk_dv a, lk_dv b) { return _mm256_blendv_pd(b, a, m); }
+LK_AI lk_dv lk_d_keep(lk_dm m, lk_dv a) { return _mm256_and_pd(m, a); }
+LK_AI lk_dv lk_d_clear(lk_dm m, lk_dv a) { return _mm256_andnot_pd(m, a); }
+LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return _mm256_and_pd(a, b); }
+LK_AI lk_dm lk_d_or(lk_dm a, lk_dm b) { return _mm256_or_pd(a, b); }
+LK_AI lk_dm lk_d_not(lk_dm a) { return _mm256_xor_pd(a, _mm256_castsi256_pd(_mm256_set1_epi64x(-1))); }
+LK_AI int lk_d_any(lk_dm m) { return _mm256_movemask_pd(m) != 0; }
+LK_AI lk_dv lk_f_lo(lk_fv a) { return _mm256_cvtps_pd(_mm256_castps256_ps128(a)); }
+LK_AI lk_dv lk_f_hi(lk_fv a) { return _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)); }
+LK_AI double lk_d_hsum(lk_dv a)
+{
+    __m128d q = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+
+__m256 _ZGVdN8v_expf(__m256 x);
+__m256 _ZGVdN8v_logf(__m256 x);
+__m256 _ZGVdN8v_log1pf(__m256 x);
+__m256 _ZGVdN8vv_powf(__m256 x, __m256 y);
+__m256d _ZGVdN4v_exp(__m256d x);
+__m256d _ZGVdN4v_log(__m256d x);
+__m256d _ZGVdN4v_log1p(__m256d x);
+__m256d _ZGVdN4vv_pow(__m256d x, __m256d y);
+LK_AI lk_fv lk_f_exp(lk_fv a) { return _ZGVdN8v_expf(a); }
+LK_AI lk_fv lk_f_log(lk_fv a) { return _ZGVdN8v_logf(a); }
+LK_AI lk_fv lk_f_log1p(lk_fv a) { return _ZGVdN8v_log1pf(a); }
+LK_AI lk_fv lk_f_pow(lk_fv a, lk_fv b) { return _ZGVdN8vv_powf(a, b); }
+LK_AI lk_dv lk_d_exp(lk_dv a) { return _ZGVdN4v_exp(a); }
+LK_AI lk_dv lk_d_log(lk_dv a) { return _ZGVdN4v_log(a); }
+LK_AI lk_dv lk_d_log1p(lk_dv a) { return _ZGVdN4v_log1p(a); }
+LK_AI lk_dv lk_d_pow(lk_dv a, lk_dv b) { return _ZGVdN4vv_pow(a, b); }
+/* a 2^n, n integral in [-252, 0] here: two normal factors, so that the
+ * subnormal range keeps its bits */
+LK_AI lk_fv lk_f_ldexp(lk_fv a, lk_fv n)
+{
+    __m256i k = _mm256_cvtps_epi32(n), k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(a, s1), s2);
+}
+LK_AI lk_fv lk_f_recip_fast(lk_fv a) { return _mm256_div_ps(_mm256_set1_ps(1.0f), a); }
+
+#else /* portable: one lane, plain C */
+
+#define LK_FW 1
+#define LK_DW 1
+typedef float lk_fv;
+typedef double lk_dv;
+typedef int lk_fm;
+typedef int lk_dm;
+
+LK_AI lk_fv lk_f_set(double a) { return (float)a; }
+LK_AI lk_fv lk_f_zero(void) { return 0.0f; }
+LK_AI lk_fm lk_f_first(int k) { return k >= 1; }
+LK_AI lk_fv lk_f_load(const float *p) { return *p; }
+LK_AI lk_fv lk_f_loadn(const float *p, int k, float pad) { return k >= 1 ? *p : pad; }
+LK_AI void lk_f_store(float *p, lk_fv v) { *p = v; }
+LK_AI void lk_f_storen(float *p, int k, lk_fv v) { if (k >= 1) *p = v; }
+LK_AI lk_fv lk_f_add(lk_fv a, lk_fv b) { return a + b; }
+LK_AI lk_fv lk_f_sub(lk_fv a, lk_fv b) { return a - b; }
+LK_AI lk_fv lk_f_mul(lk_fv a, lk_fv b) { return a * b; }
+LK_AI lk_fv lk_f_div(lk_fv a, lk_fv b) { return a / b; }
+LK_AI lk_fv lk_f_fma(lk_fv a, lk_fv b, lk_fv c) { return a * b + c; }
+LK_AI lk_fv lk_f_min(lk_fv a, lk_fv b) { return a < b ? a : b; }
+LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return a > b ? a : b; }
+LK_AI lk_fv lk_f_abs(lk_fv a) { return fabsf(a); }
+LK_AI lk_fv lk_f_neg(lk_fv a) { return -a; }
+LK_AI lk_fv lk_f_sqrt(lk_fv a) { return sqrtf(a); }
+LK_AI lk_fm lk_f_lt(lk_fv a, lk_fv b) { return a < b; }
+LK_AI lk_fm lk_f_le(lk_fv a, lk_fv b) { return a <= b; }
+LK_AI lk_fm lk_f_gt(lk_fv a, lk_fv b) { return a > b; }
+LK_AI lk_fm lk_f_ge(lk_fv a, lk_fv b) { return a >= b; }
+LK_AI lk_fm lk_f_eq(lk_fv a, lk_fv b) { return a == b; }
+LK_AI lk_fm lk_f_isnan(lk_fv a) { return a != a; }
+LK_AI lk_fv lk_f_select(lk_fm m, lk_fv a, lk_fv b) { return m ? a : b; }
+LK_AI lk_fv lk_f_keep(lk_fm m, lk_fv a) { return m ? a : 0.0f; }
+LK_AI lk_fv lk_f_clear(lk_fm m, lk_fv a) { return m ? 0.0f : a; }
+LK_AI lk_fm lk_f_and(lk_fm a, lk_fm b) { return a && b; }
+LK_AI lk_fm lk_f_or(lk_fm a, lk_fm b) { return a || b; }
+LK_AI lk_fm lk_f_not(lk_fm a) { return !a; }
+LK_AI int lk_f_any(lk_fm m) { return m != 0; }
+LK_AI lk_fv lk_f_round(lk_fv a) { return nearbyintf(a); }
+
+LK_AI lk_dv lk_d_set(double a) { return a; }
+LK_AI lk_dv lk_d_zero(void) { return 0.0; }
+LK_AI lk_dm lk_d_first(int k) { return k >= 1; }
+LK_AI lk_dv lk_d_load(const double *p) { return *p; }
+LK_AI lk_dv lk_d_loadn(const double *p, int k, double pad) { return k >= 1 ? *p : pad; }
+LK_AI void lk_d_store(double *p, lk_dv v) { *p = v; }
+LK_AI void lk_d_storen(double *p, int k, lk_dv v) { if (k >= 1) *p = v; }
+LK_AI lk_dv lk_d_loadn_f32(const float *p, int k, double pad) { return k >= 1 ? (double)*p : pad; }
+LK_AI void lk_d_storen_f32(float *p, int k, lk_dv v) { if (k >= 1) *p = (float)v; }
+LK_AI lk_dv lk_d_add(lk_dv a, lk_dv b) { return a + b; }
+LK_AI lk_dv lk_d_sub(lk_dv a, lk_dv b) { return a - b; }
+LK_AI lk_dv lk_d_mul(lk_dv a, lk_dv b) { return a * b; }
+LK_AI lk_dv lk_d_div(lk_dv a, lk_dv b) { return a / b; }
+LK_AI lk_dv lk_d_fma(lk_dv a, lk_dv b, lk_dv c) { return a * b + c; }
+LK_AI lk_dv lk_d_min(lk_dv a, lk_dv b) { return a < b ? a : b; }
+LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return a > b ? a : b; }
+LK_AI lk_dv lk_d_abs(lk_dv a) { return fabs(a); }
+LK_AI lk_dv lk_d_neg(lk_dv a) { return -a; }
+LK_AI lk_dv lk_d_sqrt(lk_dv a) { return sqrt(a); }
+LK_AI lk_dm lk_d_lt(lk_dv a, lk_dv b) { return a < b; }
+LK_AI lk_dm lk_d_le(lk_dv a, lk_dv b) { return a <= b; }
+LK_AI lk_dm lk_d_gt(lk_dv a, lk_dv b) { return a > b; }
+LK_AI lk_dm lk_d_ge(lk_dv a, lk_dv b) { return a >= b; }
+LK_AI lk_dm lk_d_eq(lk_dv a, lk_dv b) { return a == b; }
+LK_AI lk_dm lk_d_isnan(lk_dv a) { return a != a; }
+LK_AI lk_dv lk_d_select(lk_dm m, lk_dv a, lk_dv b) { return m ? a : b; }
+LK_AI lk_dv lk_d_keep(lk_dm m, lk_dv a) { return m ? a : 0.0; }
+LK_AI lk_dv lk_d_clear(lk_dm m, lk_dv a) { return m ? 0.0 : a; }
+LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return a && b; }
+LK_AI lk_dm lk_d_or(lk_dm a, lk_dm b) { return a || b; }
+LK_AI lk_dm lk_d_not(lk_dm a) { return !a; }
+LK_AI int lk_d_any(lk_dm m) { return m != 0; }
+LK_AI lk_dv lk_f_lo(lk_fv a) { return (double)a; }
+LK_AI lk_dv lk_f_hi(lk_fv a) { (void)a; return 0.0; }
+LK_AI double lk_d_hsum(lk_dv a) { return a; }
+
+LK_AI lk_fv lk_f_exp(lk_fv a) { return expf(a); }
+LK_AI lk_fv lk_f_log(lk_fv a) { return logf(a); }
+LK_AI lk_fv lk_f_log1p(lk_fv a) { return log1pf(a); }
+LK_AI lk_fv lk_f_pow(lk_fv a, lk_fv b) { return powf(a, b); }
+LK_AI lk_dv lk_d_exp(lk_dv a) { return exp(a); }
+LK_AI lk_dv lk_d_log(lk_dv a) { return log(a); }
+LK_AI lk_dv lk_d_log1p(lk_dv a) { return log1p(a); }
+LK_AI lk_dv lk_d_pow(lk_dv a, lk_dv b) { return pow(a, b); }
+LK_AI lk_fv lk_f_recip_fast(lk_fv a) { return 1.0f / a; }
+
+#endif
+/* clang-format on */
+
+/* ------------------------------------------------------------------------ */
+/* Restricted-range exp and log                                              */
+
+/* exp(a) for a <= 0, -inf or NaN (NaN stays NaN, -inf gives 0). */
+LK_AI lk_fv lk_f_exp_neg(lk_fv a)
+{
+#if defined(LK_TARGET_PORTABLE)
+    return expf(a);
+#else
+    /* Below -120 the result is 0 in float; the clamp keeps 2^n in range.
+     * max() returns its second operand for NaN, so NaN passes through. */
+    lk_fv x = lk_f_max(lk_f_set(-120.0), a);
+    lk_fv n = lk_f_round(lk_f_mul(x, lk_f_set(1.44269504088896341)));
+    lk_fv r = lk_f_fma(n, lk_f_set(-0.693359375), x);
+    r = lk_f_fma(n, lk_f_set(2.12194440e-4), r);
+    lk_fv p = lk_f_set(1.9875691500e-4);
+    p = lk_f_fma(p, r, lk_f_set(1.3981999507e-3));
+    p = lk_f_fma(p, r, lk_f_set(8.3334519073e-3));
+    p = lk_f_fma(p, r, lk_f_set(4.1665795894e-2));
+    p = lk_f_fma(p, r, lk_f_set(1.6666665459e-1));
+    p = lk_f_fma(p, r, lk_f_set(5.0000001201e-1));
+    p = lk_f_fma(p, lk_f_mul(r, r), lk_f_add(r, lk_f_set(1.0)));
+    return lk_f_ldexp(p, n);
+#endif
+}
+
+/* log(u) for u in [1, 2] (NaN stays NaN). */
+LK_AI lk_fv lk_f_log_1to2(lk_fv u)
+{
+#if defined(LK_TARGET_PORTABLE)
+    return logf(u);
+#else
+    /* Above sqrt(2), log(u) = log(u / 2) + log 2, so that f = m - 1 lies in
+     * [-0.293, 0.414]; both m - 1 and u / 2 are exact. */
+    lk_fm big = lk_f_gt(u, lk_f_set(1.41421356237));
+    lk_fv k = lk_f_keep(big, lk_f_set(1.0));
+    lk_fv f = lk_f_sub(lk_f_select(big, lk_f_mul(u, lk_f_set(0.5)), u), lk_f_set(1.0));
+    lk_fv z = lk_f_mul(f, f);
+    lk_fv p = lk_f_set(7.0376836292e-2);
+    p = lk_f_fma(p, f, lk_f_set(-1.1514610310e-1));
+    p = lk_f_fma(p, f, lk_f_set(1.1676998740e-1));
+    p = lk_f_fma(p, f, lk_f_set(-1.2420140846e-1));
+    p = lk_f_fma(p, f, lk_f_set(1.4249322787e-1));
+    p = lk_f_fma(p, f, lk_f_set(-1.6668057665e-1));
+    p = lk_f_fma(p, f, lk_f_set(2.0000714765e-1));
+    p = lk_f_fma(p, f, lk_f_set(-2.4999993993e-1));
+    p = lk_f_fma(p, f, lk_f_set(3.3333331174e-1));
+    lk_fv y = lk_f_mul(lk_f_mul(p, f), z);
+    y = lk_f_fma(k, lk_f_set(-2.12194440e-4), y);
+    y = lk_f_fma(z, lk_f_set(-0.5), y);
+    return lk_f_fma(k, lk_f_set(0.693359375), lk_f_add(f, y));
+#endif
+}
+
+LK_AI lk_dv lk_d_exp_neg(lk_dv a)
+{
+    return lk_d_exp(a);
+}
+
+LK_AI lk_dv lk_d_log_1to2(lk_dv u)
+{
+    return lk_d_log(u);
+}
+
+LK_AI lk_dv lk_d_recip_fast(lk_dv a)
+{
+    return lk_d_div(lk_d_set(1.0), a);
+}
+
+/* ======================================================================== */
+/* The lanes of this compilation: lk_v, lk_m, LK_W                           */
+/* ======================================================================== */
+
+#if defined(LK_LANES_F32)
+#define LK_W LK_FW
+typedef float lk_s; /* the element type */
+typedef lk_fv lk_v;
+typedef lk_fm lk_m;
+#define LK__OP(op) lk_f_##op
+#define LK_PRECISION_NAME "f32"
+#else
+#define LK_W LK_DW
+typedef double lk_s;
+typedef lk_dv lk_v;
+typedef lk_dm lk_m;
+#define LK__OP(op) lk_d_##op
+#define LK_PRECISION_NAME "f64"
+#endif
+
+#define lk_set       LK__OP(set)
+#define lk_zero      LK__OP(zero)
+#define lk_first     LK__OP(first)
+#define lk_load      LK__OP(load)
+#define lk_loadn     LK__OP(loadn)
+#define lk_store     LK__OP(store)
+#define lk_storen    LK__OP(storen)
+#define lk_add       LK__OP(add)
+#define lk_sub       LK__OP(sub)
+#define lk_mul       LK__OP(mul)
+#define lk_div       LK__OP(div)
+#define lk_fma       LK__OP(fma)
+#define lk_min       LK__OP(min)
+#define lk_max       LK__OP(max)
+#define lk_abs       LK__OP(abs)
+#define lk_neg       LK__OP(neg)
+#define lk_sqrt      LK__OP(sqrt)
+#define lk_lt        LK__OP(lt)
+#define lk_le        LK__OP(le)
+#define lk_gt        LK__OP(gt)
+#define lk_ge        LK__OP(ge)
+#define lk_eq        LK__OP(eq)
+#define lk_isnan     LK__OP(isnan)
+#define lk_select    LK__OP(select)
+#define lk_keep      LK__OP(keep)
+#define lk_clear     LK__OP(clear)
+#define lk_and       LK__OP(and)
+#define lk_or        LK__OP(or)
+#define lk_not       LK__OP(not)
+#define lk_any       LK__OP(any)
+#define lk_all(m)    (!lk_any(lk_not(m)))
+#define lk_exp       LK__OP(exp)
+#define lk_log       LK__OP(log)
+#define lk_log1p     LK__OP(log1p)
+#define lk_pow       LK__OP(pow)
+#define lk_exp_neg   LK__OP(exp_neg)
+#define lk_log_1to2  LK__OP(log_1to2)
+#define lk__recip_fast  LK__OP(recip_fast)
+
+/* ------------------------------------------------------------------------ */
+/* Sums in double                                                            */
+
+/* A running double sum of lanes of lk_v. Float lanes are widened, each half
+ * into its own double lanes; lk_acc_sum adds the lanes in a fixed order. */
+typedef struct lk_acc {
+    lk_dv lo, hi;
+} lk_acc;
+
+LK_AI lk_acc lk_acc_zero(void)
+{
+    lk_acc a = {lk_d_zero(), lk_d_zero()};
+    return a;
+}
+
+LK_AI void lk_acc_add(lk_acc *a, lk_v v)
+{
+#if defined(LK_LANES_F32)
+    a->lo = lk_d_add(a->lo, lk_f_lo(v));
+    a->hi = lk_d_add(a->hi, lk_f_hi(v));
+#else
+    a->lo = lk_d_add(a->lo, v);
+#endif
+}
+
+LK_AI double lk_acc_sum(lk_acc a)
+{
+    return lk_d_hsum(lk_d_add(a.lo, a.hi));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Careful helpers                                                           */
+
+/* c a, except that a zero coefficient gives 0 even where a is infinite: the
+ * rule that keeps a zero weight or target from turning inf into NaN. */
+LK_AI lk_v lk_mul0(lk_v c, lk_v a)
+{
+    return lk_clear(lk_eq(c, lk_zero()), lk_mul(c, a));
+}
+
+/* a > 0 ? a : 0, with 0 for NaN. */
+LK_AI lk_v lk_pospart(lk_v a)
+{
+    return lk_keep(lk_gt(a, lk_zero()), a);
+}
+
+/* 1, -1 or 0 by the sign of a; NaN stays NaN. */
+LK_AI lk_v lk_sign(lk_v a)
+{
+    lk_v s = lk_select(lk_gt(a, lk_zero()), lk_set(1.0), lk_keep(lk_lt(a, lk_zero()), lk_set(-1.0)));
+    return lk_select(lk_isnan(a), a, s);
+}
+
+/* Lanes outside [0, 1] (NaN is not outside). */
+LK_AI lk_m lk_outside01(lk_v t)
+{
+    return lk_or(lk_lt(t, lk_zero()), lk_gt(t, lk_set(1.0)));
+}
+
+/* The primitives of a logit x from which every logistic form is built with
+ * one exp and one reciprocal: a = |x|, e = exp(-a) in [0, 1], r = 1 / (1 +
+ * e) in [1/2, 1]. exp never sees a positive argument, so nothing overflows;
+ * x = +-inf gives e = 0, r = 1; NaN gives NaN throughout. */
+typedef struct lk_sigm {
+    lk_v a, e, r;
+    lk_m pos; /* x >= 0 (false for NaN) */
+} lk_sigm;
+
+LK_AI lk_sigm lk_sigm_of(lk_v x)
+{
+    lk_sigm p;
+    p.a = lk_abs(x);
+    p.e = lk_exp_neg(lk_neg(p.a));
+    p.r = lk__recip_fast(lk_add(lk_set(1.0), p.e));
+    p.pos = lk_ge(x, lk_zero());
+    return p;
+}
+
+/* sigmoid(x) and sigmoid(-x): r on the side of the sign, e r on the other,
+ * so that neither cancels. */
+LK_AI lk_v lk_sigm_p(const lk_sigm *p)
+{
+    return lk_select(p->pos, p->r, lk_mul(p->e, p->r));
+}
+
+LK_AI lk_v lk_sigm_q(const lk_sigm *p)
+{
+    return lk_select(p->pos, lk_mul(p->e, p->r), p->r);
+}
+
+/* d sigmoid / dx = sigmoid(x) sigmoid(-x) = e r^2. */
+LK_AI lk_v lk_sigm_dp(const lk_sigm *p)
+{
+    return lk_mul(lk_mul(p->e, p->r), p->r);
+}
+
+/* log1p(e) for e in [0, 1] (NaN stays NaN). Float lanes: 2 atanh(s) with
+ * s = e / (2 + e) in [0, 1/3], as 2 s (1 + z P(z)), z = s^2, P of degree
+ * 3 fitted to atanh(s) / s on that range (relative error 5e-9 before
+ * rounding, about 3 float ulps after); small terms are kept whole, since
+ * log1p(e) = 2 s (1 + ...) never forms 1 + e. Double lanes: log(u) of the
+ * rounded u = 1 + e plus what the rounding dropped, (e - (u - 1)) / u. */
+LK_AI lk_fv lk_f_log1p_unit(lk_fv e)
+{
+#if defined(LK_TARGET_PORTABLE)
+    return log1pf(e);
+#else
+    lk_fv s = lk_f_mul(e, lk_f_recip_fast(lk_f_add(e, lk_f_set(2.0))));
+    lk_fv z = lk_f_mul(s, s);
+    lk_fv p = lk_f_fma(lk_f_set(1.4012232699e-01), z, lk_f_set(1.3999569730e-01));
+    p = lk_f_fma(p, z, lk_f_set(2.0010849593e-01));
+    p = lk_f_fma(p, z, lk_f_set(3.3333206565e-01));
+    lk_fv s2 = lk_f_add(s, s);
+    return lk_f_fma(lk_f_mul(s2, z), p, s2);
+#endif
+}
+
+LK_AI lk_dv lk_d_log1p_unit(lk_dv e)
+{
+#if defined(LK_TARGET_PORTABLE)
+    return log1p(e);
+#else
+    lk_dv u = lk_d_add(lk_d_set(1.0), e);
+    lk_dv lost = lk_d_sub(e, lk_d_sub(u, lk_d_set(1.0)));
+    return lk_d_add(lk_d_log(u), lk_d_div(lost, u));
+#endif
+}
+
+#define lk_log1p_unit LK__OP(log1p_unit)
+
+/* log1p(e) = softplus(-|x|); double lanes reuse r = 1 / (1 + e). */
+LK_AI lk_v lk_sigm_log1p(const lk_sigm *p)
+{
+#if defined(LK_LANES_F32) || defined(LK_TARGET_PORTABLE)
+    return lk_log1p_unit(p->e);
+#else
+    lk_dv u = lk_d_add(lk_d_set(1.0), p->e);
+    lk_dv lost = lk_d_sub(p->e, lk_d_sub(u, lk_d_set(1.0)));
+    return lk_d_fma(lost, p->r, lk_d_log(u));
+#endif
+}
+
+/* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(e); and log sigmoid(x)
+ * = -softplus(-x). L is lk_sigm_log1p(p). */
+LK_AI lk_v lk_softplus_of(const lk_sigm *p, lk_v x, lk_v L)
+{
+    (void)p;
+    return lk_add(lk_pospart(x), L);
+}
+
+LK_AI lk_v lk_log_sigmoid_of(const lk_sigm *p, lk_v x, lk_v L)
+{
+    (void)p;
+    return lk_neg(lk_add(lk_pospart(lk_neg(x)), L));
+}
+
+LK_AI lk_v lk_v_softplus(lk_v x)
+{
+    lk_sigm p = lk_sigm_of(x);
+    return lk_softplus_of(&p, x, lk_sigm_log1p(&p));
+}
+
+LK_AI lk_v lk_v_sigmoid(lk_v x)
+{
+    lk_sigm p = lk_sigm_of(x);
+    return lk_sigm_p(&p);
+}
+
+/* sigmoid(x) - t written as (1 - t) sigmoid(x) - t sigmoid(-x): for a
+ * target of 0 or 1 nothing cancels (sigmoid(x) - 1 at x = 4 would keep only
+ * the last bits of a float sigmoid). */
+LK_AI lk_v lk_sigm_minus_t(const lk_sigm *p, lk_v t)
+{
+    return lk_sub(lk_mul(lk_sub(lk_set(1.0), t), lk_sigm_p(p)), lk_mul(t, lk_sigm_q(p)));
+}
+
+/* Binary cross-entropy from a logit, with positive-class weight pw:
+ *   (1 - t) x + lw softplus(-x),  lw = 1 + (pw - 1) t,
+ * per sign of x so that nothing cancels and x = +-inf gives 0 (the target
+ * agrees) or +inf, never NaN:
+ *   x >= 0:  (1 - t) |x| + lw L,     x < 0:  pw t |x| + lw L. */
+LK_AI lk_v lk_bce_logits_of(const lk_sigm *p, lk_v L, lk_v t, lk_v pw)
+{
+    lk_v lw = lk_fma(lk_sub(pw, lk_set(1.0)), t, lk_set(1.0));
+    lk_v c = lk_select(p->pos, lk_sub(lk_set(1.0), t), lk_mul(pw, t));
+    return lk_add(lk_mul0(c, p->a), lk_mul(lw, L));
+}
+
+/* d bce / dx = lw sigmoid(x) - pw t = (1 - t) sigmoid(x) - pw t sigmoid(-x). */
+LK_AI lk_v lk_bce_logits_grad(const lk_sigm *p, lk_v t, lk_v pw)
+{
+    return lk_sub(lk_mul(lk_sub(lk_set(1.0), t), lk_sigm_p(p)), lk_mul(lk_mul(pw, t), lk_sigm_q(p)));
+}
+
+/* q^g for a constant exponent g >= 0, with the common exponents exact. */
+LK_AI lk_v lk_powc(lk_v q, double g)
+{
+    if (g == 0.0)
+        return lk_set(1.0);
+    if (g == 1.0)
+        return q;
+    if (g == 2.0)
+        return lk_mul(q, q);
+    return lk_pow(q, lk_set(g));
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOSSKIT_LANES_H */

@@ -1,0 +1,741 @@
+/* losskit/loss.h: the kernel layer. A loss is one small file: its
+ * parameters, an always-inline function on lanes (losskit/lanes.h) and one
+ * registration line; the loops over blocks, the weight slot, reduction
+ * none, grad_scale, LK_BLOCK_GRAD_ACCUMULATE, the target checks, the choice
+ * of instruction set and the descriptor are written here once.
+ *
+ * Nothing here is ABI: it is compiled into each plugin. The source of a
+ * loss is compiled once per variant, each compile defining what lanes.h
+ * reads (the instruction set from -m flags, LK_LANES_F32 for float lanes),
+ * plus, in every compile, which variants the build has:
+ *
+ *   LK_BUILD_F32     the float-lane variants exist
+ *   LK_BUILD_AVX2    the AVX2+FMA variants exist
+ *   LK_BUILD_AVX512  the AVX-512 variants exist
+ *
+ * The portable double-lane compile (no -m flags, no LK_LANES_F32) is the
+ * primary one: it alone defines the lk_loss_desc and the picker. A source
+ * compiled once with no flags at all is thus a working, portable plugin;
+ * the meson recipe in sdk/README.md ("Building the variants") compiles
+ * every variant. The picker runs at create(): the widest instruction set
+ * the build has, the CPU runs and LOSSKIT_SIMD allows; then, per call,
+ * float lanes when every floating tensor of the call is float32, else
+ * double lanes (reading and writing float32 tensors by conversion). */
+#ifndef LOSSKIT_LOSS_H
+#define LOSSKIT_LOSS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "losskit/kernel.h"
+#include "losskit/lanes.h"
+#include "losskit/plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(LK_TARGET_PORTABLE) && !defined(LK_LANES_F32)
+#define LK_PRIMARY 1
+#endif
+
+#if defined(LK_TARGET_AVX512)
+#define LK__TGT avx512
+#elif defined(LK_TARGET_AVX2)
+#define LK__TGT avx2
+#else
+#define LK__TGT portable
+#endif
+#if defined(LK_LANES_F32)
+#define LK__PREC f32
+#else
+#define LK__PREC f64
+#endif
+
+#define LK__CAT4(a, b, c, d)  a##__##b##_##c##d
+#define LK__XCAT4(a, b, c, d) LK__CAT4(a, b, c, d)
+/* The name of this compile's variant of a kernel family: name__avx2_f32. */
+#define LK_VARIANT(name) LK__XCAT4(name, LK__TGT, LK__PREC, )
+#define LK__VAR(name, tgt, prec) LK__CAT4(name, tgt, prec, )
+
+#if defined(__GNUC__)
+#define LK__UNUSED __attribute__((unused))
+#else
+#define LK__UNUSED
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Kernel sets and families                                                  */
+
+/* The block kernels of one variant. inst is the loss's own instance. */
+typedef lk_status (*lk_block_fn)(const void *inst, const lk_plan *plan, const lk_block *blk,
+                                 lk_msg *msg);
+
+typedef struct lk_kset {
+    lk_block_fn forward;
+    lk_block_fn backward; /* NULL for a fused family */
+    uint32_t n_stats;     /* statistics per block; 0 leaves the plan's */
+    const char *name;     /* "avx2 f32" */
+} lk_kset;
+
+/* A family's variants: [instruction set][precision], NULL where not built.
+ * Instruction sets: 0 portable, 1 AVX2+FMA, 2 AVX-512; precision 0 f32,
+ * 1 f64. */
+typedef struct lk_kfamily {
+    const lk_kset *v[3][2];
+} lk_kfamily;
+
+/* ------------------------------------------------------------------------ */
+/* Block helpers shared by the drivers                                       */
+
+/* Positions per block: about a 64th of the call, in multiples of
+ * LK_BLOCK_POSITIONS from 16384 to 16 times that. A function of the shape
+ * only, as the ABI requires; large blocks keep each thread's memory stream
+ * long. */
+static inline int64_t lk_block_positions(int64_t n_positions)
+{
+    int64_t b = (n_positions / 64 + LK_BLOCK_POSITIONS - 1) / LK_BLOCK_POSITIONS;
+    b *= LK_BLOCK_POSITIONS;
+    return b < LK_BLOCK_POSITIONS ? LK_BLOCK_POSITIONS
+           : b > 16 * LK_BLOCK_POSITIONS ? 16 * LK_BLOCK_POSITIONS
+                                         : b;
+}
+
+/* Element i of a float tensor as a double. */
+static inline double lk__get(const void *p, int f32, int64_t i)
+{
+    return f32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+
+/* The message of the first target outside [0, 1] among t[i .. i + n). */
+static inline lk_status lk_first_bad_target(const void *t, int f32, int64_t i, int64_t n,
+                                            lk_msg *msg)
+{
+    for (int64_t j = i; j < i + n; j++) {
+        double v = lk__get(t, f32, j);
+        if (v < 0.0 || v > 1.0)
+            return lk_fail(msg, LK_ERR_INVALID, "target[%lld] = %g is outside [0, 1]",
+                           (long long)j, v);
+    }
+    return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
+}
+
+/* The first k lanes of a float tensor from element i, the others pad. In
+ * float lanes the tensor is float32; in double lanes it may be either. */
+LK_AI lk_v lk__ld(const void *p, int f32, int64_t i, int k, double pad)
+{
+#if defined(LK_LANES_F32)
+    (void)f32;
+    return lk_f_loadn((const float *)p + i, k, (float)pad);
+#else
+    return f32 ? lk_d_loadn_f32((const float *)p + i, k, pad) : lk_d_loadn((const double *)p + i, k, pad);
+#endif
+}
+
+LK_AI void lk__st(void *p, int f32, int64_t i, int k, lk_v v)
+{
+#if defined(LK_LANES_F32)
+    (void)f32;
+    lk_f_storen((float *)p + i, k, v);
+#else
+    if (f32)
+        lk_d_storen_f32((float *)p + i, k, v);
+    else
+        lk_d_storen((double *)p + i, k, v);
+#endif
+}
+
+/* Writes (or, with accumulate, adds) scale g at element i. */
+LK_AI void lk__put_grad(void *p, int f32, int64_t i, int k, lk_v g, lk_v scale, int accumulate)
+{
+    g = lk_mul(scale, g);
+    if (accumulate)
+        g = lk_add(lk__ld(p, f32, i, k, 0.0), g);
+    lk__st(p, f32, i, k, g);
+}
+
+/* The lanes tab[(i + j) mod n] of a table of n doubles, n >= 1: a per-index
+ * parameter along the last dimension (bce_with_logits' pos_weight). */
+LK_AI lk_v lk_load_cyclic(const double *tab, int64_t n, int64_t i)
+{
+    lk_s buf[LK_W];
+    int64_t c = i % n;
+    for (int j = 0; j < LK_W; j++) {
+        buf[j] = (lk_s)tab[c];
+        if (++c == n)
+            c = 0;
+    }
+    return lk_load(buf);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Elementwise losses: value and gradient per element, in one pass           */
+
+/* What an element function sees and fills, one vector of positions. */
+typedef struct lk_elem {
+    int64_t i; /* flat index of lane 0 */
+    lk_v x;    /* slot 0, the input */
+    lk_v t;    /* slot 1, the target */
+    lk_v loss; /* out: the per-element loss */
+    lk_v grad; /* out: d loss / d x (ignored in a statistics pass) */
+} lk_elem;
+
+/* Flags of the drivers. */
+#define LK_EW_WEIGHT      0x1u /* slot 2 is an optional weight multiplying loss and gradient */
+#define LK_EW_UNIT_TARGET 0x2u /* targets outside [0, 1] are refused (NaN passes) */
+
+typedef void (*lk_elem_fn)(const void *inst, lk_elem *e);
+
+typedef struct lk__ew_io {
+    const void *x, *t, *w;
+    void *out, *g;
+    int xf, tf, wf; /* each tensor is float32 */
+} lk__ew_io;
+
+/* What a loop writes; constants where the loop is specialised, so that a
+ * pass without a gradient does not compute one. */
+#define LK__W_GRAD   0x100u
+#define LK__W_OUT    0x200u
+#define LK__W_WEIGHT 0x400u
+
+LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, uint32_t flags, const lk__ew_io *io,
+                            int64_t i, int k, lk_v scale, int accumulate, lk_acc *sum, lk_msg *msg)
+{
+    lk_elem e;
+    e.i = i;
+    e.x = lk__ld(io->x, io->xf, i, k, 0.0);
+    e.t = lk__ld(io->t, io->tf, i, k, 0.0);
+    if ((flags & LK_EW_UNIT_TARGET) && lk_any(lk_outside01(e.t)))
+        return lk_first_bad_target(io->t, io->tf, i, k, msg);
+    fn(inst, &e);
+    if (flags & LK__W_WEIGHT) {
+        lk_v w = lk__ld(io->w, io->wf, i, k, 0.0);
+        e.loss = lk_mul0(w, e.loss);
+        e.grad = lk_mul0(w, e.grad);
+    }
+    lk_acc_add(sum, k == LK_W ? e.loss : lk_keep(lk_first(k), e.loss));
+    if (flags & LK__W_OUT)
+        lk__st(io->out, io->xf, i, k, e.loss);
+    if (flags & LK__W_GRAD)
+        lk__put_grad(io->g, io->xf, i, k, e.grad, scale, accumulate);
+    return LK_OK;
+}
+
+LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn, uint32_t flags,
+                            const lk__ew_io *io, lk_msg *msg)
+{
+    lk_v scale = lk_set(blk->grad_scale);
+    int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    lk_acc sum = lk_acc_zero();
+    lk_status st = LK_OK;
+    int64_t i = blk->begin;
+    for (; st == LK_OK && i + LK_W <= blk->end; i += LK_W)
+        st = lk__ew_step(inst, fn, flags, io, i, LK_W, scale, acc, &sum, msg);
+    if (st == LK_OK && i < blk->end)
+        st = lk__ew_step(inst, fn, flags, io, i, (int)(blk->end - i), scale, acc, &sum, msg);
+    if (st == LK_OK)
+        blk->stats[0] += lk_acc_sum(sum);
+    return st;
+}
+
+/* The fused driver: sums w * loss into stats[0], writes the per-element
+ * losses to blk->out and grad_scale * w * grad to blk->grads[0] when they
+ * are wanted. */
+LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_block *blk, lk_elem_fn fn,
+                                       uint32_t flags, lk_msg *msg)
+{
+    const lk_tensor *s = blk->slots;
+    int weighted = (flags & LK_EW_WEIGHT) && s[2].data;
+    lk__ew_io io = {
+        s[0].data, s[1].data, weighted ? s[2].data : NULL,
+        blk->out ? blk->out->data : NULL, blk->grads ? blk->grads[0].data : NULL,
+        s[0].dtype == LK_DTYPE_F32, s[1].dtype == LK_DTYPE_F32,
+        weighted && s[2].dtype == LK_DTYPE_F32,
+    };
+    uint32_t base = flags & (LK_EW_UNIT_TARGET);
+    if (!io.w && !io.out)
+        return io.g ? lk__ew_loop(inst, blk, fn, base | LK__W_GRAD, &io, msg)
+                    : lk__ew_loop(inst, blk, fn, base, &io, msg);
+    return lk__ew_loop(inst, blk, fn,
+                       base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
+                           (io.w ? LK__W_WEIGHT : 0u),
+                       &io, msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Two-pass losses: statistics per block, then the gradient                  */
+
+#define LK_STATS_MAX 8 /* statistics a two-pass family of this driver may sum */
+
+/* Fills s[0 .. K) with the vector's contributions to the statistics. */
+typedef void (*lk_stats_fn)(const void *inst, lk_elem *e, lk_v *s);
+/* Fills k[0 .. LK_STATS_MAX) with constants of the gradient, from the
+ * combined statistics; scalar, once per block. */
+typedef void (*lk_consts_fn)(const void *inst, const double *global, double *k);
+/* Sets e->grad from the constants k (as lanes). */
+typedef void (*lk_grad_fn)(const void *inst, const lk_v *k, lk_elem *e);
+
+/* The K running sums of a block, as named members rather than an array, so
+ * that they stay in registers once the unused ones are dropped. */
+typedef struct lk__accs {
+    lk_acc a0, a1, a2, a3, a4, a5, a6, a7;
+} lk__accs;
+
+#define LK__EACH_ACC(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+LK_AI lk_status lk__st_step(const void *inst, lk_stats_fn fn, int n_stats, uint32_t flags,
+                            const lk__ew_io *io, int64_t i, int k, lk__accs *acc, lk_msg *msg)
+{
+    lk_elem e;
+    lk_v s[LK_STATS_MAX];
+    e.i = i;
+    e.x = lk__ld(io->x, io->xf, i, k, 0.0);
+    e.t = lk__ld(io->t, io->tf, i, k, 0.0);
+    if ((flags & LK_EW_UNIT_TARGET) && lk_any(lk_outside01(e.t)))
+        return lk_first_bad_target(io->t, io->tf, i, k, msg);
+    fn(inst, &e, s);
+#define LK__ADD(j)                                                                                 \
+    if (n_stats > j)                                                                               \
+        lk_acc_add(&acc->a##j, k == LK_W ? s[j] : lk_keep(lk_first(k), s[j]));
+    LK__EACH_ACC(LK__ADD)
+#undef LK__ADD
+    return LK_OK;
+}
+
+LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats_fn fn,
+                                 int n_stats, uint32_t flags, lk_msg *msg)
+{
+    const lk_tensor *s = blk->slots;
+    lk__ew_io io = {s[0].data, s[1].data, NULL, NULL, NULL,
+                    s[0].dtype == LK_DTYPE_F32, s[1].dtype == LK_DTYPE_F32, 0};
+    lk__accs acc;
+#define LK__ZERO(j) acc.a##j = lk_acc_zero();
+    LK__EACH_ACC(LK__ZERO)
+#undef LK__ZERO
+    lk_status st = LK_OK;
+    int64_t i = blk->begin;
+    for (; st == LK_OK && i + LK_W <= blk->end; i += LK_W)
+        st = lk__st_step(inst, fn, n_stats, flags, &io, i, LK_W, &acc, msg);
+    if (st == LK_OK && i < blk->end)
+        st = lk__st_step(inst, fn, n_stats, flags, &io, i, (int)(blk->end - i), &acc, msg);
+#define LK__OUT(j)                                                                                 \
+    if (st == LK_OK && n_stats > j)                                                                \
+        blk->stats[j] += lk_acc_sum(acc.a##j);
+    LK__EACH_ACC(LK__OUT)
+#undef LK__OUT
+    return st;
+}
+
+LK_AI void lk__gr_step(const void *inst, lk_grad_fn fn, const lk_v *kv, const lk__ew_io *io,
+                       int64_t i, int k, lk_v scale, int accumulate)
+{
+    lk_elem e;
+    e.i = i;
+    e.x = lk__ld(io->x, io->xf, i, k, 0.0);
+    e.t = lk__ld(io->t, io->tf, i, k, 0.0);
+    fn(inst, kv, &e);
+    lk__put_grad(io->g, io->xf, i, k, e.grad, scale, accumulate);
+}
+
+LK_AI lk_status lk_stats_backward(const void *inst, const lk_block *blk, lk_consts_fn consts,
+                                  lk_grad_fn fn, lk_msg *msg)
+{
+    if (!blk->grads || !blk->grads[0].data)
+        return LK_OK;
+    if (!blk->global)
+        return lk_fail(msg, LK_ERR_INTERNAL, "backward called without global statistics");
+    const lk_tensor *s = blk->slots;
+    lk__ew_io io = {s[0].data, s[1].data, NULL, NULL, blk->grads[0].data,
+                    s[0].dtype == LK_DTYPE_F32, s[1].dtype == LK_DTYPE_F32, 0};
+    double k[LK_STATS_MAX] = {0};
+    lk_v kv[LK_STATS_MAX];
+    consts(inst, blk->global, k);
+    for (int j = 0; j < LK_STATS_MAX; j++)
+        kv[j] = lk_set(k[j]);
+    lk_v scale = lk_set(blk->grad_scale);
+    int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    int64_t i = blk->begin;
+    for (; i + LK_W <= blk->end; i += LK_W)
+        lk__gr_step(inst, fn, kv, &io, i, LK_W, scale, acc);
+    if (i < blk->end)
+        lk__gr_step(inst, fn, kv, &io, i, (int)(blk->end - i), scale, acc);
+    return LK_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Families: the variant kernel sets of this compile                         */
+
+/* Declares the variants the primary compile links to. */
+#if defined(LK_BUILD_F32)
+#define LK__DECL_F32(name, tgt) extern const lk_kset LK__VAR(name, tgt, f32);
+#define LK__REF_F32(name, tgt)  &LK__VAR(name, tgt, f32)
+#else
+#define LK__DECL_F32(name, tgt)
+#define LK__REF_F32(name, tgt) NULL
+#endif
+#if defined(LK_BUILD_AVX2)
+#define LK__DECL_AVX2(name)                                                                        \
+    LK__DECL_F32(name, avx2) extern const lk_kset LK__VAR(name, avx2, f64);
+#define LK__REF_AVX2(name) {LK__REF_F32(name, avx2), &LK__VAR(name, avx2, f64)}
+#else
+#define LK__DECL_AVX2(name)
+#define LK__REF_AVX2(name) {NULL, NULL}
+#endif
+#if defined(LK_BUILD_AVX512)
+#define LK__DECL_AVX512(name)                                                                      \
+    LK__DECL_F32(name, avx512) extern const lk_kset LK__VAR(name, avx512, f64);
+#define LK__REF_AVX512(name) {LK__REF_F32(name, avx512), &LK__VAR(name, avx512, f64)}
+#else
+#define LK__DECL_AVX512(name)
+#define LK__REF_AVX512(name) {NULL, NULL}
+#endif
+
+#define LK__KSET(name, fwd, bwd, nstats)                                                           \
+    extern const lk_kset LK_VARIANT(name);                                                         \
+    const lk_kset LK_VARIANT(name) = {fwd, bwd, nstats, LK_TARGET_NAME " " LK_PRECISION_NAME};
+
+#if defined(LK_PRIMARY)
+#define LK__FAMILY(name)                                                                           \
+    LK__DECL_F32(name, portable)                                                                   \
+    LK__DECL_AVX2(name)                                                                            \
+    LK__DECL_AVX512(name)                                                                          \
+    static const lk_kfamily name##__family = {{                                                   \
+        {LK__REF_F32(name, portable), &LK__VAR(name, portable, f64)},                              \
+        LK__REF_AVX2(name),                                                                        \
+        LK__REF_AVX512(name),                                                                      \
+    }};
+#else
+#define LK__FAMILY(name)
+#endif
+
+/* An elementwise family: elem is void elem(const T *inst, lk_elem *e). */
+#define LK_KERNELS_ELEMENTWISE(name, T, elem, flags)                                               \
+    LK_AI void name##__elem(const void *p, lk_elem *e)                                             \
+    {                                                                                              \
+        elem((const T *)p, e);                                                                     \
+    }                                                                                              \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        (void)plan;                                                                                \
+        const T local = *(const T *)inst; /* escapes nowhere: no reloads after stores */          \
+        return lk_elementwise_forward(&local, blk, name##__elem, (flags), msg);                    \
+    }                                                                                              \
+    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
+    LK__FAMILY(name)
+
+/* A two-pass family of n_stats statistics:
+ *   void stats(const T *inst, lk_elem *e, lk_v *s)
+ *   void consts(const void *inst, const double *global, double *k)   (scalar)
+ *   void grad(const T *inst, const lk_v *k, lk_elem *e) */
+#define LK_KERNELS_STATS(name, T, n_stats, stats, consts, grad, flags)                            \
+    LK_AI void name##__stats(const void *p, lk_elem *e, lk_v *s)                                   \
+    {                                                                                              \
+        stats((const T *)p, e, s);                                                                 \
+    }                                                                                              \
+    LK_AI void name##__grad(const void *p, const lk_v *k, lk_elem *e)                              \
+    {                                                                                              \
+        grad((const T *)p, k, e);                                                                  \
+    }                                                                                              \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        (void)plan;                                                                                \
+        const T local = *(const T *)inst;                                                          \
+        return lk_stats_forward(&local, blk, name##__stats, (n_stats), (flags), msg);              \
+    }                                                                                              \
+    static lk_status name##__bwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        (void)plan;                                                                                \
+        const T local = *(const T *)inst;                                                          \
+        return lk_stats_backward(&local, blk, consts, name##__grad, msg);                          \
+    }                                                                                              \
+    LK__KSET(name, name##__fwd, name##__bwd, (n_stats))                                            \
+    LK__FAMILY(name)
+
+/* ------------------------------------------------------------------------ */
+/* The descriptor (primary compile only)                                     */
+
+/* The layer's hooks of a loss (LK_HOOKS(.init = ..., ...)); every member may
+ * be NULL. */
+typedef struct lk_loss_hooks {
+    /* Fills the instance (zeroed, sizeof the loss's type) from the
+     * validated parameters, in declaration order; may refuse a
+     * combination with LK_ERR_INVALID and a message. */
+    lk_status (*init)(void *inst, const lk_param_value *params, lk_msg *msg);
+    /* Frees what init allocated inside the instance. */
+    void (*fini)(void *inst);
+    /* Runs after the default plan (blocks by lk_block_positions, C-order
+     * tensors, the family's statistics). */
+    lk_status (*plan)(const void *inst, const lk_tensor *slots, int32_t reduction, lk_plan *plan,
+                      lk_msg *msg);
+    /* The ABI's finalize, on the loss's instance (two-pass losses). */
+    lk_status (*finalize)(const void *inst, const lk_plan *plan, const double *stats,
+                          int32_t reduction, double *value, lk_msg *msg);
+    /* With several families: which one an instance runs (an index into
+     * them). NULL: the first. */
+    int (*pick)(const void *inst);
+} lk_loss_hooks;
+
+/* Parenthesised so that it passes through other macros as one argument. */
+#define LK_HOOKS(...) (__VA_ARGS__)
+#define LK__STRIP(...) __VA_ARGS__
+
+/* The instance the host holds: the kernels chosen at create(), then the
+ * loss's own instance. */
+typedef struct lk__inst {
+    const lk_kset *k32, *k64;
+    void (*fini)(void *inst);
+    void *user; /* the loss's instance, 64-byte aligned inside the same block */
+} lk__inst;
+
+/* Which instruction sets LOSSKIT_SIMD and the CPU allow: 0 portable, 1 AVX2,
+ * 2 AVX-512. */
+static inline int lk__isa_allowed(void)
+{
+    int limit = lk_simd_limit(), isa = 0;
+    if (limit == LK_SIMD_PORTABLE)
+        return 0;
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        isa = 1;
+    if (isa == 1 && limit == LK_SIMD_BEST && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        isa = 2;
+#endif
+    return isa;
+}
+
+/* The widest built variant the CPU and LOSSKIT_SIMD allow, per precision;
+ * float32 data falls back to double lanes where no float variant is built. */
+static inline void lk__pick(const lk_kfamily *f, lk__inst *in)
+{
+    int isa = lk__isa_allowed();
+    while (isa > 0 && !f->v[isa][1])
+        isa--;
+    in->k64 = f->v[isa][1];
+    in->k32 = f->v[isa][0] ? f->v[isa][0] : in->k64;
+}
+
+static inline lk_status lk__create(const lk_loss_hooks *spec, const lk_kfamily *const *families,
+                                   size_t size, const lk_create_args *args, void **instance,
+                                   lk_msg *msg)
+{
+    lk__inst *in = (lk__inst *)calloc(1, 64 + size);
+    if (!in)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
+    in->user = (char *)in + 64;
+    if (spec->init) {
+        lk_status st = spec->init(in->user, args->params, msg);
+        if (st != LK_OK) {
+            free(in);
+            return st;
+        }
+    }
+    in->fini = spec->fini;
+    lk__pick(families[spec->pick ? spec->pick(in->user) : 0], in);
+    const lk_host *h = args->host;
+    if (h && h->log) {
+        char line[160];
+        snprintf(line, sizeof line, "%s: %s and %s kernels", args->desc ? args->desc->id : "?",
+                 in->k32->name, in->k64->name);
+        h->log(h->ctx, LK_LOG_DEBUG, line);
+    }
+    *instance = in;
+    return LK_OK;
+}
+
+static inline void lk__destroy(void *instance)
+{
+    lk__inst *in = (lk__inst *)instance;
+    if (in && in->fini)
+        in->fini(in->user);
+    free(in);
+}
+
+static inline int lk__c_order(const lk_tensor *t)
+{
+    if (!t->strides || !t->shape)
+        return 1;
+    int64_t expect = 1;
+    for (int32_t d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] == 0)
+            return 1;
+        if (t->shape[d] != 1 && t->strides[d] != expect)
+            return 0;
+        expect *= t->shape[d];
+    }
+    return 1;
+}
+
+/* The kernels of a call: float lanes when every floating tensor is
+ * float32. */
+static inline const lk_kset *lk__kset(const lk__inst *in, const lk_tensor *slots, int32_t n)
+{
+    for (int32_t s = 0; s < n; s++)
+        if (slots[s].data && slots[s].dtype == LK_DTYPE_F64)
+            return in->k64;
+    return in->k32;
+}
+
+static inline int32_t lk__n_slots(const lk_loss_desc *d)
+{
+    int32_t n = 0;
+    while (d->slots[n])
+        n++;
+    return n;
+}
+
+static inline lk_status lk__plan(const lk_loss_hooks *spec, const lk_loss_desc *d,
+                                 const void *instance, const lk_tensor *slots, int32_t reduction,
+                                 lk_plan *plan, lk_msg *msg)
+{
+    const lk__inst *in = (const lk__inst *)instance;
+    int32_t n = lk__n_slots(d);
+    for (int32_t s = 0; s < n; s++)
+        if (slots[s].data && !lk__c_order(&slots[s]))
+            return lk_fail(msg, LK_ERR_UNSUPPORTED, "slot %s is strided; this loss needs C-order tensors",
+                           d->slots[s]->name);
+    plan->block_positions = lk_block_positions(plan->n_positions);
+    if (in->k64->n_stats)
+        plan->n_stats = in->k64->n_stats;
+    return spec->plan ? spec->plan(in->user, slots, reduction, plan, msg) : LK_OK;
+}
+
+/* Standard slots, for the primary compile's descriptors. */
+#define LK__SLOT(var, nm, dc, fl, shp)                                                             \
+    static const lk_slot_desc var LK__UNUSED = {                                                   \
+        nm, dc, LK_DTYPES_FLOAT, fl, shp};
+LK__SLOT(lk_slot_logits, "input", "logits, any shape", LK_SLOT_DIFFERENTIABLE, LK_SHAPE_ANY)
+LK__SLOT(lk_slot_prediction, "input", "predictions, any shape", LK_SLOT_DIFFERENTIABLE,
+         LK_SHAPE_ANY)
+LK__SLOT(lk_slot_target01, "target", "targets in [0, 1], shaped like input", 0,
+         LK_SHAPE_LIKE_INPUT)
+LK__SLOT(lk_slot_target, "target", "targets of any value, shaped like input", 0,
+         LK_SHAPE_LIKE_INPUT)
+LK__SLOT(lk_slot_weight, "weight", "optional per-element weight, shaped like input",
+         LK_SLOT_OPTIONAL, LK_SHAPE_LIKE_INPUT)
+static const lk_slot_desc *const lk_slots_weighted[] LK__UNUSED = {
+    &lk_slot_prediction, &lk_slot_target, &lk_slot_weight, NULL};
+static const lk_slot_desc *const lk_slots_pair[] LK__UNUSED = {&lk_slot_prediction,
+                                                               &lk_slot_target, NULL};
+
+#define LK_REDUCTIONS_ELEMENTWISE                                                                  \
+    (LK_REDUCTION_BIT(LK_REDUCTION_NONE) | LK_REDUCTION_BIT(LK_REDUCTION_MEAN) |                   \
+     LK_REDUCTION_BIT(LK_REDUCTION_SUM))
+
+#if defined(__clang__)
+#define LK__OVERRIDE_INIT_OFF                                                                      \
+    _Pragma("clang diagnostic push") _Pragma("clang diagnostic ignored \"-Winitializer-overrides\"")
+#define LK__OVERRIDE_INIT_ON _Pragma("clang diagnostic pop")
+#elif defined(__GNUC__)
+#define LK__OVERRIDE_INIT_OFF                                                                      \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Woverride-init\"")
+#define LK__OVERRIDE_INIT_ON _Pragma("GCC diagnostic pop")
+#else
+#define LK__OVERRIDE_INIT_OFF
+#define LK__OVERRIDE_INIT_ON
+#endif
+
+/* Defines `const lk_loss_desc id_desc` for instance type T over the
+ * families fams (LK_FAMILIES(&a__family, ...)). The trailing arguments are
+ * lk_loss_desc members (.summary required; .version, .params, .slots,
+ * .reductions, .default_reduction override the defaults given here). */
+#if defined(LK_PRIMARY)
+#define LK_LOSS_DESC(lid, T, loss_flags, finalize_fn, backward_fn, fams, dslots, dreds, hooks, ...) \
+    static const lk_loss_hooks lid##__hooks = {LK__STRIP hooks};                                                \
+    static const lk_kfamily *const lid##__families[] = fams;                                        \
+    extern const lk_loss_desc lid##_desc;                                                           \
+    static lk_status lid##__create(const lk_create_args *a, void **inst, lk_msg *m)                 \
+    {                                                                                              \
+        return lk__create(&lid##__hooks, lid##__families, sizeof(T), a, inst, m);                    \
+    }                                                                                              \
+    static lk_status lid##__plan(const void *inst, const lk_tensor *slots, int32_t reduction,      \
+                                lk_plan *plan, lk_msg *m)                                          \
+    {                                                                                              \
+        return lk__plan(&lid##__hooks, &lid##_desc, inst, slots, reduction, plan, m);                \
+    }                                                                                              \
+    static lk_status lid##__forward(const void *inst, const lk_plan *plan, const lk_block *blk,    \
+                                   lk_msg *m)                                                      \
+    {                                                                                              \
+        const lk__inst *in = (const lk__inst *)inst;                                               \
+        return lk__kset(in, blk->slots, lk__n_slots(&lid##_desc))->forward(in->user, plan, blk, m); \
+    }                                                                                              \
+    LK__UNUSED static lk_status lid##__backward(const void *inst, const lk_plan *plan,              \
+                                               const lk_block *blk, lk_msg *m)                     \
+    {                                                                                              \
+        const lk__inst *in = (const lk__inst *)inst;                                               \
+        return lk__kset(in, blk->slots, lk__n_slots(&lid##_desc))                                   \
+            ->backward(in->user, plan, blk, m);                                                    \
+    }                                                                                              \
+    LK__UNUSED static lk_status lid##__finalize(const void *inst, const lk_plan *plan,              \
+                                               const double *stats, int32_t reduction,             \
+                                               double *value, lk_msg *m)                           \
+    {                                                                                              \
+        if (!lid##__hooks.finalize)                                                                 \
+            return lk_fail(m, LK_ERR_INTERNAL, "no finalize");                                     \
+        return lid##__hooks.finalize(((const lk__inst *)inst)->user, plan, stats, reduction, value, \
+                                    m);                                                            \
+    }                                                                                              \
+    LK__OVERRIDE_INIT_OFF                                                                          \
+    const lk_loss_desc lid##_desc = {                                                               \
+        .id = #lid,                                                                                 \
+        .version = "1.0.0",                                                                        \
+        .slots = dslots,                                                                           \
+        .reductions = dreds,                                                                       \
+        .default_reduction = LK_REDUCTION_MEAN,                                                    \
+        .flags = (loss_flags),                                                                     \
+        .create = lid##__create,                                                                    \
+        .destroy = lk__destroy,                                                                    \
+        .plan = lid##__plan,                                                                        \
+        .forward = lid##__forward,                                                                  \
+        .finalize = finalize_fn,                                                                   \
+        .backward = backward_fn,                                                                   \
+        __VA_ARGS__};                                                                              \
+    LK__OVERRIDE_INIT_ON
+#else
+/* The other compiles see the same names, so that nothing the primary
+ * compile uses is an unused static here; the compiler drops them. */
+#define LK_LOSS_DESC(lid, T, loss_flags, finalize_fn, backward_fn, fams, dslots, dreds, hooks, ...) \
+    static const lk_loss_hooks lid##__hooks LK__UNUSED = {LK__STRIP hooks};                                    \
+    static const lk_loss_desc lid##__desc LK__UNUSED = {__VA_ARGS__};
+#endif
+
+#define LK_FAMILIES(...) {__VA_ARGS__}
+
+/* One line for an elementwise loss: its kernels and its descriptor. The
+ * default slots are input, target and (with LK_EW_WEIGHT) weight; the
+ * default reductions none, mean and sum. */
+#define LK_ELEMENTWISE_LOSS(lid, T, elem, flags, hooks, ...)                                        \
+    LK_KERNELS_ELEMENTWISE(lid, T, elem, flags)                                                     \
+    LK_LOSS_DESC(lid, T, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&lid##__family),                     \
+                 ((flags) & LK_EW_WEIGHT) ? lk_slots_weighted : lk_slots_pair,                     \
+                 LK_REDUCTIONS_ELEMENTWISE, hooks, __VA_ARGS__)
+
+/* One line for a two-pass loss on (input, target) of n_stats statistics,
+ * reduction mean: its kernels and its descriptor (hooks.finalize
+ * required). */
+#define LK_STATS_LOSS(lid, T, n_stats, stats, consts, grad, flags, hooks, ...)                      \
+    LK_KERNELS_STATS(lid, T, n_stats, stats, consts, grad, flags)                                   \
+    LK_LOSS_DESC(lid, T, 0, lid##__finalize, lid##__backward, LK_FAMILIES(&lid##__family),             \
+                 lk_slots_pair, LK_REDUCTION_BIT(LK_REDUCTION_MEAN), hooks, __VA_ARGS__)
+
+/* The plugin's entry point, in the primary compile only. */
+#if defined(LK_PRIMARY)
+#define LK_PLUGIN(name, version, summary, ...)                                                     \
+    static const lk_loss_desc *const lk__plugin_losses[] = {__VA_ARGS__, NULL};                    \
+    static const lk_plugin lk__plugin = {LK_ABI_MAJOR, LK_ABI_MINOR, name, version, summary,       \
+                                         lk__plugin_losses};                                       \
+    LK_PLUGIN_ENTRY(lk__plugin)
+#else
+#define LK_PLUGIN(name, version, summary, ...)
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOSSKIT_LOSS_H */
