@@ -183,6 +183,8 @@ LK_AI lk_dv lk_d_exp(lk_dv a) { return _ZGVeN8v_exp(a); }
 LK_AI lk_dv lk_d_log(lk_dv a) { return _ZGVeN8v_log(a); }
 LK_AI lk_dv lk_d_log1p(lk_dv a) { return _ZGVeN8v_log1p(a); }
 LK_AI lk_dv lk_d_pow(lk_dv a, lk_dv b) { return _ZGVeN8vv_pow(a, b); }
+LK_AI lk_dv lk_d_round(lk_dv a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+LK_AI lk_dv lk_d_ldexp(lk_dv a, lk_dv n) { return _mm512_scalef_pd(a, n); }
 /* a 2^n for integral n (float lanes), exact through the subnormal range */
 LK_AI lk_fv lk_f_ldexp(lk_fv a, lk_fv n) { return _mm512_scalef_ps(a, n); }
 /* 1 / a for a positive normal a: the 14-bit estimate and one Newton step
@@ -325,6 +327,17 @@ LK_AI lk_fv lk_f_ldexp(lk_fv a, lk_fv n)
     return _mm256_mul_ps(_mm256_mul_ps(a, s1), s2);
 }
 LK_AI lk_fv lk_f_recip_fast(lk_fv a) { return _mm256_div_ps(_mm256_set1_ps(1.0f), a); }
+LK_AI lk_dv lk_d_round(lk_dv a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* a 2^n, n integral in [-2046, 0] here: two normal factors */
+LK_AI lk_dv lk_d_ldexp(lk_dv a, lk_dv n)
+{
+    __m128i k = _mm256_cvtpd_epi32(n), k1 = _mm_srai_epi32(k, 1), k2 = _mm_sub_epi32(k, k1);
+    __m256i b = _mm256_set1_epi64x(1023);
+    __m256d s1 = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(k1), b), 52));
+    __m256d s2 = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(k2), b), 52));
+    return _mm256_mul_pd(_mm256_mul_pd(a, s1), s2);
+}
+
 
 #else /* portable: one lane, plain C */
 
@@ -470,9 +483,38 @@ LK_AI lk_fv lk_f_log_1to2(lk_fv u)
 #endif
 }
 
+/* k!, exact in double for k <= 18; folded to a constant when inlined. */
+LK_AI double lk__fact(int k)
+{
+    double f = 1.0;
+    for (int j = 2; j <= k; j++)
+        f *= j;
+    return f;
+}
+
 LK_AI lk_dv lk_d_exp_neg(lk_dv a)
 {
+#if defined(LK_TARGET_PORTABLE) || defined(LK_MVEC_EXP)
     return lk_d_exp(a);
+#else
+    /* Cody-Waite with fdlibm's split of log 2, and the Taylor series to
+     * r^13 on |r| <= log(2) / 2 (truncation below 1e-17 relative), summed
+     * by Estrin's scheme for a short dependency chain. Below -746 the
+     * result is 0; max() passes NaN through. */
+    lk_dv x = lk_d_max(lk_d_set(-746.0), a);
+    lk_dv n = lk_d_round(lk_d_mul(x, lk_d_set(1.4426950408889634)));
+    lk_dv r = lk_d_fma(n, lk_d_set(-6.93147180369123816490e-01), x);
+    r = lk_d_fma(n, lk_d_set(-1.90821492927058770002e-10), r);
+    lk_dv r2 = lk_d_mul(r, r), r4 = lk_d_mul(r2, r2), r8 = lk_d_mul(r4, r4);
+#define LK__PAIR(k) lk_d_fma(lk_d_set(1.0 / lk__fact(k + 1)), r, lk_d_set(1.0 / lk__fact(k)))
+    lk_dv s0 = lk_d_fma(LK__PAIR(2), r2, LK__PAIR(0));
+    lk_dv s1 = lk_d_fma(LK__PAIR(6), r2, LK__PAIR(4));
+    lk_dv s2 = lk_d_fma(LK__PAIR(10), r2, LK__PAIR(8));
+#undef LK__PAIR
+    lk_dv s3 = lk_d_fma(lk_d_set(1.0 / 6227020800.0), r, lk_d_set(1.0 / 479001600.0));
+    lk_dv p = lk_d_fma(lk_d_fma(s3, r4, s2), r8, lk_d_fma(s1, r4, s0));
+    return lk_d_ldexp(p, n);
+#endif
 }
 
 LK_AI lk_dv lk_d_log_1to2(lk_dv u)
