@@ -18,15 +18,17 @@
  * order fixed by the lane width alone.
  *
  * Vector math: lk_exp, lk_log, lk_log1p, lk_pow are glibc's libmvec on the
- * SIMD variants (at most 4 ulp) and libm on the portable one. Two
- * restricted-range forms are the layer's own because the losses call them
- * on every element and a known range makes them several times cheaper than
- * a general routine: lk_exp_neg (arguments <= 0, as exp(-|x|) of a logit
- * or x - max of a softmax) and lk_log_1to2 (arguments in [1, 2], as
- * 1 + exp(-|x|)). In float lanes they are polynomials of about 1 ulp
- * (Cody-Waite reduction with the Cephes expf and logf coefficients); in
- * double lanes they are libmvec's exp and log; in the portable variant
- * libm's.
+ * SIMD variants (at most 4 ulp) and libm on the portable one. The
+ * restricted-range forms are the layer's own, inline, because the losses
+ * call them on every element and a known range makes them several times
+ * cheaper than a general routine (and a library call spills every vector
+ * register): lk_exp_neg (arguments <= 0, as exp(-|x|) of a logit or x - max
+ * of a softmax), lk_log1p_unit (arguments in [0, 1]) and lk_log_1to2
+ * (arguments in [1, 2]). Float lanes: about 1 to 3 float ulps (Cody-Waite
+ * with the Cephes expf coefficients; 2 atanh(e / (2 + e)) with a fitted
+ * polynomial; the Cephes logf polynomial). Double lanes: Cody-Waite with a
+ * Taylor series to r^13, and fdlibm's log reduction and polynomial, below
+ * 1 ulp. Portable: libm.
  *
  * The careful helpers (lk_sigm and friends) are the forms every logistic
  * loss needs without overflow, cancellation or 0 * inf: one exp, one
@@ -517,9 +519,28 @@ LK_AI lk_dv lk_d_exp_neg(lk_dv a)
 #endif
 }
 
+/* log(u) for u in [1, 2] (NaN stays NaN): fdlibm's reduction and its
+ * degree-7 minimax polynomial in s^2, s = f / (2 + f), f = m - 1 with m = u
+ * or u / 2 in [0.707, 1.414] (both exact); below 1 ulp. */
 LK_AI lk_dv lk_d_log_1to2(lk_dv u)
 {
-    return lk_d_log(u);
+#if defined(LK_TARGET_PORTABLE)
+    return log(u);
+#else
+    lk_dm big = lk_d_gt(u, lk_d_set(1.4142135623730951));
+    lk_dv k = lk_d_keep(big, lk_d_set(1.0));
+    lk_dv f = lk_d_sub(lk_d_select(big, lk_d_mul(u, lk_d_set(0.5)), u), lk_d_set(1.0));
+    lk_dv s = lk_d_div(f, lk_d_add(f, lk_d_set(2.0)));
+    lk_dv z = lk_d_mul(s, s), w = lk_d_mul(z, z);
+    lk_dv t1 = lk_d_fma(w, lk_d_set(1.531383769920937332e-01), lk_d_set(2.222219843214978396e-01));
+    t1 = lk_d_mul(w, lk_d_fma(w, t1, lk_d_set(3.999999999940941908e-01)));
+    lk_dv t2 = lk_d_fma(w, lk_d_set(1.479819860511658591e-01), lk_d_set(1.818357216161805012e-01));
+    t2 = lk_d_fma(w, t2, lk_d_set(2.857142874366239149e-01));
+    t2 = lk_d_mul(z, lk_d_fma(w, t2, lk_d_set(6.666666666666735130e-01)));
+    lk_dv hfsq = lk_d_mul(lk_d_set(0.5), lk_d_mul(f, f));
+    lk_dv tail = lk_d_fma(s, lk_d_add(hfsq, lk_d_add(t1, t2)), lk_d_mul(k, lk_d_set(1.90821492927058770002e-10)));
+    return lk_d_fma(k, lk_d_set(6.93147180369123816490e-01), lk_d_sub(f, lk_d_sub(hfsq, tail)));
+#endif
 }
 
 LK_AI lk_dv lk_d_recip_fast(lk_dv a)
@@ -687,7 +708,8 @@ LK_AI lk_v lk_sigm_dp(const lk_sigm *p)
  * 3 fitted to atanh(s) / s on that range (relative error 5e-9 before
  * rounding, about 3 float ulps after); small terms are kept whole, since
  * log1p(e) = 2 s (1 + ...) never forms 1 + e. Double lanes: log(u) of the
- * rounded u = 1 + e plus what the rounding dropped, (e - (u - 1)) / u. */
+ * rounded u = 1 + e (lk_d_log_1to2) plus what the rounding dropped,
+ * (e - (u - 1)) / u. */
 LK_AI lk_fv lk_f_log1p_unit(lk_fv e)
 {
 #if defined(LK_TARGET_PORTABLE)
@@ -710,7 +732,7 @@ LK_AI lk_dv lk_d_log1p_unit(lk_dv e)
 #else
     lk_dv u = lk_d_add(lk_d_set(1.0), e);
     lk_dv lost = lk_d_sub(e, lk_d_sub(u, lk_d_set(1.0)));
-    return lk_d_add(lk_d_log(u), lk_d_div(lost, u));
+    return lk_d_add(lk_d_log_1to2(u), lk_d_div(lost, u));
 #endif
 }
 
@@ -724,7 +746,7 @@ LK_AI lk_v lk_sigm_log1p(const lk_sigm *p)
 #else
     lk_dv u = lk_d_add(lk_d_set(1.0), p->e);
     lk_dv lost = lk_d_sub(p->e, lk_d_sub(u, lk_d_set(1.0)));
-    return lk_d_fma(lost, p->r, lk_d_log(u));
+    return lk_d_fma(lost, p->r, lk_d_log_1to2(u));
 #endif
 }
 
