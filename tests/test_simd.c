@@ -535,6 +535,80 @@ Test(simd, threads_bitwise, .timeout = 300)
     free(my.data);
 }
 
+/* The gradient of x under loss, written into g (n elements of x's dtype,
+ * which the caller places); the value in *value. */
+static lk_status eval_into(const lk_loss *loss, const tens *x, const tens *t, void *g,
+                           double *value)
+{
+    lk_named_tensor in[2] = {{.name = "input", .tensor = view(x)},
+                             {.name = "target", .tensor = view(t)}};
+    lk_tensor gv = view(x);
+    gv.data = g;
+    lk_named_tensor gn = {.name = "input", .tensor = gv};
+    lk_eval_args a;
+    lk_eval_args_init(&a);
+    a.tensors = in;
+    a.n_tensors = 2;
+    a.grads = &gn;
+    a.n_grads = 1;
+    return lk_loss_eval(loss, &a, value);
+}
+
+/* Gradients of 16 MiB and more are written with streaming stores when the
+ * buffer is aligned to the vectors (loss.h, LK_STREAM_BYTES): the same bits
+ * as through ordinary stores into a buffer that is not (one element off),
+ * in float and double lanes, for a fused loss and a two-pass one; and
+ * portable-close, so the streamed values are the right ones. */
+Test(simd, streaming_stores_write_the_same_gradient, .timeout = 300)
+{
+    static const char *const configs[] = {"{\"loss\": \"mse\"}", "{\"loss\": \"bce_with_logits\"}",
+                                          "{\"loss\": \"focal\"}", "{\"loss\": \"dice\"}"};
+    lk_runtime *rt = open_runtime(2);
+    for (int dt = 0; dt < 2; dt++) {
+        int32_t dtype = dt ? LK_DTYPE_F64 : LK_DTYPE_F32;
+        size_t es = dsize(dtype);
+        int64_t shape[1] = {(int64_t)((16u << 20) / es) + 4099};
+        tens x = tens_new(dtype, 1, shape), t = tens_new(dtype, 1, shape);
+        rng_state = 404 + (uint64_t)dt;
+        fill_logits(&x, X_PLAIN);
+        fill_targets(&t, T_MIXED);
+        size_t bytes = ((size_t)x.n + 64) * es;
+        unsigned char *aligned = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        unsigned char *shifted = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        cr_assert(aligned && shifted);
+        for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
+            lk_loss *ls = make_loss_on(rt, configs[c], SIMD);
+            lk_loss *lp = make_loss_on(rt, configs[c], PORTABLE);
+            double va = 0.0, vs = 0.0;
+            cr_assert_eq(eval_into(ls, &x, &t, aligned, &va), LK_OK, "%s", configs[c]);
+            cr_assert_eq(eval_into(ls, &x, &t, shifted + es, &vs), LK_OK, "%s", configs[c]);
+            cr_expect(va == vs && memcmp(aligned, shifted + es, (size_t)x.n * es) == 0,
+                      "%s (%s): the gradient differs between an aligned buffer and one that is "
+                      "not",
+                      configs[c], dt ? "float64" : "float32");
+            result p = eval(lp, &x, &t, NULL, 0), a = p;
+            a.value = va;
+            a.grad = malloc((size_t)x.n * sizeof(double));
+            cr_assert_not_null(a.grad);
+            for (int64_t i = 0; i < x.n; i++)
+                a.grad[i] = get(aligned, dtype, i);
+            char label[96];
+            snprintf(label, sizeof label, "%s (%s, streamed)", configs[c],
+                     dt ? "float64" : "float32");
+            expect_same(label, &a, &p, dtype, dt ? VALUE_F64 : VALUE_F32);
+            result_free(&a);
+            result_free(&p);
+            lk_loss_free(ls);
+            lk_loss_free(lp);
+        }
+        free(aligned);
+        free(shifted);
+        free(x.data);
+        free(t.data);
+    }
+    lk_runtime_close(rt);
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 static int cpu_has_avx2_fma(void)
 {

@@ -142,15 +142,21 @@ static size_check shape_size(int32_t ndim, const int64_t *shape, size_t elemsize
     return SIZE_OK;
 }
 
-/* Allocates a's zeroed storage once the shape has been checked. An empty
- * array still gets one byte: in an lk_tensor, data == NULL means "absent
- * optional slot", which an empty array is not. */
+/* Allocates a's zeroed storage once the shape has been checked, aligned to
+ * 64 bytes (a cache line: the kernels' vectors then never straddle one, and
+ * large gradients can be written with streaming stores). An empty array
+ * still gets one line: in an lk_tensor, data == NULL means "absent optional
+ * slot", which an empty array is not. */
 static int array_fill(lk_array *a, int32_t dtype, int32_t ndim, const int64_t *shape,
                       size_t nbytes)
 {
-    void *data = calloc(nbytes ? nbytes : 1, 1);
+    if (nbytes > SIZE_MAX - 64)
+        return -1;
+    size_t cap = (nbytes + 63) / 64 * 64;
+    void *data = aligned_alloc(64, cap ? cap : 64);
     if (!data)
         return -1;
+    memset(data, 0, cap ? cap : 64);
     a->data = data;
     a->dtype = dtype;
     a->ndim = ndim;

@@ -34,16 +34,16 @@ static lk_status focal_init(void *inst, const lk_param_value *p, lk_msg *msg)
     return LK_OK;
 }
 
-/* A binary target, with z = x (2t - 1): 1 - p_t = sigmoid(-z), ce =
- * softplus(-z), and the modulation is sigmoid(-z)^gamma for gamma 0, 1, 2
- * and exp(-gamma softplus(z)) otherwise (log space, stable for gamma < 1);
+/* A binary target (one lanes where t == 1), with z = x (2t - 1): 1 - p_t =
+ * sigmoid(-z), ce = softplus(-z), and the modulation is sigmoid(-z)^gamma
+ * for gamma 0, 1, 2 and exp(-gamma softplus(z)) otherwise (log space,
+ * stable for gamma < 1);
  *   d loss / dx = -(2t - 1) alpha_t m [sigmoid(-z) + gamma sigmoid(z) ce].
  * |z| = |x|, so the primitives of x serve z. */
-LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_v t, lk_v at, lk_v *l,
+LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one, lk_v at, lk_v *l,
                         lk_v *g)
 {
-    lk_v sgn = lk_select(lk_eq(t, lk_set(1.0)), lk_set(1.0), lk_set(-1.0));
-    lk_v z = lk_mul(sgn, x);
+    lk_v z = lk_select(one, x, lk_neg(x));
     lk_m zpos = lk_ge(z, lk_zero());
     lk_v er = lk_mul(p->e, p->r);
     lk_v smz = lk_select(zpos, er, p->r), sz = lk_select(zpos, p->r, er);
@@ -52,8 +52,8 @@ LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_v t, 
              : gamma == 1.0 ? smz
              : gamma == 2.0 ? lk_mul(smz, smz)
                             : lk_exp(lk_mul(lk_set(-gamma), lk_add(lk_pospart(z), L)));
-    lk_v d = lk_add(smz, lk_mul(lk_set(gamma), lk_mul0(sz, ce)));
-    *g = lk_mul(lk_mul(lk_mul(lk_neg(sgn), at), m), d);
+    lk_v d = lk_fma(lk_set(gamma), lk_mul0(sz, ce), smz);
+    *g = lk_mul(lk_mul(lk_select(one, lk_neg(at), at), m), d);
     *l = lk_mul0(at, lk_mul(m, ce));
 }
 
@@ -85,7 +85,7 @@ LK_AI void focal_elem(const focal *f, lk_elem *e)
     lk_m binary = lk_or(lk_eq(t, lk_zero()), lk_eq(t, lk_set(1.0)));
     lk_v lb = lk_zero(), gb = lk_zero(), ls = lk_zero(), gs = lk_zero();
     if (lk_any(binary))
-        focal_binary(f->gamma, &p, L, e->x, t, at, &lb, &gb);
+        focal_binary(f->gamma, &p, L, e->x, lk_eq(t, lk_set(1.0)), at, &lb, &gb);
     if (!lk_all(binary))
         focal_soft(f->gamma, &p, L, t, at, &ls, &gs);
     e->loss = lk_select(binary, lb, ls);

@@ -186,6 +186,10 @@ LK_AI lk_dv lk_d_log(lk_dv a) { return _ZGVeN8v_log(a); }
 LK_AI lk_dv lk_d_log1p(lk_dv a) { return _ZGVeN8v_log1p(a); }
 LK_AI lk_dv lk_d_pow(lk_dv a, lk_dv b) { return _ZGVeN8vv_pow(a, b); }
 LK_AI lk_dv lk_d_round(lk_dv a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* Streaming (non-temporal) stores of a full vector to a 64-byte aligned
+ * address: the line is written without being read first. */
+LK_AI void lk_f_stream(float *p, lk_fv v) { _mm512_stream_ps(p, v); }
+LK_AI void lk_d_stream(double *p, lk_dv v) { _mm512_stream_pd(p, v); }
 LK_AI lk_dv lk_d_ldexp(lk_dv a, lk_dv n) { return _mm512_scalef_pd(a, n); }
 /* a 2^n for integral n (float lanes), exact through the subnormal range */
 LK_AI lk_fv lk_f_ldexp(lk_fv a, lk_fv n) { return _mm512_scalef_ps(a, n); }
@@ -330,6 +334,8 @@ LK_AI lk_fv lk_f_ldexp(lk_fv a, lk_fv n)
 }
 LK_AI lk_fv lk_f_recip_fast(lk_fv a) { return _mm256_div_ps(_mm256_set1_ps(1.0f), a); }
 LK_AI lk_dv lk_d_round(lk_dv a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+LK_AI void lk_f_stream(float *p, lk_fv v) { _mm256_stream_ps(p, v); }
+LK_AI void lk_d_stream(double *p, lk_dv v) { _mm256_stream_pd(p, v); }
 /* a 2^n, n integral in [-2046, 0] here: two normal factors */
 LK_AI lk_dv lk_d_ldexp(lk_dv a, lk_dv n)
 {
@@ -427,9 +433,19 @@ LK_AI lk_dv lk_d_log(lk_dv a) { return log(a); }
 LK_AI lk_dv lk_d_log1p(lk_dv a) { return log1p(a); }
 LK_AI lk_dv lk_d_pow(lk_dv a, lk_dv b) { return pow(a, b); }
 LK_AI lk_fv lk_f_recip_fast(lk_fv a) { return 1.0f / a; }
+LK_AI void lk_f_stream(float *p, lk_fv v) { *p = v; }
+LK_AI void lk_d_stream(double *p, lk_dv v) { *p = v; }
 
 #endif
 /* clang-format on */
+
+/* Orders streaming stores before what follows (the end of a block). */
+LK_AI void lk_stream_fence(void)
+{
+#if !defined(LK_TARGET_PORTABLE)
+    _mm_sfence();
+#endif
+}
 
 /* ------------------------------------------------------------------------ */
 /* Restricted-range exp and log                                              */
@@ -598,6 +614,7 @@ typedef lk_dm lk_m;
 #define lk_or        LK__OP(or)
 #define lk_not       LK__OP(not)
 #define lk_any       LK__OP(any)
+#define lk_stream    LK__OP(stream)
 #define lk_all(m)    (!lk_any(lk_not(m)))
 #define lk_exp       LK__OP(exp)
 #define lk_log       LK__OP(log)

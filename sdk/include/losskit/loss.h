@@ -154,6 +154,36 @@ LK_AI void lk__put_grad(void *p, int f32, int64_t i, int k, lk_v g, lk_v scale, 
     lk__st(p, f32, i, k, g);
 }
 
+/* Gradients of at least this many bytes are written with streaming stores
+ * where they can be: the lines are not read first, and a tensor this large
+ * leaves the caches anyway. */
+#define LK_STREAM_BYTES ((int64_t)16 << 20)
+
+/* Whether a block may stream its gradient: SIMD lanes of the tensor's own
+ * precision, stored, not accumulated, a large call, and the block's first
+ * vector on a vector boundary (then every full vector is). */
+LK_AI int lk__can_stream(const void *g, int gf32, int accumulate, int64_t begin, int64_t n)
+{
+#if defined(LK_TARGET_PORTABLE)
+    (void)g, (void)gf32, (void)accumulate, (void)begin, (void)n;
+    return 0;
+#else
+#if defined(LK_LANES_F32)
+    int own = gf32;
+#else
+    int own = !gf32;
+#endif
+    return g && own && !accumulate && n * (int64_t)sizeof(lk_s) >= LK_STREAM_BYTES &&
+           (uintptr_t)((const lk_s *)g + begin) % (LK_W * sizeof(lk_s)) == 0;
+#endif
+}
+
+/* Writes scale g at element i with a streaming store (a full vector). */
+LK_AI void lk__stream_grad(void *p, int64_t i, lk_v g, lk_v scale)
+{
+    lk_stream((lk_s *)p + i, lk_mul(scale, g));
+}
+
 /* The lanes tab[(i + j) mod n] of a table of n doubles, n >= 1: a per-index
  * parameter along the last dimension (bce_with_logits' pos_weight). */
 LK_AI lk_v lk_load_cyclic(const double *tab, int64_t n, int64_t i)
@@ -197,6 +227,7 @@ typedef struct lk__ew_io {
 #define LK__W_GRAD   0x100u
 #define LK__W_OUT    0x200u
 #define LK__W_WEIGHT 0x400u
+#define LK__W_STREAM 0x800u
 
 LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, uint32_t flags, const lk__ew_io *io,
                             int64_t i, int k, lk_v scale, int accumulate, lk_acc *sum, lk_msg *msg)
@@ -216,7 +247,9 @@ LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, uint32_t flags, con
     lk_acc_add(sum, k == LK_W ? e.loss : lk_keep(lk_first(k), e.loss));
     if (flags & LK__W_OUT)
         lk__st(io->out, io->xf, i, k, e.loss);
-    if (flags & LK__W_GRAD)
+    if ((flags & LK__W_STREAM) && k == LK_W)
+        lk__stream_grad(io->g, i, e.grad, scale);
+    else if (flags & LK__W_GRAD)
         lk__put_grad(io->g, io->xf, i, k, e.grad, scale, accumulate);
     return LK_OK;
 }
@@ -233,6 +266,8 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
         st = lk__ew_step(inst, fn, flags, io, i, LK_W, scale, acc, &sum, msg);
     if (st == LK_OK && i < blk->end)
         st = lk__ew_step(inst, fn, flags, io, i, (int)(blk->end - i), scale, acc, &sum, msg);
+    if (flags & LK__W_STREAM)
+        lk_stream_fence();
     if (st == LK_OK)
         blk->stats[0] += lk_acc_sum(sum);
     return st;
@@ -241,8 +276,8 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
 /* The fused driver: sums w * loss into stats[0], writes the per-element
  * losses to blk->out and grad_scale * w * grad to blk->grads[0] when they
  * are wanted. */
-LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_block *blk, lk_elem_fn fn,
-                                       uint32_t flags, lk_msg *msg)
+LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
+                                       lk_elem_fn fn, uint32_t flags, lk_msg *msg)
 {
     const lk_tensor *s = blk->slots;
     int weighted = (flags & LK_EW_WEIGHT) && s[2].data;
@@ -253,9 +288,14 @@ LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_block *blk, lk
         weighted && s[2].dtype == LK_DTYPE_F32,
     };
     uint32_t base = flags & (LK_EW_UNIT_TARGET);
-    if (!io.w && !io.out)
-        return io.g ? lk__ew_loop(inst, blk, fn, base | LK__W_GRAD, &io, msg)
-                    : lk__ew_loop(inst, blk, fn, base, &io, msg);
+    int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    if (!io.w && !io.out) {
+        if (!io.g)
+            return lk__ew_loop(inst, blk, fn, base, &io, msg);
+        if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
+            return lk__ew_loop(inst, blk, fn, base | LK__W_GRAD | LK__W_STREAM, &io, msg);
+        return lk__ew_loop(inst, blk, fn, base | LK__W_GRAD, &io, msg);
+    }
     return lk__ew_loop(inst, blk, fn,
                        base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
                            (io.w ? LK__W_WEIGHT : 0u),
@@ -327,18 +367,34 @@ LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats
 }
 
 LK_AI void lk__gr_step(const void *inst, lk_grad_fn fn, const lk_v *kv, const lk__ew_io *io,
-                       int64_t i, int k, lk_v scale, int accumulate)
+                       int64_t i, int k, lk_v scale, int accumulate, const int stream)
 {
     lk_elem e;
     e.i = i;
     e.x = lk__ld(io->x, io->xf, i, k, 0.0);
     e.t = lk__ld(io->t, io->tf, i, k, 0.0);
     fn(inst, kv, &e);
-    lk__put_grad(io->g, io->xf, i, k, e.grad, scale, accumulate);
+    if (stream && k == LK_W)
+        lk__stream_grad(io->g, i, e.grad, scale);
+    else
+        lk__put_grad(io->g, io->xf, i, k, e.grad, scale, accumulate);
 }
 
-LK_AI lk_status lk_stats_backward(const void *inst, const lk_block *blk, lk_consts_fn consts,
-                                  lk_grad_fn fn, lk_msg *msg)
+LK_AI void lk__gr_loop(const void *inst, const lk_block *blk, lk_grad_fn fn, const lk_v *kv,
+                       const lk__ew_io *io, int accumulate, const int stream)
+{
+    lk_v scale = lk_set(blk->grad_scale);
+    int64_t i = blk->begin;
+    for (; i + LK_W <= blk->end; i += LK_W)
+        lk__gr_step(inst, fn, kv, io, i, LK_W, scale, accumulate, stream);
+    if (i < blk->end)
+        lk__gr_step(inst, fn, kv, io, i, (int)(blk->end - i), scale, accumulate, stream);
+    if (stream)
+        lk_stream_fence();
+}
+
+LK_AI lk_status lk_stats_backward(const void *inst, const lk_plan *plan, const lk_block *blk,
+                                  lk_consts_fn consts, lk_grad_fn fn, lk_msg *msg)
 {
     if (!blk->grads || !blk->grads[0].data)
         return LK_OK;
@@ -352,13 +408,11 @@ LK_AI lk_status lk_stats_backward(const void *inst, const lk_block *blk, lk_cons
     consts(inst, blk->global, k);
     for (int j = 0; j < LK_STATS_MAX; j++)
         kv[j] = lk_set(k[j]);
-    lk_v scale = lk_set(blk->grad_scale);
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
-    int64_t i = blk->begin;
-    for (; i + LK_W <= blk->end; i += LK_W)
-        lk__gr_step(inst, fn, kv, &io, i, LK_W, scale, acc);
-    if (i < blk->end)
-        lk__gr_step(inst, fn, kv, &io, i, (int)(blk->end - i), scale, acc);
+    if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
+        lk__gr_loop(inst, blk, fn, kv, &io, acc, 1);
+    else
+        lk__gr_loop(inst, blk, fn, kv, &io, acc, 0);
     return LK_OK;
 }
 
@@ -417,9 +471,8 @@ LK_AI lk_status lk_stats_backward(const void *inst, const lk_block *blk, lk_cons
     static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
                                  lk_msg *msg)                                                      \
     {                                                                                              \
-        (void)plan;                                                                                \
         const T local = *(const T *)inst; /* escapes nowhere: no reloads after stores */          \
-        return lk_elementwise_forward(&local, blk, name##__elem, (flags), msg);                    \
+        return lk_elementwise_forward(&local, plan, blk, name##__elem, (flags), msg);              \
     }                                                                                              \
     LK__KSET(name, name##__fwd, NULL, 0)                                                           \
     LK__FAMILY(name)
@@ -447,9 +500,8 @@ LK_AI lk_status lk_stats_backward(const void *inst, const lk_block *blk, lk_cons
     static lk_status name##__bwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
                                  lk_msg *msg)                                                      \
     {                                                                                              \
-        (void)plan;                                                                                \
         const T local = *(const T *)inst;                                                          \
-        return lk_stats_backward(&local, blk, consts, name##__grad, msg);                          \
+        return lk_stats_backward(&local, plan, blk, consts, name##__grad, msg);                    \
     }                                                                                              \
     LK__KSET(name, name##__fwd, name##__bwd, (n_stats))                                            \
     LK__FAMILY(name)
