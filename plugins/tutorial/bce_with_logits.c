@@ -57,9 +57,15 @@ static lk_status bce_plan(const void *inst, const lk_tensor *slots, int32_t redu
 
 LK_AI void bce_elem(const bce *b, lk_elem *e)
 {
-    lk_v pw = b->n_pw > 1 ? lk_load_cyclic(b->pw, b->n_pw, e->i) : lk_set(b->pw1);
     lk_sigm p = lk_sigm_of(e->x);
-    e->loss = lk_bce_logits_of(&p, lk_sigm_log1p(&p), e->t, pw);
+    lk_v L = lk_sigm_log1p(&p);
+    if (b->n_pw == 0) { /* pos_weight 1: the same formulas, fewer multiplies */
+        e->loss = lk_bce_logits_of1(&p, L, e->t);
+        e->grad = lk_sigm_minus_t(&p, e->t);
+        return;
+    }
+    lk_v pw = b->n_pw > 1 ? lk_load_cyclic(b->pw, b->n_pw, e->i) : lk_set(b->pw1);
+    e->loss = lk_bce_logits_of(&p, L, e->t, pw);
     e->grad = lk_bce_logits_grad(&p, e->t, pw);
 }
 

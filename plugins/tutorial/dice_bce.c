@@ -29,7 +29,7 @@ LK_AI void dice_bce_stats(const dice_bce *d, lk_elem *e, lk_v *s)
     (void)d;
     lk_sigm p = lk_sigm_of(e->x);
     tut_overlap_stats(&p, e->t, s);
-    s[DB_BCE] = lk_bce_logits_of(&p, lk_sigm_log1p(&p), e->t, lk_set(1.0));
+    s[DB_BCE] = lk_bce_logits_of1(&p, lk_sigm_log1p(&p), e->t);
     s[DB_COUNT] = lk_set(1.0);
 }
 

@@ -64,7 +64,7 @@ LK_AI void focal_soft(double gamma, const lk_sigm *p, lk_v L, lk_v t, lk_v at, l
     lk_v one = lk_set(1.0);
     lk_v pp = lk_sigm_p(p), p1 = lk_sigm_q(p);
     lk_v q = lk_add(lk_mul(pp, lk_sub(one, t)), lk_mul(p1, t));
-    lk_v ce = lk_bce_logits_of(p, L, t, one);
+    lk_v ce = lk_bce_logits_of1(p, L, t);
     lk_v m = lk_powc(q, gamma);
     lk_v dm = gamma == 0.0
                   ? lk_zero()

@@ -40,7 +40,7 @@ LK_AI void fmb_stats(const fmb *f, lk_elem *e, lk_v *s)
 {
     (void)f;
     lk_sigm p = lk_sigm_of(e->x);
-    s[0] = lk_bce_logits_of(&p, lk_sigm_log1p(&p), e->t, lk_set(1.0));
+    s[0] = lk_bce_logits_of1(&p, lk_sigm_log1p(&p), e->t);
     s[1] = lk_set(1.0);
 }
 

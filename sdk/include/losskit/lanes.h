@@ -813,6 +813,13 @@ LK_AI lk_v lk_bce_logits_of(const lk_sigm *p, lk_v L, lk_v t, lk_v pw)
     return lk_add(lk_mul0(c, p->a), lk_mul(lw, L));
 }
 
+/* The same with pos_weight 1: (1 - t) |x| or t |x| by the sign, plus L. */
+LK_AI lk_v lk_bce_logits_of1(const lk_sigm *p, lk_v L, lk_v t)
+{
+    lk_v c = lk_select(p->pos, lk_sub(lk_set(1.0), t), t);
+    return lk_add(lk_mul0(c, p->a), L);
+}
+
 /* d bce / dx = lw sigmoid(x) - pw t = (1 - t) sigmoid(x) - pw t sigmoid(-x). */
 LK_AI lk_v lk_bce_logits_grad(const lk_sigm *p, lk_v t, lk_v pw)
 {
