@@ -47,14 +47,15 @@ LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one
     lk_m zpos = lk_ge(z, lk_zero());
     lk_v er = lk_mul(p->e, p->r);
     lk_v smz = lk_select(zpos, er, p->r), sz = lk_select(zpos, p->r, er);
-    lk_v ce = lk_add(lk_pospart(lk_neg(z)), L);
+    lk_v ce = lk_select(zpos, L, lk_sub(L, z)); /* L + max(-z, 0) */
     lk_v m = gamma == 0.0   ? lk_set(1.0)
              : gamma == 1.0 ? smz
              : gamma == 2.0 ? lk_mul(smz, smz)
                             : lk_exp(lk_mul(lk_set(-gamma), lk_add(lk_pospart(z), L)));
+    lk_v am = lk_mul(at, m); /* m is finite: at m is 0 where at is */
     lk_v d = lk_fma(lk_set(gamma), lk_mul0(sz, ce), smz);
-    *g = lk_mul(lk_mul(lk_select(one, lk_neg(at), at), m), d);
-    *l = lk_mul0(at, lk_mul(m, ce));
+    *g = lk_mul(lk_select(one, lk_neg(am), am), d);
+    *l = lk_mul0(am, ce);
 }
 
 /* A soft target: q = 1 - p_t = p (1 - t) + (1 - p) t, and
@@ -77,9 +78,9 @@ LK_AI void focal_soft(double gamma, const lk_sigm *p, lk_v L, lk_v t, lk_v at, l
 LK_AI void focal_elem(const focal *f, lk_elem *e)
 {
     lk_v t = e->t;
+    /* alpha t + (1 - alpha)(1 - t) */
     lk_v at = f->alpha < 0.0 ? lk_set(1.0)
-                             : lk_fma(lk_set(f->alpha), t,
-                                      lk_mul(lk_set(1.0 - f->alpha), lk_sub(lk_set(1.0), t)));
+                             : lk_fma(lk_set(2.0 * f->alpha - 1.0), t, lk_set(1.0 - f->alpha));
     lk_sigm p = lk_sigm_of(e->x);
     lk_v L = lk_sigm_log1p(&p);
     lk_m binary = lk_or(lk_eq(t, lk_zero()), lk_eq(t, lk_set(1.0)));
