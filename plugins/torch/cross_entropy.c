@@ -46,7 +46,7 @@ LK_AI lk_w ce_q(const cross_entropy *ce, const lk_cls_io *io, int64_t c, lk_v t)
 
 /* Forward, index targets: the target's z_y. */
 LK_AI void ce_fwd1(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t c,
-                   const lk_cls_el *el, lk_acc *ca)
+                   const lk_cls_el *el, lk_cls_acc *ca)
 {
     (void)inst, (void)c, (void)ca;
     if (io->index)
@@ -55,7 +55,7 @@ LK_AI void ce_fwd1(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t
 
 /* Backward, probability targets: Q = sum_c q_c. */
 LK_AI void ce_bwd1(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t c,
-                   const lk_cls_el *el, lk_acc *ca)
+                   const lk_cls_el *el, lk_cls_acc *ca)
 {
     (void)ca;
     if (!io->index)
@@ -65,7 +65,7 @@ LK_AI void ce_bwd1(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t
 /* With lse: the smoothing sum sum_c w_c (lse - z_c) (a weight of 0
  * contributes 0 even where z_c = -inf), or sum_c q_c (lse - z_c). */
 LK_AI void ce_fwd2(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t c,
-                   const lk_cls_el *el, lk_acc *ca)
+                   const lk_cls_el *el, lk_cls_acc *ca)
 {
     const cross_entropy *ce = (const cross_entropy *)inst;
     (void)ca;
@@ -118,19 +118,23 @@ LK_AI lk_w ce_bwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_a
     return Q;
 }
 
-/* Q p_c - q_c, one rounding. */
+/* Q p_c - q_c, one rounding; tab[c] is the q_c of a class other than y. */
 LK_AI lk_v ce_grad(const void *inst, const lk_cls_io *io, const lk_cls_pos *p, int64_t c,
                    const lk_cls_el *el)
 {
     const cross_entropy *ce = (const cross_entropy *)inst;
-    lk_v q = io->index ? lk_select(el->hit, p->b, lk_set(ce_share(ce, io) * ce_w(ce, c)))
+    lk_v q = io->index ? lk_select(el->hit, p->b, lk_set(io->tab[c]))
                        : lk_w_narrow(ce_q(ce, io, c, el->t));
     return lk_fma(p->a, el->e, lk_neg(q));
 }
 
+/* tab: (eps / C) w_c per class, formed once rather than per vector. */
 static double ce_prep(const void *inst, const lk_plan *plan, const lk_block *blk, double *tab)
 {
-    (void)inst, (void)tab;
+    const cross_entropy *ce = (const cross_entropy *)inst;
+    int64_t C = plan->aux[LK_CLS_AUX_C];
+    for (int64_t c = 0; c < C; c++)
+        tab[c] = ce->eps / (double)C * ce_w(ce, c);
     if (blk->reduction != LK_REDUCTION_MEAN)
         return blk->grad_scale;
     int index = plan->aux[LK_CLS_AUX_KIND] == LK_CLS_INDEX;
@@ -169,6 +173,7 @@ static lk_status ce_bad_index(const void *inst, const lk_tensor *t, int64_t pos,
 static const lk_cls_ops ce_ops = {
     .flags = LK_CLS_LSE,
     .n_pos = 2,
+    .n_tab = 1,
     .fwd1 = ce_fwd1,
     .fwd2 = ce_fwd2,
     .bwd1 = ce_bwd1,

@@ -18,15 +18,21 @@
 
 enum { DICE_MC_I, DICE_MC_P, DICE_MC_T }; /* statistics per class */
 
-/* I, P and T of class c; p = e / s. */
+/* I, P and T of class c; p = e / s. The T_c of index targets counts the
+ * hits (exact), and hits lie within valid. */
 LK_AI void dice_mc_fwd2(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t c,
-                        const lk_cls_el *el, lk_acc *ca)
+                        const lk_cls_el *el, lk_cls_acc *ca)
 {
-    (void)inst, (void)io, (void)c;
-    lk_v pc = lk_mul(el->e, p->r);
-    lk_acc_add(&ca[DICE_MC_I], lk_keep(p->valid, lk_mul(pc, el->t)));
-    lk_acc_add(&ca[DICE_MC_P], lk_keep(p->valid, pc));
-    lk_acc_add(&ca[DICE_MC_T], lk_keep(p->valid, el->t));
+    (void)inst, (void)c;
+    lk_v pc = lk_keep(p->valid, lk_mul(el->e, p->r));
+    if (io->index) {
+        lk_acc_add(&ca[DICE_MC_I].a, lk_keep(el->hit, pc));
+        ca[DICE_MC_T].n += lk_cls_count(el->hit);
+    } else {
+        lk_acc_add(&ca[DICE_MC_I].a, lk_mul(pc, el->t));
+        lk_acc_add(&ca[DICE_MC_T].a, lk_keep(p->valid, el->t));
+    }
+    lk_acc_add(&ca[DICE_MC_P].a, pc);
 }
 
 /* g_c = k1_c - t k2_c in double: the Jacobian's g_c - sum_k p_k g_k
@@ -39,7 +45,7 @@ LK_AI lk_w dice_mc_g(const lk_cls_io *io, int64_t c, lk_v t)
 
 /* sum_k e_k g_k. */
 LK_AI void dice_mc_bwd1(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t c,
-                        const lk_cls_el *el, lk_acc *ca)
+                        const lk_cls_el *el, lk_cls_acc *ca)
 {
     (void)inst, (void)ca;
     p->u = lk_w_add(p->u, lk_w_mul(lk_w_of(el->e), dice_mc_g(io, c, el->t)));

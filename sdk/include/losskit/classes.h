@@ -10,20 +10,25 @@
  * dtypes, n_positions = N S, block length, statistics), the loops, loads,
  * masks, stores, grad_scale and LK_BLOCK_GRAD_ACCUMULATE; a loss supplies
  * small always-inline pieces in an lk_cls_ops. A chunk of up to 64
- * positions is processed a vector of LK_W positions at a time, with the
- * classes in the outer loop:
+ * positions is processed a vector of LK_W positions at a time:
  *
  *   1. m = max_c x_c (NaN ignored);
  *   2. z_c = x_c - m (0 where x_c == m, so that +inf maxima and rows of
  *      -inf give equal logits rather than NaN), e_c = lk_exp_neg(z_c),
  *      s = sum_c e_c in double; the hook fwd1 (bwd1 in backward) sees
  *      every (c, z_c, e_c, t_c);
- *   3. forward: lse = lk_log(s); fwd2, if the loss wants it, sees every
- *      class again, now with lse known; fwd_pos forms the position's loss
+ *   3. forward: lse = log s; fwd2, if the loss wants it, sees every class
+ *      again, now with lse known; fwd_pos forms the position's loss
  *      (stored for reduction none) and adds the per-position statistics;
  *   3. backward: bwd_pos forms per-position factors (from s and what bwd1
  *      summed), then grad gives d loss / d x_c per class; the driver scales
  *      it, zeroes lanes that do not count, and stores or accumulates it.
+ *
+ * Steps 1 and 2, backward and a forward without class statistics run
+ * position-major (one vector through every class, then the next), so that
+ * a vector's m, s and per-position sums stay in registers; a forward with
+ * class statistics runs fwd2 class-major, each class's sums over the chunk
+ * in registers. The exps of step 2 are kept for the later passes.
  *
  * Index targets reach the hooks as lanes: y (the class as a lane value, -1
  * where the position does not count) and, per class, hit = (y == c) and t =
@@ -271,10 +276,18 @@ typedef struct lk_cls_el {
     lk_m hit; /* index targets: y == c */
 } lk_cls_el;
 
-/* A class pass: may update p->a, b, u and add to ca[0 .. n_cls) (class c's
- * statistics; NULL without). */
+/* A class statistic of a chunk, as a hook adds to it: double lanes (a),
+ * and a count (n) for sums of 0 / 1 terms such as the T_c of index targets,
+ * exact as an integer and cheaper than widening the terms (lk_cls_count). */
+typedef struct lk_cls_acc {
+    lk_acc a;
+    int64_t n;
+} lk_cls_acc;
+
+/* A class pass: may update p->a, b, u and, in fwd2, add to ca[0 .. n_cls)
+ * (class c's statistics; NULL in fwd1 and bwd1, which run position-major). */
 typedef void (*lk_cls_class_fn)(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t c,
-                                const lk_cls_el *el, lk_acc *ca);
+                                const lk_cls_el *el, lk_cls_acc *ca);
 /* Forward: the position's loss (0 where it does not count), after adding
  * the per-position statistics to pa[0 .. n_pos). Backward (pa NULL): the
  * per-position factors of grad, into p->a, b, u. */
@@ -514,16 +527,16 @@ LK_AI void lk__cls_max(const lk_cls_io *io, const lk_cls_chunk *ch, lk_cls_pos *
             P[v].m = lk_max(lk__cls_ld(io->x, io->xf, ch, c * io->S, v, 0.0, G), P[v].m);
 }
 
-/* z_c, and the target, of class c in vector v. */
+/* z_c, and the target, of class c (cv: c as lanes) in vector v. */
 LK_AI lk_cls_el lk__cls_el(const lk_cls_io *io, const lk_cls_chunk *ch, const lk_cls_pos *p,
-                           int64_t c, int v, const int G)
+                           int64_t c, lk_v cv, int v, const int G)
 {
     lk_cls_el el;
     lk_v x = lk__cls_ld(io->x, io->xf, ch, c * io->S, v, 0.0, G);
     el.z = lk_clear(lk_eq(x, p->m), lk_sub(x, p->m));
     el.e = lk_zero();
     if (io->index) {
-        el.hit = lk_eq(p->y, lk_set((double)c));
+        el.hit = lk_eq(p->y, cv);
         el.t = lk_keep(el.hit, lk_set(1.0));
     } else {
         el.hit = lk_first(0);
@@ -532,47 +545,139 @@ LK_AI lk_cls_el lk__cls_el(const lk_cls_io *io, const lk_cls_chunk *ch, const lk
     return el;
 }
 
-#define LK_CLS_MAX_CLS 4 /* per-class statistics at most */
+/* The live lanes of m, for sums of 0 / 1 terms kept as exact counts. */
+LK_AI int lk_cls_count(lk_m m)
+{
+#if defined(LK_TARGET_AVX512)
+    return __builtin_popcount((unsigned)m);
+#elif defined(LK_TARGET_AVX2) && defined(LK_LANES_F32)
+    return __builtin_popcount((unsigned)_mm256_movemask_ps(m));
+#elif defined(LK_TARGET_AVX2)
+    return __builtin_popcount((unsigned)_mm256_movemask_pd(m));
+#else
+    return m != 0;
+#endif
+}
 
-/* E[c nv + v] = exp(z_c) of the chunk. Kept apart from the pass that uses
- * them: where exp is a call (libmvec), the call clobbers every vector
- * register, and this loop keeps nothing else live across it. */
-LK_AI void lk__cls_exps(const lk_cls_io *io, const lk_cls_chunk *ch, const lk_cls_pos *P, lk_v *E,
+/* One vector's softmax pass, the classes inner: m = max_c x_c, then per
+ * class z_c, e_c (into Ev[c es] unless Ev is NULL), s += e_c, the target
+ * check into *bad (unless NULL) and hook (NULL: none; no class
+ * statistics). Position-major, so that m, s and what the hook sums stay in
+ * registers: with the vectors inner, every per-position sum would be
+ * stored and reloaded once per class. exp is inline on the SIMD targets
+ * (lk_exp_neg), so nothing spills around a call. */
+LK_AI void lk__cls_soft(const void *inst, const lk_cls_io *io, const lk_cls_chunk *ch,
+                        lk_cls_pos *p, int v, lk_v *Ev, int es, lk_cls_class_fn hook, lk_m *bad,
                         const int G)
 {
     for (int64_t c = 0; c < io->C; c++)
-        for (int v = 0; v < ch->nv; v++) {
-            lk_v x = lk__cls_ld(io->x, io->xf, ch, c * io->S, v, 0.0, G);
-            E[c * ch->nv + v] = lk_exp_neg(lk_clear(lk_eq(x, P[v].m), lk_sub(x, P[v].m)));
-        }
+        p->m = lk_max(lk__cls_ld(io->x, io->xf, ch, c * io->S, v, 0.0, G), p->m);
+    lk_v cv = lk_zero();
+    for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
+        lk_cls_el el = lk__cls_el(io, ch, p, c, cv, v, G);
+        el.e = lk_exp_neg(el.z);
+        if (Ev)
+            Ev[c * es] = el.e;
+        p->s = lk_w_add(p->s, lk_w_of(el.e));
+        if (bad)
+            *bad = lk_or(*bad, lk_and(p->valid, lk_outside01(el.t)));
+        if (hook)
+            hook(inst, io, p, c, &el, NULL);
+    }
 }
 
-/* One pass over the classes: e_c from E (or computed, when E is NULL)
- * if want_e; with sum, s = sum_c e_c; hook (NULL: none) sees each class,
- * its per-class statistics summed over the chunk in registers, then added
- * to ca; bad[v] collects float targets outside [0, 1]. */
-LK_AI void lk__cls_pass(const void *inst, const lk_cls_io *io, const lk_cls_chunk *ch,
-                        lk_cls_pos *P, const lk_v *E, int want_e, int sum, lk_cls_class_fn hook,
-                        lk_acc *ca, uint32_t n_cls, lk_m *bad, const int G)
+/* log s of a softmax sum: s in [1, C] (the max's term is 1), or NaN. As
+ * 2^k u with u in [1, 2): log s = k log 2 + log u, inline on the SIMD
+ * targets (lk_log is a library call there, and everything live around it
+ * would spill); log 2 split as in lk_log_1to2, k log2_hi exact. */
+LK_AI lk_v lk__cls_log_sum(lk_v s)
 {
-    for (int64_t c = 0; c < io->C; c++) {
-        lk_acc loc[LK_CLS_MAX_CLS];
+#if defined(LK_TARGET_AVX512) && defined(LK_LANES_F32)
+    lk_v k = _mm512_getexp_ps(s), u = _mm512_getmant_ps(s, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+    const double hi = 0.693359375, lo = -2.12194440e-4;
+#elif defined(LK_TARGET_AVX512)
+    lk_v k = _mm512_getexp_pd(s), u = _mm512_getmant_pd(s, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+    const double hi = 6.93147180369123816490e-01, lo = 1.90821492927058770002e-10;
+#elif defined(LK_TARGET_AVX2) && defined(LK_LANES_F32)
+    __m256i bits = _mm256_castps_si256(s);
+    lk_v k =
+        _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127)));
+    lk_v u = _mm256_castsi256_ps(_mm256_or_si256(
+        _mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)), _mm256_set1_epi32(0x3F800000)));
+    const double hi = 0.693359375, lo = -2.12194440e-4;
+#elif defined(LK_TARGET_AVX2)
+    /* the exponent field as a double: or-ed into the mantissa of 2^52 */
+    __m256i bits = _mm256_castpd_si256(s);
+    __m256i two52 = _mm256_castpd_si256(_mm256_set1_pd(4503599627370496.0));
+    lk_v k = lk_sub(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(bits, 52), two52)),
+                    lk_set(4503599627370496.0 + 1023.0));
+    lk_v u = _mm256_castsi256_pd(
+        _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000FFFFFFFFFFFFF)),
+                        _mm256_set1_epi64x(0x3FF0000000000000)));
+    const double hi = 6.93147180369123816490e-01, lo = 1.90821492927058770002e-10;
+#else
+    return lk_log(s);
+#endif
+#if !defined(LK_TARGET_PORTABLE)
+    lk_v r = lk_fma(k, lk_set(hi), lk_fma(k, lk_set(lo), lk_log_1to2(u)));
+    return lk_select(lk_isnan(s), s, r); /* the bit forms lose NaN */
+#endif
+}
+
+/* r = 1 / s and, with LK_CLS_LSE, lse = log s. */
+LK_AI void lk__cls_recip(const lk_cls_ops *ops, lk_cls_pos *p)
+{
+    lk_v s = lk_w_narrow(p->s);
+    if (ops->flags & LK_CLS_LSE)
+        p->lse = lk__cls_log_sum(s);
+    p->r = lk_div(lk_set(1.0), s);
+}
+
+/* A second pass over one vector's classes, for hooks without class
+ * statistics: e_c from Ev (or computed, when Ev is NULL) if want_e. */
+LK_AI void lk__cls_again(const void *inst, const lk_cls_io *io, const lk_cls_chunk *ch,
+                         lk_cls_pos *p, int v, const lk_v *Ev, int es, int want_e,
+                         lk_cls_class_fn hook, lk_m *bad, const int G)
+{
+    lk_v cv = lk_zero();
+    for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
+        lk_cls_el el = lk__cls_el(io, ch, p, c, cv, v, G);
+        if (want_e)
+            el.e = Ev ? Ev[c * es] : lk_exp_neg(el.z);
+        if (bad)
+            *bad = lk_or(*bad, lk_and(p->valid, lk_outside01(el.t)));
+        hook(inst, io, p, c, &el, NULL);
+    }
+}
+
+#define LK_CLS_MAX_CLS 4 /* per-class statistics at most */
+
+/* A second pass, class-major, for hooks with class statistics: each
+ * class's sums over the chunk's vectors stay in registers (loc) and are
+ * added to ca once; e_c as in lk__cls_again, from E[c nv + v]. Counts
+ * (loc[j].n) join the double lanes exactly, in lane 0. */
+LK_AI void lk__cls_classes(const void *inst, const lk_cls_io *io, const lk_cls_chunk *ch,
+                           lk_cls_pos *P, const lk_v *E, int want_e, lk_cls_class_fn hook,
+                           lk_acc *ca, uint32_t n_cls, lk_m *bad, const int G)
+{
+    lk_v cv = lk_zero();
+    for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
+        lk_cls_acc loc[LK_CLS_MAX_CLS];
         for (uint32_t j = 0; j < n_cls; j++)
-            loc[j] = lk_acc_zero();
+            loc[j].a = lk_acc_zero(), loc[j].n = 0;
         for (int v = 0; v < ch->nv; v++) {
-            lk_cls_el el = lk__cls_el(io, ch, &P[v], c, v, G);
+            lk_cls_el el = lk__cls_el(io, ch, &P[v], c, cv, v, G);
             if (want_e)
                 el.e = E ? E[c * ch->nv + v] : lk_exp_neg(el.z);
-            if (sum)
-                P[v].s = lk_w_add(P[v].s, lk_w_of(el.e));
             if (bad)
                 bad[v] = lk_or(bad[v], lk_and(P[v].valid, lk_outside01(el.t)));
-            if (hook)
-                hook(inst, io, &P[v], c, &el, loc);
+            hook(inst, io, &P[v], c, &el, loc);
         }
         for (uint32_t j = 0; j < n_cls; j++) {
-            ca[c * n_cls + j].lo = lk_d_add(ca[c * n_cls + j].lo, loc[j].lo);
-            ca[c * n_cls + j].hi = lk_d_add(ca[c * n_cls + j].hi, loc[j].hi);
+            lk_acc *a = &ca[c * n_cls + j];
+            a->lo = lk_d_add(a->lo, lk_d_keep(lk_d_first(1), lk_d_set((double)loc[j].n)));
+            a->lo = lk_d_add(a->lo, loc[j].a.lo);
+            a->hi = lk_d_add(a->hi, loc[j].a.hi);
         }
     }
 }
@@ -618,35 +723,52 @@ typedef struct lk__cls_blk {
 } lk__cls_blk;
 
 LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
-                            const lk_cls_chunk *ch, const lk__cls_blk *b, lk_msg *msg, const int G)
+                            const lk_cls_chunk *ch, const lk__cls_blk *b, lk_msg *msg, const int G,
+                            const int K)
 {
     lk_cls_pos P[LK_CLS_NV];
     lk_v E[LK_CLS_KEEP];
     lk_m bad[LK_CLS_NV];
-    const lk_v *ke = io->C * ch->nv <= LK_CLS_KEEP ? E : NULL;
     int unit = (ops->flags & LK_CLS_UNIT_TARGET) && !io->index;
     int vb = lk__cls_open(io, ch, P);
     if (vb >= 0)
         return lk__cls_bad_y(inst, ops, io, &b->blk->slots[1], ch->pos + (int64_t)vb * LK_W,
                              P[vb].k, msg);
-    for (int v = 0; v < ch->nv; v++)
-        bad[v] = lk_first(0);
-    lk__cls_max(io, ch, P, G);
-    if (ke)
-        lk__cls_exps(io, ch, P, E, G);
     /* targets are checked in the last pass that reads them */
     int two = ops->fwd2 && (!ops->want2 || ops->want2(inst, io));
-    lk__cls_pass(inst, io, ch, P, ke, 1, 1, ops->fwd1, b->ca, ops->n_cls, unit && !two ? bad : NULL,
-                 G);
+    int want_e = two && (ops->flags & LK_CLS_FWD_EXP);
+    if (!ops->n_cls) {
+        /* no class statistics: each vector start to end, its state in
+         * registers; E holds one vector's exps */
+        lk_v *Ev = K && want_e ? E : NULL;
+        for (int v = 0; v < ch->nv; v++) {
+            lk_cls_pos p = P[v];
+            lk_m bv = lk_first(0);
+            lk__cls_soft(inst, io, ch, &p, v, Ev, 1, ops->fwd1, unit && !two ? &bv : NULL, G);
+            lk__cls_recip(ops, &p);
+            if (two)
+                lk__cls_again(inst, io, ch, &p, v, Ev, 1, want_e, ops->fwd2, unit ? &bv : NULL, G);
+            if (unit && lk_any(bv))
+                return lk__cls_bad_t(io, ch, v, msg);
+            if (ops->fwd_pos) {
+                lk_v loss = lk_w_narrow(ops->fwd_pos(inst, io, &p, b->pa));
+                if (io->out)
+                    lk__st(io->out, io->xf, ch->pos + (int64_t)v * LK_W, p.k, loss);
+            }
+        }
+        return LK_OK;
+    }
+    /* class statistics: the second pass class-major, E the chunk's exps */
+    lk_v *ke = K && want_e ? E : NULL;
     for (int v = 0; v < ch->nv; v++) {
-        lk_v s = lk_w_narrow(P[v].s);
-        if (ops->flags & LK_CLS_LSE)
-            P[v].lse = lk_log(s);
-        P[v].r = lk_div(lk_set(1.0), s);
+        bad[v] = lk_first(0);
+        lk__cls_soft(inst, io, ch, &P[v], v, ke ? ke + v : NULL, ch->nv, ops->fwd1,
+                     unit && !two ? &bad[v] : NULL, G);
+        lk__cls_recip(ops, &P[v]);
     }
     if (two)
-        lk__cls_pass(inst, io, ch, P, ke, (ops->flags & LK_CLS_FWD_EXP) != 0, 0, ops->fwd2, b->ca,
-                     ops->n_cls, unit ? bad : NULL, G);
+        lk__cls_classes(inst, io, ch, P, ke, want_e, ops->fwd2, b->ca, ops->n_cls,
+                        unit ? bad : NULL, G);
     for (int v = 0; unit && v < ch->nv; v++)
         if (lk_any(bad[v]))
             return lk__cls_bad_t(io, ch, v, msg);
@@ -658,26 +780,28 @@ LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cl
     return LK_OK;
 }
 
+/* Backward has no class statistics: each vector start to end, E its
+ * exps. */
 LK_AI void lk__cls_bwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
-                       const lk_cls_chunk *ch, const lk__cls_blk *b, const int G)
+                       const lk_cls_chunk *ch, const lk__cls_blk *b, const int G, const int K)
 {
     lk_cls_pos P[LK_CLS_NV];
     lk_v E[LK_CLS_KEEP];
-    const lk_v *ke = io->C * ch->nv <= LK_CLS_KEEP ? E : NULL;
+    lk_v *Ev = K ? E : NULL;
     lk__cls_open(io, ch, P); /* forward has refused bad indices; they count nowhere */
-    lk__cls_max(io, ch, P, G);
-    if (ke)
-        lk__cls_exps(io, ch, P, E, G);
-    lk__cls_pass(inst, io, ch, P, ke, 1, 1, ops->bwd1, NULL, 0, NULL, G);
-    for (int v = 0; ops->bwd_pos && v < ch->nv; v++)
-        ops->bwd_pos(inst, io, &P[v], NULL);
-    for (int64_t c = 0; c < io->C; c++)
-        for (int v = 0; v < ch->nv; v++) {
-            lk_cls_el el = lk__cls_el(io, ch, &P[v], c, v, G);
-            el.e = ke ? ke[c * ch->nv + v] : lk_exp_neg(el.z);
-            lk_v g = ops->grad(inst, io, &P[v], c, &el);
-            lk__cls_put(io, ch, &P[v], c * io->S, v, g, b->scale, b->acc, G);
+    for (int v = 0; v < ch->nv; v++) {
+        lk_cls_pos p = P[v];
+        lk__cls_soft(inst, io, ch, &p, v, Ev, 1, ops->bwd1, NULL, G);
+        if (ops->bwd_pos)
+            ops->bwd_pos(inst, io, &p, NULL);
+        lk_v cv = lk_zero();
+        for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
+            lk_cls_el el = lk__cls_el(io, ch, &p, c, cv, v, G);
+            el.e = Ev ? Ev[c] : lk_exp_neg(el.z);
+            lk_v g = ops->grad(inst, io, &p, c, &el);
+            lk__cls_put(io, ch, &p, c * io->S, v, g, b->scale, b->acc, G);
         }
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -722,11 +846,13 @@ static inline lk_cls_chunk lk__cls_chunk(const lk_cls_io *io, int64_t pos, int64
     return ch;
 }
 
-/* Asks for the class planes of the chunk LK_CLS_AHEAD chunks on (logits,
- * float targets, and the gradient for writing): C streams S apart are more
- * than the hardware prefetchers follow, and each chunk would otherwise
- * wait for memory. Prefetches never fault, past the end included. */
-#define LK_CLS_AHEAD 4
+/* Asks for the class planes of the chunk LK_CLS_AHEAD chunks on (logits
+ * and float targets): C streams S apart are more than the hardware
+ * prefetchers follow, and each chunk would otherwise wait for memory.
+ * Not the gradient: asking for its lines ahead (for writing) measured
+ * slower, the stores finding them soon enough on their own. Prefetches
+ * never fault, past the end included. */
+#define LK_CLS_AHEAD 2
 
 static inline void lk__cls_prefetch(const lk_cls_io *io, const lk_cls_chunk *ch)
 {
@@ -741,31 +867,38 @@ static inline void lk__cls_prefetch(const lk_cls_io *io, const lk_cls_chunk *ch)
             __builtin_prefetch((const char *)io->x + i * es, 0, 3);
             if (!io->index)
                 __builtin_prefetch((const char *)io->t + i * ts, 0, 3);
-            if (io->g)
-                __builtin_prefetch((char *)io->g + i * es, 1, 3);
         }
 }
 
-LK_AI lk_status lk__cls_walk(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
-                             const lk__cls_blk *b, int bwd, lk_msg *msg)
+LK_AI lk_status lk__cls_run(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
+                            const lk__cls_blk *b, int bwd, lk_msg *msg, const int G, const int K)
 {
     int64_t off[LK_CLS_CHUNK];
-    const int G = LK_W > 1 && io->S < 2 * LK_W;
     lk_status st = LK_OK;
     for (int64_t pos = b->blk->begin; st == LK_OK && pos < b->blk->end;) {
         lk_cls_chunk ch = lk__cls_chunk(io, pos, b->blk->end, off, G);
         if (!G)
             lk__cls_prefetch(io, &ch);
-        if (bwd && G)
-            lk__cls_bwd(inst, ops, io, &ch, b, 1);
-        else if (bwd)
-            lk__cls_bwd(inst, ops, io, &ch, b, 0);
+        if (bwd)
+            lk__cls_bwd(inst, ops, io, &ch, b, G, K);
         else
-            st = G ? lk__cls_fwd(inst, ops, io, &ch, b, msg, 1)
-                   : lk__cls_fwd(inst, ops, io, &ch, b, msg, 0);
+            st = lk__cls_fwd(inst, ops, io, &ch, b, msg, G, K);
         pos += ch.n;
     }
     return st;
+}
+
+LK_AI lk_status lk__cls_walk(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
+                             const lk__cls_blk *b, int bwd, lk_msg *msg)
+{
+    int G = LK_W > 1 && io->S < 2 * LK_W;
+    /* class-major passes keep a chunk's exps, the others one vector's */
+    int K = io->C * (ops->n_cls && !bwd ? LK_CLS_NV : 1) <= LK_CLS_KEEP;
+    if (G)
+        return K ? lk__cls_run(inst, ops, io, b, bwd, msg, 1, 1)
+                 : lk__cls_run(inst, ops, io, b, bwd, msg, 1, 0);
+    return K ? lk__cls_run(inst, ops, io, b, bwd, msg, 0, 1)
+             : lk__cls_run(inst, ops, io, b, bwd, msg, 0, 0);
 }
 
 /* Per-class sums, aligned for the lanes. */
