@@ -373,11 +373,16 @@ LK_AI lk_v lk__cls_ld(const void *p, int f32, const lk_cls_chunk *ch, int64_t cS
  * do not count get 0 (after the scale, so that an infinite scale leaves
  * them 0). */
 LK_AI void lk__cls_put(const lk_cls_io *io, const lk_cls_chunk *ch, const lk_cls_pos *p, int64_t cS,
-                       int v, lk_v g, lk_v scale, int acc, const int G)
+                       int v, lk_v g, lk_v scale, int acc, int stream, const int G)
 {
     g = lk_keep(p->valid, lk_mul(scale, g));
     if (!G) {
         int64_t i = ch->xo + cS + (int64_t)v * LK_W;
+        lk_s *at = (lk_s *)io->g + i;
+        if (stream && p->k == LK_W && (uintptr_t)at % sizeof(lk_v) == 0) {
+            lk_stream(at, g); /* see lk__can_stream in loss.h */
+            return;
+        }
         if (acc)
             g = lk_add(lk__ld(io->g, io->xf, i, p->k, 0.0), g);
         lk__st(io->g, io->xf, i, p->k, g);
@@ -720,6 +725,7 @@ typedef struct lk__cls_blk {
     lk_acc *pa, *ca; /* per-position and per-class sums */
     lk_v scale;
     int acc;
+    int stream; /* the gradient may be written with streaming stores */
 } lk__cls_blk;
 
 LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
@@ -799,7 +805,7 @@ LK_AI void lk__cls_bwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io 
             lk_cls_el el = lk__cls_el(io, ch, &p, c, cv, v, G);
             el.e = Ev ? Ev[c] : lk_exp_neg(el.z);
             lk_v g = ops->grad(inst, io, &p, c, &el);
-            lk__cls_put(io, ch, &p, c * io->S, v, g, b->scale, b->acc, G);
+            lk__cls_put(io, ch, &p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
         }
     }
 }
@@ -918,7 +924,7 @@ LK_AI lk_status lk_classes_forward(const void *inst, const lk_plan *plan, const 
     lk_acc pa[LK_CLS_MAX_POS];
     for (uint32_t j = 0; j < LK_CLS_MAX_POS; j++)
         pa[j] = lk_acc_zero();
-    lk__cls_blk b = {blk, pa, NULL, lk_zero(), 0};
+    lk__cls_blk b = {blk, pa, NULL, lk_zero(), 0, 0};
     if (ops->n_cls && !(b.ca = lk__cls_acc_new((size_t)(io.C * ops->n_cls))))
         return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld classes' sums", (long long)io.C);
     lk_status st = lk__cls_walk(inst, ops, &io, &b, 0, msg);
@@ -946,8 +952,12 @@ LK_AI lk_status lk_classes_backward(const void *inst, const lk_plan *plan, const
     if (ops->prep)
         scale = ops->prep(inst, plan, blk, tab);
     io.tab = tab;
-    lk__cls_blk b = {blk, NULL, NULL, lk_set(scale), (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0};
+    int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    lk__cls_blk b = {blk, NULL, NULL, lk_set(scale), acc,
+                     lk__can_stream(io.g, io.xf, acc, 0, plan->n_positions * io.C)};
     lk_status st = lk__cls_walk(inst, ops, &io, &b, 1, msg);
+    if (b.stream)
+        lk_stream_fence();
     free(tab);
     return st;
 }
