@@ -609,6 +609,45 @@ Test(simd, streaming_stores_write_the_same_gradient, .timeout = 300)
     lk_runtime_close(rt);
 }
 
+/* The same for the class-dimension driver: multiclass dice on (2, 4, S)
+ * float32 logits, a 16 MiB gradient. */
+Test(simd, streaming_stores_class_driver, .timeout = 300)
+{
+    const char *config = "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\"}}";
+    const int64_t S = (1 << 19) + 64, xs[3] = {2, 4, S}, ys[2] = {2, S};
+    tens x = tens_new(LK_DTYPE_F32, 3, xs), y = tens_new(LK_DTYPE_I64, 2, ys);
+    rng_state = 808;
+    fill_mc(&x, &y, 4, S, -100, 0);
+    size_t bytes = ((size_t)x.n + 64) * 4;
+    unsigned char *aligned = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    unsigned char *shifted = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    cr_assert(aligned && shifted);
+    lk_runtime *rt = open_runtime(2);
+    lk_loss *ls = make_loss_on(rt, config, SIMD), *lp = make_loss_on(rt, config, PORTABLE);
+    double va = 0.0, vs = 0.0;
+    cr_assert_eq(eval_into(ls, &x, &y, aligned, &va), LK_OK);
+    cr_assert_eq(eval_into(ls, &x, &y, shifted + 4, &vs), LK_OK);
+    cr_expect(va == vs && memcmp(aligned, shifted + 4, (size_t)x.n * 4) == 0,
+              "multiclass dice: the gradient differs between an aligned buffer and one that is "
+              "not");
+    result p = eval(lp, &x, &y, NULL, 0), a = p;
+    a.value = va;
+    a.grad = malloc((size_t)x.n * sizeof(double));
+    cr_assert_not_null(a.grad);
+    for (int64_t i = 0; i < x.n; i++)
+        a.grad[i] = get(aligned, LK_DTYPE_F32, i);
+    expect_same("multiclass dice (float32, streamed)", &a, &p, LK_DTYPE_F32, VALUE_F32);
+    result_free(&a);
+    result_free(&p);
+    lk_loss_free(ls);
+    lk_loss_free(lp);
+    lk_runtime_close(rt);
+    free(aligned);
+    free(shifted);
+    free(x.data);
+    free(y.data);
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 static int cpu_has_avx2_fma(void)
 {
