@@ -75,7 +75,10 @@ LK_AI void focal_soft(double gamma, const lk_sigm *p, lk_v L, lk_v t, lk_v at, l
     *l = lk_mul0(at, lk_mul(m, ce));
 }
 
-LK_AI void focal_elem(const focal *f, lk_elem *e)
+/* The element function for a given gamma: a constant where the family is
+ * specialised (gamma 2, the default), so that no test of gamma is left in
+ * the loop. */
+LK_AI void focal_body(const focal *f, double gamma, lk_elem *e)
 {
     lk_v t = e->t;
     /* alpha t + (1 - alpha)(1 - t) */
@@ -83,16 +86,35 @@ LK_AI void focal_elem(const focal *f, lk_elem *e)
                              : lk_fma(lk_set(2.0 * f->alpha - 1.0), t, lk_set(1.0 - f->alpha));
     lk_sigm p = lk_sigm_of(e->x);
     lk_v L = lk_sigm_log1p(&p);
-    lk_m binary = lk_or(lk_eq(t, lk_zero()), lk_eq(t, lk_set(1.0)));
+    lk_m one = lk_eq(t, lk_set(1.0)), binary = lk_or(lk_eq(t, lk_zero()), one);
     lk_v lb = lk_zero(), gb = lk_zero(), ls = lk_zero(), gs = lk_zero();
     if (lk_any(binary))
-        focal_binary(f->gamma, &p, L, e->x, lk_eq(t, lk_set(1.0)), at, &lb, &gb);
+        focal_binary(gamma, &p, L, e->x, one, at, &lb, &gb);
     if (!lk_all(binary))
-        focal_soft(f->gamma, &p, L, t, at, &ls, &gs);
+        focal_soft(gamma, &p, L, t, at, &ls, &gs);
     e->loss = lk_select(binary, lb, ls);
     e->grad = lk_select(binary, gb, gs);
 }
 
-LK_ELEMENTWISE_LOSS(focal, focal, focal_elem, LK_EW_UNIT_TARGET, LK_HOOKS(.init = focal_init),
-                    .summary = "per-element sigmoid focal loss of Lin et al. (torchvision's)",
-                    .version = "1.1.0", .params = focal_params, .slots = tut_logit_slots)
+LK_AI void focal_elem(const focal *f, lk_elem *e)
+{
+    focal_body(f, f->gamma, e);
+}
+
+LK_AI void focal_elem2(const focal *f, lk_elem *e)
+{
+    focal_body(f, 2.0, e);
+}
+
+static int focal_pick(const void *inst)
+{
+    return ((const focal *)inst)->gamma == 2.0;
+}
+
+LK_KERNELS_ELEMENTWISE(focal_any, focal, focal_elem, LK_EW_UNIT_TARGET)
+LK_KERNELS_ELEMENTWISE(focal_g2, focal, focal_elem2, LK_EW_UNIT_TARGET)
+LK_LOSS_DESC(focal, focal, LK_LOSS_FUSED, NULL, NULL,
+             LK_FAMILIES(&focal_any__family, &focal_g2__family), tut_logit_slots,
+             LK_REDUCTIONS_ELEMENTWISE, LK_HOOKS(.init = focal_init, .pick = focal_pick),
+             .summary = "per-element sigmoid focal loss of Lin et al. (torchvision's)",
+             .version = "1.1.0", .params = focal_params)
