@@ -26,9 +26,10 @@
  * of a softmax), lk_log1p_unit (arguments in [0, 1]) and lk_log_1to2
  * (arguments in [1, 2]). Float lanes: about 1 to 3 float ulps (Cody-Waite
  * with the Cephes expf coefficients; 2 atanh(e / (2 + e)) with a fitted
- * polynomial; the Cephes logf polynomial). Double lanes: Cody-Waite with a
- * Taylor series to r^13, and fdlibm's log reduction and polynomial, below
- * 1 ulp. Portable: libm.
+ * polynomial; the Cephes logf polynomial). Double lanes: exp by a table of
+ * 2^(j/16) and a Taylor series to r^7 (AVX-512) or Cody-Waite and a Taylor
+ * series to r^13 (AVX2), log by fdlibm's reduction and polynomial; about 1
+ * ulp. Portable: libm.
  *
  * The careful helpers (lk_sigm and friends) are the forms every logistic
  * loss needs without overflow, cancellation or 0 * inf: one exp, one
@@ -512,8 +513,34 @@ LK_AI double lk__fact(int k)
 
 LK_AI lk_dv lk_d_exp_neg(lk_dv a)
 {
-#if defined(LK_TARGET_PORTABLE) || defined(LK_MVEC_EXP)
-    return lk_d_exp(a);
+#if defined(LK_TARGET_PORTABLE)
+    return exp(a);
+#elif defined(LK_TARGET_AVX512)
+    /* x = (16 m + j) log(2) / 16 + r, |r| <= log(2) / 32: exp(x) = 2^m
+     * 2^(j/16) exp(r), 2^(j/16) from a 16-entry table in two registers,
+     * exp(r) the Taylor series to r^7 (truncation below 3e-18). Below -746
+     * the result is 0; max() passes NaN through. */
+    const __m512d t0 = _mm512_setr_pd(1.0, 1.0442737824274138, 1.0905077326652577,
+                                      1.1387886347566916, 1.189207115002721, 1.241857812073484,
+                                      1.2968395546510096, 1.3542555469368927);
+    const __m512d t1 = _mm512_setr_pd(1.4142135623730951, 1.4768261459394993, 1.5422108254079407,
+                                      1.6104903319492543, 1.681792830507429, 1.7562521603732995,
+                                      1.8340080864093424, 1.9152065613971474);
+    lk_dv x = lk_d_max(lk_d_set(-746.0), a);
+    lk_dv n = lk_d_round(lk_d_mul(x, lk_d_set(16.0 * 1.4426950408889634)));
+    lk_dv r = lk_d_fma(n, lk_d_set(-6.93147180369123816490e-01 / 16.0), x);
+    r = lk_d_fma(n, lk_d_set(-1.90821492927058770002e-10 / 16.0), r);
+    __m512i ni = _mm512_cvtpd_epi64(n);
+    __m512d tj = _mm512_permutex2var_pd(t0, _mm512_and_si512(ni, _mm512_set1_epi64(15)), t1);
+    lk_dv m = _mm512_cvtepi64_pd(_mm512_srai_epi64(ni, 4));
+    lk_dv p = lk_d_set(1.0 / 5040.0);
+    p = lk_d_fma(p, r, lk_d_set(1.0 / 720.0));
+    p = lk_d_fma(p, r, lk_d_set(1.0 / 120.0));
+    p = lk_d_fma(p, r, lk_d_set(1.0 / 24.0));
+    p = lk_d_fma(p, r, lk_d_set(1.0 / 6.0));
+    p = lk_d_fma(p, r, lk_d_set(0.5));
+    p = lk_d_fma(p, lk_d_mul(r, r), r); /* exp(r) - 1 */
+    return lk_d_ldexp(lk_d_fma(tj, p, tj), m);
 #else
     /* Cody-Waite with fdlibm's split of log 2, and the Taylor series to
      * r^13 on |r| <= log(2) / 2 (truncation below 1e-17 relative), summed
