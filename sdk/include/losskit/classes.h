@@ -363,9 +363,12 @@ LK_AI lk_v lk__cls_ld(const void *p, int f32, const lk_cls_chunk *ch, int64_t cS
     int k = lk__cls_k(ch, v);
     if (!G)
         return lk__ld(p, f32, ch->xo + cS + (int64_t)v * LK_W, k, pad);
+    if (k == 1) /* one position, as a (C,) input: broadcast it; no lane but the first counts */
+        return lk_set(lk__get(p, f32, ch->off[v * LK_W] + cS));
     lk_s b[LK_W];
-    for (int l = 0; l < LK_W; l++)
-        b[l] = (lk_s)(l < k ? lk__get(p, f32, ch->off[v * LK_W + l] + cS) : pad);
+    lk_store(b, lk_set(pad)); /* then only the live lanes, one by one */
+    for (int l = 0; l < k; l++)
+        b[l] = (lk_s)lk__get(p, f32, ch->off[v * LK_W + l] + cS);
     return lk_load(b);
 }
 
