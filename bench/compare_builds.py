@@ -20,26 +20,15 @@ new build is faster. The script exits 1 when a ratio is below 0.95.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 
+import targets  # beside this script: its list of losses and shapes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = "16,1,1024,1024"
-MULTI = "4,8,512,512"
-# name, config, shape: the shapes of bench/targets.py
-LOSSES = [
-    ("mse", "configs/mse.json", BINARY),
-    ("l1", "configs/l1.json", BINARY),
-    ("bce_with_logits", "configs/bce_with_logits.json", BINARY),
-    ("focal", "configs/focal.json", BINARY),
-    ("dice", "configs/dice.json", BINARY),
-    ("iou", "configs/iou.json", BINARY),
-    ("dice_bce", "configs/dice_bce.json", BINARY),
-    ("focal_mean_bce", "configs/focal_mean_bce.json", BINARY),
-    ("cross_entropy", "configs/cross_entropy.json", MULTI),
-    ("dice_multiclass", "configs/dice_multiclass.json", MULTI),
-]
+# name, config, shape: the losses and shapes of bench/targets.py, with
+# multiclass dice's name as one word
+LOSSES = [(n.replace(" ", "_"), c, shape) for n, c, shape, _, _ in targets.LOSSES]
 PLUGIN_DIRS = ("tutorial", "torch")
 THRESHOLD = 0.95
 
@@ -116,17 +105,6 @@ class Side:
         self.runs.append(r)
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def git_head(build):
     """The commit of the source tree a build directory was set up from."""
     try:
@@ -174,7 +152,7 @@ def main():
     ids = sorted({i for _, config, _ in losses for i in loss_ids(config)})
     served_base = verify(binary, base, ids)
     served_new = verify(binary, new, ids)
-    print(f"Machine: {cpu_model()}, {os.cpu_count()} cores; losskit: {binary}")
+    print(f"Machine: {targets.cpu_model()}, {os.cpu_count()} cores; losskit: {binary}")
     print(f"base: {git_head(base)}; new: {git_head(new)}")
     for label, served in (("base", served_base), ("new", served_new)):
         files = sorted(set(served.values()))

@@ -554,11 +554,43 @@ static lk_status eval_into(const lk_loss *loss, const tens *x, const tens *t, vo
     return lk_loss_eval(loss, &a, value);
 }
 
-/* Gradients of 16 MiB and more are written with streaming stores when the
- * buffer is aligned to the vectors (loss.h, LK_STREAM_BYTES): the same bits
- * as through ordinary stores into a buffer that is not (one element off),
- * in float and double lanes, for a fused loss and a two-pass one; and
- * portable-close, so the streamed values are the right ones. */
+/* One config on data whose gradient is 16 MiB or more: the SIMD path's
+ * gradient in a buffer aligned to the vectors (streamed: loss.h,
+ * LK_STREAM_BYTES) must be bit for bit the one in a buffer one element off
+ * (ordinary stores), and portable-close (what is streamed is right). */
+static void expect_streamed_like_stored(lk_runtime *rt, const char *config, const tens *x,
+                                        const tens *t, const char *what)
+{
+    size_t es = dsize(x->dtype), bytes = ((size_t)x->n + 64) * es;
+    unsigned char *aligned = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    unsigned char *shifted = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    cr_assert(aligned && shifted);
+    lk_loss *ls = make_loss_on(rt, config, SIMD), *lp = make_loss_on(rt, config, PORTABLE);
+    double va = 0.0, vs = 0.0;
+    cr_assert_eq(eval_into(ls, x, t, aligned, &va), LK_OK, "%s", config);
+    cr_assert_eq(eval_into(ls, x, t, shifted + es, &vs), LK_OK, "%s", config);
+    cr_expect(va == vs && memcmp(aligned, shifted + es, (size_t)x->n * es) == 0,
+              "%s (%s): the gradient differs between an aligned buffer and one that is not", config,
+              what);
+    result p = eval(lp, x, t, NULL, 0), a = p;
+    a.value = va;
+    a.grad = malloc((size_t)x->n * sizeof(double));
+    cr_assert_not_null(a.grad);
+    for (int64_t i = 0; i < x->n; i++)
+        a.grad[i] = get(aligned, x->dtype, i);
+    char label[128];
+    snprintf(label, sizeof label, "%s (%s, streamed)", config, what);
+    expect_same(label, &a, &p, x->dtype, x->dtype == LK_DTYPE_F64 ? VALUE_F64 : VALUE_F32);
+    result_free(&a);
+    result_free(&p);
+    lk_loss_free(ls);
+    lk_loss_free(lp);
+    free(aligned);
+    free(shifted);
+}
+
+/* Streamed gradients in float and double lanes, for fused losses and a
+ * two-pass one. */
 Test(simd, streaming_stores_write_the_same_gradient, .timeout = 300)
 {
     static const char *const configs[] = {"{\"loss\": \"mse\"}", "{\"loss\": \"bce_with_logits\"}",
@@ -566,43 +598,13 @@ Test(simd, streaming_stores_write_the_same_gradient, .timeout = 300)
     lk_runtime *rt = open_runtime(2);
     for (int dt = 0; dt < 2; dt++) {
         int32_t dtype = dt ? LK_DTYPE_F64 : LK_DTYPE_F32;
-        size_t es = dsize(dtype);
-        int64_t shape[1] = {(int64_t)((16u << 20) / es) + 4099};
+        int64_t shape[1] = {(int64_t)((16u << 20) / dsize(dtype)) + 4099};
         tens x = tens_new(dtype, 1, shape), t = tens_new(dtype, 1, shape);
         rng_state = 404 + (uint64_t)dt;
         fill_logits(&x, X_PLAIN);
         fill_targets(&t, T_MIXED);
-        size_t bytes = ((size_t)x.n + 64) * es;
-        unsigned char *aligned = aligned_alloc(64, (bytes + 63) / 64 * 64);
-        unsigned char *shifted = aligned_alloc(64, (bytes + 63) / 64 * 64);
-        cr_assert(aligned && shifted);
-        for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
-            lk_loss *ls = make_loss_on(rt, configs[c], SIMD);
-            lk_loss *lp = make_loss_on(rt, configs[c], PORTABLE);
-            double va = 0.0, vs = 0.0;
-            cr_assert_eq(eval_into(ls, &x, &t, aligned, &va), LK_OK, "%s", configs[c]);
-            cr_assert_eq(eval_into(ls, &x, &t, shifted + es, &vs), LK_OK, "%s", configs[c]);
-            cr_expect(va == vs && memcmp(aligned, shifted + es, (size_t)x.n * es) == 0,
-                      "%s (%s): the gradient differs between an aligned buffer and one that is "
-                      "not",
-                      configs[c], dt ? "float64" : "float32");
-            result p = eval(lp, &x, &t, NULL, 0), a = p;
-            a.value = va;
-            a.grad = malloc((size_t)x.n * sizeof(double));
-            cr_assert_not_null(a.grad);
-            for (int64_t i = 0; i < x.n; i++)
-                a.grad[i] = get(aligned, dtype, i);
-            char label[96];
-            snprintf(label, sizeof label, "%s (%s, streamed)", configs[c],
-                     dt ? "float64" : "float32");
-            expect_same(label, &a, &p, dtype, dt ? VALUE_F64 : VALUE_F32);
-            result_free(&a);
-            result_free(&p);
-            lk_loss_free(ls);
-            lk_loss_free(lp);
-        }
-        free(aligned);
-        free(shifted);
+        for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++)
+            expect_streamed_like_stored(rt, configs[c], &x, &t, dt ? "float64" : "float32");
         free(x.data);
         free(t.data);
     }
@@ -613,37 +615,14 @@ Test(simd, streaming_stores_write_the_same_gradient, .timeout = 300)
  * float32 logits, a 16 MiB gradient. */
 Test(simd, streaming_stores_class_driver, .timeout = 300)
 {
-    const char *config = "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\"}}";
     const int64_t S = (1 << 19) + 64, xs[3] = {2, 4, S}, ys[2] = {2, S};
     tens x = tens_new(LK_DTYPE_F32, 3, xs), y = tens_new(LK_DTYPE_I64, 2, ys);
     rng_state = 808;
     fill_mc(&x, &y, 4, S, -100, 0);
-    size_t bytes = ((size_t)x.n + 64) * 4;
-    unsigned char *aligned = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    unsigned char *shifted = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    cr_assert(aligned && shifted);
     lk_runtime *rt = open_runtime(2);
-    lk_loss *ls = make_loss_on(rt, config, SIMD), *lp = make_loss_on(rt, config, PORTABLE);
-    double va = 0.0, vs = 0.0;
-    cr_assert_eq(eval_into(ls, &x, &y, aligned, &va), LK_OK);
-    cr_assert_eq(eval_into(ls, &x, &y, shifted + 4, &vs), LK_OK);
-    cr_expect(va == vs && memcmp(aligned, shifted + 4, (size_t)x.n * 4) == 0,
-              "multiclass dice: the gradient differs between an aligned buffer and one that is "
-              "not");
-    result p = eval(lp, &x, &y, NULL, 0), a = p;
-    a.value = va;
-    a.grad = malloc((size_t)x.n * sizeof(double));
-    cr_assert_not_null(a.grad);
-    for (int64_t i = 0; i < x.n; i++)
-        a.grad[i] = get(aligned, LK_DTYPE_F32, i);
-    expect_same("multiclass dice (float32, streamed)", &a, &p, LK_DTYPE_F32, VALUE_F32);
-    result_free(&a);
-    result_free(&p);
-    lk_loss_free(ls);
-    lk_loss_free(lp);
+    expect_streamed_like_stored(rt, "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\"}}",
+                                &x, &y, "float32");
     lk_runtime_close(rt);
-    free(aligned);
-    free(shifted);
     free(x.data);
     free(y.data);
 }
@@ -725,8 +704,8 @@ Test(simd, float_lanes_run)
         put(t32.data, LK_DTYPE_F32, i, ((double *)t64.data)[i]);
         put(x64.data, LK_DTYPE_F64, i, (double)((float *)x.data)[i]);
     }
-    static const char *const ids[] = {"bce_with_logits", "focal", "dice",
-                                      "iou",             "dice_bce", "focal_mean_bce"};
+    static const char *const ids[] = {"bce_with_logits", "focal",         "dice", "iou",
+                                      "dice_bce",        "focal_mean_bce"};
     for (size_t c = 0; c < sizeof ids / sizeof ids[0]; c++) {
         char config[64];
         snprintf(config, sizeof config, "{\"loss\": \"%s\"}", ids[c]);

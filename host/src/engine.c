@@ -145,8 +145,8 @@ static lk_status check_slot(const bound *b, uint32_t s, char *err)
     int64_t shape[LK_MAX_NDIM];
     if (s > 0 && expected_shape(sd, &b->slots[0], &nd, shape) && !same_shape(t, nd, shape)) {
         char got[160], want[160];
-        lk__shape_str(got, sizeof got, t->ndim, t->shape);
-        lk__shape_str(want, sizeof want, nd, shape);
+        lk_shape_str(got, sizeof got, t->ndim, t->shape);
+        lk_shape_str(want, sizeof want, nd, shape);
         return lk__err(err, LK_ERR_SHAPE, "loss '%s': %s (%s): shape %s, expected %s%s", id,
                        sd->name, b->origin[s], got, want,
                        sd->shape == LK_SHAPE_LIKE_INPUT ? " (the input's)"
@@ -246,7 +246,7 @@ static lk_status check_out(const lk_loss *loss, const bound *b, lk_eval_args *ar
         return st;
     if (o->dtype != b->slots[0].dtype || !same_shape(o, b->plan.out_ndim, b->plan.out_shape)) {
         char want[160];
-        lk__shape_str(want, sizeof want, b->plan.out_ndim, b->plan.out_shape);
+        lk_shape_str(want, sizeof want, b->plan.out_ndim, b->plan.out_shape);
         return lk__err(args->errmsg, LK_ERR_SHAPE, "out: expected shape %s of dtype %s", want,
                        lk_dtype_name(b->slots[0].dtype));
     }

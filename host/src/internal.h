@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "losskit/kernel.h" /* lk_shape_str, lk_sdk_dtype_name: written once, in the SDK */
 #include "losskit/losskit.h"
 
 #if defined(__GNUC__)
@@ -23,7 +24,6 @@ char *lk__strdup(const char *s);
 size_t lk__levenshtein(const char *a, const char *b);
 /* Appends ", " separated names to buf (cap bytes), returning buf. */
 int64_t lk__numel(int32_t ndim, const int64_t *shape);
-void lk__shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape);
 
 /* pool.c: a fixed-size pool; chunking never depends on the thread count. */
 typedef struct lk__pool lk__pool;

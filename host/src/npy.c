@@ -83,19 +83,6 @@ static void printable(const char *s, size_t len, char *buf, size_t cap)
     buf[n] = '\0';
 }
 
-static const char *dtype_label(int32_t dtype)
-{
-    switch (dtype) {
-    case LK_DTYPE_F32: return "float32";
-    case LK_DTYPE_F64: return "float64";
-    case LK_DTYPE_I64: return "int64";
-    case LK_DTYPE_I32: return "int32";
-    case LK_DTYPE_U8: return "uint8";
-    case LK_DTYPE_BOOL: return "bool";
-    default: return "invalid";
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* Sizes and owned arrays                                                    */
 
@@ -201,7 +188,7 @@ LK_API lk_status lk_array_alloc(lk_array *a, int32_t dtype, int32_t ndim, const 
     }
     if (array_fill(a, dtype, ndim, shape, nbytes) != 0) {
         set_err(errmsg, "lk_array_alloc: cannot allocate %zu bytes for a %s array", nbytes,
-                dtype_label(dtype));
+                lk_dtype_name(dtype));
         return LK_ERR_NOMEM;
     }
     return LK_OK;

@@ -58,16 +58,6 @@ int64_t lk__numel(int32_t ndim, const int64_t *shape)
     return n;
 }
 
-void lk__shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
-{
-    size_t used = (size_t)snprintf(buf, cap, "(");
-    for (int32_t d = 0; d < ndim && used < cap; d++)
-        used += (size_t)snprintf(buf + used, cap - used, d ? ", %lld" : "%lld",
-                                 (long long)shape[d]);
-    if (used < cap)
-        snprintf(buf + used, cap - used, ndim == 1 ? ",)" : ")");
-}
-
 const char *lk_status_name(lk_status st)
 {
     switch (st) {
@@ -112,15 +102,7 @@ const char *lk_status_text(lk_status st)
 
 const char *lk_dtype_name(int32_t dtype)
 {
-    switch (dtype) {
-    case LK_DTYPE_F32: return "float32";
-    case LK_DTYPE_F64: return "float64";
-    case LK_DTYPE_I64: return "int64";
-    case LK_DTYPE_I32: return "int32";
-    case LK_DTYPE_U8: return "uint8";
-    case LK_DTYPE_BOOL: return "bool";
-    default: return "invalid";
-    }
+    return lk_sdk_dtype_name(dtype);
 }
 
 static const char *const reduction_names[LK_REDUCTION_COUNT] = {"none", "mean", "sum",

@@ -1,11 +1,7 @@
 /* l1: |x - t|, gradient sign(x - t), 0 at 0 (NaN stays NaN). */
 #include "losskit/loss.h"
 
-typedef struct l1 {
-    char unused;
-} l1;
-
-LK_AI void l1_elem(const l1 *p, lk_elem *e)
+LK_AI void l1_elem(const lk_none *p, lk_elem *e)
 {
     (void)p;
     lk_v d = lk_sub(e->x, e->t);
@@ -13,5 +9,5 @@ LK_AI void l1_elem(const l1 *p, lk_elem *e)
     e->grad = lk_sign(d);
 }
 
-LK_ELEMENTWISE_LOSS(l1, l1, l1_elem, LK_EW_WEIGHT, LK_HOOKS(0),
+LK_ELEMENTWISE_LOSS(l1, lk_none, l1_elem, LK_EW_WEIGHT, LK_HOOKS(0),
                     .summary = "mean absolute error |x - t| on raw inputs", .version = "1.1.0")

@@ -769,14 +769,20 @@ LK_AI lk_fv lk_f_log1p_unit(lk_fv e)
 #endif
 }
 
+/* log(u) + (e - (u - 1)) r with u = 1 + e rounded and r = 1 / u. */
+LK_AI lk_dv lk__d_log1p_r(lk_dv e, lk_dv r)
+{
+    lk_dv u = lk_d_add(lk_d_set(1.0), e);
+    lk_dv lost = lk_d_sub(e, lk_d_sub(u, lk_d_set(1.0)));
+    return lk_d_fma(lost, r, lk_d_log_1to2(u));
+}
+
 LK_AI lk_dv lk_d_log1p_unit(lk_dv e)
 {
 #if defined(LK_TARGET_PORTABLE)
     return log1p(e);
 #else
-    lk_dv u = lk_d_add(lk_d_set(1.0), e);
-    lk_dv lost = lk_d_sub(e, lk_d_sub(u, lk_d_set(1.0)));
-    return lk_d_add(lk_d_log_1to2(u), lk_d_div(lost, u));
+    return lk__d_log1p_r(e, lk_d_div(lk_d_set(1.0), lk_d_add(lk_d_set(1.0), e)));
 #endif
 }
 
@@ -788,30 +794,26 @@ LK_AI lk_v lk_sigm_log1p(const lk_sigm *p)
 #if defined(LK_LANES_F32) || defined(LK_TARGET_PORTABLE)
     return lk_log1p_unit(p->e);
 #else
-    lk_dv u = lk_d_add(lk_d_set(1.0), p->e);
-    lk_dv lost = lk_d_sub(p->e, lk_d_sub(u, lk_d_set(1.0)));
-    return lk_d_fma(lost, p->r, lk_d_log_1to2(u));
+    return lk__d_log1p_r(p->e, p->r);
 #endif
 }
 
 /* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(e); and log sigmoid(x)
- * = -softplus(-x). L is lk_sigm_log1p(p). */
-LK_AI lk_v lk_softplus_of(const lk_sigm *p, lk_v x, lk_v L)
+ * = -softplus(-x). L is lk_sigm_log1p of x's primitives. */
+LK_AI lk_v lk_softplus_of(lk_v x, lk_v L)
 {
-    (void)p;
     return lk_add(lk_pospart(x), L);
 }
 
-LK_AI lk_v lk_log_sigmoid_of(const lk_sigm *p, lk_v x, lk_v L)
+LK_AI lk_v lk_log_sigmoid_of(lk_v x, lk_v L)
 {
-    (void)p;
     return lk_neg(lk_add(lk_pospart(lk_neg(x)), L));
 }
 
 LK_AI lk_v lk_v_softplus(lk_v x)
 {
     lk_sigm p = lk_sigm_of(x);
-    return lk_softplus_of(&p, x, lk_sigm_log1p(&p));
+    return lk_softplus_of(x, lk_sigm_log1p(&p));
 }
 
 LK_AI lk_v lk_v_sigmoid(lk_v x)

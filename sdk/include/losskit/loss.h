@@ -229,15 +229,27 @@ typedef struct lk__ew_io {
 #define LK__W_WEIGHT 0x400u
 #define LK__W_STREAM 0x800u
 
+/* Loads the k elements from i of input and target into e; with
+ * LK_EW_UNIT_TARGET, a target outside [0, 1] fails the call (every driver's
+ * pass reads the targets through here). */
+LK_AI lk_status lk__elem_load(const lk__ew_io *io, uint32_t flags, int64_t i, int k, lk_elem *e,
+                              lk_msg *msg)
+{
+    e->i = i;
+    e->x = lk__ld(io->x, io->xf, i, k, 0.0);
+    e->t = lk__ld(io->t, io->tf, i, k, 0.0);
+    if ((flags & LK_EW_UNIT_TARGET) && lk_any(lk_outside01(e->t)))
+        return lk_first_bad_target(io->t, io->tf, i, k, msg);
+    return LK_OK;
+}
+
 LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, uint32_t flags, const lk__ew_io *io,
                             int64_t i, int k, lk_v scale, int accumulate, lk_acc *sum, lk_msg *msg)
 {
     lk_elem e;
-    e.i = i;
-    e.x = lk__ld(io->x, io->xf, i, k, 0.0);
-    e.t = lk__ld(io->t, io->tf, i, k, 0.0);
-    if ((flags & LK_EW_UNIT_TARGET) && lk_any(lk_outside01(e.t)))
-        return lk_first_bad_target(io->t, io->tf, i, k, msg);
+    lk_status st = lk__elem_load(io, flags, i, k, &e, msg);
+    if (st != LK_OK)
+        return st;
     fn(inst, &e);
     if (flags & LK__W_WEIGHT) {
         lk_v w = lk__ld(io->w, io->wf, i, k, 0.0);
@@ -328,11 +340,9 @@ LK_AI lk_status lk__st_step(const void *inst, lk_stats_fn fn, int n_stats, uint3
 {
     lk_elem e;
     lk_v s[LK_STATS_MAX];
-    e.i = i;
-    e.x = lk__ld(io->x, io->xf, i, k, 0.0);
-    e.t = lk__ld(io->t, io->tf, i, k, 0.0);
-    if ((flags & LK_EW_UNIT_TARGET) && lk_any(lk_outside01(e.t)))
-        return lk_first_bad_target(io->t, io->tf, i, k, msg);
+    lk_status st = lk__elem_load(io, flags, i, k, &e, msg);
+    if (st != LK_OK)
+        return st;
     fn(inst, &e, s);
 #define LK__ADD(j)                                                                                 \
     if (n_stats > j)                                                                               \
@@ -370,9 +380,7 @@ LK_AI void lk__gr_step(const void *inst, lk_grad_fn fn, const lk_v *kv, const lk
                        int64_t i, int k, lk_v scale, int accumulate, const int stream)
 {
     lk_elem e;
-    e.i = i;
-    e.x = lk__ld(io->x, io->xf, i, k, 0.0);
-    e.t = lk__ld(io->t, io->tf, i, k, 0.0);
+    lk__elem_load(io, 0, i, k, &e, NULL); /* the forward pass checked the targets */
     fn(inst, kv, &e);
     if (stream && k == LK_W)
         lk__stream_grad(io->g, i, e.grad, scale);
@@ -509,6 +517,11 @@ LK_AI lk_status lk_stats_backward(const void *inst, const lk_plan *plan, const l
 /* ------------------------------------------------------------------------ */
 /* The descriptor (primary compile only)                                     */
 
+/* The instance type of a loss without parameters. */
+typedef struct lk_none {
+    char unused;
+} lk_none;
+
 /* The layer's hooks of a loss (LK_HOOKS(.init = ..., ...)); every member may
  * be NULL. */
 typedef struct lk_loss_hooks {
@@ -539,8 +552,14 @@ typedef struct lk_loss_hooks {
 typedef struct lk__inst {
     const lk_kset *k32, *k64;
     void (*fini)(void *inst);
-    void *user; /* the loss's instance, 64-byte aligned inside the same block */
 } lk__inst;
+
+/* The loss's own instance, 64 bytes into the same allocation. */
+#define LK__USER_AT 64
+static inline void *lk__user(const lk__inst *in)
+{
+    return (char *)(uintptr_t)in + LK__USER_AT;
+}
 
 /* Which instruction sets LOSSKIT_SIMD and the CPU allow: 0 portable, 1 AVX2,
  * 2 AVX-512. */
@@ -576,19 +595,18 @@ static inline lk_status lk__create(const lk_loss_hooks *spec, const lk_kfamily *
                                    size_t size, const lk_create_args *args, void **instance,
                                    lk_msg *msg)
 {
-    lk__inst *in = (lk__inst *)calloc(1, 64 + size);
+    lk__inst *in = (lk__inst *)calloc(1, LK__USER_AT + size);
     if (!in)
         return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
-    in->user = (char *)in + 64;
     if (spec->init) {
-        lk_status st = spec->init(in->user, args->params, msg);
+        lk_status st = spec->init(lk__user(in), args->params, msg);
         if (st != LK_OK) {
             free(in);
             return st;
         }
     }
     in->fini = spec->fini;
-    lk__pick(families[spec->pick ? spec->pick(in->user) : 0], in);
+    lk__pick(families[spec->pick ? spec->pick(lk__user(in)) : 0], in);
     const lk_host *h = args->host;
     if (h && h->log) {
         char line[160];
@@ -604,7 +622,7 @@ static inline void lk__destroy(void *instance)
 {
     lk__inst *in = (lk__inst *)instance;
     if (in && in->fini)
-        in->fini(in->user);
+        in->fini(lk__user(in));
     free(in);
 }
 
@@ -654,7 +672,7 @@ static inline lk_status lk__plan(const lk_loss_hooks *spec, const lk_loss_desc *
     plan->block_positions = lk_block_positions(plan->n_positions);
     if (in->k64->n_stats)
         plan->n_stats = in->k64->n_stats;
-    return spec->plan ? spec->plan(in->user, slots, reduction, plan, msg) : LK_OK;
+    return spec->plan ? spec->plan(lk__user(in), slots, reduction, plan, msg) : LK_OK;
 }
 
 /* Standard slots, for the primary compile's descriptors. */
@@ -714,14 +732,15 @@ static const lk_slot_desc *const lk_slots_pair[] LK__UNUSED = {&lk_slot_predicti
                                    lk_msg *m)                                                      \
     {                                                                                              \
         const lk__inst *in = (const lk__inst *)inst;                                               \
-        return lk__kset(in, blk->slots, lk__n_slots(&lid##_desc))->forward(in->user, plan, blk, m); \
+        return lk__kset(in, blk->slots, lk__n_slots(&lid##_desc))                                  \
+            ->forward(lk__user(in), plan, blk, m);                                                 \
     }                                                                                              \
     LK__UNUSED static lk_status lid##__backward(const void *inst, const lk_plan *plan,              \
                                                const lk_block *blk, lk_msg *m)                     \
     {                                                                                              \
         const lk__inst *in = (const lk__inst *)inst;                                               \
         return lk__kset(in, blk->slots, lk__n_slots(&lid##_desc))                                   \
-            ->backward(in->user, plan, blk, m);                                                    \
+            ->backward(lk__user(in), plan, blk, m);                                                \
     }                                                                                              \
     LK__UNUSED static lk_status lid##__finalize(const void *inst, const lk_plan *plan,              \
                                                const double *stats, int32_t reduction,             \
@@ -729,8 +748,8 @@ static const lk_slot_desc *const lk_slots_pair[] LK__UNUSED = {&lk_slot_predicti
     {                                                                                              \
         if (!lid##__hooks.finalize)                                                                 \
             return lk_fail(m, LK_ERR_INTERNAL, "no finalize");                                     \
-        return lid##__hooks.finalize(((const lk__inst *)inst)->user, plan, stats, reduction, value, \
-                                    m);                                                            \
+        return lid##__hooks.finalize(lk__user((const lk__inst *)inst), plan, stats, reduction,    \
+                                     value, m);                                                    \
     }                                                                                              \
     LK__OVERRIDE_INIT_OFF                                                                          \
     const lk_loss_desc lid##_desc = {                                                               \
