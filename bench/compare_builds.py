@@ -4,7 +4,7 @@ build's plugin as fast as the base build's?
 
 One losskit binary, the new tree's, runs both sides, so the host (engine,
 thread pool, bench) is the same and only the plugins differ: each side puts
-its build's plugins/tutorial and plugins/torch first on LOSSKIT_PLUGIN_PATH,
+its build's plugins first on LOSSKIT_PLUGIN_PATH,
 where they shadow the binary's own. Before timing, `losskit list --json`
 must show every loss served from the intended build's plugin file.
 
@@ -38,7 +38,12 @@ def fail(msg):
 
 
 def plugin_path(build):
-    dirs = [os.path.join(build, "plugins", p) for p in PLUGIN_DIRS]
+    """The folders that hold a build's plugins: build/plugins itself (one
+    folder for every family), or one folder per family in older trees."""
+    top = os.path.join(build, "plugins")
+    if any(f.endswith(".so") for f in os.listdir(top) if os.path.isfile(os.path.join(top, f))):
+        return [top]
+    dirs = [os.path.join(top, p) for p in PLUGIN_DIRS]
     for d in dirs:
         if not os.path.isdir(d):
             fail(f"{d}: no such plugin folder (is {build} a built losskit tree?)")

@@ -16,7 +16,7 @@
 
 #define CHECK_DIR LK_BUILD_ROOT "/tests/fixtures/check"
 #define CF(name)  CHECK_DIR "/cf_" name ".so"
-#define TUTORIAL  LK_BUILD_ROOT "/plugins/tutorial/tutorial.so"
+#define TUTORIAL  LK_BUILD_ROOT "/plugins/tutorial.so"
 
 #define OUT_CAP (1 << 18)
 

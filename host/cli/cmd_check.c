@@ -36,7 +36,7 @@
 #define TIMEOUT_S     60    /* per loss, for all of its checks */
 #define MAX_SLOTS     16    /* the host's limit per loss */
 #define MAX_SETTINGS  9     /* the defaults, then one per number parameter */
-#define N_PROBES      3     /* probe shapes */
+#define N_PROBES      4     /* probe shapes */
 #define GRAD_RTOL     1e-5  /* gradient vs central differences, relative */
 #define GRAD_ATOL     1e-7  /* ... with this absolute floor */
 #define FD_STEP       1e-6  /* central-difference step, times max(1, |x|) */
@@ -277,6 +277,7 @@ typedef struct checker {
     char shape_note[400];
     int ref;      /* the probe shape that single-shape checks use */
     int soft_too; /* a float target slot: a second run with soft targets */
+    int32_t values[MAX_SLOTS]; /* each slot's lk_slot_values, resolved */
     char label[LABEL_CAP];
     uint64_t rng;
     void *guard; /* an inaccessible page: the data of zero-size tensors */
@@ -556,20 +557,32 @@ static int32_t slot_dtype(const lk_slot_desc *sd, int32_t in_dtype)
     return LK_DTYPE_F64;
 }
 
-/* Logits ~ N(0, 1.5); weights in [0.5, 1.5); integer targets are class ids
- * (rule INPUT_NO_CHANNEL) or {0, 1}; float targets {0, 1} or soft. */
-static double draw(checker *c, uint32_t s, const lk_slot_desc *sd, int32_t dtype, const spec *sp)
+/* Each slot's data by what its values are (lk_slot_values): reals ~
+ * N(0, 1.5); positive values in [0.5, 1.5); class ids in [0, C); [0, 1]
+ * targets {0, 1}, or soft in [0.05, 0.95]; counts {0, 1, 2}, or soft in
+ * [0, 3). */
+static double draw(checker *c, uint32_t s, int32_t dtype, const spec *sp)
 {
     double u = rng_unif(c);
-    if (s == 0)
+    int soft = sp->soft && is_float_dtype(dtype);
+    switch (c->values[s]) {
+    case LK_VALUES_REAL:
         return 1.5 * rng_normal(c);
-    if (is_weight_slot(sd))
+    case LK_VALUES_POSITIVE:
         return 0.5 + u;
-    if (!is_float_dtype(dtype) && sd->shape == LK_SHAPE_INPUT_NO_CHANNEL)
+    case LK_VALUES_CLASS:
         return floor(u * (double)class_count(sp));
-    if (is_float_dtype(dtype) && sp->soft)
-        return 0.05 + 0.9 * u;
-    return u < 0.5 ? 0.0 : 1.0;
+    case LK_VALUES_SIGN:
+        return u < 0.5 ? -1.0 : 1.0;
+    case LK_VALUES_NONNEGATIVE:
+        return soft ? 3.0 * u : floor(3.0 * u);
+    case LK_VALUES_UNIT:
+        if (soft)
+            return 0.05 + 0.9 * u;
+        return u < 0.5 ? 0.0 : 1.0;
+    default: /* LK_VALUES_BINARY */
+        return u < 0.5 ? 0.0 : 1.0;
+    }
 }
 
 static int binds(const lk_slot_desc *sd, uint32_t s, const spec *sp)
@@ -592,7 +605,7 @@ static lk_status bundle_slot(checker *c, bundle *b, uint32_t s, const spec *sp, 
     if (st != LK_OK)
         return st;
     for (int64_t i = 0; i < array_numel(&b->in[s]); i++)
-        set_elem(&b->in[s], i, draw(c, s, sd, dtype, sp));
+        set_elem(&b->in[s], i, draw(c, s, dtype, sp));
     b->named_slot[b->n_named] = (int)s;
     b->named[b->n_named++] = (lk_named_tensor){sd->name, lk_array_view(&b->in[s]), sd->name};
     if (!(sd->flags & LK_SLOT_DIFFERENTIABLE) || !is_float_dtype(dtype))
@@ -784,7 +797,7 @@ static int outputs_ok(const lk_loss *loss, const bundle *b, double value, int na
 static const struct {
     int32_t ndim;
     int64_t shape[4];
-} probes[N_PROBES] = {{1, {7}}, {3, {2, 3, 5}}, {4, {2, 1, 4, 4}}};
+} probes[N_PROBES] = {{1, {7}}, {3, {2, 3, 5}}, {4, {2, 1, 4, 4}}, {2, {6, 4}}};
 
 static spec probe_spec(int k, int32_t dtype, int soft)
 {
@@ -828,14 +841,14 @@ static void case_label(const checker *c, char *buf, size_t cap, const spec *sp, 
                           : " hard targets");
 }
 
-/* A float slot besides slot 0 that is not a weight: its values are targets,
- * so they get a second run with soft values. */
+/* A float slot besides slot 0 whose values may be fractional targets
+ * ([0, 1] or counts): it gets a second run with soft values. */
 static int has_float_target(const checker *c)
 {
     for (uint32_t s = 1; s < c->n_slots; s++) {
         const lk_slot_desc *sd = c->d->slots[s];
-        if (!(sd->flags & LK_SLOT_OPTIONAL) && !is_weight_slot(sd) &&
-            (sd->dtypes & LK_DTYPES_FLOAT))
+        if (!(sd->flags & LK_SLOT_OPTIONAL) && (sd->dtypes & LK_DTYPES_FLOAT) &&
+            (c->values[s] == LK_VALUES_UNIT || c->values[s] == LK_VALUES_NONNEGATIVE))
             return 1;
     }
     return 0;
@@ -897,8 +910,9 @@ static int probe_shapes(checker *c)
         lk_loss_free(loss);
         bundle_free(c, &b);
     }
-    /* single-shape checks use (2,3,5) when taken, else the first taken */
-    c->ref = c->shape_ok[1] ? 1 : c->shape_ok[0] ? 0 : 2;
+    /* single-shape checks use (2,3,5) when taken, else (6,4), else the first
+     * taken */
+    c->ref = c->shape_ok[1] ? 1 : c->shape_ok[3] ? 3 : c->shape_ok[0] ? 0 : 2;
     return n_ok;
 }
 
@@ -1672,8 +1686,12 @@ static void checker_init(checker *c, const plugin_ctx *pc, const lk_loss_desc *d
     c->rt = pc->rt;
     c->d = d;
     c->fd = fd;
-    while (d->slots[c->n_slots])
+    lk_loss_info info;
+    uint32_t minor = lk_runtime_find(pc->rt, d->id, &info, NULL) == LK_OK ? info.plugin_abi_minor : 0;
+    while (d->slots[c->n_slots]) {
+        c->values[c->n_slots] = lk_slot_values_of(d->slots[c->n_slots], c->n_slots, minor);
         c->n_slots++;
+    }
     /* the data depend on the loss's id only, never on the order of losses */
     c->rng = 0x6c6f73736b6974ull;
     for (const char *p = d->id; *p; p++)

@@ -110,7 +110,7 @@ static const char *check_param(const lk_param_desc *p)
     }
 }
 
-static const char *check_slot(const lk_slot_desc *s, uint32_t index)
+static const char *check_slot(const lk_slot_desc *s, uint32_t index, uint32_t minor)
 {
     const uint32_t known = LK_DTYPE_BIT(LK_DTYPE_F32) | LK_DTYPE_BIT(LK_DTYPE_F64) |
                            LK_DTYPE_BIT(LK_DTYPE_I64) | LK_DTYPE_BIT(LK_DTYPE_I32) |
@@ -127,6 +127,8 @@ static const char *check_slot(const lk_slot_desc *s, uint32_t index)
         return "slot 0 cannot be optional";
     if ((s->flags & LK_SLOT_DIFFERENTIABLE) && (s->dtypes & ~LK_DTYPES_FLOAT))
         return "it is differentiable but accepts non-float dtypes";
+    if (minor >= 1 && (s->values < LK_VALUES_DEFAULT || s->values > LK_VALUES_LAST))
+        return "its values kind is unknown";
     return NULL;
 }
 
@@ -139,7 +141,7 @@ static const char *named(char *buf, size_t cap, const char *what, const char *na
     return buf;
 }
 
-static const char *check_loss(const lk_loss_desc *d, lk__entry *e)
+static const char *check_loss(const lk_loss_desc *d, uint32_t minor, lk__entry *e)
 {
     static _Thread_local char why[256];
     if (!valid_name(d->id))
@@ -164,7 +166,7 @@ static const char *check_loss(const lk_loss_desc *d, lk__entry *e)
         return "it sets unknown loss flags";
     int has_diff = 0;
     for (uint32_t i = 0; i < ns; i++) {
-        const char *p = check_slot(d->slots[i], i);
+        const char *p = check_slot(d->slots[i], i, minor);
         if (p)
             return named(why, sizeof why, "slot", d->slots[i]->name, p);
         has_diff |= (d->slots[i]->flags & LK_SLOT_DIFFERENTIABLE) != 0;
@@ -244,7 +246,7 @@ static int register_plugin(lk__registry *reg, lk__module *m)
     lk__entry *fresh = reg->entries + reg->n_entries;
     memset(fresh, 0, n * sizeof *fresh);
     for (size_t i = 0; i < n; i++) {
-        const char *problem = check_loss(pl->losses[i], &fresh[i]);
+        const char *problem = check_loss(pl->losses[i], pl->abi_minor, &fresh[i]);
         const char *id = pl->losses[i]->id ? pl->losses[i]->id : "(null)";
         for (size_t j = 0; !problem && j < i; j++)
             if (strcmp(fresh[j].desc->id, id) == 0)

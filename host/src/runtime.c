@@ -171,6 +171,20 @@ static void fill_info(const lk__registry *reg, const lk__entry *e, lk_loss_info 
     out->desc = e->desc;
     out->shadowed = e->shadowed;
     out->shadowed_by = e->shadowed ? reg->entries[e->winner].module->path : NULL;
+    out->plugin_abi_minor = e->module->plugin->abi_minor;
+}
+
+int32_t lk_slot_values_of(const lk_slot_desc *sd, uint32_t index, uint32_t plugin_abi_minor)
+{
+    if (plugin_abi_minor >= 1 && sd->values != LK_VALUES_DEFAULT)
+        return sd->values;
+    if (index == 0)
+        return LK_VALUES_REAL;
+    if (strcmp(sd->name, "weight") == 0)
+        return LK_VALUES_POSITIVE;
+    if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL && (sd->dtypes & ~LK_DTYPES_FLOAT))
+        return LK_VALUES_CLASS;
+    return LK_VALUES_UNIT;
 }
 
 lk_status lk_runtime_loss_at(const lk_runtime *rt, size_t i, lk_loss_info *out)

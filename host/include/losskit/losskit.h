@@ -83,7 +83,14 @@ typedef struct lk_loss_info {
     const lk_loss_desc *desc;   /* read-only */
     int32_t shadowed;           /* 1: an earlier plugin has the same id */
     const char *shadowed_by;    /* the winning plugin's file, when shadowed */
+    uint32_t plugin_abi_minor;  /* the ABI minor the plugin was built against */
 } lk_loss_info;
+
+/* What slot i of a loss built against ABI 1.plugin_abi_minor holds: its
+ * declared lk_slot_values, or for LK_VALUES_DEFAULT (and every slot of a
+ * 1.0 plugin) what ABI 1.0 implied. Never LK_VALUES_DEFAULT. */
+LK_API int32_t lk_slot_values_of(const lk_slot_desc *sd, uint32_t index,
+                                 uint32_t plugin_abi_minor);
 
 /* Every registered loss in search-path order, shadowed ones included. */
 LK_API size_t lk_runtime_loss_count(const lk_runtime *rt);

@@ -676,18 +676,19 @@ static inline lk_status lk__plan(const lk_loss_hooks *spec, const lk_loss_desc *
 }
 
 /* Standard slots, for the primary compile's descriptors. */
-#define LK__SLOT(var, nm, dc, fl, shp)                                                             \
+#define LK__SLOT(var, nm, dc, fl, shp, vals)                                                       \
     static const lk_slot_desc var LK__UNUSED = {                                                   \
-        nm, dc, LK_DTYPES_FLOAT, fl, shp};
-LK__SLOT(lk_slot_logits, "input", "logits, any shape", LK_SLOT_DIFFERENTIABLE, LK_SHAPE_ANY)
+        nm, dc, LK_DTYPES_FLOAT, fl, shp, vals};
+LK__SLOT(lk_slot_logits, "input", "logits, any shape", LK_SLOT_DIFFERENTIABLE, LK_SHAPE_ANY,
+         LK_VALUES_REAL)
 LK__SLOT(lk_slot_prediction, "input", "predictions, any shape", LK_SLOT_DIFFERENTIABLE,
-         LK_SHAPE_ANY)
+         LK_SHAPE_ANY, LK_VALUES_REAL)
 LK__SLOT(lk_slot_target01, "target", "targets in [0, 1], shaped like input", 0,
-         LK_SHAPE_LIKE_INPUT)
+         LK_SHAPE_LIKE_INPUT, LK_VALUES_UNIT)
 LK__SLOT(lk_slot_target, "target", "targets of any value, shaped like input", 0,
-         LK_SHAPE_LIKE_INPUT)
+         LK_SHAPE_LIKE_INPUT, LK_VALUES_REAL)
 LK__SLOT(lk_slot_weight, "weight", "optional per-element weight, shaped like input",
-         LK_SLOT_OPTIONAL, LK_SHAPE_LIKE_INPUT)
+         LK_SLOT_OPTIONAL, LK_SHAPE_LIKE_INPUT, LK_VALUES_POSITIVE)
 static const lk_slot_desc *const lk_slots_weighted[] LK__UNUSED = {
     &lk_slot_prediction, &lk_slot_target, &lk_slot_weight, NULL};
 static const lk_slot_desc *const lk_slots_pair[] LK__UNUSED = {&lk_slot_prediction,

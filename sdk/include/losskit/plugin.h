@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define LK_ABI_MAJOR 1
-#define LK_ABI_MINOR 0
+#define LK_ABI_MINOR 1
 
 #if defined(_WIN32)
 #define LK_EXPORT __declspec(dllexport)
@@ -145,12 +145,32 @@ typedef enum lk_shape_rule {
     LK_SHAPE_INPUT_NO_CHANNEL = 2 /* slot 0's shape without dim 1 (class ids) */
 } lk_shape_rule;
 
+/* What a slot's values are (since 1.1). The host never checks data against
+ * it; the conformance checker draws its test data from it, and `losskit
+ * info` shows it. LK_VALUES_DEFAULT, and every slot of a plugin built
+ * against ABI 1.0, means what 1.0 implied: slot 0 any real, a slot named
+ * "weight" positive, an integer slot with rule INPUT_NO_CHANNEL class ids,
+ * any other slot targets in [0, 1]. */
+typedef enum lk_slot_values {
+    LK_VALUES_DEFAULT = 0,
+    LK_VALUES_REAL = 1,        /* any real: predictions, logits, log-probabilities */
+    LK_VALUES_UNIT = 2,        /* in [0, 1]: probabilities, soft or hard targets */
+    LK_VALUES_BINARY = 3,      /* 0 or 1 */
+    LK_VALUES_SIGN = 4,        /* -1 or 1 */
+    LK_VALUES_POSITIVE = 5,    /* > 0: variances, scales, weights */
+    LK_VALUES_NONNEGATIVE = 6, /* >= 0: counts */
+    LK_VALUES_CLASS = 7        /* class ids in [0, C): C is dim 1 of slot 0, or
+                                  dim 0 of a one-dimensional slot 0 */
+} lk_slot_values;
+#define LK_VALUES_LAST LK_VALUES_CLASS
+
 typedef struct lk_slot_desc {
     const char *name;   /* "input", "target", "weight", "var", ... */
     const char *doc;    /* one line */
     uint32_t dtypes;    /* mask of LK_DTYPE_BIT() accepted */
     uint32_t flags;     /* LK_SLOT_* flags */
     int32_t shape;      /* an lk_shape_rule */
+    int32_t values;     /* since 1.1: an lk_slot_values */
 } lk_slot_desc;
 
 /* ------------------------------------------------------------------------ */
