@@ -36,8 +36,8 @@
 
 /* The families whose losses are checked here (the tutorial and torch
  * families have their own suites, test_golden and test_torch). */
-static const char *const families[] = {"regression", "classification", "margin",
-                                       "contrastive", "sequence", "stencil", "segmentation"};
+static const char *const families[] = {"regression", "classification", "margin",      "contrastive",
+                                       "sequence",   "stencil",        "segmentation"};
 
 typedef struct cat_param {
     char file[64];
@@ -174,9 +174,9 @@ ParameterizedTest(cat_param *p, catalogue, torch)
         while (k < n && strcmp(named[k].name, t->string) != 0)
             k++;
         cr_assert_lt(k, n, "%s: gradient of %s, which is not among the tensors", name, t->string);
-        cr_assert_eq(lk_array_alloc(&grads[ng], arrays[k].dtype, arrays[k].ndim, arrays[k].shape,
-                                    err),
-                     LK_OK, "%s", err);
+        cr_assert_eq(
+            lk_array_alloc(&grads[ng], arrays[k].dtype, arrays[k].ndim, arrays[k].shape, err),
+            LK_OK, "%s", err);
         gnamed[ng] = (lk_named_tensor){t->string, lk_array_view(&grads[ng]), NULL};
         grad_ref[ng++] = t->valuestring;
     }

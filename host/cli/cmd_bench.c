@@ -25,8 +25,8 @@
 #include "cli.h"
 
 #define MAX_SLOTS 16
-#define BENCH_USAGE                                                                            \
-    "losskit bench CONFIG [--shape N,C,H,W] [--dtype float32|float64] [--threads N] "         \
+#define BENCH_USAGE                                                                                \
+    "losskit bench CONFIG [--shape N,C,H,W] [--dtype float32|float64] [--threads N] "              \
     "[--repeat K] [--json]"
 
 typedef struct bench_opts {
@@ -142,29 +142,39 @@ static uint64_t next_random(uint64_t *s)
     return *s;
 }
 
-/* Fills a slot's tensor with plausible data for its role. */
-static void fill(lk_array *a, const char *name, int64_t classes, uint64_t seed)
+/* Fills a slot's tensor with plausible data for what its values are (an
+ * lk_slot_values): reals in [-4, 4), targets 1 with probability 0.3, class
+ * ids, signs, counts, and positive values in [0.5, 1.5). */
+static void fill(lk_array *a, int32_t values, int64_t classes, uint64_t seed)
 {
     size_t n = a->nbytes / lk_dtype_size(a->dtype);
     for (size_t i = 0; i < n; i++) {
-        double u = (double)(next_random(&seed) >> 11) / 9007199254740992.0;
-        double v = strcmp(name, "input") == 0    ? 8.0 * u - 4.0
-                   : strcmp(name, "target") == 0 ? (u < 0.3 ? 1.0 : 0.0)
-                                                 : 0.5 + u;
+        double u = (double)(next_random(&seed) >> 11) / 9007199254740992.0, v;
+        switch (values) {
+        case LK_VALUES_REAL: v = 8.0 * u - 4.0; break;
+        case LK_VALUES_UNIT:
+        case LK_VALUES_BINARY: v = u < 0.3 ? 1.0 : 0.0; break;
+        case LK_VALUES_SIGN: v = u < 0.3 ? 1.0 : -1.0; break;
+        case LK_VALUES_NONNEGATIVE: v = floor(4.0 * u); break;
+        case LK_VALUES_CLASS: v = (double)((int64_t)(u * (double)classes) % classes); break;
+        default: v = 0.5 + u; break;
+        }
         if (a->dtype == LK_DTYPE_F32)
             ((float *)a->data)[i] = (float)v;
         else if (a->dtype == LK_DTYPE_F64)
             ((double *)a->data)[i] = v;
         else if (a->dtype == LK_DTYPE_I64)
-            ((int64_t *)a->data)[i] = (int64_t)(u * (double)classes) % classes;
+            ((int64_t *)a->data)[i] = values == LK_VALUES_CLASS || values == LK_VALUES_NONNEGATIVE
+                                          ? (int64_t)v
+                                          : (int64_t)(u * (double)classes) % classes;
     }
 }
 
 /* Allocates and fills one slot's tensor in o->dtype; class_ids asks for
  * int64 class indices shaped like the input without dim 1. A slot that
  * refuses o->dtype gets int64 if it takes it, else the other float dtype. */
-static int make_slot(const lk_slot_desc *sd, const bench_opts *o, int class_ids, size_t seed,
-                     lk_array *a)
+static int make_slot(const lk_slot_desc *sd, int32_t values, const bench_opts *o, int class_ids,
+                     size_t seed, lk_array *a)
 {
     char err[LK_ERRMSG_CAP];
     int32_t ndim = o->ndim, dtype = o->dtype;
@@ -182,7 +192,8 @@ static int make_slot(const lk_slot_desc *sd, const bench_opts *o, int class_ids,
         cli_error("bench: %s", err);
         return -1;
     }
-    fill(a, sd->name, o->ndim >= 2 ? o->shape[1] : 1, 0x9e3779b97f4a7c15ull + seed);
+    fill(a, class_ids ? LK_VALUES_CLASS : values, o->ndim >= 2 ? o->shape[1] : 1,
+         0x9e3779b97f4a7c15ull + seed);
     return 0;
 }
 
@@ -196,7 +207,7 @@ static int build_data(const lk_loss *loss, const bench_opts *o, int class_ids, b
             continue;
         int ids = class_ids && i > 0 && (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64));
         lk_array *a = &d->arrays[d->n];
-        if (make_slot(sd, o, ids, i, a) != 0)
+        if (make_slot(sd, lk_loss_slot_values(loss, i), o, ids, i, a) != 0)
             return -1;
         d->named[d->n] = (lk_named_tensor){sd->name, lk_array_view(a), sd->name};
         d->bytes_in += a->nbytes;
@@ -236,8 +247,8 @@ static int make_data(const lk_loss *loss, const bench_opts *o, bench_data *d)
         cli_error("bench: %s", a.errmsg);
         return -1;
     }
-    if (lk_array_alloc(&d->grad, d->arrays[0].dtype, d->arrays[0].ndim, d->arrays[0].shape,
-                       err) != LK_OK) {
+    if (lk_array_alloc(&d->grad, d->arrays[0].dtype, d->arrays[0].ndim, d->arrays[0].shape, err) !=
+        LK_OK) {
         cli_error("bench: %s", err);
         return -1;
     }
@@ -252,8 +263,8 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Median and minimum of repeat timed evaluations, after one warm-up. */
-static int time_eval(const lk_loss *loss, bench_data *d, int with_grad, int repeat,
-                     double *median, double *best)
+static int time_eval(const lk_loss *loss, bench_data *d, int with_grad, int repeat, double *median,
+                     double *best)
 {
     double *t = calloc((size_t)repeat, sizeof *t);
     if (!t)
@@ -327,8 +338,12 @@ static double roofline_ms(size_t bytes, int write, int32_t threads, int repeat)
         for (int r = -1; t && r < repeat; r++) {
             double t0 = now_ms();
             for (int32_t k = 0; k < threads; k++) {
-                jobs[k] = (stream_job){a, b, write ? o : NULL, n * (size_t)k / (size_t)threads,
-                                       n * (size_t)(k + 1) / (size_t)threads, 0.0};
+                jobs[k] = (stream_job){a,
+                                       b,
+                                       write ? o : NULL,
+                                       n * (size_t)k / (size_t)threads,
+                                       n * (size_t)(k + 1) / (size_t)threads,
+                                       0.0};
                 if (k > 0)
                     pthread_create(&tid[k], NULL, stream_part, &jobs[k]);
             }
@@ -385,16 +400,15 @@ typedef struct bench_result {
     int32_t dtype; /* the input's, as synthesised */
 } bench_result;
 
-static void report(const bench_opts *o, const lk_loss *loss, int32_t threads,
-                   const bench_result *r)
+static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, const bench_result *r)
 {
     double gbs_f = (double)r->bytes_fwd / (r->fwd_ms * 1e6);
     double gbs_fb = (double)r->bytes_fb / (r->fb_ms * 1e6);
     if (!o->json) {
         printf("%s on %zu elements, %s, %d threads, median of %d\n", lk_loss_name(loss),
                r->elements, lk_dtype_name(r->dtype), threads, o->repeat);
-        printf("  %-17s %9s %12s %10s %8s %9s\n", "pass", "ms", "elements/s", "bytes",
-               "GB/s", "roofline");
+        printf("  %-17s %9s %12s %10s %8s %9s\n", "pass", "ms", "elements/s", "bytes", "GB/s",
+               "roofline");
         printf("  %-17s %9.3f %12.3e %10zu %8.2f %8.0f%%\n", "forward", r->fwd_ms,
                (double)r->elements / (r->fwd_ms * 1e-3), r->bytes_fwd, gbs_f,
                100.0 * r->roof_fwd_ms / r->fwd_ms);

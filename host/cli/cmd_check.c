@@ -36,7 +36,7 @@
 #define TIMEOUT_S     60    /* per loss, for all of its checks */
 #define MAX_SLOTS     16    /* the host's limit per loss */
 #define MAX_SETTINGS  9     /* the defaults, then one per number parameter */
-#define N_PROBES      4     /* probe shapes */
+#define N_PROBES      5     /* probe shapes */
 #define GRAD_RTOL     1e-5  /* gradient vs central differences, relative */
 #define GRAD_ATOL     1e-7  /* ... with this absolute floor */
 #define FD_STEP       1e-6  /* central-difference step, times max(1, |x|) */
@@ -275,8 +275,8 @@ typedef struct checker {
     int n_settings;
     int shape_ok[N_PROBES];
     char shape_note[400];
-    int ref;      /* the probe shape that single-shape checks use */
-    int soft_too; /* a float target slot: a second run with soft targets */
+    int ref;                   /* the probe shape that single-shape checks use */
+    int soft_too;              /* a float target slot: a second run with soft targets */
     int32_t values[MAX_SLOTS]; /* each slot's lk_slot_values, resolved */
     char label[LABEL_CAP];
     uint64_t rng;
@@ -566,22 +566,16 @@ static double draw(checker *c, uint32_t s, int32_t dtype, const spec *sp)
     double u = rng_unif(c);
     int soft = sp->soft && is_float_dtype(dtype);
     switch (c->values[s]) {
-    case LK_VALUES_REAL:
-        return 1.5 * rng_normal(c);
-    case LK_VALUES_POSITIVE:
-        return 0.5 + u;
-    case LK_VALUES_CLASS:
-        return floor(u * (double)class_count(sp));
-    case LK_VALUES_SIGN:
-        return u < 0.5 ? -1.0 : 1.0;
-    case LK_VALUES_NONNEGATIVE:
-        return soft ? 3.0 * u : floor(3.0 * u);
+    case LK_VALUES_REAL: return 1.5 * rng_normal(c);
+    case LK_VALUES_POSITIVE: return 0.5 + u;
+    case LK_VALUES_CLASS: return floor(u * (double)class_count(sp));
+    case LK_VALUES_SIGN: return u < 0.5 ? -1.0 : 1.0;
+    case LK_VALUES_NONNEGATIVE: return soft ? 3.0 * u : floor(3.0 * u);
     case LK_VALUES_UNIT:
         if (soft)
             return 0.05 + 0.9 * u;
         return u < 0.5 ? 0.0 : 1.0;
-    default: /* LK_VALUES_BINARY */
-        return u < 0.5 ? 0.0 : 1.0;
+    default: /* LK_VALUES_BINARY */ return u < 0.5 ? 0.0 : 1.0;
     }
 }
 
@@ -797,7 +791,8 @@ static int outputs_ok(const lk_loss *loss, const bundle *b, double value, int na
 static const struct {
     int32_t ndim;
     int64_t shape[4];
-} probes[N_PROBES] = {{1, {7}}, {3, {2, 3, 5}}, {4, {2, 1, 4, 4}}, {2, {6, 4}}};
+} probes[N_PROBES] = {
+    {1, {7}}, {3, {2, 3, 5}}, {4, {2, 1, 4, 4}}, {2, {6, 4}}, {4, {1, 2, 12, 12}}};
 
 static spec probe_spec(int k, int32_t dtype, int soft)
 {
@@ -912,7 +907,7 @@ static int probe_shapes(checker *c)
     }
     /* single-shape checks use (2,3,5) when taken, else (6,4), else the first
      * taken */
-    c->ref = c->shape_ok[1] ? 1 : c->shape_ok[3] ? 3 : c->shape_ok[0] ? 0 : 2;
+    c->ref = c->shape_ok[1] ? 1 : c->shape_ok[3] ? 3 : c->shape_ok[0] ? 0 : c->shape_ok[2] ? 2 : 4;
     return n_ok;
 }
 
@@ -1687,7 +1682,8 @@ static void checker_init(checker *c, const plugin_ctx *pc, const lk_loss_desc *d
     c->d = d;
     c->fd = fd;
     lk_loss_info info;
-    uint32_t minor = lk_runtime_find(pc->rt, d->id, &info, NULL) == LK_OK ? info.plugin_abi_minor : 0;
+    uint32_t minor =
+        lk_runtime_find(pc->rt, d->id, &info, NULL) == LK_OK ? info.plugin_abi_minor : 0;
     while (d->slots[c->n_slots]) {
         c->values[c->n_slots] = lk_slot_values_of(d->slots[c->n_slots], c->n_slots, minor);
         c->n_slots++;

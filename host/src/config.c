@@ -15,7 +15,7 @@
 #include "internal.h"
 
 #define MAX_CONFIG_BYTES (16u << 20)
-#define MAX_TERMS 64
+#define MAX_TERMS        64
 
 typedef struct ctx {
     lk_runtime *rt;
@@ -143,8 +143,8 @@ static lk_status check_number(const ctx *c, const char *path, const lk_param_des
 
 /* Fills one parameter value from JSON (v) or from the declared default. List
  * storage is appended to *lists, which the caller frees after create(). */
-static lk_status param_value(const ctx *c, const char *path, const lk_param_desc *p,
-                             const cJSON *v, lk_param_value *out, double **store)
+static lk_status param_value(const ctx *c, const char *path, const lk_param_desc *p, const cJSON *v,
+                             lk_param_value *out, double **store)
 {
     memset(out, 0, sizeof *out);
     out->is_set = v != NULL;
@@ -216,14 +216,13 @@ static lk_status param_value(const ctx *c, const char *path, const lk_param_desc
         out->list_len = n;
         return LK_OK;
     }
-    default:
-        return lk__err(c->errmsg, LK_ERR_INTERNAL, "%s: bad parameter type", c->source);
+    default: return lk__err(c->errmsg, LK_ERR_INTERNAL, "%s: bad parameter type", c->source);
     }
 }
 
 /* Validates params against the entry's schema and creates the instance. */
-static lk_status build_term(const ctx *c, const char *path, const lk__entry *e,
-                            const cJSON *params, lk__term *term)
+static lk_status build_term(const ctx *c, const char *path, const lk__entry *e, const cJSON *params,
+                            lk__term *term)
 {
     char ppath[224];
     snprintf(ppath, sizeof ppath, "%s.params", path);
@@ -242,8 +241,8 @@ static lk_status build_term(const ctx *c, const char *path, const lk__entry *e,
         char hint[96], known[256];
         closest(it->string, names, np, hint, sizeof hint);
         list_names(names, np, known, sizeof known);
-        return fail(c, ppath, "unknown parameter '%s' for loss '%s'%s (parameters: %s)",
-                    it->string, e->desc->id, hint, known);
+        return fail(c, ppath, "unknown parameter '%s' for loss '%s'%s (parameters: %s)", it->string,
+                    e->desc->id, hint, known);
     }
     lk_param_value *values = calloc(np ? np : 1, sizeof *values);
     double **lists = calloc(np ? np : 1, sizeof *lists);
@@ -321,8 +320,8 @@ static lk_status parse_term(const ctx *c, const char *path, const cJSON *obj, lk
 static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
 {
     if (!v) {
-        loss->reduction = loss->is_sum ? LK_REDUCTION_MEAN
-                                       : loss->terms[0].entry->desc->default_reduction;
+        loss->reduction =
+            loss->is_sum ? LK_REDUCTION_MEAN : loss->terms[0].entry->desc->default_reduction;
     } else {
         if (!cJSON_IsString(v))
             return fail(c, "$.reduction", "expected a string, got %s", json_type(v));
@@ -365,8 +364,10 @@ static lk_status collect_slots(const ctx *c, lk_loss *loss)
             size_t k = 0;
             while (k < loss->n_slots && strcmp(loss->slots[k].desc->name, sd->name) != 0)
                 k++;
-            if (k == loss->n_slots)
+            if (k == loss->n_slots) {
+                loss->slots[k].values = lk_slot_values_of(sd, s, e->module->plugin->abi_minor);
                 loss->slots[loss->n_slots++].desc = sd;
+            }
             loss->slots[k].required |= !(sd->flags & LK_SLOT_OPTIONAL);
             loss->slots[k].differentiable |= (sd->flags & LK_SLOT_DIFFERENTIABLE) != 0;
         }
@@ -509,8 +510,8 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
             memcpy(near, json + off, k);
             near[k] = '\0';
         }
-        return lk__err(errmsg, LK_ERR_CONFIG, "%s:%d:%d: invalid JSON near '%s'", c.source,
-                       line, col, near);
+        return lk__err(errmsg, LK_ERR_CONFIG, "%s:%d:%d: invalid JSON near '%s'", c.source, line,
+                       col, near);
     }
     lk_loss *loss = calloc(1, sizeof *loss);
     if (!loss) {
@@ -612,4 +613,9 @@ lk_status lk_loss_slot_at(const lk_loss *loss, size_t i, const lk_slot_desc **de
     if (differentiable)
         *differentiable = loss->slots[i].differentiable;
     return LK_OK;
+}
+
+int32_t lk_loss_slot_values(const lk_loss *loss, size_t i)
+{
+    return i < loss->n_slots ? loss->slots[i].values : LK_VALUES_DEFAULT;
 }

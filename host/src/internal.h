@@ -86,6 +86,7 @@ typedef struct lk__term {
 
 typedef struct lk__slot {
     const lk_slot_desc *desc;
+    int32_t values; /* resolved lk_slot_values, from the first declaring term */
     int32_t required;
     int32_t differentiable;
 } lk__slot;

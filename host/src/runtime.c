@@ -23,8 +23,7 @@ static void host_log(void *ctx, int32_t level, const char *line)
         fprintf(stderr, "losskit: %s: %s\n", names[level], line ? line : "");
 }
 
-static lk_status host_parallel_for(void *ctx, int64_t n, int64_t grain, lk_range_fn fn,
-                                   void *arg)
+static lk_status host_parallel_for(void *ctx, int64_t n, int64_t grain, lk_range_fn fn, void *arg)
 {
     lk_runtime *rt = ctx;
     return lk__pool_for(rt->pool, n, grain, fn, arg);

@@ -133,6 +133,9 @@ LK_API void lk_loss_traffic(const lk_loss *loss, int32_t backward, int32_t *inpu
 LK_API size_t lk_loss_slot_count(const lk_loss *loss);
 LK_API lk_status lk_loss_slot_at(const lk_loss *loss, size_t i, const lk_slot_desc **desc,
                           int32_t *required, int32_t *differentiable);
+/* What slot i holds (lk_slot_values_of() of its declaring term), or
+ * LK_VALUES_DEFAULT when there is no slot i. */
+LK_API int32_t lk_loss_slot_values(const lk_loss *loss, size_t i);
 
 /* A tensor bound to a slot name. */
 typedef struct lk_named_tensor {
