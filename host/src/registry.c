@@ -162,7 +162,7 @@ static const char *check_loss(const lk_loss_desc *d, uint32_t minor, lk__entry *
         d->default_reduction < 0 || d->default_reduction >= LK_REDUCTION_COUNT ||
         !(d->reductions & LK_REDUCTION_BIT(d->default_reduction)))
         return "its reductions are malformed (none, unknown, or a default it does not offer)";
-    if (d->flags & ~(LK_LOSS_FUSED | LK_LOSS_WHOLE))
+    if (d->flags & ~(LK_LOSS_FUSED | LK_LOSS_WHOLE | LK_LOSS_UNBOUNDED))
         return "it sets unknown loss flags";
     int has_diff = 0;
     for (uint32_t i = 0; i < ns; i++) {
