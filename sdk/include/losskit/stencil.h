@@ -135,7 +135,7 @@ static inline void lk_edges_plan(const lk_tensor *x, int32_t K, uint32_t flags, 
 typedef struct lk__eio {
     const void *x, *t;
     void *out, *g;
-    int xf, tf, acc;
+    int xf, tf, acc, stream;
     lk_v scale;
 } lk__eio;
 
@@ -214,8 +214,14 @@ LK_AI lk_status lk__edges_vec(const void *inst, lk_elem_fn node, lk_edge_fn edge
         }
     }
     lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
-    if (want_grad)
-        lk__put_grad(io->g, io->xf, i, k, grad, io->scale, io->acc);
+    if (want_grad) {
+        /* a large gradient is streamed where a whole vector lies on a vector
+         * boundary: its lines are written without being read first */
+        if (io->stream && k == LK_W && (uintptr_t)((lk_s *)io->g + i) % (LK_W * sizeof(lk_s)) == 0)
+            lk__stream_grad(io->g, i, grad, io->scale);
+        else
+            lk__put_grad(io->g, io->xf, i, k, grad, io->scale, io->acc);
+    }
     return LK_OK;
 }
 
@@ -271,6 +277,7 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
     io.g = blk->grads ? blk->grads[0].data : NULL;
     io.acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     io.scale = lk_set(blk->grad_scale);
+    io.stream = lk__can_stream(io.g, io.xf, io.acc, 0, g.numel);
     int64_t unit = plan->aux[LK_STEN_AUX_UNIT];
     lk_status st = LK_OK;
     double total = 0.0;
@@ -292,6 +299,8 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
         if (unit == 0)
             break;
     }
+    if (io.stream)
+        lk_stream_fence();
     if (st == LK_OK)
         blk->stats[0] += total;
     return st;
