@@ -75,7 +75,7 @@ def gauss_window(n, sigma):
 def ssim(x, t, window=11, sigma=1.5, data_range=1.0, k1=0.01, k2=0.03):
     C = x.shape[1]
     g = gauss_window(window, sigma)
-    w = torch.outer(g, g).expand(C, 1, window, window).contiguous()
+    w = torch.outer(g, g).expand(C, 1, window, window).contiguous().to(x.dtype)
 
     def filt(a):
         return F.conv2d(a, w, groups=C)
