@@ -225,11 +225,12 @@ def random_case(rng, loss):
     return params, "mean", shape, dt, "unit"
 
 
-def rel_err(a, b):
+def rel_err(a, b, floor=1e-9):
+    """The largest elementwise relative error, with an absolute floor."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size == 0:
         return 0.0
-    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-9)
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
     return float(np.max(np.abs(a - b) / scale))
 
 
@@ -241,7 +242,7 @@ def run_random(seed, n_per_loss):
     worst = {}
     with tempfile.TemporaryDirectory() as tmp:
         for loss in ("sobolev", "total_variation", "ssim"):
-            wv = wg = 0.0
+            wv = wg = wg32 = 0.0  # wg32: float32 cases, strictly elementwise
             for i in range(n_per_loss):
                 params, red, shape, dt, kind = random_case(rng, loss)
                 ts = tensors_of(rng, loss, shape, kind, dt)
@@ -266,10 +267,22 @@ def run_random(seed, n_per_loss):
                     wv = max(wv, rel_err(np.load(f"{tmp}/o.npy"), out))
                 else:
                     wv = max(wv, rel_err(got["value"], value))
-                wg = max(wg, rel_err(np.load(f"{tmp}/g.npy"), grad))
+                g = np.load(f"{tmp}/g.npy")
+                if dt == "float32":
+                    # the kernel layer's float32 contract (sdk/README.md,
+                    # "Precision"): a gradient element computed in float
+                    # lanes may carry the float rounding of the terms it
+                    # sums, so each element is held to 1e-5 relative or
+                    # 1e-7 of the largest element (a floor of 1e-2 of it)
+                    wg32 = max(wg32, rel_err(g, grad))
+                    top = float(np.abs(grad).max(initial=0.0))
+                    wg = max(wg, rel_err(g, grad, max(1e-9, 1e-2 * top)))
+                else:
+                    wg = max(wg, rel_err(g, grad))
             worst[loss] = (wv, wg)
             print(f"{loss:16s} {n_per_loss} cases: value max rel err {wv:.2e}, "
-                  f"gradient max rel err {wg:.2e}")
+                  f"gradient max rel err {wg:.2e} (float32 cases strictly elementwise: "
+                  f"{wg32:.2e})")
     bad = [l for l, (v, g) in worst.items() if v > 1e-6 or g > 1e-5]
     if bad:
         print("FAIL:", ", ".join(bad))
