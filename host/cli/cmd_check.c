@@ -2203,7 +2203,7 @@ static int parse_check(int argc, char **argv, check_opts *o)
             }
             o->loss = argv[++i];
         } else if (a[0] == '-' && a[1]) {
-            cli_error("check: unknown option '%s'; run 'losskit help'", a);
+            cli_unknown_option("check", a);
             return -1;
         } else if (!o->file)
             o->file = a;

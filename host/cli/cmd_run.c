@@ -79,7 +79,7 @@ static int parse_run(int argc, char **argv, run_opts *o)
         else if (strcmp(a, "--json") == 0)
             o->json = 1, takes = 0;
         else if (a[0] == '-' && a[1]) {
-            cli_error("run: unknown option '%s'; run 'losskit help'", a);
+            cli_unknown_option("run", a);
             return -1;
         } else if (!o->config)
             o->config = a, takes = 0;
