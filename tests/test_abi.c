@@ -271,7 +271,7 @@ Test(abi, layout_plugin)
 {
     /* lk_plugin: abi_major 0 (4), abi_minor 4 (4), name 8, version 16,
      * summary 24, losses 32 (8 each) = 40. The two versions must stay first:
-     * the host reads them before anything else (DESIGN.md, principle 1). */
+     * the host reads them before anything else (docs/design.md). */
     PIN_SIZE(lk_plugin, 40);
     PIN_OFF(lk_plugin, abi_major, 0);
     PIN_OFF(lk_plugin, abi_minor, 4);

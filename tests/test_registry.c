@@ -385,7 +385,7 @@ Test(registry, plugin_schema_is_enforced)
 
 Test(registry, modules_outlive_the_runtime_while_losses_live)
 {
-    /* DESIGN.md, 9: a module is never unloaded while an instance from it
+    /* docs/design.md: a module is never unloaded while an instance from it
      * lives. If closing the runtime unloaded fx_good.so, this evaluation
      * would jump into unmapped code and crash the test. */
     lk_runtime *rt = open_path(FX("fx_good"));

@@ -1,4 +1,4 @@
-/* Results must be bitwise identical for any thread count (DESIGN.md 7):
+/* Results must be bitwise identical for any thread count (docs/design.md):
  * every built-in loss, value and gradient, 1, 2, 3 and 8 threads, on data
  * spanning many blocks with a ragged last block. */
 #include <criterion/criterion.h>

@@ -176,7 +176,7 @@ typedef struct lk_slot_desc {
 /* ------------------------------------------------------------------------ */
 /* Evaluation                                                                */
 /*
- * A loss is evaluated as a map over blocks of positions (DESIGN.md, 7):
+ * A loss is evaluated as a map over blocks of positions (docs/design.md):
  *
  *   plan      once per call: how many positions, how many statistics.
  *   forward   per block, [any-thread]: add the block's statistics into

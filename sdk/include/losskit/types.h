@@ -13,8 +13,8 @@
 extern "C" {
 #endif
 
-/* Status codes: 0 is success, every failure is negative. lk_status_name()
- * in the runtime (and lk_sdk_status_name() inline for plugins) name them. */
+/* Status codes: 0 is success, every failure is negative. The runtime's
+ * lk_status_name() and lk_status_text() name and describe them. */
 typedef enum lk_status {
     LK_OK = 0,
     LK_ERR_INVALID = -1,     /* a bad argument, parameter or shape */
