@@ -49,12 +49,23 @@
 /* Row lengths are padded to a multiple of this (4 vectors of the widest
  * lanes), with zeros, so that the kernels need no tails. */
 #define CTR_PAD 32
+/* The rows of the transposed embeddings are this many doubles longer than
+ * needed, so that a power-of-two row count does not put every row's start
+ * in the same cache set (the kernels walk down the columns). */
+#define CTR_SKEW 8
+/* Anchor rows handled together, so that each load of the transposed rows
+ * serves several of them. */
+#define CTR_GROUP 4
 /* The similarity matrix is kept between the passes when it fits here. */
 #define CTR_CACHE_BYTES ((size_t)64 << 20)
 
 typedef struct ctr_kernels {
-    /* s[j] = sum_k zi[k] zt[k mp + j] for j in [0, mp). */
-    void (*sims)(const double *zt, int64_t mp, int64_t d, const double *zi, double *s);
+    /* For each of r <= CTR_GROUP rows q: s[q mp + j] = sum_k z[q d + k]
+     * zt[k ld + j], j in [0, mp). Each element is the same chain of fused
+     * multiply-adds over k whatever r, so rows come out bitwise the same
+     * however they are grouped. */
+    void (*sims)(const double *zt, int64_t ld, int64_t mp, int64_t d, const double *z, int r,
+                 double *s);
     /* Over j < m, j != i, with l_j = s[j] inv_tau: out[0] = max l_j,
      * out[1] = sum exp(l_j - out[0]), out[2] = sum of l_j where cls[j] =
      * cls[i]. */
@@ -66,8 +77,11 @@ typedef struct ctr_kernels {
     void (*weights)(const double *s, const double *cls, const double *lse, const double *invp,
                     const double *in_a, int64_t m, int64_t mp, int64_t i, double inv_tau,
                     double *w);
-    /* dz[k] = sum_j w[j] zt[k mp + j] for k in [0, d). */
-    void (*grad)(const double *zt, int64_t mp, int64_t d, const double *w, double *dz);
+    /* For each of r <= CTR_GROUP rows q: dz[q d + k] = sum_j w[q mp + j]
+     * zt[k ld + j], k in [0, d), summed in an order that does not depend
+     * on r. */
+    void (*grad)(const double *zt, int64_t ld, int64_t mp, int64_t d, const double *w, int r,
+                 double *dz);
     const char *name;
 } ctr_kernels;
 
@@ -83,23 +97,37 @@ LK_AI lk_dv ctr_index(int64_t j)
     return lk_d_add(lk_d_set((double)j), lk_d_load(ctr_iota));
 }
 
-static void ctr_sims(const double *zt, int64_t mp, int64_t d, const double *zi, double *s)
+LK_AI void ctr_sims_n(const double *zt, int64_t ld, int64_t mp, int64_t d, const double *z,
+                      double *s, const int r)
 {
-    for (int64_t j = 0; j < mp; j += 4 * LK_DW) {
-        lk_dv a0 = lk_d_zero(), a1 = lk_d_zero(), a2 = lk_d_zero(), a3 = lk_d_zero();
-        const double *r = zt + j;
-        for (int64_t k = 0; k < d; k++, r += mp) {
-            lk_dv b = lk_d_set(zi[k]);
-            a0 = lk_d_fma(b, lk_d_load(r), a0);
-            a1 = lk_d_fma(b, lk_d_load(r + LK_DW), a1);
-            a2 = lk_d_fma(b, lk_d_load(r + 2 * LK_DW), a2);
-            a3 = lk_d_fma(b, lk_d_load(r + 3 * LK_DW), a3);
+    for (int64_t j = 0; j < mp; j += 2 * LK_DW) {
+        lk_dv a[CTR_GROUP][2];
+        for (int q = 0; q < r; q++)
+            a[q][0] = a[q][1] = lk_d_zero();
+        const double *t = zt + j;
+        for (int64_t k = 0; k < d; k++, t += ld) {
+            lk_dv b0 = lk_d_load(t), b1 = lk_d_load(t + LK_DW);
+            for (int q = 0; q < r; q++) {
+                lk_dv c = lk_d_set(z[q * d + k]);
+                a[q][0] = lk_d_fma(c, b0, a[q][0]);
+                a[q][1] = lk_d_fma(c, b1, a[q][1]);
+            }
         }
-        lk_d_store(s + j, a0);
-        lk_d_store(s + j + LK_DW, a1);
-        lk_d_store(s + j + 2 * LK_DW, a2);
-        lk_d_store(s + j + 3 * LK_DW, a3);
+        for (int q = 0; q < r; q++) {
+            lk_d_store(s + q * mp + j, a[q][0]);
+            lk_d_store(s + q * mp + j + LK_DW, a[q][1]);
+        }
     }
+}
+
+static void ctr_sims(const double *zt, int64_t ld, int64_t mp, int64_t d, const double *z, int r,
+                     double *s)
+{
+    if (r == CTR_GROUP)
+        ctr_sims_n(zt, ld, mp, d, z, s, CTR_GROUP);
+    else
+        for (int q = 0; q < r; q++)
+            ctr_sims_n(zt, ld, mp, d, z + q * d, s + q * mp, 1);
 }
 
 /* The lanes j, j + 1, ... that are other rows of the batch. */
@@ -158,19 +186,34 @@ static void ctr_weights(const double *s, const double *cls, const double *lse, c
     }
 }
 
-static void ctr_grad(const double *zt, int64_t mp, int64_t d, const double *w, double *dz)
+LK_AI void ctr_grad_n(const double *zt, int64_t ld, int64_t mp, int64_t d, const double *w,
+                      double *dz, const int r)
 {
     for (int64_t k = 0; k < d; k++) {
-        const double *r = zt + k * mp;
-        lk_dv a0 = lk_d_zero(), a1 = lk_d_zero(), a2 = lk_d_zero(), a3 = lk_d_zero();
-        for (int64_t j = 0; j < mp; j += 4 * LK_DW) {
-            a0 = lk_d_fma(lk_d_load(w + j), lk_d_load(r + j), a0);
-            a1 = lk_d_fma(lk_d_load(w + j + LK_DW), lk_d_load(r + j + LK_DW), a1);
-            a2 = lk_d_fma(lk_d_load(w + j + 2 * LK_DW), lk_d_load(r + j + 2 * LK_DW), a2);
-            a3 = lk_d_fma(lk_d_load(w + j + 3 * LK_DW), lk_d_load(r + j + 3 * LK_DW), a3);
+        const double *t = zt + k * ld;
+        lk_dv a[CTR_GROUP][2];
+        for (int q = 0; q < r; q++)
+            a[q][0] = a[q][1] = lk_d_zero();
+        for (int64_t j = 0; j < mp; j += 2 * LK_DW) {
+            lk_dv b0 = lk_d_load(t + j), b1 = lk_d_load(t + j + LK_DW);
+            for (int q = 0; q < r; q++) {
+                a[q][0] = lk_d_fma(lk_d_load(w + q * mp + j), b0, a[q][0]);
+                a[q][1] = lk_d_fma(lk_d_load(w + q * mp + j + LK_DW), b1, a[q][1]);
+            }
         }
-        dz[k] = lk_d_hsum(lk_d_add(lk_d_add(a0, a1), lk_d_add(a2, a3)));
+        for (int q = 0; q < r; q++)
+            dz[q * d + k] = lk_d_hsum(lk_d_add(a[q][0], a[q][1]));
     }
+}
+
+static void ctr_grad(const double *zt, int64_t ld, int64_t mp, int64_t d, const double *w, int r,
+                     double *dz)
+{
+    if (r == CTR_GROUP)
+        ctr_grad_n(zt, ld, mp, d, w, dz, CTR_GROUP);
+    else
+        for (int q = 0; q < r; q++)
+            ctr_grad_n(zt, ld, mp, d, w + q * mp, dz + q * d, 1);
 }
 
 /* This compile's kernel table, named after the loss (each loss file has its
@@ -245,6 +288,7 @@ static inline void ctr_destroy(void *inst)
 typedef struct ctr_call {
     const ctr_inst *in;
     int64_t m, d, mp;
+    int64_t ld; /* the row stride of zt: mp + CTR_SKEW */
     double inv_tau;
     const lk_tensor *x;
     const lk_tensor *g; /* NULL: no gradient */
@@ -333,7 +377,7 @@ static lk_status ctr_prep_task(void *arg, int64_t begin, int64_t end)
     for (int64_t i = begin; i < end; i++) {
         ctr_normalise_row(c, i);
         for (int64_t k = 0; k < c->d; k++)
-            c->zt[k * c->mp + i] = c->z[i * c->d + k];
+            c->zt[k * c->ld + i] = c->z[i * c->d + k];
     }
     return LK_OK;
 }
@@ -341,24 +385,26 @@ static lk_status ctr_prep_task(void *arg, int64_t begin, int64_t end)
 static lk_status ctr_pass1_task(void *arg, int64_t begin, int64_t end)
 {
     ctr_call *c = (ctr_call *)arg;
-    double *buf = c->cache ? NULL : (double *)ctr_alloc(c->in, (size_t)c->mp * sizeof(double));
+    size_t row = (size_t)c->mp * sizeof(double);
+    double *buf = c->cache ? NULL : (double *)ctr_alloc(c->in, CTR_GROUP * row);
     if (!c->cache && !buf)
         return LK_ERR_NOMEM;
-    for (int64_t i = begin; i < end; i++) {
-        double *s = c->cache ? c->cache + i * c->mp : buf, st[3];
-        c->lse[i] = 0.0;
-        c->term[i] = 0.0;
-        /* a row outside A has no term; its similarities are still kept
-         * for pass 2 when they are cached */
-        if (c->in_a[i] == 0.0 && !c->cache)
-            continue;
-        c->in->k->sims(c->zt, c->mp, c->d, c->z + i * c->d, s);
-        if (c->in_a[i] == 0.0)
-            continue;
-        c->in->k->stats(s, c->cls, c->m, i, c->inv_tau, st);
-        double lse = st[0] + log(st[1]);
-        c->lse[i] = lse;
-        c->term[i] = lse - c->invp[i] * st[2];
+    for (int64_t i0 = begin; i0 < end; i0 += CTR_GROUP) {
+        int r = end - i0 < CTR_GROUP ? (int)(end - i0) : CTR_GROUP;
+        double *s0 = c->cache ? c->cache + i0 * c->mp : buf;
+        c->in->k->sims(c->zt, c->ld, c->mp, c->d, c->z + i0 * c->d, r, s0);
+        for (int q = 0; q < r; q++) {
+            int64_t i = i0 + q;
+            double st[3];
+            c->lse[i] = 0.0;
+            c->term[i] = 0.0;
+            if (c->in_a[i] == 0.0)
+                continue; /* no term; its similarities serve pass 2 */
+            c->in->k->stats(s0 + q * c->mp, c->cls, c->m, i, c->inv_tau, st);
+            double lse = st[0] + log(st[1]);
+            c->lse[i] = lse;
+            c->term[i] = lse - c->invp[i] * st[2];
+        }
     }
     ctr_free(c->in, buf);
     return LK_OK;
@@ -399,19 +445,23 @@ static lk_status ctr_pass2_task(void *arg, int64_t begin, int64_t end)
 {
     ctr_call *c = (ctr_call *)arg;
     size_t row = (size_t)c->mp * sizeof(double);
-    double *s = c->cache ? NULL : (double *)ctr_alloc(c->in, row);
-    double *w = (double *)ctr_alloc(c->in, row);
-    double *g = (double *)ctr_alloc(c->in, (size_t)c->d * sizeof(double));
+    double *s = c->cache ? NULL : (double *)ctr_alloc(c->in, CTR_GROUP * row);
+    double *w = (double *)ctr_alloc(c->in, CTR_GROUP * row);
+    double *g = (double *)ctr_alloc(c->in, CTR_GROUP * (size_t)c->d * sizeof(double));
     lk_status st = LK_OK;
     if ((!c->cache && !s) || !w || !g)
         st = LK_ERR_NOMEM;
-    for (int64_t i = begin; st == LK_OK && i < end; i++) {
-        const double *si = c->cache ? c->cache + i * c->mp : s;
+    for (int64_t i0 = begin; st == LK_OK && i0 < end; i0 += CTR_GROUP) {
+        int r = end - i0 < CTR_GROUP ? (int)(end - i0) : CTR_GROUP;
+        const double *s0 = c->cache ? c->cache + i0 * c->mp : s;
         if (!c->cache)
-            c->in->k->sims(c->zt, c->mp, c->d, c->z + i * c->d, s);
-        c->in->k->weights(si, c->cls, c->lse, c->invp, c->in_a, c->m, c->mp, i, c->inv_tau, w);
-        c->in->k->grad(c->zt, c->mp, c->d, w, g);
-        ctr_put_row(c, i, g);
+            c->in->k->sims(c->zt, c->ld, c->mp, c->d, c->z + i0 * c->d, r, s);
+        for (int q = 0; q < r; q++)
+            c->in->k->weights(s0 + q * c->mp, c->cls, c->lse, c->invp, c->in_a, c->m, c->mp, i0 + q,
+                              c->inv_tau, w + q * c->mp);
+        c->in->k->grad(c->zt, c->ld, c->mp, c->d, w, r, g);
+        for (int q = 0; q < r; q++)
+            ctr_put_row(c, i0 + q, g + q * c->d);
     }
     ctr_free(c->in, s);
     ctr_free(c->in, w);
@@ -451,13 +501,14 @@ static inline lk_status ctr_whole(const void *instance, const lk_whole_args *arg
     c.m = x->shape[0];
     c.d = x->shape[1];
     c.mp = (c.m + CTR_PAD - 1) / CTR_PAD * CTR_PAD;
+    c.ld = c.mp + CTR_SKEW;
     c.inv_tau = 1.0 / in->tau;
     c.x = x;
     c.g = args->grads && args->grads[0].data ? &args->grads[0] : NULL;
     c.accumulate = (args->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     const int64_t m = c.m, d = c.d, mp = c.mp;
 
-    size_t nz = (size_t)(m * d), nzt = (size_t)(d * mp), nrow = (size_t)mp;
+    size_t nz = (size_t)(m * d), nzt = (size_t)(d * c.ld), nrow = (size_t)mp;
     c.z = (double *)ctr_alloc(in, nz * sizeof(double));
     c.zt = (double *)ctr_alloc(in, nzt * sizeof(double));
     c.norm = (double *)ctr_alloc(in, nrow * sizeof(double));
@@ -502,8 +553,8 @@ static inline lk_status ctr_whole(const void *instance, const lk_whole_args *arg
     }
     /* rows per chunk: a function of the shape only */
     int64_t work = (mp * (d + 4)) > 0 ? mp * (d + 4) : 1;
-    int64_t grain = ((int64_t)1 << 16) / work;
-    grain = grain < 1 ? 1 : grain;
+    int64_t grain = ((int64_t)1 << 16) / work / CTR_GROUP * CTR_GROUP;
+    grain = grain < CTR_GROUP ? CTR_GROUP : grain;
     if (st == LK_OK)
         st = ctr_run(in->host, m, grain * 8, ctr_prep_task, &c);
     if (st == LK_OK && n_a > 0)

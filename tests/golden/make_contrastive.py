@@ -32,7 +32,8 @@ tests/golden/catalogue/contrastive.json. --random SEED draws new shapes,
 temperatures and data (seeds far from the committed one), runs
 build/host/losskit run on them (float32 and float64) and prints the largest
 relative errors; it exits 1 if a value is off by more than 1e-6 or a
-gradient by more than 1e-5 (relative, 1e-9 absolute floor).
+gradient element by more than 1e-5 relative (elements below 1e-4 in size:
+1e-9 absolute, as tests/test_catalogue.c).
 """
 import argparse
 import json
@@ -264,8 +265,13 @@ def make_goldens():
 
 
 def rel_err(a, b):
+    """max |a - b| / max(|b|, 1e-4): relative, except that elements below
+    1e-4 are held to 1e-9 absolute (1e-5 of 1e-4), the criterion of
+    tests/test_catalogue.c (1e-5 relative with a 1e-9 floor). For D = 1 the
+    true gradient is 0; losskit gives exactly 0, autograd rounding noise of
+    about 1e-14 / |x|."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-9), initial=0.0))
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-4), initial=0.0))
 
 
 def run_random(seed):
