@@ -73,10 +73,11 @@ typedef struct ctr_kernels {
                   double out[3]);
     /* w[j] for j in [0, mp) as in the header (0 at j = i and j >= m); lse[j]
      * and invp[j] (1 / |P(j)|) are 0 for rows outside A, in_a[j] is 1 or
-     * 0. */
+     * 0. q: NULL, or q[j] = exp(Lc - LSE_j) (0 outside A) and f_i = exp(LSE_i
+     * - Lc) for a centre Lc, so that p_ji = p_ij f_i q_j costs no exp. */
     void (*weights)(const double *s, const double *cls, const double *lse, const double *invp,
-                    const double *in_a, int64_t m, int64_t mp, int64_t i, double inv_tau,
-                    double *w);
+                    const double *in_a, const double *q, double f_i, int64_t m, int64_t mp,
+                    int64_t i, double inv_tau, double *w);
     /* For each of r <= CTR_GROUP rows q: dz[q d + k] = sum_j w[q mp + j]
      * zt[k ld + j], k in [0, d), summed in an order that does not depend
      * on r. */
@@ -164,24 +165,29 @@ static void ctr_stats(const double *s, const double *cls, int64_t m, int64_t i, 
 }
 
 static void ctr_weights(const double *s, const double *cls, const double *lse, const double *invp,
-                        const double *in_a, int64_t m, int64_t mp, int64_t i, double inv_tau,
-                        double *w)
+                        const double *in_a, const double *q, double f_i, int64_t m, int64_t mp,
+                        int64_t i, double inv_tau, double *w)
 {
     const lk_dv it = lk_d_set(inv_tau), zero = lk_d_zero(), ci = lk_d_set(cls[i]);
-    const lk_dv lse_i = lk_d_set(lse[i]), invp_i = lk_d_set(invp[i]);
+    const lk_dv lse_i = lk_d_set(lse[i]), invp_i = lk_d_set(invp[i]), fi = lk_d_set(f_i);
     const int anchor = in_a[i] != 0.0;
     for (int64_t j = 0; j < mp; j += LK_DW) {
         lk_dm o = ctr_others(j, m, i);
         lk_dm y = lk_d_and(o, lk_d_eq(lk_d_load(cls + j), ci));
-        lk_dv l = lk_d_mul(lk_d_load(s + j), it);
-        /* rows j outside A: in_a = 0 and lse = invp = 0, so the term is
-         * 0 * (a finite number) */
-        lk_dv pj = lk_d_exp_neg(lk_d_min(zero, lk_d_sub(l, lk_d_load(lse + j))));
-        lk_dv wj = lk_d_mul(lk_d_load(in_a + j), lk_d_sub(pj, lk_d_keep(y, lk_d_load(invp + j))));
+        lk_dv l = lk_d_mul(lk_d_load(s + j), it), pj, wj = zero;
         if (anchor) {
             lk_dv pi = lk_d_exp_neg(lk_d_min(zero, lk_d_sub(l, lse_i)));
-            wj = lk_d_add(wj, lk_d_sub(pi, lk_d_keep(y, invp_i)));
+            wj = lk_d_sub(pi, lk_d_keep(y, invp_i));
+            /* p_ji = p_ij exp(LSE_i - LSE_j), one exp for both */
+            pj = q ? lk_d_mul(pi, lk_d_mul(fi, lk_d_load(q + j)))
+                   : lk_d_exp_neg(lk_d_min(zero, lk_d_sub(l, lk_d_load(lse + j))));
+        } else {
+            pj = lk_d_exp_neg(lk_d_min(zero, lk_d_sub(l, lk_d_load(lse + j))));
         }
+        /* rows j outside A: in_a = 0 and lse = invp = q = 0, so their term
+         * is 0 times a finite number */
+        wj = lk_d_add(
+            wj, lk_d_mul(lk_d_load(in_a + j), lk_d_sub(pj, lk_d_keep(y, lk_d_load(invp + j)))));
         lk_d_store(w + j, lk_d_keep(o, wj));
     }
 }
@@ -301,6 +307,8 @@ typedef struct ctr_call {
     double *lse;               /* mp: LSE_i for rows in A, else 0 */
     double *term;              /* m: loss_i for rows in A, else 0 */
     double *cache;             /* m x mp similarities, or NULL */
+    double *q;                 /* mp: exp(lc - LSE_j) in A, else 0; or NULL */
+    double lc;                 /* the centre of the LSE_j of A */
 } ctr_call;
 
 static inline void *ctr_alloc(const ctr_inst *in, size_t bytes)
@@ -457,7 +465,8 @@ static lk_status ctr_pass2_task(void *arg, int64_t begin, int64_t end)
         if (!c->cache)
             c->in->k->sims(c->zt, c->ld, c->mp, c->d, c->z + i0 * c->d, r, s);
         for (int q = 0; q < r; q++)
-            c->in->k->weights(s0 + q * c->mp, c->cls, c->lse, c->invp, c->in_a, c->m, c->mp, i0 + q,
+            c->in->k->weights(s0 + q * c->mp, c->cls, c->lse, c->invp, c->in_a, c->q,
+                              c->q ? exp(c->lse[i0 + q] - c->lc) : 0.0, c->m, c->mp, i0 + q,
                               c->inv_tau, w + q * c->mp);
         c->in->k->grad(c->zt, c->ld, c->mp, c->d, w, r, g);
         for (int q = 0; q < r; q++)
@@ -467,6 +476,31 @@ static lk_status ctr_pass2_task(void *arg, int64_t begin, int64_t end)
     ctr_free(c->in, w);
     ctr_free(c->in, g);
     return st;
+}
+
+/* When the LSE_j of the rows in A lie within CTR_FACTOR_RANGE of one
+ * another, pass 2 takes p_ji = p_ij exp(LSE_i - Lc) exp(Lc - LSE_j): one exp
+ * per pair instead of two, the factors within e^(+-100). Where p_ij
+ * underflows, p_ji < e^(-745 + 200): nothing a sum of terms near 1 can
+ * see. A wider spread (a tiny temperature) keeps the two exps. */
+#define CTR_FACTOR_RANGE 200.0
+
+static inline void ctr_factor(ctr_call *c)
+{
+    double lo = HUGE_VAL, hi = -HUGE_VAL;
+    for (int64_t j = 0; j < c->m; j++)
+        if (c->in_a[j] != 0.0) {
+            lo = c->lse[j] < lo ? c->lse[j] : lo;
+            hi = c->lse[j] > hi ? c->lse[j] : hi;
+        }
+    if (!(hi - lo <= CTR_FACTOR_RANGE) || !isfinite(lo) || !isfinite(hi))
+        return; /* also NaN */
+    c->q = (double *)ctr_alloc(c->in, (size_t)c->mp * sizeof(double));
+    if (!c->q)
+        return; /* the two-exp path needs no memory */
+    c->lc = 0.5 * (lo + hi);
+    for (int64_t j = 0; j < c->mp; j++)
+        c->q[j] = j < c->m && c->in_a[j] != 0.0 ? exp(c->lc - c->lse[j]) : 0.0;
 }
 
 static lk_status ctr_run(const lk_host *h, int64_t n, int64_t grain, lk_range_fn fn, void *arg)
@@ -570,6 +604,7 @@ static inline lk_status ctr_whole(const void *instance, const lk_whole_args *arg
             ctr_zero_grad(c.g, m * d, c.accumulate);
         } else {
             c.gscale = args->grad_scale / (in->tau * (double)n_a);
+            ctr_factor(&c);
             st = ctr_run(in->host, m, grain, ctr_pass2_task, &c);
         }
     }
@@ -585,6 +620,7 @@ static inline lk_status ctr_whole(const void *instance, const lk_whole_args *arg
     ctr_free(in, c.lse);
     ctr_free(in, c.term);
     ctr_free(in, c.cache);
+    ctr_free(in, c.q);
     return st;
 }
 
