@@ -1560,7 +1560,10 @@ static spec big_spec(const checker *c, int32_t dtype)
 {
     spec sp = probe_spec(c->ref, dtype, 0);
     int64_t n = numel(sp.ndim, sp.shape);
-    sp.shape[0] *= (BIG_ELEMS + n - 1) / n;
+    /* a whole-batch loss has no blocks and may cost the square of its rows
+     * (a similarity matrix): enough rows for several parallel_for chunks */
+    int64_t want = (c->d->flags & LK_LOSS_WHOLE) ? BIG_ELEMS / 16 : BIG_ELEMS;
+    sp.shape[0] *= (want + n - 1) / n;
     return sp;
 }
 
