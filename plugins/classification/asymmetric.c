@@ -18,7 +18,7 @@
 #include "classification.h"
 
 typedef struct asl {
-    double gamma_neg, gamma_pos, clip, eps;
+    double gamma_neg, gamma_pos, clip, eps, log_eps;
 } asl;
 
 static const lk_param_desc asl_gamma_neg = {
@@ -70,6 +70,7 @@ static lk_status asl_init(void *inst, const lk_param_value *p, lk_msg *msg)
     a->gamma_pos = p[1].number;
     a->clip = p[2].number;
     a->eps = p[3].number;
+    a->log_eps = log(a->eps);
     return LK_OK;
 }
 
@@ -110,7 +111,7 @@ LK_AI lk_v asl_dpow(lk_v b, double g, lk_v db)
 LK_AI void asl_body(const asl *a, double gp, double gn, lk_elem *e)
 {
     lk_v x = e->x, y = e->t, one = lk_set(1.0), eps = lk_set(a->eps);
-    lk_v log_eps = lk_set(log(a->eps));
+    lk_v log_eps = lk_set(a->log_eps);
     lk_sigm s = lk_sigm_of(x);
     lk_v L = lk_sigm_log1p(&s);
     lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s), pq = lk_sigm_dp(&s);
@@ -126,8 +127,8 @@ LK_AI void asl_body(const asl *a, double gp, double gn, lk_elem *e)
         lk_m top = lk_gt(qc, one);
         lk_v qn = lk_select(top, one, qc);
         lk_m lowq = lk_lt(qn, eps);
-        B = lk_select(lowq, log_eps, lk_log(qn));
-        dB = lk_clear(lk_or(top, lowq), lk_neg(lk_div(pq, qn)));
+        B = lk_select(lowq, log_eps, cls_log01(qn));
+        dB = lk_clear(lk_or(top, lowq), lk_neg(lk_mul(pq, lk__recip_fast(qn))));
         r = lk_max(lk_zero(), lk_sub(p, lk_set(a->clip)));
         dr = lk_clear(top, pq);
     } else {

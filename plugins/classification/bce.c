@@ -10,16 +10,35 @@
  * call, as torch refuses it; targets are not checked (torch 1.13 takes any). */
 #include "classification.h"
 
+/* log p and log(1 - p) take one vector log where every target is 0 or 1:
+ * its argument is p where t = 1 and 1 - p where t = 0, and the other log
+ * of each lane only meets a weight of 0. log(1 - p) is log(u) of the
+ * rounded u = 1 - p plus what the rounding dropped, (-p - (u - 1)) / u
+ * (u - 1 is exact): as accurate as log1p(-p), at the cost of a log. The
+ * reciprocals are the lanes' fast ones (a float ulp or two). p = 0
+ * and p = 1 take the clamp without a log of 0, which would send the vector
+ * math down its slow path for special arguments. max() keeps its second
+ * operand when either is NaN, so NaN passes. */
 LK_AI void bce_elem(const lk_none *b, lk_elem *e)
 {
     (void)b;
     lk_v p = e->x, t = e->t, one = lk_set(1.0), floor = lk_set(-100.0);
-    /* max() keeps its second operand when either is NaN: NaN passes */
-    lk_v lp = lk_max(floor, lk_log(p));
-    lk_v lq = lk_max(floor, lk_log1p(lk_neg(p)));
+    lk_m p0 = lk_eq(p, lk_zero()), p1 = lk_eq(p, one);
+    lk_v pc = lk_clear(p1, p), ps = lk_select(p0, one, p);
+    lk_v u = lk_sub(one, pc);
+    lk_v lost = lk_mul(lk_sub(lk_neg(pc), lk_sub(u, one)), lk__recip_fast(u));
+    lk_m neg = lk_eq(t, lk_zero()), bin = lk_or(neg, lk_eq(t, one));
+    lk_v l1 = cls_log01(lk_select(neg, u, ps)), lpr = l1, lqr = l1;
+    if (!lk_all(bin)) {
+        lk_v l2 = cls_log01(lk_select(neg, ps, u));
+        lpr = lk_select(neg, l2, l1);
+        lqr = lk_select(neg, l1, l2);
+    }
+    lk_v lp = lk_select(p0, floor, lk_max(floor, lpr));
+    lk_v lq = lk_select(p1, floor, lk_max(floor, lk_add(lqr, lost)));
     e->loss = lk_neg(lk_fma(t, lp, lk_mul(lk_sub(one, t), lq)));
     lk_v den = lk_max(lk_set(1e-12), lk_mul(lk_sub(one, p), p));
-    e->grad = lk_div(lk_sub(p, t), den);
+    e->grad = lk_mul(lk_sub(p, t), lk__recip_fast(den));
 }
 
 static const lk_slot_desc bce_input = {

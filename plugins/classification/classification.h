@@ -27,7 +27,7 @@ static const lk_slot_desc cls_target01 LK__UNUSED = {
 };
 
 /* ------------------------------------------------------------------------ */
-/* Checks of slot 0 before a block runs                                      */
+/* Checks of slot 0's values                                                 */
 
 /* "[1, 3, 5]": the multi-index of element flat of a tensor of this shape. */
 static inline void cls_index_str(int32_t ndim, const int64_t *shape, int64_t flat, char *buf,
@@ -61,23 +61,13 @@ LK_AI lk_m cls_bad_logprob(lk_v x)
     return lk_eq(x, lk_set(HUGE_VAL));
 }
 
-/* Slot 0 over the block's positions [begin, end) (positions are elements):
- * fails at the first element bad() refuses, with a message from
- * cls_bad_prob or cls_bad_logprob's rule. A separate pass over the block,
- * which then sits in cache for the formula's pass. */
-LK_AI lk_status cls_check_input(const lk_block *blk, cls_bad_fn bad, int prob, const char *who,
-                                lk_msg *msg)
+/* The message of the first element of slot 0 in [begin, end) that the
+ * rule refuses (prob: outside [0, 1]; else +inf). */
+static inline lk_status cls_refuse_input(const lk_block *blk, int prob, const char *who,
+                                         lk_msg *msg)
 {
     const lk_tensor *x = &blk->slots[0];
     int xf = x->dtype == LK_DTYPE_F32;
-    lk_m any = lk_first(0);
-    int64_t i = blk->begin;
-    for (; i + LK_W <= blk->end; i += LK_W)
-        any = lk_or(any, bad(lk__ld(x->data, xf, i, LK_W, 0.0)));
-    if (i < blk->end)
-        any = lk_or(any, bad(lk__ld(x->data, xf, i, (int)(blk->end - i), 0.0)));
-    if (!lk_any(any))
-        return LK_OK;
     for (int64_t j = blk->begin; j < blk->end; j++) {
         double v = lk__get(x->data, xf, j);
         char where[160];
@@ -96,24 +86,72 @@ LK_AI lk_status cls_check_input(const lk_block *blk, cls_bad_fn bad, int prob, c
     return lk_fail(msg, LK_ERR_INTERNAL, "a refused input vanished");
 }
 
-/* An elementwise family (LK_KERNELS_ELEMENTWISE) whose forward first checks
- * slot 0 with cls_check_input. */
+/* An elementwise family (LK_KERNELS_ELEMENTWISE) that refuses some values
+ * of slot 0: the element function also gathers bad(x) lanes (padding lanes
+ * are 0, which no rule refuses), and the block fails after its pass if any
+ * was seen. One pass, so that the check costs no second read of memory; a
+ * refused call's outputs are not defined. */
 #define CLS_KERNELS_ELEMENTWISE_CHECKED(name, T, elem, flags, bad, prob, who)                      \
+    typedef struct name##__ctx {                                                                   \
+        T user;                                                                                    \
+        lk_m *seen;                                                                                \
+    } name##__ctx;                                                                                 \
     LK_AI void name##__elem(const void *p, lk_elem *e)                                             \
     {                                                                                              \
-        elem((const T *)p, e);                                                                     \
+        const name##__ctx *c = (const name##__ctx *)p;                                             \
+        *c->seen = lk_or(*c->seen, bad(e->x));                                                     \
+        elem(&c->user, e);                                                                         \
     }                                                                                              \
     static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
                                  lk_msg *msg)                                                      \
     {                                                                                              \
-        lk_status st = cls_check_input(blk, bad, prob, who, msg);                                  \
-        if (st != LK_OK)                                                                           \
-            return st;                                                                             \
-        const T local = *(const T *)inst;                                                          \
-        return lk_elementwise_forward(&local, plan, blk, name##__elem, (flags), msg);              \
+        lk_m seen = lk_first(0);                                                                   \
+        const name##__ctx local = {*(const T *)inst, &seen};                                       \
+        lk_status st = lk_elementwise_forward(&local, plan, blk, name##__elem, (flags), msg);      \
+        if (st == LK_OK && lk_any(seen))                                                           \
+            return cls_refuse_input(blk, prob, who, msg);                                          \
+        return st;                                                                                 \
     }                                                                                              \
     LK__KSET(name, name##__fwd, NULL, 0)                                                           \
     LK__FAMILY(name)
+
+/* ------------------------------------------------------------------------ */
+/* log on (0, 1], inline                                                     */
+
+/* v 2^s where v < 2^-s, and k + s there. */
+LK_AI void cls__scale(lk_v *v, lk_v *k, double s)
+{
+    lk_m m = lk_lt(*v, lk_set(ldexp(1.0, -(int)s)));
+    *v = lk_select(m, lk_mul(*v, lk_set(ldexp(1.0, (int)s))), *v);
+    *k = lk_select(m, lk_add(*k, lk_set(s)), *k);
+}
+
+/* log v for v in (0, 1] (subnormals included; NaN passes; other arguments
+ * are the caller's to avoid): v is scaled by powers of 2 into [1/2, 1]
+ * (exactly), then log v = -log1p(w) - k log 2 with w = (1 - v) / v in [0, 1]
+ * (1 - v exact). Inline, so that a loss's registers are not spilled around
+ * a call into the vector math library; a few float ulps in float lanes.
+ * Arguments of 1/16 and more, the common case, take two scaling steps. */
+LK_AI lk_v cls_log01(lk_v v)
+{
+    lk_v k = lk_zero();
+    if (lk_any(lk_lt(v, lk_set(0.0625)))) {
+#if defined(LK_LANES_F32)
+        static const double steps[] = {64, 64, 32, 16, 8, 4};
+#else
+        static const double steps[] = {512, 512, 256, 128, 64, 32, 16, 8, 4};
+#endif
+        for (size_t j = 0; j < sizeof steps / sizeof steps[0]; j++)
+            cls__scale(&v, &k, steps[j]);
+    }
+    cls__scale(&v, &k, 2);
+    cls__scale(&v, &k, 1);
+    lk_v w = lk_mul(lk_sub(lk_set(1.0), v), lk__recip_fast(v));
+    lk_v l = lk_log1p_unit(w);
+    /* log 2 in two parts, so that k log 2 is exact to the lanes' precision */
+    return lk_neg(lk_fma(k, lk_set(6.93147180369123816490e-01),
+                         lk_fma(k, lk_set(1.90821492927058770002e-10), l)));
+}
 
 /* ------------------------------------------------------------------------ */
 /* A per-class weight list                                                   */

@@ -40,8 +40,10 @@ static int kl_pick(const void *inst)
 LK_AI void kl_prob_elem(const kl_div *k, lk_elem *e)
 {
     (void)k;
-    /* t = 0 gives 0 although log t = -inf; t < 0 gives NaN, as xlogy */
-    e->loss = lk_mul0(e->t, lk_sub(lk_log(e->t), e->x));
+    /* t = 0 gives 0 (the log sees 1 there: a log of 0 would send the vector
+     * math down its slow path); t < 0 gives NaN, as xlogy */
+    lk_v lt = lk_log(lk_select(lk_eq(e->t, lk_zero()), lk_set(1.0), e->t));
+    e->loss = lk_mul0(e->t, lk_sub(lt, e->x));
     e->grad = lk_neg(e->t);
 }
 
