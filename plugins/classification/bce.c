@@ -1,0 +1,77 @@
+/* bce: torch.nn.functional.binary_cross_entropy (torch 1.13) on
+ * probabilities, with an optional per-element weight:
+ *
+ *   loss = -w [t max(log p, -100) + (1 - t) max(log(1 - p), -100)]
+ *   d loss / dp = w (p - t) / max(p (1 - p), 1e-12)
+ *
+ * The gradient is torch's own formula (aten's binary_cross_entropy_backward),
+ * not the derivative of the clamped loss: at p = 0 or 1 it is finite (e.g.
+ * -1e12 at p = 0, t = 1) rather than 0. An input outside [0, 1] fails the
+ * call, as torch refuses it; targets are not checked (torch 1.13 takes any). */
+#include "classification.h"
+
+/* log p and log(1 - p) take one vector log where every target is 0 or 1:
+ * its argument is p where t = 1 and 1 - p where t = 0, and the other log
+ * of each lane only meets a weight of 0. log(1 - p) is log(u) of the
+ * rounded u = 1 - p plus what the rounding dropped, (-p - (u - 1)) / u
+ * (u - 1 is exact): as accurate as log1p(-p), at the cost of a log. The
+ * reciprocals are the lanes' fast ones (a float ulp or two). p = 0
+ * and p = 1 take the clamp without a log of 0, which would send the vector
+ * math down its slow path for special arguments. max() keeps its second
+ * operand when either is NaN, so NaN passes. */
+LK_AI void bce_elem(const lk_none *b, lk_elem *e)
+{
+    (void)b;
+    lk_v p = e->x, t = e->t, one = lk_set(1.0), floor = lk_set(-100.0);
+    lk_m p0 = lk_eq(p, lk_zero()), p1 = lk_eq(p, one);
+    lk_v pc = lk_clear(p1, p), ps = lk_select(p0, one, p);
+    lk_v u = lk_sub(one, pc);
+    lk_v lost = lk_mul(lk_sub(lk_neg(pc), lk_sub(u, one)), lk__recip_fast(u));
+    lk_m neg = lk_eq(t, lk_zero()), bin = lk_or(neg, lk_eq(t, one));
+    lk_v l1 = cls_log01(lk_select(neg, u, ps)), lpr = l1, lqr = l1;
+    if (!lk_all(bin)) {
+        lk_v l2 = cls_log01(lk_select(neg, ps, u));
+        lpr = lk_select(neg, l2, l1);
+        lqr = lk_select(neg, l1, l2);
+    }
+    lk_v lp = lk_select(p0, floor, lk_max(floor, lpr));
+    lk_v lq = lk_select(p1, floor, lk_max(floor, lk_add(lqr, lost)));
+    e->loss = lk_neg(lk_fma(t, lp, lk_mul(lk_sub(one, t), lq)));
+    lk_v den = lk_max(lk_set(1e-12), lk_mul(lk_sub(one, p), p));
+    e->grad = lk_mul(lk_sub(p, t), lk__recip_fast(den));
+}
+
+static const lk_slot_desc bce_input = {
+    .name = "input",
+    .doc = "probabilities in [0, 1], any shape (outside: refused)",
+    .dtypes = LK_DTYPES_FLOAT,
+    .flags = LK_SLOT_DIFFERENTIABLE,
+    .shape = LK_SHAPE_ANY,
+    .values = LK_VALUES_UNIT,
+};
+
+static const lk_slot_desc bce_target = {
+    .name = "target",
+    .doc = "targets, usually in [0, 1], shaped like input; not differentiable",
+    .dtypes = LK_DTYPES_FLOAT,
+    .shape = LK_SHAPE_LIKE_INPUT,
+    .values = LK_VALUES_UNIT,
+};
+
+static const lk_slot_desc bce_weight = {
+    .name = "weight",
+    .doc = "optional per-element weight multiplying loss and gradient, shaped like input",
+    .dtypes = LK_DTYPES_FLOAT,
+    .flags = LK_SLOT_OPTIONAL,
+    .shape = LK_SHAPE_LIKE_INPUT,
+    .values = LK_VALUES_POSITIVE,
+};
+
+static const lk_slot_desc *const bce_slots[] LK__UNUSED = {&bce_input, &bce_target, &bce_weight,
+                                                           NULL};
+
+CLS_KERNELS_ELEMENTWISE_CHECKED(bce, lk_none, bce_elem, LK_EW_WEIGHT, cls_bad_prob, 1, "bce")
+LK_LOSS_DESC(bce, lk_none, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&bce__family), bce_slots,
+             LK_REDUCTIONS_ELEMENTWISE, LK_HOOKS(0),
+             .summary = "torch.nn.functional.binary_cross_entropy on probabilities: logs "
+                        "clamped at -100, optional weight")
