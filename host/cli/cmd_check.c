@@ -574,7 +574,9 @@ static double draw(checker *c, uint32_t s, int32_t dtype, const spec *sp)
     case LK_VALUES_SIGN: return u < 0.5 ? -1.0 : 1.0;
     case LK_VALUES_NONNEGATIVE: return soft ? 3.0 * u : floor(3.0 * u);
     case LK_VALUES_UNIT:
-        if (soft)
+        /* slot 0 in [0, 1] (probabilities): inside, where a difference
+         * step stays in range; the extreme check tries 0 and 1 */
+        if (soft || s == 0)
             return 0.05 + 0.9 * u;
         return u < 0.5 ? 0.0 : 1.0;
     default: /* LK_VALUES_BINARY */ return u < 0.5 ? 0.0 : 1.0;
