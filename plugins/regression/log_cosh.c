@@ -37,28 +37,29 @@ LK_AI void lc_sinh_cosh(lk_v y, lk_v *s, lk_v *c)
     *c = pc;
 }
 
-/* With a = |x - t|:
- *   a < 1:  s = sinh(a/2), c = cosh(a/2) by their series;
- *           log cosh(a) = log1p(2 s^2),  tanh(a) = 2 s c / (1 + 2 s^2);
+/* With d = x - t and a = |d|:
+ *   a < 1:  s = sinh(d/2), c = cosh(d/2) by their series;
+ *           log cosh(d) = log1p(2 s^2),  tanh(d) = 2 s c / (1 + 2 s^2);
  *   a >= 1: e = exp(-2a) <= 0.136;
- *           log cosh(a) = (a - log 2) + log1p(e),  tanh(a) = (1 - e) / (1 + e).
+ *           log cosh(d) = (a - log 2) + log1p(e),  tanh(d) = +-(1 - e) / (1 + e).
  * Neither form cancels on its range; exp never sees a positive argument, so
  * a = 1e4 or +inf gives a - log 2 (or +inf) and a gradient of +-1. One
  * log1p and one division serve both forms. NaN passes through. */
 LK_AI void log_cosh_elem(const lk_none *p, lk_elem *e)
 {
     (void)p;
-    lk_v d = lk_sub(e->x, e->t), a = lk_abs(d);
-    lk_m small = lk_lt(a, lk_set(1.0));
+    lk_v d = lk_sub(e->x, e->t), a = lk_abs(d), one = lk_set(1.0);
+    lk_m small = lk_lt(a, one);
     lk_v s, c;
-    lc_sinh_cosh(lk_mul(lk_set(0.5), lk_min(a, lk_set(1.0))), &s, &c);
+    lc_sinh_cosh(lk_mul(lk_set(0.5), lk_min(one, lk_max(lk_set(-1.0), d))), &s, &c);
     lk_v t2 = lk_mul(lk_set(2.0), lk_mul(s, s));
     lk_v ex = lk_exp_neg(lk_mul(lk_set(-2.0), a));
     lk_v L = lk_log1p_unit(lk_select(small, t2, ex));
     e->loss = lk_select(small, L, lk_add(lk_sub(a, lk_set(0.69314718055994530942)), L));
-    lk_v num = lk_select(small, lk_mul(lk_add(s, s), c), lk_sub(lk_set(1.0), ex));
-    lk_v den = lk_add(lk_set(1.0), lk_select(small, t2, ex));
-    e->grad = lk_mul(lk_sign(d), lk_div(num, den));
+    lk_v big_num = lk_select(lk_gt(d, lk_zero()), lk_sub(one, ex), lk_sub(ex, one));
+    lk_v num = lk_select(small, lk_mul(lk_add(s, s), c), big_num);
+    lk_v den = lk_add(one, lk_select(small, t2, ex));
+    e->grad = lk_div(num, den);
 }
 
 LK_ELEMENTWISE_LOSS(log_cosh, lk_none, log_cosh_elem, LK_EW_WEIGHT, LK_HOOKS(0),
