@@ -1,7 +1,7 @@
-/* log_cosh: log(cosh(x - t)), gradient tanh(x - t). No library has it as a
- * function; the formula is the usual one (e.g. TensorFlow's
- * tf.keras.losses.log_cosh), written so that it neither overflows for a
- * large |x - t| nor cancels for a small one. */
+/* log_cosh: log(cosh(x - t)), gradient tanh(x - t). torch has no log-cosh
+ * loss (Keras has one, tf.keras.losses.log_cosh); the formula is written so
+ * that it neither overflows for a large |x - t| nor cancels for a small
+ * one. */
 #include "regression.h"
 
 /* Terms of the Taylor series of sinh and cosh that reach the precision of
