@@ -1,0 +1,187 @@
+/* robust: the general robust loss of Barron, "A General and Adaptive Robust
+ * Loss Function" (CVPR 2019), on the residual d = x - t with z = d / scale:
+ *
+ *   rho(z; alpha) = |alpha - 2| / alpha ((z^2 / |alpha - 2| + 1)^(alpha/2) - 1)
+ *
+ * with its limits alpha = 2 (z^2 / 2) and alpha = 0 (log(z^2 / 2 + 1)).
+ * alpha = 1 is Charbonnier (pseudo-Huber), -2 Geman-McClure, and large
+ * negative alpha approaches Welsch, 1 - exp(-z^2 / 2). alpha and scale are
+ * constants, so only the gradient with respect to the input is given:
+ *
+ *   d rho / dx = (z / scale) (z^2 / |alpha - 2| + 1)^(alpha/2 - 1). */
+#include "regression.h"
+
+/* The kernel families, one per form (their order in LK_FAMILIES). */
+enum { ROBUST_POS, ROBUST_NEG, ROBUST_TWO, ROBUST_ZERO, ROBUST_ONE, ROBUST_MTWO };
+
+typedef struct robust {
+    int mode;
+    double alpha, inv_scale;
+    double inv_b;      /* 1 / |alpha - 2| */
+    double half_alpha; /* alpha / 2 */
+    double neg_half_b; /* -|alpha - 2| / 2 = alpha / 2 - 1 */
+    double k;          /* |alpha - 2| / alpha */
+    double grad_inf;   /* |d rho / dx| at |x - t| = inf, times sign(d) */
+} robust;
+
+static const lk_param_desc robust_alpha = {
+    .name = "alpha",
+    .doc = "shape: 2 is L2, 1 Charbonnier, 0 Cauchy, -2 Geman-McClure, -1000 about Welsch",
+    .type = LK_PARAM_NUMBER,
+    .default_number = 1.0,
+    .min = -1000.0,
+    .max = 2.0,
+};
+static const lk_param_desc robust_scale = {
+    .name = "scale",
+    .doc = "the residual's scale c: z = (input - target) / c",
+    .type = LK_PARAM_NUMBER,
+    .flags = LK_PARAM_MIN_EXCLUSIVE,
+    .default_number = 1.0,
+    .min = 0.0,
+    .max = HUGE_VAL,
+};
+static const lk_param_desc *const robust_params[] LK__UNUSED = {&robust_alpha, &robust_scale, NULL};
+
+static lk_status robust_init(void *inst, const lk_param_value *p, lk_msg *msg)
+{
+    (void)msg;
+    robust *r = inst;
+    double a = p[0].number, b = fabs(a - 2.0);
+    r->alpha = a;
+    r->mode = a == 2.0    ? ROBUST_TWO
+              : a == 0.0  ? ROBUST_ZERO
+              : a == 1.0  ? ROBUST_ONE
+              : a == -2.0 ? ROBUST_MTWO
+              : a > 0.0   ? ROBUST_POS
+                          : ROBUST_NEG;
+    r->inv_scale = 1.0 / p[1].number;
+    r->inv_b = b > 0.0 ? 1.0 / b : 0.0;
+    r->half_alpha = 0.5 * a;
+    r->neg_half_b = -0.5 * b;
+    r->k = a != 0.0 ? b / a : 0.0;
+    /* |z|^(alpha - 1) as z -> inf: 0 below alpha = 1, 1 at 1, inf above */
+    r->grad_inf = a < 1.0 ? 0.0 : a == 1.0 ? r->inv_scale : HUGE_VAL;
+    return LK_OK;
+}
+
+/* Terms of the Taylor series of expm1 on |h| <= 1/2: the first left out is
+ * below 1e-8 (float) or 1e-18 (double) of the result. */
+#if defined(LK_LANES_F32)
+#define ROBUST_EXPM1_TERMS 8
+#else
+#define ROBUST_EXPM1_TERMS 15
+#endif
+
+/* expm1(y) for |y| <= 1: p = expm1(y / 2) by its series, then
+ * expm1(y) = p (p + 2), which neither cancels nor loses y's small size. */
+LK_AI lk_v robust_expm1_1(lk_v y)
+{
+    lk_v h = lk_mul(lk_set(0.5), y);
+    double f = 1.0;
+    for (int n = 2; n <= ROBUST_EXPM1_TERMS; n++)
+        f *= n;
+    lk_v p = lk_set(1.0 / f);
+    for (int n = ROBUST_EXPM1_TERMS - 1; n >= 1; n--) {
+        f /= n + 1;
+        p = lk_fma(p, h, lk_set(1.0 / f));
+    }
+    p = lk_mul(p, h);
+    return lk_mul(p, lk_add(p, lk_set(2.0)));
+}
+
+/* With q = z^2 / b (b = |alpha - 2|), L = log1p(q) and y = alpha L / 2:
+ *   rho = k expm1(y),   k = b / alpha,
+ *   d rho / dx = (z / scale) g,   g = (1 + q)^(-b/2) = exp(-b L / 2).
+ * expm1(y) is taken in the form that is exact on its range:
+ *   |y| <= 1:            the series above (alpha near 0: y is tiny, and
+ *                        k expm1(y) tends to log1p(z^2 / 2) with no
+ *                        cancellation);
+ *   y > 1 (0 < alpha):   (1 + q) g - 1, since (1 + q)^(alpha/2) =
+ *                        (1 + q) g, and g = exp of a small negative number
+ *                        when alpha is near 2, where exp(y) would amplify
+ *                        the rounding of a large y;
+ *   y < -1 (alpha < 0):  exp(y) - 1 >= -0.64; g = exp(y) / (1 + q).
+ * Every exp has an argument <= 0. The named cases have closed forms, each
+ * its own kernel family (mode is a constant there):
+ *   alpha = 2:   rho = z^2 / 2,                         g = 1;
+ *   alpha = 0:   rho = log1p(z^2 / 2),                  g = 1 / (1 + z^2 / 2);
+ *   alpha = 1:   s = sqrt(1 + z^2), rho = s - 1 as z^2 / (s + 1) below z^2 = 1,
+ *                                                       g = 1 / s;
+ *   alpha = -2:  r = 1 / (1 + z^2 / 4), rho = 2 (1 - r) as (z^2 / 2) r below
+ *                z^2 = 4,                               g = r^2.
+ * |x - t| = inf gives the limits: rho = inf (alpha >= 0) or |k|, and the
+ * gradient 0, sign(d) / scale or sign(d) inf as alpha is below, at or
+ * above 1. */
+LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
+{
+    lk_v d = lk_sub(e->x, e->t), z = lk_mul(d, lk_set(r->inv_scale)), one = lk_set(1.0);
+    lk_v gz = lk_mul(z, lk_set(r->inv_scale)); /* d (z^2 / 2) / dx */
+    lk_v z2 = lk_mul(z, z), g, rho;
+    if (mode == ROBUST_TWO) {
+        rho = lk_mul(lk_set(0.5), z2);
+        g = one;
+    } else if (mode == ROBUST_ZERO) {
+        lk_v hz2 = lk_mul(lk_set(0.5), z2);
+        rho = lk_log1p(hz2);
+        g = lk_div(one, lk_add(one, hz2));
+    } else if (mode == ROBUST_ONE) {
+        lk_v s = lk_sqrt(lk_add(one, z2));
+        rho = lk_select(lk_lt(z2, one), lk_div(z2, lk_add(s, one)), lk_sub(s, one));
+        g = lk_div(one, s);
+    } else if (mode == ROBUST_MTWO) {
+        lk_v q = lk_mul(lk_set(0.25), z2), rr = lk_div(one, lk_add(one, q));
+        rho = lk_select(lk_lt(q, one), lk_mul(lk_add(q, q), rr),
+                        lk_mul(lk_set(2.0), lk_sub(one, rr)));
+        g = lk_mul(rr, rr);
+    } else {
+        lk_v q = lk_mul(z2, lk_set(r->inv_b));
+        lk_v L = lk_log1p(q);
+        lk_v y = lk_mul(lk_set(r->half_alpha), L);
+        lk_v near = lk_min(one, lk_max(lk_set(-1.0), y)); /* NaN stays NaN */
+        lk_v m1 = robust_expm1_1(near), m;
+        if (mode == ROBUST_POS) {
+            g = lk_exp_neg(lk_mul(lk_set(r->neg_half_b), L));
+            lk_v far = lk_sub(lk_mul(lk_add(one, q), g), one);
+            m = lk_select(lk_gt(y, one), far, m1);
+        } else {
+            lk_v ey = lk_exp_neg(y);
+            g = lk_div(ey, lk_add(one, q));
+            m = lk_select(lk_lt(y, lk_set(-1.0)), lk_sub(ey, one), m1);
+        }
+        rho = lk_mul(lk_set(r->k), m);
+        if (mode == ROBUST_POS) /* q = inf: (1 + q) g is inf 0 */
+            rho = lk_select(lk_eq(q, lk_set(HUGE_VAL)), q, rho);
+    }
+    e->loss = rho;
+    lk_v grad = lk_mul(gz, g);
+    lk_m inf = lk_eq(lk_abs(d), lk_set(HUGE_VAL));
+    e->grad = lk_select(inf, lk_mul(lk_sign(d), lk_set(r->grad_inf)), grad);
+}
+
+#define ROBUST_FAMILY(name, mode)                                                                  \
+    LK_AI void robust_elem_##name(const robust *r, lk_elem *e)                                     \
+    {                                                                                              \
+        robust_body(r, mode, e);                                                                   \
+    }                                                                                              \
+    LK_KERNELS_ELEMENTWISE(robust_##name, robust, robust_elem_##name, LK_EW_WEIGHT)
+
+ROBUST_FAMILY(pos, ROBUST_POS)
+ROBUST_FAMILY(neg, ROBUST_NEG)
+ROBUST_FAMILY(two, ROBUST_TWO)
+ROBUST_FAMILY(zero, ROBUST_ZERO)
+ROBUST_FAMILY(one, ROBUST_ONE)
+ROBUST_FAMILY(mtwo, ROBUST_MTWO)
+
+static int robust_pick(const void *inst)
+{
+    return ((const robust *)inst)->mode;
+}
+
+LK_LOSS_DESC(robust, robust, LK_LOSS_FUSED, NULL, NULL,
+             LK_FAMILIES(&robust_pos__family, &robust_neg__family, &robust_two__family,
+                         &robust_zero__family, &robust_one__family, &robust_mtwo__family),
+             reg_slots, LK_REDUCTIONS_ELEMENTWISE,
+             LK_HOOKS(.init = robust_init, .pick = robust_pick),
+             .summary = "Barron's general robust loss rho(x - t; alpha, scale)",
+             .params = robust_params)
