@@ -88,4 +88,6 @@ LK_AI void poisson_elem(const poisson_nll *s, lk_elem *e)
 LK_ELEMENTWISE_LOSS(poisson_nll, poisson_nll, poisson_elem, LK_EW_WEIGHT,
                     LK_HOOKS(.init = poisson_init),
                     .summary = "Poisson negative log-likelihood (torch's poisson_nll_loss)",
-                    .params = poisson_params, .slots = poisson_slots)
+                    .params = poisson_params, .slots = poisson_slots,
+                    /* exp(input) overflows to inf for a finite input, as torch's */
+                    .flags = LK_LOSS_FUSED | LK_LOSS_UNBOUNDED)
