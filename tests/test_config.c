@@ -82,8 +82,7 @@ static void expect_error(const char *json, ...)
     cr_assert_null(strchr(msg, '\n'), "message is not one line: [%s]", msg);
     va_list ap;
     va_start(ap, json);
-    for (const char *needle = va_arg(ap, const char *); needle;
-         needle = va_arg(ap, const char *))
+    for (const char *needle = va_arg(ap, const char *); needle; needle = va_arg(ap, const char *))
         cr_expect(strstr(msg, needle) != NULL, "%s: message lacks \"%s\": %s", json, needle, msg);
     va_end(ap);
 }
@@ -163,8 +162,8 @@ static int close_to(double a, double b, double tol)
 Test(config, invalid_json_names_line_and_column)
 {
     /* the stray token 'mean' starts on line 2, column 15 */
-    expect_error("{\"loss\": \"mse\",\n \"reduction\": mean}", SRC ":2:15:", "invalid JSON",
-                 "mean", NULL);
+    expect_error("{\"loss\": \"mse\",\n \"reduction\": mean}", SRC ":2:15:", "invalid JSON", "mean",
+                 NULL);
 }
 
 Test(config, invalid_json_on_first_line)
@@ -195,8 +194,8 @@ Test(config, unknown_top_level_key_suggests_closest)
 {
     expect_error("{\"los\": \"mse\"}", SRC ": $: ", "unknown key 'los'", "did you mean 'loss'?",
                  NULL);
-    expect_error("{\"loss\": \"mse\", \"reductoin\": \"sum\"}", SRC ": $: ",
-                 "unknown key 'reductoin'", "did you mean 'reduction'?", NULL);
+    expect_error("{\"loss\": \"mse\", \"reductoin\": \"sum\"}",
+                 SRC ": $: ", "unknown key 'reductoin'", "did you mean 'reduction'?", NULL);
 }
 
 Test(config, missing_loss)
@@ -219,8 +218,8 @@ Test(config, unknown_loss_suggests_closest)
 
 Test(config, description_must_be_a_string)
 {
-    expect_error("{\"loss\": \"mse\", \"description\": 1}", SRC ": $.description: ",
-                 "expected a string, got a number", NULL);
+    expect_error("{\"loss\": \"mse\", \"description\": 1}",
+                 SRC ": $.description: ", "expected a string, got a number", NULL);
     lk_loss_free(build("{\"loss\": \"mse\", \"description\": \"fine\"}"));
 }
 
@@ -229,28 +228,29 @@ Test(config, description_must_be_a_string)
 
 Test(config, unknown_param_suggests_closest)
 {
-    expect_error("{\"loss\": \"focal\", \"params\": {\"gama\": 2}}", SRC ": $.params: ",
-                 "unknown parameter 'gama'", "'focal'", "did you mean 'gamma'?", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gama\": 2}}",
+                 SRC ": $.params: ", "unknown parameter 'gama'", "'focal'", "did you mean 'gamma'?",
+                 NULL);
 }
 
 Test(config, params_not_an_object)
 {
-    expect_error("{\"loss\": \"focal\", \"params\": [2]}", SRC ": $.params: ",
-                 "expected an object, got an array", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": [2]}",
+                 SRC ": $.params: ", "expected an object, got an array", NULL);
 }
 
 Test(config, string_for_a_number)
 {
-    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": \"2\"}}", SRC ": $.params.gamma: ",
-                 "expected a number, got a string", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": \"2\"}}",
+                 SRC ": $.params.gamma: ", "expected a number, got a string", NULL);
 }
 
 Test(config, out_of_range)
 {
-    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": -1}}", SRC ": $.params.gamma: ",
-                 "-1 is out of range [0, inf]", NULL);
-    expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": 1.5}}", SRC ": $.params.alpha: ",
-                 "1.5 is out of range [-1, 1]", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": -1}}",
+                 SRC ": $.params.gamma: ", "-1 is out of range [0, inf]", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": 1.5}}",
+                 SRC ": $.params.alpha: ", "1.5 is out of range [-1, 1]", NULL);
 }
 
 Test(config, list_with_a_non_number_item)
@@ -267,9 +267,32 @@ Test(config, list_item_out_of_range)
 
 Test(config, list_not_an_array)
 {
-    expect_error("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": 2}}",
-                 SRC ": $.params.pos_weight: ", "expected an array of numbers, got a number",
-                 NULL);
+    expect_error("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": \"2\"}}",
+                 SRC ": $.params.pos_weight: ",
+                 "expected a number or an array of numbers, got a string", NULL);
+}
+
+Test(config, bare_number_out_of_range)
+{
+    expect_error("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": -3}}",
+                 SRC ": $.params.pos_weight: ", "-3 is out of range [0, inf]", NULL);
+}
+
+/* A bare number where a list is expected is a list of one: the same loss
+ * as [2], and not the default []. */
+Test(config, bare_number_is_a_list_of_one)
+{
+    double x[N], t[N], g1[N], g2[N], g0[N];
+    make_data(x, t);
+    double bare =
+        eval_json("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": 2}}", x, t, g1);
+    double list =
+        eval_json("{\"loss\": \"bce_with_logits\", \"params\": {\"pos_weight\": [2]}}", x, t, g2);
+    double dflt = eval_json("{\"loss\": \"bce_with_logits\"}", x, t, g0);
+    cr_expect_eq(bare, list, "pos_weight 2 gives %.17g, [2] gives %.17g", bare, list);
+    cr_expect_neq(bare, dflt, "pos_weight 2 gives the default's value %.17g", dflt);
+    for (int i = 0; i < N; i++)
+        cr_expect_eq(g1[i], g2[i], "grad[%d]: %.17g vs %.17g", i, g1[i], g2[i]);
 }
 
 Test(config_fx, number_for_a_bool)
@@ -292,8 +315,8 @@ Test(config_fx, integer_out_of_range)
 
 Test(config_fx, exclusive_minimum)
 {
-    expect_error("{\"loss\": \"fx_sq\", \"params\": {\"scale\": 0}}", SRC ": $.params.scale: ",
-                 "0 is out of range (0, 100]", NULL);
+    expect_error("{\"loss\": \"fx_sq\", \"params\": {\"scale\": 0}}",
+                 SRC ": $.params.scale: ", "0 is out of range (0, 100]", NULL);
 }
 
 Test(config_fx, list_too_long)
@@ -306,14 +329,15 @@ Test(config_fx, list_too_long)
 
 Test(config_fx, unknown_choice_suggests_closest)
 {
-    expect_error("{\"loss\": \"fx_sq\", \"params\": {\"mode\": \"hlaf\"}}", SRC ": $.params.mode: ",
-                 "'hlaf' is not one of: plain, half", "did you mean 'half'?", NULL);
+    expect_error("{\"loss\": \"fx_sq\", \"params\": {\"mode\": \"hlaf\"}}",
+                 SRC ": $.params.mode: ", "'hlaf' is not one of: plain, half",
+                 "did you mean 'half'?", NULL);
 }
 
 Test(config_fx, number_for_a_choice)
 {
-    expect_error("{\"loss\": \"fx_sq\", \"params\": {\"mode\": 1}}", SRC ": $.params.mode: ",
-                 "expected a string, got a number", NULL);
+    expect_error("{\"loss\": \"fx_sq\", \"params\": {\"mode\": 1}}",
+                 SRC ": $.params.mode: ", "expected a string, got a number", NULL);
 }
 
 Test(config_fx, string_for_an_integer)
@@ -327,16 +351,17 @@ Test(config_fx, string_for_an_integer)
 
 Test(config, unknown_reduction)
 {
-    expect_error("{\"loss\": \"mse\", \"reduction\": \"avg\"}", SRC ": $.reduction: ",
-                 "unknown reduction 'avg'", "mean", NULL);
-    expect_error("{\"loss\": \"mse\", \"reduction\": 1}", SRC ": $.reduction: ",
-                 "expected a string, got a number", NULL);
+    expect_error("{\"loss\": \"mse\", \"reduction\": \"avg\"}",
+                 SRC ": $.reduction: ", "unknown reduction 'avg'", "mean", NULL);
+    expect_error("{\"loss\": \"mse\", \"reduction\": 1}",
+                 SRC ": $.reduction: ", "expected a string, got a number", NULL);
 }
 
 Test(config, reduction_not_offered_by_the_loss)
 {
-    expect_error("{\"loss\": \"dice\", \"reduction\": \"none\"}", SRC ": $.reduction: ",
-                 "loss 'dice' does not offer reduction 'none'", "it offers: mean", NULL);
+    expect_error("{\"loss\": \"dice\", \"reduction\": \"none\"}",
+                 SRC ": $.reduction: ", "loss 'dice' does not offer reduction 'none'",
+                 "it offers: mean", NULL);
 }
 
 Test(config, reduction_not_offered_by_one_term)
@@ -351,8 +376,8 @@ Test(config, reduction_not_offered_by_one_term)
 
 Test(config, terms_not_an_array)
 {
-    expect_error("{\"terms\": {\"loss\": \"mse\"}}", SRC ": $.terms: ",
-                 "expected an array of terms, got an object", NULL);
+    expect_error("{\"terms\": {\"loss\": \"mse\"}}",
+                 SRC ": $.terms: ", "expected an array of terms, got an object", NULL);
 }
 
 Test(config, terms_empty)
@@ -362,8 +387,8 @@ Test(config, terms_empty)
 
 Test(config, term_not_an_object)
 {
-    expect_error("{\"terms\": [{\"loss\": \"mse\"}, 3]}", SRC ": $.terms[1]: ",
-                 "expected an object, got a number", NULL);
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, 3]}",
+                 SRC ": $.terms[1]: ", "expected an object, got a number", NULL);
 }
 
 /* Like an unknown parameter (reported at $.params), an unknown key is
@@ -376,15 +401,15 @@ Test(config, term_unknown_key_suggests_closest)
 
 Test(config, term_errors_carry_the_term_path)
 {
-    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"dcie\"}]}", SRC ": $.terms[1].loss: ",
-                 "unknown loss 'dcie'", "did you mean 'dice'?", NULL);
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"dcie\"}]}",
+                 SRC ": $.terms[1].loss: ", "unknown loss 'dcie'", "did you mean 'dice'?", NULL);
     expect_error("{\"terms\": [{\"loss\": \"focal\", \"params\": {\"gamma\": -1}}]}",
                  SRC ": $.terms[0].params.gamma: ", "-1 is out of range [0, inf]", NULL);
     expect_error("{\"terms\": [{\"loss\": \"focal\", \"params\": {\"gama\": 1}}]}",
                  SRC ": $.terms[0].params: ", "unknown parameter 'gama'", "did you mean 'gamma'?",
                  NULL);
-    expect_error("{\"terms\": [{\"weight\": 1}]}", SRC ": $.terms[0].loss: ",
-                 "missing key 'loss'", NULL);
+    expect_error("{\"terms\": [{\"weight\": 1}]}", SRC ": $.terms[0].loss: ", "missing key 'loss'",
+                 NULL);
 }
 
 Test(config, term_weight_must_be_a_number)
@@ -427,9 +452,9 @@ Test(config, defaults_are_filled_in)
     double x[N], t[N];
     make_data(x, t);
     double implicit = eval_json("{\"loss\": \"focal\"}", x, t, NULL);
-    double written = eval_json(
-        "{\"loss\": \"focal\", \"params\": {\"alpha\": 0.25, \"gamma\": 2}, \"reduction\": \"mean\"}",
-        x, t, NULL);
+    double written = eval_json("{\"loss\": \"focal\", \"params\": {\"alpha\": 0.25, \"gamma\": 2}, "
+                               "\"reduction\": \"mean\"}",
+                               x, t, NULL);
     cr_assert_eq(implicit, written, "focal: defaults %.17g, written out %.17g", implicit, written);
     /* the comparison can tell parameters apart */
     double other = eval_json("{\"loss\": \"focal\", \"params\": {\"gamma\": 0}}", x, t, NULL);
@@ -437,8 +462,8 @@ Test(config, defaults_are_filled_in)
               implicit);
 
     implicit = eval_json("{\"loss\": \"dice\"}", x, t, NULL);
-    written = eval_json("{\"loss\": \"dice\", \"params\": {\"smooth\": 1}, \"reduction\": \"mean\"}",
-                        x, t, NULL);
+    written = eval_json(
+        "{\"loss\": \"dice\", \"params\": {\"smooth\": 1}, \"reduction\": \"mean\"}", x, t, NULL);
     cr_assert_eq(implicit, written, "dice: defaults %.17g, written out %.17g", implicit, written);
     other = eval_json("{\"loss\": \"dice\", \"params\": {\"smooth\": 0}}", x, t, NULL);
     cr_assert(other != implicit, "smooth 0 and smooth 1 give the same dice");
@@ -504,8 +529,8 @@ Test(config_fx, defaults_are_filled_in)
         double d = x[i] - t[i];
         cr_assert_eq(implicit[i], written[i], "[%d]: defaults %.17g, written out %.17g", i,
                      implicit[i], written[i]);
-        cr_assert(close_to(implicit[i], d * d, 1e-12), "[%d]: %.17g, by hand %.17g", i,
-                  implicit[i], d * d);
+        cr_assert(close_to(implicit[i], d * d, 1e-12), "[%d]: %.17g, by hand %.17g", i, implicit[i],
+                  d * d);
         differ += fabs(other[i] - implicit[i]) > 1e-9;
     }
     cr_assert_gt(differ, 0, "squared false changes nothing");
@@ -632,8 +657,8 @@ Test(config, dice_bce_equals_its_terms)
                              x, t, g_terms);
     cr_assert(fabs(one - terms) <= 1e-12, "dice_bce %.17g, bce + dice %.17g", one, terms);
     for (int i = 0; i < N; i++)
-        cr_assert(fabs(g_one[i] - g_terms[i]) <= 1e-12, "grad[%d]: dice_bce %.17g, terms %.17g",
-                  i, g_one[i], g_terms[i]);
+        cr_assert(fabs(g_one[i] - g_terms[i]) <= 1e-12, "grad[%d]: dice_bce %.17g, terms %.17g", i,
+                  g_one[i], g_terms[i]);
 }
 
 Test(config, loss_from_file_names_the_file)

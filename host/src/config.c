@@ -189,10 +189,12 @@ static lk_status param_value(const ctx *c, const char *path, const lk_param_desc
     case LK_PARAM_NUMBER_LIST: {
         const double *src = p->default_list;
         int n = p->default_list_len;
-        if (v && !cJSON_IsArray(v))
-            return fail(c, path, "expected an array of numbers, got %s", json_type(v));
+        /* a bare number is a list of one: "pos_weight": 2 means [2] */
+        int bare = v && cJSON_IsNumber(v);
+        if (v && !bare && !cJSON_IsArray(v))
+            return fail(c, path, "expected a number or an array of numbers, got %s", json_type(v));
         if (v)
-            n = cJSON_GetArraySize(v);
+            n = bare ? 1 : cJSON_GetArraySize(v);
         if (v && (n < p->list_min_len || (p->list_max_len >= 0 && n > p->list_max_len))) {
             if (p->list_max_len >= 0)
                 return fail(c, path, "has %d items; expected %d to %d", n, p->list_min_len,
@@ -203,6 +205,10 @@ static lk_status param_value(const ctx *c, const char *path, const lk_param_desc
         if (n && !items)
             return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
         *store = items;
+        if (bare)
+            return check_number(c, path, p, v, &items[0]) == LK_OK
+                       ? (out->list = items, out->list_len = 1, LK_OK)
+                       : LK_ERR_CONFIG;
         int i = 0;
         for (const cJSON *it = v ? v->child : NULL; v && it; it = it->next, i++) {
             char ipath[320];

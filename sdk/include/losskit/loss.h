@@ -203,16 +203,23 @@ LK_AI lk_v lk_load_cyclic(const double *tab, int64_t n, int64_t i)
 
 /* What an element function sees and fills, one vector of positions. */
 typedef struct lk_elem {
-    int64_t i; /* flat index of lane 0 */
-    lk_v x;    /* slot 0, the input */
-    lk_v t;    /* slot 1, the target */
-    lk_v loss; /* out: the per-element loss */
-    lk_v grad; /* out: d loss / d x (ignored in a statistics pass) */
+    int64_t i;   /* flat index of lane 0 */
+    lk_v x;      /* slot 0, the input */
+    lk_v t;      /* slot 1, the target */
+    lk_v u;      /* slot 2 with LK_EW_THIRD (a variance, a second input...) */
+    lk_v loss;   /* out: the per-element loss */
+    lk_v grad;   /* out: d loss / d x (ignored in a statistics pass) */
+    lk_v grad_t; /* out with LK_EW_GRAD_T: d loss / d t */
+    lk_v grad_u; /* out with LK_EW_GRAD_U: d loss / d u */
 } lk_elem;
 
 /* Flags of the drivers. */
-#define LK_EW_WEIGHT      0x1u /* slot 2 is an optional weight multiplying loss and gradient */
+#define LK_EW_WEIGHT      0x1u /* an optional weight multiplying loss and gradients: slot 2,
+                                  or slot 3 with LK_EW_THIRD */
 #define LK_EW_UNIT_TARGET 0x2u /* targets outside [0, 1] are refused (NaN passes) */
+#define LK_EW_THIRD       0x4u /* slot 2 is a third operand shaped like the input: e->u */
+#define LK_EW_GRAD_T      0x8u /* the element function fills grad_t: slot 1 is differentiable */
+#define LK_EW_GRAD_U      0x10u /* it fills grad_u: slot 2 (LK_EW_THIRD) is differentiable */
 
 typedef void (*lk_elem_fn)(const void *inst, lk_elem *e);
 
@@ -220,6 +227,9 @@ typedef struct lk__ew_io {
     const void *x, *t, *w;
     void *out, *g;
     int xf, tf, wf; /* each tensor is float32 */
+    const void *u;  /* LK_EW_THIRD: slot 2 */
+    void *gt, *gu;  /* the gradients of slots 1 and 2, when wanted */
+    int uf, gtf, guf;
 } lk__ew_io;
 
 /* What a loop writes; constants where the loop is specialised, so that a
@@ -238,6 +248,8 @@ LK_AI lk_status lk__elem_load(const lk__ew_io *io, uint32_t flags, int64_t i, in
     e->i = i;
     e->x = lk__ld(io->x, io->xf, i, k, 0.0);
     e->t = lk__ld(io->t, io->tf, i, k, 0.0);
+    if (flags & LK_EW_THIRD)
+        e->u = lk__ld(io->u, io->uf, i, k, 1.0);
     if ((flags & LK_EW_UNIT_TARGET) && lk_any(lk_outside01(e->t)))
         return lk_first_bad_target(io->t, io->tf, i, k, msg);
     return LK_OK;
@@ -255,7 +267,15 @@ LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, uint32_t flags, con
         lk_v w = lk__ld(io->w, io->wf, i, k, 0.0);
         e.loss = lk_mul0(w, e.loss);
         e.grad = lk_mul0(w, e.grad);
+        if (flags & LK_EW_GRAD_T)
+            e.grad_t = lk_mul0(w, e.grad_t);
+        if (flags & LK_EW_GRAD_U)
+            e.grad_u = lk_mul0(w, e.grad_u);
     }
+    if ((flags & LK_EW_GRAD_T) && io->gt)
+        lk__put_grad(io->gt, io->gtf, i, k, e.grad_t, scale, accumulate);
+    if ((flags & LK_EW_GRAD_U) && io->gu)
+        lk__put_grad(io->gu, io->guf, i, k, e.grad_u, scale, accumulate);
     lk_acc_add(sum, k == LK_W ? e.loss : lk_keep(lk_first(k), e.loss));
     if (flags & LK__W_OUT)
         lk__st(io->out, io->xf, i, k, e.loss);
@@ -286,21 +306,40 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
 }
 
 /* The fused driver: sums w * loss into stats[0], writes the per-element
- * losses to blk->out and grad_scale * w * grad to blk->grads[0] when they
- * are wanted. */
+ * losses to blk->out and grad_scale * w * grad to blk->grads[0] (and, with
+ * LK_EW_GRAD_T / LK_EW_GRAD_U, grad_t and grad_u to blk->grads[1] and [2])
+ * when they are wanted. */
 LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
                                        lk_elem_fn fn, uint32_t flags, lk_msg *msg)
 {
     const lk_tensor *s = blk->slots;
-    int weighted = (flags & LK_EW_WEIGHT) && s[2].data;
-    lk__ew_io io = {
-        s[0].data, s[1].data, weighted ? s[2].data : NULL,
-        blk->out ? blk->out->data : NULL, blk->grads ? blk->grads[0].data : NULL,
-        s[0].dtype == LK_DTYPE_F32, s[1].dtype == LK_DTYPE_F32,
-        weighted && s[2].dtype == LK_DTYPE_F32,
-    };
-    uint32_t base = flags & (LK_EW_UNIT_TARGET);
+    const int third = (flags & LK_EW_THIRD) != 0;
+    const lk_tensor *ws = &s[third ? 3 : 2];
+    int weighted = (flags & LK_EW_WEIGHT) && ws->data;
+    const lk_tensor *g = blk->grads;
+    lk__ew_io io;
+    memset(&io, 0, sizeof io);
+    io.x = s[0].data;
+    io.t = s[1].data;
+    io.w = weighted ? ws->data : NULL;
+    io.out = blk->out ? blk->out->data : NULL;
+    io.g = g ? g[0].data : NULL;
+    io.xf = s[0].dtype == LK_DTYPE_F32;
+    io.tf = s[1].dtype == LK_DTYPE_F32;
+    io.wf = weighted && ws->dtype == LK_DTYPE_F32;
+    io.u = third ? s[2].data : NULL;
+    io.gt = g && (flags & LK_EW_GRAD_T) ? g[1].data : NULL;
+    io.gu = g && third && (flags & LK_EW_GRAD_U) ? g[2].data : NULL;
+    io.uf = third && s[2].dtype == LK_DTYPE_F32;
+    io.gtf = s[1].dtype == LK_DTYPE_F32;
+    io.guf = third && s[2].dtype == LK_DTYPE_F32;
+    uint32_t base = flags & (LK_EW_UNIT_TARGET | LK_EW_THIRD | LK_EW_GRAD_T | LK_EW_GRAD_U);
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    if (io.gt || io.gu) /* several gradients: the general loop */
+        return lk__ew_loop(inst, blk, fn,
+                           base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
+                               (io.w ? LK__W_WEIGHT : 0u),
+                           &io, msg);
     if (!io.w && !io.out) {
         if (!io.g)
             return lk__ew_loop(inst, blk, fn, base, &io, msg);
@@ -356,8 +395,12 @@ LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats
                                  int n_stats, uint32_t flags, lk_msg *msg)
 {
     const lk_tensor *s = blk->slots;
-    lk__ew_io io = {s[0].data, s[1].data, NULL, NULL, NULL,
-                    s[0].dtype == LK_DTYPE_F32, s[1].dtype == LK_DTYPE_F32, 0};
+    lk__ew_io io;
+    memset(&io, 0, sizeof io);
+    io.x = s[0].data;
+    io.t = s[1].data;
+    io.xf = s[0].dtype == LK_DTYPE_F32;
+    io.tf = s[1].dtype == LK_DTYPE_F32;
     lk__accs acc;
 #define LK__ZERO(j) acc.a##j = lk_acc_zero();
     LK__EACH_ACC(LK__ZERO)
@@ -409,8 +452,13 @@ LK_AI lk_status lk_stats_backward(const void *inst, const lk_plan *plan, const l
     if (!blk->global)
         return lk_fail(msg, LK_ERR_INTERNAL, "backward called without global statistics");
     const lk_tensor *s = blk->slots;
-    lk__ew_io io = {s[0].data, s[1].data, NULL, NULL, blk->grads[0].data,
-                    s[0].dtype == LK_DTYPE_F32, s[1].dtype == LK_DTYPE_F32, 0};
+    lk__ew_io io;
+    memset(&io, 0, sizeof io);
+    io.x = s[0].data;
+    io.t = s[1].data;
+    io.g = blk->grads[0].data;
+    io.xf = s[0].dtype == LK_DTYPE_F32;
+    io.tf = s[1].dtype == LK_DTYPE_F32;
     double k[LK_STATS_MAX] = {0};
     lk_v kv[LK_STATS_MAX];
     consts(inst, blk->global, k);
