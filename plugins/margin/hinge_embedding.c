@@ -40,7 +40,7 @@ LK_AI void hinge_elem(const hinge *h, lk_elem *e)
 {
     lk_v one = lk_set(1.0);
     lk_v u = lk_sub(lk_set(h->margin), e->x);
-    lk_m neg = lk_not(lk_eq(e->t, one));        /* t != 1: the margin term */
+    lk_m neg = lk_not(lk_eq(e->t, one));         /* t != 1: the margin term */
     lk_m pos = lk_not(lk_eq(e->t, lk_neg(one))); /* t != -1: the x term */
     e->loss = lk_add(lk_keep(neg, mg_clamp0(u)), lk_keep(pos, e->x));
     e->grad = lk_sub(lk_keep(pos, one), lk_keep(lk_and(neg, lk_ge(u, lk_zero())), one));
@@ -68,8 +68,7 @@ LK_AI void hinge__elem(const void *p, lk_elem *e)
     hinge_elem((const hinge *)p, e);
 }
 
-static lk_status hinge__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
-                            lk_msg *msg)
+static lk_status hinge__fwd(const void *inst, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
 {
     const hinge local = *(const hinge *)inst;
     lk_status st = lk_elementwise_forward(&local, plan, blk, hinge__elem, 0, msg);
@@ -84,5 +83,5 @@ LK_LOSS_DESC(hinge_embedding, hinge, LK_LOSS_FUSED, NULL, NULL,
              LK_FAMILIES(&hinge_embedding__family), mg_sign_slots, LK_REDUCTIONS_ELEMENTWISE,
              LK_HOOKS(.init = hinge_init),
              .summary = "torch's hinge_embedding_loss: x for label 1, max(0, margin - x) "
-                               "for label -1",
+                        "for label -1",
              .version = "1.0.0", .params = hinge_params)

@@ -28,10 +28,11 @@
 /* Slots and parameters                                                      */
 
 static const lk_slot_desc mg_input LK__UNUSED = {
-    "input", "scores or predictions, any shape", LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
-    LK_SHAPE_ANY, LK_VALUES_REAL};
+    "input",         "scores or predictions, any shape",
+    LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
+    LK_SHAPE_ANY,    LK_VALUES_REAL};
 static const lk_slot_desc mg_sign_target LK__UNUSED = {
-    "target", "labels 1 or -1, shaped like input", LK_DTYPES_FLOAT, 0, LK_SHAPE_LIKE_INPUT,
+    "target",      "labels 1 or -1, shaped like input", LK_DTYPES_FLOAT, 0, LK_SHAPE_LIKE_INPUT,
     LK_VALUES_SIGN};
 static const lk_slot_desc *const mg_sign_slots[] LK__UNUSED = {&mg_input, &mg_sign_target, NULL};
 
@@ -57,6 +58,24 @@ LK_AI lk_v mg_clamp0(lk_v a)
 
 /* ------------------------------------------------------------------------ */
 /* The row driver                                                            */
+
+/* A row loss's source is compiled in double lanes only: each wraps its
+ * kernels in #if MG_ROWS ... #endif (the float-lane compiles of the recipe
+ * then see only its declarations). */
+#if defined(LK_LANES_F32)
+#define MG_ROWS 0
+#else
+#define MG_ROWS 1
+#endif
+
+#if MG_ROWS
+/* The lanes' indices 0, 1, ..., LK_W - 1. */
+LK_AI lk_v mg_iota(void)
+{
+    static const double iota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    return lk_load(iota);
+}
+#endif
 
 enum { MG_AUX_D, MG_AUX_SCRATCH }; /* plan->aux of a row loss */
 
@@ -139,9 +158,13 @@ static inline lk_status mg_refuse_inf(const mg_rows *io, const char *name, int s
 LK_AI lk_status mg_rows_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
                                 mg_row_fn fn, int n_slots, lk_msg *msg)
 {
-    mg_rows io = {blk->slots, blk->grads,     plan->aux[MG_AUX_D],
-                  blk->grad_scale, (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0,
-                  0,          NULL};
+    mg_rows io = {blk->slots,
+                  blk->grads,
+                  plan->aux[MG_AUX_D],
+                  blk->grad_scale,
+                  (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0,
+                  0,
+                  NULL};
     for (int s = 0; s < n_slots; s++)
         io.want_grad |= mg_wants(&io, s);
     int64_t n_scratch = plan->aux[MG_AUX_SCRATCH];
@@ -171,17 +194,29 @@ LK_AI lk_status mg_rows_forward(const void *inst, const lk_plan *plan, const lk_
  * double lanes (see the top of this file). */
 #if defined(LK_BUILD_AVX2)
 #define MG__DECL_AVX2(name) extern const lk_kset LK__VAR(name, avx2, f64);
-#define MG__REF_AVX2(name)  {NULL, &LK__VAR(name, avx2, f64)}
+#define MG__REF_AVX2(name)                                                                         \
+    {                                                                                              \
+        NULL, &LK__VAR(name, avx2, f64)                                                            \
+    }
 #else
 #define MG__DECL_AVX2(name)
-#define MG__REF_AVX2(name) {NULL, NULL}
+#define MG__REF_AVX2(name)                                                                         \
+    {                                                                                              \
+        NULL, NULL                                                                                 \
+    }
 #endif
 #if defined(LK_BUILD_AVX512)
 #define MG__DECL_AVX512(name) extern const lk_kset LK__VAR(name, avx512, f64);
-#define MG__REF_AVX512(name)  {NULL, &LK__VAR(name, avx512, f64)}
+#define MG__REF_AVX512(name)                                                                       \
+    {                                                                                              \
+        NULL, &LK__VAR(name, avx512, f64)                                                          \
+    }
 #else
 #define MG__DECL_AVX512(name)
-#define MG__REF_AVX512(name) {NULL, NULL}
+#define MG__REF_AVX512(name)                                                                       \
+    {                                                                                              \
+        NULL, NULL                                                                                 \
+    }
 #endif
 
 #if defined(LK_PRIMARY)
@@ -199,12 +234,11 @@ LK_AI lk_status mg_rows_forward(const void *inst, const lk_plan *plan, const lk_
 
 /* The kernels of a row loss of n_slots slots: fn is
  * lk_status fn(const T *inst, const mg_rows *io, int64_t r, double *loss, lk_msg *msg). */
-#if defined(LK_LANES_F32)
+#if !MG_ROWS
 #define MG_ROW_KERNELS(name, T, fn, n_slots) /* double lanes only */
 #else
 #define MG_ROW_KERNELS(name, T, fn, n_slots)                                                       \
-    LK_AI lk_status name##__row(const void *p, const mg_rows *io, int64_t r, double *l,            \
-                                lk_msg *m)                                                         \
+    LK_AI lk_status name##__row(const void *p, const mg_rows *io, int64_t r, double *l, lk_msg *m) \
     {                                                                                              \
         return fn((const T *)p, io, r, l, m);                                                      \
     }                                                                                              \
@@ -222,7 +256,7 @@ LK_AI lk_status mg_rows_forward(const void *inst, const lk_plan *plan, const lk_
  * the gradient of a row needs nothing beyond the row). */
 #define MG_ROW_LOSS(lid, T, fn, n_slots, slots, hooks, ...)                                        \
     MG_ROW_KERNELS(lid, T, fn, n_slots)                                                            \
-    LK_LOSS_DESC(lid, T, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&lid##__family), slots,             \
+    LK_LOSS_DESC(lid, T, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&lid##__family), slots,            \
                  MG_REDUCTIONS, hooks, __VA_ARGS__)
 
 /* Rows per block: about 2^15 elements (a function of the shape only). */

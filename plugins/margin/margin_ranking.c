@@ -24,15 +24,22 @@ static const lk_param_desc ranking_margin = {
 
 static const lk_param_desc *const ranking_params[] LK__UNUSED = {&ranking_margin, NULL};
 
-static const lk_slot_desc ranking_input1 = {
-    "input1", "the first score, any shape", LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
-    LK_SHAPE_ANY, LK_VALUES_REAL};
-static const lk_slot_desc ranking_input2 = {
-    "input2", "the second score, shaped like input1", LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
-    LK_SHAPE_LIKE_INPUT, LK_VALUES_REAL};
+static const lk_slot_desc ranking_input1 = {"input1",        "the first score, any shape",
+                                            LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
+                                            LK_SHAPE_ANY,    LK_VALUES_REAL};
+static const lk_slot_desc ranking_input2 = {"input2",
+                                            "the second score, shaped like input1",
+                                            LK_DTYPES_FLOAT,
+                                            LK_SLOT_DIFFERENTIABLE,
+                                            LK_SHAPE_LIKE_INPUT,
+                                            LK_VALUES_REAL};
 static const lk_slot_desc ranking_target = {
-    "target", "1 where input1 should rank higher, -1 where input2 should, shaped like input1",
-    LK_DTYPES_FLOAT, 0, LK_SHAPE_LIKE_INPUT, LK_VALUES_SIGN};
+    "target",
+    "1 where input1 should rank higher, -1 where input2 should, shaped like input1",
+    LK_DTYPES_FLOAT,
+    0,
+    LK_SHAPE_LIKE_INPUT,
+    LK_VALUES_SIGN};
 static const lk_slot_desc *const ranking_slots[] LK__UNUSED = {&ranking_input1, &ranking_input2,
                                                                &ranking_target, NULL};
 
@@ -53,7 +60,7 @@ LK_AI void ranking_elem(const ranking *r, lk_elem *e)
     e->grad = lk_neg(e->grad_t);
 }
 
-LK_ELEMENTWISE_LOSS(margin_ranking, ranking, ranking_elem,
-                    LK_EW_THIRD | LK_EW_GRAD_T, LK_HOOKS(.init = ranking_init),
+LK_ELEMENTWISE_LOSS(margin_ranking, ranking, ranking_elem, LK_EW_THIRD | LK_EW_GRAD_T,
+                    LK_HOOKS(.init = ranking_init),
                     .summary = "torch's margin_ranking_loss: max(0, -t (x1 - x2) + margin)",
                     .version = "1.0.0", .params = ranking_params, .slots = ranking_slots)
