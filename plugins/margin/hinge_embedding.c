@@ -36,10 +36,19 @@ static lk_status hinge_init(void *inst, const lk_param_value *p, lk_msg *msg)
     return LK_OK;
 }
 
+/* margin - x in the lanes' precision, the margin split into the lanes'
+ * value and the rest: near the kink m_hi - x is exact, so a float32 margin
+ * term keeps what a margin such as 1.3 (not a float) would round away. */
+LK_AI lk_v hinge_gap(double margin, lk_v x)
+{
+    double hi = (double)(lk_s)margin;
+    return lk_add(lk_sub(lk_set(hi), x), lk_set(margin - hi));
+}
+
 LK_AI void hinge_elem(const hinge *h, lk_elem *e)
 {
     lk_v one = lk_set(1.0);
-    lk_v u = lk_sub(lk_set(h->margin), e->x);
+    lk_v u = hinge_gap(h->margin, e->x);
     lk_m neg = lk_not(lk_eq(e->t, one));         /* t != 1: the margin term */
     lk_m pos = lk_not(lk_eq(e->t, lk_neg(one))); /* t != -1: the x term */
     e->loss = lk_add(lk_keep(neg, mg_clamp0(u)), lk_keep(pos, e->x));

@@ -50,10 +50,27 @@ static lk_status ranking_init(void *inst, const lk_param_value *p, lk_msg *msg)
     return LK_OK;
 }
 
+/* -t (x1 - x2) + margin. With margin 0, as torch rounds it. Otherwise the
+ * difference is kept whole (Knuth's two-sum: s + c = x1 - x2 exactly) and
+ * the margin split into the lanes' value and the rest, so that near the
+ * kink, where -t s and the margin cancel, float32 lanes lose nothing the
+ * float64 result keeps. */
+LK_AI lk_v ranking_h(double margin, lk_v x1, lk_v x2, lk_v t)
+{
+    lk_v nt = lk_neg(t), s = lk_sub(x1, x2);
+    if (margin == 0.0)
+        return lk_add(lk_mul(nt, s), lk_zero());
+    lk_v b = lk_sub(s, x1);
+    lk_v c = lk_sub(lk_sub(x1, lk_sub(s, b)), lk_add(x2, b));
+    double hi = (double)(lk_s)margin;
+    lk_v h = lk_add(lk_mul(nt, s), lk_set(hi));
+    return lk_add(h, lk_add(lk_mul(nt, c), lk_set(margin - hi)));
+}
+
 LK_AI void ranking_elem(const ranking *r, lk_elem *e)
 {
     lk_v t = e->u;
-    lk_v h = lk_add(lk_mul(lk_neg(t), lk_sub(e->x, e->t)), lk_set(r->margin)); /* as torch rounds */
+    lk_v h = ranking_h(r->margin, e->x, e->t, t);
     lk_m open = lk_ge(h, lk_zero());
     e->loss = mg_clamp0(h);
     e->grad_t = lk_keep(open, t);
