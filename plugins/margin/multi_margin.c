@@ -54,7 +54,10 @@ static const lk_slot_desc mm_target = {
     0,
     LK_SHAPE_INPUT_NO_CHANNEL,
     LK_VALUES_CLASS};
-static const lk_slot_desc *const mm_slots[] LK__UNUSED = {&mg_input, &mm_target, NULL};
+static const lk_slot_desc mm_input = {"input",         "scores (N, C), or (C,) for one row",
+                                      LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
+                                      LK_SHAPE_ANY,    LK_VALUES_REAL};
+static const lk_slot_desc *const mm_slots[] LK__UNUSED = {&mm_input, &mm_target, NULL};
 
 static lk_status mm_init(void *inst, const lk_param_value *p, lk_msg *msg)
 {

@@ -19,7 +19,10 @@ static const lk_slot_desc ml_target = {
     0,
     LK_SHAPE_LIKE_INPUT,
     LK_VALUES_BINARY};
-static const lk_slot_desc *const ml_slots[] LK__UNUSED = {&mg_input, &ml_target, NULL};
+static const lk_slot_desc ml_input = {"input",         "scores (N, C), or (C,) for one row",
+                                      LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
+                                      LK_SHAPE_ANY,    LK_VALUES_REAL};
+static const lk_slot_desc *const ml_slots[] LK__UNUSED = {&ml_input, &ml_target, NULL};
 
 static lk_status ml_plan(const void *inst, const lk_tensor *slots, int32_t reduction, lk_plan *plan,
                          lk_msg *msg)
