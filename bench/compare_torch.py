@@ -84,7 +84,7 @@ def describe(name, arr, keep):
 def losskit_timer(lk, loss, tensors, grad, with_grad):
     keep = []
     named = (Named * len(tensors))(*[describe(k, v, keep) for k, v in tensors.items()])
-    grads = (Named * 1)(describe("input", grad, keep))
+    grads = (Named * 1)(describe(next(iter(tensors)), grad, keep))
     args = EvalArgs()
     args.tensors, args.n_tensors = named, len(tensors)
     if with_grad:
@@ -136,8 +136,33 @@ def t_dice_multiclass(x, t, s=1.0):
     return 1 - score.mean()
 
 
+def t_log_cosh(x, t):
+    d = x - t
+    return (d.abs() + F.softplus(-2 * d.abs()) - np.log(2.0)).mean()
+
+
+def t_robust(x, t, alpha=1.0, scale=1.0):
+    # Barron's general loss at alpha = 1: sqrt((z)^2 + 1) - 1
+    z = (x - t) / scale
+    return (torch.sqrt(z * z + 1) - 1).mean()
+
+
+def t_asymmetric(x, t, gamma_neg=4.0, gamma_pos=1.0, clip=0.05, eps=1e-8):
+    # timm's AsymmetricLossMultiLabel in plain ops; losskit's mean divides
+    # timm's sum by the element count
+    xs_pos = torch.sigmoid(x)
+    xs_neg = (1 - xs_pos + clip).clamp(max=1)
+    los = t * torch.log(xs_pos.clamp(min=eps)) + (1 - t) * torch.log(xs_neg.clamp(min=eps))
+    pt = xs_pos * t + xs_neg * (1 - t)
+    w = torch.pow(1 - pt, gamma_pos * t + gamma_neg * (1 - t))
+    return -(los * w).sum() / x.numel()
+
+
 BINARY = (16, 1, 1024, 1024)
 MULTI = (4, 8, 512, 512)
+# What each slot holds, for the elementwise losses of the catalogue:
+# real N(0, 2); unit {0, 1} with P(1) = 0.3; prob in (0, 1); sign +-1;
+# pos in [0.5, 1.5); count {0, ..., 3}; logprob log of a (0, 1) uniform.
 CASES = [
     ("mse", "configs/mse.json", BINARY, lambda x, t: F.mse_loss(x, t)),
     ("l1", "configs/l1.json", BINARY, lambda x, t: F.l1_loss(x, t)),
@@ -152,6 +177,52 @@ CASES = [
     ("cross_entropy", "configs/cross_entropy.json", MULTI, lambda x, t: F.cross_entropy(x, t)),
     ("dice multiclass", "configs/dice_multiclass.json", MULTI, t_dice_multiclass),
 ]
+# The catalogue's elementwise losses: (name, config, slots, torch function of
+# the tensors in slot order); the input is slot 0.
+ELEMENTWISE = [
+    ("smooth_l1", "configs/smooth_l1.json", [("input", "real"), ("target", "real")],
+     lambda x, t: F.smooth_l1_loss(x, t)),
+    ("huber", "configs/huber.json", [("input", "real"), ("target", "real")],
+     lambda x, t: F.huber_loss(x, t)),
+    ("log_cosh", "configs/log_cosh.json", [("input", "real"), ("target", "real")], t_log_cosh),
+    ("robust", "configs/robust.json", [("input", "real"), ("target", "real")], t_robust),
+    ("poisson_nll", "configs/poisson_nll.json", [("input", "real"), ("target", "count")],
+     lambda x, t: F.poisson_nll_loss(x, t)),
+    ("gaussian_nll", "configs/gaussian_nll.json",
+     [("input", "real"), ("target", "real"), ("var", "pos")],
+     lambda x, t, v: F.gaussian_nll_loss(x, t, v)),
+    ("bce", "configs/bce.json", [("input", "prob"), ("target", "unit")],
+     lambda p, t: F.binary_cross_entropy(p, t)),
+    ("kl_div", "configs/kl_div.json", [("input", "logprob"), ("target", "prob")],
+     lambda x, t: F.kl_div(x, t, reduction="mean")),
+    ("asymmetric", "configs/asymmetric.json", [("input", "real"), ("target", "unit")],
+     t_asymmetric),
+    ("hinge_embedding", "configs/hinge_embedding.json", [("input", "real"), ("target", "sign")],
+     lambda x, t: F.hinge_embedding_loss(x, t)),
+    ("soft_margin", "configs/soft_margin.json", [("input", "real"), ("target", "sign")],
+     lambda x, t: F.soft_margin_loss(x, t)),
+    ("margin_ranking", "configs/margin_ranking.json",
+     [("input1", "real"), ("input2", "real"), ("target", "sign")],
+     lambda a, b, t: F.margin_ranking_loss(a, b, t)),
+]
+
+
+def draw(kind, shape, rng):
+    if kind == "real":
+        return rng.normal(0.0, 2.0, size=shape).astype(np.float32)
+    if kind == "unit":
+        return (rng.random(shape) < 0.3).astype(np.float32)
+    if kind == "prob":
+        return rng.uniform(0.02, 0.98, size=shape).astype(np.float32)
+    if kind == "sign":
+        return np.where(rng.random(shape) < 0.3, 1.0, -1.0).astype(np.float32)
+    if kind == "pos":
+        return rng.uniform(0.5, 1.5, size=shape).astype(np.float32)
+    if kind == "count":
+        return rng.integers(0, 4, size=shape).astype(np.float32)
+    if kind == "logprob":
+        return np.log(rng.uniform(0.02, 0.98, size=shape)).astype(np.float32)
+    raise ValueError(kind)
 
 
 def median_ms(fn, repeat):
@@ -185,30 +256,34 @@ def main():
     lk = Losskit(os.path.abspath(a.build), a.threads)
     rng = np.random.default_rng(0)
     rows = []
-    for name, config, shape, torch_fn in CASES:
+    cases = [(n, c, s, f, None) for n, c, s, f in CASES] + \
+        [(n, c, BINARY, f, slots) for n, c, slots, f in ELEMENTWISE]
+    for name, config, shape, torch_fn, slots in cases:
         if a.only and name not in a.only:
             continue
         if not os.path.exists(os.path.join(ROOT, config)):
             print(f"skipping {name}: {config} does not exist", file=sys.stderr)
             continue
         multiclass = shape == MULTI
-        x, t = data_for(shape, multiclass, rng)
-        grad = np.empty_like(x)
+        if slots:
+            tensors = {slot: draw(kind, shape, rng) for slot, kind in slots}
+        else:
+            x, t = data_for(shape, multiclass, rng)
+            tensors = {"input": x, "target": t}
+        grad = np.empty_like(next(iter(tensors.values())))
         loss = lk.loss(os.path.join(ROOT, config))
-        tensors = {"input": x, "target": t}
         lk_fwd = median_ms(losskit_timer(lk, loss, tensors, grad, False), a.repeat)
         lk_fb = median_ms(losskit_timer(lk, loss, tensors, grad, True), a.repeat)
         lk_value = losskit_timer(lk, loss, tensors, grad, True)()
-        xt = torch.from_numpy(x)
-        tt = torch.from_numpy(t)
+        ts = [torch.from_numpy(v) for v in tensors.values()]
         with torch.no_grad():
-            th_fwd = median_ms(lambda: torch_fn(xt, tt), a.repeat)
+            th_fwd = median_ms(lambda: torch_fn(*ts), a.repeat)
 
         def fwd_bwd():
-            xg = xt.detach().requires_grad_(True)
-            torch_fn(xg, tt).backward()
+            xg = ts[0].detach().requires_grad_(True)
+            torch_fn(xg, *ts[1:]).backward()
         th_fb = median_ms(fwd_bwd, a.repeat)
-        th_value = float(torch_fn(xt.double(), tt if multiclass else tt.double()))
+        th_value = float(torch_fn(*[v if v.dtype == torch.int64 else v.double() for v in ts]))
         lk.lib.lk_loss_free(loss)
         rows.append({"loss": name, "shape": list(shape), "threads": a.threads,
                      "losskit_forward_ms": lk_fwd, "torch_forward_ms": th_fwd,

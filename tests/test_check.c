@@ -181,10 +181,53 @@ Test(check, nan_on_extreme_logits_fails_extreme)
 {
     static char out[OUT_CAP];
     const char *line = expect_one_failure(CF("naive"), "FAIL extreme cf_naive ", out, sizeof out);
-    cr_expect_not_null(strstr(line, "nan"), "the NaN is not shown: %.300s", line);
+    cr_expect(strstr(line, "nan") || strstr(line, "inf"), "the bad value is not shown: %.300s",
+              line);
     /* right on ordinary logits */
     expect_line(out, "PASS finite cf_naive ");
     expect_line(out, "PASS grad cf_naive ");
+}
+
+/* The value is linear in the weight, so only the gradient with the weight
+ * bound shows the bug: the unweighted gradient against w times it. */
+Test(check, gradient_ignoring_the_weight_fails_grad)
+{
+    static char out[OUT_CAP];
+    const char *line =
+        expect_one_failure(CF("weightgrad"), "FAIL grad cf_weightgrad ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "with weight"), "the weighted case is not named: %.300s", line);
+    double e = max_rel_err(line);
+    /* |g - w g| / max(|g|, |w g|) for w in [0.5, 1.5): up to 0.5 */
+    cr_expect(e > 0.2 && e < 0.55, "max rel err %g, expected about 0.5: %.300s", e, line);
+    expect_line(out, "PASS weight cf_weightgrad ");
+}
+
+/* Second in a weighted sum of itself (weights 1 and 2), a kernel that
+ * stores gives 2 times its gradient where 3 is right. */
+Test(check, storing_under_accumulate_fails_accumulate)
+{
+    static char out[OUT_CAP];
+    const char *line =
+        expect_one_failure(CF("store"), "FAIL accumulate cf_store ", out, sizeof out);
+    const char *p = strstr(line, "(rel err ");
+    cr_assert_not_null(p, "no \"(rel err\" in: %.300s", line);
+    double e = strtod(p + strlen("(rel err "), NULL);
+    cr_expect(e > 0.3 && e < 0.34, "rel err %g, expected 1/3: %.300s", e, line);
+    cr_expect_not_null(strstr(line, "stored its gradient instead of adding"),
+                       "the diagnosis is missing: %.300s", line);
+    expect_line(out, "PASS grad cf_store ");
+}
+
+/* log(cosh(z)) overflows to inf at |z| = 1e4 without any NaN: finite inputs
+ * must give finite values. */
+Test(check, overflow_on_finite_inputs_fails_extreme)
+{
+    static char out[OUT_CAP];
+    const char *line =
+        expect_one_failure(CF("logcosh"), "FAIL extreme cf_logcosh ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "+-10000"), "the magnitude is not named: %.300s", line);
+    cr_expect_not_null(strstr(line, "inf"), "the infinite value is not shown: %.300s", line);
+    expect_line(out, "PASS grad cf_logcosh ");
 }
 
 Test(check, crash_is_reported_and_the_next_loss_is_checked)

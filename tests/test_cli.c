@@ -34,7 +34,7 @@
 
 #include "losskit/losskit.h"
 
-#define CLI_DIR LK_SOURCE_ROOT "/tests/cli"
+#define CLI_DIR     LK_SOURCE_ROOT "/tests/cli"
 #define WRONG_MAJOR LK_FIXTURE_DIR "/fx_wrong_major.so"
 
 static const char *const tutorial_ids[] = {
@@ -187,8 +187,7 @@ static void expect_failure(const proc *r, int code, ...)
               r->err);
     va_list ap;
     va_start(ap, code);
-    for (const char *needle = va_arg(ap, const char *); needle;
-         needle = va_arg(ap, const char *))
+    for (const char *needle = va_arg(ap, const char *); needle; needle = va_arg(ap, const char *))
         cr_expect(strstr(r->err, needle) != NULL, "stderr lacks \"%s\": %s", needle, r->err);
     va_end(ap);
 }
@@ -252,8 +251,8 @@ static double target_at(int i)
     return i % 4 == 0 ? r : (r > 0.5 ? 1.0 : 0.0);
 }
 
-#define R 3
-#define C 4
+#define R  3
+#define C  4
 #define NX (R * C)
 static const int64_t shape_rc[2] = {R, C};
 
@@ -286,13 +285,19 @@ static double mse_of(const double *x, const double *t, int n)
     return s / n;
 }
 
-/* The one number a text-mode run prints. */
+/* The value a text-mode run prints, after what it computed: "mse (tutorial
+ * 1.2.0), mean over 24 float64 elements: 4.25". */
 static double parse_value(const proc *r)
 {
     cr_assert_eq(count_char(r->out, r->out_len, '\n'), 1, "stdout is not one line: %s", r->out);
+    const char *colon = strstr(r->out, " elements: ");
+    cr_assert_not_null(colon, "stdout does not say what it computed: %s", r->out);
+    cr_assert(strstr(r->out, " (") && strstr(r->out, "), "), "stdout does not name the plugin: %s",
+              r->out);
     char *end;
-    double v = strtod(r->out, &end);
-    cr_assert(end != r->out && *end == '\n', "stdout is not a number: %s", r->out);
+    const char *num = colon + strlen(" elements: ");
+    double v = strtod(num, &end);
+    cr_assert(end != num && *end == '\n', "stdout does not end with a number: %s", r->out);
     return v;
 }
 
@@ -357,8 +362,8 @@ static void expect_tutorial_rows(const list_row *rows, int n)
     for (int k = 0; k < N_TUTORIAL; k++) {
         int found = 0;
         for (int i = 0; i < n; i++)
-            found += strcmp(rows[i].id, tutorial_ids[k]) == 0 &&
-                     strcmp(rows[i].plugin, "tutorial") == 0;
+            found +=
+                strcmp(rows[i].id, tutorial_ids[k]) == 0 && strcmp(rows[i].plugin, "tutorial") == 0;
         cr_assert_eq(found, 1, "'%s' from tutorial listed %d times", tutorial_ids[k], found);
     }
 }
@@ -533,8 +538,8 @@ Test(cli, run_prints_the_value)
 {
     double x[NX], t[NX];
     write_xt_f64(x, t);
-    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
-                tmp("t.npy"), NULL);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                NULL);
     expect_ok(&r);
     double v = parse_value(&r);
     double want = mse_of(x, t, NX);
@@ -546,8 +551,8 @@ Test(cli, run_json_output)
 {
     double x[NX], t[NX];
     write_xt_f64(x, t);
-    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
-                tmp("t.npy"), "--json", NULL);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                "--json", NULL);
     expect_ok(&r);
     cJSON *root = parse_json(&r);
     const cJSON *loss = cJSON_GetObjectItemCaseSensitive(root, "loss");
@@ -596,8 +601,8 @@ Test(cli, grad_float64)
     double x[NX], t[NX];
     write_xt_f64(x, t);
     const char *g = tmp("g.npy");
-    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
-                tmp("t.npy"), "--grad", g, NULL);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                "--grad", g, NULL);
     expect_ok(&r);
     lk_array a;
     read_npy(g, &a);
@@ -619,21 +624,19 @@ Test(cli, grad_float32)
     float x[NX], t[NX];
     write_xt_f32(x, t);
     const char *g = tmp("g.npy");
-    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
-                tmp("t.npy"), "--grad", g, NULL);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                "--grad", g, NULL);
     expect_ok(&r);
     lk_array a;
     read_npy(g, &a);
-    cr_assert_eq(a.dtype, LK_DTYPE_F32, "gradient dtype %s, want float32",
-                 lk_dtype_name(a.dtype));
+    cr_assert_eq(a.dtype, LK_DTYPE_F32, "gradient dtype %s, want float32", lk_dtype_name(a.dtype));
     cr_assert_eq(a.ndim, 2);
     cr_assert_eq(a.shape[0], R);
     cr_assert_eq(a.shape[1], C);
     const float *gv = a.data;
     for (int i = 0; i < NX; i++) {
         double want = 2.0 * ((double)x[i] - (double)t[i]) / NX;
-        cr_assert(close_to(gv[i], want, 1e-6), "grad[%d] %.9g, want %.9g", i, (double)gv[i],
-                  want);
+        cr_assert(close_to(gv[i], want, 1e-6), "grad[%d] %.9g, want %.9g", i, (double)gv[i], want);
     }
     lk_array_free(&a);
     proc_free(&r);
@@ -670,8 +673,8 @@ Test(cli, out_with_reduction_mean_is_usage)
     double x[NX], t[NX];
     write_xt_f64(x, t);
     const char *o = tmp("l.npy");
-    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
-                tmp("t.npy"), "--out", o, NULL);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                "--out", o, NULL);
     expect_failure(&r, 2, "--out", "none", "mse.json", NULL);
     cr_assert(!file_exists(o), "--out file written despite the error");
     proc_free(&r);
@@ -717,8 +720,7 @@ Test(cli, threads_do_not_change_the_output)
 
 Test(cli, bad_thread_count_is_usage)
 {
-    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--threads", "0",
-                NULL);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--threads", "0", NULL);
     expect_failure(&r, 2, "--threads", NULL);
     proc_free(&r);
 }
@@ -783,8 +785,8 @@ Test(cli, missing_input_file_is_data)
     double x[NX], t[NX];
     write_xt_f64(x, t);
     const char *missing = tmp("missing.npy");
-    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", missing, "--target", tmp("t.npy"),
-                NULL);
+    proc r =
+        lk(NULL, "run", CLI_DIR "/mse.json", "--input", missing, "--target", tmp("t.npy"), NULL);
     expect_failure(&r, 4, missing, NULL);
     proc_free(&r);
 }
@@ -806,8 +808,8 @@ Test(cli, tensor_for_an_unknown_slot_is_usage)
     write_xt_f64(x, t);
     char bind[PATH_MAX + 8];
     snprintf(bind, sizeof bind, "var=%s", tmp("t.npy"));
-    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target",
-                tmp("t.npy"), "--tensor", bind, NULL);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                "--tensor", bind, NULL);
     expect_failure(&r, 2, "'var' is not a tensor slot", NULL);
     proc_free(&r);
 }
@@ -856,8 +858,8 @@ Test(cli, corrupt_npy_is_data)
     cr_assert_eq(fwrite(bytes, 1, len - 8, f), len - 8);
     fclose(f);
     free(bytes);
-    r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("short.npy"), "--target",
-           tmp("t.npy"), NULL);
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("short.npy"), "--target", tmp("t.npy"),
+           NULL);
     expect_failure(&r, 4, tmp("short.npy"), "truncated", NULL);
     proc_free(&r);
 }
@@ -933,9 +935,18 @@ static const char *build_shadow(void)
 {
     static char so[PATH_MAX + 64];
     snprintf(so, sizeof so, "%s/shadow.so", tmpdir);
-    char *argv[] = {"cc", "-std=c11", "-shared", "-fPIC", "-fvisibility=hidden",
-                    "-I", LK_SOURCE_ROOT "/sdk/include", "-o", so,
-                    LK_SOURCE_ROOT "/examples/shadow_dice/dice.c", "-lm", NULL};
+    char *argv[] = {"cc",
+                    "-std=c11",
+                    "-shared",
+                    "-fPIC",
+                    "-fvisibility=hidden",
+                    "-I",
+                    LK_SOURCE_ROOT "/sdk/include",
+                    "-o",
+                    so,
+                    LK_SOURCE_ROOT "/examples/shadow_dice/dice.c",
+                    "-lm",
+                    NULL};
     proc r = run_argv(NULL, argv);
     cr_assert_eq(r.status, 0, "cc exit %d: %s%s", r.status, r.out, r.err);
     proc_free(&r);
@@ -1040,6 +1051,8 @@ Test(cli, shadow_run)
     double v = parse_value(&r);
     cr_assert(close_to(v, want, 1e-13), "losskit %.17g, the example's dice %.17g (built-in %.17g)",
               v, want, builtin);
+    cr_expect_not_null(strstr(r.out, "dice (shadow_example "),
+                       "the run does not say the shadowing plugin served it: %s", r.out);
     lk_array g;
     read_npy(tmp("g.npy"), &g);
     cr_assert_eq(g.dtype, LK_DTYPE_F64);
@@ -1133,8 +1146,7 @@ static char *new_project(const char *name, const char *flag)
     char *src = (char *)slurp(path, &len);
     src[len] = '\0';
     cr_expect_null(strstr(src, "@NAME@"), "%s keeps a template placeholder", path);
-    const char *files[] = {"data/input.npy", "data/target.npy", "data", "meson.build",
-                           "README.md"};
+    const char *files[] = {"data/input.npy", "data/target.npy", "data", "meson.build", "README.md"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
         cr_expect(file_exists(path), "new wrote no %s", path);
@@ -1165,7 +1177,8 @@ Test(cli, new_without_a_flag_writes_the_two_pass_template)
 Test(cli, new_unknown_option_is_usage)
 {
     proc r = lk(NULL, "new", "my_loss", "--elementwize", "--dir", tmp("never"), NULL);
-    expect_failure(&r, 2, "usage: losskit new NAME [--elementwise] [--dir DIR]", NULL);
+    expect_failure(&r, 2, "new: unknown option '--elementwize'; did you mean '--elementwise'?",
+                   NULL);
     cr_expect(!file_exists(tmp("never")), "a refused new created its folder");
     proc_free(&r);
 }
@@ -1181,8 +1194,8 @@ static cJSON *bench_mse(const char *dtype)
     expect_ok(&r);
     cJSON *j = parse_json(&r);
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "dtype");
-    cr_assert(cJSON_IsString(d) && strcmp(d->valuestring, dtype) == 0, "dtype, want %s: %s",
-              dtype, r.out);
+    cr_assert(cJSON_IsString(d) && strcmp(d->valuestring, dtype) == 0, "dtype, want %s: %s", dtype,
+              r.out);
     proc_free(&r);
     return j;
 }
@@ -1196,8 +1209,7 @@ Test(cli, bench_dtype_float64_moves_twice_the_bytes)
                           "bytes_least_forward_backward"};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         double b32 = num_field(f32, keys[k]), b64 = num_field(f64, keys[k]);
-        cr_expect(b32 > 0 && b64 == 2 * b32, "%s: float32 %.0f, float64 %.0f", keys[k], b32,
-                  b64);
+        cr_expect(b32 > 0 && b64 == 2 * b32, "%s: float32 %.0f, float64 %.0f", keys[k], b32, b64);
     }
     cr_expect_eq(num_field(f64, "elements"), 64);
     cJSON_Delete(f32);
@@ -1208,5 +1220,66 @@ Test(cli, bench_unknown_dtype_is_usage)
 {
     proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/mse.json", "--dtype", "float16", NULL);
     expect_failure(&r, 2, "--dtype", "'float16'", NULL);
+    proc_free(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Help and suggestions                                                      */
+
+/* Every subcommand answers --help (and `help CMD`) with its own usage on
+ * stdout and exit 0, before it looks at any other argument. */
+Test(cli, every_subcommand_answers_help)
+{
+    static const char *const cmds[] = {"list", "info", "run", "new", "check", "bench"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "usage: losskit %s", cmds[i]);
+        proc r = lk(NULL, cmds[i], "--bogus", "--help", NULL);
+        cr_expect_eq(r.status, 0, "%s --help: exit %d; stderr: %s", cmds[i], r.status, r.err);
+        cr_expect_eq(strncmp(r.out, want, strlen(want)), 0, "%s --help printed: %s", cmds[i],
+                     r.out);
+        proc_free(&r);
+        r = lk(NULL, "help", cmds[i], NULL);
+        cr_expect_eq(r.status, 0, "help %s: exit %d", cmds[i], r.status);
+        cr_expect_eq(strncmp(r.out, want, strlen(want)), 0, "help %s printed: %s", cmds[i], r.out);
+        proc_free(&r);
+    }
+}
+
+/* A misspelt option or command gets the closest one, exit 2, one line. */
+Test(cli, misspelt_option_and_command_get_a_suggestion)
+{
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--inptu", "x.npy", NULL);
+    cr_expect_eq(r.status, 2, "exit %d", r.status);
+    cr_expect_not_null(strstr(r.err, "unknown option '--inptu'; did you mean '--input'?"),
+                       "stderr: %s", r.err);
+    cr_expect_eq(count_char(r.err, r.err_len, '\n'), 1, "stderr is not one line: %s", r.err);
+    proc_free(&r);
+    r = lk(NULL, "chek", NULL);
+    cr_expect_eq(r.status, 2, "exit %d", r.status);
+    cr_expect_not_null(strstr(r.err, "unknown command 'chek'; did you mean 'check'?"), "stderr: %s",
+                       r.err);
+    proc_free(&r);
+    r = lk(NULL, "list", "--zzzzzzzz", NULL);
+    cr_expect_eq(r.status, 2, "exit %d", r.status);
+    cr_expect_null(strstr(r.err, "did you mean"), "nothing is close, yet: %s", r.err);
+    proc_free(&r);
+}
+
+/* A config key that starts like a known one ("reduce") is suggested, and an
+ * unknown loss says where plugins are searched. */
+Test(cli, config_hints)
+{
+    write_text(tmp("reduce.json"), "{\"loss\": \"mse\", \"reduce\": \"sum\"}");
+    proc r = lk(NULL, "run", tmp("reduce.json"), "--input", tmp("x.npy"), NULL);
+    cr_expect_eq(r.status, 2, "exit %d", r.status);
+    cr_expect_not_null(strstr(r.err, "unknown key 'reduce'; did you mean 'reduction'?"),
+                       "stderr: %s", r.err);
+    proc_free(&r);
+    write_text(tmp("nope.json"), "{\"loss\": \"my_new_loss\"}");
+    r = lk(NULL, "run", tmp("nope.json"), "--input", tmp("x.npy"), NULL);
+    cr_expect_eq(r.status, 2, "exit %d", r.status);
+    cr_expect_not_null(strstr(r.err, "unknown loss 'my_new_loss'"), "stderr: %s", r.err);
+    cr_expect_not_null(strstr(r.err, "LOSSKIT_PLUGIN_PATH"), "stderr: %s", r.err);
     proc_free(&r);
 }

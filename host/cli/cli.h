@@ -24,6 +24,8 @@ lk_runtime *cli_open_runtime(int32_t threads);
 
 /* Parses a positive integer option value; -1 on error (printed). */
 int32_t cli_parse_threads(const char *text);
+/* "CMD: unknown option 'X'; did you mean 'Y'?" on stderr. */
+void cli_unknown_option(const char *cmd, const char *opt);
 
 int cmd_list(int argc, char **argv);
 int cmd_info(int argc, char **argv);

@@ -123,7 +123,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
                 return -1;
             }
         } else {
-            cli_error("bench: unknown option '%s'", a);
+            cli_unknown_option("bench", a);
             return -1;
         }
     }

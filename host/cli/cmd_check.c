@@ -278,6 +278,8 @@ typedef struct checker {
     int ref;                   /* the probe shape that single-shape checks use */
     int soft_too;              /* a float target slot: a second run with soft targets */
     int32_t values[MAX_SLOTS]; /* each slot's lk_slot_values, resolved */
+    double fd_step;            /* > 0: central differences with this absolute step */
+    int grad_failed;           /* the grad check failed: extreme compares no gradient */
     char label[LABEL_CAP];
     uint64_t rng;
     void *guard; /* an inaccessible page: the data of zero-size tensors */
@@ -829,11 +831,12 @@ static void case_label(const checker *c, char *buf, size_t cap, const spec *sp, 
 {
     char sh[96];
     shape_str(sh, sizeof sh, sp->ndim, sp->shape);
-    snprintf(buf, cap, "%s shape %s %s %s%s", lk_dtype_name(sp->dtype), sh, c->settings[set].label,
-             lk_reduction_name(red),
+    snprintf(buf, cap, "%s shape %s %s %s%s%s", lk_dtype_name(sp->dtype), sh,
+             c->settings[set].label, lk_reduction_name(red),
              !c->soft_too ? ""
              : sp->soft   ? " soft targets"
-                          : " hard targets");
+                          : " hard targets",
+             sp->weight ? " with weight" : "");
 }
 
 /* A float slot besides slot 0 whose values may be fractional targets
@@ -1012,7 +1015,7 @@ static double grad_err(double a, double n, double noise)
 static lk_status central_diff(checker *c, const lk_loss *loss, bundle *b, double *x, int64_t i,
                               double *out, double *noise, char *err)
 {
-    double x0 = x[i], h = FD_STEP * fmax(1.0, fabs(x0)), vp, vm;
+    double x0 = x[i], h = c->fd_step > 0.0 ? c->fd_step : FD_STEP * fmax(1.0, fabs(x0)), vp, vm;
     volatile double xp = x0 + h, xm = x0 - h;
     x[i] = xp;
     lk_status st = run_eval(c, loss, b, 0, &vp, err);
@@ -1079,11 +1082,23 @@ static lk_status grad_case(checker *c, const lk_loss *loss, bundle *b, int soft,
 
 /* Every shape, reduction and target kind of one setting; returns 0 after an
  * evaluation failed (err says why, w->label where). */
+static int weight_slot(const checker *c);
+
+/* Every shape, target kind and reduction, without and (when the loss has an
+ * optional weight) with the weight bound: a gradient that ignores the
+ * weight fails here. */
 static int grad_setting(checker *c, int set, grad_worst *w, char *err)
 {
+    int ws = weight_slot(c);
+    int weighted = ws >= 0 && c->d->slots[ws]->shape != LK_SHAPE_ANY;
     for (int k = 0; k < N_PROBES; k++)
-        for (int soft = 0; c->shape_ok[k] && soft <= c->soft_too; soft++) {
-            spec sp = probe_spec(k, LK_DTYPE_F64, soft);
+        for (int v = 0; c->shape_ok[k] && v < 3; v++) {
+            /* v: 0 hard targets, 1 soft targets, 2 hard targets and the weight */
+            if ((v == 1 && !c->soft_too) || (v == 2 && !weighted))
+                continue;
+            spec sp = probe_spec(k, LK_DTYPE_F64, v == 1);
+            sp.weight = v == 2;
+            int soft = v == 1;
             bundle b;
             if (bundle_make(c, &sp, &b, err) != LK_OK)
                 return 0;
@@ -1163,8 +1178,10 @@ static void check_grad(checker *c)
         w.err = -1.0;
         if (grad_setting(c, set, &w, err)) {
             grad_report(c, set, &w);
+            c->grad_failed |= !(w.err <= GRAD_RTOL);
             continue;
         }
+        c->grad_failed = 1;
         res_init(&r, "grad", 0);
         res_detail(&r, "%s: %s", w.label, err);
         send_result(c, &r);
@@ -1372,6 +1389,107 @@ static void check_weight(checker *c)
                    lab, v[1], 2.0 * v[0], e, RED_RTOL);
     res_num(&r, "rel_err", e);
     res_num(&r, "tol", RED_RTOL);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* accumulate: a second term adds to the first term's gradient              */
+
+/* The same loss twice in a weighted sum, weights 1 and 2: the host stores
+ * the first term's gradient and asks the second to add to it
+ * (LK_BLOCK_GRAD_ACCUMULATE), so the value and every gradient must be 3
+ * times the loss's own. A kernel that stores instead of adding gives 2. */
+static void check_accumulate(checker *c)
+{
+    static const int32_t order[] = {LK_REDUCTION_MEAN, LK_REDUCTION_SUM, LK_REDUCTION_BATCHMEAN};
+    int32_t red = c->d->default_reduction;
+    for (size_t i = 0; red == LK_REDUCTION_NONE && i < sizeof order / sizeof order[0]; i++)
+        if (offers(c->d, order[i]))
+            red = order[i];
+    result r;
+    char lab[LABEL_CAP], err[LK_ERRMSG_CAP] = "", json[1400];
+    if (no_grad_slot(c) || red == LK_REDUCTION_NONE || c->modified) {
+        /* a loss that writes into its inputs changes the second term's
+         * data: the inputs check reports that */
+        res_init(&r, "accumulate", 1);
+        res_detail(&r, "nothing to check: %s",
+                   no_grad_slot(c)            ? "no differentiable slot"
+                   : red == LK_REDUCTION_NONE ? "only reduction none"
+                                              : "the loss modifies its inputs (see inputs)");
+        send_result(c, &r);
+        return;
+    }
+    spec sp = probe_spec(c->ref, best_float(c), 0);
+    bundle b;
+    lk_loss *one = NULL, *two = NULL;
+    double v1 = NAN, v3 = NAN, *g1[MAX_SLOTS] = {0};
+    case_label(c, lab, sizeof lab, &sp, 0, red);
+    begin(c, "accumulate %s", lab);
+    snprintf(json, sizeof json,
+             "{\"terms\": [{\"loss\": \"%s\", \"weight\": 1, \"params\": {%s}}, "
+             "{\"loss\": \"%s\", \"weight\": 2, \"params\": {%s}}], \"reduction\": \"%s\"}",
+             c->d->id, c->settings[0].params, c->d->id, c->settings[0].params,
+             lk_reduction_name(red));
+    lk_status st = bundle_make(c, &sp, &b, err);
+    if (st == LK_OK)
+        st = make_loss(c, c->rt, 0, red, &one, err);
+    if (st == LK_OK)
+        st = lk_loss_from_json(c->rt, json, strlen(json), "check", &two, err);
+    if (st == LK_OK)
+        st = run_eval(c, one, &b, 1, &v1, err);
+    for (size_t g = 0; st == LK_OK && g < b.n_grads; g++) {
+        const lk_array *a = &b.grad[b.gnamed_slot[g]];
+        g1[g] = malloc((size_t)array_numel(a) * sizeof(double) + 1);
+        if (!g1[g]) {
+            st = LK_ERR_NOMEM;
+            fit(err, LK_ERRMSG_CAP, "out of memory");
+            break;
+        }
+        for (int64_t i = 0; i < array_numel(a); i++)
+            g1[g][i] = get_elem(a, i);
+    }
+    if (st == LK_OK)
+        st = run_eval(c, two, &b, 1, &v3, err);
+    double tol = is_float_dtype(sp.dtype) && sp.dtype == LK_DTYPE_F32 ? 1e-6 : RED_RTOL;
+    double worst = rel_diff(v3, 3.0 * v1, fabs(3.0 * v1)), got = v3, want = 3.0 * v1;
+    const char *what = "value";
+    char where[160] = "the value";
+    for (size_t g = 0; st == LK_OK && g < b.n_grads; g++) {
+        const lk_array *a = &b.grad[b.gnamed_slot[g]];
+        double scale = 0.0;
+        for (int64_t i = 0; i < array_numel(a); i++)
+            scale = fmax(scale, fabs(3.0 * g1[g][i]));
+        for (int64_t i = 0; i < array_numel(a); i++) {
+            double e = rel_diff(get_elem(a, i), 3.0 * g1[g][i], fmax(scale, 1e-300));
+            if (e > worst) {
+                worst = e;
+                got = get_elem(a, i);
+                want = 3.0 * g1[g][i];
+                what = b.gnamed[g].name;
+                snprintf(where, sizeof where, "gradient of '%s' [%lld]", what, (long long)i);
+            }
+        }
+    }
+    for (size_t g = 0; g < MAX_SLOTS; g++)
+        free(g1[g]);
+    lk_loss_free(one);
+    lk_loss_free(two);
+    bundle_free(c, &b);
+    res_init(&r, "accumulate", st == LK_OK && worst <= tol);
+    if (st != LK_OK)
+        res_detail(&r, "%s: %s", lab, err);
+    else
+        res_detail(&r,
+                   "%s: terms of weights 1 and 2: %s = %.10g, 3 times the loss's own = %.10g "
+                   "(rel err %.1e, tol %g)%s",
+                   lab, where, got, want, worst, tol,
+                   worst > tol && fabs(got - 2.0 * want / 3.0) <= tol * fabs(want)
+                       ? "; the second term stored its gradient instead of adding to the first's"
+                       : "");
+    res_num(&r, "rel_err", worst);
+    res_num(&r, "tol", tol);
+    res_num(&r, "got", got);
+    res_num(&r, "expected", want);
     send_result(c, &r);
 }
 
@@ -1592,11 +1710,32 @@ static void check_empty(checker *c)
 
 static const double extremes[] = {30.0, 1e4, HUGE_VAL};
 
-/* One magnitude with random signs over slot 0, every reduction. */
+/* The gradients at extreme inputs against central differences of absolute
+ * step FD_STEP_EXTREME: a step relative to |x| = 1e4 would see the
+ * curvature of a softmax near a tie. */
+#define FD_STEP_EXTREME 1e-3
+static int extreme_grad(checker *c, const lk_loss *loss, bundle *b, const char *lab, grad_worst *w)
+{
+    char err[LK_ERRMSG_CAP];
+    c->fd_step = FD_STEP_EXTREME;
+    lk_status st = grad_case(c, loss, b, 0, lab, w, err);
+    c->fd_step = 0.0;
+    return st == LK_OK;
+}
+
+/* One magnitude with random signs over slot 0 (for a [0, 1] slot 0, its
+ * ends 0 and 1), every reduction. A finite magnitude must give finite
+ * values, outputs and gradients (unless the loss is LK_LOSS_UNBOUNDED, which
+ * may give inf but never NaN), and in float64 gradients that agree with
+ * central differences; an infinite one must give no NaN. */
 static int extreme_case(checker *c, bundle *b, const spec *sp, double mag, char *why, size_t cap)
 {
-    for (int64_t i = 0; i < array_numel(&b->in[0]); i++)
-        set_elem(&b->in[0], i, rng_unif(c) < 0.5 ? -mag : mag);
+    int unit = c->values[0] == LK_VALUES_UNIT;
+    for (int64_t i = 0; i < array_numel(&b->in[0]); i++) {
+        double u = rng_unif(c);
+        set_elem(&b->in[0], i, unit ? (u < 0.5 ? 0.0 : 1.0) : u < 0.5 ? -mag : mag);
+    }
+    int nan_only = isinf(mag) || (c->d->flags & LK_LOSS_UNBOUNDED);
     for (int32_t red = 0; red < LK_REDUCTION_COUNT; red++) {
         char lab[LABEL_CAP], err[LK_ERRMSG_CAP], bad[LK_ERRMSG_CAP];
         lk_loss *loss;
@@ -1607,11 +1746,27 @@ static int extreme_case(checker *c, bundle *b, const spec *sp, double mag, char 
         begin(c, "extreme +-%g %s", mag, lab);
         lk_status st = run_eval(c, loss, b, 1, &v, err);
         /* refusing infinite logits, as documented numerics, is allowed */
-        int ok = st == LK_OK ? outputs_ok(loss, b, v, 1, bad, sizeof bad)
+        int ok = st == LK_OK ? outputs_ok(loss, b, v, nan_only, bad, sizeof bad)
                              : isinf(mag) && st == LK_ERR_NUMERIC;
+        grad_worst w;
+        memset(&w, 0, sizeof w);
+        w.err = -1.0;
+        if (ok && st == LK_OK && !isinf(mag) && sp->dtype == LK_DTYPE_F64 &&
+            isfinite(scalar_of(loss, b, v)) && !no_grad_slot(c) && !c->grad_failed &&
+            extreme_grad(c, loss, b, lab, &w) && w.err > GRAD_RTOL) {
+            ok = 0;
+            snprintf(bad, sizeof bad,
+                     "gradient of '%s' [%lld]: analytic %.10g, central differences %.10g "
+                     "(rel err %.1e, tol %g)",
+                     c->d->slots[w.slot]->name, (long long)w.index, w.analytic, w.numeric, w.err,
+                     GRAD_RTOL);
+        }
         lk_loss_free(loss);
         if (!ok) {
-            snprintf(why, cap, "logits +-%g, %s: %s", mag, lab, st == LK_OK ? bad : err);
+            if (unit)
+                snprintf(why, cap, "inputs 0 and 1, %s: %s", lab, st == LK_OK ? bad : err);
+            else
+                snprintf(why, cap, "logits +-%g, %s: %s", mag, lab, st == LK_OK ? bad : err);
             return 0;
         }
     }
@@ -1623,6 +1778,15 @@ static void check_extreme(checker *c)
     int32_t dts[2];
     int n_dt = float_dtypes(c, dts), ok = 1;
     char why[900] = "", err[LK_ERRMSG_CAP], sh[64];
+    int unit = c->values[0] == LK_VALUES_UNIT;
+    result r;
+    if (!unit && c->values[0] != LK_VALUES_REAL) {
+        res_init(&r, "extreme", 1);
+        res_detail(&r, "not checked: slot 0 '%s' is neither real-valued nor in [0, 1]",
+                   c->d->slots[0]->name);
+        send_result(c, &r);
+        return;
+    }
     for (int i = 0; ok && i < n_dt; i++)
         for (int soft = 0; ok && soft <= c->soft_too; soft++) {
             spec sp = probe_spec(c->ref, dts[i], soft);
@@ -1631,18 +1795,23 @@ static void check_extreme(checker *c)
                 snprintf(why, sizeof why, "cannot allocate: %s", err);
                 ok = 0;
             }
-            for (size_t m = 0; ok && m < sizeof extremes / sizeof extremes[0]; m++)
+            for (size_t m = 0; ok && m < (unit ? 1 : sizeof extremes / sizeof extremes[0]); m++)
                 ok = extreme_case(c, &b, &sp, extremes[m], why, sizeof why);
             bundle_free(c, &b);
         }
     shape_str(sh, sizeof sh, probes[c->ref].ndim, probes[c->ref].shape);
-    result r;
     res_init(&r, "extreme", ok);
-    if (ok)
+    if (ok && unit)
         res_detail(&r,
-                   "logits +-30, +-1e4, +-inf, shape %s, every dtype and reduction%s: no "
-                   "NaN in value, output or gradient",
+                   "inputs 0 and 1, shape %s, every dtype and reduction%s: finite value, output "
+                   "and gradient; float64 gradients match central differences",
                    sh, c->soft_too ? ", hard and soft targets" : "");
+    else if (ok)
+        res_detail(&r,
+                   "logits +-30, +-1e4: %s value, output and gradient, float64 gradients match "
+                   "central differences; +-inf: no NaN; shape %s, every dtype and reduction%s",
+                   (c->d->flags & LK_LOSS_UNBOUNDED) ? "no NaN in (unbounded loss)" : "finite", sh,
+                   c->soft_too ? ", hard and soft targets" : "");
     else
         res_detail(&r, "%s", why);
     send_result(c, &r);
@@ -1720,6 +1889,7 @@ static void run_checks(checker *c, const plugin_ctx *pc)
     check_grad(c);
     check_reduce(c);
     check_weight(c);
+    check_accumulate(c);
     check_threads(c, pc->load_path);
     check_empty(c);
     check_extreme(c);
@@ -2033,7 +2203,7 @@ static int parse_check(int argc, char **argv, check_opts *o)
             }
             o->loss = argv[++i];
         } else if (a[0] == '-' && a[1]) {
-            cli_error("check: unknown option '%s'; run 'losskit help'", a);
+            cli_unknown_option("check", a);
             return -1;
         } else if (!o->file)
             o->file = a;

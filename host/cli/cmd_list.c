@@ -34,7 +34,10 @@ static int parse_json_flag(int argc, char **argv, int first, int *json, const ch
             *json = 1;
             continue;
         }
-        cli_error("%s: unexpected argument '%s'", cmd, argv[i]);
+        if (argv[i][0] == '-' && argv[i][1])
+            cli_unknown_option(cmd, argv[i]);
+        else
+            cli_error("%s: unexpected argument '%s'", cmd, argv[i]);
         return -1;
     }
     return 0;
@@ -146,8 +149,8 @@ static void param_range(const lk_param_desc *p, char *buf, size_t cap)
         size_t used = 0;
         buf[0] = '\0';
         for (const char *const *c = p->choices; *c && used < cap; c++)
-            used += (size_t)snprintf(buf + used, cap - used, "%s%s", c == p->choices ? "" : "|",
-                                     *c);
+            used +=
+                (size_t)snprintf(buf + used, cap - used, "%s%s", c == p->choices ? "" : "|", *c);
         return;
     }
     char lo[32], hi[32];
@@ -170,8 +173,8 @@ static void dtype_list(uint32_t mask, char *buf, size_t cap)
     buf[0] = '\0';
     for (int32_t d = LK_DTYPE_F32; d <= LK_DTYPE_BOOL; d++)
         if (mask & LK_DTYPE_BIT(d))
-            used += (size_t)snprintf(buf + used, cap - used, "%s%s", used ? "," : "",
-                                     lk_dtype_name(d));
+            used +=
+                (size_t)snprintf(buf + used, cap - used, "%s%s", used ? "," : "", lk_dtype_name(d));
 }
 
 static const char *eval_kind(const lk_loss_desc *d)
@@ -206,10 +209,10 @@ static void info_text(const lk_loss_info *li)
         const lk_slot_desc *s = d->slots[i];
         char dt[96];
         dtype_list(s->dtypes, dt, sizeof dt);
-        printf("    %-10s %-8s %-15s %-20s %s%s\n", s->name,
-               (s->flags & LK_SLOT_OPTIONAL) ? "optional" : "required", dt,
-               shape_rule_name(s->shape),
-               (s->flags & LK_SLOT_DIFFERENTIABLE) ? "[differentiable] " : "", s->doc ? s->doc : "");
+        printf(
+            "    %-10s %-8s %-15s %-20s %s%s\n", s->name,
+            (s->flags & LK_SLOT_OPTIONAL) ? "optional" : "required", dt, shape_rule_name(s->shape),
+            (s->flags & LK_SLOT_DIFFERENTIABLE) ? "[differentiable] " : "", s->doc ? s->doc : "");
     }
 }
 

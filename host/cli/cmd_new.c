@@ -155,7 +155,10 @@ int cmd_new(int argc, char **argv)
         else if (argv[i][0] != '-' && !name)
             name = argv[i];
         else {
-            cli_error(NEW_USAGE);
+            if (argv[i][0] == '-' && strcmp(argv[i], "--dir") != 0)
+                cli_unknown_option("new", argv[i]);
+            else
+                cli_error(NEW_USAGE);
             return EXIT_USAGE;
         }
     }
@@ -164,8 +167,7 @@ int cmd_new(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (!valid_name(name)) {
-        cli_error("new: '%s' is not a valid loss id: [a-z][a-z0-9_]*, at most 64 characters",
-                  name);
+        cli_error("new: '%s' is not a valid loss id: [a-z][a-z0-9_]*, at most 64 characters", name);
         return EXIT_USAGE;
     }
     if (!dir)

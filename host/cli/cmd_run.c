@@ -25,8 +25,7 @@ typedef struct run_opts {
     int json;
 } run_opts;
 
-static int add_binding(binding *list, int *n, const char *name, const char *file,
-                       const char *opt)
+static int add_binding(binding *list, int *n, const char *name, const char *file, const char *opt)
 {
     if (!name[0] || !file || !file[0]) {
         cli_error("run: %s needs NAME=FILE.npy", opt);
@@ -65,8 +64,7 @@ static int parse_run(int argc, char **argv, run_opts *o)
         const char *a = argv[i];
         char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0, takes = 1;
-        if (strcmp(a, "--input") == 0 || strcmp(a, "--target") == 0 ||
-            strcmp(a, "--weight") == 0)
+        if (strcmp(a, "--input") == 0 || strcmp(a, "--target") == 0 || strcmp(a, "--weight") == 0)
             r = add_binding(o->tensors, &o->n_tensors, a + 2, v, a);
         else if (strcmp(a, "--tensor") == 0)
             r = add_pair(o->tensors, &o->n_tensors, v, a);
@@ -81,7 +79,7 @@ static int parse_run(int argc, char **argv, run_opts *o)
         else if (strcmp(a, "--json") == 0)
             o->json = 1, takes = 0;
         else if (a[0] == '-' && a[1]) {
-            cli_error("run: unknown option '%s'; run 'losskit help'", a);
+            cli_unknown_option("run", a);
             return -1;
         } else if (!o->config)
             o->config = a, takes = 0;
@@ -190,24 +188,52 @@ static int write_outputs(const run_opts *o, run_state *s)
     return EXIT_OK;
 }
 
-static void print_result(const run_opts *o, const lk_loss *loss, const run_state *s,
-                         double value, int32_t threads)
+/* "focal (tutorial 1.0.0)" or "0.5*bce_with_logits + 0.5*dice (tutorial
+ * 1.0.0)": the loss and the plugins that served it. */
+static void served_by(const lk_loss *loss, char *buf, size_t cap)
+{
+    size_t used = (size_t)snprintf(buf, cap, "%s (", lk_loss_name(loss));
+    for (size_t i = 0; i < lk_loss_term_count(loss) && used < cap; i++) {
+        lk_loss_info info;
+        lk_loss_term_at(loss, i, &info, NULL);
+        int seen = 0;
+        for (size_t j = 0; j < i; j++) {
+            lk_loss_info prev;
+            lk_loss_term_at(loss, j, &prev, NULL);
+            seen |= strcmp(prev.plugin_file, info.plugin_file) == 0;
+        }
+        if (!seen)
+            used += (size_t)snprintf(buf + used, cap - used, "%s%s %s", i ? ", " : "",
+                                     info.plugin_name, info.plugin_version);
+    }
+    if (used < cap)
+        snprintf(buf + used, cap - used, ")");
+}
+
+static void print_result(const run_opts *o, const lk_loss *loss, const run_state *s, double value,
+                         int32_t threads)
 {
     int32_t red = lk_loss_reduction(loss);
-    if (!o->json) {
-        if (red == LK_REDUCTION_NONE)
-            printf("%s: %lld values (reduction none)%s%s\n", lk_loss_name(loss),
-                   (long long)(s->out.nbytes / (lk_dtype_size(s->out.dtype) ? lk_dtype_size(s->out.dtype) : 1)),
-                   o->out ? " written to " : "; save them with --out FILE.npy",
-                   o->out ? o->out : "");
-        else
-            printf("%.17g\n", value);
-        return;
-    }
     const lk_array *in = &s->tensors[0];
     for (int i = 0; i < o->n_tensors; i++)
         if (strcmp(o->tensors[i].name, "input") == 0)
             in = &s->tensors[i];
+    long long count = (long long)(in->nbytes / lk_dtype_size(in->dtype));
+    if (!o->json) {
+        char who[512];
+        served_by(loss, who, sizeof who);
+        if (red == LK_REDUCTION_NONE)
+            printf("%s, reduction none over %lld %s elements: %lld values%s%s\n", who, count,
+                   lk_dtype_name(in->dtype),
+                   (long long)(s->out.nbytes /
+                               (lk_dtype_size(s->out.dtype) ? lk_dtype_size(s->out.dtype) : 1)),
+                   o->out ? " written to " : "; save them with --out FILE.npy",
+                   o->out ? o->out : "");
+        else
+            printf("%s, %s over %lld %s elements: %.17g\n", who, lk_reduction_name(red), count,
+                   lk_dtype_name(in->dtype), value);
+        return;
+    }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "loss", lk_loss_name(loss));
     cJSON_AddStringToObject(root, "config", o->config);
@@ -216,13 +242,31 @@ static void print_result(const run_opts *o, const lk_loss *loss, const run_state
     else
         cJSON_AddNumberToObject(root, "value", value);
     if (red != LK_REDUCTION_NONE && !isfinite(value))
-        cJSON_AddStringToObject(root, "value_text", isnan(value) ? "nan" : value > 0 ? "inf" : "-inf");
+        cJSON_AddStringToObject(root, "value_text",
+                                isnan(value) ? "nan"
+                                : value > 0  ? "inf"
+                                             : "-inf");
     cJSON_AddStringToObject(root, "reduction", lk_reduction_name(red));
     cJSON *shape = cJSON_AddArrayToObject(root, "shape");
     for (int32_t d = 0; d < in->ndim; d++)
         cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)in->shape[d]));
     cJSON_AddStringToObject(root, "dtype", lk_dtype_name(in->dtype));
+    cJSON_AddNumberToObject(root, "elements", (double)count);
     cJSON_AddNumberToObject(root, "threads", threads);
+    cJSON *terms = cJSON_AddArrayToObject(root, "terms");
+    for (size_t i = 0; i < lk_loss_term_count(loss); i++) {
+        lk_loss_info info;
+        double weight;
+        lk_loss_term_at(loss, i, &info, &weight);
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(t, "loss", info.id);
+        cJSON_AddStringToObject(t, "version", info.desc->version);
+        cJSON_AddNumberToObject(t, "weight", weight);
+        cJSON_AddStringToObject(t, "plugin", info.plugin_name);
+        cJSON_AddStringToObject(t, "plugin_version", info.plugin_version);
+        cJSON_AddStringToObject(t, "plugin_file", info.plugin_file);
+        cJSON_AddItemToArray(terms, t);
+    }
     cJSON *grads = cJSON_AddObjectToObject(root, "grads");
     for (int g = 0; g < o->n_grads; g++)
         cJSON_AddStringToObject(grads, o->grads[g].name, o->grads[g].file);

@@ -26,7 +26,7 @@ static const char usage_text[] =
     "      [--repeat K] [--json]\n"
     "                                time forward and forward+backward against the\n"
     "                                memory roofline on synthetic data\n"
-    "  help                          this text\n"
+    "  help [COMMAND]                this text, or one command's (also COMMAND --help)\n"
     "  version                       the version of losskit and of its plugin ABI\n"
     "\n"
     "environment: LOSSKIT_PLUGIN_PATH (colon-separated plugin folders or files,\n"
@@ -70,6 +70,75 @@ lk_runtime *cli_open_runtime(int32_t threads)
     return rt;
 }
 
+/* Each command: its usage (the lines of usage_text that describe it) and
+ * its options, for `losskit CMD --help` and the "did you mean" of an
+ * unknown option or command. */
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *usage;
+    const char *const options[12];
+} command;
+
+static const command commands[] = {
+    {"list",
+     cmd_list,
+     "losskit list [--json]\n  the registered losses, with their plugins\n",
+     {"--json"}},
+    {"info",
+     cmd_info,
+     "losskit info LOSS [--json]\n  a loss's parameters, tensor slots and reductions\n",
+     {"--json"}},
+    {"run",
+     cmd_run,
+     "losskit run CONFIG --input X.npy [--target T.npy] [--weight W.npy]\n"
+     "    [--tensor NAME=FILE.npy ...] [--grad G.npy] [--grad-tensor NAME=FILE.npy ...]\n"
+     "    [--out L.npy] [--threads N] [--json]\n"
+     "  evaluate the loss a JSON config describes; prints what it computed and the value\n",
+     {"--input", "--target", "--weight", "--tensor", "--grad", "--grad-tensor", "--out",
+      "--threads", "--json"}},
+    {"new",
+     cmd_new,
+     "losskit new NAME [--elementwise] [--dir DIR]\n"
+     "  write an out-of-tree plugin project to start from (a two-pass loss, or with\n"
+     "  --elementwise an elementwise one)\n",
+     {"--elementwise", "--dir"}},
+    {"check",
+     cmd_check,
+     "losskit check PLUGIN.so [--loss ID] [--json]\n"
+     "  a conformance report on a plugin's losses (LOSSKIT_SIMD=0 or avx2 caps the kernels)\n",
+     {"--loss", "--json"}},
+    {"bench",
+     cmd_bench,
+     "losskit bench CONFIG [--shape N,C,H,W] [--dtype float32|float64] [--threads N]\n"
+     "    [--repeat K] [--json]\n"
+     "  time forward and forward+backward against the memory roofline on synthetic data\n",
+     {"--shape", "--dtype", "--threads", "--repeat", "--json"}},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const command *find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+void cli_unknown_option(const char *cmd, const char *opt)
+{
+    const command *c = find_command(cmd);
+    size_t n = 0;
+    while (c && n < sizeof c->options / sizeof c->options[0] && c->options[n])
+        n++;
+    const char *best = c ? lk_closest_name(opt, c->options, n) : NULL;
+    if (best)
+        cli_error("%s: unknown option '%s'; did you mean '%s'? (losskit %s --help)", cmd, opt, best,
+                  cmd);
+    else
+        cli_error("%s: unknown option '%s'; see 'losskit %s --help'", cmd, opt, cmd);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -77,26 +146,34 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "list") == 0)
-        return cmd_list(argc - 1, argv + 1);
-    if (strcmp(cmd, "info") == 0)
-        return cmd_info(argc - 1, argv + 1);
-    if (strcmp(cmd, "run") == 0)
-        return cmd_run(argc - 1, argv + 1);
-    if (strcmp(cmd, "new") == 0)
-        return cmd_new(argc - 1, argv + 1);
-    if (strcmp(cmd, "bench") == 0)
-        return cmd_bench(argc - 1, argv + 1);
-    if (strcmp(cmd, "check") == 0)
-        return cmd_check(argc - 1, argv + 1);
+    const command *c = find_command(cmd);
+    if (c) {
+        for (int i = 2; i < argc; i++)
+            if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+                printf("usage: %s", c->usage);
+                return EXIT_OK;
+            }
+        return c->fn(argc - 1, argv + 1);
+    }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-        fputs(usage_text, stdout);
+        c = argc > 2 ? find_command(argv[2]) : NULL;
+        if (c)
+            printf("usage: %s", c->usage);
+        else
+            fputs(usage_text, stdout);
         return EXIT_OK;
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("losskit %s (plugin ABI %d.%d)\n", LK_VERSION_STRING, LK_ABI_MAJOR, LK_ABI_MINOR);
         return EXIT_OK;
     }
-    cli_error("unknown command '%s'; run 'losskit help'", cmd);
+    const char *names[N_COMMANDS + 3] = {"help", "version"};
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        names[i + 2] = commands[i].name;
+    const char *best = lk_closest_name(cmd, names, N_COMMANDS + 2);
+    if (best)
+        cli_error("unknown command '%s'; did you mean '%s'? run 'losskit help'", cmd, best);
+    else
+        cli_error("unknown command '%s'; run 'losskit help'", cmd);
     return EXIT_USAGE;
 }

@@ -35,20 +35,12 @@ static lk_status fail(const ctx *c, const char *path, const char *fmt, ...)
     return lk__err(c->errmsg, LK_ERR_CONFIG, "%s: %s: %s", c->source, path, what);
 }
 
-/* The closest of names (NULL-terminated) to key, as "; did you mean 'x'?". */
+/* The closest of names to key, as "; did you mean 'x'?", or "". */
 static void closest(const char *key, const char *const *names, size_t n, char *buf, size_t cap)
 {
-    const char *best = NULL;
-    size_t best_d = (size_t)-1;
-    for (size_t i = 0; i < n; i++) {
-        size_t d = lk__levenshtein(key, names[i]);
-        if (d < best_d) {
-            best_d = d;
-            best = names[i];
-        }
-    }
+    const char *best = lk_closest_name(key, names, n);
     buf[0] = '\0';
-    if (best && (best_d <= 3 || best_d * 2 <= strlen(key)))
+    if (best)
         snprintf(buf, cap, "; did you mean '%s'?", best);
 }
 

@@ -76,6 +76,7 @@ struct lk_runtime {
     int32_t closing;
 };
 void lk__runtime_release(lk_runtime *rt);
+void lk__fill_info(const lk__registry *reg, const lk__entry *e, lk_loss_info *out);
 
 /* config.c / loss objects */
 typedef struct lk__term {

@@ -105,8 +105,7 @@ static const char *check_param(const lk_param_desc *p)
             if (!in_bounds(p, p->default_list[i]))
                 return "its default list has items outside its range";
         return NULL;
-    default:
-        return "its type is unknown";
+    default: return "its type is unknown";
     }
 }
 
@@ -158,11 +157,11 @@ static const char *check_loss(const lk_loss_desc *d, uint32_t minor, lk__entry *
     if (ns > LK__MAX_SLOTS)
         return "it declares more than 16 tensor slots";
     const uint32_t known_red = (1u << LK_REDUCTION_COUNT) - 1;
-    if (!d->reductions || (d->reductions & ~known_red) ||
-        d->default_reduction < 0 || d->default_reduction >= LK_REDUCTION_COUNT ||
+    if (!d->reductions || (d->reductions & ~known_red) || d->default_reduction < 0 ||
+        d->default_reduction >= LK_REDUCTION_COUNT ||
         !(d->reductions & LK_REDUCTION_BIT(d->default_reduction)))
         return "its reductions are malformed (none, unknown, or a default it does not offer)";
-    if (d->flags & ~(LK_LOSS_FUSED | LK_LOSS_WHOLE))
+    if (d->flags & ~(LK_LOSS_FUSED | LK_LOSS_WHOLE | LK_LOSS_UNBOUNDED))
         return "it sets unknown loss flags";
     int has_diff = 0;
     for (uint32_t i = 0; i < ns; i++) {
@@ -307,8 +306,9 @@ static void load_file(lk__registry *reg, const char *path)
         return;
     }
     if (pl->abi_major != LK_ABI_MAJOR) {
-        add_diag(reg, "%s: built for losskit ABI %u.%u, this host implements ABI %d.%d "
-                      "(the major versions must match)",
+        add_diag(reg,
+                 "%s: built for losskit ABI %u.%u, this host implements ABI %d.%d "
+                 "(the major versions must match)",
                  path, pl->abi_major, pl->abi_minor, LK_ABI_MAJOR, LK_ABI_MINOR);
         dlclose(h);
         return;
@@ -396,8 +396,8 @@ static void load_element(lk__registry *reg, const char *elem)
         if (slash)
             *(slash == dir ? slash + 1 : slash) = '\0';
         if (dir && stat(slash ? dir : ".", &dst) == 0 && unsafe_owner(&dst))
-            add_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)",
-                     elem, slash ? dir : ".", (unsigned)(dst.st_mode & 0777));
+            add_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)", elem,
+                     slash ? dir : ".", (unsigned)(dst.st_mode & 0777));
         else
             load_file(reg, elem);
         free(dir);
@@ -454,30 +454,31 @@ void lk__registry_free(lk__registry *reg)
 void lk__registry_suggest(const lk__registry *reg, const char *id, char *buf, size_t cap)
 {
     const char *best = NULL;
-    size_t best_d = (size_t)-1;
-    size_t used = 0;
+    size_t used = 0, n = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < reg->n_entries; i++) {
-        const lk__entry *e = &reg->entries[i];
-        if (e->shadowed)
-            continue;
-        size_t d = lk__levenshtein(id, e->desc->id);
-        if (d < best_d) {
-            best_d = d;
-            best = e->desc->id;
-        }
-    }
-    if (!best) {
-        snprintf(buf, cap, "no losses are registered; check the plugin path");
+    const char **ids = calloc(reg->n_entries ? reg->n_entries : 1, sizeof *ids);
+    for (size_t i = 0; ids && i < reg->n_entries; i++)
+        if (!reg->entries[i].shadowed)
+            ids[n++] = reg->entries[i].desc->id;
+    if (ids)
+        best = lk_closest_name(id, ids, n);
+    free(ids);
+    if (n == 0 && reg->n_entries == 0) {
+        snprintf(buf, cap,
+                 "no losses are registered; plugins are searched on LOSSKIT_PLUGIN_PATH, then "
+                 "in the built-in folder");
         return;
     }
-    if (best_d <= 3 || best_d * 2 <= strlen(id))
+    if (best)
         used = (size_t)snprintf(buf, cap, "did you mean '%s'? ", best);
     if (used < cap)
         used += (size_t)snprintf(buf + used, cap - used, "known:");
     for (size_t i = 0; i < reg->n_entries && used < cap; i++)
         if (!reg->entries[i].shadowed)
             used += (size_t)snprintf(buf + used, cap - used, " %s", reg->entries[i].desc->id);
+    if (used < cap)
+        snprintf(buf + used, cap - used,
+                 " (a loss of your own: put its plugin's folder on LOSSKIT_PLUGIN_PATH)");
 }
 
 /* The build tree's plugin folders when this library runs from the build

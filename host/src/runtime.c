@@ -161,7 +161,7 @@ size_t lk_runtime_loss_count(const lk_runtime *rt)
     return rt->reg.n_entries;
 }
 
-static void fill_info(const lk__registry *reg, const lk__entry *e, lk_loss_info *out)
+void lk__fill_info(const lk__registry *reg, const lk__entry *e, lk_loss_info *out)
 {
     out->id = e->desc->id;
     out->plugin_file = e->module->path;
@@ -190,7 +190,7 @@ lk_status lk_runtime_loss_at(const lk_runtime *rt, size_t i, lk_loss_info *out)
 {
     if (i >= rt->reg.n_entries)
         return LK_ERR_NOT_FOUND;
-    fill_info(&rt->reg, &rt->reg.entries[i], out);
+    lk__fill_info(&rt->reg, &rt->reg.entries[i], out);
     return LK_OK;
 }
 
@@ -202,6 +202,22 @@ lk_status lk_runtime_find(const lk_runtime *rt, const char *id, lk_loss_info *ou
         lk__registry_suggest(&rt->reg, id, hint, sizeof hint);
         return lk__err(errmsg, LK_ERR_NOT_FOUND, "unknown loss '%s'; %s", id, hint);
     }
-    fill_info(&rt->reg, e, out);
+    lk__fill_info(&rt->reg, e, out);
+    return LK_OK;
+}
+
+size_t lk_loss_term_count(const lk_loss *loss)
+{
+    return loss->n_terms;
+}
+
+lk_status lk_loss_term_at(const lk_loss *loss, size_t i, lk_loss_info *info, double *weight)
+{
+    if (i >= loss->n_terms)
+        return LK_ERR_NOT_FOUND;
+    if (info)
+        lk__fill_info(&loss->rt->reg, loss->terms[i].entry, info);
+    if (weight)
+        *weight = loss->terms[i].weight;
     return LK_OK;
 }

@@ -50,6 +50,30 @@ size_t lk__levenshtein(const char *a, const char *b)
     return row[lb];
 }
 
+const char *lk_closest_name(const char *word, const char *const *names, size_t n)
+{
+    const char *best = NULL;
+    size_t best_d = (size_t)-1, len = strlen(word);
+    for (size_t i = 0; i < n; i++) {
+        if (!names[i])
+            continue;
+        size_t d = lk__levenshtein(word, names[i]);
+        if (d < best_d) {
+            best_d = d;
+            best = names[i];
+        }
+    }
+    if (!best)
+        return NULL;
+    /* close in edits, or the same start: "reduce" for "reduction" */
+    size_t prefix = 0;
+    while (word[prefix] && word[prefix] == best[prefix])
+        prefix++;
+    if (best_d <= 3 || best_d * 2 <= len || (prefix >= 4 && prefix * 2 >= len))
+        return best;
+    return NULL;
+}
+
 int64_t lk__numel(int32_t ndim, const int64_t *shape)
 {
     int64_t n = 1;
@@ -105,8 +129,7 @@ const char *lk_dtype_name(int32_t dtype)
     return lk_sdk_dtype_name(dtype);
 }
 
-static const char *const reduction_names[LK_REDUCTION_COUNT] = {"none", "mean", "sum",
-                                                                 "batchmean"};
+static const char *const reduction_names[LK_REDUCTION_COUNT] = {"none", "mean", "sum", "batchmean"};
 
 const char *lk_reduction_name(int32_t reduction)
 {

@@ -4,6 +4,9 @@
 
 typedef struct focal {
     double alpha, gamma;
+    /* alpha_t = at1 t + at0, and for binary t, -(2t - 1) alpha_t = gat1 t +
+     * gat0: (1 - alpha) - t, or 1 - 2t without alpha */
+    double at1, at0, gat1, gat0;
 } focal;
 
 static const lk_param_desc focal_alpha = {
@@ -31,6 +34,11 @@ static lk_status focal_init(void *inst, const lk_param_value *p, lk_msg *msg)
     focal *f = inst;
     f->alpha = p[0].number;
     f->gamma = p[1].number;
+    int on = f->alpha >= 0.0;
+    f->at1 = on ? 2.0 * f->alpha - 1.0 : 0.0;
+    f->at0 = on ? 1.0 - f->alpha : 1.0;
+    f->gat1 = on ? -1.0 : -2.0;
+    f->gat0 = on ? 1.0 - f->alpha : 1.0;
     return LK_OK;
 }
 
@@ -39,23 +47,23 @@ static lk_status focal_init(void *inst, const lk_param_value *p, lk_msg *msg)
  * for gamma 0, 1, 2 and exp(-gamma softplus(z)) otherwise (log space,
  * stable for gamma < 1);
  *   d loss / dx = -(2t - 1) alpha_t m [sigmoid(-z) + gamma sigmoid(z) ce].
- * |z| = |x|, so the primitives of x serve z. */
-LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one, lk_v at, lk_v *l,
-                        lk_v *g)
+ * |z| = |x|, so the primitives of x serve z: z >= 0 where x's sign agrees
+ * with the target, and there ce = L, elsewhere L + |x|. gat is
+ * -(2t - 1) alpha_t, the gradient's signed factor. */
+LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one, lk_v at,
+                        lk_v gat, lk_v *l, lk_v *g)
 {
-    lk_v z = lk_select(one, x, lk_neg(x));
-    lk_m zpos = lk_ge(z, lk_zero());
+    lk_m zpos = lk_ge(lk_select(one, x, lk_neg(x)), lk_zero());
     lk_v er = lk_mul(p->e, p->r);
     lk_v smz = lk_select(zpos, er, p->r), sz = lk_select(zpos, p->r, er);
-    lk_v ce = lk_select(zpos, L, lk_sub(L, z)); /* L + max(-z, 0) */
+    lk_v ce = lk_add(L, lk_clear(zpos, p->a));
     lk_v m = gamma == 0.0   ? lk_set(1.0)
              : gamma == 1.0 ? smz
              : gamma == 2.0 ? lk_mul(smz, smz)
-                            : lk_exp(lk_mul(lk_set(-gamma), lk_add(lk_pospart(z), L)));
-    lk_v am = lk_mul(at, m); /* m is finite: at m is 0 where at is */
-    lk_v d = lk_fma(lk_set(gamma), lk_mul0(sz, ce), smz);
-    *g = lk_mul(lk_select(one, lk_neg(am), am), d);
-    *l = lk_mul0(am, ce);
+                            : lk_exp(lk_mul(lk_set(-gamma), lk_add(lk_keep(zpos, p->a), L)));
+    lk_v d = gamma == 0.0 ? smz : lk_fma(lk_set(gamma), lk_mul0(sz, ce), smz);
+    *g = lk_mul(lk_mul(gat, m), d); /* m is finite */
+    *l = lk_mul0(lk_mul(at, m), ce);
 }
 
 /* A soft target: q = 1 - p_t = p (1 - t) + (1 - p) t, and
@@ -81,17 +89,21 @@ LK_AI void focal_soft(double gamma, const lk_sigm *p, lk_v L, lk_v t, lk_v at, l
 LK_AI void focal_body(const focal *f, double gamma, lk_elem *e)
 {
     lk_v t = e->t;
-    /* alpha t + (1 - alpha)(1 - t) */
-    lk_v at = f->alpha < 0.0 ? lk_set(1.0)
-                             : lk_fma(lk_set(2.0 * f->alpha - 1.0), t, lk_set(1.0 - f->alpha));
+    lk_v at = lk_fma(lk_set(f->at1), t, lk_set(f->at0));
+    lk_v gat = lk_fma(lk_set(f->gat1), t, lk_set(f->gat0));
     lk_sigm p = lk_sigm_of(e->x);
     lk_v L = lk_sigm_log1p(&p);
     lk_m one = lk_eq(t, lk_set(1.0)), binary = lk_or(lk_eq(t, lk_zero()), one);
-    lk_v lb = lk_zero(), gb = lk_zero(), ls = lk_zero(), gs = lk_zero();
-    if (lk_any(binary))
-        focal_binary(gamma, &p, L, e->x, one, at, &lb, &gb);
-    if (!lk_all(binary))
-        focal_soft(gamma, &p, L, t, at, &ls, &gs);
+    lk_v lb = lk_zero(), gb = lk_zero(), ls, gs;
+    if (lk_any(binary)) {
+        focal_binary(gamma, &p, L, e->x, one, at, gat, &lb, &gb);
+        if (lk_all(binary)) {
+            e->loss = lb;
+            e->grad = gb;
+            return;
+        }
+    }
+    focal_soft(gamma, &p, L, t, at, &ls, &gs);
     e->loss = lk_select(binary, lb, ls);
     e->grad = lk_select(binary, gb, gs);
 }

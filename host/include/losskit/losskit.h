@@ -67,6 +67,11 @@ LK_API void lk_runtime_options_init(lk_runtime_options *opts);
 LK_API lk_status lk_runtime_open(const lk_runtime_options *opts, lk_runtime **out, char *errmsg);
 LK_API void lk_runtime_close(lk_runtime *rt);
 
+/* The name among names[0 .. n) closest to word (by edits, or a shared start
+ * of at least 4 characters), or NULL when none is close: the "did you mean"
+ * of every message. NULL entries are skipped. */
+LK_API const char *lk_closest_name(const char *word, const char *const *names, size_t n);
+
 /* The diagnostics of loading, one line each: "FILE: problem". */
 LK_API size_t lk_runtime_diag_count(const lk_runtime *rt);
 LK_API const char *lk_runtime_diag(const lk_runtime *rt, size_t i);
@@ -116,6 +121,11 @@ LK_API void lk_loss_free(lk_loss *loss);
 LK_API int32_t lk_loss_reduction(const lk_loss *loss);
 /* "focal", or "0.5*bce_with_logits + 0.5*dice" for a weighted sum. */
 LK_API const char *lk_loss_name(const lk_loss *loss);
+/* The terms of the loss (1 for a plain config): which registered loss each
+ * is, with its plugin, and its weight (1 for a plain config). */
+LK_API size_t lk_loss_term_count(const lk_loss *loss);
+LK_API lk_status lk_loss_term_at(const lk_loss *loss, size_t i, lk_loss_info *info,
+                                 double *weight);
 
 /* How much memory traffic one evaluation makes, in units of whole tensors:
  * *input_reads is how many times each input tensor is read (1 per term

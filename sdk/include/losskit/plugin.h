@@ -241,6 +241,9 @@ typedef struct lk_block {
 /* Flags of lk_loss_desc. */
 #define LK_LOSS_FUSED 0x1u /* the gradient needs no global statistic */
 #define LK_LOSS_WHOLE 0x2u /* evaluated by whole() on the whole batch */
+#define LK_LOSS_UNBOUNDED 0x4u /* since 1.1: finite inputs may give an infinite value
+                                  (an exp of the input, as poisson_nll's); the
+                                  checker then allows it at extreme inputs */
 
 /* Arguments of create(). Valid only during the call. */
 typedef struct lk_create_args {

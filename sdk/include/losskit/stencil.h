@@ -1,0 +1,673 @@
+/* losskit/stencil.h: the stencil drivers of the kernel layer, for losses
+ * whose term at a position reads neighbouring positions along the trailing
+ * dimensions of slot 0. Two shapes of stencil:
+ *
+ *   edges   a term per position (node) plus a term per pair of neighbours
+ *           (p, p + s_j) along each of the last K dimensions (an edge, a
+ *           function of the differences x[p + s_j] - x[p] and t[p + s_j] -
+ *           t[p]): finite-difference losses (sobolev, total variation);
+ *   window  per plane of the last two dimensions, F fields of (x, t) at each
+ *           position are filtered by a separable window of n taps (no
+ *           padding: the valid positions), and a map of the filtered fields
+ *           gives the term of each valid position (SSIM).
+ *
+ * Both are FUSED: the gradient needs no global statistic, so forward writes
+ * it in the same pass. Every block writes only the gradient of the
+ * positions it owns and computes it by gathering: an edge's derivative is
+ * formed at both of its ends (p adds -phi'(x[p + s] - x[p]) for its forward
+ * edge and +phi'(x[p] - x[p - s]) for its backward edge); a window block
+ * recomputes the map's partial derivatives on the window - 1 rows above its
+ * first row, then filters them back (the transposed window) onto its own
+ * rows. Nothing is ever scattered into another block's positions, so there
+ * is no race and no dependence on the thread count: every result is a
+ * function of the shapes and the data alone, as with every other driver.
+ *
+ * Nothing here is ABI; like loss.h, the source of a loss is compiled once per
+ * variant and the formula is written once, on lk_v. */
+#ifndef LOSSKIT_STENCIL_H
+#define LOSSKIT_STENCIL_H
+
+#include "losskit/loss.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* plan->aux of a stencil loss; the loss may use aux[4 ..) */
+enum { LK_STEN_AUX_DIMS, LK_STEN_AUX_UNIT, LK_STEN_AUX_H, LK_STEN_AUX_W };
+/* aux[LK_STEN_AUX_UNIT]: 0 when the positions are elements, else the
+ * elements of a sample (reduction none per sample: positions are samples). */
+
+/* Flags of the edge driver. */
+#define LK_STEN_TARGET     0x1u /* slot 1 is a target shaped like the input */
+#define LK_STEN_NODE       0x2u /* the loss has a per-position term */
+#define LK_STEN_PER_SAMPLE 0x4u /* reduction none: one value per index of dim 0 */
+#define LK_STEN_FINITE     0x8u /* an infinite input fails the call (LK_ERR_NUMERIC) */
+
+/* The geometry of the last K dimensions of slot 0: dim j of the stencil is
+ * dim ndim - K + j of the tensor; j = K - 1 is the last (stride 1). */
+typedef struct lk_sten_geom {
+    int32_t K;
+    int64_t n[LK_MAX_NDIM]; /* sizes */
+    int64_t s[LK_MAX_NDIM]; /* strides, in elements */
+    int64_t numel;
+} lk_sten_geom;
+
+static inline void lk_sten_geom_of(const lk_tensor *x, int32_t K, lk_sten_geom *g)
+{
+    int64_t stride = 1;
+    g->K = K;
+    for (int32_t j = K - 1; j >= 0; j--) {
+        g->n[j] = x->shape[x->ndim - K + j];
+        g->s[j] = stride;
+        stride *= g->n[j];
+    }
+    g->numel = lk_numel(x);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loads near the edges of a tensor                                          */
+
+/* Lanes i .. i + k of a float tensor of n elements; lanes outside [0, n)
+ * and from k on read 0. */
+LK_AI lk_v lk__sten_ld(const void *p, int f32, int64_t i, int k, int64_t n)
+{
+    if (i >= 0 && i + k <= n)
+        return lk__ld(p, f32, i, k, 0.0);
+    lk_s buf[LK_W];
+    for (int l = 0; l < LK_W; l++)
+        buf[l] = (lk_s)(l < k && i + l >= 0 && i + l < n ? lk__get(p, f32, i + l) : 0.0);
+    return lk_load(buf);
+}
+
+/* The message of the first infinite element among x[i .. i + k). */
+static inline lk_status lk__sten_inf(const void *x, int f32, int64_t i, int k, lk_msg *msg)
+{
+    for (int64_t j = i; j < i + k; j++)
+        if (isinf(lk__get(x, f32, j)))
+            return lk_fail(msg, LK_ERR_NUMERIC,
+                           "input[%lld] = %g; this loss takes differences of neighbouring "
+                           "inputs and needs them finite",
+                           (long long)j, lk__get(x, f32, j));
+    return lk_fail(msg, LK_ERR_INTERNAL, "an infinite input vanished");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Edges                                                                     */
+
+/* One vector of edges along one dimension. */
+typedef struct lk_edge {
+    lk_v d;    /* x[p + s] - x[p] */
+    lk_v dt;   /* t[p + s] - t[p] (0 without LK_STEN_TARGET) */
+    lk_v loss; /* out: the edge's term */
+    lk_v grad; /* out: d term / d d */
+} lk_edge;
+
+typedef void (*lk_edge_fn)(const void *inst, lk_edge *e);
+/* w[0]: the weight of the node term; w[1 + j]: the weight of every edge along
+ * stencil dim j (0 drops the dimension). Scalar, once per block. */
+typedef void (*lk_sten_weights_fn)(const void *inst, const lk_sten_geom *g, double *w);
+
+/* The plan of an edge loss over the last K dims of slot 0. With
+ * LK_STEN_PER_SAMPLE the output of reduction none is (N,), mean divides by
+ * N, and reduction none's blocks are whole samples (its positions are the
+ * samples, so that an empty sample still gets its 0). */
+static inline void lk_edges_plan(const lk_tensor *x, int32_t K, uint32_t flags, int32_t reduction,
+                                 lk_plan *plan)
+{
+    int64_t numel = lk_numel(x);
+    plan->aux[LK_STEN_AUX_DIMS] = K;
+    plan->aux[LK_STEN_AUX_UNIT] = 0;
+    if (!(flags & LK_STEN_PER_SAMPLE))
+        return;
+    int64_t N = x->shape[0], S = N ? numel / N : 0;
+    plan->out_ndim = 1;
+    plan->out_shape[0] = N;
+    plan->mean_norm = (double)N;
+    if (reduction == LK_REDUCTION_NONE) {
+        plan->n_positions = N;
+        plan->aux[LK_STEN_AUX_UNIT] = S ? S : -1;
+        int64_t per = S ? (lk_block_positions(numel) + S - 1) / S : N;
+        plan->block_positions = per > 0 ? per : 1;
+    }
+}
+
+typedef struct lk__eio {
+    const void *x, *t;
+    void *out, *g;
+    int xf, tf, acc, stream;
+    lk_v scale;
+} lk__eio;
+
+/* An edge's term and derivative, weighted and masked to lanes m. */
+LK_AI void lk__edge_eval(const void *inst, lk_edge_fn fn, lk_v d, lk_v dt, lk_v w, lk_v *loss,
+                         lk_v *dd)
+{
+    lk_edge e;
+    e.d = d;
+    e.dt = dt;
+    fn(inst, &e);
+    *loss = lk_mul(w, e.loss);
+    *dd = lk_mul(w, e.grad);
+}
+
+/* One vector of k positions from i, at column c of its row; fok/bok: the
+ * forward and backward neighbours along each dim but the last exist. */
+LK_AI lk_status lk__edges_vec(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
+                              const lk__eio *io, const lk_sten_geom *g, const double *w,
+                              const lk_v *wv, const int *fok, const int *bok, int64_t i, int k,
+                              int64_t c, int want_grad, lk_acc *sum, lk_msg *msg)
+{
+    const int has_t = (flags & LK_STEN_TARGET) != 0;
+    const int32_t K = g->K;
+    lk_v x0 = lk__ld(io->x, io->xf, i, k, 0.0);
+    lk_v t0 = has_t ? lk__ld(io->t, io->tf, i, k, 0.0) : lk_zero();
+    if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(x0), lk_set(HUGE_VAL))))
+        return lk__sten_inf(io->x, io->xf, i, k, msg);
+    lk_v loss = lk_zero(), grad = lk_zero(), l, dd;
+    if ((flags & LK_STEN_NODE) && w[0] != 0.0) {
+        lk_elem e;
+        e.i = i;
+        e.x = x0;
+        e.t = t0;
+        node(inst, &e);
+        loss = lk_mul(wv[0], e.loss);
+        grad = lk_mul(wv[0], e.grad);
+    }
+    for (int32_t j = 0; j + 1 < K; j++) {
+        if (w[1 + j] == 0.0)
+            continue;
+        int64_t s = g->s[j];
+        if (fok[j]) {
+            lk_v xf = lk__ld(io->x, io->xf, i + s, k, 0.0);
+            lk_v tf = has_t ? lk__ld(io->t, io->tf, i + s, k, 0.0) : lk_zero();
+            lk__edge_eval(inst, edge, lk_sub(xf, x0), lk_sub(tf, t0), wv[1 + j], &l, &dd);
+            loss = lk_add(loss, l);
+            grad = lk_sub(grad, dd);
+        }
+        if (bok[j] && want_grad) {
+            lk_v xb = lk__ld(io->x, io->xf, i - s, k, 0.0);
+            lk_v tb = has_t ? lk__ld(io->t, io->tf, i - s, k, 0.0) : lk_zero();
+            lk__edge_eval(inst, edge, lk_sub(x0, xb), lk_sub(t0, tb), wv[1 + j], &l, &dd);
+            grad = lk_add(grad, dd);
+        }
+    }
+    int64_t nL = g->n[K - 1];
+    if (w[K] != 0.0 && nL > 1) {
+        /* the last dim: forward neighbours while c + l < nL - 1 */
+        int64_t kf = nL - 1 - c < k ? nL - 1 - c : k;
+        if (kf > 0) {
+            lk_m m = lk_first((int)kf);
+            lk_v xf = lk__ld(io->x, io->xf, i + 1, (int)kf, 0.0);
+            lk_v tf = has_t ? lk__ld(io->t, io->tf, i + 1, (int)kf, 0.0) : lk_zero();
+            lk__edge_eval(inst, edge, lk_sub(xf, x0), lk_sub(tf, t0), wv[K], &l, &dd);
+            loss = lk_add(loss, lk_keep(m, l));
+            grad = lk_sub(grad, lk_keep(m, dd));
+        }
+        /* backward neighbours where c + l >= 1 */
+        if (want_grad && (c > 0 || k > 1)) {
+            lk_m m = c > 0 ? lk_first(k) : lk_and(lk_first(k), lk_not(lk_first(1)));
+            lk_v xb = lk__sten_ld(io->x, io->xf, i - 1, k, g->numel);
+            lk_v tb = has_t ? lk__sten_ld(io->t, io->tf, i - 1, k, g->numel) : lk_zero();
+            lk__edge_eval(inst, edge, lk_sub(x0, xb), lk_sub(t0, tb), wv[K], &l, &dd);
+            grad = lk_add(grad, lk_keep(m, dd));
+        }
+    }
+    lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
+    if (want_grad) {
+        /* a large gradient is streamed where a whole vector lies on a vector
+         * boundary: its lines are written without being read first */
+        if (io->stream && k == LK_W && (uintptr_t)((lk_s *)io->g + i) % (LK_W * sizeof(lk_s)) == 0)
+            lk__stream_grad(io->g, i, grad, io->scale);
+        else
+            lk__put_grad(io->g, io->xf, i, k, grad, io->scale, io->acc);
+    }
+    return LK_OK;
+}
+
+/* The positions [eb, ee) row by row; the loss's terms added into sum. */
+LK_AI lk_status lk__edges_range(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
+                                const lk__eio *io, const lk_sten_geom *g, const double *w,
+                                const lk_v *wv, int64_t eb, int64_t ee, int want_grad, lk_acc *sum,
+                                lk_msg *msg)
+{
+    const int32_t K = g->K;
+    const int64_t nL = g->n[K - 1];
+    int fok[LK_MAX_NDIM], bok[LK_MAX_NDIM];
+    for (int64_t p = eb; p < ee;) {
+        int64_t c = p % nL, row = p - c, re = row + nL < ee ? row + nL : ee;
+        for (int32_t j = 0; j + 1 < K; j++) {
+            int64_t cj = (row / g->s[j]) % g->n[j];
+            fok[j] = cj + 1 < g->n[j];
+            bok[j] = cj > 0;
+        }
+        for (int64_t i = p; i < re; i += LK_W) {
+            int k = re - i < LK_W ? (int)(re - i) : LK_W;
+            lk_status st = lk__edges_vec(inst, node, edge, flags, io, g, w, wv, fok, bok, i, k,
+                                         i - row, want_grad, sum, msg);
+            if (st != LK_OK)
+                return st;
+        }
+        p = re;
+    }
+    return LK_OK;
+}
+
+LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
+                                 lk_elem_fn node, lk_edge_fn edge, lk_sten_weights_fn weights,
+                                 uint32_t flags, lk_msg *msg)
+{
+    const lk_tensor *s = blk->slots;
+    lk_sten_geom g;
+    double w[LK_MAX_NDIM + 1];
+    lk_v wv[LK_MAX_NDIM + 1];
+    lk_sten_geom_of(&s[0], (int32_t)plan->aux[LK_STEN_AUX_DIMS], &g);
+    for (int32_t j = 0; j <= g.K; j++)
+        w[j] = 1.0;
+    if (weights)
+        weights(inst, &g, w);
+    for (int32_t j = 0; j <= g.K; j++)
+        wv[j] = lk_set(w[j]);
+    lk__eio io;
+    io.x = s[0].data;
+    io.t = (flags & LK_STEN_TARGET) ? s[1].data : NULL;
+    io.xf = s[0].dtype == LK_DTYPE_F32;
+    io.tf = (flags & LK_STEN_TARGET) ? s[1].dtype == LK_DTYPE_F32 : 0;
+    io.out = blk->out ? blk->out->data : NULL;
+    io.g = blk->grads ? blk->grads[0].data : NULL;
+    io.acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    io.scale = lk_set(blk->grad_scale);
+    io.stream = lk__can_stream(io.g, io.xf, io.acc, 0, g.numel);
+    int64_t unit = plan->aux[LK_STEN_AUX_UNIT];
+    lk_status st = LK_OK;
+    double total = 0.0;
+    /* reduction none per sample: one sum per sample, in sample order */
+    for (int64_t u = blk->begin; st == LK_OK && u < blk->end; u++) {
+        int64_t eb = unit == 0 ? blk->begin : unit < 0 ? 0 : u * unit;
+        int64_t ee = unit == 0 ? blk->end : unit < 0 ? 0 : eb + unit;
+        lk_acc sum = lk_acc_zero();
+        st = io.g ? lk__edges_range(inst, node, edge, flags, &io, &g, w, wv, eb, ee, 1, &sum, msg)
+                  : lk__edges_range(inst, node, edge, flags, &io, &g, w, wv, eb, ee, 0, &sum, msg);
+        double v = lk_acc_sum(sum);
+        total += v;
+        if (io.out && unit != 0) {
+            if (io.xf)
+                ((float *)io.out)[u] = (float)v;
+            else
+                ((double *)io.out)[u] = v;
+        }
+        if (unit == 0)
+            break;
+    }
+    if (io.stream)
+        lk_stream_fence();
+    if (st == LK_OK)
+        blk->stats[0] += total;
+    return st;
+}
+
+/* An edge family: node(const T *, lk_elem *) fills e->loss, e->grad from
+ * e->x, e->t (called only with LK_STEN_NODE); edge(const T *, lk_edge *);
+ * weights(const void *, const lk_sten_geom *, double *) or NULL (every
+ * weight 1). */
+#define LK_KERNELS_EDGES(name, T, node, edge, weights, flags)                                      \
+    LK_AI void name##__node(const void *p, lk_elem *e)                                             \
+    {                                                                                              \
+        node((const T *)p, e);                                                                     \
+    }                                                                                              \
+    LK_AI void name##__edge(const void *p, lk_edge *e)                                             \
+    {                                                                                              \
+        edge((const T *)p, e);                                                                     \
+    }                                                                                              \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        const T local = *(const T *)inst;                                                          \
+        return lk_edges_forward(&local, plan, blk, name##__node, name##__edge, (weights), (flags), \
+                                msg);                                                              \
+    }                                                                                              \
+    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
+    LK__FAMILY(name)
+
+/* One line for an edge loss (FUSED). The trailing arguments are
+ * lk_loss_desc members; .slots and .reductions are the loss's own. The
+ * loss's hooks.plan calls lk_edges_plan. */
+#define LK_EDGE_LOSS(lid, T, node, edge, weights, flags, hooks, ...)                               \
+    LK_KERNELS_EDGES(lid, T, node, edge, weights, flags)                                           \
+    LK_LOSS_DESC(lid, T, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&lid##__family), lk_slots_pair,    \
+                 LK_REDUCTION_BIT(LK_REDUCTION_MEAN), hooks, __VA_ARGS__)
+
+/* ------------------------------------------------------------------------ */
+/* Windows                                                                   */
+
+#define LK_WIN_MAX_TAPS   63 /* the longest window */
+#define LK_WIN_MAX_FIELDS 8
+
+/* A normalised 1-D window of n taps (n odd); the 2-D window is its outer
+ * product with itself. The loss keeps one in its instance. */
+typedef struct lk_window {
+    int32_t n;
+    double w[LK_WIN_MAX_TAPS];
+} lk_window;
+
+/* The Gaussian window exp(-(u - r)^2 / (2 sigma^2)), r = (n - 1) / 2,
+ * divided by its sum. */
+static inline void lk_window_gauss(lk_window *win, int32_t n, double sigma)
+{
+    double sum = 0.0;
+    win->n = n;
+    for (int32_t u = 0; u < n; u++) {
+        double d = (double)(u - (n - 1) / 2);
+        win->w[u] = exp(-d * d / (2.0 * sigma * sigma));
+        sum += win->w[u];
+    }
+    for (int32_t u = 0; u < n; u++)
+        win->w[u] /= sum;
+}
+
+/* fields(const T *, lk_v x, lk_v t, lk_v *f): the F fields at a position.
+ * map(const T *, const lk_v *m, lk_v *loss, lk_v *dm): the term of a valid
+ * position from the F filtered fields m, and d term / d m_k for the first G
+ * fields (the others must not depend on the input); dm is NULL when no
+ * gradient is wanted. grad(const T *, lk_v x, lk_v t, const lk_v *G): d
+ * value / d x = sum_k G_k d f_k / d x, G_k the back-filtered dm_k. */
+typedef void (*lk_win_fields_fn)(const void *inst, lk_v x, lk_v t, lk_v *f);
+typedef void (*lk_win_map_fn)(const void *inst, const lk_v *m, lk_v *loss, lk_v *dm);
+typedef lk_v (*lk_win_grad_fn)(const void *inst, lk_v x, lk_v t, const lk_v *G);
+
+/* Rows per block: about 32768 positions, and at least 4 windows. */
+static inline int64_t lk_window_rows(int64_t W, int32_t n)
+{
+    int64_t r = W ? (32768 + W - 1) / W : 1;
+    return r < 4 * n ? 4 * n : r;
+}
+
+/* Checks that x and t are (N, C, H, W) with H, W >= n and fills the plan:
+ * the positions are the input's elements, blocks whole rows, mean over the
+ * N C (H - n + 1)(W - n + 1) valid positions. who names the loss. */
+static inline lk_status lk_window_plan(const char *who, const lk_tensor *x, const lk_tensor *t,
+                                       int32_t n, lk_plan *plan, lk_msg *msg)
+{
+    char sh[192];
+    lk_shape_str(sh, sizeof sh, x->ndim, x->shape);
+    if (x->ndim != 4)
+        return lk_fail(msg, LK_ERR_SHAPE, "input: shape %s; %s takes images (N, C, H, W)", sh, who);
+    if (x->shape[2] < n || x->shape[3] < n)
+        return lk_fail(msg, LK_ERR_SHAPE,
+                       "input: shape %s; %s's window of %d needs H and W of at least %d", sh, who,
+                       (int)n, (int)n);
+    for (int32_t d = 0; t && d < 4; d++)
+        if (t->ndim != 4 || t->shape[d] != x->shape[d])
+            return lk_fail(msg, LK_ERR_SHAPE, "target: shape differs from input %s", sh);
+    int64_t H = x->shape[2], W = x->shape[3];
+    plan->aux[LK_STEN_AUX_DIMS] = 2;
+    plan->aux[LK_STEN_AUX_H] = H;
+    plan->aux[LK_STEN_AUX_W] = W;
+    plan->block_positions = W * lk_window_rows(W, n);
+    plan->mean_norm =
+        (double)(x->shape[0] * x->shape[1]) * (double)(H - n + 1) * (double)(W - n + 1);
+    plan->out_ndim = 0;
+    return LK_OK;
+}
+
+/* Row lengths of the scratch: whole vectors. */
+LK_AI int64_t lk__vround(int64_t n)
+{
+    return (n + LK_W - 1) / LK_W * LK_W;
+}
+
+typedef struct lk__wio {
+    const void *x, *t;
+    void *g;
+    int xf, tf, acc;
+    int64_t H, W, Hv, Wv, rl; /* rl: a scratch row's length */
+    int32_t F, G, n;
+    lk_v tap[LK_WIN_MAX_TAPS];
+    lk_s *hr; /* F x n rows: the fields filtered along W, ring by row */
+    lk_s *pr; /* G x n rows: the map's partials, ring by row */
+    lk_s *vr; /* G rows of vl: partials filtered back along H, zero-padded */
+    int64_t vl;
+    lk_v scale;
+} lk__wio;
+
+/* Fields of input row r (base: its first element) filtered along W into the
+ * ring. */
+LK_AI void lk__win_hrow(const void *inst, lk_win_fields_fn fields, const lk__wio *io, int64_t base,
+                        int64_t r)
+{
+    lk_s *dst = io->hr + (r % io->n) * io->rl;
+    for (int64_t c = 0; c < io->Wv; c += LK_W) {
+        int k = io->Wv - c < LK_W ? (int)(io->Wv - c) : LK_W;
+        lk_v acc[LK_WIN_MAX_FIELDS], f[LK_WIN_MAX_FIELDS];
+        for (int32_t q = 0; q < io->F; q++)
+            acc[q] = lk_zero();
+        for (int32_t u = 0; u < io->n; u++) {
+            lk_v x = lk__ld(io->x, io->xf, base + c + u, k, 0.0);
+            lk_v t = io->t ? lk__ld(io->t, io->tf, base + c + u, k, 0.0) : lk_zero();
+            fields(inst, x, t, f);
+            for (int32_t q = 0; q < io->F; q++)
+                acc[q] = lk_fma(io->tap[u], f[q], acc[q]);
+        }
+        for (int32_t q = 0; q < io->F; q++)
+            lk_store(dst + q * io->n * io->rl + c, acc[q]);
+    }
+}
+
+/* Valid row p: the map over the window's rows p .. p + n - 1 of the ring;
+ * the terms of owned rows into sum, the partials into the ring. */
+LK_AI void lk__win_map_row(const void *inst, lk_win_map_fn map, const lk__wio *io, int64_t p,
+                           int own, int want_grad, lk_acc *sum)
+{
+    lk_s *prow = io->pr + (p % io->n) * io->rl;
+    for (int64_t c = 0; c < io->Wv; c += LK_W) {
+        int k = io->Wv - c < LK_W ? (int)(io->Wv - c) : LK_W;
+        lk_v m[LK_WIN_MAX_FIELDS], dm[LK_WIN_MAX_FIELDS], loss;
+        for (int32_t q = 0; q < io->F; q++)
+            m[q] = lk_zero();
+        for (int32_t v = 0; v < io->n; v++) {
+            const lk_s *h = io->hr + ((p + v) % io->n) * io->rl + c;
+            for (int32_t q = 0; q < io->F; q++)
+                m[q] = lk_fma(io->tap[v], lk_load(h + q * io->n * io->rl), m[q]);
+        }
+        map(inst, m, &loss, want_grad ? dm : NULL);
+        if (own)
+            lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
+        if (want_grad)
+            for (int32_t q = 0; q < io->G; q++)
+                lk_store(prow + q * io->n * io->rl + c, dm[q]);
+    }
+}
+
+/* The gradient of input row q: the partials of valid rows q - n + 1 .. q
+ * (those in [pa, pb)) filtered back along H, then along W. */
+LK_AI void lk__win_grad_row(const void *inst, lk_win_grad_fn grad, const lk__wio *io, int64_t base,
+                            int64_t q, int64_t pa, int64_t pb)
+{
+    const int64_t off = io->n - 1;
+    for (int64_t c = 0; c < io->Wv; c += LK_W) {
+        int k = io->Wv - c < LK_W ? (int)(io->Wv - c) : LK_W;
+        lk_v V[LK_WIN_MAX_FIELDS];
+        for (int32_t q2 = 0; q2 < io->G; q2++)
+            V[q2] = lk_zero();
+        for (int32_t v = 0; v < io->n; v++) {
+            int64_t p = q - v;
+            if (p < pa || p >= pb)
+                continue;
+            const lk_s *pr = io->pr + (p % io->n) * io->rl + c;
+            for (int32_t q2 = 0; q2 < io->G; q2++)
+                V[q2] = lk_fma(io->tap[v], lk_load(pr + q2 * io->n * io->rl), V[q2]);
+        }
+        for (int32_t q2 = 0; q2 < io->G; q2++)
+            lk_storen(io->vr + q2 * io->vl + off + c, k, V[q2]);
+    }
+    for (int64_t c = 0; c < io->W; c += LK_W) {
+        int k = io->W - c < LK_W ? (int)(io->W - c) : LK_W;
+        lk_v G[LK_WIN_MAX_FIELDS];
+        for (int32_t q2 = 0; q2 < io->G; q2++)
+            G[q2] = lk_zero();
+        for (int32_t u = 0; u < io->n; u++)
+            for (int32_t q2 = 0; q2 < io->G; q2++)
+                G[q2] = lk_fma(io->tap[u], lk_load(io->vr + q2 * io->vl + off + c - u), G[q2]);
+        lk_v x = lk__ld(io->x, io->xf, base + c, k, 0.0);
+        lk_v t = io->t ? lk__ld(io->t, io->tf, base + c, k, 0.0) : lk_zero();
+        lk__put_grad(io->g, io->xf, base + c, k, grad(inst, x, t, G), io->scale, io->acc);
+    }
+}
+
+/* Rows [r0, r1) of one plane (base: its first element). */
+LK_AI void lk__win_band(const void *inst, lk_win_fields_fn fields, lk_win_map_fn map,
+                        lk_win_grad_fn grad, const lk__wio *io, int64_t base, int64_t r0,
+                        int64_t r1, int want_grad, lk_acc *sum)
+{
+    int64_t pa = want_grad ? (r0 - io->n + 1 > 0 ? r0 - io->n + 1 : 0) : r0;
+    int64_t pb = r1 < io->Hv ? r1 : io->Hv;
+    if (pa >= pb && !want_grad)
+        return;
+    for (int64_t r = pa; r < pa + io->n - 1; r++)
+        lk__win_hrow(inst, fields, io, base + r * io->W, r);
+    for (int64_t p = pa; p < pb; p++) {
+        lk__win_hrow(inst, fields, io, base + (p + io->n - 1) * io->W, p + io->n - 1);
+        lk__win_map_row(inst, map, io, p, p >= r0, want_grad, sum);
+        if (want_grad && p >= r0)
+            lk__win_grad_row(inst, grad, io, base + p * io->W, p, pa, pb);
+    }
+    if (want_grad)
+        for (int64_t q = r0 > pb ? r0 : pb; q < r1; q++)
+            lk__win_grad_row(inst, grad, io, base + q * io->W, q, pa, pb);
+}
+
+LK_AI lk_status lk_window_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
+                                  const lk_window *win, int32_t F, int32_t G,
+                                  lk_win_fields_fn fields, lk_win_map_fn map, lk_win_grad_fn grad,
+                                  lk_msg *msg)
+{
+    const lk_tensor *s = blk->slots;
+    lk__wio io;
+    io.x = s[0].data;
+    io.t = s[1].data;
+    io.xf = s[0].dtype == LK_DTYPE_F32;
+    io.tf = s[1].dtype == LK_DTYPE_F32;
+    io.g = blk->grads ? blk->grads[0].data : NULL;
+    io.acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    io.scale = lk_set(blk->grad_scale);
+    io.H = plan->aux[LK_STEN_AUX_H];
+    io.W = plan->aux[LK_STEN_AUX_W];
+    io.n = win->n;
+    io.Hv = io.H - io.n + 1;
+    io.Wv = io.W - io.n + 1;
+    io.F = F;
+    io.G = G;
+    io.rl = lk__vround(io.Wv);
+    io.vl = lk__vround(io.W) + 2 * (io.n - 1) + LK_W;
+    for (int32_t u = 0; u < io.n; u++)
+        io.tap[u] = lk_set(win->w[u]);
+    size_t cells = (size_t)(F + G) * (size_t)io.n * (size_t)io.rl + (size_t)G * (size_t)io.vl;
+    lk_s *mem = (lk_s *)calloc(cells ? cells : 1, sizeof(lk_s));
+    if (!mem)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for the window's %zu rows",
+                       (size_t)(F + G) * (size_t)io.n);
+    io.hr = mem;
+    io.pr = mem + (size_t)F * io.n * io.rl;
+    io.vr = io.pr + (size_t)G * io.n * io.rl;
+    /* infinite inputs fail the call, the first of the block's own rows named */
+    for (int64_t i = blk->begin; i < blk->end; i += LK_W) {
+        int k = blk->end - i < LK_W ? (int)(blk->end - i) : LK_W;
+        if (lk_any(lk_eq(lk_abs(lk__ld(io.x, io.xf, i, k, 0.0)), lk_set(HUGE_VAL)))) {
+            free(mem);
+            return lk__sten_inf(io.x, io.xf, i, k, msg);
+        }
+    }
+    lk_acc sum = lk_acc_zero();
+    int64_t rb = blk->begin / io.W, re = (blk->end + io.W - 1) / io.W;
+    for (int64_t pl = rb / io.H; pl * io.H < re; pl++) {
+        int64_t r0 = rb - pl * io.H > 0 ? rb - pl * io.H : 0;
+        int64_t r1 = re - pl * io.H < io.H ? re - pl * io.H : io.H;
+        int64_t base = pl * io.H * io.W;
+        if (io.g)
+            lk__win_band(inst, fields, map, grad, &io, base, r0, r1, 1, &sum);
+        else
+            lk__win_band(inst, fields, map, grad, &io, base, r0, r1, 0, &sum);
+    }
+    free(mem);
+    blk->stats[0] += lk_acc_sum(sum);
+    return LK_OK;
+}
+
+/* A window family has double lanes only: the filtered second moments
+ * (E[x^2] - E[x]^2) cancel too much in float lanes, so float32 data runs in
+ * double lanes, read and written by conversion. */
+#if defined(LK_PRIMARY)
+#if defined(LK_BUILD_AVX2)
+#define LK__WIN_REF_AVX2(name)                                                                     \
+    {                                                                                              \
+        NULL, &LK__VAR(name, avx2, f64)                                                            \
+    }
+#define LK__WIN_DECL_AVX2(name) extern const lk_kset LK__VAR(name, avx2, f64);
+#else
+#define LK__WIN_REF_AVX2(name)                                                                     \
+    {                                                                                              \
+        NULL, NULL                                                                                 \
+    }
+#define LK__WIN_DECL_AVX2(name)
+#endif
+#if defined(LK_BUILD_AVX512)
+#define LK__WIN_REF_AVX512(name)                                                                   \
+    {                                                                                              \
+        NULL, &LK__VAR(name, avx512, f64)                                                          \
+    }
+#define LK__WIN_DECL_AVX512(name) extern const lk_kset LK__VAR(name, avx512, f64);
+#else
+#define LK__WIN_REF_AVX512(name)                                                                   \
+    {                                                                                              \
+        NULL, NULL                                                                                 \
+    }
+#define LK__WIN_DECL_AVX512(name)
+#endif
+#define LK__WIN_FAMILY(name)                                                                       \
+    LK__WIN_DECL_AVX2(name)                                                                        \
+    LK__WIN_DECL_AVX512(name)                                                                      \
+    static const lk_kfamily name##__family = {{                                                    \
+        {NULL, &LK__VAR(name, portable, f64)},                                                     \
+        LK__WIN_REF_AVX2(name),                                                                    \
+        LK__WIN_REF_AVX512(name),                                                                  \
+    }};
+#else
+#define LK__WIN_FAMILY(name)
+#endif
+
+/* A window family on (input, target): win_of(const T *) gives the window;
+ * F fields, the first G of which depend on the input. */
+#define LK_KERNELS_WINDOW(name, T, win_of, F, G, fields, map, grad)                                \
+    LK_AI void name##__fields(const void *p, lk_v x, lk_v t, lk_v *f)                              \
+    {                                                                                              \
+        fields((const T *)p, x, t, f);                                                             \
+    }                                                                                              \
+    LK_AI void name##__map(const void *p, const lk_v *m, lk_v *loss, lk_v *dm)                     \
+    {                                                                                              \
+        map((const T *)p, m, loss, dm);                                                            \
+    }                                                                                              \
+    LK_AI lk_v name##__grad(const void *p, lk_v x, lk_v t, const lk_v *Gk)                         \
+    {                                                                                              \
+        return grad((const T *)p, x, t, Gk);                                                       \
+    }                                                                                              \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        const T *self = (const T *)inst;                                                           \
+        return lk_window_forward(self, plan, blk, win_of(self), (F), (G), name##__fields,          \
+                                 name##__map, name##__grad, msg);                                  \
+    }                                                                                              \
+    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
+    LK__WIN_FAMILY(name)
+
+/* One line for a window loss (FUSED, reduction mean by default). */
+#define LK_WINDOW_LOSS(lid, T, win_of, F, G, fields, map, grad, hooks, ...)                        \
+    LK_KERNELS_WINDOW(lid, T, win_of, F, G, fields, map, grad)                                     \
+    LK_LOSS_DESC(lid, T, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&lid##__family), lk_slots_pair,    \
+                 LK_REDUCTION_BIT(LK_REDUCTION_MEAN), hooks, __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOSSKIT_STENCIL_H */
