@@ -517,7 +517,7 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
         return lk__err(errmsg, LK_ERR_NOMEM, "%s: out of memory", c.source);
     }
     loss->rt = rt;
-    __atomic_add_fetch(&rt->live_losses, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&rt->refs, 1, __ATOMIC_RELAXED);
     lk_status st = parse_root(&c, root, loss);
     cJSON_Delete(root);
     if (st != LK_OK) {

@@ -72,8 +72,7 @@ struct lk_runtime {
     lk__pool *pool;
     lk_host host;
     int32_t threads;
-    size_t live_losses; /* lk_loss objects that still need the modules */
-    int32_t closing;
+    size_t refs; /* 1 for the open handle + 1 per live lk_loss (atomic) */
 };
 void lk__runtime_release(lk_runtime *rt);
 void lk__fill_info(const lk__registry *reg, const lk__entry *e, lk_loss_info *out);

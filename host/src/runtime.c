@@ -89,6 +89,7 @@ lk_status lk_runtime_open(const lk_runtime_options *opts, lk_runtime **out, char
     lk_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
         return lk__err(errmsg, LK_ERR_NOMEM, "out of memory");
+    rt->refs = 1; /* the handle lk_runtime_close releases */
     lk_status st = pick_threads(opts->threads, &rt->threads, errmsg);
     if (st == LK_OK && (st = lk__pool_create(rt->threads, &rt->pool)) != LK_OK)
         lk__err(errmsg, st, "cannot start %d threads", rt->threads);
@@ -123,21 +124,20 @@ static void runtime_free(lk_runtime *rt)
     free(rt);
 }
 
-/* Modules stay loaded while any loss built from them lives (DESIGN.md, 9):
- * closing a runtime with live losses defers the unloading to the last
- * lk_loss_free. */
+/* Modules stay loaded while any loss built from them lives: the runtime
+ * handle and every live loss each hold one reference, and whoever drops the
+ * last one frees the runtime, so closing with live losses defers the
+ * unloading to the last lk_loss_free. One atomic count decides: a close
+ * racing with the last release frees exactly once. */
 void lk_runtime_close(lk_runtime *rt)
 {
-    if (!rt)
-        return;
-    rt->closing = 1;
-    if (rt->live_losses == 0)
+    if (rt && __atomic_sub_fetch(&rt->refs, 1, __ATOMIC_ACQ_REL) == 0)
         runtime_free(rt);
 }
 
 void lk__runtime_release(lk_runtime *rt)
 {
-    if (__atomic_sub_fetch(&rt->live_losses, 1, __ATOMIC_SEQ_CST) == 0 && rt->closing)
+    if (__atomic_sub_fetch(&rt->refs, 1, __ATOMIC_ACQ_REL) == 0)
         runtime_free(rt);
 }
 
