@@ -1,0 +1,187 @@
+/* triplet_margin: torch.nn.functional.triplet_margin_loss (torch 1.13), on
+ * anchor, positive and negative of one shape, rows along the last
+ * dimension ((N, D), (D,), or any (..., D) as torch takes them):
+ *
+ *   d(u, v) = || u - v + eps ||_p          (torch's pairwise_distance)
+ *   loss = max(0, margin + d(a, p) - d_n),  d_n = d(a, n), or with swap
+ *                                           min(d(a, n), d(p, n)).
+ *
+ * The gradient of a norm: sgn(v) |v|^(p-1) / d^(p-1) per element (v / d
+ * for p = 2, sgn(v) for p = 1), 0 where v or d is 0; it flows where
+ * margin + d(a, p) - d_n >= 0 (torch's clamp passes it at the kink), and
+ * with swap a tie between the two negative distances splits it in halves,
+ * as torch's min does. An infinite element has no finite distance: the call
+ * is refused (LK_ERR_NUMERIC); a NaN gives NaN. */
+#include "margin.h"
+
+typedef struct triplet {
+    double margin, p, eps;
+    int swap;
+} triplet;
+
+static const lk_param_desc tm_margin = {
+    .name = "margin",
+    .doc = "by how much the negative should be farther than the positive",
+    .type = LK_PARAM_NUMBER,
+    .default_number = 1.0,
+    .min = -HUGE_VAL,
+    .max = HUGE_VAL,
+};
+
+static const lk_param_desc tm_p = {
+    .name = "p",
+    .doc = "the norm's degree",
+    .type = LK_PARAM_NUMBER,
+    .flags = LK_PARAM_MIN_EXCLUSIVE,
+    .default_number = 2.0,
+    .min = 0.0,
+    .max = HUGE_VAL,
+};
+
+static const lk_param_desc tm_eps = {
+    .name = "eps",
+    .doc = "added to every difference before the norm, as torch's pairwise_distance",
+    .type = LK_PARAM_NUMBER,
+    .default_number = 1e-6,
+    .min = 0.0,
+    .max = HUGE_VAL,
+};
+
+static const lk_param_desc tm_swap = {
+    .name = "swap",
+    .doc = "use min(d(a, n), d(p, n)) as the negative distance (Balntas et al.'s swap)",
+    .type = LK_PARAM_BOOL,
+    .default_number = 0.0,
+};
+
+static const lk_param_desc *const tm_params[] LK__UNUSED = {&tm_margin, &tm_p, &tm_eps, &tm_swap,
+                                                            NULL};
+
+#define TM_SLOT(var, nm, dc, shp)                                                                  \
+    static const lk_slot_desc var = {                                                              \
+        nm, dc, LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE, shp, LK_VALUES_REAL};
+TM_SLOT(tm_anchor, "anchor", "anchors: rows along the last dimension, (N, D) or (D,)", LK_SHAPE_ANY)
+TM_SLOT(tm_positive, "positive", "positives, shaped like anchor", LK_SHAPE_LIKE_INPUT)
+TM_SLOT(tm_negative, "negative", "negatives, shaped like anchor", LK_SHAPE_LIKE_INPUT)
+static const lk_slot_desc *const tm_slots[] LK__UNUSED = {&tm_anchor, &tm_positive, &tm_negative,
+                                                          NULL};
+
+static lk_status tm_init(void *inst, const lk_param_value *p, lk_msg *msg)
+{
+    triplet *t = inst;
+    (void)msg;
+    t->margin = p[0].number;
+    t->p = p[1].number;
+    t->eps = p[2].number;
+    t->swap = (int)p[3].integer;
+    return LK_OK;
+}
+
+static lk_status tm_plan(const void *inst, const lk_tensor *slots, int32_t reduction, lk_plan *plan,
+                         lk_msg *msg)
+{
+    const lk_tensor *x = &slots[0];
+    char sh[192];
+    int64_t rows = 1;
+    (void)inst, (void)reduction;
+    if (x->ndim < 1)
+        return lk_fail(msg, LK_ERR_SHAPE, "anchor: shape %s; triplet_margin takes rows (..., D)",
+                       mg_shape(sh, sizeof sh, x));
+    for (int32_t d = 0; d + 1 < x->ndim; d++)
+        rows *= x->shape[d];
+    mg_rows_plan(plan, rows, x->shape[x->ndim - 1], x->ndim - 1, x->shape, 0);
+    return LK_OK;
+}
+
+#if MG_ROWS
+/* |v|^p summed into a norm's sum. */
+LK_AI lk_v tm_term(double p, lk_v v)
+{
+    return p == 2.0 ? lk_mul(v, v) : p == 1.0 ? lk_abs(v) : lk_pow(lk_abs(v), lk_set(p));
+}
+
+/* The norm from its sum. */
+static inline double tm_norm(double p, double s)
+{
+    return p == 2.0 ? sqrt(s) : p == 1.0 ? s : pow(s, 1.0 / p);
+}
+
+/* k times d ||v|| / dv, k = coefficient / d^(p-1) (0 where d is 0). */
+LK_AI lk_v tm_dnorm(double p, lk_v v, lk_v k)
+{
+    if (p == 2.0)
+        return lk_mul(k, v);
+    if (p == 1.0)
+        return lk_mul(k, lk_sign(v));
+    lk_v m = lk_pow(lk_abs(v), lk_set(p - 1.0));
+    return lk_clear(lk_eq(v, lk_zero()), lk_mul(k, lk_mul(lk_sign(v), m)));
+}
+
+/* coefficient / d^(p-1), 0 where d is 0. */
+static inline double tm_k(double p, double c, double d)
+{
+    if (c == 0.0 || d == 0.0)
+        return 0.0;
+    return p == 1.0 ? c : p == 2.0 ? c / d : c * pow(d, 1.0 - p);
+}
+
+LK_AI lk_status tm_row(const triplet *tr, const mg_rows *io, int64_t r, double *loss, lk_msg *msg)
+{
+    static const char *const names[3] = {"anchor", "positive", "negative"};
+    const int64_t D = io->D, base = r * D;
+    const double p = tr->p;
+    const lk_v eps = lk_set(tr->eps);
+    lk_acc sap = lk_acc_zero(), san = lk_acc_zero(), spn = lk_acc_zero();
+    lk_m bad = lk_eq(lk_set(1.0), lk_zero());
+    for (int64_t j = 0; j < D; j += LK_W) {
+        int k = D - j < LK_W ? (int)(D - j) : LK_W;
+        lk_m live = lk_first(k);
+        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
+        lk_v n = mg_ld(io, 2, base + j, k);
+        lk_acc_add(&sap, lk_keep(live, tm_term(p, lk_add(lk_sub(a, q), eps))));
+        lk_acc_add(&san, lk_keep(live, tm_term(p, lk_add(lk_sub(a, n), eps))));
+        if (tr->swap)
+            lk_acc_add(&spn, lk_keep(live, tm_term(p, lk_add(lk_sub(q, n), eps))));
+        bad = lk_or(bad, lk_or(mg_isinf(a), lk_or(mg_isinf(q), mg_isinf(n))));
+    }
+    if (lk_any(bad)) {
+        lk_status st = LK_ERR_INTERNAL;
+        for (int s = 0; s < 3 && st != LK_ERR_NUMERIC; s++)
+            st = mg_refuse_inf(io, names[s], s, base, D, msg);
+        return st;
+    }
+    const double dap = tm_norm(p, lk_acc_sum(sap)), dan = tm_norm(p, lk_acc_sum(san));
+    const double dpn = tr->swap ? tm_norm(p, lk_acc_sum(spn)) : 0.0;
+    double dn = dan, wan = 1.0, wpn = 0.0; /* the shares of d(a, n) and d(p, n) in d_n */
+    if (tr->swap) {
+        dn = isnan(dan) || isnan(dpn) ? NAN : dan < dpn ? dan : dpn;
+        wan = dan == dpn ? 0.5 : dan > dpn ? 0.0 : 1.0;
+        wpn = dan == dpn ? 0.5 : dan < dpn ? 0.0 : 1.0;
+    }
+    const double h = tr->margin + dap - dn, c = h >= 0.0 ? 1.0 : 0.0;
+    *loss = isnan(h) || h > 0.0 ? h : 0.0;
+    if (!io->want_grad)
+        return LK_OK;
+    /* d loss / d d(a, p) = c, d loss / d d(a, n) = -c wan, d loss / d d(p, n) = -c wpn */
+    const lk_v kap = lk_set(tm_k(p, c, dap)), kan = lk_set(tm_k(p, -c * wan, dan));
+    const lk_v kpn = lk_set(tm_k(p, -c * wpn, dpn));
+    for (int64_t j = 0; j < D; j += LK_W) {
+        int k = D - j < LK_W ? (int)(D - j) : LK_W;
+        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
+        lk_v n = mg_ld(io, 2, base + j, k);
+        lk_v gap = tm_dnorm(p, lk_add(lk_sub(a, q), eps), kap);
+        lk_v gan = tm_dnorm(p, lk_add(lk_sub(a, n), eps), kan);
+        lk_v gpn = tr->swap ? tm_dnorm(p, lk_add(lk_sub(q, n), eps), kpn) : lk_zero();
+        mg_put(io, 0, base + j, k, lk_add(gap, gan));
+        mg_put(io, 1, base + j, k, lk_sub(gpn, gap));
+        mg_put(io, 2, base + j, k, lk_neg(lk_add(gan, gpn)));
+    }
+    return LK_OK;
+}
+#endif
+
+MG_ROW_LOSS(triplet_margin, triplet, tm_row, 3, tm_slots,
+            LK_HOOKS(.init = tm_init, .plan = tm_plan),
+            .summary = "torch's triplet_margin_loss: max(0, margin + d(a, p) - d(a, n)), "
+                       "d the p-norm distance",
+            .version = "1.0.0", .params = tm_params)

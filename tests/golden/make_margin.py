@@ -1,0 +1,438 @@
+#!/usr/bin/python3
+"""Golden data for the margin family, computed by PyTorch itself.
+
+Run from anywhere with a Python that has torch (1.13 here) and numpy:
+
+    /usr/bin/python3 tests/golden/make_margin.py              # write the goldens
+    /usr/bin/python3 tests/golden/make_margin.py --random 7   # compare on new data
+
+Without arguments it writes, deterministically (fixed seed, fixed order),
+the inputs of every case under tests/golden/margin/ (float32 and float64
+versions, int64 class ids), the references (torch.nn.functional in float64
+on the stored values, float32 ones upcast: the value, the output of
+reduction none and the gradient of every differentiable slot by autograd)
+and the list of cases, tests/golden/catalogue/margin.json, which
+tests/test_catalogue.c runs.
+
+Every loss of the family is a torch.nn.functional loss, so every reference
+is torch's own function; nothing here restates a formula.
+
+With --random SEED it draws new shapes, parameters, dtypes and data from
+that seed (not the committed one), runs `losskit run` on them in a temporary
+folder, compares with torch and prints, per loss, the largest relative error
+of the value, of the gradients and of the outputs of reduction none (an
+absolute floor of 1e-12 for values and 1e-9 for elements, as
+tests/test_catalogue.c). It exits 1 when a value is off by more than 1e-6,
+or a gradient or output element by more than 1e-5 (test_catalogue's
+tolerances).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = "tests/golden/margin"
+CATALOGUE = "tests/golden/catalogue/margin.json"
+SEED = 20261202
+REDUCTIONS = ("none", "mean", "sum")
+
+# ---------------------------------------------------------------------------
+# The losses: slots (name, kind, differentiable) and torch's function.
+# Kinds: real scores, sign labels (float +-1), class ids (int64, one per row)
+# and multilabel id lists (int64, shaped like the input, -1 padded).
+
+
+def _hinge(t, p, r):
+    return F.hinge_embedding_loss(t["input"], t["target"], margin=p.get("margin", 1.0),
+                                  reduction=r)
+
+
+def _soft(t, p, r):
+    return F.soft_margin_loss(t["input"], t["target"], reduction=r)
+
+
+def _ranking(t, p, r):
+    return F.margin_ranking_loss(t["input1"], t["input2"], t["target"],
+                                 margin=p.get("margin", 0.0), reduction=r)
+
+
+def _multi(t, p, r):
+    w = p.get("weight") or None
+    return F.multi_margin_loss(t["input"], t["target"], p=p.get("p", 1),
+                               margin=p.get("margin", 1.0),
+                               weight=None if w is None else torch.tensor(w, dtype=torch.float64),
+                               reduction=r)
+
+
+def _multilabel(t, p, r):
+    return F.multilabel_margin_loss(t["input"], t["target"], reduction=r)
+
+
+def _cosine(t, p, r):
+    return F.cosine_embedding_loss(t["input1"], t["input2"], t["target"],
+                                   margin=p.get("margin", 0.0), reduction=r)
+
+
+def _triplet(t, p, r):
+    return F.triplet_margin_loss(t["anchor"], t["positive"], t["negative"],
+                                 margin=p.get("margin", 1.0), p=p.get("p", 2.0),
+                                 eps=p.get("eps", 1e-6), swap=p.get("swap", False), reduction=r)
+
+
+LOSSES = {
+    "hinge_embedding": ([("input", "real", True), ("target", "sign", False)], _hinge),
+    "soft_margin": ([("input", "real", True), ("target", "sign", False)], _soft),
+    "margin_ranking": ([("input1", "real", True), ("input2", "real", True),
+                        ("target", "sign", False)], _ranking),
+    "multi_margin": ([("input", "real", True), ("target", "class", False)], _multi),
+    "multilabel_margin": ([("input", "real", True), ("target", "multilabel", False)],
+                          _multilabel),
+    "cosine_embedding": ([("input1", "real", True), ("input2", "real", True),
+                          ("target", "rowsign", False)], _cosine),
+    "triplet_margin": ([("anchor", "real", True), ("positive", "real", True),
+                        ("negative", "real", True)], _triplet),
+}
+
+
+def path(rel):
+    return os.path.join(ROOT, rel)
+
+
+def multilabel_ids(rng, C):
+    """One row of ids: some classes (a repeat now and then), then -1, then
+    anything in [-1, C), which torch ignores after the first -1."""
+    k = int(rng.integers(0, C + 1))
+    ids = list(rng.choice(C, size=k, replace=False)) if k else []
+    if k >= 2 and rng.uniform() < 0.3:
+        ids[-1] = ids[0]  # a class listed twice counts twice
+    row = ids + ([-1] if k < C else [])
+    while len(row) < C:
+        row.append(int(rng.integers(-1, C)))
+    return row
+
+
+def draw(rng, kind, shape):
+    """One slot's data for an input of shape `shape`."""
+    rows = shape[:-1]
+    C = shape[-1] if shape else 1
+    if kind == "real":
+        return rng.normal(0.0, 1.5, shape)
+    if kind == "sign":
+        return rng.choice([-1.0, 1.0], shape)
+    if kind == "rowsign":
+        return np.asarray(rng.choice([-1.0, 1.0], rows))
+    if kind == "class":
+        return np.asarray(rng.integers(0, C, rows)).astype(np.int64)
+    if kind == "multilabel":
+        n = int(np.prod(rows)) if rows else 1
+        return np.array([multilabel_ids(rng, C) for _ in range(n)], dtype=np.int64).reshape(shape)
+    raise ValueError(kind)
+
+
+def torch_eval(loss, params, reduction, arrays):
+    """Value (None for reduction none), output and gradients by torch in
+    float64 on the arrays (float32 ones upcast)."""
+    slots, fn = LOSSES[loss]
+    t = {}
+    for name, kind, diff in slots:
+        a = arrays[name]
+        if a.dtype.kind == "f":
+            t[name] = torch.tensor(a.astype(np.float64), requires_grad=diff)
+        else:
+            t[name] = torch.tensor(a)
+    out = fn(t, params, reduction)
+    (out.sum() if reduction == "none" else out).backward()
+    grads = {name: t[name].grad.numpy().copy() for name, _, diff in slots if diff}
+    value = None if reduction == "none" else float(out.item())
+    return value, out.detach().numpy().copy(), grads
+
+
+# ---------------------------------------------------------------------------
+# The committed cases
+
+
+class Writer:
+    def __init__(self):
+        self.cases = []
+        self.saved = set()
+
+    def save(self, rel, array):
+        if rel in self.saved:
+            raise ValueError("saved twice: " + rel)
+        self.saved.add(rel)
+        np.save(path(rel), array)
+        return rel
+
+    def data(self, tag, arrays, dtype):
+        """Stores a data set once per dtype; returns {slot: file}."""
+        files = {}
+        for name, a in arrays.items():
+            a = a.astype(dtype) if a.dtype.kind == "f" else a
+            suffix = "" if a.dtype.kind != "f" else "_f32" if dtype == np.float32 else "_f64"
+            rel = "%s/%s_%s%s.npy" % (OUT, tag, name, suffix)
+            files[name] = rel if rel in self.saved else self.save(rel, a)
+        return files
+
+    def case(self, name, loss, params, reduction, tag, arrays, dtype, **extra):
+        files = self.data(tag, arrays, dtype)
+        stored = {k: np.load(path(v)) for k, v in files.items()}
+        value, out, grads = torch_eval(loss, params, reduction, stored)
+        if value is not None and not np.isfinite(value):
+            raise ValueError(name + ": the reference value is not finite")
+        entry = {
+            "name": name,
+            "config": {"loss": loss, "params": params, "reduction": reduction},
+            "tensors": files,
+            "value": value,
+            "grads": {k: self.save("%s/%s_grad_%s.npy" % (OUT, name, k), g)
+                      for k, g in grads.items()},
+        }
+        if reduction == "none":
+            entry["out"] = self.save("%s/%s_out.npy" % (OUT, name), out)
+        entry.update(extra)
+        self.cases.append(entry)
+
+
+def standard(w, rng, loss, shape, tag, variants):
+    """Every reduction in float32 and float64 at the defaults, then the
+    variants: (suffix, params, reduction, dtype)."""
+    slots, _ = LOSSES[loss]
+    arrays = {name: draw(rng, kind, shape) for name, kind, _ in slots}
+    for dt, dname in ((np.float32, "f32"), (np.float64, "f64")):
+        for red in REDUCTIONS:
+            w.case("%s_%s_%s" % (tag, red, dname), loss, {}, red, tag, arrays, dt)
+    for suffix, params, red, dt in variants:
+        w.case("%s_%s" % (tag, suffix), loss, params, red, tag, arrays, dt)
+    return arrays
+
+
+def write_goldens():
+    rng = np.random.default_rng(SEED)
+    os.makedirs(path(OUT), exist_ok=True)
+    for f in os.listdir(path(OUT)):
+        if f.endswith(".npy"):
+            os.remove(os.path.join(path(OUT), f))
+    w = Writer()
+    f64, f32 = np.float64, np.float32
+
+    # hinge_embedding: (2, 3, 5) scores, labels +-1; margin 0.5 and 2;
+    # edge: a label 0 (both terms, as torch), x on the kink x = margin
+    standard(w, rng, "hinge_embedding", (2, 3, 5), "hinge", [
+        ("margin05_mean_f64", {"margin": 0.5}, "mean", f64),
+        ("margin2_none_f32", {"margin": 2.0}, "none", f32),
+        ("margin_neg_sum_f64", {"margin": -0.25}, "sum", f64)])
+    edge = {"input": np.array([1.0, 1.0, 0.25, -3.0, 4.0, 0.0, 1e30, -2.5]),
+            "target": np.array([-1.0, 1.0, 0.0, 0.0, -1.0, -1.0, -1.0, 1.0])}
+    w.case("hinge_edges_none_f64", "hinge_embedding", {}, "none", "hinge_edges", edge, f64)
+    w.case("hinge_edges_sum_f32", "hinge_embedding", {}, "sum", "hinge_edges", edge, f32)
+
+    # soft_margin: (4, 7); edge: large |x| where torch's plain formula is
+    # still exact in float64, a label 0
+    standard(w, rng, "soft_margin", (4, 7), "soft", [])
+    edge = {"input": np.array([30.0, -30.0, 50.0, -50.0, 0.0, 3.0, -700.0, 700.0]),
+            "target": np.array([1.0, 1.0, -1.0, -1.0, 1.0, 0.0, -1.0, -1.0])}
+    w.case("soft_edges_none_f64", "soft_margin", {}, "none", "soft_edges", edge, f64)
+    w.case("soft_edges_mean_f64", "soft_margin", {}, "mean", "soft_edges", edge, f64)
+
+    # margin_ranking: (3, 8); margin 0.5 and -1 (float64: a margin makes
+    # the float32 hinge cancel, as it does in torch's float32); edge: ties
+    # x1 = x2 at margin 0, where torch's clamp passes the gradient
+    standard(w, rng, "margin_ranking", (3, 8), "ranking", [
+        ("margin05_none_f64", {"margin": 0.5}, "none", f64),
+        ("margin_neg_mean_f64", {"margin": -1.0}, "mean", f64)])
+    edge = {"input1": np.array([1.0, 2.0, -1.0, 0.5, 3.0, -2.0]),
+            "input2": np.array([1.0, 2.0, 0.5, -1.0, 3.0, 4.0]),
+            "target": np.array([1.0, -1.0, 1.0, 1.0, 1.0, -1.0])}
+    w.case("ranking_ties_none_f64", "margin_ranking", {}, "none", "ranking_ties", edge, f64)
+    w.case("ranking_ties_mean_f32", "margin_ranking", {}, "mean", "ranking_ties", edge, f32)
+
+    # multi_margin: (6, 5) scores, class ids; p = 2, margin, weight; a (C,)
+    # vector with a 0-d target; edge: NaN and infinite scores, which add no
+    # term where torch's z > 0 test fails
+    standard(w, rng, "multi_margin", (6, 5), "multi", [
+        ("p2_mean_f64", {"p": 2}, "mean", f64),
+        ("p2_none_f32", {"p": 2}, "none", f32),
+        ("margin05_sum_f64", {"margin": 0.5}, "sum", f64),
+        ("weight_mean_f64", {"weight": [0.5, 2.0, 1.0, 0.0, 1.5]}, "mean", f64),
+        ("weight_p2_none_f32", {"p": 2, "margin": 2.0, "weight": [0.5, 2.0, 1.0, 0.0, 1.5]},
+         "none", f32)])
+    vec = {"input": rng.normal(0.0, 1.5, (7,)), "target": np.array(3, dtype=np.int64)}
+    for red in REDUCTIONS:
+        w.case("multi_vec_%s_f64" % red, "multi_margin", {"p": 2}, red, "multi_vec", vec, f64)
+    edge = {"input": np.array([[0.5, np.nan, 0.2, -0.1], [np.inf, 0.3, 0.1, 0.0],
+                               [0.2, -np.inf, 0.4, 0.1], [1.0, 0.0, 1.0, -1.0]]),
+            "target": np.array([0, 0, 2, 3], dtype=np.int64)}
+    w.case("multi_edges_none_f64", "multi_margin", {}, "none", "multi_edges", edge, f64)
+
+    # multilabel_margin: (5, 6) with -1 padding (rows of every length,
+    # repeats, ignored ids after the first -1); a (C,) vector; edge: an
+    # empty row, NaN and infinite scores
+    standard(w, rng, "multilabel_margin", (5, 6), "multilabel", [])
+    vec = {"input": rng.normal(0.0, 1.5, (6,)),
+           "target": np.array([4, 1, -1, 3, 5, -1], dtype=np.int64)}
+    for red in REDUCTIONS:
+        w.case("multilabel_vec_%s_f32" % red, "multilabel_margin", {}, red, "multilabel_vec",
+               vec, f32)
+    edge = {"input": np.array([[0.1, np.nan, 0.3, 0.2], [0.5, 0.1, -0.3, 0.0],
+                               [0.1, -np.inf, 0.3, 0.2], [np.inf, 0.2, 0.1, 0.0]]),
+            "target": np.array([[1, 0, -1, 2], [-1, 0, 1, 2], [2, -1, -1, -1],
+                                [0, 2, -1, 0]], dtype=np.int64)}
+    w.case("multilabel_edges_none_f64", "multilabel_margin", {}, "none", "multilabel_edges",
+           edge, f64)
+
+    # cosine_embedding: (6, 5) rows; margin 0.5 and -0.3; a (D,) pair with a
+    # 0-d target; edge: a zero row (EPSILON keeps it finite), a label 0,
+    # parallel and opposite rows
+    standard(w, rng, "cosine_embedding", (6, 5), "cosine", [
+        ("margin05_none_f64", {"margin": 0.5}, "none", f64),
+        ("margin_neg_mean_f32", {"margin": -0.3}, "mean", f32)])
+    vec = {"input1": rng.normal(0.0, 1.5, (9,)), "input2": rng.normal(0.0, 1.5, (9,)),
+           "target": np.array(-1.0)}
+    for red in REDUCTIONS:
+        w.case("cosine_vec_%s_f64" % red, "cosine_embedding", {"margin": -0.5}, red,
+               "cosine_vec", vec, f64)
+    a = rng.normal(0.0, 1.5, (5, 3))
+    b = rng.normal(0.0, 1.5, (5, 3))
+    a[0] = 0.0
+    b[2] = 2.0 * a[2]
+    b[3] = -0.5 * a[3]
+    edge = {"input1": a, "input2": b, "target": np.array([1.0, -1.0, 1.0, -1.0, 0.0])}
+    w.case("cosine_edges_none_f64", "cosine_embedding", {"margin": -0.2}, "none",
+           "cosine_edges", edge, f64)
+
+    # triplet_margin: (5, 6) rows; p = 1, 3, 1.5, 0.5, swap, eps = 0,
+    # margins; a (D,) triple; a (2, 3, 4) batch (torch's rows along the last
+    # dimension)
+    standard(w, rng, "triplet_margin", (5, 6), "triplet", [
+        ("p1_mean_f64", {"p": 1.0}, "mean", f64),
+        ("p3_none_f64", {"p": 3.0}, "none", f64),
+        ("p15_sum_f32", {"p": 1.5}, "sum", f32),
+        ("p05_mean_f64", {"p": 0.5, "margin": 3.0}, "mean", f64),
+        ("swap_none_f64", {"swap": True, "margin": 2.0}, "none", f64),
+        ("swap_p1_mean_f32", {"swap": True, "p": 1.0, "margin": 2.0}, "mean", f32),
+        ("eps0_margin3_sum_f64", {"eps": 0.0, "margin": 3.0}, "sum", f64)])
+    vec = {k: rng.normal(0.0, 1.5, (8,)) for k in ("anchor", "positive", "negative")}
+    for red in REDUCTIONS:
+        w.case("triplet_vec_%s_f64" % red, "triplet_margin", {"margin": 4.0}, red,
+               "triplet_vec", vec, f64)
+    batch = {k: rng.normal(0.0, 1.5, (2, 3, 4)) for k in ("anchor", "positive", "negative")}
+    w.case("triplet_3d_none_f32", "triplet_margin", {"margin": 2.0}, "none", "triplet_3d",
+           batch, f32)
+    w.case("triplet_3d_mean_f64", "triplet_margin", {"p": 2.5, "swap": True, "margin": 2.0},
+           "mean", "triplet_3d", batch, f64)
+
+    with open(path(CATALOGUE), "w") as f:
+        json.dump(w.cases, f, indent=1)
+        f.write("\n")
+    print("%d cases, %d files in %s" % (len(w.cases), len(w.saved), OUT))
+
+
+# ---------------------------------------------------------------------------
+# --random: new data through `losskit run`
+
+
+def random_setup(rng, loss):
+    """A shape and parameters that no committed case uses."""
+    if loss in ("hinge_embedding", "soft_margin", "margin_ranking"):
+        shape = tuple(int(s) for s in rng.integers(1, 10, int(rng.integers(1, 5))))
+    elif loss == "triplet_margin":
+        shape = tuple(int(s) for s in rng.integers(1, 12, int(rng.integers(1, 4))))
+    else:
+        shape = (int(rng.integers(1, 20)), int(rng.integers(2, 13)))
+        if rng.uniform() < 0.25:
+            shape = shape[1:]
+    p = {}
+    if loss in ("hinge_embedding", "margin_ranking", "multi_margin", "cosine_embedding",
+                "triplet_margin") and rng.uniform() < 0.7:
+        p["margin"] = float(np.round(rng.uniform(-1.0, 2.5), 3))
+    if loss == "multi_margin":
+        p["p"] = int(rng.integers(1, 3))
+        if rng.uniform() < 0.5:
+            p["weight"] = [float(np.round(v, 3)) for v in rng.uniform(0.0, 2.0, shape[-1])]
+    if loss == "triplet_margin":
+        p["p"] = float(rng.choice([1.0, 2.0, 3.0, 1.25, 0.75, 4.5]))
+        p["eps"] = float(rng.choice([0.0, 1e-6, 1e-3]))
+        p["swap"] = bool(rng.uniform() < 0.5)
+    return shape, p
+
+
+def rel(got, want, floor):
+    d = np.abs(np.asarray(got, dtype=np.float64) - np.asarray(want, dtype=np.float64))
+    return float(np.max(d / np.maximum(np.abs(want), floor), initial=0.0))
+
+
+def run_random(seed, trials, losskit, verbose):
+    if seed == SEED:
+        sys.exit("--random: %d is the committed seed; pick another" % SEED)
+    rng = np.random.default_rng(seed)
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        for loss, (slots, _) in LOSSES.items():
+            vmax = gmax = omax = 0.0
+            for trial in range(trials):
+                shape, params = random_setup(rng, loss)
+                dtype = np.float32 if rng.uniform() < 0.5 else np.float64
+                red = str(rng.choice(REDUCTIONS))
+                arrays = {}
+                args = [losskit, "run", os.path.join(tmp, "c.json"), "--json"]
+                for name, kind, diff in slots:
+                    a = draw(rng, kind, shape)
+                    a = a.astype(dtype) if a.dtype.kind == "f" else a
+                    arrays[name] = a
+                    f = os.path.join(tmp, name + ".npy")
+                    np.save(f, a)
+                    args += ["--tensor", "%s=%s" % (name, f)]
+                    if diff:
+                        args += ["--grad-tensor", "%s=%s" % (name, os.path.join(tmp, "g_" + name + ".npy"))]
+                if red == "none":
+                    args += ["--out", os.path.join(tmp, "out.npy")]
+                with open(os.path.join(tmp, "c.json"), "w") as f:
+                    json.dump({"loss": loss, "params": params, "reduction": red}, f)
+                res = subprocess.run(args, capture_output=True, text=True)
+                if res.returncode != 0:
+                    print("%s %s %s %s: losskit run failed: %s" % (loss, shape, params, red,
+                                                                   res.stderr.strip()))
+                    failed = True
+                    continue
+                got = json.loads(res.stdout)
+                value, out, grads = torch_eval(loss, params, red, arrays)
+                if red == "none":
+                    e = rel(np.load(os.path.join(tmp, "out.npy")), out, 1e-9)
+                    omax = max(omax, e)
+                else:
+                    e = rel(got["value"], value, 1e-12)
+                    vmax = max(vmax, e)
+                if verbose:
+                    print("  %s %s %s %s %s: %.2e" % (loss, shape, np.dtype(dtype).name, params,
+                                                     red, e))
+                for name, g in grads.items():
+                    gmax = max(gmax, rel(np.load(os.path.join(tmp, "g_" + name + ".npy")), g, 1e-9))
+            bad = vmax > 1e-6 or gmax > 1e-5 or omax > 1e-5
+            failed |= bad
+            print("%-18s value rel err %.2e  grad rel err %.2e  out rel err %.2e  (%d trials)%s"
+                  % (loss, vmax, gmax, omax, trials, "  FAIL" if bad else ""))
+    return 1 if failed else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--random", type=int, metavar="SEED",
+                    help="compare losskit with torch on new random data instead")
+    ap.add_argument("--trials", type=int, default=12, help="random cases per loss")
+    ap.add_argument("--losskit", default=path("build/host/losskit"))
+    ap.add_argument("--verbose", action="store_true", help="--random: every case's error")
+    a = ap.parse_args()
+    if a.random is not None:
+        sys.exit(run_random(a.random, a.trials, a.losskit, a.verbose))
+    write_goldens()
+
+
+if __name__ == "__main__":
+    main()
