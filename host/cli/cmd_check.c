@@ -1066,7 +1066,11 @@ static lk_status grad_case(checker *c, const lk_loss *loss, bundle *b, int soft,
     lk_status st = run_eval(c, loss, b, 1, &v, err);
     for (size_t g = 0; st == LK_OK && g < b->n_grads; g++) {
         int s = b->gnamed_slot[g];
-        if (b->in[s].dtype != LK_DTYPE_F64 || (s != 0 && !soft))
+        /* a slot of any real or positive value is differenced in every run;
+         * one of [0, 1] targets or counts only with soft values, where a
+         * small step stays in range */
+        int any_value = c->values[s] == LK_VALUES_REAL || c->values[s] == LK_VALUES_POSITIVE;
+        if (b->in[s].dtype != LK_DTYPE_F64 || (s != 0 && !soft && !any_value))
             continue;
         size_t bytes = b->grad[s].nbytes;
         double *ana = malloc(bytes ? bytes : 1);

@@ -472,13 +472,12 @@ void lk__registry_suggest(const lk__registry *reg, const char *id, char *buf, si
     if (best)
         used = (size_t)snprintf(buf, cap, "did you mean '%s'? ", best);
     if (used < cap)
-        used += (size_t)snprintf(buf + used, cap - used, "known:");
+        used += (size_t)snprintf(buf + used, cap - used,
+                                 "(a loss of your own: put its plugin's folder on "
+                                 "LOSSKIT_PLUGIN_PATH) known:");
     for (size_t i = 0; i < reg->n_entries && used < cap; i++)
         if (!reg->entries[i].shadowed)
             used += (size_t)snprintf(buf + used, cap - used, " %s", reg->entries[i].desc->id);
-    if (used < cap)
-        snprintf(buf + used, cap - used,
-                 " (a loss of your own: put its plugin's folder on LOSSKIT_PLUGIN_PATH)");
 }
 
 /* The build tree's plugin folders when this library runs from the build
