@@ -121,7 +121,8 @@ typedef struct lk_param_desc {
 } lk_param_desc;
 
 /* A validated value, one per declared parameter in declaration order, with
- * defaults filled in. Valid only during create(): copy what you keep. */
+ * defaults filled in. Valid only during create(): copy what you keep.
+ * Frozen: values travel in an array, so this struct never grows. */
 typedef struct lk_param_value {
     double number;      /* NUMBER; also INTEGER and BOOL as a double */
     int64_t integer;    /* INTEGER; BOOL as 0 or 1; CHOICE: index in choices */

@@ -55,7 +55,8 @@ typedef enum lk_dtype {
  * bytes. The memory behind data, shape and strides belongs to whoever built
  * the description and must stay valid for the duration of the call it is
  * passed to. Inputs are read-only even though data is not const-qualified:
- * a loss that writes into an input slot is broken. */
+ * a loss that writes into an input slot is broken. Frozen: tensors travel
+ * in arrays (lk_block.slots), so this struct never grows. */
 typedef struct lk_tensor {
     void *data;             /* NULL for an absent optional slot */
     int32_t dtype;          /* an lk_dtype */
