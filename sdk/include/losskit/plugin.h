@@ -331,15 +331,31 @@ typedef struct lk_plugin {
 typedef const lk_plugin *(*lk_plugin_entry_fn)(uint32_t host_abi_major,
                                                uint32_t host_abi_minor);
 
-/* Defines the entry symbol returning the given lk_plugin. */
+/* The host's ABI version as the entry function received it, for any code
+ * of the plugin that must know which members of a host struct exist (a
+ * kernel reading an lk_plan member added in a later minor checks
+ * lk_host_abi_minor first). Defined, hidden, by LK_PLUGIN_ENTRY; 0 before
+ * the entry ran. */
+#if defined(__GNUC__)
+#define LK__HIDDEN __attribute__((visibility("hidden")))
+#else
+#define LK__HIDDEN
+#endif
+extern LK__HIDDEN uint32_t lk_host_abi_major;
+extern LK__HIDDEN uint32_t lk_host_abi_minor;
+
+/* Defines the entry symbol returning the given lk_plugin, and records the
+ * host's version in lk_host_abi_major / lk_host_abi_minor. */
 #define LK_PLUGIN_ENTRY(plugin_var)                                                  \
+    LK__HIDDEN uint32_t lk_host_abi_major;                                           \
+    LK__HIDDEN uint32_t lk_host_abi_minor;                                           \
     LK_EXPORT const lk_plugin *losskit_plugin_entry(uint32_t host_abi_major,         \
                                                     uint32_t host_abi_minor);        \
     LK_EXPORT const lk_plugin *losskit_plugin_entry(uint32_t host_abi_major,         \
                                                     uint32_t host_abi_minor)         \
     {                                                                                \
-        (void)host_abi_major;                                                        \
-        (void)host_abi_minor;                                                        \
+        lk_host_abi_major = host_abi_major;                                          \
+        lk_host_abi_minor = host_abi_minor;                                          \
         return &(plugin_var);                                                        \
     }
 
