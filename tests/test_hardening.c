@@ -1,0 +1,424 @@
+/* test_hardening.c: the edges issue 14 found, each with its exact behaviour.
+ *
+ *   configs   mean one thing: duplicate keys (anywhere), NUL characters in
+ *             strings and bytes after the value are errors naming the JSON
+ *             path or the offset; numbers are range-checked before any
+ *             integer conversion (lk_loss_from_json, lk_loss_from_file and
+ *             `losskit run`, exit 2).
+ *
+ * The CLI runs as a subprocess with a deadline: a command that hangs is
+ * killed and the test fails instead of hanging the suite. */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "losskit/losskit.h"
+
+#define TMPDIR_TAG "hardening"
+#include "test_tmpdir.h"
+
+#define SRC "cfg.json"
+
+/* ------------------------------------------------------------------------ */
+/* The runtime: the build tree's plugins                                     */
+
+static lk_runtime *rt;
+
+static void open_default(void)
+{
+    make_tmpdir();
+    lk_runtime_options opts;
+    lk_runtime_options_init(&opts);
+    opts.use_env_path = 0;
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_runtime_open(&opts, &rt, err), LK_OK, "lk_runtime_open: %s", err);
+    lk_loss_info li;
+    cr_assert_eq(lk_runtime_find(rt, "dice", &li, NULL), LK_OK, "no tutorial plugin");
+}
+
+static void close_default(void)
+{
+    lk_runtime_close(rt);
+    rt = NULL;
+    remove_tmpdir();
+}
+
+TestSuite(hard_config, .init = open_default, .fini = close_default, .timeout = 60);
+TestSuite(hard_cli, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120);
+
+/* Builds len bytes of json expecting LK_ERR_CONFIG, a NULL loss and exactly
+ * the message want. */
+static void expect_message_n(const char *json, size_t len, const char *want)
+{
+    lk_loss *loss = (lk_loss *)(uintptr_t)1;
+    char msg[LK_ERRMSG_CAP];
+    memset(msg, 0, sizeof msg);
+    lk_status st = lk_loss_from_json(rt, json, len, SRC, &loss, msg);
+    cr_assert_eq(st, LK_ERR_CONFIG, "%s: status %s, want LK_ERR_CONFIG; message: %s", json,
+                 lk_status_name(st), msg);
+    cr_assert_null(loss, "%s: *out is not NULL on failure", json);
+    cr_assert_str_eq(msg, want, "%s", json);
+}
+
+static void expect_message(const char *json, const char *want)
+{
+    expect_message_n(json, strlen(json), want);
+}
+
+static lk_loss *build(const char *json)
+{
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    lk_status st = lk_loss_from_json(rt, json, strlen(json), SRC, &loss, msg);
+    cr_assert_eq(st, LK_OK, "%s: %s: %s", json, lk_status_name(st), msg);
+    cr_assert_not_null(loss);
+    return loss;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "fopen %s: %s", path, strerror(errno));
+    cr_assert_eq(fwrite(data, 1, len, f), len);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    write_file(path, text, strlen(text));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running the CLI with a deadline                                           */
+
+typedef struct proc {
+    int status; /* exit code; 128 + signal when killed */
+    char out[65536];
+    size_t out_len;
+    char err[65536];
+    size_t err_len;
+} proc;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Runs losskit with argv (NULL-terminated, without argv[0]) in the folder
+ * cwd (or here when NULL), LOSSKIT_PLUGIN_PATH set to plugin_path (unset
+ * when NULL). A command still running after 20 s is killed: the test fails
+ * with "hung". */
+static void run_cli(proc *r, const char *cwd, const char *plugin_path, const char *const *argv)
+{
+    const char *args[32];
+    int n = 0;
+    args[n++] = LK_CLI_PATH;
+    for (; argv[n - 1]; n++) {
+        cr_assert_lt(n, 31);
+        args[n] = argv[n - 1];
+    }
+    args[n] = NULL;
+    int po[2], pe[2];
+    cr_assert_eq(pipe(po), 0);
+    cr_assert_eq(pipe(pe), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(po[1], STDOUT_FILENO);
+        dup2(pe[1], STDERR_FILENO);
+        close(po[0]);
+        close(po[1]);
+        close(pe[0]);
+        close(pe[1]);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, STDIN_FILENO);
+        unsetenv("LOSSKIT_PLUGIN_PATH");
+        unsetenv("LOSSKIT_THREADS");
+        if (plugin_path)
+            setenv("LOSSKIT_PLUGIN_PATH", plugin_path, 1);
+        if (cwd && chdir(cwd) != 0)
+            _exit(126);
+        execv(args[0], (char *const *)(uintptr_t)args);
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    memset(r, 0, sizeof *r);
+    struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+    int open_fds = 2;
+    double deadline = now_s() + 20.0;
+    int hung = 0;
+    while (open_fds > 0) {
+        int left = (int)((deadline - now_s()) * 1000);
+        if (left <= 0) {
+            hung = 1;
+            break;
+        }
+        int k = poll(fds, 2, left);
+        if (k < 0 && errno == EINTR)
+            continue;
+        cr_assert_geq(k, 0);
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            char *buf = i == 0 ? r->out : r->err;
+            size_t *len = i == 0 ? &r->out_len : &r->err_len;
+            char tmpbuf[4096];
+            ssize_t got = read(fds[i].fd, tmpbuf, sizeof tmpbuf);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0) {
+                close(fds[i].fd);
+                fds[i].fd = -1;
+                open_fds--;
+                continue;
+            }
+            size_t room = sizeof r->out - 1 - *len;
+            size_t take = (size_t)got < room ? (size_t)got : room;
+            memcpy(buf + *len, tmpbuf, take);
+            *len += take;
+        }
+    }
+    if (hung)
+        kill(pid, SIGKILL);
+    for (int i = 0; i < 2; i++)
+        if (fds[i].fd >= 0)
+            close(fds[i].fd);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        cr_assert_eq(errno, EINTR);
+    cr_assert_not(hung, "losskit %s hung (killed after 20 s); stderr so far: %s", argv[0], r->err);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+/* A failure: the exit code, nothing on stdout and exactly the line want on
+ * stderr ("losskit: " + want + "\n"). */
+static void expect_cli_failure(const proc *r, int code, const char *want)
+{
+    char line[8192];
+    snprintf(line, sizeof line, "losskit: %s\n", want);
+    cr_assert_eq(r->status, code, "exit %d, want %d; stderr: %s", r->status, code, r->err);
+    cr_assert_eq(r->out_len, 0, "stdout is not empty on error: %s", r->out);
+    cr_assert_str_eq(r->err, line);
+}
+
+/* Writes a 2x3 float64 input and target for the CLI. */
+static void write_xt(void)
+{
+    static const double x[6] = {0.1, -0.4, 1.2, 0.7, -2.0, 0.3};
+    static const double t[6] = {0, 1, 1, 0, 0, 1};
+    static const int64_t shape[2] = {2, 3};
+    lk_tensor tx = {(void *)(uintptr_t)x, LK_DTYPE_F64, 2, shape, NULL};
+    lk_tensor tt = {(void *)(uintptr_t)t, LK_DTYPE_F64, 2, shape, NULL};
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_npy_write(tmp("x.npy"), &tx, err), LK_OK, "%s", err);
+    cr_assert_eq(lk_npy_write(tmp("t.npy"), &tt, err), LK_OK, "%s", err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. Configs mean one thing                                                 */
+
+Test(hard_config, duplicate_param_names_the_path)
+{
+    expect_message("{\"loss\": \"focal\", \"params\": {\"gamma\": 2, \"gamma\": -1}}",
+                   SRC ": $.params.gamma: duplicate key 'gamma' (a key may appear once per "
+                       "object)");
+}
+
+Test(hard_config, duplicate_loss_and_reduction)
+{
+    expect_message("{\"loss\": \"mse\", \"loss\": \"focal\"}",
+                   SRC ": $.loss: duplicate key 'loss' (a key may appear once per object)");
+    expect_message("{\"loss\": \"mse\", \"reduction\": \"sum\", \"reduction\": \"mean\"}",
+                   SRC ": $.reduction: duplicate key 'reduction' (a key may appear once per "
+                       "object)");
+    /* duplicates are found before anything else is judged: even an unknown
+     * key that appears twice is a duplicate first */
+    expect_message("{\"loss\": \"mse\", \"x\": 1, \"x\": 1}",
+                   SRC ": $.x: duplicate key 'x' (a key may appear once per object)");
+}
+
+Test(hard_config, duplicate_inside_terms)
+{
+    expect_message("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"l1\", \"weight\": 1, "
+                   "\"weight\": 2}]}",
+                   SRC ": $.terms[1].weight: duplicate key 'weight' (a key may appear once per "
+                       "object)");
+    expect_message("{\"terms\": [{\"loss\": \"dice\", \"params\": {\"smooth\": 1, \"smooth\": "
+                   "2}}]}",
+                   SRC ": $.terms[0].params.smooth: duplicate key 'smooth' (a key may appear "
+                       "once per object)");
+}
+
+/* A large object takes the sorting path; the first repeated key in
+ * document order is the one named. */
+Test(hard_config, duplicate_in_a_large_object)
+{
+    char json[4096];
+    size_t used = (size_t)snprintf(json, sizeof json, "{\"loss\": \"mse\", \"params\": {");
+    for (int i = 0; i < 40; i++)
+        used += (size_t)snprintf(json + used, sizeof json - used, "\"k%d\": %d, ", 39 - i, i);
+    snprintf(json + used, sizeof json - used, "\"k20\": 1, \"k7\": 1}}");
+    expect_message(json, SRC ": $.params.k20: duplicate key 'k20' (a key may appear once per "
+                             "object)");
+}
+
+Test(hard_config, distinct_keys_still_build)
+{
+    lk_loss *loss = build("{\"loss\": \"focal\", \"params\": {\"gamma\": 2, \"alpha\": 0.5}, "
+                          "\"reduction\": \"sum\"}");
+    cr_assert_eq(lk_loss_reduction(loss), LK_REDUCTION_SUM);
+    lk_loss_free(loss);
+}
+
+Test(hard_config, nul_escape_in_a_string_names_the_path)
+{
+    expect_message("{\"loss\": \"focal\\u0000xyz\"}",
+                   SRC ": $.loss: the string contains a NUL character (\\u0000), which configs "
+                       "do not allow");
+    expect_message("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"dice\", \"params\": {\"mode\": "
+                   "\"binary\\u0000x\"}}]}",
+                   SRC ": $.terms[1].params.mode: the string contains a NUL character (\\u0000), "
+                       "which configs do not allow");
+    /* in a key: the path shows the key as cJSON cut it */
+    expect_message("{\"loss\": \"focal\", \"params\": {\"gamma\\u0000x\": 1}}",
+                   SRC ": $.params.gamma: the key contains a NUL character (\\u0000), which "
+                       "configs do not allow");
+    /* in the description too, although nothing reads it */
+    expect_message("{\"loss\": \"mse\", \"description\": \"a\\u0000\"}",
+                   SRC ": $.description: the string contains a NUL character (\\u0000), which "
+                       "configs do not allow");
+}
+
+Test(hard_config, raw_nul_byte_in_a_string_names_the_path)
+{
+    static const char json[] = "{\"loss\": \"focal\0xyz\"}";
+    expect_message_n(json, sizeof json - 1,
+                     SRC ": $.loss: the string contains a NUL character (\\u0000), which configs "
+                         "do not allow");
+}
+
+Test(hard_config, escaped_backslash_before_u0000_is_not_a_nul)
+{
+    /* "\\u0000" is a backslash and the text u0000: not a NUL, just an
+     * unknown loss */
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    const char *json = "{\"loss\": \"x\\\\u0000\"}";
+    cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), SRC, &loss, msg), LK_ERR_CONFIG);
+    cr_assert(strstr(msg, "unknown loss 'x\\u0000'") != NULL, "%s", msg);
+}
+
+Test(hard_config, bytes_after_the_value_name_the_offset)
+{
+    expect_message("{\"loss\": \"mse\"} x",
+                   SRC ":1:17: invalid JSON: bytes after the JSON value at offset 16 near 'x'");
+    expect_message("{\"loss\": \"mse\"}\n\n  {}",
+                   SRC ":3:3: invalid JSON: bytes after the JSON value at offset 19 near '{}'");
+    /* a NUL byte is not the end of the text */
+    static const char nul[] = "{\"loss\": \"mse\"}\0zz";
+    expect_message_n(nul, sizeof nul - 1,
+                     SRC ":1:16: invalid JSON: bytes after the JSON value at offset 15 near ''");
+    /* white space after the value is fine */
+    lk_loss_free(build("{\"loss\": \"mse\"} \n\t\r\n"));
+}
+
+Test(hard_config, number_param_beyond_int64_builds)
+{
+    /* smooth is a NUMBER in [0, inf): 1e19 is valid and must not be cast
+     * to int64 (undefined behaviour; run under UBSan to see it) */
+    lk_loss *loss = build("{\"loss\": \"dice\", \"params\": {\"smooth\": 1e19}}");
+    static const double x[4] = {0.1, -0.3, 2.0, 0.5}, t[4] = {0, 1, 1, 0};
+    static const int64_t shape[2] = {1, 4};
+    lk_named_tensor nt[2] = {
+        {"input", {(void *)(uintptr_t)x, LK_DTYPE_F64, 2, shape, NULL}, NULL},
+        {"target", {(void *)(uintptr_t)t, LK_DTYPE_F64, 2, shape, NULL}, NULL},
+    };
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = nt;
+    args.n_tensors = 2;
+    double v = NAN;
+    cr_assert_eq(lk_loss_eval(loss, &args, &v), LK_OK, "%s", args.errmsg);
+    cr_assert(isfinite(v), "%g", v);
+    lk_loss_free(loss);
+    lk_loss_free(build("{\"loss\": \"dice\", \"params\": {\"smooth\": 1.7976931348623157e308}}"));
+}
+
+Test(hard_config, integer_param_outside_int64_is_an_error)
+{
+    /* dice's ignore_index is an INTEGER with no declared bounds */
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 1e19}}",
+                   SRC ": $.params.ignore_index: 1e+19 is outside the range of a 64-bit integer");
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 9223372036854775808}}",
+                   SRC ": $.params.ignore_index: 9.2233720368547758e+18 is outside the range of "
+                       "a 64-bit integer");
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": -1e300}}",
+                   SRC ": $.params.ignore_index: -1.0000000000000001e+300 is outside the range "
+                       "of a 64-bit integer");
+    /* in range but beyond 2^53, where JSON numbers lose integers */
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": -9223372036854775808}}",
+                   SRC ": $.params.ignore_index: -9.2233720368547758e+18 is beyond 2^53, where "
+                       "a JSON number no longer holds every integer");
+    lk_loss_free(build("{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", "
+                       "\"ignore_index\": 9007199254740992}}"));
+}
+
+Test(hard_config, loss_from_file_refuses_duplicates_too)
+{
+    const char *path = tmp("dup.json");
+    write_text(path, "{\"loss\": \"focal\", \"params\": {\"gamma\": 2, \"gamma\": -1}}\n");
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_loss_from_file(rt, path, &loss, msg), LK_ERR_CONFIG);
+    char want[LK_ERRMSG_CAP + 64];
+    snprintf(want, sizeof want,
+             "%s: $.params.gamma: duplicate key 'gamma' (a key may appear once per object)", path);
+    cr_assert_str_eq(msg, want);
+    /* and a file with bytes after the value */
+    write_text(path, "{\"loss\": \"mse\"}}");
+    cr_assert_eq(lk_loss_from_file(rt, path, &loss, msg), LK_ERR_CONFIG);
+    snprintf(want, sizeof want,
+             "%s:1:16: invalid JSON: bytes after the JSON value at offset 15 near '}'", path);
+    cr_assert_str_eq(msg, want);
+}
+
+Test(hard_cli, run_refuses_a_duplicate_key_with_exit_2)
+{
+    write_xt();
+    const char *cfg = tmp("dup.json");
+    write_text(cfg, "{\"loss\": \"focal\", \"params\": {\"gamma\": 2, \"gamma\": -1}}");
+    proc r;
+    const char *argv[] = {"run", cfg, "--input", tmp("x.npy"), "--target", tmp("t.npy"), NULL};
+    run_cli(&r, NULL, NULL, argv);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "run: %s: $.params.gamma: duplicate key 'gamma' (a key may appear once per object)",
+             cfg);
+    expect_cli_failure(&r, 2, want);
+
+    write_text(cfg, "{\"loss\": \"focal\\u0000xyz\"}");
+    run_cli(&r, NULL, NULL, argv);
+    snprintf(want, sizeof want,
+             "run: %s: $.loss: the string contains a NUL character (\\u0000), which configs do "
+             "not allow",
+             cfg);
+    expect_cli_failure(&r, 2, want);
+}
