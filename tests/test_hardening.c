@@ -422,3 +422,111 @@ Test(hard_cli, run_refuses_a_duplicate_key_with_exit_2)
              cfg);
     expect_cli_failure(&r, 2, want);
 }
+
+/* ------------------------------------------------------------------------ */
+/* 2. Messages escape control characters                                     */
+
+/* No byte below 0x20 (but the final newline of a CLI line) and no 0x7f. */
+static void expect_no_controls(const char *s, size_t len, int allow_final_newline)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (allow_final_newline && i == len - 1 && c == '\n')
+            continue;
+        cr_assert(c >= 0x20 && c != 0x7f, "control byte 0x%02x at %zu in [%s]", c, i, s);
+    }
+}
+
+Test(hard_config, loss_name_with_esc_and_newline_is_escaped)
+{
+    const char *json = "{\"loss\": \"x\\u001b[31mred\\nline\\t\\u007f\"}";
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), SRC, &loss, msg), LK_ERR_CONFIG);
+    expect_no_controls(msg, strlen(msg), 0);
+    cr_assert(strncmp(msg, SRC ": $.loss: unknown loss 'x\\x1b[31mred\\nline\\t\\x7f'; ",
+                      strlen(SRC ": $.loss: unknown loss 'x\\x1b[31mred\\nline\\t\\x7f'; ")) == 0,
+              "%s", msg);
+}
+
+Test(hard_config, source_name_with_controls_is_escaped)
+{
+    const char *json = "{\"loss\": \"mse\", \"extra\": 1}";
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), "a\nb\x1b\r.json", &loss, msg),
+                 LK_ERR_CONFIG);
+    cr_assert_str_eq(msg, "a\\nb\\x1b\\r.json: $: unknown key 'extra' (allowed: loss, params, "
+                          "reduction, terms, description)");
+}
+
+/* An escape is never cut in half when the message is too long. */
+Test(hard_config, long_escaped_message_is_cut_between_escapes)
+{
+    char json[2048];
+    size_t used = (size_t)snprintf(json, sizeof json, "{\"loss\": \"");
+    for (int i = 0; i < 300; i++)
+        used += (size_t)snprintf(json + used, sizeof json - used, "\\u001b");
+    snprintf(json + used, sizeof json - used, "\"}");
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), SRC, &loss, msg), LK_ERR_CONFIG);
+    size_t n = strlen(msg);
+    cr_assert_lt(n, (size_t)LK_ERRMSG_CAP);
+    expect_no_controls(msg, n, 0);
+    /* it ends with a whole escape \x1b, not with part of one */
+    const char *last = strrchr(msg, '\\');
+    cr_assert_not_null(last);
+    cr_assert_str_eq(last, "\\x1b", "%s", msg);
+}
+
+Test(hard_cli, config_with_esc_and_newline_is_one_escaped_line)
+{
+    write_xt();
+    const char *cfg = tmp("esc.json");
+    write_text(cfg, "{\"loss\": \"x\\u001b]0;pwned\\u0007\\nline\"}");
+    proc r;
+    const char *argv[] = {"run", cfg, "--input", tmp("x.npy"), "--target", tmp("t.npy"), NULL};
+    run_cli(&r, NULL, NULL, argv);
+    cr_assert_eq(r.status, 2, "exit %d; stderr: %s", r.status, r.err);
+    cr_assert_eq(r.out_len, 0);
+    expect_no_controls(r.err, r.err_len, 1);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "losskit: run: %s: $.loss: unknown loss 'x\\x1b]0;pwned\\x07\\nline'; ", cfg);
+    cr_assert(strncmp(r.err, want, strlen(want)) == 0, "%s", r.err);
+}
+
+Test(hard_cli, file_name_and_argument_with_controls_are_escaped)
+{
+    proc r;
+    const char *bad_cmd[] = {"li\nst\x1b[2J", NULL};
+    run_cli(&r, NULL, NULL, bad_cmd);
+    expect_cli_failure(&r, 2, "unknown command 'li\\nst\\x1b[2J'; run 'losskit help'");
+
+    const char *cfg = tmp("no\nsuch\x1b.json");
+    const char *missing[] = {"run", cfg, "--input", "x.npy", NULL};
+    run_cli(&r, NULL, NULL, missing);
+    char want[1024];
+    snprintf(want, sizeof want, "run: %s/no\\nsuch\\x1b.json: cannot open config: %s", tmpdir,
+             strerror(ENOENT));
+    expect_cli_failure(&r, 2, want);
+
+    const char *threads[] = {"run", "c.json", "--input", "x.npy", "--threads", "\x7f\t", NULL};
+    run_cli(&r, NULL, NULL, threads);
+    expect_cli_failure(&r, 2, "--threads: '\\x7f\\t' is not a thread count in [1, 1024]");
+}
+
+Test(hard_cli, plugin_path_with_controls_gives_an_escaped_warning)
+{
+    proc r;
+    const char *argv[] = {"list", NULL};
+    run_cli(&r, NULL, "/nonexistent\n\x1b[1m", argv);
+    cr_assert_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
+    char want[512];
+    snprintf(want, sizeof want,
+             "losskit: warning: plugin not loaded: /nonexistent\\n\\x1b[1m: plugin path element: "
+             "%s\n",
+             strerror(ENOENT));
+    cr_assert_str_eq(r.err, want);
+}

@@ -19,7 +19,15 @@
 #define LK__MAX_SLOTS 16
 
 /* util.c */
+/* Every message is one line that cannot drive a terminal: lk__err formats
+ * into errmsg (LK_ERRMSG_CAP bytes) and then escapes what came from configs,
+ * file names, arguments and plugins with lk__escape. */
 LK__PRINTF(3, 4) lk_status lk__err(char *errmsg, lk_status st, const char *fmt, ...);
+/* Copies src into dst (cap > 0 bytes, always terminated) with every control
+ * character written as an escape: newline \n, carriage return \r, tab \t,
+ * any other byte below 0x20 and 0x7f as \xHH (ESC is \x1b). The copy is
+ * cut between escapes when it does not fit; returns its length. */
+size_t lk__escape(char *dst, size_t cap, const char *src);
 char *lk__strdup(const char *s);
 size_t lk__levenshtein(const char *a, const char *b);
 /* Appends ", " separated names to buf (cap bytes), returning buf. */

@@ -9,6 +9,7 @@
  * Files come from anywhere, so the reader treats every byte as hostile: no
  * header value is used to allocate, index or size anything before it has
  * been range-checked, and every refusal is one line naming the file. */
+#include "internal.h" /* lk__escape */
 #include "losskit/losskit.h"
 
 #include <errno.h>
@@ -40,27 +41,19 @@
 /* Messages                                                                  */
 
 /* Messages are one line: a path or header byte could carry a newline or a
- * terminal escape, so control characters become '?'. */
-static void sanitize_line(char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c < 0x20 || c == 0x7f)
-            *s = '?';
-    }
-}
-
+ * terminal escape, so control characters are escaped (lk__escape). */
 static void set_err(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void set_err(char *errmsg, const char *fmt, ...)
 {
     if (!errmsg)
         return;
+    char raw[LK_ERRMSG_CAP];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errmsg, LK_ERRMSG_CAP, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    sanitize_line(errmsg);
+    lk__escape(errmsg, LK_ERRMSG_CAP, raw);
 }
 
 /* strerror() is not thread-safe and files may be read on many threads. With

@@ -22,20 +22,30 @@
 
 static void add_diag(lk__registry *reg, const char *fmt, ...) LK__PRINTF(2, 3);
 
+/* A diagnostic is as long as it needs to be (a long path must not cut off
+ * the reason) and escaped (lk__escape): one line whatever the file names. */
 static void add_diag(lk__registry *reg, const char *fmt, ...)
 {
-    char line[LK_ERRMSG_CAP];
-    va_list ap;
+    va_list ap, again;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    char **grown = realloc(reg->diags, (reg->n_diags + 1) * sizeof *grown);
-    if (!grown)
+    char *raw = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (raw)
+        vsnprintf(raw, (size_t)n + 1, fmt, again);
+    va_end(again);
+    char *line = raw ? malloc(4 * (size_t)n + 1) : NULL;
+    if (line)
+        lk__escape(line, 4 * (size_t)n + 1, raw);
+    free(raw);
+    char **grown = line ? realloc(reg->diags, (reg->n_diags + 1) * sizeof *grown) : NULL;
+    if (!grown) {
+        free(line);
         return;
+    }
     reg->diags = grown;
-    char *copy = lk__strdup(line);
-    if (copy)
-        reg->diags[reg->n_diags++] = copy;
+    reg->diags[reg->n_diags++] = line;
 }
 
 /* A file or directory that someone else could write is refused: whoever

@@ -5,13 +5,47 @@
 
 #include "internal.h"
 
+size_t lk__escape(char *dst, size_t cap, const char *src)
+{
+    size_t used = 0;
+    if (cap == 0)
+        return 0;
+    for (const unsigned char *s = (const unsigned char *)src; *s; s++) {
+        char esc[5];
+        size_t n;
+        if (*s >= 0x20 && *s != 0x7f) {
+            esc[0] = (char)*s;
+            n = 1;
+        } else if (*s == '\n' || *s == '\r' || *s == '\t') {
+            esc[0] = '\\';
+            esc[1] = *s == '\n' ? 'n' : *s == '\r' ? 'r' : 't';
+            n = 2;
+        } else {
+            static const char hex[] = "0123456789abcdef";
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[*s >> 4];
+            esc[3] = hex[*s & 15];
+            n = 4;
+        }
+        if (used + n >= cap)
+            break; /* cut before an escape rather than through it */
+        memcpy(dst + used, esc, n);
+        used += n;
+    }
+    dst[used] = '\0';
+    return used;
+}
+
 lk_status lk__err(char *errmsg, lk_status st, const char *fmt, ...)
 {
     if (errmsg) {
+        char raw[LK_ERRMSG_CAP];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(errmsg, LK_ERRMSG_CAP, fmt, ap);
+        vsnprintf(raw, sizeof raw, fmt, ap);
         va_end(ap);
+        lk__escape(errmsg, LK_ERRMSG_CAP, raw);
     }
     return st;
 }
