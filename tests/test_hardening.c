@@ -530,3 +530,183 @@ Test(hard_cli, plugin_path_with_controls_gives_an_escaped_warning)
              strerror(ENOENT));
     cr_assert_str_eq(r.err, want);
 }
+
+/* ------------------------------------------------------------------------ */
+/* 3. The host bounds every plugin-supplied size                             */
+
+#define HARD_FX LK_FIXTURE_DIR "/hardening/"
+
+static lk_runtime *open_only(const char *plugin_path)
+{
+    lk_runtime_options opts;
+    lk_runtime_options_init(&opts);
+    opts.plugin_path = plugin_path;
+    opts.use_env_path = 0;
+    opts.use_default_path = 0;
+    lk_runtime *r = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_runtime_open(&opts, &r, err), LK_OK, "lk_runtime_open: %s", err);
+    return r;
+}
+
+/* Loading the one file gives exactly the diagnostic "FILE: want" and no
+ * loss. */
+static void expect_refused(const char *file, const char *want)
+{
+    lk_runtime *r = open_only(file);
+    cr_assert_eq(lk_runtime_diag_count(r), 1, "%zu diagnostics", lk_runtime_diag_count(r));
+    char line[16384];
+    snprintf(line, sizeof line, "%s: %s", file, want);
+    cr_expect_str_eq(lk_runtime_diag(r, 0), line);
+    cr_expect_eq(lk_runtime_loss_count(r), 0);
+    lk_runtime_close(r);
+}
+
+Test(hard_config, nan_and_infinite_defaults_are_refused_at_load)
+{
+    expect_refused(HARD_FX "fx_limits_nan_default.so",
+                   "loss 'fx_limits': parameter 'p0': its default is not a finite number (NaN or "
+                   "infinite); plugin refused");
+    expect_refused(HARD_FX "fx_limits_inf_default.so",
+                   "loss 'fx_limits': parameter 'p0': its default is not a finite number (NaN or "
+                   "infinite); plugin refused");
+    expect_refused(HARD_FX "fx_limits_nan_list.so",
+                   "loss 'fx_limits': parameter 'p0': its default list has an item that is not a "
+                   "finite number; plugin refused");
+    expect_refused(HARD_FX "fx_limits_big_int.so",
+                   "loss 'fx_limits': parameter 'p0': it is an integer whose default is outside "
+                   "the 64-bit range; plugin refused");
+}
+
+Test(hard_config, long_id_warning_keeps_its_reason)
+{
+    char want[512];
+    snprintf(want, sizeof want,
+             "loss '%.64s... (10000 characters)': its id has 10000 characters; at most 64 are "
+             "allowed; plugin refused",
+             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    expect_refused(HARD_FX "fx_limits_long_id.so", want);
+}
+
+Test(hard_config, more_than_256_parameters_are_refused_at_load)
+{
+    expect_refused(HARD_FX "fx_limits_params_257.so",
+                   "loss 'fx_limits': it declares more than 256 parameters (LK_MAX_PARAMS); "
+                   "plugin refused");
+    /* 100,000 parameters cost no more than 257: the count stops at the
+     * limit (it used to add 11 s to every command) */
+    double t0 = now_s();
+    expect_refused(HARD_FX "fx_limits_params_100k.so",
+                   "loss 'fx_limits': it declares more than 256 parameters (LK_MAX_PARAMS); "
+                   "plugin refused");
+    cr_expect_lt(now_s() - t0, 2.0, "loading took %.2f s", now_s() - t0);
+}
+
+static double eval_sum(lk_runtime *r, const char *json, lk_status want, char *msg)
+{
+    lk_loss *loss = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_loss_from_json(r, json, strlen(json), "t", &loss, err), LK_OK, "%s: %s", json,
+                 err);
+    static const double x[2] = {1.0, 2.0};
+    static const int64_t shape[1] = {2};
+    lk_named_tensor nt = {"input", {(void *)(uintptr_t)x, LK_DTYPE_F64, 1, shape, NULL}, NULL};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = &nt;
+    args.n_tensors = 1;
+    double v = NAN;
+    lk_status st = lk_loss_eval(loss, &args, &v);
+    cr_assert_eq(st, want, "%s: %s: %s", json, lk_status_name(st), args.errmsg);
+    if (msg)
+        snprintf(msg, LK_ERRMSG_CAP, "%s", args.errmsg);
+    lk_loss_free(loss);
+    return v;
+}
+
+Test(hard_config, exactly_256_parameters_load_and_the_last_is_usable)
+{
+    lk_runtime *r = open_only(HARD_FX "fx_limits_params_256.so");
+    cr_assert_eq(lk_runtime_diag_count(r), 0, "%s", lk_runtime_diag(r, 0));
+    lk_loss_info li;
+    cr_assert_eq(lk_runtime_find(r, "fx_limits", &li, NULL), LK_OK);
+    /* p255 scales the sum 1 + 2 */
+    cr_expect_eq(
+        eval_sum(r, "{\"loss\": \"fx_limits\", \"params\": {\"p0\": 5, \"p255\": 3}}", LK_OK, NULL),
+        9.0);
+    lk_loss *loss = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    const char *json = "{\"loss\": \"fx_limits\", \"params\": {\"p256\": 1}}";
+    cr_assert_eq(lk_loss_from_json(r, json, strlen(json), "t", &loss, err), LK_ERR_CONFIG);
+    cr_expect(strncmp(err, "t: $.params: unknown parameter 'p256' for loss 'fx_limits'",
+                      strlen("t: $.params: unknown parameter 'p256' for loss 'fx_limits'")) == 0,
+              "%s", err);
+    lk_runtime_close(r);
+}
+
+Test(hard_config, plan_sizes_are_bounded_before_use)
+{
+    lk_runtime *r = open_only(HARD_FX "fx_bad_plan.so");
+    cr_assert_eq(lk_runtime_diag_count(r), 0, "%s", lk_runtime_diag(r, 0));
+    char msg[LK_ERRMSG_CAP];
+    eval_sum(r, "{\"loss\": \"fx_plan_overflow\"}", LK_ERR_INTERNAL, msg);
+    cr_expect_str_eq(msg, "loss 'fx_plan_overflow': plan() returned an invalid plan: "
+                          "9223372036854775807 blocks x 1048576 statistics overflow the "
+                          "statistics buffer's size (a plugin bug)");
+    eval_sum(r, "{\"loss\": \"fx_plan_negative\"}", LK_ERR_INTERNAL, msg);
+    cr_expect_str_eq(msg, "loss 'fx_plan_negative': plan() returned an invalid plan: "
+                          "out_shape[0] is negative (-1) (a plugin bug)");
+    eval_sum(r, "{\"loss\": \"fx_plan_zero_block\"}", LK_ERR_INTERNAL, msg);
+    cr_expect_str_eq(msg, "loss 'fx_plan_zero_block': plan() returned an invalid plan: "
+                          "block_positions is 0; it must be positive (a plugin bug)");
+    eval_sum(r, "{\"loss\": \"fx_plan_no_stats\"}", LK_ERR_INTERNAL, msg);
+    cr_expect_str_eq(msg, "loss 'fx_plan_no_stats': plan() returned an invalid plan: "
+                          "n_stats is 0; it must be 1 to 1048576 (a plugin bug)");
+    /* lk_loss_out_shape plans too, and refuses the same way */
+    lk_loss *loss = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    const char *json = "{\"loss\": \"fx_plan_negative\", \"reduction\": \"none\"}";
+    cr_assert_eq(lk_loss_from_json(r, json, strlen(json), "t", &loss, err), LK_OK, "%s", err);
+    static const double x[2] = {1.0, 2.0};
+    static const int64_t shape[1] = {2};
+    lk_named_tensor nt = {"input", {(void *)(uintptr_t)x, LK_DTYPE_F64, 1, shape, NULL}, NULL};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = &nt;
+    args.n_tensors = 1;
+    int32_t nd;
+    int64_t out_shape[LK_MAX_NDIM];
+    cr_expect_eq(lk_loss_out_shape(loss, &args, &nd, out_shape), LK_ERR_INTERNAL);
+    cr_expect_str_eq(args.errmsg, "loss 'fx_plan_negative': plan() returned an invalid plan: "
+                                  "out_shape[0] is negative (-1) (a plugin bug)");
+    lk_loss_free(loss);
+    lk_runtime_close(r);
+}
+
+Test(hard_cli, bad_plan_and_refused_plugin_through_the_cli)
+{
+    const char *cfg = tmp("plan.json");
+    write_text(cfg, "{\"loss\": \"fx_plan_overflow\"}");
+    static const double x[2] = {1.0, 2.0};
+    static const int64_t shape[1] = {2};
+    lk_tensor tx = {(void *)(uintptr_t)x, LK_DTYPE_F64, 1, shape, NULL};
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_npy_write(tmp("x1.npy"), &tx, err), LK_OK, "%s", err);
+    proc r;
+    const char *argv[] = {"run", cfg, "--input", tmp("x1.npy"), NULL};
+    run_cli(&r, NULL, HARD_FX "fx_bad_plan.so", argv);
+    expect_cli_failure(&r, 1,
+                       "run: loss 'fx_plan_overflow': plan() returned an invalid plan: "
+                       "9223372036854775807 blocks x 1048576 statistics overflow the statistics "
+                       "buffer's size (a plugin bug)");
+
+    /* a refused plugin is one warning line; its loss is then unknown:
+     * exit 3 (a plugin problem) */
+    write_text(cfg, "{\"loss\": \"fx_limits\"}");
+    run_cli(&r, NULL, HARD_FX "fx_limits_params_257.so", argv);
+    cr_assert_eq(r.status, 3, "exit %d; stderr: %s", r.status, r.err);
+    const char *want = "losskit: warning: plugin not loaded: " HARD_FX
+                       "fx_limits_params_257.so: loss 'fx_limits': it declares more than 256 "
+                       "parameters (LK_MAX_PARAMS); plugin refused\n";
+    cr_assert(strncmp(r.err, want, strlen(want)) == 0, "%s", r.err);
+}

@@ -260,8 +260,8 @@ static lk_status build_term(const ctx *c, const char *path, const lk__entry *e, 
     snprintf(ppath, sizeof ppath, "%s.params", path);
     if (params && !cJSON_IsObject(params))
         return fail(c, ppath, "expected an object, got %s", json_type(params));
-    const char *names[256];
-    uint32_t np = e->n_params < 256 ? e->n_params : 256;
+    const char *names[LK_MAX_PARAMS]; /* the loader refuses more */
+    uint32_t np = e->n_params < LK_MAX_PARAMS ? e->n_params : LK_MAX_PARAMS;
     for (uint32_t i = 0; i < np; i++)
         names[i] = e->params[i]->name;
     for (const cJSON *it = params ? params->child : NULL; it; it = it->next) {
