@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -709,4 +710,171 @@ Test(hard_cli, bad_plan_and_refused_plugin_through_the_cli)
                        "fx_limits_params_257.so: loss 'fx_limits': it declares more than 256 "
                        "parameters (LK_MAX_PARAMS); plugin refused\n";
     cr_assert(strncmp(r.err, want, strlen(want)) == 0, "%s", r.err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. Files: configs, tensors and plugins must be regular files              */
+
+static const char *make_fifo(const char *name)
+{
+    const char *path = tmp(name);
+    cr_assert_eq(mkfifo(path, 0600), 0, "mkfifo %s: %s", path, strerror(errno));
+    return path;
+}
+
+Test(hard_config, fifo_config_is_refused_without_blocking)
+{
+    const char *fifo = make_fifo("cfg.fifo");
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_loss_from_file(rt, fifo, &loss, msg), LK_ERR_IO);
+    cr_assert_null(loss);
+    char want[LK_ERRMSG_CAP + 64];
+    snprintf(want, sizeof want, "%s: cannot open config: not a regular file (it is a FIFO)", fifo);
+    cr_assert_str_eq(msg, want);
+    /* a directory says what reading one would */
+    cr_assert_eq(lk_loss_from_file(rt, tmpdir, &loss, msg), LK_ERR_IO);
+    snprintf(want, sizeof want, "%s: cannot open config: %s", tmpdir, strerror(EISDIR));
+    cr_assert_str_eq(msg, want);
+}
+
+Test(hard_config, fifo_npy_is_refused_without_blocking)
+{
+    const char *fifo = make_fifo("x.npy");
+    lk_array a;
+    char msg[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_npy_read(fifo, &a, msg), LK_ERR_IO);
+    char want[LK_ERRMSG_CAP + 64];
+    snprintf(want, sizeof want, "%s: cannot open: not a regular file (it is a FIFO)", fifo);
+    cr_assert_str_eq(msg, want);
+    /* a character device is not a tensor either */
+    cr_assert_eq(lk_npy_read("/dev/zero", &a, msg), LK_ERR_IO);
+    cr_assert_str_eq(msg, "/dev/zero: cannot open: not a regular file (it is a character device)");
+}
+
+/* A header that claims 1 GiB in a file of 128 bytes is refused by comparing
+ * the sizes, before any allocation: under an address-space limit that
+ * makes a 1 GiB allocation fail, the error is still the truncation. */
+Test(hard_config, npy_never_allocates_more_than_the_file_holds)
+{
+    char header[128];
+    int n = snprintf(header, sizeof header,
+                     "{'descr': '<f8', 'fortran_order': False, 'shape': (134217728,), }");
+    while ((10 + n + 1) % 64)
+        header[n++] = ' ';
+    header[n++] = '\n';
+    unsigned char file[256];
+    memcpy(file, "\x93NUMPY\x01\x00", 8);
+    file[8] = (unsigned char)(n & 0xff);
+    file[9] = (unsigned char)(n >> 8);
+    memcpy(file + 10, header, (size_t)n);
+    const char *path = tmp("huge.npy");
+    write_file(path, file, 10 + (size_t)n);
+
+    struct rlimit lim;
+    cr_assert_eq(getrlimit(RLIMIT_AS, &lim), 0);
+    lim.rlim_cur = (rlim_t)768 << 20;
+    if (setrlimit(RLIMIT_AS, &lim) != 0)
+        cr_log_warn("setrlimit: %s (the size check is still tested)", strerror(errno));
+    lk_array a;
+    char msg[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_npy_read(path, &a, msg), LK_ERR_FORMAT, "%s", msg);
+    char want[LK_ERRMSG_CAP + 64];
+    snprintf(want, sizeof want, "%s: truncated file: expected 1073741824 data bytes, found 0",
+             path);
+    cr_assert_str_eq(msg, want);
+}
+
+/* A bare file name on the plugin path is the file in the current folder,
+ * loaded as ./NAME (dlopen would search the library path for NAME). */
+Test(hard_config, bare_plugin_name_is_the_file_in_the_current_folder)
+{
+    size_t len;
+    FILE *f = fopen(LK_FIXTURE_DIR "/fx_good.so", "rb");
+    cr_assert_not_null(f);
+    static unsigned char so[1 << 22];
+    len = fread(so, 1, sizeof so, f);
+    fclose(f);
+    cr_assert_gt(len, 0);
+    write_file(tmp("fx_good.so"), so, len);
+    cr_assert_eq(chmod(tmp("fx_good.so"), 0755), 0);
+    cr_assert_eq(chdir(tmpdir), 0);
+    lk_runtime *r = open_only("fx_good.so");
+    cr_assert_eq(lk_runtime_diag_count(r), 0, "%s", lk_runtime_diag(r, 0));
+    lk_loss_info li;
+    cr_assert_eq(lk_runtime_find(r, "fx_sq", &li, NULL), LK_OK);
+    cr_expect_str_eq(li.plugin_file, "./fx_good.so");
+    lk_runtime_close(r);
+    /* a bare name that is not in the current folder is not looked for
+     * anywhere else */
+    r = open_only("libc.so.6");
+    cr_assert_eq(lk_runtime_diag_count(r), 1);
+    char want[256];
+    snprintf(want, sizeof want, "libc.so.6: plugin path element: %s", strerror(ENOENT));
+    cr_expect_str_eq(lk_runtime_diag(r, 0), want);
+    lk_runtime_close(r);
+}
+
+Test(hard_cli, fifo_config_and_input_are_refused_in_one_line)
+{
+    write_xt();
+    const char *fifo = make_fifo("cfg.fifo");
+    proc r;
+    const char *argv[] = {"run", fifo, "--input", tmp("x.npy"), "--target", tmp("t.npy"), NULL};
+    run_cli(&r, NULL, NULL, argv);
+    char want[1024];
+    snprintf(want, sizeof want, "run: %s: cannot open config: not a regular file (it is a FIFO)",
+             fifo);
+    expect_cli_failure(&r, 2, want);
+
+    const char *cfg = tmp("mse.json");
+    write_text(cfg, "{\"loss\": \"mse\"}");
+    const char *in_fifo = make_fifo("in.npy");
+    const char *argv2[] = {"run", cfg, "--input", in_fifo, "--target", tmp("t.npy"), NULL};
+    run_cli(&r, NULL, NULL, argv2);
+    snprintf(want, sizeof want, "run: %s: cannot open: not a regular file (it is a FIFO)", in_fifo);
+    expect_cli_failure(&r, 4, want);
+}
+
+Test(hard_cli, fifo_plugin_is_refused_and_the_others_served)
+{
+    const char *fifo = make_fifo("evil.so");
+    proc r;
+    const char *argv[] = {"info", "mse", NULL};
+    /* as a .so in a plugin folder */
+    run_cli(&r, NULL, tmpdir, argv);
+    cr_assert_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "losskit: warning: plugin not loaded: %s: refused: not a regular file (it is a "
+             "FIFO)\n",
+             fifo);
+    cr_assert_str_eq(r.err, want);
+    cr_assert(strstr(r.out, "mse") != NULL, "%s", r.out);
+    /* named on the path itself */
+    run_cli(&r, NULL, fifo, argv);
+    cr_assert_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
+    cr_assert_str_eq(r.err, want);
+    /* and given to check */
+    const char *check[] = {"check", fifo, NULL};
+    run_cli(&r, NULL, NULL, check);
+    snprintf(want, sizeof want, "check: %s: refused: not a regular file (it is a FIFO)", fifo);
+    expect_cli_failure(&r, 3, want);
+}
+
+Test(hard_cli, bare_plugin_name_loads_from_the_current_folder)
+{
+    FILE *f = fopen(LK_FIXTURE_DIR "/fx_good.so", "rb");
+    cr_assert_not_null(f);
+    static unsigned char so[1 << 22];
+    size_t len = fread(so, 1, sizeof so, f);
+    fclose(f);
+    write_file(tmp("fx_good.so"), so, len);
+    cr_assert_eq(chmod(tmp("fx_good.so"), 0755), 0);
+    proc r;
+    const char *argv[] = {"info", "fx_sq", NULL};
+    run_cli(&r, tmpdir, "fx_good.so", argv);
+    cr_assert_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
+    cr_assert_eq(r.err_len, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "./fx_good.so") != NULL, "%s", r.out);
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -780,9 +781,16 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
 lk_status lk_loss_from_file(lk_runtime *rt, const char *path, lk_loss **out, char *errmsg)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return lk__err(errmsg, LK_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
+    char why[128];
+    int fd = lk__open_regular(path, NULL, why, sizeof why);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0) {
+            snprintf(why, sizeof why, "%s", strerror(errno));
+            close(fd);
+        }
+        return lk__err(errmsg, LK_ERR_IO, "%s: cannot open config: %s", path, why);
+    }
     char *buf = malloc(MAX_CONFIG_BYTES + 1);
     size_t n = buf ? fread(buf, 1, MAX_CONFIG_BYTES + 1, f) : 0;
     int bad = ferror(f);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
@@ -848,15 +849,20 @@ LK_API lk_status lk_npy_read(const char *path, lk_array *out, char *errmsg)
         return LK_ERR_INVALID;
     }
     npy_file nf = {NULL, path, errmsg, -1};
-    nf.f = fopen(path, "rb");
+    /* Only a regular file: its size bounds every allocation before it is
+     * made (a header cannot claim more than the file holds), and a FIFO is
+     * refused instead of waited on. */
+    char eb[128];
+    int fd = lk__open_regular(path, &nf.size, eb, sizeof eb);
+    nf.f = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (!nf.f) {
-        char eb[128];
-        set_err(errmsg, "%s: cannot open: %s", path, errno_text(errno, eb, sizeof eb));
+        if (fd >= 0) {
+            errno_text(errno, eb, sizeof eb);
+            close(fd);
+        }
+        set_err(errmsg, "%s: cannot open: %s", path, eb);
         return LK_ERR_IO;
     }
-    struct stat sb;
-    if (fstat(fileno(nf.f), &sb) == 0 && S_ISREG(sb.st_mode))
-        nf.size = (int64_t)sb.st_size;
     lk_status st = read_npy(&nf, out);
     fclose(nf.f); /* read-only: a close error cannot lose data */
     return st;

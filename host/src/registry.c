@@ -345,6 +345,13 @@ static void load_file(lk__registry *reg, const char *path)
         add_diag(reg, "%s: %s", path, strerror(errno));
         return;
     }
+    /* stat, not open: it never blocks. dlopen on a FIFO would wait for a
+     * writer forever, and on a device would read who knows what. */
+    if (!S_ISREG(st.st_mode)) {
+        add_diag(reg, "%s: refused: not a regular file (it is %s)", path,
+                 lk__file_kind(st.st_mode));
+        return;
+    }
     if (unsafe_owner(&st)) {
         add_diag(reg, "%s: refused: writable by other users (mode %03o)", path,
                  (unsigned)(st.st_mode & 0777));
@@ -455,18 +462,32 @@ static void load_element(lk__registry *reg, const char *elem)
         return;
     }
     if (!S_ISDIR(st.st_mode)) {
+        /* A bare name means the file in the current folder, as it was just
+         * stat()ed and as its folder is checked below: dlopen() given a name
+         * without a slash would search the library path instead. */
+        char *file = NULL;
+        if (!strchr(elem, '/')) {
+            size_t n = strlen(elem) + 3;
+            if ((file = malloc(n)) != NULL)
+                snprintf(file, n, "./%s", elem);
+        } else {
+            file = lk__strdup(elem);
+        }
         /* Whoever can write the folder can replace the file. */
-        char *dir = lk__strdup(elem);
+        char *dir = file ? lk__strdup(file) : NULL;
         char *slash = dir ? strrchr(dir, '/') : NULL;
         struct stat dst;
         if (slash)
             *(slash == dir ? slash + 1 : slash) = '\0';
-        if (dir && stat(slash ? dir : ".", &dst) == 0 && unsafe_owner(&dst))
-            add_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)",
-                     elem, slash ? dir : ".", (unsigned)(dst.st_mode & 0777));
+        if (!dir)
+            add_diag(reg, "%s: out of memory", elem);
+        else if (stat(dir, &dst) == 0 && unsafe_owner(&dst))
+            add_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)", file,
+                     dir, (unsigned)(dst.st_mode & 0777));
         else
-            load_file(reg, elem);
+            load_file(reg, file);
         free(dir);
+        free(file);
         return;
     }
     if (unsafe_owner(&st)) {
