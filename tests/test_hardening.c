@@ -1,10 +1,22 @@
 /* test_hardening.c: the edges issue 14 found, each with its exact behaviour.
  *
  *   configs   mean one thing: duplicate keys (anywhere), NUL characters in
- *             strings and bytes after the value are errors naming the JSON
- *             path or the offset; numbers are range-checked before any
- *             integer conversion (lk_loss_from_json, lk_loss_from_file and
- *             `losskit run`, exit 2).
+ *             strings and keys and bytes after the value are errors naming
+ *             the JSON path or the offset; numbers are range-checked before
+ *             any integer conversion (lk_loss_from_json, lk_loss_from_file
+ *             and `losskit run`, exit 2).
+ *   messages  control characters from a config, a file name, an argument
+ *             or the plugin path are written escaped (\n, \x1b, ...): every
+ *             error stays one line.
+ *   plugins   sizes a plugin supplies are bounded: plan fields and blocks x
+ *             statistics (LK_ERR_INTERNAL, `run` exit 1), at most
+ *             LK_MAX_PARAMS parameters, finite in-range defaults, an
+ *             over-long id quoted cut so that the reason survives
+ *             (fixtures in tests/fixtures/plugins/hardening/).
+ *   files     configs, tensors and plugins must be regular files: a FIFO is
+ *             refused in one line, never waited on; a bare name on the
+ *             plugin path is ./NAME; a .npy header cannot make the reader
+ *             allocate more than the file holds.
  *
  * The CLI runs as a subprocess with a deadline: a command that hangs is
  * killed and the test fails instead of hanging the suite. */
