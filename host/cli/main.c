@@ -33,14 +33,41 @@ static const char usage_text[] =
     "searched before the built-in plugins), LOSSKIT_THREADS.\n"
     "exit status: 0 ok, 2 bad usage or config, 3 plugin load problem, 4 data problem.\n";
 
+/* One line on stderr whatever the message holds: what comes from a config,
+ * a file name, an argument or a plugin may carry a newline or a terminal
+ * escape, so control characters are written escaped (\n, \r, \t, and \xHH
+ * for the others and 0x7f: ESC is \x1b). The runtime's messages arrive
+ * escaped already; escaping has nothing left to do on them. */
 void cli_error(const char *fmt, ...)
 {
-    va_list ap;
+    va_list ap, again;
     va_start(ap, fmt);
-    fputs("losskit: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    va_copy(again, ap);
+    char small[1024];
+    int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
+    char *text = small;
+    if (n >= (int)sizeof small && (text = malloc((size_t)n + 1)) != NULL)
+        vsnprintf(text, (size_t)n + 1, fmt, again);
+    va_end(again);
+    if (!text)
+        text = small; /* cut, but still a message */
+    fputs("losskit: ", stderr);
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+        if (*c >= 0x20 && *c != 0x7f)
+            fputc(*c, stderr);
+        else if (*c == '\n')
+            fputs("\\n", stderr);
+        else if (*c == '\r')
+            fputs("\\r", stderr);
+        else if (*c == '\t')
+            fputs("\\t", stderr);
+        else
+            fprintf(stderr, "\\x%02x", (unsigned)*c);
+    }
+    fputc('\n', stderr);
+    if (text != small)
+        free(text);
 }
 
 int32_t cli_parse_threads(const char *text)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -99,6 +100,24 @@ static int in_range(const lk_param_desc *p, double v)
     return 1;
 }
 
+/* The int64 range as doubles: [-2^63, 2^63). Both are exact. */
+#define INT64_LO (-9223372036854775808.0)
+#define INT64_HI 9223372036854775808.0
+
+/* x as an int64 without undefined behaviour: a NUMBER parameter may hold any
+ * finite double (smooth = 1e19), so its integer field saturates (and truncates
+ * toward zero within range). INTEGER values are range-checked before this. */
+static int64_t to_int64(double x)
+{
+    if (x != x)
+        return 0;
+    if (x < INT64_LO)
+        return INT64_MIN;
+    if (x >= INT64_HI)
+        return INT64_MAX;
+    return (int64_t)x;
+}
+
 static void range_str(const lk_param_desc *p, char *buf, size_t cap)
 {
     char lo[32], hi[32];
@@ -122,8 +141,16 @@ static lk_status check_number(const ctx *c, const char *path, const lk_param_des
     double x = v->valuedouble;
     if (!isfinite(x))
         return fail(c, path, "%g is not a finite number", x);
-    if (p->type == LK_PARAM_INTEGER && (x != floor(x) || fabs(x) > 9007199254740992.0))
-        return fail(c, path, "expected an integer, got %.17g", x);
+    if (p->type == LK_PARAM_INTEGER) {
+        if (x != floor(x))
+            return fail(c, path, "expected an integer, got %.17g", x);
+        if (!(x >= INT64_LO && x < INT64_HI))
+            return fail(c, path, "%.17g is outside the range of a 64-bit integer", x);
+        if (fabs(x) > 9007199254740992.0)
+            return fail(c, path,
+                        "%.17g is beyond 2^53, where a JSON number no longer holds every integer",
+                        x);
+    }
     if (!in_range(p, x)) {
         char r[80];
         range_str(p, r, sizeof r);
@@ -147,7 +174,7 @@ static lk_status param_value(const ctx *c, const char *path, const lk_param_desc
         if (v && check_number(c, path, p, v, &x) != LK_OK)
             return LK_ERR_CONFIG;
         out->number = x;
-        out->integer = (int64_t)x;
+        out->integer = to_int64(x);
         return LK_OK;
     }
     case LK_PARAM_BOOL:
@@ -226,8 +253,8 @@ static lk_status build_term(const ctx *c, const char *path, const lk__entry *e, 
     snprintf(ppath, sizeof ppath, "%s.params", path);
     if (params && !cJSON_IsObject(params))
         return fail(c, ppath, "expected an object, got %s", json_type(params));
-    const char *names[256];
-    uint32_t np = e->n_params < 256 ? e->n_params : 256;
+    const char *names[LK_MAX_PARAMS]; /* the loader refuses more */
+    uint32_t np = e->n_params < LK_MAX_PARAMS ? e->n_params : LK_MAX_PARAMS;
     for (uint32_t i = 0; i < np; i++)
         names[i] = e->params[i]->name;
     for (const cJSON *it = params ? params->child : NULL; it; it = it->next) {
@@ -475,14 +502,228 @@ static void line_col(const char *text, size_t off, int *line, int *col)
     }
 }
 
-/* cJSON stops after the first value; anything but white space after it is
- * an error, not something to ignore. Moves *end to the offending text. */
-static int trailing_text(const char *json, size_t len, const char *end)
+/* ------------------------------------------------------------------------ */
+/* One meaning per config: cJSON accepts, and we refuse, duplicate keys, NUL
+ * characters in strings and bytes after the value.                          */
+
+#define JPATH_CAP 256
+
+/* A JSON path being built: "$", "$.params", "$.terms[0].loss". It is cut
+ * (never overrun) when keys are very long; messages stay one line anyway. */
+typedef struct jpath {
+    char buf[JPATH_CAP];
+    size_t len;
+} jpath;
+
+static size_t jpath_push(jpath *p, const char *fmt, ...) LK__PRINTF(2, 3);
+
+static size_t jpath_push(jpath *p, const char *fmt, ...)
 {
-    for (const char *p = end; p && p < json + len && *p; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+    size_t old = p->len;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(p->buf + p->len, sizeof p->buf - p->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        p->len += (size_t)n < sizeof p->buf - p->len ? (size_t)n : sizeof p->buf - 1 - p->len;
+    return old;
+}
+
+static void jpath_pop(jpath *p, size_t old)
+{
+    p->len = old;
+    p->buf[old] = '\0';
+}
+
+typedef struct keyref {
+    const char *key;
+    size_t index;
+} keyref;
+
+static int cmp_keyref(const void *a, const void *b)
+{
+    const keyref *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    if (c)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The first member of obj (in document order) whose key an earlier member
+ * already has, or NULL. Sorting keeps this O(n log n) for huge objects. */
+static const cJSON *first_duplicate(const cJSON *obj, int *nomem)
+{
+    size_t n = 0;
+    for (const cJSON *it = obj->child; it; it = it->next)
+        n++;
+    if (n < 2)
+        return NULL;
+    if (n <= 16) {
+        for (const cJSON *it = obj->child->next; it; it = it->next)
+            for (const cJSON *prev = obj->child; prev != it; prev = prev->next)
+                if (strcmp(prev->string, it->string) == 0)
+                    return it;
+        return NULL;
+    }
+    keyref *refs = malloc(n * sizeof *refs);
+    const cJSON **members = malloc(n * sizeof *members);
+    if (!refs || !members) {
+        free(refs);
+        free(members);
+        *nomem = 1;
+        return NULL;
+    }
+    size_t i = 0;
+    for (const cJSON *it = obj->child; it; it = it->next, i++) {
+        refs[i].key = it->string;
+        refs[i].index = i;
+        members[i] = it;
+    }
+    qsort(refs, n, sizeof *refs, cmp_keyref);
+    size_t best = n;
+    for (i = 1; i < n; i++)
+        if (strcmp(refs[i].key, refs[i - 1].key) == 0 && refs[i].index < best)
+            best = refs[i].index;
+    const cJSON *dup = best < n ? members[best] : NULL;
+    free(refs);
+    free(members);
+    return dup;
+}
+
+/* Refuses the first duplicate key, depth first in document order. cJSON
+ * keeps every member, so {"gamma": 2, "gamma": -1} would otherwise run with
+ * whichever one a lookup finds first. */
+static lk_status check_duplicates(const ctx *c, const cJSON *v, jpath *path)
+{
+    if (cJSON_IsObject(v)) {
+        int nomem = 0;
+        const cJSON *dup = first_duplicate(v, &nomem);
+        if (nomem)
+            return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+        if (dup) {
+            jpath_push(path, ".%s", dup->string);
+            return fail(c, path->buf, "duplicate key '%s' (a key may appear once per object)",
+                        dup->string);
+        }
+        for (const cJSON *it = v->child; it; it = it->next) {
+            size_t old = jpath_push(path, ".%s", it->string);
+            lk_status st = check_duplicates(c, it, path);
+            if (st != LK_OK)
+                return st;
+            jpath_pop(path, old);
+        }
+    } else if (cJSON_IsArray(v)) {
+        size_t i = 0;
+        for (const cJSON *it = v->child; it; it = it->next, i++) {
+            size_t old = jpath_push(path, "[%zu]", i);
+            lk_status st = check_duplicates(c, it, path);
+            if (st != LK_OK)
+                return st;
+            jpath_pop(path, old);
+        }
+    }
+    return LK_OK;
+}
+
+/* The index, among the string tokens of the text (keys and values, in
+ * document order), of the first that holds a NUL character: a raw 0 byte
+ * or the escape \u0000. (size_t)-1 when none does. The text is valid JSON
+ * (cJSON parsed it), so strings are the only place a '"' can appear. */
+static size_t first_nul_string(const char *text, size_t len)
+{
+    size_t index = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] != '"')
+            continue;
+        int nul = 0;
+        for (i++; i < len && text[i] != '"'; i++) {
+            if (text[i] == '\0')
+                nul = 1;
+            if (text[i] == '\\' && i + 1 < len) {
+                if (text[i + 1] == 'u' && i + 5 < len && memcmp(text + i + 2, "0000", 4) == 0)
+                    nul = 1;
+                i++;
+            }
+        }
+        if (nul)
+            return index;
+        index++;
+    }
+    return (size_t)-1;
+}
+
+/* Finds string token number *k of the tree (keys and string values in
+ * document order, as first_nul_string counts them); fills path with where
+ * it is and *is_key. Returns 1 when found. */
+static int nth_string(const cJSON *v, size_t *k, jpath *path, int *is_key)
+{
+    if (cJSON_IsString(v)) {
+        if (*k == 0) {
+            *is_key = 0;
             return 1;
+        }
+        (*k)--;
+        return 0;
+    }
+    size_t i = 0;
+    for (const cJSON *it = cJSON_IsObject(v) || cJSON_IsArray(v) ? v->child : NULL; it;
+         it = it->next, i++) {
+        size_t old =
+            cJSON_IsObject(v) ? jpath_push(path, ".%s", it->string) : jpath_push(path, "[%zu]", i);
+        if (cJSON_IsObject(v)) {
+            if (*k == 0) {
+                *is_key = 1;
+                return 1;
+            }
+            (*k)--;
+        }
+        if (nth_string(it, k, path, is_key))
+            return 1;
+        jpath_pop(path, old);
+    }
     return 0;
+}
+
+/* cJSON ends a string at a NUL, so "focal\u0000xyz" would read as "focal":
+ * a reviewer and the runtime would see two different configs. */
+static lk_status check_nuls(const ctx *c, const cJSON *root, const char *text, size_t len)
+{
+    size_t k = first_nul_string(text, len);
+    if (k == (size_t)-1)
+        return LK_OK;
+    jpath path = {"$", 1};
+    int is_key = 0;
+    if (!nth_string(root, &k, &path, &is_key))
+        return fail(c, "$", "a string contains a NUL character (\\u0000)");
+    return fail(c, path.buf, "%s contains a NUL character (\\u0000), which configs do not allow",
+                is_key ? "the key" : "the string");
+}
+
+/* The offset of the first byte after the value that is not white space, or
+ * len when there is none. A NUL byte counts: it is not the end of the text. */
+static size_t trailing_offset(const char *json, size_t len, size_t end)
+{
+    for (size_t i = end; i < len; i++)
+        if (json[i] != ' ' && json[i] != '\t' && json[i] != '\n' && json[i] != '\r')
+            return i;
+    return len;
+}
+
+static lk_status syntax_error(const ctx *c, const char *json, size_t len, size_t off,
+                              const char *what)
+{
+    int line, col;
+    line_col(json, off, &line, &col);
+    char near[17] = "end of input";
+    if (off < len) {
+        size_t k = 0;
+        while (k < 16 && off + k < len && (unsigned char)json[off + k] >= 0x20)
+            k++;
+        memcpy(near, json + off, k);
+        near[k] = '\0';
+    }
+    return lk__err(c->errmsg, LK_ERR_CONFIG, "%s:%d:%d: invalid JSON%s near '%s'", c->source, line,
+                   col, what, near);
 }
 
 lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const char *source,
@@ -492,24 +733,25 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
     *out = NULL;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (root && trailing_text(json, len, end)) {
-        cJSON_Delete(root);
-        root = NULL;
-    }
     if (!root) {
-        size_t off = end && end >= json ? (size_t)(end - json) : 0;
-        int line, col;
-        line_col(json, off, &line, &col);
-        char near[17] = "end of input";
-        if (off < len) {
-            size_t k = 0;
-            while (k < 16 && off + k < len && (unsigned char)json[off + k] >= 0x20)
-                k++;
-            memcpy(near, json + off, k);
-            near[k] = '\0';
-        }
-        return lk__err(errmsg, LK_ERR_CONFIG, "%s:%d:%d: invalid JSON near '%s'", c.source, line,
-                       col, near);
+        size_t off = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
+        return syntax_error(&c, json, len, off, "");
+    }
+    size_t off = trailing_offset(json, len, (size_t)(end - json));
+    lk_status st = LK_OK;
+    if (off < len) {
+        char what[96];
+        snprintf(what, sizeof what, ": bytes after the JSON value at offset %zu", off);
+        st = syntax_error(&c, json, len, off, what);
+    }
+    jpath path = {"$", 1};
+    if (st == LK_OK)
+        st = check_duplicates(&c, root, &path);
+    if (st == LK_OK)
+        st = check_nuls(&c, root, json, (size_t)(end - json));
+    if (st != LK_OK) {
+        cJSON_Delete(root);
+        return st;
     }
     lk_loss *loss = calloc(1, sizeof *loss);
     if (!loss) {
@@ -518,7 +760,7 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
     }
     loss->rt = rt;
     __atomic_add_fetch(&rt->refs, 1, __ATOMIC_RELAXED);
-    lk_status st = parse_root(&c, root, loss);
+    st = parse_root(&c, root, loss);
     cJSON_Delete(root);
     if (st != LK_OK) {
         lk_loss_free(loss);
@@ -531,9 +773,16 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
 lk_status lk_loss_from_file(lk_runtime *rt, const char *path, lk_loss **out, char *errmsg)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return lk__err(errmsg, LK_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
+    char why[128];
+    int fd = lk__open_regular(path, NULL, why, sizeof why);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0) {
+            snprintf(why, sizeof why, "%s", strerror(errno));
+            close(fd);
+        }
+        return lk__err(errmsg, LK_ERR_IO, "%s: cannot open config: %s", path, why);
+    }
     char *buf = malloc(MAX_CONFIG_BYTES + 1);
     size_t n = buf ? fread(buf, 1, MAX_CONFIG_BYTES + 1, f) : 0;
     int bad = ferror(f);

@@ -208,6 +208,58 @@ static void default_plan(const bound *b, lk_plan *p)
     p->mean_norm = (double)p->n_positions;
 }
 
+/* The number of blocks a valid plan makes. */
+static int64_t block_count(const lk_plan *p)
+{
+    return p->n_positions ? (p->n_positions - 1) / p->block_positions + 1 : 0;
+}
+
+/* Every size in a plan comes from plugin code: each is bounded, and so is
+ * each product the host forms from them (blocks x statistics, the output's
+ * element count), before anything is allocated or indexed with them. */
+static int plan_ok(const lk_plan *p, char *why, size_t cap)
+{
+    if (p->n_positions < 0) {
+        snprintf(why, cap, "n_positions is negative (%lld)", (long long)p->n_positions);
+        return 0;
+    }
+    if (p->block_positions < 1) {
+        snprintf(why, cap, "block_positions is %lld; it must be positive",
+                 (long long)p->block_positions);
+        return 0;
+    }
+    if (p->n_stats < 1 || p->n_stats > MAX_STATS) {
+        snprintf(why, cap, "n_stats is %lu; it must be 1 to %lu", (unsigned long)p->n_stats,
+                 (unsigned long)MAX_STATS);
+        return 0;
+    }
+    if (p->out_ndim < 0 || p->out_ndim > LK_MAX_NDIM) {
+        snprintf(why, cap, "out_ndim is %d; it must be 0 to %d", (int)p->out_ndim, LK_MAX_NDIM);
+        return 0;
+    }
+    uint64_t elems = 1;
+    for (int32_t d = 0; d < p->out_ndim; d++) {
+        if (p->out_shape[d] < 0) {
+            snprintf(why, cap, "out_shape[%d] is negative (%lld)", (int)d,
+                     (long long)p->out_shape[d]);
+            return 0;
+        }
+        uint64_t dim = (uint64_t)p->out_shape[d];
+        if (dim && elems > (uint64_t)INT64_MAX / 8 / dim) {
+            snprintf(why, cap, "out_shape has more elements than a tensor can hold");
+            return 0;
+        }
+        elems = dim ? elems * dim : elems;
+    }
+    uint64_t blocks = (uint64_t)block_count(p);
+    if (blocks > SIZE_MAX / sizeof(double) / p->n_stats) {
+        snprintf(why, cap, "%llu blocks x %lu statistics overflow the statistics buffer's size",
+                 (unsigned long long)blocks, (unsigned long)p->n_stats);
+        return 0;
+    }
+    return 1;
+}
+
 static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
 {
     const lk_loss_desc *d = b->e->desc;
@@ -220,11 +272,10 @@ static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
             return lk__err(args->errmsg, st, "loss '%s': %s", d->id,
                            msg[0] ? msg : lk_status_text(st));
     }
-    const lk_plan *p = &b->plan;
-    if (p->n_positions < 0 || p->block_positions < 1 || p->n_stats < 1 ||
-        p->n_stats > MAX_STATS || p->out_ndim < 0 || p->out_ndim > LK_MAX_NDIM)
+    char why[160];
+    if (!plan_ok(&b->plan, why, sizeof why))
         return lk__err(args->errmsg, LK_ERR_INTERNAL,
-                       "loss '%s': plan() returned an invalid plan (a plugin bug)", d->id);
+                       "loss '%s': plan() returned an invalid plan: %s (a plugin bug)", d->id, why);
     return LK_OK;
 }
 
@@ -308,10 +359,10 @@ static lk_status block_task(void *arg, int64_t begin, int64_t end)
     for (int64_t blk_i = begin; blk_i < end; blk_i++) {
         char msg[LK_ERRMSG_CAP / 2] = "";
         lk_msg m = {msg, sizeof msg};
-        int64_t first = blk_i * p->block_positions;
+        int64_t first = blk_i * p->block_positions; /* < n_positions: no overflow */
         lk_block blk = {
             .begin = first,
-            .end = first + p->block_positions < p->n_positions ? first + p->block_positions
+            .end = p->n_positions - first > p->block_positions ? first + p->block_positions
                                                                : p->n_positions,
             .slots = b->slots,
             .grads = b->grads,
@@ -343,7 +394,7 @@ static lk_status block_task(void *arg, int64_t begin, int64_t end)
 static lk_status run_blocks(const lk_loss *loss, run *r, lk_eval_args *args)
 {
     const lk_plan *p = &r->b->plan;
-    int64_t n_blocks = p->n_positions ? (p->n_positions - 1) / p->block_positions + 1 : 0;
+    int64_t n_blocks = block_count(p);
     r->err_block = INT64_MAX;
     r->err[0] = '\0';
     pthread_mutex_init(&r->lock, NULL);
@@ -450,8 +501,8 @@ static lk_status run_term(const lk_loss *loss, const bound *b, lk_eval_args *arg
     if (d->flags & LK_LOSS_WHOLE)
         return run_whole(loss, b, args, flags, upstream, value);
     const lk_plan *p = &b->plan;
-    int64_t n_blocks = p->n_positions ? (p->n_positions - 1) / p->block_positions + 1 : 0;
-    size_t count = (size_t)(n_blocks > 0 ? n_blocks : 1) * p->n_stats;
+    int64_t n_blocks = block_count(p);
+    size_t count = (size_t)(n_blocks > 0 ? n_blocks : 1) * p->n_stats; /* plan_ok bounds it */
     /* Small calls keep their statistics on the stack: no allocation. */
     double small[256];
     double *stats = count <= 256 ? memset(small, 0, count * sizeof *small)

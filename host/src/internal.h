@@ -19,8 +19,24 @@
 #define LK__MAX_SLOTS 16
 
 /* util.c */
+/* Every message is one line that cannot drive a terminal: lk__err formats
+ * into errmsg (LK_ERRMSG_CAP bytes) and then escapes what came from configs,
+ * file names, arguments and plugins with lk__escape. */
 LK__PRINTF(3, 4) lk_status lk__err(char *errmsg, lk_status st, const char *fmt, ...);
+/* Copies src into dst (cap > 0 bytes, always terminated) with every control
+ * character written as an escape: newline \n, carriage return \r, tab \t,
+ * any other byte below 0x20 and 0x7f as \xHH (ESC is \x1b). The copy is
+ * cut between escapes when it does not fit; returns its length. */
+size_t lk__escape(char *dst, size_t cap, const char *src);
 char *lk__strdup(const char *s);
+/* Opens path read-only if it is a regular file, without ever blocking (a
+ * FIFO is refused, not waited on); *size (may be NULL) gets its size.
+ * Returns the descriptor (close-on-exec), or -1 with why (cap bytes) saying
+ * why: the open error, "Is a directory", or "not a regular file (it is a
+ * FIFO)". */
+int lk__open_regular(const char *path, int64_t *size, char *why, size_t cap);
+/* "a FIFO", "a directory", ...: what a st_mode is, for messages. */
+const char *lk__file_kind(unsigned mode);
 size_t lk__levenshtein(const char *a, const char *b);
 /* Appends ", " separated names to buf (cap bytes), returning buf. */
 int64_t lk__numel(int32_t ndim, const int64_t *shape);

@@ -9,6 +9,7 @@
  * Files come from anywhere, so the reader treats every byte as hostile: no
  * header value is used to allocate, index or size anything before it has
  * been range-checked, and every refusal is one line naming the file. */
+#include "internal.h" /* lk__escape */
 #include "losskit/losskit.h"
 
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
@@ -40,27 +42,19 @@
 /* Messages                                                                  */
 
 /* Messages are one line: a path or header byte could carry a newline or a
- * terminal escape, so control characters become '?'. */
-static void sanitize_line(char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c < 0x20 || c == 0x7f)
-            *s = '?';
-    }
-}
-
+ * terminal escape, so control characters are escaped (lk__escape). */
 static void set_err(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void set_err(char *errmsg, const char *fmt, ...)
 {
     if (!errmsg)
         return;
+    char raw[LK_ERRMSG_CAP];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errmsg, LK_ERRMSG_CAP, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    sanitize_line(errmsg);
+    lk__escape(errmsg, LK_ERRMSG_CAP, raw);
 }
 
 /* strerror() is not thread-safe and files may be read on many threads. With
@@ -855,15 +849,20 @@ LK_API lk_status lk_npy_read(const char *path, lk_array *out, char *errmsg)
         return LK_ERR_INVALID;
     }
     npy_file nf = {NULL, path, errmsg, -1};
-    nf.f = fopen(path, "rb");
+    /* Only a regular file: its size bounds every allocation before it is
+     * made (a header cannot claim more than the file holds), and a FIFO is
+     * refused instead of waited on. */
+    char eb[128];
+    int fd = lk__open_regular(path, &nf.size, eb, sizeof eb);
+    nf.f = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (!nf.f) {
-        char eb[128];
-        set_err(errmsg, "%s: cannot open: %s", path, errno_text(errno, eb, sizeof eb));
+        if (fd >= 0) {
+            errno_text(errno, eb, sizeof eb);
+            close(fd);
+        }
+        set_err(errmsg, "%s: cannot open: %s", path, eb);
         return LK_ERR_IO;
     }
-    struct stat sb;
-    if (fstat(fileno(nf.f), &sb) == 0 && S_ISREG(sb.st_mode))
-        nf.size = (int64_t)sb.st_size;
     lk_status st = read_npy(&nf, out);
     fclose(nf.f); /* read-only: a close error cannot lose data */
     return st;

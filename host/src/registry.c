@@ -18,24 +18,36 @@
 
 #include "internal.h"
 
-#define MAX_ID_LEN 64
+#include <math.h>
+
+#define MAX_ID_LEN LK_MAX_ID_LEN
 
 static void add_diag(lk__registry *reg, const char *fmt, ...) LK__PRINTF(2, 3);
 
+/* A diagnostic is as long as it needs to be (a long path must not cut off
+ * the reason) and escaped (lk__escape): one line whatever the file names. */
 static void add_diag(lk__registry *reg, const char *fmt, ...)
 {
-    char line[LK_ERRMSG_CAP];
-    va_list ap;
+    va_list ap, again;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    char **grown = realloc(reg->diags, (reg->n_diags + 1) * sizeof *grown);
-    if (!grown)
+    char *raw = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (raw)
+        vsnprintf(raw, (size_t)n + 1, fmt, again);
+    va_end(again);
+    char *line = raw ? malloc(4 * (size_t)n + 1) : NULL;
+    if (line)
+        lk__escape(line, 4 * (size_t)n + 1, raw);
+    free(raw);
+    char **grown = line ? realloc(reg->diags, (reg->n_diags + 1) * sizeof *grown) : NULL;
+    if (!grown) {
+        free(line);
         return;
+    }
     reg->diags = grown;
-    char *copy = lk__strdup(line);
-    if (copy)
-        reg->diags[reg->n_diags++] = copy;
+    reg->diags[reg->n_diags++] = line;
 }
 
 /* A file or directory that someone else could write is refused: whoever
@@ -49,12 +61,39 @@ static int unsafe_owner(const struct stat *st)
 
 static int valid_name(const char *s)
 {
-    if (!s || !*s || strlen(s) > MAX_ID_LEN)
+    if (!s || !*s || strnlen(s, MAX_ID_LEN + 1) > MAX_ID_LEN)
         return 0;
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
             return 0;
     return 1;
+}
+
+/* Why a name is not valid, or NULL. what is "id" or "name". */
+static const char *name_problem(const char *s, const char *what, char *buf, size_t cap)
+{
+    if (valid_name(s))
+        return NULL;
+    size_t n = s ? strlen(s) : 0;
+    if (n > MAX_ID_LEN)
+        snprintf(buf, cap, "its %s has %zu characters; at most %d are allowed", what, n,
+                 MAX_ID_LEN);
+    else
+        snprintf(buf, cap, "its %s is not [a-z0-9_]+ (at most %d characters)", what, MAX_ID_LEN);
+    return buf;
+}
+
+/* A name as messages quote it: one longer than the limit is cut, and says
+ * how long it is, so that the reason after it is never lost. */
+static const char *shown_name(const char *s, char *buf, size_t cap)
+{
+    if (!s)
+        return "(null)";
+    size_t n = strlen(s);
+    if (n <= MAX_ID_LEN)
+        return s;
+    snprintf(buf, cap, "%.*s... (%zu characters)", MAX_ID_LEN, s, n);
+    return buf;
 }
 
 static int in_bounds(const lk_param_desc *p, double v)
@@ -69,21 +108,31 @@ static int in_bounds(const lk_param_desc *p, double v)
 }
 
 /* Checks one parameter declaration; returns a problem or NULL. */
-static const char *check_param(const lk_param_desc *p)
+static const char *check_param(const lk_param_desc *p, char *buf, size_t cap)
 {
-    if (!valid_name(p->name))
-        return "its name is not [a-z0-9_]+";
+    const char *bad = name_problem(p->name, "name", buf, cap);
+    if (bad)
+        return bad;
     if (!p->doc)
         return "it has no doc";
-    if (p->min > p->max || p->min != p->min || p->max != p->max)
+    if (p->min != p->min || p->max != p->max)
+        return "its min or max is NaN";
+    if (p->min > p->max)
         return "its min exceeds its max";
     switch (p->type) {
     case LK_PARAM_NUMBER:
     case LK_PARAM_INTEGER:
+        /* the checker's rule, now the loader's: a config that says nothing
+         * must get a value a config could have given */
+        if (!isfinite(p->default_number))
+            return "its default is not a finite number (NaN or infinite)";
         if (!in_bounds(p, p->default_number))
             return "its default is outside its range";
-        if (p->type == LK_PARAM_INTEGER && p->default_number != (double)(int64_t)p->default_number)
+        if (p->type == LK_PARAM_INTEGER && p->default_number != floor(p->default_number))
             return "it is an integer with a fractional default";
+        if (p->type == LK_PARAM_INTEGER && !(p->default_number >= -9223372036854775808.0 &&
+                                             p->default_number < 9223372036854775808.0))
+            return "it is an integer whose default is outside the 64-bit range";
         return NULL;
     case LK_PARAM_BOOL:
         return p->default_number == 0 || p->default_number == 1
@@ -101,21 +150,26 @@ static const char *check_param(const lk_param_desc *p)
             return "its default list is malformed";
         if (p->list_min_len < 0 || (p->list_max_len >= 0 && p->list_max_len < p->list_min_len))
             return "its list length bounds are malformed";
-        for (int32_t i = 0; i < p->default_list_len; i++)
+        for (int32_t i = 0; i < p->default_list_len; i++) {
+            if (!isfinite(p->default_list[i]))
+                return "its default list has an item that is not a finite number";
             if (!in_bounds(p, p->default_list[i]))
                 return "its default list has items outside its range";
+        }
         return NULL;
     default: return "its type is unknown";
     }
 }
 
-static const char *check_slot(const lk_slot_desc *s, uint32_t index, uint32_t minor)
+static const char *check_slot(const lk_slot_desc *s, uint32_t index, uint32_t minor, char *buf,
+                              size_t cap)
 {
     const uint32_t known = LK_DTYPE_BIT(LK_DTYPE_F32) | LK_DTYPE_BIT(LK_DTYPE_F64) |
                            LK_DTYPE_BIT(LK_DTYPE_I64) | LK_DTYPE_BIT(LK_DTYPE_I32) |
                            LK_DTYPE_BIT(LK_DTYPE_U8) | LK_DTYPE_BIT(LK_DTYPE_BOOL);
-    if (!valid_name(s->name))
-        return "its name is not [a-z0-9_]+";
+    const char *bad = name_problem(s->name, "name", buf, cap);
+    if (bad)
+        return bad;
     if (!s->dtypes || (s->dtypes & ~known))
         return "it accepts no dtype or an unknown one";
     if (s->shape < LK_SHAPE_ANY || s->shape > LK_SHAPE_INPUT_NO_CHANNEL)
@@ -136,26 +190,37 @@ static const char *check_slot(const lk_slot_desc *s, uint32_t index, uint32_t mi
 static const char *named(char *buf, size_t cap, const char *what, const char *name,
                          const char *problem)
 {
-    snprintf(buf, cap, "%s '%s': %s", what, name ? name : "(null)", problem);
+    char shown[MAX_ID_LEN + 48];
+    snprintf(buf, cap, "%s '%s': %s", what, shown_name(name, shown, sizeof shown), problem);
     return buf;
 }
 
 static const char *check_loss(const lk_loss_desc *d, uint32_t minor, lk__entry *e)
 {
     static _Thread_local char why[256];
-    if (!valid_name(d->id))
-        return "its id is not [a-z0-9_]+ (at most 64 characters)";
+    char problem[128];
+    const char *bad = name_problem(d->id, "id", why, sizeof why);
+    if (bad)
+        return bad;
     if (!d->summary || !d->version)
         return "it has no summary or no version";
+    /* Counting stops past the limit: a descriptor that claims 100,000
+     * parameters costs no more than one that claims 257, and the limit
+     * keeps the pairwise name check below (quadratic) at 256 x 255 / 2. */
     uint32_t np = 0, ns = 0;
-    while (d->params && d->params[np])
+    while (d->params && d->params[np] && np <= LK_MAX_PARAMS)
         np++;
-    while (d->slots && d->slots[ns])
+    while (d->slots && d->slots[ns] && ns <= LK__MAX_SLOTS)
         ns++;
     if (ns == 0)
         return "it declares no tensor slots";
     if (ns > LK__MAX_SLOTS)
         return "it declares more than 16 tensor slots";
+    if (np > LK_MAX_PARAMS) {
+        snprintf(why, sizeof why, "it declares more than %d parameters (LK_MAX_PARAMS)",
+                 LK_MAX_PARAMS);
+        return why;
+    }
     const uint32_t known_red = (1u << LK_REDUCTION_COUNT) - 1;
     if (!d->reductions || (d->reductions & ~known_red) || d->default_reduction < 0 ||
         d->default_reduction >= LK_REDUCTION_COUNT ||
@@ -165,7 +230,7 @@ static const char *check_loss(const lk_loss_desc *d, uint32_t minor, lk__entry *
         return "it sets unknown loss flags";
     int has_diff = 0;
     for (uint32_t i = 0; i < ns; i++) {
-        const char *p = check_slot(d->slots[i], i, minor);
+        const char *p = check_slot(d->slots[i], i, minor, problem, sizeof problem);
         if (p)
             return named(why, sizeof why, "slot", d->slots[i]->name, p);
         has_diff |= (d->slots[i]->flags & LK_SLOT_DIFFERENTIABLE) != 0;
@@ -174,7 +239,7 @@ static const char *check_loss(const lk_loss_desc *d, uint32_t minor, lk__entry *
                 return "two of its slots have the same name";
     }
     for (uint32_t i = 0; i < np; i++) {
-        const char *p = check_param(d->params[i]);
+        const char *p = check_param(d->params[i], problem, sizeof problem);
         if (p)
             return named(why, sizeof why, "parameter", d->params[i]->name, p);
         for (uint32_t j = 0; j < i; j++)
@@ -246,9 +311,10 @@ static int register_plugin(lk__registry *reg, lk__module *m)
     memset(fresh, 0, n * sizeof *fresh);
     for (size_t i = 0; i < n; i++) {
         const char *problem = check_loss(pl->losses[i], pl->abi_minor, &fresh[i]);
-        const char *id = pl->losses[i]->id ? pl->losses[i]->id : "(null)";
+        char shown[MAX_ID_LEN + 48];
+        const char *id = shown_name(pl->losses[i]->id, shown, sizeof shown);
         for (size_t j = 0; !problem && j < i; j++)
-            if (strcmp(fresh[j].desc->id, id) == 0)
+            if (strcmp(fresh[j].desc->id, pl->losses[i]->id) == 0)
                 problem = "the plugin declares this loss id twice";
         if (problem) {
             add_diag(reg, "%s: loss '%s': %s; plugin refused", m->path, id, problem);
@@ -276,6 +342,13 @@ static void load_file(lk__registry *reg, const char *path)
     struct stat st;
     if (stat(path, &st) != 0) {
         add_diag(reg, "%s: %s", path, strerror(errno));
+        return;
+    }
+    /* stat, not open: it never blocks. dlopen on a FIFO would wait for a
+     * writer forever, and on a device would read who knows what. */
+    if (!S_ISREG(st.st_mode)) {
+        add_diag(reg, "%s: refused: not a regular file (it is %s)", path,
+                 lk__file_kind(st.st_mode));
         return;
     }
     if (unsafe_owner(&st)) {
@@ -389,18 +462,32 @@ static void load_element(lk__registry *reg, const char *elem)
         return;
     }
     if (!S_ISDIR(st.st_mode)) {
+        /* A bare name means the file in the current folder, as it was just
+         * stat()ed and as its folder is checked below: dlopen() given a name
+         * without a slash would search the library path instead. */
+        char *file = NULL;
+        if (!strchr(elem, '/')) {
+            size_t n = strlen(elem) + 3;
+            if ((file = malloc(n)) != NULL)
+                snprintf(file, n, "./%s", elem);
+        } else {
+            file = lk__strdup(elem);
+        }
         /* Whoever can write the folder can replace the file. */
-        char *dir = lk__strdup(elem);
+        char *dir = file ? lk__strdup(file) : NULL;
         char *slash = dir ? strrchr(dir, '/') : NULL;
         struct stat dst;
         if (slash)
             *(slash == dir ? slash + 1 : slash) = '\0';
-        if (dir && stat(slash ? dir : ".", &dst) == 0 && unsafe_owner(&dst))
-            add_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)", elem,
-                     slash ? dir : ".", (unsigned)(dst.st_mode & 0777));
+        if (!dir)
+            add_diag(reg, "%s: out of memory", elem);
+        else if (stat(dir, &dst) == 0 && unsafe_owner(&dst))
+            add_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)", file,
+                     dir, (unsigned)(dst.st_mode & 0777));
         else
-            load_file(reg, elem);
+            load_file(reg, file);
         free(dir);
+        free(file);
         return;
     }
     if (unsafe_owner(&st)) {

@@ -19,8 +19,11 @@ static void host_log(void *ctx, int32_t level, const char *line)
     static const char *const names[] = {"error", "warning", "info", "debug"};
     if (level < LK_LOG_ERROR || level > LK_LOG_DEBUG)
         level = LK_LOG_INFO;
-    if (level <= LK_LOG_WARN || getenv("LOSSKIT_DEBUG"))
-        fprintf(stderr, "losskit: %s: %s\n", names[level], line ? line : "");
+    if (level <= LK_LOG_WARN || getenv("LOSSKIT_DEBUG")) {
+        char safe[1024]; /* a plugin's line: escaped, so it stays one line */
+        lk__escape(safe, sizeof safe, line ? line : "");
+        fprintf(stderr, "losskit: %s: %s\n", names[level], safe);
+    }
 }
 
 static lk_status host_parallel_for(void *ctx, int64_t n, int64_t grain, lk_range_fn fn, void *arg)

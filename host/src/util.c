@@ -1,19 +1,109 @@
 /* util.c: names, messages and small helpers shared by the runtime. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
+
+size_t lk__escape(char *dst, size_t cap, const char *src)
+{
+    size_t used = 0;
+    if (cap == 0)
+        return 0;
+    for (const unsigned char *s = (const unsigned char *)src; *s; s++) {
+        char esc[5];
+        size_t n;
+        if (*s >= 0x20 && *s != 0x7f) {
+            esc[0] = (char)*s;
+            n = 1;
+        } else if (*s == '\n' || *s == '\r' || *s == '\t') {
+            esc[0] = '\\';
+            esc[1] = *s == '\n' ? 'n' : *s == '\r' ? 'r' : 't';
+            n = 2;
+        } else {
+            static const char hex[] = "0123456789abcdef";
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[*s >> 4];
+            esc[3] = hex[*s & 15];
+            n = 4;
+        }
+        if (used + n >= cap)
+            break; /* cut before an escape rather than through it */
+        memcpy(dst + used, esc, n);
+        used += n;
+    }
+    dst[used] = '\0';
+    return used;
+}
 
 lk_status lk__err(char *errmsg, lk_status st, const char *fmt, ...)
 {
     if (errmsg) {
+        char raw[LK_ERRMSG_CAP];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(errmsg, LK_ERRMSG_CAP, fmt, ap);
+        vsnprintf(raw, sizeof raw, fmt, ap);
         va_end(ap);
+        lk__escape(errmsg, LK_ERRMSG_CAP, raw);
     }
     return st;
+}
+
+const char *lk__file_kind(unsigned mode)
+{
+    if (S_ISREG(mode))
+        return "a regular file";
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
+int lk__open_regular(const char *path, int64_t *size, char *why, size_t cap)
+{
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer that never
+     * comes; what is opened is then judged by fstat, not by its name. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (strerror_r(e, why, cap) != 0)
+            snprintf(why, cap, "error %d", e);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        if (strerror_r(e, why, cap) != 0)
+            snprintf(why, cap, "error %d", e);
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        if (!S_ISDIR(st.st_mode))
+            snprintf(why, cap, "not a regular file (it is %s)", lk__file_kind(st.st_mode));
+        else if (strerror_r(EISDIR, why, cap) != 0) /* as reading one would say */
+            snprintf(why, cap, "Is a directory");
+        close(fd);
+        return -1;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags != -1)
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    if (size)
+        *size = (int64_t)st.st_size;
+    return fd;
 }
 
 char *lk__strdup(const char *s)

@@ -112,7 +112,10 @@ LK_API lk_status lk_runtime_find(const lk_runtime *rt, const char *id, lk_loss_i
 /* Builds a loss from a JSON config (see README.md, "Configs"). source names
  * the config in messages (a file name). On failure *out is NULL and errmsg
  * (LK_ERRMSG_CAP bytes) holds one line naming source, the JSON path and the
- * problem. */
+ * problem, with control characters escaped (docs/errors.md). A config means
+ * one thing: a duplicate key anywhere, a NUL character in a string or key,
+ * and anything but white space after the value are errors. lk_loss_from_file
+ * reads a regular file only (a FIFO or device is refused, never waited on). */
 LK_API lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const char *source,
                             lk_loss **out, char *errmsg);
 LK_API lk_status lk_loss_from_file(lk_runtime *rt, const char *path, lk_loss **out, char *errmsg);
@@ -219,7 +222,9 @@ LK_API void lk_array_free(lk_array *a);
 
 /* Reads a .npy file (format 1.0, 2.0 or 3.0; little-endian float32, float64,
  * int64, int32, uint8 or bool; C order). Anything else is refused with one
- * line in errmsg (LK_ERRMSG_CAP bytes) naming the file and the problem. */
+ * line in errmsg (LK_ERRMSG_CAP bytes) naming the file and the problem. The
+ * file must be a regular file (not a pipe or FIFO): the header's size is
+ * checked against the file's before anything is allocated. */
 LK_API lk_status lk_npy_read(const char *path, lk_array *out, char *errmsg);
 
 /* Writes a tensor (C order or explicit strides) as a .npy 1.0 file. */

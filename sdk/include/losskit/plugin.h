@@ -264,11 +264,17 @@ typedef struct lk_whole_args {
     uint32_t flags;     /* LK_BLOCK_* flags */
 } lk_whole_args;
 
+/* Limits the host enforces when it loads a plugin: a loss beyond one is
+ * refused with a diagnostic naming it. Parameter names, like ids, are
+ * [a-z0-9_]+ of at most LK_MAX_ID_LEN characters. */
+#define LK_MAX_ID_LEN 64  /* characters in a loss id or a parameter or slot name */
+#define LK_MAX_PARAMS 256 /* parameters per loss */
+
 typedef struct lk_loss_desc {
-    const char *id;       /* [a-z0-9_]+, the name configs use */
+    const char *id;       /* [a-z0-9_]+, at most LK_MAX_ID_LEN; the name configs use */
     const char *summary;  /* one line */
     const char *version;  /* the loss's own version, "MAJOR.MINOR.PATCH" */
-    const lk_param_desc *const *params; /* NULL-terminated; NULL for none */
+    const lk_param_desc *const *params; /* NULL-terminated, at most LK_MAX_PARAMS; NULL for none */
     const lk_slot_desc *const *slots;   /* NULL-terminated; slot 0 required */
     uint32_t reductions;       /* mask of LK_REDUCTION_BIT() offered */
     int32_t default_reduction; /* one of them */
