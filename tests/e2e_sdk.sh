@@ -102,6 +102,31 @@ step "run my_huber" run_sample my_huber
 step "kernels of my_huber" kernels my_huber
 step "bench my_huber" bench my_huber
 
+# A deliberately broken new loss (the Huber scaffold with its gradient's
+# sign flipped) is caught by the registry-driven check with nothing edited
+# but the plugin path: `losskit check --all` fails and names the check.
+broken_is_caught() {
+    local out rc=0
+    out=$(LOSSKIT_PLUGIN_PATH=$PWD/build losskit check --all 2>&1) || rc=$?
+    if [[ $rc -ne 1 ]] || ! grep -q '^FAIL grad my_broken ' <<<"$out" ||
+        ! grep -q '^== .*my_broken.so$' <<<"$out"; then
+        echo "e2e: check --all exit $rc, wanted 1 with 'FAIL grad my_broken':" >&2
+        grep -E '^(== |FAIL|[0-9]+ )' <<<"$out" >&2
+        return 1
+    fi
+    grep -E '^(== .*my_broken|FAIL|[0-9]+ plugins)' <<<"$out"
+}
+flip_sign() { # the scaffold's gradient, negated
+    sed -i 's/^    e->grad = lk_select(quadratic, d, lk_mul(delta, lk_sign(d)));/    e->grad = lk_neg(lk_select(quadratic, d, lk_mul(delta, lk_sign(d))));/' my_broken.c
+    grep -q 'lk_neg(lk_select(quadratic' my_broken.c
+}
+cd "$work"
+step "new my_broken --elementwise" losskit new my_broken --elementwise >/dev/null
+cd "$work/my_broken"
+step "flip my_broken's gradient" flip_sign
+step "build my_broken" build
+step "check --all catches my_broken" broken_is_caught
+
 # The installed runtime also serves its own built-in plugins. (grep reads
 # the whole list: grep -q could stop early and fail losskit with SIGPIPE.)
 lists_focal() { losskit list | grep '^focal ' >/dev/null; }

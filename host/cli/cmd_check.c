@@ -2196,6 +2196,7 @@ typedef struct check_opts {
     const char *file;
     const char *loss;
     int json;
+    int all; /* --all: every plugin the registry lists */
 } check_opts;
 
 static int parse_check(int argc, char **argv, check_opts *o)
@@ -2205,6 +2206,8 @@ static int parse_check(int argc, char **argv, check_opts *o)
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0)
             o->json = 1;
+        else if (strcmp(a, "--all") == 0)
+            o->all = 1;
         else if (strcmp(a, "--loss") == 0) {
             if (i + 1 >= argc) {
                 cli_error("check: --loss needs a loss id");
@@ -2221,8 +2224,13 @@ static int parse_check(int argc, char **argv, check_opts *o)
             return -1;
         }
     }
-    if (!o->file) {
-        cli_error("check: usage: losskit check PLUGIN.so [--loss ID] [--json]");
+    if (o->all && (o->file || o->json)) {
+        cli_error("check: --all checks every plugin on the search path: give no PLUGIN.so and "
+                  "no --json");
+        return -1;
+    }
+    if (!o->file && !o->all) {
+        cli_error("check: usage: losskit check PLUGIN.so [--loss ID] [--json] | --all [--loss ID]");
         return -1;
     }
     return 0;
@@ -2290,35 +2298,78 @@ static void print_summary(const check_opts *o, report *rep)
     cJSON_Delete(root);
 }
 
-int cmd_check(int argc, char **argv)
+/* One plugin file: the ABI, then each loss's schema and checks. */
+static int check_file(const check_opts *o, const char *file)
 {
-    check_opts o;
     char path[4096], err[LK_ERRMSG_CAP];
-    if (parse_check(argc, argv, &o) != 0)
-        return EXIT_USAGE;
-    int rc = load_path_of(o.file, path, sizeof path);
+    int rc = load_path_of(file, path, sizeof path);
     if (rc != EXIT_OK)
         return rc;
-    plugin_ctx pc = {o.file, path, open_plugin(path, &rc)};
+    plugin_ctx pc = {file, path, open_plugin(path, &rc)};
     if (!pc.rt)
         return rc;
     lk_loss_info info;
-    if (o.loss && lk_runtime_find(pc.rt, o.loss, &info, err) != LK_OK) {
+    if (o->loss && !o->all && lk_runtime_find(pc.rt, o->loss, &info, err) != LK_OK) {
         cli_error("check: %s", err);
         lk_runtime_close(pc.rt);
         return EXIT_USAGE;
     }
-    report rep = {o.json, o.json ? cJSON_CreateArray() : NULL, 0, 0};
+    report rep = {o->json, o->json ? cJSON_CreateArray() : NULL, 0, 0};
     size_t n = lk_runtime_loss_count(pc.rt);
     check_abi(&pc, n, &rep);
     for (size_t i = 0; i < n; i++) {
         if (lk_runtime_loss_at(pc.rt, i, &info) != LK_OK ||
-            (o.loss && strcmp(info.id, o.loss) != 0))
+            (o->loss && strcmp(info.id, o->loss) != 0))
             continue;
         check_schema(info.desc, &rep);
         run_child(&pc, info.desc, &rep);
     }
-    print_summary(&o, &rep);
+    print_summary(o, &rep);
     lk_runtime_close(pc.rt);
     return rep.failed ? EXIT_CHECK_FAILED : EXIT_OK;
+}
+
+/* --all: every plugin file the registry lists (the search path, then the
+ * built-in folder), each checked alone as above, so that a loss added to
+ * any plugin is checked with nothing else to edit. */
+static int check_all(const check_opts *o)
+{
+    lk_runtime *rt = cli_open_runtime(1);
+    if (!rt)
+        return EXIT_PLUGIN;
+    size_t n = lk_runtime_loss_count(rt), n_files = 0;
+    char **files = calloc(n ? n : 1, sizeof *files);
+    for (size_t i = 0; files && i < n; i++) {
+        lk_loss_info info;
+        if (lk_runtime_loss_at(rt, i, &info) != LK_OK)
+            continue;
+        size_t k = 0;
+        while (k < n_files && strcmp(files[k], info.plugin_file) != 0)
+            k++;
+        if (k == n_files && (files[k] = strdup(info.plugin_file)) != NULL)
+            n_files++;
+    }
+    lk_runtime_close(rt);
+    int worst = EXIT_OK, failed = 0;
+    for (size_t k = 0; k < n_files; k++) {
+        printf("== %s\n", files[k]);
+        fflush(stdout);
+        int rc = check_file(o, files[k]);
+        if (rc != EXIT_OK) {
+            failed++;
+            worst = worst == EXIT_OK || worst == EXIT_CHECK_FAILED ? rc : worst;
+        }
+        free(files[k]);
+    }
+    free(files);
+    printf("%zu plugin%s checked, %d with failures\n", n_files, n_files == 1 ? "" : "s", failed);
+    return n_files == 0 ? EXIT_PLUGIN : worst;
+}
+
+int cmd_check(int argc, char **argv)
+{
+    check_opts o;
+    if (parse_check(argc, argv, &o) != 0)
+        return EXIT_USAGE;
+    return o.all ? check_all(&o) : check_file(&o, o.file);
 }

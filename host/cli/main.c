@@ -20,8 +20,9 @@ static const char usage_text[] =
     "                                write an out-of-tree plugin project to start from\n"
     "                                (a two-pass loss, or with --elementwise an\n"
     "                                elementwise one)\n"
-    "  check PLUGIN.so [--loss ID] [--json]\n"
-    "                                a conformance report on a plugin's losses\n"
+    "  check PLUGIN.so [--loss ID] [--json] | check --all [--loss ID]\n"
+    "                                a conformance report on a plugin's losses, or on\n"
+    "                                every plugin on the search path\n"
     "  bench CONFIG [--shape N,C,H,W] [--dtype float32|float64] [--threads N]\n"
     "      [--repeat K] [--json]\n"
     "                                time forward and forward+backward against the\n"
@@ -133,8 +134,11 @@ static const command commands[] = {
     {"check",
      cmd_check,
      "losskit check PLUGIN.so [--loss ID] [--json]\n"
-     "  a conformance report on a plugin's losses (LOSSKIT_SIMD=0 or avx2 caps the kernels)\n",
-     {"--loss", "--json"}},
+     "losskit check --all [--loss ID]\n"
+     "  a conformance report on a plugin's losses, or on every plugin the registry lists\n"
+     "  (LOSSKIT_PLUGIN_PATH, then the built-in folder); LOSSKIT_SIMD=0 or avx2 caps the\n"
+     "  kernels\n",
+     {"--loss", "--json", "--all"}},
     {"bench",
      cmd_bench,
      "losskit bench CONFIG [--shape N,C,H,W] [--dtype float32|float64] [--threads N]\n"
