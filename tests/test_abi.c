@@ -248,8 +248,8 @@ Test(abi, layout_loss_desc)
      * each), reductions 40 (4), default_reduction 44 (4), flags 48 (4),
      * 4 bytes of padding, then seven function pointers of 8 from 56:
      * create 56, destroy 64, plan 72, forward 80, finalize 88, backward 96,
-     * whole 104 = 112. */
-    PIN_SIZE(lk_loss_desc, 112);
+     * whole 104, then example 112 (since 1.1) = 120. */
+    PIN_SIZE(lk_loss_desc, 120);
     PIN_OFF(lk_loss_desc, id, 0);
     PIN_OFF(lk_loss_desc, summary, 8);
     PIN_OFF(lk_loss_desc, version, 16);
@@ -265,6 +265,7 @@ Test(abi, layout_loss_desc)
     PIN_OFF(lk_loss_desc, finalize, 88);
     PIN_OFF(lk_loss_desc, backward, 96);
     PIN_OFF(lk_loss_desc, whole, 104);
+    PIN_OFF(lk_loss_desc, example, 112);
 }
 
 Test(abi, layout_plugin)
@@ -301,6 +302,7 @@ typedef lk_status (*sig_finalize)(const void *, const lk_plan *, const double *,
                                   double *, lk_msg *);
 typedef lk_status (*sig_whole)(const void *, const lk_plan *, const lk_whole_args *, double *,
                                lk_msg *);
+typedef lk_status (*sig_example)(const void *, int32_t, int32_t, uint64_t, lk_tensor *, lk_msg *);
 
 #define SAME_TYPE(expr, T) _Generic((expr), T: 1, default: 0)
 #define PIN_SIG(expr, T) cr_expect(SAME_TYPE(expr, T), #expr " is no longer a " #T)
@@ -325,6 +327,7 @@ Test(abi, signatures)
     PIN_SIG(d->finalize, sig_finalize);
     PIN_SIG(d->backward, sig_block);
     PIN_SIG(d->whole, sig_whole);
+    PIN_SIG(d->example, sig_example);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -137,6 +137,20 @@ Test(check, tutorial_passes_every_check)
     expect_all_pass(TUTORIAL, losses, sizeof losses / sizeof losses[0]);
 }
 
+Test(check, example_hook_drives_the_checks)
+{
+    /* cf_prefix's lengths slot cannot be drawn from the slot rules: its
+     * examples (ABI 1.1) are the probe shapes, k = -1 the threads case */
+    static const char *const losses[] = {"cf_prefix"};
+    expect_all_pass(CF("example"), losses, 1);
+    static char out[OUT_CAP];
+    run_check(CF("example"), 0, out, sizeof out);
+    expect_line(out, "PASS finite cf_prefix 18 evaluations (float32, float64; 3 examples;");
+    expect_line(out, "PASS grad cf_prefix float64 example ");
+    expect_line(out, "PASS threads cf_prefix shape (40000,3),");
+    expect_line(out, "PASS empty cf_prefix not checked: example-driven");
+}
+
 Test(check, reports_are_deterministic)
 {
     static char a[OUT_CAP], b[OUT_CAP];

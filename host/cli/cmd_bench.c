@@ -224,14 +224,69 @@ static void free_data(bench_data *d)
     memset(d, 0, sizeof *d);
 }
 
+/* A loss with its own example data (lk_loss_desc.example, ABI 1.1, as
+ * ctc's lengths need): example k in o->dtype, both calls of the hook; the
+ * benchmark's --shape does not apply. */
+static int example_data(const lk_loss *loss, const bench_opts *o, int32_t k, bench_data *d)
+{
+    char err[LK_ERRMSG_CAP];
+    size_t n = lk_loss_slot_count(loss);
+    lk_tensor ts[MAX_SLOTS];
+    int64_t shapes[MAX_SLOTS][LK_MAX_NDIM];
+    if (n > MAX_SLOTS)
+        n = MAX_SLOTS;
+    memset(ts, 0, sizeof ts);
+    for (size_t i = 0; i < n; i++)
+        ts[i].shape = shapes[i];
+    lk_status st = lk_loss_example(loss, k, o->dtype, 0, ts, err);
+    for (size_t i = 0; st == LK_OK && i < n; i++) {
+        if (ts[i].ndim < 0)
+            continue;
+        st = lk_array_alloc(&d->arrays[d->n], ts[i].dtype, ts[i].ndim, ts[i].shape, err);
+        if (st != LK_OK)
+            break;
+        lk_array *a = &d->arrays[d->n++];
+        if (a->nbytes)
+            memset(a->data, 0, a->nbytes);
+        ts[i].data = a->data;
+    }
+    if (st == LK_OK)
+        st = lk_loss_example(loss, k, o->dtype, 0x9e3779b97f4a7c15ull, ts, err);
+    if (st != LK_OK) {
+        cli_error("bench: %s", err);
+        return -1;
+    }
+    d->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lk_slot_desc *sd;
+        lk_loss_slot_at(loss, i, &sd, NULL, NULL);
+        if (ts[i].ndim < 0)
+            continue;
+        lk_array *a = &d->arrays[d->n];
+        d->named[d->n++] = (lk_named_tensor){sd->name, lk_array_view(a), sd->name};
+        d->bytes_in += a->nbytes;
+    }
+    if (lk_array_alloc(&d->grad, d->arrays[0].dtype, d->arrays[0].ndim, d->arrays[0].shape, err) !=
+        LK_OK) {
+        cli_error("bench: %s", err);
+        return -1;
+    }
+    d->named_grad = (lk_named_tensor){d->named[0].name, lk_array_view(&d->grad), "grad"};
+    return 0;
+}
+
 /* Class-index targets where the loss takes them (cross-entropy, multiclass
  * modes), else targets shaped like the input: whichever the loss's plan
- * accepts first. */
-static int make_data(const lk_loss *loss, const bench_opts *o, bench_data *d)
+ * accepts first. A loss with example data uses its example k instead. */
+static int make_data(const lk_loss *loss, const bench_opts *o, int32_t k, bench_data *d)
 {
     char err[LK_ERRMSG_CAP];
     lk_status st = LK_ERR_INVALID;
     lk_eval_args a;
+    if (lk_loss_has_example(loss)) {
+        free_data(d);
+        return example_data(loss, o, k, d);
+    }
     for (int class_ids = 1; class_ids >= 0 && st != LK_OK; class_ids--) {
         free_data(d);
         if (build_data(loss, o, class_ids, d) != 0)
@@ -400,7 +455,7 @@ static double small_call_us(lk_runtime *rt, const bench_opts *big)
     bench_data d;
     memset(&d, 0, sizeof d);
     double us = NAN;
-    if (make_data(loss, &o, &d) == 0) {
+    if (make_data(loss, &o, 0, &d) == 0) {
         lk_eval_args a;
         lk_eval_args_init(&a);
         a.tensors = d.named;
@@ -487,7 +542,7 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
     bench_data *d = calloc(1, sizeof *d);
     bench_result r = {0};
     int rc = EXIT_DATA;
-    if (d && make_data(loss, o, d) == 0 &&
+    if (d && make_data(loss, o, -1, d) == 0 &&
         time_eval(loss, d, 0, o->repeat, &r.fwd_ms, &r.fwd_best) == 0 &&
         time_eval(loss, d, 1, o->repeat, &r.fb_ms, &r.fb_best) == 0) {
         r.elements = d->arrays[0].nbytes / lk_dtype_size(d->arrays[0].dtype);

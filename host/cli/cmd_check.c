@@ -275,7 +275,16 @@ typedef struct checker {
     int n_settings;
     int shape_ok[N_PROBES];
     char shape_note[400];
-    int ref;                   /* the probe shape that single-shape checks use */
+    int ref; /* the probe shape that single-shape checks use */
+    /* Example-driven (lk_loss_desc.example, ABI 1.1): the probe shapes are
+     * the loss's own examples k = 0 .. N_PROBES - 1, the big case is k = -1
+     * (index N_PROBES below). ex_loss (defaults, default reduction) is the
+     * instance whose hook builds them; ex_ndim/ex_shape cache slot 0's shape
+     * of each example for labels. */
+    int ex;
+    lk_loss *ex_loss;
+    int32_t ex_ndim[N_PROBES + 1];
+    int64_t ex_shape[N_PROBES + 1][LK_MAX_NDIM];
     int soft_too;              /* a float target slot: a second run with soft targets */
     int32_t values[MAX_SLOTS]; /* each slot's lk_slot_values, resolved */
     double fd_step;            /* > 0: central differences with this absolute step */
@@ -450,6 +459,8 @@ typedef struct spec {
     int soft;               /* float targets in (0, 1) instead of {0, 1} */
     int weight;             /* also bind an optional slot named "weight" */
     int weight_per_channel; /* an ANY-shaped weight as (C,), not like the input */
+    int ex;                 /* the loss's own example ex_k (dtype applies to float slots) */
+    int32_t ex_k;
 } spec;
 
 /* Every tensor of one evaluation, by slot index; data NULL: not bound. */
@@ -616,9 +627,13 @@ static lk_status bundle_slot(checker *c, bundle *b, uint32_t s, const spec *sp, 
     return LK_OK;
 }
 
+static lk_status bundle_example(checker *c, const spec *sp, bundle *b, char *err);
+
 static lk_status bundle_make(checker *c, const spec *sp, bundle *b, char *err)
 {
     memset(b, 0, sizeof *b);
+    if (sp->ex)
+        return bundle_example(c, sp, b, err);
     for (uint32_t s = 0; s < c->n_slots; s++) {
         if (!binds(c->d->slots[s], s, sp))
             continue;
@@ -629,6 +644,63 @@ static lk_status bundle_make(checker *c, const spec *sp, bundle *b, char *err)
         }
     }
     return LK_OK;
+}
+
+/* The first call of the loss's example hook for example k: each slot's
+ * dtype, ndim and shape (into shapes) in ts, every data NULL. */
+static lk_status example_shapes(checker *c, int32_t k, int32_t dtype, lk_tensor *ts,
+                                int64_t (*shapes)[LK_MAX_NDIM], char *err)
+{
+    memset(ts, 0, MAX_SLOTS * sizeof *ts);
+    for (uint32_t s = 0; s < c->n_slots; s++)
+        ts[s].shape = shapes[s];
+    lk_status st = lk_loss_example(c->ex_loss, k, dtype, 0, ts, err);
+    for (uint32_t s = 0; st == LK_OK && s < c->n_slots; s++) {
+        const lk_slot_desc *sd = c->d->slots[s];
+        int32_t nd = ts[s].ndim;
+        if (nd == -1 && (sd->flags & LK_SLOT_OPTIONAL))
+            continue;
+        if (nd < 0 || nd > LK_MAX_NDIM || !(sd->dtypes & LK_DTYPE_BIT(ts[s].dtype))) {
+            fit(err, LK_ERRMSG_CAP,
+                "example %d: slot '%s' has ndim %d and dtype %d, which the slot does not take",
+                (int)k, sd->name, (int)nd, (int)ts[s].dtype);
+            return LK_ERR_INTERNAL;
+        }
+    }
+    return st;
+}
+
+static lk_status bundle_example(checker *c, const spec *sp, bundle *b, char *err)
+{
+    lk_tensor ts[MAX_SLOTS];
+    int64_t shapes[MAX_SLOTS][LK_MAX_NDIM];
+    lk_status st = example_shapes(c, sp->ex_k, sp->dtype, ts, shapes, err);
+    for (uint32_t s = 0; st == LK_OK && s < c->n_slots; s++) {
+        if (ts[s].ndim < 0)
+            continue;
+        st = alloc_array(c, &b->in[s], ts[s].dtype, ts[s].ndim, ts[s].shape, err);
+        if (st == LK_OK && b->in[s].data != c->guard)
+            memset(b->in[s].data, 0, b->in[s].nbytes);
+        ts[s].data = b->in[s].data;
+    }
+    if (st == LK_OK)
+        st = lk_loss_example(c->ex_loss, sp->ex_k, sp->dtype, rng_next(c), ts, err);
+    for (uint32_t s = 0; st == LK_OK && s < c->n_slots; s++) {
+        const lk_slot_desc *sd = c->d->slots[s];
+        lk_array *a = &b->in[s];
+        if (!a->data)
+            continue;
+        b->named_slot[b->n_named] = (int)s;
+        b->named[b->n_named++] = (lk_named_tensor){sd->name, lk_array_view(a), sd->name};
+        if (!(sd->flags & LK_SLOT_DIFFERENTIABLE) || !is_float_dtype(a->dtype))
+            continue;
+        st = alloc_array(c, &b->grad[s], a->dtype, a->ndim, a->shape, err);
+        b->gnamed_slot[b->n_grads] = (int)s;
+        b->gnamed[b->n_grads++] = (lk_named_tensor){sd->name, lk_array_view(&b->grad[s]), sd->name};
+    }
+    if (st != LK_OK)
+        bundle_free(c, b);
+    return st;
 }
 
 /* Reduction none: (re)allocates the output the loss's plan asks for. */
@@ -798,14 +870,24 @@ static const struct {
 } probes[N_PROBES] = {
     {1, {7}}, {3, {2, 3, 5}}, {4, {2, 1, 4, 4}}, {2, {6, 4}}, {4, {1, 2, 12, 12}}};
 
-static spec probe_spec(int k, int32_t dtype, int soft)
+/* Probe k, or for an example-driven loss its example k (-1: the big one),
+ * with slot 0's shape for labels. */
+static spec probe_spec(const checker *c, int k, int32_t dtype, int soft)
 {
     spec sp;
     memset(&sp, 0, sizeof sp);
     sp.dtype = dtype;
+    sp.soft = soft;
+    if (c->ex) {
+        int i = k < 0 ? N_PROBES : k;
+        sp.ex = 1;
+        sp.ex_k = k;
+        sp.ndim = c->ex_ndim[i];
+        memcpy(sp.shape, c->ex_shape[i], sizeof sp.shape);
+        return sp;
+    }
     sp.ndim = probes[k].ndim;
     memcpy(sp.shape, probes[k].shape, sizeof probes[k].shape);
-    sp.soft = soft;
     return sp;
 }
 
@@ -833,7 +915,10 @@ static void case_label(const checker *c, char *buf, size_t cap, const spec *sp, 
 {
     char sh[96];
     shape_str(sh, sizeof sh, sp->ndim, sp->shape);
-    snprintf(buf, cap, "%s shape %s %s %s%s%s", lk_dtype_name(sp->dtype), sh,
+    char ex[32] = "";
+    if (sp->ex)
+        snprintf(ex, sizeof ex, " example %d", (int)sp->ex_k);
+    snprintf(buf, cap, "%s%s shape %s %s %s%s%s", lk_dtype_name(sp->dtype), ex, sh,
              c->settings[set].label, lk_reduction_name(red),
              !c->soft_too ? ""
              : sp->soft   ? " soft targets"
@@ -885,12 +970,16 @@ static int check_create(checker *c)
 /* Which probe shapes the loss takes: a loss whose slot 0 is ANY may refuse
  * shapes in plan() (LK_ERR_SHAPE or LK_ERR_UNSUPPORTED); that is its right,
  * and those shapes are left out of the other checks. */
+static int example_count(checker *c, size_t *used);
+
 static int probe_shapes(checker *c)
 {
-    int n_ok = 0;
+    int n_ok = 0, n_ex = N_PROBES;
     size_t used = 0;
-    for (int k = 0; k < N_PROBES; k++) {
-        spec sp = probe_spec(k, best_float(c), 0);
+    if (c->ex)
+        n_ex = example_count(c, &used);
+    for (int k = 0; k < n_ex; k++) {
+        spec sp = probe_spec(c, k, best_float(c), 0);
         char lab[LABEL_CAP], err[LK_ERRMSG_CAP] = "", sh[64];
         bundle b;
         lk_loss *loss = NULL;
@@ -913,7 +1002,45 @@ static int probe_shapes(checker *c)
     /* single-shape checks use (2,3,5) when taken, else (6,4), else the first
      * taken */
     c->ref = c->shape_ok[1] ? 1 : c->shape_ok[3] ? 3 : c->shape_ok[0] ? 0 : c->shape_ok[2] ? 2 : 4;
+    for (int k = 0; c->ex && k < n_ex; k++)
+        if (c->shape_ok[k]) {
+            c->ref = k; /* example-driven: the first example taken */
+            break;
+        }
+    if (c->ex && c->ex_ndim[N_PROBES] < 0) { /* no example -1: the reference one */
+        c->ex_ndim[N_PROBES] = c->ex_ndim[c->ref];
+        memcpy(c->ex_shape[N_PROBES], c->ex_shape[c->ref], sizeof c->ex_shape[0]);
+    }
     return n_ok;
+}
+
+/* Example-driven: the examples k = 0, 1, ... up to N_PROBES until the hook
+ * answers LK_ERR_NOT_FOUND, and the big one k = -1, with slot 0's shape of
+ * each (ex_ndim -1: k = -1 has none). A hook that fails otherwise ends the
+ * list there and says why in shape_note. Returns how many. */
+static int example_count(checker *c, size_t *used)
+{
+    int n = 0;
+    for (int k = -1; k < N_PROBES; k++) {
+        lk_tensor ts[MAX_SLOTS];
+        int64_t shapes[MAX_SLOTS][LK_MAX_NDIM];
+        char err[LK_ERRMSG_CAP] = "";
+        int i = k < 0 ? N_PROBES : k;
+        lk_status st = example_shapes(c, k, best_float(c), ts, shapes, err);
+        c->ex_ndim[i] = -1;
+        if (st == LK_OK) {
+            c->ex_ndim[i] = ts[0].ndim;
+            memcpy(c->ex_shape[i], shapes[0], sizeof c->ex_shape[i]);
+            n += k >= 0;
+            continue;
+        }
+        if (st != LK_ERR_NOT_FOUND && *used < sizeof c->shape_note)
+            *used += (size_t)snprintf(c->shape_note + *used, sizeof c->shape_note - *used,
+                                      "; example %d: %s", k, err);
+        if (k >= 0)
+            break;
+    }
+    return n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -955,7 +1082,7 @@ static void check_finite(checker *c)
     for (int i = 0; ok && i < n_dt; i++)
         for (int k = 0; ok && k < N_PROBES; k++)
             for (int soft = 0; ok && soft <= c->soft_too; soft++) {
-                spec sp = probe_spec(k, dts[i], soft);
+                spec sp = probe_spec(c, k, dts[i], soft);
                 bundle b;
                 if (!c->shape_ok[k])
                     continue;
@@ -975,11 +1102,12 @@ static void check_finite(checker *c)
     res_num(&r, "evaluations", (double)count);
     if (ok)
         res_detail(&r,
-                   "%ld evaluations (%s; %d shape%s; %d setting%s;%s %s): value, output and "
+                   "%ld evaluations (%s; %d %s%s; %d setting%s;%s %s): value, output and "
                    "gradient finite%s",
                    count, n_dt == 2 ? "float32, float64" : lk_dtype_name(dts[0]), n_shapes,
-                   plural(n_shapes), c->n_settings, plural(c->n_settings),
-                   c->soft_too ? " hard and soft targets;" : "", reds, c->shape_note);
+                   c->ex ? "example" : "shape", plural(n_shapes), c->n_settings,
+                   plural(c->n_settings), c->soft_too ? " hard and soft targets;" : "", reds,
+                   c->shape_note);
     else
         res_detail(&r, "%s", why);
     send_result(c, &r);
@@ -1096,13 +1224,13 @@ static int weight_slot(const checker *c);
 static int grad_setting(checker *c, int set, grad_worst *w, char *err)
 {
     int ws = weight_slot(c);
-    int weighted = ws >= 0 && c->d->slots[ws]->shape != LK_SHAPE_ANY;
+    int weighted = !c->ex && ws >= 0 && c->d->slots[ws]->shape != LK_SHAPE_ANY;
     for (int k = 0; k < N_PROBES; k++)
         for (int v = 0; c->shape_ok[k] && v < 3; v++) {
             /* v: 0 hard targets, 1 soft targets, 2 hard targets and the weight */
             if ((v == 1 && !c->soft_too) || (v == 2 && !weighted))
                 continue;
-            spec sp = probe_spec(k, LK_DTYPE_F64, v == 1);
+            spec sp = probe_spec(c, k, LK_DTYPE_F64, v == 1);
             sp.weight = v == 2;
             int soft = v == 1;
             bundle b;
@@ -1293,7 +1421,7 @@ static int reduce_compare(const checker *c, const bundle *b, const red_vals *rv,
 
 static void check_reduce(checker *c)
 {
-    spec sp = probe_spec(c->ref, best_float(c), 0);
+    spec sp = probe_spec(c, c->ref, best_float(c), 0);
     double tol = sp.dtype == LK_DTYPE_F64 ? RED_RTOL : 1e-5;
     char why[700] = "", err[LK_ERRMSG_CAP], reds[64], sh[64], tol_text[32];
     red_vals rv;
@@ -1335,6 +1463,11 @@ static lk_status weight_sums(checker *c, const lk_loss *loss, bundle *b, int ws,
                              char *err)
 {
     double raw;
+    if (!b->in[ws].data) { /* an example that leaves the weight out */
+        fit(err, LK_ERRMSG_CAP, "not checked: the loss's example leaves '%s' unbound",
+            c->d->slots[ws]->name);
+        return LK_ERR_NOT_FOUND;
+    }
     lk_status st = run_eval(c, loss, b, 0, &raw, err);
     v[0] = scalar_of(loss, b, raw);
     for (int64_t i = 0; st == LK_OK && i < array_numel(&b->in[ws]); i++)
@@ -1350,10 +1483,10 @@ static lk_status weight_try(checker *c, int ws, int32_t red, double v[2], char *
 {
     lk_status st = LK_ERR_SHAPE;
     for (int per_channel = 0; st == LK_ERR_SHAPE && per_channel <= 1; per_channel++) {
-        spec sp = probe_spec(c->ref, best_float(c), 0);
+        spec sp = probe_spec(c, c->ref, best_float(c), 0);
         sp.weight = 1;
         sp.weight_per_channel = per_channel;
-        if (per_channel && c->d->slots[ws]->shape != LK_SHAPE_ANY)
+        if (per_channel && (c->ex || c->d->slots[ws]->shape != LK_SHAPE_ANY))
             break;
         bundle b;
         lk_loss *loss;
@@ -1387,7 +1520,7 @@ static void check_weight(checker *c)
     }
     lk_status st = weight_try(c, ws, red, v, lab, err);
     double e = rel_diff(v[1], 2.0 * v[0], fabs(2.0 * v[0]));
-    res_init(&r, "weight", st == LK_OK && e <= RED_RTOL);
+    res_init(&r, "weight", st == LK_OK ? e <= RED_RTOL : c->ex && st == LK_ERR_NOT_FOUND);
     if (st != LK_OK)
         res_detail(&r, "%s: %s", lab, err);
     else
@@ -1425,7 +1558,7 @@ static void check_accumulate(checker *c)
         send_result(c, &r);
         return;
     }
-    spec sp = probe_spec(c->ref, best_float(c), 0);
+    spec sp = probe_spec(c, c->ref, best_float(c), 0);
     bundle b;
     lk_loss *one = NULL, *two = NULL;
     double v1 = NAN, v3 = NAN, *g1[MAX_SLOTS] = {0};
@@ -1564,7 +1697,9 @@ static int produced_same(const produced *p, const bundle *b, double value, char 
 /* The reference shape with dim 0 grown until there are several blocks. */
 static spec big_spec(const checker *c, int32_t dtype)
 {
-    spec sp = probe_spec(c->ref, dtype, 0);
+    if (c->ex)
+        return probe_spec(c, -1, dtype, 0);
+    spec sp = probe_spec(c, c->ref, dtype, 0);
     int64_t n = numel(sp.ndim, sp.shape);
     /* a whole-batch loss has no blocks and may cost the square of its rows
      * (a similarity matrix): enough rows for several parallel_for chunks */
@@ -1697,6 +1832,16 @@ static int empty_red(checker *c, bundle *b, const spec *sp, int32_t red, char *n
 
 static void check_empty(checker *c)
 {
+    if (c->ex) {
+        /* the loss's examples are its data; an empty batch is not one the
+         * checker can build from its slot rules */
+        result r;
+        res_init(&r, "empty", 1);
+        res_detail(&r, "not checked: example-driven loss (its own tests cover zero-size "
+                       "tensors)");
+        send_result(c, &r);
+        return;
+    }
     spec sp = empty_spec(c);
     char notes[700] = "", err[LK_ERRMSG_CAP], sh[64];
     bundle b;
@@ -1798,7 +1943,7 @@ static void check_extreme(checker *c)
     }
     for (int i = 0; ok && i < n_dt; i++)
         for (int soft = 0; ok && soft <= c->soft_too; soft++) {
-            spec sp = probe_spec(c->ref, dts[i], soft);
+            spec sp = probe_spec(c, c->ref, dts[i], soft);
             bundle b;
             if (bundle_make(c, &sp, &b, err) != LK_OK) {
                 snprintf(why, sizeof why, "cannot allocate: %s", err);
@@ -1808,7 +1953,8 @@ static void check_extreme(checker *c)
                 ok = extreme_case(c, &b, &sp, extremes[m], why, sizeof why);
             bundle_free(c, &b);
         }
-    shape_str(sh, sizeof sh, probes[c->ref].ndim, probes[c->ref].shape);
+    spec ref = probe_spec(c, c->ref, LK_DTYPE_F64, 0);
+    shape_str(sh, sizeof sh, ref.ndim, ref.shape);
     res_init(&r, "extreme", ok);
     if (ok && unit)
         res_detail(&r,
@@ -1873,7 +2019,9 @@ static void checker_init(checker *c, const plugin_ctx *pc, const lk_loss_desc *d
     c->guard = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (c->guard == MAP_FAILED)
         c->guard = NULL;
-    c->soft_too = has_float_target(c);
+    /* example-driven: the examples carry their own targets, no soft run */
+    c->ex = minor >= 1 && d->example != NULL;
+    c->soft_too = !c->ex && has_float_target(c);
     build_settings(c);
 }
 
@@ -1882,6 +2030,9 @@ static void run_checks(checker *c, const plugin_ctx *pc)
     result r;
     if (!check_create(c))
         return;
+    char err[LK_ERRMSG_CAP];
+    if (c->ex && make_loss(c, c->rt, 0, c->d->default_reduction, &c->ex_loss, err) != LK_OK)
+        return; /* check_create has reported it */
     if (best_float(c) == LK_DTYPE_INVALID) {
         res_init(&r, "finite", 1);
         res_detail(&r, "not checked: slot 0 '%s' takes no float dtype", c->d->slots[0]->name);

@@ -866,3 +866,31 @@ int32_t lk_loss_slot_values(const lk_loss *loss, size_t i)
 {
     return i < loss->n_slots ? loss->slots[i].values : LK_VALUES_DEFAULT;
 }
+
+int lk_loss_has_example(const lk_loss *loss)
+{
+    if (loss->n_terms != 1)
+        return 0;
+    const lk__entry *e = loss->terms[0].entry;
+    /* a plugin of ABI 1.0 has no such member: never read past its struct */
+    return e->module->plugin->abi_minor >= 1 && e->desc->example != NULL;
+}
+
+lk_status lk_loss_example(const lk_loss *loss, int32_t k, int32_t dtype, uint64_t seed,
+                          lk_tensor *slots, char *errmsg)
+{
+    char scratch[LK_ERRMSG_CAP];
+    if (!errmsg)
+        errmsg = scratch;
+    errmsg[0] = '\0';
+    if (!lk_loss_has_example(loss))
+        return lk__err(errmsg, LK_ERR_UNSUPPORTED, "loss '%s' offers no example data", loss->name);
+    const lk__term *t = &loss->terms[0];
+    char msg[LK_ERRMSG_CAP / 2] = "";
+    lk_msg m = {msg, sizeof msg};
+    lk_status st = t->entry->desc->example(t->instance, k, dtype, seed, slots, &m);
+    if (st != LK_OK && st != LK_ERR_NOT_FOUND)
+        return lk__err(errmsg, st, "loss '%s': example %d: %s", t->entry->desc->id, (int)k,
+                       msg[0] ? msg : lk_status_text(st));
+    return st;
+}

@@ -150,6 +150,18 @@ LK_API lk_status lk_loss_slot_at(const lk_loss *loss, size_t i, const lk_slot_de
  * LK_VALUES_DEFAULT when there is no slot i. */
 LK_API int32_t lk_loss_slot_values(const lk_loss *loss, size_t i);
 
+/* Whether the loss offers its own test data (lk_loss_desc.example, ABI 1.1):
+ * 1 for a one-term loss whose plugin is built against minor >= 1 and sets
+ * example, else 0. */
+LK_API int lk_loss_has_example(const lk_loss *loss);
+/* Calls that hook on the loss's instance: slots has one lk_tensor per slot
+ * of the loss (lk_loss_slot_count), in slot order; see plugin.h for the two
+ * calls. LK_ERR_UNSUPPORTED when lk_loss_has_example() is 0; otherwise the
+ * hook's status, with errmsg (LK_ERRMSG_CAP bytes, may be NULL) naming the
+ * loss and the problem. */
+LK_API lk_status lk_loss_example(const lk_loss *loss, int32_t k, int32_t dtype, uint64_t seed,
+                                 lk_tensor *slots, char *errmsg);
+
 /* A tensor bound to a slot name. */
 typedef struct lk_named_tensor {
     const char *name;   /* the slot: "input", "target", ... */

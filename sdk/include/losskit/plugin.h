@@ -315,6 +315,19 @@ typedef struct lk_loss_desc {
      * loss may use host->parallel_for inside. [any-thread] */
     lk_status (*whole)(const void *instance, const lk_plan *plan, const lk_whole_args *args,
                        double *value, lk_msg *msg);
+
+    /* since 1.1, optional: test data for a loss whose slots the shape rules
+     * and value kinds cannot describe (ctc's lengths). For example k = 0, 1,
+     * ... (k = -1: one large example, several blocks or parallel chunks),
+     * the host calls it twice: first with every slots[i].data == NULL, and
+     * the loss sets each slot's dtype (float slots: the dtype argument),
+     * ndim and shape (shape points to LK_MAX_NDIM int64s; ndim -1 leaves an
+     * optional slot unbound) and returns LK_OK, or LK_ERR_NOT_FOUND when
+     * there is no example k; then with the host's buffers in data (zeroed),
+     * and it fills the values from seed. A checker or benchmark uses these
+     * examples instead of its own probe shapes. [any-thread] */
+    lk_status (*example)(const void *instance, int32_t k, int32_t dtype, uint64_t seed,
+                         lk_tensor *slots, lk_msg *msg);
 } lk_loss_desc;
 
 /* ------------------------------------------------------------------------ */
