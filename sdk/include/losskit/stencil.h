@@ -186,8 +186,7 @@ typedef struct lk__eio {
     const void *x, *t;
     void *out, *g;
     int xf, tf, acc;
-    int stream;   /* the gradient streamed from the lanes (their own precision) */
-    int stream32; /* a float32 gradient of double lanes, streamed from a scratch */
+    int stream; /* the gradient streamed from the lanes (their own precision) */
     lk_v scale;
 } lk__eio;
 
@@ -209,10 +208,11 @@ LK_AI void lk__edge_eval(const void *inst, lk_edge_fn fn, lk_v d, lk_v dt, lk_v 
  * where an edge does not exist; le[l] = the term of the edge from i + l
  * (that position's own, forward edge). Each edge is computed once per chunk, by the same lanes
  * wherever a chunk begins, so that its value does not depend on the
- * blocks. */
+ * blocks. xc, tc: NULL, or the row's x and t already in lanes' precision
+ * (lanes past kf are masked off). */
 LK_AI void lk__edges_last(const void *inst, lk_edge_fn edge, int has_t, const lk__eio *io, lk_v wL,
                           int64_t i, int64_t len, int64_t c, int64_t nL, int want_grad, lk_s *de,
-                          lk_s *le)
+                          lk_s *le, const lk_s *xc, const lk_s *tc)
 {
     lk_v l, dd;
     if (want_grad) {
@@ -235,12 +235,19 @@ LK_AI void lk__edges_last(const void *inst, lk_edge_fn edge, int has_t, const lk
             lk_store(le + v, lk_zero());
             continue;
         }
-        lk_v x0 = lk__ld(io->x, io->xf, i + v, (int)kf, 0.0);
-        lk_v x1 = lk__ld(io->x, io->xf, i + v + 1, (int)kf, 0.0);
-        lk_v dt = lk_zero();
-        if (has_t)
-            dt = lk_sub(lk__ld(io->t, io->tf, i + v + 1, (int)kf, 0.0),
-                        lk__ld(io->t, io->tf, i + v, (int)kf, 0.0));
+        lk_v x0, x1, dt = lk_zero();
+        if (xc) {
+            x0 = lk_load(xc + v);
+            x1 = lk_load(xc + v + 1);
+            if (has_t)
+                dt = lk_sub(lk_load(tc + v + 1), lk_load(tc + v));
+        } else {
+            x0 = lk__ld(io->x, io->xf, i + v, (int)kf, 0.0);
+            x1 = lk__ld(io->x, io->xf, i + v + 1, (int)kf, 0.0);
+            if (has_t)
+                dt = lk_sub(lk__ld(io->t, io->tf, i + v + 1, (int)kf, 0.0),
+                            lk__ld(io->t, io->tf, i + v, (int)kf, 0.0));
+        }
         lk__edge_eval(inst, edge, lk_sub(x1, x0), dt, wL, &l, &dd);
         if (kf < LK_W) {
             lk_m m = lk_first((int)kf);
@@ -249,6 +256,48 @@ LK_AI void lk__edges_last(const void *inst, lk_edge_fn edge, int has_t, const lk
         }
         lk_store(le + v, l);
         lk_store(de + 1 + v, dd);
+    }
+}
+
+/* What a whole row keeps for the next (lk__edges_range): the derivatives of
+ * its forward edges along dim K - 2 (dvo, written; dvi, those of the row
+ * above, read) and, where lanes are wider than the data, the next row's x
+ * and t in lanes' precision (xo, to written; xc, tc the row's own, read:
+ * the lanes of its last vector past the row are 0). */
+typedef struct lk__erow {
+    lk_s *dvo, *xo, *to;
+    const lk_s *dvi, *xc, *tc;
+} lk__erow;
+
+/* The edges of the vector at p along one dim but the last (stride s): the
+ * forward edge's term and derivative (if fok), the backward edge's
+ * derivative (if bok), from the row above's (rw->dvi) where it kept them. */
+LK_AI void lk__edges_dim(const void *inst, lk_edge_fn edge, int has_t, const lk__eio *io, lk_v x0,
+                         lk_v t0, int64_t p, int64_t s, int k, int fok, int bok, lk_v w,
+                         const lk__erow *rw, int64_t v, lk_v *loss, lk_v *grad)
+{
+    lk_v l, dd;
+    if (fok) {
+        lk_v xf = lk__ld(io->x, io->xf, p + s, k, 0.0);
+        lk_v tf = has_t ? lk__ld(io->t, io->tf, p + s, k, 0.0) : lk_zero();
+        lk__edge_eval(inst, edge, lk_sub(xf, x0), lk_sub(tf, t0), w, &l, &dd);
+        *loss = lk_add(*loss, l);
+        *grad = lk_sub(*grad, dd);
+        if (rw && rw->dvo) {
+            lk_store(rw->dvo + v, dd);
+            if (rw->xo) {
+                lk_store(rw->xo + v, xf);
+                lk_store(rw->to + v, tf);
+            }
+        }
+    }
+    if (rw && rw->dvi) {
+        *grad = lk_add(*grad, lk_load(rw->dvi + v));
+    } else if (bok) {
+        lk_v xb = lk__ld(io->x, io->xf, p - s, k, 0.0);
+        lk_v tb = has_t ? lk__ld(io->t, io->tf, p - s, k, 0.0) : lk_zero();
+        lk__edge_eval(inst, edge, lk_sub(x0, xb), lk_sub(t0, tb), w, &l, &dd);
+        *grad = lk_add(*grad, dd);
     }
 }
 
@@ -261,18 +310,19 @@ LK_AI void lk__edges_last(const void *inst, lk_edge_fn edge, int has_t, const lk
 LK_AI lk_status lk__edges_chunk(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
                                 const lk__eio *io, const lk_sten_geom *g, const double *w,
                                 const lk_v *wv, const int *fok, const int *bok, int64_t i,
-                                int64_t len, int64_t c, int want_grad, lk_acc *sum, lk_msg *msg)
+                                int64_t len, int64_t c, int want_grad, const lk__erow *rw,
+                                lk_acc *sum, lk_msg *msg)
 {
     const int has_t = (flags & LK_STEN_TARGET) != 0;
     const int32_t K = g->K;
     const int64_t nL = g->n[K - 1];
     const int last = w[K] != 0.0 && nL > 1;
     lk_s de[LK__STEN_CHUNK + 2 * LK_W], le[LK__STEN_CHUNK + LK_W];
-#if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
-    float gs[LK__STEN_CHUNK + 2 * LK_FW];
-#endif
+    const int cross = K >= 2 && w[K - 1] != 0.0;
+    const int64_t s2 = K >= 2 ? g->s[K - 2] : 0;
     if (last)
-        lk__edges_last(inst, edge, has_t, io, wv[K], i, len, c, nL, want_grad, de, le);
+        lk__edges_last(inst, edge, has_t, io, wv[K], i, len, c, nL, want_grad, de, le, rw->xc,
+                       rw->tc);
     int64_t pf = i + g->s[0] + LK__STEN_PREFETCH;
     for (int64_t v = 0; v < len; v += LK_W) {
         int k = len - v < LK_W ? (int)(len - v) : LK_W;
@@ -286,11 +336,19 @@ LK_AI lk_status lk__edges_chunk(const void *inst, lk_elem_fn node, lk_edge_fn ed
         }
         pf += LK_W;
 #endif
-        lk_v x0 = lk__ld(io->x, io->xf, p, k, 0.0);
-        lk_v t0 = has_t ? lk__ld(io->t, io->tf, p, k, 0.0) : lk_zero();
+        lk_v x0, t0 = lk_zero();
+        if (rw->xc) {
+            x0 = lk_load(rw->xc + v);
+            if (has_t)
+                t0 = lk_load(rw->tc + v);
+        } else {
+            x0 = lk__ld(io->x, io->xf, p, k, 0.0);
+            if (has_t)
+                t0 = lk__ld(io->t, io->tf, p, k, 0.0);
+        }
         if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(x0), lk_set(HUGE_VAL))))
             return lk__sten_inf(io->x, io->xf, p, k, msg);
-        lk_v loss = lk_zero(), grad = lk_zero(), l, dd;
+        lk_v loss = lk_zero(), grad = lk_zero();
         if ((flags & LK_STEN_NODE) && w[0] != 0.0) {
             lk_elem e;
             e.i = p;
@@ -300,24 +358,13 @@ LK_AI lk_status lk__edges_chunk(const void *inst, lk_elem_fn node, lk_edge_fn ed
             loss = lk_mul(wv[0], e.loss);
             grad = lk_mul(wv[0], e.grad);
         }
-        for (int32_t j = 0; j + 1 < K; j++) {
-            if (w[1 + j] == 0.0)
-                continue;
-            int64_t s = g->s[j];
-            if (fok[j]) {
-                lk_v xf = lk__ld(io->x, io->xf, p + s, k, 0.0);
-                lk_v tf = has_t ? lk__ld(io->t, io->tf, p + s, k, 0.0) : lk_zero();
-                lk__edge_eval(inst, edge, lk_sub(xf, x0), lk_sub(tf, t0), wv[1 + j], &l, &dd);
-                loss = lk_add(loss, l);
-                grad = lk_sub(grad, dd);
-            }
-            if (bok[j] && want_grad) {
-                lk_v xb = lk__ld(io->x, io->xf, p - s, k, 0.0);
-                lk_v tb = has_t ? lk__ld(io->t, io->tf, p - s, k, 0.0) : lk_zero();
-                lk__edge_eval(inst, edge, lk_sub(x0, xb), lk_sub(t0, tb), wv[1 + j], &l, &dd);
-                grad = lk_add(grad, dd);
-            }
-        }
+        for (int32_t j = 0; j + 2 < K; j++)
+            if (w[1 + j] != 0.0)
+                lk__edges_dim(inst, edge, has_t, io, x0, t0, p, g->s[j], k, fok[j],
+                              bok[j] && want_grad, wv[1 + j], NULL, v, &loss, &grad);
+        if (cross) /* dim K - 2, straight: an image's rows */
+            lk__edges_dim(inst, edge, has_t, io, x0, t0, p, s2, k, fok[K - 2],
+                          bok[K - 2] && want_grad, wv[K - 1], rw, v, &loss, &grad);
         if (last)
             loss = lk_add(loss, lk_load(le + v));
         lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
@@ -329,29 +376,11 @@ LK_AI lk_status lk__edges_chunk(const void *inst, lk_elem_fn node, lk_edge_fn ed
         }
         /* a large gradient is streamed where a whole vector lies on a vector
          * boundary: its lines are written without being read first */
-#if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
-        if (io->stream32)
-            lk_d_storen_f32(gs + v, k, lk_mul(io->scale, grad));
-        else
-#endif
-            if (io->stream && k == LK_W &&
-                (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0)
+        if (io->stream && k == LK_W && (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0)
             lk__stream_grad(io->g, p, grad, io->scale);
         else
             lk__put_grad(io->g, io->xf, p, k, grad, io->scale, io->acc);
     }
-#if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
-    /* float32 lines from the scratch, streamed where whole and aligned */
-    if (want_grad && io->stream32)
-        for (int64_t v = 0; v < len; v += LK_FW) {
-            int k = len - v < LK_FW ? (int)(len - v) : LK_FW;
-            float *at = (float *)io->g + i + v;
-            if (k == LK_FW && (uintptr_t)at % (LK_FW * sizeof(float)) == 0)
-                lk_f_stream(at, lk_f_load(gs + v));
-            else
-                lk_f_storen(at, k, lk_f_loadn(gs + v, k, 0.0f));
-        }
-#endif
     return LK_OK;
 }
 
@@ -365,6 +394,17 @@ LK_AI lk_status lk__edges_range(const void *inst, lk_elem_fn node, lk_edge_fn ed
     const int32_t K = g->K;
     const int64_t nL = g->n[K - 1];
     int fok[LK_MAX_NDIM], bok[LK_MAX_NDIM];
+    /* Whole rows that fit a chunk keep the derivatives of their forward
+     * edges along dim K - 2 for the next row, whose backward edges they are
+     * (the first row of a range computes its own, by the same lanes). */
+    lk_s dv[2][LK__STEN_CHUNK + LK_W];
+    const int keep = K >= 2 && want_grad && nL <= LK__STEN_CHUNK && w[K - 1] != 0.0;
+#if !defined(LK_LANES_F32)
+    /* float32 data in double lanes: each row converted once */
+    lk_s xr[2][LK__STEN_CHUNK + 2 * LK_W], tr[2][LK__STEN_CHUNK + 2 * LK_W];
+    const int conv = keep && io->xf && (io->tf || !(flags & LK_STEN_TARGET));
+#endif
+    int have = 0, cur = 0;
     for (int64_t p = eb; p < ee;) {
         int64_t c = p % nL, row = p - c, re = row + nL < ee ? row + nL : ee;
         for (int32_t j = 0; j + 1 < K; j++) {
@@ -372,16 +412,62 @@ LK_AI lk_status lk__edges_range(const void *inst, lk_elem_fn node, lk_edge_fn ed
             fok[j] = cj + 1 < g->n[j];
             bok[j] = cj > 0;
         }
+        const int whole = keep && c == 0 && re == row + nL;
+        lk__erow rw = {NULL, NULL, NULL, NULL, NULL, NULL};
+        if (whole) {
+            rw.dvo = dv[cur];
+            if (have && bok[K - 2])
+                rw.dvi = dv[1 - cur];
+#if !defined(LK_LANES_F32)
+            if (conv) {
+                int64_t end = (nL + LK_W - 1) / LK_W * LK_W;
+                rw.xo = xr[cur];
+                rw.to = tr[cur];
+                lk_store(xr[cur] + end, lk_zero()); /* read past the row, masked */
+                lk_store(tr[cur] + end, lk_zero());
+                if (have && bok[K - 2]) {
+                    rw.xc = xr[1 - cur];
+                    rw.tc = tr[1 - cur];
+                }
+            }
+#endif
+        }
         for (int64_t i = p; i < re; i += LK__STEN_CHUNK) {
             int64_t len = re - i < LK__STEN_CHUNK ? re - i : LK__STEN_CHUNK;
             lk_status st = lk__edges_chunk(inst, node, edge, flags, io, g, w, wv, fok, bok, i, len,
-                                           i - row, want_grad, sum, msg);
+                                           i - row, want_grad, &rw, sum, msg);
             if (st != LK_OK)
                 return st;
         }
+        have = whole && fok[K - 2];
+        cur = 1 - cur;
         p = re;
     }
     return LK_OK;
+}
+
+/* The same, with the gradient wanted or not and, in double lanes, float32
+ * and float64 data apart: each loop knows its loads at compile time. */
+LK_AI lk_status lk__edges_run(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
+                              const lk__eio *io, const lk_sten_geom *g, const double *w,
+                              const lk_v *wv, int64_t eb, int64_t ee, lk_acc *sum, lk_msg *msg)
+{
+#if !defined(LK_LANES_F32)
+    if (io->xf == io->tf || !(flags & LK_STEN_TARGET)) {
+        lk__eio c = *io;
+        c.xf = c.tf = io->xf;
+        if (io->xf)
+            return io->g
+                       ? lk__edges_range(inst, node, edge, flags, &c, g, w, wv, eb, ee, 1, sum, msg)
+                       : lk__edges_range(inst, node, edge, flags, &c, g, w, wv, eb, ee, 0, sum,
+                                         msg);
+        c.xf = c.tf = 0;
+        return io->g ? lk__edges_range(inst, node, edge, flags, &c, g, w, wv, eb, ee, 1, sum, msg)
+                     : lk__edges_range(inst, node, edge, flags, &c, g, w, wv, eb, ee, 0, sum, msg);
+    }
+#endif
+    return io->g ? lk__edges_range(inst, node, edge, flags, io, g, w, wv, eb, ee, 1, sum, msg)
+                 : lk__edges_range(inst, node, edge, flags, io, g, w, wv, eb, ee, 0, sum, msg);
 }
 
 LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
@@ -409,10 +495,6 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
     io.acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     io.scale = lk_set(blk->grad_scale);
     io.stream = lk__can_stream(io.g, io.xf, io.acc, 0, g.numel);
-    io.stream32 = 0;
-#if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
-    io.stream32 = io.g && io.xf && !io.acc && g.numel * (int64_t)sizeof(float) >= LK_STREAM_BYTES;
-#endif
     int64_t unit = plan->aux[LK_STEN_AUX_UNIT];
     lk_status st = LK_OK;
     double total = 0.0;
@@ -421,8 +503,7 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
         int64_t eb = unit == 0 ? blk->begin : unit < 0 ? 0 : u * unit;
         int64_t ee = unit == 0 ? blk->end : unit < 0 ? 0 : eb + unit;
         lk_acc sum = lk_acc_zero();
-        st = io.g ? lk__edges_range(inst, node, edge, flags, &io, &g, w, wv, eb, ee, 1, &sum, msg)
-                  : lk__edges_range(inst, node, edge, flags, &io, &g, w, wv, eb, ee, 0, &sum, msg);
+        st = lk__edges_run(inst, node, edge, flags, &io, &g, w, wv, eb, ee, &sum, msg);
         double v = lk_acc_sum(sum);
         total += v;
         if (io.out && unit != 0) {
@@ -434,7 +515,7 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
         if (unit == 0)
             break;
     }
-    if (io.stream || io.stream32)
+    if (io.stream)
         lk_stream_fence();
     if (st == LK_OK)
         blk->stats[0] += total;
