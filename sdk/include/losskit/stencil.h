@@ -13,9 +13,12 @@
  *
  * Both are FUSED: the gradient needs no global statistic, so forward writes
  * it in the same pass. Every block writes only the gradient of the
- * positions it owns and computes it by gathering: an edge's derivative is
- * formed at both of its ends (p adds -phi'(x[p + s] - x[p]) for its forward
- * edge and +phi'(x[p] - x[p - s]) for its backward edge); a window block
+ * positions it owns and computes it by gathering: p adds -phi'(x[p + s] -
+ * x[p]) for its forward edge and +phi'(x[p] - x[p - s]) for its backward
+ * edge, the latter kept from where the block computed it as a forward edge
+ * (the last dimension within a chunk of a row, dimension K - 2 from the row
+ * above) or formed again, by the same lanes, where the block did not (its
+ * first chunk, its first row, the other dimensions); a window block
  * recomputes the map's partial derivatives on the window - 1 rows above its
  * first row, then filters them back (the transposed window) onto its own
  * rows. Nothing is ever scattered into another block's positions, so there
