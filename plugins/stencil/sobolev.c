@@ -4,7 +4,13 @@
  * 1 adds 0. On the edge driver (losskit/stencil.h): the node term (x - t)^2
  * and, along dim d of size n_d, the edge term (D_d x - D_d t)^2 weighted by
  * grad_weight n_d / (n_d - 1), so that the sum over all positions divided
- * by the element count is the formula above. */
+ * by the element count is the formula above.
+ *
+ * Double lanes only (LK_EDGE_LOSS_F64): the gradient at a position is a
+ * discrete Laplacian of x - t plus 2 (x - t), whose terms cancel where it is
+ * small; formed in float lanes it would carry float rounding of its largest
+ * terms (5e-5 relative error on small elements). Float32 data is widened on
+ * load and the gradient rounded once, on store. */
 #include "losskit/stencil.h"
 
 typedef struct sobolev {
@@ -91,9 +97,9 @@ static void sob_weights(const void *inst, const lk_sten_geom *g, double *w)
                        : 0.0;
 }
 
-LK_EDGE_LOSS(sobolev, sobolev, sob_node, sob_edge, sob_weights,
-             LK_STEN_TARGET | LK_STEN_NODE | LK_STEN_FINITE,
-             LK_HOOKS(.init = sob_init, .plan = sob_plan),
-             .summary = "Sobolev (H1-type) loss: mean squared error plus grad_weight times the "
-                        "mean squared error of forward differences along the last dims dimensions",
-             .params = sob_params, .slots = sob_slots)
+LK_EDGE_LOSS_F64(
+    sobolev, sobolev, sob_node, sob_edge, sob_weights,
+    LK_STEN_TARGET | LK_STEN_NODE | LK_STEN_FINITE, LK_HOOKS(.init = sob_init, .plan = sob_plan),
+    .summary = "Sobolev (H1-type) loss: mean squared error plus grad_weight times the "
+               "mean squared error of forward differences along the last dims dimensions",
+    .params = sob_params, .slots = sob_slots)

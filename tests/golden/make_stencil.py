@@ -205,15 +205,21 @@ def write_goldens():
 
 def random_case(rng, loss):
     dt = str(rng.choice(["float32", "float64"]))
+    # one case in six has rows longer than the edge driver's chunk (1024)
+    long_row = int(rng.integers(1025, 2600)) if rng.integers(0, 6) == 0 else 0
     if loss == "sobolev":
         rank = int(rng.integers(1, 5))
         shape = tuple(int(rng.integers(1, 9)) for _ in range(rank))
+        if long_row:
+            shape = shape[:-1] + (long_row,)
         params = {"dims": int(rng.integers(1, rank + 1)),
                   "grad_weight": float(np.round(rng.uniform(0.0, 3.0), 3))}
         return params, "mean", shape, dt, "normal"
     if loss == "total_variation":
         rank = int(rng.integers(3, 6))
         shape = tuple(int(rng.integers(1, 9)) for _ in range(rank))
+        if long_row:
+            shape = shape[:-1] + (long_row,)
         return {}, str(rng.choice(["none", "mean", "sum"])), shape, dt, "normal"
     window = int(rng.choice([1, 3, 5, 7, 9, 11]))
     params = {"window": window, "sigma": float(np.round(rng.uniform(0.5, 3.0), 3)),
@@ -267,22 +273,15 @@ def run_random(seed, n_per_loss):
                     wv = max(wv, rel_err(np.load(f"{tmp}/o.npy"), out))
                 else:
                     wv = max(wv, rel_err(got["value"], value))
-                g = np.load(f"{tmp}/g.npy")
+                # every gradient element, float32 ones too, within 1e-5
+                # relative of torch's float64 gradient (floor 1e-9)
+                e = rel_err(np.load(f"{tmp}/g.npy"), grad)
+                wg = max(wg, e)
                 if dt == "float32":
-                    # the kernel layer's float32 contract (sdk/README.md,
-                    # "Precision"): a gradient element computed in float
-                    # lanes may carry the float rounding of the terms it
-                    # sums, so each element is held to 1e-5 relative or
-                    # 1e-7 of the largest element (a floor of 1e-2 of it)
-                    wg32 = max(wg32, rel_err(g, grad))
-                    top = float(np.abs(grad).max(initial=0.0))
-                    wg = max(wg, rel_err(g, grad, max(1e-9, 1e-2 * top)))
-                else:
-                    wg = max(wg, rel_err(g, grad))
+                    wg32 = max(wg32, e)
             worst[loss] = (wv, wg)
             print(f"{loss:16s} {n_per_loss} cases: value max rel err {wv:.2e}, "
-                  f"gradient max rel err {wg:.2e} (float32 cases strictly elementwise: "
-                  f"{wg32:.2e})")
+                  f"gradient max rel err per element {wg:.2e} (float32 cases: {wg32:.2e})")
     bad = [l for l, (v, g) in worst.items() if v > 1e-6 or g > 1e-5]
     if bad:
         print("FAIL:", ", ".join(bad))

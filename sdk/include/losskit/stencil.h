@@ -13,9 +13,12 @@
  *
  * Both are FUSED: the gradient needs no global statistic, so forward writes
  * it in the same pass. Every block writes only the gradient of the
- * positions it owns and computes it by gathering: an edge's derivative is
- * formed at both of its ends (p adds -phi'(x[p + s] - x[p]) for its forward
- * edge and +phi'(x[p] - x[p - s]) for its backward edge); a window block
+ * positions it owns and computes it by gathering: p adds -phi'(x[p + s] -
+ * x[p]) for its forward edge and +phi'(x[p] - x[p - s]) for its backward
+ * edge, the latter kept from where the block computed it as a forward edge
+ * (the last dimension within a chunk of a row, dimension K - 2 from the row
+ * above) or formed again, by the same lanes, where the block did not (its
+ * first chunk, its first row, the other dimensions); a window block
  * recomputes the map's partial derivatives on the window - 1 rows above its
  * first row, then filters them back (the transposed window) onto its own
  * rows. Nothing is ever scattered into another block's positions, so there
@@ -92,6 +95,48 @@ static inline lk_status lk__sten_inf(const void *x, int f32, int64_t i, int k, l
     return lk_fail(msg, LK_ERR_INTERNAL, "an infinite input vanished");
 }
 
+/* A family of double lanes only (float32 data read and written by
+ * conversion): the window family, and an edge family whose float32 results
+ * must not carry float rounding (LK_EDGE_LOSS_F64). */
+#if defined(LK_PRIMARY)
+#if defined(LK_BUILD_AVX2)
+#define LK__F64_REF_AVX2(name)                                                                     \
+    {                                                                                              \
+        NULL, &LK__VAR(name, avx2, f64)                                                            \
+    }
+#define LK__F64_DECL_AVX2(name) extern const lk_kset LK__VAR(name, avx2, f64);
+#else
+#define LK__F64_REF_AVX2(name)                                                                     \
+    {                                                                                              \
+        NULL, NULL                                                                                 \
+    }
+#define LK__F64_DECL_AVX2(name)
+#endif
+#if defined(LK_BUILD_AVX512)
+#define LK__F64_REF_AVX512(name)                                                                   \
+    {                                                                                              \
+        NULL, &LK__VAR(name, avx512, f64)                                                          \
+    }
+#define LK__F64_DECL_AVX512(name) extern const lk_kset LK__VAR(name, avx512, f64);
+#else
+#define LK__F64_REF_AVX512(name)                                                                   \
+    {                                                                                              \
+        NULL, NULL                                                                                 \
+    }
+#define LK__F64_DECL_AVX512(name)
+#endif
+#define LK__F64_FAMILY(name)                                                                       \
+    LK__F64_DECL_AVX2(name)                                                                        \
+    LK__F64_DECL_AVX512(name)                                                                      \
+    static const lk_kfamily name##__family = {{                                                    \
+        {NULL, &LK__VAR(name, portable, f64)},                                                     \
+        LK__F64_REF_AVX2(name),                                                                    \
+        LK__F64_REF_AVX512(name),                                                                  \
+    }};
+#else
+#define LK__F64_FAMILY(name)
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Edges                                                                     */
 
@@ -132,14 +177,23 @@ static inline void lk_edges_plan(const lk_tensor *x, int32_t K, uint32_t flags, 
     }
 }
 
+/* Positions per chunk of a row: the derivatives of a chunk's edges along the
+ * last dimension are kept in a scratch, each computed once. */
+#define LK__STEN_CHUNK 1024
+/* Elements a software prefetch runs ahead of the furthest neighbour. */
+#ifndef LK__STEN_PREFETCH
+#define LK__STEN_PREFETCH 512
+#endif
+
 typedef struct lk__eio {
     const void *x, *t;
     void *out, *g;
-    int xf, tf, acc, stream;
+    int xf, tf, acc;
+    int stream; /* the gradient streamed from the lanes (their own precision) */
     lk_v scale;
 } lk__eio;
 
-/* An edge's term and derivative, weighted and masked to lanes m. */
+/* An edge's term and derivative, weighted. */
 LK_AI void lk__edge_eval(const void *inst, lk_edge_fn fn, lk_v d, lk_v dt, lk_v w, lk_v *loss,
                          lk_v *dd)
 {
@@ -151,81 +205,190 @@ LK_AI void lk__edge_eval(const void *inst, lk_edge_fn fn, lk_v d, lk_v dt, lk_v 
     *dd = lk_mul(w, e.grad);
 }
 
-/* One vector of k positions from i, at column c of its row; fok/bok: the
- * forward and backward neighbours along each dim but the last exist. */
-LK_AI lk_status lk__edges_vec(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
-                              const lk__eio *io, const lk_sten_geom *g, const double *w,
-                              const lk_v *wv, const int *fok, const int *bok, int64_t i, int k,
-                              int64_t c, int want_grad, lk_acc *sum, lk_msg *msg)
+/* The edges along the last dimension (of nL) at the positions [i, i + len)
+ * of one row, from column c: de[1 + l] = d term / d d of the edge from i + l
+ * to i + l + 1, de[0] that of the edge from i - 1 to i (with want_grad), 0
+ * where an edge does not exist; le[l] = the term of the edge from i + l
+ * (that position's own, forward edge). Each edge is computed once per chunk, by the same lanes
+ * wherever a chunk begins, so that its value does not depend on the
+ * blocks. xc, tc: NULL, or the row's x and t already in lanes' precision
+ * (lanes past kf are masked off). */
+LK_AI void lk__edges_last(const void *inst, lk_edge_fn edge, int has_t, const lk__eio *io, lk_v wL,
+                          int64_t i, int64_t len, int64_t c, int64_t nL, int want_grad, lk_s *de,
+                          lk_s *le, const lk_s *xc, const lk_s *tc)
+{
+    lk_v l, dd;
+    if (want_grad) {
+        lk_v d = lk_zero(), dt = lk_zero();
+        if (c > 0) {
+            d = lk_sub(lk__ld(io->x, io->xf, i, 1, 0.0), lk__ld(io->x, io->xf, i - 1, 1, 0.0));
+            if (has_t)
+                dt = lk_sub(lk__ld(io->t, io->tf, i, 1, 0.0), lk__ld(io->t, io->tf, i - 1, 1, 0.0));
+        }
+        lk__edge_eval(inst, edge, d, dt, wL, &l, &dd);
+        lk_store(de, c > 0 ? lk_keep(lk_first(1), dd) : lk_zero());
+    }
+    for (int64_t v = 0; v < len; v += LK_W) {
+        int64_t kf = nL - 1 - (c + v); /* forward edges while c + v + l < nL - 1 */
+        int k = len - v < LK_W ? (int)(len - v) : LK_W;
+        if (kf > k)
+            kf = k;
+        if (kf <= 0) {
+            lk_store(de + 1 + v, lk_zero());
+            lk_store(le + v, lk_zero());
+            continue;
+        }
+        lk_v x0, x1, dt = lk_zero();
+        if (xc) {
+            x0 = lk_load(xc + v);
+            x1 = lk_load(xc + v + 1);
+            if (has_t)
+                dt = lk_sub(lk_load(tc + v + 1), lk_load(tc + v));
+        } else {
+            x0 = lk__ld(io->x, io->xf, i + v, (int)kf, 0.0);
+            x1 = lk__ld(io->x, io->xf, i + v + 1, (int)kf, 0.0);
+            if (has_t)
+                dt = lk_sub(lk__ld(io->t, io->tf, i + v + 1, (int)kf, 0.0),
+                            lk__ld(io->t, io->tf, i + v, (int)kf, 0.0));
+        }
+        lk__edge_eval(inst, edge, lk_sub(x1, x0), dt, wL, &l, &dd);
+        if (kf < LK_W) {
+            lk_m m = lk_first((int)kf);
+            l = lk_keep(m, l);
+            dd = lk_keep(m, dd);
+        }
+        lk_store(le + v, l);
+        lk_store(de + 1 + v, dd);
+    }
+}
+
+/* What a whole row keeps for the next (lk__edges_range): the derivatives of
+ * its forward edges along dim K - 2 (dvo, written; dvi, those of the row
+ * above, read) and, where lanes are wider than the data, the next row's x
+ * and t in lanes' precision (xo, to written; xc, tc the row's own, read:
+ * the lanes of its last vector past the row are 0). */
+typedef struct lk__erow {
+    lk_s *dvo, *xo, *to;
+    const lk_s *dvi, *xc, *tc;
+} lk__erow;
+
+/* The edges of the vector at p along one dim but the last (stride s): the
+ * forward edge's term and derivative (if fok), the backward edge's
+ * derivative (if bok), from the row above's (rw->dvi) where it kept them. */
+LK_AI void lk__edges_dim(const void *inst, lk_edge_fn edge, int has_t, const lk__eio *io, lk_v x0,
+                         lk_v t0, int64_t p, int64_t s, int k, int fok, int bok, lk_v w,
+                         const lk__erow *rw, int64_t v, lk_v *loss, lk_v *grad)
+{
+    lk_v l, dd;
+    if (fok) {
+        lk_v xf = lk__ld(io->x, io->xf, p + s, k, 0.0);
+        lk_v tf = has_t ? lk__ld(io->t, io->tf, p + s, k, 0.0) : lk_zero();
+        lk__edge_eval(inst, edge, lk_sub(xf, x0), lk_sub(tf, t0), w, &l, &dd);
+        *loss = lk_add(*loss, l);
+        *grad = lk_sub(*grad, dd);
+        if (rw && rw->dvo) {
+            lk_store(rw->dvo + v, dd);
+            if (rw->xo) {
+                lk_store(rw->xo + v, xf);
+                lk_store(rw->to + v, tf);
+            }
+        }
+    }
+    if (rw && rw->dvi) {
+        *grad = lk_add(*grad, lk_load(rw->dvi + v));
+    } else if (bok) {
+        lk_v xb = lk__ld(io->x, io->xf, p - s, k, 0.0);
+        lk_v tb = has_t ? lk__ld(io->t, io->tf, p - s, k, 0.0) : lk_zero();
+        lk__edge_eval(inst, edge, lk_sub(x0, xb), lk_sub(t0, tb), w, &l, &dd);
+        *grad = lk_add(*grad, dd);
+    }
+}
+
+/* The positions [i, i + len) of one row from column c (len at most
+ * LK__STEN_CHUNK); fok/bok: the forward and backward neighbours along each
+ * dim but the last exist. The gradient of a position is, in this order: its
+ * node term's, minus its forward and plus its backward edges' along each dim
+ * but the last (computed at both ends), minus its forward and plus its
+ * backward edge's along the last dim (from the scratch). */
+LK_AI lk_status lk__edges_chunk(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
+                                const lk__eio *io, const lk_sten_geom *g, const double *w,
+                                const lk_v *wv, const int *fok, const int *bok, int64_t i,
+                                int64_t len, int64_t c, int want_grad, const lk__erow *rw,
+                                lk_acc *sum, lk_msg *msg)
 {
     const int has_t = (flags & LK_STEN_TARGET) != 0;
     const int32_t K = g->K;
-    lk_v x0 = lk__ld(io->x, io->xf, i, k, 0.0);
-    lk_v t0 = has_t ? lk__ld(io->t, io->tf, i, k, 0.0) : lk_zero();
-    if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(x0), lk_set(HUGE_VAL))))
-        return lk__sten_inf(io->x, io->xf, i, k, msg);
-    lk_v loss = lk_zero(), grad = lk_zero(), l, dd;
-    if ((flags & LK_STEN_NODE) && w[0] != 0.0) {
-        lk_elem e;
-        e.i = i;
-        e.x = x0;
-        e.t = t0;
-        node(inst, &e);
-        loss = lk_mul(wv[0], e.loss);
-        grad = lk_mul(wv[0], e.grad);
-    }
-    for (int32_t j = 0; j + 1 < K; j++) {
-        if (w[1 + j] == 0.0)
+    const int64_t nL = g->n[K - 1];
+    const int last = w[K] != 0.0 && nL > 1;
+    lk_s de[LK__STEN_CHUNK + 2 * LK_W], le[LK__STEN_CHUNK + LK_W];
+    const int cross = K >= 2 && w[K - 1] != 0.0;
+    const int64_t s2 = K >= 2 ? g->s[K - 2] : 0;
+    if (last)
+        lk__edges_last(inst, edge, has_t, io, wv[K], i, len, c, nL, want_grad, de, le, rw->xc,
+                       rw->tc);
+    int64_t pf = i + g->s[0] + LK__STEN_PREFETCH;
+    for (int64_t v = 0; v < len; v += LK_W) {
+        int k = len - v < LK_W ? (int)(len - v) : LK_W;
+        int64_t p = i + v;
+#if defined(__GNUC__)
+        /* the leading rows, ahead of their first (vertical) reads */
+        if (pf < g->numel) {
+            __builtin_prefetch((const char *)io->x + (pf << (2 + !io->xf)));
+            if (has_t)
+                __builtin_prefetch((const char *)io->t + (pf << (2 + !io->tf)));
+        }
+        pf += LK_W;
+#endif
+        lk_v x0, t0 = lk_zero();
+        if (rw->xc) {
+            x0 = lk_load(rw->xc + v);
+            if (has_t)
+                t0 = lk_load(rw->tc + v);
+        } else {
+            x0 = lk__ld(io->x, io->xf, p, k, 0.0);
+            if (has_t)
+                t0 = lk__ld(io->t, io->tf, p, k, 0.0);
+        }
+        if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(x0), lk_set(HUGE_VAL))))
+            return lk__sten_inf(io->x, io->xf, p, k, msg);
+        lk_v loss = lk_zero(), grad = lk_zero();
+        if ((flags & LK_STEN_NODE) && w[0] != 0.0) {
+            lk_elem e;
+            e.i = p;
+            e.x = x0;
+            e.t = t0;
+            node(inst, &e);
+            loss = lk_mul(wv[0], e.loss);
+            grad = lk_mul(wv[0], e.grad);
+        }
+        for (int32_t j = 0; j + 2 < K; j++)
+            if (w[1 + j] != 0.0)
+                lk__edges_dim(inst, edge, has_t, io, x0, t0, p, g->s[j], k, fok[j],
+                              bok[j] && want_grad, wv[1 + j], NULL, v, &loss, &grad);
+        if (cross) /* dim K - 2, straight: an image's rows */
+            lk__edges_dim(inst, edge, has_t, io, x0, t0, p, s2, k, fok[K - 2],
+                          bok[K - 2] && want_grad, wv[K - 1], rw, v, &loss, &grad);
+        if (last)
+            loss = lk_add(loss, lk_load(le + v));
+        lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
+        if (!want_grad)
             continue;
-        int64_t s = g->s[j];
-        if (fok[j]) {
-            lk_v xf = lk__ld(io->x, io->xf, i + s, k, 0.0);
-            lk_v tf = has_t ? lk__ld(io->t, io->tf, i + s, k, 0.0) : lk_zero();
-            lk__edge_eval(inst, edge, lk_sub(xf, x0), lk_sub(tf, t0), wv[1 + j], &l, &dd);
-            loss = lk_add(loss, l);
-            grad = lk_sub(grad, dd);
+        if (last) {
+            grad = lk_sub(grad, lk_load(de + 1 + v));
+            grad = lk_add(grad, lk_load(de + v));
         }
-        if (bok[j] && want_grad) {
-            lk_v xb = lk__ld(io->x, io->xf, i - s, k, 0.0);
-            lk_v tb = has_t ? lk__ld(io->t, io->tf, i - s, k, 0.0) : lk_zero();
-            lk__edge_eval(inst, edge, lk_sub(x0, xb), lk_sub(t0, tb), wv[1 + j], &l, &dd);
-            grad = lk_add(grad, dd);
-        }
-    }
-    int64_t nL = g->n[K - 1];
-    if (w[K] != 0.0 && nL > 1) {
-        /* the last dim: forward neighbours while c + l < nL - 1 */
-        int64_t kf = nL - 1 - c < k ? nL - 1 - c : k;
-        if (kf > 0) {
-            lk_m m = lk_first((int)kf);
-            lk_v xf = lk__ld(io->x, io->xf, i + 1, (int)kf, 0.0);
-            lk_v tf = has_t ? lk__ld(io->t, io->tf, i + 1, (int)kf, 0.0) : lk_zero();
-            lk__edge_eval(inst, edge, lk_sub(xf, x0), lk_sub(tf, t0), wv[K], &l, &dd);
-            loss = lk_add(loss, lk_keep(m, l));
-            grad = lk_sub(grad, lk_keep(m, dd));
-        }
-        /* backward neighbours where c + l >= 1 */
-        if (want_grad && (c > 0 || k > 1)) {
-            lk_m m = c > 0 ? lk_first(k) : lk_and(lk_first(k), lk_not(lk_first(1)));
-            lk_v xb = lk__sten_ld(io->x, io->xf, i - 1, k, g->numel);
-            lk_v tb = has_t ? lk__sten_ld(io->t, io->tf, i - 1, k, g->numel) : lk_zero();
-            lk__edge_eval(inst, edge, lk_sub(x0, xb), lk_sub(t0, tb), wv[K], &l, &dd);
-            grad = lk_add(grad, lk_keep(m, dd));
-        }
-    }
-    lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
-    if (want_grad) {
         /* a large gradient is streamed where a whole vector lies on a vector
          * boundary: its lines are written without being read first */
-        if (io->stream && k == LK_W && (uintptr_t)((lk_s *)io->g + i) % (LK_W * sizeof(lk_s)) == 0)
-            lk__stream_grad(io->g, i, grad, io->scale);
+        if (io->stream && k == LK_W && (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0)
+            lk__stream_grad(io->g, p, grad, io->scale);
         else
-            lk__put_grad(io->g, io->xf, i, k, grad, io->scale, io->acc);
+            lk__put_grad(io->g, io->xf, p, k, grad, io->scale, io->acc);
     }
     return LK_OK;
 }
 
-/* The positions [eb, ee) row by row; the loss's terms added into sum. */
+/* The positions [eb, ee) row by row, in chunks; the loss's terms added into
+ * sum. */
 LK_AI lk_status lk__edges_range(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
                                 const lk__eio *io, const lk_sten_geom *g, const double *w,
                                 const lk_v *wv, int64_t eb, int64_t ee, int want_grad, lk_acc *sum,
@@ -234,6 +397,17 @@ LK_AI lk_status lk__edges_range(const void *inst, lk_elem_fn node, lk_edge_fn ed
     const int32_t K = g->K;
     const int64_t nL = g->n[K - 1];
     int fok[LK_MAX_NDIM], bok[LK_MAX_NDIM];
+    /* Whole rows that fit a chunk keep the derivatives of their forward
+     * edges along dim K - 2 for the next row, whose backward edges they are
+     * (the first row of a range computes its own, by the same lanes). */
+    lk_s dv[2][LK__STEN_CHUNK + LK_W];
+    const int keep = K >= 2 && want_grad && nL <= LK__STEN_CHUNK && w[K - 1] != 0.0;
+#if !defined(LK_LANES_F32)
+    /* float32 data in double lanes: each row converted once */
+    lk_s xr[2][LK__STEN_CHUNK + 2 * LK_W], tr[2][LK__STEN_CHUNK + 2 * LK_W];
+    const int conv = keep && io->xf && (io->tf || !(flags & LK_STEN_TARGET));
+#endif
+    int have = 0, cur = 0;
     for (int64_t p = eb; p < ee;) {
         int64_t c = p % nL, row = p - c, re = row + nL < ee ? row + nL : ee;
         for (int32_t j = 0; j + 1 < K; j++) {
@@ -241,16 +415,62 @@ LK_AI lk_status lk__edges_range(const void *inst, lk_elem_fn node, lk_edge_fn ed
             fok[j] = cj + 1 < g->n[j];
             bok[j] = cj > 0;
         }
-        for (int64_t i = p; i < re; i += LK_W) {
-            int k = re - i < LK_W ? (int)(re - i) : LK_W;
-            lk_status st = lk__edges_vec(inst, node, edge, flags, io, g, w, wv, fok, bok, i, k,
-                                         i - row, want_grad, sum, msg);
+        const int whole = keep && c == 0 && re == row + nL;
+        lk__erow rw = {NULL, NULL, NULL, NULL, NULL, NULL};
+        if (whole) {
+            rw.dvo = dv[cur];
+            if (have && bok[K - 2])
+                rw.dvi = dv[1 - cur];
+#if !defined(LK_LANES_F32)
+            if (conv) {
+                int64_t end = (nL + LK_W - 1) / LK_W * LK_W;
+                rw.xo = xr[cur];
+                rw.to = tr[cur];
+                lk_store(xr[cur] + end, lk_zero()); /* read past the row, masked */
+                lk_store(tr[cur] + end, lk_zero());
+                if (have && bok[K - 2]) {
+                    rw.xc = xr[1 - cur];
+                    rw.tc = tr[1 - cur];
+                }
+            }
+#endif
+        }
+        for (int64_t i = p; i < re; i += LK__STEN_CHUNK) {
+            int64_t len = re - i < LK__STEN_CHUNK ? re - i : LK__STEN_CHUNK;
+            lk_status st = lk__edges_chunk(inst, node, edge, flags, io, g, w, wv, fok, bok, i, len,
+                                           i - row, want_grad, &rw, sum, msg);
             if (st != LK_OK)
                 return st;
         }
+        have = whole && fok[K - 2];
+        cur = 1 - cur;
         p = re;
     }
     return LK_OK;
+}
+
+/* The same, with the gradient wanted or not and, in double lanes, float32
+ * and float64 data apart: each loop knows its loads at compile time. */
+LK_AI lk_status lk__edges_run(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
+                              const lk__eio *io, const lk_sten_geom *g, const double *w,
+                              const lk_v *wv, int64_t eb, int64_t ee, lk_acc *sum, lk_msg *msg)
+{
+#if !defined(LK_LANES_F32)
+    if (io->xf == io->tf || !(flags & LK_STEN_TARGET)) {
+        lk__eio c = *io;
+        c.xf = c.tf = io->xf;
+        if (io->xf)
+            return io->g
+                       ? lk__edges_range(inst, node, edge, flags, &c, g, w, wv, eb, ee, 1, sum, msg)
+                       : lk__edges_range(inst, node, edge, flags, &c, g, w, wv, eb, ee, 0, sum,
+                                         msg);
+        c.xf = c.tf = 0;
+        return io->g ? lk__edges_range(inst, node, edge, flags, &c, g, w, wv, eb, ee, 1, sum, msg)
+                     : lk__edges_range(inst, node, edge, flags, &c, g, w, wv, eb, ee, 0, sum, msg);
+    }
+#endif
+    return io->g ? lk__edges_range(inst, node, edge, flags, io, g, w, wv, eb, ee, 1, sum, msg)
+                 : lk__edges_range(inst, node, edge, flags, io, g, w, wv, eb, ee, 0, sum, msg);
 }
 
 LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
@@ -286,8 +506,7 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
         int64_t eb = unit == 0 ? blk->begin : unit < 0 ? 0 : u * unit;
         int64_t ee = unit == 0 ? blk->end : unit < 0 ? 0 : eb + unit;
         lk_acc sum = lk_acc_zero();
-        st = io.g ? lk__edges_range(inst, node, edge, flags, &io, &g, w, wv, eb, ee, 1, &sum, msg)
-                  : lk__edges_range(inst, node, edge, flags, &io, &g, w, wv, eb, ee, 0, &sum, msg);
+        st = lk__edges_run(inst, node, edge, flags, &io, &g, w, wv, eb, ee, &sum, msg);
         double v = lk_acc_sum(sum);
         total += v;
         if (io.out && unit != 0) {
@@ -309,8 +528,9 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
 /* An edge family: node(const T *, lk_elem *) fills e->loss, e->grad from
  * e->x, e->t (called only with LK_STEN_NODE); edge(const T *, lk_edge *);
  * weights(const void *, const lk_sten_geom *, double *) or NULL (every
- * weight 1). */
-#define LK_KERNELS_EDGES(name, T, node, edge, weights, flags)                                      \
+ * weight 1); family: LK__FAMILY (float and double lanes) or LK__F64_FAMILY
+ * (double lanes only). */
+#define LK_KERNELS_EDGES_IN(name, T, node, edge, weights, flags, family)                           \
     LK_AI void name##__node(const void *p, lk_elem *e)                                             \
     {                                                                                              \
         node((const T *)p, e);                                                                     \
@@ -327,13 +547,25 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
                                 msg);                                                              \
     }                                                                                              \
     LK__KSET(name, name##__fwd, NULL, 0)                                                           \
-    LK__FAMILY(name)
+    family(name)
+
+#define LK_KERNELS_EDGES(name, T, node, edge, weights, flags)                                      \
+    LK_KERNELS_EDGES_IN(name, T, node, edge, weights, flags, LK__FAMILY)
 
 /* One line for an edge loss (FUSED). The trailing arguments are
  * lk_loss_desc members; .slots and .reductions are the loss's own. The
  * loss's hooks.plan calls lk_edges_plan. */
 #define LK_EDGE_LOSS(lid, T, node, edge, weights, flags, hooks, ...)                               \
     LK_KERNELS_EDGES(lid, T, node, edge, weights, flags)                                           \
+    LK_LOSS_DESC(lid, T, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&lid##__family), lk_slots_pair,    \
+                 LK_REDUCTION_BIT(LK_REDUCTION_MEAN), hooks, __VA_ARGS__)
+
+/* The same in double lanes only: float32 data is widened on load, every term
+ * and derivative is formed and summed in double, and the gradient is
+ * rounded to float32 once, when it is stored. For a loss whose gradient at
+ * a position sums terms that cancel (sobolev: a discrete Laplacian). */
+#define LK_EDGE_LOSS_F64(lid, T, node, edge, weights, flags, hooks, ...)                           \
+    LK_KERNELS_EDGES_IN(lid, T, node, edge, weights, flags, LK__F64_FAMILY)                        \
     LK_LOSS_DESC(lid, T, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&lid##__family), lk_slots_pair,    \
                  LK_REDUCTION_BIT(LK_REDUCTION_MEAN), hooks, __VA_ARGS__)
 
@@ -595,45 +827,7 @@ LK_AI lk_status lk_window_forward(const void *inst, const lk_plan *plan, const l
 
 /* A window family has double lanes only: the filtered second moments
  * (E[x^2] - E[x]^2) cancel too much in float lanes, so float32 data runs in
- * double lanes, read and written by conversion. */
-#if defined(LK_PRIMARY)
-#if defined(LK_BUILD_AVX2)
-#define LK__WIN_REF_AVX2(name)                                                                     \
-    {                                                                                              \
-        NULL, &LK__VAR(name, avx2, f64)                                                            \
-    }
-#define LK__WIN_DECL_AVX2(name) extern const lk_kset LK__VAR(name, avx2, f64);
-#else
-#define LK__WIN_REF_AVX2(name)                                                                     \
-    {                                                                                              \
-        NULL, NULL                                                                                 \
-    }
-#define LK__WIN_DECL_AVX2(name)
-#endif
-#if defined(LK_BUILD_AVX512)
-#define LK__WIN_REF_AVX512(name)                                                                   \
-    {                                                                                              \
-        NULL, &LK__VAR(name, avx512, f64)                                                          \
-    }
-#define LK__WIN_DECL_AVX512(name) extern const lk_kset LK__VAR(name, avx512, f64);
-#else
-#define LK__WIN_REF_AVX512(name)                                                                   \
-    {                                                                                              \
-        NULL, NULL                                                                                 \
-    }
-#define LK__WIN_DECL_AVX512(name)
-#endif
-#define LK__WIN_FAMILY(name)                                                                       \
-    LK__WIN_DECL_AVX2(name)                                                                        \
-    LK__WIN_DECL_AVX512(name)                                                                      \
-    static const lk_kfamily name##__family = {{                                                    \
-        {NULL, &LK__VAR(name, portable, f64)},                                                     \
-        LK__WIN_REF_AVX2(name),                                                                    \
-        LK__WIN_REF_AVX512(name),                                                                  \
-    }};
-#else
-#define LK__WIN_FAMILY(name)
-#endif
+ * double lanes, read and written by conversion (LK__F64_FAMILY). */
 
 /* A window family on (input, target): win_of(const T *) gives the window;
  * F fields, the first G of which depend on the input. */
@@ -658,7 +852,7 @@ LK_AI lk_status lk_window_forward(const void *inst, const lk_plan *plan, const l
                                  name##__map, name##__grad, msg);                                  \
     }                                                                                              \
     LK__KSET(name, name##__fwd, NULL, 0)                                                           \
-    LK__WIN_FAMILY(name)
+    LK__F64_FAMILY(name)
 
 /* One line for a window loss (FUSED, reduction mean by default). */
 #define LK_WINDOW_LOSS(lid, T, win_of, F, G, fields, map, grad, hooks, ...)                        \
