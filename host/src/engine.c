@@ -425,17 +425,19 @@ static double batch_size(const bound *b)
 
 /* The factor that turns the gradient of the plain sum of per-position losses
  * into the gradient of the reduced value. */
-static double reduction_factor(const bound *b, int32_t reduction)
+static double reduction_factor(const lk_plan *plan, double batch, int32_t reduction)
 {
     switch (reduction) {
-    case LK_REDUCTION_MEAN: return 1.0 / b->plan.mean_norm;
-    case LK_REDUCTION_BATCHMEAN: return 1.0 / batch_size(b);
+    case LK_REDUCTION_MEAN: return 1.0 / plan->mean_norm;
+    case LK_REDUCTION_BATCHMEAN: return 1.0 / batch;
     default: return 1.0;
     }
 }
 
-static lk_status finalize(const lk_loss *loss, const bound *b, const double *stats,
-                          lk_eval_args *args, double *value)
+/* The value from combined statistics; plan->mean_norm and batch are the
+ * divisors of mean and batchmean (local, or summed over processes). */
+static lk_status finalize(const lk_loss *loss, const bound *b, const lk_plan *plan,
+                          const double *stats, double batch, lk_eval_args *args, double *value)
 {
     const lk_loss_desc *d = b->e->desc;
     if (loss->reduction == LK_REDUCTION_NONE) {
@@ -444,15 +446,15 @@ static lk_status finalize(const lk_loss *loss, const bound *b, const double *sta
     }
     if (!d->finalize) {
         /* divide rather than multiply by a reciprocal: exact for the mean */
-        double divisor = loss->reduction == LK_REDUCTION_MEAN        ? b->plan.mean_norm
-                         : loss->reduction == LK_REDUCTION_BATCHMEAN ? batch_size(b)
+        double divisor = loss->reduction == LK_REDUCTION_MEAN        ? plan->mean_norm
+                         : loss->reduction == LK_REDUCTION_BATCHMEAN ? batch
                                                                      : 1.0;
         *value = stats[0] / divisor;
         return LK_OK;
     }
     char msg[LK_ERRMSG_CAP / 2] = "";
     lk_msg m = {msg, sizeof msg};
-    lk_status st = d->finalize(b->term->instance, &b->plan, stats, loss->reduction, value, &m);
+    lk_status st = d->finalize(b->term->instance, plan, stats, loss->reduction, value, &m);
     if (st != LK_OK)
         return lk__err(args->errmsg, st, "loss '%s': finalize: %s", d->id,
                        msg[0] ? msg : lk_status_text(st));
@@ -493,14 +495,47 @@ static lk_status run_whole(const lk_loss *loss, const bound *b, lk_eval_args *ar
     return LK_OK;
 }
 
-static lk_status run_term(const lk_loss *loss, const bound *b, lk_eval_args *args,
-                          uint32_t flags, double *value)
+/* How run_term serves its caller: a whole evaluation, the local statistics
+ * of split evaluation, or its finish from statistics summed elsewhere. */
+enum { RUN_EVAL, RUN_STATS, RUN_FINISH };
+
+/* A split term's statistics: its mean divisor, its batch size, then the
+ * plugin's n_stats statistics. */
+#define SPLIT_HEAD 2
+
+static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *args,
+                          uint32_t flags, double *value, int mode, double *split)
 {
-    const lk_loss_desc *d = b->e->desc;
-    double upstream = args->grad_scale * b->term->weight;
+    const lk_loss_desc *d = b0->e->desc;
+    double upstream = args->grad_scale * b0->term->weight;
     if (d->flags & LK_LOSS_WHOLE)
-        return run_whole(loss, b, args, flags, upstream, value);
+        return run_whole(loss, b0, args, flags, upstream, value);
+    /* finish: the plan the kernels see has the global divisor */
+    bound gb;
+    const bound *b = b0;
+    double batch = batch_size(b0);
+    if (mode == RUN_FINISH) {
+        gb = *b0;
+        gb.plan.mean_norm = split[0];
+        batch = split[1];
+        b = &gb;
+    }
     const lk_plan *p = &b->plan;
+    int fused = (d->flags & LK_LOSS_FUSED) != 0;
+    int grads = mode != RUN_STATS && wants_grad(b);
+    if (mode == RUN_FINISH) {
+        lk_status st = finalize(loss, b, p, split + SPLIT_HEAD, batch, args, value);
+        if (st != LK_OK || !grads)
+            return st;
+        if (!fused) {
+            run back = {.b = b, .reduction = loss->reduction, .backward = 1, .flags = flags,
+                        .grad_scale = upstream, .global = split + SPLIT_HEAD,
+                        .out = &absent_tensor};
+            return run_blocks(loss, &back, args);
+        }
+        /* a fused loss writes its gradient in forward: run it again, scaled
+         * by the global divisor; its statistics are not needed */
+    }
     int64_t n_blocks = block_count(p);
     size_t count = (size_t)(n_blocks > 0 ? n_blocks : 1) * p->n_stats; /* plan_ok bounds it */
     /* Small calls keep their statistics on the stack: no allocation. */
@@ -509,30 +544,35 @@ static lk_status run_term(const lk_loss *loss, const bound *b, lk_eval_args *arg
                                  : calloc(count, sizeof *stats);
     if (!stats)
         return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory for %zu statistics", count);
-    int fused = (d->flags & LK_LOSS_FUSED) != 0;
     run r = {.b = b, .reduction = loss->reduction, .flags = flags, .stats = stats,
-             .out = out_or_absent(loss, args)};
+             .out = mode == RUN_EVAL ? out_or_absent(loss, args) : &absent_tensor};
     static const lk_tensor no_grads[LK__MAX_SLOTS];
     bound fwd_b;
     const bound *fb = b;
-    if (fused) {
-        r.grad_scale = upstream * reduction_factor(b, loss->reduction);
+    if (fused && mode != RUN_STATS) {
+        r.grad_scale = upstream * reduction_factor(p, batch, loss->reduction);
     } else if (wants_grad(b)) {
-        /* forward of a two-pass loss must not see the gradient buffers */
+        /* forward of a two-pass loss, and the statistics of split
+         * evaluation, must not see the gradient buffers */
         fwd_b = *b;
         memcpy(fwd_b.grads, no_grads, sizeof no_grads);
         fb = &fwd_b;
     }
     r.b = fb;
     lk_status st = run_blocks(loss, &r, args);
-    if (st == LK_OK) {
+    if (st == LK_OK && mode == RUN_STATS) {
         combine(stats, n_blocks, p->n_stats);
-        st = finalize(loss, b, stats, args, value);
-    }
-    if (st == LK_OK && !fused && wants_grad(b)) {
-        run back = {.b = b, .reduction = loss->reduction, .backward = 1, .flags = flags,
-                    .grad_scale = upstream, .global = stats, .out = &absent_tensor};
-        st = run_blocks(loss, &back, args);
+        split[0] = p->mean_norm;
+        split[1] = batch;
+        memcpy(split + SPLIT_HEAD, stats, p->n_stats * sizeof *stats);
+    } else if (st == LK_OK && mode == RUN_EVAL) {
+        combine(stats, n_blocks, p->n_stats);
+        st = finalize(loss, b, p, stats, batch, args, value);
+        if (st == LK_OK && !fused && grads) {
+            run back = {.b = b, .reduction = loss->reduction, .backward = 1, .flags = flags,
+                        .grad_scale = upstream, .global = stats, .out = &absent_tensor};
+            st = run_blocks(loss, &back, args);
+        }
     }
     if (stats != small)
         free(stats);
@@ -566,60 +606,154 @@ lk_status lk_loss_out_shape(const lk_loss *loss, lk_eval_args *args, int32_t *nd
     return LK_OK;
 }
 
-lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *value)
+/* Refuses split evaluation where it cannot be exact. */
+static lk_status split_ok(const lk_loss *loss, lk_eval_args *args)
 {
-    args->errmsg[0] = '\0';
-    *value = NAN;
-    if (args->n_grads > 64)
-        return lk__err(args->errmsg, LK_ERR_INVALID, "too many gradients requested");
-    if (!isfinite(args->grad_scale))
-        return lk__err(args->errmsg, LK_ERR_INVALID, "grad_scale must be finite");
-    lk_status st = check_args(loss, args);
-    if (st != LK_OK)
-        return st;
-    /* Bind and plan every term before any kernel runs, so that a bad tensor
-     * never leaves half-written gradients behind. */
-    bound local[2];
-    bound *bs = loss->n_terms <= 2 ? local : calloc(loss->n_terms, sizeof *bs);
-    if (!bs)
-        return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory");
+    if (loss->reduction == LK_REDUCTION_NONE)
+        return lk__err(args->errmsg, LK_ERR_UNSUPPORTED,
+                       "%s: reduction 'none' has no statistics to sum across processes; "
+                       "evaluate each shard with lk_loss_eval",
+                       loss->name);
+    for (size_t i = 0; i < loss->n_terms; i++) {
+        const lk_loss_desc *d = loss->terms[i].entry->desc;
+        if (d->flags & LK_LOSS_WHOLE)
+            return lk__err(args->errmsg, LK_ERR_UNSUPPORTED,
+                           "loss '%s' takes the whole batch at once (LK_LOSS_WHOLE): its "
+                           "statistics cannot be summed across processes; gather the batch "
+                           "on one process instead",
+                           d->id);
+    }
+    return LK_OK;
+}
+
+/* Binds and plans every term before any kernel runs, so that a bad tensor
+ * never leaves half-written gradients behind; *n_split is the length of
+ * the split statistics. */
+static lk_status bind_all(const lk_loss *loss, lk_eval_args *args, bound *bs, size_t *n_split)
+{
+    lk_status st = LK_OK;
+    *n_split = 0;
     for (size_t i = 0; st == LK_OK && i < loss->n_terms; i++) {
         st = bind_term(loss, &loss->terms[i], args, &bs[i]);
         if (st == LK_OK)
             st = plan_term(loss, &bs[i], args);
         if (st == LK_OK && i == 0)
             st = check_out(loss, &bs[0], args);
+        if (st == LK_OK)
+            *n_split += SPLIT_HEAD + bs[i].plan.n_stats;
     }
+    return st;
+}
+
+static lk_status eval_common(const lk_loss *loss, lk_eval_args *args, double *value, int mode,
+                             double *split, size_t n_split)
+{
+    args->errmsg[0] = '\0';
+    if (value)
+        *value = NAN;
+    if (args->n_grads > 64)
+        return lk__err(args->errmsg, LK_ERR_INVALID, "too many gradients requested");
+    if (!isfinite(args->grad_scale))
+        return lk__err(args->errmsg, LK_ERR_INVALID, "grad_scale must be finite");
+    lk_status st = mode == RUN_EVAL ? LK_OK : split_ok(loss, args);
+    if (st == LK_OK)
+        st = check_args(loss, args);
+    if (st != LK_OK)
+        return st;
+    bound local[2];
+    bound *bs = loss->n_terms <= 2 ? local : calloc(loss->n_terms, sizeof *bs);
+    if (!bs)
+        return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory");
+    size_t need = 0;
+    st = bind_all(loss, args, bs, &need);
+    if (st == LK_OK && mode != RUN_EVAL && n_split != need)
+        st = lk__err(args->errmsg, LK_ERR_INVALID,
+                     "%s: %zu statistics given, but these tensors have %zu (see "
+                     "lk_loss_stats_count)",
+                     loss->name, n_split, need);
     uint8_t written[64] = {0};
     double total = 0.0;
+    size_t off = 0;
     for (size_t i = 0; st == LK_OK && i < loss->n_terms; i++) {
         const bound *b = &bs[i];
-        /* A gradient buffer is stored into by its first writer and added to
-         * by the others; a term writes all of its requested gradients. */
         uint32_t flags = 0;
-        for (uint32_t s = 0; s < b->e->n_slots; s++)
-            if (b->grad_index[s] >= 0 && written[b->grad_index[s]])
-                flags = LK_BLOCK_GRAD_ACCUMULATE;
-        if (flags) {
+        if (mode != RUN_STATS) {
+            /* A gradient buffer is stored into by its first writer and added
+             * to by the others; a term writes all of its requested gradients. */
             for (uint32_t s = 0; s < b->e->n_slots; s++)
-                if (b->grad_index[s] >= 0 && !written[b->grad_index[s]]) {
-                    const lk_tensor *t = &b->grads[s];
-                    memset(t->data, 0,
-                           (size_t)lk__numel(t->ndim, t->shape) * lk_dtype_size(t->dtype));
-                }
+                if (b->grad_index[s] >= 0 && written[b->grad_index[s]])
+                    flags = LK_BLOCK_GRAD_ACCUMULATE;
+            if (flags) {
+                for (uint32_t s = 0; s < b->e->n_slots; s++)
+                    if (b->grad_index[s] >= 0 && !written[b->grad_index[s]]) {
+                        const lk_tensor *t = &b->grads[s];
+                        memset(t->data, 0,
+                               (size_t)lk__numel(t->ndim, t->shape) * lk_dtype_size(t->dtype));
+                    }
+            }
         }
         double v = 0.0;
-        st = run_term(loss, b, args, flags, &v);
-        for (uint32_t s = 0; st == LK_OK && s < b->e->n_slots; s++)
+        st = run_term(loss, b, args, flags, &v, mode, split ? split + off : NULL);
+        off += SPLIT_HEAD + b->plan.n_stats;
+        for (uint32_t s = 0; st == LK_OK && mode != RUN_STATS && s < b->e->n_slots; s++)
             if (b->grad_index[s] >= 0)
                 written[b->grad_index[s]] = 1;
         total += b->term->weight * v;
     }
-    if (st == LK_OK) {
+    if (st == LK_OK && mode != RUN_STATS) {
         zero_unwritten(args, written);
         *value = loss->reduction == LK_REDUCTION_NONE ? NAN : total;
     }
     if (bs != local)
         free(bs);
     return st;
+}
+
+lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *value)
+{
+    return eval_common(loss, args, value, RUN_EVAL, NULL, 0);
+}
+
+lk_status lk_loss_stats_count(const lk_loss *loss, lk_eval_args *args, size_t *count)
+{
+    args->errmsg[0] = '\0';
+    *count = 0;
+    lk_status st = split_ok(loss, args);
+    if (st == LK_OK)
+        st = check_args(loss, args);
+    if (st != LK_OK)
+        return st;
+    bound local[2];
+    bound *bs = loss->n_terms <= 2 ? local : calloc(loss->n_terms, sizeof *bs);
+    if (!bs)
+        return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory");
+    st = bind_all(loss, args, bs, count);
+    if (bs != local)
+        free(bs);
+    return st;
+}
+
+lk_status lk_loss_stats(const lk_loss *loss, lk_eval_args *args, double *stats, size_t count)
+{
+    if (!stats && count) {
+        args->errmsg[0] = '\0';
+        return lk__err(args->errmsg, LK_ERR_INVALID, "stats is NULL");
+    }
+    return eval_common(loss, args, NULL, RUN_STATS, stats, count);
+}
+
+lk_status lk_loss_finish(const lk_loss *loss, lk_eval_args *args, const double *global,
+                         size_t count, double *value)
+{
+    if (!global && count) {
+        args->errmsg[0] = '\0';
+        *value = NAN;
+        return lk__err(args->errmsg, LK_ERR_INVALID, "global statistics are NULL");
+    }
+    /* run_term reads them only in finish mode */
+    union {
+        const double *c;
+        double *m;
+    } g = {.c = global};
+    return eval_common(loss, args, value, RUN_FINISH, g.m, count);
 }

@@ -198,6 +198,39 @@ LK_API lk_status lk_loss_out_shape(const lk_loss *loss, lk_eval_args *args, int3
  * [any-thread] */
 LK_API lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *value);
 
+/* Split evaluation: one loss over a batch sharded across processes (data
+ * parallelism), exact as if one process held the whole batch.
+ *
+ * Each process calls lk_loss_stats on its shard, which writes the shard's
+ * statistics: for each term of the loss in order, what its mean divides by
+ * (the element count, or the loss's own divisor), its batch size (dim 0 of
+ * the input, the divisor of batchmean), then the loss's own statistics
+ * (sums: of losses, or sum p*t, sum p, sum t for a region loss). The caller
+ * adds these element by element over every process (an all-reduce with
+ * SUM: MPI_Allreduce, torch.distributed.all_reduce) and hands the sums to
+ * lk_loss_finish on each process, with the same tensors and the wanted
+ * gradients: *value is the loss of the whole batch (the same on every
+ * process) and each gradient is that value's gradient with respect to this
+ * process's tensors, times args->grad_scale. lk_loss_stats ignores grads
+ * and out; lk_loss_finish reads the tensors again only when gradients are
+ * wanted (a two-pass loss runs its backward from the summed statistics; a
+ * FUSED loss reruns its forward with the gradient scaled by the global
+ * divisor).
+ *
+ * Every process must use the same config and tensors that differ only in
+ * dim 0 (the batch), so that the statistics line up: lk_loss_stats_count
+ * gives their number for the tensors at hand. Refused with LK_ERR_UNSUPPORTED
+ * and one line in args->errmsg: a loss with a term that takes the whole
+ * batch at once (LK_LOSS_WHOLE: ntxent, supcon), whose statistics cannot be
+ * summed, and reduction none, which has none (evaluate each shard with
+ * lk_loss_eval). lk_loss_finish fails with LK_ERR_INVALID when count is not
+ * the number these tensors have. [any-thread] */
+LK_API lk_status lk_loss_stats_count(const lk_loss *loss, lk_eval_args *args, size_t *count);
+LK_API lk_status lk_loss_stats(const lk_loss *loss, lk_eval_args *args, double *stats,
+                               size_t count);
+LK_API lk_status lk_loss_finish(const lk_loss *loss, lk_eval_args *args, const double *global,
+                                size_t count, double *value);
+
 /* ------------------------------------------------------------------------ */
 /* .npy files                                                                */
 

@@ -1,0 +1,172 @@
+"""losskit's Python API: configs as path, JSON and dict; no copy of the
+input on the way in; dtypes; devices; errors as exceptions with the
+runtime's one-line message; evaluate() on numpy; list() and info()."""
+import json
+import os
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+
+from _common import losskit, src
+
+
+class Configs(unittest.TestCase):
+    def test_path_json_dict_agree(self):
+        x, t = torch.randn(4, 10, dtype=torch.float64), torch.rand(4, 10, dtype=torch.float64)
+        a = losskit.Loss(src("configs/focal.json"))(x, t)
+        with open(src("configs/focal.json")) as f:
+            text = f.read()
+        b = losskit.Loss(text)(x, t)
+        c = losskit.Loss(json.loads(text))(x, t)
+        self.assertEqual(a.item(), b.item())
+        self.assertEqual(a.item(), c.item())
+        self.assertEqual(losskit.Loss(json.loads(text)).name, "focal")
+        self.assertIsInstance(losskit.Loss(text), torch.nn.Module)
+
+    def test_threads_do_not_change_the_result(self):
+        x, t = torch.randn(64, 1000), torch.rand(64, 1000)
+        vals = []
+        for th in (1, 2, 3):
+            xx = x.clone().requires_grad_(True)
+            v = losskit.Loss(src("configs/dice.json"), threads=th)(xx, t)
+            v.backward()
+            vals.append((v.item(), xx.grad.clone()))
+        for v, g in vals[1:]:
+            self.assertEqual(v, vals[0][0])
+            self.assertTrue(torch.equal(g, vals[0][1]))
+
+
+class NoCopy(unittest.TestCase):
+    def test_data_pointer_is_the_tensors(self):
+        for dt in (torch.float32, torch.float64):
+            x = torch.randn(8, 3, 16, 16, dtype=dt, requires_grad=True)
+            t = torch.rand(8, 3, 16, 16, dtype=dt)
+            loss = losskit.Loss(src("configs/dice.json"))
+            v = loss(x, t)
+            self.assertEqual(loss.last_data_ptrs["input"], x.data_ptr())
+            self.assertEqual(loss.last_data_ptrs["target"], t.data_ptr())
+            self.assertEqual(v.dtype, dt)
+            v.backward()
+            self.assertEqual(x.grad.dtype, dt)
+
+    def test_non_contiguous_is_made_contiguous(self):
+        base = torch.randn(10, 20, dtype=torch.float64)
+        x = base.t().requires_grad_(True)  # a view with strides (1, 20)
+        t = torch.randn(20, 10, dtype=torch.float64)
+        self.assertFalse(x.is_contiguous())
+        loss = losskit.Loss({"loss": "mse"})
+        v = loss(x, t)
+        v.backward()
+        self.assertAlmostEqual(v.item(), torch.nn.functional.mse_loss(x, t).item(), places=14)
+        want = 2 * (x.detach() - t) / x.numel()
+        self.assertTrue(torch.allclose(x.grad, want, rtol=1e-13, atol=0))
+        self.assertNotEqual(loss.last_data_ptrs["input"], x.data_ptr())
+
+    def test_grad_output_scales(self):
+        x = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+        t = torch.randn(5, 7, dtype=torch.float64)
+        (3.5 * losskit.Loss({"loss": "mse", "reduction": "sum"})(x, t)).backward()
+        self.assertTrue(torch.allclose(x.grad, 7 * (x.detach() - t), rtol=1e-13))
+        # reduction none under a non-uniform upstream gradient
+        x.grad = None
+        w = torch.rand(5, 7, dtype=torch.float64)
+        (losskit.Loss({"loss": "mse", "reduction": "none"})(x, t) * w).sum().backward()
+        self.assertTrue(torch.allclose(x.grad, 2 * w * (x.detach() - t), rtol=1e-13))
+
+    def test_no_grad_requested(self):
+        x, t = torch.randn(3, 4), torch.randn(3, 4)
+        v = losskit.Loss({"loss": "mse"})(x, t)
+        self.assertFalse(v.requires_grad)
+        with torch.no_grad():
+            v = losskit.Loss({"loss": "mse"})(x.requires_grad_(True), t)
+        self.assertFalse(v.requires_grad)
+
+
+class Errors(unittest.TestCase):
+    def test_hierarchy(self):
+        for e in (losskit.ConfigError, losskit.PluginError, losskit.DataError):
+            self.assertTrue(issubclass(e, losskit.LosskitError))
+
+    def test_config_errors(self):
+        with self.assertRaises(losskit.ConfigError) as cm:
+            losskit.Loss({"loss": "dcie"})
+        self.assertIn("unknown loss 'dcie'", str(cm.exception))
+        self.assertIn("dice", str(cm.exception))
+        self.assertNotIn("\n", str(cm.exception))
+        with self.assertRaises(losskit.ConfigError) as cm:
+            losskit.Loss('{"loss": "focal", "params": {"gama": 2}}')
+        self.assertIn("gamma", str(cm.exception))
+        with self.assertRaises(losskit.ConfigError) as cm:
+            losskit.Loss("/nonexistent/x.json")
+        self.assertIn("/nonexistent/x.json", str(cm.exception))
+
+    def test_data_errors(self):
+        loss = losskit.Loss({"loss": "mse"})
+        with self.assertRaises(losskit.DataError) as cm:
+            loss(torch.randn(3, 4), torch.randn(4, 3))
+        self.assertIn("target", str(cm.exception))
+        with self.assertRaises(losskit.DataError) as cm:
+            loss(torch.randn(3, 4), torch.randn(3, 4), nosuch=torch.randn(3, 4))
+        self.assertIn("'nosuch' is not a tensor slot of mse", str(cm.exception))
+        with self.assertRaises(losskit.DataError) as cm:
+            loss(torch.randn(3, 4, dtype=torch.float16), torch.randn(3, 4))
+        self.assertIn("float16", str(cm.exception))
+
+    def test_device(self):
+        # no GPU here: a meta tensor stands for any tensor not on the CPU
+        x = torch.empty(3, 4, device="meta")
+        with self.assertRaises(losskit.DataError) as cm:
+            losskit.Loss({"loss": "mse"})(x, x)
+        self.assertIn("losskit runs on the CPU", str(cm.exception))
+        if torch.cuda.is_available():
+            y = torch.randn(3, 4, device="cuda")
+            with self.assertRaises(losskit.DataError) as cm:
+                losskit.Loss({"loss": "mse"})(y, y)
+            self.assertIn("cuda", str(cm.exception))
+
+    def test_plugin_error(self):
+        with tempfile.TemporaryDirectory() as d:
+            bad = os.path.join(d, "broken.so")
+            with open(bad, "wb") as f:
+                f.write(b"not an ELF file")
+            os.chmod(d, 0o755)
+            os.chmod(bad, 0o644)
+            with self.assertRaises(losskit.PluginError) as cm:
+                losskit.Loss({"loss": "nosuchloss"}, plugin_path=bad)
+            self.assertIn("broken.so", str(cm.exception))
+
+
+class Numpy(unittest.TestCase):
+    def test_evaluate(self):
+        x = np.random.default_rng(1).normal(size=(4, 6))
+        t = np.random.default_rng(2).normal(size=(4, 6))
+        v, g = losskit.evaluate({"loss": "mse", "reduction": "sum"}, input=x, target=t)
+        self.assertAlmostEqual(v, float(((x - t) ** 2).sum()), places=12)
+        self.assertEqual(set(g), {"input"})
+        np.testing.assert_allclose(g["input"], 2 * (x - t), rtol=1e-14)
+        v, g = losskit.evaluate(src("configs/mse.json"), input=x.astype(np.float32),
+                                target=t.astype(np.float32))
+        self.assertIsInstance(v, float)
+        self.assertEqual(g["input"].dtype, np.float32)
+        out, g = losskit.evaluate({"loss": "l1", "reduction": "none"}, input=x, target=t)
+        np.testing.assert_allclose(out, np.abs(x - t), rtol=1e-15)
+
+    def test_list_and_info(self):
+        ids = [d["id"] for d in losskit.list()]
+        for i in ("mse", "dice", "cross_entropy", "ntxent", "ssim"):
+            self.assertIn(i, ids)
+        d = losskit.info("dice")
+        self.assertEqual([s["name"] for s in d["slots"]], ["input", "target"])
+        self.assertIn("smooth", [p["name"] for p in d["params"]])
+        self.assertEqual(d["reductions"], ["mean"])
+        self.assertTrue(d["plugin_file"].endswith(".so"))
+        self.assertTrue(losskit.info("ntxent")["whole"])
+        with self.assertRaises(losskit.ConfigError) as cm:
+            losskit.info("dcie")
+        self.assertIn("dice", str(cm.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()

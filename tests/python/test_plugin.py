@@ -1,0 +1,74 @@
+"""A user's plugin built out of tree, as tests/e2e_sdk.sh builds one
+(`losskit new` and meson through pkg-config: the build's losskit-sdk.pc
+with includedir pointed at the source tree's sdk/include, as if installed),
+used from Python through LOSSKIT_PLUGIN_PATH
+with nothing of losskit rebuilt."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from _common import BUILD_ROOT, src
+
+CLI = os.path.join(BUILD_ROOT, "host", "losskit")
+PC = os.path.join(BUILD_ROOT, "meson-private", "losskit-sdk.pc")
+
+
+def _sdk_pc(folder):
+    """losskit-sdk.pc as installed, its headers those of the source tree."""
+    with open(PC) as f:
+        lines = f.read().splitlines()
+    lines = ["includedir=" + src("sdk/include") if ln.startswith("includedir=") else ln
+             for ln in lines]
+    with open(os.path.join(folder, "losskit-sdk.pc"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return folder
+
+PROBE = r"""
+import sys, torch
+sys.path.insert(0, %r)
+import losskit
+loss = losskit.Loss(sys.argv[1])
+x = torch.randn(4, 100, dtype=torch.float64, requires_grad=True)
+t = torch.rand(4, 100, dtype=torch.float64)
+v = loss(x, t)
+v.backward()
+ids = [d["id"] for d in losskit.list()]
+info = losskit.info("my_tversky")
+print("OK", loss.name, float(v), bool(torch.isfinite(x.grad).all()), "my_tversky" in ids,
+      info["plugin_file"])
+"""
+
+
+@unittest.skipUnless(shutil.which("meson") and os.path.exists(CLI) and os.path.exists(PC),
+                     "meson, the CLI or losskit-sdk.pc missing")
+class OutOfTreePlugin(unittest.TestCase):
+    def test_new_build_load(self):
+        with tempfile.TemporaryDirectory() as d:
+            os.chmod(d, 0o755)
+            env = dict(os.environ, PKG_CONFIG_PATH=_sdk_pc(d))
+            subprocess.run([CLI, "new", "my_tversky"], cwd=d, check=True, env=env,
+                           stdout=subprocess.DEVNULL)
+            proj = os.path.join(d, "my_tversky")
+            r = subprocess.run(["meson", "setup", "build"], cwd=proj, env=env,
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            r = subprocess.run(["meson", "compile", "-C", "build"], cwd=proj, env=env,
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            cfg = os.path.join(proj, "my_tversky.json")
+            self.assertTrue(os.path.exists(cfg), os.listdir(proj))
+            env = dict(os.environ, LOSSKIT_PLUGIN_PATH=os.path.join(proj, "build"))
+            r = subprocess.run([sys.executable, "-c", PROBE % os.path.join(BUILD_ROOT, "python"),
+                                cfg], env=env, capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            words = r.stdout.split()
+            self.assertEqual(words[:2], ["OK", "my_tversky"], r.stdout)
+            self.assertEqual(words[3:5], ["True", "True"], r.stdout)
+            self.assertTrue(words[5].startswith(os.path.join(proj, "build")), r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
