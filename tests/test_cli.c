@@ -1283,3 +1283,23 @@ Test(cli, config_hints)
     cr_expect_not_null(strstr(r.err, "LOSSKIT_PLUGIN_PATH"), "stderr: %s", r.err);
     proc_free(&r);
 }
+
+/* A scaffold named like a built-in loss is written, with a warning that it
+ * will shadow the built-in. */
+Test(cli, new_warns_when_it_shadows_a_builtin)
+{
+    proc r = lk(NULL, "new", "dice", "--dir", tmp("mydice"), NULL);
+    cr_expect_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
+    cr_expect_not_null(strstr(r.err, "warning: 'dice' is already a loss of plugin tutorial"),
+                       "stderr: %s", r.err);
+    cr_expect(file_exists(tmp("mydice/dice.c")), "the scaffold was not written");
+    proc_free(&r);
+    r = lk(NULL, "new", "my_own_loss", "--dir", tmp("mine"), NULL);
+    cr_expect_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
+    cr_expect_null(strstr(r.err, "warning"), "a fresh name warned: %s", r.err);
+    proc_free(&r);
+    /* the temporary folder's cleanup removes files, not folders */
+    char cmd[PATH_MAX * 2 + 32];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", tmp("mydice"), tmp("mine"));
+    cr_expect_eq(system(cmd), 0, "%s", cmd);
+}

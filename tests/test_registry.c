@@ -5,7 +5,9 @@
  * the right numbers once loaded. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <grp.h>
 #include <math.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +70,7 @@ static const char *diag_about(const lk_runtime *rt, const char *file)
             n++;
         }
     }
-    cr_assert_eq(n, 1, "expected one diagnostic \"%s: ...\", got %zu:\n%s", file, n,
-                 all_diags(rt));
+    cr_assert_eq(n, 1, "expected one diagnostic \"%s: ...\", got %zu:\n%s", file, n, all_diags(rt));
     cr_expect_null(strchr(found, '\n'), "a diagnostic is one line: %s", found);
     return found;
 }
@@ -102,8 +103,8 @@ static void expect_not_served(const lk_runtime *rt, const char *id)
 {
     lk_loss_info info;
     memset(&info, 0, sizeof info);
-    cr_expect_not(find(rt, id, &info), "%s is served (from %s) but should have been refused",
-                  id, info.plugin_file);
+    cr_expect_not(find(rt, id, &info), "%s is served (from %s) but should have been refused", id,
+                  info.plugin_file);
     for (size_t i = 0; i < lk_runtime_loss_count(rt); i++) {
         cr_assert_eq(lk_runtime_loss_at(rt, i, &info), LK_OK, "loss_at(%zu)", i);
         cr_expect_str_neq(info.id, id, "%s is listed (from %s) but was refused", id,
@@ -164,8 +165,8 @@ static double eval_json(lk_runtime *rt, const char *json, const double *x, const
 }
 
 #define EPS 1e-12
-#define expect_near(actual, expected, what)                                              \
-    cr_expect(fabs((actual) - (expected)) <= EPS * (1.0 + fabs(expected)),               \
+#define expect_near(actual, expected, what)                                                        \
+    cr_expect(fabs((actual) - (expected)) <= EPS * (1.0 + fabs(expected)),                         \
               "%s: got %.17g, expected %.17g", what, (double)(actual), (double)(expected))
 
 /* A private temporary folder (mode 0700), removed by rm_tree. */
@@ -275,8 +276,8 @@ Test(registry, fused_loss_reduction_none)
     int64_t shape[1] = {3};
     lk_loss *loss = build(rt, "{\"loss\": \"fx_sq\", \"params\": {\"scale\": 3},"
                               " \"reduction\": \"none\"}");
-    lk_named_tensor in[1] = {{.name = "input", .tensor = {(void *)x, LK_DTYPE_F64, 1, shape,
-                                                          NULL}}};
+    lk_named_tensor in[1] = {
+        {.name = "input", .tensor = {(void *)x, LK_DTYPE_F64, 1, shape, NULL}}};
     lk_tensor out = {out_buf, LK_DTYPE_F64, 1, shape, NULL};
     lk_eval_args args;
     lk_eval_args_init(&args);
@@ -354,15 +355,15 @@ Test(registry, plugin_schema_is_enforced)
     /* The host validates configs against a plugin's declared params before
      * the plugin sees them; each of these would reach create() otherwise. */
     static const char *const bad[] = {
-        "{\"loss\": \"fx_sq\", \"params\": {\"scale\": 0}}",      /* min is exclusive */
-        "{\"loss\": \"fx_sq\", \"params\": {\"scale\": 100.5}}",  /* above max */
+        "{\"loss\": \"fx_sq\", \"params\": {\"scale\": 0}}",     /* min is exclusive */
+        "{\"loss\": \"fx_sq\", \"params\": {\"scale\": 100.5}}", /* above max */
         "{\"loss\": \"fx_sq\", \"params\": {\"mode\": \"quarter\"}}",
         "{\"loss\": \"fx_sq\", \"params\": {\"scal\": 2}}",
-        "{\"loss\": \"fx_sq\", \"reduction\": \"batchmean\"}",     /* not offered */
+        "{\"loss\": \"fx_sq\", \"reduction\": \"batchmean\"}", /* not offered */
         "{\"loss\": \"fx_count\", \"params\": {\"ignore_index\": 1.5}}",
         "{\"loss\": \"fx_count\", \"params\": {\"ignore_index\": 1001}}",
         "{\"loss\": \"fx_count\", \"params\": {\"squared\": 1}}",
-        "{\"loss\": \"fx_count\", \"params\": {\"weights\": []}}",  /* shorter than 1 */
+        "{\"loss\": \"fx_count\", \"params\": {\"weights\": []}}", /* shorter than 1 */
         "{\"loss\": \"fx_count\", \"params\": {\"weights\": [1, 1, 1, 1, 1]}}",
         "{\"loss\": \"fx_count\", \"params\": {\"weights\": [1, 11]}}",
     };
@@ -524,8 +525,9 @@ Test(registry, newer_minor_is_accepted)
     double g[3];
     expect_near(eval_json(rt, "{\"loss\": \"fx_newer\"}", x, NULL, 3, g), 18.0, "k = 3, sum");
     expect_near(g[1], 3.0, "grad[1]");
-    expect_near(eval_json(rt, "{\"loss\": \"fx_newer\", \"params\": {\"k\": -1},"
-                              " \"reduction\": \"mean\"}",
+    expect_near(eval_json(rt,
+                          "{\"loss\": \"fx_newer\", \"params\": {\"k\": -1},"
+                          " \"reduction\": \"mean\"}",
                           x, NULL, 3, g),
                 -2.0, "k = -1, mean");
     expect_near(g[2], -1.0 / 3.0, "grad[2]");
@@ -538,7 +540,7 @@ Test(registry, fixture_directory)
      * name order, and the good ones are served. Name order also decides that
      * fx_good.so's fx_sq serves and fx_shadow.so's is shadowed. */
     static const char *const broken[] = {
-        "fx_bad_default", "fx_duplicate_id", "fx_missing_entry", "fx_no_slots",
+        "fx_bad_default", "fx_duplicate_id",  "fx_missing_entry", "fx_no_slots",
         "fx_null_entry",  "fx_null_required", "fx_wrong_major",
     };
     const size_t n_broken = sizeof broken / sizeof broken[0];
@@ -635,8 +637,7 @@ Test(registry, earlier_file_shadows_later)
 {
     check_shadowing(open_pair(FX("fx_shadow"), FX("fx_good")), FX("fx_shadow"), FX("fx_good"),
                     50.0);
-    check_shadowing(open_pair(FX("fx_good"), FX("fx_shadow")), FX("fx_good"), FX("fx_shadow"),
-                    5.0);
+    check_shadowing(open_pair(FX("fx_good"), FX("fx_shadow")), FX("fx_good"), FX("fx_shadow"), 5.0);
 }
 
 Test(registry, plugin_path_comes_before_env_path)
@@ -735,13 +736,61 @@ Test(registry, world_writable_directory_is_refused)
     lk_runtime_close(private_dir);
 }
 
+/* umask 002 (user private groups): a folder writable by the owner's own
+ * private group is the owner's alone and is served; writable by a group
+ * other users are in, it is refused. */
+static int is_private_group(gid_t gid)
+{
+    struct passwd *pw = getpwuid(geteuid());
+    struct group *gr = getgrgid(gid);
+    if (!pw || !gr || pw->pw_gid != gid || strcmp(gr->gr_name, pw->pw_name) != 0 ||
+        (gr->gr_mem && gr->gr_mem[0]))
+        return 0;
+    int others = 0;
+    setpwent();
+    while ((pw = getpwent()) != NULL)
+        others |= pw->pw_gid == gid && pw->pw_uid != geteuid();
+    endpwent();
+    return !others;
+}
+
+Test(registry, group_writable_folder_of_a_private_group)
+{
+    char dir[64], copy[256];
+    make_temp_dir(dir, sizeof dir);
+    copy_fixture("fx_good", dir, copy, sizeof copy);
+    cr_assert_eq(chmod(dir, 0775), 0, "chmod");
+    struct stat st;
+    cr_assert_eq(stat(dir, &st), 0);
+    int private_group = is_private_group(st.st_gid);
+    lk_runtime *own = open_path(dir);
+    /* a group another account has as its primary one (daemon's, gid 1)
+     * when we may give the folder to it */
+    int shared = geteuid() == 0 && chown(dir, (uid_t)-1, 1) == 0;
+    lk_runtime *other = shared ? open_path(dir) : NULL;
+    rm_tree(dir);
+    if (private_group) {
+        expect_no_diag(own);
+        expect_good_served(own, copy);
+    } else {
+        expect_mentions(diag_about(own, dir), "writable");
+    }
+    lk_runtime_close(own);
+    if (other) {
+        expect_mentions(diag_about(other, dir), "writable");
+        cr_expect_eq(lk_runtime_loss_count(other), 0, "a loss from the refused folder is listed");
+        lk_runtime_close(other);
+    }
+    cr_expect(private_group || !shared, "neither case could be set up: the test checked nothing");
+}
+
 Test(registry, world_writable_file_is_refused)
 {
     char dir[64], copy[256];
     make_temp_dir(dir, sizeof dir);
     copy_fixture("fx_good", dir, copy, sizeof copy);
     cr_assert_eq(chmod(copy, 0757), 0, "chmod");
-    lk_runtime *in_dir = open_path(dir);  /* found in a folder */
+    lk_runtime *in_dir = open_path(dir);   /* found in a folder */
     lk_runtime *on_path = open_path(copy); /* named on the path */
     rm_tree(dir);
 

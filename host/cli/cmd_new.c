@@ -143,6 +143,26 @@ static int make_dirs(const char *dir)
 
 #define NEW_USAGE "new: usage: losskit new NAME [--elementwise] [--dir DIR]"
 
+/* A new loss named like a registered one shadows it where its folder comes
+ * first on the plugin path: say so before the user builds on it. */
+static void warn_if_taken(const char *name)
+{
+    lk_runtime_options opts;
+    lk_runtime_options_init(&opts);
+    opts.threads = 1;
+    lk_runtime *rt = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    lk_loss_info info;
+    if (lk_runtime_open(&opts, &rt, err) != LK_OK)
+        return;
+    if (lk_runtime_find(rt, name, &info, NULL) == LK_OK)
+        cli_error("new: warning: '%s' is already a loss of plugin %s (%s); yours will shadow it "
+                  "wherever its folder comes first on LOSSKIT_PLUGIN_PATH, and `losskit list` "
+                  "will show which one serves",
+                  name, info.plugin_name, info.plugin_file);
+    lk_runtime_close(rt);
+}
+
 int cmd_new(int argc, char **argv)
 {
     const char *name = NULL, *dir = NULL;
@@ -170,6 +190,7 @@ int cmd_new(int argc, char **argv)
         cli_error("new: '%s' is not a valid loss id: [a-z][a-z0-9_]*, at most 64 characters", name);
         return EXIT_USAGE;
     }
+    warn_if_taken(name);
     if (!dir)
         dir = name;
     if (make_dirs(dir) != 0)

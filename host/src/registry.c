@@ -10,6 +10,8 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,11 +54,36 @@ static void add_diag(lk__registry *reg, const char *fmt, ...)
 
 /* A file or directory that someone else could write is refused: whoever
  * can write it can make the host run their code. */
+/* Whether gid is the private group of uid (the user-private-group scheme
+ * that umask 002 relies on): the group has the user's name and no listed
+ * members, and no other account has it as its primary group. */
+static int private_group_of(uid_t uid, gid_t gid)
+{
+    struct passwd *pw = getpwuid(uid);
+    if (!pw || pw->pw_gid != gid)
+        return 0;
+    char user[256];
+    snprintf(user, sizeof user, "%s", pw->pw_name);
+    struct group *gr = getgrgid(gid);
+    if (!gr || strcmp(gr->gr_name, user) != 0 || (gr->gr_mem && gr->gr_mem[0]))
+        return 0;
+    int others = 0;
+    setpwent();
+    while ((pw = getpwent()) != NULL)
+        others |= pw->pw_gid == gid && pw->pw_uid != uid;
+    endpwent();
+    return !others;
+}
+
+/* Refused: writable by others, writable by a group other than the owner's
+ * own private group, or owned by someone but root and the current user. */
 static int unsafe_owner(const struct stat *st)
 {
-    if (st->st_mode & (S_IWGRP | S_IWOTH))
+    if (st->st_mode & S_IWOTH)
         return 1;
-    return st->st_uid != 0 && st->st_uid != geteuid();
+    if (st->st_uid != 0 && st->st_uid != geteuid())
+        return 1;
+    return (st->st_mode & S_IWGRP) && !private_group_of(st->st_uid, st->st_gid);
 }
 
 static int valid_name(const char *s)
