@@ -235,6 +235,21 @@ def median_ms(fn, repeat):
     return statistics.median(times)
 
 
+def module_fwd_bwd(module, names, ts):
+    xg = ts[0].detach().requires_grad_(True)
+    module(**dict(zip(names, [xg] + list(ts[1:])))).backward()
+
+
+def median_us(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
 def data_for(shape, multiclass, rng):
     x = rng.normal(0.0, 2.0, size=shape).astype(np.float32)
     if multiclass:
@@ -251,9 +266,16 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--only", nargs="*", help="loss names to run")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--module", action="store_true",
+                    help="time losskit through its Python module (losskit.Loss, autograd) "
+                    "instead of the C API, and add each loss's per-call overhead on about "
+                    "64 elements against torch's own call")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     lk = Losskit(os.path.abspath(a.build), a.threads)
+    if a.module:
+        sys.path.insert(0, os.path.join(os.path.abspath(a.build), "python"))
+        import losskit
     rng = np.random.default_rng(0)
     rows = []
     cases = [(n, c, s, f, None) for n, c, s, f in CASES] + \
@@ -272,10 +294,31 @@ def main():
             tensors = {"input": x, "target": t}
         grad = np.empty_like(next(iter(tensors.values())))
         loss = lk.loss(os.path.join(ROOT, config))
-        lk_fwd = median_ms(losskit_timer(lk, loss, tensors, grad, False), a.repeat)
-        lk_fb = median_ms(losskit_timer(lk, loss, tensors, grad, True), a.repeat)
-        lk_value = losskit_timer(lk, loss, tensors, grad, True)()
         ts = [torch.from_numpy(v) for v in tensors.values()]
+        if a.module:
+            module = losskit.Loss(os.path.join(ROOT, config), threads=a.threads)
+            names = list(tensors)
+            with torch.no_grad():
+                lk_fwd = median_ms(lambda: module(**dict(zip(names, ts))), a.repeat)
+            lk_fb = median_ms(lambda: module_fwd_bwd(module, names, ts), a.repeat)
+            lk_value = float(module(**dict(zip(names, ts))))
+            small = [torch.from_numpy(np.ascontiguousarray(v.reshape(-1)[:64]))
+                     if not multiclass else None for v in tensors.values()]
+            if multiclass:  # 1 x C x 8 x 8 / 8 positions: about 64 logits
+                c = shape[1]
+                small = [torch.from_numpy(np.ascontiguousarray(tensors["input"][:1, :, :1, :8])),
+                         torch.from_numpy(np.ascontiguousarray(tensors["target"][:1, :1, :8]))]
+            lk_small = median_us(lambda: module_fwd_bwd(module, names, small), 2000)
+
+            def torch_small():
+                xg = small[0].detach().requires_grad_(True)
+                torch_fn(xg, *small[1:]).backward()
+            th_small = median_us(torch_small, 2000)
+        else:
+            lk_fwd = median_ms(losskit_timer(lk, loss, tensors, grad, False), a.repeat)
+            lk_fb = median_ms(losskit_timer(lk, loss, tensors, grad, True), a.repeat)
+            lk_value = losskit_timer(lk, loss, tensors, grad, True)()
+            lk_small = th_small = None
         with torch.no_grad():
             th_fwd = median_ms(lambda: torch_fn(*ts), a.repeat)
 
@@ -289,13 +332,15 @@ def main():
                      "losskit_forward_ms": lk_fwd, "torch_forward_ms": th_fwd,
                      "losskit_forward_backward_ms": lk_fb, "torch_forward_backward_ms": th_fb,
                      "ratio_forward": th_fwd / lk_fwd, "ratio_forward_backward": th_fb / lk_fb,
-                     "rel_diff_value": abs(lk_value - th_value) / max(abs(th_value), 1e-300)})
+                     "rel_diff_value": abs(lk_value - th_value) / max(abs(th_value), 1e-300),
+                     "losskit_small_call_us": lk_small, "torch_small_call_us": th_small})
     if a.json:
         print(json.dumps({"machine": platform.processor() or platform.machine(),
                           "torch": torch.__version__, "rows": rows}, indent=1))
         return
     print(f"torch {torch.__version__}, {a.threads} threads, median of {a.repeat}; "
-          "ratio = torch time / losskit time")
+          "ratio = torch time / losskit time"
+          + ("; losskit through losskit.Loss (Python, autograd)" if a.module else ""))
     print(f"| loss | shape | losskit fwd ms | torch fwd ms | ratio | "
           f"losskit fwd+bwd ms | torch fwd+bwd ms | ratio | value rel. diff |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -305,6 +350,14 @@ def main():
               f"{r['ratio_forward']:.1f} | {r['losskit_forward_backward_ms']:.1f} | "
               f"{r['torch_forward_backward_ms']:.1f} | {r['ratio_forward_backward']:.1f} | "
               f"{r['rel_diff_value']:.1e} |")
+    if a.module:
+        print("\nPer call, forward+backward on about 64 elements (median of 2000, µs):")
+        print("| loss | losskit.Loss | torch | torch / losskit |")
+        print("|---|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['loss']} | {r['losskit_small_call_us']:.1f} | "
+                  f"{r['torch_small_call_us']:.1f} | "
+                  f"{r['torch_small_call_us'] / r['losskit_small_call_us']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ class _Call:
     def _shape(self, shape):
         arr = (ctypes.c_int64 * max(len(shape), 1))(*shape)
         self.keep.append(arr)
-        return ctypes.cast(arr, L.c_int64_p)
+        return ctypes.addressof(arr)
 
     def _fill(self, descs, field, nfield):
         arr = (L.NamedTensor * max(len(descs), 1))()
@@ -221,7 +221,7 @@ class _Call:
             arr[i].name = name
             arr[i].tensor = L.Tensor(d.ptr, d.dtype, len(d.shape), self._shape(d.shape), None)
         self.keep.append(arr)
-        setattr(self.args, field, ctypes.cast(arr, ctypes.POINTER(L.NamedTensor)))
+        setattr(self.args, field, ctypes.addressof(arr))
         setattr(self.args, nfield, len(descs))
         return len(descs)
 
