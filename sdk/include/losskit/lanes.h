@@ -453,13 +453,13 @@ LK_AI lk_fv lk__f_exp_core(lk_fv x)
     lk_fv n = lk_f_round(lk_f_mul(x, lk_f_set(1.44269504088896341)));
     lk_fv r = lk_f_fma(n, lk_f_set(-0.693359375), x);
     r = lk_f_fma(n, lk_f_set(2.12194440e-4), r);
-    lk_fv p = lk_f_set(1.9875691500e-4);
-    p = lk_f_fma(p, r, lk_f_set(1.3981999507e-3));
-    p = lk_f_fma(p, r, lk_f_set(8.3334519073e-3));
-    p = lk_f_fma(p, r, lk_f_set(4.1665795894e-2));
-    p = lk_f_fma(p, r, lk_f_set(1.6666665459e-1));
-    p = lk_f_fma(p, r, lk_f_set(5.0000001201e-1));
-    p = lk_f_fma(p, lk_f_mul(r, r), lk_f_add(r, lk_f_set(1.0)));
+    /* Estrin's scheme: a short dependency chain */
+    lk_fv r2 = lk_f_mul(r, r), r4 = lk_f_mul(r2, r2);
+    lk_fv p01 = lk_f_fma(lk_f_set(1.6666665459e-1), r, lk_f_set(5.0000001201e-1));
+    lk_fv p23 = lk_f_fma(lk_f_set(8.3334519073e-3), r, lk_f_set(4.1665795894e-2));
+    lk_fv p45 = lk_f_fma(lk_f_set(1.9875691500e-4), r, lk_f_set(1.3981999507e-3));
+    lk_fv p = lk_f_fma(p45, r4, lk_f_fma(p23, r2, p01));
+    p = lk_f_fma(p, r2, lk_f_add(r, lk_f_set(1.0)));
     return lk_f_ldexp(p, n);
 }
 #endif
