@@ -150,13 +150,17 @@ LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
             m = lk_select(lk_lt(y, lk_set(-1.0)), lk_sub(ey, one), m1);
         }
         rho = lk_mul(lk_set(r->k), m);
-        if (mode == ROBUST_POS) /* q = inf: (1 + q) g is inf 0 */
+        /* q = inf (also for an infinite d): (1 + q) g is inf 0 */
+        if (mode == ROBUST_POS && lk_any(lk_eq(q, lk_set(HUGE_VAL))))
             rho = lk_select(lk_eq(q, lk_set(HUGE_VAL)), q, rho);
     }
     e->loss = rho;
-    lk_v grad = lk_mul(gz, g);
-    lk_m inf = lk_eq(lk_abs(d), lk_set(HUGE_VAL));
-    e->grad = lk_select(inf, lk_mul(lk_sign(d), lk_set(r->grad_inf)), grad);
+    e->grad = lk_mul(gz, g);
+    /* the limits at |d| = inf, tested once per vector: z^2 is inf there */
+    if (lk_any(lk_eq(z2, lk_set(HUGE_VAL)))) {
+        lk_m inf = lk_eq(lk_abs(d), lk_set(HUGE_VAL));
+        e->grad = lk_select(inf, lk_mul(lk_sign(d), lk_set(r->grad_inf)), e->grad);
+    }
 }
 
 #define ROBUST_FAMILY(name, mode)                                                                  \

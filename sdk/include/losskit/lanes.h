@@ -17,8 +17,13 @@
  * sum leaves the lanes in double (lk_acc), whatever the precision, in an
  * order fixed by the lane width alone.
  *
- * Vector math: lk_exp, lk_log, lk_log1p, lk_pow are glibc's libmvec on the
- * SIMD variants (at most 4 ulp) and libm on the portable one. The
+ * Vector math: lk_exp, lk_log, lk_log1p are the layer's own, inline, in
+ * the float lanes of the SIMD variants (the exp below on a clamped
+ * argument; the exponent and mantissa split off, by getexp/getmant on
+ * AVX-512 and by the bits on AVX2, then 2 atanh(f / (2 + f)); about 1 to 3
+ * float ulps, 0, infinities, negatives and NaN as libm), and glibc's
+ * libmvec in their double lanes and for lk_pow (at most 4 ulp); libm on the
+ * portable variant. The
  * restricted-range forms are the layer's own, inline, because the losses
  * call them on every element and a known range makes them several times
  * cheaper than a general routine (and a library call spills every vector
@@ -170,17 +175,11 @@ LK_AI double lk_d_hsum(lk_dv a)
     return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
 }
 
-__m512 _ZGVeN16v_expf(__m512 x);
-__m512 _ZGVeN16v_logf(__m512 x);
-__m512 _ZGVeN16v_log1pf(__m512 x);
 __m512 _ZGVeN16vv_powf(__m512 x, __m512 y);
 __m512d _ZGVeN8v_exp(__m512d x);
 __m512d _ZGVeN8v_log(__m512d x);
 __m512d _ZGVeN8v_log1p(__m512d x);
 __m512d _ZGVeN8vv_pow(__m512d x, __m512d y);
-LK_AI lk_fv lk_f_exp(lk_fv a) { return _ZGVeN16v_expf(a); }
-LK_AI lk_fv lk_f_log(lk_fv a) { return _ZGVeN16v_logf(a); }
-LK_AI lk_fv lk_f_log1p(lk_fv a) { return _ZGVeN16v_log1pf(a); }
 LK_AI lk_fv lk_f_pow(lk_fv a, lk_fv b) { return _ZGVeN16vv_powf(a, b); }
 LK_AI lk_dv lk_d_exp(lk_dv a) { return _ZGVeN8v_exp(a); }
 LK_AI lk_dv lk_d_log(lk_dv a) { return _ZGVeN8v_log(a); }
@@ -308,24 +307,18 @@ LK_AI double lk_d_hsum(lk_dv a)
     return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
 }
 
-__m256 _ZGVdN8v_expf(__m256 x);
-__m256 _ZGVdN8v_logf(__m256 x);
-__m256 _ZGVdN8v_log1pf(__m256 x);
 __m256 _ZGVdN8vv_powf(__m256 x, __m256 y);
 __m256d _ZGVdN4v_exp(__m256d x);
 __m256d _ZGVdN4v_log(__m256d x);
 __m256d _ZGVdN4v_log1p(__m256d x);
 __m256d _ZGVdN4vv_pow(__m256d x, __m256d y);
-LK_AI lk_fv lk_f_exp(lk_fv a) { return _ZGVdN8v_expf(a); }
-LK_AI lk_fv lk_f_log(lk_fv a) { return _ZGVdN8v_logf(a); }
-LK_AI lk_fv lk_f_log1p(lk_fv a) { return _ZGVdN8v_log1pf(a); }
 LK_AI lk_fv lk_f_pow(lk_fv a, lk_fv b) { return _ZGVdN8vv_powf(a, b); }
 LK_AI lk_dv lk_d_exp(lk_dv a) { return _ZGVdN4v_exp(a); }
 LK_AI lk_dv lk_d_log(lk_dv a) { return _ZGVdN4v_log(a); }
 LK_AI lk_dv lk_d_log1p(lk_dv a) { return _ZGVdN4v_log1p(a); }
 LK_AI lk_dv lk_d_pow(lk_dv a, lk_dv b) { return _ZGVdN4vv_pow(a, b); }
-/* a 2^n, n integral in [-252, 0] here: two normal factors, so that the
- * subnormal range keeps its bits */
+/* a 2^n, n integral in [-252, 252] here: two normal factors, so that the
+ * subnormal range keeps its bits and an overflow gives inf */
 LK_AI lk_fv lk_f_ldexp(lk_fv a, lk_fv n)
 {
     __m256i k = _mm256_cvtps_epi32(n), k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1);
@@ -451,6 +444,26 @@ LK_AI void lk_stream_fence(void)
 /* ------------------------------------------------------------------------ */
 /* Restricted-range exp and log                                              */
 
+#if !defined(LK_TARGET_PORTABLE)
+/* exp(x) for x in [-120, 120] or NaN: Cody-Waite with Cephes' split of
+ * log 2 and its expf polynomial; 2^n by lk_f_ldexp, which gives 0 below
+ * the subnormals and inf above the largest float. */
+LK_AI lk_fv lk__f_exp_core(lk_fv x)
+{
+    lk_fv n = lk_f_round(lk_f_mul(x, lk_f_set(1.44269504088896341)));
+    lk_fv r = lk_f_fma(n, lk_f_set(-0.693359375), x);
+    r = lk_f_fma(n, lk_f_set(2.12194440e-4), r);
+    /* Estrin's scheme: a short dependency chain */
+    lk_fv r2 = lk_f_mul(r, r), r4 = lk_f_mul(r2, r2);
+    lk_fv p01 = lk_f_fma(lk_f_set(1.6666665459e-1), r, lk_f_set(5.0000001201e-1));
+    lk_fv p23 = lk_f_fma(lk_f_set(8.3334519073e-3), r, lk_f_set(4.1665795894e-2));
+    lk_fv p45 = lk_f_fma(lk_f_set(1.9875691500e-4), r, lk_f_set(1.3981999507e-3));
+    lk_fv p = lk_f_fma(p45, r4, lk_f_fma(p23, r2, p01));
+    p = lk_f_fma(p, r2, lk_f_add(r, lk_f_set(1.0)));
+    return lk_f_ldexp(p, n);
+}
+#endif
+
 /* exp(a) for a <= 0, -inf or NaN (NaN stays NaN, -inf gives 0). */
 LK_AI lk_fv lk_f_exp_neg(lk_fv a)
 {
@@ -459,18 +472,7 @@ LK_AI lk_fv lk_f_exp_neg(lk_fv a)
 #else
     /* Below -120 the result is 0 in float; the clamp keeps 2^n in range.
      * max() returns its second operand for NaN, so NaN passes through. */
-    lk_fv x = lk_f_max(lk_f_set(-120.0), a);
-    lk_fv n = lk_f_round(lk_f_mul(x, lk_f_set(1.44269504088896341)));
-    lk_fv r = lk_f_fma(n, lk_f_set(-0.693359375), x);
-    r = lk_f_fma(n, lk_f_set(2.12194440e-4), r);
-    lk_fv p = lk_f_set(1.9875691500e-4);
-    p = lk_f_fma(p, r, lk_f_set(1.3981999507e-3));
-    p = lk_f_fma(p, r, lk_f_set(8.3334519073e-3));
-    p = lk_f_fma(p, r, lk_f_set(4.1665795894e-2));
-    p = lk_f_fma(p, r, lk_f_set(1.6666665459e-1));
-    p = lk_f_fma(p, r, lk_f_set(5.0000001201e-1));
-    p = lk_f_fma(p, lk_f_mul(r, r), lk_f_add(r, lk_f_set(1.0)));
-    return lk_f_ldexp(p, n);
+    return lk__f_exp_core(lk_f_max(lk_f_set(-120.0), a));
 #endif
 }
 
@@ -501,6 +503,113 @@ LK_AI lk_fv lk_f_log_1to2(lk_fv u)
     return lk_f_fma(k, lk_f_set(0.693359375), lk_f_add(f, y));
 #endif
 }
+
+/* The general float exp, log and log1p of the SIMD lanes: inline, so that
+ * a loss's live registers are not spilled around a library call; about 1
+ * to 3 float ulps on every argument. */
+#if !defined(LK_TARGET_PORTABLE)
+/* exp(a) for any a: 0 below about -104, inf above about 88.7, NaN stays
+ * NaN (max() and min() return their second operand for NaN). */
+LK_AI lk_fv lk_f_exp(lk_fv a)
+{
+    return lk__f_exp_core(lk_f_min(lk_f_set(120.0), lk_f_max(lk_f_set(-120.0), a)));
+}
+
+/* k log 2 + log1p(f) for f in about [-0.2929, 0.4143] (f = m - 1 of a
+ * mantissa m in [sqrt(1/2), sqrt(2)]): 2 atanh(s), s = f / (2 + f) in
+ * [-0.1716, 0.1716], by lk_f_log1p_unit's polynomial in s^2; log 2 in
+ * Cephes' two parts, k log2_hi exact. */
+LK_AI lk_fv lk__f_log_core(lk_fv k, lk_fv f)
+{
+    lk_fv s = lk_f_mul(f, lk_f_recip_fast(lk_f_add(f, lk_f_set(2.0))));
+    lk_fv z = lk_f_mul(s, s);
+    lk_fv p = lk_f_fma(lk_f_set(1.4012232699e-01), z, lk_f_set(1.3999569730e-01));
+    p = lk_f_fma(p, z, lk_f_set(2.0010849593e-01));
+    p = lk_f_fma(p, z, lk_f_set(3.3333206565e-01));
+    lk_fv s2 = lk_f_add(s, s);
+    lk_fv l = lk_f_fma(lk_f_mul(s2, z), p, lk_f_fma(k, lk_f_set(-2.12194440e-4), s2));
+    return lk_f_fma(k, lk_f_set(0.693359375), l);
+}
+
+#if defined(LK_TARGET_AVX512)
+/* log's answers by the class of its argument (vfixupimm's table): NaN
+ * itself, 0 -> -inf, -inf and negatives -> NaN, +inf -> +inf; ordinary
+ * positive arguments keep the computed value. */
+#define LK__LOG_FIXUP 0x03530421
+/* the exponent k and mantissa m = u 2^-k in [sqrt(1/2), sqrt(2)] of u > 0
+ * (subnormals included) */
+LK_AI void lk__f_frexp(lk_fv u, lk_fv *k, lk_fv *m)
+{
+    __m512 e = _mm512_getexp_ps(u);
+    __m512 g = _mm512_getmant_ps(u, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
+    __mmask16 big = _mm512_cmp_ps_mask(g, _mm512_set1_ps(1.41421356f), _CMP_GT_OQ);
+    *k = _mm512_mask_add_ps(e, big, e, _mm512_set1_ps(1.0f));
+    *m = _mm512_mask_mul_ps(g, big, g, _mm512_set1_ps(0.5f));
+}
+#else
+/* the same by the bits of u (AVX2): u - bits(sqrt(1/2)) splits into the
+ * exponent and a mantissa in [sqrt(1/2), sqrt(2)); subnormals are scaled
+ * by 2^23 first. Only ordinary positive u give meaning. */
+LK_AI void lk__f_frexp(lk_fv u, lk_fv *k, lk_fv *m)
+{
+    __m256 tiny = _mm256_cmp_ps(u, _mm256_set1_ps(1.17549435e-38f), _CMP_LT_OQ);
+    u = _mm256_blendv_ps(u, _mm256_mul_ps(u, _mm256_set1_ps(8388608.0f)), tiny);
+    __m256i ix = _mm256_sub_epi32(_mm256_castps_si256(u), _mm256_set1_epi32(0x3f3504f3));
+    __m256 e = _mm256_cvtepi32_ps(_mm256_srai_epi32(ix, 23));
+    *k = _mm256_sub_ps(e, _mm256_and_ps(tiny, _mm256_set1_ps(23.0f)));
+    __m256i mb = _mm256_and_si256(ix, _mm256_set1_epi32(0x007fffff));
+    *m = _mm256_castsi256_ps(_mm256_add_epi32(mb, _mm256_set1_epi32(0x3f3504f3)));
+}
+/* log's answers for the special arguments of u: NaN for NaN and negatives,
+ * -inf for 0, +inf for +inf */
+LK_AI lk_fv lk__f_log_fixup(lk_fv r, lk_fv u)
+{
+    __m256 inf = _mm256_set1_ps(HUGE_VALF), zero = _mm256_setzero_ps();
+    r = _mm256_blendv_ps(r, inf, _mm256_cmp_ps(u, inf, _CMP_EQ_OQ));
+    r = _mm256_blendv_ps(r, _mm256_sub_ps(zero, inf), _mm256_cmp_ps(u, zero, _CMP_EQ_OQ));
+    return _mm256_blendv_ps(r, _mm256_set1_ps(NAN), _mm256_cmp_ps(u, zero, _CMP_NGE_UQ));
+}
+#endif
+
+/* log(a): log(0) = -inf, log(+inf) = +inf, NaN for a < 0 and NaN. */
+LK_AI lk_fv lk_f_log(lk_fv a)
+{
+    lk_fv k, m;
+    lk__f_frexp(a, &k, &m);
+    lk_fv r = lk__f_log_core(k, lk_f_sub(m, lk_f_set(1.0))); /* m - 1 exact */
+#if defined(LK_TARGET_AVX512)
+    return _mm512_fixupimm_ps(r, a, _mm512_set1_epi32(LK__LOG_FIXUP), 0);
+#else
+    return lk__f_log_fixup(r, a);
+#endif
+}
+
+/* log1p(a) = log(u), u = 1 + a rounded, with f = u 2^-k - 1 taken from a
+ * itself so that the rounding of u is not in it: f = a 2^-k + (2^-k - 1)
+ * (AVX-512; one rounding), or m - 1 plus the rounding error of u, found
+ * exactly by two-sum, times 2^-k (AVX2; 2^-k for k <= 126: above, that
+ * term is far below the result's last bit). -1 gives -inf, below -1 NaN. */
+LK_AI lk_fv lk_f_log1p(lk_fv a)
+{
+    lk_fv u = lk_f_add(lk_f_set(1.0), a), k, m;
+    lk__f_frexp(u, &k, &m);
+#if defined(LK_TARGET_AVX512)
+    __m512 nk = lk_f_neg(k);
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 c = _mm512_sub_ps(_mm512_scalef_ps(one, nk), one); /* 2^-k - 1 */
+    __m512 f = _mm512_add_ps(_mm512_scalef_ps(a, nk), c);
+    return _mm512_fixupimm_ps(lk__f_log_core(k, f), u, _mm512_set1_epi32(LK__LOG_FIXUP), 0);
+#else
+    __m256 bv = _mm256_sub_ps(u, a), av = _mm256_sub_ps(u, bv);
+    __m256 c = _mm256_add_ps(_mm256_sub_ps(a, av), _mm256_sub_ps(_mm256_set1_ps(1.0f), bv));
+    __m256i kc = _mm256_min_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(126));
+    __m256i kb = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_set1_epi32(127), kc), 23);
+    __m256 sc = _mm256_castsi256_ps(kb);
+    __m256 f = _mm256_fmadd_ps(c, sc, _mm256_sub_ps(m, _mm256_set1_ps(1.0f)));
+    return lk__f_log_fixup(lk__f_log_core(k, f), u);
+#endif
+}
+#endif
 
 /* k!, exact in double for k <= 18; folded to a constant when inlined. */
 LK_AI double lk__fact(int k)
