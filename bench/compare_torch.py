@@ -148,14 +148,13 @@ def t_robust(x, t, alpha=1.0, scale=1.0):
 
 
 def t_asymmetric(x, t, gamma_neg=4.0, gamma_pos=1.0, clip=0.05, eps=1e-8):
-    # timm's AsymmetricLossMultiLabel in plain ops; losskit's mean divides
-    # timm's sum by the element count
+    # timm's AsymmetricLossMultiLabel in plain ops
     xs_pos = torch.sigmoid(x)
     xs_neg = (1 - xs_pos + clip).clamp(max=1)
     los = t * torch.log(xs_pos.clamp(min=eps)) + (1 - t) * torch.log(xs_neg.clamp(min=eps))
     pt = xs_pos * t + xs_neg * (1 - t)
     w = torch.pow(1 - pt, gamma_pos * t + gamma_neg * (1 - t))
-    return -(los * w).sum() / x.numel()
+    return -(los * w).sum()  # timm's value, configs/asymmetric.json's reduction sum
 
 
 BINARY = (16, 1, 1024, 1024)
@@ -194,7 +193,7 @@ ELEMENTWISE = [
     ("bce", "configs/bce.json", [("input", "prob"), ("target", "unit")],
      lambda p, t: F.binary_cross_entropy(p, t)),
     ("kl_div", "configs/kl_div.json", [("input", "logprob"), ("target", "prob")],
-     lambda x, t: F.kl_div(x, t, reduction="mean")),
+     lambda x, t: F.kl_div(x, t, reduction="batchmean")),  # configs/kl_div.json
     ("asymmetric", "configs/asymmetric.json", [("input", "real"), ("target", "unit")],
      t_asymmetric),
     ("hinge_embedding", "configs/hinge_embedding.json", [("input", "real"), ("target", "sign")],
