@@ -114,30 +114,12 @@ static double number_or(const cJSON *c, const char *key, double dflt)
     return cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
 
-/* Every element of got against the reference file; returns the largest
- * relative error. */
+/* Every element of got against the reference file (rtol relative, 1e-9
+ * absolute floor); returns the largest relative error. */
 static double compare(const char *name, const char *what, const lk_array *got, const char *ref_rel,
                       double rtol)
 {
-    lk_array ref;
-    read_npy(ref_rel, &ref);
-    cr_assert_eq(ref.ndim, got->ndim, "%s: %s has %d dims, reference %d", name, what,
-                 (int)got->ndim, (int)ref.ndim);
-    for (int32_t d = 0; d < ref.ndim; d++)
-        cr_assert_eq(ref.shape[d], got->shape[d], "%s: %s dim %d is %lld, reference %lld", name,
-                     what, (int)d, (long long)got->shape[d], (long long)ref.shape[d]);
-    double worst = 0.0;
-    size_t n = numel(&ref), bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        double g = element(got, i), w = element(&ref, i);
-        if (!close_to(g, w, rtol, 1e-9) && bad++ < 5)
-            cr_expect(0, "%s: %s[%zu] = %.17g, PyTorch %.17g", name, what, i, g, w);
-        worst = fmax(worst, fabs(w) > 1e-9 ? rel_err(g, w) : 0.0);
-    }
-    cr_expect_eq(bad, 0, "%s: %zu of %zu elements of %s differ beyond %g", name, bad, n, what,
-                 rtol);
-    lk_array_free(&ref);
-    return worst;
+    return compare_to_npy(name, what, got, ref_rel, rtol, 1e-9);
 }
 
 ParameterizedTest(cat_param *p, catalogue, torch)

@@ -91,4 +91,32 @@ static inline int close_to(double got, double want, double rel, double abs_floor
     return fabs(got - want) <= fmax(rel * fabs(want), abs_floor);
 }
 
+/* Every element of got against the reference file ref_rel: within rel
+ * relative or floor absolute (the first few misses are reported one by one,
+ * then their count). Dims and shape must match. Returns the largest
+ * relative error among the reference elements above floor. */
+static inline double compare_to_npy(const char *name, const char *what, const lk_array *got,
+                                    const char *ref_rel, double rel, double floor)
+{
+    lk_array ref;
+    read_npy(ref_rel, &ref);
+    cr_assert_eq(ref.ndim, got->ndim, "%s: %s has %d dims, reference %d", name, what,
+                 (int)got->ndim, (int)ref.ndim);
+    for (int32_t d = 0; d < ref.ndim; d++)
+        cr_assert_eq(ref.shape[d], got->shape[d], "%s: %s dim %d is %lld, reference %lld", name,
+                     what, (int)d, (long long)got->shape[d], (long long)ref.shape[d]);
+    double worst = 0.0;
+    size_t n = numel(&ref), bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double g = element(got, i), w = element(&ref, i);
+        if (!close_to(g, w, rel, floor) && bad++ < 5)
+            cr_expect(0, "%s: %s[%zu] = %.17g, PyTorch %.17g", name, what, i, g, w);
+        worst = fmax(worst, fabs(w) > floor ? rel_err(g, w) : 0.0);
+    }
+    cr_expect_eq(bad, 0, "%s: %zu of %zu elements of %s differ beyond %g (floor %g)", name, bad, n,
+                 what, rel, floor);
+    lk_array_free(&ref);
+    return worst;
+}
+
 #endif
