@@ -166,6 +166,8 @@ LK_AI lk_m seg_mc_counts(const lk_cls_io *io, const lk_cls_pos *p, const lk_cls_
     return lk_and(p->valid, lk_not(lk_eq(el->t, lk_set((double)o->ignore))));
 }
 
+/* V is left 0: no loss that runs in multiclass mode reads it (mcc, which
+ * does, offers binary and multilabel only). */
 LK_AI void seg_mc_fwd2(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t c,
                        const lk_cls_el *el, lk_cls_acc *ca)
 {
@@ -177,11 +179,9 @@ LK_AI void seg_mc_fwd2(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int
     if (io->index) {
         lk_acc_add(&ca[SEG_I].a, lk_keep(el->hit, pc));
         ca[SEG_T].n += lk_cls_count(el->hit);
-        ca[SEG_V].n += lk_cls_count(m);
     } else {
         lk_acc_add(&ca[SEG_I].a, lk_mul(pc, el->t));
         lk_acc_add(&ca[SEG_T].a, lk_keep(m, el->t));
-        lk_acc_add(&ca[SEG_V].a, lk_keep(m, lk_set(1.0)));
     }
 }
 
@@ -241,7 +241,7 @@ static lk_status seg_bad_index(const void *inst, const lk_tensor *t, int64_t pos
 #define SEG_MC_OPS(var, fl)                                                                        \
     static const lk_cls_ops var = {                                                                \
         .flags = LK_CLS_FWD_EXP | (fl),                                                            \
-        .n_cls = SEG_NSTAT,                                                                        \
+        .n_cls = SEG_T + 1,                                                                        \
         .n_tab = 2,                                                                                \
         .fwd2 = seg_mc_fwd2,                                                                       \
         .bwd1 = seg_mc_bwd1,                                                                       \
