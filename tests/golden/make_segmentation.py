@@ -793,6 +793,10 @@ def case_specs(loss):
                "bin", {"smooth": float(get(loss, {}, "smooth") == 0)}),
               ("bin_min", "bin_soft", {"intersection": "min"}),
               ("bin_min_prob", "bin_prob_soft", {"intersection": "min", "from_logits": False})]
+    if get(loss, {}, "smooth") != 0 and loss in HAS_SMOOTH:
+        # smooth 0 on no data: (0 + 0) / max(0, eps) scores 0, the loss is 1
+        L += [("bin_zero_smooth0", "bin_zero", {"per_sample": False, "smooth": 0.0}),
+              ("bin_allign_smooth0", "bin_allign", {"ignore_index": -1, "smooth": 0.0})]
     if empty:
         for rule in ("score", "zero", "skip"):
             L.append(("bin_empty_%s" % rule, "bin_empty",
