@@ -510,7 +510,16 @@ def check_references(d, verbose=True):
                                      weight=list(wts), smooth_nr=0.3, smooth_dr=0.7),
            G("dice", **dict(base, smooth=0.3, smooth_dr=0.7, per_sample=True,
                             class_weights=list(wts))), x, y)
-        # MONAI with to_onehot_y on index targets == multiclass index targets
+        if C > 2:  # without class 0: MONAI's weights are per taken class
+            wk = np.linspace(0.5, 1.5, C - 1)
+            wk = wk * (C - 1) / wk.sum()
+            ok("monai dice %s weight no background" % dk,
+               lambda x_, y_: monai_dice(x_, y_, sigmoid=act == "sigmoid",
+                                         softmax=act == "softmax", weight=list(wk),
+                                         include_background=False, batch=True),
+               G("dice", **dict(base, smooth=1e-5, per_sample=False, include_background=False,
+                                class_weights=[7.0] + list(wk))), x, y)
+    # MONAI with to_onehot_y on index targets == multiclass index targets
     for dk in ("mc", "mc_empty"):
         x, y = d[dk]
         ok("monai dice %s to_onehot_y" % dk,
