@@ -58,21 +58,24 @@ LK_AI lk_v seg_dmin(lk_v p, lk_v t)
     return lk_add(lk_keep(lk_lt(p, t), lk_set(1.0)), lk_keep(lk_eq(p, t), lk_set(0.5)));
 }
 
-/* k = {d value / d I, d value / d P} of the run's (group, class). */
+/* g = dI I' + dP P' as (dI + dP) I' + dP (P' - I'), from k = {dI + dP, dP}
+ * (seg_ew_consts): where dI and dP nearly cancel (mcc's TN = V - P - T + I
+ * + eps), their sum is formed in double, not in the lanes' floats; P' - I'
+ * is 1 - t exactly for product sums. */
 LK_AI void seg_ew_grad(const void *inst, const lk_v *k, lk_elem *e)
 {
     const seg *o = (const seg *)inst;
     lk_v dp, p = seg_prob(o, e->x, &dp), t = e->t;
     lk_v di = o->min_i ? seg_dmin(p, t) : t;
     lk_v dP = o->squared ? lk_add(p, p) : lk_set(1.0);
-    lk_v g = lk_add(lk_mul(k[0], di), lk_mul(k[1], dP));
+    lk_v g = lk_add(lk_mul(k[0], di), lk_mul(k[1], lk_sub(dP, di)));
     e->grad = lk_keep(seg_counts(o, t), o->from_logits ? lk_mul(g, dp) : g);
 }
 
 static void seg_ew_consts(const void *inst, const double *global, double *k)
 {
     (void)inst;
-    k[0] = global[0];
+    k[0] = global[0] + global[1];
     k[1] = global[1];
 }
 
