@@ -15,7 +15,7 @@ static seg_d mcc_pair(const seg *o, seg_d I, seg_d P, double T, double V)
     return sd_sub(sd_c(1.0), sd_div(num, sd_sqrt(den)));
 }
 
-static const seg_kind mcc_kind = {.pair = mcc_pair, .no_multiclass = 1};
+static const seg_kind mcc_kind = {.pair = mcc_pair, .no_multiclass = 1, .double_lanes = 1};
 
 static const lk_param_desc *const mcc_params[] LK__UNUSED = {
     &seg_p_mode, &seg_p_ignore_index, &seg_p_from_logits, &seg_p_eps_mcc, &seg_p_classes,

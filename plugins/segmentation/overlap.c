@@ -330,6 +330,23 @@ const lk_kfamily seg_ew_family = {{
     LK__REF_AVX512(seg_ew),
 }};
 
+/* A family without its float-lane members: float32 data in double lanes. */
+#if defined(LK_BUILD_AVX2)
+#define SEG_AVX2_F64(name) {NULL, &LK__VAR(name, avx2, f64)}
+#else
+#define SEG_AVX2_F64(name) {NULL, NULL}
+#endif
+#if defined(LK_BUILD_AVX512)
+#define SEG_AVX512_F64(name) {NULL, &LK__VAR(name, avx512, f64)}
+#else
+#define SEG_AVX512_F64(name) {NULL, NULL}
+#endif
+const lk_kfamily seg_ew64_family = {{
+    {NULL, &LK__VAR(seg_ew, portable, f64)},
+    SEG_AVX2_F64(seg_ew),
+    SEG_AVX512_F64(seg_ew),
+}};
+
 /* The class driver has no portable float-lane member (classes.h). */
 LK__DECL_AVX2(seg_mc)
 LK__DECL_AVX512(seg_mc)
@@ -337,6 +354,11 @@ const lk_kfamily seg_mc_family = {{
     {NULL, &LK__VAR(seg_mc, portable, f64)},
     LK__REF_AVX2(seg_mc),
     LK__REF_AVX512(seg_mc),
+}};
+const lk_kfamily seg_mc64_family = {{
+    {NULL, &LK__VAR(seg_mc, portable, f64)},
+    SEG_AVX2_F64(seg_mc),
+    SEG_AVX512_F64(seg_mc),
 }};
 
 /* One position of a multiclass call: p_c (softmax or as given), t_c, and
@@ -679,6 +701,9 @@ lk_status seg_init(seg *o, const seg_kind *kind, const lk_param_desc *const *des
     }
     if (!dr_set)
         o->smooth_dr = o->smooth;
+    /* tversky's power of the mean amplifies its rounding as focal_tversky's
+     * of each pair does */
+    o->double_lanes = kind->double_lanes || (kind->outer_pow && o->gamma != 1.0);
     const char *why = NULL;
     if (classes_set && bg_set)
         why = "classes and include_background are both given: classes names every class the "
@@ -699,8 +724,10 @@ int seg_pick(const void *inst)
 {
     const seg *o = (const seg *)inst;
     if (o->mode != SEG_MULTICLASS)
-        return SEG_FAM_EW;
-    return o->from_logits && !o->min_i && !o->squared ? SEG_FAM_MC : SEG_FAM_SC;
+        return o->double_lanes ? SEG_FAM_EW64 : SEG_FAM_EW;
+    if (!o->from_logits || o->min_i || o->squared)
+        return SEG_FAM_SC;
+    return o->double_lanes ? SEG_FAM_MC64 : SEG_FAM_MC;
 }
 
 /* The target's shape against want (ndim n); what closes the message. */
@@ -793,7 +820,7 @@ lk_status seg_plan(const void *inst, const lk_tensor *slots, int32_t reduction, 
     plan->n_stats = (uint32_t)(G * C * SEG_NSTAT);
     if (plan->n_stats == 0)
         plan->n_stats = 1;
-    if (fam == SEG_FAM_EW) {
+    if (fam == SEG_FAM_EW || fam == SEG_FAM_EW64) {
         plan->n_positions = numel;
         plan->block_positions = lk_block_positions(numel);
     } else {
