@@ -796,8 +796,8 @@ def case_specs(loss):
           ("bin_allign", "bin_allign", {"ignore_index": -1}),
           ("bin_0d", "bin_0d", {}),
           ("bin_3d", "bin_3d", {"per_sample": ps_flip}),
-          ("bin_zero", "bin_zero", {"per_sample": False}),
-          ("bin_zero_ps", "bin_zero", {"per_sample": True}),
+          ("bin_zero", "bin_zero", {}),
+          ("bin_zero_ps", "bin_zero", {"per_sample": ps_flip}),
           ("bin_eps", "bin", {"eps": 0.3} if loss == "mcc" else {"eps": 400.0})]
     if smooth:
         L += [("bin_smooth", "bin", {"smooth": 0.7, "smooth_dr": 1.3}),
@@ -831,8 +831,8 @@ def case_specs(loss):
               ("ml_ign", "ml_ign", dict(ml, ignore_index=-1)),
               ("ml_ign_ps", "ml_ign", dict(ml, ignore_index=-1, per_sample=ps_flip)),
               ("ml_allign", "ml_allign", dict(ml, ignore_index=-1)),
-              ("ml_zero", "ml_zero", dict(ml, per_sample=False)),
-              ("ml_zero_ps", "ml_zero", dict(ml, per_sample=True))]
+              ("ml_zero", "ml_zero", dict(ml)),
+              ("ml_zero_ps", "ml_zero", dict(ml, per_sample=ps_flip))]
         if smooth:
             L += [("ml_min", "ml_soft", dict(ml, intersection="min", smooth=0.2)),
                   ("ml_smooth", "ml", dict(ml, smooth=0.0, smooth_dr=0.5))]
@@ -863,8 +863,8 @@ def case_specs(loss):
               ("mc_ign_ps", "mc_ign", dict(mc, ignore_index=255, per_sample=ps_flip)),
               ("mc_ign_class", "mc", dict(mc, ignore_index=0)),
               ("mc_allign", "mc_allign", dict(mc, ignore_index=255)),
-              ("mc_zero", "mc_zero", dict(mc, per_sample=False)),
-              ("mc_zero_ps", "mc_zero", dict(mc, per_sample=True)),
+              ("mc_zero", "mc_zero", dict(mc)),
+              ("mc_zero_ps", "mc_zero", dict(mc, per_sample=ps_flip)),
               ("mc_onehot", "mc_onehot", dict(mc)),
               ("mc_soft", "mc_soft", dict(mc)),
               ("mc_soft_ign", "mc_soft_ign", dict(mc, ignore_index=-1)),
