@@ -209,7 +209,8 @@ def from_statistics(loss, p, I, P, T, V, zero):
             return zero
         Td = T.detach()
         wt = get(loss, p, "weight_type")
-        w = 1.0 / (Td * Td) if wt == "square" else 1.0 / Td if wt == "simple" else torch.ones_like(Td)
+        w = {"square": lambda: 1.0 / (Td * Td), "simple": lambda: 1.0 / Td,
+             "uniform": lambda: torch.ones_like(Td)}[wt]()
         inf = torch.isinf(w)
         w = torch.where(inf, torch.zeros_like(w), w)
         w = torch.where(inf, w.max(dim=1, keepdim=True)[0].expand_as(w), w)
