@@ -33,14 +33,19 @@ generalized dice weights in float32 (`w_func(ground_o.float())`), losskit in
 double; monai_gdl(f32_weights=True) is checked to stay within 1e-6 of it.
 
 float32 cases: the reference runs on the stored float32 values, upcast. A
-float32 kernel computes p (sigmoid, softmax) in float, so where a gradient
-element is ill-conditioned at float32 resolution (a soft target making
-N - 2tD cancel, a softmax gradient p_c (g_c - sum_k p_k g_k) near 0, min(p, t)
-at a near tie), its input element (multiclass: the whole position) is
-redrawn: each float32 case holds only data whose reference gradient moves by
-less than 1e-6 relative (1e-9 absolute floor scaled as the tests') and whose
-value moves by less than 1e-7 when every p moves by one float32 rounding and
-every input by one float32 ulp. float64 data are not conditioned.
+float32 kernel computes p (sigmoid, softmax) and the per-element gradient in
+float, so where a gradient element is ill-conditioned at float32 resolution
+(a soft target making N - 2tD or mcc's k0 t + k1 (1 - t) cancel, a softmax
+gradient p_c (g_c - sum_k p_k g_k) near 0, min(p, t) at a near tie), its
+input element (multiclass: the whole position), and its target if that is
+soft, are redrawn: each float32 case holds only data whose reference gradient
+moves by less than 1e-6 relative (1e-9 absolute floor scaled as the tests')
+and whose value moves by less than 1e-7 when every p moves by 2^-23 relative
+(two float32 roundings, room for a sigmoid or softmax a few ulps off), every
+input by one float32 ulp and every soft target (not 0, 1 or ignore_index) by
+one ulp, and where the terms the gradient is a sum of (kernel_terms()), each
+off by 2^-23 relative, could move it by as much. float64 data are not
+conditioned.
 
 Data avoid the few points where the reference gradient is undefined: ties of
 min(p, t), focal_tversky at TI = 1 with gamma < 1, tversky's mean at 0 with
@@ -190,17 +195,22 @@ def pair_loss(loss, p, I, P, T, V):
 def general(loss, p, x, y, noise=None):
     """The contract's value (a 0-d tensor on x's graph)."""
     I, P, T, V = statistics(loss, p, x, y, noise)
+    return from_statistics(loss, p, I, P, T, V, (x * 0.0).sum())
+
+
+def from_statistics(loss, p, I, P, T, V, zero):
+    """The value from the statistics per (group, class), all classes."""
     C = I.shape[1]
     cols = taken_classes(loss, p, C)
     I, P, T, V = I[:, cols], P[:, cols], T[:, cols], V[:, cols]
-    zero = (x * 0.0).sum()
     if loss == "generalized_dice":
         s, sd, eps = get(loss, p, "smooth"), get(loss, p, "smooth_dr"), get(loss, p, "eps")
         if I.shape[0] == 0 or I.shape[1] == 0:
             return zero
         Td = T.detach()
         wt = get(loss, p, "weight_type")
-        w = 1.0 / (Td * Td) if wt == "square" else 1.0 / Td if wt == "simple" else torch.ones_like(Td)
+        w = {"square": lambda: 1.0 / (Td * Td), "simple": lambda: 1.0 / Td,
+             "uniform": lambda: torch.ones_like(Td)}[wt]()
         inf = torch.isinf(w)
         w = torch.where(inf, torch.zeros_like(w), w)
         w = torch.where(inf, w.max(dim=1, keepdim=True)[0].expand_as(w), w)
@@ -226,6 +236,40 @@ def general(loss, p, x, y, noise=None):
     if loss == "tversky":
         value = value ** get(loss, p, "gamma")
     return value + zero
+
+
+def kernel_terms(config, x_np, y_np):
+    """Per input element, the size of the terms a kernel sums to form its
+    gradient: with k0 = dv/dI + dv/dP and k1 = dv/dP per (group, class) (in
+    double), d v / d p = k0 I' + k1 (P' - I'), then the sigmoid's or the
+    softmax's chain rule. Where these terms are large next to the gradient
+    they add up to, a float kernel's rounding of them shows (a group of one
+    element makes mcc's numerator cancel, for one)."""
+    loss, p = config["loss"], config.get("params", {})
+    x = torch.tensor(np.asarray(x_np, dtype=np.float64))
+    y = torch.from_numpy(np.array(y_np)) if np.asarray(y_np).dtype == np.int64 else \
+        torch.tensor(np.asarray(y_np, dtype=np.float64))
+    I, P, T, V = (s.detach().clone() for s in statistics(loss, p, x, y))
+    I.requires_grad_(True)
+    P.requires_grad_(True)
+    v = from_statistics(loss, p, I, P, T, V, (I * 0.0).sum())
+    v.backward()
+    dI = I.grad if I.grad is not None else torch.zeros_like(I)
+    dP = P.grad if P.grad is not None else torch.zeros_like(P)
+    k0, k1 = dI + dP, dP
+    pr, t, vf, dims = layout(loss, p, x, y)
+    if k0.shape[0] != pr.shape[0]:  # one group over the batch
+        k0, k1 = k0.expand(pr.shape[0], -1), k1.expand(pr.shape[0], -1)
+    k0, k1 = k0[:, :, None], k1[:, :, None]
+    di = (pr < t).to(torch.float64) if get(loss, p, "intersection") == "min" else t
+    dP_ = 2.0 * pr if get(loss, p, "squared_pred") else torch.ones_like(pr)
+    terms = ((k0 * di).abs() + (k1 * (dP_ - di)).abs()) * vf
+    if get(loss, p, "from_logits"):
+        if get(loss, p, "mode") == "multiclass":
+            terms = pr * (terms + (pr * terms).sum(1, keepdim=True))
+        else:
+            terms = terms * pr * (1.0 - pr)
+    return terms.reshape(x.shape).numpy()
 
 
 def run_reference(fn, x_np, y_np):
@@ -690,28 +734,75 @@ def grad_rel(got, want):
     return d / np.maximum(np.abs(want), 1e-4)
 
 
+def soft_target_mask(config, y):
+    """The float target elements a kernel meets inexactly: neither 0 nor 1
+    (exact in float32, and a kernel's k0 t + k1 (1 - t) is then one of its
+    coefficients) nor ignore_index. None for index targets."""
+    if y.dtype == np.int64:
+        return None
+    ign = config.get("params", {}).get("ignore_index")
+    m = (y != 0.0) & (y != 1.0)
+    if ign is not None:
+        m &= y != ign
+    return m
+
+
+def redraw_targets(rng, config, y, where):
+    """New soft targets at the flagged elements (multiclass: a position's
+    whole distribution, so that it still sums to 1); ignored ones stay."""
+    ign = config.get("params", {}).get("ignore_index")
+    y = y.copy()
+    keep = np.ones_like(where) if ign is None else (y != ign)
+    if config.get("params", {}).get("mode") == "multiclass":
+        pos = where.any(axis=1, keepdims=True) & np.ones_like(where, dtype=bool)
+        e = np.exp(rng.normal(0.0, 1.0, y.shape))
+        fresh = e / e.sum(axis=1, keepdims=True)
+        sel = pos & keep
+    else:
+        fresh = rng.uniform(0.0, 1.0, y.shape)
+        sel = where & keep
+    y[sel] = fresh[sel]
+    return y
+
+
 def condition_f32(config, x, y, rng, tries=80):
-    """float32 copy of x whose reference is well-conditioned (docstring)."""
+    """float32 copies (x32, y32) of input and target whose reference is
+    well-conditioned (docstring). Soft float targets move too, by one ulp:
+    a float kernel's gradient k0 t + k1 (1 - t) cancels where k0 t ~ -k1 (1 - t),
+    which moving t shows; such elements get a new input and, for soft
+    targets, a new target."""
     x32 = x.astype(np.float32)
+    y32 = y if y.dtype == np.int64 else y.astype(np.float32)
     if x32.size == 0:
-        return x32
+        return x32, y32
+    soft = soft_target_mask(config, y32)
+    soft_any = soft is not None and bool(soft.any())
     for _ in range(tries):
         xf = x32.astype(np.float64)
-        v0, g0 = reference(config, xf, y)
+        yf = y32 if y32.dtype == np.int64 else y32.astype(np.float64)
+        v0, g0 = reference(config, xf, yf)
         bad = np.zeros(x.shape, dtype=bool)
         vbad = False
         for _trial in range(4):
             ulp = np.spacing(np.abs(x32)).astype(np.float64)
             xm = xf + np.reshape(rng.choice([-1.0, 1.0], x.size), x.shape) * ulp
-            noise = np.reshape(rng.choice([-1.0, 1.0], x.size), x.shape) * 2.0 ** -24
-            v1, g1 = reference(config, xm, y, noise)
+            noise = np.reshape(rng.choice([-1.0, 1.0], x.size), x.shape) * 2.0 ** -23
+            ym = yf
+            if soft_any:
+                tul = np.where(soft, np.spacing(np.abs(y32)).astype(np.float64), 0.0)
+                ym = yf + np.reshape(rng.choice([-1.0, 1.0], y32.size), y32.shape) * tul
+            v1, g1 = reference(config, xm, ym, noise)
             bad |= grad_rel(g1, g0) > 1e-6
             vbad |= abs(v1 - v0) > 1e-7 * max(abs(v0), 1e-12)
+        bad |= 2.0 ** -23 * kernel_terms(config, xf, yf) > 1e-6 * np.maximum(np.abs(g0), 1e-4)
         if not bad.any() and not vbad:
-            return x32
+            return x32, y32
         if vbad and not bad.any():  # the value itself: redraw a few elements
             bad.reshape(-1)[rng.integers(0, bad.size, max(1, bad.size // 20))] = True
         x32 = redraw_like(rng, config, xf, bad).astype(np.float32)
+        if soft_any and y32.shape == bad.shape:
+            y32 = redraw_targets(rng, config, y32.astype(np.float64), bad).astype(np.float32)
+            soft = soft_target_mask(config, y32)
     raise RuntimeError("could not condition float32 data for %s" % json.dumps(config))
 
 
@@ -733,8 +824,8 @@ def loss_variants(loss):
                 ("squared_ml", "ml", {"mode": "multilabel", "squared_pred": True}),
                 ("squared_mc", "mc", {"mode": "multiclass", "squared_pred": True,
                                       "per_sample": True}),
-                ("squared_min", "ml_soft", {"mode": "multilabel", "squared_pred": True,
-                                            "intersection": "min"})]
+                # (with intersection min the score can pass 1: not pinned here)
+                ("squared_soft", "ml_soft", {"mode": "multilabel", "squared_pred": True})]
     if loss in ("iou", "jaccard"):
         return [("log_loss", "bin", {"log_loss": True}),
                 ("log_loss_ml", "ml_empty", {"mode": "multilabel", "log_loss": True,
@@ -796,8 +887,8 @@ def case_specs(loss):
           ("bin_allign", "bin_allign", {"ignore_index": -1}),
           ("bin_0d", "bin_0d", {}),
           ("bin_3d", "bin_3d", {"per_sample": ps_flip}),
-          ("bin_zero", "bin_zero", {"per_sample": False}),
-          ("bin_zero_ps", "bin_zero", {"per_sample": True}),
+          ("bin_zero", "bin_zero", {}),
+          ("bin_zero_ps", "bin_zero", {"per_sample": ps_flip}),
           ("bin_eps", "bin", {"eps": 0.3} if loss == "mcc" else {"eps": 400.0})]
     if smooth:
         L += [("bin_smooth", "bin", {"smooth": 0.7, "smooth_dr": 1.3}),
@@ -831,8 +922,8 @@ def case_specs(loss):
               ("ml_ign", "ml_ign", dict(ml, ignore_index=-1)),
               ("ml_ign_ps", "ml_ign", dict(ml, ignore_index=-1, per_sample=ps_flip)),
               ("ml_allign", "ml_allign", dict(ml, ignore_index=-1)),
-              ("ml_zero", "ml_zero", dict(ml, per_sample=False)),
-              ("ml_zero_ps", "ml_zero", dict(ml, per_sample=True))]
+              ("ml_zero", "ml_zero", dict(ml)),
+              ("ml_zero_ps", "ml_zero", dict(ml, per_sample=ps_flip))]
         if smooth:
             L += [("ml_min", "ml_soft", dict(ml, intersection="min", smooth=0.2)),
                   ("ml_smooth", "ml", dict(ml, smooth=0.0, smooth_dr=0.5))]
@@ -863,8 +954,8 @@ def case_specs(loss):
               ("mc_ign_ps", "mc_ign", dict(mc, ignore_index=255, per_sample=ps_flip)),
               ("mc_ign_class", "mc", dict(mc, ignore_index=0)),
               ("mc_allign", "mc_allign", dict(mc, ignore_index=255)),
-              ("mc_zero", "mc_zero", dict(mc, per_sample=False)),
-              ("mc_zero_ps", "mc_zero", dict(mc, per_sample=True)),
+              ("mc_zero", "mc_zero", dict(mc)),
+              ("mc_zero_ps", "mc_zero", dict(mc, per_sample=ps_flip)),
               ("mc_onehot", "mc_onehot", dict(mc)),
               ("mc_soft", "mc_soft", dict(mc)),
               ("mc_soft_ign", "mc_soft_ign", dict(mc, ignore_index=-1)),
@@ -998,15 +1089,19 @@ def write_goldens():
         if y.dtype != np.int64:
             y = y.astype(np.float32 if dt == "f32" else np.float64)
         if dt == "f32":
-            x32 = condition_f32(config, x, y.astype(np.float64) if y.dtype != np.int64 else y,
-                                crng)
+            x32, y32 = condition_f32(config, x, y.astype(np.float64) if y.dtype != np.int64
+                                     else y, crng)
             if np.array_equal(x32, x.astype(np.float32)):
                 xin = data_file(kind, "input", x32, dt)
             else:
                 xin = save("%s/%s_input.npy" % (OUT, name), x32)
+            if np.array_equal(y32, y):
+                yin = data_file(kind, "target", y, dt)
+            else:
+                yin = save("%s/%s_target.npy" % (OUT, name), y32)
         else:
             xin = data_file(kind, "input", x, dt)
-        yin = data_file(kind, "target", y, dt)
+            yin = data_file(kind, "target", y, dt)
         xs = np.load(path(xin)).astype(np.float64)
         ys = np.load(path(yin))
         value, grad = reference(config, xs, ys if ys.dtype == np.int64 else ys.astype(np.float64))
@@ -1134,11 +1229,8 @@ def run_random(seed, exe):
                 for dt in ("f64", "f32"):
                     xa, ya = x, y
                     if dt == "f32":
-                        if y.dtype != np.int64:
-                            ya = y.astype(np.float32)
                         try:
-                            xa = condition_f32(config, x, ya if ya.dtype == np.int64 else
-                                               ya.astype(np.float64), rng)
+                            xa, ya = condition_f32(config, x, y, rng)
                         except RuntimeError:
                             continue
                     w = worst.setdefault((loss, dt), [0.0, 0.0, 0, None])
