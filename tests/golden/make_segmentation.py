@@ -678,7 +678,8 @@ def make_data(rng, nb=2, C_ml=3, C_mc=4, hw=(4, 5), bin_shape=(2, 1, 6, 6)):
     # multiclass (N, C, H, W) logits, (N, H, W) int64 indices
     cs = (nb, C_mc, H, W)
     y = rng.integers(0, C_mc, (nb, H, W)).astype(np.int64)
-    y.reshape(nb, -1)[:, :C_mc] = np.arange(C_mc)  # every class in every sample
+    k = min(C_mc, H * W)  # every class in every sample, as far as the positions go
+    y.reshape(nb, -1)[:, :k] = np.arange(k)
     d["mc"] = (logits(cs), y)
     ye = np.where(y == C_mc - 1, 0, y)  # the last class absent everywhere
     ye[-1][ye[-1] == 2] = 1  # class 2 absent in the last sample
