@@ -530,7 +530,7 @@ SEG_BOOL(seg_p_from_logits, "from_logits", 1.0,
 const lk_param_desc seg_p_ignore_index = {
     .name = "ignore_index",
     .doc = "elements (multiclass index targets: positions) whose target equals it count in no "
-           "sum and get a zero gradient; unset: none",
+           "sum and get a zero gradient; unset: index targets of -100 only",
     .type = LK_PARAM_INTEGER,
     .default_number = -100.0,
     .min = -HUGE_VAL,
