@@ -132,9 +132,17 @@ Test(check, correct_fixture_passes_every_check)
 
 Test(check, tutorial_passes_every_check)
 {
-    static const char *const losses[] = {"mse",      "l1",  "bce_with_logits", "dice",
-                                         "dice_bce", "iou", "focal",           "focal_mean_bce"};
+    static const char *const losses[] = {"mse",   "l1", "bce_with_logits", "dice_bce",
+                                         "focal", "focal_mean_bce"};
     expect_all_pass(TUTORIAL, losses, sizeof losses / sizeof losses[0]);
+}
+
+Test(check, segmentation_passes_every_check)
+{
+    static const char *const losses[] = {"dice",          "iou",           "jaccard", "tversky",
+                                         "focal_tversky", "generalized_dice", "mcc"};
+    expect_all_pass(LK_BUILD_ROOT "/plugins/segmentation.so", losses,
+                    sizeof losses / sizeof losses[0]);
 }
 
 Test(check, example_hook_drives_the_checks)

@@ -38,9 +38,9 @@
 #define WRONG_MAJOR LK_FIXTURE_DIR "/fx_wrong_major.so"
 
 static const char *const tutorial_ids[] = {
-    "mse", "l1", "bce_with_logits", "dice", "dice_bce", "iou", "focal", "focal_mean_bce",
+    "mse", "l1", "bce_with_logits", "dice_bce", "focal", "focal_mean_bce",
 };
-#define N_TUTORIAL 8
+#define N_TUTORIAL 6
 
 #define TMPDIR_TAG "cli"
 #include "test_tmpdir.h"
@@ -971,15 +971,15 @@ Test(cli, shadow_list)
             continue;
         if (strcmp(rows[i].plugin, "shadow_example") == 0)
             example = i, examples++;
-        else if (strcmp(rows[i].plugin, "tutorial") == 0)
+        else if (strcmp(rows[i].plugin, "segmentation") == 0)
             builtin = i;
     }
     cr_assert_eq(examples, 1, "dice from shadow_example listed %d times: %s", examples, r.out);
-    cr_assert_geq(builtin, 0, "no dice from tutorial: %s", r.out);
+    cr_assert_geq(builtin, 0, "no dice from segmentation: %s", r.out);
     cr_assert_lt(example, builtin, "the winner is not listed first: %s", r.out);
     cr_assert(!rows[example].shadowed, "the example's dice is marked shadowed: %s", r.out);
-    cr_assert(rows[builtin].shadowed, "the tutorial's dice is not marked shadowed: %s", r.out);
-    cr_assert(strstr(rows[builtin].shadow_line, "tutorial.so") != NULL, "%s",
+    cr_assert(rows[builtin].shadowed, "the segmentation family's dice is not marked shadowed: %s", r.out);
+    cr_assert(strstr(rows[builtin].shadow_line, "segmentation.so") != NULL, "%s",
               rows[builtin].shadow_line);
     cr_assert(strstr(rows[builtin].shadow_line, so) != NULL, "%s", rows[builtin].shadow_line);
     for (int i = 0; i < n; i++)
@@ -993,7 +993,7 @@ Test(cli, shadow_list)
     cJSON *root = parse_json(&r);
     const cJSON *losses = cJSON_GetObjectItemCaseSensitive(root, "losses");
     const cJSON *ex = find_loss(losses, "dice", "shadow_example");
-    const cJSON *bi = find_loss(losses, "dice", "tutorial");
+    const cJSON *bi = find_loss(losses, "dice", "segmentation");
     cr_assert_not_null(ex);
     cr_assert_not_null(bi);
     cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(ex, "shadowed")));
@@ -1014,7 +1014,7 @@ Test(cli, shadow_info)
     cr_assert(strstr(r.out, SHADOW_SUMMARY) != NULL, "not the example's summary: %s", r.out);
     cr_assert(strstr(r.out, "shadow_example") != NULL, "%s", r.out);
     cr_assert(strstr(r.out, so) != NULL, "%s", r.out);
-    cr_assert(strstr(r.out, "tutorial") == NULL, "the built-in shows: %s", r.out);
+    cr_assert(strstr(r.out, "segmentation") == NULL, "the built-in shows: %s", r.out);
     proc_free(&r);
 }
 
@@ -1290,7 +1290,7 @@ Test(cli, new_warns_when_it_shadows_a_builtin)
 {
     proc r = lk(NULL, "new", "dice", "--dir", tmp("mydice"), NULL);
     cr_expect_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
-    cr_expect_not_null(strstr(r.err, "warning: 'dice' is already a loss of plugin tutorial"),
+    cr_expect_not_null(strstr(r.err, "warning: 'dice' is already a loss of plugin segmentation"),
                        "stderr: %s", r.err);
     cr_expect(file_exists(tmp("mydice/dice.c")), "the scaffold was not written");
     proc_free(&r);

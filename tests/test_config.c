@@ -36,7 +36,7 @@ static void open_runtime(const char *plugin_path)
     for (size_t i = 0; i < lk_runtime_diag_count(rt); i++)
         cr_log_warn("load diagnostic: %s", lk_runtime_diag(rt, i));
     lk_loss_info li;
-    cr_assert_eq(lk_runtime_find(rt, "dice", &li, NULL), LK_OK,
+    cr_assert_eq(lk_runtime_find(rt, "dice_bce", &li, NULL), LK_OK,
                  "the tutorial plugin was not found on the default path");
     cr_assert_str_eq(li.plugin_name, "tutorial");
 }

