@@ -241,3 +241,48 @@ class Bindings(unittest.TestCase):
         xb = x.clone().requires_grad_(True)
         (2 * ((xb - t) ** 2).sum() + 0.5 * (xb - aux).abs().sum()).backward()
         torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-14, atol=0)
+
+
+class EmptyBatches(unittest.TestCase):
+    """A mean over nothing is 0 and its gradient 0, never torch's NaN
+    (docs/design.md): an empty batch, or every target ignored."""
+
+    def test_ctc_zero_samples(self):
+        lp = np.zeros((5, 0, 4))
+        z = np.zeros(0, np.int64)
+        for red in ("mean", "sum"):
+            v, g = losskit.evaluate({"loss": "ctc", "reduction": red}, input=lp,
+                                    target=np.zeros((0, 2), np.int64), input_lengths=z,
+                                    target_lengths=z)
+            self.assertEqual(v, 0.0, red)
+            self.assertEqual(g["input"].shape, (5, 0, 4))
+
+    def test_every_target_ignored(self):
+        x = np.random.default_rng(3).normal(size=(2, 3, 4, 4))
+        y = np.full((2, 4, 4), -100, np.int64)
+        for cfg in ({"loss": "nll"}, {"loss": "cross_entropy"},
+                    {"loss": "cross_entropy", "params": {"label_smoothing": 0.1}},
+                    {"loss": "dice", "params": {"mode": "multiclass", "smooth": 0}},
+                    {"loss": "dice", "params": {"mode": "multiclass"}}):
+            v, g = losskit.evaluate(cfg, input=x, target=y)
+            self.assertEqual(v, 0.0, cfg)
+            np.testing.assert_array_equal(g["input"], np.zeros_like(x), str(cfg))
+
+    def test_classes_weighing_zero(self):
+        x = np.random.default_rng(4).normal(size=(3, 4))
+        y = np.array([0, 0, -100])
+        for loss in ("nll", "cross_entropy"):
+            v, g = losskit.evaluate({"loss": loss, "params": {"weight": [0, 1, 1, 1]}},
+                                    input=x, target=y)
+            self.assertEqual(v, 0.0, loss)
+            np.testing.assert_array_equal(g["input"], np.zeros_like(x), loss)
+
+    def test_empty_batch_every_mean(self):
+        for cfg, shape in (({"loss": "mse"}, (0, 3)), ({"loss": "dice_bce"}, (0, 1, 4, 4)),
+                           ({"loss": "focal_mean_bce"}, (0, 2)),
+                           ({"loss": "ntxent"}, (0, 4)),
+                           ({"loss": "multilabel_soft_margin"}, (0, 3))):
+            x = np.zeros(shape)
+            kw = {"input": x} if cfg["loss"] == "ntxent" else {"input": x, "target": x}
+            v, g = losskit.evaluate(cfg, **kw)
+            self.assertEqual(v, 0.0, cfg)
