@@ -1359,6 +1359,14 @@ Test(cli, deep_supervision_is_the_sum_of_its_scales)
                  v->valuedouble, want);
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "loss");
     cr_assert_str_eq(name->valuestring, "1*dice + 0.5*dice + 0.25*dice");
+    /* each term says which tensors its slots read */
+    const cJSON *t2 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "terms"), 2);
+    const cJSON *bind = cJSON_GetObjectItemCaseSensitive(t2, "tensors");
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(bind, "input")->valuestring, "logits_x4");
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(bind, "target")->valuestring, "mask_x4");
+    const cJSON *t0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "terms"), 0);
+    bind = cJSON_GetObjectItemCaseSensitive(t0, "tensors");
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(bind, "input")->valuestring, "input");
     /* --json names each gradient by its tensor */
     const cJSON *grads = cJSON_GetObjectItemCaseSensitive(root, "grads");
     cr_assert_eq(cJSON_GetArraySize(grads), 3, "%s", r.out);

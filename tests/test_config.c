@@ -806,6 +806,14 @@ Test(config, tensors_names_are_the_loss_slots)
     const lk_slot_desc *d = NULL;
     lk_loss_slot_at(loss, 2, &d, NULL, NULL);
     cr_assert(d->flags & LK_SLOT_DIFFERENTIABLE);
+    /* each term's slots, by the tensor they read */
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 0, 0), "input");
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 0, 1), "target");
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 1, 0), "logits_x2");
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 2, 1), "mask_x2");
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 2, 2), "weight");
+    cr_assert_null(lk_loss_term_tensor(loss, 2, 3));
+    cr_assert_null(lk_loss_term_tensor(loss, 3, 0));
     lk_loss_free(loss);
 
     loss = build("{\"loss\": \"mse\", \"tensors\": {\"input\": \"pred\"}}");

@@ -996,6 +996,13 @@ int32_t lk_loss_slot_values(const lk_loss *loss, size_t i)
     return i < loss->n_slots ? loss->slots[i].values : LK_VALUES_DEFAULT;
 }
 
+const char *lk_loss_term_tensor(const lk_loss *loss, size_t term, size_t slot)
+{
+    if (term >= loss->n_terms || slot >= loss->terms[term].entry->n_slots)
+        return NULL;
+    return lk__term_tensor(&loss->terms[term], (uint32_t)slot);
+}
+
 int lk_loss_has_example(const lk_loss *loss)
 {
     if (loss->n_terms != 1)
