@@ -290,7 +290,6 @@ Test(check, builtin_losses_with_ignore_index_pass_ignored)
     cr_assert_not_null(line, "no empty line for nll:\n%s", out);
     cr_expect_not_null(strstr(line, "shapes (0,3), (0,3,5), (0,1,4,4), (0,4), (0,2,12,12)"),
                        "the zero-batch probe shapes are missing: %.300s", line);
-
 }
 
 Test(check, crash_is_reported_and_the_next_loss_is_checked)

@@ -1313,9 +1313,9 @@ Test(cli, new_warns_when_it_shadows_a_builtin)
 /* `losskit run CONFIG --input X --target T [--grad G] --json`: the value. */
 static double run_value(const char *config, const char *x, const char *t, const char *grad)
 {
-    proc r = grad ? lk(NULL, "run", config, "--input", x, "--target", t, "--grad", grad, "--json",
-                       NULL)
-                  : lk(NULL, "run", config, "--input", x, "--target", t, "--json", NULL);
+    proc r =
+        grad ? lk(NULL, "run", config, "--input", x, "--target", t, "--grad", grad, "--json", NULL)
+             : lk(NULL, "run", config, "--input", x, "--target", t, "--json", NULL);
     expect_ok(&r);
     cJSON *root = parse_json(&r);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "value");
@@ -1343,10 +1343,10 @@ Test(cli, deep_supervision_is_the_sum_of_its_scales)
     snprintf(gx2, sizeof gx2, "logits_x2=%s", tmp("ds_g2.npy"));
     snprintf(gx4, sizeof gx4, "logits_x4=%s", tmp("ds_g4.npy"));
     proc r = lk(NULL, "run", DS_CONFIG, "--input", DS_DATA "input.npy", "--target",
-           DS_DATA "target.npy", "--tensor", "logits_x2=" DS_DATA "logits_x2.npy", "--tensor",
-           "mask_x2=" DS_DATA "mask_x2.npy", "--tensor", "logits_x4=" DS_DATA "logits_x4.npy",
-           "--tensor", "mask_x4=" DS_DATA "mask_x4.npy", "--grad-tensor", gx, "--grad-tensor", gx2,
-           "--grad-tensor", gx4, "--json", NULL);
+                DS_DATA "target.npy", "--tensor", "logits_x2=" DS_DATA "logits_x2.npy", "--tensor",
+                "mask_x2=" DS_DATA "mask_x2.npy", "--tensor", "logits_x4=" DS_DATA "logits_x4.npy",
+                "--tensor", "mask_x4=" DS_DATA "mask_x4.npy", "--grad-tensor", gx, "--grad-tensor",
+                gx2, "--grad-tensor", gx4, "--json", NULL);
     expect_ok(&r);
     cJSON *root = parse_json(&r);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "value");
@@ -1378,8 +1378,8 @@ Test(cli, deep_supervision_is_the_sum_of_its_scales)
     static const struct {
         const char *alone, *bound;
         double weight;
-    } heads[] = {{"g1.npy", "ds_g1.npy", 1.0}, {"g2.npy", "ds_g2.npy", 0.5},
-                 {"g4.npy", "ds_g4.npy", 0.25}};
+    } heads[] = {
+        {"g1.npy", "ds_g1.npy", 1.0}, {"g2.npy", "ds_g2.npy", 0.5}, {"g4.npy", "ds_g4.npy", 0.25}};
     for (size_t h = 0; h < 3; h++) {
         lk_array a, b;
         read_npy(tmp(heads[h].alone), &a);
@@ -1447,8 +1447,8 @@ Test(cli, missing_bound_tensor_names_term_and_slot)
                    NULL);
     proc_free(&r);
     /* a head's tensor at the wrong scale is a data problem naming the file */
-    r = lk(NULL, "run", DS_CONFIG, "--input", DS_DATA "input.npy", "--target",
-           DS_DATA "target.npy", "--tensor", "logits_x2=" DS_DATA "logits_x2.npy", "--tensor",
+    r = lk(NULL, "run", DS_CONFIG, "--input", DS_DATA "input.npy", "--target", DS_DATA "target.npy",
+           "--tensor", "logits_x2=" DS_DATA "logits_x2.npy", "--tensor",
            "mask_x2=" DS_DATA "mask_x4.npy", "--tensor", "logits_x4=" DS_DATA "logits_x4.npy",
            "--tensor", "mask_x4=" DS_DATA "mask_x4.npy", NULL);
     expect_failure(&r, 4, "loss 'dice' ($.terms[1]: input=logits_x2 from ",

@@ -725,8 +725,8 @@ Test(config, tensors_unknown_slot_suggests_closest)
 Test(config, tensors_value_not_a_string)
 {
     expect_error("{\"terms\": [{\"loss\": \"dice\", \"tensors\": {\"input\": 3}}]}",
-                 SRC ": $.terms[0].tensors.input: ", "expected a tensor name (a string), got a number",
-                 NULL);
+                 SRC ": $.terms[0].tensors.input: ",
+                 "expected a tensor name (a string), got a number", NULL);
 }
 
 Test(config, tensors_name_must_be_lowercase_digits_underscore)
@@ -777,8 +777,8 @@ Test(config, tensors_at_the_root_only_with_loss)
 {
     expect_error("{\"terms\": [{\"loss\": \"mse\"}], \"tensors\": {\"input\": \"x\"}}",
                  SRC ": $: ", "not both", NULL);
-    expect_error("{\"loss\": \"mse\", \"tensors\": {\"inptu\": \"x\"}}", SRC ": $.tensors: ",
-                 "unknown slot 'inptu'", "did you mean 'input'?", NULL);
+    expect_error("{\"loss\": \"mse\", \"tensors\": {\"inptu\": \"x\"}}",
+                 SRC ": $.tensors: ", "unknown slot 'inptu'", "did you mean 'input'?", NULL);
 }
 
 /* The loss's tensors are the union over terms, under their bound names, in
@@ -830,8 +830,8 @@ static const int64_t shape2[2] = {2, 6};
 /* A tensor of N doubles shaped (2,3,4), or of N2 shaped (2,6). */
 static lk_named_tensor named(const char *name, double *data, int small)
 {
-    lk_named_tensor nt = {name, {data, LK_DTYPE_F64, small ? 2 : 3, small ? shape2 : shape3, NULL},
-                          name};
+    lk_named_tensor nt = {
+        name, {data, LK_DTYPE_F64, small ? 2 : 3, small ? shape2 : shape3, NULL}, name};
     return nt;
 }
 
@@ -889,13 +889,12 @@ Test(config, tensors_deep_supervision_equals_separate_terms)
     lk_named_tensor gall[2] = {named("input", g_x, 0), named("logits_x2", g_x2, 1)};
     cr_assert_eq(eval_named(ds, all, 4, gall, 2, &v, err), LK_OK, "%s", err);
     cr_assert(v1 != v2, "the two scales must differ for the test to mean anything");
-    cr_assert(close_to(v, v1 + 0.5 * v2, 1e-14), "sum %.17g, want %.17g + 0.5 * %.17g", v, v1,
-              v2);
+    cr_assert(close_to(v, v1 + 0.5 * v2, 1e-14), "sum %.17g, want %.17g + 0.5 * %.17g", v, v1, v2);
     for (int i = 0; i < N; i++)
         cr_assert_eq(g_x[i], g1[i], "input grad[%d]: %.17g, alone %.17g", i, g_x[i], g1[i]);
     for (int i = 0; i < N2; i++)
-        cr_assert(close_to(g_x2[i], 0.5 * g2[i], 1e-15), "logits_x2 grad[%d]: %.17g, want %.17g",
-                  i, g_x2[i], 0.5 * g2[i]);
+        cr_assert(close_to(g_x2[i], 0.5 * g2[i], 1e-15), "logits_x2 grad[%d]: %.17g, want %.17g", i,
+                  g_x2[i], 0.5 * g2[i]);
 
     /* a missing tensor names the term and the slot */
     cr_assert_eq(eval_named(ds, all, 3, NULL, 0, &v, err), LK_ERR_NOT_FOUND);

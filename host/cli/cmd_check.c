@@ -1849,12 +1849,12 @@ static int empty_red(checker *c, bundle *b, const spec *sp, int32_t red, int may
         st = run_eval(c, loss, b, 1, &v, err);
         lk_loss_free(loss);
     }
-    int ok = st == LK_OK && (red == LK_REDUCTION_NONE || isfinite(v)) &&
-             all_zero(b, 0, why, sizeof why);
+    int ok =
+        st == LK_OK && (red == LK_REDUCTION_NONE || isfinite(v)) && all_zero(b, 0, why, sizeof why);
     if (ok) {
         if (notes && used < cap)
-            snprintf(notes + used, cap - used, "%s%s: %g", used ? ", " : "",
-                     lk_reduction_name(red), red == LK_REDUCTION_NONE ? 0.0 : tidy(v));
+            snprintf(notes + used, cap - used, "%s%s: %g", used ? ", " : "", lk_reduction_name(red),
+                     red == LK_REDUCTION_NONE ? 0.0 : tidy(v));
         return 1;
     }
     if (st != LK_OK && st != LK_ERR_INTERNAL && may_refuse) {
@@ -1926,12 +1926,15 @@ static void check_empty(checker *c)
     result r;
     res_init(&r, "empty", ok);
     if (ok)
-        res_detail(&r, "shapes %s, every reduction finite with zero-size gradients, no memory "
-                       "touched; %s",
+        res_detail(&r,
+                   "shapes %s, every reduction finite with zero-size gradients, no memory "
+                   "touched; %s",
                    shapes, notes);
     else
-        res_detail(&r, "an empty batch must give a finite value and zero-size gradients "
-                       "(docs/design.md): %s", why);
+        res_detail(&r,
+                   "an empty batch must give a finite value and zero-size gradients "
+                   "(docs/design.md): %s",
+                   why);
     res_num(&r, "shapes", n_shapes);
     send_result(c, &r);
 }
@@ -2006,8 +2009,9 @@ static void check_ignored(checker *c)
         res_detail(&r, "shape %s, every '%s' = ignore_index %g: finite values, zero gradients: %s",
                    sh, c->d->slots[cls]->name, ignore, notes);
     else
-        res_detail(&r, "every '%s' = ignore_index %g must give a finite value and zero "
-                       "gradients (docs/design.md): %s",
+        res_detail(&r,
+                   "every '%s' = ignore_index %g must give a finite value and zero "
+                   "gradients (docs/design.md): %s",
                    c->d->slots[cls]->name, ignore, why);
     send_result(c, &r);
 }

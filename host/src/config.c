@@ -331,8 +331,8 @@ static int valid_tensor_name(const char *s)
 
 /* "tensors": {"input": "logits_x2", ...}: which call tensor each slot of the
  * term reads. Slots not named read the tensor of their own name. */
-static lk_status parse_tensors(const ctx *c, const char *path, const cJSON *v,
-                               const lk__entry *e, lk__term *term)
+static lk_status parse_tensors(const ctx *c, const char *path, const cJSON *v, const lk__entry *e,
+                               lk__term *term)
 {
     char tpath[224];
     snprintf(tpath, sizeof tpath, "%s.tensors", path);
@@ -359,8 +359,7 @@ static lk_status parse_tensors(const ctx *c, const char *path, const cJSON *v,
         if (!cJSON_IsString(it))
             return fail(c, vpath, "expected a tensor name (a string), got %s", json_type(it));
         if (!valid_tensor_name(it->valuestring))
-            return fail(c, vpath,
-                        "'%s' is not a valid tensor name (1 to %d of a-z, 0-9 and '_')",
+            return fail(c, vpath, "'%s' is not a valid tensor name (1 to %d of a-z, 0-9 and '_')",
                         it->valuestring, MAX_TENSOR_NAME);
         if (strcmp(it->valuestring, names[s]) == 0)
             continue;
@@ -387,8 +386,7 @@ static lk_status parse_term(const ctx *c, const char *path, const cJSON *obj, lk
                             int allow_weight)
 {
     static const char *const term_keys[] = {"loss", "params", "weight", "tensors", "reduction"};
-    static const char *const top_keys[] = {"loss", "params", "tensors", "reduction",
-                                           "description"};
+    static const char *const top_keys[] = {"loss", "params", "tensors", "reduction", "description"};
     if (!cJSON_IsObject(obj))
         return fail(c, path, "expected an object, got %s", json_type(obj));
     lk_status st = allow_weight ? check_keys(c, obj, path, term_keys, 4)

@@ -184,8 +184,9 @@ static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_ar
                 snprintf(where, sizeof where, " ($.terms[%zu])", (size_t)(term - loss->terms));
             if (term->bound[s])
                 snprintf(slot, sizeof slot, " for slot '%s'", sd->name);
-            return lk__err(args->errmsg, LK_ERR_NOT_FOUND, "loss '%s'%s: missing tensor '%s'%s (%s)",
-                           b->e->desc->id, where, name, slot, sd->doc ? sd->doc : "required");
+            return lk__err(args->errmsg, LK_ERR_NOT_FOUND,
+                           "loss '%s'%s: missing tensor '%s'%s (%s)", b->e->desc->id, where, name,
+                           slot, sd->doc ? sd->doc : "required");
         }
         b->slots[s] = nt->tensor;
         b->origin[s] = origin_of(nt);
