@@ -286,3 +286,30 @@ class EmptyBatches(unittest.TestCase):
             kw = {"input": x} if cfg["loss"] == "ntxent" else {"input": x, "target": x}
             v, g = losskit.evaluate(cfg, **kw)
             self.assertEqual(v, 0.0, cfg)
+
+
+class NamesAsDict(unittest.TestCase):
+    """Tensor names that are no Python keyword argument, in a dict."""
+
+    CONFIG = {"terms": [{"loss": "mse", "tensors": {"input": "threads", "target": "2x"}}],
+              "reduction": "sum"}
+
+    def test_numpy(self):
+        a, b = np.arange(6.0), np.ones(6)
+        v, g = losskit.evaluate(self.CONFIG, {"threads": a, "2x": b})
+        self.assertEqual(v, float(((a - b) ** 2).sum()))
+        np.testing.assert_array_equal(g["threads"], 2 * (a - b))
+        with self.assertRaises(TypeError):
+            losskit.evaluate({"loss": "mse"}, {"input": a}, input=a)
+        # the old keyword form still works
+        v2, _ = losskit.evaluate({"loss": "mse", "reduction": "sum"}, input=a, target=b)
+        self.assertEqual(v2, v)
+
+    def test_torch(self):
+        loss = losskit.Loss(self.CONFIG)
+        a = torch.arange(6.0, dtype=torch.float64, requires_grad=True)
+        b = torch.ones(6, dtype=torch.float64)
+        loss({"threads": a, "2x": b}).backward()
+        torch.testing.assert_close(a.grad, 2 * (a.detach() - b))
+        with self.assertRaises(TypeError):
+            loss({"threads": a}, b)
