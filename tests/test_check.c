@@ -251,14 +251,27 @@ Test(check, overflow_on_finite_inputs_fails_extreme)
 Test(check, nan_on_an_empty_batch_fails_empty)
 {
     static char out[OUT_CAP];
-    const char *line =
-        expect_one_failure(CF("emptynan"), "FAIL empty cf_emptynan ", out, sizeof out);
+    const char *line = expect_one_failure(CF("emptynan") " --loss cf_emptynan",
+                                          "FAIL empty cf_emptynan ", out, sizeof out);
     cr_expect_not_null(strstr(line, "shape (0,) defaults mean"), "the case is not named: %.300s",
                        line);
     cr_expect_not_null(strstr(line, "value nan, not a finite number"), "no NaN shown: %.300s",
                        line);
     expect_line(out, "PASS finite cf_emptynan ");
     expect_line(out, "PASS grad cf_emptynan ");
+}
+
+/* A refusal fails too, at every probe shape with dim 0 = 0 (a rank-1 (0,)
+ * alone may be refused: its one dim may be the classes). */
+Test(check, refusing_an_empty_batch_fails_empty)
+{
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("emptynan") " --loss cf_emptyrefuse",
+                                          "FAIL empty cf_emptyrefuse ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "shape (0,3,5) defaults none"), "no case: %.300s", line);
+    cr_expect_not_null(strstr(line, "refused (LK_ERR_SHAPE: loss 'cf_emptyrefuse': input: an "
+                                    "empty batch)"),
+                       "the refusal is not shown: %.300s", line);
 }
 
 /* A loss with ignore_index and a class slot: every target ignored must give
