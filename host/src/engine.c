@@ -275,7 +275,7 @@ static void bound_where(const lk_loss *loss, const bound *b, char *buf, size_t c
     size_t used = 0;
     buf[0] = '\0';
     for (uint32_t s = 0; s < b->e->n_slots && used < cap; s++) {
-        if (!b->term->bound[s] || !b->slots[s].data)
+        if (!b->term->bound[s] || !b->origin[s]) /* bound, and given */
             continue;
         if (used == 0 && loss->is_sum)
             used += (size_t)snprintf(buf, cap, " ($.terms[%zu]: ", (size_t)(b->term - loss->terms));
