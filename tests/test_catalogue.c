@@ -1,7 +1,8 @@
 /* test_catalogue: every loss of the catalogue families against PyTorch.
  *
  * Each file tests/golden/catalogue/<family>.json (written by that family's
- * script, tests/golden/make_<family>.py, from torch in float64) is a list
+ * script, tests/golden/make_<family>.py, from torch in float64; bindings.json
+ * holds weighted sums whose terms bind slots to other tensors) is a list
  * of cases:
  *
  *   {"name": "...", "config": {...}, "tensors": {"input": "tests/...npy", ...},
@@ -227,11 +228,17 @@ Test(catalogue, manifests_parse)
         const cJSON *c;
         cJSON_ArrayForEach(c, all)
         {
-            const char *id = str_member(cJSON_GetObjectItemCaseSensitive(c, "config"), "loss");
-            lk_loss_info info;
-            char err[LK_ERRMSG_CAP] = "";
-            cr_expect(id && lk_runtime_find(rt, id, &info, err) == LK_OK, "%s: case %s: %s",
-                      names[f], str_member(c, "name"), id ? err : "no config.loss");
+            /* one loss, or a weighted sum (bindings.json): each term's */
+            const cJSON *config = cJSON_GetObjectItemCaseSensitive(c, "config");
+            const cJSON *terms = cJSON_GetObjectItemCaseSensitive(config, "terms");
+            int n_ids = terms ? cJSON_GetArraySize(terms) : 1;
+            for (int k = 0; k < n_ids; k++) {
+                const char *id = str_member(terms ? cJSON_GetArrayItem(terms, k) : config, "loss");
+                lk_loss_info info;
+                char err[LK_ERRMSG_CAP] = "";
+                cr_expect(id && lk_runtime_find(rt, id, &info, err) == LK_OK, "%s: case %s: %s",
+                          names[f], str_member(c, "name"), id ? err : "no config.loss");
+            }
         }
         cJSON_Delete(all);
     }

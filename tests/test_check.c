@@ -252,6 +252,67 @@ Test(check, overflow_on_finite_inputs_fails_extreme)
     expect_line(out, "PASS grad cf_logcosh ");
 }
 
+/* The mean over an empty batch is 0 in losskit (docs/design.md), never
+ * torch's 0/0: a finalize that divides by mean_norm without that case
+ * gives NaN at dim 0 = 0, which the empty check must catch at every shape
+ * it tries, (0,) first. */
+Test(check, nan_on_an_empty_batch_fails_empty)
+{
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("emptynan") " --loss cf_emptynan",
+                                          "FAIL empty cf_emptynan ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "shape (0,) defaults mean"), "the case is not named: %.300s",
+                       line);
+    cr_expect_not_null(strstr(line, "value nan, not a finite number"), "no NaN shown: %.300s",
+                       line);
+    expect_line(out, "PASS finite cf_emptynan ");
+    expect_line(out, "PASS grad cf_emptynan ");
+}
+
+/* A refusal fails too, at every probe shape with dim 0 = 0 (a rank-1 (0,)
+ * alone may be refused: its one dim may be the classes). */
+Test(check, refusing_an_empty_batch_fails_empty)
+{
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("emptynan") " --loss cf_emptyrefuse",
+                                          "FAIL empty cf_emptyrefuse ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "shape (0,3,5) defaults none"), "no case: %.300s", line);
+    cr_expect_not_null(strstr(line, "refused (LK_ERR_SHAPE: loss 'cf_emptyrefuse': input: an "
+                                    "empty batch)"),
+                       "the refusal is not shown: %.300s", line);
+}
+
+/* A loss with ignore_index and a class slot: every target ignored must give
+ * a finite value and zero gradients. cf_ignorenan handles the empty batch
+ * but divides by the count of targets not ignored. */
+Test(check, nan_when_every_target_is_ignored_fails_ignored)
+{
+    static char out[OUT_CAP];
+    const char *line =
+        expect_one_failure(CF("ignorenan"), "FAIL ignored cf_ignorenan ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "every 'target' = ignore_index -100"),
+                       "the probe is not named: %.300s", line);
+    cr_expect_not_null(strstr(line, "mean: value nan"), "the NaN is not shown: %.300s", line);
+    expect_line(out, "PASS empty cf_ignorenan ");
+    expect_line(out, "PASS grad cf_ignorenan ");
+}
+
+/* nll (ignore_index and a class-id target) passes the ignored check, and
+ * its empty check runs every probe shape with a batch of 0. */
+Test(check, builtin_losses_with_ignore_index_pass_ignored)
+{
+    static char out[OUT_CAP];
+    int rc = run_check(LK_BUILD_ROOT "/plugins/classification.so --loss nll", 0, out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    const char *line = line_starting(out, "PASS ignored nll ");
+    cr_assert_not_null(line, "no ignored line for nll:\n%s", out);
+    cr_expect_not_null(strstr(line, "every 'target' = ignore_index -100"), "%.300s", line);
+    line = line_starting(out, "PASS empty nll ");
+    cr_assert_not_null(line, "no empty line for nll:\n%s", out);
+    cr_expect_not_null(strstr(line, "shapes (0,3), (0,3,5), (0,1,4,4), (0,4), (0,2,12,12)"),
+                       "the zero-batch probe shapes are missing: %.300s", line);
+}
+
 Test(check, crash_is_reported_and_the_next_loss_is_checked)
 {
     static char out[OUT_CAP];

@@ -1303,3 +1303,167 @@ Test(cli, new_warns_when_it_shadows_a_builtin)
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", tmp("mydice"), tmp("mine"));
     cr_expect_eq(system(cmd), 0, "%s", cmd);
 }
+
+/* ------------------------------------------------------------------------ */
+/* run with bound tensors: configs/deep_supervision.json                     */
+
+#define DS_CONFIG LK_SOURCE_ROOT "/configs/deep_supervision.json"
+#define DS_DATA   LK_SOURCE_ROOT "/configs/data/"
+
+/* `losskit run CONFIG --input X --target T [--grad G] --json`: the value. */
+static double run_value(const char *config, const char *x, const char *t, const char *grad)
+{
+    proc r =
+        grad ? lk(NULL, "run", config, "--input", x, "--target", t, "--grad", grad, "--json", NULL)
+             : lk(NULL, "run", config, "--input", x, "--target", t, "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "value");
+    cr_assert(cJSON_IsNumber(v), "no value: %s", r.out);
+    double value = v->valuedouble;
+    cJSON_Delete(root);
+    proc_free(&r);
+    return value;
+}
+
+/* The weighted sum over three scales is the sum of the three dice values
+ * computed one by one (configs/dice.json is the same dice, smooth 1), in
+ * the engine's order: bitwise equal. Each head's gradient, asked for by
+ * its tensor name, is its term's gradient times the term's weight. */
+Test(cli, deep_supervision_is_the_sum_of_its_scales)
+{
+    const char *cfg = LK_SOURCE_ROOT "/configs/dice.json";
+    double v1 = run_value(cfg, DS_DATA "input.npy", DS_DATA "target.npy", tmp("g1.npy"));
+    double v2 = run_value(cfg, DS_DATA "logits_x2.npy", DS_DATA "mask_x2.npy", tmp("g2.npy"));
+    double v4 = run_value(cfg, DS_DATA "logits_x4.npy", DS_DATA "mask_x4.npy", tmp("g4.npy"));
+    cr_assert(v1 != v2 && v2 != v4, "the scales must differ: %g %g %g", v1, v2, v4);
+
+    char gx[PATH_MAX + 16], gx2[PATH_MAX + 16], gx4[PATH_MAX + 16];
+    snprintf(gx, sizeof gx, "input=%s", tmp("ds_g1.npy"));
+    snprintf(gx2, sizeof gx2, "logits_x2=%s", tmp("ds_g2.npy"));
+    snprintf(gx4, sizeof gx4, "logits_x4=%s", tmp("ds_g4.npy"));
+    proc r = lk(NULL, "run", DS_CONFIG, "--input", DS_DATA "input.npy", "--target",
+                DS_DATA "target.npy", "--tensor", "logits_x2=" DS_DATA "logits_x2.npy", "--tensor",
+                "mask_x2=" DS_DATA "mask_x2.npy", "--tensor", "logits_x4=" DS_DATA "logits_x4.npy",
+                "--tensor", "mask_x4=" DS_DATA "mask_x4.npy", "--grad-tensor", gx, "--grad-tensor",
+                gx2, "--grad-tensor", gx4, "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "value");
+    cr_assert(cJSON_IsNumber(v), "%s", r.out);
+    double want = 0.0;
+    want += 1.0 * v1;
+    want += 0.5 * v2;
+    want += 0.25 * v4;
+    cr_assert_eq(v->valuedouble, want, "deep supervision %.17g, v1 + v2/2 + v4/4 = %.17g",
+                 v->valuedouble, want);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "loss");
+    cr_assert_str_eq(name->valuestring, "1*dice + 0.5*dice + 0.25*dice");
+    /* each term says which tensors its slots read */
+    const cJSON *t2 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "terms"), 2);
+    const cJSON *bind = cJSON_GetObjectItemCaseSensitive(t2, "tensors");
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(bind, "input")->valuestring, "logits_x4");
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(bind, "target")->valuestring, "mask_x4");
+    const cJSON *t0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "terms"), 0);
+    bind = cJSON_GetObjectItemCaseSensitive(t0, "tensors");
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(bind, "input")->valuestring, "input");
+    /* --json names each gradient by its tensor */
+    const cJSON *grads = cJSON_GetObjectItemCaseSensitive(root, "grads");
+    cr_assert_eq(cJSON_GetArraySize(grads), 3, "%s", r.out);
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(grads, "logits_x2")->valuestring,
+                     tmp("ds_g2.npy"));
+    cJSON_Delete(root);
+    proc_free(&r);
+
+    static const struct {
+        const char *alone, *bound;
+        double weight;
+    } heads[] = {
+        {"g1.npy", "ds_g1.npy", 1.0}, {"g2.npy", "ds_g2.npy", 0.5}, {"g4.npy", "ds_g4.npy", 0.25}};
+    for (size_t h = 0; h < 3; h++) {
+        lk_array a, b;
+        read_npy(tmp(heads[h].alone), &a);
+        read_npy(tmp(heads[h].bound), &b);
+        cr_assert_eq(a.nbytes, b.nbytes, "%s: the gradient has the head's shape", heads[h].bound);
+        const float *ga = a.data, *gb = b.data;
+        double worst = 0.0;
+        for (size_t i = 0; i < a.nbytes / sizeof(float); i++) {
+            double w = heads[h].weight * ga[i];
+            cr_assert(ga[i] != 0.0f || gb[i] == 0.0f);
+            double e = fabs(gb[i] - w) / (fabs(w) + 1e-30);
+            worst = e > worst ? e : worst;
+        }
+        cr_assert(worst <= 1e-6, "%s: rel err %g against %g x the head alone", heads[h].bound,
+                  worst, heads[h].weight);
+        lk_array_free(&a);
+        lk_array_free(&b);
+    }
+}
+
+/* Two terms reading one tensor: its gradient is the sum of both terms'. */
+Test(cli, shared_tensor_gradients_accumulate)
+{
+    double x[NX], t[NX], aux[NX];
+    write_xt_f64(x, t);
+    for (int i = 0; i < NX; i++)
+        aux[i] = 0.25 * (i % 5) - 0.5;
+    write_npy(tmp("aux.npy"), LK_DTYPE_F64, aux, 2, shape_rc);
+    write_text(tmp("shared.json"),
+               "{\"terms\": [{\"loss\": \"mse\", \"weight\": 2}, {\"loss\": \"l1\", \"weight\": "
+               "0.5, \"tensors\": {\"target\": \"aux\"}}], \"reduction\": \"sum\"}");
+    char bind[PATH_MAX + 8], grad[PATH_MAX + 8];
+    snprintf(bind, sizeof bind, "aux=%s", tmp("aux.npy"));
+    snprintf(grad, sizeof grad, "input=%s", tmp("gs.npy"));
+    proc r = lk(NULL, "run", tmp("shared.json"), "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                "--tensor", bind, "--grad-tensor", grad, NULL);
+    expect_ok(&r);
+    double v = parse_value(&r);
+    double want = 0.0, l1 = 0.0;
+    for (int i = 0; i < NX; i++)
+        l1 += fabs(x[i] - aux[i]);
+    want = 2.0 * mse_of(x, t, NX) * NX + 0.5 * l1;
+    cr_assert(close_to(v, want, 1e-14), "value %.17g, want %.17g", v, want);
+    lk_array g;
+    read_npy(tmp("gs.npy"), &g);
+    const double *gv = g.data;
+    for (int i = 0; i < NX; i++) {
+        double d = x[i] - aux[i];
+        double w = 2.0 * 2.0 * (x[i] - t[i]) + 0.5 * (d > 0 ? 1.0 : d < 0 ? -1.0 : 0.0);
+        cr_assert(close_to(gv[i], w, 1e-15), "grad[%d] %.17g, want %.17g", i, gv[i], w);
+    }
+    lk_array_free(&g);
+    proc_free(&r);
+}
+
+/* A tensor a binding asks for and the command line lacks: usage, naming
+ * the term and the slot. */
+Test(cli, missing_bound_tensor_names_term_and_slot)
+{
+    proc r = lk(NULL, "run", DS_CONFIG, "--input", DS_DATA "input.npy", "--target",
+                DS_DATA "target.npy", "--tensor", "logits_x2=" DS_DATA "logits_x2.npy", "--tensor",
+                "mask_x2=" DS_DATA "mask_x2.npy", "--tensor", "logits_x4=" DS_DATA "logits_x4.npy",
+                NULL);
+    expect_failure(&r, 2, "loss 'dice' ($.terms[2]): missing tensor 'mask_x4' for slot 'target'",
+                   NULL);
+    proc_free(&r);
+    /* a head's tensor at the wrong scale is a data problem naming the file */
+    r = lk(NULL, "run", DS_CONFIG, "--input", DS_DATA "input.npy", "--target", DS_DATA "target.npy",
+           "--tensor", "logits_x2=" DS_DATA "logits_x2.npy", "--tensor",
+           "mask_x2=" DS_DATA "mask_x4.npy", "--tensor", "logits_x4=" DS_DATA "logits_x4.npy",
+           "--tensor", "mask_x4=" DS_DATA "mask_x4.npy", NULL);
+    expect_failure(&r, 4, "loss 'dice' ($.terms[1]: input=logits_x2 from ",
+                   "target=mask_x2 from " DS_DATA "mask_x4.npy): target: shape (2, 1, 4, 4), "
+                   "expected (2, 1, 8, 8)",
+                   NULL);
+    proc_free(&r);
+}
+
+Test(cli, run_help_documents_tensor_bindings)
+{
+    proc r = lk(NULL, "run", "--help", NULL);
+    expect_ok(&r);
+    cr_assert(strstr(r.out, "--tensor NAME=FILE.npy"), "%s", r.out);
+    cr_assert(strstr(r.out, "\"tensors\""), "the config's bindings are not mentioned: %s", r.out);
+    cr_assert(strstr(r.out, "--grad-tensor NAME=FILE.npy"), "%s", r.out);
+    proc_free(&r);
+}

@@ -703,3 +703,252 @@ Test(config, traffic_counts_passes_and_terms)
         lk_loss_free(loss);
     }
 }
+
+/* ------------------------------------------------------------------------ */
+/* "tensors": a term's slots bound to other call tensors (deep supervision) */
+
+Test(config, tensors_not_an_object)
+{
+    expect_error("{\"terms\": [{\"loss\": \"dice\", \"tensors\": [\"x\"]}]}",
+                 SRC ": $.terms[0].tensors: ",
+                 "expected an object mapping slot names to tensor names, got an array", NULL);
+}
+
+Test(config, tensors_unknown_slot_suggests_closest)
+{
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"dice\", \"tensors\": "
+                 "{\"inptu\": \"logits_x2\"}}]}",
+                 SRC ": $.terms[1].tensors: ", "unknown slot 'inptu' for loss 'dice'",
+                 "did you mean 'input'?", "(slots: input, target)", NULL);
+}
+
+Test(config, tensors_value_not_a_string)
+{
+    expect_error("{\"terms\": [{\"loss\": \"dice\", \"tensors\": {\"input\": 3}}]}",
+                 SRC ": $.terms[0].tensors.input: ",
+                 "expected a tensor name (a string), got a number", NULL);
+}
+
+Test(config, tensors_name_must_be_lowercase_digits_underscore)
+{
+    static const char *const bad[] = {"Logits", "logits-2", "", "a b", "x.npy"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char json[256], needle[64];
+        snprintf(json, sizeof json,
+                 "{\"terms\": [{\"loss\": \"dice\", \"tensors\": {\"target\": \"%s\"}}]}", bad[i]);
+        snprintf(needle, sizeof needle, "'%s' is not a valid tensor name", bad[i]);
+        expect_error(json, SRC ": $.terms[0].tensors.target: ", needle, "a-z, 0-9 and '_'", NULL);
+    }
+    /* 65 characters: one too many */
+    expect_error("{\"terms\": [{\"loss\": \"dice\", \"tensors\": {\"target\": "
+                 "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}}]}",
+                 SRC ": $.terms[0].tensors.target: ", "is not a valid tensor name", NULL);
+}
+
+Test(config, tensors_duplicate_key)
+{
+    expect_error("{\"terms\": [{\"loss\": \"dice\", \"tensors\": {\"input\": \"a\", \"input\": "
+                 "\"b\"}}]}",
+                 SRC ": $.terms[0].tensors.input: ", "duplicate key 'input'", NULL);
+}
+
+Test(config, tensors_two_slots_of_a_term_cannot_share_a_tensor)
+{
+    /* target keeps its own name, which input is bound to */
+    expect_error("{\"terms\": [{\"loss\": \"mse\", \"tensors\": {\"input\": \"target\"}}]}",
+                 SRC ": $.terms[0].tensors: ",
+                 "slots 'input' and 'target' of loss 'mse' both read tensor 'target'", NULL);
+    expect_error("{\"loss\": \"mse\", \"tensors\": {\"input\": \"a\", \"target\": \"a\"}}",
+                 SRC ": $.tensors: ", "both read tensor 'a'", NULL);
+}
+
+Test(config, tensors_gradient_roles_must_agree)
+{
+    /* l1's target has no gradient; mse's input has one: input's gradient
+     * would leave the l1 term out */
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"l1\", \"tensors\": "
+                 "{\"input\": \"z\", \"target\": \"input\"}}]}",
+                 SRC ": $.terms[1].tensors.target: ",
+                 "tensor 'input' is read by slot 'target' of loss 'l1' (no gradient)",
+                 "slot 'input' of loss 'mse' in $.terms[0] (differentiable)", NULL);
+}
+
+Test(config, tensors_at_the_root_only_with_loss)
+{
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}], \"tensors\": {\"input\": \"x\"}}",
+                 SRC ": $: ", "not both", NULL);
+    expect_error("{\"loss\": \"mse\", \"tensors\": {\"inptu\": \"x\"}}",
+                 SRC ": $.tensors: ", "unknown slot 'inptu'", "did you mean 'input'?", NULL);
+}
+
+/* The loss's tensors are the union over terms, under their bound names, in
+ * the order first met; a binding to the slot's own name changes nothing. */
+Test(config, tensors_names_are_the_loss_slots)
+{
+    lk_loss *loss = build("{\"terms\": [{\"loss\": \"dice\", \"tensors\": {\"target\": "
+                          "\"target\"}}, {\"loss\": \"dice\", \"weight\": 0.5, \"tensors\": "
+                          "{\"input\": \"logits_x2\", \"target\": \"mask_x2\"}}, "
+                          "{\"loss\": \"bce_with_logits\", \"tensors\": {\"target\": "
+                          "\"mask_x2\", \"input\": \"logits_x2\"}}]}");
+    static const char *const names[] = {"input", "target", "logits_x2", "mask_x2", "weight"};
+    static const int32_t req[] = {1, 1, 1, 1, 0};
+    static const int32_t diff[] = {1, 0, 1, 0, 0};
+    cr_assert_eq(lk_loss_slot_count(loss), 5);
+    for (size_t i = 0; i < 5; i++) {
+        const lk_slot_desc *d = NULL;
+        int32_t r = -1, df = -1;
+        cr_assert_eq(lk_loss_slot_at(loss, i, &d, &r, &df), LK_OK);
+        cr_assert_str_eq(d->name, names[i], "slot %zu is %s, want %s", i, d->name, names[i]);
+        cr_assert_eq(r, req[i], "slot %s: required %d", names[i], r);
+        cr_assert_eq(df, diff[i], "slot %s: differentiable %d", names[i], df);
+    }
+    /* the binding keeps the slot's description: logits_x2 is a dice input */
+    const lk_slot_desc *d = NULL;
+    lk_loss_slot_at(loss, 2, &d, NULL, NULL);
+    cr_assert(d->flags & LK_SLOT_DIFFERENTIABLE);
+    /* each term's slots, by the tensor they read */
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 0, 0), "input");
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 0, 1), "target");
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 1, 0), "logits_x2");
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 2, 1), "mask_x2");
+    cr_assert_str_eq(lk_loss_term_tensor(loss, 2, 2), "weight");
+    cr_assert_null(lk_loss_term_tensor(loss, 2, 3));
+    cr_assert_null(lk_loss_term_tensor(loss, 3, 0));
+    lk_loss_free(loss);
+
+    loss = build("{\"loss\": \"mse\", \"tensors\": {\"input\": \"pred\"}}");
+    cr_assert_eq(lk_loss_slot_count(loss), 3);
+    lk_loss_slot_at(loss, 0, &d, NULL, NULL);
+    cr_assert_str_eq(d->name, "pred");
+    cr_assert_str_eq(lk_loss_name(loss), "mse");
+    lk_loss_free(loss);
+}
+
+#define N2 12
+static const int64_t shape2[2] = {2, 6};
+
+/* A tensor of N doubles shaped (2,3,4), or of N2 shaped (2,6). */
+static lk_named_tensor named(const char *name, double *data, int small)
+{
+    lk_named_tensor nt = {
+        name, {data, LK_DTYPE_F64, small ? 2 : 3, small ? shape2 : shape3, NULL}, name};
+    return nt;
+}
+
+/* Evaluates loss on n tensors, asking for the gradients of the first n_g of
+ * grads (each filled with NaN first: they must be entirely overwritten). */
+static lk_status eval_named(const lk_loss *loss, const lk_named_tensor *ts, size_t n,
+                            lk_named_tensor *grads, size_t n_g, double *value, char *err)
+{
+    for (size_t i = 0; i < n_g; i++) {
+        int64_t cnt = grads[i].tensor.ndim == 2 ? N2 : N;
+        for (int64_t k = 0; k < cnt; k++)
+            ((double *)grads[i].tensor.data)[k] = NAN;
+    }
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = ts;
+    args.n_tensors = n;
+    args.grads = grads;
+    args.n_grads = n_g;
+    *value = NAN;
+    lk_status st = lk_loss_eval(loss, &args, value);
+    snprintf(err, LK_ERRMSG_CAP, "%s", args.errmsg);
+    return st;
+}
+
+/* Deep supervision: the weighted sum equals the terms evaluated one by one
+ * on their own tensors, and each head's gradient is its own term's. */
+Test(config, tensors_deep_supervision_equals_separate_terms)
+{
+    double x[N], t[N], x2[N2], t2[N2], g_x[N], g_x2[N2], g1[N], g2[N2];
+    make_data(x, t);
+    for (int i = 0; i < N2; i++) {
+        x2[i] = 2.0 * cos(0.9 * i + 0.4);
+        t2[i] = i % 2 ? 1.0 : 0.0;
+    }
+    char err[LK_ERRMSG_CAP];
+    double v1, v2, v;
+    /* each term alone, under the slot names */
+    lk_loss *one = build("{\"loss\": \"dice\", \"params\": {\"smooth\": 1}}");
+    lk_named_tensor a[2] = {named("input", x, 0), named("target", t, 0)};
+    lk_named_tensor ga[1] = {named("input", g1, 0)};
+    cr_assert_eq(eval_named(one, a, 2, ga, 1, &v1, err), LK_OK, "%s", err);
+    lk_named_tensor b[2] = {named("input", x2, 1), named("target", t2, 1)};
+    lk_named_tensor gb[1] = {named("input", g2, 1)};
+    cr_assert_eq(eval_named(one, b, 2, gb, 1, &v2, err), LK_OK, "%s", err);
+    lk_loss_free(one);
+
+    lk_loss *ds = build("{\"terms\": [{\"loss\": \"dice\", \"weight\": 1.0, \"params\": "
+                        "{\"smooth\": 1}}, {\"loss\": \"dice\", \"weight\": 0.5, \"params\": "
+                        "{\"smooth\": 1}, \"tensors\": {\"input\": \"logits_x2\", \"target\": "
+                        "\"mask_x2\"}}]}");
+    cr_assert_str_eq(lk_loss_name(ds), "1*dice + 0.5*dice");
+    lk_named_tensor all[4] = {named("input", x, 0), named("target", t, 0),
+                              named("logits_x2", x2, 1), named("mask_x2", t2, 1)};
+    lk_named_tensor gall[2] = {named("input", g_x, 0), named("logits_x2", g_x2, 1)};
+    cr_assert_eq(eval_named(ds, all, 4, gall, 2, &v, err), LK_OK, "%s", err);
+    cr_assert(v1 != v2, "the two scales must differ for the test to mean anything");
+    /* the engine adds the terms in order from 0: the same doubles */
+    double want = 0.0;
+    want += 1.0 * v1;
+    want += 0.5 * v2;
+    cr_assert_eq(v, want, "sum %.17g, want %.17g + 0.5 * %.17g", v, v1, v2);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(g_x[i], g1[i], "input grad[%d]: %.17g, alone %.17g", i, g_x[i], g1[i]);
+    for (int i = 0; i < N2; i++)
+        cr_assert(close_to(g_x2[i], 0.5 * g2[i], 1e-15), "logits_x2 grad[%d]: %.17g, want %.17g", i,
+                  g_x2[i], 0.5 * g2[i]);
+
+    /* a missing tensor names the term and the slot */
+    cr_assert_eq(eval_named(ds, all, 3, NULL, 0, &v, err), LK_ERR_NOT_FOUND);
+    cr_assert(strstr(err, "loss 'dice' ($.terms[1]): missing tensor 'mask_x2' for slot 'target'"),
+              "%s", err);
+    cr_assert(isnan(v));
+    /* a tensor no term reads is refused with the loss's tensor names */
+    lk_named_tensor extra[5] = {all[0], all[1], all[2], all[3], named("mask_x4", t2, 1)};
+    cr_assert_eq(eval_named(ds, extra, 5, NULL, 0, &v, err), LK_ERR_NOT_FOUND);
+    cr_assert(strstr(err, "'mask_x4' is not a tensor slot of 1*dice + 0.5*dice (slots: input, "
+                          "target, logits_x2, mask_x2)"),
+              "%s", err);
+    lk_loss_free(ds);
+}
+
+/* Two terms reading one tensor: its gradient is the sum of both terms'
+ * (the second adds into the first's with LK_BLOCK_GRAD_ACCUMULATE), while
+ * a tensor one term reads gets that term's alone. */
+Test(config, tensors_shared_tensor_gradients_accumulate)
+{
+    double x[N], t[N], aux[N], g_mse[N], g_l1[N], g_sum[N];
+    make_data(x, t);
+    for (int i = 0; i < N; i++)
+        aux[i] = 0.5 * sin(2.1 * i);
+    char err[LK_ERRMSG_CAP];
+    double v_mse, v_l1, v;
+    lk_loss *mse = build("{\"loss\": \"mse\", \"reduction\": \"sum\"}");
+    lk_loss *l1 = build("{\"loss\": \"l1\", \"reduction\": \"sum\"}");
+    lk_named_tensor a[2] = {named("input", x, 0), named("target", t, 0)};
+    lk_named_tensor b[2] = {named("input", x, 0), named("target", aux, 0)};
+    lk_named_tensor ga[1] = {named("input", g_mse, 0)};
+    lk_named_tensor gb[1] = {named("input", g_l1, 0)};
+    cr_assert_eq(eval_named(mse, a, 2, ga, 1, &v_mse, err), LK_OK, "%s", err);
+    cr_assert_eq(eval_named(l1, b, 2, gb, 1, &v_l1, err), LK_OK, "%s", err);
+    lk_loss_free(mse);
+    lk_loss_free(l1);
+
+    lk_loss *sum = build("{\"terms\": [{\"loss\": \"mse\", \"weight\": 2}, {\"loss\": \"l1\", "
+                         "\"weight\": 0.5, \"tensors\": {\"target\": \"aux\"}}], "
+                         "\"reduction\": \"sum\"}");
+    lk_named_tensor all[3] = {named("input", x, 0), named("target", t, 0), named("aux", aux, 0)};
+    lk_named_tensor g[1] = {named("input", g_sum, 0)};
+    cr_assert_eq(eval_named(sum, all, 3, g, 1, &v, err), LK_OK, "%s", err);
+    cr_assert(close_to(v, 2.0 * v_mse + 0.5 * v_l1, 1e-14), "%.17g, want %.17g", v,
+              2.0 * v_mse + 0.5 * v_l1);
+    for (int i = 0; i < N; i++) {
+        double want = 2.0 * g_mse[i] + 0.5 * g_l1[i];
+        cr_assert(close_to(g_sum[i], want, 1e-14), "grad[%d]: %.17g, want %.17g", i, g_sum[i],
+                  want);
+        cr_assert(g_l1[i] != 0.0 && g_mse[i] != 0.0, "grad[%d]: a term contributes nothing", i);
+    }
+    lk_loss_free(sum);
+}

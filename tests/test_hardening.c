@@ -470,7 +470,7 @@ Test(hard_config, source_name_with_controls_is_escaped)
     cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), "a\nb\x1b\r.json", &loss, msg),
                  LK_ERR_CONFIG);
     cr_assert_str_eq(msg, "a\\nb\\x1b\\r.json: $: unknown key 'extra' (allowed: loss, params, "
-                          "reduction, terms, description)");
+                          "reduction, terms, description, tensors)");
 }
 
 /* An escape is never cut in half when the message is too long. */

@@ -1787,6 +1787,13 @@ static void check_threads(checker *c, const char *path)
 
 /* ------------------------------------------------------------------------ */
 /* empty: zero-size tensors                                                  */
+/*
+ * An empty batch (a data-parallel shard with nothing in it, the last batch
+ * of a filtered dataset) has a defined value in losskit: the sum over no
+ * positions is 0 and so is the mean (docs/design.md, "Numerics"), where
+ * torch's mean gives 0/0 = NaN. Every offered reduction must give a finite
+ * value and gradients of zero size; a refusal fails too, since a caller
+ * cannot tell an empty shard from a broken one by an error. */
 
 /* Shape (0,), or (0, 3) when a slot holds class ids (so that C is known).
  * Every tensor's data is the guard page: touching it crashes the child. */
@@ -1804,15 +1811,37 @@ static spec empty_spec(const checker *c)
     return sp;
 }
 
-/* One reduction; appends "mean: nan" or "sum: refused (...)" to notes.
- * LK_OK with a finite or NaN value passes; so does a clean refusal, except
- * LK_ERR_INTERNAL, a bug by the loss's own account. */
-static int empty_red(checker *c, bundle *b, const spec *sp, int32_t red, char *notes, size_t cap)
+/* Every element of the gradients (and of reduction none's output) is 0;
+ * describes the first that is not. */
+static int all_zero(const bundle *b, int with_out, char *why, size_t cap)
 {
-    char lab[LABEL_CAP], err[LK_ERRMSG_CAP];
+    for (size_t i = 0; i < b->n_grads; i++) {
+        const lk_array *g = &b->grad[b->gnamed_slot[i]];
+        for (int64_t k = 0; g->data && k < array_numel(g); k++)
+            if (get_elem(g, k) != 0.0) {
+                snprintf(why, cap, "gradient of '%s' [%lld] = %g, not 0", b->gnamed[i].name,
+                         (long long)k, get_elem(g, k));
+                return 0;
+            }
+    }
+    for (int64_t k = 0; with_out && b->out.data && k < array_numel(&b->out); k++)
+        if (get_elem(&b->out, k) != 0.0) {
+            snprintf(why, cap, "out[%lld] = %g, not 0", (long long)k, get_elem(&b->out, k));
+            return 0;
+        }
+    return 1;
+}
+
+/* One reduction; appends "mean: 0" (or "sum: refused (...)" where
+ * may_refuse) to notes, or on failure writes why ("mean: nan") into
+ * fail_why. notes may be NULL. */
+static int empty_red(checker *c, bundle *b, const spec *sp, int32_t red, int may_refuse,
+                     char *notes, size_t cap, char *fail_why, size_t fcap)
+{
+    char lab[LABEL_CAP], err[LK_ERRMSG_CAP], why[200] = "";
     lk_loss *loss;
     double v = NAN;
-    size_t used = strlen(notes);
+    size_t used = notes ? strlen(notes) : 0;
     case_label(c, lab, sizeof lab, sp, 0, red);
     begin(c, "empty %s", lab);
     lk_status st = make_loss(c, c->rt, 0, red, &loss, err);
@@ -1820,13 +1849,44 @@ static int empty_red(checker *c, bundle *b, const spec *sp, int32_t red, char *n
         st = run_eval(c, loss, b, 1, &v, err);
         lk_loss_free(loss);
     }
-    int ok = st == LK_OK ? !isinf(v) : st != LK_ERR_INTERNAL;
-    if (st == LK_OK)
-        snprintf(notes + used, cap - used, "%s%s: %g", used ? ", " : "", lk_reduction_name(red),
-                 tidy(v));
+    int ok =
+        st == LK_OK && (red == LK_REDUCTION_NONE || isfinite(v)) && all_zero(b, 0, why, sizeof why);
+    if (ok) {
+        if (notes && used < cap)
+            snprintf(notes + used, cap - used, "%s%s: %g", used ? ", " : "", lk_reduction_name(red),
+                     red == LK_REDUCTION_NONE ? 0.0 : tidy(v));
+        return 1;
+    }
+    if (st != LK_OK && st != LK_ERR_INTERNAL && may_refuse) {
+        if (notes && used < cap)
+            snprintf(notes + used, cap - used, "%s%s: refused (%s)", used ? ", " : "",
+                     lk_reduction_name(red), err);
+        return 1;
+    }
+    if (st != LK_OK)
+        fit(fail_why, fcap, "%s: refused (%s)", lab, err);
+    else if (why[0])
+        fit(fail_why, fcap, "%s: %s", lab, why);
     else
-        snprintf(notes + used, cap - used, "%s%s: refused (%s)", used ? ", " : "",
-                 lk_reduction_name(red), err);
+        fit(fail_why, fcap, "%s: value %g, not a finite number", lab, tidy(v));
+    return 0;
+}
+
+/* Every offered reduction on one zero-size spec; 0 after the first failure. */
+static int empty_spec_ok(checker *c, const spec *sp, int may_refuse, char *notes, size_t cap,
+                         char *why, size_t wcap)
+{
+    char err[LK_ERRMSG_CAP];
+    bundle b;
+    if (bundle_make(c, sp, &b, err) != LK_OK) {
+        fit(why, wcap, "cannot allocate: %s", err);
+        return 0;
+    }
+    int ok = 1;
+    for (int32_t red = 0; ok && red < LK_REDUCTION_COUNT; red++)
+        if (offers(c->d, red))
+            ok = empty_red(c, &b, sp, red, may_refuse, notes, cap, why, wcap);
+    bundle_free(c, &b);
     return ok;
 }
 
@@ -1842,20 +1902,117 @@ static void check_empty(checker *c)
         send_result(c, &r);
         return;
     }
+    char notes[700] = "", why[LK_ERRMSG_CAP + LABEL_CAP] = "", sh[64], shapes[200] = "";
+    /* A rank-1 input's only dim may be its classes or features rather
+     * than a batch: (0,) may be refused cleanly, but a value it gives must
+     * be finite. */
     spec sp = empty_spec(c);
-    char notes[700] = "", err[LK_ERRMSG_CAP], sh[64];
+    int ok = empty_spec_ok(c, &sp, 1, notes, sizeof notes, why, sizeof why);
+    shape_str(sh, sizeof sh, sp.ndim, sp.shape);
+    int n_shapes = 1;
+    size_t used = (size_t)snprintf(shapes, sizeof shapes, "%s", sh);
+    /* the probe shapes the loss takes, with a batch of 0 */
+    for (int k = 0; ok && k < N_PROBES; k++) {
+        if (!c->shape_ok[k] || probes[k].ndim < 2)
+            continue;
+        spec zs = probe_spec(c, k, best_float(c), 0);
+        zs.shape[0] = 0;
+        ok = empty_spec_ok(c, &zs, 0, NULL, 0, why, sizeof why);
+        shape_str(sh, sizeof sh, zs.ndim, zs.shape);
+        if (used < sizeof shapes)
+            used += (size_t)snprintf(shapes + used, sizeof shapes - used, ", %s", sh);
+        n_shapes++;
+    }
+    result r;
+    res_init(&r, "empty", ok);
+    if (ok)
+        res_detail(&r,
+                   "shapes %s, every reduction finite with zero-size gradients, no memory "
+                   "touched; %s",
+                   shapes, notes);
+    else
+        res_detail(&r,
+                   "an empty batch must give a finite value and zero-size gradients "
+                   "(docs/design.md): %s",
+                   why);
+    res_num(&r, "shapes", n_shapes);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* ignored: a batch whose every class id is ignore_index                     */
+/*
+ * A loss with an integer parameter ignore_index and a class-id slot: the
+ * reference shape with every id set to ignore_index (its default) must
+ * give a finite value (0: nothing counts) and gradients of exactly 0. */
+
+static int ignore_param(const checker *c, double *value)
+{
+    for (int i = 0; c->d->params && c->d->params[i]; i++) {
+        const lk_param_desc *p = c->d->params[i];
+        if (strcmp(p->name, "ignore_index") == 0 && p->type == LK_PARAM_INTEGER) {
+            *value = p->default_number;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void check_ignored(checker *c)
+{
+    double ignore;
+    int cls = -1;
+    for (uint32_t s = 1; s < c->n_slots && cls < 0; s++)
+        if (c->values[s] == LK_VALUES_CLASS)
+            cls = (int)s;
+    if (c->ex || cls < 0 || !ignore_param(c, &ignore))
+        return;
+    spec sp = probe_spec(c, c->ref, best_float(c), 0);
+    char err[LK_ERRMSG_CAP], why[LK_ERRMSG_CAP + LABEL_CAP] = "", notes[300] = "", sh[64];
     bundle b;
     int ok = bundle_make(c, &sp, &b, err) == LK_OK;
     if (!ok)
-        snprintf(notes, sizeof notes, "cannot allocate: %s", err);
-    for (int32_t red = 0; ok && red < LK_REDUCTION_COUNT; red++)
-        if (offers(c->d, red))
-            ok &= empty_red(c, &b, &sp, red, notes, sizeof notes);
+        fit(why, sizeof why, "cannot allocate: %s", err);
+    for (int64_t i = 0; ok && i < array_numel(&b.in[cls]); i++)
+        set_elem(&b.in[cls], i, ignore);
+    for (int32_t red = 0; ok && red < LK_REDUCTION_COUNT; red++) {
+        if (!offers(c->d, red))
+            continue;
+        char lab[LABEL_CAP], zwhy[200] = "";
+        lk_loss *loss;
+        double v = NAN;
+        case_label(c, lab, sizeof lab, &sp, 0, red);
+        begin(c, "ignored %s", lab);
+        lk_status st = make_loss(c, c->rt, 0, red, &loss, err);
+        if (st == LK_OK) {
+            st = run_eval(c, loss, &b, 1, &v, err);
+            lk_loss_free(loss);
+        }
+        int none = red == LK_REDUCTION_NONE;
+        if (st != LK_OK)
+            fit(why, sizeof why, "%s: refused (%s)", lab, err);
+        else if (!none && !isfinite(v))
+            fit(why, sizeof why, "%s: value %g, not a finite number", lab, tidy(v));
+        else if (!all_zero(&b, none, zwhy, sizeof zwhy))
+            fit(why, sizeof why, "%s: %s", lab, zwhy);
+        ok = !why[0];
+        size_t used = strlen(notes);
+        if (ok && used < sizeof notes)
+            snprintf(notes + used, sizeof notes - used, "%s%s: %g", used ? ", " : "",
+                     lk_reduction_name(red), none ? 0.0 : tidy(v));
+    }
     bundle_free(c, &b);
     shape_str(sh, sizeof sh, sp.ndim, sp.shape);
     result r;
-    res_init(&r, "empty", ok);
-    res_detail(&r, "shape %s, no memory touched: %s", sh, notes);
+    res_init(&r, "ignored", ok);
+    if (ok)
+        res_detail(&r, "shape %s, every '%s' = ignore_index %g: finite values, zero gradients: %s",
+                   sh, c->d->slots[cls]->name, ignore, notes);
+    else
+        res_detail(&r,
+                   "every '%s' = ignore_index %g must give a finite value and zero "
+                   "gradients (docs/design.md): %s",
+                   c->d->slots[cls]->name, ignore, why);
     send_result(c, &r);
 }
 
@@ -2052,6 +2209,7 @@ static void run_checks(checker *c, const plugin_ctx *pc)
     check_accumulate(c);
     check_threads(c, pc->load_path);
     check_empty(c);
+    check_ignored(c);
     check_extreme(c);
 }
 

@@ -265,6 +265,10 @@ static void print_result(const run_opts *o, const lk_loss *loss, const run_state
         cJSON_AddStringToObject(t, "plugin", info.plugin_name);
         cJSON_AddStringToObject(t, "plugin_version", info.plugin_version);
         cJSON_AddStringToObject(t, "plugin_file", info.plugin_file);
+        /* which call tensor each slot of the term read */
+        cJSON *ts = cJSON_AddObjectToObject(t, "tensors");
+        for (size_t k = 0; info.desc->slots[k]; k++)
+            cJSON_AddStringToObject(ts, info.desc->slots[k]->name, lk_loss_term_tensor(loss, i, k));
         cJSON_AddItemToArray(terms, t);
     }
     cJSON *grads = cJSON_AddObjectToObject(root, "grads");

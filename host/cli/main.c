@@ -122,7 +122,20 @@ static const command commands[] = {
      "losskit run CONFIG --input X.npy [--target T.npy] [--weight W.npy]\n"
      "    [--tensor NAME=FILE.npy ...] [--grad G.npy] [--grad-tensor NAME=FILE.npy ...]\n"
      "    [--out L.npy] [--threads N] [--json]\n"
-     "  evaluate the loss a JSON config describes; prints what it computed and the value\n",
+     "  evaluate the loss a JSON config describes; prints what it computed and the value\n"
+     "\n"
+     "  --tensor NAME=FILE.npy       the tensor NAME (repeatable): a slot of the loss, or a\n"
+     "                               name a term of the config binds a slot to with\n"
+     "                               \"tensors\": {\"input\": \"logits_x2\", ...} (deep\n"
+     "                               supervision, several heads); --input X, --target T and\n"
+     "                               --weight W are short for --tensor input=X, target=T,\n"
+     "                               weight=W\n"
+     "  --grad-tensor NAME=FILE.npy  write the gradient of tensor NAME (repeatable); when\n"
+     "                               several terms read NAME it is the sum of theirs;\n"
+     "                               --grad G is short for --grad-tensor input=G\n"
+     "  --out L.npy                  reduction none: the per-position losses\n"
+     "  --json                       one JSON object: loss, value, terms, and \"grads\", the\n"
+     "                               file written for each tensor name\n",
      {"--input", "--target", "--weight", "--tensor", "--grad", "--grad-tensor", "--out",
       "--threads", "--json"}},
     {"new",

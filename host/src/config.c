@@ -314,15 +314,83 @@ static lk_status lookup(const ctx *c, const char *path, const cJSON *v, const lk
     return fail(c, path, "unknown loss '%s'; %s", v->valuestring, hint);
 }
 
+/* Tensor names are what a shell, a file name and a Python keyword argument
+ * all take unquoted: lowercase letters, digits and '_'. */
+#define MAX_TENSOR_NAME 64
+
+static int valid_tensor_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > MAX_TENSOR_NAME)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+            return 0;
+    return 1;
+}
+
+/* "tensors": {"input": "logits_x2", ...}: which call tensor each slot of the
+ * term reads. Slots not named read the tensor of their own name. */
+static lk_status parse_tensors(const ctx *c, const char *path, const cJSON *v, const lk__entry *e,
+                               lk__term *term)
+{
+    char tpath[224];
+    snprintf(tpath, sizeof tpath, "%s.tensors", path);
+    if (!cJSON_IsObject(v))
+        return fail(c, tpath, "expected an object mapping slot names to tensor names, got %s",
+                    json_type(v));
+    const char *names[LK__MAX_SLOTS];
+    uint32_t ns = e->n_slots < LK__MAX_SLOTS ? e->n_slots : LK__MAX_SLOTS;
+    for (uint32_t s = 0; s < ns; s++)
+        names[s] = e->slots[s]->name;
+    for (const cJSON *it = v->child; it; it = it->next) {
+        uint32_t s = 0;
+        while (s < ns && strcmp(it->string, names[s]) != 0)
+            s++;
+        if (s == ns) {
+            char hint[96], known[256];
+            closest(it->string, names, ns, hint, sizeof hint);
+            list_names(names, ns, known, sizeof known);
+            return fail(c, tpath, "unknown slot '%s' for loss '%s'%s (slots: %s)", it->string,
+                        e->desc->id, hint, known);
+        }
+        char vpath[320];
+        snprintf(vpath, sizeof vpath, "%s.%s", tpath, it->string);
+        if (!cJSON_IsString(it))
+            return fail(c, vpath, "expected a tensor name (a string), got %s", json_type(it));
+        if (!valid_tensor_name(it->valuestring))
+            return fail(c, vpath, "'%s' is not a valid tensor name (1 to %d of a-z, 0-9 and '_')",
+                        it->valuestring, MAX_TENSOR_NAME);
+        if (strcmp(it->valuestring, names[s]) == 0)
+            continue;
+        term->bound[s] = lk__strdup(it->valuestring);
+        if (!term->bound[s])
+            return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+    }
+    /* One tensor per slot: input and target reading the same array would
+     * make its gradient the sum of two roles the loss never combines. */
+    const char *reads[LK__MAX_SLOTS];
+    for (uint32_t s = 0; s < ns; s++) {
+        reads[s] = term->bound[s] ? term->bound[s] : names[s];
+        for (uint32_t k = 0; k < s; k++)
+            if (strcmp(reads[k], reads[s]) == 0)
+                return fail(c, tpath,
+                            "slots '%s' and '%s' of loss '%s' both read tensor '%s'; each slot "
+                            "of a term needs a tensor of its own",
+                            names[k], names[s], e->desc->id, reads[s]);
+    }
+    return LK_OK;
+}
+
 static lk_status parse_term(const ctx *c, const char *path, const cJSON *obj, lk__term *term,
                             int allow_weight)
 {
-    static const char *const term_keys[] = {"loss", "params", "weight", "reduction"};
-    static const char *const top_keys[] = {"loss", "params", "reduction", "description"};
+    static const char *const term_keys[] = {"loss", "params", "weight", "tensors", "reduction"};
+    static const char *const top_keys[] = {"loss", "params", "tensors", "reduction", "description"};
     if (!cJSON_IsObject(obj))
         return fail(c, path, "expected an object, got %s", json_type(obj));
-    lk_status st = allow_weight ? check_keys(c, obj, path, term_keys, 3)
-                                : check_keys(c, obj, path, top_keys, 4);
+    lk_status st = allow_weight ? check_keys(c, obj, path, term_keys, 4)
+                                : check_keys(c, obj, path, top_keys, 5);
     if (st != LK_OK)
         return st;
     char lpath[224];
@@ -339,7 +407,17 @@ static lk_status parse_term(const ctx *c, const char *path, const cJSON *obj, lk
             return fail(c, wpath, "expected a finite number, got %s", json_type(w));
         term->weight = w->valuedouble;
     }
-    return build_term(c, path, e, cJSON_GetObjectItemCaseSensitive(obj, "params"), term);
+    const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(obj, "tensors");
+    if (tensors)
+        st = parse_tensors(c, path, tensors, e, term);
+    if (st == LK_OK)
+        st = build_term(c, path, e, cJSON_GetObjectItemCaseSensitive(obj, "params"), term);
+    if (st != LK_OK) /* lk_loss_free sees only the terms that were built */
+        for (uint32_t s = 0; s < LK__MAX_SLOTS; s++) {
+            free(term->bound[s]);
+            term->bound[s] = NULL;
+        }
+    return st;
 }
 
 static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
@@ -374,6 +452,44 @@ static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
     return LK_OK;
 }
 
+/* A tensor a binding makes a differentiable slot of one term and a slot
+ * without a gradient of another would get a gradient that leaves the second
+ * term out: a silent wrong number, refused. (Configs without bindings keep
+ * the union rule: a slot name means one role everywhere.) */
+static lk_status check_shared(const ctx *c, const lk_loss *loss)
+{
+    for (size_t i = 0; i < loss->n_terms; i++) {
+        const lk__term *t = &loss->terms[i];
+        for (uint32_t s = 0; s < t->entry->n_slots; s++) {
+            if (!t->bound[s])
+                continue;
+            for (size_t j = 0; j < loss->n_terms; j++) {
+                const lk__term *u = &loss->terms[j];
+                for (uint32_t r = 0; r < u->entry->n_slots; r++) {
+                    if (strcmp(lk__term_tensor(u, r), t->bound[s]) != 0)
+                        continue;
+                    int d1 = (t->entry->slots[s]->flags & LK_SLOT_DIFFERENTIABLE) != 0;
+                    int d2 = (u->entry->slots[r]->flags & LK_SLOT_DIFFERENTIABLE) != 0;
+                    if (d1 == d2)
+                        continue;
+                    /* only a weighted sum has two terms to disagree */
+                    char path[96];
+                    snprintf(path, sizeof path, "$.terms[%zu].tensors.%s", i,
+                             t->entry->slots[s]->name);
+                    return fail(c, path,
+                                "tensor '%s' is read by slot '%s' of loss '%s' (%s) and by "
+                                "slot '%s' of loss '%s' in $.terms[%zu] (%s): its gradient "
+                                "would leave one of them out",
+                                t->bound[s], t->entry->slots[s]->name, t->entry->desc->id,
+                                d1 ? "differentiable" : "no gradient", u->entry->slots[r]->name,
+                                u->entry->desc->id, j, d2 ? "differentiable" : "no gradient");
+                }
+            }
+        }
+    }
+    return LK_OK;
+}
+
 static lk_status collect_slots(const ctx *c, lk_loss *loss)
 {
     size_t cap = 0;
@@ -386,18 +502,23 @@ static lk_status collect_slots(const ctx *c, lk_loss *loss)
         const lk__entry *e = loss->terms[i].entry;
         for (uint32_t s = 0; s < e->n_slots; s++) {
             const lk_slot_desc *sd = e->slots[s];
+            const char *name = lk__term_tensor(&loss->terms[i], s);
             size_t k = 0;
-            while (k < loss->n_slots && strcmp(loss->slots[k].desc->name, sd->name) != 0)
+            while (k < loss->n_slots && strcmp(loss->slots[k].desc->name, name) != 0)
                 k++;
             if (k == loss->n_slots) {
-                loss->slots[k].values = lk_slot_values_of(sd, s, e->module->plugin->abi_minor);
-                loss->slots[loss->n_slots++].desc = sd;
+                lk__slot *ls = &loss->slots[loss->n_slots++];
+                ls->values = lk_slot_values_of(sd, s, e->module->plugin->abi_minor);
+                /* the array never moves: desc may point into it */
+                ls->named = *sd;
+                ls->named.name = name;
+                ls->desc = &ls->named;
             }
             loss->slots[k].required |= !(sd->flags & LK_SLOT_OPTIONAL);
             loss->slots[k].differentiable |= (sd->flags & LK_SLOT_DIFFERENTIABLE) != 0;
         }
     }
-    return LK_OK;
+    return check_shared(c, loss);
 }
 
 static lk_status build_name(const ctx *c, lk_loss *loss)
@@ -452,16 +573,19 @@ static lk_status parse_terms(const ctx *c, const cJSON *terms, lk_loss *loss)
 
 static lk_status parse_root(const ctx *c, const cJSON *root, lk_loss *loss)
 {
-    static const char *const keys[] = {"loss", "params", "reduction", "terms", "description"};
+    static const char *const keys[] = {"loss",  "params",      "reduction",
+                                       "terms", "description", "tensors"};
     if (!cJSON_IsObject(root))
         return fail(c, "$", "expected an object, got %s", json_type(root));
-    lk_status st = check_keys(c, root, "$", keys, 5);
+    lk_status st = check_keys(c, root, "$", keys, 6);
     if (st != LK_OK)
         return st;
     const cJSON *terms = cJSON_GetObjectItemCaseSensitive(root, "terms");
     const cJSON *single = cJSON_GetObjectItemCaseSensitive(root, "loss");
-    if (terms && (single || cJSON_GetObjectItemCaseSensitive(root, "params")))
-        return fail(c, "$", "give either 'loss' (with 'params') or 'terms', not both");
+    if (terms && (single || cJSON_GetObjectItemCaseSensitive(root, "params") ||
+                  cJSON_GetObjectItemCaseSensitive(root, "tensors")))
+        return fail(c, "$",
+                    "give either 'loss' (with 'params' and 'tensors') or 'terms', not both");
     if (!terms && !single)
         return fail(c, "$", "missing key 'loss' (or 'terms' for a weighted sum)");
     if (terms) {
@@ -807,9 +931,12 @@ void lk_loss_free(lk_loss *loss)
 {
     if (!loss)
         return;
-    for (size_t i = 0; i < loss->n_terms; i++)
+    for (size_t i = 0; i < loss->n_terms; i++) {
         if (loss->terms[i].instance && loss->terms[i].entry->desc->destroy)
             loss->terms[i].entry->desc->destroy(loss->terms[i].instance);
+        for (uint32_t s = 0; s < LK__MAX_SLOTS; s++)
+            free(loss->terms[i].bound[s]);
+    }
     free(loss->terms);
     free(loss->slots);
     free(loss->name);
@@ -865,6 +992,13 @@ lk_status lk_loss_slot_at(const lk_loss *loss, size_t i, const lk_slot_desc **de
 int32_t lk_loss_slot_values(const lk_loss *loss, size_t i)
 {
     return i < loss->n_slots ? loss->slots[i].values : LK_VALUES_DEFAULT;
+}
+
+const char *lk_loss_term_tensor(const lk_loss *loss, size_t term, size_t slot)
+{
+    if (term >= loss->n_terms || slot >= loss->terms[term].entry->n_slots)
+        return NULL;
+    return lk__term_tensor(&loss->terms[term], (uint32_t)slot);
 }
 
 int lk_loss_has_example(const lk_loss *loss)

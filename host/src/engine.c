@@ -172,21 +172,28 @@ static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_ar
     b->e = term->entry;
     for (uint32_t s = 0; s < b->e->n_slots; s++) {
         const lk_slot_desc *sd = b->e->slots[s];
-        const lk_named_tensor *nt = find_named(args->tensors, args->n_tensors, sd->name);
+        const char *name = lk__term_tensor(term, s);
+        const lk_named_tensor *nt = find_named(args->tensors, args->n_tensors, name);
         b->grad_index[s] = -1;
         if (!nt) {
-            if (!(sd->flags & LK_SLOT_OPTIONAL))
-                return lk__err(args->errmsg, LK_ERR_NOT_FOUND,
-                               "loss '%s': missing tensor '%s' (%s)", b->e->desc->id, sd->name,
-                               sd->doc ? sd->doc : "required");
-            continue;
+            if (sd->flags & LK_SLOT_OPTIONAL)
+                continue;
+            /* a weighted sum may read one loss twice: say which term */
+            char where[48] = "", slot[96] = "";
+            if (loss->is_sum)
+                snprintf(where, sizeof where, " ($.terms[%zu])", (size_t)(term - loss->terms));
+            if (term->bound[s])
+                snprintf(slot, sizeof slot, " for slot '%s'", sd->name);
+            return lk__err(args->errmsg, LK_ERR_NOT_FOUND,
+                           "loss '%s'%s: missing tensor '%s'%s (%s)", b->e->desc->id, where, name,
+                           slot, sd->doc ? sd->doc : "required");
         }
         b->slots[s] = nt->tensor;
         b->origin[s] = origin_of(nt);
         lk_status st = check_slot(b, s, args->errmsg);
         if (st != LK_OK)
             return st;
-        const lk_named_tensor *g = find_named(args->grads, args->n_grads, sd->name);
+        const lk_named_tensor *g = find_named(args->grads, args->n_grads, name);
         if (g && (sd->flags & LK_SLOT_DIFFERENTIABLE)) {
             b->grads[s] = g->tensor;
             b->grad_index[s] = (int32_t)(g - args->grads);
@@ -260,6 +267,30 @@ static int plan_ok(const lk_plan *p, char *why, size_t cap)
     return 1;
 }
 
+/* " ($.terms[1]: input=logits_x2 from FILE, ...)" for a term whose slots are
+ * bound to other tensors, so that a plugin's message about its "target"
+ * names the tensor it read; "" otherwise. */
+static void bound_where(const lk_loss *loss, const bound *b, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (uint32_t s = 0; s < b->e->n_slots && used < cap; s++) {
+        if (!b->term->bound[s] || !b->origin[s]) /* bound, and given */
+            continue;
+        if (used == 0 && loss->is_sum)
+            used += (size_t)snprintf(buf, cap, " ($.terms[%zu]: ", (size_t)(b->term - loss->terms));
+        else if (used == 0)
+            used += (size_t)snprintf(buf, cap, " ($: ");
+        else
+            used += (size_t)snprintf(buf + used, cap - used, ", ");
+        if (used < cap)
+            used += (size_t)snprintf(buf + used, cap - used, "%s=%s from %s", b->e->slots[s]->name,
+                                     b->term->bound[s], b->origin[s]);
+    }
+    if (used > 0 && used < cap)
+        snprintf(buf + used, cap - used, ")");
+}
+
 static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
 {
     const lk_loss_desc *d = b->e->desc;
@@ -268,9 +299,12 @@ static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
         char msg[LK_ERRMSG_CAP / 2] = "";
         lk_msg m = {msg, sizeof msg};
         lk_status st = d->plan(b->term->instance, b->slots, loss->reduction, &b->plan, &m);
-        if (st != LK_OK)
-            return lk__err(args->errmsg, st, "loss '%s': %s", d->id,
+        if (st != LK_OK) {
+            char where[LK_ERRMSG_CAP / 2];
+            bound_where(loss, b, where, sizeof where);
+            return lk__err(args->errmsg, st, "loss '%s'%s: %s", d->id, where,
                            msg[0] ? msg : lk_status_text(st));
+        }
     }
     char why[160];
     if (!plan_ok(&b->plan, why, sizeof why))
@@ -427,9 +461,10 @@ static double batch_size(const bound *b)
  * into the gradient of the reduced value. */
 static double reduction_factor(const lk_plan *plan, double batch, int32_t reduction)
 {
+    /* a mean over nothing is 0 (see finalize): so is its gradient */
     switch (reduction) {
-    case LK_REDUCTION_MEAN: return 1.0 / plan->mean_norm;
-    case LK_REDUCTION_BATCHMEAN: return 1.0 / batch;
+    case LK_REDUCTION_MEAN: return plan->mean_norm != 0.0 ? 1.0 / plan->mean_norm : 0.0;
+    case LK_REDUCTION_BATCHMEAN: return batch != 0.0 ? 1.0 / batch : 0.0;
     default: return 1.0;
     }
 }
@@ -449,7 +484,10 @@ static lk_status finalize(const lk_loss *loss, const bound *b, const lk_plan *pl
         double divisor = loss->reduction == LK_REDUCTION_MEAN        ? plan->mean_norm
                          : loss->reduction == LK_REDUCTION_BATCHMEAN ? batch
                                                                      : 1.0;
-        *value = stats[0] / divisor;
+        /* The mean over no positions (an empty batch, every target
+         * ignored) is 0, not torch's 0/0 = NaN: a shard or a batch with
+         * nothing to learn from adds nothing (docs/design.md). */
+        *value = divisor != 0.0 ? stats[0] / divisor : 0.0;
         return LK_OK;
     }
     char msg[LK_ERRMSG_CAP / 2] = "";

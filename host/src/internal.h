@@ -98,10 +98,22 @@ typedef struct lk__term {
     const lk__entry *entry;
     void *instance;
     double weight;
+    /* The call tensor each slot reads: the config's "tensors" binding
+     * (owned), or NULL when the slot reads the tensor of its own name. */
+    char *bound[LK__MAX_SLOTS];
 } lk__term;
 
+/* The name of the call tensor slot s of a term reads. */
+static inline const char *lk__term_tensor(const lk__term *t, uint32_t s)
+{
+    return t->bound[s] ? t->bound[s] : t->entry->slots[s]->name;
+}
+
+/* One tensor of a configured loss: a call tensor name, read by one or more
+ * slots of its terms. */
 typedef struct lk__slot {
-    const lk_slot_desc *desc;
+    const lk_slot_desc *desc; /* -> named: the first declaring slot, under the tensor's name */
+    lk_slot_desc named;
     int32_t values; /* resolved lk_slot_values, from the first declaring term */
     int32_t required;
     int32_t differentiable;

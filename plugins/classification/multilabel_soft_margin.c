@@ -106,7 +106,8 @@ static lk_status msm_fwd(const void *inst, const lk_plan *plan, const lk_block *
             if (g)
                 lk__put_grad(g, xf, i, k, grad, scale, acc);
         }
-        double row = lk_acc_sum(sum) / (double)C; /* C = 0: NaN, as torch */
+        /* C = 0: a mean over no class is 0 (docs/design.md; torch: NaN) */
+        double row = C ? lk_acc_sum(sum) / (double)C : 0.0;
         total += row;
         if (out) {
             if (xf)

@@ -6,7 +6,8 @@
  *   d loss / d x_{c, pos} = -w_y [c = y]
  *
  * mean divides the sum by the sum of w_y over the positions not ignored
- * (NaN when that is 0 because every position is ignored, as torch). A
+ * (0 when that is 0, every position ignored or weighing 0, where torch
+ * gives NaN: docs/design.md). A
  * position reads one element of its class column: a gather, no softmax.
  * A weight of 0 gives 0 even where x = -inf. A target that is neither a
  * class nor ignore_index fails the call, naming its position; so does a
@@ -133,8 +134,8 @@ static lk_status nll_bwd(const void *inst, const lk_plan *plan, const lk_block *
     int gf = blk->grads[0].dtype == LK_DTYPE_F32;
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     double scale = blk->grad_scale;
-    if (blk->reduction == LK_REDUCTION_MEAN)
-        scale /= blk->global[ST_WEIGHT];
+    if (blk->reduction == LK_REDUCTION_MEAN) /* nothing counted: a gradient of 0 */
+        scale = blk->global[ST_WEIGHT] != 0.0 ? scale / blk->global[ST_WEIGHT] : 0.0;
     if (!acc)
         nll_zero(plan, blk, gf ? sizeof(float) : sizeof(double));
     for (int64_t p = blk->begin; p < blk->end; p += LK_W) {
@@ -234,12 +235,16 @@ static lk_status nll_plan(const void *inst, const lk_tensor *slots, int32_t redu
     return LK_OK;
 }
 
-/* 0 / 0 = NaN for a mean over no counted position, as torch. */
+/* A mean over no counted position (every one ignored, or weighing 0) is 0
+ * (docs/design.md), where torch gives 0/0 = NaN. */
 static lk_status nll_finalize(const void *inst, const lk_plan *plan, const double *st,
                               int32_t reduction, double *value, lk_msg *msg)
 {
     (void)inst, (void)plan, (void)msg;
-    *value = reduction == LK_REDUCTION_MEAN ? st[ST_LOSS] / st[ST_WEIGHT] : st[ST_LOSS];
+    if (reduction == LK_REDUCTION_MEAN)
+        *value = st[ST_WEIGHT] != 0.0 ? st[ST_LOSS] / st[ST_WEIGHT] : 0.0;
+    else
+        *value = st[ST_LOSS];
     return LK_OK;
 }
 

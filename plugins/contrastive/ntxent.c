@@ -50,12 +50,13 @@ static lk_status ntxent_classes(const lk_tensor *slots, int64_t m, double *cls, 
     return LK_OK;
 }
 
-/* Zero rows: the mean over no anchor, NaN (torch's mean of nothing). */
+/* Zero rows: the mean over no anchor is 0 (docs/design.md), where torch's
+ * mean of nothing is NaN. */
 static lk_status ntxent_whole(const void *inst, const lk_plan *plan, const lk_whole_args *args,
                               double *value, lk_msg *msg)
 {
     (void)plan;
-    return ctr_whole(inst, args, ntxent_classes, NAN, value, msg);
+    return ctr_whole(inst, args, ntxent_classes, 0.0, value, msg);
 }
 
 const lk_loss_desc ntxent_desc = {

@@ -395,7 +395,8 @@ static lk_status ctc_whole(const void *inst, const lk_plan *plan, const lk_whole
     h->scratch_free(h->ctx, mem);
     switch (args->reduction) {
     case LK_REDUCTION_SUM: *value = sum; break;
-    case LK_REDUCTION_MEAN: *value = k.N > 0 ? sum / (double)k.N : NAN; break;
+    /* N = 0: a mean over nothing is 0 (docs/design.md; torch: NaN) */
+    case LK_REDUCTION_MEAN: *value = k.N > 0 ? sum / (double)k.N : 0.0; break;
     default: *value = NAN; break;
     }
     return LK_OK;

@@ -138,7 +138,8 @@ static double ce_prep(const void *inst, const lk_plan *plan, const lk_block *blk
     if (blk->reduction != LK_REDUCTION_MEAN)
         return blk->grad_scale;
     int index = plan->aux[LK_CLS_AUX_KIND] == LK_CLS_INDEX;
-    return blk->grad_scale / (index ? blk->global[ST_WEIGHT] : plan->mean_norm);
+    double norm = index ? blk->global[ST_WEIGHT] : plan->mean_norm;
+    return norm != 0.0 ? blk->grad_scale / norm : 0.0; /* nothing counted: no gradient */
 }
 
 /* "[1, 3, 5]": the multi-index of element flat of t. */
@@ -253,17 +254,17 @@ static lk_status ce_plan(const void *inst, const lk_tensor *slots, int32_t reduc
     return LK_OK;
 }
 
-/* 0 / 0 = NaN for a mean over no counted position, as torch. */
+/* A mean over no counted position (none at all, every one ignored, or all
+ * weighing 0) is 0 (docs/design.md), where torch gives 0/0 = NaN. */
 static lk_status ce_finalize(const void *inst, const lk_plan *plan, const double *st,
                              int32_t reduction, double *value, lk_msg *msg)
 {
     (void)inst, (void)msg;
+    double norm = plan->aux[LK_CLS_AUX_KIND] == LK_CLS_INDEX ? st[ST_WEIGHT] : plan->mean_norm;
     if (reduction == LK_REDUCTION_SUM)
         *value = st[ST_LOSS];
-    else if (plan->aux[LK_CLS_AUX_KIND] == LK_CLS_INDEX)
-        *value = st[ST_LOSS] / st[ST_WEIGHT];
     else
-        *value = st[ST_LOSS] / plan->mean_norm;
+        *value = norm != 0.0 ? st[ST_LOSS] / norm : 0.0;
     return LK_OK;
 }
 

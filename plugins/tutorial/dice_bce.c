@@ -16,11 +16,13 @@ static lk_status dice_bce_init(void *inst, const lk_param_value *p, lk_msg *msg)
     return LK_OK;
 }
 
-/* An empty tensor gives NaN: its mean BCE is 0/0, as in torch. */
+/* An empty tensor's mean BCE is 0 (a mean over nothing, docs/design.md),
+ * where torch gives 0/0 = NaN; the value is then its dice term's. */
 static lk_status dice_bce_finalize(const void *inst, const lk_plan *plan, const double *st,
                                    int32_t reduction, double *value, lk_msg *msg)
 {
-    *value = st[DB_BCE] / st[DB_COUNT] + tut_dice_value(((const dice_bce *)inst)->smooth, st);
+    double bce = st[DB_COUNT] != 0.0 ? st[DB_BCE] / st[DB_COUNT] : 0.0;
+    *value = bce + tut_dice_value(((const dice_bce *)inst)->smooth, st);
     return LK_OK;
 }
 
@@ -37,7 +39,7 @@ LK_AI void dice_bce_stats(const dice_bce *d, lk_elem *e, lk_v *s)
 static void dice_bce_consts(const void *inst, const double *g, double *k)
 {
     tut_dice_consts(((const dice_bce *)inst)->smooth, g, k);
-    k[3] = 1.0 / g[DB_COUNT];
+    k[3] = g[DB_COUNT] != 0.0 ? 1.0 / g[DB_COUNT] : 0.0;
 }
 
 LK_AI void dice_bce_grad(const dice_bce *d, const lk_v *k, lk_elem *e)

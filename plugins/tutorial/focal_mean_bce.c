@@ -44,12 +44,13 @@ LK_AI void fmb_stats(const fmb *f, lk_elem *e, lk_v *s)
     s[1] = lk_set(1.0);
 }
 
-/* An empty tensor gives NaN: its mean BCE is 0/0, as in torch. */
+/* An empty tensor's mean BCE is 0 (a mean over nothing, docs/design.md),
+ * where torch gives 0/0 = NaN: the value is then 0. */
 static lk_status fmb_finalize(const void *inst, const lk_plan *plan, const double *st,
                               int32_t reduction, double *value, lk_msg *msg)
 {
     const fmb *f = inst;
-    double b = st[0] / st[1];
+    double b = st[1] != 0.0 ? st[0] / st[1] : 0.0;
     *value = f->alpha == 0.0 ? 0.0 : f->alpha * (pow(-expm1(-b), f->gamma) * b);
     return LK_OK;
 }
@@ -60,6 +61,10 @@ static lk_status fmb_finalize(const void *inst, const lk_plan *plan, const doubl
 static void fmb_consts(const void *inst, const double *g, double *k)
 {
     const fmb *f = inst;
+    if (g[1] == 0.0) { /* no element: no gradient to scale */
+        k[0] = 0.0;
+        return;
+    }
     double b = g[0] / g[1], d;
     if (b == 0.0) {
         d = f->gamma == 0.0 ? f->alpha : 0.0;

@@ -13,9 +13,12 @@ def _desc(name, a):
     return Desc(name, a.ctypes.data if a.size else None, code, a.shape)
 
 
-def evaluate(config, *, threads=None, plugin_path=None, grad=True, **arrays):
+def evaluate(config, tensors=None, /, *, threads=None, plugin_path=None, grad=True, **arrays):
     """Evaluates the loss of config (a path, JSON string or dict) on numpy
-    arrays given by slot name (input=..., target=..., weight=...).
+    arrays given by tensor name: a slot's (input=..., target=...,
+    weight=...) or one the config's "tensors" bind a slot to
+    (logits_x2=...). tensors, a dict of name to array, gives them too, for
+    names that are no Python keyword argument (threads, grad, 2x, ...).
 
     Returns (value, grads): value is a float, or for reduction none the
     per-position losses as an array; grads maps each differentiable slot
@@ -23,6 +26,11 @@ def evaluate(config, *, threads=None, plugin_path=None, grad=True, **arrays):
     reduction none), an array of the slot's shape and dtype."""
     loss = config if isinstance(config, CompiledLoss) else CompiledLoss(config, threads,
                                                                         plugin_path)
+    if tensors is not None:
+        both = set(tensors) & set(arrays)
+        if both:
+            raise TypeError("tensor %r is given twice" % sorted(both)[0])
+        arrays = {**tensors, **arrays}
     arrays = {k: v for k, v in arrays.items() if v is not None}
     loss.check_names(arrays)
     held = {k: np.ascontiguousarray(v) for k, v in arrays.items()}

@@ -83,7 +83,10 @@ class Loss(torch.nn.Module):
 
     loss(input, target=None, weight=None, **tensors) returns the value (a
     0-dim tensor; per-position losses for reduction none) with autograd to
-    every differentiable slot given. CPU float32/float64 tensors are passed
+    every differentiable tensor given. Tensors are named by slot, or by the
+    names a config's "tensors" bind slots to (deep supervision:
+    loss(x, t, logits_x2=x2, mask_x2=t2)); loss({"name": tensor, ...})
+    takes them all from one dict. CPU float32/float64 tensors are passed
     to the runtime in place (a non-contiguous one is made contiguous).
 
     threads: evaluation threads (like --threads); plugin_path: plugin folders
@@ -133,8 +136,15 @@ class Loss(torch.nn.Module):
         return self.process_group if self.process_group is not None else dist.group.WORLD
 
     def forward(self, input=None, target=None, weight=None, **tensors):
-        given = {"input": input, "target": target, "weight": weight}
-        given.update(tensors)
+        if isinstance(input, dict):
+            # loss({"logits_x2": x2, ...}): every tensor by name, for names
+            # that are no Python keyword argument
+            if target is not None or weight is not None or tensors:
+                raise TypeError("give the tensors either as one dict or as arguments, not both")
+            given = dict(input)
+        else:
+            given = {"input": input, "target": target, "weight": weight}
+            given.update(tensors)
         given = {k: v for k, v in given.items() if v is not None}
         self._loss.check_names(given)
         names, want, ts = [], [], []

@@ -170,3 +170,146 @@ class Numpy(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Bindings(unittest.TestCase):
+    """A config whose terms bind slots to other tensor names (deep
+    supervision): the tensors are passed and the gradients returned by
+    those names."""
+
+    CONFIG = {"terms": [{"loss": "dice", "weight": 1.0, "params": {"smooth": 1}},
+                        {"loss": "dice", "weight": 0.5, "params": {"smooth": 1},
+                         "tensors": {"input": "logits_x2", "target": "mask_x2"}}],
+              "reduction": "mean"}
+
+    def data(self):
+        rng = np.random.default_rng(7)
+        x = rng.normal(size=(2, 1, 8, 8))
+        t = (rng.random((2, 1, 8, 8)) > 0.5).astype(np.float64)
+        x2 = rng.normal(size=(2, 1, 4, 4))
+        t2 = (rng.random((2, 1, 4, 4)) > 0.5).astype(np.float64)
+        return x, t, x2, t2
+
+    def test_numpy_by_tensor_name(self):
+        x, t, x2, t2 = self.data()
+        dice = {"loss": "dice", "params": {"smooth": 1}}
+        v1, g1 = losskit.evaluate(dice, input=x, target=t)
+        v2, g2 = losskit.evaluate(dice, input=x2, target=t2)
+        v, g = losskit.evaluate(self.CONFIG, input=x, target=t, logits_x2=x2, mask_x2=t2)
+        self.assertEqual(v, v1 + 0.5 * v2)
+        self.assertEqual(set(g), {"input", "logits_x2"})
+        np.testing.assert_array_equal(g["input"], g1["input"])
+        np.testing.assert_allclose(g["logits_x2"], 0.5 * g2["input"], rtol=1e-15)
+        with self.assertRaises(losskit.DataError) as cm:
+            losskit.evaluate(self.CONFIG, input=x, target=t, logits_x2=x2)
+        self.assertIn("missing tensor 'mask_x2' for slot 'target'", str(cm.exception))
+        with self.assertRaises(losskit.DataError) as cm:
+            losskit.evaluate(self.CONFIG, input=x, target=t, logits_x2=x2, mask_x2=t2,
+                             logits_x4=x2)
+        self.assertIn("'logits_x4' is not a tensor slot", str(cm.exception))
+
+    def test_torch_autograd_to_every_head(self):
+        x, t, x2, t2 = (torch.from_numpy(a) for a in self.data())
+        loss = losskit.Loss(self.CONFIG)
+        self.assertEqual(loss.slots, ["input", "target", "logits_x2", "mask_x2"])
+        xa = x.clone().requires_grad_(True)
+        x2a = x2.clone().requires_grad_(True)
+        value = loss(xa, t, logits_x2=x2a, mask_x2=t2)
+        value.backward()
+        # the same sum of two dice losses in plain torch ops
+        xb = x.clone().requires_grad_(True)
+        x2b = x2.clone().requires_grad_(True)
+
+        def dice(z, y):
+            p = torch.sigmoid(z)
+            return 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+        ref = dice(xb, t) + 0.5 * dice(x2b, t2)
+        ref.backward()
+        self.assertAlmostEqual(float(value), float(ref), places=13)
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(x2a.grad, x2b.grad, rtol=1e-12, atol=1e-15)
+
+    def test_shared_tensor_accumulates(self):
+        x, t, _, _ = (torch.from_numpy(a) for a in self.data())
+        aux = torch.linspace(-1, 1, x.numel(), dtype=torch.float64).reshape(x.shape)
+        loss = losskit.Loss({"terms": [{"loss": "mse", "weight": 2},
+                                       {"loss": "l1", "weight": 0.5,
+                                        "tensors": {"target": "aux"}}],
+                             "reduction": "sum"})
+        xa = x.clone().requires_grad_(True)
+        loss(xa, t, aux=aux).backward()
+        xb = x.clone().requires_grad_(True)
+        (2 * ((xb - t) ** 2).sum() + 0.5 * (xb - aux).abs().sum()).backward()
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-14, atol=0)
+
+
+class EmptyBatches(unittest.TestCase):
+    """A mean over nothing is 0 and its gradient 0, never torch's NaN
+    (docs/design.md): an empty batch, or every target ignored."""
+
+    def test_ctc_zero_samples(self):
+        lp = np.zeros((5, 0, 4))
+        z = np.zeros(0, np.int64)
+        for red in ("mean", "sum"):
+            v, g = losskit.evaluate({"loss": "ctc", "reduction": red}, input=lp,
+                                    target=np.zeros((0, 2), np.int64), input_lengths=z,
+                                    target_lengths=z)
+            self.assertEqual(v, 0.0, red)
+            self.assertEqual(g["input"].shape, (5, 0, 4))
+
+    def test_every_target_ignored(self):
+        x = np.random.default_rng(3).normal(size=(2, 3, 4, 4))
+        y = np.full((2, 4, 4), -100, np.int64)
+        for cfg in ({"loss": "nll"}, {"loss": "cross_entropy"},
+                    {"loss": "cross_entropy", "params": {"label_smoothing": 0.1}},
+                    {"loss": "dice", "params": {"mode": "multiclass", "smooth": 0}},
+                    {"loss": "dice", "params": {"mode": "multiclass"}}):
+            v, g = losskit.evaluate(cfg, input=x, target=y)
+            self.assertEqual(v, 0.0, cfg)
+            np.testing.assert_array_equal(g["input"], np.zeros_like(x), str(cfg))
+
+    def test_classes_weighing_zero(self):
+        x = np.random.default_rng(4).normal(size=(3, 4))
+        y = np.array([0, 0, -100])
+        for loss in ("nll", "cross_entropy"):
+            v, g = losskit.evaluate({"loss": loss, "params": {"weight": [0, 1, 1, 1]}},
+                                    input=x, target=y)
+            self.assertEqual(v, 0.0, loss)
+            np.testing.assert_array_equal(g["input"], np.zeros_like(x), loss)
+
+    def test_empty_batch_every_mean(self):
+        for cfg, shape in (({"loss": "mse"}, (0, 3)), ({"loss": "dice_bce"}, (0, 1, 4, 4)),
+                           ({"loss": "focal_mean_bce"}, (0, 2)),
+                           ({"loss": "ntxent"}, (0, 4)),
+                           ({"loss": "multilabel_soft_margin"}, (0, 3))):
+            x = np.zeros(shape)
+            kw = {"input": x} if cfg["loss"] == "ntxent" else {"input": x, "target": x}
+            v, g = losskit.evaluate(cfg, **kw)
+            self.assertEqual(v, 0.0, cfg)
+
+
+class NamesAsDict(unittest.TestCase):
+    """Tensor names that are no Python keyword argument, in a dict."""
+
+    CONFIG = {"terms": [{"loss": "mse", "tensors": {"input": "threads", "target": "2x"}}],
+              "reduction": "sum"}
+
+    def test_numpy(self):
+        a, b = np.arange(6.0), np.ones(6)
+        v, g = losskit.evaluate(self.CONFIG, {"threads": a, "2x": b})
+        self.assertEqual(v, float(((a - b) ** 2).sum()))
+        np.testing.assert_array_equal(g["threads"], 2 * (a - b))
+        with self.assertRaises(TypeError):
+            losskit.evaluate({"loss": "mse"}, {"input": a}, input=a)
+        # the old keyword form still works
+        v2, _ = losskit.evaluate({"loss": "mse", "reduction": "sum"}, input=a, target=b)
+        self.assertEqual(v2, v)
+
+    def test_torch(self):
+        loss = losskit.Loss(self.CONFIG)
+        a = torch.arange(6.0, dtype=torch.float64, requires_grad=True)
+        b = torch.ones(6, dtype=torch.float64)
+        loss({"threads": a, "2x": b}).backward()
+        torch.testing.assert_close(a.grad, 2 * (a.detach() - b))
+        with self.assertRaises(TypeError):
+            loss({"threads": a}, b)

@@ -140,15 +140,24 @@ LK_API lk_status lk_loss_term_at(const lk_loss *loss, size_t i, lk_loss_info *in
 LK_API void lk_loss_traffic(const lk_loss *loss, int32_t backward, int32_t *input_reads,
                             int32_t *grad_accesses);
 
-/* The tensor slots the loss reads, across all its terms: the union by name,
- * in the order first met. *desc describes the slot as the first term that
- * declares it; required is 1 when any term requires it. */
+/* The tensors the loss reads, across all its terms: the union by name, in
+ * the order first met. A tensor's name is its slot's, or the name the
+ * config's "tensors" bind the slot to ({"input": "logits_x2"}: deep
+ * supervision, several heads). *desc describes the tensor as the slot of
+ * the first term that reads it, with desc->name the tensor's name (valid as
+ * long as the loss); required is 1 when any term requires it and
+ * differentiable when any term differentiates it. */
 LK_API size_t lk_loss_slot_count(const lk_loss *loss);
 LK_API lk_status lk_loss_slot_at(const lk_loss *loss, size_t i, const lk_slot_desc **desc,
                           int32_t *required, int32_t *differentiable);
 /* What slot i holds (lk_slot_values_of() of its declaring term), or
  * LK_VALUES_DEFAULT when there is no slot i. */
 LK_API int32_t lk_loss_slot_values(const lk_loss *loss, size_t i);
+
+/* The name of the tensor that slot `slot` (in the loss descriptor's order)
+ * of term `term` reads: the slot's own name, or the config's binding. NULL
+ * when there is no such term or slot. Strings live as long as the loss. */
+LK_API const char *lk_loss_term_tensor(const lk_loss *loss, size_t term, size_t slot);
 
 /* Whether the loss offers its own test data (lk_loss_desc.example, ABI 1.1):
  * 1 for a one-term loss whose plugin is built against minor >= 1 and sets
@@ -162,20 +171,21 @@ LK_API int lk_loss_has_example(const lk_loss *loss);
 LK_API lk_status lk_loss_example(const lk_loss *loss, int32_t k, int32_t dtype, uint64_t seed,
                                  lk_tensor *slots, char *errmsg);
 
-/* A tensor bound to a slot name. */
+/* A tensor of a call, by name. */
 typedef struct lk_named_tensor {
-    const char *name;   /* the slot: "input", "target", ... */
+    const char *name;   /* "input", "target", ..., or a name a config binds */
     lk_tensor tensor;
     const char *origin; /* where it came from (a file name) for messages, or NULL */
 } lk_named_tensor;
 
 /* One evaluation. The caller owns every buffer. */
 typedef struct lk_eval_args {
-    const lk_named_tensor *tensors; /* inputs by slot name */
+    const lk_named_tensor *tensors; /* inputs by tensor name (lk_loss_slot_at) */
     size_t n_tensors;
-    /* Wanted gradients by slot name: each tensor is shaped like its slot, of
-     * the slot's floating-point dtype, allocated by the caller and entirely
-     * overwritten. */
+    /* Wanted gradients by tensor name: each is shaped like its tensor, of
+     * its floating-point dtype, allocated by the caller and entirely
+     * overwritten. A tensor that several terms read gets the sum of their
+     * gradients. */
     const lk_named_tensor *grads;
     size_t n_grads;
     /* Reduction none: where the per-position losses go (shape from

@@ -302,7 +302,9 @@ typedef struct lk_loss_desc {
 
     /* The loss value from the combined statistics. May be NULL: the value
      * is then stats[0] for sum, stats[0] / mean_norm for mean, and stats[0]
-     * over slot 0's dim 0 for batchmean. [any-thread] */
+     * over slot 0's dim 0 for batchmean, where a divisor of 0 (an empty
+     * batch, every position ignored) gives 0. One that divides must keep
+     * that rule: never NaN. [any-thread] */
     lk_status (*finalize)(const void *instance, const lk_plan *plan, const double *stats,
                           int32_t reduction, double *value, lk_msg *msg);
 

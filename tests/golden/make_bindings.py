@@ -1,0 +1,264 @@
+#!/usr/bin/python3
+"""Golden data for configs whose terms bind slots to other tensors
+("tensors": deep supervision, several heads), computed with PyTorch in
+float64.
+
+    /usr/bin/python3 tests/golden/make_bindings.py             # write the goldens
+    /usr/bin/python3 tests/golden/make_bindings.py --random 7  # compare a build
+
+Without arguments it writes, deterministically (fixed seed, fixed order):
+  tests/golden/bindings/*.npy            inputs, reference gradients
+  tests/golden/catalogue/bindings.json   the cases (format: tests/test_catalogue.c)
+
+Each config is a weighted sum whose reference is the same weighted sum of
+torch losses, each on the tensors its term reads, differentiated by autograd
+with respect to every differentiable tensor, so that a tensor two terms read
+gets both terms' gradients:
+  deep_supervision  configs/deep_supervision.json on configs/data: dice at
+                    three scales; dice in plain torch ops (the tutorial's
+                    DiceLoss: 1 - (2 sum p t + s) / (sum p + sum t + s),
+                    p = sigmoid(x));
+  shared_input      bce_with_logits(input, target) + 0.5 mse(input, aux):
+                    F.binary_cross_entropy_with_logits and F.mse_loss, one
+                    logit tensor read by both terms;
+  two_heads_ce      cross_entropy(input, target) + 0.4 cross_entropy(aux_logits,
+                    target): F.cross_entropy, two heads sharing one int64
+                    target.
+
+--random SEED draws new shapes, weights and data, runs `build/host/losskit
+run ... --tensor NAME=FILE --grad-tensor NAME=FILE --json` into a temporary
+folder, compares with torch and prints the largest relative errors; it exits
+1 if a value is off by more than 1e-6 relative or a gradient element by more
+than 1e-5 relative (1e-9 absolute floor, as the catalogue test).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = "tests/golden/bindings"
+CATALOGUE = "tests/golden/catalogue/bindings.json"
+SEED = 20261202
+
+
+def path(rel):
+    return os.path.join(ROOT, rel)
+
+
+def dice(x, t, smooth):
+    p = torch.sigmoid(x)
+    return 1.0 - (2.0 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth)
+
+
+# The torch loss of one term on the tensors it reads, by slot.
+def term_loss(term, ts, red):
+    loss, p = term["loss"], term.get("params", {})
+    if loss == "dice":
+        return dice(ts["input"], ts["target"], p.get("smooth", 1.0))
+    if loss == "bce_with_logits":
+        return F.binary_cross_entropy_with_logits(ts["input"], ts["target"], reduction=red)
+    if loss == "mse":
+        return F.mse_loss(ts["input"], ts["target"], reduction=red)
+    if loss == "cross_entropy":
+        return F.cross_entropy(ts["input"], ts["target"], reduction=red)
+    raise ValueError(loss)
+
+
+SLOTS = {"dice": ("input", "target"), "bce_with_logits": ("input", "target"),
+         "mse": ("input", "target"), "cross_entropy": ("input", "target")}
+
+
+def reference(config, arrays):
+    """The value and the gradient of every float tensor, by tensor name."""
+    red = config.get("reduction", "mean")
+    leaves = {}
+    for k, a in arrays.items():
+        t = torch.from_numpy(np.asarray(a))
+        if t.is_floating_point():
+            t = t.to(torch.float64).requires_grad_(True)
+        leaves[k] = t
+    total = torch.zeros((), dtype=torch.float64)
+    for term in config["terms"]:
+        bind = term.get("tensors", {})
+        ts = {s: leaves[bind.get(s, s)] for s in SLOTS[term["loss"]]}
+        total = total + term.get("weight", 1.0) * term_loss(term, ts, red)
+    total.backward()
+    grads = {k: t.grad.numpy() for k, t in leaves.items() if t.is_floating_point()
+             and t.grad is not None and k in differentiable(config)}
+    return float(total), grads
+
+
+def differentiable(config):
+    """The tensors some term reads through its input slot (only inputs
+    have gradients in these losses)."""
+    return {t.get("tensors", {}).get("input", "input") for t in config["terms"]}
+
+
+def ds_config():
+    with open(path("configs/deep_supervision.json")) as f:
+        c = json.load(f)
+    c.pop("description", None)
+    return c
+
+
+SHARED = {"terms": [{"loss": "bce_with_logits", "weight": 1.0},
+                    {"loss": "mse", "weight": 0.5, "tensors": {"target": "aux"}}],
+          "reduction": "mean"}
+TWO_HEADS = {"terms": [{"loss": "cross_entropy", "weight": 1.0},
+                       {"loss": "cross_entropy", "weight": 0.4,
+                        "tensors": {"input": "aux_logits"}}],
+             "reduction": "mean"}
+
+
+def draw_shared(rng, shape, dt):
+    return {"input": (1.5 * rng.standard_normal(shape)).astype(dt),
+            "target": (rng.random(shape) > 0.5).astype(dt),
+            "aux": rng.standard_normal(shape).astype(dt)}
+
+
+def draw_heads(rng, n, c, hw, dt):
+    return {"input": (1.5 * rng.standard_normal((n, c) + hw)).astype(dt),
+            "aux_logits": (1.5 * rng.standard_normal((n, c) + hw)).astype(dt),
+            "target": rng.integers(0, c, (n,) + hw).astype(np.int64)}
+
+
+def write_goldens():
+    os.makedirs(path(OUT), exist_ok=True)
+    rng = np.random.default_rng(SEED)
+    data = "configs/data/"
+    cases = []
+
+    def add(name, config, rels):
+        arrays = {k: np.load(path(v)) for k, v in rels.items()}
+        value, grads = reference(config, arrays)
+        gr = {}
+        for k, g in grads.items():
+            rel = "%s/%s_grad_%s.npy" % (OUT, name, k)
+            np.save(path(rel), g)
+            gr[k] = rel
+        cases.append({"name": name, "config": config, "tensors": rels, "value": value,
+                      "grads": gr})
+
+    add("deep_supervision_f32", ds_config(),
+        {"input": data + "input.npy", "target": data + "target.npy",
+         "logits_x2": data + "logits_x2.npy", "mask_x2": data + "mask_x2.npy",
+         "logits_x4": data + "logits_x4.npy", "mask_x4": data + "mask_x4.npy"})
+    for dt, tag in ((np.float64, "f64"), (np.float32, "f32")):
+        rels = {}
+        for k, a in draw_shared(rng, (4, 3, 5), dt).items():
+            rels[k] = "%s/shared_%s_%s.npy" % (OUT, tag, k)
+            np.save(path(rels[k]), a)
+        add("shared_input_%s" % tag, SHARED, rels)
+        rels = {}
+        for k, a in draw_heads(rng, 3, 4, (5,), dt).items():
+            rels[k] = "%s/heads_%s_%s.npy" % (OUT, tag, k)
+            np.save(path(rels[k]), a)
+        add("two_heads_ce_%s" % tag, TWO_HEADS, rels)
+    with open(path(CATALOGUE), "w") as f:
+        json.dump(cases, f, indent=1)
+        f.write("\n")
+    print("wrote %d cases to %s" % (len(cases), CATALOGUE))
+
+
+# --------------------------------------------------------------------------
+# --random: compare a build with torch on data no test uses
+
+def rel(got, want):
+    return 0.0 if got == want else abs(got - want) / max(abs(want), 1e-12)
+
+
+def elementwise_rel(got, want):
+    got = got.astype(np.float64)
+    d = np.abs(got - want)
+    r = np.where(got == want, 0.0, d / np.maximum(np.abs(want), 1e-9 / 1e-5))
+    return float(np.max(r, initial=0.0))
+
+
+def compare_run(exe, tmp, config, arrays):
+    cpath = os.path.join(tmp, "config.json")
+    with open(cpath, "w") as f:
+        json.dump(config, f)
+    cmd = [exe, "run", cpath, "--json"]
+    for k, v in arrays.items():
+        fn = os.path.join(tmp, k + ".npy")
+        np.save(fn, v)
+        cmd += ["--tensor", "%s=%s" % (k, fn)]
+    for k in sorted(differentiable(config)):
+        cmd += ["--grad-tensor", "%s=%s" % (k, os.path.join(tmp, "g_" + k + ".npy"))]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError("%s: %s" % (" ".join(cmd), res.stderr))
+    got = json.loads(res.stdout)
+    value, grads = reference(config, arrays)
+    ge = max(elementwise_rel(np.load(os.path.join(tmp, "g_" + k + ".npy")), g)
+             for k, g in grads.items())
+    return rel(got["value"], value), ge
+
+
+def run_random(seed, exe):
+    rng = np.random.default_rng(1_000_003 * (seed + 1) + 29)  # never SEED
+    worst, ok = {}, True
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(6):
+            for dt, tag in ((np.float64, "f64"), (np.float32, "f32")):
+                n = int(rng.integers(1, 4))
+                h = int(rng.choice([4, 8, 16]))
+                scales = int(rng.integers(2, 4))
+                terms, arrays = [], {}
+                for s in range(scales):
+                    hs = h >> s
+                    x = (1.5 * rng.standard_normal((n, 1, hs, hs))).astype(dt)
+                    t = (rng.random((n, 1, hs, hs)) > 0.5).astype(dt)
+                    names = ("input", "target") if s == 0 else ("logits_x%d" % (1 << s),
+                                                                 "mask_x%d" % (1 << s))
+                    arrays[names[0]], arrays[names[1]] = x, t
+                    term = {"loss": "dice", "weight": float(rng.uniform(0.1, 1.0)),
+                            "params": {"smooth": float(rng.uniform(0.0, 2.0))}}
+                    if s:
+                        term["tensors"] = {"input": names[0], "target": names[1]}
+                    terms.append(term)
+                cases = [("deep_supervision", {"terms": terms, "reduction": "mean"}, arrays)]
+                shared = json.loads(json.dumps(SHARED))
+                shared["terms"][1]["weight"] = float(rng.uniform(-1.0, 2.0))
+                shared["reduction"] = str(rng.choice(["mean", "sum"]))
+                shape = tuple(int(s) for s in rng.integers(1, 7, int(rng.integers(1, 4))))
+                cases.append(("shared_input", shared, draw_shared(rng, shape, dt)))
+                heads = json.loads(json.dumps(TWO_HEADS))
+                heads["terms"][1]["weight"] = float(rng.uniform(0.1, 1.0))
+                heads["reduction"] = str(rng.choice(["mean", "sum"]))
+                cases.append(("two_heads_ce", heads,
+                              draw_heads(rng, int(rng.integers(1, 5)), int(rng.integers(2, 6)),
+                                         (int(rng.integers(1, 6)),), dt)))
+                for name, config, a in cases:
+                    ve, ge = compare_run(exe, tmp, config, a)
+                    w = worst.setdefault((name, tag), [0.0, 0.0, 0])
+                    w[0], w[1], w[2] = max(w[0], ve), max(w[1], ge), w[2] + 1
+    print("seed %d: largest relative errors against torch (float64 reference)" % seed)
+    for (name, tag), (ve, ge, n) in sorted(worst.items()):
+        flag = "" if ve <= 1e-6 and ge <= 1e-5 else "   FAIL"
+        ok &= not flag
+        print("  %-17s %s  value %.2e  gradient %.2e  (%d runs)%s" % (name, tag, ve, ge, n, flag))
+    return ok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--random", type=int, metavar="SEED",
+                    help="compare build/host/losskit with torch on new random data")
+    ap.add_argument("--losskit", default=path("build/host/losskit"))
+    args = ap.parse_args()
+    if args.random is None:
+        write_goldens()
+        return 0
+    return 0 if run_random(args.random, args.losskit) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
