@@ -249,8 +249,12 @@ Test(config, out_of_range)
 {
     expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": -1}}",
                  SRC ": $.params.gamma: ", "-1 is out of range [0, inf]", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": -1.5}}",
+                 SRC ": $.params.alpha: ", "-1.5 is out of range [-1, inf]", NULL);
+    /* alpha is a list that multiclass mode reads as class weights; binary
+     * mode's bound of 1 is the loss's own check */
     expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": 1.5}}",
-                 SRC ": $.params.alpha: ", "1.5 is out of range [-1, 1]", NULL);
+                 SRC ": $.params: ", "alpha = 1.5 is out of range [-1, 1]", NULL);
 }
 
 Test(config, list_with_a_non_number_item)

@@ -386,7 +386,8 @@ static const lk_param_desc focal_include_background = {
 
 static const lk_param_desc focal_ignore_index = {
     .name = "ignore_index",
-    .doc = "multiclass: positions whose class index is this value count nowhere; unset: none",
+    .doc = "multiclass: positions whose class index is this value count nowhere; unset (the "
+           "default shown is not applied): no position is ignored",
     .type = LK_PARAM_INTEGER,
     .default_number = -100.0,
     .min = -HUGE_VAL,
