@@ -309,6 +309,15 @@ static lk_status focal_mc__fwd(const void *inst, const lk_plan *plan, const lk_b
 {
     const focal local = *(const focal *)inst;
     lk_status st = lk_classes_forward(&local, plan, blk, &fmc_ops, msg);
+    if (st == LK_OK && !local.has_ignore &&
+        blk->stats[FMC_COUNT] != (double)(blk->end - blk->begin)) {
+        /* the driver's stand-in ignore_index, INT64_MIN, was met: no
+         * index is ignored unless asked for */
+        const int64_t *y = (const int64_t *)blk->slots[1].data;
+        for (int64_t j = blk->begin; j < blk->end; j++)
+            if (y[j] == INT64_MIN)
+                return fmc_bad_index(&local, &blk->slots[1], j, y[j], plan->aux[LK_CLS_AUX_C], msg);
+    }
     if (st != LK_OK || !blk->grads || !blk->grads[0].data)
         return st;
     double none = 0.0;
@@ -438,7 +447,8 @@ static lk_status focal_init(void *inst, const lk_param_value *p, lk_msg *msg)
     const lk_param_value *a = &p[P_ALPHA];
     if (f->mode == FOCAL_MULTICLASS) {
         f->has_ignore = p[P_IGNORE].is_set != 0;
-        /* unset: an index no class can have (only this int64 counts as ignored) */
+        /* unset: the driver's ignore_index is INT64_MIN, which focal_mc__fwd
+         * refuses as a class index */
         f->ignore_index = f->has_ignore ? p[P_IGNORE].integer : INT64_MIN;
         for (int64_t i = 0; a->is_set && i < a->list_len; i++)
             if (a->list[i] < 0.0)
