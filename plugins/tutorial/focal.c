@@ -12,7 +12,8 @@
  * The loss is FUSED: every gradient is per position. The one global
  * number, the multiclass mean's count of positions not ignored, is met by
  * planning such a call (ignore_index set, reduction mean) as one block, whose
- * forward knows the count before it writes the gradient (focal_mc__fwd).
+ * forward knows the count before it writes the gradient (focal_mc__fwd,
+ * which spreads that block over the host's threads itself).
  */
 #include "losskit/classes.h"
 #include "tutorial.h"
@@ -37,6 +38,7 @@ typedef struct focal {
     double *ac;
     int has_ignore;
     int64_t ignore_index;
+    const lk_host *host; /* its threads serve the one block of focal_mc__fwd */
 } focal;
 
 /* ------------------------------------------------------------------------ */
@@ -298,16 +300,113 @@ static const lk_cls_ops fmc_ops = {
     .bad_index = fmc_bad_index,
 };
 
+/* The one block of a call with ignore_index under mean, cut into the
+ * blocks the driver would otherwise have had, on the host's threads: every
+ * sub-block's statistics first (pass 0, each into its own pair), then, the
+ * call's count known, their gradients (pass 1). The cut depends on the
+ * shape alone and the sums are added in order, so the result does not
+ * depend on the thread count. */
+typedef struct fmc_cut {
+    const focal *f;
+    const lk_plan *plan;
+    const lk_block *blk;
+    int64_t len;  /* positions per sub-block */
+    double *st;   /* 2 per sub-block */
+    double scale; /* pass 1's grad_scale */
+    int pass;
+} fmc_cut;
+
+static lk_block fmc_sub(const fmc_cut *j, int64_t k)
+{
+    lk_block b = *j->blk;
+    b.begin = j->blk->begin + k * j->len;
+    b.end = j->blk->end - b.begin > j->len ? b.begin + j->len : j->blk->end;
+    b.stats = j->st + 2 * k;
+    return b;
+}
+
+/* Messages are formed again, serially, by fmc_cut_run: a failing chunk's
+ * here may be any thread's. */
+static lk_status fmc_cut_range(void *arg, int64_t k0, int64_t k1)
+{
+    const fmc_cut *j = (const fmc_cut *)arg;
+    static const double none = 0.0;
+    char buf[64];
+    lk_msg m = {buf, sizeof buf};
+    for (int64_t k = k0; k < k1; k++) {
+        lk_block b = fmc_sub(j, k);
+        lk_status st;
+        if (j->pass == 0) {
+            st = lk_classes_forward(j->f, j->plan, &b, &fmc_ops, &m);
+        } else {
+            b.global = &none;
+            b.grad_scale = j->scale;
+            st = lk_classes_backward(j->f, j->plan, &b, &fmc_ops, &m);
+        }
+        if (st != LK_OK)
+            return st;
+    }
+    return LK_OK;
+}
+
+static lk_status fmc_cut_run(fmc_cut *j, int64_t n, lk_msg *msg)
+{
+    const lk_host *h = j->f->host;
+    lk_status st = h && h->parallel_for ? h->parallel_for(h->ctx, n, 1, fmc_cut_range, j)
+                                        : fmc_cut_range(j, 0, n);
+    if (st == LK_OK)
+        return LK_OK;
+    if (j->pass == 1) /* backward fails only for memory */
+        return lk_fail(msg, st, "mode \"multiclass\": the gradient of a block failed");
+    for (int64_t k = 0; k < n; k++) { /* the first failure in position order */
+        lk_block b = fmc_sub(j, k);
+        lk_status s2 = lk_classes_forward(j->f, j->plan, &b, &fmc_ops, msg);
+        if (s2 != LK_OK)
+            return s2;
+    }
+    return lk_fail(msg, st, "mode \"multiclass\": a block failed");
+}
+
+static lk_status fmc_one_block(const focal *f, const lk_plan *plan, const lk_block *blk,
+                               lk_msg *msg)
+{
+    int64_t len = lk_classes_block(plan->aux[LK_CLS_AUX_C]);
+    int64_t n = (blk->end - blk->begin + len - 1) / len;
+    int grads = blk->grads && blk->grads[0].data;
+    if (grads && plan->mean_norm != plan->auxf[0])
+        return lk_fail(msg, LK_ERR_UNSUPPORTED,
+                       "mode \"multiclass\" with ignore_index and reduction mean divides "
+                       "by the positions not ignored, which a split evaluation cannot sum; "
+                       "use reduction sum and divide by the count");
+    fmc_cut j = {f, plan, blk, len, calloc((size_t)(n > 0 ? 2 * n : 1), sizeof(double)), 0.0, 0};
+    if (!j.st)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld blocks' sums", (long long)n);
+    lk_status st = fmc_cut_run(&j, n, msg);
+    double count = 0.0;
+    for (int64_t k = 0; st == LK_OK && k < n; k++) {
+        blk->stats[FMC_LOSS] += j.st[2 * k + FMC_LOSS];
+        count += j.st[2 * k + FMC_COUNT];
+    }
+    blk->stats[FMC_COUNT] += count;
+    if (st == LK_OK && grads) {
+        /* the host's 1 / mean_norm becomes 1 / count, or 0 */
+        j.scale = count > 0.0 ? blk->grad_scale * plan->mean_norm / count : 0.0;
+        j.pass = 1;
+        st = fmc_cut_run(&j, n, msg);
+    }
+    free(j.st);
+    return st;
+}
+
 /* Fused: the statistics, then the gradient of the same block. With
- * reduction mean the host has folded 1 / mean_norm (every position) into
- * grad_scale; where positions are ignored the plan made this the only
- * block, so its count is the call's, and the scale becomes 1 / count (0
- * when every position is ignored). A split evaluation's second run sees
- * the processes' summed mean_norm, not their summed count: refused. */
+ * ignore_index under mean the plan made the call one block, which
+ * fmc_one_block runs. */
 static lk_status focal_mc__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
                                lk_msg *msg)
 {
     const focal local = *(const focal *)inst;
+    if (local.has_ignore && blk->reduction == LK_REDUCTION_MEAN)
+        return fmc_one_block(&local, plan, blk, msg);
     lk_status st = lk_classes_forward(&local, plan, blk, &fmc_ops, msg);
     if (st == LK_OK && !local.has_ignore &&
         blk->stats[FMC_COUNT] != (double)(blk->end - blk->begin)) {
@@ -320,18 +419,9 @@ static lk_status focal_mc__fwd(const void *inst, const lk_plan *plan, const lk_b
     }
     if (st != LK_OK || !blk->grads || !blk->grads[0].data)
         return st;
-    double none = 0.0;
+    static const double none = 0.0;
     lk_block b = *blk;
     b.global = &none;
-    if (local.has_ignore && blk->reduction == LK_REDUCTION_MEAN) {
-        if (plan->mean_norm != plan->auxf[0])
-            return lk_fail(msg, LK_ERR_UNSUPPORTED,
-                           "mode \"multiclass\" with ignore_index and reduction mean divides "
-                           "by the positions not ignored, which a split evaluation cannot sum; "
-                           "use reduction sum and divide by the count");
-        double n = blk->stats[FMC_COUNT];
-        b.grad_scale = n > 0.0 ? blk->grad_scale * plan->mean_norm / n : 0.0;
-    }
     return lk_classes_backward(&local, plan, &b, &fmc_ops, msg);
 }
 
@@ -617,6 +707,14 @@ static lk_status focal_finalize(const void *inst, const lk_plan *plan, const dou
     return LK_OK;
 }
 
+/* create() as the layer makes it, keeping the host, whose threads the
+ * one-block calls use. */
+#if defined(LK_PRIMARY)
+static lk_status focal_create(const lk_create_args *a, void **inst, lk_msg *msg);
+#else
+#define focal_create NULL
+#endif
+
 /* The target depends on the mode, so plan() checks it. */
 static const lk_slot_desc focal_target = {
     .name = "target",
@@ -636,4 +734,14 @@ LK_LOSS_DESC(focal, focal, LK_LOSS_FUSED, focal__finalize, NULL,
                       .finalize = focal_finalize, .pick = focal_pick),
              .summary = "focal loss of Lin et al.: per-element sigmoid (torchvision's; modes "
                         "binary, multilabel) or softmax over classes (mode multiclass)",
-             .version = "1.2.0", .params = focal_params)
+             .version = "1.2.0", .params = focal_params, .create = focal_create)
+
+#if defined(LK_PRIMARY)
+static lk_status focal_create(const lk_create_args *a, void **inst, lk_msg *msg)
+{
+    lk_status st = focal__create(a, inst, msg);
+    if (st == LK_OK)
+        ((focal *)lk__user((lk__inst *)*inst))->host = a->host;
+    return st;
+}
+#endif
