@@ -1071,6 +1071,57 @@ Test(multiclass, focal_paths_agree, .timeout = 300)
     lk_runtime_close(rt3);
 }
 
+/* bce_with_logits with ignore_index and label_smoothing: under mean the
+ * call is one block that the loss cuts and spreads over the threads itself
+ * (tutorial README): several sub-blocks, every path, 1 against 3 threads
+ * bit for bit, and portable against SIMD. */
+Test(simd, bce_ignore_index_one_block, .timeout = 300)
+{
+    int64_t shape[2] = {3, 40000 + 17};
+    static const char *const configs[] = {
+        "{\"loss\": \"bce_with_logits\", \"params\": {\"ignore_index\": 255, "
+        "\"label_smoothing\": 0.1}}",
+        "{\"loss\": \"bce_with_logits\", \"params\": {\"ignore_index\": 255}, "
+        "\"reduction\": \"sum\"}"};
+    lk_runtime *rt1 = open_runtime(1), *rt3 = open_runtime(3);
+    for (int dt = 0; dt < 2; dt++) {
+        int32_t dtype = dt ? LK_DTYPE_F64 : LK_DTYPE_F32;
+        tens x = tens_new(dtype, 2, shape), t = tens_new(dtype, 2, shape);
+        rng_state = 23u + (uint64_t)dt;
+        fill_logits(&x, X_EXTREME);
+        fill_targets(&t, T_MIXED);
+        for (int64_t i = 0; i < t.n; i += 3)
+            put(t.data, t.dtype, i, 255.0);
+        for (size_t c = 0; c < 2; c++) {
+            lk_loss *lp = make_loss_on(rt1, configs[c], PORTABLE);
+            result p = eval(lp, &x, &t, NULL, 0);
+            cr_expect_eq(p.st, LK_OK, "%s: %s", configs[c], p.err);
+            for (int path = PORTABLE; path <= SIMD; path++) {
+                lk_loss *l1 = make_loss_on(rt1, configs[c], path),
+                        *l3 = make_loss_on(rt3, configs[c], path);
+                result a = eval(l1, &x, &t, NULL, 0), b = eval(l3, &x, &t, NULL, 0);
+                char label[300];
+                snprintf(label, sizeof label, "%s %s (%s)", configs[c], dt ? "f64" : "f32",
+                         path_names[path]);
+                cr_expect(same_bits(&a, &b), "%s: 1 and 3 threads differ (%.17g, %.17g)", label,
+                          a.value, b.value);
+                if (path != PORTABLE)
+                    expect_same(label, &a, &p, dtype, dt ? VALUE_F64 : VALUE_F32);
+                result_free(&a);
+                result_free(&b);
+                lk_loss_free(l1);
+                lk_loss_free(l3);
+            }
+            result_free(&p);
+            lk_loss_free(lp);
+        }
+        free(x.data);
+        free(t.data);
+    }
+    lk_runtime_close(rt1);
+    lk_runtime_close(rt3);
+}
+
 /* The analytic gradient against central differences, float64. */
 Test(multiclass, gradcheck)
 {

@@ -15,6 +15,7 @@ typedef struct bce {
     double smooth;    /* label_smoothing */
     int has_ignore;
     int64_t ignore_index;
+    const lk_host *host; /* its threads serve the one block of bce_gen__fwd */
 } bce;
 
 static const lk_param_desc bce_pos_weight = {
@@ -150,12 +151,112 @@ LK_AI void bce_gen__elem(const void *p, lk_elem *e)
     bce_elem_gen((const bce *)p, e);
 }
 
-/* The targets of the block other than ignore_index must lie in [0, 1];
- * their count goes to stats[1]. With reduction mean the block is the whole
- * call (bce_plan), so the count is the call's, and the host's 1 / mean_norm
- * in grad_scale becomes 1 / count (0 when nothing is counted). A split
- * evaluation's second run sees the processes' summed mean_norm, not their
- * summed count: refused. */
+/* The count of the targets of [j0, j1) other than ignore_index, each of
+ * which must lie in [0, 1]; -1 and a message at the first that does not. */
+static int64_t bce_count(const bce *b, const lk_tensor *t, int64_t j0, int64_t j1, lk_msg *msg)
+{
+    int tf = t->dtype == LK_DTYPE_F32;
+    double ig = (double)b->ignore_index;
+    int64_t n = 0;
+    for (int64_t j = j0; j < j1; j++) {
+        double v = lk__get(t->data, tf, j);
+        if (v == ig)
+            continue;
+        if (v < 0.0 || v > 1.0) {
+            lk_fail(msg, LK_ERR_INVALID,
+                    "target[%lld] = %g is outside [0, 1] and not ignore_index %lld", (long long)j,
+                    v, (long long)b->ignore_index);
+            return -1;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* With ignore_index under mean the plan makes the call one block, cut here
+ * into the blocks it would otherwise have had (a function of the shape), on
+ * the host's threads: every sub-block's count (pass 0), then, the call's
+ * count known, their losses and gradients (pass 1), each sub-block's sums
+ * in its own pair, added in order: the result does not depend on the
+ * thread count. */
+typedef struct bce_cut {
+    const bce *b;
+    const lk_plan *plan;
+    const lk_block *blk;
+    int64_t len;
+    double *st; /* 2 per sub-block */
+    double scale;
+    int pass;
+} bce_cut;
+
+static lk_status bce_cut_range(void *arg, int64_t k0, int64_t k1)
+{
+    const bce_cut *j = (const bce_cut *)arg;
+    char buf[64];
+    lk_msg m = {buf, sizeof buf};
+    for (int64_t k = k0; k < k1; k++) {
+        lk_block s = *j->blk;
+        s.begin = j->blk->begin + k * j->len;
+        s.end = j->blk->end - s.begin > j->len ? s.begin + j->len : j->blk->end;
+        s.stats = j->st + 2 * k;
+        if (j->pass == 0) {
+            int64_t n = bce_count(j->b, &s.slots[1], s.begin, s.end, &m);
+            if (n < 0)
+                return LK_ERR_INVALID;
+            s.stats[1] = (double)n;
+        } else {
+            s.grad_scale = j->scale;
+            lk_status st =
+                lk_elementwise_forward(j->b, j->plan, &s, bce_gen__elem, LK_EW_WEIGHT, &m);
+            if (st != LK_OK)
+                return st;
+        }
+    }
+    return LK_OK;
+}
+
+static lk_status bce_one_block(const bce *b, const lk_plan *plan, const lk_block *blk,
+                               lk_msg *msg)
+{
+    int64_t len = lk_block_positions(blk->end - blk->begin);
+    int64_t n = (blk->end - blk->begin + len - 1) / len;
+    int grads = blk->grads && blk->grads[0].data;
+    if (grads && plan->mean_norm != plan->auxf[0])
+        return lk_fail(msg, LK_ERR_UNSUPPORTED,
+                       "ignore_index with reduction mean divides by the elements not ignored, "
+                       "which a split evaluation cannot sum; use reduction sum and divide by "
+                       "the count");
+    bce_cut j = {b, plan, blk, len, calloc((size_t)(n > 0 ? 2 * n : 1), sizeof(double)), 0.0, 0};
+    if (!j.st)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld blocks' sums", (long long)n);
+    const lk_host *h = b->host;
+    int par = h && h->parallel_for;
+    lk_status st = par ? h->parallel_for(h->ctx, n, 1, bce_cut_range, &j) : bce_cut_range(&j, 0, n);
+    if (st != LK_OK) { /* the message of the first bad target, in order */
+        bce_count(b, &blk->slots[1], blk->begin, blk->end, msg);
+        free(j.st);
+        return st;
+    }
+    double count = 0.0;
+    for (int64_t k = 0; k < n; k++)
+        count += j.st[2 * k + 1];
+    /* the host's 1 / mean_norm becomes 1 / count, or 0 */
+    j.scale = count > 0.0 ? blk->grad_scale * plan->mean_norm / count : 0.0;
+    j.pass = 1;
+    st = par ? h->parallel_for(h->ctx, n, 1, bce_cut_range, &j) : bce_cut_range(&j, 0, n);
+    if (st != LK_OK)
+        lk_fail(msg, st, "a block of the loss failed");
+    for (int64_t k = 0; st == LK_OK && k < n; k++)
+        blk->stats[0] += j.st[2 * k];
+    blk->stats[1] += count;
+    free(j.st);
+    return st;
+}
+
+/* Without ignore_index, smoothing only: the plain driver. With it, the
+ * targets other than ignore_index must lie in [0, 1], and their count goes
+ * to stats[1]; under mean the call is one block (bce_plan, bce_one_block),
+ * so the count is the call's. */
 static lk_status bce_gen__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
                               lk_msg *msg)
 {
@@ -163,35 +264,25 @@ static lk_status bce_gen__fwd(const void *inst, const lk_plan *plan, const lk_bl
     if (!local.has_ignore)
         return lk_elementwise_forward(&local, plan, blk, bce_gen__elem,
                                       LK_EW_WEIGHT | LK_EW_UNIT_TARGET, msg);
-    const lk_tensor *t = &blk->slots[1];
-    int tf = t->dtype == LK_DTYPE_F32;
-    double ig = (double)local.ignore_index;
-    int64_t n = 0;
-    for (int64_t j = blk->begin; j < blk->end; j++) {
-        double v = lk__get(t->data, tf, j);
-        if (v == ig)
-            continue;
-        if (v < 0.0 || v > 1.0)
-            return lk_fail(msg, LK_ERR_INVALID,
-                           "target[%lld] = %g is outside [0, 1] and not ignore_index %lld",
-                           (long long)j, v, (long long)local.ignore_index);
-        n++;
-    }
-    lk_block b = *blk;
-    if (blk->reduction == LK_REDUCTION_MEAN && blk->grads && blk->grads[0].data) {
-        if (plan->mean_norm != plan->auxf[0])
-            return lk_fail(msg, LK_ERR_UNSUPPORTED,
-                           "ignore_index with reduction mean divides by the elements not "
-                           "ignored, which a split evaluation cannot sum; use reduction sum "
-                           "and divide by the count");
-        b.grad_scale = n > 0 ? blk->grad_scale * plan->mean_norm / (double)n : 0.0;
-    }
+    if (blk->reduction == LK_REDUCTION_MEAN)
+        return bce_one_block(&local, plan, blk, msg);
+    int64_t n = bce_count(&local, &blk->slots[1], blk->begin, blk->end, msg);
+    if (n < 0)
+        return LK_ERR_INVALID;
     blk->stats[1] += (double)n;
-    return lk_elementwise_forward(&local, plan, &b, bce_gen__elem, LK_EW_WEIGHT, msg);
+    return lk_elementwise_forward(&local, plan, blk, bce_gen__elem, LK_EW_WEIGHT, msg);
 }
 
 LK__KSET(bce_gen, bce_gen__fwd, NULL, 0)
 LK__FAMILY(bce_gen)
+
+/* create() as the layer makes it, keeping the host, whose threads the
+ * one-block calls use. */
+#if defined(LK_PRIMARY)
+static lk_status bce_create(const lk_create_args *a, void **inst, lk_msg *msg);
+#else
+#define bce_create NULL
+#endif
 
 LK_LOSS_DESC(bce_with_logits, bce, LK_LOSS_FUSED, bce_with_logits__finalize, NULL,
              LK_FAMILIES(&bce_plain__family, &bce_gen__family), tut_weighted_logit_slots,
@@ -200,4 +291,14 @@ LK_LOSS_DESC(bce_with_logits, bce, LK_LOSS_FUSED, bce_with_logits__finalize, NUL
                       .finalize = bce_finalize, .pick = bce_pick),
              .summary = "binary cross-entropy from logits, stable, with weight, pos_weight, "
                         "label_smoothing and ignore_index",
-             .version = "1.2.0", .params = bce_params)
+             .version = "1.2.0", .params = bce_params, .create = bce_create)
+
+#if defined(LK_PRIMARY)
+static lk_status bce_create(const lk_create_args *a, void **inst, lk_msg *msg)
+{
+    lk_status st = bce_with_logits__create(a, inst, msg);
+    if (st == LK_OK)
+        ((bce *)lk__user((lk__inst *)*inst))->host = a->host;
+    return st;
+}
+#endif
