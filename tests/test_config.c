@@ -713,20 +713,23 @@ Test(config, traffic_counts_passes_and_terms)
 
 Test(config, focal_mode_options_refused_outside_their_mode)
 {
-    expect_error("{\"loss\": \"focal\", \"params\": {\"class_weights\": [1, 2]}}", SRC ": $.params: ",
-                 "class_weights applies to mode \"multilabel\" only (the mode is \"binary\")", NULL);
+    expect_error(
+        "{\"loss\": \"focal\", \"params\": {\"class_weights\": [1, 2]}}", SRC ": $.params: ",
+        "class_weights applies to mode \"multilabel\" only (the mode is \"binary\")", NULL);
     expect_error("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
                  "\"include_background\": false}}",
                  SRC ": $.params: ", "include_background applies to mode \"multilabel\" only",
                  NULL);
-    expect_error("{\"loss\": \"focal\", \"params\": {\"mode\": \"multilabel\", \"ignore_index\": 1}}",
-                 SRC ": $.params: ", "ignore_index applies to mode \"multiclass\" only", NULL);
-    expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": [0.25, 0.75]}}", SRC ": $.params: ",
-                 "alpha has 2 values; mode \"binary\" takes one", NULL);
-    expect_error("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"alpha\": [1, -0.5]}}",
-                 SRC ": $.params: ", "alpha[1] = -0.5", ">= 0", NULL);
-    expect_error("{\"loss\": \"focal\", \"params\": {\"mode\": \"multi\"}}", SRC ": $.params.mode: ",
-                 NULL);
+    expect_error(
+        "{\"loss\": \"focal\", \"params\": {\"mode\": \"multilabel\", \"ignore_index\": 1}}",
+        SRC ": $.params: ", "ignore_index applies to mode \"multiclass\" only", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": [0.25, 0.75]}}",
+                 SRC ": $.params: ", "alpha has 2 values; mode \"binary\" takes one", NULL);
+    expect_error(
+        "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"alpha\": [1, -0.5]}}",
+        SRC ": $.params: ", "alpha[1] = -0.5", ">= 0", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"mode\": \"multi\"}}",
+                 SRC ": $.params.mode: ", NULL);
     expect_error("{\"loss\": \"bce_with_logits\", \"params\": {\"label_smoothing\": 1.5}}",
                  SRC ": $.params.label_smoothing: ", "out of range [0, 1]", NULL);
 }
@@ -853,8 +856,8 @@ Test(config, bce_ignore_index)
     cr_assert(strstr(msg, "target[4] = 2 is outside [0, 1] and not ignore_index 255"), "%s", msg);
     /* without ignore_index, 255 is an invalid target as before */
     t[4] = 1.0;
-    cr_assert_eq(eval_mode("{\"loss\": \"bce_with_logits\"}", x, 3, xs, t, LK_DTYPE_F64, 3, xs, g,
-                           &v, msg),
-                 LK_ERR_INVALID);
+    cr_assert_eq(
+        eval_mode("{\"loss\": \"bce_with_logits\"}", x, 3, xs, t, LK_DTYPE_F64, 3, xs, g, &v, msg),
+        LK_ERR_INVALID);
     cr_assert(strstr(msg, "target[0] = 255 is outside [0, 1]"), "%s", msg);
 }

@@ -1015,9 +1015,8 @@ Test(multiclass, paths_agree, .timeout = 300)
  * (the driver's blocks). */
 Test(multiclass, focal_paths_agree, .timeout = 300)
 {
-    static const int64_t shapes[][3] = {{1, 1, 1},   {2, 3, 1},  {3, 2, 7},
-                                        {2, 5, 9},   {1, 4, 33}, {3, 300, 5},
-                                        {4, 3, 4101}, {2, 8, 16384 + 3}};
+    static const int64_t shapes[][3] = {{1, 1, 1},  {2, 3, 1},   {3, 2, 7},    {2, 5, 9},
+                                        {1, 4, 33}, {3, 300, 5}, {4, 3, 4101}, {2, 8, 16384 + 3}};
     static const char *const configs[] = {
         "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"ignore_index\": -100}}",
         "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"ignore_index\": -100, "
@@ -1052,7 +1051,8 @@ Test(multiclass, focal_paths_agree, .timeout = 300)
                 expect_same(pl, &s, &p, xdt, xdt == LK_DTYPE_F32 ? VALUE_F32 : VALUE_F64);
                 result_free(&s);
                 lk_loss_free(ls);
-                lk_loss *l1 = make_loss_on(rt1, config, path), *l3 = make_loss_on(rt3, config, path);
+                lk_loss *l1 = make_loss_on(rt1, config, path),
+                        *l3 = make_loss_on(rt3, config, path);
                 result a = eval(l1, &x, &y, NULL, none), b = eval(l3, &x, &y, NULL, none);
                 cr_expect(same_bits(&a, &b), "%s: 1 and 3 threads differ (%.17g, %.17g)", pl,
                           a.value, b.value);

@@ -47,8 +47,8 @@ static const lk_param_desc bce_ignore_index = {
     .max = HUGE_VAL,
 };
 
-static const lk_param_desc *const bce_params[] LK__UNUSED = {
-    &bce_pos_weight, &bce_label_smoothing, &bce_ignore_index, NULL};
+static const lk_param_desc *const bce_params[] LK__UNUSED = {&bce_pos_weight, &bce_label_smoothing,
+                                                             &bce_ignore_index, NULL};
 
 static lk_status bce_init(void *inst, const lk_param_value *p, lk_msg *msg)
 {
@@ -215,8 +215,7 @@ static lk_status bce_cut_range(void *arg, int64_t k0, int64_t k1)
     return LK_OK;
 }
 
-static lk_status bce_one_block(const bce *b, const lk_plan *plan, const lk_block *blk,
-                               lk_msg *msg)
+static lk_status bce_one_block(const bce *b, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
 {
     int64_t len = lk_block_positions(blk->end - blk->begin);
     int64_t n = (blk->end - blk->begin + len - 1) / len;

@@ -52,8 +52,8 @@ typedef struct focal {
  * |z| = |x|, so the primitives of x serve z: z >= 0 where x's sign agrees
  * with the target, and there ce = L, elsewhere L + |x|. gat is
  * -(2t - 1) alpha_t, the gradient's signed factor. */
-LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one, lk_v at,
-                        lk_v gat, lk_v *l, lk_v *g)
+LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one, lk_v at, lk_v gat,
+                        lk_v *l, lk_v *g)
 {
     lk_m zpos = lk_ge(lk_select(one, x, lk_neg(x)), lk_zero());
     lk_v er = lk_mul(p->e, p->r);
@@ -164,7 +164,7 @@ LK_AI void focal_elem_ml(const focal *f, lk_elem *e)
     {                                                                                              \
         elem((const focal *)p, e);                                                                 \
     }                                                                                              \
-    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
                                  lk_msg *msg)                                                      \
     {                                                                                              \
         focal local = *(const focal *)inst;                                                        \
@@ -496,8 +496,8 @@ static const lk_param_desc focal_ignore_index = {
 enum { P_ALPHA, P_GAMMA, P_MODE, P_CW, P_BG, P_IGNORE };
 
 static const lk_param_desc *const focal_params[] LK__UNUSED = {
-    &focal_alpha,         &focal_gamma,        &focal_mode, &focal_class_weights,
-    &focal_include_background, &focal_ignore_index, NULL};
+    &focal_alpha,        &focal_gamma, &focal_mode, &focal_class_weights, &focal_include_background,
+    &focal_ignore_index, NULL};
 
 static double *focal_copy(const lk_param_value *v, int64_t *n)
 {
