@@ -4,8 +4,9 @@
  *
  * Without either option the loss runs the kernels it always had (family
  * bce_plain). ignore_index makes the mean divide by the elements not
- * ignored, a count of the targets: such a call is planned as one block,
- * whose forward counts before it writes the gradient (bce_gen__fwd). */
+ * ignored, a count of the targets: under mean such a call is planned as
+ * one block, whose forward counts before it writes the gradient, spreading
+ * that block over the host's threads itself (bce_one_block). */
 #include "tutorial.h"
 
 typedef struct bce {
