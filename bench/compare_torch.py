@@ -136,6 +136,13 @@ def t_dice_multiclass(x, t, s=1.0):
     return 1 - score.mean()
 
 
+def t_focal_multiclass(x, t, gamma=2.0):
+    """Softmax focal loss (MONAI's use_softmax at one class per position),
+    the mean over positions, in plain torch ops."""
+    lp = torch.log_softmax(x, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
+    return (-((1 - lp.exp()) ** gamma) * lp).mean()
+
+
 def t_log_cosh(x, t):
     d = x - t
     return (d.abs() + F.softplus(-2 * d.abs()) - np.log(2.0)).mean()
@@ -175,6 +182,7 @@ CASES = [
     ("focal_mean_bce", "configs/focal_mean_bce.json", BINARY, t_focal_mean_bce),
     ("cross_entropy", "configs/cross_entropy.json", MULTI, lambda x, t: F.cross_entropy(x, t)),
     ("dice multiclass", "configs/dice_multiclass.json", MULTI, t_dice_multiclass),
+    ("focal multiclass", "configs/focal_multiclass.json", MULTI, t_focal_multiclass),
 ]
 # The catalogue's elementwise losses: (name, config, slots, torch function of
 # the tensors in slot order); the input is slot 0.

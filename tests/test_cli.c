@@ -441,19 +441,24 @@ Test(cli, info_focal)
     proc r = lk(NULL, "info", "focal", NULL);
     expect_ok(&r);
     cr_assert(strncmp(r.out, "focal ", 6) == 0, "first line: %s", r.out);
-    int seen_alpha = 0, seen_gamma = 0;
+    int seen_alpha = 0, seen_gamma = 0, seen_mode = 0;
     const char *line = r.out;
     while (line && *line) {
         char name[64], type[64], def[64];
-        if (sscanf(line, " %63s %63s default %63s", name, type, def) == 3) {
+        if (sscanf(line, " %63s number list default %63s", name, def) == 2) {
             if (strcmp(name, "alpha") == 0) {
                 seen_alpha++;
-                cr_assert_str_eq(type, "number");
-                cr_assert_str_eq(def, "0.25", "alpha default %s", def);
-            } else if (strcmp(name, "gamma") == 0) {
+                cr_assert_str_eq(def, "[0.25]", "alpha default %s", def);
+            }
+        } else if (sscanf(line, " %63s %63s default %63s", name, type, def) == 3) {
+            if (strcmp(name, "gamma") == 0) {
                 seen_gamma++;
                 cr_assert_str_eq(type, "number");
                 cr_assert_str_eq(def, "2", "gamma default %s", def);
+            } else if (strcmp(name, "mode") == 0) {
+                seen_mode++;
+                cr_assert_str_eq(type, "choice");
+                cr_assert_str_eq(def, "\"binary\"", "mode default %s", def);
             }
         }
         line = strchr(line, '\n');
@@ -462,6 +467,7 @@ Test(cli, info_focal)
     }
     cr_assert_eq(seen_alpha, 1, "no alpha row: %s", r.out);
     cr_assert_eq(seen_gamma, 1, "no gamma row: %s", r.out);
+    cr_assert_eq(seen_mode, 1, "no mode row: %s", r.out);
     proc_free(&r);
 }
 
@@ -493,15 +499,19 @@ Test(cli, info_focal_json)
     cr_assert(cJSON_IsString(id) && strcmp(id->valuestring, "focal") == 0);
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "params");
     cr_assert(cJSON_IsArray(params), "no params: %s", r.out);
-    cr_assert_eq(cJSON_GetArraySize(params), 2);
+    cr_assert_eq(cJSON_GetArraySize(params), 6);
 
+    /* one list serves binary focal's alpha (one value, default 0.25) and
+     * multiclass class weights */
     const cJSON *alpha = find_param(params, "alpha");
     cr_assert_not_null(alpha, "no alpha: %s", r.out);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(alpha, "type");
-    cr_assert(cJSON_IsString(type) && strcmp(type->valuestring, "number") == 0);
-    cr_assert_eq(num_field(alpha, "default"), 0.25);
+    cr_assert(cJSON_IsString(type) && strcmp(type->valuestring, "number list") == 0);
+    const cJSON *adef = cJSON_GetObjectItemCaseSensitive(alpha, "default");
+    cr_assert(cJSON_IsArray(adef) && cJSON_GetArraySize(adef) == 1, "alpha default: %s", r.out);
+    cr_assert_eq(cJSON_GetArrayItem(adef, 0)->valuedouble, 0.25);
     cr_assert_eq(num_field(alpha, "min"), -1.0);
-    cr_assert_eq(num_field(alpha, "max"), 1.0);
+    cr_assert_eq(num_field(alpha, "min_items"), 1.0);
 
     const cJSON *gamma = find_param(params, "gamma");
     cr_assert_not_null(gamma, "no gamma: %s", r.out);

@@ -249,8 +249,12 @@ Test(config, out_of_range)
 {
     expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": -1}}",
                  SRC ": $.params.gamma: ", "-1 is out of range [0, inf]", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": -1.5}}",
+                 SRC ": $.params.alpha: ", "-1.5 is out of range [-1, inf]", NULL);
+    /* alpha is a list that multiclass mode reads as class weights; binary
+     * mode's bound of 1 is the loss's own check */
     expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": 1.5}}",
-                 SRC ": $.params.alpha: ", "1.5 is out of range [-1, 1]", NULL);
+                 SRC ": $.params: ", "alpha = 1.5 is out of range [-1, 1]", NULL);
 }
 
 Test(config, list_with_a_non_number_item)
@@ -951,4 +955,157 @@ Test(config, tensors_shared_tensor_gradients_accumulate)
         cr_assert(g_l1[i] != 0.0 && g_mse[i] != 0.0, "grad[%d]: a term contributes nothing", i);
     }
     lk_loss_free(sum);
+
+/* ------------------------------------------------------------------------ */
+/* focal's modes and bce_with_logits' options                                */
+
+Test(config, focal_mode_options_refused_outside_their_mode)
+{
+    expect_error(
+        "{\"loss\": \"focal\", \"params\": {\"class_weights\": [1, 2]}}", SRC ": $.params: ",
+        "class_weights applies to mode \"multilabel\" only (the mode is \"binary\")", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
+                 "\"include_background\": false}}",
+                 SRC ": $.params: ", "include_background applies to mode \"multilabel\" only",
+                 NULL);
+    expect_error(
+        "{\"loss\": \"focal\", \"params\": {\"mode\": \"multilabel\", \"ignore_index\": 1}}",
+        SRC ": $.params: ", "ignore_index applies to mode \"multiclass\" only", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": [0.25, 0.75]}}",
+                 SRC ": $.params: ", "alpha has 2 values; mode \"binary\" takes one", NULL);
+    expect_error(
+        "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"alpha\": [1, -0.5]}}",
+        SRC ": $.params: ", "alpha[1] = -0.5", ">= 0", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"mode\": \"multi\"}}",
+                 SRC ": $.params.mode: ", NULL);
+    expect_error("{\"loss\": \"bce_with_logits\", \"params\": {\"label_smoothing\": 1.5}}",
+                 SRC ": $.params.label_smoothing: ", "out of range [0, 1]", NULL);
+}
+
+/* Evaluates json on (x: float64 xshape, t: float64 or int64 tshape) and
+ * returns the status, the message in msg. */
+static lk_status eval_mode(const char *json, double *x, int32_t xn, const int64_t *xs, void *t,
+                           int32_t tdtype, int32_t tn, const int64_t *ts, double *grad,
+                           double *value, char *msg)
+{
+    lk_loss *loss = build(json);
+    lk_named_tensor in[2] = {{"input", {x, LK_DTYPE_F64, xn, xs, NULL}, "x"},
+                             {"target", {t, tdtype, tn, ts, NULL}, "t"}};
+    lk_named_tensor g[1] = {{"input", {grad, LK_DTYPE_F64, xn, xs, NULL}, "g"}};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in;
+    args.n_tensors = 2;
+    if (grad) {
+        args.grads = g;
+        args.n_grads = 1;
+    }
+    *value = NAN;
+    lk_status st = lk_loss_eval(loss, &args, value);
+    snprintf(msg, LK_ERRMSG_CAP, "%s", args.errmsg);
+    lk_loss_free(loss);
+    return st;
+}
+
+Test(config, focal_multiclass_targets_checked)
+{
+    double x[24], g[24], v;
+    int64_t y[6] = {0, 1, 2, 3, 1, 0};
+    const int64_t xs[3] = {2, 4, 3}, ys[2] = {2, 3};
+    char msg[LK_ERRMSG_CAP];
+    for (int i = 0; i < 24; i++)
+        x[i] = sin(0.9 * i);
+    const char *mc = "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\"}}";
+    cr_assert_eq(eval_mode(mc, x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg), LK_OK, "%s", msg);
+    cr_assert(isfinite(v) && v > 0.0);
+    y[4] = 4; /* not a class, and no ignore_index */
+    cr_assert_eq(eval_mode(mc, x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg), LK_ERR_INVALID);
+    cr_assert(strstr(msg, "target[4] = 4 is not a class index in [0, 4) (no ignore_index is set)"),
+              "%s", msg);
+    y[4] = -100; /* -100 is not ignored unless asked for */
+    cr_assert_eq(eval_mode(mc, x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg), LK_ERR_INVALID);
+    y[4] = INT64_MIN; /* nor the class driver's stand-in for "no ignore_index" */
+    cr_assert_eq(eval_mode(mc, x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg), LK_ERR_INVALID);
+    cr_assert(strstr(msg, "target[4] = -9223372036854775808 is not a class index in [0, 4)"), "%s",
+              msg);
+    cr_assert_eq(eval_mode("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
+                           "\"alpha\": [1, 2, 3]}}",
+                           x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg),
+                 LK_ERR_SHAPE);
+    cr_assert(strstr(msg, "alpha has 3 values but the input has 4 classes"), "%s", msg);
+    double tf[6] = {0};
+    cr_assert_eq(eval_mode(mc, x, 3, xs, tf, LK_DTYPE_F64, 2, ys, g, &v, msg), LK_ERR_DTYPE);
+    cr_assert(strstr(msg, "takes int64 class indices"), "%s", msg);
+    cr_assert_eq(eval_mode("{\"loss\": \"focal\"}", x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg),
+                 LK_ERR_DTYPE);
+    cr_assert(strstr(msg, "int64 class indices need mode \"multiclass\""), "%s", msg);
+
+    /* every position ignored: 0, and a zero gradient */
+    for (int i = 0; i < 6; i++)
+        y[i] = 9;
+    for (int i = 0; i < 24; i++)
+        g[i] = NAN;
+    cr_assert_eq(eval_mode("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
+                           "\"ignore_index\": 9}}",
+                           x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg),
+                 LK_OK, "%s", msg);
+    cr_assert_eq(v, 0.0);
+    for (int i = 0; i < 24; i++)
+        cr_assert_eq(g[i], 0.0, "grad[%d] = %g", i, g[i]);
+}
+
+Test(config, focal_multilabel_shapes_checked)
+{
+    double x[24], t[24], g[24], v;
+    const int64_t xs[3] = {2, 4, 3}, one[3] = {2, 1, 12};
+    char msg[LK_ERRMSG_CAP];
+    for (int i = 0; i < 24; i++)
+        x[i] = sin(0.9 * i), t[i] = i % 2;
+    cr_assert_eq(eval_mode("{\"loss\": \"focal\", \"params\": {\"mode\": \"multilabel\", "
+                           "\"class_weights\": [1, 2]}}",
+                           x, 3, xs, t, LK_DTYPE_F64, 3, xs, g, &v, msg),
+                 LK_ERR_SHAPE);
+    cr_assert(strstr(msg, "class_weights has 2 values but the input has 4 channels"), "%s", msg);
+    cr_assert_eq(eval_mode("{\"loss\": \"focal\", \"params\": {\"mode\": \"multilabel\", "
+                           "\"include_background\": false}}",
+                           x, 3, one, t, LK_DTYPE_F64, 3, one, g, &v, msg),
+                 LK_ERR_SHAPE);
+    cr_assert(strstr(msg, "include_background false needs at least 2 channels"), "%s", msg);
+    /* without its options, multilabel is binary mode exactly */
+    double vb, gb[24];
+    cr_assert_eq(eval_mode("{\"loss\": \"focal\", \"params\": {\"mode\": \"multilabel\"}}", x, 3,
+                           xs, t, LK_DTYPE_F64, 3, xs, g, &v, msg),
+                 LK_OK, "%s", msg);
+    cr_assert_eq(eval_mode("{\"loss\": \"focal\"}", x, 3, xs, t, LK_DTYPE_F64, 3, xs, gb, &vb, msg),
+                 LK_OK, "%s", msg);
+    cr_assert_eq(v, vb);
+    cr_assert_eq(memcmp(g, gb, sizeof g), 0);
+}
+
+Test(config, bce_ignore_index)
+{
+    double x[24], t[24], g[24], v;
+    const int64_t xs[3] = {2, 4, 3};
+    char msg[LK_ERRMSG_CAP];
+    for (int i = 0; i < 24; i++)
+        x[i] = sin(0.9 * i), t[i] = i % 3 == 0 ? 255.0 : i % 2;
+    const char *ig = "{\"loss\": \"bce_with_logits\", \"params\": {\"ignore_index\": 255}}";
+    cr_assert_eq(eval_mode(ig, x, 3, xs, t, LK_DTYPE_F64, 3, xs, g, &v, msg), LK_OK, "%s", msg);
+    /* the mean over the 16 elements counted, the ignored ones' gradient 0 */
+    double sum = 0.0;
+    for (int i = 0; i < 24; i++)
+        if (i % 3)
+            sum += fmax(x[i], 0.0) - x[i] * t[i] + log1p(exp(-fabs(x[i])));
+        else
+            cr_assert_eq(g[i], 0.0);
+    cr_assert(close_to(v, sum / 16.0, 1e-14), "%.17g, want %.17g", v, sum / 16.0);
+    t[4] = 2.0;
+    cr_assert_eq(eval_mode(ig, x, 3, xs, t, LK_DTYPE_F64, 3, xs, g, &v, msg), LK_ERR_INVALID);
+    cr_assert(strstr(msg, "target[4] = 2 is outside [0, 1] and not ignore_index 255"), "%s", msg);
+    /* without ignore_index, 255 is an invalid target as before */
+    t[4] = 1.0;
+    cr_assert_eq(
+        eval_mode("{\"loss\": \"bce_with_logits\"}", x, 3, xs, t, LK_DTYPE_F64, 3, xs, g, &v, msg),
+        LK_ERR_INVALID);
+    cr_assert(strstr(msg, "target[0] = 255 is outside [0, 1]"), "%s", msg);
 }

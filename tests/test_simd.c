@@ -1007,6 +1007,121 @@ Test(multiclass, paths_agree, .timeout = 300)
     lk_runtime_close(rt);
 }
 
+/* focal in mode multiclass (the same class driver): portable against AVX2
+ * and the best path, with extreme logits (30, -100, -inf: an infinite loss
+ * where the target's logit is -inf, finite gradients), ignored positions,
+ * gamma below 1, class weights, and every reduction; and 1 against 3
+ * threads, bit for bit, with ignore_index under mean (one block) and sum
+ * (the driver's blocks). */
+Test(multiclass, focal_paths_agree, .timeout = 300)
+{
+    static const int64_t shapes[][3] = {{1, 1, 1},  {2, 3, 1},   {3, 2, 7},    {2, 5, 9},
+                                        {1, 4, 33}, {3, 300, 5}, {4, 3, 4101}, {2, 8, 16384 + 3}};
+    static const char *const configs[] = {
+        "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"ignore_index\": -100}}",
+        "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"ignore_index\": -100, "
+        "\"gamma\": 0.3, \"alpha\": 0.25}, \"reduction\": \"sum\"}",
+        "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"ignore_index\": 1, "
+        "\"gamma\": 0}, \"reduction\": \"none\"}",
+        "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"ignore_index\": 1, "
+        "\"gamma\": 3.5}}",
+    };
+    lk_runtime *rt = open_runtime(2), *rt1 = open_runtime(1), *rt3 = open_runtime(3);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int variant = 0; variant < 8; variant++) {
+            int32_t xdt = variant % 2 ? LK_DTYPE_F64 : LK_DTYPE_F32;
+            int64_t n = shapes[k][0], classes = shapes[k][1], spatial = shapes[k][2];
+            int64_t xs[3] = {n, classes, spatial}, ys[2] = {n, spatial};
+            tens x = tens_new(xdt, 3, xs), y = tens_new(LK_DTYPE_I64, 2, ys);
+            rng_state = 71u * k + (uint64_t)variant;
+            const char *config = configs[variant / 2];
+            fill_mc(&x, &y, classes, spatial, variant < 4 ? -100 : 1, 1);
+            char label[320];
+            snprintf(label, sizeof label, "%s on (%lld, %lld, %lld) %s", config, (long long)n,
+                     (long long)classes, (long long)spatial, xdt == LK_DTYPE_F32 ? "f32" : "f64");
+            int none = 0; /* eval's out is shaped like the input; the catalogue checks none */
+            lk_loss *lp = make_loss_on(rt, config, PORTABLE);
+            result p = eval(lp, &x, &y, NULL, none);
+            cr_expect_eq(p.st, LK_OK, "%s (portable): %s", label, p.err);
+            for (int path = SIMD_AVX2; path <= SIMD; path++) {
+                char pl[400];
+                snprintf(pl, sizeof pl, "%s (%s)", label, path_names[path]);
+                lk_loss *ls = make_loss_on(rt, config, path);
+                result s = eval(ls, &x, &y, NULL, none);
+                expect_same(pl, &s, &p, xdt, xdt == LK_DTYPE_F32 ? VALUE_F32 : VALUE_F64);
+                result_free(&s);
+                lk_loss_free(ls);
+                lk_loss *l1 = make_loss_on(rt1, config, path),
+                        *l3 = make_loss_on(rt3, config, path);
+                result a = eval(l1, &x, &y, NULL, none), b = eval(l3, &x, &y, NULL, none);
+                cr_expect(same_bits(&a, &b), "%s: 1 and 3 threads differ (%.17g, %.17g)", pl,
+                          a.value, b.value);
+                result_free(&a);
+                result_free(&b);
+                lk_loss_free(l1);
+                lk_loss_free(l3);
+            }
+            result_free(&p);
+            lk_loss_free(lp);
+            free(x.data);
+            free(y.data);
+        }
+    lk_runtime_close(rt);
+    lk_runtime_close(rt1);
+    lk_runtime_close(rt3);
+}
+
+/* bce_with_logits with ignore_index and label_smoothing: under mean the
+ * call is one block that the loss cuts and spreads over the threads itself
+ * (tutorial README): several sub-blocks, every path, 1 against 3 threads
+ * bit for bit, and portable against SIMD. */
+Test(simd, bce_ignore_index_one_block, .timeout = 300)
+{
+    int64_t shape[2] = {3, 40000 + 17};
+    static const char *const configs[] = {
+        "{\"loss\": \"bce_with_logits\", \"params\": {\"ignore_index\": 255, "
+        "\"label_smoothing\": 0.1}}",
+        "{\"loss\": \"bce_with_logits\", \"params\": {\"ignore_index\": 255}, "
+        "\"reduction\": \"sum\"}"};
+    lk_runtime *rt1 = open_runtime(1), *rt3 = open_runtime(3);
+    for (int dt = 0; dt < 2; dt++) {
+        int32_t dtype = dt ? LK_DTYPE_F64 : LK_DTYPE_F32;
+        tens x = tens_new(dtype, 2, shape), t = tens_new(dtype, 2, shape);
+        rng_state = 23u + (uint64_t)dt;
+        fill_logits(&x, X_EXTREME);
+        fill_targets(&t, T_MIXED);
+        for (int64_t i = 0; i < t.n; i += 3)
+            put(t.data, t.dtype, i, 255.0);
+        for (size_t c = 0; c < 2; c++) {
+            lk_loss *lp = make_loss_on(rt1, configs[c], PORTABLE);
+            result p = eval(lp, &x, &t, NULL, 0);
+            cr_expect_eq(p.st, LK_OK, "%s: %s", configs[c], p.err);
+            for (int path = PORTABLE; path <= SIMD; path++) {
+                lk_loss *l1 = make_loss_on(rt1, configs[c], path),
+                        *l3 = make_loss_on(rt3, configs[c], path);
+                result a = eval(l1, &x, &t, NULL, 0), b = eval(l3, &x, &t, NULL, 0);
+                char label[300];
+                snprintf(label, sizeof label, "%s %s (%s)", configs[c], dt ? "f64" : "f32",
+                         path_names[path]);
+                cr_expect(same_bits(&a, &b), "%s: 1 and 3 threads differ (%.17g, %.17g)", label,
+                          a.value, b.value);
+                if (path != PORTABLE)
+                    expect_same(label, &a, &p, dtype, dt ? VALUE_F64 : VALUE_F32);
+                result_free(&a);
+                result_free(&b);
+                lk_loss_free(l1);
+                lk_loss_free(l3);
+            }
+            result_free(&p);
+            lk_loss_free(lp);
+        }
+        free(x.data);
+        free(t.data);
+    }
+    lk_runtime_close(rt1);
+    lk_runtime_close(rt3);
+}
+
 /* The analytic gradient against central differences, float64. */
 Test(multiclass, gradcheck)
 {

@@ -1,46 +1,48 @@
-/* focal: the per-element sigmoid focal loss of Lin et al. (torchvision's
- * sigmoid_focal_loss): alpha_t (1 - p_t)^gamma ce. */
+/* focal: the focal loss of Lin et al. in three modes.
+ *
+ *   binary      per element sigmoid focal (torchvision's sigmoid_focal_loss):
+ *               alpha_t (1 - p_t)^gamma ce; the default, and the loss as it
+ *               was before modes existed.
+ *   multilabel  the same on (N, C, ...) logits, with an optional weight per
+ *               channel (dim 1) and channel 0 optionally dropped.
+ *   multiclass  softmax focal on (N, C, ...) logits and (N, ...) int64 class
+ *               indices: -alpha_y (1 - p_y)^gamma log p_y per position, mean
+ *               over the positions not ignored (focal_mc below).
+ *
+ * The loss is FUSED: every gradient is per position. The one global
+ * number, the multiclass mean's count of positions not ignored, is met by
+ * planning such a call (ignore_index set, reduction mean) as one block, whose
+ * forward knows the count before it writes the gradient (focal_mc__fwd,
+ * which spreads that block over the host's threads itself).
+ */
+#include "losskit/classes.h"
 #include "tutorial.h"
+
+enum { FOCAL_BINARY, FOCAL_MULTILABEL, FOCAL_MULTICLASS };
 
 typedef struct focal {
     double alpha, gamma;
     /* alpha_t = at1 t + at0, and for binary t, -(2t - 1) alpha_t = gat1 t +
      * gat0: (1 - alpha) - t, or 1 - 2t without alpha */
     double at1, at0, gat1, gat0;
+    int mode;
+    /* multilabel: n_cw channel weights (0: all 1; 1: one for all), channel
+     * 0 dropped when skip_bg; C, S (channels, positions per channel) are
+     * set per call in the kernels' copy */
+    int64_t n_cw;
+    double *cw;
+    int skip_bg;
+    int64_t C, S;
+    /* multiclass: n_ac class weights (0: none; 1: one for all) */
+    int64_t n_ac;
+    double *ac;
+    int has_ignore;
+    int64_t ignore_index;
+    const lk_host *host; /* its threads serve the one block of focal_mc__fwd */
 } focal;
 
-static const lk_param_desc focal_alpha = {
-    .name = "alpha",
-    .doc = "alpha_t = alpha t + (1 - alpha)(1 - t); a negative alpha disables it",
-    .type = LK_PARAM_NUMBER,
-    .default_number = 0.25,
-    .min = -1.0,
-    .max = 1.0,
-};
-
-static const lk_param_desc focal_gamma = {
-    .name = "gamma",
-    .doc = "focusing exponent of (1 - p_t)",
-    .type = LK_PARAM_NUMBER,
-    .default_number = 2.0,
-    .min = 0.0,
-    .max = HUGE_VAL,
-};
-
-static const lk_param_desc *const focal_params[] LK__UNUSED = {&focal_alpha, &focal_gamma, NULL};
-
-static lk_status focal_init(void *inst, const lk_param_value *p, lk_msg *msg)
-{
-    focal *f = inst;
-    f->alpha = p[0].number;
-    f->gamma = p[1].number;
-    int on = f->alpha >= 0.0;
-    f->at1 = on ? 2.0 * f->alpha - 1.0 : 0.0;
-    f->at0 = on ? 1.0 - f->alpha : 1.0;
-    f->gat1 = on ? -1.0 : -2.0;
-    f->gat0 = on ? 1.0 - f->alpha : 1.0;
-    return LK_OK;
-}
+/* ------------------------------------------------------------------------ */
+/* Binary and multilabel: per element                                        */
 
 /* A binary target (one lanes where t == 1), with z = x (2t - 1): 1 - p_t =
  * sigmoid(-z), ce = softplus(-z), and the modulation is sigmoid(-z)^gamma
@@ -50,8 +52,8 @@ static lk_status focal_init(void *inst, const lk_param_value *p, lk_msg *msg)
  * |z| = |x|, so the primitives of x serve z: z >= 0 where x's sign agrees
  * with the target, and there ce = L, elsewhere L + |x|. gat is
  * -(2t - 1) alpha_t, the gradient's signed factor. */
-LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one, lk_v at,
-                        lk_v gat, lk_v *l, lk_v *g)
+LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one, lk_v at, lk_v gat,
+                        lk_v *l, lk_v *g)
 {
     lk_m zpos = lk_ge(lk_select(one, x, lk_neg(x)), lk_zero());
     lk_v er = lk_mul(p->e, p->r);
@@ -118,15 +120,628 @@ LK_AI void focal_elem2(const focal *f, lk_elem *e)
     focal_body(f, 2.0, e);
 }
 
-static int focal_pick(const void *inst)
+/* The weight of channel c in multilabel mode. */
+static inline double focal_cweight(const focal *f, int64_t c)
 {
-    return ((const focal *)inst)->gamma == 2.0;
+    if (f->skip_bg && c == 0)
+        return 0.0;
+    return f->n_cw == 0 ? 1.0 : f->n_cw == 1 ? f->cw[0] : f->cw[c];
 }
 
-LK_KERNELS_ELEMENTWISE(focal_any, focal, focal_elem, LK_EW_UNIT_TARGET)
-LK_KERNELS_ELEMENTWISE(focal_g2, focal, focal_elem2, LK_EW_UNIT_TARGET)
-LK_LOSS_DESC(focal, focal, LK_LOSS_FUSED, NULL, NULL,
-             LK_FAMILIES(&focal_any__family, &focal_g2__family), tut_logit_slots,
-             LK_REDUCTIONS_ELEMENTWISE, LK_HOOKS(.init = focal_init, .pick = focal_pick),
-             .summary = "per-element sigmoid focal loss of Lin et al. (torchvision's)",
-             .version = "1.1.0", .params = focal_params)
+/* The channel weights of the lanes from flat index i: channel (i / S) mod C;
+ * one broadcast where the vector stays within a channel. */
+LK_AI lk_v focal_cweights(const focal *f, int64_t i)
+{
+    int64_t c = (i / f->S) % f->C, left = f->S - i % f->S;
+    if (left >= LK_W)
+        return lk_set(focal_cweight(f, c));
+    lk_s buf[LK_W];
+    for (int j = 0; j < LK_W; j++) {
+        buf[j] = (lk_s)focal_cweight(f, c);
+        if (--left == 0) {
+            left = f->S;
+            c = c + 1 == f->C ? 0 : c + 1;
+        }
+    }
+    return lk_load(buf);
+}
+
+/* Multilabel with channel weights or without channel 0: a weight of 0
+ * gives 0 whatever the element (lk_mul0), so a dropped channel counts
+ * nowhere, NaN logits included. */
+LK_AI void focal_elem_ml(const focal *f, lk_elem *e)
+{
+    focal_body(f, f->gamma, e);
+    lk_v w = focal_cweights(f, e->i);
+    e->loss = lk_mul0(w, e->loss);
+    e->grad = lk_mul0(w, e->grad);
+}
+
+/* The fused elementwise kernels, with the channel count and length of
+ * multilabel mode (plan->aux[0], aux[1]) in the kernel's copy. */
+#define FOCAL_EW_KERNELS(name, elem)                                                               \
+    LK_AI void name##__elem(const void *p, lk_elem *e)                                             \
+    {                                                                                              \
+        elem((const focal *)p, e);                                                                 \
+    }                                                                                              \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        focal local = *(const focal *)inst;                                                        \
+        local.C = plan->aux[0], local.S = plan->aux[1];                                            \
+        return lk_elementwise_forward(&local, plan, blk, name##__elem, LK_EW_UNIT_TARGET, msg);    \
+    }                                                                                              \
+    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
+    LK__FAMILY(name)
+
+FOCAL_EW_KERNELS(focal_any, focal_elem)
+FOCAL_EW_KERNELS(focal_g2, focal_elem2)
+FOCAL_EW_KERNELS(focal_ml, focal_elem_ml)
+
+/* ------------------------------------------------------------------------ */
+/* Multiclass: softmax focal on the class driver                             */
+
+/* Per position, with z_c = x_c - max, e_c = exp(z_c), s = sum_c e_c, y the
+ * class, and q = sum_{c != y} e_c summed on its own (so that 1 - p_y = q / s
+ * never cancels), w = q / e_y:
+ *   u = 1 - p_y = q / s,   m = u^gamma,
+ *   L = -log p_y = log1p(w) where w <= 1 (p_y >= 1/2, no cancellation),
+ *       lse - z_y elsewhere (L >= log 2 there),
+ *   loss = alpha_y m L,
+ *   d loss / d x_c = K (p_c - [c = y]),  K = alpha_y m (1 + gamma R),
+ *   R = p_y L / u = L / w (1 at w = 0, its limit; 0 where e_y = 0).
+ * That is alpha_y [u^gamma + gamma u^(gamma-1) p_y L] with the u^(gamma-1)
+ * of gamma < 1 folded into R, which stays finite as u -> 0. The target's
+ * own gradient -K u is formed from u, not as K (p_y - 1). */
+enum { FMC_LOSS, FMC_COUNT };
+
+/* z_y (a), e_y (b) and q (u), in both passes. */
+LK_AI void fmc_pass1(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t c,
+                     const lk_cls_el *el, lk_cls_acc *ca)
+{
+    (void)inst, (void)io, (void)c, (void)ca;
+    p->a = lk_select(el->hit, el->z, p->a);
+    p->b = lk_select(el->hit, el->e, p->b);
+    p->u = lk_w_add(p->u, lk_w_of(lk_clear(el->hit, el->e)));
+}
+
+LK_AI lk_v fmc_alpha(const focal *f, const lk_cls_pos *p)
+{
+    if (f->n_ac == 0)
+        return lk_set(1.0);
+    if (f->n_ac == 1)
+        return lk_set(f->ac[0]);
+    return lk_w_narrow(lk_cls_lookup(f->ac, p->y));
+}
+
+typedef struct fmc_terms {
+    lk_v u, m, L, R, a;
+} fmc_terms;
+
+LK_AI fmc_terms fmc_of(const focal *f, const lk_cls_pos *p, lk_v lse)
+{
+    fmc_terms o;
+    lk_v one = lk_set(1.0), zero = lk_zero();
+    lk_v ey = p->b, q = lk_w_narrow(p->u), s = lk_w_narrow(p->s);
+    lk_v w = lk_div(q, ey);
+    lk_m near = lk_le(w, one);
+    lk_v l1 = lk_log1p_unit(lk_min(w, one));
+    o.L = lk_select(near, l1, lk_sub(lse, p->a));
+    o.u = lk_div(q, s);
+    o.m = lk_powc(o.u, f->gamma);
+    o.R = lk_select(lk_eq(w, zero), one, lk_clear(lk_eq(ey, zero), lk_div(o.L, w)));
+    o.a = fmc_alpha(f, p);
+    return o;
+}
+
+LK_AI lk_w fmc_fwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
+{
+    const focal *f = (const focal *)inst;
+    (void)io;
+    fmc_terms o = fmc_of(f, p, p->lse);
+    lk_v loss = lk_keep(p->valid, lk_mul0(lk_mul(o.a, o.m), o.L));
+    lk_acc_add(&pa[FMC_LOSS], loss);
+    lk_acc_add(&pa[FMC_COUNT], lk_keep(p->valid, lk_set(1.0)));
+    return lk_w_of(loss);
+}
+
+/* a = K / s (the other classes' factor of e_c), b = -K u (the target's
+ * gradient). */
+LK_AI lk_w fmc_bwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
+{
+    const focal *f = (const focal *)inst;
+    (void)io, (void)pa;
+    lk_v s = lk_w_narrow(p->s);
+    fmc_terms o = fmc_of(f, p, lk__cls_log_sum(s));
+    lk_v K = lk_mul(lk_mul(o.a, o.m), lk_fma(lk_set(f->gamma), o.R, lk_set(1.0)));
+    p->a = lk_div(K, s);
+    p->b = lk_neg(lk_mul(K, o.u));
+    return p->u;
+}
+
+LK_AI lk_v fmc_grad(const void *inst, const lk_cls_io *io, const lk_cls_pos *p, int64_t c,
+                    const lk_cls_el *el)
+{
+    (void)inst, (void)io, (void)c;
+    return lk_select(el->hit, p->b, lk_mul(p->a, el->e));
+}
+
+/* The scale is formed by focal_mc__fwd. */
+static double fmc_prep(const void *inst, const lk_plan *plan, const lk_block *blk, double *tab)
+{
+    (void)inst, (void)plan, (void)tab;
+    return blk->grad_scale;
+}
+
+static lk_status fmc_bad_index(const void *inst, const lk_tensor *t, int64_t pos, int64_t y,
+                               int64_t C, lk_msg *msg)
+{
+    const focal *f = (const focal *)inst;
+    (void)t;
+    if (!f->has_ignore)
+        return lk_fail(msg, LK_ERR_INVALID,
+                       "target[%lld] = %lld is not a class index in [0, %lld) (no ignore_index "
+                       "is set)",
+                       (long long)pos, (long long)y, (long long)C);
+    return lk_fail(msg, LK_ERR_INVALID,
+                   "target[%lld] = %lld is not a class index in [0, %lld) nor ignore_index %lld",
+                   (long long)pos, (long long)y, (long long)C, (long long)f->ignore_index);
+}
+
+static const lk_cls_ops fmc_ops = {
+    .flags = LK_CLS_LSE,
+    .n_pos = 2,
+    .fwd1 = fmc_pass1,
+    .bwd1 = fmc_pass1,
+    .fwd_pos = fmc_fwd_pos,
+    .bwd_pos = fmc_bwd_pos,
+    .grad = fmc_grad,
+    .prep = fmc_prep,
+    .bad_index = fmc_bad_index,
+};
+
+/* The one block of a call with ignore_index under mean, cut into the
+ * blocks the driver would otherwise have had, on the host's threads: every
+ * sub-block's statistics first (pass 0, each into its own pair), then, the
+ * call's count known, their gradients (pass 1). The cut depends on the
+ * shape alone and the sums are added in order, so the result does not
+ * depend on the thread count. */
+typedef struct fmc_cut {
+    const focal *f;
+    const lk_plan *plan;
+    const lk_block *blk;
+    int64_t len;  /* positions per sub-block */
+    double *st;   /* 2 per sub-block */
+    double scale; /* pass 1's grad_scale */
+    int pass;
+} fmc_cut;
+
+static lk_block fmc_sub(const fmc_cut *j, int64_t k)
+{
+    lk_block b = *j->blk;
+    b.begin = j->blk->begin + k * j->len;
+    b.end = j->blk->end - b.begin > j->len ? b.begin + j->len : j->blk->end;
+    b.stats = j->st + 2 * k;
+    return b;
+}
+
+/* Messages are formed again, serially, by fmc_cut_run: a failing chunk's
+ * here may be any thread's. */
+static lk_status fmc_cut_range(void *arg, int64_t k0, int64_t k1)
+{
+    const fmc_cut *j = (const fmc_cut *)arg;
+    static const double none = 0.0;
+    char buf[64];
+    lk_msg m = {buf, sizeof buf};
+    for (int64_t k = k0; k < k1; k++) {
+        lk_block b = fmc_sub(j, k);
+        lk_status st;
+        if (j->pass == 0) {
+            st = lk_classes_forward(j->f, j->plan, &b, &fmc_ops, &m);
+        } else {
+            b.global = &none;
+            b.grad_scale = j->scale;
+            st = lk_classes_backward(j->f, j->plan, &b, &fmc_ops, &m);
+        }
+        if (st != LK_OK)
+            return st;
+    }
+    return LK_OK;
+}
+
+static lk_status fmc_cut_run(fmc_cut *j, int64_t n, lk_msg *msg)
+{
+    const lk_host *h = j->f->host;
+    lk_status st = h && h->parallel_for ? h->parallel_for(h->ctx, n, 1, fmc_cut_range, j)
+                                        : fmc_cut_range(j, 0, n);
+    if (st == LK_OK)
+        return LK_OK;
+    if (j->pass == 1) /* backward fails only for memory */
+        return lk_fail(msg, st, "mode \"multiclass\": the gradient of a block failed");
+    for (int64_t k = 0; k < n; k++) { /* the first failure in position order */
+        lk_block b = fmc_sub(j, k);
+        lk_status s2 = lk_classes_forward(j->f, j->plan, &b, &fmc_ops, msg);
+        if (s2 != LK_OK)
+            return s2;
+    }
+    return lk_fail(msg, st, "mode \"multiclass\": a block failed");
+}
+
+static lk_status fmc_one_block(const focal *f, const lk_plan *plan, const lk_block *blk,
+                               lk_msg *msg)
+{
+    int64_t len = lk_classes_block(plan->aux[LK_CLS_AUX_C]);
+    int64_t n = (blk->end - blk->begin + len - 1) / len;
+    int grads = blk->grads && blk->grads[0].data;
+    if (grads && plan->mean_norm != plan->auxf[0])
+        return lk_fail(msg, LK_ERR_UNSUPPORTED,
+                       "mode \"multiclass\" with ignore_index and reduction mean divides "
+                       "by the positions not ignored, which a split evaluation cannot sum; "
+                       "use reduction sum and divide by the count");
+    fmc_cut j = {f, plan, blk, len, calloc((size_t)(n > 0 ? 2 * n : 1), sizeof(double)), 0.0, 0};
+    if (!j.st)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld blocks' sums", (long long)n);
+    lk_status st = fmc_cut_run(&j, n, msg);
+    double count = 0.0;
+    for (int64_t k = 0; st == LK_OK && k < n; k++) {
+        blk->stats[FMC_LOSS] += j.st[2 * k + FMC_LOSS];
+        count += j.st[2 * k + FMC_COUNT];
+    }
+    blk->stats[FMC_COUNT] += count;
+    if (st == LK_OK && grads) {
+        /* the host's 1 / mean_norm becomes 1 / count, or 0 */
+        j.scale = count > 0.0 ? blk->grad_scale * plan->mean_norm / count : 0.0;
+        j.pass = 1;
+        st = fmc_cut_run(&j, n, msg);
+    }
+    free(j.st);
+    return st;
+}
+
+/* Fused: the statistics, then the gradient of the same block. With
+ * ignore_index under mean the plan made the call one block, which
+ * fmc_one_block runs. */
+static lk_status focal_mc__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
+                               lk_msg *msg)
+{
+    const focal local = *(const focal *)inst;
+    if (local.has_ignore && blk->reduction == LK_REDUCTION_MEAN)
+        return fmc_one_block(&local, plan, blk, msg);
+    lk_status st = lk_classes_forward(&local, plan, blk, &fmc_ops, msg);
+    if (st == LK_OK && !local.has_ignore &&
+        blk->stats[FMC_COUNT] != (double)(blk->end - blk->begin)) {
+        /* the driver's stand-in ignore_index, INT64_MIN, was met: no
+         * index is ignored unless asked for */
+        const int64_t *y = (const int64_t *)blk->slots[1].data;
+        for (int64_t j = blk->begin; j < blk->end; j++)
+            if (y[j] == INT64_MIN)
+                return fmc_bad_index(&local, &blk->slots[1], j, y[j], plan->aux[LK_CLS_AUX_C], msg);
+    }
+    if (st != LK_OK || !blk->grads || !blk->grads[0].data)
+        return st;
+    static const double none = 0.0;
+    lk_block b = *blk;
+    b.global = &none;
+    return lk_classes_backward(&local, plan, &b, &fmc_ops, msg);
+}
+
+LK__KSET(focal_mc, focal_mc__fwd, NULL, 0)
+LK__CLS_FAMILY(focal_mc)
+
+/* ------------------------------------------------------------------------ */
+/* Parameters                                                                */
+
+static const double focal_alpha_default[] = {0.25};
+
+static const lk_param_desc focal_alpha = {
+    .name = "alpha",
+    .doc = "binary, multilabel: one value, alpha_t = alpha t + (1 - alpha)(1 - t), negative "
+           "disables it; multiclass: C class weights or one for every class, unset for none",
+    .type = LK_PARAM_NUMBER_LIST,
+    .min = -1.0,
+    .max = HUGE_VAL,
+    .default_list = focal_alpha_default,
+    .default_list_len = 1,
+    .list_min_len = 1,
+    .list_max_len = -1,
+};
+
+static const lk_param_desc focal_gamma = {
+    .name = "gamma",
+    .doc = "focusing exponent of (1 - p_t)",
+    .type = LK_PARAM_NUMBER,
+    .default_number = 2.0,
+    .min = 0.0,
+    .max = HUGE_VAL,
+};
+
+static const char *const focal_modes[] = {"binary", "multilabel", "multiclass", NULL};
+
+static const lk_param_desc focal_mode = {
+    .name = "mode",
+    .doc = "binary: sigmoid per element; multilabel: the same on (N, C, ...) with channel "
+           "options; multiclass: softmax over dim 1, int64 class-index targets",
+    .type = LK_PARAM_CHOICE,
+    .choices = focal_modes,
+    .default_choice = "binary",
+};
+
+static const lk_param_desc focal_class_weights = {
+    .name = "class_weights",
+    .doc = "multilabel: one weight per channel of dim 1 (or one for all) multiplying each "
+           "element's loss",
+    .type = LK_PARAM_NUMBER_LIST,
+    .min = 0.0,
+    .max = HUGE_VAL,
+    .list_max_len = -1,
+};
+
+static const lk_param_desc focal_include_background = {
+    .name = "include_background",
+    .doc = "multilabel: false leaves channel 0 out of the loss and of the mean",
+    .type = LK_PARAM_BOOL,
+    .default_number = 1.0,
+};
+
+static const lk_param_desc focal_ignore_index = {
+    .name = "ignore_index",
+    .doc = "multiclass: positions whose class index is this value count nowhere; unset (the "
+           "default shown is not applied): no position is ignored",
+    .type = LK_PARAM_INTEGER,
+    .default_number = -100.0,
+    .min = -HUGE_VAL,
+    .max = HUGE_VAL,
+};
+
+enum { P_ALPHA, P_GAMMA, P_MODE, P_CW, P_BG, P_IGNORE };
+
+static const lk_param_desc *const focal_params[] LK__UNUSED = {
+    &focal_alpha,        &focal_gamma, &focal_mode, &focal_class_weights, &focal_include_background,
+    &focal_ignore_index, NULL};
+
+static double *focal_copy(const lk_param_value *v, int64_t *n)
+{
+    *n = v->list ? v->list_len : 0;
+    if (!*n)
+        return NULL;
+    double *d = malloc((size_t)*n * sizeof *d);
+    if (d)
+        memcpy(d, v->list, (size_t)*n * sizeof *d);
+    return d;
+}
+
+static lk_status focal_only(const lk_param_value *p, int which, const char *name, const char *mode,
+                            lk_msg *msg)
+{
+    if (p[which].is_set)
+        return lk_fail(msg, LK_ERR_INVALID, "%s applies to mode \"%s\" only (the mode is \"%s\")",
+                       name, mode, p[P_MODE].choice);
+    return LK_OK;
+}
+
+static lk_status focal_init(void *inst, const lk_param_value *p, lk_msg *msg)
+{
+    focal *f = inst;
+    f->gamma = p[P_GAMMA].number;
+    f->mode = (int)p[P_MODE].integer;
+    lk_status st = LK_OK;
+    if (f->mode != FOCAL_MULTILABEL) {
+        st = focal_only(p, P_CW, "class_weights", "multilabel", msg);
+        if (st == LK_OK)
+            st = focal_only(p, P_BG, "include_background", "multilabel", msg);
+    }
+    if (st == LK_OK && f->mode != FOCAL_MULTICLASS)
+        st = focal_only(p, P_IGNORE, "ignore_index", "multiclass", msg);
+    if (st != LK_OK)
+        return st;
+    const lk_param_value *a = &p[P_ALPHA];
+    if (f->mode == FOCAL_MULTICLASS) {
+        f->has_ignore = p[P_IGNORE].is_set != 0;
+        /* unset: the driver's ignore_index is INT64_MIN, which focal_mc__fwd
+         * refuses as a class index */
+        f->ignore_index = f->has_ignore ? p[P_IGNORE].integer : INT64_MIN;
+        for (int64_t i = 0; a->is_set && i < a->list_len; i++)
+            if (a->list[i] < 0.0)
+                return lk_fail(msg, LK_ERR_INVALID,
+                               "alpha[%lld] = %g: multiclass alpha values are class weights, "
+                               "each >= 0",
+                               (long long)i, a->list[i]);
+        if (a->is_set && !(f->ac = focal_copy(a, &f->n_ac)) && f->n_ac)
+            return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld alpha values",
+                           (long long)f->n_ac);
+        return LK_OK;
+    }
+    if (a->list_len != 1)
+        return lk_fail(msg, LK_ERR_INVALID,
+                       "alpha has %lld values; mode \"%s\" takes one (a list of class weights "
+                       "needs mode \"multiclass\")",
+                       (long long)a->list_len, p[P_MODE].choice);
+    if (a->list[0] > 1.0)
+        return lk_fail(msg, LK_ERR_INVALID,
+                       "alpha = %g is out of range [-1, 1] (negative disables it) in mode \"%s\"",
+                       a->list[0], p[P_MODE].choice);
+    f->alpha = a->list[0];
+    int on = f->alpha >= 0.0;
+    f->at1 = on ? 2.0 * f->alpha - 1.0 : 0.0;
+    f->at0 = on ? 1.0 - f->alpha : 1.0;
+    f->gat1 = on ? -1.0 : -2.0;
+    f->gat0 = on ? 1.0 - f->alpha : 1.0;
+    if (f->mode == FOCAL_MULTILABEL) {
+        f->skip_bg = p[P_BG].integer == 0;
+        if (!(f->cw = focal_copy(&p[P_CW], &f->n_cw)) && f->n_cw)
+            return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld class_weights",
+                           (long long)f->n_cw);
+    }
+    return LK_OK;
+}
+
+static void focal_fini(void *inst)
+{
+    focal *f = inst;
+    free(f->cw);
+    free(f->ac);
+}
+
+/* Families: 0 focal_any, 1 focal_g2, 2 focal_ml, 3 focal_mc. Multilabel
+ * without channel options is binary mode exactly. */
+static int focal_pick(const void *inst)
+{
+    const focal *f = inst;
+    if (f->mode == FOCAL_MULTICLASS)
+        return 3;
+    if (f->mode == FOCAL_MULTILABEL && (f->n_cw || f->skip_bg))
+        return 2;
+    return f->gamma == 2.0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Plan and finalize                                                         */
+
+static lk_status fmc_mismatch(const lk_tensor *x, const lk_tensor *t, int index,
+                              const int64_t *want, int32_t want_ndim, lk_msg *msg)
+{
+    char got[160], exp[160];
+    (void)x, (void)index;
+    lk_shape_str(got, sizeof got, t->ndim, t->shape);
+    lk_shape_str(exp, sizeof exp, want_ndim, want);
+    return lk_fail(msg, LK_ERR_SHAPE,
+                   "target: shape %s, expected %s (int64 class indices: the input's without "
+                   "dim 1)",
+                   got, exp);
+}
+
+static lk_status focal_plan_mc(const focal *f, const lk_tensor *slots, int32_t reduction,
+                               lk_plan *plan, lk_msg *msg)
+{
+    if (slots[1].dtype != LK_DTYPE_I64)
+        return lk_fail(msg, LK_ERR_DTYPE,
+                       "target: dtype %s; mode \"multiclass\" takes int64 class indices shaped "
+                       "like the input without dim 1",
+                       lk_sdk_dtype_name(slots[1].dtype));
+    lk_cls_spec sp = {.who = "mode \"multiclass\"",
+                      .index_dtypes = LK_DTYPE_BIT(LK_DTYPE_I64),
+                      .n_pos = 2,
+                      .ignore_index = f->ignore_index,
+                      .mismatch = fmc_mismatch};
+    lk_status st = lk_classes_plan(&sp, slots, plan, msg);
+    if (st != LK_OK)
+        return st;
+    int64_t C = plan->aux[LK_CLS_AUX_C];
+    plan->auxf[0] = plan->mean_norm;
+    if (f->has_ignore && reduction == LK_REDUCTION_MEAN) /* one block: see focal_mc__fwd */
+        plan->block_positions = plan->n_positions > 0 ? plan->n_positions : 1;
+    if (f->n_ac > 1 && f->n_ac != C)
+        return lk_fail(msg, LK_ERR_SHAPE,
+                       "alpha has %lld values but the input has %lld classes (dim 1); give one "
+                       "value or %lld",
+                       (long long)f->n_ac, (long long)C, (long long)C);
+    return LK_OK;
+}
+
+/* Binary and multilabel check the target as the host's LK_SHAPE_LIKE_INPUT
+ * would. */
+static lk_status focal_plan(const void *inst, const lk_tensor *slots, int32_t reduction,
+                            lk_plan *plan, lk_msg *msg)
+{
+    const focal *f = inst;
+    const lk_tensor *x = &slots[0], *t = &slots[1];
+    if (f->mode == FOCAL_MULTICLASS)
+        return focal_plan_mc(f, slots, reduction, plan, msg);
+    if (t->dtype != LK_DTYPE_F32 && t->dtype != LK_DTYPE_F64)
+        return lk_fail(msg, LK_ERR_DTYPE,
+                       "target: dtype %s is not accepted in mode \"%s\" (float32 or float64 "
+                       "targets in [0, 1]; int64 class indices need mode \"multiclass\")",
+                       lk_sdk_dtype_name(t->dtype), f->mode ? "multilabel" : "binary");
+    int same = t->ndim == x->ndim;
+    for (int32_t d = 0; same && d < x->ndim; d++)
+        same = t->shape[d] == x->shape[d];
+    if (!same) {
+        char got[160], want[160];
+        lk_shape_str(got, sizeof got, t->ndim, t->shape);
+        lk_shape_str(want, sizeof want, x->ndim, x->shape);
+        return lk_fail(msg, LK_ERR_SHAPE, "target: shape %s, expected %s (the input's)", got, want);
+    }
+    plan->aux[0] = plan->aux[1] = 1;
+    if (f->mode != FOCAL_MULTILABEL)
+        return LK_OK;
+    if (x->ndim < 2) {
+        char sh[160];
+        lk_shape_str(sh, sizeof sh, x->ndim, x->shape);
+        return lk_fail(msg, LK_ERR_SHAPE,
+                       "input: shape %s; mode \"multilabel\" needs (N, C, ...) logits, the "
+                       "channels in dim 1",
+                       sh);
+    }
+    int64_t C = x->shape[1], S = 1;
+    for (int32_t d = 2; d < x->ndim; d++)
+        S *= x->shape[d];
+    if (f->n_cw > 1 && f->n_cw != C)
+        return lk_fail(msg, LK_ERR_SHAPE,
+                       "class_weights has %lld values but the input has %lld channels (dim 1); "
+                       "give one value or %lld",
+                       (long long)f->n_cw, (long long)C, (long long)C);
+    if (f->skip_bg && C < 2)
+        return lk_fail(msg, LK_ERR_SHAPE,
+                       "include_background false needs at least 2 channels in dim 1; the input "
+                       "has %lld",
+                       (long long)C);
+    plan->aux[0] = C > 0 ? C : 1;
+    plan->aux[1] = S > 0 ? S : 1;
+    if (f->skip_bg)
+        plan->mean_norm = (double)x->shape[0] * (double)(C - 1) * (double)S;
+    return LK_OK;
+}
+
+/* multiclass mean: over the positions not ignored, 0 when none is. */
+static lk_status focal_finalize(const void *inst, const lk_plan *plan, const double *st,
+                                int32_t reduction, double *value, lk_msg *msg)
+{
+    const focal *f = inst;
+    (void)msg;
+    if (reduction != LK_REDUCTION_MEAN)
+        *value = st[0];
+    else if (f->mode == FOCAL_MULTICLASS)
+        *value = st[FMC_COUNT] > 0.0 ? st[FMC_LOSS] / st[FMC_COUNT] : 0.0;
+    else
+        *value = st[0] / plan->mean_norm;
+    return LK_OK;
+}
+
+/* create() as the layer makes it, keeping the host, whose threads the
+ * one-block calls use. */
+#if defined(LK_PRIMARY)
+static lk_status focal_create(const lk_create_args *a, void **inst, lk_msg *msg);
+#else
+#define focal_create NULL
+#endif
+
+/* The target depends on the mode, so plan() checks it. */
+static const lk_slot_desc focal_target = {
+    .name = "target",
+    .doc = "binary, multilabel: targets in [0, 1] shaped like input; multiclass: int64 "
+           "class indices shaped like input without dim 1",
+    .dtypes = LK_DTYPES_FLOAT | LK_DTYPE_BIT(LK_DTYPE_I64),
+    .shape = LK_SHAPE_ANY,
+};
+
+static const lk_slot_desc *const focal_slots[] LK__UNUSED = {&tut_logits, &focal_target, NULL};
+
+LK_LOSS_DESC(focal, focal, LK_LOSS_FUSED, focal__finalize, NULL,
+             LK_FAMILIES(&focal_any__family, &focal_g2__family, &focal_ml__family,
+                         &focal_mc__family),
+             focal_slots, LK_REDUCTIONS_ELEMENTWISE,
+             LK_HOOKS(.init = focal_init, .fini = focal_fini, .plan = focal_plan,
+                      .finalize = focal_finalize, .pick = focal_pick),
+             .summary = "focal loss of Lin et al.: per-element sigmoid (torchvision's; modes "
+                        "binary, multilabel) or softmax over classes (mode multiclass)",
+             .version = "1.2.0", .params = focal_params, .create = focal_create)
+
+#if defined(LK_PRIMARY)
+static lk_status focal_create(const lk_create_args *a, void **inst, lk_msg *msg)
+{
+    lk_status st = focal__create(a, inst, msg);
+    if (st == LK_OK)
+        ((focal *)lk__user((lk__inst *)*inst))->host = a->host;
+    return st;
+}
+#endif
