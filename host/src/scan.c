@@ -407,9 +407,9 @@ static void write_param(const lk_param_desc *p, lk__buf *b)
         lk__buf_printf(b, "%d ", p->default_list_len);
         for (int32_t i = 0; i < p->default_list_len; i++)
             put_double(b, p->default_list[i]);
-        lk__buf_printf(b, "%d %d ", p->list_min_len, p->list_max_len);
+        lk__buf_printf(b, "%d %d\n", p->list_min_len, p->list_max_len);
     } else {
-        lk__buf_add(b, "0 0 0 ", 6);
+        lk__buf_add(b, "0 0 0\n", 6);
     }
 }
 
@@ -436,10 +436,8 @@ void lk__scan_write(const lk_plugin *pl, lk__buf *b)
         lk__buf_str(b, d->version);
         lk__buf_printf(b, "%u %d %u %u %u %u\n", d->reductions, d->default_reduction, d->flags,
                        lk__scan_fn_mask(d, pl->abi_minor), np, ns);
-        for (uint32_t k = 0; k < np; k++) {
+        for (uint32_t k = 0; k < np; k++)
             write_param(d->params[k], b);
-            lk__buf_add(b, "\n", 1);
-        }
         for (uint32_t k = 0; k < ns; k++) {
             const lk_slot_desc *s = d->slots[k];
             lk__buf_add(b, "S ", 2);

@@ -226,7 +226,7 @@ static void cache_read(cache *c)
         p += head.len;
     lk__buf_free(&head);
     while (ok && p < end) {
-        cache_entry e;
+        cache_entry e = {0};
         cache_entry *grown = realloc(c->e, (c->n + 1) * sizeof *grown);
         if (!grown || parse_entry(&p, end, &e) != 0) {
             free(e.path);
