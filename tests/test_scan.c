@@ -454,3 +454,48 @@ Test(scan, cold_scan_of_the_built_in_plugins_is_quick)
     cr_expect_lt(p.seconds, 2.0, "a cold list took %.2f s", p.seconds);
     proc_free(&p);
 }
+
+static const char *summary_of(lk_runtime *rt, const char *id)
+{
+    lk_loss_info info;
+    cr_assert_eq(lk_runtime_find(rt, id, &info, NULL), LK_OK, "%s", id);
+    return info.desc->summary;
+}
+
+Test(scan, a_cache_that_lies_is_caught_at_load_and_forgotten)
+{
+    setenv("LOSSKIT_CACHE", tmp("plugins.cache"), 1);
+    copy_file(FX("fx_good"), tmp("good.so"));
+    lk_runtime *rt = open_path(tmp("good.so"));
+    cr_expect_str_eq(summary_of(rt, "fx_sq"), "scaled sum of squares (fixture)");
+    lk_runtime_close(rt);
+
+    /* the same length, so the entry still parses: only the load can tell */
+    FILE *f = fopen(tmp("plugins.cache"), "r+b");
+    cr_assert_not_null(f);
+    static char text[1 << 20];
+    size_t n = fread(text, 1, sizeof text, f);
+    char *at = memmem(text, n, "31:scaled sum of squares (fixture)", 34);
+    cr_assert_not_null(at, "the cache holds fx_sq's summary");
+    at[3] = 'S';
+    rewind(f);
+    cr_assert_eq(fwrite(text, 1, n, f), n);
+    fclose(f);
+
+    rt = open_path(tmp("good.so"));
+    cr_expect_str_eq(summary_of(rt, "fx_sq"), "Scaled sum of squares (fixture)", "served from the cache");
+    lk_loss *loss = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    const char *json = "{\"loss\": \"fx_sq\"}";
+    cr_expect_eq(lk_loss_from_json(rt, json, strlen(json), "t.json", &loss, err), LK_ERR_LOAD,
+                 "%s", err);
+    cr_expect_not_null(strstr(err, "no longer offers what its scan found"), "%s", err);
+    lk_runtime_close(rt);
+
+    rt = open_path(tmp("good.so"));
+    cr_expect_str_eq(summary_of(rt, "fx_sq"), "scaled sum of squares (fixture)", "rescanned");
+    cr_expect_eq(lk_loss_from_json(rt, json, strlen(json), "t.json", &loss, err), LK_OK, "%s",
+                 err);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+}

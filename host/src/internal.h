@@ -128,6 +128,9 @@ void lk__scan_key_of(lk__scan_item *it, const struct stat *st);
 /* Fills kind and payload of every item without a diag: from the cache, or
  * by running scanners. */
 void lk__scan_items(lk__scan_item *items, size_t n);
+/* Drops path's entry from the cache: its plugin did not offer, once
+ * loaded, what the entry said. */
+void lk__scan_forget(const char *path);
 
 /* runtime.c */
 struct lk_runtime {

@@ -269,6 +269,7 @@ static lk_status load_module(lk__registry *reg, lk__module *m, char *why, size_t
                  "run the command again to rescan it",
                  m->path);
         dlclose(h);
+        lk__scan_forget(m->path); /* whatever the cache said, the next run scans it */
         return LK_ERR_LOAD;
     }
     m->handle = h;

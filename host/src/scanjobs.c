@@ -292,7 +292,7 @@ static void make_parents(const char *file)
 
 /* Rewrites the cache: this run's items, then the old entries about other
  * files that still exist unchanged. */
-static void cache_write(cache *c, const lk__scan_item *items, size_t n)
+static void cache_write(cache *c, const lk__scan_item *items, size_t n, const char *drop)
 {
     lk__buf b = {0};
     cache_header(&b);
@@ -311,7 +311,7 @@ static void cache_write(cache *c, const lk__scan_item *items, size_t n)
             seen = strcmp(items[j].path, e->path) == 0;
         struct stat st;
         lk__scan_item now = {0};
-        if (seen || stat(e->path, &st) != 0)
+        if (seen || (drop && strcmp(drop, e->path) == 0) || stat(e->path, &st) != 0)
             continue;
         lk__scan_key_of(&now, &st);
         if (memcmp(now.key, e->key, sizeof now.key) == 0)
@@ -656,8 +656,23 @@ void lk__scan_items(lk__scan_item *items, size_t n)
         fprintf(stderr, "losskit: debug: plugin cache %s: %zu hit%s, %zu scanned\n",
                 c.file ? c.file : "(off)", hits, hits == 1 ? "" : "s", n_todo);
     if (c.file && c.dirty)
-        cache_write(&c, items, n);
+        cache_write(&c, items, n, NULL);
     free(todo);
+    cache_clear(&c);
+    free(c.file);
+}
+
+void lk__scan_forget(const char *path)
+{
+    cache c = {cache_file(), NULL, 0, 0};
+    if (!c.file)
+        return;
+    cache_read(&c);
+    int found = 0;
+    for (size_t i = 0; i < c.n; i++)
+        found |= strcmp(c.e[i].path, path) == 0;
+    if (found)
+        cache_write(&c, NULL, 0, path);
     cache_clear(&c);
     free(c.file);
 }
