@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "scan.h"
@@ -67,6 +68,8 @@ int main(int argc, char **argv)
                         "usage: losskit-scan --fd N PLUGIN.so\n");
         return 2;
     }
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core); /* a crash refuses the plugin; no core file */
     int fd = atoi(argv[2]);
     const char *path = argv[3];
     dlerror();

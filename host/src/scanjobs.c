@@ -602,8 +602,11 @@ static void run_jobs(lk__scan_item **todo, size_t n)
                 drain(j, &j->out_fd, &j->out, OUT_KEEP);
             if (j->ans_fd >= 0)
                 drain(j, &j->ans_fd, &j->ans, ANSWER_CAP);
-            if (j->out_fd < 0 && j->ans_fd < 0 && waitpid(j->pid, &j->status, WNOHANG) == j->pid)
+            pid_t w = j->out_fd < 0 && j->ans_fd < 0 ? waitpid(j->pid, &j->status, WNOHANG) : 0;
+            if (w == j->pid)
                 j->reaped = 1;
+            else if (w < 0 && errno == ECHILD) /* SIGCHLD ignored: reaped by the kernel */
+                j->reaped = 1, j->status = 0;
             else if (t >= j->deadline) {
                 kill(j->pid, SIGKILL);
                 while (waitpid(j->pid, &j->status, 0) < 0 && errno == EINTR)
