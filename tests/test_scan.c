@@ -24,7 +24,7 @@
 #define TMPDIR_TAG "scan"
 #include "test_tmpdir.h"
 
-#define FX(name) LK_FIXTURE_DIR "/" name ".so"
+#define FX(name)      LK_FIXTURE_DIR "/" name ".so"
 #define SCAN_FX(name) LK_FIXTURE_DIR "/scan/" name ".so"
 
 TestSuite(scan, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120);
@@ -213,8 +213,8 @@ Test(scan, run_of_another_loss_works_beside_a_crashing_plugin)
     cr_assert_not_null(f);
     fputs("{\"loss\": \"mse\", \"reduction\": \"sum\"}", f);
     fclose(f);
-    static const char *const args[] = {"run", "mse.json", "--input", "x.npy", "--target",
-                                       "t.npy", "--json", NULL};
+    static const char *const args[] = {"run",      "mse.json", "--input", "x.npy",
+                                       "--target", "t.npy",    "--json",  NULL};
     proc p = run_env(SCAN_FX("fx_scan_segv"), NULL, args);
     cr_expect_eq(p.status, 0, "run: %d\n%s", p.status, p.err);
     cr_expect_eq(count_lines_with(p.err, "SIGSEGV"), 1, "a warning names the crash:\n%s", p.err);
@@ -369,8 +369,8 @@ Test(scan, corrupt_cache_is_ignored_and_rewritten)
         chmod(tmp("plugins.cache"), 0600);
         proc p = list_cached(FX("fx_good"));
         cr_expect_eq(p.status, 0, "%s", p.err);
-        cr_expect_geq(count_lines_with(p.err, "debug: scanning "), 2, "case %zu: rescanned:\n%s",
-                      k, p.err);
+        cr_expect_geq(count_lines_with(p.err, "debug: scanning "), 2, "case %zu: rescanned:\n%s", k,
+                      p.err);
         cr_expect_not_null(strstr(p.out, "fx_sq"), "case %zu: listed:\n%s", k, p.out);
         cr_expect_null(strstr(p.err, "warning"), "case %zu: no warning:\n%s", k, p.err);
         proc_free(&p);
@@ -437,8 +437,8 @@ Test(scan, a_plugin_that_changed_since_its_scan_is_refused_at_load)
     lk_loss *loss = NULL;
     char err[LK_ERRMSG_CAP] = "";
     const char *json = "{\"loss\": \"fx_sq\"}";
-    cr_expect_eq(lk_loss_from_json(rt, json, strlen(json), "t.json", &loss, err), LK_ERR_LOAD,
-                 "%s", err);
+    cr_expect_eq(lk_loss_from_json(rt, json, strlen(json), "t.json", &loss, err), LK_ERR_LOAD, "%s",
+                 err);
     cr_expect_null(loss);
     cr_expect_not_null(strstr(err, "no longer offers what its scan found"), "%s", err);
     cr_expect_not_null(strstr(err, "changing.so"), "%s", err);
@@ -483,19 +483,19 @@ Test(scan, a_cache_that_lies_is_caught_at_load_and_forgotten)
     fclose(f);
 
     rt = open_path(tmp("good.so"));
-    cr_expect_str_eq(summary_of(rt, "fx_sq"), "Scaled sum of squares (fixture)", "served from the cache");
+    cr_expect_str_eq(summary_of(rt, "fx_sq"), "Scaled sum of squares (fixture)",
+                     "served from the cache");
     lk_loss *loss = NULL;
     char err[LK_ERRMSG_CAP] = "";
     const char *json = "{\"loss\": \"fx_sq\"}";
-    cr_expect_eq(lk_loss_from_json(rt, json, strlen(json), "t.json", &loss, err), LK_ERR_LOAD,
-                 "%s", err);
+    cr_expect_eq(lk_loss_from_json(rt, json, strlen(json), "t.json", &loss, err), LK_ERR_LOAD, "%s",
+                 err);
     cr_expect_not_null(strstr(err, "no longer offers what its scan found"), "%s", err);
     lk_runtime_close(rt);
 
     rt = open_path(tmp("good.so"));
     cr_expect_str_eq(summary_of(rt, "fx_sq"), "scaled sum of squares (fixture)", "rescanned");
-    cr_expect_eq(lk_loss_from_json(rt, json, strlen(json), "t.json", &loss, err), LK_OK, "%s",
-                 err);
+    cr_expect_eq(lk_loss_from_json(rt, json, strlen(json), "t.json", &loss, err), LK_OK, "%s", err);
     lk_loss_free(loss);
     lk_runtime_close(rt);
 }

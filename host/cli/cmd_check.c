@@ -19,12 +19,12 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -33,7 +33,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-
 
 #define TIMEOUT_S     60    /* per loss, for all of its checks; LOSSKIT_CHECK_TIMEOUT overrides */
 #define MAX_SLOTS     16    /* the host's limit per loss */

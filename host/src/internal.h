@@ -67,8 +67,8 @@ typedef struct lk__module {
 } lk__module;
 
 typedef struct lk__entry {
-    const lk_loss_desc *desc;       /* as scanned: what lookups, configs and lk_loss_info see */
-    const lk_loss_desc *impl;       /* the plugin's own, once its module is loaded: what runs */
+    const lk_loss_desc *desc; /* as scanned: what lookups, configs and lk_loss_info see */
+    const lk_loss_desc *impl; /* the plugin's own, once its module is loaded: what runs */
     const lk__module *module;
     const lk_param_desc *const *params; /* n_params, desc's own array */
     uint32_t n_params;
@@ -105,7 +105,7 @@ typedef struct lk__registry {
     size_t n_diags;
     lk__scan_item *pending; /* collected by lk__registry_load, scanned by _finish */
     size_t n_pending;
-    void *load_lock;        /* a pthread_mutex_t: loading modules on first use */
+    void *load_lock; /* a pthread_mutex_t: loading modules on first use */
 } lk__registry;
 
 /* Collects the files of a search path; lk__registry_finish scans them all
@@ -167,6 +167,5 @@ struct lk_loss {
     lk__slot *slots;
     size_t n_slots;
 };
-
 
 #endif

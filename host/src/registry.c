@@ -23,7 +23,6 @@
 #include "internal.h"
 #include "scan.h"
 
-
 static void add_diag(lk__registry *reg, const char *fmt, ...) LK__PRINTF(2, 3);
 
 /* A diagnostic is as long as it needs to be (a long path must not cut off
@@ -259,8 +258,8 @@ static lk_status load_module(lk__registry *reg, lk__module *m, char *why, size_t
     lk__buf rec = {0};
     if (pl && pl->abi_major == LK_ABI_MAJOR && !lk__validate_plugin(pl, problem, sizeof problem))
         lk__scan_write(pl, &rec);
-    int same = !rec.oom && rec.p && rec.len == m->record_len &&
-               memcmp(rec.p, m->record, rec.len) == 0;
+    int same =
+        !rec.oom && rec.p && rec.len == m->record_len && memcmp(rec.p, m->record, rec.len) == 0;
     lk__buf_free(&rec);
     if (!same) {
         snprintf(why, cap,
@@ -376,8 +375,8 @@ static void load_element(lk__registry *reg, const char *elem)
         if (!dir)
             pending_diag(reg, "%s: out of memory", elem);
         else if (stat(dir, &dst) == 0 && unsafe_owner(&dst))
-            pending_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)", file,
-                     dir, (unsigned)(dst.st_mode & 0777));
+            pending_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)",
+                         file, dir, (unsigned)(dst.st_mode & 0777));
         else
             load_file(reg, file);
         free(dir);
@@ -386,7 +385,7 @@ static void load_element(lk__registry *reg, const char *elem)
     }
     if (unsafe_owner(&st)) {
         pending_diag(reg, "%s: plugin directory refused: writable by other users (mode %03o)", elem,
-                 (unsigned)(st.st_mode & 0777));
+                     (unsigned)(st.st_mode & 0777));
         return;
     }
     load_dir(reg, elem);

@@ -319,7 +319,6 @@ static const char *check_loss(const lk_loss_desc *d, uint32_t minor)
     return NULL;
 }
 
-
 const char *lk__validate_plugin(const lk_plugin *pl, char *why, size_t cap)
 {
     size_t n = 0;

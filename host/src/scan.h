@@ -15,10 +15,11 @@
 #define LK__SCAN_FORMAT 1
 
 /* What the scanner answers on descriptor 3, first line. */
-#define LK__SCAN_OK "OK"           /* then the record */
+#define LK__SCAN_OK      "OK"      /* then the record */
 #define LK__SCAN_REFUSED "REFUSED" /* then one line: why (a property of the file) */
-#define LK__SCAN_NOLOAD "NOLOAD"   /* then one line: dlopen failed (may depend on the
-                                      environment: not cached) */
+#define LK__SCAN_NOLOAD                                                                            \
+    "NOLOAD" /* then one line: dlopen failed (may depend on the                                    \
+                environment: not cached) */
 
 /* A growing byte buffer; oom is set (and further writes dropped) when an
  * allocation fails. */

@@ -86,8 +86,7 @@ int main(int argc, char **argv)
                       LK_PLUGIN_ENTRY_NAME);
     const lk_plugin *pl = entry(LK_ABI_MAJOR, LK_ABI_MINOR);
     if (!pl)
-        return refuse(fd, LK__SCAN_REFUSED,
-                      "%s returned NULL: the plugin refused host ABI %d.%d",
+        return refuse(fd, LK__SCAN_REFUSED, "%s returned NULL: the plugin refused host ABI %d.%d",
                       LK_PLUGIN_ENTRY_NAME, LK_ABI_MAJOR, LK_ABI_MINOR);
     if (pl->abi_major != LK_ABI_MAJOR)
         return refuse(fd, LK__SCAN_REFUSED,

@@ -26,12 +26,12 @@
 
 extern char **environ;
 
-#define SCAN_PARALLEL 8         /* scanners running at once */
-#define SCAN_DEADLINE_S 5.0     /* per scanner; LOSSKIT_SCAN_TIMEOUT overrides */
-#define OUT_KEEP 200            /* bytes of a plugin's stray output quoted */
-#define ANSWER_CAP (64u << 20)  /* a larger answer is refused */
-#define CACHE_NAME "plugins.cache"
-#define CACHE_MAGIC "losskit plugin scan cache"
+#define SCAN_PARALLEL   8           /* scanners running at once */
+#define SCAN_DEADLINE_S 5.0         /* per scanner; LOSSKIT_SCAN_TIMEOUT overrides */
+#define OUT_KEEP        200         /* bytes of a plugin's stray output quoted */
+#define ANSWER_CAP      (64u << 20) /* a larger answer is refused */
+#define CACHE_NAME      "plugins.cache"
+#define CACHE_MAGIC     "losskit plugin scan cache"
 
 static int debug_on(void)
 {
@@ -242,8 +242,7 @@ static void cache_read(cache *c)
     free(text);
     if (!ok) {
         if (debug_on())
-            fprintf(stderr, "losskit: debug: cache %s is corrupt or foreign: ignored\n",
-                    c->file);
+            fprintf(stderr, "losskit: debug: cache %s is corrupt or foreign: ignored\n", c->file);
         cache_clear(c);
         return;
     }
