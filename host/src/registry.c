@@ -1,11 +1,14 @@
-/* registry.c: finds, loads and validates loss plugins.
+/* registry.c: finds loss plugins, registers what their scans found, and
+ * loads a plugin into this process when one of its losses is first built.
  *
  * The search path is a colon-separated list of directories and .so files,
  * read in order; within a directory, files are taken in name order so that
- * the result never depends on the file system's listing order. A loss id
- * met a second time is kept but marked shadowed: the first one serves. A
- * plugin that fails any check is refused whole, with one diagnostic line
- * "FILE: problem", and loading goes on with the next file. */
+ * the result never depends on the file system's listing order. Every file
+ * is scanned in a process of its own (scanjobs.c, scan_main.c), so no
+ * plugin code runs here until a loss is used. A loss id met a second time
+ * is kept but marked shadowed: the first one serves. A plugin that fails
+ * any check is refused whole, with one diagnostic line "FILE: problem", and
+ * the others are served. */
 #define _GNU_SOURCE /* dladdr */
 #include <dirent.h>
 #include <dlfcn.h>

@@ -244,8 +244,6 @@ static const char *check_slot(const lk_slot_desc *s, uint32_t index, uint32_t mi
     return NULL;
 }
 
-/* Checks a loss descriptor and collects its params and slots. Returns a
- * problem or NULL; on success e is filled in. */
 static const char *named(char *buf, size_t cap, const char *what, const char *name,
                          const char *problem)
 {
@@ -254,6 +252,7 @@ static const char *named(char *buf, size_t cap, const char *what, const char *na
     return buf;
 }
 
+/* Checks a loss descriptor; returns a problem or NULL. */
 static const char *check_loss(const lk_loss_desc *d, uint32_t minor)
 {
     static _Thread_local char why[256];
