@@ -39,6 +39,22 @@ static int debug_on(void)
     return d && *d;
 }
 
+/* One line on stderr under LOSSKIT_DEBUG, escaped (file names may hold
+ * control characters). */
+static void debug_line(const char *fmt, ...) LK__PRINTF(1, 2);
+static void debug_line(const char *fmt, ...)
+{
+    if (!debug_on())
+        return;
+    char raw[2048], safe[4 * sizeof raw];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    va_end(ap);
+    lk__escape(safe, sizeof safe, raw);
+    fprintf(stderr, "losskit: debug: %s\n", safe);
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -241,8 +257,7 @@ static void cache_read(cache *c)
     }
     free(text);
     if (!ok) {
-        if (debug_on())
-            fprintf(stderr, "losskit: debug: cache %s is corrupt or foreign: ignored\n", c->file);
+        debug_line("cache %s is corrupt or foreign: ignored", c->file);
         cache_clear(c);
         return;
     }
@@ -339,9 +354,8 @@ static void cache_write(cache *c, const lk__scan_item *items, size_t n, const ch
         ok = 0;
     if (!ok && fd >= 0)
         unlink(tmp);
-    if (!ok && debug_on())
-        fprintf(stderr, "losskit: debug: cannot write the cache %s: %s\n", c->file,
-                strerror(errno));
+    if (!ok)
+        debug_line("cannot write the cache %s: %s", c->file, strerror(errno));
     free(tmp);
     lk__buf_free(&b);
 }
@@ -443,8 +457,7 @@ static int start_job(job *j, lk__scan_item *it, const char *scanner, double time
     fcntl(j->out_fd, F_SETFL, O_NONBLOCK);
     fcntl(j->ans_fd, F_SETFL, O_NONBLOCK);
     j->deadline = now_s() + timeout;
-    if (debug_on())
-        fprintf(stderr, "losskit: debug: scanning %s\n", j->it->path);
+    debug_line("scanning %s", j->it->path);
     return 0;
 fail:;
     int e = errno;
@@ -654,9 +667,8 @@ void lk__scan_items(lk__scan_item *items, size_t n)
         run_jobs(todo, n_todo);
     for (size_t k = 0; k < n_todo; k++)
         c.dirty |= cacheable(todo[k]->kind);
-    if (debug_on())
-        fprintf(stderr, "losskit: debug: plugin cache %s: %zu hit%s, %zu scanned\n",
-                c.file ? c.file : "(off)", hits, hits == 1 ? "" : "s", n_todo);
+    debug_line("plugin cache %s: %zu hit%s, %zu scanned", c.file ? c.file : "(off)", hits,
+               hits == 1 ? "" : "s", n_todo);
     if (c.file && c.dirty)
         cache_write(&c, items, n, NULL);
     free(todo);
