@@ -61,7 +61,7 @@ static int refuse(int fd, const char *kind, const char *fmt, ...)
     return answer(fd, kind, why, strlen(why));
 }
 
-int main(int argc, char **argv)
+static int scan(int argc, char **argv)
 {
     if (argc != 4 || strcmp(argv[1], "--fd") != 0) {
         fprintf(stderr, "losskit-scan: internal helper of the losskit runtime; "
@@ -103,4 +103,12 @@ int main(int argc, char **argv)
     int rc = answer(fd, LK__SCAN_OK, rec.p, rec.len);
     lk__buf_free(&rec);
     return rc;
+}
+
+/* _exit, not exit: the streams are flushed by answer(), and the plugin's
+ * destructors and any at-exit reports (a sanitizer's) must not write to
+ * the pipe the runtime reads as the plugin's own output. */
+int main(int argc, char **argv)
+{
+    _exit(scan(argc, argv));
 }

@@ -606,7 +606,8 @@ static void run_jobs(lk__scan_item **todo, size_t n)
         }
         int ms = wait <= 0 ? 0 : (int)(wait * 1000) + 1;
         if (poll(pfd, np, ms) < 0 && errno != EINTR)
-            break;
+            for (size_t k = 0; k < active; k++) /* cannot wait: end them all now */
+                jobs[k].deadline = 0;
         t = now_s();
         for (size_t k = 0; k < active;) {
             job *j = &jobs[k];
