@@ -3,6 +3,7 @@
  * runtime and its cache (scan.h). Compiled into both. */
 #include "scan.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -375,10 +376,13 @@ uint32_t lk__scan_fn_mask(const lk_loss_desc *d, uint32_t abi_minor)
     return m;
 }
 
-/* Doubles as C99 hex floats: exact, and strtod reads them back. */
+/* Doubles as their bits in hex: exact, and free of the locale's decimal
+ * point (an embedding application may have set LC_NUMERIC). */
 static void put_double(lk__buf *b, double v)
 {
-    lk__buf_printf(b, "%a ", v);
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    lk__buf_printf(b, "%llx ", (unsigned long long)bits);
 }
 
 static void write_param(const lk_param_desc *p, lk__buf *b)
@@ -510,11 +514,15 @@ static double rd_double(reader *r)
     if (r->bad)
         return 0;
     const char *t = rd_token(r, tmp, sizeof tmp);
-    double v = strtod(t, &end);
-    if (r->bad || *end || end == t) {
+    errno = 0;
+    unsigned long long bits = strtoull(t, &end, 16);
+    if (r->bad || *end || end == t || errno || t[0] == '-' || t[0] == '+') {
         r->bad = 1;
         return 0;
     }
+    uint64_t b64 = bits;
+    double v;
+    memcpy(&v, &b64, sizeof v);
     return v;
 }
 
