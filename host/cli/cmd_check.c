@@ -2164,7 +2164,7 @@ static int read_child(int fd, pid_t pid, int timeout, const char *loss, report *
             return finished;
         for (ssize_t i = 0; i < n; i++) {
             if (chunk[i] != '\n') {
-                if (used + 1 < sizeof line) /* a longer line is cut, as fgets split it */
+                if (used + 1 < sizeof line) /* a longer line is cut */
                     line[used++] = chunk[i];
                 continue;
             }
