@@ -654,7 +654,13 @@ void lk__scan_items(lk__scan_item *items, size_t n)
         if (it->diag)
             continue;
         const cache_entry *e = cache_find(&c, it);
-        if (e) {
+        size_t same = 0; /* the file met earlier on the path, scanned once */
+        while (same < i && (items[same].diag || strcmp(items[same].path, it->path) != 0 ||
+                            memcmp(items[same].key, it->key, sizeof it->key) != 0))
+            same++;
+        if (same < i) {
+            it->kind = -1 - (int)same; /* resolved below, after the scans */
+        } else if (e) {
             set_result(it, e->kind, e->payload, e->payload_len);
             it->from_cache = 1;
             hits++;
@@ -666,6 +672,12 @@ void lk__scan_items(lk__scan_item *items, size_t n)
     }
     if (n_todo)
         run_jobs(todo, n_todo);
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].diag && items[i].kind < 0) {
+            const lk__scan_item *first = &items[-1 - items[i].kind];
+            set_result(&items[i], first->kind, first->payload ? first->payload : "",
+                       first->payload_len);
+        }
     for (size_t k = 0; k < n_todo; k++)
         c.dirty |= cacheable(todo[k]->kind);
     debug_line("plugin cache %s: %zu hit%s, %zu scanned", c.file ? c.file : "(off)", hits,
