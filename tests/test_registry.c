@@ -625,12 +625,12 @@ Test(registry, earlier_directory_shadows_later)
     copy_fixture("fx_good", b, good, sizeof good);
     lk_runtime *ab = open_pair(a, b);
     lk_runtime *ba = open_pair(b, a);
-    /* The modules are loaded by now: removing the folders before anything
-     * can fail leaves nothing behind in /tmp. */
-    rm_tree(a);
-    rm_tree(b);
+    /* A plugin is loaded when one of its losses is built, not when the
+     * runtime opens: the folders must outlive the checks. */
     check_shadowing(ab, shadow, good, 50.0);
     check_shadowing(ba, good, shadow, 5.0);
+    rm_tree(a);
+    rm_tree(b);
 }
 
 Test(registry, earlier_file_shadows_later)

@@ -16,10 +16,10 @@
  *
  * Every check is deterministic: the data come from a fixed-seed generator. */
 #include <cjson/cJSON.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <float.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,11 +29,12 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 
-#define TIMEOUT_S     60    /* per loss, for all of its checks */
+#define TIMEOUT_S     60    /* per loss, for all of its checks; LOSSKIT_CHECK_TIMEOUT overrides */
 #define MAX_SLOTS     16    /* the host's limit per loss */
 #define MAX_SETTINGS  9     /* the defaults, then one per number parameter */
 #define N_PROBES      5     /* probe shapes */
@@ -45,6 +46,20 @@
 #define OTHER_THREADS 3     /* compared bitwise with 1 thread */
 #define BIG_ELEMS     50000 /* enough positions for 4 blocks of 16384 */
 #define LABEL_CAP     320
+
+/* The deadline of one loss's checks, in seconds: the parent kills the
+ * child then, whatever the child does with its signals. */
+static int check_timeout(void)
+{
+    const char *env = getenv("LOSSKIT_CHECK_TIMEOUT");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (!*end && v > 0 && v <= 86400)
+            return (int)v;
+    }
+    return TIMEOUT_S;
+}
 
 #if defined(__GNUC__)
 #define CHECK_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -2217,7 +2232,7 @@ static void child_main(const plugin_ctx *pc, const lk_loss_desc *d, int fd)
 {
     struct rlimit no_core = {0, 0};
     setrlimit(RLIMIT_CORE, &no_core); /* a crash is expected; no core file */
-    alarm(TIMEOUT_S);
+    /* no alarm(): a kernel may block SIGALRM; the parent keeps the time */
     checker *c = malloc(sizeof *c);
     if (c) {
         checker_init(c, pc, d, fd);
@@ -2255,35 +2270,79 @@ static void parse_result(char *line, result *r)
     }
 }
 
-/* Reads the child's lines until it closes the pipe; returns 1 when it said
+static void child_line(char *line, const char *loss, report *rep, char *label, size_t cap,
+                       int *finished)
+{
+    if (line[0] == 'B' && line[1] == '\t')
+        fit(label, cap, "%s", line + 2);
+    else if (line[0] == 'R' && line[1] == '\t') {
+        result r;
+        parse_result(line, &r);
+        report_add(rep, loss, &r);
+    } else if (strcmp(line, "E") == 0)
+        *finished = 1;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Reads the child's lines until it closes the pipe or the deadline passes
+ * (then *timed_out is set and the child is killed); returns 1 when it said
  * it finished. label receives the last case it began. */
-static int read_child(FILE *in, const char *loss, report *rep, char *label, size_t cap)
+static int read_child(int fd, pid_t pid, int timeout, const char *loss, report *rep, char *label,
+                      size_t cap, int *timed_out)
 {
     char line[4096];
+    size_t used = 0;
     int finished = 0;
-    while (fgets(line, sizeof line, in)) {
-        line[strcspn(line, "\n")] = '\0';
-        if (line[0] == 'B' && line[1] == '\t')
-            fit(label, cap, "%s", line + 2);
-        else if (line[0] == 'R' && line[1] == '\t') {
-            result r;
-            parse_result(line, &r);
-            report_add(rep, loss, &r);
-        } else if (strcmp(line, "E") == 0)
-            finished = 1;
+    double deadline = mono_s() + timeout;
+    *timed_out = 0;
+    for (;;) {
+        double left = deadline - mono_s();
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int ready = left > 0 ? poll(&pfd, 1, (int)(left * 1000) + 1) : 0;
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready == 0) {
+            kill(pid, SIGKILL);
+            *timed_out = 1;
+            return finished;
+        }
+        if (ready < 0)
+            return finished;
+        char chunk[4096];
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return finished;
+        for (ssize_t i = 0; i < n; i++) {
+            if (chunk[i] != '\n') {
+                if (used + 1 < sizeof line) /* a longer line is cut */
+                    line[used++] = chunk[i];
+                continue;
+            }
+            line[used] = '\0';
+            child_line(line, loss, rep, label, cap, &finished);
+            used = 0;
+        }
     }
-    return finished;
 }
 
 /* The child ended without saying it finished: how, and during what. */
-static void report_death(report *rep, const char *loss, int status, const char *label)
+static void report_death(report *rep, const char *loss, int status, int timed_out, int timeout,
+                         const char *label)
 {
     result r;
     const char *during = label[0] ? label : "start-up";
-    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+    if (timed_out || (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)) {
         res_init(&r, "timeout", 0);
-        res_detail(&r, "no result within %d s, during %s", TIMEOUT_S, during);
-        res_num(&r, "seconds", TIMEOUT_S);
+        res_detail(&r, "no result within %d s, during %s (killed)", timeout, during);
+        res_num(&r, "seconds", timeout);
     } else if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
         res_init(&r, "crash", 0);
@@ -2324,45 +2383,28 @@ static void run_child(const plugin_ctx *pc, const lk_loss_desc *d, report *rep)
     }
     close(fds[1]);
     char label[LABEL_CAP] = "";
-    FILE *in = fdopen(fds[0], "r");
-    int finished = in ? read_child(in, d->id, rep, label, sizeof label) : 0;
-    if (in)
-        fclose(in);
-    else
-        close(fds[0]);
+    int timed_out = 0, timeout = check_timeout();
+    int finished = read_child(fds[0], pid, timeout, d->id, rep, label, sizeof label, &timed_out);
+    close(fds[0]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
             break;
-    if (!finished || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        report_death(rep, d->id, status, label);
+    if (timed_out || !finished || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        report_death(rep, d->id, status, timed_out, timeout, label);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Checks that run no plugin code: abi and schema                            */
 
-/* The plugin's descriptor, read through the module the runtime loaded: the
- * runtime does not show the ABI version a plugin was built against. */
-static const lk_plugin *plugin_descriptor(const char *path)
-{
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (!h)
-        return NULL;
-    lk_plugin_entry_fn entry;
-    void *sym = dlsym(h, LK_PLUGIN_ENTRY_NAME);
-    memcpy(&entry, &sym, sizeof entry);
-    const lk_plugin *pl = sym ? entry(LK_ABI_MAJOR, LK_ABI_MINOR) : NULL;
-    dlclose(h); /* only drops the reference taken here; the runtime keeps its own */
-    return pl;
-}
-
 static void check_abi(const plugin_ctx *pc, size_t n_losses, report *rep)
 {
-    const lk_plugin *pl = plugin_descriptor(pc->load_path);
+    /* as the scan found it, in a process of its own: no plugin code here */
+    const lk_plugin *pl = lk_runtime_plugin(pc->rt, pc->load_path);
     result r;
     res_init(&r, "abi", 0);
     if (!pl) {
-        res_detail(&r, "cannot read the plugin descriptor again: %s", dlerror());
+        res_detail(&r, "the runtime has no descriptor for %s", pc->load_path);
         report_add(rep, NULL, &r);
         return;
     }

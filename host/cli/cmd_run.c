@@ -349,9 +349,10 @@ int cmd_run(int argc, char **argv)
     lk_status st = lk_loss_from_file(rt, o.config, &loss, err);
     if (st != LK_OK) {
         cli_error("run: %s", err);
-        /* An unknown loss may live in a plugin that failed to load. */
+        /* An unknown loss may live in a plugin that failed to load; a known
+         * one's plugin is loaded only now, and may fail to. */
         int rc = EXIT_USAGE;
-        if (strstr(err, "unknown loss") && lk_runtime_diag_count(rt))
+        if (st == LK_ERR_LOAD || (strstr(err, "unknown loss") && lk_runtime_diag_count(rt)))
             rc = EXIT_PLUGIN;
         lk_runtime_close(rt);
         return rc;

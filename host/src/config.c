@@ -280,11 +280,16 @@ static lk_status build_term(const ctx *c, const char *path, const lk__entry *e, 
         const cJSON *v = params ? cJSON_GetObjectItemCaseSensitive(params, names[i]) : NULL;
         st = param_value(c, vpath, e->params[i], v, &values[i], &lists[i]);
     }
-    if (st == LK_OK && e->desc->create) {
+    /* The plugin enters this process here, at the first loss built from it:
+     * listing and validating never run its code. */
+    char why[LK_ERRMSG_CAP];
+    if (st == LK_OK && (st = lk__registry_use(&c->rt->reg, e, why)) != LK_OK)
+        lk__err(c->errmsg, st, "%s: %s: loss '%s': %s", c->source, path, e->desc->id, why);
+    if (st == LK_OK && e->impl->create) {
         char msg[LK_ERRMSG_CAP / 2] = "";
         lk_msg m = {msg, sizeof msg};
-        lk_create_args args = {&c->rt->host, e->desc, values, np};
-        lk_status cs = e->desc->create(&args, &term->instance, &m);
+        lk_create_args args = {&c->rt->host, e->impl, values, np};
+        lk_status cs = e->impl->create(&args, &term->instance, &m);
         if (cs != LK_OK) {
             st = fail(c, ppath, "loss '%s' refused its parameters: %s", e->desc->id,
                       msg[0] ? msg : lk_status_text(cs));
@@ -932,8 +937,8 @@ void lk_loss_free(lk_loss *loss)
     if (!loss)
         return;
     for (size_t i = 0; i < loss->n_terms; i++) {
-        if (loss->terms[i].instance && loss->terms[i].entry->desc->destroy)
-            loss->terms[i].entry->desc->destroy(loss->terms[i].instance);
+        if (loss->terms[i].instance && loss->terms[i].entry->impl->destroy)
+            loss->terms[i].entry->impl->destroy(loss->terms[i].instance);
         for (uint32_t s = 0; s < LK__MAX_SLOTS; s++)
             free(loss->terms[i].bound[s]);
     }
@@ -1022,7 +1027,7 @@ lk_status lk_loss_example(const lk_loss *loss, int32_t k, int32_t dtype, uint64_
     const lk__term *t = &loss->terms[0];
     char msg[LK_ERRMSG_CAP / 2] = "";
     lk_msg m = {msg, sizeof msg};
-    lk_status st = t->entry->desc->example(t->instance, k, dtype, seed, slots, &m);
+    lk_status st = t->entry->impl->example(t->instance, k, dtype, seed, slots, &m);
     if (st != LK_OK && st != LK_ERR_NOT_FOUND)
         return lk__err(errmsg, st, "loss '%s': example %d: %s", t->entry->desc->id, (int)k,
                        msg[0] ? msg : lk_status_text(st));

@@ -293,7 +293,7 @@ static void bound_where(const lk_loss *loss, const bound *b, char *buf, size_t c
 
 static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
 {
-    const lk_loss_desc *d = b->e->desc;
+    const lk_loss_desc *d = b->e->impl;
     default_plan(b, &b->plan);
     if (d->plan) {
         char msg[LK_ERRMSG_CAP / 2] = "";
@@ -407,7 +407,7 @@ static lk_status block_task(void *arg, int64_t begin, int64_t end)
             .reduction = r->reduction,
             .flags = r->flags,
         };
-        const lk_loss_desc *d = b->e->desc;
+        const lk_loss_desc *d = b->e->impl;
         lk_status st = r->backward ? d->backward(b->term->instance, p, &blk, &m)
                                    : d->forward(b->term->instance, p, &blk, &m);
         if (st != LK_OK) {
@@ -474,7 +474,7 @@ static double reduction_factor(const lk_plan *plan, double batch, int32_t reduct
 static lk_status finalize(const lk_loss *loss, const bound *b, const lk_plan *plan,
                           const double *stats, double batch, lk_eval_args *args, double *value)
 {
-    const lk_loss_desc *d = b->e->desc;
+    const lk_loss_desc *d = b->e->impl;
     if (loss->reduction == LK_REDUCTION_NONE) {
         *value = NAN;
         return LK_OK;
@@ -521,7 +521,7 @@ static const lk_tensor *out_or_absent(const lk_loss *loss, const lk_eval_args *a
 static lk_status run_whole(const lk_loss *loss, const bound *b, lk_eval_args *args,
                            uint32_t flags, double upstream, double *value)
 {
-    const lk_loss_desc *d = b->e->desc;
+    const lk_loss_desc *d = b->e->impl;
     lk_whole_args w = {b->slots, b->grads, out_or_absent(loss, args), upstream, loss->reduction,
                        flags};
     char msg[LK_ERRMSG_CAP / 2] = "";
@@ -544,7 +544,7 @@ enum { RUN_EVAL, RUN_STATS, RUN_FINISH };
 static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *args,
                           uint32_t flags, double *value, int mode, double *split)
 {
-    const lk_loss_desc *d = b0->e->desc;
+    const lk_loss_desc *d = b0->e->impl;
     double upstream = args->grad_scale * b0->term->weight;
     if (d->flags & LK_LOSS_WHOLE)
         return run_whole(loss, b0, args, flags, upstream, value);
@@ -653,7 +653,7 @@ static lk_status split_ok(const lk_loss *loss, lk_eval_args *args)
                        "evaluate each shard with lk_loss_eval",
                        loss->name);
     for (size_t i = 0; i < loss->n_terms; i++) {
-        const lk_loss_desc *d = loss->terms[i].entry->desc;
+        const lk_loss_desc *d = loss->terms[i].entry->impl;
         if (d->flags & LK_LOSS_WHOLE)
             return lk__err(args->errmsg, LK_ERR_UNSUPPORTED,
                            "loss '%s' takes the whole batch at once (LK_LOSS_WHOLE): its "

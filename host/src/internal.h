@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct stat;
+
 #include "losskit/kernel.h" /* lk_shape_str, lk_sdk_dtype_name: written once, in the SDK */
 #include "losskit/losskit.h"
 
@@ -51,20 +53,48 @@ lk_status lk__pool_for(lk__pool *pool, int64_t n, int64_t grain, lk_range_fn fn,
 /* registry.c */
 typedef struct lk__module {
     char *path;
+    const lk_plugin *plugin; /* as the scan found it: host memory, stubbed functions */
+    char *record;            /* the scan's record (scan.h), compared at load */
+    size_t record_len;
+    struct lk__arena *arena; /* holds plugin */
+    size_t first_entry;      /* its losses are entries [first_entry, + n_losses) */
+    size_t n_losses;
+    /* Loaded into this process only when one of its losses is built: */
     void *handle;
-    const lk_plugin *plugin;
+    const lk_plugin *loaded; /* the plugin's own descriptor */
+    int32_t load_state;      /* 0 not tried, 1 loaded, -1 refused (load_error) */
+    char *load_error;
 } lk__module;
 
 typedef struct lk__entry {
-    const lk_loss_desc *desc;
+    const lk_loss_desc *desc; /* as scanned: what lookups, configs and lk_loss_info see */
+    const lk_loss_desc *impl; /* the plugin's own, once its module is loaded: what runs */
     const lk__module *module;
-    const lk_param_desc **params; /* n_params pointers, owned */
+    const lk_param_desc *const *params; /* n_params, desc's own array */
     uint32_t n_params;
-    const lk_slot_desc **slots; /* n_slots pointers, owned */
+    const lk_slot_desc *const *slots; /* n_slots */
     uint32_t n_slots;
     int32_t shadowed;
     size_t winner; /* index of the entry that serves this id */
 } lk__entry;
+
+/* One file of the search path on its way through the scan (scanjobs.c). */
+#define LK__SCAN_KEY_N 7 /* size, mtime s/ns, ctime s/ns, inode, device */
+enum {
+    LK__ITEM_NONE = 0,
+    LK__ITEM_OK,      /* payload: the record */
+    LK__ITEM_REFUSED, /* payload: why, a property of the file (cached) */
+    LK__ITEM_FAILED   /* payload: why, not cached (a deadline, dlopen, the scanner) */
+};
+typedef struct lk__scan_item {
+    char *path;
+    char *diag; /* refused before any scan: the whole diagnostic line */
+    int64_t key[LK__SCAN_KEY_N];
+    int kind;
+    char *payload;
+    size_t payload_len;
+    int from_cache;
+} lk__scan_item;
 
 typedef struct lk__registry {
     lk__module **modules;
@@ -73,14 +103,34 @@ typedef struct lk__registry {
     size_t n_entries;
     char **diags;
     size_t n_diags;
+    lk__scan_item *pending; /* collected by lk__registry_load, scanned by _finish */
+    size_t n_pending;
+    void *load_lock; /* a pthread_mutex_t: loading modules on first use */
 } lk__registry;
 
+/* Collects the files of a search path; lk__registry_finish scans them all
+ * (in parallel, through the cache) and registers them in path order. */
 void lk__registry_load(lk__registry *reg, const char *path_list);
+void lk__registry_finish(lk__registry *reg);
 void lk__registry_free(lk__registry *reg);
 const lk__entry *lk__registry_find(const lk__registry *reg, const char *id);
 /* "did you mean" text for an unknown id into buf. */
 void lk__registry_suggest(const lk__registry *reg, const char *id, char *buf, size_t cap);
 const char *lk__default_plugin_path(void);
+/* Loads e's plugin into this process if it is not yet (e->impl is set
+ * after LK_OK); LK_ERR_LOAD with one line in errmsg (LK_ERRMSG_CAP bytes,
+ * not yet escaped) when it cannot be loaded or no longer offers what its
+ * scan found. [any-thread] */
+lk_status lk__registry_use(lk__registry *reg, const lk__entry *e, char *errmsg);
+
+/* scanjobs.c */
+void lk__scan_key_of(lk__scan_item *it, const struct stat *st);
+/* Fills kind and payload of every item without a diag: from the cache, or
+ * by running scanners. */
+void lk__scan_items(lk__scan_item *items, size_t n);
+/* Drops path's entry from the cache: its plugin did not offer, once
+ * loaded, what the entry said. */
+void lk__scan_forget(const char *path);
 
 /* runtime.c */
 struct lk_runtime {
@@ -129,6 +179,5 @@ struct lk_loss {
     lk__slot *slots;
     size_t n_slots;
 };
-
 
 #endif

@@ -1,17 +1,22 @@
-/* registry.c: finds, loads and validates loss plugins.
+/* registry.c: finds loss plugins, registers what their scans found, and
+ * loads a plugin into this process when one of its losses is first built.
  *
  * The search path is a colon-separated list of directories and .so files,
  * read in order; within a directory, files are taken in name order so that
- * the result never depends on the file system's listing order. A loss id
- * met a second time is kept but marked shadowed: the first one serves. A
- * plugin that fails any check is refused whole, with one diagnostic line
- * "FILE: problem", and loading goes on with the next file. */
+ * the result never depends on the file system's listing order. Every file
+ * is scanned in a process of its own (scanjobs.c, scan_main.c), so no
+ * plugin code runs here until a loss is used. A loss id met a second time
+ * is kept but marked shadowed: the first one serves. A plugin that fails
+ * any check is refused whole, with one diagnostic line "FILE: problem", and
+ * the others are served. */
 #define _GNU_SOURCE /* dladdr */
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +24,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-
-#include <math.h>
-
-#define MAX_ID_LEN LK_MAX_ID_LEN
+#include "scan.h"
 
 static void add_diag(lk__registry *reg, const char *fmt, ...) LK__PRINTF(2, 3);
 
@@ -86,225 +88,6 @@ static int unsafe_owner(const struct stat *st)
     return (st->st_mode & S_IWGRP) && !private_group_of(st->st_uid, st->st_gid);
 }
 
-static int valid_name(const char *s)
-{
-    if (!s || !*s || strnlen(s, MAX_ID_LEN + 1) > MAX_ID_LEN)
-        return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
-            return 0;
-    return 1;
-}
-
-/* Why a name is not valid, or NULL. what is "id" or "name". */
-static const char *name_problem(const char *s, const char *what, char *buf, size_t cap)
-{
-    if (valid_name(s))
-        return NULL;
-    size_t n = s ? strlen(s) : 0;
-    if (n > MAX_ID_LEN)
-        snprintf(buf, cap, "its %s has %zu characters; at most %d are allowed", what, n,
-                 MAX_ID_LEN);
-    else
-        snprintf(buf, cap, "its %s is not [a-z0-9_]+ (at most %d characters)", what, MAX_ID_LEN);
-    return buf;
-}
-
-/* A name as messages quote it: one longer than the limit is cut, and says
- * how long it is, so that the reason after it is never lost. */
-static const char *shown_name(const char *s, char *buf, size_t cap)
-{
-    if (!s)
-        return "(null)";
-    size_t n = strlen(s);
-    if (n <= MAX_ID_LEN)
-        return s;
-    snprintf(buf, cap, "%.*s... (%zu characters)", MAX_ID_LEN, s, n);
-    return buf;
-}
-
-static int in_bounds(const lk_param_desc *p, double v)
-{
-    if (v < p->min || v > p->max)
-        return 0;
-    if ((p->flags & LK_PARAM_MIN_EXCLUSIVE) && v == p->min)
-        return 0;
-    if ((p->flags & LK_PARAM_MAX_EXCLUSIVE) && v == p->max)
-        return 0;
-    return 1;
-}
-
-/* Checks one parameter declaration; returns a problem or NULL. */
-static const char *check_param(const lk_param_desc *p, char *buf, size_t cap)
-{
-    const char *bad = name_problem(p->name, "name", buf, cap);
-    if (bad)
-        return bad;
-    if (!p->doc)
-        return "it has no doc";
-    if (p->min != p->min || p->max != p->max)
-        return "its min or max is NaN";
-    if (p->min > p->max)
-        return "its min exceeds its max";
-    switch (p->type) {
-    case LK_PARAM_NUMBER:
-    case LK_PARAM_INTEGER:
-        /* the checker's rule, now the loader's: a config that says nothing
-         * must get a value a config could have given */
-        if (!isfinite(p->default_number))
-            return "its default is not a finite number (NaN or infinite)";
-        if (!in_bounds(p, p->default_number))
-            return "its default is outside its range";
-        if (p->type == LK_PARAM_INTEGER && p->default_number != floor(p->default_number))
-            return "it is an integer with a fractional default";
-        if (p->type == LK_PARAM_INTEGER && !(p->default_number >= -9223372036854775808.0 &&
-                                             p->default_number < 9223372036854775808.0))
-            return "it is an integer whose default is outside the 64-bit range";
-        return NULL;
-    case LK_PARAM_BOOL:
-        return p->default_number == 0 || p->default_number == 1
-                   ? NULL
-                   : "it is a boolean whose default is not 0 or 1";
-    case LK_PARAM_CHOICE:
-        if (!p->choices || !p->choices[0] || !p->default_choice)
-            return "it is a choice without choices or default";
-        for (const char *const *c = p->choices; *c; c++)
-            if (strcmp(*c, p->default_choice) == 0)
-                return NULL;
-        return "its default is not among its choices";
-    case LK_PARAM_NUMBER_LIST:
-        if (p->default_list_len < 0 || (p->default_list_len > 0 && !p->default_list))
-            return "its default list is malformed";
-        if (p->list_min_len < 0 || (p->list_max_len >= 0 && p->list_max_len < p->list_min_len))
-            return "its list length bounds are malformed";
-        for (int32_t i = 0; i < p->default_list_len; i++) {
-            if (!isfinite(p->default_list[i]))
-                return "its default list has an item that is not a finite number";
-            if (!in_bounds(p, p->default_list[i]))
-                return "its default list has items outside its range";
-        }
-        return NULL;
-    default: return "its type is unknown";
-    }
-}
-
-static const char *check_slot(const lk_slot_desc *s, uint32_t index, uint32_t minor, char *buf,
-                              size_t cap)
-{
-    const uint32_t known = LK_DTYPE_BIT(LK_DTYPE_F32) | LK_DTYPE_BIT(LK_DTYPE_F64) |
-                           LK_DTYPE_BIT(LK_DTYPE_I64) | LK_DTYPE_BIT(LK_DTYPE_I32) |
-                           LK_DTYPE_BIT(LK_DTYPE_U8) | LK_DTYPE_BIT(LK_DTYPE_BOOL);
-    const char *bad = name_problem(s->name, "name", buf, cap);
-    if (bad)
-        return bad;
-    if (!s->dtypes || (s->dtypes & ~known))
-        return "it accepts no dtype or an unknown one";
-    if (s->shape < LK_SHAPE_ANY || s->shape > LK_SHAPE_INPUT_NO_CHANNEL)
-        return "its shape rule is unknown";
-    if (index == 0 && s->shape == LK_SHAPE_INPUT_NO_CHANNEL)
-        return "slot 0 cannot have a shape rule relative to itself";
-    if (index == 0 && (s->flags & LK_SLOT_OPTIONAL))
-        return "slot 0 cannot be optional";
-    if ((s->flags & LK_SLOT_DIFFERENTIABLE) && (s->dtypes & ~LK_DTYPES_FLOAT))
-        return "it is differentiable but accepts non-float dtypes";
-    if (minor >= 1 && (s->values < LK_VALUES_DEFAULT || s->values > LK_VALUES_LAST))
-        return "its values kind is unknown";
-    return NULL;
-}
-
-/* Checks a loss descriptor and collects its params and slots. Returns a
- * problem or NULL; on success e is filled in. */
-static const char *named(char *buf, size_t cap, const char *what, const char *name,
-                         const char *problem)
-{
-    char shown[MAX_ID_LEN + 48];
-    snprintf(buf, cap, "%s '%s': %s", what, shown_name(name, shown, sizeof shown), problem);
-    return buf;
-}
-
-static const char *check_loss(const lk_loss_desc *d, uint32_t minor, lk__entry *e)
-{
-    static _Thread_local char why[256];
-    char problem[128];
-    const char *bad = name_problem(d->id, "id", why, sizeof why);
-    if (bad)
-        return bad;
-    if (!d->summary || !d->version)
-        return "it has no summary or no version";
-    /* Counting stops past the limit: a descriptor that claims 100,000
-     * parameters costs no more than one that claims 257, and the limit
-     * keeps the pairwise name check below (quadratic) at 256 x 255 / 2. */
-    uint32_t np = 0, ns = 0;
-    while (d->params && d->params[np] && np <= LK_MAX_PARAMS)
-        np++;
-    while (d->slots && d->slots[ns] && ns <= LK__MAX_SLOTS)
-        ns++;
-    if (ns == 0)
-        return "it declares no tensor slots";
-    if (ns > LK__MAX_SLOTS)
-        return "it declares more than 16 tensor slots";
-    if (np > LK_MAX_PARAMS) {
-        snprintf(why, sizeof why, "it declares more than %d parameters (LK_MAX_PARAMS)",
-                 LK_MAX_PARAMS);
-        return why;
-    }
-    const uint32_t known_red = (1u << LK_REDUCTION_COUNT) - 1;
-    if (!d->reductions || (d->reductions & ~known_red) || d->default_reduction < 0 ||
-        d->default_reduction >= LK_REDUCTION_COUNT ||
-        !(d->reductions & LK_REDUCTION_BIT(d->default_reduction)))
-        return "its reductions are malformed (none, unknown, or a default it does not offer)";
-    if (d->flags & ~(LK_LOSS_FUSED | LK_LOSS_WHOLE | LK_LOSS_UNBOUNDED))
-        return "it sets unknown loss flags";
-    int has_diff = 0;
-    for (uint32_t i = 0; i < ns; i++) {
-        const char *p = check_slot(d->slots[i], i, minor, problem, sizeof problem);
-        if (p)
-            return named(why, sizeof why, "slot", d->slots[i]->name, p);
-        has_diff |= (d->slots[i]->flags & LK_SLOT_DIFFERENTIABLE) != 0;
-        for (uint32_t j = 0; j < i; j++)
-            if (strcmp(d->slots[i]->name, d->slots[j]->name) == 0)
-                return "two of its slots have the same name";
-    }
-    for (uint32_t i = 0; i < np; i++) {
-        const char *p = check_param(d->params[i], problem, sizeof problem);
-        if (p)
-            return named(why, sizeof why, "parameter", d->params[i]->name, p);
-        for (uint32_t j = 0; j < i; j++)
-            if (strcmp(d->params[i]->name, d->params[j]->name) == 0)
-                return "two of its parameters have the same name";
-    }
-    if ((d->create == NULL) != (d->destroy == NULL))
-        return "it sets only one of create and destroy";
-    if (d->flags & LK_LOSS_WHOLE) {
-        if (!d->whole)
-            return "the required function whole is NULL (LK_LOSS_WHOLE is set)";
-    } else {
-        if (!d->forward)
-            return "the required function forward is NULL";
-        if (has_diff && !(d->flags & LK_LOSS_FUSED) && !d->backward)
-            return "the required function backward is NULL (required unless LK_LOSS_FUSED)";
-    }
-    e->desc = d;
-    e->n_params = np;
-    e->n_slots = ns;
-    e->params = calloc(np ? np : 1, sizeof *e->params);
-    e->slots = calloc(ns, sizeof *e->slots);
-    if (!e->params || !e->slots) {
-        snprintf(why, sizeof why, "out of memory");
-        return why;
-    }
-    if (np)
-        memcpy(e->params, d->params, np * sizeof *e->params);
-    memcpy(e->slots, d->slots, ns * sizeof *e->slots);
-    return NULL;
-}
-
-static void free_entry(lk__entry *e)
-{
-    free(e->params);
-    free(e->slots);
-}
-
 const lk__entry *lk__registry_find(const lk__registry *reg, const char *id)
 {
     for (size_t i = 0; i < reg->n_entries; i++)
@@ -313,125 +96,211 @@ const lk__entry *lk__registry_find(const lk__registry *reg, const char *id)
     return NULL;
 }
 
-/* Validates every loss of a loaded plugin, then registers them all or none. */
-static int register_plugin(lk__registry *reg, lk__module *m)
+/* Registers the losses of a plugin as its scan found them; the plugin
+ * itself stays out of this process until one of them is used. */
+static void register_plugin(lk__registry *reg, const char *path, const char *rec, size_t len)
 {
-    const lk_plugin *pl = m->plugin;
-    size_t n = 0;
-    while (pl->losses && pl->losses[n])
-        n++;
-    if (!pl->name || !pl->version) {
-        add_diag(reg, "%s: plugin descriptor lacks a name or version", m->path);
-        return 0;
-    }
-    if (n == 0) {
-        add_diag(reg, "%s: plugin '%s' declares no losses", m->path, pl->name);
-        return 0;
-    }
-    lk__entry *grown = realloc(reg->entries, (reg->n_entries + n) * sizeof *grown);
-    if (!grown) {
-        add_diag(reg, "%s: out of memory", m->path);
-        return 0;
-    }
-    reg->entries = grown;
-    lk__entry *fresh = reg->entries + reg->n_entries;
-    memset(fresh, 0, n * sizeof *fresh);
-    for (size_t i = 0; i < n; i++) {
-        const char *problem = check_loss(pl->losses[i], pl->abi_minor, &fresh[i]);
-        char shown[MAX_ID_LEN + 48];
-        const char *id = shown_name(pl->losses[i]->id, shown, sizeof shown);
-        for (size_t j = 0; !problem && j < i; j++)
-            if (strcmp(fresh[j].desc->id, pl->losses[i]->id) == 0)
-                problem = "the plugin declares this loss id twice";
-        if (problem) {
-            add_diag(reg, "%s: loss '%s': %s; plugin refused", m->path, id, problem);
-            for (size_t j = 0; j <= i; j++)
-                free_entry(&fresh[j]);
-            return 0;
-        }
-        fresh[i].module = m;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const lk__entry *winner = lk__registry_find(reg, fresh[i].desc->id);
-        if (winner) {
-            fresh[i].shadowed = 1;
-            fresh[i].winner = (size_t)(winner - reg->entries);
-        } else {
-            fresh[i].winner = reg->n_entries + i;
-        }
-    }
-    reg->n_entries += n;
-    return 1;
-}
-
-static void load_file(lk__registry *reg, const char *path)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        add_diag(reg, "%s: %s", path, strerror(errno));
-        return;
-    }
-    /* stat, not open: it never blocks. dlopen on a FIFO would wait for a
-     * writer forever, and on a device would read who knows what. */
-    if (!S_ISREG(st.st_mode)) {
-        add_diag(reg, "%s: refused: not a regular file (it is %s)", path,
-                 lk__file_kind(st.st_mode));
-        return;
-    }
-    if (unsafe_owner(&st)) {
-        add_diag(reg, "%s: refused: writable by other users (mode %03o)", path,
-                 (unsigned)(st.st_mode & 0777));
-        return;
-    }
-    dlerror();
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *why = dlerror();
-        add_diag(reg, "%s: cannot load: %s", path, why ? why : "unknown dlopen error");
-        return;
-    }
-    lk_plugin_entry_fn entry;
-    void *sym = dlsym(h, LK_PLUGIN_ENTRY_NAME);
-    memcpy(&entry, &sym, sizeof entry);
-    if (!sym) {
-        add_diag(reg, "%s: no '%s' symbol: not a losskit plugin", path, LK_PLUGIN_ENTRY_NAME);
-        dlclose(h);
-        return;
-    }
-    const lk_plugin *pl = entry(LK_ABI_MAJOR, LK_ABI_MINOR);
-    if (!pl) {
-        add_diag(reg, "%s: %s returned NULL: the plugin refused host ABI %d.%d", path,
-                 LK_PLUGIN_ENTRY_NAME, LK_ABI_MAJOR, LK_ABI_MINOR);
-        dlclose(h);
-        return;
-    }
-    if (pl->abi_major != LK_ABI_MAJOR) {
-        add_diag(reg,
-                 "%s: built for losskit ABI %u.%u, this host implements ABI %d.%d "
-                 "(the major versions must match)",
-                 path, pl->abi_major, pl->abi_minor, LK_ABI_MAJOR, LK_ABI_MINOR);
-        dlclose(h);
-        return;
-    }
     lk__module *m = calloc(1, sizeof *m);
     lk__module **mods = realloc(reg->modules, (reg->n_modules + 1) * sizeof *mods);
     if (mods)
         reg->modules = mods;
-    if (!m || !mods || !(m->path = lk__strdup(path))) {
+    if (m)
+        m->arena = calloc(1, sizeof *m->arena);
+    if (!m || !mods || !m->arena || !(m->path = lk__strdup(path)) || !(m->record = malloc(len))) {
         add_diag(reg, "%s: out of memory", path);
-        free(m);
-        dlclose(h);
-        return;
+        goto fail;
     }
-    m->handle = h;
-    m->plugin = pl;
-    if (!register_plugin(reg, m)) {
+    memcpy(m->record, rec, len);
+    m->record_len = len;
+    m->plugin = lk__scan_read(rec, len, m->arena);
+    if (!m->plugin) {
+        add_diag(reg, "%s: refused: the scanner's record of it is malformed", path);
+        goto fail;
+    }
+    size_t n = 0;
+    while (m->plugin->losses[n])
+        n++;
+    lk__entry *grown = realloc(reg->entries, (reg->n_entries + n) * sizeof *grown);
+    if (!grown) {
+        add_diag(reg, "%s: out of memory", path);
+        goto fail;
+    }
+    reg->entries = grown;
+    m->first_entry = reg->n_entries;
+    m->n_losses = n;
+    for (size_t i = 0; i < n; i++) {
+        const lk_loss_desc *d = m->plugin->losses[i];
+        lk__entry *e = &reg->entries[reg->n_entries + i];
+        memset(e, 0, sizeof *e);
+        e->desc = d;
+        e->module = m;
+        e->params = d->params;
+        e->slots = d->slots;
+        while (d->params && d->params[e->n_params])
+            e->n_params++;
+        while (d->slots[e->n_slots])
+            e->n_slots++;
+        const lk__entry *winner = lk__registry_find(reg, d->id);
+        e->shadowed = winner != NULL;
+        e->winner = winner ? (size_t)(winner - reg->entries) : reg->n_entries + i;
+    }
+    reg->n_entries += n;
+    reg->modules[reg->n_modules++] = m;
+    return;
+fail:
+    if (m) {
+        if (m->arena)
+            lk__arena_free(m->arena);
+        free(m->arena);
+        free(m->record);
         free(m->path);
         free(m);
-        dlclose(h);
+    }
+}
+
+/* A file of the search path: refused at once for what stat() shows, else
+ * queued for the scan. */
+static void load_file(lk__registry *reg, const char *path)
+{
+    lk__scan_item *grown = realloc(reg->pending, (reg->n_pending + 1) * sizeof *grown);
+    if (!grown) {
+        add_diag(reg, "%s: out of memory", path);
         return;
     }
-    reg->modules[reg->n_modules++] = m;
+    reg->pending = grown;
+    lk__scan_item *it = &reg->pending[reg->n_pending];
+    memset(it, 0, sizeof *it);
+    if (!(it->path = lk__strdup(path))) {
+        add_diag(reg, "%s: out of memory", path);
+        return;
+    }
+    reg->n_pending++;
+    struct stat st;
+    char line[512];
+    line[0] = '\0';
+    if (stat(path, &st) != 0)
+        snprintf(line, sizeof line, "%s", strerror(errno));
+    /* stat, not open: it never blocks. dlopen on a FIFO would wait for a
+     * writer forever, and on a device would read who knows what. */
+    else if (!S_ISREG(st.st_mode))
+        snprintf(line, sizeof line, "refused: not a regular file (it is %s)",
+                 lk__file_kind(st.st_mode));
+    else if (unsafe_owner(&st))
+        snprintf(line, sizeof line, "refused: writable by other users (mode %03o)",
+                 (unsigned)(st.st_mode & 0777));
+    if (line[0]) {
+        size_t n = strlen(path) + strlen(line) + 3;
+        if ((it->diag = malloc(n)) != NULL)
+            snprintf(it->diag, n, "%s: %s", path, line);
+        return;
+    }
+    lk__scan_key_of(it, &st);
+}
+
+/* A diagnostic found while collecting the path: it keeps its place among
+ * the files' own. */
+static void pending_diag(lk__registry *reg, const char *fmt, ...) LK__PRINTF(2, 3);
+static void pending_diag(lk__registry *reg, const char *fmt, ...)
+{
+    char line[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    lk__scan_item *grown = realloc(reg->pending, (reg->n_pending + 1) * sizeof *grown);
+    if (!grown) {
+        add_diag(reg, "%s", line);
+        return;
+    }
+    reg->pending = grown;
+    lk__scan_item *it = &reg->pending[reg->n_pending];
+    memset(it, 0, sizeof *it);
+    if ((it->diag = lk__strdup(line)) != NULL)
+        reg->n_pending++;
+}
+
+void lk__registry_finish(lk__registry *reg)
+{
+    lk__scan_item *items = reg->pending;
+    size_t n = reg->n_pending;
+    reg->pending = NULL;
+    reg->n_pending = 0;
+    lk__scan_items(items, n);
+    for (size_t i = 0; i < n; i++) {
+        lk__scan_item *it = &items[i];
+        if (it->diag)
+            add_diag(reg, "%s", it->diag);
+        else if (it->kind == LK__ITEM_OK)
+            register_plugin(reg, it->path, it->payload, it->payload_len);
+        else
+            add_diag(reg, "%s: %s", it->path, it->payload ? it->payload : "out of memory");
+        free(it->path);
+        free(it->diag);
+        free(it->payload);
+    }
+    free(items);
+}
+
+/* The first use of a loss: its plugin enters this process, and must offer
+ * exactly what its scan found (the file may have changed since, or the
+ * cache may lie). */
+static lk_status load_module(lk__registry *reg, lk__module *m, char *why, size_t cap)
+{
+    dlerror();
+    void *h = dlopen(m->path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(why, cap, "%s: cannot load: %s", m->path, e ? e : "unknown dlopen error");
+        return LK_ERR_LOAD;
+    }
+    lk_plugin_entry_fn entry;
+    void *sym = dlsym(h, LK_PLUGIN_ENTRY_NAME);
+    memcpy(&entry, &sym, sizeof entry);
+    const lk_plugin *pl = sym ? entry(LK_ABI_MAJOR, LK_ABI_MINOR) : NULL;
+    char problem[512];
+    lk__buf rec = {0};
+    if (pl && pl->abi_major == LK_ABI_MAJOR && !lk__validate_plugin(pl, problem, sizeof problem))
+        lk__scan_write(pl, &rec);
+    int same =
+        !rec.oom && rec.p && rec.len == m->record_len && memcmp(rec.p, m->record, rec.len) == 0;
+    lk__buf_free(&rec);
+    if (!same) {
+        snprintf(why, cap,
+                 "%s: refused at load: it no longer offers what its scan found (the file "
+                 "changed since it was scanned, or the plugin answers differently each time); "
+                 "run the command again to rescan it",
+                 m->path);
+        dlclose(h);
+        lk__scan_forget(m->path); /* whatever the cache said, the next run scans it */
+        return LK_ERR_LOAD;
+    }
+    m->handle = h;
+    m->loaded = pl;
+    for (size_t i = 0; i < m->n_losses; i++)
+        __atomic_store_n(&reg->entries[m->first_entry + i].impl, pl->losses[i], __ATOMIC_RELEASE);
+    return LK_OK;
+}
+
+lk_status lk__registry_use(lk__registry *reg, const lk__entry *e, char *errmsg)
+{
+    if (__atomic_load_n(&e->impl, __ATOMIC_ACQUIRE))
+        return LK_OK;
+    lk__module *m = (lk__module *)e->module;
+    pthread_mutex_lock(reg->load_lock);
+    if (m->load_state == 0) {
+        char why[1024];
+        if (load_module(reg, m, why, sizeof why) == LK_OK)
+            m->load_state = 1;
+        else {
+            m->load_state = -1;
+            m->load_error = lk__strdup(why);
+        }
+    }
+    lk_status st = m->load_state == 1 ? LK_OK : LK_ERR_LOAD;
+    if (st != LK_OK) /* not escaped here: the caller's lk__err does it once */
+        snprintf(errmsg, LK_ERRMSG_CAP, "%s", m->load_error ? m->load_error : "out of memory");
+    pthread_mutex_unlock(reg->load_lock);
+    return st;
 }
 
 static int has_so_suffix(const char *name)
@@ -449,7 +318,7 @@ static void load_dir(lk__registry *reg, const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d) {
-        add_diag(reg, "%s: cannot open plugin directory: %s", dir, strerror(errno));
+        pending_diag(reg, "%s: cannot open plugin directory: %s", dir, strerror(errno));
         return;
     }
     char **names = NULL;
@@ -485,7 +354,7 @@ static void load_element(lk__registry *reg, const char *elem)
 {
     struct stat st;
     if (stat(elem, &st) != 0) {
-        add_diag(reg, "%s: plugin path element: %s", elem, strerror(errno));
+        pending_diag(reg, "%s: plugin path element: %s", elem, strerror(errno));
         return;
     }
     if (!S_ISDIR(st.st_mode)) {
@@ -507,10 +376,10 @@ static void load_element(lk__registry *reg, const char *elem)
         if (slash)
             *(slash == dir ? slash + 1 : slash) = '\0';
         if (!dir)
-            add_diag(reg, "%s: out of memory", elem);
+            pending_diag(reg, "%s: out of memory", elem);
         else if (stat(dir, &dst) == 0 && unsafe_owner(&dst))
-            add_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)", file,
-                     dir, (unsigned)(dst.st_mode & 0777));
+            pending_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)",
+                         file, dir, (unsigned)(dst.st_mode & 0777));
         else
             load_file(reg, file);
         free(dir);
@@ -518,8 +387,8 @@ static void load_element(lk__registry *reg, const char *elem)
         return;
     }
     if (unsafe_owner(&st)) {
-        add_diag(reg, "%s: plugin directory refused: writable by other users (mode %03o)", elem,
-                 (unsigned)(st.st_mode & 0777));
+        pending_diag(reg, "%s: plugin directory refused: writable by other users (mode %03o)", elem,
+                     (unsigned)(st.st_mode & 0777));
         return;
     }
     load_dir(reg, elem);
@@ -550,18 +419,32 @@ void lk__registry_load(lk__registry *reg, const char *path_list)
 
 void lk__registry_free(lk__registry *reg)
 {
-    for (size_t i = 0; i < reg->n_entries; i++)
-        free_entry(&reg->entries[i]);
     free(reg->entries);
     for (size_t i = 0; i < reg->n_modules; i++) {
-        dlclose(reg->modules[i]->handle);
-        free(reg->modules[i]->path);
-        free(reg->modules[i]);
+        lk__module *m = reg->modules[i];
+        if (m->handle)
+            dlclose(m->handle);
+        lk__arena_free(m->arena);
+        free(m->arena);
+        free(m->record);
+        free(m->load_error);
+        free(m->path);
+        free(m);
     }
     free(reg->modules);
     for (size_t i = 0; i < reg->n_diags; i++)
         free(reg->diags[i]);
     free(reg->diags);
+    for (size_t i = 0; i < reg->n_pending; i++) {
+        free(reg->pending[i].path);
+        free(reg->pending[i].diag);
+        free(reg->pending[i].payload);
+    }
+    free(reg->pending);
+    if (reg->load_lock) {
+        pthread_mutex_destroy(reg->load_lock);
+        free(reg->load_lock);
+    }
     memset(reg, 0, sizeof *reg);
 }
 

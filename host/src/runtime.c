@@ -1,4 +1,5 @@
 /* runtime.c: opening a runtime, the services table, registry lookups. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,11 +112,20 @@ lk_status lk_runtime_open(const lk_runtime_options *opts, lk_runtime **out, char
         .scratch_free = host_scratch_free,
         .thread_count = host_thread_count,
     };
+    pthread_mutex_t *lock = malloc(sizeof *lock);
+    if (!lock || pthread_mutex_init(lock, NULL) != 0) {
+        free(lock);
+        lk__pool_destroy(rt->pool);
+        free(rt);
+        return lk__err(errmsg, LK_ERR_NOMEM, "out of memory");
+    }
+    rt->reg.load_lock = lock;
     lk__registry_load(&rt->reg, opts->plugin_path);
     if (opts->use_env_path)
         lk__registry_load(&rt->reg, getenv("LOSSKIT_PLUGIN_PATH"));
     if (opts->use_default_path)
         lk__registry_load(&rt->reg, lk__default_plugin_path());
+    lk__registry_finish(&rt->reg);
     *out = rt;
     return LK_OK;
 }
@@ -223,4 +233,12 @@ lk_status lk_loss_term_at(const lk_loss *loss, size_t i, lk_loss_info *info, dou
     if (weight)
         *weight = loss->terms[i].weight;
     return LK_OK;
+}
+
+const lk_plugin *lk_runtime_plugin(const lk_runtime *rt, const char *plugin_file)
+{
+    for (size_t i = 0; plugin_file && i < rt->reg.n_modules; i++)
+        if (strcmp(rt->reg.modules[i]->path, plugin_file) == 0)
+            return rt->reg.modules[i]->plugin;
+    return NULL;
 }

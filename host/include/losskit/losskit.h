@@ -59,9 +59,12 @@ typedef struct lk_runtime_options {
 /* Fills opts with the defaults: env path and default path on, threads 0. */
 LK_API void lk_runtime_options_init(lk_runtime_options *opts);
 
-/* Opens a runtime and loads every plugin on the search path. A plugin that
- * fails to load does not fail the call: it is recorded as a diagnostic
- * (lk_runtime_diag) and the others are served. Fails only when memory runs
+/* Opens a runtime and finds what every plugin on the search path offers:
+ * each file is scanned in a process of its own (or read from the scan
+ * cache), and a plugin enters this process only when one of its losses is
+ * built (sdk/README.md, "Loading rules"). A plugin that is refused does not
+ * fail the call: it is recorded as a diagnostic (lk_runtime_diag) and the
+ * others are served. Fails only when memory runs
  * out or the options are invalid; *out is then NULL and errmsg (may be NULL,
  * LK_ERRMSG_CAP bytes) says why. */
 LK_API lk_status lk_runtime_open(const lk_runtime_options *opts, lk_runtime **out, char *errmsg);
@@ -85,11 +88,19 @@ typedef struct lk_loss_info {
     const char *plugin_file;    /* the .so that carries it */
     const char *plugin_name;    /* the family name the plugin declares */
     const char *plugin_version;
-    const lk_loss_desc *desc;   /* read-only */
+    const lk_loss_desc *desc;   /* read-only: as scanned, in host memory; its
+                                   function members only say which are set */
     int32_t shadowed;           /* 1: an earlier plugin has the same id */
     const char *shadowed_by;    /* the winning plugin's file, when shadowed */
     uint32_t plugin_abi_minor;  /* the ABI minor the plugin was built against */
 } lk_loss_info;
+
+/* The descriptor of the plugin file plugin_file (as lk_loss_info gives
+ * it), as the runtime found it when it scanned the file in a process of its
+ * own, or NULL when no registered plugin has that file. It lives as long as
+ * the runtime, in host memory: read it, never call its functions (a
+ * plugin's code runs only in losses built with lk_loss_from_json). */
+LK_API const lk_plugin *lk_runtime_plugin(const lk_runtime *rt, const char *plugin_file);
 
 /* What slot i of a loss built against ABI 1.plugin_abi_minor holds: its
  * declared lk_slot_values, or for LK_VALUES_DEFAULT (and every slot of a
