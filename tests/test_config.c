@@ -955,6 +955,7 @@ Test(config, tensors_shared_tensor_gradients_accumulate)
         cr_assert(g_l1[i] != 0.0 && g_mse[i] != 0.0, "grad[%d]: a term contributes nothing", i);
     }
     lk_loss_free(sum);
+}
 
 /* ------------------------------------------------------------------------ */
 /* focal's modes and bce_with_logits' options                                */
