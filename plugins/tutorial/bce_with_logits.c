@@ -106,7 +106,7 @@ static lk_status bce_finalize(const void *inst, const lk_plan *plan, const doubl
     else if (b->has_ignore)
         *value = st[1] > 0.0 ? st[0] / st[1] : 0.0;
     else
-        *value = st[0] / plan->mean_norm;
+        *value = plan->mean_norm > 0.0 ? st[0] / plan->mean_norm : 0.0; /* a mean over nothing */
     return LK_OK;
 }
 

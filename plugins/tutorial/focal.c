@@ -703,7 +703,7 @@ static lk_status focal_finalize(const void *inst, const lk_plan *plan, const dou
     else if (f->mode == FOCAL_MULTICLASS)
         *value = st[FMC_COUNT] > 0.0 ? st[FMC_LOSS] / st[FMC_COUNT] : 0.0;
     else
-        *value = st[0] / plan->mean_norm;
+        *value = plan->mean_norm > 0.0 ? st[0] / plan->mean_norm : 0.0; /* a mean over nothing */
     return LK_OK;
 }
 

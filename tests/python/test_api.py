@@ -260,12 +260,13 @@ class EmptyBatches(unittest.TestCase):
     def test_every_target_ignored(self):
         x = np.random.default_rng(3).normal(size=(2, 3, 4, 4))
         y = np.full((2, 4, 4), -100, np.int64)
-        for cfg in ({"loss": "nll"}, {"loss": "cross_entropy"},
-                    {"loss": "cross_entropy", "params": {"label_smoothing": 0.1}},
-                    {"loss": "dice", "params": {"mode": "multiclass", "smooth": 0}},
-                    {"loss": "dice", "params": {"mode": "multiclass"}}):
+        # dice at smooth 0 scores 0 / max(0, eps) = 0 per class: loss 1
+        for cfg, want in (({"loss": "nll"}, 0.0), ({"loss": "cross_entropy"}, 0.0),
+                          ({"loss": "cross_entropy", "params": {"label_smoothing": 0.1}}, 0.0),
+                          ({"loss": "dice", "params": {"mode": "multiclass", "smooth": 0}}, 1.0),
+                          ({"loss": "dice", "params": {"mode": "multiclass"}}, 0.0)):
             v, g = losskit.evaluate(cfg, input=x, target=y)
-            self.assertEqual(v, 0.0, cfg)
+            self.assertEqual(v, want, cfg)
             np.testing.assert_array_equal(g["input"], np.zeros_like(x), str(cfg))
 
     def test_classes_weighing_zero(self):
