@@ -1,0 +1,960 @@
+/* lovasz_hinge, lovasz_softmax: the Lovasz extension of the Jaccard loss
+ * (Berman, Rannen Triki, Blaschko, CVPR 2018), as the authors'
+ * lovasz_losses.py computes it.
+ *
+ * For a set of pixels with errors e_i >= 0 and binary ground truth g_i, sort
+ * the errors in decreasing order (pi), let F_k and B_k count the foreground
+ * and background pixels among the first k, G the foreground count, and
+ *
+ *   J(F, B) = 1 - (G - F) / (G + B)        (J(0, 0) = 0),
+ *   loss    = sum_k e_pi(k) (J(F_k, B_k) - J(F_{k-1}, B_{k-1})).
+ *
+ * lovasz_hinge: e = relu(1 - x s), s = 2 t - 1, on logits x and {0, 1}
+ * targets t. lovasz_softmax: per class c, e = |[t = c] - p_c| with p the
+ * softmax over dim 1 (or the input itself), then the mean over the classes
+ * taken. per_image: the same per index of dim 0, then the mean over images.
+ *
+ * The gradient is the one autograd gives (the sort permutation held
+ * constant): d loss / d e_pi(k) = J_k - J_{k-1}. Where several pixels share
+ * exactly one error value the extension has no gradient; each of them then
+ * gets the mean of its two one-sided derivatives (the marginal gain as the
+ * first and as the last of its tie group), which is what central differences
+ * measure and which equals the ordinary gradient when there is no tie.
+ *
+ * Memory. Per pixel one 64-bit sort key (the error's order bits, truncated,
+ * above the pixel's index, so that the keys are distinct and the order is
+ * total and deterministic: ties of the truncated error go by index) and, for
+ * softmax from logits, the log-sum-exp in the input's precision; nothing per
+ * class. Classes are processed one at a time: the exact error of each pixel
+ * is recomputed from the input as the sorted keys are walked, d loss / d p_c
+ * is stored into the gradient buffer, and the softmax Jacobian is applied
+ * per pixel at the end. The keys are sorted in place by an MSD radix sort.
+ *
+ * Threads: the key, log-sum-exp and Jacobian passes run over fixed chunks of
+ * pixels, the radix sort's buckets after its first pass run in parallel, and
+ * per_image runs the images in parallel; every sum is formed in a fixed
+ * order, so the bits do not depend on the thread count. Everything is scalar
+ * double arithmetic: this file is built for the primary compile only. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "losskit/loss.h"
+
+#if defined(LK_PRIMARY)
+
+enum { LV_HINGE, LV_SOFTMAX };
+enum { LV_PRESENT, LV_ALL, LV_LIST };
+
+typedef struct lv_inst {
+    int kind;
+    int per_image;
+    int has_ignore;
+    int64_t ignore;
+    int classes;    /* LV_PRESENT, LV_ALL, LV_LIST */
+    int from_logits;
+    int64_t n_list; /* class_list: its length, and the distinct classes with */
+    int64_t n_distinct;
+    int64_t *cls;   /* n_distinct class ids, ascending */
+    double *mult;   /* how often each is listed */
+    const lk_host *host;
+} lv_inst;
+
+/* ------------------------------------------------------------------------ */
+/* Parameters and slots                                                      */
+
+static const lk_param_desc lv_per_image = {
+    .name = "per_image",
+    .doc = "true: one loss per index of dim 0, then their mean; false: one over the batch",
+    .type = LK_PARAM_BOOL,
+    .default_number = 0.0,
+};
+
+static const lk_param_desc lv_ignore_index = {
+    .name = "ignore_index",
+    .doc = "pixels whose target equals it are left out (zero gradient); unset: none",
+    .type = LK_PARAM_INTEGER,
+    .default_number = -100.0,
+    .min = -HUGE_VAL,
+    .max = HUGE_VAL,
+};
+
+static const char *const lv_class_choices[] = {"present", "all", NULL};
+
+static const lk_param_desc lv_classes = {
+    .name = "classes",
+    .doc = "present: the mean over the classes present in the target; all: over every class",
+    .type = LK_PARAM_CHOICE,
+    .choices = lv_class_choices,
+    .default_choice = "present",
+};
+
+static const lk_param_desc lv_class_list = {
+    .name = "class_list",
+    .doc = "the class indices the mean takes (absent ones too); not with classes",
+    .type = LK_PARAM_NUMBER_LIST,
+    .min = 0.0,
+    .max = 2147483647.0,
+    .list_min_len = 1,
+    .list_max_len = -1,
+};
+
+static const lk_param_desc lv_from_logits = {
+    .name = "from_logits",
+    .doc = "true: softmax over dim 1 of the input; false: the input holds probabilities",
+    .type = LK_PARAM_BOOL,
+    .default_number = 1.0,
+};
+
+static const lk_param_desc *const hinge_params[] = {&lv_per_image, &lv_ignore_index, NULL};
+static const lk_param_desc *const softmax_params[] = {
+    &lv_classes, &lv_class_list, &lv_per_image, &lv_ignore_index, &lv_from_logits, NULL};
+
+static const lk_slot_desc hinge_input = {
+    .name = "input",
+    .doc = "logits, any shape (N, ...)",
+    .dtypes = LK_DTYPES_FLOAT,
+    .flags = LK_SLOT_DIFFERENTIABLE,
+    .shape = LK_SHAPE_LIKE_INPUT,
+    .values = LK_VALUES_REAL,
+};
+static const lk_slot_desc hinge_target = {
+    .name = "target",
+    .doc = "0 or 1 (or ignore_index), shaped like the input",
+    .dtypes = LK_DTYPES_FLOAT,
+    .flags = 0,
+    .shape = LK_SHAPE_LIKE_INPUT,
+    .values = LK_VALUES_BINARY,
+};
+static const lk_slot_desc *const hinge_slots[] = {&hinge_input, &hinge_target, NULL};
+
+static const lk_slot_desc softmax_input = {
+    .name = "input",
+    .doc = "(N, C, ...) logits (from_logits) or probabilities",
+    .dtypes = LK_DTYPES_FLOAT,
+    .flags = LK_SLOT_DIFFERENTIABLE,
+    .shape = LK_SHAPE_ANY,
+    .values = LK_VALUES_REAL,
+};
+static const lk_slot_desc softmax_target = {
+    .name = "target",
+    .doc = "(N, ...) class indices in [0, C) (or ignore_index)",
+    .dtypes = LK_DTYPES_INT,
+    .flags = 0,
+    .shape = LK_SHAPE_INPUT_NO_CHANNEL,
+    .values = LK_VALUES_CLASS,
+};
+static const lk_slot_desc *const softmax_slots[] = {&softmax_input, &softmax_target, NULL};
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void lv_destroy(void *inst)
+{
+    lv_inst *in = (lv_inst *)inst;
+    if (in) {
+        free(in->cls);
+        free(in->mult);
+    }
+    free(in);
+}
+
+static lk_status lv_create(const lk_create_args *a, void **inst, lk_msg *msg, int kind)
+{
+    lv_inst *in = (lv_inst *)calloc(1, sizeof *in);
+    if (!in)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
+    const lk_param_value *p = a->params;
+    in->kind = kind;
+    in->host = a->host;
+    if (kind == LV_HINGE) {
+        in->per_image = p[0].integer != 0;
+        in->has_ignore = p[1].is_set;
+        in->ignore = p[1].integer;
+        *inst = in;
+        return LK_OK;
+    }
+    in->classes = (int)p[0].integer == 1 ? LV_ALL : LV_PRESENT;
+    in->per_image = p[2].integer != 0;
+    in->has_ignore = p[3].is_set;
+    in->ignore = p[3].integer;
+    in->from_logits = p[4].integer != 0;
+    if (p[1].is_set && p[1].list_len > 0) {
+        if (p[0].is_set) {
+            lv_destroy(in);
+            return lk_fail(msg, LK_ERR_INVALID,
+                           "classes and class_list are both set; give one (class_list means the "
+                           "listed classes)");
+        }
+        int64_t n = (int64_t)p[1].list_len, *ids = (int64_t *)malloc((size_t)n * sizeof *ids);
+        in->cls = (int64_t *)malloc((size_t)n * sizeof *in->cls);
+        in->mult = (double *)malloc((size_t)n * sizeof *in->mult);
+        if (!ids || !in->cls || !in->mult) {
+            free(ids);
+            lv_destroy(in);
+            return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
+        }
+        for (int64_t i = 0; i < n; i++) {
+            double v = p[1].list[i];
+            if (v != floor(v)) {
+                free(ids);
+                lv_destroy(in);
+                return lk_fail(msg, LK_ERR_INVALID, "class_list[%lld] = %g is not an integer",
+                               (long long)i, v);
+            }
+            ids[i] = (int64_t)v;
+        }
+        qsort(ids, (size_t)n, sizeof *ids, cmp_i64);
+        for (int64_t i = 0; i < n; i++) {
+            if (in->n_distinct > 0 && in->cls[in->n_distinct - 1] == ids[i]) {
+                in->mult[in->n_distinct - 1] += 1.0;
+                continue;
+            }
+            in->cls[in->n_distinct] = ids[i];
+            in->mult[in->n_distinct++] = 1.0;
+        }
+        free(ids);
+        in->classes = LV_LIST;
+        in->n_list = n;
+    }
+    *inst = in;
+    return LK_OK;
+}
+
+static lk_status hinge_create(const lk_create_args *a, void **inst, lk_msg *msg)
+{
+    return lv_create(a, inst, msg, LV_HINGE);
+}
+
+static lk_status softmax_create(const lk_create_args *a, void **inst, lk_msg *msg)
+{
+    return lv_create(a, inst, msg, LV_SOFTMAX);
+}
+
+static lk_status hinge_plan(const void *inst, const lk_tensor *slots, int32_t reduction,
+                            lk_plan *plan, lk_msg *msg)
+{
+    (void)inst, (void)reduction, (void)slots, (void)msg;
+    plan->out_ndim = 0;
+    return LK_OK;
+}
+
+static lk_status softmax_plan(const void *inst, const lk_tensor *slots, int32_t reduction,
+                              lk_plan *plan, lk_msg *msg)
+{
+    (void)reduction;
+    const lv_inst *in = (const lv_inst *)inst;
+    const lk_tensor *x = &slots[0];
+    if (x->ndim < 2)
+        return lk_fail(msg, LK_ERR_SHAPE,
+                       "input has %d dimension%s; lovasz_softmax takes (N, C, ...)", (int)x->ndim,
+                       x->ndim == 1 ? "" : "s");
+    if (in->classes == LV_LIST && in->cls[in->n_distinct - 1] >= x->shape[1])
+        return lk_fail(msg, LK_ERR_INVALID, "class_list holds class %lld; the input has C = %lld",
+                       (long long)in->cls[in->n_distinct - 1], (long long)x->shape[1]);
+    plan->out_ndim = 0;
+    return LK_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Element access                                                            */
+
+static inline double ld(const lk_tensor *t, int64_t i)
+{
+    return t->dtype == LK_DTYPE_F32 ? (double)((const float *)t->data)[i]
+                                    : ((const double *)t->data)[i];
+}
+
+static inline int64_t ld_int(const lk_tensor *t, int64_t i)
+{
+    return t->dtype == LK_DTYPE_I32 ? (int64_t)((const int32_t *)t->data)[i]
+                                    : ((const int64_t *)t->data)[i];
+}
+
+/* The gradient buffer, or a scratch copy of its layout. */
+typedef struct lv_buf {
+    void *data;
+    int32_t dtype;
+} lv_buf;
+
+static inline void g_set(const lv_buf *g, int64_t i, double v)
+{
+    if (g->dtype == LK_DTYPE_F32)
+        ((float *)g->data)[i] = (float)v;
+    else
+        ((double *)g->data)[i] = v;
+}
+
+static inline void g_add(const lv_buf *g, int64_t i, double v)
+{
+    if (g->dtype == LK_DTYPE_F32) {
+        float *p = (float *)g->data + i;
+        *p = (float)((double)*p + v);
+    } else {
+        ((double *)g->data)[i] += v;
+    }
+}
+
+static inline double g_get(const lv_buf *g, int64_t i)
+{
+    return g->dtype == LK_DTYPE_F32 ? (double)((const float *)g->data)[i]
+                                    : ((const double *)g->data)[i];
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sort keys and the in-place radix sort                                     */
+
+/* Bits needed for indices in [0, n). */
+static int index_bits(int64_t n)
+{
+    int b = 0;
+    while (b < 63 && ((int64_t)1 << b) < n)
+        b++;
+    return b;
+}
+
+/* Larger errors give smaller keys; the low b bits hold the pixel's index. */
+static inline uint64_t make_key(double e, int b, uint64_t idx)
+{
+    uint64_t u;
+    e += 0.0; /* -0 -> +0 */
+    memcpy(&u, &e, sizeof u);
+    u = (u >> 63) ? ~u : u | ((uint64_t)1 << 63); /* ascending with e */
+    u = ~u;
+    return (b > 0 ? (u >> b) << b : u) | idx;
+}
+
+/* Ignored pixels sort after every error. */
+static inline uint64_t ignored_key(int b, uint64_t idx)
+{
+    return (b > 0 ? (~(uint64_t)0 >> b) << b : ~(uint64_t)0) | idx;
+}
+
+#define LV_INSERTION 32
+
+static void insertion_sort(uint64_t *a, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        uint64_t v = a[i];
+        size_t j = i;
+        while (j > 0 && a[j - 1] > v) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = v;
+    }
+}
+
+/* One American-flag pass on the 8-bit digit at shift: start[0..256] are the
+ * bucket bounds afterwards. Returns 0 when every key fell in one bucket
+ * (nothing moved). */
+static int flag_pass(uint64_t *a, size_t n, int shift, size_t *start)
+{
+    size_t cnt[256] = {0}, next[256];
+    for (size_t i = 0; i < n; i++)
+        cnt[(a[i] >> shift) & 255]++;
+    start[0] = 0;
+    for (int d = 0; d < 256; d++)
+        start[d + 1] = start[d] + cnt[d];
+    for (int d = 0; d < 256; d++)
+        if (cnt[d] == n)
+            return 0;
+    memcpy(next, start, sizeof next);
+    for (int d = 0; d < 256; d++) {
+        while (next[d] < start[d + 1]) {
+            uint64_t v = a[next[d]];
+            int dv = (int)((v >> shift) & 255);
+            while (dv != d) {
+                uint64_t w = a[next[dv]];
+                a[next[dv]++] = v;
+                v = w;
+                dv = (int)((v >> shift) & 255);
+            }
+            a[next[d]++] = v;
+        }
+    }
+    return 1;
+}
+
+/* Bits above shift + 8 are equal within a; the shifts go down by 8 to 0
+ * (the last digit may overlap bits already equal, which is harmless). */
+static void radix_rec(uint64_t *a, size_t n, int shift)
+{
+    for (;;) {
+        if (n <= LV_INSERTION) {
+            insertion_sort(a, n);
+            return;
+        }
+        size_t start[257];
+        int moved = flag_pass(a, n, shift, start);
+        if (shift == 0)
+            return;
+        int next = shift > 8 ? shift - 8 : 0;
+        if (!moved) {
+            shift = next;
+            continue;
+        }
+        for (int d = 0; d < 256; d++)
+            if (start[d + 1] - start[d] > 1)
+                radix_rec(a + start[d], start[d + 1] - start[d], next);
+        return;
+    }
+}
+
+typedef struct sort_job {
+    uint64_t *a;
+    size_t start[257];
+    int shift;
+} sort_job;
+
+static lk_status sort_buckets(void *arg, int64_t begin, int64_t end)
+{
+    sort_job *j = (sort_job *)arg;
+    for (int64_t d = begin; d < end; d++)
+        if (j->start[d + 1] - j->start[d] > 1)
+            radix_rec(j->a + j->start[d], j->start[d + 1] - j->start[d], j->shift);
+    return LK_OK;
+}
+
+/* Sorts distinct keys ascending: the first pass on the highest bits that
+ * differ, then its buckets in parallel. The result is the sorted array
+ * whatever the threads. */
+static void sort_keys(const lk_host *h, uint64_t *a, size_t n)
+{
+    if (n <= LV_INSERTION) {
+        insertion_sort(a, n);
+        return;
+    }
+    uint64_t o = 0, an = ~(uint64_t)0;
+    for (size_t i = 0; i < n; i++)
+        o |= a[i], an &= a[i];
+    uint64_t diff = o ^ an;
+    if (!diff)
+        return;
+    int hb = 63 - __builtin_clzll(diff), shift = hb >= 7 ? hb - 7 : 0;
+    sort_job j = {.a = a, .shift = shift > 8 ? shift - 8 : 0};
+    flag_pass(a, n, shift, j.start);
+    if (shift == 0)
+        return;
+    h->parallel_for(h->ctx, 256, 1, sort_buckets, &j);
+}
+
+/* ------------------------------------------------------------------------ */
+/* One call                                                                  */
+
+#define LV_CHUNK 16384 /* pixels per chunk of the parallel passes */
+#define LV_TILE  2048  /* pixels of one image handled together, class by class */
+
+typedef struct lv_call {
+    const lv_inst *in;
+    const lk_tensor *x, *t;
+    lv_buf g;        /* d loss / d input (softmax: d loss / d p until the end) */
+    int want_grad;
+    int64_t N, C, HW; /* hinge: C = 1 */
+    int hw_shift;     /* log2(HW) when HW is a power of two, else -1 */
+    void *lse;        /* softmax from logits: per pixel, the input's dtype */
+    double grad_scale;
+    double *img_value; /* per image (per_image) */
+    lk_status img_status;
+} lv_call;
+
+static inline double lse_at(const lv_call *k, int64_t q)
+{
+    return k->x->dtype == LK_DTYPE_F32 ? (double)((const float *)k->lse)[q]
+                                       : ((const double *)k->lse)[q];
+}
+
+static inline int is_ignored_f(const lv_call *k, double t)
+{
+    return k->in->has_ignore && t == (double)k->in->ignore;
+}
+
+/* The pixel q of the batch (n HW + hw): its error for class c, whether it
+ * is foreground, (softmax) p_c, and a bound on the error's rounding: errors
+ * closer than that are ties of the exact errors (p = 1/2 gives 1 - p for
+ * the foreground and p for the background, which may differ in the last
+ * bits). */
+static inline double pixel_eval(const lv_call *k, int64_t q, int64_t c, int *fg, double *p,
+                                double *tol)
+{
+    if (k->in->kind == LV_HINGE) {
+        double t = ld(k->t, q), x = ld(k->x, q);
+        *fg = t == 1.0;
+        *tol = 4.0 * DBL_EPSILON * (1.0 + fabs(x));
+        return 1.0 - x * (2.0 * t - 1.0);
+    }
+    int64_t n = k->hw_shift >= 0 ? q >> k->hw_shift : q / k->HW, hw = q - n * k->HW;
+    double x = ld(k->x, (n * k->C + c) * k->HW + hw);
+    if (k->in->from_logits) {
+        double l = lse_at(k, q);
+        *p = exp(x - l);
+        *tol = 8.0 * DBL_EPSILON * (2.0 + fabs(x) + fabs(l));
+    } else {
+        *p = x;
+        *tol = 4.0 * DBL_EPSILON * (1.0 + fabs(x));
+    }
+    *fg = ld_int(k->t, q) == c;
+    return fabs((double)*fg - *p);
+}
+
+static inline double pixel_error(const lv_call *k, int64_t q, int64_t c, int *fg)
+{
+    double p, tol;
+    return pixel_eval(k, q, c, fg, &p, &tol);
+}
+
+static inline int pixel_ignored(const lv_call *k, int64_t q)
+{
+    if (!k->in->has_ignore)
+        return 0;
+    if (k->in->kind == LV_HINGE)
+        return is_ignored_f(k, ld(k->t, q));
+    return ld_int(k->t, q) == k->in->ignore;
+}
+
+/* Where d loss / d (error's variable) of pixel q goes. */
+static inline int64_t grad_index(const lv_call *k, int64_t q, int64_t c)
+{
+    if (k->in->kind == LV_HINGE)
+        return q;
+    int64_t n = k->hw_shift >= 0 ? q >> k->hw_shift : q / k->HW, hw = q - n * k->HW;
+    return (n * k->C + c) * k->HW + hw;
+}
+
+typedef struct key_job {
+    const lv_call *k;
+    uint64_t *keys;
+    int64_t q0, n; /* the group's pixels [q0, q0 + n) */
+    int64_t c;
+    int bits;
+    int64_t *fg_count; /* per chunk */
+} key_job;
+
+static lk_status make_keys(void *arg, int64_t begin, int64_t end)
+{
+    key_job *j = (key_job *)arg;
+    for (int64_t ch = begin; ch < end; ch++) {
+        int64_t lo = ch * LV_CHUNK, hi = lo + LV_CHUNK < j->n ? lo + LV_CHUNK : j->n, fgs = 0;
+        for (int64_t i = lo; i < hi; i++) {
+            int64_t q = j->q0 + i;
+            if (pixel_ignored(j->k, q)) {
+                j->keys[i] = ignored_key(j->bits, (uint64_t)i);
+                continue;
+            }
+            int fg;
+            double e = pixel_error(j->k, q, j->c, &fg);
+            fgs += fg;
+            j->keys[i] = make_key(e, j->bits, (uint64_t)i);
+        }
+        j->fg_count[ch] = fgs;
+    }
+    return LK_OK;
+}
+
+/* J(F2, B2) - J(F1, B1) for J(F, B) = 1 - (G - F) / (G + B), J(0, 0) = 0,
+ * with the numerator formed exactly. */
+static inline double jac_diff(double G, double F1, double B1, double F2, double B2)
+{
+    double u1 = G + B1, u2 = G + B2;
+    if (u1 == 0.0)
+        return u2 == 0.0 ? 0.0 : 1.0 - (G - F2) / u2;
+    return ((G - F1) * u2 - (G - F2) * u1) / (u1 * u2);
+}
+
+/* One class c over the group's pixels [q0, q0 + n): the Lovasz extension of
+ * its errors; its gradient times scale goes to the buffer. keys: n words;
+ * fg_count: one per chunk. Returns the loss. */
+static double lovasz_class(const lv_call *k, int64_t q0, int64_t n, int64_t valid, int64_t c,
+                           double scale, uint64_t *keys, int64_t *fg_count)
+{
+    const lk_host *h = k->in->host;
+    int bits = index_bits(n);
+    int64_t chunks = (n + LV_CHUNK - 1) / LV_CHUNK;
+    key_job j = {.k = k, .keys = keys, .q0 = q0, .n = n, .c = c, .bits = bits,
+                 .fg_count = fg_count};
+    h->parallel_for(h->ctx, chunks, 1, make_keys, &j);
+    double G = 0.0;
+    for (int64_t ch = 0; ch < chunks; ch++)
+        G += (double)fg_count[ch];
+    sort_keys(h, keys, (size_t)n);
+    const uint64_t mask = bits > 0 ? (((uint64_t)1 << bits) - 1) : 0;
+    const int hinge = k->in->kind == LV_HINGE;
+    double loss = 0.0, F = 0.0, B = 0.0;
+    int fg = 0;
+    double p = 0.0, tol = 0.0, e = 0.0;
+    if (valid > 0)
+        e = pixel_eval(k, q0 + (int64_t)(keys[0] & mask), c, &fg, &p, &tol);
+    for (int64_t i = 0; i < valid;) {
+        /* the tie group [i, m): errors within rounding of the first one's;
+         * the value takes each pixel in key order, as autograd's sort */
+        double e0 = e, tol0 = tol, F2 = F, B2 = B;
+        int64_t m = i;
+        do {
+            double Fn = F2 + (fg ? 1.0 : 0.0), Bn = B2 + (fg ? 0.0 : 1.0);
+            loss += (e > 0.0 ? e : 0.0) * jac_diff(G, F2, B2, Fn, Bn);
+            F2 = Fn, B2 = Bn;
+            if (++m < valid)
+                e = pixel_eval(k, q0 + (int64_t)(keys[m] & mask), c, &fg, &p, &tol);
+        } while (m < valid && fabs(e - e0) <= (tol > tol0 ? tol : tol0));
+        if (k->want_grad) {
+            double gf, gb; /* d loss / d e of a foreground / background pixel */
+            if (m - i == 1) {
+                gf = gb = jac_diff(G, F, B, F2, B2);
+            } else {
+                gf = 0.5 * (jac_diff(G, F, B, F + 1.0, B) + jac_diff(G, F2 - 1.0, B2, F2, B2));
+                gb = 0.5 * (jac_diff(G, F, B, F, B + 1.0) + jac_diff(G, F2, B2 - 1.0, F2, B2));
+            }
+            for (int64_t r = i; r < m; r++) {
+                int64_t q = q0 + (int64_t)(keys[r] & mask);
+                int rfg;
+                double rp, rtol, re = pixel_eval(k, q, c, &rfg, &rp, &rtol), d;
+                if (hinge) {
+                    /* e = 1 - x s; relu' is 0 at 0, as torch's */
+                    d = re > 0.0 ? (rfg ? -gf : gb) : 0.0;
+                    if (d != 0.0)
+                        g_add(&k->g, q, scale * d);
+                } else {
+                    /* e = |fg - p|; d e / d p = sign(p - fg) */
+                    double sg = rp > (double)rfg ? 1.0 : rp < (double)rfg ? -1.0 : 0.0;
+                    d = sg * (rfg ? gf : gb);
+                    if (d != 0.0)
+                        g_set(&k->g, grad_index(k, q, c), scale * d);
+                }
+            }
+        }
+        F = F2, B = B2;
+        i = m;
+    }
+    return loss;
+}
+
+/* The group of images [n0, n1): its loss (the mean over its classes for
+ * softmax) with gradient factor gscale. */
+static lk_status lovasz_group(const lv_call *k, int64_t n0, int64_t n1, double gscale, double *out)
+{
+    const lk_host *h = k->in->host;
+    const lv_inst *in = k->in;
+    int64_t q0 = n0 * k->HW, n = (n1 - n0) * k->HW;
+    *out = 0.0;
+    if (n == 0)
+        return LK_OK;
+    int64_t chunks = (n + LV_CHUNK - 1) / LV_CHUNK;
+    /* class counts over the valid pixels */
+    int64_t C = in->kind == LV_HINGE ? 1 : k->C, valid = 0;
+    int64_t *hist = (int64_t *)calloc((size_t)C + 1, sizeof *hist);
+    if (!hist)
+        return LK_ERR_NOMEM;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t q = q0 + i;
+        if (pixel_ignored(k, q))
+            continue;
+        valid++;
+        if (in->kind == LV_SOFTMAX)
+            hist[ld_int(k->t, q)]++;
+    }
+    if (valid == 0) {
+        free(hist);
+        return LK_OK;
+    }
+    double taken = 0.0;
+    if (in->kind == LV_HINGE)
+        taken = 1.0;
+    else if (in->classes == LV_LIST)
+        taken = (double)in->n_list;
+    else if (in->classes == LV_ALL)
+        taken = (double)C;
+    else
+        for (int64_t c = 0; c < C; c++)
+            taken += hist[c] > 0;
+    uint64_t *keys = (uint64_t *)h->scratch_alloc(h->ctx, (size_t)n * sizeof *keys);
+    int64_t *fgc = (int64_t *)calloc((size_t)chunks, sizeof *fgc);
+    if (!keys || !fgc) {
+        if (keys)
+            h->scratch_free(h->ctx, keys);
+        free(fgc);
+        free(hist);
+        return LK_ERR_NOMEM;
+    }
+    double sum = 0.0;
+    if (in->kind == LV_HINGE) {
+        sum = lovasz_class(k, q0, n, valid, 0, gscale, keys, fgc);
+    } else if (in->classes == LV_LIST) {
+        for (int64_t i = 0; i < in->n_distinct; i++)
+            sum += in->mult[i] * lovasz_class(k, q0, n, valid, in->cls[i],
+                                              gscale * in->mult[i] / taken, keys, fgc);
+    } else {
+        for (int64_t c = 0; c < C; c++)
+            if (in->classes == LV_ALL || hist[c] > 0)
+                sum += lovasz_class(k, q0, n, valid, c, gscale / taken, keys, fgc);
+    }
+    h->scratch_free(h->ctx, keys);
+    free(fgc);
+    free(hist);
+    *out = taken > 0.0 ? sum / taken : 0.0;
+    return LK_OK;
+}
+
+static lk_status image_chunk(void *arg, int64_t begin, int64_t end)
+{
+    lv_call *k = (lv_call *)arg;
+    for (int64_t i = begin; i < end; i++) {
+        lk_status st = lovasz_group(k, i, i + 1, k->grad_scale / (double)k->N, &k->img_value[i]);
+        if (st != LK_OK)
+            return st;
+    }
+    return LK_OK;
+}
+
+/* Per tile of one image: the log-sum-exp over classes (lse_pass) or the
+ * softmax Jacobian applied to d loss / d p (jacobian_pass). */
+static void tile_of(const lv_call *k, int64_t tile, int64_t *n, int64_t *h0, int64_t *h1)
+{
+    int64_t per = (k->HW + LV_TILE - 1) / LV_TILE;
+    *n = tile / per;
+    *h0 = (tile % per) * LV_TILE;
+    *h1 = *h0 + LV_TILE < k->HW ? *h0 + LV_TILE : k->HW;
+}
+
+static lk_status lse_pass(void *arg, int64_t begin, int64_t end)
+{
+    const lv_call *k = (const lv_call *)arg;
+    double m[LV_TILE], s[LV_TILE];
+    for (int64_t tile = begin; tile < end; tile++) {
+        int64_t n, h0, h1;
+        tile_of(k, tile, &n, &h0, &h1);
+        for (int64_t hw = h0; hw < h1; hw++)
+            m[hw - h0] = -HUGE_VAL, s[hw - h0] = 0.0;
+        for (int64_t c = 0; c < k->C; c++) {
+            int64_t base = (n * k->C + c) * k->HW;
+            for (int64_t hw = h0; hw < h1; hw++) {
+                double v = ld(k->x, base + hw);
+                m[hw - h0] = v > m[hw - h0] ? v : m[hw - h0];
+            }
+        }
+        for (int64_t c = 0; c < k->C; c++) {
+            int64_t base = (n * k->C + c) * k->HW;
+            for (int64_t hw = h0; hw < h1; hw++)
+                s[hw - h0] += exp(ld(k->x, base + hw) - m[hw - h0]);
+        }
+        for (int64_t hw = h0; hw < h1; hw++) {
+            double l = m[hw - h0] + log(s[hw - h0]);
+            int64_t q = n * k->HW + hw;
+            if (k->x->dtype == LK_DTYPE_F32)
+                ((float *)k->lse)[q] = (float)l;
+            else
+                ((double *)k->lse)[q] = l;
+        }
+    }
+    return LK_OK;
+}
+
+static lk_status jacobian_pass(void *arg, int64_t begin, int64_t end)
+{
+    const lv_call *k = (const lv_call *)arg;
+    double s[LV_TILE];
+    for (int64_t tile = begin; tile < end; tile++) {
+        int64_t n, h0, h1;
+        tile_of(k, tile, &n, &h0, &h1);
+        for (int64_t hw = h0; hw < h1; hw++)
+            s[hw - h0] = 0.0;
+        for (int64_t c = 0; c < k->C; c++) {
+            int64_t base = (n * k->C + c) * k->HW;
+            for (int64_t hw = h0; hw < h1; hw++) {
+                double gp = g_get(&k->g, base + hw);
+                if (gp != 0.0)
+                    s[hw - h0] += exp(ld(k->x, base + hw) - lse_at(k, n * k->HW + hw)) * gp;
+            }
+        }
+        for (int64_t c = 0; c < k->C; c++) {
+            int64_t base = (n * k->C + c) * k->HW;
+            for (int64_t hw = h0; hw < h1; hw++) {
+                double p = exp(ld(k->x, base + hw) - lse_at(k, n * k->HW + hw));
+                g_set(&k->g, base + hw, p * (g_get(&k->g, base + hw) - s[hw - h0]));
+            }
+        }
+    }
+    return LK_OK;
+}
+
+typedef struct finite_job {
+    const lk_tensor *x;
+    int64_t n;
+    int64_t *bad; /* per chunk: the first non-finite element, or -1 */
+} finite_job;
+
+static lk_status finite_chunk(void *arg, int64_t begin, int64_t end)
+{
+    finite_job *j = (finite_job *)arg;
+    for (int64_t ch = begin; ch < end; ch++) {
+        int64_t lo = ch * LV_CHUNK, hi = lo + LV_CHUNK < j->n ? lo + LV_CHUNK : j->n;
+        j->bad[ch] = -1;
+        for (int64_t i = lo; i < hi; i++)
+            if (!isfinite(ld(j->x, i))) {
+                j->bad[ch] = i;
+                break;
+            }
+    }
+    return LK_OK;
+}
+
+/* Targets and inputs before anything is written: one line naming the first
+ * bad element. */
+static lk_status lv_validate(const lv_call *k, lk_msg *msg)
+{
+    const lv_inst *in = k->in;
+    int64_t np = k->N * k->HW;
+    for (int64_t q = 0; q < np; q++) {
+        if (in->kind == LV_HINGE) {
+            double t = ld(k->t, q);
+            if (t != 0.0 && t != 1.0 && !is_ignored_f(k, t))
+                return lk_fail(msg, LK_ERR_INVALID, "target[%lld] = %g is not 0 or 1%s",
+                               (long long)q, t, in->has_ignore ? " nor ignore_index" : "");
+        } else {
+            int64_t t = ld_int(k->t, q);
+            if ((t < 0 || t >= k->C) && !(in->has_ignore && t == in->ignore))
+                return lk_fail(msg, LK_ERR_INVALID,
+                               "target[%lld] = %lld is not a class in [0, C = %lld)%s",
+                               (long long)q, (long long)t, (long long)k->C,
+                               in->has_ignore ? " nor ignore_index" : "");
+        }
+    }
+    int64_t nx = np * (in->kind == LV_HINGE ? 1 : k->C);
+    int64_t chunks = (nx + LV_CHUNK - 1) / LV_CHUNK;
+    if (chunks == 0)
+        return LK_OK;
+    finite_job j = {.x = k->x, .n = nx, .bad = (int64_t *)malloc((size_t)chunks * sizeof(int64_t))};
+    if (!j.bad)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
+    in->host->parallel_for(in->host->ctx, chunks, 1, finite_chunk, &j);
+    int64_t bad = -1;
+    for (int64_t ch = 0; ch < chunks && bad < 0; ch++)
+        bad = j.bad[ch];
+    free(j.bad);
+    if (bad >= 0)
+        return lk_fail(msg, LK_ERR_NUMERIC, "input[%lld] = %g is not finite", (long long)bad,
+                       ld(k->x, bad));
+    return LK_OK;
+}
+
+static lk_status lv_whole(const void *inst, const lk_plan *plan, const lk_whole_args *args,
+                          double *value, lk_msg *msg)
+{
+    (void)plan;
+    const lv_inst *in = (const lv_inst *)inst;
+    const lk_host *h = in->host;
+    const lk_tensor *x = &args->slots[0];
+    lv_call k = {.in = in, .x = x, .t = &args->slots[1], .grad_scale = args->grad_scale};
+    int64_t numel = 1;
+    for (int32_t d = 0; d < x->ndim; d++)
+        numel *= x->shape[d];
+    k.N = x->ndim > 0 ? x->shape[0] : 1;
+    k.C = in->kind == LV_HINGE ? 1 : x->shape[1];
+    k.HW = k.N * k.C > 0 ? numel / (k.N * k.C) : 0;
+    if (in->kind == LV_SOFTMAX && k.N > 0 && k.C == 0) { /* no class: the spatial size */
+        k.HW = 1;
+        for (int32_t d = 2; d < x->ndim; d++)
+            k.HW *= x->shape[d];
+    }
+    k.hw_shift = -1;
+    if (k.HW > 0 && (k.HW & (k.HW - 1)) == 0)
+        k.hw_shift = index_bits(k.HW);
+    *value = 0.0;
+    lk_status st = lv_validate(&k, msg);
+    if (st != LK_OK)
+        return st;
+    const lk_tensor *gt = &args->grads[0];
+    int accumulate = (args->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    k.want_grad = gt->data != NULL;
+    size_t gbytes = (size_t)numel * (x->dtype == LK_DTYPE_F32 ? 4 : 8);
+    void *tmp = NULL;
+    if (k.want_grad) {
+        k.g.dtype = x->dtype;
+        k.g.data = gt->data;
+        if (accumulate && in->kind == LV_SOFTMAX) {
+            /* the buffer holds other terms' gradients: work in a copy */
+            tmp = h->scratch_alloc(h->ctx, gbytes ? gbytes : 1);
+            if (!tmp)
+                return lk_fail(msg, LK_ERR_NOMEM, "out of memory for the gradient");
+            k.g.data = tmp;
+        }
+        if (!accumulate || in->kind == LV_SOFTMAX)
+            memset(k.g.data, 0, gbytes);
+    }
+    int64_t np = k.N * k.HW;
+    if (in->kind == LV_SOFTMAX && in->from_logits && np > 0 && k.C > 0) {
+        k.lse = h->scratch_alloc(h->ctx, (size_t)np * (x->dtype == LK_DTYPE_F32 ? 4 : 8));
+        if (!k.lse) {
+            if (tmp)
+                h->scratch_free(h->ctx, tmp);
+            return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld pixels", (long long)np);
+        }
+        int64_t tiles = k.N * ((k.HW + LV_TILE - 1) / LV_TILE);
+        h->parallel_for(h->ctx, tiles, 1, lse_pass, &k);
+    }
+    double v = 0.0;
+    if (np > 0 && in->per_image) {
+        k.img_value = (double *)calloc((size_t)k.N, sizeof(double));
+        st = k.img_value ? h->parallel_for(h->ctx, k.N, 1, image_chunk, &k) : LK_ERR_NOMEM;
+        for (int64_t i = 0; st == LK_OK && i < k.N; i++)
+            v += k.img_value[i];
+        v /= (double)k.N;
+        free(k.img_value);
+    } else if (np > 0) {
+        st = lovasz_group(&k, 0, k.N, k.grad_scale, &v);
+    }
+    if (st == LK_OK && k.want_grad && k.lse) {
+        int64_t tiles = k.N * ((k.HW + LV_TILE - 1) / LV_TILE);
+        h->parallel_for(h->ctx, tiles, 1, jacobian_pass, &k);
+    }
+    if (st == LK_OK && tmp) {
+        lv_buf out = {gt->data, x->dtype};
+        for (int64_t i = 0; i < numel; i++)
+            g_add(&out, i, g_get(&k.g, i));
+    }
+    if (k.lse)
+        h->scratch_free(h->ctx, k.lse);
+    if (tmp)
+        h->scratch_free(h->ctx, tmp);
+    if (st != LK_OK)
+        return lk_fail(msg, st, "out of memory for the sort keys of %lld pixels", (long long)np);
+    *value = v;
+    return LK_OK;
+}
+
+const lk_loss_desc lovasz_hinge_desc = {
+    .id = "lovasz_hinge",
+    .summary = "Lovasz hinge (Berman et al. 2018): the Lovasz extension of the Jaccard loss "
+               "on hinge errors relu(1 - x (2t - 1)) of binary logits",
+    .version = "1.0.0",
+    .params = hinge_params,
+    .slots = hinge_slots,
+    .reductions = LK_REDUCTION_BIT(LK_REDUCTION_MEAN),
+    .default_reduction = LK_REDUCTION_MEAN,
+    .flags = LK_LOSS_WHOLE,
+    .create = hinge_create,
+    .destroy = lv_destroy,
+    .plan = hinge_plan,
+    .whole = lv_whole,
+};
+
+const lk_loss_desc lovasz_softmax_desc = {
+    .id = "lovasz_softmax",
+    .summary = "Lovasz-softmax (Berman et al. 2018): per class, the Lovasz extension of the "
+               "Jaccard loss on errors |[t = c] - p_c|, the mean over classes",
+    .version = "1.0.0",
+    .params = softmax_params,
+    .slots = softmax_slots,
+    .reductions = LK_REDUCTION_BIT(LK_REDUCTION_MEAN),
+    .default_reduction = LK_REDUCTION_MEAN,
+    .flags = LK_LOSS_WHOLE,
+    .create = softmax_create,
+    .destroy = lv_destroy,
+    .plan = softmax_plan,
+    .whole = lv_whole,
+};
+
+#endif
