@@ -317,21 +317,42 @@ static int index_bits(int64_t n)
     return b;
 }
 
-/* Larger errors give smaller keys; the low b bits hold the pixel's index. */
-static inline uint64_t make_key(double e, int b, uint64_t idx)
+/* A key: the error's order bits, complemented so that larger errors sort
+ * first and truncated to the top 64 - (b + 2) bits, then the sign of
+ * d e / d p (softmax) and the foreground bit, then the pixel's index in b
+ * bits. The walk reads everything it needs from the keys, in order, and
+ * touches the input only to scatter the gradient. */
+#define LV_SGN_BIT(b) ((uint64_t)1 << ((b) + 1))
+#define LV_FG_BIT(b)  ((uint64_t)1 << (b))
+
+static inline uint64_t make_key(double e, int sgn, int fg, int b, uint64_t idx)
 {
     uint64_t u;
     e += 0.0; /* -0 -> +0 */
     memcpy(&u, &e, sizeof u);
     u = (u >> 63) ? ~u : u | ((uint64_t)1 << 63); /* ascending with e */
     u = ~u;
-    return (b > 0 ? (u >> b) << b : u) | idx;
+    int s = b + 2;
+    return ((u >> s) << s) | (sgn ? LV_SGN_BIT(b) : 0) | (fg ? LV_FG_BIT(b) : 0) | idx;
+}
+
+/* The error back from a key: its order bits with the dropped ones cleared,
+ * i.e. e rounded toward zero for e >= 0 (0 stays 0). */
+static inline double key_error(uint64_t key, int b)
+{
+    int s = b + 2;
+    uint64_t u = ~((key >> s) << s | (((uint64_t)1 << s) - 1));
+    u = (u >> 63) ? u & ~((uint64_t)1 << 63) : ~u;
+    double e;
+    memcpy(&e, &u, sizeof e);
+    return e;
 }
 
 /* Ignored pixels sort after every error. */
 static inline uint64_t ignored_key(int b, uint64_t idx)
 {
-    return (b > 0 ? (~(uint64_t)0 >> b) << b : ~(uint64_t)0) | idx;
+    int s = b + 2;
+    return ((~(uint64_t)0 >> s) << s) | idx;
 }
 
 #define LV_INSERTION 32
@@ -456,17 +477,12 @@ typedef struct lv_call {
     int want_grad;
     int64_t N, C, HW; /* hinge: C = 1 */
     int hw_shift;     /* log2(HW) when HW is a power of two, else -1 */
-    void *lse;        /* softmax from logits: per pixel, the input's dtype */
+    double *lse;      /* softmax from logits: per pixel */
+    double tie;       /* errors closer than this are ties (the rounding of the input) */
     double grad_scale;
     double *img_value; /* per image (per_image) */
     lk_status img_status;
 } lv_call;
-
-static inline double lse_at(const lv_call *k, int64_t q)
-{
-    return k->x->dtype == LK_DTYPE_F32 ? (double)((const float *)k->lse)[q]
-                                       : ((const double *)k->lse)[q];
-}
 
 static inline int is_ignored_f(const lv_call *k, double t)
 {
@@ -474,37 +490,19 @@ static inline int is_ignored_f(const lv_call *k, double t)
 }
 
 /* The pixel q of the batch (n HW + hw): its error for class c, whether it
- * is foreground, (softmax) p_c, and a bound on the error's rounding: errors
- * closer than that are ties of the exact errors (p = 1/2 gives 1 - p for
- * the foreground and p for the background, which may differ in the last
- * bits). */
-static inline double pixel_eval(const lv_call *k, int64_t q, int64_t c, int *fg, double *p,
-                                double *tol)
+ * is foreground and (softmax) p_c, from the input. */
+static inline double pixel_eval(const lv_call *k, int64_t q, int64_t c, int *fg, double *p)
 {
     if (k->in->kind == LV_HINGE) {
-        double t = ld(k->t, q), x = ld(k->x, q);
+        double t = ld(k->t, q);
         *fg = t == 1.0;
-        *tol = 4.0 * DBL_EPSILON * (1.0 + fabs(x));
-        return 1.0 - x * (2.0 * t - 1.0);
+        return 1.0 - ld(k->x, q) * (2.0 * t - 1.0);
     }
     int64_t n = k->hw_shift >= 0 ? q >> k->hw_shift : q / k->HW, hw = q - n * k->HW;
     double x = ld(k->x, (n * k->C + c) * k->HW + hw);
-    if (k->in->from_logits) {
-        double l = lse_at(k, q);
-        *p = exp(x - l);
-        *tol = 8.0 * DBL_EPSILON * (2.0 + fabs(x) + fabs(l));
-    } else {
-        *p = x;
-        *tol = 4.0 * DBL_EPSILON * (1.0 + fabs(x));
-    }
+    *p = k->in->from_logits ? exp(x - k->lse[q]) : x;
     *fg = ld_int(k->t, q) == c;
     return fabs((double)*fg - *p);
-}
-
-static inline double pixel_error(const lv_call *k, int64_t q, int64_t c, int *fg)
-{
-    double p, tol;
-    return pixel_eval(k, q, c, fg, &p, &tol);
 }
 
 static inline int pixel_ignored(const lv_call *k, int64_t q)
@@ -537,6 +535,7 @@ typedef struct key_job {
 static lk_status make_keys(void *arg, int64_t begin, int64_t end)
 {
     key_job *j = (key_job *)arg;
+    const int hinge = j->k->in->kind == LV_HINGE;
     for (int64_t ch = begin; ch < end; ch++) {
         int64_t lo = ch * LV_CHUNK, hi = lo + LV_CHUNK < j->n ? lo + LV_CHUNK : j->n, fgs = 0;
         for (int64_t i = lo; i < hi; i++) {
@@ -546,9 +545,9 @@ static lk_status make_keys(void *arg, int64_t begin, int64_t end)
                 continue;
             }
             int fg;
-            double e = pixel_error(j->k, q, j->c, &fg);
+            double p = 0.0, e = pixel_eval(j->k, q, j->c, &fg, &p);
             fgs += fg;
-            j->keys[i] = make_key(e, j->bits, (uint64_t)i);
+            j->keys[i] = make_key(e, !hinge && p > (double)fg, fg, j->bits, (uint64_t)i);
         }
         j->fg_count[ch] = fgs;
     }
@@ -583,23 +582,23 @@ static double lovasz_class(const lv_call *k, int64_t q0, int64_t n, int64_t vali
     sort_keys(h, keys, (size_t)n);
     const uint64_t mask = bits > 0 ? (((uint64_t)1 << bits) - 1) : 0;
     const int hinge = k->in->kind == LV_HINGE;
+    /* errors within the input's rounding, or within the keys' truncation */
+    const double tie = k->tie, res = ldexp(1.0, bits + 3 - 52);
     double loss = 0.0, F = 0.0, B = 0.0;
-    int fg = 0;
-    double p = 0.0, tol = 0.0, e = 0.0;
-    if (valid > 0)
-        e = pixel_eval(k, q0 + (int64_t)(keys[0] & mask), c, &fg, &p, &tol);
     for (int64_t i = 0; i < valid;) {
-        /* the tie group [i, m): errors within rounding of the first one's;
-         * the value takes each pixel in key order, as autograd's sort */
-        double e0 = e, tol0 = tol, F2 = F, B2 = B;
+        /* the tie group [i, m): errors within the input's rounding of the
+         * first one's; the value takes each pixel in key order, as
+         * autograd's sort */
+        double e0 = key_error(keys[i], bits), F2 = F, B2 = B;
         int64_t m = i;
         do {
+            double e = key_error(keys[m], bits);
+            int fg = (keys[m] & LV_FG_BIT(bits)) != 0;
             double Fn = F2 + (fg ? 1.0 : 0.0), Bn = B2 + (fg ? 0.0 : 1.0);
             loss += (e > 0.0 ? e : 0.0) * jac_diff(G, F2, B2, Fn, Bn);
             F2 = Fn, B2 = Bn;
-            if (++m < valid)
-                e = pixel_eval(k, q0 + (int64_t)(keys[m] & mask), c, &fg, &p, &tol);
-        } while (m < valid && fabs(e - e0) <= (tol > tol0 ? tol : tol0));
+            m++;
+        } while (m < valid && fabs(key_error(keys[m], bits) - e0) <= tie + res * fabs(e0));
         if (k->want_grad) {
             double gf, gb; /* d loss / d e of a foreground / background pixel */
             if (m - i == 1) {
@@ -609,20 +608,18 @@ static double lovasz_class(const lv_call *k, int64_t q0, int64_t n, int64_t vali
                 gb = 0.5 * (jac_diff(G, F, B, F, B + 1.0) + jac_diff(G, F2, B2 - 1.0, F2, B2));
             }
             for (int64_t r = i; r < m; r++) {
-                int64_t q = q0 + (int64_t)(keys[r] & mask);
-                int rfg;
-                double rp, rtol, re = pixel_eval(k, q, c, &rfg, &rp, &rtol), d;
+                uint64_t key = keys[r];
+                int64_t q = q0 + (int64_t)(key & mask);
+                int fg = (key & LV_FG_BIT(bits)) != 0;
+                if (!(key_error(key, bits) > 0.0))
+                    continue; /* relu' and |.|' are 0 at 0, as torch's */
                 if (hinge) {
-                    /* e = 1 - x s; relu' is 0 at 0, as torch's */
-                    d = re > 0.0 ? (rfg ? -gf : gb) : 0.0;
-                    if (d != 0.0)
-                        g_add(&k->g, q, scale * d);
+                    /* e = 1 - x s: d e / d x = -s */
+                    g_add(&k->g, q, scale * (fg ? -gf : gb));
                 } else {
-                    /* e = |fg - p|; d e / d p = sign(p - fg) */
-                    double sg = rp > (double)rfg ? 1.0 : rp < (double)rfg ? -1.0 : 0.0;
-                    d = sg * (rfg ? gf : gb);
-                    if (d != 0.0)
-                        g_set(&k->g, grad_index(k, q, c), scale * d);
+                    /* e = |fg - p|: d e / d p = sign(p - fg) */
+                    double d = (key & LV_SGN_BIT(bits)) ? 1.0 : -1.0;
+                    g_set(&k->g, grad_index(k, q, c), scale * d * (fg ? gf : gb));
                 }
             }
         }
@@ -743,10 +740,7 @@ static lk_status lse_pass(void *arg, int64_t begin, int64_t end)
         for (int64_t hw = h0; hw < h1; hw++) {
             double l = m[hw - h0] + log(s[hw - h0]);
             int64_t q = n * k->HW + hw;
-            if (k->x->dtype == LK_DTYPE_F32)
-                ((float *)k->lse)[q] = (float)l;
-            else
-                ((double *)k->lse)[q] = l;
+            k->lse[q] = l;
         }
     }
     return LK_OK;
@@ -766,13 +760,13 @@ static lk_status jacobian_pass(void *arg, int64_t begin, int64_t end)
             for (int64_t hw = h0; hw < h1; hw++) {
                 double gp = g_get(&k->g, base + hw);
                 if (gp != 0.0)
-                    s[hw - h0] += exp(ld(k->x, base + hw) - lse_at(k, n * k->HW + hw)) * gp;
+                    s[hw - h0] += exp(ld(k->x, base + hw) - k->lse[n * k->HW + hw]) * gp;
             }
         }
         for (int64_t c = 0; c < k->C; c++) {
             int64_t base = (n * k->C + c) * k->HW;
             for (int64_t hw = h0; hw < h1; hw++) {
-                double p = exp(ld(k->x, base + hw) - lse_at(k, n * k->HW + hw));
+                double p = exp(ld(k->x, base + hw) - k->lse[n * k->HW + hw]);
                 g_set(&k->g, base + hw, p * (g_get(&k->g, base + hw) - s[hw - h0]));
             }
         }
@@ -784,6 +778,7 @@ typedef struct finite_job {
     const lk_tensor *x;
     int64_t n;
     int64_t *bad; /* per chunk: the first non-finite element, or -1 */
+    double *amax; /* per chunk: the largest |x| */
 } finite_job;
 
 static lk_status finite_chunk(void *arg, int64_t begin, int64_t end)
@@ -791,19 +786,24 @@ static lk_status finite_chunk(void *arg, int64_t begin, int64_t end)
     finite_job *j = (finite_job *)arg;
     for (int64_t ch = begin; ch < end; ch++) {
         int64_t lo = ch * LV_CHUNK, hi = lo + LV_CHUNK < j->n ? lo + LV_CHUNK : j->n;
+        double m = 0.0;
         j->bad[ch] = -1;
-        for (int64_t i = lo; i < hi; i++)
-            if (!isfinite(ld(j->x, i))) {
+        for (int64_t i = lo; i < hi; i++) {
+            double v = fabs(ld(j->x, i));
+            if (!(v <= DBL_MAX)) {
                 j->bad[ch] = i;
                 break;
             }
+            m = v > m ? v : m;
+        }
+        j->amax[ch] = m;
     }
     return LK_OK;
 }
 
 /* Targets and inputs before anything is written: one line naming the first
  * bad element. */
-static lk_status lv_validate(const lv_call *k, lk_msg *msg)
+static lk_status lv_validate(lv_call *k, lk_msg *msg)
 {
     const lv_inst *in = k->in;
     int64_t np = k->N * k->HW;
@@ -826,14 +826,24 @@ static lk_status lv_validate(const lv_call *k, lk_msg *msg)
     int64_t chunks = (nx + LV_CHUNK - 1) / LV_CHUNK;
     if (chunks == 0)
         return LK_OK;
-    finite_job j = {.x = k->x, .n = nx, .bad = (int64_t *)malloc((size_t)chunks * sizeof(int64_t))};
-    if (!j.bad)
+    finite_job j = {.x = k->x, .n = nx, .bad = (int64_t *)malloc((size_t)chunks * sizeof(int64_t)),
+                    .amax = (double *)malloc((size_t)chunks * sizeof(double))};
+    if (!j.bad || !j.amax) {
+        free(j.bad);
+        free(j.amax);
         return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
+    }
     in->host->parallel_for(in->host->ctx, chunks, 1, finite_chunk, &j);
     int64_t bad = -1;
-    for (int64_t ch = 0; ch < chunks && bad < 0; ch++)
+    double amax = 0.0;
+    for (int64_t ch = 0; ch < chunks && bad < 0; ch++) {
         bad = j.bad[ch];
+        amax = j.amax[ch] > amax ? j.amax[ch] : amax;
+    }
     free(j.bad);
+    free(j.amax);
+    /* the rounding of 1 - x s, or of exp(x - lse) with lse <= max x + log C */
+    k->tie = 16.0 * DBL_EPSILON * (2.0 + 2.0 * amax + log((double)k->C + 1.0));
     if (bad >= 0)
         return lk_fail(msg, LK_ERR_NUMERIC, "input[%lld] = %g is not finite", (long long)bad,
                        ld(k->x, bad));
@@ -886,7 +896,7 @@ static lk_status lv_whole(const void *inst, const lk_plan *plan, const lk_whole_
     }
     int64_t np = k.N * k.HW;
     if (in->kind == LV_SOFTMAX && in->from_logits && np > 0 && k.C > 0) {
-        k.lse = h->scratch_alloc(h->ctx, (size_t)np * (x->dtype == LK_DTYPE_F32 ? 4 : 8));
+        k.lse = (double *)h->scratch_alloc(h->ctx, (size_t)np * sizeof(double));
         if (!k.lse) {
             if (tmp)
                 h->scratch_free(h->ctx, tmp);
