@@ -37,6 +37,7 @@ typedef struct bench_opts {
     int32_t dtype; /* of the floating-point slots: LK_DTYPE_F32 or LK_DTYPE_F64 */
     int repeat;
     int json;
+    int shape_given; /* --shape was on the command line */
 } bench_opts;
 
 typedef struct bench_data {
@@ -104,6 +105,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         if (strcmp(a, "--shape") == 0) {
             if (parse_shape(v, o) != 0)
                 return -1;
+            o->shape_given = 1;
         } else if (strcmp(a, "--dtype") == 0) {
             if (strcmp(v, "float32") == 0)
                 o->dtype = LK_DTYPE_F32;
@@ -568,6 +570,29 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
     return rc;
 }
 
+/* A whole-batch loss (a global sort, as the Lovasz losses) costs far more
+ * per element than a streaming one, and one that takes class-index targets
+ * needs classes: without --shape such a loss is timed on 8 images of 256 x
+ * 256 pixels, with 21 classes (a Pascal VOC batch) when it takes class ids,
+ * else one channel. Other losses keep the default shape. */
+static void whole_default_shape(const lk_loss *loss, bench_opts *o)
+{
+    lk_loss_info info;
+    if (o->shape_given || lk_loss_has_example(loss) || lk_loss_term_count(loss) == 0 ||
+        lk_loss_term_at(loss, 0, &info, NULL) != LK_OK || !(info.desc->flags & LK_LOSS_WHOLE))
+        return;
+    int64_t classes = 1;
+    for (size_t i = 1; i < lk_loss_slot_count(loss); i++) {
+        const lk_slot_desc *sd;
+        lk_loss_slot_at(loss, i, &sd, NULL, NULL);
+        if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL && (sd->dtypes & LK_DTYPES_INT))
+            classes = 21;
+    }
+    const int64_t shape[4] = {8, classes, 256, 256};
+    o->ndim = 4;
+    memcpy(o->shape, shape, sizeof shape);
+}
+
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o;
@@ -583,6 +608,7 @@ int cmd_bench(int argc, char **argv)
         lk_runtime_close(rt);
         return EXIT_USAGE;
     }
+    whole_default_shape(loss, &o);
     int rc = run_bench(&o, rt, loss);
     lk_loss_free(loss);
     lk_runtime_close(rt);
