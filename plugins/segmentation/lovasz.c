@@ -370,30 +370,45 @@ static void insertion_sort(uint64_t *a, size_t n)
     }
 }
 
-/* One American-flag pass on the 8-bit digit at shift: start[0..256] are the
+/* Digits of 11 bits for large ranges (fewer passes: the first digit of an
+ * error in [0, 1] is mostly exponent bits, which few keys differ in), 8
+ * bits below LV_WIDE keys (the count arrays then cost less than the keys). */
+#define LV_WIDE    65536
+#define LV_MAXBITS 11
+
+static int digit_bits(size_t n)
+{
+    return n >= LV_WIDE ? 11 : 8;
+}
+
+/* One American-flag pass on the r-bit digit at shift: start[0..2^r] are the
  * bucket bounds afterwards. Returns 0 when every key fell in one bucket
  * (nothing moved). */
-static int flag_pass(uint64_t *a, size_t n, int shift, size_t *start)
+__attribute__((noinline)) static int flag_pass(uint64_t *a, size_t n, int shift, int r,
+                                               size_t *start)
 {
-    size_t cnt[256] = {0}, next[256];
+    const size_t nb = (size_t)1 << r;
+    const uint64_t mask = nb - 1;
+    size_t cnt[1 << LV_MAXBITS], next[1 << LV_MAXBITS];
+    memset(cnt, 0, nb * sizeof *cnt);
     for (size_t i = 0; i < n; i++)
-        cnt[(a[i] >> shift) & 255]++;
+        cnt[(a[i] >> shift) & mask]++;
     start[0] = 0;
-    for (int d = 0; d < 256; d++)
-        start[d + 1] = start[d] + cnt[d];
-    for (int d = 0; d < 256; d++)
+    for (size_t d = 0; d < nb; d++) {
         if (cnt[d] == n)
             return 0;
-    memcpy(next, start, sizeof next);
-    for (int d = 0; d < 256; d++) {
+        start[d + 1] = start[d] + cnt[d];
+    }
+    memcpy(next, start, nb * sizeof *next);
+    for (size_t d = 0; d < nb; d++) {
         while (next[d] < start[d + 1]) {
             uint64_t v = a[next[d]];
-            int dv = (int)((v >> shift) & 255);
+            size_t dv = (size_t)((v >> shift) & mask);
             while (dv != d) {
                 uint64_t w = a[next[dv]];
                 a[next[dv]++] = v;
                 v = w;
-                dv = (int)((v >> shift) & 255);
+                dv = (size_t)((v >> shift) & mask);
             }
             a[next[d]++] = v;
         }
@@ -401,34 +416,41 @@ static int flag_pass(uint64_t *a, size_t n, int shift, size_t *start)
     return 1;
 }
 
-/* Bits above shift + 8 are equal within a; the shifts go down by 8 to 0
- * (the last digit may overlap bits already equal, which is harmless). */
+/* Sorts a whose keys agree on every bit from shift up. Each pass takes the
+ * digit just below (at shift 0 it may overlap bits already equal, which is
+ * harmless). */
 static void radix_rec(uint64_t *a, size_t n, int shift)
 {
-    for (;;) {
-        if (n <= LV_INSERTION) {
-            insertion_sort(a, n);
-            return;
-        }
-        size_t start[257];
-        int moved = flag_pass(a, n, shift, start);
-        if (shift == 0)
-            return;
-        int next = shift > 8 ? shift - 8 : 0;
-        if (!moved) {
-            shift = next;
+    /* a frame holds 8-bit bounds only: the recursion stays shallow in stack
+     * (the count arrays live in flag_pass's frame, not across levels) */
+    size_t small[257];
+    while (shift > 0) {
+        if (n <= LV_INSERTION)
+            break;
+        int r = digit_bits(n), lo = shift > r ? shift - r : 0;
+        size_t *start = r == 8 ? small : (size_t *)malloc(((1 << LV_MAXBITS) + 1) * sizeof *start);
+        if (!start)
+            start = small, r = 8, lo = shift > 8 ? shift - 8 : 0;
+        if (!flag_pass(a, n, lo, r, start)) {
+            if (start != small)
+                free(start);
+            shift = lo;
             continue;
         }
-        for (int d = 0; d < 256; d++)
-            if (start[d + 1] - start[d] > 1)
-                radix_rec(a + start[d], start[d + 1] - start[d], next);
+        if (lo > 0)
+            for (size_t d = 0; d < ((size_t)1 << r); d++)
+                if (start[d + 1] - start[d] > 1)
+                    radix_rec(a + start[d], start[d + 1] - start[d], lo);
+        if (start != small)
+            free(start);
         return;
     }
+    insertion_sort(a, n);
 }
 
 typedef struct sort_job {
     uint64_t *a;
-    size_t start[257];
+    size_t start[(1 << LV_MAXBITS) + 1];
     int shift;
 } sort_job;
 
@@ -444,24 +466,32 @@ static lk_status sort_buckets(void *arg, int64_t begin, int64_t end)
 /* Sorts distinct keys ascending: the first pass on the highest bits that
  * differ, then its buckets in parallel. The result is the sorted array
  * whatever the threads. */
-static void sort_keys(const lk_host *h, uint64_t *a, size_t n)
+static lk_status sort_keys(const lk_host *h, uint64_t *a, size_t n)
 {
     if (n <= LV_INSERTION) {
         insertion_sort(a, n);
-        return;
+        return LK_OK;
     }
     uint64_t o = 0, an = ~(uint64_t)0;
     for (size_t i = 0; i < n; i++)
         o |= a[i], an &= a[i];
     uint64_t diff = o ^ an;
     if (!diff)
-        return;
-    int hb = 63 - __builtin_clzll(diff), shift = hb >= 7 ? hb - 7 : 0;
-    sort_job j = {.a = a, .shift = shift > 8 ? shift - 8 : 0};
-    flag_pass(a, n, shift, j.start);
-    if (shift == 0)
-        return;
-    h->parallel_for(h->ctx, 256, 1, sort_buckets, &j);
+        return LK_OK;
+    int top = 64 - __builtin_clzll(diff); /* the keys agree from bit top up */
+    sort_job *j = (sort_job *)malloc(sizeof *j);
+    if (!j) {
+        radix_rec(a, n, top);
+        return LK_OK;
+    }
+    int r = digit_bits(n), lo = top > r ? top - r : 0;
+    j->a = a;
+    j->shift = lo;
+    flag_pass(a, n, lo, r, j->start);
+    if (lo > 0)
+        h->parallel_for(h->ctx, (int64_t)1 << r, 16, sort_buckets, j);
+    free(j);
+    return LK_OK;
 }
 
 /* ------------------------------------------------------------------------ */
