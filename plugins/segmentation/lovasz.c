@@ -511,6 +511,7 @@ typedef struct lv_call {
     double tie;       /* errors closer than this are ties (the rounding of the input) */
     double grad_scale;
     double *img_value; /* per image (per_image) */
+    int64_t tile;      /* pixels per tile of the softmax passes: tile x C doubles stay small */
     lk_status img_status;
 } lv_call;
 
@@ -740,10 +741,10 @@ static lk_status image_chunk(void *arg, int64_t begin, int64_t end)
  * softmax Jacobian applied to d loss / d p (jacobian_pass). */
 static void tile_of(const lv_call *k, int64_t tile, int64_t *n, int64_t *h0, int64_t *h1)
 {
-    int64_t per = (k->HW + LV_TILE - 1) / LV_TILE;
+    int64_t per = (k->HW + k->tile - 1) / k->tile;
     *n = tile / per;
-    *h0 = (tile % per) * LV_TILE;
-    *h1 = *h0 + LV_TILE < k->HW ? *h0 + LV_TILE : k->HW;
+    *h0 = (tile % per) * k->tile;
+    *h1 = *h0 + k->tile < k->HW ? *h0 + k->tile : k->HW;
 }
 
 static lk_status lse_pass(void *arg, int64_t begin, int64_t end)
@@ -780,6 +781,9 @@ static lk_status jacobian_pass(void *arg, int64_t begin, int64_t end)
 {
     const lv_call *k = (const lv_call *)arg;
     double s[LV_TILE];
+    double *pb = (double *)malloc((size_t)(k->tile * k->C) * sizeof *pb); /* p of the tile */
+    if (!pb)
+        return LK_ERR_NOMEM;
     for (int64_t tile = begin; tile < end; tile++) {
         int64_t n, h0, h1;
         tile_of(k, tile, &n, &h0, &h1);
@@ -787,20 +791,21 @@ static lk_status jacobian_pass(void *arg, int64_t begin, int64_t end)
             s[hw - h0] = 0.0;
         for (int64_t c = 0; c < k->C; c++) {
             int64_t base = (n * k->C + c) * k->HW;
+            double *pc = pb + c * k->tile - h0;
             for (int64_t hw = h0; hw < h1; hw++) {
-                double gp = g_get(&k->g, base + hw);
-                if (gp != 0.0)
-                    s[hw - h0] += exp(ld(k->x, base + hw) - k->lse[n * k->HW + hw]) * gp;
+                double p = exp(ld(k->x, base + hw) - k->lse[n * k->HW + hw]);
+                pc[hw] = p;
+                s[hw - h0] += p * g_get(&k->g, base + hw);
             }
         }
         for (int64_t c = 0; c < k->C; c++) {
             int64_t base = (n * k->C + c) * k->HW;
-            for (int64_t hw = h0; hw < h1; hw++) {
-                double p = exp(ld(k->x, base + hw) - k->lse[n * k->HW + hw]);
-                g_set(&k->g, base + hw, p * (g_get(&k->g, base + hw) - s[hw - h0]));
-            }
+            const double *pc = pb + c * k->tile - h0;
+            for (int64_t hw = h0; hw < h1; hw++)
+                g_set(&k->g, base + hw, pc[hw] * (g_get(&k->g, base + hw) - s[hw - h0]));
         }
     }
+    free(pb);
     return LK_OK;
 }
 
@@ -932,7 +937,9 @@ static lk_status lv_whole(const void *inst, const lk_plan *plan, const lk_whole_
                 h->scratch_free(h->ctx, tmp);
             return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld pixels", (long long)np);
         }
-        int64_t tiles = k.N * ((k.HW + LV_TILE - 1) / LV_TILE);
+        k.tile = 16384 / k.C;
+        k.tile = k.tile < 16 ? 16 : k.tile > LV_TILE ? LV_TILE : k.tile;
+        int64_t tiles = k.N * ((k.HW + k.tile - 1) / k.tile);
         h->parallel_for(h->ctx, tiles, 1, lse_pass, &k);
     }
     double v = 0.0;
@@ -947,8 +954,8 @@ static lk_status lv_whole(const void *inst, const lk_plan *plan, const lk_whole_
         st = lovasz_group(&k, 0, k.N, k.grad_scale, &v);
     }
     if (st == LK_OK && k.want_grad && k.lse) {
-        int64_t tiles = k.N * ((k.HW + LV_TILE - 1) / LV_TILE);
-        h->parallel_for(h->ctx, tiles, 1, jacobian_pass, &k);
+        int64_t tiles = k.N * ((k.HW + k.tile - 1) / k.tile);
+        st = h->parallel_for(h->ctx, tiles, 1, jacobian_pass, &k);
     }
     if (st == LK_OK && tmp) {
         lv_buf out = {gt->data, x->dtype};
