@@ -16,24 +16,25 @@
  *
  * The gradient is the one autograd gives (the sort permutation held
  * constant): d loss / d e_pi(k) = J_k - J_{k-1}. Where several pixels share
- * exactly one error value the extension has no gradient; each of them then
- * gets the mean of its two one-sided derivatives (the marginal gain as the
- * first and as the last of its tie group), which is what central differences
- * measure and which equals the ordinary gradient when there is no tie.
+ * one error value the extension has no gradient; each of them then gets the
+ * mean of its two one-sided derivatives (the marginal gain as the first and
+ * as the last of its tie group), which is what central differences measure
+ * and which equals the ordinary gradient when there is no tie. Errors closer
+ * than the input's rounding (or the keys' truncation) count as tied.
  *
  * Memory. Per pixel one 64-bit sort key (the error's order bits, truncated,
- * above the pixel's index, so that the keys are distinct and the order is
- * total and deterministic: ties of the truncated error go by index) and, for
- * softmax from logits, the log-sum-exp in the input's precision; nothing per
- * class. Classes are processed one at a time: the exact error of each pixel
+ * above two flags and the pixel's index, so that the keys are distinct and
+ * the order is total and deterministic) and, for softmax from logits, the
+ * log-sum-exp as a double; nothing per class. Classes are processed one at a time: the exact error of each pixel
  * is recomputed from the input as the sorted keys are walked, d loss / d p_c
  * is stored into the gradient buffer, and the softmax Jacobian is applied
  * per pixel at the end. The keys are sorted in place by an MSD radix sort.
  *
  * Threads: the key, log-sum-exp and Jacobian passes run over fixed chunks of
- * pixels, the radix sort's buckets after its first pass run in parallel, and
- * per_image runs the images in parallel; every sum is formed in a fixed
- * order, so the bits do not depend on the thread count. Everything is scalar
+ * pixels, the radix sort's buckets after its first pass and the walk's
+ * fixed chunks of keys run in parallel, and per_image runs the images in
+ * parallel; every sum is formed in a fixed order, so the bits do not depend
+ * on the thread count. Everything is scalar
  * double arithmetic: this file is built for the primary compile only. */
 #include <float.h>
 #include <math.h>
@@ -595,9 +596,111 @@ static inline double jac_diff(double G, double F1, double B1, double F2, double 
     return ((G - F1) * u2 - (G - F2) * u1) / (u1 * u2);
 }
 
-/* One class c over the group's pixels [q0, q0 + n): the Lovasz extension of
- * its errors; its gradient times scale goes to the buffer. keys: n words;
- * fg_count: one per chunk. Returns the loss. */
+/* The walk over the sorted keys, in fixed chunks of LV_WALK keys run in
+ * parallel. Tie groups are runs of keys whose errors each lie within the
+ * input's rounding (or the keys' truncation) of the one before: a local
+ * rule, so that a chunk can tell where the groups that start in it begin;
+ * a group belongs to the chunk where it starts and may run past its end.
+ * The value takes each pixel in key order, as autograd's sort; the chunks'
+ * partial sums are added in chunk order. */
+#define LV_WALK 32768
+
+typedef struct walk_job {
+    const lv_call *k;
+    const uint64_t *keys;
+    int64_t q0, c, valid;
+    int bits;
+    double G, scale, tie, res;
+    int64_t *fg_before; /* per chunk: foreground keys before it */
+    double *part;       /* per chunk: its share of the loss */
+} walk_job;
+
+static inline int group_starts(const walk_job *w, int64_t i)
+{
+    double a = key_error(w->keys[i - 1], w->bits), b = key_error(w->keys[i], w->bits);
+    return fabs(b - a) > w->tie + w->res * fabs(a);
+}
+
+static lk_status walk_count(void *arg, int64_t begin, int64_t end)
+{
+    walk_job *w = (walk_job *)arg;
+    const uint64_t fgb = LV_FG_BIT(w->bits);
+    for (int64_t ch = begin; ch < end; ch++) {
+        int64_t lo = ch * LV_WALK, hi = lo + LV_WALK < w->valid ? lo + LV_WALK : w->valid, f = 0;
+        for (int64_t i = lo; i < hi; i++)
+            f += (w->keys[i] & fgb) != 0;
+        w->fg_before[ch] = f;
+    }
+    return LK_OK;
+}
+
+static lk_status walk_chunk(void *arg, int64_t begin, int64_t end)
+{
+    walk_job *w = (walk_job *)arg;
+    const lv_call *k = w->k;
+    const uint64_t *keys = w->keys;
+    const int bits = w->bits, hinge = k->in->kind == LV_HINGE;
+    const uint64_t mask = bits > 0 ? (((uint64_t)1 << bits) - 1) : 0, fgb = LV_FG_BIT(bits);
+    const double G = w->G;
+    for (int64_t ch = begin; ch < end; ch++) {
+        int64_t lo = ch * LV_WALK, hi = lo + LV_WALK < w->valid ? lo + LV_WALK : w->valid;
+        double F = (double)w->fg_before[ch], B = (double)lo - F, loss = 0.0;
+        int64_t i = lo;
+        if (lo > 0) /* the end of a group that started before */
+            for (; i < hi && !group_starts(w, i); i++) {
+                if (keys[i] & fgb)
+                    F += 1.0;
+                else
+                    B += 1.0;
+            }
+        while (i < hi) {
+            /* the tie group [i, m) */
+            double F2 = F, B2 = B;
+            int64_t m = i;
+            do {
+                double e = key_error(keys[m], bits);
+                int fg = (keys[m] & fgb) != 0;
+                double Fn = F2 + (fg ? 1.0 : 0.0), Bn = B2 + (fg ? 0.0 : 1.0);
+                loss += (e > 0.0 ? e : 0.0) * jac_diff(G, F2, B2, Fn, Bn);
+                F2 = Fn, B2 = Bn;
+                m++;
+            } while (m < w->valid && !group_starts(w, m));
+            if (k->want_grad) {
+                double gf, gb; /* d loss / d e of a foreground / background pixel */
+                if (m - i == 1) {
+                    gf = gb = jac_diff(G, F, B, F2, B2);
+                } else {
+                    gf = 0.5 * (jac_diff(G, F, B, F + 1.0, B) + jac_diff(G, F2 - 1.0, B2, F2, B2));
+                    gb = 0.5 * (jac_diff(G, F, B, F, B + 1.0) + jac_diff(G, F2, B2 - 1.0, F2, B2));
+                }
+                for (int64_t r = i; r < m; r++) {
+                    uint64_t key = keys[r];
+                    int64_t q = w->q0 + (int64_t)(key & mask);
+                    int fg = (key & fgb) != 0;
+                    if (!(key_error(key, bits) > 0.0))
+                        continue; /* relu' and |.|' are 0 at 0, as torch's */
+                    if (hinge) {
+                        /* e = 1 - x s: d e / d x = -s */
+                        g_add(&k->g, q, w->scale * (fg ? -gf : gb));
+                    } else {
+                        /* e = |fg - p|: d e / d p = sign(p - fg) */
+                        double d = (key & LV_SGN_BIT(bits)) ? 1.0 : -1.0;
+                        g_set(&k->g, grad_index(k, q, w->c), w->scale * d * (fg ? gf : gb));
+                    }
+                }
+            }
+            F = F2, B = B2;
+            i = m;
+        }
+        w->part[ch] = loss;
+    }
+    return LK_OK;
+}
+
+/* One class c over the group's pixels [q0, q0 + n), valid of them kept:
+ * the Lovasz extension of its errors; its gradient times scale goes to the
+ * buffer. keys: n words; fg_count: one per key chunk. Returns the loss, or
+ * NAN when out of memory. */
 static double lovasz_class(const lv_call *k, int64_t q0, int64_t n, int64_t valid, int64_t c,
                            double scale, uint64_t *keys, int64_t *fg_count)
 {
@@ -611,52 +714,30 @@ static double lovasz_class(const lv_call *k, int64_t q0, int64_t n, int64_t vali
     for (int64_t ch = 0; ch < chunks; ch++)
         G += (double)fg_count[ch];
     sort_keys(h, keys, (size_t)n);
-    const uint64_t mask = bits > 0 ? (((uint64_t)1 << bits) - 1) : 0;
-    const int hinge = k->in->kind == LV_HINGE;
+    int64_t wn = (valid + LV_WALK - 1) / LV_WALK;
     /* errors within the input's rounding, or within the keys' truncation */
-    const double tie = k->tie, res = ldexp(1.0, bits + 3 - 52);
-    double loss = 0.0, F = 0.0, B = 0.0;
-    for (int64_t i = 0; i < valid;) {
-        /* the tie group [i, m): errors within the input's rounding of the
-         * first one's; the value takes each pixel in key order, as
-         * autograd's sort */
-        double e0 = key_error(keys[i], bits), F2 = F, B2 = B;
-        int64_t m = i;
-        do {
-            double e = key_error(keys[m], bits);
-            int fg = (keys[m] & LV_FG_BIT(bits)) != 0;
-            double Fn = F2 + (fg ? 1.0 : 0.0), Bn = B2 + (fg ? 0.0 : 1.0);
-            loss += (e > 0.0 ? e : 0.0) * jac_diff(G, F2, B2, Fn, Bn);
-            F2 = Fn, B2 = Bn;
-            m++;
-        } while (m < valid && fabs(key_error(keys[m], bits) - e0) <= tie + res * fabs(e0));
-        if (k->want_grad) {
-            double gf, gb; /* d loss / d e of a foreground / background pixel */
-            if (m - i == 1) {
-                gf = gb = jac_diff(G, F, B, F2, B2);
-            } else {
-                gf = 0.5 * (jac_diff(G, F, B, F + 1.0, B) + jac_diff(G, F2 - 1.0, B2, F2, B2));
-                gb = 0.5 * (jac_diff(G, F, B, F, B + 1.0) + jac_diff(G, F2, B2 - 1.0, F2, B2));
-            }
-            for (int64_t r = i; r < m; r++) {
-                uint64_t key = keys[r];
-                int64_t q = q0 + (int64_t)(key & mask);
-                int fg = (key & LV_FG_BIT(bits)) != 0;
-                if (!(key_error(key, bits) > 0.0))
-                    continue; /* relu' and |.|' are 0 at 0, as torch's */
-                if (hinge) {
-                    /* e = 1 - x s: d e / d x = -s */
-                    g_add(&k->g, q, scale * (fg ? -gf : gb));
-                } else {
-                    /* e = |fg - p|: d e / d p = sign(p - fg) */
-                    double d = (key & LV_SGN_BIT(bits)) ? 1.0 : -1.0;
-                    g_set(&k->g, grad_index(k, q, c), scale * d * (fg ? gf : gb));
-                }
-            }
-        }
-        F = F2, B = B2;
-        i = m;
+    walk_job w = {.k = k, .keys = keys, .q0 = q0, .c = c, .valid = valid, .bits = bits, .G = G,
+                  .scale = scale, .tie = k->tie, .res = ldexp(1.0, bits + 3 - 52),
+                  .fg_before = (int64_t *)malloc((size_t)(wn + 1) * sizeof(int64_t)),
+                  .part = (double *)malloc((size_t)(wn + 1) * sizeof(double))};
+    if (!w.fg_before || !w.part) {
+        free(w.fg_before);
+        free(w.part);
+        return NAN;
     }
+    h->parallel_for(h->ctx, wn, 1, walk_count, &w);
+    int64_t f = 0;
+    for (int64_t ch = 0; ch < wn; ch++) {
+        int64_t here = w.fg_before[ch];
+        w.fg_before[ch] = f;
+        f += here;
+    }
+    h->parallel_for(h->ctx, wn, 1, walk_chunk, &w);
+    double loss = 0.0;
+    for (int64_t ch = 0; ch < wn; ch++)
+        loss += w.part[ch];
+    free(w.fg_before);
+    free(w.part);
     return loss;
 }
 
@@ -722,6 +803,8 @@ static lk_status lovasz_group(const lv_call *k, int64_t n0, int64_t n1, double g
     h->scratch_free(h->ctx, keys);
     free(fgc);
     free(hist);
+    if (isnan(sum))
+        return LK_ERR_NOMEM; /* a class's walk had no memory (inputs are finite) */
     *out = taken > 0.0 ? sum / taken : 0.0;
     return LK_OK;
 }
