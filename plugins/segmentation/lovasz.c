@@ -1050,7 +1050,7 @@ static lk_status lv_whole(const void *inst, const lk_plan *plan, const lk_whole_
     if (tmp)
         h->scratch_free(h->ctx, tmp);
     if (st != LK_OK)
-        return lk_fail(msg, st, "out of memory for the sort keys of %lld pixels", (long long)np);
+        return lk_fail(msg, st, "out of memory for the scratch of %lld pixels", (long long)np);
     *value = v;
     return LK_OK;
 }
