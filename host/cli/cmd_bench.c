@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "cli.h"
@@ -478,6 +479,8 @@ static double small_call_us(lk_runtime *rt, const bench_opts *big)
 typedef struct bench_result {
     double fwd_ms, fwd_best, fb_ms, fb_best, roof_fwd_ms, roof_fb_ms, roof_min_ms, small_us;
     size_t elements, bytes_fwd, bytes_fb, bytes_min;
+    size_t tensor_kib, peak_kib; /* the synthesised tensors; the process's peak RSS after
+                                    the timed evaluations (before the roofline allocates) */
     int32_t dtype; /* the input's, as synthesised */
 } bench_result;
 
@@ -504,6 +507,8 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
                    "forward+backward at %.0f%% of that\n",
                    r->bytes_min, r->roof_min_ms, 100.0 * r->roof_min_ms / r->fb_ms);
         printf("  host overhead per call on about 64 elements: %.3f us\n", r->small_us);
+        printf("  peak RSS after the timed evaluations: %zu KiB (inputs and gradient: %zu KiB)\n",
+               r->peak_kib, r->tensor_kib);
         return;
     }
     cJSON *j = cJSON_CreateObject();
@@ -533,6 +538,8 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
     cJSON_AddNumberToObject(j, "roofline_least_fraction_forward_backward",
                             r->roof_min_ms / r->fb_ms);
     cJSON_AddNumberToObject(j, "small_call_us", r->small_us);
+    cJSON_AddNumberToObject(j, "peak_rss_kib", (double)r->peak_kib);
+    cJSON_AddNumberToObject(j, "tensor_kib", (double)r->tensor_kib);
     char *text = cJSON_PrintUnformatted(j);
     puts(text);
     cJSON_free(text);
@@ -547,6 +554,11 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
     if (d && make_data(loss, o, -1, d) == 0 &&
         time_eval(loss, d, 0, o->repeat, &r.fwd_ms, &r.fwd_best) == 0 &&
         time_eval(loss, d, 1, o->repeat, &r.fb_ms, &r.fb_best) == 0) {
+        struct rusage ru;
+        r.peak_kib = getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss : 0;
+        for (size_t i = 0; i < d->n; i++)
+            r.tensor_kib += d->arrays[i].nbytes;
+        r.tensor_kib = (r.tensor_kib + d->grad.nbytes + 1023) / 1024;
         r.elements = d->arrays[0].nbytes / lk_dtype_size(d->arrays[0].dtype);
         r.dtype = d->arrays[0].dtype;
         int32_t reads_f, reads_fb, grads_f, grads_fb;
