@@ -653,18 +653,25 @@ static lk_status walk_chunk(void *arg, int64_t begin, int64_t end)
                 else
                     B += 1.0;
             }
+        double e = i < hi ? key_error(keys[i], bits) : 0.0; /* keys[i]'s */
         while (i < hi) {
             /* the tie group [i, m) */
             double F2 = F, B2 = B;
             int64_t m = i;
-            do {
-                double e = key_error(keys[m], bits);
+            for (;;) {
                 int fg = (keys[m] & fgb) != 0;
                 double Fn = F2 + (fg ? 1.0 : 0.0), Bn = B2 + (fg ? 0.0 : 1.0);
                 loss += (e > 0.0 ? e : 0.0) * jac_diff(G, F2, B2, Fn, Bn);
                 F2 = Fn, B2 = Bn;
-                m++;
-            } while (m < w->valid && !group_starts(w, m));
+                if (++m >= w->valid)
+                    break;
+                /* group_starts(w, m), with keys[m - 1]'s error at hand */
+                double en = key_error(keys[m], bits);
+                int starts = fabs(en - e) > w->tie + w->res * fabs(e);
+                e = en;
+                if (starts)
+                    break;
+            }
             if (k->want_grad) {
                 double gf, gb; /* d loss / d e of a foreground / background pixel */
                 if (m - i == 1) {
