@@ -488,8 +488,10 @@ static lk_status sort_keys(const lk_host *h, uint64_t *a, size_t n)
     int r = digit_bits(n), lo = top > r ? top - r : 0;
     j->a = a;
     j->shift = lo;
-    flag_pass(a, n, lo, r, j->start);
-    if (lo > 0)
+    /* the digit holds bit top - 1, where keys differ: it always splits */
+    if (!flag_pass(a, n, lo, r, j->start))
+        radix_rec(a, n, lo);
+    else if (lo > 0)
         h->parallel_for(h->ctx, (int64_t)1 << r, 16, sort_buckets, j);
     free(j);
     return LK_OK;
