@@ -479,8 +479,9 @@ static double small_call_us(lk_runtime *rt, const bench_opts *big)
 typedef struct bench_result {
     double fwd_ms, fwd_best, fb_ms, fb_best, roof_fwd_ms, roof_fb_ms, roof_min_ms, small_us;
     size_t elements, bytes_fwd, bytes_fb, bytes_min;
-    size_t tensor_kib, peak_kib; /* the synthesised tensors; the process's peak RSS after
-                                    the timed evaluations (before the roofline allocates) */
+    /* the synthesised tensors; the process's peak RSS after the timed
+     * evaluations (before the roofline allocates) */
+    size_t tensor_kib, peak_kib;
     int32_t dtype; /* the input's, as synthesised */
 } bench_result;
 

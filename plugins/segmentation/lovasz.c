@@ -25,17 +25,18 @@
  * Memory. Per pixel one 64-bit sort key (the error's order bits, truncated,
  * above two flags and the pixel's index, so that the keys are distinct and
  * the order is total and deterministic) and, for softmax from logits, the
- * log-sum-exp as a double; nothing per class. Classes are processed one at a time: the exact error of each pixel
- * is recomputed from the input as the sorted keys are walked, d loss / d p_c
- * is stored into the gradient buffer, and the softmax Jacobian is applied
- * per pixel at the end. The keys are sorted in place by an MSD radix sort.
+ * log-sum-exp as a double; nothing per class. Classes are processed one at
+ * a time: keys from the input, an in-place MSD radix sort, then a walk over
+ * the sorted keys that reads everything it needs from them (error, class
+ * membership, sign of d e / d p) and scatters d loss / d p_c into the
+ * gradient buffer; the softmax Jacobian is applied per pixel at the end.
  *
  * Threads: the key, log-sum-exp and Jacobian passes run over fixed chunks of
  * pixels, the radix sort's buckets after its first pass and the walk's
  * fixed chunks of keys run in parallel, and per_image runs the images in
  * parallel; every sum is formed in a fixed order, so the bits do not depend
- * on the thread count. Everything is scalar
- * double arithmetic: this file is built for the primary compile only. */
+ * on the thread count. Everything is scalar double arithmetic: this file is
+ * built for the primary compile only. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -53,12 +54,12 @@ typedef struct lv_inst {
     int per_image;
     int has_ignore;
     int64_t ignore;
-    int classes;    /* LV_PRESENT, LV_ALL, LV_LIST */
+    int classes; /* LV_PRESENT, LV_ALL, LV_LIST */
     int from_logits;
     int64_t n_list; /* class_list: its length, and the distinct classes with */
     int64_t n_distinct;
-    int64_t *cls;   /* n_distinct class ids, ascending */
-    double *mult;   /* how often each is listed */
+    int64_t *cls; /* n_distinct class ids, ascending */
+    double *mult; /* how often each is listed */
     const lk_host *host;
 } lv_inst;
 
@@ -506,7 +507,7 @@ static lk_status sort_keys(const lk_host *h, uint64_t *a, size_t n)
 typedef struct lv_call {
     const lv_inst *in;
     const lk_tensor *x, *t;
-    lv_buf g;        /* d loss / d input (softmax: d loss / d p until the end) */
+    lv_buf g; /* d loss / d input (softmax: d loss / d p until the end) */
     int want_grad;
     int64_t N, C, HW; /* hinge: C = 1 */
     int hw_shift;     /* log2(HW) when HW is a power of two, else -1 */
@@ -716,8 +717,8 @@ static double lovasz_class(const lv_call *k, int64_t q0, int64_t n, int64_t vali
     const lk_host *h = k->in->host;
     int bits = index_bits(n);
     int64_t chunks = (n + LV_CHUNK - 1) / LV_CHUNK;
-    key_job j = {.k = k, .keys = keys, .q0 = q0, .n = n, .c = c, .bits = bits,
-                 .fg_count = fg_count};
+    key_job j = {
+        .k = k, .keys = keys, .q0 = q0, .n = n, .c = c, .bits = bits, .fg_count = fg_count};
     h->parallel_for(h->ctx, chunks, 1, make_keys, &j);
     double G = 0.0;
     for (int64_t ch = 0; ch < chunks; ch++)
@@ -725,8 +726,16 @@ static double lovasz_class(const lv_call *k, int64_t q0, int64_t n, int64_t vali
     sort_keys(h, keys, (size_t)n);
     int64_t wn = (valid + LV_WALK - 1) / LV_WALK;
     /* errors within the input's rounding, or within the keys' truncation */
-    walk_job w = {.k = k, .keys = keys, .q0 = q0, .c = c, .valid = valid, .bits = bits, .G = G,
-                  .scale = scale, .tie = k->tie, .res = ldexp(1.0, bits + 3 - 52),
+    walk_job w = {.k = k,
+                  .keys = keys,
+                  .q0 = q0,
+                  .c = c,
+                  .valid = valid,
+                  .bits = bits,
+                  .G = G,
+                  .scale = scale,
+                  .tie = k->tie,
+                  .res = ldexp(1.0, bits + 3 - 52),
                   .fg_before = (int64_t *)malloc((size_t)(wn + 1) * sizeof(int64_t)),
                   .part = (double *)malloc((size_t)(wn + 1) * sizeof(double))};
     if (!w.fg_before || !w.part) {
@@ -953,7 +962,9 @@ static lk_status lv_validate(lv_call *k, lk_msg *msg)
     int64_t chunks = (nx + LV_CHUNK - 1) / LV_CHUNK;
     if (chunks == 0)
         return LK_OK;
-    finite_job j = {.x = k->x, .n = nx, .bad = (int64_t *)malloc((size_t)chunks * sizeof(int64_t)),
+    finite_job j = {.x = k->x,
+                    .n = nx,
+                    .bad = (int64_t *)malloc((size_t)chunks * sizeof(int64_t)),
                     .amax = (double *)malloc((size_t)chunks * sizeof(double))};
     if (!j.bad || !j.amax) {
         free(j.bad);
