@@ -1226,6 +1226,37 @@ Test(cli, bench_dtype_float64_moves_twice_the_bytes)
     cJSON_Delete(f64);
 }
 
+/* A whole-batch loss without --shape is timed on 8 images of 256 x 256,
+ * with 21 classes when it takes class ids (lovasz_softmax) and one channel
+ * otherwise (lovasz_hinge); --shape still wins. */
+static void bench_shape(const char *config, const char *shape, const int64_t *want, int nd)
+{
+    proc r = shape ? lk(NULL, "bench", config, "--json", "--repeat", "1", "--shape", shape, NULL)
+                   : lk(NULL, "bench", config, "--json", "--repeat", "1", NULL);
+    expect_ok(&r);
+    cJSON *j = parse_json(&r);
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "shape");
+    cr_assert(cJSON_IsArray(sh) && cJSON_GetArraySize(sh) == nd, "%s: shape %s", config, r.out);
+    double n = 1;
+    for (int k = 0; k < nd; k++) {
+        cr_expect_eq((int64_t)cJSON_GetArrayItem(sh, k)->valuedouble, want[k], "%s dim %d: %s",
+                     config, k, r.out);
+        n *= (double)want[k];
+    }
+    cr_expect_eq(num_field(j, "elements"), n, "%s: %s", config, r.out);
+    cJSON_Delete(j);
+    proc_free(&r);
+}
+
+Test(cli, bench_whole_batch_default_shape, .timeout = 240)
+{
+    const int64_t softmax[4] = {8, 21, 256, 256}, hinge[4] = {8, 1, 256, 256},
+                  given[4] = {2, 3, 8, 8};
+    bench_shape(LK_SOURCE_ROOT "/configs/lovasz_softmax.json", NULL, softmax, 4);
+    bench_shape(LK_SOURCE_ROOT "/configs/lovasz_hinge.json", NULL, hinge, 4);
+    bench_shape(LK_SOURCE_ROOT "/configs/lovasz_softmax.json", "2,3,8,8", given, 4);
+}
+
 Test(cli, bench_unknown_dtype_is_usage)
 {
     proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/mse.json", "--dtype", "float16", NULL);

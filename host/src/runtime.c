@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -33,22 +34,54 @@ static lk_status host_parallel_for(void *ctx, int64_t n, int64_t grain, lk_range
     return lk__pool_for(rt->pool, n, grain, fn, arg);
 }
 
+/* Scratch blocks of SCRATCH_MAP_MIN bytes or more are mapped and unmapped
+ * directly. From malloc's heap, a large block freed after a call is kept
+ * (glibc raises its mmap threshold to the size of the largest block freed,
+ * up to 32 MiB, and trims only above twice that), and the next call's block
+ * of the same size may not fit the hole an alignment or a small live
+ * allocation leaves: a whole-batch loss that takes tens of MiB per call held
+ * several generations of them. Each block carries a 64-byte header (its
+ * alignment is kept) saying how it was taken and, mapped, its length. */
+#define SCRATCH_MAP_MIN ((size_t)1 << 20)
+#define SCRATCH_HDR     ((size_t)64)
+#define SCRATCH_HEAP    0x6c6b686561700000ull /* "lkheap" */
+#define SCRATCH_MAPPED  0x6c6b6d6170000000ull /* "lkmap" */
+
 static void *host_scratch_alloc(void *ctx, size_t size)
 {
     (void)ctx;
-    void *p = NULL;
     size_t rounded = (size + 63) & ~(size_t)63;
-    if (rounded < size)
+    if (rounded < size || rounded > SIZE_MAX - SCRATCH_HDR - 65536)
         return NULL;
-    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0)
-        return NULL;
-    return p;
+    size_t total = rounded + SCRATCH_HDR;
+    uint64_t *hdr;
+    if (total >= SCRATCH_MAP_MIN) {
+        void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        hdr = m;
+        hdr[0] = SCRATCH_MAPPED;
+        hdr[1] = (uint64_t)total;
+    } else {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, total) != 0)
+            return NULL;
+        hdr = p;
+        hdr[0] = SCRATCH_HEAP;
+    }
+    return (char *)hdr + SCRATCH_HDR;
 }
 
 static void host_scratch_free(void *ctx, void *ptr)
 {
     (void)ctx;
-    free(ptr);
+    if (!ptr)
+        return;
+    uint64_t *hdr = (uint64_t *)(void *)((char *)ptr - SCRATCH_HDR);
+    if (hdr[0] == SCRATCH_MAPPED)
+        munmap(hdr, (size_t)hdr[1]);
+    else
+        free(hdr);
 }
 
 static int32_t host_thread_count(void *ctx)

@@ -75,6 +75,23 @@ class Gradcheck(unittest.TestCase):
         self.check({"loss": "triplet_margin"}, **ts)
         self.check({"loss": "triplet_margin", "reduction": "none"}, **ts)
 
+    def test_lovasz(self):
+        # continuous logits: no two errors tie, so the value is differentiable
+        x = torch.randn(3, 4, 5, dtype=D)
+        t = (torch.rand(3, 4, 5) < 0.4).to(D)
+        self.check({"loss": "lovasz_hinge"}, input=x, target=t)
+        t[1, 2] = 255
+        self.check({"loss": "lovasz_hinge", "params": {"per_image": True, "ignore_index": 255}},
+                   input=x, target=t)
+        x = torch.randn(2, 4, 5, 6, dtype=D)
+        t = torch.randint(0, 3, (2, 5, 6))
+        self.check({"loss": "lovasz_softmax"}, input=x, target=t)
+        t[0, 1] = -1
+        self.check({"loss": "lovasz_softmax", "params": {"classes": "all", "per_image": True,
+                                                         "ignore_index": -1}}, input=x, target=t)
+        self.check({"loss": "lovasz_softmax", "params": {"class_list": [3, 1]}}, input=x,
+                   target=t.clamp(0))
+
 
 if __name__ == "__main__":
     unittest.main()
