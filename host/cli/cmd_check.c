@@ -1958,8 +1958,10 @@ static void check_empty(checker *c)
 /* ignored: a batch whose every class id is ignore_index                     */
 /*
  * A loss with an integer parameter ignore_index and a class-id slot: the
- * reference shape with every id set to ignore_index (its default) must
- * give a finite value (0: nothing counts) and gradients of exactly 0. */
+ * reference shape with every id set to ignore_index (its default, given
+ * explicitly in the config, since a loss may read an unset ignore_index
+ * as "nothing is ignored") must give a finite value and gradients of
+ * exactly 0. */
 
 static int ignore_param(const checker *c, double *value)
 {
@@ -1998,7 +2000,12 @@ static void check_ignored(checker *c)
         double v = NAN;
         case_label(c, lab, sizeof lab, &sp, 0, red);
         begin(c, "ignored %s", lab);
-        lk_status st = make_loss(c, c->rt, 0, red, &loss, err);
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{\"loss\": \"%s\", \"params\": {\"ignore_index\": %.0f}, \"reduction\": \"%s\"}",
+                 c->d->id, ignore, lk_reduction_name(red));
+        loss = NULL;
+        lk_status st = lk_loss_from_json(c->rt, json, strlen(json), "check", &loss, err);
         if (st == LK_OK) {
             st = run_eval(c, loss, &b, 1, &v, err);
             lk_loss_free(loss);
