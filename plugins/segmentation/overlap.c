@@ -355,11 +355,7 @@ const lk_kfamily seg_mc_family = {{
     LK__REF_AVX2(seg_mc),
     LK__REF_AVX512(seg_mc),
 }};
-const lk_kfamily seg_mc64_family = {{
-    {NULL, &LK__VAR(seg_mc, portable, f64)},
-    SEG_AVX2_F64(seg_mc),
-    SEG_AVX512_F64(seg_mc),
-}};
+
 
 /* One position of a multiclass call: p_c (softmax or as given), t_c, and
  * which classes count. Returns 0 when the whole position does not count,
@@ -701,9 +697,7 @@ lk_status seg_init(seg *o, const seg_kind *kind, const lk_param_desc *const *des
     }
     if (!dr_set)
         o->smooth_dr = o->smooth;
-    /* tversky's power of the mean amplifies its rounding as focal_tversky's
-     * of each pair does */
-    o->double_lanes = kind->double_lanes || (kind->outer_pow && o->gamma != 1.0);
+    o->double_lanes = kind->double_lanes;
     const char *why = NULL;
     if (classes_set && bg_set)
         why = "classes and include_background are both given: classes names every class the "
@@ -725,9 +719,7 @@ int seg_pick(const void *inst)
     const seg *o = (const seg *)inst;
     if (o->mode != SEG_MULTICLASS)
         return o->double_lanes ? SEG_FAM_EW64 : SEG_FAM_EW;
-    if (!o->from_logits || o->min_i || o->squared)
-        return SEG_FAM_SC;
-    return o->double_lanes ? SEG_FAM_MC64 : SEG_FAM_MC;
+    return !o->from_logits || o->min_i || o->squared ? SEG_FAM_SC : SEG_FAM_MC;
 }
 
 /* The target's shape against want (ndim n); what closes the message. */

@@ -25,11 +25,10 @@ enum { SEG_SCORE, SEG_ZERO, SEG_SKIP };
 enum { SEG_SQUARE, SEG_SIMPLE, SEG_UNIFORM };
 /* The kernel families, in LK_FAMILIES order: lanes per element (binary,
  * multilabel), the class driver (multiclass softmax with product sums),
- * scalar double code (the other multiclass forms); and seg_ew and seg_mc in
- * double lanes whatever the data, for the losses whose gradient float lanes
- * would leave with too few digits (mcc: a small difference of large terms;
- * a power of 1 - TI with TI near 1). */
-enum { SEG_FAM_EW, SEG_FAM_MC, SEG_FAM_SC, SEG_FAM_EW64, SEG_FAM_MC64 };
+ * scalar double code (the other multiclass forms); and seg_ew in double
+ * lanes whatever the data, for mcc, whose gradient float lanes would leave
+ * with too few digits (a small difference of large terms). */
+enum { SEG_FAM_EW, SEG_FAM_MC, SEG_FAM_SC, SEG_FAM_EW64 };
 /* plan->aux beyond the class driver's four */
 enum { SEG_AUX_G = 4, SEG_AUX_PER = 5, SEG_AUX_FAM = 6 };
 
@@ -115,7 +114,7 @@ typedef struct seg_kind {
      * gamma) when set. */
     int outer_pow;
     int no_multiclass; /* mcc */
-    int double_lanes;  /* always double lanes (mcc, focal_tversky) */
+    int double_lanes;  /* always double lanes (mcc) */
 } seg_kind;
 
 /* The instance of every overlap loss. */
@@ -140,8 +139,7 @@ extern const lk_param_desc seg_p_mode, seg_p_from_logits, seg_p_ignore_index, se
     seg_p_gamma1, seg_p_gamma075, seg_p_weight_type;
 
 extern const lk_slot_desc *const seg_slots[];
-extern const lk_kfamily seg_ew_family, seg_mc_family, seg_sc_family, seg_ew64_family,
-    seg_mc64_family;
+extern const lk_kfamily seg_ew_family, seg_mc_family, seg_sc_family, seg_ew64_family;
 
 /* Fills o from the loss's parameter list (descs, in declaration order). */
 lk_status seg_init(seg *o, const seg_kind *kind, const lk_param_desc *const *descs,
@@ -166,7 +164,7 @@ int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, 
     }                                                                                              \
     LK_LOSS_DESC(lid, seg, 0, lid##__finalize, lid##__backward,                                    \
                  LK_FAMILIES(&seg_ew_family, &seg_mc_family, &seg_sc_family,            \
-                             &seg_ew64_family, &seg_mc64_family), seg_slots,           \
+                             &seg_ew64_family), seg_slots,           \
                  LK_REDUCTION_BIT(LK_REDUCTION_MEAN),                                              \
                  LK_HOOKS(.init = lid##_init, .fini = seg_fini, .plan = seg_plan,                  \
                           .finalize = seg_finalize, .pick = seg_pick),                             \

@@ -25,7 +25,7 @@ static seg_d focal_tversky_pair(const seg *o, seg_d I, seg_d P, double T, double
 }
 
 static const seg_kind tversky_kind = {.pair = tversky_pair, .outer_pow = 1};
-static const seg_kind focal_tversky_kind = {.pair = focal_tversky_pair, .double_lanes = 1};
+static const seg_kind focal_tversky_kind = {.pair = focal_tversky_pair};
 
 #define TVERSKY_COMMON                                                                             \
     &seg_p_mode, &seg_p_ignore_index, &seg_p_from_logits, &seg_p_smooth0, &seg_p_smooth_dr,        \
