@@ -1149,12 +1149,17 @@ static lk_status central_diff(checker *c, const lk_loss *loss, bundle *b, double
     volatile double xp = x0 + h, xm = x0 - h;
     x[i] = xp;
     lk_status st = run_eval(c, loss, b, 0, &vp, err);
+    if (st != LK_OK) {
+        x[i] = x0;
+        return st;
+    }
     double fp = scalar_of(loss, b, vp);
     x[i] = xm;
-    if (st == LK_OK)
-        st = run_eval(c, loss, b, 0, &vm, err);
-    double fm = scalar_of(loss, b, vm);
+    st = run_eval(c, loss, b, 0, &vm, err);
     x[i] = x0;
+    if (st != LK_OK)
+        return st;
+    double fm = scalar_of(loss, b, vm);
     *out = (fp - fm) / (xp - xm);
     /* each value is off by a few ulps of its size (more for long sums) */
     *noise = FD_NOISE_ULPS * DBL_EPSILON * fmax(fabs(fp), fabs(fm)) / (xp - xm);
