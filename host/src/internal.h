@@ -25,8 +25,11 @@
 LK__PRINTF(3, 4) lk_status lk__err(char *errmsg, lk_status st, const char *fmt, ...);
 /* Copies src into dst (cap > 0 bytes, always terminated) with every control
  * character written as an escape: newline \n, carriage return \r, tab \t,
- * any other byte below 0x20 and 0x7f as \xHH (ESC is \x1b). The copy is
- * cut between escapes when it does not fit; returns its length. */
+ * any other byte below 0x20 and 0x7f as \xHH (ESC is \x1b), and the C1
+ * controls: a byte 0x80-0x9f that is not part of well-formed UTF-8 as \xHH,
+ * U+0080-U+009F (c2 80-c2 9f) as \xc2\xHH. Well-formed UTF-8 is copied.
+ * The copy is cut between escapes or characters when it does not fit (at
+ * most 4 bytes a byte of src); returns its length. */
 size_t lk__escape(char *dst, size_t cap, const char *src);
 char *lk__strdup(const char *s);
 /* Opens path read-only if it is a regular file, without ever blocking (a
