@@ -84,6 +84,12 @@ const lk__entry *lk__registry_find(const lk__registry *reg, const char *id);
 /* "did you mean" text for an unknown id into buf. */
 void lk__registry_suggest(const lk__registry *reg, const char *id, char *buf, size_t cap);
 const char *lk__default_plugin_path(void);
+/* The checks a loaded plugin's descriptors go through, on pl as given (no
+ * file, no dlopen): 1 when it would register, with its entries added to reg
+ * (their module NULL), else 0 with one diagnostic in reg. Free reg with
+ * lk__registry_free. For the descriptor fuzz target (tests/fuzz); not part
+ * of the library's exported ABI. */
+int lk__registry_check_plugin(lk__registry *reg, const lk_plugin *pl);
 
 /* runtime.c */
 struct lk_runtime {
