@@ -805,7 +805,8 @@ Test(hard_config, npy_never_allocates_more_than_the_file_holds)
      * would fail its own next mapping: tests/meson.build sets
      * max_allocation_size_mb=768 and allocator_may_return_null=1 instead,
      * the same bound as a NULL from malloc. */
-    void *probe = malloc((size_t)1 << 30);
+    static void *volatile probe; /* volatile: the compiler may not assume success */
+    probe = malloc((size_t)1 << 30);
     cr_assert_null(probe, "ASan serves 1 GiB: ASAN_OPTIONS lacks max_allocation_size_mb=768");
 #else
     struct rlimit lim;

@@ -203,6 +203,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ok) {
         FUZZ_REQUIRE(reg.n_entries == n_losses && reg.n_diags == 0);
     } else {
+        if (getenv("LK_FUZZ_VERBOSE")) /* what a replay was refused for */
+            fprintf(stderr, "  %s\n", reg.n_diags ? reg.diags[0] : "(no diagnostic)");
         FUZZ_REQUIRE(reg.n_entries == 0 && reg.n_diags == 1);
         fuzz_check_message(reg.diags[0]);
     }
