@@ -1027,13 +1027,13 @@ Test(hard_config, safe_symlink_and_sticky_folder_load)
     lk_runtime *r = open_only(tmp("sticky"));
     cr_assert_eq(lk_runtime_diag_count(r), 1);
     char want[PATH_MAX + 128];
-    snprintf(want, sizeof want,
-             "%s: plugin directory refused: writable by other users (mode 777)", tmp("sticky"));
+    snprintf(want, sizeof want, "%s: plugin directory refused: writable by other users (mode 777)",
+             tmp("sticky"));
     cr_expect_str_eq(lk_runtime_diag(r, 0), want);
     cr_expect_eq(lk_runtime_loss_count(r), 0);
     lk_runtime_close(r);
-    static const char *const made[] = {"link.so", "safe/fx_good.so", "sticky/fx_good.so", "safe",
-                                       "sticky", NULL};
+    static const char *const made[] = {"link.so", "safe/fx_good.so", "sticky/fx_good.so",
+                                       "safe",    "sticky",          NULL};
     remove_paths(made);
 }
 
@@ -1042,18 +1042,19 @@ Test(hard_config, safe_symlink_and_sticky_folder_load)
  * UTF-8 and a stray byte from 0xa0 up are copied. */
 Test(hard_config, c1_controls_are_escaped_and_utf8_is_kept)
 {
-    const char *json = "{\"loss\": \"a\x9b" "31m|\\u009b|\xc3\xa9|\xe2\x82\xac|\xe9|\xc2\"}";
+    const char *json = "{\"loss\": \"a\x9b"
+                       "31m|\\u009b|\xc3\xa9|\xe2\x82\xac|\xe9|\xc2\"}";
     lk_loss *loss = NULL;
     char msg[LK_ERRMSG_CAP] = "";
     cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), SRC, &loss, msg), LK_ERR_CONFIG);
-    const char *want = SRC ": $.loss: unknown loss 'a\\x9b" "31m|\\xc2\\x9b|\xc3\xa9|\xe2\x82\xac|"
-                       "\xe9|\xc2'; ";
+    const char *want = SRC ": $.loss: unknown loss 'a\\x9b"
+                           "31m|\\xc2\\x9b|\xc3\xa9|\xe2\x82\xac|"
+                           "\xe9|\xc2'; ";
     cr_assert(strncmp(msg, want, strlen(want)) == 0, "%s", msg);
     /* an overlong form of a C1 control (c1 9b) is no UTF-8: both bytes
      * stray, the second escaped */
     const char *overlong = "{\"loss\": \"\xc1\x9b\"}";
-    cr_assert_eq(lk_loss_from_json(rt, overlong, strlen(overlong), SRC, &loss, msg),
-                 LK_ERR_CONFIG);
+    cr_assert_eq(lk_loss_from_json(rt, overlong, strlen(overlong), SRC, &loss, msg), LK_ERR_CONFIG);
     want = SRC ": $.loss: unknown loss '\xc1\\x9b'; ";
     cr_assert(strncmp(msg, want, strlen(want)) == 0, "%s", msg);
 }
@@ -1061,9 +1062,13 @@ Test(hard_config, c1_controls_are_escaped_and_utf8_is_kept)
 Test(hard_cli, c1_controls_in_an_argument_are_escaped)
 {
     proc r;
-    const char *bad_cmd[] = {"li\x9b" "2Jst\xc2\x85", NULL};
+    const char *bad_cmd[] = {"li\x9b"
+                             "2Jst\xc2\x85",
+                             NULL};
     run_cli(&r, NULL, NULL, bad_cmd);
-    expect_cli_failure(&r, 2, "unknown command 'li\\x9b" "2Jst\\xc2\\x85'; run 'losskit help'");
+    expect_cli_failure(&r, 2,
+                       "unknown command 'li\\x9b"
+                       "2Jst\\xc2\\x85'; run 'losskit help'");
     const char *path[] = {"list", NULL};
     run_cli(&r, NULL, "/nonexistent\x90\xc3\xa9", path);
     cr_assert_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
