@@ -17,6 +17,10 @@
  *             refused in one line, never waited on; a bare name on the
  *             plugin path is ./NAME; a .npy header cannot make the reader
  *             allocate more than the file holds.
+ *   paths     a plugin is judged by its real path: every folder on it, up
+ *             to /, must be safe from other users (a sticky one like /tmp
+ *             is); C1 controls (0x80-0x9f outside UTF-8, U+0080-U+009F) are
+ *             escaped like C0, well-formed UTF-8 is kept.
  *
  * The CLI runs as a subprocess with a deadline: a command that hangs is
  * killed and the test fails instead of hanging the suite. */
@@ -44,6 +48,19 @@
 #include "test_tmpdir.h"
 
 #define SRC "cfg.json"
+
+/* Built with AddressSanitizer (gcc says so with a macro, clang through
+ * __has_feature). */
+#if defined(__SANITIZE_ADDRESS__)
+#define LK_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LK_UNDER_ASAN 1
+#endif
+#endif
+#ifndef LK_UNDER_ASAN
+#define LK_UNDER_ASAN 0
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* The runtime: the build tree's plugins                                     */
@@ -783,11 +800,21 @@ Test(hard_config, npy_never_allocates_more_than_the_file_holds)
     const char *path = tmp("huge.npy");
     write_file(path, file, 10 + (size_t)n);
 
+#if LK_UNDER_ASAN
+    /* ASan's shadow memory is far beyond any address-space limit, which
+     * would fail its own next mapping: tests/meson.build sets
+     * max_allocation_size_mb=768 and allocator_may_return_null=1 instead,
+     * the same bound as a NULL from malloc. */
+    static void *volatile probe; /* volatile: the compiler may not assume success */
+    probe = malloc((size_t)1 << 30);
+    cr_assert_null(probe, "ASan serves 1 GiB: ASAN_OPTIONS lacks max_allocation_size_mb=768");
+#else
     struct rlimit lim;
     cr_assert_eq(getrlimit(RLIMIT_AS, &lim), 0);
     lim.rlim_cur = (rlim_t)768 << 20;
     if (setrlimit(RLIMIT_AS, &lim) != 0)
         cr_log_warn("setrlimit: %s (the size check is still tested)", strerror(errno));
+#endif
     lk_array a;
     char msg[LK_ERRMSG_CAP] = "";
     cr_assert_eq(lk_npy_read(path, &a, msg), LK_ERR_FORMAT, "%s", msg);
@@ -889,4 +916,166 @@ Test(hard_cli, bare_plugin_name_loads_from_the_current_folder)
     cr_assert_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
     cr_assert_eq(r.err_len, 0, "%s", r.err);
     cr_assert(strstr(r.out, "./fx_good.so") != NULL, "%s", r.out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 5. Plugins by their real path; C1 controls                                */
+
+/* A copy of fx_good.so at path, mode 0755. */
+static void copy_good_plugin(const char *path)
+{
+    FILE *f = fopen(LK_FIXTURE_DIR "/fx_good.so", "rb");
+    cr_assert_not_null(f);
+    static unsigned char so[1 << 22];
+    size_t len = fread(so, 1, sizeof so, f);
+    fclose(f);
+    cr_assert_gt(len, 0);
+    write_file(path, so, len);
+    cr_assert_eq(chmod(path, 0755), 0);
+}
+
+/* A folder in the temporary folder with the given mode (chmod: no umask). */
+static const char *make_dir(const char *name, mode_t mode)
+{
+    const char *d = tmp(name);
+    cr_assert_eq(mkdir(d, 0700), 0, "mkdir %s: %s", d, strerror(errno));
+    cr_assert_eq(chmod(d, mode), 0);
+    return d;
+}
+
+/* remove_tmpdir empties one level: the folders made here go first. */
+static void remove_paths(const char *const *paths)
+{
+    for (; *paths; paths++)
+        if (unlink(tmp(*paths)) != 0)
+            rmdir(tmp(*paths));
+}
+
+/* The folder that holds a plugin is not the only one that matters: one
+ * above it that others may write lets them rename the whole branch. */
+Test(hard_config, folder_above_the_plugin_writable_by_others_is_refused)
+{
+    char real_tmp[PATH_MAX];
+    cr_assert_not_null(realpath(tmpdir, real_tmp));
+    make_dir("open", 0777);
+    make_dir("open/sub", 0755);
+    copy_good_plugin(tmp("open/sub/fx_good.so"));
+    char file[PATH_MAX + 64], want[3 * PATH_MAX];
+    snprintf(file, sizeof file, "%s/open/sub/fx_good.so", real_tmp);
+    snprintf(want, sizeof want,
+             "refused: folder %s/open on its real path %s is writable by other users (mode 777)",
+             real_tmp, file);
+    expect_refused(file, want);
+    /* the same through its folder on the plugin path */
+    char dir[PATH_MAX + 64], line[4 * PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/open/sub", real_tmp);
+    lk_runtime *r = open_only(dir);
+    cr_assert_eq(lk_runtime_diag_count(r), 1);
+    snprintf(line, sizeof line, "%s: %s", file, want);
+    cr_expect_str_eq(lk_runtime_diag(r, 0), line);
+    cr_expect_eq(lk_runtime_loss_count(r), 0);
+    lk_runtime_close(r);
+    static const char *const made[] = {"open/sub/fx_good.so", "open/sub", "open", NULL};
+    remove_paths(made);
+}
+
+/* A symlink is judged by where it leads: a link in a safe folder to a
+ * plugin in an open one is refused, naming the real path. */
+Test(hard_config, symlink_into_an_open_folder_is_refused)
+{
+    char real_tmp[PATH_MAX];
+    cr_assert_not_null(realpath(tmpdir, real_tmp));
+    make_dir("open", 0777);
+    make_dir("safe", 0755);
+    copy_good_plugin(tmp("open/fx_good.so"));
+    cr_assert_eq(symlink("../open/fx_good.so", tmp("safe/link.so")), 0);
+    char want[4 * PATH_MAX];
+    snprintf(want, sizeof want,
+             "%s/safe/link.so: refused: folder %s/open on its real path %s/open/fx_good.so is "
+             "writable by other users (mode 777)",
+             tmpdir, real_tmp, real_tmp);
+    lk_runtime *r = open_only(tmp("safe"));
+    cr_assert_eq(lk_runtime_diag_count(r), 1);
+    cr_expect_str_eq(lk_runtime_diag(r, 0), want);
+    cr_expect_eq(lk_runtime_loss_count(r), 0);
+    lk_runtime_close(r);
+    static const char *const made[] = {"safe/link.so", "open/fx_good.so", "safe", "open", NULL};
+    remove_paths(made);
+}
+
+/* A link to a plugin whose real path is safe loads, under the name given;
+ * so does a plugin in a sticky folder that all may write, like /tmp, where
+ * nobody can rename or remove what is not theirs. */
+Test(hard_config, safe_symlink_and_sticky_folder_load)
+{
+    make_dir("safe", 0755);
+    make_dir("sticky", 01777);
+    copy_good_plugin(tmp("safe/fx_good.so"));
+    copy_good_plugin(tmp("sticky/fx_good.so"));
+    cr_assert_eq(symlink("safe/fx_good.so", tmp("link.so")), 0);
+    const char *files[] = {tmp("link.so"), tmp("sticky/fx_good.so")};
+    for (int i = 0; i < 2; i++) {
+        lk_runtime *r = open_only(files[i]);
+        cr_assert_eq(lk_runtime_diag_count(r), 0, "%s", lk_runtime_diag(r, 0));
+        lk_loss_info li;
+        cr_assert_eq(lk_runtime_find(r, "fx_sq", &li, NULL), LK_OK);
+        cr_expect_str_eq(li.plugin_file, files[i]);
+        lk_runtime_close(r);
+    }
+    /* but a sticky folder is still refused as a plugin folder: anyone may
+     * add a file to it */
+    lk_runtime *r = open_only(tmp("sticky"));
+    cr_assert_eq(lk_runtime_diag_count(r), 1);
+    char want[PATH_MAX + 128];
+    snprintf(want, sizeof want, "%s: plugin directory refused: writable by other users (mode 777)",
+             tmp("sticky"));
+    cr_expect_str_eq(lk_runtime_diag(r, 0), want);
+    cr_expect_eq(lk_runtime_loss_count(r), 0);
+    lk_runtime_close(r);
+    static const char *const made[] = {"link.so", "safe/fx_good.so", "sticky/fx_good.so",
+                                       "safe",    "sticky",          NULL};
+    remove_paths(made);
+}
+
+/* C1 controls (0x80-0x9f) act on terminals too (0x9b is CSI): a stray byte
+ * is written \xHH, U+0080-U+009F as its two bytes \xc2\xHH; well-formed
+ * UTF-8 and a stray byte from 0xa0 up are copied. */
+Test(hard_config, c1_controls_are_escaped_and_utf8_is_kept)
+{
+    const char *json = "{\"loss\": \"a\x9b"
+                       "31m|\\u009b|\xc3\xa9|\xe2\x82\xac|\xe9|\xc2\"}";
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), SRC, &loss, msg), LK_ERR_CONFIG);
+    const char *want = SRC ": $.loss: unknown loss 'a\\x9b"
+                           "31m|\\xc2\\x9b|\xc3\xa9|\xe2\x82\xac|"
+                           "\xe9|\xc2'; ";
+    cr_assert(strncmp(msg, want, strlen(want)) == 0, "%s", msg);
+    /* an overlong form of a C1 control (c1 9b) is no UTF-8: both bytes
+     * stray, the second escaped */
+    const char *overlong = "{\"loss\": \"\xc1\x9b\"}";
+    cr_assert_eq(lk_loss_from_json(rt, overlong, strlen(overlong), SRC, &loss, msg), LK_ERR_CONFIG);
+    want = SRC ": $.loss: unknown loss '\xc1\\x9b'; ";
+    cr_assert(strncmp(msg, want, strlen(want)) == 0, "%s", msg);
+}
+
+Test(hard_cli, c1_controls_in_an_argument_are_escaped)
+{
+    proc r;
+    const char *bad_cmd[] = {"li\x9b"
+                             "2Jst\xc2\x85",
+                             NULL};
+    run_cli(&r, NULL, NULL, bad_cmd);
+    expect_cli_failure(&r, 2,
+                       "unknown command 'li\\x9b"
+                       "2Jst\\xc2\\x85'; run 'losskit help'");
+    const char *path[] = {"list", NULL};
+    run_cli(&r, NULL, "/nonexistent\x90\xc3\xa9", path);
+    cr_assert_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
+    char want[512];
+    snprintf(want, sizeof want,
+             "losskit: warning: plugin not loaded: /nonexistent\\x90\xc3\xa9: plugin path "
+             "element: %s\n",
+             strerror(ENOENT));
+    cr_assert_str_eq(r.err, want);
 }

@@ -1128,8 +1128,8 @@ Test(multiclass, gradcheck)
     static const char *const configs[] = {
         "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\"}}",
         "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0}}",
-        "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0.5, "
-        "\"ignore_index\": 255}}",
+        ("{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"smooth\": 0.5, "
+         "\"ignore_index\": 255}}"),
     };
     static const int64_t ignores[] = {-100, -100, 255};
     const int64_t xs[4] = {2, 3, 2, 3}, ys[3] = {2, 2, 3};

@@ -1164,12 +1164,17 @@ static lk_status central_diff(checker *c, const lk_loss *loss, bundle *b, double
     volatile double xp = x0 + h, xm = x0 - h;
     x[i] = xp;
     lk_status st = run_eval(c, loss, b, 0, &vp, err);
+    if (st != LK_OK) {
+        x[i] = x0;
+        return st;
+    }
     double fp = scalar_of(loss, b, vp);
     x[i] = xm;
-    if (st == LK_OK)
-        st = run_eval(c, loss, b, 0, &vm, err);
-    double fm = scalar_of(loss, b, vm);
+    st = run_eval(c, loss, b, 0, &vm, err);
     x[i] = x0;
+    if (st != LK_OK)
+        return st;
+    double fm = scalar_of(loss, b, vm);
     *out = (fp - fm) / (xp - xm);
     /* each value is off by a few ulps of its size (more for long sums) */
     *noise = FD_NOISE_ULPS * DBL_EPSILON * fmax(fabs(fp), fabs(fm)) / (xp - xm);
@@ -1785,7 +1790,8 @@ static void check_threads(checker *c, const char *path)
                 ok = threads_red(c, rt3, &b, &sp, red, why, sizeof why);
         bundle_free(c, &b);
     }
-    /* rt3's worker threads live until the child exits; no need to join */
+    if (rt3) /* closed, so that a leak checker run on `check` sees nothing lost */
+        lk_runtime_close(rt3);
     spec big = big_spec(c, LK_DTYPE_F64);
     shape_str(sh, sizeof sh, big.ndim, big.shape);
     result r;
@@ -2235,6 +2241,19 @@ static void run_checks(checker *c, const plugin_ctx *pc)
     check_extreme(c);
 }
 
+/* What the child allocated, freed before it exits: `check` under a leak
+ * checker (valgrind, .ci/run) then reports a plugin's leaks, not its own. */
+static void checker_free(checker *c)
+{
+    for (int i = 0; i < MAX_SLOTS; i++)
+        free(c->shadow[i]);
+    if (c->ex_loss)
+        lk_loss_free(c->ex_loss);
+    if (c->guard)
+        munmap(c->guard, 4096);
+    free(c);
+}
+
 static void child_main(const plugin_ctx *pc, const lk_loss_desc *d, int fd)
 {
     struct rlimit no_core = {0, 0};
@@ -2246,7 +2265,11 @@ static void child_main(const plugin_ctx *pc, const lk_loss_desc *d, int fd)
         run_checks(c, pc);
         if (c->n_evals > 0)
             report_inputs(c);
+        checker_free(c);
     }
+    /* the child's copy of the parent's runtime too (1 thread: nothing to
+     * join); the parent's own is untouched */
+    lk_runtime_close(pc->rt);
     send_all(fd, "E\n", 2);
     _exit(0); /* not exit(): the parent's stdio buffers are not ours to flush */
 }

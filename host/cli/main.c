@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "internal.h" /* lk__escape, compiled into the command too */
 
 static const char usage_text[] =
     "usage: losskit <command> [options]\n"
@@ -36,9 +37,10 @@ static const char usage_text[] =
 
 /* One line on stderr whatever the message holds: what comes from a config,
  * a file name, an argument or a plugin may carry a newline or a terminal
- * escape, so control characters are written escaped (\n, \r, \t, and \xHH
- * for the others and 0x7f: ESC is \x1b). The runtime's messages arrive
- * escaped already; escaping has nothing left to do on them. */
+ * escape, so control characters are written escaped as the runtime writes
+ * them (lk__escape: \n, \r, \t, \xHH for the other C0 bytes, 0x7f and the
+ * C1 controls; ESC is \x1b). The runtime's messages arrive escaped already;
+ * escaping has nothing left to do on them. */
 void cli_error(const char *fmt, ...)
 {
     va_list ap, again;
@@ -53,20 +55,17 @@ void cli_error(const char *fmt, ...)
     va_end(again);
     if (!text)
         text = small; /* cut, but still a message */
-    fputs("losskit: ", stderr);
-    for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
-        if (*c >= 0x20 && *c != 0x7f)
-            fputc(*c, stderr);
-        else if (*c == '\n')
-            fputs("\\n", stderr);
-        else if (*c == '\r')
-            fputs("\\r", stderr);
-        else if (*c == '\t')
-            fputs("\\t", stderr);
-        else
-            fprintf(stderr, "\\x%02x", (unsigned)*c);
+    size_t len = strlen(text), cap = 4 * len + 1; /* an escape is at most 4 bytes a byte */
+    char shown_small[4 * sizeof small + 1];
+    char *shown = cap <= sizeof shown_small ? shown_small : malloc(cap);
+    if (!shown) {
+        shown = shown_small;
+        cap = sizeof shown_small;
     }
-    fputc('\n', stderr);
+    lk__escape(shown, cap, text);
+    fprintf(stderr, "losskit: %s\n", shown);
+    if (shown != shown_small)
+        free(shown);
     if (text != small)
         free(text);
 }

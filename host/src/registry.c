@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -160,6 +161,66 @@ fail:
 
 /* A file of the search path: refused at once for what stat() shows, else
  * queued for the scan. */
+/* A folder that holds a plugin, or one above it: as unsafe_owner, except
+ * that a sticky folder all may write (/tmp) is fine, since there nobody
+ * renames or removes what is not theirs. */
+static int unsafe_folder(const struct stat *st)
+{
+    struct stat judged = *st;
+    if (judged.st_mode & S_ISVTX)
+        judged.st_mode &= ~(mode_t)(S_IWOTH | S_IWGRP);
+    return unsafe_owner(&judged);
+}
+
+/* Whoever can write a folder on the way to a plugin can put another file
+ * under its name. So the file's real path (every symlink resolved) is
+ * checked from the file up to /, and the real path is what is loaded: a
+ * link swapped after the check changes nothing. Returns NULL and the real
+ * path (to free) in *real, or why not. */
+static const char *unsafe_real_path(const char *path, char **real, char *why, size_t cap)
+{
+    *real = realpath(path, NULL);
+    if (!*real) {
+        snprintf(why, cap, "cannot resolve its real path: %s", strerror(errno));
+        return why;
+    }
+    char *dir = lk__strdup(*real);
+    if (!dir) {
+        snprintf(why, cap, "out of memory");
+        return why;
+    }
+    struct stat st;
+    const char *bad = NULL;
+    if (stat(*real, &st) != 0 || !S_ISREG(st.st_mode) || unsafe_owner(&st)) {
+        snprintf(why, cap, "refused: its real path %s is not a regular file safe from other users",
+                 *real);
+        bad = why;
+    }
+    for (char *slash = strrchr(dir, '/'); !bad && slash; slash = strrchr(dir, '/')) {
+        slash[slash == dir] = '\0'; /* "/a/b" -> "/a", "/a" -> "/" */
+        if (stat(dir, &st) != 0) {
+            snprintf(why, cap, "cannot check folder %s: %s", dir, strerror(errno));
+            bad = why;
+        } else {
+            if (unsafe_folder(&st)) {
+                snprintf(why, cap,
+                         "refused: folder %s on its real path %s is writable by other users "
+                         "(mode %03o)",
+                         dir, *real, (unsigned)(st.st_mode & 0777));
+                bad = why;
+            }
+        }
+        if (slash == dir)
+            break;
+    }
+    free(dir);
+    if (bad) {
+        free(*real);
+        *real = NULL;
+    }
+    return bad;
+}
+
 static void load_file(lk__registry *reg, const char *path)
 {
     lk__scan_item *grown = realloc(reg->pending, (reg->n_pending + 1) * sizeof *grown);
@@ -188,6 +249,12 @@ static void load_file(lk__registry *reg, const char *path)
     else if (unsafe_owner(&st))
         snprintf(line, sizeof line, "refused: writable by other users (mode %03o)",
                  (unsigned)(st.st_mode & 0777));
+    else {
+        char *real = NULL, why[480];
+        if (unsafe_real_path(path, &real, why, sizeof why))
+            snprintf(line, sizeof line, "%s", why);
+        free(real);
+    }
     if (line[0]) {
         size_t n = strlen(path) + strlen(line) + 3;
         if ((it->diag = malloc(n)) != NULL)
@@ -377,7 +444,7 @@ static void load_element(lk__registry *reg, const char *elem)
             *(slash == dir ? slash + 1 : slash) = '\0';
         if (!dir)
             pending_diag(reg, "%s: out of memory", elem);
-        else if (stat(dir, &dst) == 0 && unsafe_owner(&dst))
+        else if (stat(dir, &dst) == 0 && unsafe_folder(&dst))
             pending_diag(reg, "%s: refused: its folder %s is writable by other users (mode %03o)",
                          file, dir, (unsigned)(dst.st_mode & 0777));
         else

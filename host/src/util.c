@@ -9,33 +9,72 @@
 
 #include "internal.h"
 
+/* The length of the well-formed UTF-8 sequence at s (2 to 4 bytes: no
+ * overlong form, no surrogate, nothing past U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned lo = 0x80, hi = 0xbf;
+    size_t n;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        lo = s[0] == 0xe0 ? 0xa0 : 0x80;
+        hi = s[0] == 0xed ? 0x9f : 0xbf;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        lo = s[0] == 0xf0 ? 0x90 : 0x80;
+        hi = s[0] == 0xf4 ? 0x8f : 0xbf;
+    } else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++) /* stops at the NUL, which is no continuation */
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return n;
+}
+
 size_t lk__escape(char *dst, size_t cap, const char *src)
 {
+    static const char hex[] = "0123456789abcdef";
     size_t used = 0;
     if (cap == 0)
         return 0;
-    for (const unsigned char *s = (const unsigned char *)src; *s; s++) {
-        char esc[5];
-        size_t n;
-        if (*s >= 0x20 && *s != 0x7f) {
-            esc[0] = (char)*s;
-            n = 1;
-        } else if (*s == '\n' || *s == '\r' || *s == '\t') {
-            esc[0] = '\\';
-            esc[1] = *s == '\n' ? 'n' : *s == '\r' ? 'r' : 't';
-            n = 2;
+    for (const unsigned char *s = (const unsigned char *)src; *s;) {
+        char esc[8];
+        size_t n = 0, take = *s >= 0x80 ? utf8_len(s) : 0;
+        /* U+0080-U+009F (c2 80 to c2 9f) are the C1 controls spelled in UTF-8 */
+        int c1_char = take == 2 && *s == 0xc2 && s[1] <= 0x9f;
+        if (take > 0 && !c1_char) {
+            memcpy(esc, s, take); /* well-formed UTF-8: a name in any script */
+            n = take;
+        } else if (c1_char || *s < 0x20 || *s == 0x7f || (*s >= 0x80 && *s <= 0x9f)) {
+            /* C0, DEL and C1 (also as a stray byte): a terminal may act on
+             * any of them */
+            take = c1_char ? 2 : 1;
+            if (*s == '\n' || *s == '\r' || *s == '\t') {
+                esc[n++] = '\\';
+                esc[n++] = *s == '\n' ? 'n' : *s == '\r' ? 'r' : 't';
+            } else {
+                for (size_t i = 0; i < take; i++) {
+                    esc[n++] = '\\';
+                    esc[n++] = 'x';
+                    esc[n++] = hex[s[i] >> 4];
+                    esc[n++] = hex[s[i] & 15];
+                }
+            }
         } else {
-            static const char hex[] = "0123456789abcdef";
-            esc[0] = '\\';
-            esc[1] = 'x';
-            esc[2] = hex[*s >> 4];
-            esc[3] = hex[*s & 15];
-            n = 4;
+            /* printable ASCII, or a stray byte from 0xa0 up: no control in
+             * any terminal encoding */
+            esc[0] = (char)*s;
+            n = take = 1;
         }
         if (used + n >= cap)
-            break; /* cut before an escape rather than through it */
+            break; /* cut before an escape or a character rather than through it */
         memcpy(dst + used, esc, n);
         used += n;
+        s += take;
     }
     dst[used] = '\0';
     return used;
