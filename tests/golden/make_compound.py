@@ -32,6 +32,10 @@ tensor with smooth 1). The reference takes the library's own arguments
 shipped file with the term weights set by the rule docs state
 (config_for()), and with the library's defaults config_for() must give the
 shipped file exactly. Gradients are autograd's with respect to the logits.
+check_transcriptions() asserts (1e-12) that the MONAI terms here agree with
+the independent transcriptions in make_segmentation.py (monai_dice,
+monai_gdl, fed MONAI's (N, 1, ...) label with to_onehot_y) and
+make_tutorial_modes.py (sigmoid_focal), on random data with absent classes.
 
 The combo reference is -dice where losskit's dice term is 1 - dice: losskit's
 value is the reference plus the constant 1 - alpha (ce_ratio). The manifest
@@ -237,8 +241,40 @@ def draw(rng, kind, n, c, spatial, dt, absent=0):
     return {"input": x, "target": t}
 
 
+def check_transcriptions(rng, reps=6):
+    """The MONAI terms above against the independent transcriptions of
+    make_segmentation.py (monai_dice, monai_gdl: MONAI's DiceLoss and
+    GeneralizedDiceLoss with to_onehot_y=True, softmax=True on the
+    (N, 1, ...) label) and make_tutorial_modes.py (torchvision's sigmoid
+    focal, which MONAI's equals on 0/1 targets): value and gradient 1e-12."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import make_segmentation as seg
+    import make_tutorial_modes as tut
+    for _ in range(reps):
+        c = int(rng.integers(2, 6))
+        shape = (int(rng.integers(1, 4)), c) + tuple(int(s) for s in rng.integers(1, 6, 2))
+        y = torch.from_numpy(rng.integers(0, c, (shape[0],) + shape[2:]))
+        y[0] = y[0] % max(1, c - 1)  # a class absent from sample 0
+        t = onehot(y, c)
+        for mine, theirs in (
+                (lambda x: monai_dice_loss(x, t),
+                 lambda x: seg.monai_dice(x, y.unsqueeze(1), to_onehot_y=True, softmax=True)),
+                (lambda x: monai_gdl(x, t),
+                 lambda x: seg.monai_gdl(x, y.unsqueeze(1), to_onehot_y=True, softmax=True)),
+                (lambda x: monai_sigmoid_focal(x, t),
+                 lambda x: tut.sigmoid_focal(x, t, 2.0, -1.0).mean())):
+            x = torch.from_numpy(1.5 * rng.standard_normal(shape)).requires_grad_(True)
+            a = mine(x)
+            ga, = torch.autograd.grad(a, x)
+            b = theirs(x)
+            gb, = torch.autograd.grad(b, x)
+            assert abs(float(a) - float(b)) <= 1e-12 * abs(float(b)), (float(a), float(b))
+            assert float((ga - gb).abs().max()) <= 1e-12 * float(gb.abs().max())
+
+
 def write_goldens():
     check_shipped_configs()
+    check_transcriptions(np.random.default_rng(SEED + 1))
     os.makedirs(path(OUT), exist_ok=True)
     rng = np.random.default_rng(SEED)
     cases = []
@@ -375,6 +411,7 @@ def main():
         write_goldens()
         return 0
     check_shipped_configs()
+    check_transcriptions(np.random.default_rng(args.random + 77))
     return 0 if run_random(args.random, args.losskit) else 1
 
 
