@@ -46,10 +46,12 @@ Cases: every config at class counts 2, 3, 5 (combo: binary masks of several
 shapes and alpha, beta), 2-d and 3-d spatial shapes, float32 and float64,
 classes absent from a sample (dice of an empty class, the generalized dice
 weight of an absent class replaced by the sample's largest), the library
-lambdas other than 1, and each config on its bundled data in configs/data.
+lambdas other than 1, DiceFocalLoss's variants (sigmoid=True on multilabel
+targets, alpha, batch, squared_pred) through the rule docs give for each,
+and each config on its bundled data in configs/data.
 
---random SEED draws new shapes, class counts, lambdas (combo: alpha, beta)
-and data, runs `build/host/losskit run CONFIG --tensor NAME=FILE ...
+--random SEED draws new shapes, class counts, lambdas (combo: alpha, beta),
+DiceFocal variants and data, runs `build/host/losskit run CONFIG --tensor NAME=FILE ...
 --grad-tensor input=FILE --json` and compares with the reference: it exits 1
 if a value is off by more than 1e-6 relative or a gradient element by more
 than 1e-5 relative (1e-9 absolute floor, as the catalogue test).
@@ -86,12 +88,19 @@ def onehot(y, c):
     return torch.movedim(F.one_hot(y.long(), c), -1, 1).to(torch.float64)
 
 
-def monai_dice_loss(x, t, smooth_nr=1e-5, smooth_dr=1e-5):
-    """DiceLoss(softmax=True) on one-hot t, batch=False, reduction mean."""
-    p = torch.softmax(x, 1)
+def monai_dice_loss(x, t, smooth_nr=1e-5, smooth_dr=1e-5, sigmoid=False, batch=False,
+                    squared_pred=False):
+    """DiceLoss(softmax=True) (or sigmoid=True) on one-hot (multilabel) t,
+    reduction mean."""
+    p = torch.sigmoid(x) if sigmoid else torch.softmax(x, 1)
     axes = list(range(2, x.dim()))
+    if batch:
+        axes = [0] + axes
     inter = (p * t).sum(axes)
-    denom = t.sum(axes) + p.sum(axes)
+    if squared_pred:
+        denom = (t * t).sum(axes) + (p * p).sum(axes)
+    else:
+        denom = t.sum(axes) + p.sum(axes)
     f = 1.0 - (2.0 * inter + smooth_nr) / (denom + smooth_dr)
     return f.mean()
 
@@ -118,12 +127,15 @@ def monai_ce(x, y):
     return -ls.gather(1, y.long().unsqueeze(1)).mean()
 
 
-def monai_sigmoid_focal(x, t, gamma=2.0):
-    """FocalLoss() (use_softmax False, alpha None, weight None), mean over
-    every element of (N, C, ...)."""
+def monai_sigmoid_focal(x, t, gamma=2.0, alpha=None):
+    """FocalLoss() (use_softmax False, weight None), mean over every element
+    of (N, C, ...)."""
     loss = x - x * t - F.logsigmoid(x)
     invprobs = F.logsigmoid(-x * (t * 2 - 1))
-    return ((invprobs * gamma).exp() * loss).mean()
+    loss = (invprobs * gamma).exp() * loss
+    if alpha is not None:
+        loss = (t * alpha + (1 - t) * (1 - alpha)) * loss
+    return loss.mean()
 
 
 def ref_dice_ce(x, y, lam):
@@ -132,8 +144,14 @@ def ref_dice_ce(x, y, lam):
 
 
 def ref_dice_focal(x, t, lam):
-    return lam["lambda_dice"] * monai_dice_loss(x, t) + lam["lambda_focal"] * \
-        monai_sigmoid_focal(x, t)
+    """DiceFocalLoss(softmax=True, to_onehot_y=True), or with the variants
+    docs give a rule for: sigmoid=True (instead of softmax, multilabel
+    targets), alpha, batch, squared_pred."""
+    dice = monai_dice_loss(x, t, sigmoid=lam.get("sigmoid", False),
+                           batch=lam.get("batch", False),
+                           squared_pred=lam.get("squared_pred", False))
+    return lam["lambda_dice"] * dice + lam["lambda_focal"] * \
+        monai_sigmoid_focal(x, t, alpha=lam.get("alpha"))
 
 
 def ref_gdl_focal(x, t, lam):
@@ -194,6 +212,16 @@ def config_for(kind, lam):
     else:
         for term, key in zip(c["terms"], KINDS[kind]["weights"]):
             term["weight"] = lam[key]
+    if kind == "dice_focal":
+        dice, focal = c["terms"][0]["params"], c["terms"][1]["params"]
+        if lam.get("sigmoid"):
+            dice["mode"] = "multilabel"
+        if lam.get("batch"):
+            dice["per_sample"] = False
+        if lam.get("squared_pred"):
+            dice["squared_pred"] = True
+        if lam.get("alpha") is not None:
+            focal["alpha"] = lam["alpha"]
     return c
 
 
@@ -222,9 +250,10 @@ def expected_value(kind, lam, ref_value):
 # --------------------------------------------------------------------------
 # Data
 
-def draw(rng, kind, n, c, spatial, dt, absent=0):
+def draw(rng, kind, n, c, spatial, dt, absent=0, multilabel=False):
     """Logits and the target the config reads; `absent` classes (> 0) never
-    occur in sample 0 (an empty class there)."""
+    occur in sample 0 (an empty class there); multilabel: independent 0/1
+    targets per channel (DiceFocalLoss with sigmoid=True)."""
     if kind == "combo":
         shape = (n, 1) + spatial
         x = (1.5 * rng.standard_normal(shape)).astype(dt)
@@ -237,6 +266,11 @@ def draw(rng, kind, n, c, spatial, dt, absent=0):
         y[0] = rng.integers(0, keep, spatial)
     if KINDS[kind]["target"] == "index":
         return {"input": x, "target": y}
+    if multilabel:
+        t = (rng.random((n, c) + spatial) > 0.5).astype(dt)
+        if absent:
+            t[0, c - absent:] = 0
+        return {"input": x, "target": t}
     t = np.moveaxis(np.eye(c, dtype=dt)[y], -1, 1).copy()
     return {"input": x, "target": t}
 
@@ -321,6 +355,14 @@ def write_goldens():
                 lam = lams[kind][i % 2]
                 add_drawn("%s_c%d_%dd_%s" % (kind, c, len(sp), tag), kind, lam,
                           draw(rng, kind, n, c, sp, dt, absent))
+        for i, (var, (n, c, sp, absent)) in enumerate([
+                ({"sigmoid": True}, (2, 3, (5, 6), 1)),
+                ({"alpha": 0.25}, (2, 4, (4, 3, 3), 0)),
+                ({"batch": True, "squared_pred": True}, (3, 3, (6, 5), 1)),
+                ({"sigmoid": True, "alpha": 0.7, "batch": True}, (2, 5, (7,), 2))]):
+            lam = dict(lams["dice_focal"][i % 2], **var)
+            add_drawn("dice_focal_var%d_%s" % (i, tag), "dice_focal", lam,
+                      draw(rng, "dice_focal", n, c, sp, dt, absent, var.get("sigmoid", False)))
         for i, (lam, shape) in enumerate([
                 ({"alpha": 0.5, "beta": 0.5}, (2, (8, 8))),
                 ({"alpha": 0.3, "beta": 0.7}, (3, (4, 5, 6))),
@@ -373,8 +415,15 @@ def random_lam(rng, kind):
     if kind == "combo":
         return {"alpha": float(rng.uniform(0.05, 0.95)), "beta": float(rng.uniform(0.05, 0.95))}
     if rng.random() < 0.3:
-        return dict(KINDS[kind]["defaults"])
-    return {k: float(rng.uniform(0.1, 2.0)) for k in KINDS[kind]["weights"]}
+        lam = dict(KINDS[kind]["defaults"])
+    else:
+        lam = {k: float(rng.uniform(0.1, 2.0)) for k in KINDS[kind]["weights"]}
+    if kind == "dice_focal" and rng.random() < 0.5:
+        for k in ("sigmoid", "batch", "squared_pred"):
+            lam[k] = bool(rng.random() < 0.5)
+        if rng.random() < 0.5:
+            lam["alpha"] = float(rng.uniform(0.0, 1.0))
+    return lam
 
 
 def run_random(seed, exe):
@@ -389,7 +438,7 @@ def run_random(seed, exe):
                     spatial = tuple(int(s) for s in rng.integers(1, 8, int(rng.integers(1, 4))))
                     absent = int(rng.integers(0, c)) if rng.random() < 0.4 else 0
                     lam = random_lam(rng, kind)
-                    arrays = draw(rng, kind, n, c, spatial, dt, absent)
+                    arrays = draw(rng, kind, n, c, spatial, dt, absent, lam.get("sigmoid", False))
                     ve, ge = compare_run(exe, tmp, kind, lam, arrays)
                     w = worst.setdefault((kind, tag), [0.0, 0.0, 0])
                     w[0], w[1], w[2] = max(w[0], ve), max(w[1], ge), w[2] + 1
