@@ -46,12 +46,19 @@ Cases: every config at class counts 2, 3, 5 (combo: binary masks of several
 shapes and alpha, beta), 2-d and 3-d spatial shapes, float32 and float64,
 classes absent from a sample (dice of an empty class, the generalized dice
 weight of an absent class replaced by the sample's largest), the library
-lambdas other than 1, DiceFocalLoss's variants (sigmoid=True on multilabel
-targets, alpha, batch, squared_pred) through the rule docs give for each,
+lambdas other than 1, the variants docs give a rule for (DiceFocalLoss:
+sigmoid=True on multilabel targets, alpha, batch, squared_pred; DiceCELoss:
+label_smoothing, batch; GeneralizedDiceFocalLoss: batch),
 and each config on its bundled data in configs/data.
 
+float32 cases: the reference runs on the stored float32 values, upcast;
+condition() redraws the logits of the positions where the gradient is
+ill-conditioned at float32 resolution (torch's own float32 gradient off the
+float64 one by more than 1e-6), so that the 1e-5 bound tests the kernels and
+not float32 rounding. float64 data are not conditioned.
+
 --random SEED draws new shapes, class counts, lambdas (combo: alpha, beta),
-DiceFocal variants and data, runs `build/host/losskit run CONFIG --tensor NAME=FILE ...
+variants and data, runs `build/host/losskit run CONFIG --tensor NAME=FILE ...
 --grad-tensor input=FILE --json` and compares with the reference: it exits 1
 if a value is off by more than 1e-6 relative or a gradient element by more
 than 1e-5 relative (1e-9 absolute floor, as the catalogue test).
@@ -82,10 +89,10 @@ def path(rel):
 # MONAI, restated (float64 throughout; MONAI itself casts FocalLoss's input
 # to float32 and computes GeneralizedDiceLoss's weights in float32, see docs)
 
-def onehot(y, c):
+def onehot(y, c, dtype=torch.float64):
     """MONAI's one_hot of (N, 1, ...) indices -> (N, C, ...) floats; here the
     indices come without the channel dim, as losskit takes them."""
-    return torch.movedim(F.one_hot(y.long(), c), -1, 1).to(torch.float64)
+    return torch.movedim(F.one_hot(y.long(), c), -1, 1).to(dtype)
 
 
 def monai_dice_loss(x, t, smooth_nr=1e-5, smooth_dr=1e-5, sigmoid=False, batch=False,
@@ -105,26 +112,35 @@ def monai_dice_loss(x, t, smooth_nr=1e-5, smooth_dr=1e-5, sigmoid=False, batch=F
     return f.mean()
 
 
-def monai_gdl(x, t, smooth_nr=1e-5, smooth_dr=1e-5):
-    """GeneralizedDiceLoss(softmax=True, w_type square) on one-hot t, batch=False."""
+def monai_gdl(x, t, smooth_nr=1e-5, smooth_dr=1e-5, batch=False):
+    """GeneralizedDiceLoss(softmax=True, w_type square) on one-hot t."""
     p = torch.softmax(x, 1)
     axes = list(range(2, x.dim()))
+    if batch:
+        axes = [0] + axes
     inter = (p * t).sum(axes)
     ground = t.sum(axes)
     denominator = ground + p.sum(axes)
     w = 1.0 / (ground * ground)
     infs = torch.isinf(w)
     w = torch.where(infs, torch.zeros_like(w), w)
-    w = w + infs * w.max(dim=1)[0].unsqueeze(1)
-    numer = 2.0 * (inter * w).sum(1, keepdim=True) + smooth_nr
-    denom = (denominator * w).sum(1, keepdim=True) + smooth_dr
+    if batch:
+        w = w + infs * w.max()
+    else:
+        w = w + infs * w.max(dim=1)[0].unsqueeze(1)
+    red = 0 if batch else 1
+    numer = 2.0 * (inter * w).sum(red, keepdim=True) + smooth_nr
+    denom = (denominator * w).sum(red, keepdim=True) + smooth_dr
     return (1.0 - numer / denom).mean()
 
 
-def monai_ce(x, y):
-    """nn.CrossEntropyLoss() on the squeezed long target: mean over positions."""
+def monai_ce(x, y, label_smoothing=0.0):
+    """nn.CrossEntropyLoss(label_smoothing) on the squeezed long target: mean
+    over positions of (1 - e)(-log p_y) + e mean_c(-log p_c)."""
     ls = torch.log_softmax(x, 1)
-    return -ls.gather(1, y.long().unsqueeze(1)).mean()
+    nll = -ls.gather(1, y.long().unsqueeze(1)).squeeze(1)
+    smooth = -ls.mean(1)
+    return ((1.0 - label_smoothing) * nll + label_smoothing * smooth).mean()
 
 
 def monai_sigmoid_focal(x, t, gamma=2.0, alpha=None):
@@ -139,8 +155,10 @@ def monai_sigmoid_focal(x, t, gamma=2.0, alpha=None):
 
 
 def ref_dice_ce(x, y, lam):
-    t = onehot(y, x.shape[1])
-    return lam["lambda_dice"] * monai_dice_loss(x, t) + lam["lambda_ce"] * monai_ce(x, y)
+    t = onehot(y, x.shape[1], x.dtype)
+    dice = monai_dice_loss(x, t, batch=lam.get("batch", False))
+    return lam["lambda_dice"] * dice + lam["lambda_ce"] * \
+        monai_ce(x, y, lam.get("label_smoothing", 0.0))
 
 
 def ref_dice_focal(x, t, lam):
@@ -155,7 +173,8 @@ def ref_dice_focal(x, t, lam):
 
 
 def ref_gdl_focal(x, t, lam):
-    return lam["lambda_gdl"] * monai_gdl(x, t) + lam["lambda_focal"] * monai_sigmoid_focal(x, t)
+    return lam["lambda_gdl"] * monai_gdl(x, t, batch=lam.get("batch", False)) + \
+        lam["lambda_focal"] * monai_sigmoid_focal(x, t)
 
 
 # --------------------------------------------------------------------------
@@ -212,12 +231,14 @@ def config_for(kind, lam):
     else:
         for term, key in zip(c["terms"], KINDS[kind]["weights"]):
             term["weight"] = lam[key]
+    if kind != "combo" and lam.get("batch"):
+        c["terms"][0]["params"]["per_sample"] = False
+    if kind == "dice_ce" and lam.get("label_smoothing"):
+        c["terms"][1]["params"] = {"label_smoothing": lam["label_smoothing"]}
     if kind == "dice_focal":
         dice, focal = c["terms"][0]["params"], c["terms"][1]["params"]
         if lam.get("sigmoid"):
             dice["mode"] = "multilabel"
-        if lam.get("batch"):
-            dice["per_sample"] = False
         if lam.get("squared_pred"):
             dice["squared_pred"] = True
         if lam.get("alpha") is not None:
@@ -231,12 +252,12 @@ def check_shipped_configs():
             "%s: the rule with the library's defaults does not give the shipped file" % k["file"]
 
 
-def reference(kind, lam, arrays):
-    """The library's value and d/d(input), in float64 on the given data."""
-    x = torch.from_numpy(np.asarray(arrays["input"])).to(torch.float64).requires_grad_(True)
+def reference(kind, lam, arrays, dtype=torch.float64):
+    """The library's value and d/d(input), in float64 (or dtype) on the given data."""
+    x = torch.from_numpy(np.asarray(arrays["input"])).to(dtype).requires_grad_(True)
     y = torch.from_numpy(np.asarray(arrays["target"]))
     if y.is_floating_point():
-        y = y.to(torch.float64)
+        y = y.to(dtype)
     v = KINDS[kind]["ref"](x, y, lam)
     v.backward()
     return float(v), x.grad.numpy()
@@ -306,6 +327,31 @@ def check_transcriptions(rng, reps=6):
             assert float((ga - gb).abs().max()) <= 1e-12 * float(gb.abs().max())
 
 
+def condition(rng, kind, lam, arrays):
+    """float32 data: redraw the logits of every position (all its channels)
+    where the reference gradient, computed by torch in float32 on the same
+    data, is off the float64 one by more than 1e-6 relative (1e-9 absolute
+    floor, as the tests). There the gradient is ill-conditioned at float32
+    resolution (a softmax Jacobian or the sum of two terms' gradients
+    cancelling), and no float32 kernel can be held to 1e-5 on it."""
+    if arrays["input"].dtype != np.float32:
+        return arrays
+    x = arrays["input"]
+    for _ in range(100):
+        _, g64 = reference(kind, lam, arrays)
+        _, g32 = reference(kind, lam, arrays, torch.float32)
+        r = np.abs(g32.astype(np.float64) - g64) / np.maximum(np.abs(g64), 1e-4)
+        bad = r > 1e-6
+        if not bad.any():
+            return arrays
+        if kind != "combo":
+            bad = np.broadcast_to(bad.any(axis=1, keepdims=True), bad.shape)
+        x = x.copy()
+        x[bad] = (1.5 * rng.standard_normal(int(bad.sum()))).astype(np.float32)
+        arrays = dict(arrays, input=x)
+    raise RuntimeError("%s: float32 data could not be conditioned" % kind)
+
+
 def write_goldens():
     check_shipped_configs()
     check_transcriptions(np.random.default_rng(SEED + 1))
@@ -327,6 +373,7 @@ def write_goldens():
         cases.append(case)
 
     def add_drawn(name, kind, lam, arrays):
+        arrays = condition(rng, kind, lam, arrays)
         rels = {}
         for k, a in arrays.items():
             rels[k] = "%s/%s_%s.npy" % (OUT, name, k)
@@ -363,6 +410,13 @@ def write_goldens():
             lam = dict(lams["dice_focal"][i % 2], **var)
             add_drawn("dice_focal_var%d_%s" % (i, tag), "dice_focal", lam,
                       draw(rng, "dice_focal", n, c, sp, dt, absent, var.get("sigmoid", False)))
+        for i, (kind, var, (n, c, sp, absent)) in enumerate([
+                ("dice_ce", {"label_smoothing": 0.1}, (2, 3, (5, 6), 1)),
+                ("dice_ce", {"batch": True, "label_smoothing": 0.3}, (3, 4, (4, 3, 2), 2)),
+                ("gdl_focal", {"batch": True}, (3, 3, (6, 5), 1))]):
+            lam = dict(lams[kind][i % 2], **var)
+            add_drawn("%s_var%d_%s" % (kind, i, tag), kind, lam,
+                      draw(rng, kind, n, c, sp, dt, absent))
         for i, (lam, shape) in enumerate([
                 ({"alpha": 0.5, "beta": 0.5}, (2, (8, 8))),
                 ({"alpha": 0.3, "beta": 0.7}, (3, (4, 5, 6))),
@@ -418,6 +472,10 @@ def random_lam(rng, kind):
         lam = dict(KINDS[kind]["defaults"])
     else:
         lam = {k: float(rng.uniform(0.1, 2.0)) for k in KINDS[kind]["weights"]}
+    if kind != "combo" and rng.random() < 0.3:
+        lam["batch"] = True
+    if kind == "dice_ce" and rng.random() < 0.4:
+        lam["label_smoothing"] = float(rng.uniform(0.0, 0.5))
     if kind == "dice_focal" and rng.random() < 0.5:
         for k in ("sigmoid", "batch", "squared_pred"):
             lam[k] = bool(rng.random() < 0.5)
@@ -438,7 +496,8 @@ def run_random(seed, exe):
                     spatial = tuple(int(s) for s in rng.integers(1, 8, int(rng.integers(1, 4))))
                     absent = int(rng.integers(0, c)) if rng.random() < 0.4 else 0
                     lam = random_lam(rng, kind)
-                    arrays = draw(rng, kind, n, c, spatial, dt, absent, lam.get("sigmoid", False))
+                    arrays = condition(rng, kind, lam, draw(rng, kind, n, c, spatial, dt, absent,
+                                                            lam.get("sigmoid", False)))
                     ve, ge = compare_run(exe, tmp, kind, lam, arrays)
                     w = worst.setdefault((kind, tag), [0.0, 0.0, 0])
                     w[0], w[1], w[2] = max(w[0], ve), max(w[1], ge), w[2] + 1
