@@ -2,11 +2,13 @@
 """Prints, for every config in configs/, one line: the config and the
 `losskit run` tensor options that evaluate it on bundled data.
 
-The tutorial family's configs (and weighted sums of its losses) use
+A config that a case of tests/golden/catalogue/*.json evaluates as it
+stands (the same JSON but its description) uses that case's tensors. Else
+the tutorial family's configs (and weighted sums of its losses) use
 configs/data/input.npy and target.npy as the README does; the multiclass
 ones configs/data/mc_input.npy and mc_target.npy; every other loss the
-tensors of its first case in tests/golden/catalogue/*.json (the same loss,
-the config's reduction when a case has it)."""
+tensors of its first case (the same loss, the config's reduction when a
+case has it)."""
 import glob
 import json
 import os
@@ -29,6 +31,12 @@ for path in sorted(glob.glob("configs/*.json")):
         cfg = json.load(f)
     loss = cfg.get("loss")
     red = cfg.get("reduction", "mean")
+    bare = {k: v for k, v in cfg.items() if k != "description"}
+    same = [c for c in cases
+            if {k: v for k, v in c["config"].items() if k != "description"} == bare]
+    if same:
+        print(path, " ".join("--tensor %s=%s" % kv for kv in sorted(same[0]["tensors"].items())))
+        continue
     if cfg.get("params", {}).get("mode") == "multiclass" or loss in ("cross_entropy", "nll"):
         print(path, CLASSES)
         continue
