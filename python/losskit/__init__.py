@@ -15,7 +15,7 @@ from ._core import CompiledLoss, list_losses, loss_info, runtime  # noqa: F401
 from ._lib import library_path  # noqa: F401
 from ._numpy import evaluate  # noqa: F401
 
-__all__ = ["Loss", "evaluate", "list", "info", "check", "LosskitError", "ConfigError", "PluginError",
+__all__ = ["Loss", "evaluate", "list", "info", "check", "grad_pool", "LosskitError", "ConfigError", "PluginError",
            "DataError"]
 
 
@@ -44,4 +44,8 @@ def __getattr__(name):
         from ._torch import Loss
         globals()["Loss"] = Loss
         return Loss
+    if name == "grad_pool":
+        from ._pool import pool
+        globals()["grad_pool"] = pool
+        return pool
     raise AttributeError("module 'losskit' has no attribute %r" % name)
