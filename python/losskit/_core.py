@@ -253,6 +253,7 @@ class CompiledLoss:
         self.handle = h
         self.name = _s(lib.lk_loss_name(h))
         self.reduction = L.REDUCTION_NAMES[lib.lk_loss_reduction(h)]
+        self.reduced = self.reduction != "none"
         self.slots = []  # (name, required, differentiable)
         for i in range(lib.lk_loss_slot_count(h)):
             sd = ctypes.POINTER(L.SlotDesc)()

@@ -5,10 +5,12 @@ import torch
 
 from . import _lib as L
 from ._core import CompiledLoss, DataError, Desc
-from ._lib import lib
 from ._pool import MIN_BYTES as _POOL_MIN_BYTES
 from ._pool import pool as _pool
 
+# the names of the tensors given as input, target, weight (bit 0, 1, 2)
+_NAMES = [tuple(n for b, n in enumerate(("input", "target", "weight")) if k >> b & 1)
+          for k in range(8)]
 _MAX_PLANS = 32  # call signatures a Loss keeps (variable shapes would grow it forever)
 
 _DTYPES = {
@@ -62,8 +64,8 @@ class _Plan:
     shapes, gradients wanted), built once: a call only writes the data
     pointers. A plan is used by one call at a time (Loss._run takes it out
     of the cache while the runtime runs, without the GIL)."""
-    __slots__ = ("args", "args_ref", "value", "value_ref", "tdata", "gdata", "gwant",
-                 "dtype", "keep", "empty", "any_empty", "small")
+    __slots__ = ("args", "args_ref", "value", "value_ref", "tdata", "gdata", "gslots",
+                 "dtype", "keep", "empty", "any_empty")
 
     def __init__(self, loss, names, want, held):
         descs = [_desc(n, t) for n, t in zip(names, held)]  # DataError for a dtype
@@ -73,11 +75,12 @@ class _Plan:
         self.tdata = self._fill(descs, "tensors", "n_tensors")
         gdescs = [d for d, w in zip(descs, want) if w]
         self.gdata = self._fill(gdescs, "grads", "n_grads")
-        self.gwant = [i for i, w in enumerate(want) if w]
         self.empty = [t.numel() == 0 for t in held]
         self.any_empty = any(self.empty)
-        # below the pool's size torch's allocator serves a gradient best
-        self.small = [t.numel() * t.element_size() < _POOL_MIN_BYTES for t in held]
+        # (slot index, its gradient's ctypes tensor, small): below the pool's
+        # size torch's allocator serves a gradient best
+        self.gslots = [(i, d, held[i].numel() * held[i].element_size() < _POOL_MIN_BYTES)
+                       for i, d in zip([i for i, w in enumerate(want) if w], self.gdata)]
         self.value = ctypes.c_double()
         self.args_ref = ctypes.byref(self.args)
         self.value_ref = ctypes.byref(self.value)
@@ -129,8 +132,10 @@ class _Function(torch.autograd.Function):
     stored gradients by grad_output."""
 
     @staticmethod
-    def forward(ctx, module, names, want, *tensors):
-        value, grads = module._run(names, want, tensors)
+    def forward(ctx, module, names, *tensors):
+        # needs_input_grad: a tensor requires grad and grad mode is on, so no
+        # gradient is computed that autograd would not ask for
+        value, grads = module._call(names, tensors, ctx.needs_input_grad[2:])
         # saved tensors (not ctx attributes): autograd releases them once
         # backward returns unless the graph is retained, so that a leaf's
         # .grad becomes the gradient itself instead of a copy of it
@@ -143,10 +148,9 @@ class _Function(torch.autograd.Function):
         if grad_output.dim() == 0:
             scale = float(grad_output)
             if scale == 1.0:  # value.backward(): the gradients as computed
-                return (None, None, None) + tuple(grads)
-            return (None, None, None) + tuple(g * scale if g is not None else None
-                                              for g in grads)
-        out = [None, None, None]
+                return (None, None) + grads
+            return (None, None) + tuple(g * scale if g is not None else None for g in grads)
+        out = [None, None]
         # reduced, or reduction none under a constant upstream gradient (a sum)
         flat = grad_output.reshape(-1)
         uniform = flat.numel() <= 1 or bool((flat == flat[0]).all())
@@ -227,42 +231,41 @@ class Loss(torch.nn.Module):
             if target is not None or weight is not None or tensors:
                 raise TypeError("give the tensors either as one dict or as arguments, not both")
             items = [(k, v) for k, v in input.items() if v is not None]
+            names, ts = tuple([k for k, _ in items]), [v for _, v in items]
         else:
-            items = []
-            if input is not None:
-                items.append(("input", input))
-            if target is not None:
-                items.append(("target", target))
-            if weight is not None:
-                items.append(("weight", weight))
+            names = _NAMES[(input is not None) | (target is not None) << 1 |
+                           (weight is not None) << 2]
+            ts = [v for v in (input, target, weight) if v is not None]
             if tensors:
-                items += [(k, v) for k, v in tensors.items() if v is not None]
+                items = [(k, v) for k, v in tensors.items() if v is not None]
+                names += tuple([k for k, _ in items])
+                ts += [v for _, v in items]
+        if not self._loss.slot_set.issuperset(names):
+            self._loss.check_names(names)
+        # the tensors are checked in _Function.forward, which sees whether
+        # autograd wants each one's gradient
+        return _Function.apply(self, names, *ts)
+
+    def _call(self, names, tensors, want):
+        """(value, gradients) for _Function.forward. want: autograd's
+        needs_input_grad, refused for a slot the loss cannot differentiate."""
         loss = self._loss
-        slots, diff = loss.slot_set, loss.differentiable
-        for k, _ in items:
-            if k not in slots:
-                loss.check_names([k for k, _ in items])
-        grad_on = torch.is_grad_enabled()
-        names, want, ts = [], [], []
-        for k, t in items:
+        diff = loss.differentiable
+        for k, t, w in zip(names, tensors, want):
             if not isinstance(t, torch.Tensor):
                 raise TypeError("%s: expected a torch.Tensor, got %s" % (k, type(t).__name__))
             if not t.is_cpu:
                 raise DataError("%s: a %s tensor; losskit runs on the CPU: pass "
                                 "tensor.cpu() (and move the loss back with .to(device))"
                                 % (k, t.device))
-            if t.requires_grad and grad_on:
-                if k not in diff:
-                    raise DataError("%s: '%s' requires grad but the loss has no gradient with "
-                                    "respect to it (differentiable: %s); pass %s.detach()"
-                                    % (loss.name, k, ", ".join(sorted(diff)) or "none", k))
-                want.append(True)
-            else:
-                # no gradient is computed that autograd would not ask for
-                want.append(False)
-            names.append(k)
-            ts.append(t)
-        return _Function.apply(self, tuple(names), tuple(want), *ts)
+            if w and k not in diff:
+                raise DataError("%s: '%s' requires grad but the loss has no gradient with "
+                                "respect to it (differentiable: %s); pass %s.detach()"
+                                % (loss.name, k, ", ".join(sorted(diff)) or "none", k))
+        pg = self.process_group
+        if loss.reduced and (pg is False or (pg is None and not _distributed_on())):
+            return self._run_local(names, want, tensors)
+        return self._run_general(names, want, tensors)
 
     @property
     def last_data_ptrs(self):
@@ -272,39 +275,37 @@ class Loss(torch.nn.Module):
         last = self._last[0]
         return dict(zip(*last)) if last is not None else {}
 
-    def _run(self, names, want, tensors):
-        pg = self.process_group
-        if self._loss.reduction != "none" and \
-                (pg is False or (pg is None and not _distributed_on())):
-            return self._run_local(names, want, tensors)
-        return self._run_general(names, want, tensors)
-
     def _run_local(self, names, want, tensors):
         """The common call, a reduced value on one process, through a
         plan cached per signature: the ctypes arguments are built once and
         only the data pointers change from call to call."""
-        held = [t if t.is_contiguous() else t.contiguous() for t in tensors]
-        key = (names, want, tuple([t.dtype for t in held]), tuple([t.shape for t in held]))
+        sig = [names, want]
+        ptrs = []
+        for t in tensors:
+            if not t.is_contiguous():
+                return self._run_local(names, want, [t.contiguous() for t in tensors])
+            sig += (t.dtype, t.shape)
+            ptrs.append(t.data_ptr())
+        key = tuple(sig)
         plans = self._plans
         plan = plans.pop(key, None)  # a concurrent call on the same key builds its own
         if plan is None:
-            plan = _Plan(self._loss, names, want, held)
-        ptrs = [t.data_ptr() for t in held]
+            plan = _Plan(self._loss, names, want, tensors)
         if plan.any_empty:
             ptrs = [None if e else p for p, e in zip(ptrs, plan.empty)]
         for d, p in zip(plan.tdata, ptrs):
             d.data = p
-        grads = [None] * len(held)
-        for i, d in zip(plan.gwant, plan.gdata):
-            t = held[i]
-            g = torch.empty_like(t) if plan.small[i] else _empty(t)
+        grads = [None] * len(ptrs)
+        for i, d, small in plan.gslots:
+            t = tensors[i]
+            g = torch.empty_like(t) if small else _empty(t)
             grads[i] = g
             d.data = None if plan.empty[i] else g.data_ptr()
-        self._last[0] = (names, ptrs)
-        st = lib.lk_loss_eval(self._loss.handle, plan.args_ref, plan.value_ref)
+        st = L.lk_loss_eval_unchecked(self._loss.handle, plan.args_ref, plan.value_ref)
         if st != L.OK:
             # the general path raises the runtime's message from fresh arguments
             return self._run_general(names, want, tensors)
+        self._last[0] = (names, ptrs)
         value = plan.value.value
         if len(plans) >= _MAX_PLANS:
             plans.clear()
