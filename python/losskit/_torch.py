@@ -47,16 +47,16 @@ def _np():
     return numpy
 
 
-_dist = None
+_dist_initialized = None
 
 
 def _distributed_on():
     """torch.distributed is available and initialised (imported once)."""
-    global _dist
-    if _dist is None:
+    global _dist_initialized
+    if _dist_initialized is None:
         import torch.distributed as dist
-        _dist = dist
-    return _dist.is_available() and _dist.is_initialized()
+        _dist_initialized = dist.is_initialized if dist.is_available() else (lambda: False)
+    return _dist_initialized()
 
 
 class _Plan:
