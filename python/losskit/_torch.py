@@ -251,6 +251,10 @@ class Loss(torch.nn.Module):
         needs_input_grad, refused for a slot the loss cannot differentiate."""
         loss = self._loss
         diff = loss.differentiable
+        # one pass: the checks, the call signature, the data pointers
+        sig = [names, want]
+        ptrs = []
+        contiguous = True
         for k, t, w in zip(names, tensors, want):
             if not isinstance(t, torch.Tensor):
                 raise TypeError("%s: expected a torch.Tensor, got %s" % (k, type(t).__name__))
@@ -262,10 +266,17 @@ class Loss(torch.nn.Module):
                 raise DataError("%s: '%s' requires grad but the loss has no gradient with "
                                 "respect to it (differentiable: %s); pass %s.detach()"
                                 % (loss.name, k, ", ".join(sorted(diff)) or "none", k))
+            sig += (t.dtype, t.shape)
+            ptrs.append(t.data_ptr())
+            if not t.is_contiguous():
+                contiguous = False
         pg = self.process_group
-        if loss.reduced and (pg is False or (pg is None and not _distributed_on())):
-            return self._run_local(names, want, tensors)
-        return self._run_general(names, want, tensors)
+        if not loss.reduced or not (pg is False or (pg is None and not _distributed_on())):
+            return self._run_general(names, want, tensors)
+        if not contiguous:  # the same signature, other pointers
+            tensors = [t.contiguous() for t in tensors]
+            ptrs = [t.data_ptr() for t in tensors]
+        return self._run_local(names, want, tensors, tuple(sig), ptrs)
 
     @property
     def last_data_ptrs(self):
@@ -275,18 +286,10 @@ class Loss(torch.nn.Module):
         last = self._last[0]
         return dict(zip(*last)) if last is not None else {}
 
-    def _run_local(self, names, want, tensors):
+    def _run_local(self, names, want, tensors, key, ptrs):
         """The common call, a reduced value on one process, through a
-        plan cached per signature: the ctypes arguments are built once and
-        only the data pointers change from call to call."""
-        sig = [names, want]
-        ptrs = []
-        for t in tensors:
-            if not t.is_contiguous():
-                return self._run_local(names, want, [t.contiguous() for t in tensors])
-            sig += (t.dtype, t.shape)
-            ptrs.append(t.data_ptr())
-        key = tuple(sig)
+        plan cached per signature (key): the ctypes arguments are built once
+        and only the data pointers change from call to call."""
         plans = self._plans
         plan = plans.pop(key, None)  # a concurrent call on the same key builds its own
         if plan is None:
