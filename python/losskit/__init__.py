@@ -15,8 +15,8 @@ from ._core import CompiledLoss, list_losses, loss_info, runtime  # noqa: F401
 from ._lib import library_path  # noqa: F401
 from ._numpy import evaluate  # noqa: F401
 
-__all__ = ["Loss", "evaluate", "list", "info", "check", "grad_pool", "LosskitError", "ConfigError", "PluginError",
-           "DataError"]
+__all__ = ["Loss", "evaluate", "list", "info", "check", "grad_pool", "LosskitError",
+           "ConfigError", "PluginError", "DataError"]
 
 
 def list(plugin_path=None):  # noqa: A001 - the API's name

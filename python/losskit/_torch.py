@@ -1,6 +1,7 @@
 """losskit.Loss: a torch.nn.Module over a losskit config."""
 import ctypes
 
+import numpy as np
 import torch
 
 from . import _lib as L
@@ -34,17 +35,12 @@ def _empty(like):
         return torch.empty_like(like, memory_format=torch.contiguous_format)
     n = like.numel()
     if n * like.element_size() >= _POOL_MIN_BYTES:
-        g = _pool.empty(like.shape, _np().dtype(kind), n)
+        g = _pool.empty(like.shape, np.dtype(kind), n)
         if g is not None:
             return g
     if n < (1 << 20):
         return torch.empty_like(like, memory_format=torch.contiguous_format)
-    return torch.from_numpy(_np().empty(tuple(like.shape), dtype=kind))
-
-
-def _np():
-    import numpy
-    return numpy
+    return torch.from_numpy(np.empty(tuple(like.shape), dtype=kind))
 
 
 _dist_initialized = None
