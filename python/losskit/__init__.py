@@ -5,6 +5,7 @@
     value = loss(logits, target)                    # autograd to logits
     value, grads = losskit.evaluate({"loss": "mse"}, input=x, target=t)   # numpy
     losskit.list(); losskit.info("dice")
+    report = losskit.check("build/my_loss.so")       # `losskit check`, as a report
 
 See docs/python.md. The library is found through $LOSSKIT_LIB, else the path
 meson wrote into losskit/_paths.py (the build tree's or the installed one),
@@ -14,8 +15,8 @@ from ._core import CompiledLoss, list_losses, loss_info, runtime  # noqa: F401
 from ._lib import library_path  # noqa: F401
 from ._numpy import evaluate  # noqa: F401
 
-__all__ = ["Loss", "evaluate", "list", "info", "LosskitError", "ConfigError", "PluginError",
-           "DataError"]
+__all__ = ["Loss", "evaluate", "list", "info", "check", "grad_pool", "LosskitError",
+           "ConfigError", "PluginError", "DataError"]
 
 
 def list(plugin_path=None):  # noqa: A001 - the API's name
@@ -28,10 +29,23 @@ def info(loss_id, plugin_path=None):
     return loss_info(loss_id, plugin_path)
 
 
+def check(plugin, loss=None, plugin_path=None, timeout=None):
+    """The conformance checks of `losskit check` on a plugin file (or on the
+    plugin of a loss id): a CheckReport with .ok, .losses (per loss: id,
+    passed, failures) and each check's one-line detail. Raises PluginError
+    when the plugin cannot be loaded."""
+    from ._check import check as _check
+    return _check(plugin, loss, plugin_path, timeout)
+
+
 def __getattr__(name):
     # torch is imported only when Loss is first used
     if name == "Loss":
         from ._torch import Loss
         globals()["Loss"] = Loss
         return Loss
+    if name == "grad_pool":
+        from ._pool import pool
+        globals()["grad_pool"] = pool
+        return pool
     raise AttributeError("module 'losskit' has no attribute %r" % name)

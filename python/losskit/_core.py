@@ -253,6 +253,7 @@ class CompiledLoss:
         self.handle = h
         self.name = _s(lib.lk_loss_name(h))
         self.reduction = L.REDUCTION_NAMES[lib.lk_loss_reduction(h)]
+        self.reduced = self.reduction != "none"
         self.slots = []  # (name, required, differentiable)
         for i in range(lib.lk_loss_slot_count(h)):
             sd = ctypes.POINTER(L.SlotDesc)()
@@ -260,6 +261,7 @@ class CompiledLoss:
             lib.lk_loss_slot_at(h, i, ctypes.byref(sd), ctypes.byref(req), ctypes.byref(diff))
             self.slots.append((_s(sd.contents.name), bool(req.value), bool(diff.value)))
         self.slot_names = [s[0] for s in self.slots]
+        self.slot_set = frozenset(self.slot_names)
         self.differentiable = {s[0] for s in self.slots if s[2]}
 
     def __del__(self):

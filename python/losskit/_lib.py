@@ -157,3 +157,10 @@ _decl("lk_loss_stats_count", _st, _vp, ctypes.POINTER(EvalArgs), ctypes.POINTER(
 _decl("lk_loss_stats", _st, _vp, ctypes.POINTER(EvalArgs), ctypes.c_void_p, ctypes.c_size_t)
 _decl("lk_loss_finish", _st, _vp, ctypes.POINTER(EvalArgs), ctypes.c_void_p, ctypes.c_size_t,
       ctypes.POINTER(ctypes.c_double))
+
+# The same function without argument checks, for the per-call path of
+# losskit.Loss (ctypes' conversions cost a fraction of a microsecond a
+# call): its caller passes a c_void_p handle and byref() of an EvalArgs and
+# a c_double, nothing else.
+lk_loss_eval_unchecked = ctypes.CDLL(library_path).lk_loss_eval
+lk_loss_eval_unchecked.restype = ctypes.c_int

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import unittest
 
-from _common import BUILD_ROOT, src
+from _common import BUILD_ROOT, losskit, src
 
 CLI = os.path.join(BUILD_ROOT, "host", "losskit")
 PC = os.path.join(BUILD_ROOT, "meson-private", "losskit-sdk.pc")
@@ -68,6 +68,36 @@ class OutOfTreePlugin(unittest.TestCase):
             self.assertEqual(words[:2], ["OK", "my_tversky"], r.stdout)
             self.assertEqual(words[3:5], ["True", "True"], r.stdout)
             self.assertTrue(words[5].startswith(os.path.join(proj, "build")), r.stdout)
+
+    def test_flipped_gradient_is_reported(self):
+        """The elementwise scaffold with its gradient negated (as
+        tests/e2e_sdk.sh makes it): losskit.check names the grad check of
+        that loss, by file and by loss id."""
+        with tempfile.TemporaryDirectory() as d:
+            os.chmod(d, 0o755)
+            env = dict(os.environ, PKG_CONFIG_PATH=_sdk_pc(d))
+            subprocess.run([CLI, "new", "my_broken", "--elementwise"], cwd=d, check=True,
+                           env=env, stdout=subprocess.DEVNULL)
+            proj = os.path.join(d, "my_broken")
+            c_file = os.path.join(proj, "my_broken.c")
+            with open(c_file) as f:
+                text = f.read()
+            line = "    e->grad = lk_select(quadratic, d, lk_mul(delta, lk_sign(d)));"
+            self.assertIn(line, text)
+            with open(c_file, "w") as f:
+                f.write(text.replace(line, "    e->grad = lk_neg(lk_select(quadratic, d, "
+                                           "lk_mul(delta, lk_sign(d))));"))
+            for cmd in (["meson", "setup", "build"], ["meson", "compile", "-C", "build"]):
+                r = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            so = os.path.join(proj, "build", "my_broken.so")
+            for report in (losskit.check(so),
+                           losskit.check("my_broken", plugin_path=os.path.join(proj, "build"))):
+                self.assertFalse(report.ok)
+                self.assertEqual([lr.id for lr in report.losses], ["my_broken"])
+                fails = report["my_broken"].failures
+                self.assertEqual({c.name for c in fails}, {"grad"}, [c.message for c in fails])
+                self.assertTrue(fails[0].message.startswith("FAIL grad my_broken: "))
 
 
 if __name__ == "__main__":
