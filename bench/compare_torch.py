@@ -247,14 +247,19 @@ def module_fwd_bwd(module, names, ts):
     module(**dict(zip(names, [xg] + list(ts[1:])))).backward()
 
 
-def median_us(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(times)
+def paired_median_us(fa, fb, repeat, blocks=10):
+    """Medians (µs) of fa's and fb's calls, timed in alternating blocks so
+    that a drift in the machine's load falls on both sides alike."""
+    fa()
+    fb()
+    ta, tb = [], []
+    for k in range(blocks):
+        for fn, times in ((fa, ta), (fb, tb)) if k % 2 == 0 else ((fb, tb), (fa, ta)):
+            for _ in range(repeat // blocks):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def data_for(shape, multiclass, rng):
@@ -315,12 +320,20 @@ def main():
                 c = shape[1]
                 small = [torch.from_numpy(np.ascontiguousarray(tensors["input"][:1, :, :1, :8])),
                          torch.from_numpy(np.ascontiguousarray(tensors["target"][:1, :1, :8]))]
-            lk_small = median_us(lambda: module_fwd_bwd(module, names, small), 2000)
+            # the call a user writes: positional for input and target
+            positional = names == ["input", "target"]
+
+            def lk_small_call():
+                xg = small[0].detach().requires_grad_(True)
+                if positional:
+                    module(xg, small[1]).backward()
+                else:
+                    module(**dict(zip(names, [xg] + small[1:]))).backward()
 
             def torch_small():
                 xg = small[0].detach().requires_grad_(True)
                 torch_fn(xg, *small[1:]).backward()
-            th_small = median_us(torch_small, 2000)
+            lk_small, th_small = paired_median_us(lk_small_call, torch_small, 4000)
         else:
             lk_fwd = median_ms(losskit_timer(lk, loss, tensors, grad, False), a.repeat)
             lk_fb = median_ms(losskit_timer(lk, loss, tensors, grad, True), a.repeat)
@@ -358,7 +371,7 @@ def main():
               f"{r['torch_forward_backward_ms']:.1f} | {r['ratio_forward_backward']:.1f} | "
               f"{r['rel_diff_value']:.1e} |")
     if a.module:
-        print("\nPer call, forward+backward on about 64 elements (median of 2000, µs):")
+        print("\nPer call, forward+backward on about 64 elements (median of 2000 calls each, timed in alternating blocks of 200, µs):")
         print("| loss | losskit.Loss | torch | torch / losskit |")
         print("|---|---:|---:|---:|")
         for r in rows:
