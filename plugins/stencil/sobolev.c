@@ -13,6 +13,8 @@
  * load and the gradient rounded once, on store. */
 #include "losskit/stencil.h"
 
+#define SOB_FLAGS (LK_STEN_TARGET | LK_STEN_NODE | LK_STEN_FINITE | LK_STEN_RESIDUAL)
+
 typedef struct sobolev {
     int32_t dims;
     double grad_weight;
@@ -64,8 +66,7 @@ static lk_status sob_plan(const void *inst, const lk_tensor *slots, int32_t redu
                        "dimensions",
                        sh, (int)slots[0].ndim, (int)s->dims);
     }
-    lk_edges_plan(&slots[0], s->dims, LK_STEN_TARGET | LK_STEN_NODE | LK_STEN_FINITE, reduction,
-                  plan);
+    lk_edges_plan(&slots[0], s->dims, SOB_FLAGS, reduction, plan);
     return LK_OK;
 }
 
@@ -97,9 +98,9 @@ static void sob_weights(const void *inst, const lk_sten_geom *g, double *w)
                        : 0.0;
 }
 
-LK_EDGE_LOSS_F64(
-    sobolev, sobolev, sob_node, sob_edge, sob_weights,
-    LK_STEN_TARGET | LK_STEN_NODE | LK_STEN_FINITE, LK_HOOKS(.init = sob_init, .plan = sob_plan),
-    .summary = "Sobolev (H1-type) loss: mean squared error plus grad_weight times the "
-               "mean squared error of forward differences along the last dims dimensions",
-    .params = sob_params, .slots = sob_slots)
+LK_EDGE_LOSS_F64(sobolev, sobolev, sob_node, sob_edge, sob_weights, SOB_FLAGS,
+                 LK_HOOKS(.init = sob_init, .plan = sob_plan),
+                 .summary =
+                     "Sobolev (H1-type) loss: mean squared error plus grad_weight times the "
+                     "mean squared error of forward differences along the last dims dimensions",
+                 .params = sob_params, .slots = sob_slots)

@@ -9,7 +9,7 @@ static const lk_slot_desc tv_input = {"input",         "images (N, ..., H, W)",
                                       LK_SHAPE_ANY,    LK_VALUES_REAL};
 static const lk_slot_desc *const tv_slots[] LK__UNUSED = {&tv_input, NULL};
 
-#define TV_FLAGS (LK_STEN_PER_SAMPLE | LK_STEN_FINITE)
+#define TV_FLAGS (LK_STEN_PER_SAMPLE | LK_STEN_FINITE | LK_STEN_RESIDUAL)
 
 static lk_status tv_plan(const void *inst, const lk_tensor *slots, int32_t reduction, lk_plan *plan,
                          lk_msg *msg)

@@ -190,6 +190,8 @@ LK_AI lk_dv lk_d_round(lk_dv a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_N
  * address: the line is written without being read first. */
 LK_AI void lk_f_stream(float *p, lk_fv v) { _mm512_stream_ps(p, v); }
 LK_AI void lk_d_stream(double *p, lk_dv v) { _mm512_stream_pd(p, v); }
+/* double lanes rounded to float32 and streamed (a 32-byte aligned address) */
+LK_AI void lk_d_stream_f32(float *p, lk_dv v) { _mm256_stream_ps(p, _mm512_cvtpd_ps(v)); }
 LK_AI lk_dv lk_d_ldexp(lk_dv a, lk_dv n) { return _mm512_scalef_pd(a, n); }
 /* a 2^n for integral n (float lanes), exact through the subnormal range */
 LK_AI lk_fv lk_f_ldexp(lk_fv a, lk_fv n) { return _mm512_scalef_ps(a, n); }
@@ -330,6 +332,8 @@ LK_AI lk_fv lk_f_recip_fast(lk_fv a) { return _mm256_div_ps(_mm256_set1_ps(1.0f)
 LK_AI lk_dv lk_d_round(lk_dv a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 LK_AI void lk_f_stream(float *p, lk_fv v) { _mm256_stream_ps(p, v); }
 LK_AI void lk_d_stream(double *p, lk_dv v) { _mm256_stream_pd(p, v); }
+/* double lanes rounded to float32 and streamed (a 16-byte aligned address) */
+LK_AI void lk_d_stream_f32(float *p, lk_dv v) { _mm_stream_ps(p, _mm256_cvtpd_ps(v)); }
 /* a 2^n, n integral in [-2046, 0] here: two normal factors */
 LK_AI lk_dv lk_d_ldexp(lk_dv a, lk_dv n)
 {
@@ -429,6 +433,7 @@ LK_AI lk_dv lk_d_pow(lk_dv a, lk_dv b) { return pow(a, b); }
 LK_AI lk_fv lk_f_recip_fast(lk_fv a) { return 1.0f / a; }
 LK_AI void lk_f_stream(float *p, lk_fv v) { *p = v; }
 LK_AI void lk_d_stream(double *p, lk_dv v) { *p = v; }
+LK_AI void lk_d_stream_f32(float *p, lk_dv v) { *p = (float)v; }
 
 #endif
 /* clang-format on */

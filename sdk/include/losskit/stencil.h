@@ -46,6 +46,12 @@ enum { LK_STEN_AUX_DIMS, LK_STEN_AUX_UNIT, LK_STEN_AUX_H, LK_STEN_AUX_W };
 #define LK_STEN_NODE       0x2u /* the loss has a per-position term */
 #define LK_STEN_PER_SAMPLE 0x4u /* reduction none: one value per index of dim 0 */
 #define LK_STEN_FINITE     0x8u /* an infinite input fails the call (LK_ERR_NUMERIC) */
+/* The loss is a function of the residual r = x - t (of x without a target):
+ * its node term of x - t alone, its edge term of d - dt alone, and the edge
+ * term and its derivative are 0 at d - dt = 0. Over one or two dimensions
+ * the driver then forms r once per element, keeps three rows of it, and
+ * passes node x = r, t = 0 and edge d = r[p + s] - r[p], dt = 0. */
+#define LK_STEN_RESIDUAL 0x10u
 
 /* The geometry of the last K dimensions of slot 0: dim j of the stencil is
  * dim ndim - K + j of the tensor; j = K - 1 is the last (stride 1). */
@@ -189,7 +195,8 @@ typedef struct lk__eio {
     const void *x, *t;
     void *out, *g;
     int xf, tf, acc;
-    int stream; /* the gradient streamed from the lanes (their own precision) */
+    int stream; /* 1: the gradient streamed from the lanes (their own precision); 2: a
+                 * float32 gradient streamed from double lanes (the residual path) */
     lk_v scale;
 } lk__eio;
 
@@ -379,12 +386,199 @@ LK_AI lk_status lk__edges_chunk(const void *inst, lk_elem_fn node, lk_edge_fn ed
         }
         /* a large gradient is streamed where a whole vector lies on a vector
          * boundary: its lines are written without being read first */
-        if (io->stream && k == LK_W && (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0)
+        if (io->stream == 1 && k == LK_W &&
+            (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0)
             lk__stream_grad(io->g, p, grad, io->scale);
         else
             lk__put_grad(io->g, io->xf, p, k, grad, io->scale, io->acc);
     }
     return LK_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Edges of the residual (LK_STEN_RESIDUAL), over one or two dimensions      */
+
+/* Columns per piece of a row on the residual path: a piece's residual rows
+ * (three of them, in lanes' precision) stay in L1/L2. */
+#define LK__RES_PIECE 4096
+
+/* A residual row piece: r = x - t (x alone without a target) at the columns
+ * [c - 1, c + len] of one row, at buf[LK_W - 1 .. LK_W + len]: column col at
+ * buf[LK_W + col - c]. Outside the row the last column is replicated, so an
+ * edge that does not exist has d = 0 (then term and derivative 0, as the
+ * flag requires); past the piece the same, so every lane read is a number. */
+typedef struct lk__rrow {
+    int64_t row, c, len;
+    lk_s *buf;
+} lk__rrow;
+
+LK_AI lk_s lk__res_at(const lk__eio *io, int has_t, int64_t i)
+{
+    lk_s one[LK_W];
+    lk_v r = lk__ld(io->x, io->xf, i, 1, 0.0);
+    if (has_t)
+        r = lk_sub(r, lk__ld(io->t, io->tf, i, 1, 0.0));
+    lk_store(one, r);
+    return one[0];
+}
+
+LK_AI void lk__res_fill(const lk__eio *io, int has_t, lk__rrow *rr, int64_t row, int64_t c,
+                        int64_t len, int64_t nL)
+{
+    const int64_t base = row * nL + c;
+    lk_s *b = rr->buf + LK_W;
+    for (int64_t v = 0; v < len; v += LK_W) {
+        int k = len - v < LK_W ? (int)(len - v) : LK_W;
+        lk_v r = lk__ld(io->x, io->xf, base + v, k, 0.0);
+        if (has_t)
+            r = lk_sub(r, lk__ld(io->t, io->tf, base + v, k, 0.0));
+        lk_store(b + v, r);
+    }
+    b[-1] = c > 0 ? lk__res_at(io, has_t, base - 1) : b[0];
+    lk_s east = c + len < nL ? lk__res_at(io, has_t, base + len) : b[len - 1];
+    int64_t end = (len + LK_W - 1) / LK_W * LK_W + 2 * LK_W;
+    b[len] = east;
+    for (int64_t j = len + 1; j < end; j++)
+        b[j] = b[len - 1];
+    rr->row = row;
+    rr->c = c;
+    rr->len = len;
+}
+
+/* The residual row piece of row at [c, c + len), from the ring (slot row mod
+ * 3) or formed there. */
+LK_AI const lk_s *lk__res_row(const lk__eio *io, int has_t, lk__rrow *ring, int64_t row, int64_t c,
+                              int64_t len, int64_t nL)
+{
+    lk__rrow *rr = &ring[row % 3];
+    if (rr->row != row || rr->c != c || rr->len != len)
+        lk__res_fill(io, has_t, rr, row, c, len, nL);
+    return rr->buf + LK_W;
+}
+
+/* The positions [eb, ee) with K <= 2: row pieces in order; each position's
+ * term and gradient from the residual rows above, at and below it. The
+ * gradient of a position is its node term's, plus the derivatives of its
+ * backward and minus those of its forward edges along the last dim, then
+ * the same along dim K - 2: every edge formed from the same two residuals
+ * by the same lanes wherever it is needed, so that nothing depends on the
+ * blocks. */
+LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
+                              const lk__eio *io, const lk_sten_geom *g, const double *w,
+                              const lk_v *wv, int64_t eb, int64_t ee, int want_grad, lk_acc *sum,
+                              lk_msg *msg)
+{
+    const int has_t = (flags & LK_STEN_TARGET) != 0;
+    const int32_t K = g->K;
+    const int64_t nL = g->n[K - 1], H = K >= 2 ? g->n[K - 2] : 1;
+    const int hz = w[K] != 0.0 && nL > 1, vt = K >= 2 && w[K - 1] != 0.0 && H > 1;
+    const int nd = (flags & LK_STEN_NODE) && w[0] != 0.0;
+    const lk_v wH = wv[K], wV = K >= 2 ? wv[K - 1] : lk_zero(), w0 = wv[0];
+    const int64_t piece = nL < LK__RES_PIECE ? nL : LK__RES_PIECE;
+    const int64_t cells = (piece + LK_W - 1) / LK_W * LK_W + 3 * LK_W;
+    lk_s *mem = (lk_s *)malloc(3 * (size_t)cells * sizeof(lk_s));
+    if (!mem)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for the stencil's 3 rows of %lld",
+                       (long long)piece);
+    lk__rrow ring[3];
+    for (int q = 0; q < 3; q++)
+        ring[q] = (lk__rrow){-1, 0, 0, mem + q * cells};
+#if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
+    const int s32 = io->stream == 2;
+#endif
+    lk_status st = LK_OK;
+    for (int64_t p0 = eb; p0 < ee && st == LK_OK;) {
+        const int64_t row = p0 / nL, c0 = p0 - row * nL;
+        const int64_t ce = row * nL + nL < ee ? nL : ee - row * nL;
+        const int64_t y = row % H;
+        for (int64_t c = c0; c < ce && st == LK_OK; c += LK__RES_PIECE) {
+            const int64_t len = ce - c < LK__RES_PIECE ? ce - c : LK__RES_PIECE;
+            const lk_s *rc = lk__res_row(io, has_t, ring, row, c, len, nL);
+            const lk_s *rn = rc, *rs = rc;
+            if (vt && y + 1 < H)
+                rs = lk__res_row(io, has_t, ring, row + 1, c, len, nL);
+            if (vt && y > 0 && want_grad)
+                rn = lk__res_row(io, has_t, ring, row - 1, c, len, nL);
+            const int64_t pb = row * nL + c;
+            for (int64_t v = 0; v < len; v += LK_W) {
+                const int k = len - v < LK_W ? (int)(len - v) : LK_W;
+                const int64_t p = pb + v;
+                lk_v r = lk_load(rc + v);
+                if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(r), lk_set(HUGE_VAL)))) {
+                    for (int64_t j = p; j < p + k; j++)
+                        if (isinf(lk__get(io->x, io->xf, j))) {
+                            st = lk__sten_inf(io->x, io->xf, j, 1, msg);
+                            break;
+                        }
+                    if (st != LK_OK)
+                        break;
+                }
+                lk_v loss = lk_zero(), grad = lk_zero();
+                lk_edge e;
+                if (nd) {
+                    lk_elem n;
+                    n.i = p;
+                    n.x = r;
+                    n.t = lk_zero();
+                    node(inst, &n);
+                    loss = lk_mul(w0, n.loss);
+                    grad = lk_mul(w0, n.grad);
+                }
+                if (hz) {
+                    e.d = lk_sub(lk_load(rc + v + 1), r);
+                    e.dt = lk_zero();
+                    edge(inst, &e);
+                    loss = lk_fma(wH, e.loss, loss);
+                    if (want_grad) {
+                        lk_v gf = e.grad;
+                        e.d = lk_sub(r, lk_load(rc + v - 1));
+                        e.dt = lk_zero();
+                        edge(inst, &e);
+                        grad = lk_fma(wH, lk_sub(e.grad, gf), grad);
+                    }
+                }
+                if (vt) {
+                    e.d = lk_sub(lk_load(rs + v), r);
+                    e.dt = lk_zero();
+                    edge(inst, &e);
+                    loss = lk_fma(wV, e.loss, loss);
+                    if (want_grad) {
+                        lk_v gf = e.grad;
+                        e.d = lk_sub(r, lk_load(rn + v));
+                        e.dt = lk_zero();
+                        edge(inst, &e);
+                        grad = lk_fma(wV, lk_sub(e.grad, gf), grad);
+                    }
+                }
+                lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
+                if (!want_grad)
+                    continue;
+#if !defined(LK_TARGET_PORTABLE)
+#if defined(LK_LANES_F32)
+                if (io->stream && k == LK_W &&
+                    (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0) {
+                    lk__stream_grad(io->g, p, grad, io->scale);
+                    continue;
+                }
+#else
+                if (s32 && k == LK_W && (uintptr_t)((float *)io->g + p) % (LK_W * 4) == 0) {
+                    lk_d_stream_f32((float *)io->g + p, lk_mul(io->scale, grad));
+                    continue;
+                }
+                if (io->stream == 1 && k == LK_W &&
+                    (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0) {
+                    lk__stream_grad(io->g, p, grad, io->scale);
+                    continue;
+                }
+#endif
+#endif
+                lk__put_grad(io->g, io->xf, p, k, grad, io->scale, io->acc);
+            }
+        }
+        p0 = row * nL + ce;
+    }
+    free(mem);
+    return st;
 }
 
 /* The positions [eb, ee) row by row, in chunks; the loss's terms added into
@@ -394,6 +588,8 @@ LK_AI lk_status lk__edges_range(const void *inst, lk_elem_fn node, lk_edge_fn ed
                                 const lk_v *wv, int64_t eb, int64_t ee, int want_grad, lk_acc *sum,
                                 lk_msg *msg)
 {
+    if ((flags & LK_STEN_RESIDUAL) && g->K <= 2)
+        return lk__res_range(inst, node, edge, flags, io, g, w, wv, eb, ee, want_grad, sum, msg);
     const int32_t K = g->K;
     const int64_t nL = g->n[K - 1];
     int fok[LK_MAX_NDIM], bok[LK_MAX_NDIM];
@@ -498,6 +694,12 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
     io.acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     io.scale = lk_set(blk->grad_scale);
     io.stream = lk__can_stream(io.g, io.xf, io.acc, 0, g.numel);
+#if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
+    /* a float32 gradient from double lanes, rounded as it is streamed */
+    if (!io.stream && io.g && io.xf && !io.acc && (flags & LK_STEN_RESIDUAL) &&
+        g.numel * (int64_t)sizeof(float) >= LK_STREAM_BYTES)
+        io.stream = 2;
+#endif
     int64_t unit = plan->aux[LK_STEN_AUX_UNIT];
     lk_status st = LK_OK;
     double total = 0.0;
