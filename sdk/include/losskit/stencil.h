@@ -476,13 +476,17 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
     const lk_v wH = wv[K], wV = K >= 2 ? wv[K - 1] : lk_zero(), w0 = wv[0];
     const int64_t piece = nL < LK__RES_PIECE ? nL : LK__RES_PIECE;
     const int64_t cells = (piece + LK_W - 1) / LK_W * LK_W + 3 * LK_W;
-    lk_s *mem = (lk_s *)malloc(3 * (size_t)cells * sizeof(lk_s));
+    /* three residual rows, and two rows of the derivatives of the edges to
+     * the row below (the row below's edges to the row above) */
+    lk_s *mem = (lk_s *)calloc(5 * (size_t)cells, sizeof(lk_s));
     if (!mem)
-        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for the stencil's 3 rows of %lld",
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for the stencil's 5 rows of %lld",
                        (long long)piece);
-    lk__rrow ring[3];
+    lk__rrow ring[3], gs[2];
     for (int q = 0; q < 3; q++)
         ring[q] = (lk__rrow){-1, 0, 0, mem + q * cells};
+    for (int q = 0; q < 2; q++)
+        gs[q] = (lk__rrow){-1, 0, 0, mem + (3 + q) * cells};
 #if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
     const int s32 = io->stream == 2;
 #endif
@@ -497,9 +501,23 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
             const lk_s *rn = rc, *rs = rc;
             if (vt && y + 1 < H)
                 rs = lk__res_row(io, has_t, ring, row + 1, c, len, nL);
-            if (vt && y > 0 && want_grad)
+            /* the edges to the row above: kept by the row above if it was
+             * this piece too, else formed again (the same lanes) */
+            lk__rrow *gsn = &gs[(row + 1) & 1], *gso = &gs[row & 1];
+            const int keptn = gsn->row == row - 1 && gsn->c == c && gsn->len == len;
+            if (vt && y > 0 && want_grad && !keptn)
                 rn = lk__res_row(io, has_t, ring, row - 1, c, len, nL);
+            const lk_s *gn = vt && y > 0 && keptn ? gsn->buf : NULL;
+            lk_s *go = vt && want_grad ? gso->buf : NULL;
             const int64_t pb = row * nL + c;
+            lk_edge e;
+            lk_v gprev = lk_zero(); /* the derivatives of the previous vector's edges east */
+            if (hz && want_grad) {
+                e.d = lk_sub(lk_load(rc - LK_W + 1), lk_load(rc - LK_W)); /* last lane: c - 1 */
+                e.dt = lk_zero();
+                edge(inst, &e);
+                gprev = e.grad;
+            }
             for (int64_t v = 0; v < len; v += LK_W) {
                 const int k = len - v < LK_W ? (int)(len - v) : LK_W;
                 const int64_t p = pb + v;
@@ -514,7 +532,6 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
                         break;
                 }
                 lk_v loss = lk_zero(), grad = lk_zero();
-                lk_edge e;
                 if (nd) {
                     lk_elem n;
                     n.i = p;
@@ -530,11 +547,10 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
                     edge(inst, &e);
                     loss = lk_fma(wH, e.loss, loss);
                     if (want_grad) {
-                        lk_v gf = e.grad;
-                        e.d = lk_sub(r, lk_load(rc + v - 1));
-                        e.dt = lk_zero();
-                        edge(inst, &e);
-                        grad = lk_fma(wH, lk_sub(e.grad, gf), grad);
+                        /* the edges west are the previous positions' east */
+                        lk_v gw = lk_shift_in(gprev, e.grad);
+                        gprev = e.grad;
+                        grad = lk_fma(wH, lk_sub(gw, e.grad), grad);
                     }
                 }
                 if (vt) {
@@ -544,9 +560,14 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
                     loss = lk_fma(wV, e.loss, loss);
                     if (want_grad) {
                         lk_v gf = e.grad;
-                        e.d = lk_sub(r, lk_load(rn + v));
-                        e.dt = lk_zero();
-                        edge(inst, &e);
+                        lk_store(go + v, gf);
+                        if (gn) {
+                            e.grad = lk_load(gn + v);
+                        } else {
+                            e.d = lk_sub(r, lk_load(rn + v));
+                            e.dt = lk_zero();
+                            edge(inst, &e);
+                        }
                         grad = lk_fma(wV, lk_sub(e.grad, gf), grad);
                     }
                 }
@@ -574,6 +595,8 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
 #endif
                 lk__put_grad(io->g, io->xf, p, k, grad, io->scale, io->acc);
             }
+            if (go)
+                *gso = (lk__rrow){row, c, len, go};
         }
         p0 = row * nL + ce;
     }
