@@ -10,7 +10,11 @@
  * discrete Laplacian of x - t plus 2 (x - t), whose terms cancel where it is
  * small; formed in float lanes it would carry float rounding of its largest
  * terms (5e-5 relative error on small elements). Float32 data is widened on
- * load and the gradient rounded once, on store. */
+ * load and the gradient rounded once, on store. With LK_STEN_RESIDUAL the
+ * driver forms r = x - t once per element (exact in double from float32)
+ * and passes the node x = r, t = 0 and the edges d = r[p + s] - r[p],
+ * dt = 0; the formulas below read x - t and d - dt, so they hold on both
+ * of the driver's paths. */
 #include "losskit/stencil.h"
 
 #define SOB_FLAGS (LK_STEN_TARGET | LK_STEN_NODE | LK_STEN_FINITE | LK_STEN_RESIDUAL)

@@ -1,7 +1,8 @@
 /* total_variation: kornia's total_variation per sample, the sum of
  * |forward differences| along the last two dimensions of (N, ..., H, W),
  * summed over everything but dim 0; d|d|/dd = sign(d), 0 at d = 0. On the
- * edge driver (losskit/stencil.h) with no node term. */
+ * edge driver (losskit/stencil.h) with no node term, on its residual path
+ * (r = x: |d| and sign(d) are 0 at d = 0, as LK_STEN_RESIDUAL requires). */
 #include "losskit/stencil.h"
 
 static const lk_slot_desc tv_input = {"input",         "images (N, ..., H, W)",

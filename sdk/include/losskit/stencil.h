@@ -21,7 +21,10 @@
  * first chunk, its first row, the other dimensions); a window block
  * recomputes the map's partial derivatives on the window - 1 rows above its
  * first row, then filters them back (the transposed window) onto its own
- * rows. Nothing is ever scattered into another block's positions, so there
+ * rows. A loss of the residual r = x - t alone (LK_STEN_RESIDUAL) over one or
+ * two dimensions runs on the residual path instead: r formed once per
+ * element into three row buffers, each edge evaluated once (lk__res_range).
+ * Nothing is ever scattered into another block's positions, so there
  * is no race and no dependence on the thread count: every result is a
  * function of the shapes and the data alone, as with every other driver.
  *
