@@ -198,6 +198,7 @@ typedef struct lk__eio {
     const void *x, *t;
     void *out, *g;
     int xf, tf, acc;
+    int64_t numel;
     int stream; /* 1: the gradient streamed from the lanes (their own precision); 2: a
                  * float32 gradient streamed from double lanes (the residual path) */
     lk_v scale;
@@ -404,6 +405,9 @@ LK_AI lk_status lk__edges_chunk(const void *inst, lk_elem_fn node, lk_edge_fn ed
 /* Columns per piece of a row on the residual path: a piece's residual rows
  * (three of them, in lanes' precision) stay in L1/L2. */
 #define LK__RES_PIECE 4096
+#ifndef LK__RES_PREFETCH
+#define LK__RES_PREFETCH 1024 /* elements a software prefetch runs ahead of the loads */
+#endif
 
 /* A residual row piece: r = x - t (x alone without a target) at the columns
  * [c - 1, c + len] of one row, at buf[LK_W - 1 .. LK_W + len]: column col at
@@ -430,8 +434,17 @@ LK_AI void lk__res_fill(const lk__eio *io, int has_t, lk__rrow *rr, int64_t row,
 {
     const int64_t base = row * nL + c;
     lk_s *b = rr->buf + LK_W;
+    const int64_t pf = base + LK__RES_PREFETCH, n = io->numel;
     for (int64_t v = 0; v < len; v += LK_W) {
         int k = len - v < LK_W ? (int)(len - v) : LK_W;
+#if defined(__GNUC__)
+        /* rows ahead of their first reads */
+        if (pf + v < n) {
+            __builtin_prefetch((const char *)io->x + ((pf + v) << (2 + !io->xf)));
+            if (has_t)
+                __builtin_prefetch((const char *)io->t + ((pf + v) << (2 + !io->tf)));
+        }
+#endif
         lk_v r = lk__ld(io->x, io->xf, base + v, k, 0.0);
         if (has_t)
             r = lk_sub(r, lk__ld(io->t, io->tf, base + v, k, 0.0));
@@ -457,6 +470,106 @@ LK_AI const lk_s *lk__res_row(const lk__eio *io, int has_t, lk__rrow *ring, int6
     if (rr->row != row || rr->c != c || rr->len != len)
         lk__res_fill(io, has_t, rr, row, c, len, nL);
     return rr->buf + LK_W;
+}
+
+/* One piece of a row: the positions pb .. pb + len, their residuals at rc,
+ * the rows below and above at rs, rn (or the derivatives of the edges north
+ * kept at gn), the derivatives of the edges south written to go. nd, hz,
+ * vt: the node, the edges along the last dim and along dim K - 2; each call
+ * site passes constants where it can, so that the loop tests none of them. */
+LK_AI lk_status lk__res_piece(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
+                              const lk__eio *io, int nd, int hz, int vt, int want_grad, int stream,
+                              lk_v w0, lk_v wH, lk_v wV, int64_t pb, int64_t len, const lk_s *rc,
+                              const lk_s *rs, const lk_s *rn, const lk_s *gn, lk_s *go, lk_acc *sum,
+                              lk_msg *msg)
+{
+    lk_status st = LK_OK;
+    lk_edge e;
+    lk_v gprev = lk_zero(); /* the derivatives of the previous vector's edges east */
+    if (hz && want_grad) {
+        e.d = lk_sub(lk_load(rc - LK_W + 1), lk_load(rc - LK_W)); /* last lane: c - 1 */
+        e.dt = lk_zero();
+        edge(inst, &e);
+        gprev = e.grad;
+    }
+    for (int64_t v = 0; v < len; v += LK_W) {
+        const int k = len - v < LK_W ? (int)(len - v) : LK_W;
+        const int64_t p = pb + v;
+        lk_v r = lk_load(rc + v);
+        if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(r), lk_set(HUGE_VAL)))) {
+            for (int64_t j = p; j < p + k; j++)
+                if (isinf(lk__get(io->x, io->xf, j))) {
+                    st = lk__sten_inf(io->x, io->xf, j, 1, msg);
+                    break;
+                }
+            if (st != LK_OK)
+                break;
+        }
+        lk_v loss = lk_zero(), grad = lk_zero();
+        if (nd) {
+            lk_elem n;
+            n.i = p;
+            n.x = r;
+            n.t = lk_zero();
+            node(inst, &n);
+            loss = lk_mul(w0, n.loss);
+            grad = lk_mul(w0, n.grad);
+        }
+        if (hz) {
+            e.d = lk_sub(lk_load(rc + v + 1), r);
+            e.dt = lk_zero();
+            edge(inst, &e);
+            loss = lk_fma(wH, e.loss, loss);
+            if (want_grad) {
+                /* the edges west are the previous positions' east */
+                lk_v gw = lk_shift_in(gprev, e.grad);
+                gprev = e.grad;
+                grad = lk_fma(wH, lk_sub(gw, e.grad), grad);
+            }
+        }
+        if (vt) {
+            e.d = lk_sub(lk_load(rs + v), r);
+            e.dt = lk_zero();
+            edge(inst, &e);
+            loss = lk_fma(wV, e.loss, loss);
+            if (want_grad) {
+                lk_v gf = e.grad;
+                lk_store(go + v, gf);
+                if (gn) {
+                    e.grad = lk_load(gn + v);
+                } else {
+                    e.d = lk_sub(r, lk_load(rn + v));
+                    e.dt = lk_zero();
+                    edge(inst, &e);
+                }
+                grad = lk_fma(wV, lk_sub(e.grad, gf), grad);
+            }
+        }
+        lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
+        if (!want_grad)
+            continue;
+#if !defined(LK_TARGET_PORTABLE)
+#if defined(LK_LANES_F32)
+        if (io->stream && k == LK_W &&
+            (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0) {
+            lk__stream_grad(io->g, p, grad, io->scale);
+            continue;
+        }
+#else
+        if (stream == 2 && k == LK_W && (uintptr_t)((float *)io->g + p) % (LK_W * 4) == 0) {
+            lk_d_stream_f32((float *)io->g + p, lk_mul(io->scale, grad));
+            continue;
+        }
+        if (stream == 1 && k == LK_W &&
+            (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0) {
+            lk__stream_grad(io->g, p, grad, io->scale);
+            continue;
+        }
+#endif
+#endif
+        lk__put_grad(io->g, io->xf, p, k, grad, io->scale, io->acc);
+    }
+    return st;
 }
 
 /* The positions [eb, ee) with K <= 2: row pieces in order; each position's
@@ -490,8 +603,11 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
         ring[q] = (lk__rrow){-1, 0, 0, mem + q * cells};
     for (int q = 0; q < 2; q++)
         gs[q] = (lk__rrow){-1, 0, 0, mem + (3 + q) * cells};
-#if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
-    const int s32 = io->stream == 2;
+        /* the streaming mode of sobolev's and total_variation's large calls */
+#if defined(LK_LANES_F32)
+    const int s = 1;
+#else
+    const int s = 2;
 #endif
     lk_status st = LK_OK;
     for (int64_t p0 = eb; p0 < ee && st == LK_OK;) {
@@ -513,91 +629,17 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
             const lk_s *gn = vt && y > 0 && keptn ? gsn->buf : NULL;
             lk_s *go = vt && want_grad ? gso->buf : NULL;
             const int64_t pb = row * nL + c;
-            lk_edge e;
-            lk_v gprev = lk_zero(); /* the derivatives of the previous vector's edges east */
-            if (hz && want_grad) {
-                e.d = lk_sub(lk_load(rc - LK_W + 1), lk_load(rc - LK_W)); /* last lane: c - 1 */
-                e.dt = lk_zero();
-                edge(inst, &e);
-                gprev = e.grad;
-            }
-            for (int64_t v = 0; v < len; v += LK_W) {
-                const int k = len - v < LK_W ? (int)(len - v) : LK_W;
-                const int64_t p = pb + v;
-                lk_v r = lk_load(rc + v);
-                if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(r), lk_set(HUGE_VAL)))) {
-                    for (int64_t j = p; j < p + k; j++)
-                        if (isinf(lk__get(io->x, io->xf, j))) {
-                            st = lk__sten_inf(io->x, io->xf, j, 1, msg);
-                            break;
-                        }
-                    if (st != LK_OK)
-                        break;
-                }
-                lk_v loss = lk_zero(), grad = lk_zero();
-                if (nd) {
-                    lk_elem n;
-                    n.i = p;
-                    n.x = r;
-                    n.t = lk_zero();
-                    node(inst, &n);
-                    loss = lk_mul(w0, n.loss);
-                    grad = lk_mul(w0, n.grad);
-                }
-                if (hz) {
-                    e.d = lk_sub(lk_load(rc + v + 1), r);
-                    e.dt = lk_zero();
-                    edge(inst, &e);
-                    loss = lk_fma(wH, e.loss, loss);
-                    if (want_grad) {
-                        /* the edges west are the previous positions' east */
-                        lk_v gw = lk_shift_in(gprev, e.grad);
-                        gprev = e.grad;
-                        grad = lk_fma(wH, lk_sub(gw, e.grad), grad);
-                    }
-                }
-                if (vt) {
-                    e.d = lk_sub(lk_load(rs + v), r);
-                    e.dt = lk_zero();
-                    edge(inst, &e);
-                    loss = lk_fma(wV, e.loss, loss);
-                    if (want_grad) {
-                        lk_v gf = e.grad;
-                        lk_store(go + v, gf);
-                        if (gn) {
-                            e.grad = lk_load(gn + v);
-                        } else {
-                            e.d = lk_sub(r, lk_load(rn + v));
-                            e.dt = lk_zero();
-                            edge(inst, &e);
-                        }
-                        grad = lk_fma(wV, lk_sub(e.grad, gf), grad);
-                    }
-                }
-                lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
-                if (!want_grad)
-                    continue;
-#if !defined(LK_TARGET_PORTABLE)
-#if defined(LK_LANES_F32)
-                if (io->stream && k == LK_W &&
-                    (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0) {
-                    lk__stream_grad(io->g, p, grad, io->scale);
-                    continue;
-                }
-#else
-                if (s32 && k == LK_W && (uintptr_t)((float *)io->g + p) % (LK_W * 4) == 0) {
-                    lk_d_stream_f32((float *)io->g + p, lk_mul(io->scale, grad));
-                    continue;
-                }
-                if (io->stream == 1 && k == LK_W &&
-                    (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0) {
-                    lk__stream_grad(io->g, p, grad, io->scale);
-                    continue;
-                }
-#endif
-#endif
-                lk__put_grad(io->g, io->xf, p, k, grad, io->scale, io->acc);
-            }
+            /* sobolev's and total_variation's case, specialised */
+            const int nf = (flags & LK_STEN_NODE) != 0, full = nd == nf && hz && vt && want_grad;
+            if (full && io->stream == s)
+                st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 1, s, w0, wH, wV, pb, len,
+                                   rc, rs, rn, gn, go, sum, msg);
+            else if (full && io->stream == 0)
+                st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 1, 0, w0, wH, wV, pb, len,
+                                   rc, rs, rn, gn, go, sum, msg);
+            else
+                st = lk__res_piece(inst, node, edge, flags, io, nd, hz, vt, want_grad, io->stream,
+                                   w0, wH, wV, pb, len, rc, rs, rn, gn, go, sum, msg);
             if (go)
                 *gso = (lk__rrow){row, c, len, go};
         }
@@ -719,6 +761,7 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
     io.g = blk->grads ? blk->grads[0].data : NULL;
     io.acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     io.scale = lk_set(blk->grad_scale);
+    io.numel = g.numel;
     io.stream = lk__can_stream(io.g, io.xf, io.acc, 0, g.numel);
 #if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
     /* a float32 gradient from double lanes, rounded as it is streamed */
