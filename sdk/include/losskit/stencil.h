@@ -630,8 +630,12 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
             lk_s *go = vt && want_grad ? gso->buf : NULL;
             const int64_t pb = row * nL + c;
             /* sobolev's and total_variation's case, specialised */
-            const int nf = (flags & LK_STEN_NODE) != 0, full = nd == nf && hz && vt && want_grad;
-            if (full && io->stream == s)
+            const int nf = (flags & LK_STEN_NODE) != 0, both = nd == nf && hz && vt;
+            const int full = both && want_grad;
+            if (both && !want_grad)
+                st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 0, 0, w0, wH, wV, pb, len,
+                                   rc, rs, rn, gn, go, sum, msg);
+            else if (full && io->stream == s)
                 st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 1, s, w0, wH, wV, pb, len,
                                    rc, rs, rn, gn, go, sum, msg);
             else if (full && io->stream == 0)
