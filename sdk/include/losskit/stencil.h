@@ -638,6 +638,9 @@ LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge
             else if (full && io->stream == s)
                 st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 1, s, w0, wH, wV, pb, len,
                                    rc, rs, rn, gn, go, sum, msg);
+            else if (full && s != 1 && io->stream == 1) /* float64 data in double lanes */
+                st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 1, 1, w0, wH, wV, pb, len,
+                                   rc, rs, rn, gn, go, sum, msg);
             else if (full && io->stream == 0)
                 st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 1, 0, w0, wH, wV, pb, len,
                                    rc, rs, rn, gn, go, sum, msg);
