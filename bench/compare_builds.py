@@ -16,6 +16,7 @@ new build is faster. The script exits 1 when a ratio is below 0.95.
 
     /usr/bin/python3 bench/compare_builds.py --base /work/base/build-release \\
         --new build-release
+    /usr/bin/python3 bench/compare_builds.py --family stencil --dtypes float32 ...
 """
 import argparse
 import json
@@ -29,6 +30,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name, config, shape: the losses and shapes of bench/targets.py, with
 # multiclass dice's name as one word
 LOSSES = [(n.replace(" ", "_"), c, shape) for n, c, shape, _, _ in targets.LOSSES]
+# --family stencil: the stencil family's losses on images (ssim, far slower,
+# on a smaller shape)
+STENCIL = [("sobolev", "configs/sobolev.json", "16,3,512,512"),
+           ("total_variation", "configs/total_variation.json", "16,3,512,512"),
+           ("ssim", "configs/ssim.json", "2,3,256,256")]
 PLUGIN_DIRS = ("tutorial", "torch")
 THRESHOLD = 0.95
 
@@ -135,20 +141,24 @@ def main():
     ap.add_argument("--new", required=True, help="the build tree after it; its losskit runs both")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per bench call")
-    ap.add_argument("--only", type=csv, help="LOSS[,LOSS]: " + ",".join(n for n, _, _ in LOSSES))
+    ap.add_argument("--only", type=csv, help="LOSS[,LOSS]: " + ",".join(
+        n for n, _, _ in LOSSES + STENCIL))
     ap.add_argument("--dtypes", type=csv, default=["float32", "float64"])
     ap.add_argument("--threads", type=lambda s: [int(x) for x in csv(s)], default=[1, 2])
+    ap.add_argument("--family", choices=("targets", "stencil"), default="targets",
+                    help="the losses of bench/targets.py, or the stencil family's")
     a = ap.parse_args()
+    all_losses = LOSSES if a.family == "targets" else STENCIL
     if a.rounds < 1 or a.repeat < 1:
         fail("--rounds and --repeat must be at least 1")
     for d in a.dtypes:
         if d not in ("float32", "float64"):
             fail(f"--dtypes: '{d}' is not float32 or float64")
-    names = [n for n, _, _ in LOSSES]
+    names = [n for n, _, _ in all_losses]
     for n in a.only or []:
         if n not in names:
             fail(f"--only: unknown loss '{n}' (losses: {', '.join(names)})")
-    losses = [x for x in LOSSES if not a.only or x[0] in a.only]
+    losses = [x for x in all_losses if not a.only or x[0] in a.only]
     base, new = os.path.abspath(a.base), os.path.abspath(a.new)
     binary = os.path.join(new, "host", "losskit")
     if not os.access(binary, os.X_OK):

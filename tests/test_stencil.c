@@ -22,6 +22,13 @@ static const sten_case cases[] = {
      4,
      {3, 7, 61, 333},
      1},
+    /* rows longer than the residual path's piece (4096 columns); one
+     * dimension; a gradient large enough to be streamed (16 MiB of float32) */
+    {"{\"loss\": \"sobolev\", \"params\": {\"grad_weight\": 1.7}}", 4, {2, 2, 40, 5000}, 1},
+    {"{\"loss\": \"sobolev\", \"params\": {\"dims\": 1}}", 4, {3, 7, 61, 333}, 1},
+    {"{\"loss\": \"sobolev\"}", 4, {1, 3, 1100, 1300}, 1},
+    {"{\"loss\": \"total_variation\", \"reduction\": \"mean\"}", 4, {1, 3, 1100, 1300}, 0},
+    {"{\"loss\": \"total_variation\", \"reduction\": \"none\"}", 3, {3, 41, 4999}, 0},
     {"{\"loss\": \"total_variation\", \"reduction\": \"sum\"}", 4, {5, 3, 97, 101}, 0},
     {"{\"loss\": \"total_variation\", \"reduction\": \"none\"}", 4, {9, 2, 300, 37}, 0},
     {"{\"loss\": \"ssim\"}", 4, {3, 3, 211, 77}, 1},

@@ -10,8 +10,14 @@
  * discrete Laplacian of x - t plus 2 (x - t), whose terms cancel where it is
  * small; formed in float lanes it would carry float rounding of its largest
  * terms (5e-5 relative error on small elements). Float32 data is widened on
- * load and the gradient rounded once, on store. */
+ * load and the gradient rounded once, on store. With LK_STEN_RESIDUAL the
+ * driver forms r = x - t once per element (exact in double from float32)
+ * and passes the node x = r, t = 0 and the edges d = r[p + s] - r[p],
+ * dt = 0; the formulas below read x - t and d - dt, so they hold on both
+ * of the driver's paths. */
 #include "losskit/stencil.h"
+
+#define SOB_FLAGS (LK_STEN_TARGET | LK_STEN_NODE | LK_STEN_FINITE | LK_STEN_RESIDUAL)
 
 typedef struct sobolev {
     int32_t dims;
@@ -64,8 +70,7 @@ static lk_status sob_plan(const void *inst, const lk_tensor *slots, int32_t redu
                        "dimensions",
                        sh, (int)slots[0].ndim, (int)s->dims);
     }
-    lk_edges_plan(&slots[0], s->dims, LK_STEN_TARGET | LK_STEN_NODE | LK_STEN_FINITE, reduction,
-                  plan);
+    lk_edges_plan(&slots[0], s->dims, SOB_FLAGS, reduction, plan);
     return LK_OK;
 }
 
@@ -97,9 +102,9 @@ static void sob_weights(const void *inst, const lk_sten_geom *g, double *w)
                        : 0.0;
 }
 
-LK_EDGE_LOSS_F64(
-    sobolev, sobolev, sob_node, sob_edge, sob_weights,
-    LK_STEN_TARGET | LK_STEN_NODE | LK_STEN_FINITE, LK_HOOKS(.init = sob_init, .plan = sob_plan),
-    .summary = "Sobolev (H1-type) loss: mean squared error plus grad_weight times the "
-               "mean squared error of forward differences along the last dims dimensions",
-    .params = sob_params, .slots = sob_slots)
+LK_EDGE_LOSS_F64(sobolev, sobolev, sob_node, sob_edge, sob_weights, SOB_FLAGS,
+                 LK_HOOKS(.init = sob_init, .plan = sob_plan),
+                 .summary =
+                     "Sobolev (H1-type) loss: mean squared error plus grad_weight times the "
+                     "mean squared error of forward differences along the last dims dimensions",
+                 .params = sob_params, .slots = sob_slots)

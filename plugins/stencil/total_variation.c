@@ -1,7 +1,8 @@
 /* total_variation: kornia's total_variation per sample, the sum of
  * |forward differences| along the last two dimensions of (N, ..., H, W),
  * summed over everything but dim 0; d|d|/dd = sign(d), 0 at d = 0. On the
- * edge driver (losskit/stencil.h) with no node term. */
+ * edge driver (losskit/stencil.h) with no node term, on its residual path
+ * (r = x: |d| and sign(d) are 0 at d = 0, as LK_STEN_RESIDUAL requires). */
 #include "losskit/stencil.h"
 
 static const lk_slot_desc tv_input = {"input",         "images (N, ..., H, W)",
@@ -9,7 +10,7 @@ static const lk_slot_desc tv_input = {"input",         "images (N, ..., H, W)",
                                       LK_SHAPE_ANY,    LK_VALUES_REAL};
 static const lk_slot_desc *const tv_slots[] LK__UNUSED = {&tv_input, NULL};
 
-#define TV_FLAGS (LK_STEN_PER_SAMPLE | LK_STEN_FINITE)
+#define TV_FLAGS (LK_STEN_PER_SAMPLE | LK_STEN_FINITE | LK_STEN_RESIDUAL)
 
 static lk_status tv_plan(const void *inst, const lk_tensor *slots, int32_t reduction, lk_plan *plan,
                          lk_msg *msg)

@@ -190,6 +190,14 @@ LK_AI lk_dv lk_d_round(lk_dv a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_N
  * address: the line is written without being read first. */
 LK_AI void lk_f_stream(float *p, lk_fv v) { _mm512_stream_ps(p, v); }
 LK_AI void lk_d_stream(double *p, lk_dv v) { _mm512_stream_pd(p, v); }
+/* double lanes rounded to float32 and streamed (a 32-byte aligned address) */
+LK_AI void lk_d_stream_f32(float *p, lk_dv v) { _mm256_stream_ps(p, _mm512_cvtpd_ps(v)); }
+/* the last lane of a, then the lanes of b but its last: b shifted up by one
+ * lane, a's last shifted in (a neighbour's value from the previous vector) */
+LK_AI lk_fv lk_f_shift_in(lk_fv a, lk_fv b)
+{ return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(b), _mm512_castps_si512(a), 15)); }
+LK_AI lk_dv lk_d_shift_in(lk_dv a, lk_dv b)
+{ return _mm512_castsi512_pd(_mm512_alignr_epi64(_mm512_castpd_si512(b), _mm512_castpd_si512(a), 7)); }
 LK_AI lk_dv lk_d_ldexp(lk_dv a, lk_dv n) { return _mm512_scalef_pd(a, n); }
 /* a 2^n for integral n (float lanes), exact through the subnormal range */
 LK_AI lk_fv lk_f_ldexp(lk_fv a, lk_fv n) { return _mm512_scalef_ps(a, n); }
@@ -330,6 +338,16 @@ LK_AI lk_fv lk_f_recip_fast(lk_fv a) { return _mm256_div_ps(_mm256_set1_ps(1.0f)
 LK_AI lk_dv lk_d_round(lk_dv a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 LK_AI void lk_f_stream(float *p, lk_fv v) { _mm256_stream_ps(p, v); }
 LK_AI void lk_d_stream(double *p, lk_dv v) { _mm256_stream_pd(p, v); }
+/* double lanes rounded to float32 and streamed (a 16-byte aligned address) */
+LK_AI void lk_d_stream_f32(float *p, lk_dv v) { _mm_stream_ps(p, _mm256_cvtpd_ps(v)); }
+/* the last lane of a, then the lanes of b but its last */
+LK_AI lk_fv lk_f_shift_in(lk_fv a, lk_fv b)
+{
+    __m256 t = _mm256_permute2f128_ps(a, b, 0x21); /* a's high half, b's low half */
+    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(b), _mm256_castps_si256(t), 12));
+}
+LK_AI lk_dv lk_d_shift_in(lk_dv a, lk_dv b)
+{ return _mm256_shuffle_pd(_mm256_permute2f128_pd(a, b, 0x21), b, 0x5); }
 /* a 2^n, n integral in [-2046, 0] here: two normal factors */
 LK_AI lk_dv lk_d_ldexp(lk_dv a, lk_dv n)
 {
@@ -429,6 +447,9 @@ LK_AI lk_dv lk_d_pow(lk_dv a, lk_dv b) { return pow(a, b); }
 LK_AI lk_fv lk_f_recip_fast(lk_fv a) { return 1.0f / a; }
 LK_AI void lk_f_stream(float *p, lk_fv v) { *p = v; }
 LK_AI void lk_d_stream(double *p, lk_dv v) { *p = v; }
+LK_AI void lk_d_stream_f32(float *p, lk_dv v) { *p = (float)v; }
+LK_AI lk_fv lk_f_shift_in(lk_fv a, lk_fv b) { (void)b; return a; }
+LK_AI lk_dv lk_d_shift_in(lk_dv a, lk_dv b) { (void)b; return a; }
 
 #endif
 /* clang-format on */
@@ -751,6 +772,7 @@ typedef lk_dm lk_m;
 #define lk_not       LK__OP(not)
 #define lk_any       LK__OP(any)
 #define lk_stream    LK__OP(stream)
+#define lk_shift_in  LK__OP(shift_in)
 #define lk_all(m)    (!lk_any(lk_not(m)))
 #define lk_exp       LK__OP(exp)
 #define lk_log       LK__OP(log)

@@ -21,7 +21,10 @@
  * first chunk, its first row, the other dimensions); a window block
  * recomputes the map's partial derivatives on the window - 1 rows above its
  * first row, then filters them back (the transposed window) onto its own
- * rows. Nothing is ever scattered into another block's positions, so there
+ * rows. A loss of the residual r = x - t alone (LK_STEN_RESIDUAL) over one or
+ * two dimensions runs on the residual path instead: r formed once per
+ * element into three row buffers, each edge evaluated once (lk__res_range).
+ * Nothing is ever scattered into another block's positions, so there
  * is no race and no dependence on the thread count: every result is a
  * function of the shapes and the data alone, as with every other driver.
  *
@@ -46,6 +49,12 @@ enum { LK_STEN_AUX_DIMS, LK_STEN_AUX_UNIT, LK_STEN_AUX_H, LK_STEN_AUX_W };
 #define LK_STEN_NODE       0x2u /* the loss has a per-position term */
 #define LK_STEN_PER_SAMPLE 0x4u /* reduction none: one value per index of dim 0 */
 #define LK_STEN_FINITE     0x8u /* an infinite input fails the call (LK_ERR_NUMERIC) */
+/* The loss is a function of the residual r = x - t (of x without a target):
+ * its node term of x - t alone, its edge term of d - dt alone, and the edge
+ * term and its derivative are 0 at d - dt = 0. Over one or two dimensions
+ * the driver then forms r once per element, keeps three rows of it, and
+ * passes node x = r, t = 0 and edge d = r[p + s] - r[p], dt = 0. */
+#define LK_STEN_RESIDUAL 0x10u
 
 /* The geometry of the last K dimensions of slot 0: dim j of the stencil is
  * dim ndim - K + j of the tensor; j = K - 1 is the last (stride 1). */
@@ -189,7 +198,9 @@ typedef struct lk__eio {
     const void *x, *t;
     void *out, *g;
     int xf, tf, acc;
-    int stream; /* the gradient streamed from the lanes (their own precision) */
+    int64_t numel;
+    int stream; /* 1: the gradient streamed from the lanes (their own precision); 2: a
+                 * float32 gradient streamed from double lanes (the residual path) */
     lk_v scale;
 } lk__eio;
 
@@ -379,12 +390,270 @@ LK_AI lk_status lk__edges_chunk(const void *inst, lk_elem_fn node, lk_edge_fn ed
         }
         /* a large gradient is streamed where a whole vector lies on a vector
          * boundary: its lines are written without being read first */
-        if (io->stream && k == LK_W && (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0)
+        if (io->stream == 1 && k == LK_W &&
+            (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0)
             lk__stream_grad(io->g, p, grad, io->scale);
         else
             lk__put_grad(io->g, io->xf, p, k, grad, io->scale, io->acc);
     }
     return LK_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Edges of the residual (LK_STEN_RESIDUAL), over one or two dimensions      */
+
+/* Columns per piece of a row on the residual path: a piece's residual rows
+ * (three of them, in lanes' precision) stay in L1/L2. */
+#define LK__RES_PIECE 4096
+#ifndef LK__RES_PREFETCH
+#define LK__RES_PREFETCH 1024 /* elements a software prefetch runs ahead of the loads */
+#endif
+
+/* A residual row piece: r = x - t (x alone without a target) at the columns
+ * [c - 1, c + len] of one row, at buf[LK_W - 1 .. LK_W + len]: column col at
+ * buf[LK_W + col - c]. Outside the row the last column is replicated, so an
+ * edge that does not exist has d = 0 (then term and derivative 0, as the
+ * flag requires); past the piece the same, so every lane read is a number. */
+typedef struct lk__rrow {
+    int64_t row, c, len;
+    lk_s *buf;
+} lk__rrow;
+
+LK_AI lk_s lk__res_at(const lk__eio *io, int has_t, int64_t i)
+{
+    lk_s one[LK_W];
+    lk_v r = lk__ld(io->x, io->xf, i, 1, 0.0);
+    if (has_t)
+        r = lk_sub(r, lk__ld(io->t, io->tf, i, 1, 0.0));
+    lk_store(one, r);
+    return one[0];
+}
+
+LK_AI void lk__res_fill(const lk__eio *io, int has_t, lk__rrow *rr, int64_t row, int64_t c,
+                        int64_t len, int64_t nL)
+{
+    const int64_t base = row * nL + c;
+    lk_s *b = rr->buf + LK_W;
+    const int64_t pf = base + LK__RES_PREFETCH, n = io->numel;
+    for (int64_t v = 0; v < len; v += LK_W) {
+        int k = len - v < LK_W ? (int)(len - v) : LK_W;
+#if defined(__GNUC__)
+        /* rows ahead of their first reads */
+        if (pf + v < n) {
+            __builtin_prefetch((const char *)io->x + ((pf + v) << (2 + !io->xf)));
+            if (has_t)
+                __builtin_prefetch((const char *)io->t + ((pf + v) << (2 + !io->tf)));
+        }
+#endif
+        lk_v r = lk__ld(io->x, io->xf, base + v, k, 0.0);
+        if (has_t)
+            r = lk_sub(r, lk__ld(io->t, io->tf, base + v, k, 0.0));
+        lk_store(b + v, r);
+    }
+    b[-1] = c > 0 ? lk__res_at(io, has_t, base - 1) : b[0];
+    lk_s east = c + len < nL ? lk__res_at(io, has_t, base + len) : b[len - 1];
+    int64_t end = (len + LK_W - 1) / LK_W * LK_W + 2 * LK_W;
+    b[len] = east;
+    for (int64_t j = len + 1; j < end; j++)
+        b[j] = b[len - 1];
+    rr->row = row;
+    rr->c = c;
+    rr->len = len;
+}
+
+/* The residual row piece of row at [c, c + len), from the ring (slot row mod
+ * 3) or formed there. */
+LK_AI const lk_s *lk__res_row(const lk__eio *io, int has_t, lk__rrow *ring, int64_t row, int64_t c,
+                              int64_t len, int64_t nL)
+{
+    lk__rrow *rr = &ring[row % 3];
+    if (rr->row != row || rr->c != c || rr->len != len)
+        lk__res_fill(io, has_t, rr, row, c, len, nL);
+    return rr->buf + LK_W;
+}
+
+/* One piece of a row: the positions pb .. pb + len, their residuals at rc,
+ * the rows below and above at rs, rn (or the derivatives of the edges north
+ * kept at gn), the derivatives of the edges south written to go. nd, hz,
+ * vt: the node, the edges along the last dim and along dim K - 2; each call
+ * site passes constants where it can, so that the loop tests none of them. */
+LK_AI lk_status lk__res_piece(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
+                              const lk__eio *io, int nd, int hz, int vt, int want_grad, int stream,
+                              lk_v w0, lk_v wH, lk_v wV, int64_t pb, int64_t len, const lk_s *rc,
+                              const lk_s *rs, const lk_s *rn, const lk_s *gn, lk_s *go, lk_acc *sum,
+                              lk_msg *msg)
+{
+    lk_status st = LK_OK;
+    lk_edge e;
+    lk_v gprev = lk_zero(); /* the derivatives of the previous vector's edges east */
+    if (hz && want_grad) {
+        e.d = lk_sub(lk_load(rc - LK_W + 1), lk_load(rc - LK_W)); /* last lane: c - 1 */
+        e.dt = lk_zero();
+        edge(inst, &e);
+        gprev = e.grad;
+    }
+    for (int64_t v = 0; v < len; v += LK_W) {
+        const int k = len - v < LK_W ? (int)(len - v) : LK_W;
+        const int64_t p = pb + v;
+        lk_v r = lk_load(rc + v);
+        if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(r), lk_set(HUGE_VAL)))) {
+            for (int64_t j = p; j < p + k; j++)
+                if (isinf(lk__get(io->x, io->xf, j))) {
+                    st = lk__sten_inf(io->x, io->xf, j, 1, msg);
+                    break;
+                }
+            if (st != LK_OK)
+                break;
+        }
+        lk_v loss = lk_zero(), grad = lk_zero();
+        if (nd) {
+            lk_elem n;
+            n.i = p;
+            n.x = r;
+            n.t = lk_zero();
+            node(inst, &n);
+            loss = lk_mul(w0, n.loss);
+            grad = lk_mul(w0, n.grad);
+        }
+        if (hz) {
+            e.d = lk_sub(lk_load(rc + v + 1), r);
+            e.dt = lk_zero();
+            edge(inst, &e);
+            loss = lk_fma(wH, e.loss, loss);
+            if (want_grad) {
+                /* the edges west are the previous positions' east */
+                lk_v gw = lk_shift_in(gprev, e.grad);
+                gprev = e.grad;
+                grad = lk_fma(wH, lk_sub(gw, e.grad), grad);
+            }
+        }
+        if (vt) {
+            e.d = lk_sub(lk_load(rs + v), r);
+            e.dt = lk_zero();
+            edge(inst, &e);
+            loss = lk_fma(wV, e.loss, loss);
+            if (want_grad) {
+                lk_v gf = e.grad;
+                lk_store(go + v, gf);
+                if (gn) {
+                    e.grad = lk_load(gn + v);
+                } else {
+                    e.d = lk_sub(r, lk_load(rn + v));
+                    e.dt = lk_zero();
+                    edge(inst, &e);
+                }
+                grad = lk_fma(wV, lk_sub(e.grad, gf), grad);
+            }
+        }
+        lk_acc_add(sum, k == LK_W ? loss : lk_keep(lk_first(k), loss));
+        if (!want_grad)
+            continue;
+#if !defined(LK_TARGET_PORTABLE)
+#if defined(LK_LANES_F32)
+        if (io->stream && k == LK_W &&
+            (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0) {
+            lk__stream_grad(io->g, p, grad, io->scale);
+            continue;
+        }
+#else
+        if (stream == 2 && k == LK_W && (uintptr_t)((float *)io->g + p) % (LK_W * 4) == 0) {
+            lk_d_stream_f32((float *)io->g + p, lk_mul(io->scale, grad));
+            continue;
+        }
+        if (stream == 1 && k == LK_W &&
+            (uintptr_t)((lk_s *)io->g + p) % (LK_W * sizeof(lk_s)) == 0) {
+            lk__stream_grad(io->g, p, grad, io->scale);
+            continue;
+        }
+#endif
+#endif
+        lk__put_grad(io->g, io->xf, p, k, grad, io->scale, io->acc);
+    }
+    return st;
+}
+
+/* The positions [eb, ee) with K <= 2: row pieces in order; each position's
+ * term and gradient from the residual rows above, at and below it. The
+ * gradient of a position is its node term's, plus the derivatives of its
+ * backward and minus those of its forward edges along the last dim, then
+ * the same along dim K - 2: every edge formed from the same two residuals
+ * by the same lanes wherever it is needed, so that nothing depends on the
+ * blocks. */
+LK_AI lk_status lk__res_range(const void *inst, lk_elem_fn node, lk_edge_fn edge, uint32_t flags,
+                              const lk__eio *io, const lk_sten_geom *g, const double *w,
+                              const lk_v *wv, int64_t eb, int64_t ee, int want_grad, lk_acc *sum,
+                              lk_msg *msg)
+{
+    const int has_t = (flags & LK_STEN_TARGET) != 0;
+    const int32_t K = g->K;
+    const int64_t nL = g->n[K - 1], H = K >= 2 ? g->n[K - 2] : 1;
+    const int hz = w[K] != 0.0 && nL > 1, vt = K >= 2 && w[K - 1] != 0.0 && H > 1;
+    const int nd = (flags & LK_STEN_NODE) && w[0] != 0.0;
+    const lk_v wH = wv[K], wV = K >= 2 ? wv[K - 1] : lk_zero(), w0 = wv[0];
+    const int64_t piece = nL < LK__RES_PIECE ? nL : LK__RES_PIECE;
+    const int64_t cells = (piece + LK_W - 1) / LK_W * LK_W + 3 * LK_W;
+    /* three residual rows, and two rows of the derivatives of the edges to
+     * the row below (the row below's edges to the row above) */
+    lk_s *mem = (lk_s *)calloc(5 * (size_t)cells, sizeof(lk_s));
+    if (!mem)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for the stencil's 5 rows of %lld",
+                       (long long)piece);
+    lk__rrow ring[3], gs[2];
+    for (int q = 0; q < 3; q++)
+        ring[q] = (lk__rrow){-1, 0, 0, mem + q * cells};
+    for (int q = 0; q < 2; q++)
+        gs[q] = (lk__rrow){-1, 0, 0, mem + (3 + q) * cells};
+        /* the streaming mode of sobolev's and total_variation's large calls */
+#if defined(LK_LANES_F32)
+    const int s = 1;
+#else
+    const int s = 2;
+#endif
+    lk_status st = LK_OK;
+    for (int64_t p0 = eb; p0 < ee && st == LK_OK;) {
+        const int64_t row = p0 / nL, c0 = p0 - row * nL;
+        const int64_t ce = row * nL + nL < ee ? nL : ee - row * nL;
+        const int64_t y = row % H;
+        for (int64_t c = c0; c < ce && st == LK_OK; c += LK__RES_PIECE) {
+            const int64_t len = ce - c < LK__RES_PIECE ? ce - c : LK__RES_PIECE;
+            const lk_s *rc = lk__res_row(io, has_t, ring, row, c, len, nL);
+            const lk_s *rn = rc, *rs = rc;
+            if (vt && y + 1 < H)
+                rs = lk__res_row(io, has_t, ring, row + 1, c, len, nL);
+            /* the edges to the row above: kept by the row above if it was
+             * this piece too, else formed again (the same lanes) */
+            lk__rrow *gsn = &gs[(row + 1) & 1], *gso = &gs[row & 1];
+            const int keptn = gsn->row == row - 1 && gsn->c == c && gsn->len == len;
+            if (vt && y > 0 && want_grad && !keptn)
+                rn = lk__res_row(io, has_t, ring, row - 1, c, len, nL);
+            const lk_s *gn = vt && y > 0 && keptn ? gsn->buf : NULL;
+            lk_s *go = vt && want_grad ? gso->buf : NULL;
+            const int64_t pb = row * nL + c;
+            /* sobolev's and total_variation's case, specialised */
+            const int nf = (flags & LK_STEN_NODE) != 0, both = nd == nf && hz && vt;
+            const int full = both && want_grad;
+            if (both && !want_grad)
+                st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 0, 0, w0, wH, wV, pb, len,
+                                   rc, rs, rn, gn, go, sum, msg);
+            else if (full && io->stream == s)
+                st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 1, s, w0, wH, wV, pb, len,
+                                   rc, rs, rn, gn, go, sum, msg);
+            else if (full && s != 1 && io->stream == 1) /* float64 data in double lanes */
+                st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 1, 1, w0, wH, wV, pb, len,
+                                   rc, rs, rn, gn, go, sum, msg);
+            else if (full && io->stream == 0)
+                st = lk__res_piece(inst, node, edge, flags, io, nf, 1, 1, 1, 0, w0, wH, wV, pb, len,
+                                   rc, rs, rn, gn, go, sum, msg);
+            else
+                st = lk__res_piece(inst, node, edge, flags, io, nd, hz, vt, want_grad, io->stream,
+                                   w0, wH, wV, pb, len, rc, rs, rn, gn, go, sum, msg);
+            if (go)
+                *gso = (lk__rrow){row, c, len, go};
+        }
+        p0 = row * nL + ce;
+    }
+    free(mem);
+    return st;
 }
 
 /* The positions [eb, ee) row by row, in chunks; the loss's terms added into
@@ -394,6 +663,8 @@ LK_AI lk_status lk__edges_range(const void *inst, lk_elem_fn node, lk_edge_fn ed
                                 const lk_v *wv, int64_t eb, int64_t ee, int want_grad, lk_acc *sum,
                                 lk_msg *msg)
 {
+    if ((flags & LK_STEN_RESIDUAL) && g->K <= 2)
+        return lk__res_range(inst, node, edge, flags, io, g, w, wv, eb, ee, want_grad, sum, msg);
     const int32_t K = g->K;
     const int64_t nL = g->n[K - 1];
     int fok[LK_MAX_NDIM], bok[LK_MAX_NDIM];
@@ -497,7 +768,14 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
     io.g = blk->grads ? blk->grads[0].data : NULL;
     io.acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     io.scale = lk_set(blk->grad_scale);
+    io.numel = g.numel;
     io.stream = lk__can_stream(io.g, io.xf, io.acc, 0, g.numel);
+#if !defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
+    /* a float32 gradient from double lanes, rounded as it is streamed */
+    if (!io.stream && io.g && io.xf && !io.acc && (flags & LK_STEN_RESIDUAL) &&
+        g.numel * (int64_t)sizeof(float) >= LK_STREAM_BYTES)
+        io.stream = 2;
+#endif
     int64_t unit = plan->aux[LK_STEN_AUX_UNIT];
     lk_status st = LK_OK;
     double total = 0.0;
