@@ -29,9 +29,10 @@
  * cheaper than a general routine (and a library call spills every vector
  * register): lk_exp_neg (arguments <= 0, as exp(-|x|) of a logit or x - max
  * of a softmax), lk_log1p_unit (arguments in [0, 1]) and lk_log_1to2
- * (arguments in [1, 2]). Float lanes: about 1 to 3 float ulps (Cody-Waite
- * with the Cephes expf coefficients; 2 atanh(e / (2 + e)) with a fitted
- * polynomial; the Cephes logf polynomial). Double lanes: exp by a table of
+ * (arguments in [1, 2]). Float lanes: about 1 to 2 float ulps (exp: on
+ * AVX-512 a table of 2^(j/16) in one register and a cubic, on AVX2
+ * Cody-Waite with the Cephes expf coefficients; log1p: e + e^2 Q(e), Q
+ * fitted, no division; log: the Cephes logf polynomial). Double lanes: exp by a table of
  * 2^(j/16) and a Taylor series to r^7 (AVX-512) or Cody-Waite and a Taylor
  * series to r^13 (AVX2), log by fdlibm's reduction and polynomial; about 1
  * ulp. Portable: libm.
@@ -444,7 +445,37 @@ LK_AI void lk_stream_fence(void)
 /* ------------------------------------------------------------------------ */
 /* Restricted-range exp and log                                              */
 
-#if !defined(LK_TARGET_PORTABLE)
+#if defined(LK_TARGET_AVX512)
+/* exp(x) for x in [-120, 120] or NaN: x = (m + j/16) log 2 + r, |r| <=
+ * log(2) / 32, exp(x) = 2^m 2^(j/16) exp(r). n = m + j/16 is x / log 2
+ * rounded to a sixteenth by adding 1.5 2^19 (whose ulp is 1/16), so that
+ * the low 4 bits of the sum are j: vpermps reads only those, and picks
+ * 2^(j/16) from a table of 16 floats held in one register. exp(r) - 1 is
+ * r + r^2 (1/2 + r/6) (the next term is below 1e-8 of the result);
+ * vscalefps multiplies by 2^floor(n) = 2^m, giving 0 below the subnormals
+ * and inf above the largest float. About 1 float ulp (the table's
+ * rounding and one fma), in 10 operations where the Cephes polynomial on
+ * |r| <= log(2) / 2 took 14. */
+LK_AI lk_fv lk__f_exp_core(lk_fv x)
+{
+    const __m512 tab = _mm512_setr_ps(
+        1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f, 1.189207077e+00f,
+        1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f, 1.414213538e+00f, 1.476826191e+00f,
+        1.542210817e+00f, 1.610490322e+00f, 1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f,
+        1.915206552e+00f); /* 2^(j/16) rounded to float */
+    const __m512 magic = _mm512_set1_ps(786432.0f); /* 1.5 2^19 */
+    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic);
+    __m512 n = _mm512_sub_ps(t, magic);
+    /* log 2 in Cephes' two parts: n log2_hi is exact (16 n has at most 12
+     * bits, log2_hi 9) */
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 tj = _mm512_permutexvar_ps(_mm512_castps_si512(t), tab);
+    __m512 q = _mm512_fmadd_ps(r, _mm512_set1_ps(1.6666666667e-1f), _mm512_set1_ps(0.5f));
+    q = _mm512_fmadd_ps(q, _mm512_mul_ps(r, r), r);
+    return _mm512_scalef_ps(_mm512_fmadd_ps(tj, q, tj), n);
+}
+#elif !defined(LK_TARGET_PORTABLE)
 /* exp(x) for x in [-120, 120] or NaN: Cody-Waite with Cephes' split of
  * log 2 and its expf polynomial; 2^n by lk_f_ldexp, which gives 0 below
  * the subnormals and inf above the largest float. */
@@ -856,11 +887,10 @@ LK_AI lk_v lk_sigm_dp(const lk_sigm *p)
     return lk_mul(lk_mul(p->e, p->r), p->r);
 }
 
-/* log1p(e) for e in [0, 1] (NaN stays NaN). Float lanes: 2 atanh(s) with
- * s = e / (2 + e) in [0, 1/3], as 2 s (1 + z P(z)), z = s^2, P of degree
- * 3 fitted to atanh(s) / s on that range (relative error 5e-9 before
- * rounding, about 3 float ulps after); small terms are kept whole, since
- * log1p(e) = 2 s (1 + ...) never forms 1 + e. Double lanes: log(u) of the
+/* log1p(e) for e in [0, 1] (NaN stays NaN). Float lanes: e + e^2 Q(e),
+ * Q of degree 7 fitted to (log1p(e) - e) / e^2 on [0, 1] (relative error
+ * of the whole 3.3e-8 before rounding, about 2 float ulps after): no
+ * division, and the leading term e is exact. Double lanes: log(u) of the
  * rounded u = 1 + e (lk_d_log_1to2) plus what the rounding dropped,
  * (e - (u - 1)) / u. */
 LK_AI lk_fv lk_f_log1p_unit(lk_fv e)
@@ -868,13 +898,14 @@ LK_AI lk_fv lk_f_log1p_unit(lk_fv e)
 #if defined(LK_TARGET_PORTABLE)
     return log1pf(e);
 #else
-    lk_fv s = lk_f_mul(e, lk_f_recip_fast(lk_f_add(e, lk_f_set(2.0))));
-    lk_fv z = lk_f_mul(s, s);
-    lk_fv p = lk_f_fma(lk_f_set(1.4012232699e-01), z, lk_f_set(1.3999569730e-01));
-    p = lk_f_fma(p, z, lk_f_set(2.0010849593e-01));
-    p = lk_f_fma(p, z, lk_f_set(3.3333206565e-01));
-    lk_fv s2 = lk_f_add(s, s);
-    return lk_f_fma(lk_f_mul(s2, z), p, s2);
+    lk_fv q = lk_f_fma(lk_f_set(5.3651416674e-03), e, lk_f_set(-3.0067026615e-02));
+    q = lk_f_fma(q, e, lk_f_set(7.9206496477e-02));
+    q = lk_f_fma(q, e, lk_f_set(-1.3753964007e-01));
+    q = lk_f_fma(q, e, lk_f_set(1.9153729081e-01));
+    q = lk_f_fma(q, e, lk_f_set(-2.4857182801e-01));
+    q = lk_f_fma(q, e, lk_f_set(3.3321323991e-01));
+    q = lk_f_fma(q, e, lk_f_set(-4.9999648333e-01));
+    return lk_f_fma(lk_f_mul(e, e), q, e);
 #endif
 }
 
