@@ -29,6 +29,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name, config, shape: the losses and shapes of bench/targets.py, with
 # multiclass dice's name as one word
 LOSSES = [(n.replace(" ", "_"), c, shape) for n, c, shape, _, _ in targets.LOSSES]
+# the catalogue's compute-bound elementwise losses (docs/performance.md, "The
+# catalogue's elementwise losses"), robust at a general alpha from a config of
+# its own
+LOSSES += [
+    ("asymmetric", "configs/asymmetric.json", "16777216"),
+    ("robust_alpha05", "bench/configs/robust_alpha05.json", "16777216"),
+    ("log_cosh", "configs/log_cosh.json", "16777216"),
+]
 PLUGIN_DIRS = ("tutorial", "torch")
 THRESHOLD = 0.95
 
