@@ -61,7 +61,7 @@ LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one
     lk_m zpos = lk_ge(lk_select(one, x, lk_neg(x)), lk_zero());
     lk_v er = lk_mul(p->e, p->r);
     lk_v smz = lk_select(zpos, er, p->r), sz = lk_select(zpos, p->r, er);
-    lk_v ce = lk_add(L, lk_clear(zpos, p->a));
+    lk_v ce = lk_select(zpos, L, lk_add(L, p->a)); /* an add and a blend */
     lk_v m = gamma == 0.0   ? lk_set(1.0)
              : gamma == 1.0 ? smz
              : gamma == 2.0 ? lk_mul(smz, smz)
