@@ -35,6 +35,14 @@ LOSSES = [(n.replace(" ", "_"), c, shape) for n, c, shape, _, _ in targets.LOSSE
 STENCIL = [("sobolev", "configs/sobolev.json", "16,3,512,512"),
            ("total_variation", "configs/total_variation.json", "16,3,512,512"),
            ("ssim", "configs/ssim.json", "2,3,256,256")]
+# the catalogue's compute-bound elementwise losses (docs/performance.md, "The
+# catalogue's elementwise losses"), robust at a general alpha from a config of
+# its own
+LOSSES += [
+    ("asymmetric", "configs/asymmetric.json", "16777216"),
+    ("robust_alpha05", "bench/configs/robust_alpha05.json", "16777216"),
+    ("log_cosh", "configs/log_cosh.json", "16777216"),
+]
 PLUGIN_DIRS = ("tutorial", "torch")
 THRESHOLD = 0.95
 

@@ -19,6 +19,9 @@
 
 typedef struct asl {
     double gamma_neg, gamma_pos, clip, eps, log_eps;
+    /* the same in float, which the float lanes broadcast from memory where
+     * registers run short (a double would be converted on every vector) */
+    float clip_f, eps_f, log_eps_f;
 } asl;
 
 static const lk_param_desc asl_gamma_neg = {
@@ -71,15 +74,23 @@ static lk_status asl_init(void *inst, const lk_param_value *p, lk_msg *msg)
     a->clip = p[2].number;
     a->eps = p[3].number;
     a->log_eps = log(a->eps);
+    a->clip_f = (float)a->clip, a->eps_f = (float)a->eps, a->log_eps_f = (float)a->log_eps;
     return LK_OK;
 }
 
-/* timm's defaults get their own kernels, the exponents constants. */
+/* timm's defaults (exponents 4 and 1, a clip) get their own kernels, the
+ * exponents and the test of the clip constants. */
 static int asl_pick(const void *inst)
 {
     const asl *a = inst;
-    return a->gamma_neg == 4.0 && a->gamma_pos == 1.0;
+    return a->gamma_neg == 4.0 && a->gamma_pos == 1.0 && a->clip > 0.0;
 }
+
+#if defined(LK_LANES_F32)
+#define ASL_C(a, m) ((a)->m##_f)
+#else
+#define ASL_C(a, m) ((a)->m)
+#endif
 
 /* b^g for a constant g >= 0, small integers by multiplication. */
 LK_AI lk_v asl_pow(lk_v b, double g)
@@ -108,10 +119,10 @@ LK_AI lk_v asl_dpow(lk_v b, double g, lk_v db)
     return lk_mul0(lk_mul(lk_set(g), db), asl_pow(b, g - 1.0));
 }
 
-LK_AI void asl_body(const asl *a, double gp, double gn, lk_elem *e)
+LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, lk_elem *e)
 {
-    lk_v x = e->x, y = e->t, one = lk_set(1.0), eps = lk_set(a->eps);
-    lk_v log_eps = lk_set(a->log_eps);
+    lk_v x = e->x, y = e->t, one = lk_set(1.0), eps = lk_set(ASL_C(a, eps));
+    lk_v log_eps = lk_set(ASL_C(a, log_eps));
     lk_sigm s = lk_sigm_of(x);
     lk_v L = lk_sigm_log1p(&s);
     lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s), pq = lk_sigm_dp(&s);
@@ -122,14 +133,14 @@ LK_AI void asl_body(const asl *a, double gp, double gn, lk_elem *e)
     lk_v dA = lk_clear(lowp, q);
     /* the negative term: B = log max(q_c, eps); r = 1 - q_c, dr = d r / dx */
     lk_v B, dB, r, dr;
-    if (a->clip > 0.0) {
-        lk_v qc = lk_add(q, lk_set(a->clip));
+    if (clipped) {
+        lk_v qc = lk_add(q, lk_set(ASL_C(a, clip)));
         lk_m top = lk_gt(qc, one);
         lk_v qn = lk_select(top, one, qc);
         lk_m lowq = lk_lt(qn, eps);
         B = lk_select(lowq, log_eps, cls_log01(qn));
         dB = lk_clear(lk_or(top, lowq), lk_neg(lk_mul(pq, lk__recip_fast(qn))));
-        r = lk_max(lk_zero(), lk_sub(p, lk_set(a->clip)));
+        r = lk_max(lk_zero(), lk_sub(p, lk_set(ASL_C(a, clip))));
         dr = lk_clear(top, pq);
     } else {
         lk_m lowq = lk_lt(q, eps);
@@ -167,12 +178,12 @@ LK_AI void asl_body(const asl *a, double gp, double gn, lk_elem *e)
 
 LK_AI void asl_elem(const asl *a, lk_elem *e)
 {
-    asl_body(a, a->gamma_pos, a->gamma_neg, e);
+    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, e);
 }
 
 LK_AI void asl_elem_timm(const asl *a, lk_elem *e)
 {
-    asl_body(a, 1.0, 4.0, e);
+    asl_body(a, 1.0, 4.0, 1, e);
 }
 
 static const lk_slot_desc *const asl_slots[] LK__UNUSED = {&cls_logits, &cls_target01, NULL};

@@ -3,10 +3,11 @@
  * smp's SoftBCEWithLogitsLoss options: label_smoothing and ignore_index.
  *
  * Without either option the loss runs the kernels it always had (family
- * bce_plain). ignore_index makes the mean divide by the elements not
- * ignored, a count of the targets: under mean such a call is planned as
- * one block, whose forward counts before it writes the gradient, spreading
- * that block over the host's threads itself (bce_one_block). */
+ * bce_plain; bce_pw1 for the default pos_weight of 1). ignore_index makes
+ * the mean divide by the elements not ignored, a count of the targets:
+ * under mean such a call is planned as one block, whose forward counts
+ * before it writes the gradient, spreading that block over the host's
+ * threads itself (bce_one_block). */
 #include "tutorial.h"
 
 typedef struct bce {
@@ -110,10 +111,13 @@ static lk_status bce_finalize(const void *inst, const lk_plan *plan, const doubl
     return LK_OK;
 }
 
+/* The index into bce_with_logits' families: bce_plain, bce_gen, bce_pw1. */
 static int bce_pick(const void *inst)
 {
     const bce *b = inst;
-    return b->smooth != 0.0 || b->has_ignore;
+    if (b->smooth != 0.0 || b->has_ignore)
+        return 1;
+    return b->n_pw == 0 ? 2 : 0;
 }
 
 LK_AI void bce_elem(const bce *b, lk_elem *e)
@@ -146,6 +150,19 @@ LK_AI void bce_elem_gen(const bce *b, lk_elem *e)
 }
 
 LK_KERNELS_ELEMENTWISE(bce_plain, bce, bce_elem, LK_EW_WEIGHT | LK_EW_UNIT_TARGET)
+
+/* pos_weight 1 (the default) in a family of its own: with no per-vector
+ * test of n_pw in the loop, nor the cyclic load's registers, the sums and
+ * constants stay in registers. */
+LK_AI void bce_elem1(const bce *b, lk_elem *e)
+{
+    (void)b;
+    lk_sigm p = lk_sigm_of(e->x);
+    e->loss = lk_bce_logits_of1(&p, lk_sigm_log1p(&p), e->t);
+    e->grad = lk_sigm_minus_t(&p, e->t);
+}
+
+LK_KERNELS_ELEMENTWISE(bce_pw1, bce, bce_elem1, LK_EW_WEIGHT | LK_EW_UNIT_TARGET)
 
 LK_AI void bce_gen__elem(const void *p, lk_elem *e)
 {
@@ -285,7 +302,8 @@ static lk_status bce_create(const lk_create_args *a, void **inst, lk_msg *msg);
 #endif
 
 LK_LOSS_DESC(bce_with_logits, bce, LK_LOSS_FUSED, bce_with_logits__finalize, NULL,
-             LK_FAMILIES(&bce_plain__family, &bce_gen__family), tut_weighted_logit_slots,
+             LK_FAMILIES(&bce_plain__family, &bce_gen__family, &bce_pw1__family),
+             tut_weighted_logit_slots,
              LK_REDUCTIONS_ELEMENTWISE,
              LK_HOOKS(.init = bce_init, .fini = bce_fini, .plan = bce_plan,
                       .finalize = bce_finalize, .pick = bce_pick),

@@ -25,6 +25,9 @@ typedef struct focal {
     /* alpha_t = at1 t + at0, and for binary t, -(2t - 1) alpha_t = gat1 t +
      * gat0: (1 - alpha) - t, or 1 - 2t without alpha */
     double at1, at0, gat1, gat0;
+    /* the same in float, which the float lanes broadcast from memory where
+     * registers run short (a double would be converted on every vector) */
+    float at1f, at0f, gat1f, gat0f;
     int mode;
     /* multilabel: n_cw channel weights (0: all 1; 1: one for all), channel
      * 0 dropped when skip_bg; C, S (channels, positions per channel) are
@@ -58,7 +61,7 @@ LK_AI void focal_binary(double gamma, const lk_sigm *p, lk_v L, lk_v x, lk_m one
     lk_m zpos = lk_ge(lk_select(one, x, lk_neg(x)), lk_zero());
     lk_v er = lk_mul(p->e, p->r);
     lk_v smz = lk_select(zpos, er, p->r), sz = lk_select(zpos, p->r, er);
-    lk_v ce = lk_add(L, lk_clear(zpos, p->a));
+    lk_v ce = lk_select(zpos, L, lk_add(L, p->a)); /* an add and a blend */
     lk_v m = gamma == 0.0   ? lk_set(1.0)
              : gamma == 1.0 ? smz
              : gamma == 2.0 ? lk_mul(smz, smz)
@@ -91,8 +94,13 @@ LK_AI void focal_soft(double gamma, const lk_sigm *p, lk_v L, lk_v t, lk_v at, l
 LK_AI void focal_body(const focal *f, double gamma, lk_elem *e)
 {
     lk_v t = e->t;
+#if defined(LK_LANES_F32)
+    lk_v at = lk_fma(lk_set(f->at1f), t, lk_set(f->at0f));
+    lk_v gat = lk_fma(lk_set(f->gat1f), t, lk_set(f->gat0f));
+#else
     lk_v at = lk_fma(lk_set(f->at1), t, lk_set(f->at0));
     lk_v gat = lk_fma(lk_set(f->gat1), t, lk_set(f->gat0));
+#endif
     lk_sigm p = lk_sigm_of(e->x);
     lk_v L = lk_sigm_log1p(&p);
     lk_m one = lk_eq(t, lk_set(1.0)), binary = lk_or(lk_eq(t, lk_zero()), one);
@@ -566,6 +574,8 @@ static lk_status focal_init(void *inst, const lk_param_value *p, lk_msg *msg)
     f->at0 = on ? 1.0 - f->alpha : 1.0;
     f->gat1 = on ? -1.0 : -2.0;
     f->gat0 = on ? 1.0 - f->alpha : 1.0;
+    f->at1f = (float)f->at1, f->at0f = (float)f->at0;
+    f->gat1f = (float)f->gat1, f->gat0f = (float)f->gat0;
     if (f->mode == FOCAL_MULTILABEL) {
         f->skip_bg = p[P_BG].integer == 0;
         if (!(f->cw = focal_copy(&p[P_CW], &f->n_cw)) && f->n_cw)

@@ -29,12 +29,13 @@
  * cheaper than a general routine (and a library call spills every vector
  * register): lk_exp_neg (arguments <= 0, as exp(-|x|) of a logit or x - max
  * of a softmax), lk_log1p_unit (arguments in [0, 1]) and lk_log_1to2
- * (arguments in [1, 2]). Float lanes: about 1 to 3 float ulps (Cody-Waite
- * with the Cephes expf coefficients; 2 atanh(e / (2 + e)) with a fitted
- * polynomial; the Cephes logf polynomial). Double lanes: exp by a table of
- * 2^(j/16) and a Taylor series to r^7 (AVX-512) or Cody-Waite and a Taylor
- * series to r^13 (AVX2), log by fdlibm's reduction and polynomial; about 1
- * ulp. Portable: libm.
+ * (arguments in [1, 2]). Float lanes: about 1 to 2 float ulps (exp: on
+ * AVX-512 a table of 2^(j/16) in one register and a cubic, on AVX2
+ * Cody-Waite with the Cephes expf coefficients; log1p: e + e^2 Q(e), Q
+ * fitted, no division; log: the Cephes logf polynomial). Double lanes:
+ * exp by a table of 2^(j/16) and a Taylor series to r^7 (AVX-512) or
+ * Cody-Waite and a Taylor series to r^13 (AVX2), log by fdlibm's reduction
+ * and polynomial; about 1 ulp. Portable: libm.
  *
  * The careful helpers (lk_sigm and friends) are the forms every logistic
  * loss needs without overflow, cancellation or 0 * inf: one exp, one
@@ -121,10 +122,13 @@ LK_AI lk_fm lk_f_isnan(lk_fv a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
 LK_AI lk_fv lk_f_select(lk_fm m, lk_fv a, lk_fv b) { return _mm512_mask_blend_ps(m, b, a); }
 LK_AI lk_fv lk_f_keep(lk_fm m, lk_fv a) { return _mm512_maskz_mov_ps(m, a); }
 LK_AI lk_fv lk_f_clear(lk_fm m, lk_fv a) { return _mm512_maskz_mov_ps((lk_fm)~m, a); }
-LK_AI lk_fm lk_f_and(lk_fm a, lk_fm b) { return (lk_fm)(a & b); }
-LK_AI lk_fm lk_f_or(lk_fm a, lk_fm b) { return (lk_fm)(a | b); }
-LK_AI lk_fm lk_f_not(lk_fm a) { return (lk_fm)~a; }
-LK_AI int lk_f_any(lk_fm m) { return m != 0; }
+/* the mask operations on the mask registers (kortest ends in a flag), so
+ * that a test of a vector's lanes is not a trip through the integer ones */
+LK_AI lk_fm lk_f_and(lk_fm a, lk_fm b) { return _kand_mask16(a, b); }
+LK_AI lk_fm lk_f_or(lk_fm a, lk_fm b) { return _kor_mask16(a, b); }
+LK_AI lk_fm lk_f_not(lk_fm a) { return _knot_mask16(a); }
+LK_AI int lk_f_any(lk_fm m) { return !_kortestz_mask16_u8(m, m); }
+LK_AI int lk_f_all(lk_fm m) { return _kortestc_mask16_u8(m, m); }
 LK_AI lk_fv lk_f_round(lk_fv a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
 LK_AI lk_dv lk_d_set(double a) { return _mm512_set1_pd(a); }
@@ -160,10 +164,11 @@ LK_AI lk_dm lk_d_isnan(lk_dv a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q);
 LK_AI lk_dv lk_d_select(lk_dm m, lk_dv a, lk_dv b) { return _mm512_mask_blend_pd(m, b, a); }
 LK_AI lk_dv lk_d_keep(lk_dm m, lk_dv a) { return _mm512_maskz_mov_pd(m, a); }
 LK_AI lk_dv lk_d_clear(lk_dm m, lk_dv a) { return _mm512_maskz_mov_pd((lk_dm)~m, a); }
-LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return (lk_dm)(a & b); }
-LK_AI lk_dm lk_d_or(lk_dm a, lk_dm b) { return (lk_dm)(a | b); }
-LK_AI lk_dm lk_d_not(lk_dm a) { return (lk_dm)~a; }
-LK_AI int lk_d_any(lk_dm m) { return m != 0; }
+LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return _kand_mask8(a, b); }
+LK_AI lk_dm lk_d_or(lk_dm a, lk_dm b) { return _kor_mask8(a, b); }
+LK_AI lk_dm lk_d_not(lk_dm a) { return _knot_mask8(a); }
+LK_AI int lk_d_any(lk_dm m) { return !_kortestz_mask8_u8(m, m); }
+LK_AI int lk_d_all(lk_dm m) { return _kortestc_mask8_u8(m, m); }
 /* float lanes widened into two double halves */
 LK_AI lk_dv lk_f_lo(lk_fv a) { return _mm512_cvtps_pd(_mm512_castps512_ps256(a)); }
 LK_AI lk_dv lk_f_hi(lk_fv a) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))); }
@@ -255,6 +260,7 @@ LK_AI lk_fm lk_f_and(lk_fm a, lk_fm b) { return _mm256_and_ps(a, b); }
 LK_AI lk_fm lk_f_or(lk_fm a, lk_fm b) { return _mm256_or_ps(a, b); }
 LK_AI lk_fm lk_f_not(lk_fm a) { return _mm256_xor_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(-1))); }
 LK_AI int lk_f_any(lk_fm m) { return _mm256_movemask_ps(m) != 0; }
+LK_AI int lk_f_all(lk_fm m) { return _mm256_movemask_ps(m) == 0xFF; }
 LK_AI lk_fv lk_f_round(lk_fv a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
 LK_AI lk_dv lk_d_set(double a) { return _mm256_set1_pd(a); }
@@ -307,6 +313,7 @@ LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return _mm256_and_pd(a, b); }
 LK_AI lk_dm lk_d_or(lk_dm a, lk_dm b) { return _mm256_or_pd(a, b); }
 LK_AI lk_dm lk_d_not(lk_dm a) { return _mm256_xor_pd(a, _mm256_castsi256_pd(_mm256_set1_epi64x(-1))); }
 LK_AI int lk_d_any(lk_dm m) { return _mm256_movemask_pd(m) != 0; }
+LK_AI int lk_d_all(lk_dm m) { return _mm256_movemask_pd(m) == 0xF; }
 LK_AI lk_dv lk_f_lo(lk_fv a) { return _mm256_cvtps_pd(_mm256_castps256_ps128(a)); }
 LK_AI lk_dv lk_f_hi(lk_fv a) { return _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)); }
 LK_AI double lk_d_hsum(lk_dv a)
@@ -398,6 +405,7 @@ LK_AI lk_fm lk_f_and(lk_fm a, lk_fm b) { return a && b; }
 LK_AI lk_fm lk_f_or(lk_fm a, lk_fm b) { return a || b; }
 LK_AI lk_fm lk_f_not(lk_fm a) { return !a; }
 LK_AI int lk_f_any(lk_fm m) { return m != 0; }
+LK_AI int lk_f_all(lk_fm m) { return m != 0; }
 LK_AI lk_fv lk_f_round(lk_fv a) { return nearbyintf(a); }
 
 LK_AI lk_dv lk_d_set(double a) { return a; }
@@ -432,6 +440,7 @@ LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return a && b; }
 LK_AI lk_dm lk_d_or(lk_dm a, lk_dm b) { return a || b; }
 LK_AI lk_dm lk_d_not(lk_dm a) { return !a; }
 LK_AI int lk_d_any(lk_dm m) { return m != 0; }
+LK_AI int lk_d_all(lk_dm m) { return m != 0; }
 LK_AI lk_dv lk_f_lo(lk_fv a) { return (double)a; }
 LK_AI lk_dv lk_f_hi(lk_fv a) { (void)a; return 0.0; }
 LK_AI double lk_d_hsum(lk_dv a) { return a; }
@@ -465,7 +474,46 @@ LK_AI void lk_stream_fence(void)
 /* ------------------------------------------------------------------------ */
 /* Restricted-range exp and log                                              */
 
-#if !defined(LK_TARGET_PORTABLE)
+#if defined(LK_TARGET_AVX512)
+/* exp(x) for x in [-120, 120] or NaN: x = (m + j/16) log 2 + r, |r| <=
+ * log(2) / 32, exp(x) = 2^m 2^(j/16) exp(r). n = m + j/16 is x / log 2
+ * rounded to a sixteenth by adding 1.5 2^19 (whose ulp is 1/16), so that
+ * the low 4 bits of the sum are j: vpermps reads only those, and picks
+ * 2^(j/16) from a table of 16 floats held in one register. exp(r) - 1 is
+ * r + r^2 (1/2 + r/6) (the next term is below 1e-8 of the result);
+ * vscalefps multiplies by 2^floor(n) = 2^m, giving 0 below the subnormals
+ * and inf above the largest float. About 1 float ulp (the table's
+ * rounding and one fma), in 10 operations where the Cephes polynomial on
+ * |r| <= log(2) / 2 took 14. */
+LK_AI lk_fv lk__f_exp_core_s(lk_fv a, int neg)
+{
+    const __m512 tab = _mm512_setr_ps(
+        1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f, 1.189207077e+00f,
+        1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f, 1.414213538e+00f, 1.476826191e+00f,
+        1.542210817e+00f, 1.610490322e+00f, 1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f,
+        1.915206552e+00f); /* 2^(j/16) rounded to float */
+    const __m512 magic = _mm512_set1_ps(786432.0f); /* 1.5 2^19 */
+    __m512 l2e = _mm512_set1_ps(neg ? -1.44269504088896341f : 1.44269504088896341f);
+    __m512 t = _mm512_fmadd_ps(a, l2e, magic);
+    __m512 n = _mm512_sub_ps(t, magic);
+    /* log 2 in Cephes' two parts: n log2_hi is exact (16 n has at most 12
+     * bits, log2_hi 9) */
+    __m512 h = _mm512_set1_ps(0.693359375f);
+    __m512 r = neg ? _mm512_fnmsub_ps(n, h, a) : _mm512_fnmadd_ps(n, h, a);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 tj = _mm512_permutexvar_ps(_mm512_castps_si512(t), tab);
+    __m512 q = _mm512_fmadd_ps(r, _mm512_set1_ps(1.6666666667e-1f), _mm512_set1_ps(0.5f));
+    q = _mm512_fmadd_ps(q, _mm512_mul_ps(r, r), r);
+    return _mm512_scalef_ps(_mm512_fmadd_ps(tj, q, tj), n);
+}
+
+/* exp(x) (neg = 0) or exp(-x) (neg = 1, the negation folded into the
+ * constants), x as above */
+LK_AI lk_fv lk__f_exp_core(lk_fv x)
+{
+    return lk__f_exp_core_s(x, 0);
+}
+#elif !defined(LK_TARGET_PORTABLE)
 /* exp(x) for x in [-120, 120] or NaN: Cody-Waite with Cephes' split of
  * log 2 and its expf polynomial; 2^n by lk_f_ldexp, which gives 0 below
  * the subnormals and inf above the largest float. */
@@ -494,6 +542,17 @@ LK_AI lk_fv lk_f_exp_neg(lk_fv a)
     /* Below -120 the result is 0 in float; the clamp keeps 2^n in range.
      * max() returns its second operand for NaN, so NaN passes through. */
     return lk__f_exp_core(lk_f_max(lk_f_set(-120.0), a));
+#endif
+}
+
+/* exp(-a) for a >= 0, +inf or NaN: lk_f_exp_neg(-a), with the negation
+ * folded into the reduction on AVX-512. */
+LK_AI lk_fv lk_f_exp_minus(lk_fv a)
+{
+#if defined(LK_TARGET_AVX512)
+    return lk__f_exp_core_s(lk_f_min(lk_f_set(120.0), a), 1);
+#else
+    return lk_f_exp_neg(lk_f_neg(a));
 #endif
 }
 
@@ -716,6 +775,11 @@ LK_AI lk_dv lk_d_log_1to2(lk_dv u)
 #endif
 }
 
+LK_AI lk_dv lk_d_exp_minus(lk_dv a)
+{
+    return lk_d_exp_neg(lk_d_neg(a));
+}
+
 LK_AI lk_dv lk_d_recip_fast(lk_dv a)
 {
     return lk_d_div(lk_d_set(1.0), a);
@@ -773,12 +837,13 @@ typedef lk_dm lk_m;
 #define lk_any       LK__OP(any)
 #define lk_stream    LK__OP(stream)
 #define lk_shift_in  LK__OP(shift_in)
-#define lk_all(m)    (!lk_any(lk_not(m)))
+#define lk_all       LK__OP(all)
 #define lk_exp       LK__OP(exp)
 #define lk_log       LK__OP(log)
 #define lk_log1p     LK__OP(log1p)
 #define lk_pow       LK__OP(pow)
 #define lk_exp_neg   LK__OP(exp_neg)
+#define lk_exp_minus LK__OP(exp_minus)
 #define lk_log_1to2  LK__OP(log_1to2)
 #define lk__recip_fast  LK__OP(recip_fast)
 
@@ -841,6 +906,26 @@ LK_AI lk_m lk_outside01(lk_v t)
     return lk_or(lk_lt(t, lk_zero()), lk_gt(t, lk_set(1.0)));
 }
 
+/* Whether any lane is outside [0, 1]. On AVX-512 one unsigned compare of
+ * the bits screens the vector first: +0 to 1 are the patterns up to 1's,
+ * and only -0, negatives and NaN, all rare in targets, go on to the exact
+ * test. */
+LK_AI int lk_any_outside01(lk_v t)
+{
+#if defined(LK_TARGET_AVX512) && defined(LK_LANES_F32)
+    __m512i one = _mm512_castps_si512(_mm512_set1_ps(1.0f));
+    if (_kortestz_mask16_u8(_mm512_cmpgt_epu32_mask(_mm512_castps_si512(t), one),
+                            _mm512_cmpgt_epu32_mask(_mm512_castps_si512(t), one)))
+        return 0;
+#elif defined(LK_TARGET_AVX512)
+    __m512i one = _mm512_castpd_si512(_mm512_set1_pd(1.0));
+    if (_kortestz_mask8_u8(_mm512_cmpgt_epu64_mask(_mm512_castpd_si512(t), one),
+                           _mm512_cmpgt_epu64_mask(_mm512_castpd_si512(t), one)))
+        return 0;
+#endif
+    return lk_any(lk_outside01(t));
+}
+
 /* The primitives of a logit x from which every logistic form is built with
  * one exp and one reciprocal: a = |x|, e = exp(-a) in [0, 1], r = 1 / (1 +
  * e) in [1/2, 1]. exp never sees a positive argument, so nothing overflows;
@@ -854,7 +939,7 @@ LK_AI lk_sigm lk_sigm_of(lk_v x)
 {
     lk_sigm p;
     p.a = lk_abs(x);
-    p.e = lk_exp_neg(lk_neg(p.a));
+    p.e = lk_exp_minus(p.a);
     p.r = lk__recip_fast(lk_add(lk_set(1.0), p.e));
     p.pos = lk_ge(x, lk_zero());
     return p;
@@ -878,11 +963,10 @@ LK_AI lk_v lk_sigm_dp(const lk_sigm *p)
     return lk_mul(lk_mul(p->e, p->r), p->r);
 }
 
-/* log1p(e) for e in [0, 1] (NaN stays NaN). Float lanes: 2 atanh(s) with
- * s = e / (2 + e) in [0, 1/3], as 2 s (1 + z P(z)), z = s^2, P of degree
- * 3 fitted to atanh(s) / s on that range (relative error 5e-9 before
- * rounding, about 3 float ulps after); small terms are kept whole, since
- * log1p(e) = 2 s (1 + ...) never forms 1 + e. Double lanes: log(u) of the
+/* log1p(e) for e in [0, 1] (NaN stays NaN). Float lanes: e + e^2 Q(e),
+ * Q of degree 7 fitted to (log1p(e) - e) / e^2 on [0, 1] (relative error
+ * of the whole 3.3e-8 before rounding, about 2 float ulps after): no
+ * division, and the leading term e is exact. Double lanes: log(u) of the
  * rounded u = 1 + e (lk_d_log_1to2) plus what the rounding dropped,
  * (e - (u - 1)) / u. */
 LK_AI lk_fv lk_f_log1p_unit(lk_fv e)
@@ -890,13 +974,14 @@ LK_AI lk_fv lk_f_log1p_unit(lk_fv e)
 #if defined(LK_TARGET_PORTABLE)
     return log1pf(e);
 #else
-    lk_fv s = lk_f_mul(e, lk_f_recip_fast(lk_f_add(e, lk_f_set(2.0))));
-    lk_fv z = lk_f_mul(s, s);
-    lk_fv p = lk_f_fma(lk_f_set(1.4012232699e-01), z, lk_f_set(1.3999569730e-01));
-    p = lk_f_fma(p, z, lk_f_set(2.0010849593e-01));
-    p = lk_f_fma(p, z, lk_f_set(3.3333206565e-01));
-    lk_fv s2 = lk_f_add(s, s);
-    return lk_f_fma(lk_f_mul(s2, z), p, s2);
+    lk_fv q = lk_f_fma(lk_f_set(5.3651416674e-03), e, lk_f_set(-3.0067026615e-02));
+    q = lk_f_fma(q, e, lk_f_set(7.9206496477e-02));
+    q = lk_f_fma(q, e, lk_f_set(-1.3753964007e-01));
+    q = lk_f_fma(q, e, lk_f_set(1.9153729081e-01));
+    q = lk_f_fma(q, e, lk_f_set(-2.4857182801e-01));
+    q = lk_f_fma(q, e, lk_f_set(3.3321323991e-01));
+    q = lk_f_fma(q, e, lk_f_set(-4.9999648333e-01));
+    return lk_f_fma(lk_f_mul(e, e), q, e);
 #endif
 }
 

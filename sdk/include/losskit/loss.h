@@ -250,7 +250,7 @@ LK_AI lk_status lk__elem_load(const lk__ew_io *io, uint32_t flags, int64_t i, in
     e->t = lk__ld(io->t, io->tf, i, k, 0.0);
     if (flags & LK_EW_THIRD)
         e->u = lk__ld(io->u, io->uf, i, k, 1.0);
-    if ((flags & LK_EW_UNIT_TARGET) && lk_any(lk_outside01(e->t)))
+    if ((flags & LK_EW_UNIT_TARGET) && lk_any_outside01(e->t))
         return lk_first_bad_target(io->t, io->tf, i, k, msg);
     return LK_OK;
 }
@@ -293,11 +293,14 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     lk_acc sum = lk_acc_zero();
     lk_status st = LK_OK;
+    /* the end in a local: a vector store may alias *blk, which would make
+     * the loop read blk->end again on every trip */
+    const int64_t end = blk->end;
     int64_t i = blk->begin;
-    for (; st == LK_OK && i + LK_W <= blk->end; i += LK_W)
+    for (; st == LK_OK && i + LK_W <= end; i += LK_W)
         st = lk__ew_step(inst, fn, flags, io, i, LK_W, scale, acc, &sum, msg);
-    if (st == LK_OK && i < blk->end)
-        st = lk__ew_step(inst, fn, flags, io, i, (int)(blk->end - i), scale, acc, &sum, msg);
+    if (st == LK_OK && i < end)
+        st = lk__ew_step(inst, fn, flags, io, i, (int)(end - i), scale, acc, &sum, msg);
     if (flags & LK__W_STREAM)
         lk_stream_fence();
     if (st == LK_OK)
