@@ -94,8 +94,13 @@ def reference(config, t):
         return F.binary_cross_entropy(x, t["target"], weight=t.get("weight"), reduction=red)
     if loss == "nll":
         w = torch.tensor(p["weight"], dtype=torch.float64) if p.get("weight") else None
-        return F.nll_loss(x, t["target"], weight=w, ignore_index=p.get("ignore_index", -100),
-                          reduction=red)
+        v = F.nll_loss(x, t["target"], weight=w, ignore_index=p.get("ignore_index", -100),
+                       reduction=red)
+        if red == "mean" and torch.isnan(v) and not torch.isnan(x).any():
+            # every position ignored or weighing 0: torch's 0/0; losskit's
+            # mean over nothing is 0 (docs/losses/classification.md)
+            v = (x * 0.0).sum()  # and a zero gradient, as documented
+        return v
     if loss == "kl_div":
         return F.kl_div(x, t["target"], reduction=red, log_target=p.get("log_target", False))
     if loss == "multilabel_soft_margin":
