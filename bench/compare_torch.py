@@ -213,6 +213,20 @@ ELEMENTWISE = [
      lambda a, b, t: F.margin_ranking_loss(a, b, t)),
 ]
 
+# The stencil losses on images, (name, config, shape, slots, torch function):
+# the plain-torch formulas of the goldens (tests/golden/make_stencil.py).
+IMAGES = (16, 3, 512, 512)
+sys.path.insert(0, os.path.join(ROOT, "tests", "golden"))
+import make_stencil  # noqa: E402  (beside the goldens it defines)
+STENCIL = [
+    ("sobolev", "configs/sobolev.json", IMAGES, [("input", "real"), ("target", "real")],
+     lambda x, t: make_stencil.sobolev(x, t)),
+    ("total_variation", "configs/total_variation.json", IMAGES, [("input", "real")],
+     lambda x: make_stencil.total_variation(x)),
+    ("ssim", "configs/ssim.json", IMAGES, [("input", "prob"), ("target", "prob")],
+     lambda x, t: make_stencil.ssim(x, t)),
+]
+
 
 def draw(kind, shape, rng):
     if kind == "real":
@@ -291,7 +305,8 @@ def main():
     rng = np.random.default_rng(0)
     rows = []
     cases = [(n, c, s, f, None) for n, c, s, f in CASES] + \
-        [(n, c, BINARY, f, slots) for n, c, slots, f in ELEMENTWISE]
+        [(n, c, BINARY, f, slots) for n, c, slots, f in ELEMENTWISE] + \
+        [(n, c, shape, f, slots) for n, c, shape, slots, f in STENCIL]
     for name, config, shape, torch_fn, slots in cases:
         if a.only and name not in a.only:
             continue
@@ -316,6 +331,9 @@ def main():
             lk_value = float(module(**dict(zip(names, ts))))
             small = [torch.from_numpy(np.ascontiguousarray(v.reshape(-1)[:64]))
                      if not multiclass else None for v in tensors.values()]
+            if shape == IMAGES:  # images: 1 x 1 x 12 x 12 (ssim's window is 11)
+                small = [torch.from_numpy(np.ascontiguousarray(v[:1, :1, :12, :12]))
+                         for v in tensors.values()]
             if multiclass:  # 1 x C x 8 x 8 / 8 positions: about 64 logits
                 c = shape[1]
                 small = [torch.from_numpy(np.ascontiguousarray(tensors["input"][:1, :, :1, :8])),
