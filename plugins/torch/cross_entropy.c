@@ -242,7 +242,6 @@ static lk_status ce_plan(const void *inst, const lk_tensor *slots, int32_t reduc
                       .inst = ce,
                       .bad_index = ce_bad_index};
     lk_status st = lk_classes_plan(&sp, slots, plan, msg);
-    (void)reduction;
     if (st != LK_OK)
         return st;
     int64_t C = plan->aux[LK_CLS_AUX_C];
@@ -257,8 +256,10 @@ static lk_status ce_plan(const void *inst, const lk_tensor *slots, int32_t reduc
                        "give [] or %lld values",
                        (long long)ce->n_weight, (long long)C, slots[0].ndim == 1 ? 0 : 1,
                        (long long)C);
-    sp.target_norm = 1; /* after the weight check: the pre-pass reads weight[y] */
-    return lk_classes_target_norm(&sp, slots, plan, msg);
+    /* after the weight check: the pre-pass reads weight[y]. Sum and none
+     * divide by nothing: forward refuses a bad index there */
+    sp.target_norm = reduction == LK_REDUCTION_MEAN;
+    return sp.target_norm ? lk_classes_target_norm(&sp, slots, plan, msg) : LK_OK;
 }
 
 /* A mean over no counted position (none at all, every one ignored, or all

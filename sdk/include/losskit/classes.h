@@ -126,6 +126,53 @@ static inline lk_status lk__cls_input(const lk_cls_spec *sp, const lk_tensor *x,
     return LK_OK;
 }
 
+/* Over n index targets: a, those in [0, uc), and e, those equal to ign;
+ * two sums of compares, which the compiler vectorizes (the count decides
+ * whether a position counts and whether one is bad, see lk__cls_norm).
+ * On x86-64 an AVX2 copy runs where the CPU has it: the plan is compiled
+ * for the baseline, whose 64-bit compares are scalar, and this loop would
+ * then cost a third of the fused pass. */
+#define LK__CLS_COUNT_BODY                                                                         \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        int64_t y = i32 ? (int64_t)y32[i] : y64[i];                                                \
+        a += (uint64_t)y < uc;                                                                     \
+        e += y == ign;                                                                             \
+    }
+static inline void lk__cls_count_base(const int64_t *y64, const int32_t *y32, int i32, int64_t n,
+                                      uint64_t uc, int64_t ign, int64_t *pa, int64_t *pe)
+{
+    int64_t a = 0, e = 0;
+    LK__CLS_COUNT_BODY
+    *pa = a, *pe = e;
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static inline void
+lk__cls_count_avx2(const int64_t *y64, const int32_t *y32, int i32, int64_t n, uint64_t uc,
+                   int64_t ign, int64_t *pa, int64_t *pe)
+{
+    int64_t a = 0, e = 0;
+    if (i32) {
+        LK__CLS_COUNT_BODY
+    } else {
+        i32 = 0;
+        LK__CLS_COUNT_BODY
+    }
+    *pa = a, *pe = e;
+}
+#endif
+static inline void lk__cls_count(const int64_t *y64, const int32_t *y32, int i32, int64_t n,
+                                 uint64_t uc, int64_t ign, int64_t *pa, int64_t *pe)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2")) {
+        lk__cls_count_avx2(y64, y32, i32, n, uc, ign, pa, pe);
+        return;
+    }
+#endif
+    lk__cls_count_base(y64, y32, i32, n, uc, ign, pa, pe);
+}
+#undef LK__CLS_COUNT_BODY
+
 /* The pre-pass of target_norm over n index targets. Fixed order: the
  * count is exact; weights are summed in 8 interleaved double sums (a
  * single chain would be latency-bound), added in a fixed order, so the
@@ -141,20 +188,11 @@ static inline lk_status lk__cls_norm(const lk_cls_spec *sp, const lk_tensor *t, 
     int64_t i = 0, cnt = 0, bad = 0;
     double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (!sp->norm_w) {
-        if (i32)
-            for (; i < n; i++) {
-                int64_t y = y32[i];
-                int64_t ok = ((uint64_t)y < uc) & (y != ign);
-                cnt += ok;
-                bad |= !ok & (y != ign);
-            }
-        else
-            for (; i < n; i++) {
-                int64_t y = y64[i];
-                int64_t ok = ((uint64_t)y < uc) & (y != ign);
-                cnt += ok;
-                bad |= !ok & (y != ign);
-            }
+        int64_t in = 0, eq = 0;
+        lk__cls_count(y64, y32, i32, n, uc, ign, &in, &eq);
+        int ign_in = (uint64_t)ign < uc; /* then the ignored are among the classes */
+        cnt = ign_in ? in - eq : in;
+        bad = ign_in ? n - in : n - in - eq;
         *norm = (double)cnt;
     } else {
         for (; i < n; i++) {
