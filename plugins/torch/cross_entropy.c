@@ -23,6 +23,7 @@ typedef struct cross_entropy {
     int64_t n_weight; /* 0: every class weighs 1 */
     double wsum;      /* sum of the weights */
     double *weight;
+    const lk_host *host; /* its threads run the plan's pre-pass over the targets */
 } cross_entropy;
 
 enum { ST_LOSS, ST_WEIGHT };
@@ -240,7 +241,8 @@ static lk_status ce_plan(const void *inst, const lk_tensor *slots, int32_t reduc
                       .mismatch = ce_mismatch,
                       .norm_w = ce->weight,
                       .inst = ce,
-                      .bad_index = ce_bad_index};
+                      .bad_index = ce_bad_index,
+                      .host = ce->host};
     lk_status st = lk_classes_plan(&sp, slots, plan, msg);
     if (st != LK_OK)
         return st;
@@ -275,6 +277,13 @@ static lk_status ce_finalize(const void *inst, const lk_plan *plan, const double
         *value = norm != 0.0 ? st[ST_LOSS] / norm : 0.0;
     return LK_OK;
 }
+
+/* create() as the layer makes it, keeping the host. */
+#if defined(LK_PRIMARY)
+static lk_status ce_create(const lk_create_args *a, void **inst, lk_msg *msg);
+#else
+#define ce_create NULL
+#endif
 
 static const lk_slot_desc ce_input = {
     .name = "input",
@@ -331,4 +340,14 @@ LK_LOSS_DESC(cross_entropy, cross_entropy, LK_LOSS_FUSED, cross_entropy__finaliz
              .summary = "torch.nn.functional.cross_entropy: log-softmax over dim 1 with "
                         "class-index or class-probability targets, weight, ignore_index, "
                         "label_smoothing",
-             .params = ce_params)
+             .params = ce_params, .create = ce_create)
+
+#if defined(LK_PRIMARY)
+static lk_status ce_create(const lk_create_args *a, void **inst, lk_msg *msg)
+{
+    lk_status st = cross_entropy__create(a, inst, msg);
+    if (st == LK_OK)
+        ((cross_entropy *)lk__user((lk__inst *)*inst))->host = a->host;
+    return st;
+}
+#endif

@@ -93,6 +93,7 @@ typedef struct lk_cls_spec {
     const double *norm_w;
     const void *inst;
     lk_cls_bad_fn bad_index;
+    const lk_host *host; /* NULL: the pre-pass on the planning thread */
 } lk_cls_spec;
 
 /* Positions per block: about 2^18 logits, 64 to LK_BLOCK_POSITIONS, a
@@ -173,40 +174,94 @@ static inline void lk__cls_count(const int64_t *y64, const int32_t *y32, int i32
 }
 #undef LK__CLS_COUNT_BODY
 
-/* The pre-pass of target_norm over n index targets. Fixed order: the
+/* The pre-pass of target_norm over index targets [i0, i1): the divisor's
+ * part, and whether some target is neither a class nor ignore_index. The
  * count is exact; weights are summed in 8 interleaved double sums (a
- * single chain would be latency-bound), added in a fixed order, so the
- * divisor depends on the data only, never on the thread count. */
-static inline lk_status lk__cls_norm(const lk_cls_spec *sp, const lk_tensor *t, int64_t n,
-                                     int64_t C, double *norm, lk_msg *msg)
+ * single chain would be latency-bound), added in a fixed order. */
+static inline void lk__cls_norm_part(const lk_cls_spec *sp, const lk_tensor *t, int64_t i0,
+                                     int64_t i1, int64_t C, double *norm, int *bad)
 {
-    const int64_t *y64 = (const int64_t *)t->data;
-    const int32_t *y32 = (const int32_t *)t->data;
     const int i32 = t->dtype == LK_DTYPE_I32;
-    const int64_t ign = sp->ignore_index;
+    const int64_t *y64 = (const int64_t *)t->data + (i32 ? 0 : i0);
+    const int32_t *y32 = (const int32_t *)t->data + (i32 ? i0 : 0);
+    const int64_t ign = sp->ignore_index, n = i1 - i0;
     const uint64_t uc = (uint64_t)C;
-    int64_t i = 0, cnt = 0, bad = 0;
-    double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (!sp->norm_w) {
         int64_t in = 0, eq = 0;
         lk__cls_count(y64, y32, i32, n, uc, ign, &in, &eq);
         int ign_in = (uint64_t)ign < uc; /* then the ignored are among the classes */
-        cnt = ign_in ? in - eq : in;
-        bad = ign_in ? n - in : n - in - eq;
-        *norm = (double)cnt;
-    } else {
-        for (; i < n; i++) {
-            int64_t y = i32 ? y32[i] : y64[i];
-            int64_t ok = ((uint64_t)y < uc) & (y != ign);
-            part[i & 7] += ok ? sp->norm_w[y] : 0.0;
-            bad |= !ok & (y != ign);
-        }
-        *norm = ((part[0] + part[1]) + (part[2] + part[3])) +
-                ((part[4] + part[5]) + (part[6] + part[7]));
+        *norm = (double)(ign_in ? in - eq : in);
+        *bad = (ign_in ? n - in : n - in - eq) != 0;
+        return;
     }
-    for (i = 0; bad && i < n; i++) {
+    double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t b = 0;
+    for (int64_t i = 0; i < n; i++) {
         int64_t y = i32 ? y32[i] : y64[i];
-        if (y != ign && (y < 0 || y >= C))
+        int64_t ok = ((uint64_t)y < uc) & (y != ign);
+        part[i & 7] += ok ? sp->norm_w[y] : 0.0;
+        b |= !ok & (y != ign);
+    }
+    *norm = ((part[0] + part[1]) + (part[2] + part[3])) +
+            ((part[4] + part[5]) + (part[6] + part[7]));
+    *bad = b != 0;
+}
+
+/* The pre-pass runs in pieces of a fixed length, on the host's threads
+ * where the spec gives a host; their parts are added in piece order, so the
+ * divisor depends on the data only, never on the thread count. */
+#define LK__CLS_NORM_PIECE ((int64_t)1 << 18)
+
+typedef struct lk__cls_norm_job {
+    const lk_cls_spec *sp;
+    const lk_tensor *t;
+    int64_t n, C;
+    double *part;
+    int *bad;
+} lk__cls_norm_job;
+
+static inline lk_status lk__cls_norm_range(void *arg, int64_t k0, int64_t k1)
+{
+    const lk__cls_norm_job *j = (const lk__cls_norm_job *)arg;
+    for (int64_t k = k0; k < k1; k++) {
+        int64_t i0 = k * LK__CLS_NORM_PIECE;
+        int64_t i1 = j->n - i0 < LK__CLS_NORM_PIECE ? j->n : i0 + LK__CLS_NORM_PIECE;
+        lk__cls_norm_part(j->sp, j->t, i0, i1, j->C, &j->part[k], &j->bad[k]);
+    }
+    return LK_OK;
+}
+
+static inline lk_status lk__cls_norm(const lk_cls_spec *sp, const lk_tensor *t, int64_t n,
+                                     int64_t C, double *norm, lk_msg *msg)
+{
+    int64_t pieces = (n + LK__CLS_NORM_PIECE - 1) / LK__CLS_NORM_PIECE, bad = 0;
+    double one_part = 0.0;
+    int one_bad = 0;
+    lk__cls_norm_job j = {sp, t, n, C, &one_part, &one_bad};
+    if (pieces > 1) {
+        j.part = (double *)malloc((size_t)pieces * (sizeof(double) + sizeof(int)));
+        if (!j.part)
+            return lk_fail(msg, LK_ERR_NOMEM, "out of memory for the targets' %lld pieces",
+                           (long long)pieces);
+        j.bad = (int *)(j.part + pieces);
+    }
+    lk_status st = sp->host && sp->host->parallel_for && pieces > 1
+                       ? sp->host->parallel_for(sp->host->ctx, pieces, 1, lk__cls_norm_range, &j)
+                       : lk__cls_norm_range(&j, 0, pieces);
+    double sum = 0.0;
+    for (int64_t k = 0; st == LK_OK && k < pieces; k++) {
+        sum += j.part[k];
+        bad |= j.bad[k];
+    }
+    if (j.part != &one_part)
+        free(j.part);
+    if (st != LK_OK)
+        return lk_fail(msg, st, "the targets' pre-pass failed");
+    *norm = sum;
+    const int i32 = t->dtype == LK_DTYPE_I32;
+    for (int64_t i = 0; bad && i < n; i++) {
+        int64_t y = i32 ? ((const int32_t *)t->data)[i] : ((const int64_t *)t->data)[i];
+        if (y != sp->ignore_index && (y < 0 || y >= C))
             return sp->bad_index(sp->inst, t, i, y, C, msg);
     }
     return LK_OK;
