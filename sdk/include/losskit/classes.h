@@ -23,6 +23,9 @@
  *   3. backward: bwd_pos forms per-position factors (from s and what bwd1
  *      summed), then grad gives d loss / d x_c per class; the driver scales
  *      it, zeroes lanes that do not count, and stores or accumulates it.
+ *      A FUSED loss (its mean's divisor a function of the targets:
+ *      lk_cls_spec.target_norm) runs this in forward, after fwd_pos, on the
+ *      same m, s and exps: one exp per class for value and gradient.
  *
  * Steps 1 and 2, backward and a forward without class statistics run
  * position-major (one vector through every class, then the next), so that
