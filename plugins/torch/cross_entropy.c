@@ -9,9 +9,12 @@
  * q_c = (1 - eps) w_y [c = y] + (eps / C) w_c for a class index y and
  * q_c = w_c ((1 - eps) t_c + eps / C) for probabilities t.
  *
- * Two passes (not FUSED): with index targets, "mean" divides by the sum of
- * w_y over the positions not ignored, known only once every block is seen.
- * Statistics: the sum of losses and of w_y. */
+ * One pass (FUSED): "mean" divides by the sum of w_y over the positions
+ * not ignored (index targets) or the position count, a function of the
+ * targets alone, which the plan computes (lk_cls_spec.target_norm); forward
+ * then forms value and gradient from one exp per class. Statistics: the
+ * sum of losses and of w_y (the value divides by the latter, as split
+ * evaluation sums it). */
 #include "losskit/classes.h"
 
 typedef struct cross_entropy {
@@ -20,6 +23,7 @@ typedef struct cross_entropy {
     int64_t n_weight; /* 0: every class weighs 1 */
     double wsum;      /* sum of the weights */
     double *weight;
+    const lk_host *host; /* its threads run the plan's pre-pass over the targets */
 } cross_entropy;
 
 enum { ST_LOSS, ST_WEIGHT };
@@ -135,8 +139,8 @@ static double ce_prep(const void *inst, const lk_plan *plan, const lk_block *blk
     int64_t C = plan->aux[LK_CLS_AUX_C];
     for (int64_t c = 0; c < C; c++)
         tab[c] = ce->eps / (double)C * ce_w(ce, c);
-    if (blk->reduction != LK_REDUCTION_MEAN)
-        return blk->grad_scale;
+    if (blk->reduction != LK_REDUCTION_MEAN || !blk->global)
+        return blk->grad_scale; /* FUSED forward: the host folded the divisor in */
     int index = plan->aux[LK_CLS_AUX_KIND] == LK_CLS_INDEX;
     double norm = index ? blk->global[ST_WEIGHT] : plan->mean_norm;
     return norm != 0.0 ? blk->grad_scale / norm : 0.0; /* nothing counted: no gradient */
@@ -234,9 +238,12 @@ static lk_status ce_plan(const void *inst, const lk_tensor *slots, int32_t reduc
                       .index_dtypes = LK_DTYPES_INT,
                       .n_pos = 2,
                       .ignore_index = ce->ignore_index,
-                      .mismatch = ce_mismatch};
+                      .mismatch = ce_mismatch,
+                      .norm_w = ce->weight,
+                      .inst = ce,
+                      .bad_index = ce_bad_index,
+                      .host = ce->host};
     lk_status st = lk_classes_plan(&sp, slots, plan, msg);
-    (void)reduction;
     if (st != LK_OK)
         return st;
     int64_t C = plan->aux[LK_CLS_AUX_C];
@@ -251,7 +258,10 @@ static lk_status ce_plan(const void *inst, const lk_tensor *slots, int32_t reduc
                        "give [] or %lld values",
                        (long long)ce->n_weight, (long long)C, slots[0].ndim == 1 ? 0 : 1,
                        (long long)C);
-    return LK_OK;
+    /* after the weight check: the pre-pass reads weight[y]. Sum and none
+     * divide by nothing: forward refuses a bad index there */
+    sp.target_norm = reduction == LK_REDUCTION_MEAN;
+    return sp.target_norm ? lk_classes_target_norm(&sp, slots, plan, msg) : LK_OK;
 }
 
 /* A mean over no counted position (none at all, every one ignored, or all
@@ -267,6 +277,13 @@ static lk_status ce_finalize(const void *inst, const lk_plan *plan, const double
         *value = norm != 0.0 ? st[ST_LOSS] / norm : 0.0;
     return LK_OK;
 }
+
+/* create() as the layer makes it, keeping the host. */
+#if defined(LK_PRIMARY)
+static lk_status ce_create(const lk_create_args *a, void **inst, lk_msg *msg);
+#else
+#define ce_create NULL
+#endif
 
 static const lk_slot_desc ce_input = {
     .name = "input",
@@ -317,10 +334,20 @@ static const lk_param_desc ce_label_smoothing = {
 static const lk_param_desc *const ce_params[] = {&ce_weight, &ce_ignore_index, &ce_label_smoothing,
                                                  NULL};
 
-LK_LOSS_DESC(cross_entropy, cross_entropy, 0, cross_entropy__finalize, cross_entropy__backward,
+LK_LOSS_DESC(cross_entropy, cross_entropy, LK_LOSS_FUSED, cross_entropy__finalize, NULL,
              LK_FAMILIES(&cross_entropy__family), ce_slots, LK_REDUCTIONS_ELEMENTWISE,
              LK_HOOKS(.init = ce_init, .fini = ce_fini, .plan = ce_plan, .finalize = ce_finalize),
              .summary = "torch.nn.functional.cross_entropy: log-softmax over dim 1 with "
                         "class-index or class-probability targets, weight, ignore_index, "
                         "label_smoothing",
-             .params = ce_params)
+             .params = ce_params, .create = ce_create)
+
+#if defined(LK_PRIMARY)
+static lk_status ce_create(const lk_create_args *a, void **inst, lk_msg *msg)
+{
+    lk_status st = cross_entropy__create(a, inst, msg);
+    if (st == LK_OK)
+        ((cross_entropy *)lk__user((lk__inst *)*inst))->host = a->host;
+    return st;
+}
+#endif

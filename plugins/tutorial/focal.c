@@ -330,6 +330,8 @@ static lk_block fmc_sub(const fmc_cut *j, int64_t k)
     b.begin = j->blk->begin + k * j->len;
     b.end = j->blk->end - b.begin > j->len ? b.begin + j->len : j->blk->end;
     b.stats = j->st + 2 * k;
+    if (j->pass == 0)
+        b.grads = NULL; /* statistics only: the count is not known yet */
     return b;
 }
 
@@ -406,7 +408,8 @@ static lk_status fmc_one_block(const focal *f, const lk_plan *plan, const lk_blo
     return st;
 }
 
-/* Fused: the statistics, then the gradient of the same block. With
+/* Fused: the statistics and the gradient of the block in one pass of the
+ * driver (its divisor, the position count, known from the shape). With
  * ignore_index under mean the plan made the call one block, which
  * fmc_one_block runs. */
 static lk_status focal_mc__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
@@ -425,12 +428,7 @@ static lk_status focal_mc__fwd(const void *inst, const lk_plan *plan, const lk_b
             if (y[j] == INT64_MIN)
                 return fmc_bad_index(&local, &blk->slots[1], j, y[j], plan->aux[LK_CLS_AUX_C], msg);
     }
-    if (st != LK_OK || !blk->grads || !blk->grads[0].data)
-        return st;
-    static const double none = 0.0;
-    lk_block b = *blk;
-    b.global = &none;
-    return lk_classes_backward(&local, plan, &b, &fmc_ops, msg);
+    return st; /* the driver's forward wrote the gradient too, from the same exps */
 }
 
 LK__KSET(focal_mc, focal_mc__fwd, NULL, 0)

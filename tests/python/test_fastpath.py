@@ -179,8 +179,9 @@ class CachedCall(unittest.TestCase):
         x = torch.randn(4, 3, requires_grad=True)
         loss(x, torch.tensor([0, 1, 2, 1]))
         with self.assertRaises(losskit.DataError) as cm:
-            loss(x, torch.tensor([0, 1, 5, 2]))  # the same signature, a class out of range
-        self.assertEqual(str(cm.exception), "loss 'cross_entropy': forward: target[2] "
+            # the same signature, a class out of range: refused when planning, before any kernel
+            loss(x, torch.tensor([0, 1, 5, 2]))
+        self.assertEqual(str(cm.exception), "loss 'cross_entropy': target[2] "
                          "(position 2) is 5: not a class in [0, 3) and not ignore_index (-100)")
         loss(x, torch.tensor([2, 1, 0, 1])).backward()  # the loss still works
         self.assertEqual(x.grad.shape, x.shape)

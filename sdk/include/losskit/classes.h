@@ -23,6 +23,9 @@
  *   3. backward: bwd_pos forms per-position factors (from s and what bwd1
  *      summed), then grad gives d loss / d x_c per class; the driver scales
  *      it, zeroes lanes that do not count, and stores or accumulates it.
+ *      A FUSED loss (its mean's divisor a function of the targets:
+ *      lk_cls_spec.target_norm) runs this in forward, after fwd_pos, on the
+ *      same m, s and exps: one exp per class for value and gradient.
  *
  * Steps 1 and 2, backward and a forward without class statistics run
  * position-major (one vector through every class, then the next), so that
@@ -69,6 +72,10 @@ enum { LK_CLS_INDEX = 0, LK_CLS_PROB = 1 }; /* target kinds */
 typedef lk_status (*lk_cls_mismatch_fn)(const lk_tensor *x, const lk_tensor *t, int index,
                                         const int64_t *want, int32_t want_ndim, lk_msg *msg);
 
+/* The message of index target y at position pos. */
+typedef lk_status (*lk_cls_bad_fn)(const void *inst, const lk_tensor *t, int64_t pos, int64_t y,
+                                   int64_t C, lk_msg *msg);
+
 typedef struct lk_cls_spec {
     const char *who;       /* names the loss in messages: "multiclass mode" */
     int allow_1d;          /* (C,) logits with a 0-d target */
@@ -77,6 +84,19 @@ typedef struct lk_cls_spec {
     uint32_t n_pos, n_cls; /* statistics: per-position sums, per-class sums */
     int64_t ignore_index;
     lk_cls_mismatch_fn mismatch;
+    /* target_norm: "mean" divides by a function of the targets alone, which
+     * the plan computes into plan->mean_norm before any kernel runs: with
+     * index targets the sum of norm_w[y] over the positions that count
+     * (norm_w NULL: their count), with float targets the position count.
+     * The loss may then be FUSED (value and gradient in one pass: forward
+     * writes the gradient, see lk_classes_forward). A bad index fails the
+     * plan, through bad_index (called with inst), so that no gradient is
+     * half written. */
+    int target_norm;
+    const double *norm_w;
+    const void *inst;
+    lk_cls_bad_fn bad_index;
+    const lk_host *host; /* NULL: the pre-pass on the planning thread */
 } lk_cls_spec;
 
 /* Positions per block: about 2^18 logits, 64 to LK_BLOCK_POSITIONS, a
@@ -108,6 +128,158 @@ static inline lk_status lk__cls_input(const lk_cls_spec *sp, const lk_tensor *x,
         return lk_fail(msg, LK_ERR_SHAPE, "input: %lld classes in dim %d; %s takes 1 to %lld",
                        (long long)x->shape[cd], (int)cd, sp->who, (long long)most);
     return LK_OK;
+}
+
+/* Over n index targets: a, those in [0, uc), and e, those equal to ign;
+ * two sums of compares, which the compiler vectorizes (the count decides
+ * whether a position counts and whether one is bad, see lk__cls_norm).
+ * On x86-64 an AVX2 copy runs where the CPU has it: the plan is compiled
+ * for the baseline, whose 64-bit compares are scalar, and this loop would
+ * then cost a third of the fused pass. */
+#define LK__CLS_COUNT_BODY                                                                         \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        int64_t y = i32 ? (int64_t)y32[i] : y64[i];                                                \
+        a += (uint64_t)y < uc;                                                                     \
+        e += y == ign;                                                                             \
+    }
+static inline void lk__cls_count_base(const int64_t *y64, const int32_t *y32, int i32, int64_t n,
+                                      uint64_t uc, int64_t ign, int64_t *pa, int64_t *pe)
+{
+    int64_t a = 0, e = 0;
+    LK__CLS_COUNT_BODY
+    *pa = a, *pe = e;
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static inline void
+lk__cls_count_avx2(const int64_t *y64, const int32_t *y32, int i32, int64_t n, uint64_t uc,
+                   int64_t ign, int64_t *pa, int64_t *pe)
+{
+    int64_t a = 0, e = 0;
+    if (i32) {
+        LK__CLS_COUNT_BODY
+    } else {
+        i32 = 0;
+        LK__CLS_COUNT_BODY
+    }
+    *pa = a, *pe = e;
+}
+#endif
+static inline void lk__cls_count(const int64_t *y64, const int32_t *y32, int i32, int64_t n,
+                                 uint64_t uc, int64_t ign, int64_t *pa, int64_t *pe)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2")) {
+        lk__cls_count_avx2(y64, y32, i32, n, uc, ign, pa, pe);
+        return;
+    }
+#endif
+    lk__cls_count_base(y64, y32, i32, n, uc, ign, pa, pe);
+}
+#undef LK__CLS_COUNT_BODY
+
+/* The pre-pass of target_norm over index targets [i0, i1): the divisor's
+ * part, and whether some target is neither a class nor ignore_index. The
+ * count is exact; weights are summed in 8 interleaved double sums (a
+ * single chain would be latency-bound), added in a fixed order. */
+static inline void lk__cls_norm_part(const lk_cls_spec *sp, const lk_tensor *t, int64_t i0,
+                                     int64_t i1, int64_t C, double *norm, int *bad)
+{
+    const int i32 = t->dtype == LK_DTYPE_I32;
+    const int64_t *y64 = (const int64_t *)t->data + (i32 ? 0 : i0);
+    const int32_t *y32 = (const int32_t *)t->data + (i32 ? i0 : 0);
+    const int64_t ign = sp->ignore_index, n = i1 - i0;
+    const uint64_t uc = (uint64_t)C;
+    if (!sp->norm_w) {
+        int64_t in = 0, eq = 0;
+        lk__cls_count(y64, y32, i32, n, uc, ign, &in, &eq);
+        int ign_in = (uint64_t)ign < uc; /* then the ignored are among the classes */
+        *norm = (double)(ign_in ? in - eq : in);
+        *bad = (ign_in ? n - in : n - in - eq) != 0;
+        return;
+    }
+    double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t b = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t y = i32 ? y32[i] : y64[i];
+        int64_t ok = ((uint64_t)y < uc) & (y != ign);
+        part[i & 7] += ok ? sp->norm_w[y] : 0.0;
+        b |= !ok & (y != ign);
+    }
+    *norm = ((part[0] + part[1]) + (part[2] + part[3])) +
+            ((part[4] + part[5]) + (part[6] + part[7]));
+    *bad = b != 0;
+}
+
+/* The pre-pass runs in pieces of a fixed length, on the host's threads
+ * where the spec gives a host; their parts are added in piece order, so the
+ * divisor depends on the data only, never on the thread count. */
+#define LK__CLS_NORM_PIECE ((int64_t)1 << 18)
+
+typedef struct lk__cls_norm_job {
+    const lk_cls_spec *sp;
+    const lk_tensor *t;
+    int64_t n, C;
+    double *part;
+    int *bad;
+} lk__cls_norm_job;
+
+static inline lk_status lk__cls_norm_range(void *arg, int64_t k0, int64_t k1)
+{
+    const lk__cls_norm_job *j = (const lk__cls_norm_job *)arg;
+    for (int64_t k = k0; k < k1; k++) {
+        int64_t i0 = k * LK__CLS_NORM_PIECE;
+        int64_t i1 = j->n - i0 < LK__CLS_NORM_PIECE ? j->n : i0 + LK__CLS_NORM_PIECE;
+        lk__cls_norm_part(j->sp, j->t, i0, i1, j->C, &j->part[k], &j->bad[k]);
+    }
+    return LK_OK;
+}
+
+static inline lk_status lk__cls_norm(const lk_cls_spec *sp, const lk_tensor *t, int64_t n,
+                                     int64_t C, double *norm, lk_msg *msg)
+{
+    int64_t pieces = (n + LK__CLS_NORM_PIECE - 1) / LK__CLS_NORM_PIECE, bad = 0;
+    double one_part = 0.0;
+    int one_bad = 0;
+    lk__cls_norm_job j = {sp, t, n, C, &one_part, &one_bad};
+    if (pieces > 1) {
+        j.part = (double *)malloc((size_t)pieces * (sizeof(double) + sizeof(int)));
+        if (!j.part)
+            return lk_fail(msg, LK_ERR_NOMEM, "out of memory for the targets' %lld pieces",
+                           (long long)pieces);
+        j.bad = (int *)(j.part + pieces);
+    }
+    lk_status st = sp->host && sp->host->parallel_for && pieces > 1
+                       ? sp->host->parallel_for(sp->host->ctx, pieces, 1, lk__cls_norm_range, &j)
+                       : lk__cls_norm_range(&j, 0, pieces);
+    double sum = 0.0;
+    for (int64_t k = 0; st == LK_OK && k < pieces; k++) {
+        sum += j.part[k];
+        bad |= j.bad[k];
+    }
+    if (j.part != &one_part)
+        free(j.part);
+    if (st != LK_OK)
+        return lk_fail(msg, st, "the targets' pre-pass failed");
+    *norm = sum;
+    const int i32 = t->dtype == LK_DTYPE_I32;
+    for (int64_t i = 0; bad && i < n; i++) {
+        int64_t y = i32 ? ((const int32_t *)t->data)[i] : ((const int64_t *)t->data)[i];
+        if (y != sp->ignore_index && (y < 0 || y >= C))
+            return sp->bad_index(sp->inst, t, i, y, C, msg);
+    }
+    return LK_OK;
+}
+
+/* With sp->target_norm, the divisor of "mean" into plan->mean_norm (after
+ * the rest of the plan: a loss whose own checks must come first, e.g. that
+ * norm_w has C values, plans with target_norm 0 and calls this after). */
+static inline lk_status lk_classes_target_norm(const lk_cls_spec *sp, const lk_tensor *slots,
+                                               lk_plan *plan, lk_msg *msg)
+{
+    if (plan->aux[LK_CLS_AUX_KIND] != LK_CLS_INDEX || !slots[1].data)
+        return LK_OK; /* float targets: the position count, already there */
+    return lk__cls_norm(sp, &slots[1], plan->n_positions, plan->aux[LK_CLS_AUX_C],
+                        &plan->mean_norm, msg);
 }
 
 /* Checks input and target and fills the plan. */
@@ -149,7 +321,7 @@ static inline lk_status lk_classes_plan(const lk_cls_spec *sp, const lk_tensor *
     plan->aux[LK_CLS_AUX_S] = S;
     plan->aux[LK_CLS_AUX_KIND] = index ? LK_CLS_INDEX : LK_CLS_PROB;
     plan->aux[LK_CLS_AUX_IGNORE] = sp->ignore_index;
-    return LK_OK;
+    return sp->target_norm ? lk_classes_target_norm(sp, slots, plan, msg) : LK_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -297,14 +469,13 @@ typedef lk_w (*lk_cls_pos_fn)(const void *inst, const lk_cls_io *io, lk_cls_pos 
 typedef lk_v (*lk_cls_grad_fn)(const void *inst, const lk_cls_io *io, const lk_cls_pos *p,
                                int64_t c, const lk_cls_el *el);
 /* Backward, once per block: fills tab (n_tab C doubles) from blk->global
- * and returns the gradient's scale (grad_scale and any divisor). */
+ * and returns the gradient's scale (grad_scale and any divisor). In a
+ * FUSED forward blk->global is NULL and grad_scale has the divisor folded
+ * in already: then it returns grad_scale. */
 typedef double (*lk_cls_prep_fn)(const void *inst, const lk_plan *plan, const lk_block *blk,
                                  double *tab);
 /* Whether forward needs its second class pass for this call. */
 typedef int (*lk_cls_when_fn)(const void *inst, const lk_cls_io *io);
-/* The message of index target y at position pos. */
-typedef lk_status (*lk_cls_bad_fn)(const void *inst, const lk_tensor *t, int64_t pos, int64_t y,
-                                   int64_t C, lk_msg *msg);
 
 #define LK_CLS_UNIT_TARGET 0x1u /* float targets outside [0, 1] fail (NaN passes) */
 #define LK_CLS_FWD_EXP     0x2u /* fwd2 needs e_c */
@@ -731,6 +902,29 @@ typedef struct lk__cls_blk {
     int stream; /* the gradient may be written with streaming stores */
 } lk__cls_blk;
 
+/* The gradient of vector v from its softmax pass (m, s, y, valid of p; Ev
+ * its exps, or NULL): bwd1, bwd_pos, then grad per class, scaled and
+ * stored. Backward runs it after its own softmax pass; a FUSED forward
+ * after the loss, from the same pass: one exp per class for both. */
+LK_AI void lk__cls_grad(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
+                        const lk_cls_chunk *ch, const lk__cls_blk *b, lk_cls_pos p, int v,
+                        const lk_v *Ev, const int G)
+{
+    p.a = p.b = lk_zero();
+    p.u = lk_w_set(0.0);
+    if (ops->bwd1)
+        lk__cls_again(inst, io, ch, &p, v, Ev, 1, 1, ops->bwd1, NULL, G);
+    if (ops->bwd_pos)
+        ops->bwd_pos(inst, io, &p, NULL);
+    lk_v cv = lk_zero();
+    for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
+        lk_cls_el el = lk__cls_el(io, ch, &p, c, cv, v, G);
+        el.e = Ev ? Ev[c] : lk_exp_neg(el.z);
+        lk_v g = ops->grad(inst, io, &p, c, &el);
+        lk__cls_put(io, ch, &p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
+    }
+}
+
 LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
                             const lk_cls_chunk *ch, const lk__cls_blk *b, lk_msg *msg, const int G,
                             const int K)
@@ -749,7 +943,7 @@ LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cl
     if (!ops->n_cls) {
         /* no class statistics: each vector start to end, its state in
          * registers; E holds one vector's exps */
-        lk_v *Ev = K && want_e ? E : NULL;
+        lk_v *Ev = K && (want_e || io->g) ? E : NULL;
         for (int v = 0; v < ch->nv; v++) {
             lk_cls_pos p = P[v];
             lk_m bv = lk_first(0);
@@ -764,10 +958,14 @@ LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cl
                 if (io->out)
                     lk__st(io->out, io->xf, ch->pos + (int64_t)v * LK_W, p.k, loss);
             }
+            if (io->g)
+                lk__cls_grad(inst, ops, io, ch, b, p, v, Ev, G);
         }
         return LK_OK;
     }
     /* class statistics: the second pass class-major, E the chunk's exps */
+    if (io->g)
+        return lk_fail(msg, LK_ERR_INTERNAL, "a class loss with class statistics cannot be FUSED");
     lk_v *ke = K && want_e ? E : NULL;
     for (int v = 0; v < ch->nv; v++) {
         bad[v] = lk_first(0);
@@ -928,9 +1126,27 @@ LK_AI lk_status lk_classes_forward(const void *inst, const lk_plan *plan, const 
     for (uint32_t j = 0; j < LK_CLS_MAX_POS; j++)
         pa[j] = lk_acc_zero();
     lk__cls_blk b = {blk, pa, NULL, lk_zero(), 0, 0};
-    if (ops->n_cls && !(b.ca = lk__cls_acc_new((size_t)(io.C * ops->n_cls))))
+    double *tab = NULL;
+    if (blk->grads && blk->grads[0].data) {
+        /* a FUSED loss (lk_cls_spec.target_norm): the gradient too, its
+         * divisor folded into grad_scale by the host */
+        io.g = blk->grads[0].data;
+        if (ops->n_tab &&
+            !(tab = (double *)malloc((size_t)(io.C * ops->n_tab) * sizeof(double))))
+            return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld classes", (long long)io.C);
+        io.tab = tab;
+        b.scale = lk_set(ops->prep ? ops->prep(inst, plan, blk, tab) : blk->grad_scale);
+        b.acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+        b.stream = lk__can_stream(io.g, io.xf, b.acc, 0, plan->n_positions * io.C);
+    }
+    if (ops->n_cls && !(b.ca = lk__cls_acc_new((size_t)(io.C * ops->n_cls)))) {
+        free(tab);
         return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld classes' sums", (long long)io.C);
+    }
     lk_status st = lk__cls_walk(inst, ops, &io, &b, 0, msg);
+    if (b.stream)
+        lk_stream_fence();
+    free(tab);
     for (uint32_t j = 0; st == LK_OK && j < ops->n_pos; j++)
         blk->stats[j] += lk_acc_sum(pa[j]);
     for (int64_t i = 0; st == LK_OK && i < io.C * ops->n_cls; i++) /* i: class i / n_cls */
