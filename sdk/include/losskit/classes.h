@@ -902,10 +902,27 @@ typedef struct lk__cls_blk {
     int stream; /* the gradient may be written with streaming stores */
 } lk__cls_blk;
 
-/* The gradient of vector v from its softmax pass (m, s, y, valid of p; Ev
- * its exps, or NULL): bwd1, bwd_pos, then grad per class, scaled and
- * stored. Backward runs it after its own softmax pass; a FUSED forward
- * after the loss, from the same pass: one exp per class for both. */
+/* bwd_pos, then grad per class of vector v, scaled and stored (Ev its
+ * exps, or NULL): the end of backward's softmax pass and of a FUSED
+ * forward's. */
+LK_AI void lk__cls_store(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
+                         const lk_cls_chunk *ch, const lk__cls_blk *b, lk_cls_pos *p, int v,
+                         const lk_v *Ev, const int G)
+{
+    if (ops->bwd_pos)
+        ops->bwd_pos(inst, io, p, NULL);
+    lk_v cv = lk_zero();
+    for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
+        lk_cls_el el = lk__cls_el(io, ch, p, c, cv, v, G);
+        el.e = Ev ? Ev[c] : lk_exp_neg(el.z);
+        lk_v g = ops->grad(inst, io, p, c, &el);
+        lk__cls_put(io, ch, p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
+    }
+}
+
+/* A FUSED forward's gradient of vector v from the loss's softmax pass (m,
+ * s, y, valid of p; Ev its exps, or NULL): bwd1 on the same exps, then the
+ * store: one exp per class for value and gradient. */
 LK_AI void lk__cls_grad(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
                         const lk_cls_chunk *ch, const lk__cls_blk *b, lk_cls_pos p, int v,
                         const lk_v *Ev, const int G)
@@ -914,15 +931,7 @@ LK_AI void lk__cls_grad(const void *inst, const lk_cls_ops *ops, const lk_cls_io
     p.u = lk_w_set(0.0);
     if (ops->bwd1)
         lk__cls_again(inst, io, ch, &p, v, Ev, 1, 1, ops->bwd1, NULL, G);
-    if (ops->bwd_pos)
-        ops->bwd_pos(inst, io, &p, NULL);
-    lk_v cv = lk_zero();
-    for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
-        lk_cls_el el = lk__cls_el(io, ch, &p, c, cv, v, G);
-        el.e = Ev ? Ev[c] : lk_exp_neg(el.z);
-        lk_v g = ops->grad(inst, io, &p, c, &el);
-        lk__cls_put(io, ch, &p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
-    }
+    lk__cls_store(inst, ops, io, ch, b, &p, v, Ev, G);
 }
 
 LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
@@ -999,15 +1008,7 @@ LK_AI void lk__cls_bwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io 
     for (int v = 0; v < ch->nv; v++) {
         lk_cls_pos p = P[v];
         lk__cls_soft(inst, io, ch, &p, v, Ev, 1, ops->bwd1, NULL, G);
-        if (ops->bwd_pos)
-            ops->bwd_pos(inst, io, &p, NULL);
-        lk_v cv = lk_zero();
-        for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
-            lk_cls_el el = lk__cls_el(io, ch, &p, c, cv, v, G);
-            el.e = Ev ? Ev[c] : lk_exp_neg(el.z);
-            lk_v g = ops->grad(inst, io, &p, c, &el);
-            lk__cls_put(io, ch, &p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
-        }
+        lk__cls_store(inst, ops, io, ch, b, &p, v, Ev, G);
     }
 }
 

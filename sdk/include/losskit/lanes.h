@@ -485,6 +485,8 @@ LK_AI void lk_stream_fence(void)
  * and inf above the largest float. About 1 float ulp (the table's
  * rounding and one fma), in 10 operations where the Cephes polynomial on
  * |r| <= log(2) / 2 took 14. */
+/* exp(a) (neg = 0) or exp(-a) (neg = 1, the negation folded into the
+ * constants), a as above */
 LK_AI lk_fv lk__f_exp_core_s(lk_fv a, int neg)
 {
     const __m512 tab = _mm512_setr_ps(
@@ -507,8 +509,6 @@ LK_AI lk_fv lk__f_exp_core_s(lk_fv a, int neg)
     return _mm512_scalef_ps(_mm512_fmadd_ps(tj, q, tj), n);
 }
 
-/* exp(x) (neg = 0) or exp(-x) (neg = 1, the negation folded into the
- * constants), x as above */
 LK_AI lk_fv lk__f_exp_core(lk_fv x)
 {
     return lk__f_exp_core_s(x, 0);
@@ -913,14 +913,14 @@ LK_AI lk_m lk_outside01(lk_v t)
 LK_AI int lk_any_outside01(lk_v t)
 {
 #if defined(LK_TARGET_AVX512) && defined(LK_LANES_F32)
-    __m512i one = _mm512_castps_si512(_mm512_set1_ps(1.0f));
-    if (_kortestz_mask16_u8(_mm512_cmpgt_epu32_mask(_mm512_castps_si512(t), one),
-                            _mm512_cmpgt_epu32_mask(_mm512_castps_si512(t), one)))
+    __mmask16 m = _mm512_cmpgt_epu32_mask(_mm512_castps_si512(t),
+                                          _mm512_castps_si512(_mm512_set1_ps(1.0f)));
+    if (_kortestz_mask16_u8(m, m))
         return 0;
 #elif defined(LK_TARGET_AVX512)
-    __m512i one = _mm512_castpd_si512(_mm512_set1_pd(1.0));
-    if (_kortestz_mask8_u8(_mm512_cmpgt_epu64_mask(_mm512_castpd_si512(t), one),
-                           _mm512_cmpgt_epu64_mask(_mm512_castpd_si512(t), one)))
+    __mmask8 m = _mm512_cmpgt_epu64_mask(_mm512_castpd_si512(t),
+                                         _mm512_castpd_si512(_mm512_set1_pd(1.0)));
+    if (_kortestz_mask8_u8(m, m))
         return 0;
 #endif
     return lk_any(lk_outside01(t));
