@@ -78,12 +78,13 @@ static lk_status asl_init(void *inst, const lk_param_value *p, lk_msg *msg)
     return LK_OK;
 }
 
-/* timm's defaults (exponents 4 and 1, a clip) get their own kernels, the
- * exponents and the test of the clip constants. */
+/* timm's defaults (exponents 4 and 1, a clip of at least eps) get their
+ * own kernels: the exponents are constants there, and q_c never falls below
+ * eps. */
 static int asl_pick(const void *inst)
 {
     const asl *a = inst;
-    return a->gamma_neg == 4.0 && a->gamma_pos == 1.0 && a->clip > 0.0;
+    return a->gamma_neg == 4.0 && a->gamma_pos == 1.0 && a->clip >= a->eps;
 }
 
 #if defined(LK_LANES_F32)
@@ -116,74 +117,165 @@ LK_AI lk_v asl_dpow(lk_v b, double g, lk_v db)
 {
     if (g == 0.0)
         return lk_zero();
+    if (g >= 1.0) /* b^(g - 1) is finite */
+        return lk_mul(lk_mul(lk_set(g), db), asl_pow(b, g - 1.0));
     return lk_mul0(lk_mul(lk_set(g), db), asl_pow(b, g - 1.0));
 }
 
-LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, lk_elem *e)
+/* The terms of both targets, negated, from the logs La = log1p(e) (e =
+ * exp(-|x|)) and Lb = log q_c and from pqc = p q / q_c: nA = -A and dA =
+ * d A / dx of the positive term, nB = -B and dB of the negative one, r =
+ * 1 - q_c and dr = d r / dx.
+ * lean: the caller weighs the negative term by r^g with g > 1 and q_c never
+ * falls below eps, so the clamps at q_c = 1 need not clear B, dB and dr (r^g
+ * and its derivative are 0 there) and the one at eps never binds. */
+typedef struct asl_parts {
+    lk_v nA, dA, nB, dB, r, dr;
+} asl_parts;
+
+LK_AI asl_parts asl_parts_of(const asl *a, int clipped, int lean, lk_v x, const lk_sigm *s, lk_v qc,
+                             lk_v La, lk_v Lb, lk_v pqc)
 {
-    lk_v x = e->x, y = e->t, one = lk_set(1.0), eps = lk_set(ASL_C(a, eps));
-    lk_v log_eps = lk_set(ASL_C(a, log_eps));
-    lk_sigm s = lk_sigm_of(x);
-    lk_v L = lk_sigm_log1p(&s);
-    lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s), pq = lk_sigm_dp(&s);
-    /* the positive term: A = log max(p, eps) = log sigmoid(x) unless clamped
-     * (the masks are of the clamps binding: false for NaN, which passes) */
+    lk_v one = lk_set(1.0), zero = lk_zero(), eps = lk_set(ASL_C(a, eps));
+    lk_v nlog_eps = lk_neg(lk_set(ASL_C(a, log_eps)));
+    lk_v p = lk_sigm_p(s), q = lk_sigm_q(s), pq = lk_sigm_dp(s);
+    asl_parts t;
+    /* A = log max(p, eps) = min(x, 0) - log1p(e) unless clamped (the masks
+     * are of the clamps binding: false for NaN, which passes) */
     lk_m lowp = lk_lt(p, eps);
-    lk_v A = lk_select(lowp, log_eps, lk_log_sigmoid_of(x, L));
-    lk_v dA = lk_clear(lowp, q);
-    /* the negative term: B = log max(q_c, eps); r = 1 - q_c, dr = d r / dx */
-    lk_v B, dB, r, dr;
+    t.nA = lk_select(lowp, nlog_eps, lk_sub(La, lk_min(x, zero)));
+    t.dA = lk_clear(lowp, q);
     if (clipped) {
-        lk_v qc = lk_add(q, lk_set(ASL_C(a, clip)));
-        lk_m top = lk_gt(qc, one);
-        lk_v qn = lk_select(top, one, qc);
-        lk_m lowq = lk_lt(qn, eps);
-        B = lk_select(lowq, log_eps, cls_log01(qn));
-        dB = lk_clear(lk_or(top, lowq), lk_neg(lk_mul(pq, lk__recip_fast(qn))));
-        r = lk_max(lk_zero(), lk_sub(p, lk_set(ASL_C(a, clip))));
-        dr = lk_clear(top, pq);
+        lk_v qn = lk_min(one, qc); /* qc where qc is NaN */
+        t.nB = lk_neg(Lb);
+        t.dB = lk_neg(pqc);
+        t.r = lk_max(zero, lk_sub(p, lk_set(ASL_C(a, clip))));
+        t.dr = pq;
+        if (!lean) {
+            lk_m top = lk_gt(qc, one), lowq = lk_lt(qn, eps);
+            t.nB = lk_clear(top, lk_select(lowq, nlog_eps, t.nB));
+            t.dB = lk_clear(lk_or(top, lowq), t.dB);
+            t.dr = lk_clear(top, pq);
+        }
     } else {
         lk_m lowq = lk_lt(q, eps);
-        B = lk_select(lowq, log_eps, lk_log_sigmoid_of(lk_neg(x), L));
-        dB = lk_clear(lowq, lk_neg(p));
-        r = p;
-        dr = pq;
+        t.nB = lk_select(lowq, nlog_eps, lk_add(La, lk_pospart(x)));
+        t.dB = lk_clear(lowq, lk_neg(p));
+        t.r = p;
+        t.dr = pq;
     }
+    return t;
+}
+
+/* q_c = q + clip, before its clamp at 1 */
+LK_AI lk_v asl_qc(const asl *a, const lk_sigm *s)
+{
+    return lk_add(lk_sigm_q(s), lk_set(ASL_C(a, clip)));
+}
+
+/* log q_c and p q / q_c with a clip, from e = exp(-|x|) and r = 1 / (1 +
+ * e). Where the log is inline (the float lanes of the SIMD targets), by
+ *   q_c = n / (1 + e),  n = e (1 + clip) + clip (x >= 0) or 1 + clip (1 + e),
+ * so that log q_c = log n - log1p(e) and p q / q_c = e r / n wait on the
+ * exp alone, not on the reciprocal and the sum after it (the loss's
+ * longest chain of dependent operations); elsewhere log q_c itself. Above
+ * q_c = 1 the clamp's caller discards both. */
+LK_AI void asl_clip_logs(const asl *a, const lk_sigm *s, lk_v qc, lk_v La, lk_v *Lb, lk_v *pqc)
+{
+#if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
+    (void)qc;
+    lk_v c = lk_set(ASL_C(a, clip)), c1 = lk_add(lk_set(1.0), c);
+    lk_v n = lk_select(s->pos, lk_fma(s->e, c1, c), lk_fma(s->e, c, c1));
+    *Lb = lk_sub(lk_log(n), La);
+    *pqc = lk_mul(lk_mul(s->e, s->r), lk__recip_fast(n));
+#else
+    (void)La;
+    lk_v qn = lk_min(lk_set(1.0), qc); /* qc where qc is NaN */
+    *Lb = cls_log01(qn);
+    *pqc = lk_mul(lk_sigm_dp(s), lk__recip_fast(qn));
+#endif
+}
+
+/* Every target 0 or 1 (the common case). A lane needs only its target's
+ * term, so the terms are selected before the focusing weight is applied:
+ * loss = -L W, grad = -(dL W + L dW). lean as in asl_parts_of. */
+LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean, lk_m pos,
+                      lk_elem *e)
+{
+    lk_v x = e->x;
+    lk_sigm s = lk_sigm_of(x);
+    lk_v qc = clipped ? asl_qc(a, &s) : lk_zero(), La = lk_sigm_log1p(&s);
+    lk_v Lb = lk_zero(), pqc = lk_zero();
+    if (clipped)
+        asl_clip_logs(a, &s, qc, La, &Lb, &pqc);
+    asl_parts t = asl_parts_of(a, clipped, lean && gn > 1.0, x, &s, qc, La, Lb, pqc);
+    lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s);
+    /* y = 1: W = q^gp, dW = -gp p W; y = 0: W = r^gn, dW = gn r^(gn-1) dr */
+    lk_v W1 = asl_pow(q, gp), W0 = asl_pow(t.r, gn);
+    lk_v W = lk_select(pos, W1, W0);
+    lk_v dW1 = gp == 1.0 ? lk_neg(lk_sigm_dp(&s)) : lk_neg(lk_mul(lk_mul(lk_set(gp), p), W1));
+    lk_v dW = lk_select(pos, dW1, asl_dpow(t.r, gn, t.dr));
+    lk_v nL = lk_select(pos, t.nA, t.nB), dL = lk_select(pos, t.dA, t.dB);
+    e->loss = lk_mul(nL, W);
+    /* L dW is finite: L by the clamp at eps, dW where every exponent is 0
+     * or at least 1 (asl_dpow's zero rule covers the others) */
+    lk_v LdW = (gp == 0.0 || gp >= 1.0) && (gn == 0.0 || gn >= 1.0) ? lk_mul(nL, dW)
+                                                                    : lk_mul0(nL, dW);
+    e->grad = lk_fnma(dL, W, LdW);
+}
+
+/* Soft targets in the vector: gamma per lane, both terms weighed; the lanes
+ * of target 0 or 1 take the form above. Out of line: it calls the vector
+ * math library (pow), and the registers the common case keeps across the
+ * loop would be spilled around that call on every trip. */
+static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double gn, int clipped,
+                                                lk_elem *e)
+{
+    lk_v y = e->t, one = lk_set(1.0);
     lk_m pos = lk_eq(y, one), binary = lk_or(pos, lk_eq(y, lk_zero()));
-    lk_v lb = lk_zero(), gb = lk_zero(), ls = lk_zero(), gs = lk_zero();
-    if (lk_any(binary)) {
-        /* y = 1: W = q^gp, dW = -gp p W; y = 0: W = r^gn, dW = gn r^(gn-1) dr */
-        lk_v W1 = asl_pow(q, gp), W0 = asl_pow(r, gn);
-        lk_v g1 = lk_mul(W1, lk_sub(lk_mul(lk_mul(lk_set(gp), p), A), dA));
-        lk_v g0 = lk_neg(lk_fma(dB, W0, lk_mul0(B, asl_dpow(r, gn, dr))));
-        lb = lk_neg(lk_select(pos, lk_mul(A, W1), lk_mul(B, W0)));
-        gb = lk_select(pos, g1, g0);
-    }
-    if (!lk_all(binary)) {
-        /* soft targets: gamma per lane */
-        lk_v ny = lk_sub(one, y);
-        lk_v b = lk_add(lk_mul(y, q), lk_mul(ny, r));
-        lk_v db = lk_sub(lk_mul(ny, dr), lk_mul(y, pq));
-        lk_v gam = lk_fma(lk_set(gp - gn), y, lk_set(gn));
-        lk_v W = lk_pow(b, gam);
-        lk_v dW = lk_mul0(lk_mul(gam, db), lk_pow(b, lk_sub(gam, one)));
-        lk_v ce = lk_fma(y, A, lk_mul(ny, B));
-        lk_v dce = lk_fma(y, dA, lk_mul(ny, dB));
-        ls = lk_neg(lk_mul(ce, W));
-        gs = lk_neg(lk_fma(dce, W, lk_mul0(ce, dW)));
-    }
-    e->loss = lk_select(binary, lb, ls);
-    e->grad = lk_select(binary, gb, gs);
+    lk_elem eb = *e;
+    eb.loss = eb.grad = lk_zero();
+    if (lk_any(binary))
+        asl_binary(a, gp, gn, clipped, 0, pos, &eb);
+    lk_v x = e->x;
+    lk_sigm s = lk_sigm_of(x);
+    lk_v qc = asl_qc(a, &s), L = lk_sigm_log1p(&s), Lb = L, pqc = lk_zero();
+    if (clipped)
+        asl_clip_logs(a, &s, qc, L, &Lb, &pqc);
+    asl_parts t = asl_parts_of(a, clipped, 0, x, &s, qc, L, Lb, pqc);
+    lk_v q = lk_sigm_q(&s), pq = lk_sigm_dp(&s);
+    lk_v ny = lk_sub(one, y);
+    lk_v b = lk_add(lk_mul(y, q), lk_mul(ny, t.r));
+    lk_v db = lk_sub(lk_mul(ny, t.dr), lk_mul(y, pq));
+    lk_v gam = lk_fma(lk_set(gp - gn), y, lk_set(gn));
+    lk_v W = lk_pow(b, gam);
+    lk_v dW = lk_mul0(lk_mul(gam, db), lk_pow(b, lk_sub(gam, one)));
+    /* nce = -(y A + (1 - y) B), dce = its derivative, negated back */
+    lk_v nce = lk_fma(y, t.nA, lk_mul(ny, t.nB));
+    lk_v dce = lk_fma(y, t.dA, lk_mul(ny, t.dB));
+    e->loss = lk_select(binary, eb.loss, lk_mul(nce, W));
+    e->grad = lk_select(binary, eb.grad, lk_fnma(dce, W, lk_mul0(nce, dW)));
+}
+
+/* lean: the timm kernel, whose pick guarantees clip >= eps */
+LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, lk_elem *e)
+{
+    lk_v y = e->t;
+    lk_m pos = lk_eq(y, lk_set(1.0)), binary = lk_or(pos, lk_eq(y, lk_zero()));
+    if (lk_all(binary))
+        asl_binary(a, gp, gn, clipped, lean, pos, e);
+    else
+        asl_soft(a, gp, gn, clipped, e);
 }
 
 LK_AI void asl_elem(const asl *a, lk_elem *e)
 {
-    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, e);
+    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, e);
 }
 
 LK_AI void asl_elem_timm(const asl *a, lk_elem *e)
 {
-    asl_body(a, 1.0, 4.0, 1, e);
+    asl_body(a, 1.0, 4.0, 1, 1, e);
 }
 
 static const lk_slot_desc *const asl_slots[] LK__UNUSED = {&cls_logits, &cls_target01, NULL};

@@ -102,7 +102,8 @@ LK_AI lk_v robust_expm1_1(lk_v y)
  *                        when alpha is near 2, where exp(y) would amplify
  *                        the rounding of a large y;
  *   y < -1 (alpha < 0):  exp(y) - 1 >= -0.64; g = exp(y) / (1 + q).
- * Every exp has an argument <= 0. The named cases have closed forms, each
+ * Where every lane of a vector has |y| <= 1, g = (1 + expm1(y)) / (1 + q)
+ * instead, a reciprocal for an exp. Every exp has an argument <= 0. The named cases have closed forms, each
  * its own kernel family (mode is a constant there):
  *   alpha = 2:   rho = z^2 / 2,                         g = 1;
  *   alpha = 0:   rho = log1p(z^2 / 2),                  g = 1 / (1 + z^2 / 2);
@@ -140,19 +141,24 @@ LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
         lk_v y = lk_mul(lk_set(r->half_alpha), L);
         lk_v near = lk_min(one, lk_max(lk_set(-1.0), y)); /* NaN stays NaN */
         lk_v m1 = robust_expm1_1(near), m;
-        if (mode == ROBUST_POS) {
+        if (lk_all(lk_le(lk_abs(y), one))) {
+            /* every lane on the series (the common case: |y| <= 1 holds up
+             * to z^2 = |alpha - 2| (e^(2 / |alpha|) - 1)): g = (1 + q)^(alpha/2)
+             * / (1 + q) from the series' value, a reciprocal for the exp */
+            m = m1;
+            g = lk_mul(lk_add(one, m1), lk__recip_fast(lk_add(one, q)));
+        } else if (mode == ROBUST_POS) {
             g = lk_exp_neg(lk_mul(lk_set(r->neg_half_b), L));
             lk_v far = lk_sub(lk_mul(lk_add(one, q), g), one);
             m = lk_select(lk_gt(y, one), far, m1);
+            /* q = inf (also for an infinite d): (1 + q) g is inf 0 */
+            m = lk_select(lk_eq(q, lk_set(HUGE_VAL)), q, m);
         } else {
             lk_v ey = lk_exp_neg(y);
             g = lk_div(ey, lk_add(one, q));
             m = lk_select(lk_lt(y, lk_set(-1.0)), lk_sub(ey, one), m1);
         }
         rho = lk_mul(lk_set(r->k), m);
-        /* q = inf (also for an infinite d): (1 + q) g is inf 0 */
-        if (mode == ROBUST_POS && lk_any(lk_eq(q, lk_set(HUGE_VAL))))
-            rho = lk_select(lk_eq(q, lk_set(HUGE_VAL)), q, rho);
     }
     e->loss = rho;
     e->grad = lk_mul(gz, g);

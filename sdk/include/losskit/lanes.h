@@ -19,9 +19,10 @@
  *
  * Vector math: lk_exp, lk_log, lk_log1p are the layer's own, inline, in
  * the float lanes of the SIMD variants (the exp below on a clamped
- * argument; the exponent and mantissa split off, by getexp/getmant on
- * AVX-512 and by the bits on AVX2, then 2 atanh(f / (2 + f)); about 1 to 3
- * float ulps, 0, infinities, negatives and NaN as libm), and glibc's
+ * argument; log on AVX-512 by getexp/getmant and a table of 16 intervals
+ * of the mantissa, on AVX2 the exponent and mantissa split off by the bits,
+ * then 2 atanh(f / (2 + f)); about 1 to 3 float ulps, 0, infinities,
+ * negatives and NaN as libm), and glibc's
  * libmvec in their double lanes and for lk_pow (at most 4 ulp); libm on the
  * portable variant. The
  * restricted-range forms are the layer's own, inline, because the losses
@@ -108,6 +109,7 @@ LK_AI lk_fv lk_f_sub(lk_fv a, lk_fv b) { return _mm512_sub_ps(a, b); }
 LK_AI lk_fv lk_f_mul(lk_fv a, lk_fv b) { return _mm512_mul_ps(a, b); }
 LK_AI lk_fv lk_f_div(lk_fv a, lk_fv b) { return _mm512_div_ps(a, b); }
 LK_AI lk_fv lk_f_fma(lk_fv a, lk_fv b, lk_fv c) { return _mm512_fmadd_ps(a, b, c); }
+LK_AI lk_fv lk_f_fnma(lk_fv a, lk_fv b, lk_fv c) { return _mm512_fnmadd_ps(a, b, c); }
 LK_AI lk_fv lk_f_min(lk_fv a, lk_fv b) { return _mm512_min_ps(a, b); }
 LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return _mm512_max_ps(a, b); }
 LK_AI lk_fv lk_f_abs(lk_fv a) { return _mm512_abs_ps(a); }
@@ -150,6 +152,7 @@ LK_AI lk_dv lk_d_sub(lk_dv a, lk_dv b) { return _mm512_sub_pd(a, b); }
 LK_AI lk_dv lk_d_mul(lk_dv a, lk_dv b) { return _mm512_mul_pd(a, b); }
 LK_AI lk_dv lk_d_div(lk_dv a, lk_dv b) { return _mm512_div_pd(a, b); }
 LK_AI lk_dv lk_d_fma(lk_dv a, lk_dv b, lk_dv c) { return _mm512_fmadd_pd(a, b, c); }
+LK_AI lk_dv lk_d_fnma(lk_dv a, lk_dv b, lk_dv c) { return _mm512_fnmadd_pd(a, b, c); }
 LK_AI lk_dv lk_d_min(lk_dv a, lk_dv b) { return _mm512_min_pd(a, b); }
 LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return _mm512_max_pd(a, b); }
 LK_AI lk_dv lk_d_abs(lk_dv a) { return _mm512_abs_pd(a); }
@@ -242,6 +245,7 @@ LK_AI lk_fv lk_f_sub(lk_fv a, lk_fv b) { return _mm256_sub_ps(a, b); }
 LK_AI lk_fv lk_f_mul(lk_fv a, lk_fv b) { return _mm256_mul_ps(a, b); }
 LK_AI lk_fv lk_f_div(lk_fv a, lk_fv b) { return _mm256_div_ps(a, b); }
 LK_AI lk_fv lk_f_fma(lk_fv a, lk_fv b, lk_fv c) { return _mm256_fmadd_ps(a, b, c); }
+LK_AI lk_fv lk_f_fnma(lk_fv a, lk_fv b, lk_fv c) { return _mm256_fnmadd_ps(a, b, c); }
 LK_AI lk_fv lk_f_min(lk_fv a, lk_fv b) { return _mm256_min_ps(a, b); }
 LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return _mm256_max_ps(a, b); }
 LK_AI lk_fv lk_f_abs(lk_fv a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
@@ -295,6 +299,7 @@ LK_AI lk_dv lk_d_sub(lk_dv a, lk_dv b) { return _mm256_sub_pd(a, b); }
 LK_AI lk_dv lk_d_mul(lk_dv a, lk_dv b) { return _mm256_mul_pd(a, b); }
 LK_AI lk_dv lk_d_div(lk_dv a, lk_dv b) { return _mm256_div_pd(a, b); }
 LK_AI lk_dv lk_d_fma(lk_dv a, lk_dv b, lk_dv c) { return _mm256_fmadd_pd(a, b, c); }
+LK_AI lk_dv lk_d_fnma(lk_dv a, lk_dv b, lk_dv c) { return _mm256_fnmadd_pd(a, b, c); }
 LK_AI lk_dv lk_d_min(lk_dv a, lk_dv b) { return _mm256_min_pd(a, b); }
 LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return _mm256_max_pd(a, b); }
 LK_AI lk_dv lk_d_abs(lk_dv a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
@@ -387,6 +392,7 @@ LK_AI lk_fv lk_f_sub(lk_fv a, lk_fv b) { return a - b; }
 LK_AI lk_fv lk_f_mul(lk_fv a, lk_fv b) { return a * b; }
 LK_AI lk_fv lk_f_div(lk_fv a, lk_fv b) { return a / b; }
 LK_AI lk_fv lk_f_fma(lk_fv a, lk_fv b, lk_fv c) { return a * b + c; }
+LK_AI lk_fv lk_f_fnma(lk_fv a, lk_fv b, lk_fv c) { return c - a * b; }
 LK_AI lk_fv lk_f_min(lk_fv a, lk_fv b) { return a < b ? a : b; }
 LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return a > b ? a : b; }
 LK_AI lk_fv lk_f_abs(lk_fv a) { return fabsf(a); }
@@ -422,6 +428,7 @@ LK_AI lk_dv lk_d_sub(lk_dv a, lk_dv b) { return a - b; }
 LK_AI lk_dv lk_d_mul(lk_dv a, lk_dv b) { return a * b; }
 LK_AI lk_dv lk_d_div(lk_dv a, lk_dv b) { return a / b; }
 LK_AI lk_dv lk_d_fma(lk_dv a, lk_dv b, lk_dv c) { return a * b + c; }
+LK_AI lk_dv lk_d_fnma(lk_dv a, lk_dv b, lk_dv c) { return c - a * b; }
 LK_AI lk_dv lk_d_min(lk_dv a, lk_dv b) { return a < b ? a : b; }
 LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return a > b ? a : b; }
 LK_AI lk_dv lk_d_abs(lk_dv a) { return fabs(a); }
@@ -616,20 +623,11 @@ LK_AI lk_fv lk__f_log_core(lk_fv k, lk_fv f)
  * itself, 0 -> -inf, -inf and negatives -> NaN, +inf -> +inf; ordinary
  * positive arguments keep the computed value. */
 #define LK__LOG_FIXUP 0x03530421
-/* the exponent k and mantissa m = u 2^-k in [sqrt(1/2), sqrt(2)] of u > 0
- * (subnormals included) */
-LK_AI void lk__f_frexp(lk_fv u, lk_fv *k, lk_fv *m)
-{
-    __m512 e = _mm512_getexp_ps(u);
-    __m512 g = _mm512_getmant_ps(u, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
-    __mmask16 big = _mm512_cmp_ps_mask(g, _mm512_set1_ps(1.41421356f), _CMP_GT_OQ);
-    *k = _mm512_mask_add_ps(e, big, e, _mm512_set1_ps(1.0f));
-    *m = _mm512_mask_mul_ps(g, big, g, _mm512_set1_ps(0.5f));
-}
 #else
-/* the same by the bits of u (AVX2): u - bits(sqrt(1/2)) splits into the
- * exponent and a mantissa in [sqrt(1/2), sqrt(2)); subnormals are scaled
- * by 2^23 first. Only ordinary positive u give meaning. */
+/* the exponent k and mantissa m = u 2^-k in [sqrt(1/2), sqrt(2)) of u > 0,
+ * by the bits of u (AVX2): u - bits(sqrt(1/2)) splits into the two;
+ * subnormals are scaled by 2^23 first. Only ordinary positive u give
+ * meaning. */
 LK_AI void lk__f_frexp(lk_fv u, lk_fv *k, lk_fv *m)
 {
     __m256 tiny = _mm256_cmp_ps(u, _mm256_set1_ps(1.17549435e-38f), _CMP_LT_OQ);
@@ -651,35 +649,79 @@ LK_AI lk_fv lk__f_log_fixup(lk_fv r, lk_fv u)
 }
 #endif
 
+#if defined(LK_TARGET_AVX512)
+/* log(u) of a positive u (normal or subnormal) by a table, before the
+ * fixup of the special arguments: u = m 2^k with m in [3/4, 3/2)
+ * (vgetmantps), the top 4 bits of m's stored mantissa pick one of 16
+ * intervals (8 of width 1/16 in [1, 3/2), 8 of width 1/32 in [3/4, 1)),
+ * each with a float 1/c near 1 over its centre and log c = -log(1/c) to
+ * float; the two around 1 take c = 1, so that no result near 0 is a
+ * difference. Then log u = k log 2 + log c + log1p(r), r = m / c - 1 in
+ * [-1/32, 1/16] rounded once (an fma), log1p(r) = r + r^2 Q(r) with Q
+ * cubic, fitted to it on that range (relative error 3e-9 before rounding),
+ * by Estrin's scheme; log 2 in Cephes' two parts, k log2_hi exact. About 1
+ * float ulp, in 15 operations with a short dependency chain (the
+ * atanh form before took 19, a division estimate among them). add is added
+ * to r before the polynomial (log1p's correction; 0 for log). */
+LK_AI lk_fv lk__f_log_tab(lk_fv u, lk_fv add)
+{
+    const __m512 tinv = _mm512_setr_ps(
+        1.000000000e+00f, 9.142857194e-01f, 8.648648858e-01f, 8.205128312e-01f, 7.804877758e-01f,
+        7.441860437e-01f, 7.111111283e-01f, 6.808510423e-01f, 1.306122422e+00f, 1.254902005e+00f,
+        1.207547188e+00f, 1.163636327e+00f, 1.122807026e+00f, 1.084745765e+00f, 1.049180269e+00f,
+        1.000000000e+00f); /* 1 / c, rounded to float */
+    const __m512 tlog = _mm512_setr_ps(
+        0.000000000e+00f, 8.961215615e-02f, 1.451819837e-01f, 1.978257298e-01f, 2.478362024e-01f,
+        2.954642177e-01f, 3.409265578e-01f, 3.844117224e-01f, -2.670627534e-01f, -2.270574868e-01f,
+        -1.885911822e-01f, -1.515498608e-01f, -1.158318222e-01f, -8.134564012e-02f,
+        -4.800916463e-02f, 0.000000000e+00f); /* -log(1 / c) of the float 1 / c */
+    __m512 m = _mm512_getmant_ps(u, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_nan);
+    /* getexp(m) is -1 below 1: k = getexp(u) - getexp(m) */
+    __m512 k = _mm512_sub_ps(_mm512_getexp_ps(u), _mm512_getexp_ps(m));
+    __m512i j = _mm512_srli_epi32(_mm512_castps_si512(m), 19); /* vpermps reads bits 0-3 */
+    __m512 r = _mm512_fmadd_ps(m, _mm512_permutexvar_ps(j, tinv), _mm512_set1_ps(-1.0f));
+    __m512 hi = _mm512_fmadd_ps(k, _mm512_set1_ps(0.693359375f), _mm512_permutexvar_ps(j, tlog));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 q01 = _mm512_fmadd_ps(r, _mm512_set1_ps(3.3334470141e-01f), _mm512_set1_ps(-5.0000002266e-01f));
+    __m512 q23 = _mm512_fmadd_ps(r, _mm512_set1_ps(1.8829754094e-01f), _mm512_set1_ps(-2.5005185896e-01f));
+    __m512 q = _mm512_fmadd_ps(q23, r2, q01);
+    __m512 lo = _mm512_fmadd_ps(q, r2, _mm512_add_ps(r, add));
+    lo = _mm512_fmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), lo);
+    return _mm512_add_ps(hi, lo);
+}
+#endif
+
 /* log(a): log(0) = -inf, log(+inf) = +inf, NaN for a < 0 and NaN. */
 LK_AI lk_fv lk_f_log(lk_fv a)
 {
+#if defined(LK_TARGET_AVX512)
+    return _mm512_fixupimm_ps(lk__f_log_tab(a, _mm512_setzero_ps()), a,
+                              _mm512_set1_epi32(LK__LOG_FIXUP), 0);
+#else
     lk_fv k, m;
     lk__f_frexp(a, &k, &m);
     lk_fv r = lk__f_log_core(k, lk_f_sub(m, lk_f_set(1.0))); /* m - 1 exact */
-#if defined(LK_TARGET_AVX512)
-    return _mm512_fixupimm_ps(r, a, _mm512_set1_epi32(LK__LOG_FIXUP), 0);
-#else
     return lk__f_log_fixup(r, a);
 #endif
 }
 
-/* log1p(a) = log(u), u = 1 + a rounded, with f = u 2^-k - 1 taken from a
- * itself so that the rounding of u is not in it: f = a 2^-k + (2^-k - 1)
- * (AVX-512; one rounding), or m - 1 plus the rounding error of u, found
- * exactly by two-sum, times 2^-k (AVX2; 2^-k for k <= 126: above, that
- * term is far below the result's last bit). -1 gives -inf, below -1 NaN. */
+/* log1p(a) = log(u), u = 1 + a rounded, plus what the rounding dropped:
+ * on AVX-512 d = (a - (u - 1)) / u (a reciprocal good to 2^-27: for a near
+ * 2^-24, d is as large as the result), added to r of lk__f_log_tab since
+ * log1p(r + d) = log1p(r) + d to first order (d is below u's last bit);
+ * on AVX2, f = m - 1 plus the rounding error of u, found
+ * exactly by two-sum, times 2^-k (2^-k for k <= 126: above, that term is
+ * far below the result's last bit). -1 gives -inf, below -1 NaN. */
 LK_AI lk_fv lk_f_log1p(lk_fv a)
 {
-    lk_fv u = lk_f_add(lk_f_set(1.0), a), k, m;
-    lk__f_frexp(u, &k, &m);
+    lk_fv u = lk_f_add(lk_f_set(1.0), a);
 #if defined(LK_TARGET_AVX512)
-    __m512 nk = lk_f_neg(k);
-    __m512 one = _mm512_set1_ps(1.0f);
-    __m512 c = _mm512_sub_ps(_mm512_scalef_ps(one, nk), one); /* 2^-k - 1 */
-    __m512 f = _mm512_add_ps(_mm512_scalef_ps(a, nk), c);
-    return _mm512_fixupimm_ps(lk__f_log_core(k, f), u, _mm512_set1_epi32(LK__LOG_FIXUP), 0);
+    __m512 d = _mm512_sub_ps(a, _mm512_sub_ps(u, _mm512_set1_ps(1.0f)));
+    d = _mm512_mul_ps(d, lk_f_recip_fast(u));
+    return _mm512_fixupimm_ps(lk__f_log_tab(u, d), u, _mm512_set1_epi32(LK__LOG_FIXUP), 0);
 #else
+    lk_fv k, m;
+    lk__f_frexp(u, &k, &m);
     __m256 bv = _mm256_sub_ps(u, a), av = _mm256_sub_ps(u, bv);
     __m256 c = _mm256_add_ps(_mm256_sub_ps(a, av), _mm256_sub_ps(_mm256_set1_ps(1.0f), bv));
     __m256i kc = _mm256_min_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(126));
@@ -817,6 +859,7 @@ typedef lk_dm lk_m;
 #define lk_mul       LK__OP(mul)
 #define lk_div       LK__OP(div)
 #define lk_fma       LK__OP(fma)
+#define lk_fnma      LK__OP(fnma)
 #define lk_min       LK__OP(min)
 #define lk_max       LK__OP(max)
 #define lk_abs       LK__OP(abs)
