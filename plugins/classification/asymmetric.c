@@ -173,27 +173,12 @@ LK_AI lk_v asl_qc(const asl *a, const lk_sigm *s)
     return lk_add(lk_sigm_q(s), lk_set(ASL_C(a, clip)));
 }
 
-/* log q_c and p q / q_c with a clip, from e = exp(-|x|) and r = 1 / (1 +
- * e). Where the log is inline (the float lanes of the SIMD targets), by
- *   q_c = n / (1 + e),  n = e (1 + clip) + clip (x >= 0) or 1 + clip (1 + e),
- * so that log q_c = log n - log1p(e) and p q / q_c = e r / n wait on the
- * exp alone, not on the reciprocal and the sum after it (the loss's
- * longest chain of dependent operations); elsewhere log q_c itself. Above
- * q_c = 1 the clamp's caller discards both. */
-LK_AI void asl_clip_logs(const asl *a, const lk_sigm *s, lk_v qc, lk_v La, lk_v *Lb, lk_v *pqc)
+/* log q_c (q_c clamped at 1) and p q / q_c, with a clip */
+LK_AI void asl_clip_logs(const lk_sigm *s, lk_v qc, lk_v *Lb, lk_v *pqc)
 {
-#if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
-    (void)qc;
-    lk_v c = lk_set(ASL_C(a, clip)), c1 = lk_add(lk_set(1.0), c);
-    lk_v n = lk_select(s->pos, lk_fma(s->e, c1, c), lk_fma(s->e, c, c1));
-    *Lb = lk_sub(lk_log(n), La);
-    *pqc = lk_mul(lk_mul(s->e, s->r), lk__recip_fast(n));
-#else
-    (void)La;
     lk_v qn = lk_min(lk_set(1.0), qc); /* qc where qc is NaN */
     *Lb = cls_log01(qn);
     *pqc = lk_mul(lk_sigm_dp(s), lk__recip_fast(qn));
-#endif
 }
 
 /* Every target 0 or 1 (the common case). A lane needs only its target's
@@ -204,10 +189,31 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
 {
     lk_v x = e->x;
     lk_sigm s = lk_sigm_of(x);
-    lk_v qc = clipped ? asl_qc(a, &s) : lk_zero(), La = lk_sigm_log1p(&s);
-    lk_v Lb = lk_zero(), pqc = lk_zero();
-    if (clipped)
-        asl_clip_logs(a, &s, qc, La, &Lb, &pqc);
+    lk_v qc = lk_zero(), La, Lb = lk_zero(), pqc = lk_zero();
+#if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
+    if (clipped) {
+        /* one log per lane, of w = 1 + e (a positive target: log1p(e) =
+         * log w + (e - (w - 1)) / w, the rounding of w put back) or of q_c
+         * (a negative one), as q_c = n r, n = e (1 + clip) + clip (x >= 0)
+         * or 1 + clip (1 + e): n waits on the exp alone, and p q / q_c =
+         * e r / n. Above q_c = 1 the clamp's caller discards both. */
+        lk_v one = lk_set(1.0), c = lk_set(ASL_C(a, clip)), c1 = lk_add(one, c);
+        lk_v w = lk_add(one, s.e), er = lk_mul(s.e, s.r);
+        lk_v n = lk_fma(s.e, lk_select(s.pos, c1, c), lk_select(s.pos, c, c1));
+        qc = lk_mul(n, s.r);
+        Lb = lk_log(lk_select(pos, w, qc));
+        La = lk_fma(lk_sub(s.e, lk_sub(w, one)), s.r, Lb);
+        pqc = lk_mul(er, lk__recip_fast(n));
+    } else {
+        La = lk_sigm_log1p(&s);
+    }
+#else
+    La = lk_sigm_log1p(&s);
+    if (clipped) {
+        qc = asl_qc(a, &s);
+        asl_clip_logs(&s, qc, &Lb, &pqc);
+    }
+#endif
     asl_parts t = asl_parts_of(a, clipped, lean && gn > 1.0, x, &s, qc, La, Lb, pqc);
     lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s);
     /* y = 1: W = q^gp, dW = -gp p W; y = 0: W = r^gn, dW = gn r^(gn-1) dr */
@@ -241,7 +247,7 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
     lk_sigm s = lk_sigm_of(x);
     lk_v qc = asl_qc(a, &s), L = lk_sigm_log1p(&s), Lb = L, pqc = lk_zero();
     if (clipped)
-        asl_clip_logs(a, &s, qc, L, &Lb, &pqc);
+        asl_clip_logs(&s, qc, &Lb, &pqc);
     asl_parts t = asl_parts_of(a, clipped, 0, x, &s, qc, L, Lb, pqc);
     lk_v q = lk_sigm_q(&s), pq = lk_sigm_dp(&s);
     lk_v ny = lk_sub(one, y);
