@@ -201,7 +201,7 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
         lk_v w = lk_add(one, s.e), er = lk_mul(s.e, s.r);
         lk_v n = lk_fma(s.e, lk_select(s.pos, c1, c), lk_select(s.pos, c, c1));
         qc = lk_mul(n, s.r);
-        Lb = lk_log(lk_select(pos, w, qc));
+        Lb = lk__f_log_pos(lk_select(pos, w, qc)); /* w and qc positive, finite, normal */
         La = lk_fma(lk_sub(s.e, lk_sub(w, one)), s.r, Lb);
         pqc = lk_mul(er, lk__recip_fast(n));
     } else {

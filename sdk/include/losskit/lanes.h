@@ -661,9 +661,9 @@ LK_AI lk_fv lk__f_log_fixup(lk_fv r, lk_fv u)
  * cubic, fitted to it on that range (relative error 3e-9 before rounding),
  * by Estrin's scheme; log 2 in Cephes' two parts, k log2_hi exact. About 1
  * float ulp, in 15 operations with a short dependency chain (the
- * atanh form before took 19, a division estimate among them). add is added
- * to r before the polynomial (log1p's correction; 0 for log). */
-LK_AI lk_fv lk__f_log_tab(lk_fv u, lk_fv add)
+ * atanh form before took 19, a division estimate among them). With
+ * with_add, add is added to r before the polynomial (log1p's correction). */
+LK_AI lk_fv lk__f_log_tab(lk_fv u, lk_fv add, int with_add)
 {
     const __m512 tinv = _mm512_setr_ps(
         1.000000000e+00f, 9.142857194e-01f, 8.648648858e-01f, 8.205128312e-01f, 7.804877758e-01f,
@@ -685,7 +685,7 @@ LK_AI lk_fv lk__f_log_tab(lk_fv u, lk_fv add)
     __m512 q01 = _mm512_fmadd_ps(r, _mm512_set1_ps(3.3334470141e-01f), _mm512_set1_ps(-5.0000002266e-01f));
     __m512 q23 = _mm512_fmadd_ps(r, _mm512_set1_ps(1.8829754094e-01f), _mm512_set1_ps(-2.5005185896e-01f));
     __m512 q = _mm512_fmadd_ps(q23, r2, q01);
-    __m512 lo = _mm512_fmadd_ps(q, r2, _mm512_add_ps(r, add));
+    __m512 lo = _mm512_fmadd_ps(q, r2, with_add ? _mm512_add_ps(r, add) : r);
     lo = _mm512_fmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), lo);
     return _mm512_add_ps(hi, lo);
 }
@@ -695,13 +695,23 @@ LK_AI lk_fv lk__f_log_tab(lk_fv u, lk_fv add)
 LK_AI lk_fv lk_f_log(lk_fv a)
 {
 #if defined(LK_TARGET_AVX512)
-    return _mm512_fixupimm_ps(lk__f_log_tab(a, _mm512_setzero_ps()), a,
-                              _mm512_set1_epi32(LK__LOG_FIXUP), 0);
+    return _mm512_fixupimm_ps(lk__f_log_tab(a, a, 0), a, _mm512_set1_epi32(LK__LOG_FIXUP), 0);
 #else
     lk_fv k, m;
     lk__f_frexp(a, &k, &m);
     lk_fv r = lk__f_log_core(k, lk_f_sub(m, lk_f_set(1.0))); /* m - 1 exact */
     return lk__f_log_fixup(r, a);
+#endif
+}
+
+/* log(a) for a positive, finite and normal, or NaN (which stays NaN): no
+ * fixup of the other special arguments, which the caller rules out. */
+LK_AI lk_fv lk__f_log_pos(lk_fv a)
+{
+#if defined(LK_TARGET_AVX512)
+    return lk__f_log_tab(a, a, 0);
+#else
+    return lk_f_log(a);
 #endif
 }
 
@@ -718,7 +728,7 @@ LK_AI lk_fv lk_f_log1p(lk_fv a)
 #if defined(LK_TARGET_AVX512)
     __m512 d = _mm512_sub_ps(a, _mm512_sub_ps(u, _mm512_set1_ps(1.0f)));
     d = _mm512_mul_ps(d, lk_f_recip_fast(u));
-    return _mm512_fixupimm_ps(lk__f_log_tab(u, d), u, _mm512_set1_epi32(LK__LOG_FIXUP), 0);
+    return _mm512_fixupimm_ps(lk__f_log_tab(u, d, 1), u, _mm512_set1_epi32(LK__LOG_FIXUP), 0);
 #else
     lk_fv k, m;
     lk__f_frexp(u, &k, &m);
