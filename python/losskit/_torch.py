@@ -20,6 +20,7 @@ _MAX_PLANS = 32  # signatures a Loss keeps plans for (variable shapes would grow
 _NATIVE_MAX_BYTES = 1 << 14
 _grad_enabled = torch.is_grad_enabled
 _dot = torch.dot
+_empty_like = torch.empty_like
 
 _DTYPES = {
     torch.float32: L.DTYPE_F32, torch.float64: L.DTYPE_F64, torch.int64: L.DTYPE_I64,
@@ -64,6 +65,7 @@ class _Plan:
                  "any_empty", "copy", "native")
 
     def __init__(self, loss, names, held, want):
+        loss.check_names(names)
         _check(loss, names, held, want)
         descs = [_desc(n, t) for n, t in zip(names, held)]  # DataError for a dtype
         self.keep = []
@@ -76,8 +78,10 @@ class _Plan:
         self.any_empty = any(self.empty)
         self.copy = not all(t.is_contiguous() for t in held)
         # (slot index, its gradient's ctypes tensor, small): below the pool's
-        # size torch's allocator serves a gradient best
-        self.gslots = [(i, d, held[i].numel() * held[i].element_size() < _POOL_MIN_BYTES)
+        # size torch's allocator serves a gradient best; None for an empty
+        # tensor, which hands the runtime no data pointer
+        self.gslots = [(i, d, None if self.empty[i] else
+                        held[i].numel() * held[i].element_size() < _POOL_MIN_BYTES)
                        for i, d in zip([i for i, w in enumerate(want) if w], gdata)]
         self.value = ctypes.c_double()
         # the call into the runtime, its arguments bound once
@@ -164,6 +168,7 @@ class _Function(torch.autograd.Function):
         # no_grad: grad_on (the grad mode of the caller) keeps a gradient
         # from being computed that autograd would not ask for
         want = ctx.needs_input_grad[3:] if grad_on else (False,) * len(tensors)
+        module._loss.check_names(names)
         _check(module._loss, names, tensors, want)
         value, grads = module._run_general(names, want, tensors)
         # saved tensors (not ctx attributes): autograd releases them once
@@ -305,8 +310,6 @@ class Loss(torch.nn.Module):
                 items = [(k, v) for k, v in tensors.items() if v is not None]
                 names += tuple([k for k, _ in items])
                 ts += [v for _, v in items]
-        if not self._loss.slot_set.issuperset(names):
-            self._loss.check_names(names)
         local = self._local
         if local == 2 or (local == 1 and not _dist_initialized()):
             return self._run_local(names, ts)
@@ -361,10 +364,9 @@ class Loss(torch.nn.Module):
                 d.data = t.data_ptr()
         grads = []
         for i, d, small in plan.gslots:
-            t = ts[i]
-            g = torch.empty_like(t) if small else _empty(t)
+            g = _empty_like(ts[i]) if small else _empty(ts[i])
             grads.append(g)
-            d.data = None if plan.empty[i] else g.data_ptr()
+            d.data = g.data_ptr() if small is not None else None
         if plan.run() != L.OK:
             # the general path raises the runtime's message from fresh arguments
             return _Function.apply(self, names, grad_on, *ts)
