@@ -342,15 +342,19 @@ class Loss(torch.nn.Module):
         try:
             for t in ts:
                 key += (t.dtype, t.shape, t.requires_grad, t.is_cpu, t.is_contiguous())
-        except AttributeError:  # not a tensor: the general path says so
+        except AttributeError:  # not a tensor
+            key = None
+        if key is None:  # the general path's TypeError, chained to no other
             return _Function.apply(self, names, grad_on, *ts)
         key = tuple(key)
         # the plans of a signature not in use, taken out with list.pop (atomic
         # under the GIL: a concurrent call on the same signature builds its own)
         free = self._plans.get(key)
-        if free:
+        try:
             plan = free.pop()
-        else:
+        except (AttributeError, IndexError):  # a new signature, or its plans all in use
+            plan = None
+        if plan is None:  # built outside the except: its errors chain no other
             plan = _Plan(self._loss, names, ts, [grad_on and t.requires_grad for t in ts])
             if free is None:
                 plans = self._plans

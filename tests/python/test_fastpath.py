@@ -186,6 +186,19 @@ class CachedCall(unittest.TestCase):
         loss(x, torch.tensor([2, 1, 0, 1])).backward()  # the loss still works
         self.assertEqual(x.grad.shape, x.shape)
 
+    def test_errors_chain_no_internal_exception(self):
+        # a refused call raises the one error, with no exception of the
+        # per-call path's own attached (__context__) to confuse a traceback
+        loss = losskit.Loss({"loss": "mse"})
+        x = torch.randn(4, requires_grad=True)
+        for args, err in (((x, [0.0] * 4), TypeError),
+                          ((x, torch.zeros(4, dtype=torch.float16)), losskit.DataError),
+                          ((x, torch.randn(5)), losskit.DataError)):
+            for _ in range(2):  # a new signature, then a cached one where there is
+                with self.assertRaises(err) as cm:
+                    loss(*args)
+                self.assertIsNone(cm.exception.__context__, repr(cm.exception))
+
     def test_upstream_scale_and_retain_graph(self):
         loss = losskit.Loss({"loss": "mse", "reduction": "sum"})
         x = torch.randn(6, dtype=torch.float64, requires_grad=True)
