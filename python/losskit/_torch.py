@@ -1,5 +1,6 @@
 """losskit.Loss: a torch.nn.Module over a losskit config."""
 import ctypes
+import functools
 
 import numpy as np
 import torch
@@ -12,7 +13,17 @@ from ._pool import pool as _pool
 # the names of the tensors given as input, target, weight (bit 0, 1, 2)
 _NAMES = [tuple(n for b, n in enumerate(("input", "target", "weight")) if k >> b & 1)
           for k in range(8)]
-_MAX_PLANS = 32  # call signatures a Loss keeps (variable shapes would grow it forever)
+_INPUT_TARGET = _NAMES[3]
+_MAX_PLANS = 32  # signatures a Loss keeps plans for (variable shapes would grow them forever)
+# A gradient up to this size goes to autograd through torch.dot, a larger one
+# through an autograd.Function that hands it over uncopied: torch.dot's
+# backward writes a new gradient, which costs more than the Python of the
+# Function from about 3000 float32 elements on (measured: 2.8 us saved a
+# call at 64 elements, 0.9 at 2048, 0.1 lost at 3072)
+_NATIVE_MAX_BYTES = 1 << 13
+_grad_enabled = torch.is_grad_enabled
+_dot = torch.dot
+_empty_like = torch.empty_like
 
 _DTYPES = {
     torch.float32: L.DTYPE_F32, torch.float64: L.DTYPE_F64, torch.int64: L.DTYPE_I64,
@@ -43,45 +54,54 @@ def _empty(like):
     return torch.from_numpy(np.empty(tuple(like.shape), dtype=kind))
 
 
-_dist_initialized = None
-
-
-def _distributed_on():
-    """torch.distributed is available and initialised (imported once)."""
-    global _dist_initialized
-    if _dist_initialized is None:
-        import torch.distributed as dist
-        _dist_initialized = dist.is_initialized if dist.is_available() else (lambda: False)
-    return _dist_initialized()
+# torch.distributed.is_initialized, looked up once (torch imports the package)
+_dist_initialized = (torch.distributed.is_initialized if torch.distributed.is_available()
+                     else (lambda: False))
 
 
 class _Plan:
     """The ctypes arguments of one call signature (slot names, dtypes,
-    shapes, gradients wanted), built once: a call only writes the data
-    pointers. A plan is used by one call at a time (Loss._run takes it out
-    of the cache while the runtime runs, without the GIL)."""
-    __slots__ = ("args", "args_ref", "value", "value_ref", "tdata", "gdata", "gslots",
-                 "dtype", "keep", "empty", "any_empty")
+    shapes, contiguity, gradients wanted), built once: a call only writes
+    the data pointers. A plan is used by one call at a time (Loss._run_local
+    takes it out of the cache while the runtime runs, without the GIL)."""
+    __slots__ = ("args", "value", "run", "tdata", "gslots", "dtype", "keep", "empty",
+                 "any_empty", "copy", "native")
 
-    def __init__(self, loss, names, want, held):
+    def __init__(self, loss, names, held, want):
+        loss.check_names(names)
+        _check(loss, names, held, want)
         descs = [_desc(n, t) for n, t in zip(names, held)]  # DataError for a dtype
         self.keep = []
         self.args = L.EvalArgs()
         self.args.grad_scale = 1.0
         self.tdata = self._fill(descs, "tensors", "n_tensors")
         gdescs = [d for d, w in zip(descs, want) if w]
-        self.gdata = self._fill(gdescs, "grads", "n_grads")
+        gdata = self._fill(gdescs, "grads", "n_grads")
         self.empty = [t.numel() == 0 for t in held]
         self.any_empty = any(self.empty)
+        self.copy = not all(t.is_contiguous() for t in held)
         # (slot index, its gradient's ctypes tensor, small): below the pool's
-        # size torch's allocator serves a gradient best
-        self.gslots = [(i, d, held[i].numel() * held[i].element_size() < _POOL_MIN_BYTES)
-                       for i, d in zip([i for i, w in enumerate(want) if w], self.gdata)]
+        # size torch's allocator serves a gradient best; None for an empty
+        # tensor, which hands the runtime no data pointer
+        self.gslots = [(i, d, None if self.empty[i] else
+                        held[i].numel() * held[i].element_size() < _POOL_MIN_BYTES)
+                       for i, d in zip([i for i, w in enumerate(want) if w], gdata)]
         self.value = ctypes.c_double()
-        self.args_ref = ctypes.byref(self.args)
-        self.value_ref = ctypes.byref(self.value)
+        # the call into the runtime, its arguments bound once
+        self.run = functools.partial(L.lk_loss_eval_unchecked, loss.handle,
+                                     ctypes.byref(self.args), ctypes.byref(self.value))
         first = dict(zip(names, held)).get(loss.slot_names[0])
         self.dtype = first.dtype if first is not None else torch.float64
+        # One small flat gradient of the value's dtype goes to autograd
+        # through torch.dot (Loss._run_local); an N-d tensor would need a
+        # view first, whose two autograd nodes cost more than the
+        # autograd.Function does.
+        self.native = None
+        if len(self.gslots) == 1:
+            t = held[self.gslots[0][0]]
+            if (t.dim() == 1 and t.dtype == self.dtype
+                    and t.numel() * t.element_size() <= _NATIVE_MAX_BYTES):
+                self.native = ctypes.c_float if t.dtype == torch.float32 else ctypes.c_double
 
     def _fill(self, descs, field, nfield):
         arr = (L.NamedTensor * max(len(descs), 1))()
@@ -97,6 +117,23 @@ class _Plan:
         setattr(self.args, field, ctypes.addressof(arr))
         setattr(self.args, nfield, len(descs))
         return data
+
+
+def _check(loss, names, tensors, want):
+    """The checks of a call's tensors before their dtypes (_desc): want
+    says which gradients autograd will ask for."""
+    diff = loss.differentiable
+    for k, t, w in zip(names, tensors, want):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError("%s: expected a torch.Tensor, got %s" % (k, type(t).__name__))
+        if not t.is_cpu:
+            raise DataError("%s: a %s tensor; losskit runs on the CPU: pass "
+                            "tensor.cpu() (and move the loss back with .to(device))"
+                            % (k, t.device))
+        if w and k not in diff:
+            raise DataError("%s: '%s' requires grad but the loss has no gradient with "
+                            "respect to it (differentiable: %s); pass %s.detach()"
+                            % (loss.name, k, ", ".join(sorted(diff)) or "none", k))
 
 
 def _desc(name, t):
@@ -123,15 +160,20 @@ def _align(g, go):
 
 
 class _Function(torch.autograd.Function):
-    """Computes the value and every wanted gradient in forward (one call into
-    the runtime, or the split pair around an all-reduce); backward scales the
-    stored gradients by grad_output."""
+    """The general call (reduction none, split evaluation): computes the
+    value and every wanted gradient in forward (one call into the runtime,
+    or the split pair around an all-reduce); backward scales the stored
+    gradients by grad_output."""
 
     @staticmethod
-    def forward(ctx, module, names, *tensors):
-        # needs_input_grad: a tensor requires grad and grad mode is on, so no
-        # gradient is computed that autograd would not ask for
-        value, grads = module._call(names, tensors, ctx.needs_input_grad[2:])
+    def forward(ctx, module, names, grad_on, *tensors):
+        # needs_input_grad says which tensors require grad, also under
+        # no_grad: grad_on (the grad mode of the caller) keeps a gradient
+        # from being computed that autograd would not ask for
+        want = ctx.needs_input_grad[3:] if grad_on else (False,) * len(tensors)
+        module._loss.check_names(names)
+        _check(module._loss, names, tensors, want)
+        value, grads = module._run_general(names, want, tensors)
         # saved tensors (not ctx attributes): autograd releases them once
         # backward returns unless the graph is retained, so that a leaf's
         # .grad becomes the gradient itself instead of a copy of it
@@ -144,9 +186,10 @@ class _Function(torch.autograd.Function):
         if grad_output.dim() == 0:
             scale = float(grad_output)
             if scale == 1.0:  # value.backward(): the gradients as computed
-                return (None, None) + grads
-            return (None, None) + tuple(g * scale if g is not None else None for g in grads)
-        out = [None, None]
+                return (None, None, None) + grads
+            return (None, None, None) + tuple(g * scale if g is not None else None
+                                              for g in grads)
+        out = [None, None, None]
         # reduced, or reduction none under a constant upstream gradient (a sum)
         flat = grad_output.reshape(-1)
         uniform = flat.numel() <= 1 or bool((flat == flat[0]).all())
@@ -159,6 +202,25 @@ class _Function(torch.autograd.Function):
             else:
                 out.append(_align(g, grad_output))
         return tuple(out)
+
+
+class _Computed(torch.autograd.Function):
+    """A reduced value whose gradients the runtime has already written
+    (Loss._run_local): forward returns the value, backward the gradients
+    times grad_output. tensors: those the gradients belong to, in order."""
+
+    @staticmethod
+    def forward(ctx, value, dtype, grads, *tensors):
+        ctx.save_for_backward(*grads)  # released after backward, as in _Function
+        return torch.scalar_tensor(value, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grads = ctx.saved_tensors
+        scale = float(grad_output)  # a 0-dim upstream gradient
+        if scale == 1.0:  # value.backward(): the gradients as computed, uncopied
+            return (None, None, None, *grads)
+        return (None, None, None, *[g * scale for g in grads])
 
 
 class Loss(torch.nn.Module):
@@ -188,11 +250,23 @@ class Loss(torch.nn.Module):
                  ddp_scale=False):
         super().__init__()
         self._loss = CompiledLoss(config, threads, plugin_path)
-        self.process_group = process_group
+        self.process_group = process_group  # sets _local too
         self.ddp_scale = ddp_scale
         # in a list, set in place: nn.Module.__setattr__ costs microseconds a call
         self._last = [None]  # (slot names, data pointers) of the last call
-        self._plans = {}  # call signature -> _Plan
+        self._plans = {}  # call signature -> its _Plans not in use
+
+    @property
+    def process_group(self):
+        return self._process_group
+
+    @process_group.setter
+    def process_group(self, group):
+        self._process_group = group
+        # which calls take the local path (_run_local): 2 all, 1 those made
+        # while torch.distributed is not initialised, 0 none
+        self._local = (0 if not self._loss.reduced else 2 if group is False
+                       else 1 if group is None else 0)
 
     @property
     def name(self):
@@ -221,7 +295,10 @@ class Loss(torch.nn.Module):
         return self.process_group if self.process_group is not None else dist.group.WORLD
 
     def forward(self, input=None, target=None, weight=None, **tensors):
-        if isinstance(input, dict):
+        if target is not None and weight is None and not tensors and input is not None \
+                and not isinstance(input, dict):
+            names, ts = _INPUT_TARGET, [input, target]  # the common call, parsed quickly
+        elif isinstance(input, dict):
             # loss({"logits_x2": x2, ...}): every tensor by name, for names
             # that are no Python keyword argument
             if target is not None or weight is not None or tensors:
@@ -236,43 +313,10 @@ class Loss(torch.nn.Module):
                 items = [(k, v) for k, v in tensors.items() if v is not None]
                 names += tuple([k for k, _ in items])
                 ts += [v for _, v in items]
-        if not self._loss.slot_set.issuperset(names):
-            self._loss.check_names(names)
-        # the tensors are checked in _Function.forward, which sees whether
-        # autograd wants each one's gradient
-        return _Function.apply(self, names, *ts)
-
-    def _call(self, names, tensors, want):
-        """(value, gradients) for _Function.forward. want: autograd's
-        needs_input_grad, refused for a slot the loss cannot differentiate."""
-        loss = self._loss
-        diff = loss.differentiable
-        # one pass: the checks, the call signature, the data pointers
-        sig = [names, want]
-        ptrs = []
-        contiguous = True
-        for k, t, w in zip(names, tensors, want):
-            if not isinstance(t, torch.Tensor):
-                raise TypeError("%s: expected a torch.Tensor, got %s" % (k, type(t).__name__))
-            if not t.is_cpu:
-                raise DataError("%s: a %s tensor; losskit runs on the CPU: pass "
-                                "tensor.cpu() (and move the loss back with .to(device))"
-                                % (k, t.device))
-            if w and k not in diff:
-                raise DataError("%s: '%s' requires grad but the loss has no gradient with "
-                                "respect to it (differentiable: %s); pass %s.detach()"
-                                % (loss.name, k, ", ".join(sorted(diff)) or "none", k))
-            sig += (t.dtype, t.shape)
-            ptrs.append(t.data_ptr())
-            if not t.is_contiguous():
-                contiguous = False
-        pg = self.process_group
-        if not loss.reduced or not (pg is False or (pg is None and not _distributed_on())):
-            return self._run_general(names, want, tensors)
-        if not contiguous:  # the same signature, other pointers
-            tensors = [t.contiguous() for t in tensors]
-            ptrs = [t.data_ptr() for t in tensors]
-        return self._run_local(names, want, tensors, tuple(sig), ptrs)
+        local = self._local
+        if local == 2 or (local == 1 and not _dist_initialized()):
+            return self._run_local(names, ts)
+        return _Function.apply(self, names, torch.is_grad_enabled(), *ts)
 
     @property
     def last_data_ptrs(self):
@@ -280,36 +324,77 @@ class Loss(torch.nn.Module):
         (None for an empty tensor): the tensor's own data_ptr() unless it had
         to be made contiguous."""
         last = self._last[0]
-        return dict(zip(*last)) if last is not None else {}
+        if last is None:
+            return {}
+        names, ptrs = last
+        if isinstance(ptrs, _Plan):  # still holds the pointers of the call
+            ptrs = [d.data for d in ptrs.tdata]
+        return dict(zip(names, ptrs))
 
-    def _run_local(self, names, want, tensors, key, ptrs):
-        """The common call, a reduced value on one process, through a
-        plan cached per signature (key): the ctypes arguments are built once
-        and only the data pointers change from call to call."""
-        plans = self._plans
-        plan = plans.pop(key, None)  # a concurrent call on the same key builds its own
-        if plan is None:
-            plan = _Plan(self._loss, names, want, tensors)
+    def _run_local(self, names, ts):
+        """The common call, a reduced value on one process, through a plan
+        cached per call signature: the ctypes arguments are built once and
+        only the data pointers change from call to call. Every microsecond
+        counts here: a loss on a few dozen elements costs about as much as
+        torch's own loss call (bench/compare_torch.py --module)."""
+        grad_on = _grad_enabled()
+        key = [names, grad_on]
+        try:
+            for t in ts:
+                key += (t.dtype, t.shape, t.requires_grad, t.is_cpu, t.is_contiguous())
+        except AttributeError:  # not a tensor
+            key = None
+        if key is None:  # the general path's TypeError, chained to no other
+            return _Function.apply(self, names, grad_on, *ts)
+        key = tuple(key)
+        # the plans of a signature not in use, taken out with list.pop (atomic
+        # under the GIL: a concurrent call on the same signature builds its own)
+        free = self._plans.get(key)
+        try:
+            plan = free.pop()
+        except (AttributeError, IndexError):  # a new signature, or its plans all in use
+            plan = None
+        if plan is None:  # built outside the except: its errors chain no other
+            plan = _Plan(self._loss, names, ts, [grad_on and t.requires_grad for t in ts])
+            if free is None:
+                plans = self._plans
+                if len(plans) >= _MAX_PLANS:
+                    plans.clear()
+                free = plans[key] = []
+        if plan.copy:  # a non-contiguous tensor is copied (through autograd)
+            ts = [t.contiguous() for t in ts]
         if plan.any_empty:
-            ptrs = [None if e else p for p, e in zip(ptrs, plan.empty)]
-        for d, p in zip(plan.tdata, ptrs):
-            d.data = p
-        grads = [None] * len(ptrs)
+            for d, t, e in zip(plan.tdata, ts, plan.empty):
+                d.data = None if e else t.data_ptr()
+        else:
+            for d, t in zip(plan.tdata, ts):
+                d.data = t.data_ptr()
+        grads = []
         for i, d, small in plan.gslots:
-            t = tensors[i]
-            g = torch.empty_like(t) if small else _empty(t)
-            grads[i] = g
-            d.data = None if plan.empty[i] else g.data_ptr()
-        st = L.lk_loss_eval_unchecked(self._loss.handle, plan.args_ref, plan.value_ref)
-        if st != L.OK:
+            g = _empty_like(ts[i]) if small else _empty(ts[i])
+            grads.append(g)
+            d.data = g.data_ptr() if small is not None else None
+        if plan.run() != L.OK:
             # the general path raises the runtime's message from fresh arguments
-            return self._run_general(names, want, tensors)
-        self._last[0] = (names, ptrs)
+            return _Function.apply(self, names, grad_on, *ts)
+        self._last[0] = (names, plan)
         value = plan.value.value
-        if len(plans) >= _MAX_PLANS:
-            plans.clear()
-        plans[key] = plan
-        return torch.scalar_tensor(value, dtype=plan.dtype), grads
+        if not grads:
+            out = torch.scalar_tensor(value, dtype=plan.dtype)
+        elif plan.native is not None:
+            # out = x . g has the gradient g * grad_output with respect to
+            # x through one native autograd node (no Python in backward).
+            # Its value is then replaced by the runtime's, bit for bit:
+            # DotBackward keeps x and g, not out, so writing out's memory
+            # changes nothing else (and x . g may be NaN, x or g holding an
+            # inf).
+            out = _dot(ts[plan.gslots[0][0]], grads[0])
+            plan.native.from_address(out.data_ptr()).value = value
+        else:
+            out = _Computed.apply(value, plan.dtype, grads,
+                                  *[ts[i] for i, _, _ in plan.gslots])
+        free.append(plan)
+        return out
 
     def _run_general(self, names, want, tensors):
         held = [t.detach().contiguous() for t in tensors]

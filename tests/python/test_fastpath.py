@@ -186,6 +186,19 @@ class CachedCall(unittest.TestCase):
         loss(x, torch.tensor([2, 1, 0, 1])).backward()  # the loss still works
         self.assertEqual(x.grad.shape, x.shape)
 
+    def test_errors_chain_no_internal_exception(self):
+        # a refused call raises the one error, with no exception of the
+        # per-call path's own attached (__context__) to confuse a traceback
+        loss = losskit.Loss({"loss": "mse"})
+        x = torch.randn(4, requires_grad=True)
+        for args, err in (((x, [0.0] * 4), TypeError),
+                          ((x, torch.zeros(4, dtype=torch.float16)), losskit.DataError),
+                          ((x, torch.randn(5)), losskit.DataError)):
+            for _ in range(2):  # a new signature, then a cached one where there is
+                with self.assertRaises(err) as cm:
+                    loss(*args)
+                self.assertIsNone(cm.exception.__context__, repr(cm.exception))
+
     def test_upstream_scale_and_retain_graph(self):
         loss = losskit.Loss({"loss": "mse", "reduction": "sum"})
         x = torch.randn(6, dtype=torch.float64, requires_grad=True)
@@ -197,14 +210,50 @@ class CachedCall(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             v.backward()  # freed, as for any torch function
 
+    def test_small_flat_input_value_bit_for_bit(self):
+        # a small 1-d input goes to autograd through torch.dot, whose value
+        # is replaced by the runtime's: the same bits as without autograd,
+        # inf and NaN included, and the runtime's gradient
+        for dtype, bits in ((torch.float32, torch.int32), (torch.float64, torch.int64)):
+            for cfg in ({"loss": "mse"}, {"loss": "bce_with_logits", "reduction": "sum"}):
+                loss = losskit.Loss(cfg)
+                t = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=dtype)
+                for vals in ([0.5, float("inf"), -1.0, 2.0], [0.5, float("nan"), 1.0, 2.0],
+                             [-0.0, 0.0, 3.0, -3.0]):
+                    x = torch.tensor(vals, dtype=dtype, requires_grad=True)
+                    v = loss(x, t)
+                    self.assertEqual(type(v.grad_fn).__name__, "DotBackward0")
+                    self.assertEqual((v.dtype, v.shape), (dtype, torch.Size([])))
+                    with torch.no_grad():
+                        ref = loss(x, t)
+                    self.assertEqual(v.detach().view(bits).item(), ref.view(bits).item())
+                    v.backward(torch.tensor(0.5, dtype=dtype))
+                    _, g = losskit.evaluate(cfg, input=x.detach().numpy(), target=t.numpy())
+                    torch.testing.assert_close(x.grad, 0.5 * torch.from_numpy(g["input"]),
+                                               rtol=0, atol=0, equal_nan=True)
+        # an N-d input keeps the autograd.Function (a view for torch.dot costs more)
+        x = torch.randn(2, 3, requires_grad=True)
+        self.assertNotEqual(type(losskit.Loss({"loss": "mse"})(x, torch.randn(2, 3)).grad_fn)
+                            .__name__, "DotBackward0")
+
     def test_no_grad_computes_none(self):
         loss = losskit.Loss({"loss": "mse"})
         x = torch.randn(5, requires_grad=True)
         with torch.no_grad():
             v = loss(x, torch.randn(5))
         self.assertFalse(v.requires_grad)
-        # the target still may not require grad, under no_grad as before
-        loss(x.detach(), torch.randn(5, requires_grad=True).detach())
+        # no gradient is wanted under no_grad, not even one the loss lacks:
+        # a target that requires grad is refused only where autograd would
+        # ask for its gradient
+        t = torch.randn(5, requires_grad=True)
+        for reduction in ("mean", "none"):  # the cached path and the general one
+            loss = losskit.Loss({"loss": "mse", "reduction": reduction})
+            with torch.no_grad():
+                v = loss(x, t)
+            torch.testing.assert_close(v, loss(x.detach(), t.detach()), rtol=0, atol=0)
+            with self.assertRaises(losskit.DataError) as cm:
+                loss(x, t)
+            self.assertIn("'target' requires grad", str(cm.exception))
 
 
 if __name__ == "__main__":
