@@ -916,9 +916,20 @@ LK_AI void lk__cls_store(const void *inst, const lk_cls_ops *ops, const lk_cls_i
                          const lk_v *Ev, const int G)
 {
     lk_v cv = lk_zero();
+    if (Ev) {
+        /* a loop of its own: with the exps kept, the logits are not read
+         * again (nor z formed) unless the loss's grad reads z */
+        for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
+            lk_cls_el el = lk__cls_el(io, ch, p, c, cv, v, G);
+            el.e = Ev[c];
+            lk_v g = ops->grad(inst, io, p, c, &el);
+            lk__cls_put(io, ch, p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
+        }
+        return;
+    }
     for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
         lk_cls_el el = lk__cls_el(io, ch, p, c, cv, v, G);
-        el.e = Ev ? Ev[c] : lk_exp_neg(el.z);
+        el.e = lk_exp_neg(el.z);
         lk_v g = ops->grad(inst, io, p, c, &el);
         lk__cls_put(io, ch, p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
     }
