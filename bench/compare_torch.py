@@ -4,8 +4,9 @@
 losskit is called through its C embedding API (liblosskit, via ctypes) on
 numpy arrays that PyTorch shares without copying (torch.from_numpy), so both
 see exactly the same memory. Each loss is timed forward only and forward +
-backward; the table gives the median of --repeat runs and the ratio
-torch / losskit (above 1: losskit is faster).
+backward, losskit's calls alternating with torch's; the table gives the
+median of --repeat calls each and the ratio torch / losskit (above 1:
+losskit is faster).
 
 Run with Debian's python3 (python3-torch, python3-numpy):
     /usr/bin/python3 bench/compare_torch.py --build build --threads 2
@@ -228,6 +229,18 @@ STENCIL = [
 ]
 
 
+def grad_like(a):
+    """The C API's gradient buffer, uninitialised and shaped like a, on a
+    64-byte boundary: what lk_array_alloc, torch's allocator and
+    losskit.Loss's gradients give, and what the runtime needs to write a
+    large gradient with streaming stores (docs/performance.md). numpy
+    alone gives 16 bytes, and the runtime then reads every line of the
+    gradient before writing it."""
+    raw = np.empty(a.nbytes + 64, dtype=np.uint8)
+    off = -raw.ctypes.data % 64
+    return raw[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
+
+
 def draw(kind, shape, rng):
     if kind == "real":
         return rng.normal(0.0, 2.0, size=shape).astype(np.float32)
@@ -246,14 +259,20 @@ def draw(kind, shape, rng):
     raise ValueError(kind)
 
 
-def median_ms(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def paired_median_ms(fa, fb, repeat):
+    """Medians (ms) of repeat calls each of fa and fb, after one warm-up
+    call each, alternated call by call (a b b a a b ...) so that a change in
+    the machine's load falls on both alike: their ratio holds on a shared
+    machine where timing one after the other does not."""
+    fa()
+    fb()
+    ta, tb = [], []
+    for k in range(repeat):
+        for fn, times in ((fa, ta), (fb, tb)) if k % 2 == 0 else ((fb, tb), (fa, ta)):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def module_fwd_bwd(module, names, ts):
@@ -319,15 +338,19 @@ def main():
         else:
             x, t = data_for(shape, multiclass, rng)
             tensors = {"input": x, "target": t}
-        grad = np.empty_like(next(iter(tensors.values())))
+        grad = grad_like(next(iter(tensors.values())))
         loss = lk.loss(os.path.join(ROOT, config))
         ts = [torch.from_numpy(v) for v in tensors.values()]
         if a.module:
             module = losskit.Loss(os.path.join(ROOT, config), threads=a.threads)
             names = list(tensors)
-            with torch.no_grad():
-                lk_fwd = median_ms(lambda: module(**dict(zip(names, ts))), a.repeat)
-            lk_fb = median_ms(lambda: module_fwd_bwd(module, names, ts), a.repeat)
+
+            def lk_fwd_call():
+                with torch.no_grad():
+                    module(**dict(zip(names, ts)))
+
+            def lk_fb_call():
+                module_fwd_bwd(module, names, ts)
             lk_value = float(module(**dict(zip(names, ts))))
             small = [torch.from_numpy(np.ascontiguousarray(v.reshape(-1)[:64]))
                      if not multiclass else None for v in tensors.values()]
@@ -353,17 +376,20 @@ def main():
                 torch_fn(xg, *small[1:]).backward()
             lk_small, th_small = paired_median_us(lk_small_call, torch_small, 4000)
         else:
-            lk_fwd = median_ms(losskit_timer(lk, loss, tensors, grad, False), a.repeat)
-            lk_fb = median_ms(losskit_timer(lk, loss, tensors, grad, True), a.repeat)
+            lk_fwd_call = losskit_timer(lk, loss, tensors, grad, False)
+            lk_fb_call = losskit_timer(lk, loss, tensors, grad, True)
             lk_value = losskit_timer(lk, loss, tensors, grad, True)()
             lk_small = th_small = None
-        with torch.no_grad():
-            th_fwd = median_ms(lambda: torch_fn(*ts), a.repeat)
 
-        def fwd_bwd():
+        def th_fwd_call():
+            with torch.no_grad():
+                torch_fn(*ts)
+
+        def th_fb_call():
             xg = ts[0].detach().requires_grad_(True)
             torch_fn(xg, *ts[1:]).backward()
-        th_fb = median_ms(fwd_bwd, a.repeat)
+        lk_fwd, th_fwd = paired_median_ms(lk_fwd_call, th_fwd_call, a.repeat)
+        lk_fb, th_fb = paired_median_ms(lk_fb_call, th_fb_call, a.repeat)
         th_value = float(torch_fn(*[v if v.dtype == torch.int64 else v.double() for v in ts]))
         lk.lib.lk_loss_free(loss)
         rows.append({"loss": name, "shape": list(shape), "threads": a.threads,

@@ -1071,6 +1071,52 @@ Test(multiclass, focal_paths_agree, .timeout = 300)
     lk_runtime_close(rt3);
 }
 
+/* focal multiclass under mean: without ignore_index the FUSED forward
+ * writes the gradient from the factors its fwd_pos left
+ * (LK_CLS_POS_GRAD); with one that no target equals, the call is one block
+ * whose gradient comes from the driver's backward (bwd1, bwd_pos). Both
+ * must give the same value and gradient, on every path. */
+Test(multiclass, focal_fused_gradient_as_backward, .timeout = 300)
+{
+    static const int64_t shapes[][3] = {{3, 5, 9}, {4, 3, 4101}, {2, 8, 16384 + 3}};
+    static const char *const params[] = {"\"gamma\": 2", "\"gamma\": 0.3, \"alpha\": 0.25"};
+    lk_runtime *rt = open_runtime(2);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int variant = 0; variant < 4; variant++) {
+            int32_t xdt = variant % 2 ? LK_DTYPE_F64 : LK_DTYPE_F32;
+            int64_t xs[3] = {shapes[k][0], shapes[k][1], shapes[k][2]},
+                    ys[2] = {shapes[k][0], shapes[k][2]};
+            tens x = tens_new(xdt, 3, xs), y = tens_new(LK_DTYPE_I64, 2, ys);
+            rng_state = 97u * k + (uint64_t)variant;
+            fill_mc(&x, &y, xs[1], xs[2], 0, 1); /* every target a class */
+            char fused[200], cut[200];
+            snprintf(fused, sizeof fused,
+                     "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", %s}}",
+                     params[variant / 2]);
+            snprintf(cut, sizeof cut,
+                     "{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", %s, "
+                     "\"ignore_index\": -100}}",
+                     params[variant / 2]);
+            for (int path = PORTABLE; path <= SIMD; path++) {
+                char label[400];
+                snprintf(label, sizeof label, "%s on (%lld, %lld, %lld) %s (%s): fused", fused,
+                         (long long)xs[0], (long long)xs[1], (long long)xs[2],
+                         xdt == LK_DTYPE_F32 ? "f32" : "f64", path_names[path]);
+                lk_loss *lf = make_loss_on(rt, fused, path), *lc = make_loss_on(rt, cut, path);
+                result f = eval(lf, &x, &y, NULL, 0), c = eval(lc, &x, &y, NULL, 0);
+                cr_expect_eq(f.st, LK_OK, "%s: %s", label, f.err);
+                expect_same(label, &f, &c, xdt, xdt == LK_DTYPE_F32 ? VALUE_F32 : VALUE_F64);
+                result_free(&f);
+                result_free(&c);
+                lk_loss_free(lf);
+                lk_loss_free(lc);
+            }
+            free(x.data);
+            free(y.data);
+        }
+    lk_runtime_close(rt);
+}
+
 /* bce_with_logits with ignore_index and label_smoothing: under mean the
  * call is one block that the loss cuts and spreads over the threads itself
  * (tutorial README): several sub-blocks, every path, 1 against 3 threads

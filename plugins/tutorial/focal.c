@@ -242,28 +242,36 @@ LK_AI fmc_terms fmc_of(const focal *f, const lk_cls_pos *p, lk_v lse)
     return o;
 }
 
+/* a = K / s (the other classes' factor of e_c), b = -K u (the target's
+ * gradient), from the position's terms. */
+LK_AI void fmc_factors(const focal *f, lk_cls_pos *p, const fmc_terms *o)
+{
+    lk_v K = lk_mul(lk_mul(o->a, o->m), lk_fma(lk_set(f->gamma), o->R, lk_set(1.0)));
+    p->a = lk_div(K, lk_w_narrow(p->s));
+    p->b = lk_neg(lk_mul(K, o->u));
+}
+
+/* With a gradient to write, the factors too (LK_CLS_POS_GRAD): the terms
+ * are those bwd1 and bwd_pos would form again, lse being log s. */
 LK_AI lk_w fmc_fwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
 {
     const focal *f = (const focal *)inst;
-    (void)io;
     fmc_terms o = fmc_of(f, p, p->lse);
     lk_v loss = lk_keep(p->valid, lk_mul0(lk_mul(o.a, o.m), o.L));
     lk_acc_add(&pa[FMC_LOSS], loss);
     lk_acc_add(&pa[FMC_COUNT], lk_keep(p->valid, lk_set(1.0)));
+    if (io->g)
+        fmc_factors(f, p, &o);
     return lk_w_of(loss);
 }
 
-/* a = K / s (the other classes' factor of e_c), b = -K u (the target's
- * gradient). */
+/* Backward (the one-block cut of ignore_index under mean). */
 LK_AI lk_w fmc_bwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
 {
     const focal *f = (const focal *)inst;
     (void)io, (void)pa;
-    lk_v s = lk_w_narrow(p->s);
-    fmc_terms o = fmc_of(f, p, lk__cls_log_sum(s));
-    lk_v K = lk_mul(lk_mul(o.a, o.m), lk_fma(lk_set(f->gamma), o.R, lk_set(1.0)));
-    p->a = lk_div(K, s);
-    p->b = lk_neg(lk_mul(K, o.u));
+    fmc_terms o = fmc_of(f, p, lk__cls_log_sum(lk_w_narrow(p->s)));
+    fmc_factors(f, p, &o);
     return p->u;
 }
 
@@ -297,7 +305,7 @@ static lk_status fmc_bad_index(const void *inst, const lk_tensor *t, int64_t pos
 }
 
 static const lk_cls_ops fmc_ops = {
-    .flags = LK_CLS_LSE,
+    .flags = LK_CLS_LSE | LK_CLS_POS_GRAD,
     .n_pos = 2,
     .fwd1 = fmc_pass1,
     .bwd1 = fmc_pass1,

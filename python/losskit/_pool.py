@@ -9,6 +9,11 @@ gradient, x.grad that autograd made of it, views, .numpy() of them), so an
 array that nothing but the pool references belongs to no live tensor and its
 memory, already touched, can back the next gradient of that size.
 
+Each buffer starts on a 64-byte boundary (aligned_empty): the runtime
+writes a large gradient with streaming stores, which skip reading its lines
+before writing them, only when it starts on a vector boundary; numpy alone
+gives 16 bytes, and the gradient's lines were then read and written back.
+
 LOSSKIT_GRAD_POOL_MB (read at import) or losskit.grad_pool.limit_mb (at any
 time) caps the memory the pool owns, live gradients included; 0 disables it.
 """
@@ -21,6 +26,19 @@ import numpy as np
 _DEFAULT_MB = 512
 # Below this many bytes torch's own allocator is as fast as a reused buffer.
 MIN_BYTES = 1 << 20
+# The widest vector the runtime streams a gradient in (AVX-512), in bytes.
+ALIGN = 64
+
+
+def aligned_empty(numel, dtype):
+    """An uninitialised 1-d numpy array of numel elements of dtype whose
+    data starts on an ALIGN-byte boundary: a slice of a slightly larger
+    numpy buffer, so that it keeps numpy's allocator (transparent huge
+    pages for large arrays) and the buffer lives as long as the array."""
+    nbytes = numel * dtype.itemsize
+    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+    off = -raw.ctypes.data % ALIGN
+    return raw[off:off + nbytes].view(dtype)
 
 
 def _env_limit():
@@ -88,7 +106,7 @@ class GradPool:
                 self._evict(self._bytes + nbytes - limit)
                 if self._bytes + nbytes > limit:
                     return None
-            buf = np.empty(numel, dtype=dtype)
+            buf = aligned_empty(numel, dtype)
             self._buffers.append(buf)
             self._bytes += nbytes
             self.misses += 1

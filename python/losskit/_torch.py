@@ -8,6 +8,7 @@ import torch
 from . import _lib as L
 from ._core import CompiledLoss, DataError, Desc
 from ._pool import MIN_BYTES as _POOL_MIN_BYTES
+from ._pool import aligned_empty as _aligned_empty
 from ._pool import pool as _pool
 
 # the names of the tensors given as input, target, weight (bit 0, 1, 2)
@@ -40,7 +41,9 @@ def _empty(like):
     last backed has died), else from numpy, whose allocator asks the kernel
     for transparent huge pages on large arrays, which makes the first write
     of a fresh 64 MB gradient several times cheaper than torch.empty's (page
-    faults dominate a large loss call otherwise)."""
+    faults dominate a large loss call otherwise). Either starts on a 64-byte
+    boundary, as torch's own allocator does, so that the runtime can stream
+    it (_pool.aligned_empty)."""
     kind = _NUMPY.get(like.dtype)
     if kind is None:
         return torch.empty_like(like, memory_format=torch.contiguous_format)
@@ -51,7 +54,7 @@ def _empty(like):
             return g
     if n < (1 << 20):
         return torch.empty_like(like, memory_format=torch.contiguous_format)
-    return torch.from_numpy(np.empty(tuple(like.shape), dtype=kind))
+    return torch.from_numpy(_aligned_empty(n, np.dtype(kind))).view(like.shape)
 
 
 # torch.distributed.is_initialized, looked up once (torch imports the package)

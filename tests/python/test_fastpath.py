@@ -142,6 +142,23 @@ class GradPool(unittest.TestCase):
             th.join()
         self.assertEqual(errors, [])
 
+    def test_large_gradients_start_on_64_bytes(self):
+        # the runtime streams a large gradient only from a vector boundary
+        # (docs/performance.md); numpy alone aligns to 16 bytes. Pooled
+        # (new and reused) and, with the pool off, numpy's fallback from
+        # 1M elements, in both float dtypes
+        big = 1 << 20
+        for dtype in (torch.float32, torch.float64):
+            t = torch.randn(big, generator=self.g, dtype=dtype)
+            for limit in (512, 512, 0):
+                self.pool.limit_mb = limit
+                x = torch.randn(big, generator=self.g, dtype=dtype).requires_grad_(True)
+                self.loss(x, t).backward()
+                self.assertEqual(x.grad.data_ptr() % 64, 0, (dtype, limit))
+                torch.testing.assert_close(x.grad, mse_sum_grad(x, t), rtol=0, atol=0)
+                del x
+        self.assertGreater(self.pool.hits, 0)
+
     def test_env_variable(self):
         code = ("import sys; sys.path.insert(0, %r); import losskit; "
                 "print(losskit.grad_pool.limit_mb)" % os.path.join(BUILD_ROOT, "python"))

@@ -196,7 +196,11 @@ typedef struct lk_eval_args {
     /* Wanted gradients by tensor name: each is shaped like its tensor, of
      * its floating-point dtype, allocated by the caller and entirely
      * overwritten. A tensor that several terms read gets the sum of their
-     * gradients. */
+     * gradients. One of 16 MiB or more whose data starts on a 64-byte
+     * boundary (lk_array_alloc's, torch's allocator's) is written with
+     * streaming stores on the SIMD paths; from malloc or numpy (16-byte
+     * aligned) every line of it is read before it is written: one more
+     * pass over the gradient's bytes in the call's memory traffic. */
     const lk_named_tensor *grads;
     size_t n_grads;
     /* Reduction none: where the per-position losses go (shape from

@@ -25,7 +25,9 @@
  *      it, zeroes lanes that do not count, and stores or accumulates it.
  *      A FUSED loss (its mean's divisor a function of the targets:
  *      lk_cls_spec.target_norm) runs this in forward, after fwd_pos, on the
- *      same m, s and exps: one exp per class for value and gradient.
+ *      same m, s and exps: one exp per class for value and gradient. With
+ *      LK_CLS_POS_GRAD, fwd_pos leaves the per-position factors itself and
+ *      the FUSED forward runs neither bwd1 nor bwd_pos.
  *
  * Steps 1 and 2, backward and a forward without class statistics run
  * position-major (one vector through every class, then the next), so that
@@ -480,6 +482,10 @@ typedef int (*lk_cls_when_fn)(const void *inst, const lk_cls_io *io);
 #define LK_CLS_UNIT_TARGET 0x1u /* float targets outside [0, 1] fail (NaN passes) */
 #define LK_CLS_FWD_EXP     0x2u /* fwd2 needs e_c */
 #define LK_CLS_LSE         0x4u /* forward needs lse (a call per vector: only if used) */
+/* FUSED: when the call writes a gradient (io->g), fwd_pos also leaves in
+ * p->a, b, u what bwd1 and bwd_pos would (the per-position terms formed
+ * once, for value and gradient); the forward then runs neither. */
+#define LK_CLS_POS_GRAD 0x8u
 
 #define LK_CLS_MAX_POS 4 /* per-position statistics at most */
 
@@ -902,35 +908,49 @@ typedef struct lk__cls_blk {
     int stream; /* the gradient may be written with streaming stores */
 } lk__cls_blk;
 
-/* bwd_pos, then grad per class of vector v, scaled and stored (Ev its
- * exps, or NULL): the end of backward's softmax pass and of a FUSED
+/* grad per class of vector v, scaled and stored (Ev its exps, or NULL),
+ * after bwd_pos: the end of backward's softmax pass and of a FUSED
  * forward's. */
 LK_AI void lk__cls_store(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
-                         const lk_cls_chunk *ch, const lk__cls_blk *b, lk_cls_pos *p, int v,
+                         const lk_cls_chunk *ch, const lk__cls_blk *b, const lk_cls_pos *p, int v,
                          const lk_v *Ev, const int G)
 {
-    if (ops->bwd_pos)
-        ops->bwd_pos(inst, io, p, NULL);
     lk_v cv = lk_zero();
+    if (Ev) {
+        /* a loop of its own: with the exps kept, the logits are not read
+         * again (nor z formed) unless the loss's grad reads z */
+        for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
+            lk_cls_el el = lk__cls_el(io, ch, p, c, cv, v, G);
+            el.e = Ev[c];
+            lk_v g = ops->grad(inst, io, p, c, &el);
+            lk__cls_put(io, ch, p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
+        }
+        return;
+    }
     for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
         lk_cls_el el = lk__cls_el(io, ch, p, c, cv, v, G);
-        el.e = Ev ? Ev[c] : lk_exp_neg(el.z);
+        el.e = lk_exp_neg(el.z);
         lk_v g = ops->grad(inst, io, p, c, &el);
         lk__cls_put(io, ch, p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
     }
 }
 
 /* A FUSED forward's gradient of vector v from the loss's softmax pass (m,
- * s, y, valid of p; Ev its exps, or NULL): bwd1 on the same exps, then the
+ * s, y, valid of p, and with LK_CLS_POS_GRAD the factors fwd_pos left; Ev
+ * its exps, or NULL): else bwd1 on the same exps and bwd_pos, then the
  * store: one exp per class for value and gradient. */
 LK_AI void lk__cls_grad(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
                         const lk_cls_chunk *ch, const lk__cls_blk *b, lk_cls_pos p, int v,
                         const lk_v *Ev, const int G)
 {
-    p.a = p.b = lk_zero();
-    p.u = lk_w_set(0.0);
-    if (ops->bwd1)
-        lk__cls_again(inst, io, ch, &p, v, Ev, 1, 1, ops->bwd1, NULL, G);
+    if (!(ops->flags & LK_CLS_POS_GRAD)) {
+        p.a = p.b = lk_zero();
+        p.u = lk_w_set(0.0);
+        if (ops->bwd1)
+            lk__cls_again(inst, io, ch, &p, v, Ev, 1, 1, ops->bwd1, NULL, G);
+        if (ops->bwd_pos)
+            ops->bwd_pos(inst, io, &p, NULL);
+    }
     lk__cls_store(inst, ops, io, ch, b, &p, v, Ev, G);
 }
 
@@ -1008,6 +1028,8 @@ LK_AI void lk__cls_bwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io 
     for (int v = 0; v < ch->nv; v++) {
         lk_cls_pos p = P[v];
         lk__cls_soft(inst, io, ch, &p, v, Ev, 1, ops->bwd1, NULL, G);
+        if (ops->bwd_pos)
+            ops->bwd_pos(inst, io, &p, NULL);
         lk__cls_store(inst, ops, io, ch, b, &p, v, Ev, G);
     }
 }
