@@ -194,16 +194,12 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
     if (clipped) {
         /* one log per lane, of w = 1 + e (a positive target: log1p(e) =
          * log w + (e - (w - 1)) / w, the rounding of w put back) or of q_c
-         * (a negative one), as q_c = n r, n = e (1 + clip) + clip (x >= 0)
-         * or 1 + clip (1 + e): n waits on the exp alone, and p q / q_c =
-         * e r / n. Above q_c = 1 the clamp's caller discards both. */
-        lk_v one = lk_set(1.0), c = lk_set(ASL_C(a, clip)), c1 = lk_add(one, c);
-        lk_v w = lk_add(one, s.e), er = lk_mul(s.e, s.r);
-        lk_v n = lk_fma(s.e, lk_select(s.pos, c1, c), lk_select(s.pos, c, c1));
-        qc = lk_mul(n, s.r);
+         * (a negative one; above q_c = 1 the clamp's caller discards it) */
+        lk_v one = lk_set(1.0), w = lk_add(one, s.e);
+        qc = asl_qc(a, &s);
         Lb = lk__f_log_pos(lk_select(pos, w, qc)); /* w and qc positive, finite, normal */
         La = lk_fma(lk_sub(s.e, lk_sub(w, one)), s.r, Lb);
-        pqc = lk_mul(er, lk__recip_fast(n));
+        pqc = lk_mul(lk_sigm_dp(&s), lk__recip_fast(qc));
     } else {
         La = lk_sigm_log1p(&s);
     }
