@@ -314,52 +314,16 @@ Test(split, focal_modes_and_bce_options)
     both(load("{\"loss\": \"bce_with_logits\", \"params\": {\"label_smoothing\": 0.1}}"), &image);
 }
 
-/* With ignore_index and reduction mean the divisor is a count of the
- * targets, which the shards' summed mean_norm is not: the gradient of a
- * split finish is refused with a message, the value is exact. */
-Test(split, ignore_index_mean_gradient_refused)
+/* With ignore_index and reduction mean the divisor is the count of the
+ * targets not ignored: each shard's plan counts its own and their sum is
+ * the whole batch's, so the value and the gradient are exact (an ignored
+ * index outside the classes, and one of them). */
+Test(split, ignore_index_mean)
 {
-    lk_loss *loss = load("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
-                         "\"ignore_index\": -100}}");
-    const split_case *c = &classes_ignored;
-    int64_t n = prod(c->shape, 0, c->ndim), nt_elems = n / c->shape[1], N = c->shape[0];
-    double *x = malloc((size_t)n * sizeof *x), *g = calloc((size_t)n, sizeof *g);
-    int64_t *t = malloc((size_t)nt_elems * sizeof *t);
-    cr_assert(x && g && t);
-    for (int64_t i = 0; i < n; i++)
-        x[i] = 4.0 * uniform() - 2.0;
-    for (int64_t i = 0; i < nt_elems; i++)
-        t[i] = uniform() < 0.3 ? -100 : (int64_t)(uniform() * 4.0);
-    int64_t xs[4], ts[4];
-    lk_named_tensor tens[2], grad[1];
-    lk_eval_args args;
-    shard_tensors(c, x, t, g, 0, N, xs, ts, tens, grad);
-    lk_eval_args_init(&args);
-    args.tensors = tens;
-    args.n_tensors = 2;
-    double want = NAN;
-    cr_assert_eq(lk_loss_eval(loss, &args, &want), LK_OK, "%s", args.errmsg);
-    size_t count = 0;
-    cr_assert_eq(lk_loss_stats_count(loss, &args, &count), LK_OK, "%s", args.errmsg);
-    double sum[16] = {0}, mine[16];
-    cr_assert_leq(count, 16);
-    for (int s = 0; s < 2; s++) {
-        shard_tensors(c, x, t, g, s ? 3 : 0, s ? N : 3, xs, ts, tens, grad);
-        args.tensors = tens;
-        cr_assert_eq(lk_loss_stats(loss, &args, mine, count), LK_OK, "%s", args.errmsg);
-        for (size_t k = 0; k < count; k++)
-            sum[k] += mine[k];
-    }
-    double v = NAN;
-    cr_assert_eq(lk_loss_finish(loss, &args, sum, count, &v), LK_OK, "%s", args.errmsg);
-    split_near(v, want, fabs(want), "value-only", 0);
-    args.grads = grad;
-    args.n_grads = 1;
-    cr_assert_eq(lk_loss_finish(loss, &args, sum, count, &v), LK_ERR_UNSUPPORTED);
-    cr_assert(strstr(args.errmsg, "split evaluation cannot sum"), "%s", args.errmsg);
-    cr_assert_null(strchr(args.errmsg, '\n'));
-    lk_loss_free(loss);
-    free(x);
-    free(g);
-    free(t);
+    both(load("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
+              "\"ignore_index\": -100}}"),
+         &classes_ignored);
+    both(load("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
+              "\"ignore_index\": 2, \"alpha\": [0.5, 1, 2, 1]}}"),
+         &classes);
 }

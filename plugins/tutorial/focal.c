@@ -10,10 +10,10 @@
  *               over the positions not ignored (focal_mc below).
  *
  * The loss is FUSED: every gradient is per position. The one global
- * number, the multiclass mean's count of positions not ignored, is met by
- * planning such a call (ignore_index set, reduction mean) as one block, whose
- * forward knows the count before it writes the gradient (focal_mc__fwd,
- * which spreads that block over the host's threads itself).
+ * number, the multiclass mean's count of positions not ignored, is counted
+ * from the targets when the call is planned (the class driver's
+ * target_norm), so forward knows it before it writes the gradient, and a
+ * split evaluation sums the shards' counts as it sums any mean's divisor.
  */
 #include "losskit/classes.h"
 #include "tutorial.h"
@@ -41,7 +41,7 @@ typedef struct focal {
     double *ac;
     int has_ignore;
     int64_t ignore_index;
-    const lk_host *host; /* its threads serve the one block of focal_mc__fwd */
+    const lk_host *host; /* its threads serve the pre-pass over the targets */
 } focal;
 
 /* ------------------------------------------------------------------------ */
@@ -251,8 +251,8 @@ LK_AI void fmc_factors(const focal *f, lk_cls_pos *p, const fmc_terms *o)
     p->b = lk_neg(lk_mul(K, o->u));
 }
 
-/* With a gradient to write, the factors too (LK_CLS_POS_GRAD): the terms
- * are those bwd1 and bwd_pos would form again, lse being log s. */
+/* With a gradient to write, the factors too (LK_CLS_POS_GRAD), from the
+ * same terms, lse being log s. */
 LK_AI lk_w fmc_fwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
 {
     const focal *f = (const focal *)inst;
@@ -265,16 +265,6 @@ LK_AI lk_w fmc_fwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_
     return lk_w_of(loss);
 }
 
-/* Backward (the one-block cut of ignore_index under mean). */
-LK_AI lk_w fmc_bwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
-{
-    const focal *f = (const focal *)inst;
-    (void)io, (void)pa;
-    fmc_terms o = fmc_of(f, p, lk__cls_log_sum(lk_w_narrow(p->s)));
-    fmc_factors(f, p, &o);
-    return p->u;
-}
-
 LK_AI lk_v fmc_grad(const void *inst, const lk_cls_io *io, const lk_cls_pos *p, int64_t c,
                     const lk_cls_el *el)
 {
@@ -282,7 +272,7 @@ LK_AI lk_v fmc_grad(const void *inst, const lk_cls_io *io, const lk_cls_pos *p, 
     return lk_select(el->hit, p->b, lk_mul(p->a, el->e));
 }
 
-/* The scale is formed by focal_mc__fwd. */
+/* The host's scale: 1 / the divisor the plan counted, for mean. */
 static double fmc_prep(const void *inst, const lk_plan *plan, const lk_block *blk, double *tab)
 {
     (void)inst, (void)plan, (void)tab;
@@ -308,124 +298,20 @@ static const lk_cls_ops fmc_ops = {
     .flags = LK_CLS_LSE | LK_CLS_POS_GRAD,
     .n_pos = 2,
     .fwd1 = fmc_pass1,
-    .bwd1 = fmc_pass1,
     .fwd_pos = fmc_fwd_pos,
-    .bwd_pos = fmc_bwd_pos,
     .grad = fmc_grad,
     .prep = fmc_prep,
     .bad_index = fmc_bad_index,
 };
 
-/* The one block of a call with ignore_index under mean, cut into the
- * blocks the driver would otherwise have had, on the host's threads: every
- * sub-block's statistics first (pass 0, each into its own pair), then, the
- * call's count known, their gradients (pass 1). The cut depends on the
- * shape alone and the sums are added in order, so the result does not
- * depend on the thread count. */
-typedef struct fmc_cut {
-    const focal *f;
-    const lk_plan *plan;
-    const lk_block *blk;
-    int64_t len;  /* positions per sub-block */
-    double *st;   /* 2 per sub-block */
-    double scale; /* pass 1's grad_scale */
-    int pass;
-} fmc_cut;
-
-static lk_block fmc_sub(const fmc_cut *j, int64_t k)
-{
-    lk_block b = *j->blk;
-    b.begin = j->blk->begin + k * j->len;
-    b.end = j->blk->end - b.begin > j->len ? b.begin + j->len : j->blk->end;
-    b.stats = j->st + 2 * k;
-    if (j->pass == 0)
-        b.grads = NULL; /* statistics only: the count is not known yet */
-    return b;
-}
-
-/* Messages are formed again, serially, by fmc_cut_run: a failing chunk's
- * here may be any thread's. */
-static lk_status fmc_cut_range(void *arg, int64_t k0, int64_t k1)
-{
-    const fmc_cut *j = (const fmc_cut *)arg;
-    static const double none = 0.0;
-    char buf[64];
-    lk_msg m = {buf, sizeof buf};
-    for (int64_t k = k0; k < k1; k++) {
-        lk_block b = fmc_sub(j, k);
-        lk_status st;
-        if (j->pass == 0) {
-            st = lk_classes_forward(j->f, j->plan, &b, &fmc_ops, &m);
-        } else {
-            b.global = &none;
-            b.grad_scale = j->scale;
-            st = lk_classes_backward(j->f, j->plan, &b, &fmc_ops, &m);
-        }
-        if (st != LK_OK)
-            return st;
-    }
-    return LK_OK;
-}
-
-static lk_status fmc_cut_run(fmc_cut *j, int64_t n, lk_msg *msg)
-{
-    const lk_host *h = j->f->host;
-    lk_status st = h && h->parallel_for ? h->parallel_for(h->ctx, n, 1, fmc_cut_range, j)
-                                        : fmc_cut_range(j, 0, n);
-    if (st == LK_OK)
-        return LK_OK;
-    if (j->pass == 1) /* backward fails only for memory */
-        return lk_fail(msg, st, "mode \"multiclass\": the gradient of a block failed");
-    for (int64_t k = 0; k < n; k++) { /* the first failure in position order */
-        lk_block b = fmc_sub(j, k);
-        lk_status s2 = lk_classes_forward(j->f, j->plan, &b, &fmc_ops, msg);
-        if (s2 != LK_OK)
-            return s2;
-    }
-    return lk_fail(msg, st, "mode \"multiclass\": a block failed");
-}
-
-static lk_status fmc_one_block(const focal *f, const lk_plan *plan, const lk_block *blk,
-                               lk_msg *msg)
-{
-    int64_t len = lk_classes_block(plan->aux[LK_CLS_AUX_C]);
-    int64_t n = (blk->end - blk->begin + len - 1) / len;
-    int grads = blk->grads && blk->grads[0].data;
-    if (grads && plan->mean_norm != plan->auxf[0])
-        return lk_fail(msg, LK_ERR_UNSUPPORTED,
-                       "mode \"multiclass\" with ignore_index and reduction mean divides "
-                       "by the positions not ignored, which a split evaluation cannot sum; "
-                       "use reduction sum and divide by the count");
-    fmc_cut j = {f, plan, blk, len, calloc((size_t)(n > 0 ? 2 * n : 1), sizeof(double)), 0.0, 0};
-    if (!j.st)
-        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld blocks' sums", (long long)n);
-    lk_status st = fmc_cut_run(&j, n, msg);
-    double count = 0.0;
-    for (int64_t k = 0; st == LK_OK && k < n; k++) {
-        blk->stats[FMC_LOSS] += j.st[2 * k + FMC_LOSS];
-        count += j.st[2 * k + FMC_COUNT];
-    }
-    blk->stats[FMC_COUNT] += count;
-    if (st == LK_OK && grads) {
-        /* the host's 1 / mean_norm becomes 1 / count, or 0 */
-        j.scale = count > 0.0 ? blk->grad_scale * plan->mean_norm / count : 0.0;
-        j.pass = 1;
-        st = fmc_cut_run(&j, n, msg);
-    }
-    free(j.st);
-    return st;
-}
-
 /* Fused: the statistics and the gradient of the block in one pass of the
- * driver (its divisor, the position count, known from the shape). With
- * ignore_index under mean the plan made the call one block, which
- * fmc_one_block runs. */
+ * driver (its divisor known when planning: the position count from the
+ * shape, or with ignore_index under mean the count of the positions not
+ * ignored from the targets). */
 static lk_status focal_mc__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
                                lk_msg *msg)
 {
     const focal local = *(const focal *)inst;
-    if (local.has_ignore && blk->reduction == LK_REDUCTION_MEAN)
-        return fmc_one_block(&local, plan, blk, msg);
     lk_status st = lk_classes_forward(&local, plan, blk, &fmc_ops, msg);
     if (st == LK_OK && !local.has_ignore &&
         blk->stats[FMC_COUNT] != (double)(blk->end - blk->begin)) {
@@ -634,18 +520,22 @@ static lk_status focal_plan_mc(const focal *f, const lk_tensor *slots, int32_t r
                        "target: dtype %s; mode \"multiclass\" takes int64 class indices shaped "
                        "like the input without dim 1",
                        lk_sdk_dtype_name(slots[1].dtype));
+    /* with ignore_index under mean, the divisor is the count of positions
+     * not ignored: the driver's pre-pass counts it (and fails a bad index
+     * before any gradient is written) */
     lk_cls_spec sp = {.who = "mode \"multiclass\"",
                       .index_dtypes = LK_DTYPE_BIT(LK_DTYPE_I64),
                       .n_pos = 2,
                       .ignore_index = f->ignore_index,
-                      .mismatch = fmc_mismatch};
+                      .mismatch = fmc_mismatch,
+                      .target_norm = f->has_ignore && reduction == LK_REDUCTION_MEAN,
+                      .inst = f,
+                      .bad_index = fmc_bad_index,
+                      .host = f->host};
     lk_status st = lk_classes_plan(&sp, slots, plan, msg);
     if (st != LK_OK)
         return st;
     int64_t C = plan->aux[LK_CLS_AUX_C];
-    plan->auxf[0] = plan->mean_norm;
-    if (f->has_ignore && reduction == LK_REDUCTION_MEAN) /* one block: see focal_mc__fwd */
-        plan->block_positions = plan->n_positions > 0 ? plan->n_positions : 1;
     if (f->n_ac > 1 && f->n_ac != C)
         return lk_fail(msg, LK_ERR_SHAPE,
                        "alpha has %lld values but the input has %lld classes (dim 1); give one "
@@ -724,7 +614,7 @@ static lk_status focal_finalize(const void *inst, const lk_plan *plan, const dou
 }
 
 /* create() as the layer makes it, keeping the host, whose threads the
- * one-block calls use. */
+ * pre-pass over the targets uses. */
 #if defined(LK_PRIMARY)
 static lk_status focal_create(const lk_create_args *a, void **inst, lk_msg *msg);
 #else
