@@ -131,7 +131,9 @@ static void check_split(lk_loss *loss, const split_case *c, int n_shards)
             ((int64_t *)t)[i] =
                 c->ignore && uniform() < 0.1 ? -100 : (int64_t)(uniform() * (double)C);
         else if (c->kind == T_UNIT)
-            ((double *)t)[i] = uniform() < 0.5 ? uniform() : (double)(uniform() < 0.5);
+            ((double *)t)[i] = c->ignore && uniform() < 0.1 ? -100.0
+                               : uniform() < 0.5            ? uniform()
+                                                            : (double)(uniform() < 0.5);
         else
             ((double *)t)[i] = 3.0 * uniform() - 1.5;
     }
@@ -214,6 +216,7 @@ static void both(lk_loss *loss, const split_case *c)
 }
 
 static const split_case image = {4, {7, 1, 48, 50}, T_UNIT, 0};
+static const split_case image_ignored = {4, {7, 1, 48, 50}, T_UNIT, 1};
 static const split_case classes = {4, {7, 4, 30, 40}, T_CLASS, 0};
 static const split_case classes_ignored = {4, {7, 4, 30, 40}, T_CLASS, 1};
 static const split_case real = {3, {7, 5, 1000}, T_REAL, 0};
@@ -316,8 +319,8 @@ Test(split, focal_modes_and_bce_options)
 
 /* With ignore_index and reduction mean the divisor is the count of the
  * targets not ignored: each shard's plan counts its own and their sum is
- * the whole batch's, so the value and the gradient are exact (an ignored
- * index outside the classes, and one of them). */
+ * the whole batch's, so the value and the gradient are exact (focal: an
+ * ignored index outside the classes, and one of them; bce_with_logits). */
 Test(split, ignore_index_mean)
 {
     both(load("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
@@ -326,4 +329,7 @@ Test(split, ignore_index_mean)
     both(load("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
               "\"ignore_index\": 2, \"alpha\": [0.5, 1, 2, 1]}}"),
          &classes);
+    both(load("{\"loss\": \"bce_with_logits\", \"params\": {\"ignore_index\": -100, "
+              "\"label_smoothing\": 0.05}}"),
+         &image_ignored);
 }

@@ -221,8 +221,8 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
     e->loss = lk_mul(nL, W);
     /* L dW is finite: L by the clamp at eps, dW where every exponent is 0
      * or at least 1 (asl_dpow's zero rule covers the others) */
-    lk_v LdW = (gp == 0.0 || gp >= 1.0) && (gn == 0.0 || gn >= 1.0) ? lk_mul(nL, dW)
-                                                                    : lk_mul0(nL, dW);
+    lk_v LdW =
+        (gp == 0.0 || gp >= 1.0) && (gn == 0.0 || gn >= 1.0) ? lk_mul(nL, dW) : lk_mul0(nL, dW);
     e->grad = lk_fnma(dL, W, LdW);
 }
 
@@ -231,7 +231,7 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
  * math library (pow), and the registers the common case keeps across the
  * loop would be spilled around that call on every trip. */
 static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double gn, int clipped,
-                                                lk_elem *e)
+                                               lk_elem *e)
 {
     lk_v y = e->t, one = lk_set(1.0);
     lk_m pos = lk_eq(y, one), binary = lk_or(pos, lk_eq(y, lk_zero()));

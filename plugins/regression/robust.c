@@ -103,8 +103,9 @@ LK_AI lk_v robust_expm1_1(lk_v y)
  *                        the rounding of a large y;
  *   y < -1 (alpha < 0):  exp(y) - 1 >= -0.64; g = exp(y) / (1 + q).
  * Where every lane of a vector has |y| <= 1, g = (1 + expm1(y)) / (1 + q)
- * instead, a reciprocal for an exp. Every exp has an argument <= 0. The named cases have closed forms, each
- * its own kernel family (mode is a constant there):
+ * instead, a reciprocal for an exp. Every exp has an argument <= 0. The
+ * named cases have closed forms, each its own kernel family (mode is a
+ * constant there):
  *   alpha = 2:   rho = z^2 / 2,                         g = 1;
  *   alpha = 0:   rho = log1p(z^2 / 2),                  g = 1 / (1 + z^2 / 2);
  *   alpha = 1:   s = sqrt(1 + z^2), rho = s - 1 as z^2 / (s + 1) below z^2 = 1,

@@ -4,10 +4,10 @@
  *
  * Without either option the loss runs the kernels it always had (family
  * bce_plain; bce_pw1 for the default pos_weight of 1). ignore_index makes
- * the mean divide by the elements not ignored, a count of the targets:
- * under mean such a call is planned as one block, whose forward counts
- * before it writes the gradient, spreading that block over the host's
- * threads itself (bce_one_block). */
+ * the mean divide by the elements not ignored, a count of the targets,
+ * which the plan takes (bce_plan) before any block runs: the loss stays
+ * fused, and a split evaluation sums the shards' counts as it sums any
+ * mean's divisor. */
 #include "tutorial.h"
 
 typedef struct bce {
@@ -17,7 +17,7 @@ typedef struct bce {
     double smooth;    /* label_smoothing */
     int has_ignore;
     int64_t ignore_index;
-    const lk_host *host; /* its threads serve the one block of bce_gen__fwd */
+    const lk_host *host; /* its threads serve the plan's count of the targets */
 } bce;
 
 static const lk_param_desc bce_pos_weight = {
@@ -76,6 +76,8 @@ static void bce_fini(void *inst)
     free((void *)((bce *)inst)->pw);
 }
 
+static lk_status bce_norm(const bce *b, const lk_tensor *t, int64_t n, double *norm, lk_msg *msg);
+
 static lk_status bce_plan(const void *inst, const lk_tensor *slots, int32_t reduction,
                           lk_plan *plan, lk_msg *msg)
 {
@@ -87,25 +89,22 @@ static lk_status bce_plan(const void *inst, const lk_tensor *slots, int32_t redu
                        "pos_weight has %lld values but the input's last dimension is %lld; "
                        "give 1 value or %lld",
                        (long long)b->n_pw, (long long)last, (long long)last);
-    if (b->has_ignore) {
-        plan->n_stats = 2; /* the losses, the elements counted */
-        plan->auxf[0] = plan->mean_norm;
-        if (reduction == LK_REDUCTION_MEAN) /* one block: see bce_gen__fwd */
-            plan->block_positions = plan->n_positions > 0 ? plan->n_positions : 1;
-    }
-    return LK_OK;
+    if (!b->has_ignore)
+        return LK_OK;
+    plan->n_stats = 2; /* the losses, the elements counted */
+    if (reduction != LK_REDUCTION_MEAN || !slots[1].data)
+        return LK_OK;
+    return bce_norm(b, &slots[1], plan->n_positions, &plan->mean_norm, msg);
 }
 
-/* mean with ignore_index: over the elements counted, 0 when there are none. */
+/* mean: over the elements (with ignore_index, those counted), 0 when there
+ * are none. */
 static lk_status bce_finalize(const void *inst, const lk_plan *plan, const double *st,
                               int32_t reduction, double *value, lk_msg *msg)
 {
-    const bce *b = inst;
-    (void)msg;
+    (void)inst, (void)msg;
     if (reduction != LK_REDUCTION_MEAN)
         *value = st[0];
-    else if (b->has_ignore)
-        *value = st[1] > 0.0 ? st[0] / st[1] : 0.0;
     else
         *value = plan->mean_norm > 0.0 ? st[0] / plan->mean_norm : 0.0; /* a mean over nothing */
     return LK_OK;
@@ -191,89 +190,63 @@ static int64_t bce_count(const bce *b, const lk_tensor *t, int64_t j0, int64_t j
     return n;
 }
 
-/* With ignore_index under mean the plan makes the call one block, cut here
- * into the blocks it would otherwise have had (a function of the shape), on
- * the host's threads: every sub-block's count (pass 0), then, the call's
- * count known, their losses and gradients (pass 1), each sub-block's sums
- * in its own pair, added in order: the result does not depend on the
- * thread count. */
-typedef struct bce_cut {
-    const bce *b;
-    const lk_plan *plan;
-    const lk_block *blk;
-    int64_t len;
-    double *st; /* 2 per sub-block */
-    double scale;
-    int pass;
-} bce_cut;
+/* The plan's count of the targets not ignored, in pieces of a fixed length
+ * on the host's threads, added in piece order: it does not depend on the
+ * thread count. A target neither ignored nor in [0, 1] fails the plan, with
+ * the first one's message, so that no gradient is half written. */
+#define BCE_PIECE ((int64_t)1 << 18)
 
-static lk_status bce_cut_range(void *arg, int64_t k0, int64_t k1)
+typedef struct bce_norm_job {
+    const bce *b;
+    const lk_tensor *t;
+    int64_t n;
+    int64_t *count; /* per piece; -1 where a target is bad */
+} bce_norm_job;
+
+static lk_status bce_norm_range(void *arg, int64_t k0, int64_t k1)
 {
-    const bce_cut *j = (const bce_cut *)arg;
-    char buf[64];
+    const bce_norm_job *j = (const bce_norm_job *)arg;
+    char buf[8];
     lk_msg m = {buf, sizeof buf};
     for (int64_t k = k0; k < k1; k++) {
-        lk_block s = *j->blk;
-        s.begin = j->blk->begin + k * j->len;
-        s.end = j->blk->end - s.begin > j->len ? s.begin + j->len : j->blk->end;
-        s.stats = j->st + 2 * k;
-        if (j->pass == 0) {
-            int64_t n = bce_count(j->b, &s.slots[1], s.begin, s.end, &m);
-            if (n < 0)
-                return LK_ERR_INVALID;
-            s.stats[1] = (double)n;
-        } else {
-            s.grad_scale = j->scale;
-            lk_status st =
-                lk_elementwise_forward(j->b, j->plan, &s, bce_gen__elem, LK_EW_WEIGHT, &m);
-            if (st != LK_OK)
-                return st;
-        }
+        int64_t i0 = k * BCE_PIECE, i1 = j->n - i0 < BCE_PIECE ? j->n : i0 + BCE_PIECE;
+        j->count[k] = bce_count(j->b, j->t, i0, i1, &m);
     }
     return LK_OK;
 }
 
-static lk_status bce_one_block(const bce *b, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
+static lk_status bce_norm(const bce *b, const lk_tensor *t, int64_t n, double *norm, lk_msg *msg)
 {
-    int64_t len = lk_block_positions(blk->end - blk->begin);
-    int64_t n = (blk->end - blk->begin + len - 1) / len;
-    int grads = blk->grads && blk->grads[0].data;
-    if (grads && plan->mean_norm != plan->auxf[0])
-        return lk_fail(msg, LK_ERR_UNSUPPORTED,
-                       "ignore_index with reduction mean divides by the elements not ignored, "
-                       "which a split evaluation cannot sum; use reduction sum and divide by "
-                       "the count");
-    bce_cut j = {b, plan, blk, len, calloc((size_t)(n > 0 ? 2 * n : 1), sizeof(double)), 0.0, 0};
-    if (!j.st)
-        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld blocks' sums", (long long)n);
+    int64_t pieces = (n + BCE_PIECE - 1) / BCE_PIECE, one = 0;
+    bce_norm_job j = {b, t, n, pieces > 1 ? malloc((size_t)pieces * sizeof(int64_t)) : &one};
+    if (!j.count)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory for the targets' %lld pieces",
+                       (long long)pieces);
     const lk_host *h = b->host;
-    int par = h && h->parallel_for;
-    lk_status st = par ? h->parallel_for(h->ctx, n, 1, bce_cut_range, &j) : bce_cut_range(&j, 0, n);
-    if (st != LK_OK) { /* the message of the first bad target, in order */
-        bce_count(b, &blk->slots[1], blk->begin, blk->end, msg);
-        free(j.st);
-        return st;
+    lk_status st = h && h->parallel_for && pieces > 1
+                       ? h->parallel_for(h->ctx, pieces, 1, bce_norm_range, &j)
+                       : bce_norm_range(&j, 0, pieces);
+    int64_t count = 0;
+    int bad = 0;
+    for (int64_t k = 0; st == LK_OK && k < pieces; k++) {
+        bad |= j.count[k] < 0;
+        count += j.count[k];
     }
-    double count = 0.0;
-    for (int64_t k = 0; k < n; k++)
-        count += j.st[2 * k + 1];
-    /* the host's 1 / mean_norm becomes 1 / count, or 0 */
-    j.scale = count > 0.0 ? blk->grad_scale * plan->mean_norm / count : 0.0;
-    j.pass = 1;
-    st = par ? h->parallel_for(h->ctx, n, 1, bce_cut_range, &j) : bce_cut_range(&j, 0, n);
+    if (j.count != &one)
+        free(j.count);
     if (st != LK_OK)
-        lk_fail(msg, st, "a block of the loss failed");
-    for (int64_t k = 0; st == LK_OK && k < n; k++)
-        blk->stats[0] += j.st[2 * k];
-    blk->stats[1] += count;
-    free(j.st);
-    return st;
+        return lk_fail(msg, st, "the targets' count failed");
+    if (bad) { /* the first bad target's message */
+        bce_count(b, t, 0, n, msg);
+        return LK_ERR_INVALID;
+    }
+    *norm = (double)count;
+    return LK_OK;
 }
 
 /* Without ignore_index, smoothing only: the plain driver. With it, the
  * targets other than ignore_index must lie in [0, 1], and their count goes
- * to stats[1]; under mean the call is one block (bce_plan, bce_one_block),
- * so the count is the call's. */
+ * to stats[1] (under mean the plan has counted them already: the divisor). */
 static lk_status bce_gen__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
                               lk_msg *msg)
 {
@@ -281,8 +254,6 @@ static lk_status bce_gen__fwd(const void *inst, const lk_plan *plan, const lk_bl
     if (!local.has_ignore)
         return lk_elementwise_forward(&local, plan, blk, bce_gen__elem,
                                       LK_EW_WEIGHT | LK_EW_UNIT_TARGET, msg);
-    if (blk->reduction == LK_REDUCTION_MEAN)
-        return bce_one_block(&local, plan, blk, msg);
     int64_t n = bce_count(&local, &blk->slots[1], blk->begin, blk->end, msg);
     if (n < 0)
         return LK_ERR_INVALID;
@@ -294,7 +265,7 @@ LK__KSET(bce_gen, bce_gen__fwd, NULL, 0)
 LK__FAMILY(bce_gen)
 
 /* create() as the layer makes it, keeping the host, whose threads the
- * one-block calls use. */
+ * plan's count of the targets uses. */
 #if defined(LK_PRIMARY)
 static lk_status bce_create(const lk_create_args *a, void **inst, lk_msg *msg);
 #else
@@ -303,8 +274,7 @@ static lk_status bce_create(const lk_create_args *a, void **inst, lk_msg *msg);
 
 LK_LOSS_DESC(bce_with_logits, bce, LK_LOSS_FUSED, bce_with_logits__finalize, NULL,
              LK_FAMILIES(&bce_plain__family, &bce_gen__family, &bce_pw1__family),
-             tut_weighted_logit_slots,
-             LK_REDUCTIONS_ELEMENTWISE,
+             tut_weighted_logit_slots, LK_REDUCTIONS_ELEMENTWISE,
              LK_HOOKS(.init = bce_init, .fini = bce_fini, .plan = bce_plan,
                       .finalize = bce_finalize, .pick = bce_pick),
              .summary = "binary cross-entropy from logits, stable, with weight, pos_weight, "
