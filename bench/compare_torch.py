@@ -241,6 +241,13 @@ def grad_like(a):
     return raw[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
 
 
+def aligned_copy(a):
+    """a copied to a 64-byte boundary (grad_like)."""
+    out = grad_like(a)
+    out[...] = a
+    return out
+
+
 def draw(kind, shape, rng):
     if kind == "real":
         return rng.normal(0.0, 2.0, size=shape).astype(np.float32)
@@ -259,16 +266,27 @@ def draw(kind, shape, rng):
     raise ValueError(kind)
 
 
+# The pause before each timed large call. After a call returns, torch's
+# OpenMP threads spin for a while waiting for more work; on two cores they
+# took the cores of whichever call came next (measured: losskit's mse
+# forward+backward 1-2 ms slower right after a torch call than alone, and
+# no slower after a torch call and 20 ms of sleep, or with GOMP_SPINCOUNT=0).
+# So each timed call starts on an idle machine, whichever side it is.
+SETTLE_S = 0.02
+
+
 def paired_median_ms(fa, fb, repeat):
     """Medians (ms) of repeat calls each of fa and fb, after one warm-up
     call each, alternated call by call (a b b a a b ...) so that a change in
     the machine's load falls on both alike: their ratio holds on a shared
-    machine where timing one after the other does not."""
+    machine where timing one after the other does not. Each call starts
+    after SETTLE_S of idleness."""
     fa()
     fb()
     ta, tb = [], []
     for k in range(repeat):
         for fn, times in ((fa, ta), (fb, tb)) if k % 2 == 0 else ((fb, tb), (fa, ta)):
+            time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
@@ -338,6 +356,10 @@ def main():
         else:
             x, t = data_for(shape, multiclass, rng)
             tensors = {"input": x, "target": t}
+        # torch's allocator puts a tensor on a 64-byte boundary, numpy on 16:
+        # the data both sides read is placed as a torch user's would be
+        # (misaligned inputs cost the memory-bound losses 15-30 %, measured)
+        tensors = {k: aligned_copy(v) for k, v in tensors.items()}
         grad = grad_like(next(iter(tensors.values())))
         loss = lk.loss(os.path.join(ROOT, config))
         ts = [torch.from_numpy(v) for v in tensors.values()]

@@ -89,12 +89,11 @@ static lk_status bce_plan(const void *inst, const lk_tensor *slots, int32_t redu
                        "pos_weight has %lld values but the input's last dimension is %lld; "
                        "give 1 value or %lld",
                        (long long)b->n_pw, (long long)last, (long long)last);
-    if (!b->has_ignore)
+    if (!b->has_ignore || reduction != LK_REDUCTION_MEAN || !slots[1].data)
         return LK_OK;
-    plan->n_stats = 2; /* the losses, the elements counted */
-    if (reduction != LK_REDUCTION_MEAN || !slots[1].data)
-        return LK_OK;
-    return bce_norm(b, &slots[1], plan->n_positions, &plan->mean_norm, msg);
+    lk_status st = bce_norm(b, &slots[1], plan->n_positions, &plan->mean_norm, msg);
+    plan->aux[0] = st == LK_OK; /* the targets are counted and checked: no block checks them */
+    return st;
 }
 
 /* mean: over the elements (with ignore_index, those counted), 0 when there
@@ -245,8 +244,9 @@ static lk_status bce_norm(const bce *b, const lk_tensor *t, int64_t n, double *n
 }
 
 /* Without ignore_index, smoothing only: the plain driver. With it, the
- * targets other than ignore_index must lie in [0, 1], and their count goes
- * to stats[1] (under mean the plan has counted them already: the divisor). */
+ * targets other than ignore_index must lie in [0, 1]: under mean the plan
+ * has checked them as it counted them (plan->aux[0]); otherwise each block
+ * checks its own before it writes anything. */
 static lk_status bce_gen__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
                               lk_msg *msg)
 {
@@ -254,10 +254,8 @@ static lk_status bce_gen__fwd(const void *inst, const lk_plan *plan, const lk_bl
     if (!local.has_ignore)
         return lk_elementwise_forward(&local, plan, blk, bce_gen__elem,
                                       LK_EW_WEIGHT | LK_EW_UNIT_TARGET, msg);
-    int64_t n = bce_count(&local, &blk->slots[1], blk->begin, blk->end, msg);
-    if (n < 0)
+    if (!plan->aux[0] && bce_count(&local, &blk->slots[1], blk->begin, blk->end, msg) < 0)
         return LK_ERR_INVALID;
-    blk->stats[1] += (double)n;
     return lk_elementwise_forward(&local, plan, blk, bce_gen__elem, LK_EW_WEIGHT, msg);
 }
 
