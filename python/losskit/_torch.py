@@ -1,6 +1,7 @@
 """losskit.Loss: a torch.nn.Module over a losskit config."""
 import ctypes
 import functools
+import os
 
 import numpy as np
 import torch
@@ -33,6 +34,15 @@ _DTYPES = {
 
 
 _NUMPY = {torch.float32: "float32", torch.float64: "float64"}
+
+# The compiled per-call path (_fast.cpp), when the build made it and
+# LOSSKIT_PY_FAST is not 0; without it every call takes the ctypes path.
+_fast = None
+if os.environ.get("LOSSKIT_PY_FAST", "1") != "0":
+    try:
+        from . import _fast
+    except ImportError:
+        _fast = None
 
 
 def _empty(like):
@@ -258,6 +268,14 @@ class Loss(torch.nn.Module):
         # in a list, set in place: nn.Module.__setattr__ costs microseconds a call
         self._last = [None]  # (slot names, data pointers) of the last call
         self._plans = {}  # call signature -> its _Plans not in use
+        # the compiled caller of the common call (None: the ctypes path
+        # only); a gradient it would have to take from the pool is left to
+        # _run_local
+        loss = self._loss
+        self._fast = (_fast.Caller(ctypes.cast(L.lk_loss_eval_unchecked, ctypes.c_void_p).value,
+                                   loss.handle.value, loss.slot_names[0],
+                                   sorted(loss.differentiable), _POOL_MIN_BYTES - 1)
+                      if _fast is not None and loss.reduced and loss.slot_names else None)
 
     @property
     def process_group(self):
@@ -318,6 +336,12 @@ class Loss(torch.nn.Module):
                 ts += [v for _, v in items]
         local = self._local
         if local == 2 or (local == 1 and not _dist_initialized()):
+            fast = self._fast
+            if fast is not None:
+                out = fast.call(names, ts)
+                if out is not None:
+                    self._last[0] = (names, fast)
+                    return out
             return self._run_local(names, ts)
         return _Function.apply(self, names, torch.is_grad_enabled(), *ts)
 
@@ -332,6 +356,8 @@ class Loss(torch.nn.Module):
         names, ptrs = last
         if isinstance(ptrs, _Plan):  # still holds the pointers of the call
             ptrs = [d.data for d in ptrs.tdata]
+        elif _fast is not None and isinstance(ptrs, _fast.Caller):
+            ptrs = [p or None for p in ptrs.last()]
         return dict(zip(names, ptrs))
 
     def _run_local(self, names, ts):

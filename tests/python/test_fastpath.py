@@ -14,6 +14,10 @@ import torch
 
 from _common import BUILD_ROOT, losskit
 
+from losskit import _torch as losskit_torch  # noqa: E402
+
+FAST = losskit_torch._fast  # the compiled per-call path, None without it
+
 N = 1 << 19  # float32: 2 MB, above the pool's 1 MB threshold
 
 
@@ -228,9 +232,11 @@ class CachedCall(unittest.TestCase):
             v.backward()  # freed, as for any torch function
 
     def test_small_flat_input_value_bit_for_bit(self):
-        # a small 1-d input goes to autograd through torch.dot, whose value
-        # is replaced by the runtime's: the same bits as without autograd,
-        # inf and NaN included, and the runtime's gradient
+        # on the ctypes path a small 1-d input goes to autograd through
+        # torch.dot, whose value is replaced by the runtime's; the compiled
+        # path has a native node of its own. Either way: the same bits as
+        # without autograd, inf and NaN included, and the runtime's gradient
+        node = "DotBackward0" if FAST is None else "CppFunction"
         for dtype, bits in ((torch.float32, torch.int32), (torch.float64, torch.int64)):
             for cfg in ({"loss": "mse"}, {"loss": "bce_with_logits", "reduction": "sum"}):
                 loss = losskit.Loss(cfg)
@@ -239,7 +245,7 @@ class CachedCall(unittest.TestCase):
                              [-0.0, 0.0, 3.0, -3.0]):
                     x = torch.tensor(vals, dtype=dtype, requires_grad=True)
                     v = loss(x, t)
-                    self.assertEqual(type(v.grad_fn).__name__, "DotBackward0")
+                    self.assertEqual(type(v.grad_fn).__name__, node)
                     self.assertEqual((v.dtype, v.shape), (dtype, torch.Size([])))
                     with torch.no_grad():
                         ref = loss(x, t)
@@ -271,6 +277,112 @@ class CachedCall(unittest.TestCase):
             with self.assertRaises(losskit.DataError) as cm:
                 loss(x, t)
             self.assertIn("'target' requires grad", str(cm.exception))
+
+
+class CompiledPath(unittest.TestCase):
+    """losskit.Loss's compiled per-call path (python/losskit/_fast.cpp): there
+    whenever the build made it, the same numbers as the ctypes path, and
+    every call it does not take handed to that path whole."""
+
+    def test_present_when_built(self):
+        built = os.environ.get("LOSSKIT_PY_FAST_BUILT")
+        wanted = os.environ.get("LOSSKIT_PY_FAST", "1") != "0"
+        if built is None:
+            self.skipTest("not run by meson test: whether the build has the compiled path is unknown")
+        self.assertEqual(FAST is not None, built == "1" and wanted)
+        loss = losskit.Loss({"loss": "dice"})
+        self.assertEqual(loss._fast is not None, FAST is not None)
+        # reduction none has no compiled path: its per-position output is the general path's
+        self.assertIsNone(losskit.Loss({"loss": "mse", "reduction": "none"})._fast)
+
+    def both(self, cfg):
+        """The loss twice: the compiled path (if any) and the ctypes path."""
+        fast, slow = losskit.Loss(cfg), losskit.Loss(cfg)
+        slow._fast = None
+        return fast, slow
+
+    def test_equal_to_the_ctypes_path(self):
+        g = torch.Generator().manual_seed(11)
+        cases = [
+            ({"loss": "cross_entropy", "params": {"label_smoothing": 0.1}},
+             lambda dt: [torch.randn(3, 5, 2, generator=g, dtype=dt), torch.randint(0, 5, (3, 2), generator=g)]),
+            ({"loss": "dice"}, lambda dt: [torch.randn(2, 1, 4, 4, generator=g, dtype=dt),
+                                           (torch.rand(2, 1, 4, 4, generator=g) < 0.5).to(dt)]),
+            ({"loss": "mse", "reduction": "sum"},
+             lambda dt: [torch.randn(7, generator=g, dtype=dt), torch.randn(7, generator=g, dtype=dt)]),
+        ]
+        for cfg, make in cases:
+            for dt in (torch.float32, torch.float64):
+                fast, slow = self.both(cfg)
+                x, t = make(dt)
+                xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+                va, vb = fast(xa, t), slow(xb, t)
+                self.assertEqual((va.dtype, va.shape), (vb.dtype, vb.shape))
+                self.assertEqual(va.item(), vb.item(), cfg)  # the same runtime call: the same bits
+                (va * 0.25).backward()
+                (vb * 0.25).backward()
+                torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=0)
+                self.assertEqual(fast.last_data_ptrs, {"input": xa.data_ptr(), "target": t.data_ptr()})
+
+    def test_one_tensor_in_two_slots(self):
+        # the same tensor as input1 and input2: autograd adds its two gradients
+        fast, slow = self.both({"loss": "margin_ranking", "params": {"margin": 0.5}})
+        x = torch.randn(9, dtype=torch.float64)
+        y = torch.where(torch.randn(9) < 0, -1.0, 1.0).double()
+        got = []
+        for loss in (fast, slow):
+            xg = x.clone().requires_grad_(True)
+            loss(input1=xg, input2=xg * 0.5, target=y).backward()
+            got.append(xg.grad)
+        xr = x.clone().requires_grad_(True)
+        torch.nn.functional.margin_ranking_loss(xr, xr * 0.5, y, margin=0.5).backward()
+        for gr in got:
+            torch.testing.assert_close(gr, xr.grad, rtol=1e-14, atol=0)
+
+    def test_calls_it_leaves_to_the_ctypes_path(self):
+        loss = losskit.Loss({"loss": "mse"})
+        # non-contiguous: made contiguous on the ctypes path
+        x = torch.randn(6, 4, dtype=torch.float64).t().requires_grad_(True)
+        t = torch.randn(4, 6, dtype=torch.float64)
+        loss(x, t).backward()
+        torch.testing.assert_close(x.grad, 2 * (x.detach() - t) / x.numel(), rtol=1e-14, atol=0)
+        # a gradient the size of the pool's: the ctypes path and its pool
+        x = torch.randn(N, requires_grad=True)
+        t = torch.randn(N)
+        loss(x, t).backward()
+        self.assertIsInstance(loss._last[0][1], losskit_torch._Plan)
+        torch.testing.assert_close(x.grad, 2 * (x.detach() - t) / N, rtol=1e-6, atol=1e-12)
+        # refused calls raise the runtime's message (the ctypes path reruns them)
+        with self.assertRaises(losskit.DataError) as cm:
+            loss(torch.randn(3, requires_grad=True), torch.randn(4))
+        self.assertIn("mse", str(cm.exception))
+        with self.assertRaises(TypeError):
+            loss(torch.randn(3), [1.0, 2.0, 3.0])
+
+    def test_threads_share_one_loss(self):
+        # each call builds its arguments on its own stack: concurrent calls on
+        # one Loss give each thread its own value and gradient
+        loss = losskit.Loss({"loss": "mse", "reduction": "sum"})
+        errors = []
+
+        def work(seed):
+            g = torch.Generator().manual_seed(seed)
+            for _ in range(200):
+                x = torch.randn(33, generator=g, dtype=torch.float64, requires_grad=True)
+                t = torch.randn(33, generator=g, dtype=torch.float64)
+                v = loss(x, t)
+                v.backward()
+                ref = ((x.detach() - t) ** 2).sum()
+                if abs(v.item() - ref.item()) > 1e-12 * ref.item() or \
+                        not torch.allclose(x.grad, 2 * (x.detach() - t), rtol=1e-14, atol=0):
+                    errors.append(seed)
+                    return
+        threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        self.assertEqual(errors, [])
 
 
 if __name__ == "__main__":
