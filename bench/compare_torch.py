@@ -165,8 +165,9 @@ def t_asymmetric(x, t, gamma_neg=4.0, gamma_pos=1.0, clip=0.05, eps=1e-8):
     return -(los * w).sum()  # timm's value, configs/asymmetric.json's reduction sum
 
 
+# 16M float32 elements each: the size the project's speed targets name
 BINARY = (16, 1, 1024, 1024)
-MULTI = (4, 8, 512, 512)
+MULTI = (8, 8, 512, 512)
 # What each slot holds, for the elementwise losses of the catalogue:
 # real N(0, 2); unit {0, 1} with P(1) = 0.3; prob in (0, 1); sign +-1;
 # pos in [0.5, 1.5); count {0, ..., 3}; logprob log of a (0, 1) uniform.
