@@ -253,6 +253,11 @@ def condition_f32(config, arrays, rng, kind, shape, tries=60):
     at float32 resolution (see the docstring); ill-conditioned ones redrawn."""
     arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
     n = int(np.prod(shape))
+    # the directions each element is moved in, drawn once: an element that
+    # passed keeps passing, and only the redrawn ones are judged anew (new
+    # signs every round would flag a few other borderline elements each
+    # time, and a large array would never settle)
+    signs = [{k: rng.choice([-1.0, 1.0], n) for k in arrays} for _ in range(4)]
     for _ in range(tries):
         base = perturbed_refs(config, arrays, rng)
         bad = np.zeros(n, dtype=bool)
@@ -267,7 +272,7 @@ def condition_f32(config, arrays, rng, kind, shape, tries=60):
                     # exp(x) near 1 rounds at 1's ulp, whatever x's own
                     ulp = np.maximum(ulp, 2.0 ** -23)
                 ulp[(f == 0.0) | ((k == "target") & (f == np.round(f)) & (kind != "reg"))] = 0.0
-                moved[k] = (f + rng.choice([-1.0, 1.0], n) * ulp).reshape(shape)
+                moved[k] = (f + signs[trial][k] * ulp).reshape(shape)
             pert = perturbed_refs(config, moved, rng)
             rel = np.abs(pert - base) / np.maximum(np.abs(base), 1e-30)
             rel[np.abs(base) < 1e-9] = 0.0  # below the tests' absolute floor
