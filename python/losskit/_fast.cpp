@@ -46,12 +46,17 @@ struct Computed : public torch::autograd::Function<Computed> {
     {
         variable_list grads = ctx->get_saved_variables();
         const torch::Tensor &up = go[0];
-        if (up.defined() && up.item<double>() != 1.0)
-            for (auto &g : grads)
-                g = g * up;
-        if (!up.defined())
+        if (!up.defined()) {
             for (auto &g : grads)
                 g = torch::Tensor();
+        } else {
+            // a Python number, as the ctypes path multiplies: each gradient
+            // keeps its own dtype
+            const double scale = up.item<double>();
+            if (scale != 1.0)
+                for (auto &g : grads)
+                    g = g * scale;
+        }
         // the three non-tensor arguments of forward get no gradient
         grads.resize(grads.size() + 3);
         return grads;
