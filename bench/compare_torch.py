@@ -13,6 +13,7 @@ Run with Debian's python3 (python3-torch, python3-numpy):
 """
 import argparse
 import ctypes as C
+import importlib.util
 import json
 import os
 import platform
@@ -230,6 +231,14 @@ STENCIL = [
 ]
 
 
+# losskit.Loss's own aligned allocation (python/losskit/_pool.py), loaded
+# from the source tree on its own: it needs numpy alone, not the package
+_spec = importlib.util.spec_from_file_location(
+    "losskit_pool", os.path.join(ROOT, "python", "losskit", "_pool.py"))
+_pool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_pool)
+
+
 def grad_like(a):
     """The C API's gradient buffer, uninitialised and shaped like a, on a
     64-byte boundary: what lk_array_alloc, torch's allocator and
@@ -237,9 +246,7 @@ def grad_like(a):
     large gradient with streaming stores (docs/performance.md). numpy
     alone gives 16 bytes, and the runtime then reads every line of the
     gradient before writing it."""
-    raw = np.empty(a.nbytes + 64, dtype=np.uint8)
-    off = -raw.ctypes.data % 64
-    return raw[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
+    return _pool.aligned_empty(a.size, a.dtype).reshape(a.shape)
 
 
 def aligned_copy(a):
