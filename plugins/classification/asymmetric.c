@@ -184,32 +184,43 @@ LK_AI void asl_clip_logs(const lk_sigm *s, lk_v qc, lk_v *Lb, lk_v *pqc)
 /* Every target 0 or 1 (the common case). A lane needs only its target's
  * term, so the terms are selected before the focusing weight is applied:
  * loss = -L W, grad = -(dL W + L dW). lean as in asl_parts_of. */
-LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean, lk_m pos,
-                      lk_elem *e)
+/* The logs of a binary vector: La = log1p(e), Lb = log q_c, q_c and p q /
+ * q_c (the last three with a clip). pos: the lanes of target 1. */
+typedef struct asl_logs {
+    lk_v La, Lb, qc, pqc;
+} asl_logs;
+
+LK_AI asl_logs asl_logs_of(const asl *a, int clipped, lk_m pos, const lk_sigm *s)
 {
-    lk_v x = e->x;
-    lk_sigm s = lk_sigm_of(x);
-    lk_v qc = lk_zero(), La, Lb = lk_zero(), pqc = lk_zero();
+    asl_logs g = {lk_zero(), lk_zero(), lk_zero(), lk_zero()};
 #if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
     if (clipped) {
         /* one log per lane, of w = 1 + e (a positive target: log1p(e) =
          * log w + (e - (w - 1)) / w, the rounding of w put back) or of q_c
          * (a negative one; above q_c = 1 the clamp's caller discards it) */
-        lk_v one = lk_set(1.0), w = lk_add(one, s.e);
-        qc = asl_qc(a, &s);
-        Lb = lk__f_log_pos(lk_select(pos, w, qc)); /* w and qc positive, finite, normal */
-        La = lk_fma(lk_sub(s.e, lk_sub(w, one)), s.r, Lb);
-        pqc = lk_mul(lk_sigm_dp(&s), lk__recip_fast(qc));
+        lk_v one = lk_set(1.0), w = lk_add(one, s->e);
+        g.qc = asl_qc(a, s);
+        g.Lb = lk__f_log_pos(lk_select(pos, w, g.qc)); /* w and qc positive, finite, normal */
+        g.La = lk_fma(lk_sub(s->e, lk_sub(w, one)), s->r, g.Lb);
+        g.pqc = lk_mul(lk_sigm_dp(s), lk__recip_fast(g.qc));
     } else {
-        La = lk_sigm_log1p(&s);
+        g.La = lk_sigm_log1p(s);
     }
 #else
-    La = lk_sigm_log1p(&s);
+    (void)pos;
+    g.La = lk_sigm_log1p(s);
     if (clipped) {
-        qc = asl_qc(a, &s);
-        asl_clip_logs(&s, qc, &Lb, &pqc);
+        g.qc = asl_qc(a, s);
+        asl_clip_logs(s, g.qc, &g.Lb, &g.pqc);
     }
 #endif
+    return g;
+}
+
+LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean, lk_m pos,
+                      lk_sigm s, asl_logs g, lk_elem *e)
+{
+    lk_v x = e->x, qc = g.qc, La = g.La, Lb = g.Lb, pqc = g.pqc;
     asl_parts t = asl_parts_of(a, clipped, lean && gn > 1.0, x, &s, qc, La, Lb, pqc);
     lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s);
     /* y = 1: W = q^gp, dW = -gp p W; y = 0: W = r^gn, dW = gn r^(gn-1) dr */
@@ -238,7 +249,10 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
     lk_elem eb = *e;
     eb.loss = eb.grad = lk_zero();
     if (lk_any(binary))
-        asl_binary(a, gp, gn, clipped, 0, pos, &eb);
+    {
+        lk_sigm sb = lk_sigm_of(e->x);
+        asl_binary(a, gp, gn, clipped, 0, pos, sb, asl_logs_of(a, clipped, pos, &sb), &eb);
+    }
     lk_v x = e->x;
     lk_sigm s = lk_sigm_of(x);
     lk_v qc = asl_qc(a, &s), L = lk_sigm_log1p(&s), Lb = L, pqc = lk_zero();
@@ -259,31 +273,55 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
     e->grad = lk_select(binary, eb.grad, lk_fnma(dce, W, lk_mul0(nce, dW)));
 }
 
+/* The kernels are staged (LK_KERNELS_ELEMENTWISE_STAGED): the sigmoid and
+ * the logs of the next vector overlap the powers and products of this
+ * one. The stage assumes binary targets; finish redoes a vector that has
+ * others (asl_soft). */
+LK_AI void asl_stage_of(const asl *a, int clipped, const lk_elem *e, lk_kept *k)
+{
+    (void)a, (void)clipped;
+    lk_sigm s = lk_sigm_of(e->x);
+    k->v[0] = s.e, k->v[1] = s.r;
+}
+
 /* lean: the timm kernel, whose pick guarantees clip >= eps */
-LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, lk_elem *e)
+LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, const lk_kept *k,
+                    lk_elem *e)
 {
     lk_v y = e->t;
     lk_m pos = lk_eq(y, lk_set(1.0)), binary = lk_or(pos, lk_eq(y, lk_zero()));
-    if (lk_all(binary))
-        asl_binary(a, gp, gn, clipped, lean, pos, e);
-    else
+    if (lk_all(binary)) {
+        lk_sigm s = {lk_abs(e->x), k->v[0], k->v[1], lk_ge(e->x, lk_zero())};
+        asl_binary(a, gp, gn, clipped, lean, pos, s, asl_logs_of(a, clipped, pos, &s), e);
+    } else {
         asl_soft(a, gp, gn, clipped, e);
+    }
 }
 
-LK_AI void asl_elem(const asl *a, lk_elem *e)
+LK_AI void asl_stage(const asl *a, const lk_elem *e, lk_kept *k)
 {
-    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, e);
+    asl_stage_of(a, a->clip > 0.0, e, k);
 }
 
-LK_AI void asl_elem_timm(const asl *a, lk_elem *e)
+LK_AI void asl_finish(const asl *a, const lk_kept *k, lk_elem *e)
 {
-    asl_body(a, 1.0, 4.0, 1, 1, e);
+    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, k, e);
+}
+
+LK_AI void asl_stage_timm(const asl *a, const lk_elem *e, lk_kept *k)
+{
+    asl_stage_of(a, 1, e, k);
+}
+
+LK_AI void asl_finish_timm(const asl *a, const lk_kept *k, lk_elem *e)
+{
+    asl_body(a, 1.0, 4.0, 1, 1, k, e);
 }
 
 static const lk_slot_desc *const asl_slots[] LK__UNUSED = {&cls_logits, &cls_target01, NULL};
 
-LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET)
-LK_KERNELS_ELEMENTWISE(asl_timm, asl, asl_elem_timm, LK_EW_UNIT_TARGET)
+LK_KERNELS_ELEMENTWISE_STAGED(asl_any, asl, asl_stage, asl_finish, LK_EW_UNIT_TARGET)
+LK_KERNELS_ELEMENTWISE_STAGED(asl_timm, asl, asl_stage_timm, asl_finish_timm, LK_EW_UNIT_TARGET)
 LK_LOSS_DESC(asymmetric, asl, LK_LOSS_FUSED, NULL, NULL,
              LK_FAMILIES(&asl_any__family, &asl_timm__family), asl_slots,
              LK_REDUCTIONS_ELEMENTWISE | LK_REDUCTION_BIT(LK_REDUCTION_BATCHMEAN),

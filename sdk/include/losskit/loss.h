@@ -255,14 +255,11 @@ LK_AI lk_status lk__elem_load(const lk__ew_io *io, uint32_t flags, int64_t i, in
     return LK_OK;
 }
 
-LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, uint32_t flags, const lk__ew_io *io,
-                            int64_t i, int k, lk_v scale, int accumulate, lk_acc *sum, lk_msg *msg)
+/* What follows the element function: the weight, the stores, the sum. */
+LK_AI void lk__ew_finish(uint32_t flags, const lk__ew_io *io, lk_elem *ep, int64_t i, int k,
+                         lk_v scale, int accumulate, lk_acc *sum)
 {
-    lk_elem e;
-    lk_status st = lk__elem_load(io, flags, i, k, &e, msg);
-    if (st != LK_OK)
-        return st;
-    fn(inst, &e);
+    lk_elem e = *ep;
     if (flags & LK__W_WEIGHT) {
         lk_v w = lk__ld(io->w, io->wf, i, k, 0.0);
         e.loss = lk_mul0(w, e.loss);
@@ -283,11 +280,44 @@ LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, uint32_t flags, con
         lk__stream_grad(io->g, i, e.grad, scale);
     else if (flags & LK__W_GRAD)
         lk__put_grad(io->g, io->xf, i, k, e.grad, scale, accumulate);
+}
+
+/* A staged element function (LK_KERNELS_ELEMENTWISE_STAGED): stage fills
+ * up to LK_EW_KEEP vectors from e's operands, finish completes e from
+ * them. */
+#define LK_EW_KEEP 6
+typedef struct lk_kept {
+    lk_v v[LK_EW_KEEP];
+} lk_kept;
+typedef void (*lk_stage_fn)(const void *inst, const lk_elem *e, lk_kept *k);
+typedef void (*lk_finish_fn)(const void *inst, const lk_kept *k, lk_elem *e);
+
+LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, lk_stage_fn stage, lk_finish_fn finish,
+                            uint32_t flags, const lk__ew_io *io, int64_t i, int k, lk_v scale,
+                            int accumulate, lk_acc *sum, lk_msg *msg)
+{
+    lk_elem e;
+    lk_status st = lk__elem_load(io, flags, i, k, &e, msg);
+    if (st != LK_OK)
+        return st;
+    if (stage) {
+        lk_kept kp;
+        stage(inst, &e, &kp);
+        finish(inst, &kp, &e);
+    } else {
+        fn(inst, &e);
+    }
+    lk__ew_finish(flags, io, &e, i, k, scale, accumulate, sum);
     return LK_OK;
 }
 
-LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn, uint32_t flags,
-                            const lk__ew_io *io, lk_msg *msg)
+/* With a staged element function the loop is software pipelined: each
+ * trip runs stage on the next vector and finish on the current one, so
+ * that the two halves of a long dependency chain overlap (the scheduler's
+ * window holds about half as many waiting operations). Results and their
+ * order are those of the plain loop. */
+LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn, lk_stage_fn stage,
+                            lk_finish_fn finish, uint32_t flags, const lk__ew_io *io, lk_msg *msg)
 {
     lk_v scale = lk_set(blk->grad_scale);
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
@@ -297,10 +327,31 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
      * the loop read blk->end again on every trip */
     const int64_t end = blk->end;
     int64_t i = blk->begin;
+    if (stage && i + 2 * LK_W <= end) {
+        lk_elem cur, next;
+        lk_kept kc, kn;
+        st = lk__elem_load(io, flags, i, LK_W, &cur, msg);
+        if (st != LK_OK)
+            return st;
+        stage(inst, &cur, &kc);
+        for (; i + 2 * LK_W <= end; i += LK_W) {
+            st = lk__elem_load(io, flags, i + LK_W, LK_W, &next, msg);
+            if (st != LK_OK)
+                return st;
+            stage(inst, &next, &kn);
+            finish(inst, &kc, &cur);
+            lk__ew_finish(flags, io, &cur, i, LK_W, scale, acc, &sum);
+            cur = next, kc = kn;
+        }
+        finish(inst, &kc, &cur);
+        lk__ew_finish(flags, io, &cur, i, LK_W, scale, acc, &sum);
+        i += LK_W;
+    }
     for (; st == LK_OK && i + LK_W <= end; i += LK_W)
-        st = lk__ew_step(inst, fn, flags, io, i, LK_W, scale, acc, &sum, msg);
+        st = lk__ew_step(inst, fn, stage, finish, flags, io, i, LK_W, scale, acc, &sum, msg);
     if (st == LK_OK && i < end)
-        st = lk__ew_step(inst, fn, flags, io, i, (int)(end - i), scale, acc, &sum, msg);
+        st = lk__ew_step(inst, fn, stage, finish, flags, io, i, (int)(end - i), scale, acc, &sum,
+                         msg);
     if (flags & LK__W_STREAM)
         lk_stream_fence();
     if (st == LK_OK)
@@ -312,8 +363,9 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
  * losses to blk->out and grad_scale * w * grad to blk->grads[0] (and, with
  * LK_EW_GRAD_T / LK_EW_GRAD_U, grad_t and grad_u to blk->grads[1] and [2])
  * when they are wanted. */
-LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
-                                       lk_elem_fn fn, uint32_t flags, lk_msg *msg)
+LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
+                                        const lk_block *blk, lk_elem_fn fn, lk_stage_fn stage,
+                                        lk_finish_fn finish, uint32_t flags, lk_msg *msg)
 {
     const lk_tensor *s = blk->slots;
     const int third = (flags & LK_EW_THIRD) != 0;
@@ -339,21 +391,35 @@ LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_plan *plan, co
     uint32_t base = flags & (LK_EW_UNIT_TARGET | LK_EW_THIRD | LK_EW_GRAD_T | LK_EW_GRAD_U);
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     if (io.gt || io.gu) /* several gradients: the general loop */
-        return lk__ew_loop(inst, blk, fn,
+        return lk__ew_loop(inst, blk, fn, stage, finish,
                            base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
                                (io.w ? LK__W_WEIGHT : 0u),
                            &io, msg);
     if (!io.w && !io.out) {
         if (!io.g)
-            return lk__ew_loop(inst, blk, fn, base, &io, msg);
+            return lk__ew_loop(inst, blk, fn, stage, finish, base, &io, msg);
         if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
-            return lk__ew_loop(inst, blk, fn, base | LK__W_GRAD | LK__W_STREAM, &io, msg);
-        return lk__ew_loop(inst, blk, fn, base | LK__W_GRAD, &io, msg);
+            return lk__ew_loop(inst, blk, fn, stage, finish, base | LK__W_GRAD | LK__W_STREAM, &io, msg);
+        return lk__ew_loop(inst, blk, fn, stage, finish, base | LK__W_GRAD, &io, msg);
     }
-    return lk__ew_loop(inst, blk, fn,
+    return lk__ew_loop(inst, blk, fn, stage, finish,
                        base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
                            (io.w ? LK__W_WEIGHT : 0u),
                        &io, msg);
+}
+
+LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
+                                       lk_elem_fn fn, uint32_t flags, lk_msg *msg)
+{
+    return lk__elementwise_forward(inst, plan, blk, fn, NULL, NULL, flags, msg);
+}
+
+/* The same with a staged element function: stage, then finish. */
+LK_AI lk_status lk_elementwise_forward_staged(const void *inst, const lk_plan *plan,
+                                              const lk_block *blk, lk_stage_fn stage,
+                                              lk_finish_fn finish, uint32_t flags, lk_msg *msg)
+{
+    return lk__elementwise_forward(inst, plan, blk, NULL, stage, finish, flags, msg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -532,6 +598,29 @@ LK_AI lk_status lk_stats_backward(const void *inst, const lk_plan *plan, const l
     {                                                                                              \
         const T local = *(const T *)inst; /* escapes nowhere: no reloads after stores */          \
         return lk_elementwise_forward(&local, plan, blk, name##__elem, (flags), msg);              \
+    }                                                                                              \
+    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
+    LK__FAMILY(name)
+
+/* An elementwise family whose element function is split in two (see
+ * lk__ew_loop): stage is void stage(const T *inst, const lk_elem *e,
+ * lk_kept *k), reading e's operands only; finish is void finish(const T
+ * *inst, const lk_kept *k, lk_elem *e), filling loss and gradients. */
+#define LK_KERNELS_ELEMENTWISE_STAGED(name, T, stage, finish, flags)                               \
+    LK_AI void name##__stage(const void *p, const lk_elem *e, lk_kept *k)                          \
+    {                                                                                              \
+        stage((const T *)p, e, k);                                                                 \
+    }                                                                                              \
+    LK_AI void name##__finish(const void *p, const lk_kept *k, lk_elem *e)                         \
+    {                                                                                              \
+        finish((const T *)p, k, e);                                                                \
+    }                                                                                              \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        const T local = *(const T *)inst;                                                          \
+        return lk_elementwise_forward_staged(&local, plan, blk, name##__stage, name##__finish,    \
+                                             (flags), msg);                                        \
     }                                                                                              \
     LK__KSET(name, name##__fwd, NULL, 0)                                                           \
     LK__FAMILY(name)
