@@ -242,18 +242,17 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
  * math library (pow), and the registers the common case keeps across the
  * loop would be spilled around that call on every trip. */
 static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double gn, int clipped,
-                                               lk_elem *e)
+                                               lk_v x, lk_v y, lk_v *loss, lk_v *grad)
 {
-    lk_v y = e->t, one = lk_set(1.0);
+    lk_v one = lk_set(1.0);
     lk_m pos = lk_eq(y, one), binary = lk_or(pos, lk_eq(y, lk_zero()));
-    lk_elem eb = *e;
+    lk_elem eb;
+    eb.x = x, eb.t = y;
     eb.loss = eb.grad = lk_zero();
-    if (lk_any(binary))
-    {
-        lk_sigm sb = lk_sigm_of(e->x);
+    if (lk_any(binary)) {
+        lk_sigm sb = lk_sigm_of(x);
         asl_binary(a, gp, gn, clipped, 0, pos, sb, asl_logs_of(a, clipped, pos, &sb), &eb);
     }
-    lk_v x = e->x;
     lk_sigm s = lk_sigm_of(x);
     lk_v qc = asl_qc(a, &s), L = lk_sigm_log1p(&s), Lb = L, pqc = lk_zero();
     if (clipped)
@@ -269,59 +268,41 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
     /* nce = -(y A + (1 - y) B), dce = its derivative, negated back */
     lk_v nce = lk_fma(y, t.nA, lk_mul(ny, t.nB));
     lk_v dce = lk_fma(y, t.dA, lk_mul(ny, t.dB));
-    e->loss = lk_select(binary, eb.loss, lk_mul(nce, W));
-    e->grad = lk_select(binary, eb.grad, lk_fnma(dce, W, lk_mul0(nce, dW)));
+    *loss = lk_select(binary, eb.loss, lk_mul(nce, W));
+    *grad = lk_select(binary, eb.grad, lk_fnma(dce, W, lk_mul0(nce, dW)));
 }
 
-/* The kernels are staged (LK_KERNELS_ELEMENTWISE_STAGED): the sigmoid and
- * the logs of the next vector overlap the powers and products of this
- * one. The stage assumes binary targets; finish redoes a vector that has
- * others (asl_soft). */
-LK_AI void asl_stage_of(const asl *a, int clipped, const lk_elem *e, lk_kept *k)
-{
-    (void)a, (void)clipped;
-    lk_sigm s = lk_sigm_of(e->x);
-    k->v[0] = s.e, k->v[1] = s.r;
-}
-
-/* lean: the timm kernel, whose pick guarantees clip >= eps */
-LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, const lk_kept *k,
-                    lk_elem *e)
+/* lean: the timm kernel, whose pick guarantees clip >= eps. The sigmoid
+ * of x comes from the driver (LK_EW_SIGMOID), formed a vector ahead so
+ * that its exp and reciprocal overlap this vector's logs and powers. */
+LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, lk_elem *e)
 {
     lk_v y = e->t;
     lk_m pos = lk_eq(y, lk_set(1.0)), binary = lk_or(pos, lk_eq(y, lk_zero()));
     if (lk_all(binary)) {
-        lk_sigm s = {lk_abs(e->x), k->v[0], k->v[1], lk_ge(e->x, lk_zero())};
-        asl_binary(a, gp, gn, clipped, lean, pos, s, asl_logs_of(a, clipped, pos, &s), e);
-    } else {
-        asl_soft(a, gp, gn, clipped, e);
+        asl_binary(a, gp, gn, clipped, lean, pos, e->sig,
+                   asl_logs_of(a, clipped, pos, &e->sig), e);
+    } else { /* locals: e's address escapes nowhere, so what it carries unused is dropped */
+        lk_v loss, grad;
+        asl_soft(a, gp, gn, clipped, e->x, y, &loss, &grad);
+        e->loss = loss, e->grad = grad;
     }
 }
 
-LK_AI void asl_stage(const asl *a, const lk_elem *e, lk_kept *k)
+LK_AI void asl_elem(const asl *a, lk_elem *e)
 {
-    asl_stage_of(a, a->clip > 0.0, e, k);
+    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, e);
 }
 
-LK_AI void asl_finish(const asl *a, const lk_kept *k, lk_elem *e)
+LK_AI void asl_elem_timm(const asl *a, lk_elem *e)
 {
-    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, k, e);
-}
-
-LK_AI void asl_stage_timm(const asl *a, const lk_elem *e, lk_kept *k)
-{
-    asl_stage_of(a, 1, e, k);
-}
-
-LK_AI void asl_finish_timm(const asl *a, const lk_kept *k, lk_elem *e)
-{
-    asl_body(a, 1.0, 4.0, 1, 1, k, e);
+    asl_body(a, 1.0, 4.0, 1, 1, e);
 }
 
 static const lk_slot_desc *const asl_slots[] LK__UNUSED = {&cls_logits, &cls_target01, NULL};
 
-LK_KERNELS_ELEMENTWISE_STAGED(asl_any, asl, asl_stage, asl_finish, LK_EW_UNIT_TARGET)
-LK_KERNELS_ELEMENTWISE_STAGED(asl_timm, asl, asl_stage_timm, asl_finish_timm, LK_EW_UNIT_TARGET)
+LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET | LK_EW_SIGMOID)
+LK_KERNELS_ELEMENTWISE(asl_timm, asl, asl_elem_timm, LK_EW_UNIT_TARGET | LK_EW_SIGMOID)
 LK_LOSS_DESC(asymmetric, asl, LK_LOSS_FUSED, NULL, NULL,
              LK_FAMILIES(&asl_any__family, &asl_timm__family), asl_slots,
              LK_REDUCTIONS_ELEMENTWISE | LK_REDUCTION_BIT(LK_REDUCTION_BATCHMEAN),

@@ -8,15 +8,31 @@
  * gradient even where x is infinite. */
 #include "margin.h"
 
-LK_AI void soft_margin_elem(const lk_none *n, lk_elem *e)
+/* Staged (LK_KERNELS_ELEMENTWISE_STAGED): the exp and reciprocal of the
+ * next vector overlap the log of this one. */
+LK_AI lk_v soft_margin_z(const lk_elem *e)
+{
+    return lk_neg(lk_mul0(e->t, e->x));
+}
+
+LK_AI void soft_margin_stage(const lk_none *n, const lk_elem *e, lk_kept *k)
 {
     (void)n;
-    lk_v z = lk_neg(lk_mul0(e->t, e->x));
-    lk_sigm p = lk_sigm_of(z);
+    lk_sigm p = lk_sigm_of(soft_margin_z(e));
+    k->v[0] = p.e, k->v[1] = p.r;
+}
+
+LK_AI void soft_margin_finish(const lk_none *n, const lk_kept *k, lk_elem *e)
+{
+    (void)n;
+    lk_v z = soft_margin_z(e);
+    lk_sigm p = {lk_abs(z), k->v[0], k->v[1], lk_ge(z, lk_zero())};
     e->loss = lk_softplus_of(z, lk_sigm_log1p(&p));
     e->grad = lk_neg(lk_mul(e->t, lk_sigm_p(&p)));
 }
 
-LK_ELEMENTWISE_LOSS(soft_margin, lk_none, soft_margin_elem, 0, LK_HOOKS(0),
-                    .summary = "torch's soft_margin_loss: log(1 + exp(-t x)), stable",
-                    .version = "1.0.0", .slots = mg_sign_slots)
+LK_KERNELS_ELEMENTWISE_STAGED(soft_margin, lk_none, soft_margin_stage, soft_margin_finish, 0)
+LK_LOSS_DESC(soft_margin, lk_none, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&soft_margin__family),
+             mg_sign_slots, LK_REDUCTIONS_ELEMENTWISE, LK_HOOKS(0),
+             .summary = "torch's soft_margin_loss: log(1 + exp(-t x)), stable",
+             .version = "1.0.0")

@@ -118,10 +118,11 @@ static int bce_pick(const void *inst)
     return b->n_pw == 0 ? 2 : 0;
 }
 
+/* The sigmoid of x comes from the driver (LK_EW_SIGMOID), a vector ahead. */
 LK_AI void bce_elem(const bce *b, lk_elem *e)
 {
-    lk_sigm p = lk_sigm_of(e->x);
-    lk_v L = lk_sigm_log1p(&p);
+    lk_sigm p = e->sig;
+    lk_v L = e->sig_L;
     if (b->n_pw == 0) { /* pos_weight 1: the same formulas, fewer multiplies */
         e->loss = lk_bce_logits_of1(&p, L, e->t);
         e->grad = lk_sigm_minus_t(&p, e->t);
@@ -147,7 +148,7 @@ LK_AI void bce_elem_gen(const bce *b, lk_elem *e)
     }
 }
 
-LK_KERNELS_ELEMENTWISE(bce_plain, bce, bce_elem, LK_EW_WEIGHT | LK_EW_UNIT_TARGET)
+LK_KERNELS_ELEMENTWISE(bce_plain, bce, bce_elem, LK_EW_WEIGHT | LK_EW_UNIT_TARGET | LK_EW_SIGMOID)
 
 /* pos_weight 1 (the default) in a family of its own: with no per-vector
  * test of n_pw in the loop, nor the cyclic load's registers, the sums and
@@ -155,12 +156,12 @@ LK_KERNELS_ELEMENTWISE(bce_plain, bce, bce_elem, LK_EW_WEIGHT | LK_EW_UNIT_TARGE
 LK_AI void bce_elem1(const bce *b, lk_elem *e)
 {
     (void)b;
-    lk_sigm p = lk_sigm_of(e->x);
-    e->loss = lk_bce_logits_of1(&p, lk_sigm_log1p(&p), e->t);
+    lk_sigm p = e->sig;
+    e->loss = lk_bce_logits_of1(&p, e->sig_L, e->t);
     e->grad = lk_sigm_minus_t(&p, e->t);
 }
 
-LK_KERNELS_ELEMENTWISE(bce_pw1, bce, bce_elem1, LK_EW_WEIGHT | LK_EW_UNIT_TARGET)
+LK_KERNELS_ELEMENTWISE(bce_pw1, bce, bce_elem1, LK_EW_WEIGHT | LK_EW_UNIT_TARGET | LK_EW_SIGMOID)
 
 LK_AI void bce_gen__elem(const void *p, lk_elem *e)
 {
@@ -253,10 +254,11 @@ static lk_status bce_gen__fwd(const void *inst, const lk_plan *plan, const lk_bl
     const bce local = *(const bce *)inst;
     if (!local.has_ignore)
         return lk_elementwise_forward(&local, plan, blk, bce_gen__elem,
-                                      LK_EW_WEIGHT | LK_EW_UNIT_TARGET, msg);
+                                      LK_EW_WEIGHT | LK_EW_UNIT_TARGET | LK_EW_SIGMOID, msg);
     if (!plan->aux[0] && bce_count(&local, &blk->slots[1], blk->begin, blk->end, msg) < 0)
         return LK_ERR_INVALID;
-    return lk_elementwise_forward(&local, plan, blk, bce_gen__elem, LK_EW_WEIGHT, msg);
+    return lk_elementwise_forward(&local, plan, blk, bce_gen__elem, LK_EW_WEIGHT | LK_EW_SIGMOID,
+                                  msg);
 }
 
 LK__KSET(bce_gen, bce_gen__fwd, NULL, 0)

@@ -101,8 +101,8 @@ LK_AI void focal_body(const focal *f, double gamma, lk_elem *e)
     lk_v at = lk_fma(lk_set(f->at1), t, lk_set(f->at0));
     lk_v gat = lk_fma(lk_set(f->gat1), t, lk_set(f->gat0));
 #endif
-    lk_sigm p = lk_sigm_of(e->x);
-    lk_v L = lk_sigm_log1p(&p);
+    lk_sigm p = e->sig; /* from the driver, a vector ahead (LK_EW_SIGMOID) */
+    lk_v L = e->sig_L;
     lk_m one = lk_eq(t, lk_set(1.0)), binary = lk_or(lk_eq(t, lk_zero()), one);
     lk_v lb = lk_zero(), gb = lk_zero(), ls, gs;
     if (lk_any(binary)) {
@@ -177,7 +177,8 @@ LK_AI void focal_elem_ml(const focal *f, lk_elem *e)
     {                                                                                              \
         focal local = *(const focal *)inst;                                                        \
         local.C = plan->aux[0], local.S = plan->aux[1];                                            \
-        return lk_elementwise_forward(&local, plan, blk, name##__elem, LK_EW_UNIT_TARGET, msg);    \
+        return lk_elementwise_forward(&local, plan, blk, name##__elem,                             \
+                                      LK_EW_UNIT_TARGET | LK_EW_SIGMOID, msg);                     \
     }                                                                                              \
     LK__KSET(name, name##__fwd, NULL, 0)                                                           \
     LK__FAMILY(name)

@@ -211,6 +211,8 @@ typedef struct lk_elem {
     lk_v grad;   /* out: d loss / d x (ignored in a statistics pass) */
     lk_v grad_t; /* out with LK_EW_GRAD_T: d loss / d t */
     lk_v grad_u; /* out with LK_EW_GRAD_U: d loss / d u */
+    lk_sigm sig; /* with LK_EW_SIGMOID: lk_sigm_of(x), formed by the driver */
+    lk_v sig_L;  /* with LK_EW_SIGMOID: lk_sigm_log1p(&sig) (unused, it costs nothing) */
 } lk_elem;
 
 /* Flags of the drivers. */
@@ -220,6 +222,10 @@ typedef struct lk_elem {
 #define LK_EW_THIRD       0x4u /* slot 2 is a third operand shaped like the input: e->u */
 #define LK_EW_GRAD_T      0x8u /* the element function fills grad_t: slot 1 is differentiable */
 #define LK_EW_GRAD_U      0x10u /* it fills grad_u: slot 2 (LK_EW_THIRD) is differentiable */
+/* The fused driver forms e->sig = lk_sigm_of(e->x) a vector ahead of the
+ * element function (software pipelined, see lk__ew_loop): for losses on
+ * logits that start from the sigmoid. */
+#define LK_EW_SIGMOID 0x20u
 
 typedef void (*lk_elem_fn)(const void *inst, lk_elem *e);
 
@@ -287,26 +293,49 @@ LK_AI void lk__ew_finish(uint32_t flags, const lk__ew_io *io, lk_elem *ep, int64
  * them. */
 #define LK_EW_KEEP 6
 typedef struct lk_kept {
-    lk_v v[LK_EW_KEEP];
+    lk_v v[LK_EW_KEEP + 3]; /* the last three: the driver's, for LK_EW_SIGMOID */
 } lk_kept;
 typedef void (*lk_stage_fn)(const void *inst, const lk_elem *e, lk_kept *k);
 typedef void (*lk_finish_fn)(const void *inst, const lk_kept *k, lk_elem *e);
+
+/* The first half of a staged step (the sigmoid, stage), then the second
+ * (finish, or the element function whole). */
+LK_AI void lk__ew_first(const void *inst, lk_stage_fn stage, uint32_t flags, lk_elem *e, lk_kept *k)
+{
+    if (flags & LK_EW_SIGMOID) { /* the exp and reciprocal; the rest is cheap to form again */
+        lk_sigm s = lk_sigm_of(e->x);
+        k->v[LK_EW_KEEP] = s.e, k->v[LK_EW_KEEP + 1] = s.r;
+        k->v[LK_EW_KEEP + 2] = lk_sigm_log1p(&s);
+    }
+    if (stage)
+        stage(inst, e, k);
+}
+
+LK_AI void lk__ew_second(const void *inst, lk_elem_fn fn, lk_finish_fn finish, uint32_t flags,
+                         const lk_kept *k, lk_elem *e)
+{
+    if (flags & LK_EW_SIGMOID) {
+        e->sig.a = lk_abs(e->x), e->sig.pos = lk_ge(e->x, lk_zero());
+        e->sig.e = k->v[LK_EW_KEEP], e->sig.r = k->v[LK_EW_KEEP + 1];
+        e->sig_L = k->v[LK_EW_KEEP + 2];
+    }
+    if (finish)
+        finish(inst, k, e);
+    else
+        fn(inst, e);
+}
 
 LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, lk_stage_fn stage, lk_finish_fn finish,
                             uint32_t flags, const lk__ew_io *io, int64_t i, int k, lk_v scale,
                             int accumulate, lk_acc *sum, lk_msg *msg)
 {
     lk_elem e;
+    lk_kept kp;
     lk_status st = lk__elem_load(io, flags, i, k, &e, msg);
     if (st != LK_OK)
         return st;
-    if (stage) {
-        lk_kept kp;
-        stage(inst, &e, &kp);
-        finish(inst, &kp, &e);
-    } else {
-        fn(inst, &e);
-    }
+    lk__ew_first(inst, stage, flags, &e, &kp);
+    lk__ew_second(inst, fn, finish, flags, &kp, &e);
     lk__ew_finish(flags, io, &e, i, k, scale, accumulate, sum);
     return LK_OK;
 }
@@ -327,23 +356,23 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
      * the loop read blk->end again on every trip */
     const int64_t end = blk->end;
     int64_t i = blk->begin;
-    if (stage && i + 2 * LK_W <= end) {
+    if ((stage || (flags & LK_EW_SIGMOID)) && i + 2 * LK_W <= end) {
         lk_elem cur, next;
         lk_kept kc, kn;
         st = lk__elem_load(io, flags, i, LK_W, &cur, msg);
         if (st != LK_OK)
             return st;
-        stage(inst, &cur, &kc);
+        lk__ew_first(inst, stage, flags, &cur, &kc);
         for (; i + 2 * LK_W <= end; i += LK_W) {
             st = lk__elem_load(io, flags, i + LK_W, LK_W, &next, msg);
             if (st != LK_OK)
                 return st;
-            stage(inst, &next, &kn);
-            finish(inst, &kc, &cur);
+            lk__ew_first(inst, stage, flags, &next, &kn);
+            lk__ew_second(inst, fn, finish, flags, &kc, &cur);
             lk__ew_finish(flags, io, &cur, i, LK_W, scale, acc, &sum);
             cur = next, kc = kn;
         }
-        finish(inst, &kc, &cur);
+        lk__ew_second(inst, fn, finish, flags, &kc, &cur);
         lk__ew_finish(flags, io, &cur, i, LK_W, scale, acc, &sum);
         i += LK_W;
     }
@@ -388,7 +417,8 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
     io.uf = third && s[2].dtype == LK_DTYPE_F32;
     io.gtf = s[1].dtype == LK_DTYPE_F32;
     io.guf = third && s[2].dtype == LK_DTYPE_F32;
-    uint32_t base = flags & (LK_EW_UNIT_TARGET | LK_EW_THIRD | LK_EW_GRAD_T | LK_EW_GRAD_U);
+    uint32_t base =
+        flags & (LK_EW_UNIT_TARGET | LK_EW_THIRD | LK_EW_GRAD_T | LK_EW_GRAD_U | LK_EW_SIGMOID);
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     if (io.gt || io.gu) /* several gradients: the general loop */
         return lk__ew_loop(inst, blk, fn, stage, finish,
