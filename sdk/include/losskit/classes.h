@@ -913,7 +913,7 @@ typedef struct lk__cls_blk {
  * forward's. */
 LK_AI void lk__cls_store(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
                          const lk_cls_chunk *ch, const lk__cls_blk *b, const lk_cls_pos *p, int v,
-                         const lk_v *Ev, const int G)
+                         const lk_v *Ev, int es, const int G)
 {
     lk_v cv = lk_zero();
     if (Ev) {
@@ -921,7 +921,7 @@ LK_AI void lk__cls_store(const void *inst, const lk_cls_ops *ops, const lk_cls_i
          * again (nor z formed) unless the loss's grad reads z */
         for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
             lk_cls_el el = lk__cls_el(io, ch, p, c, cv, v, G);
-            el.e = Ev[c];
+            el.e = Ev[c * es];
             lk_v g = ops->grad(inst, io, p, c, &el);
             lk__cls_put(io, ch, p, c * io->S, v, g, b->scale, b->acc, b->stream, G);
         }
@@ -941,17 +941,17 @@ LK_AI void lk__cls_store(const void *inst, const lk_cls_ops *ops, const lk_cls_i
  * store: one exp per class for value and gradient. */
 LK_AI void lk__cls_grad(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
                         const lk_cls_chunk *ch, const lk__cls_blk *b, lk_cls_pos p, int v,
-                        const lk_v *Ev, const int G)
+                        const lk_v *Ev, int es, const int G)
 {
     if (!(ops->flags & LK_CLS_POS_GRAD)) {
         p.a = p.b = lk_zero();
         p.u = lk_w_set(0.0);
         if (ops->bwd1)
-            lk__cls_again(inst, io, ch, &p, v, Ev, 1, 1, ops->bwd1, NULL, G);
+            lk__cls_again(inst, io, ch, &p, v, Ev, es, 1, ops->bwd1, NULL, G);
         if (ops->bwd_pos)
             ops->bwd_pos(inst, io, &p, NULL);
     }
-    lk__cls_store(inst, ops, io, ch, b, &p, v, Ev, G);
+    lk__cls_store(inst, ops, io, ch, b, &p, v, Ev, es, G);
 }
 
 LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
@@ -970,16 +970,33 @@ LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cl
     int two = ops->fwd2 && (!ops->want2 || ops->want2(inst, io));
     int want_e = two && (ops->flags & LK_CLS_FWD_EXP);
     if (!ops->n_cls) {
-        /* no class statistics: each vector start to end, its state in
-         * registers; E holds one vector's exps */
+        /* no class statistics: the softmax sums of every vector of the
+         * chunk first (their exps kept in E, class-major), then each
+         * vector's value and gradient, its state in registers. In two
+         * loops so that the next vector's exps need not wait behind this
+         * one's log, divisions and stores (software pipelining by a
+         * chunk). Without room for the chunk's exps (more than
+         * LK_CLS_KEEP / LK_CLS_NV classes), each vector start to end, E
+         * one vector's exps. */
+        const int all = K && io->C * LK_CLS_NV <= LK_CLS_KEEP && (want_e || io->g);
         lk_v *Ev = K && (want_e || io->g) ? E : NULL;
+        const int es = all ? ch->nv : 1;
+        for (int v = 0; all && v < ch->nv; v++) {
+            bad[v] = lk_first(0);
+            lk__cls_soft(inst, io, ch, &P[v], v, E + v, es, ops->fwd1,
+                         unit && !two ? &bad[v] : NULL, G);
+        }
         for (int v = 0; v < ch->nv; v++) {
             lk_cls_pos p = P[v];
-            lk_m bv = lk_first(0);
-            lk__cls_soft(inst, io, ch, &p, v, Ev, 1, ops->fwd1, unit && !two ? &bv : NULL, G);
+            lk_m bv = all ? bad[v] : lk_first(0);
+            if (all)
+                Ev = E + v;
+            else
+                lk__cls_soft(inst, io, ch, &p, v, Ev, 1, ops->fwd1, unit && !two ? &bv : NULL, G);
             lk__cls_recip(ops, &p);
             if (two)
-                lk__cls_again(inst, io, ch, &p, v, Ev, 1, want_e, ops->fwd2, unit ? &bv : NULL, G);
+                lk__cls_again(inst, io, ch, &p, v, Ev, es, want_e, ops->fwd2, unit ? &bv : NULL,
+                              G);
             if (unit && lk_any(bv))
                 return lk__cls_bad_t(io, ch, v, msg);
             if (ops->fwd_pos) {
@@ -988,7 +1005,7 @@ LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cl
                     lk__st(io->out, io->xf, ch->pos + (int64_t)v * LK_W, p.k, loss);
             }
             if (io->g)
-                lk__cls_grad(inst, ops, io, ch, b, p, v, Ev, G);
+                lk__cls_grad(inst, ops, io, ch, b, p, v, Ev, es, G);
         }
         return LK_OK;
     }
@@ -1030,7 +1047,7 @@ LK_AI void lk__cls_bwd(const void *inst, const lk_cls_ops *ops, const lk_cls_io 
         lk__cls_soft(inst, io, ch, &p, v, Ev, 1, ops->bwd1, NULL, G);
         if (ops->bwd_pos)
             ops->bwd_pos(inst, io, &p, NULL);
-        lk__cls_store(inst, ops, io, ch, b, &p, v, Ev, G);
+        lk__cls_store(inst, ops, io, ch, b, &p, v, Ev, 1, G);
     }
 }
 
