@@ -19,17 +19,29 @@
  * and p = 1 take the clamp without a log of 0, which would send the vector
  * math down its slow path for special arguments. max() keeps its second
  * operand when either is NaN, so NaN passes. */
-LK_AI void bce_elem(const lk_none *b, lk_elem *e)
+LK_AI void bce_stage(const lk_none *b, const lk_elem *e, lk_kept *k)
+{
+    (void)b;
+    lk_v p = e->x, t = e->t, one = lk_set(1.0);
+    lk_m p0 = lk_eq(p, lk_zero()), p1 = lk_eq(p, one);
+    lk_v pc = lk_clear(p1, p), ps = lk_select(p0, one, p);
+    lk_v u = lk_sub(one, pc);
+    lk_m neg = lk_eq(t, lk_zero());
+    k->v[0] = cls_log01(lk_select(neg, u, ps));
+    k->v[1] = lk_mul(lk_sub(lk_neg(pc), lk_sub(u, one)), lk__recip_fast(u)); /* lost */
+}
+
+/* Staged (LK_KERNELS_ELEMENTWISE_STAGED): the log of the next vector
+ * overlaps the clamps and the gradient's reciprocal of this one. */
+LK_AI void bce_finish(const lk_none *b, const lk_kept *k, lk_elem *e)
 {
     (void)b;
     lk_v p = e->x, t = e->t, one = lk_set(1.0), floor = lk_set(-100.0);
     lk_m p0 = lk_eq(p, lk_zero()), p1 = lk_eq(p, one);
-    lk_v pc = lk_clear(p1, p), ps = lk_select(p0, one, p);
-    lk_v u = lk_sub(one, pc);
-    lk_v lost = lk_mul(lk_sub(lk_neg(pc), lk_sub(u, one)), lk__recip_fast(u));
+    lk_v l1 = k->v[0], lost = k->v[1], lpr = l1, lqr = l1;
     lk_m neg = lk_eq(t, lk_zero()), bin = lk_or(neg, lk_eq(t, one));
-    lk_v l1 = cls_log01(lk_select(neg, u, ps)), lpr = l1, lqr = l1;
     if (!lk_all(bin)) {
+        lk_v pc = lk_clear(p1, p), ps = lk_select(p0, one, p), u = lk_sub(one, pc);
         lk_v l2 = cls_log01(lk_select(neg, ps, u));
         lpr = lk_select(neg, l2, l1);
         lqr = lk_select(neg, l1, l2);
@@ -70,7 +82,8 @@ static const lk_slot_desc bce_weight = {
 static const lk_slot_desc *const bce_slots[] LK__UNUSED = {&bce_input, &bce_target, &bce_weight,
                                                            NULL};
 
-CLS_KERNELS_ELEMENTWISE_CHECKED(bce, lk_none, bce_elem, LK_EW_WEIGHT, cls_bad_prob, 1, "bce")
+CLS_KERNELS_ELEMENTWISE_CHECKED_STAGED(bce, lk_none, bce_stage, bce_finish, LK_EW_WEIGHT,
+                                       cls_bad_prob, 1, "bce")
 LK_LOSS_DESC(bce, lk_none, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&bce__family), bce_slots,
              LK_REDUCTIONS_ELEMENTWISE, LK_HOOKS(0),
              .summary = "torch.nn.functional.binary_cross_entropy on probabilities: logs "

@@ -115,6 +115,37 @@ static inline lk_status cls_refuse_input(const lk_block *blk, int prob, const ch
     LK__KSET(name, name##__fwd, NULL, 0)                                                           \
     LK__FAMILY(name)
 
+/* The same for a staged element function (LK_KERNELS_ELEMENTWISE_STAGED):
+ * finish gathers the bad lanes. */
+#define CLS_KERNELS_ELEMENTWISE_CHECKED_STAGED(name, T, stage, finish, flags, bad, prob, who)      \
+    typedef struct name##__ctx {                                                                   \
+        T user;                                                                                    \
+        lk_m *seen;                                                                                \
+    } name##__ctx;                                                                                 \
+    LK_AI void name##__stage(const void *p, const lk_elem *e, lk_kept *k)                          \
+    {                                                                                              \
+        stage(&((const name##__ctx *)p)->user, e, k);                                              \
+    }                                                                                              \
+    LK_AI void name##__finish(const void *p, const lk_kept *k, lk_elem *e)                         \
+    {                                                                                              \
+        const name##__ctx *c = (const name##__ctx *)p;                                             \
+        *c->seen = lk_or(*c->seen, bad(e->x));                                                     \
+        finish(&c->user, k, e);                                                                    \
+    }                                                                                              \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        lk_m seen = lk_first(0);                                                                   \
+        const name##__ctx local = {*(const T *)inst, &seen};                                       \
+        lk_status st = lk_elementwise_forward_staged(&local, plan, blk, name##__stage,             \
+                                                     name##__finish, (flags), msg);                \
+        if (st == LK_OK && lk_any(seen))                                                           \
+            return cls_refuse_input(blk, prob, who, msg);                                          \
+        return st;                                                                                 \
+    }                                                                                              \
+    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
+    LK__FAMILY(name)
+
 /* ------------------------------------------------------------------------ */
 /* log on (0, 1], inline                                                     */
 
