@@ -33,7 +33,11 @@
  * position-major (one vector through every class, then the next), so that
  * a vector's m, s and per-position sums stay in registers; a forward with
  * class statistics runs fwd2 class-major, each class's sums over the chunk
- * in registers. The exps of step 2 are kept for the later passes.
+ * in registers. The exps of step 2 are kept for the later passes. A
+ * forward without class statistics whose chunk's exps fit (C LK_CLS_NV <=
+ * LK_CLS_KEEP) runs step 2 for every vector of the chunk before step 3 of
+ * any, so that the exps of the next vectors overlap the log, divisions and
+ * stores of this one (the results are the same).
  *
  * Index targets reach the hooks as lanes: y (the class as a lane value, -1
  * where the position does not count) and, per class, hit = (y == c) and t =
