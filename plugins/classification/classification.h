@@ -90,38 +90,21 @@ static inline lk_status cls_refuse_input(const lk_block *blk, int prob, const ch
  * of slot 0: the element function also gathers bad(x) lanes (padding lanes
  * are 0, which no rule refuses), and the block fails after its pass if any
  * was seen. One pass, so that the check costs no second read of memory; a
- * refused call's outputs are not defined. */
+ * refused call's outputs are not defined. _STAGED: the same for a staged
+ * element function (LK_KERNELS_ELEMENTWISE_STAGED), whose finish gathers
+ * the bad lanes. */
 #define CLS_KERNELS_ELEMENTWISE_CHECKED(name, T, elem, flags, bad, prob, who)                      \
-    typedef struct name##__ctx {                                                                   \
-        T user;                                                                                    \
-        lk_m *seen;                                                                                \
-    } name##__ctx;                                                                                 \
+    CLS__CHECKED_CTX(name, T)                                                                      \
     LK_AI void name##__elem(const void *p, lk_elem *e)                                             \
     {                                                                                              \
         const name##__ctx *c = (const name##__ctx *)p;                                             \
         *c->seen = lk_or(*c->seen, bad(e->x));                                                     \
         elem(&c->user, e);                                                                         \
     }                                                                                              \
-    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
-                                 lk_msg *msg)                                                      \
-    {                                                                                              \
-        lk_m seen = lk_first(0);                                                                   \
-        const name##__ctx local = {*(const T *)inst, &seen};                                       \
-        lk_status st = lk_elementwise_forward(&local, plan, blk, name##__elem, (flags), msg);      \
-        if (st == LK_OK && lk_any(seen))                                                           \
-            return cls_refuse_input(blk, prob, who, msg);                                          \
-        return st;                                                                                 \
-    }                                                                                              \
-    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
-    LK__FAMILY(name)
+    CLS__CHECKED_FWD(name, T, name##__elem, NULL, NULL, flags, prob, who)
 
-/* The same for a staged element function (LK_KERNELS_ELEMENTWISE_STAGED):
- * finish gathers the bad lanes. */
 #define CLS_KERNELS_ELEMENTWISE_CHECKED_STAGED(name, T, stage, finish, flags, bad, prob, who)      \
-    typedef struct name##__ctx {                                                                   \
-        T user;                                                                                    \
-        lk_m *seen;                                                                                \
-    } name##__ctx;                                                                                 \
+    CLS__CHECKED_CTX(name, T)                                                                      \
     LK_AI void name##__stage(const void *p, const lk_elem *e, lk_kept *k)                          \
     {                                                                                              \
         stage(&((const name##__ctx *)p)->user, e, k);                                              \
@@ -132,13 +115,22 @@ static inline lk_status cls_refuse_input(const lk_block *blk, int prob, const ch
         *c->seen = lk_or(*c->seen, bad(e->x));                                                     \
         finish(&c->user, k, e);                                                                    \
     }                                                                                              \
+    CLS__CHECKED_FWD(name, T, NULL, name##__stage, name##__finish, flags, prob, who)
+
+#define CLS__CHECKED_CTX(name, T)                                                                  \
+    typedef struct name##__ctx {                                                                   \
+        T user;                                                                                    \
+        lk_m *seen;                                                                                \
+    } name##__ctx;
+
+#define CLS__CHECKED_FWD(name, T, elem, stage, finish, flags, prob, who)                           \
     static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
                                  lk_msg *msg)                                                      \
     {                                                                                              \
         lk_m seen = lk_first(0);                                                                   \
         const name##__ctx local = {*(const T *)inst, &seen};                                       \
-        lk_status st = lk_elementwise_forward_staged(&local, plan, blk, name##__stage,             \
-                                                     name##__finish, (flags), msg);                \
+        lk_status st = lk__elementwise_forward(&local, plan, blk, elem, stage, finish, (flags),    \
+                                               msg);                                               \
         if (st == LK_OK && lk_any(seen))                                                           \
             return cls_refuse_input(blk, prob, who, msg);                                          \
         return st;                                                                                 \

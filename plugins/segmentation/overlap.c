@@ -20,16 +20,16 @@
 /* ------------------------------------------------------------------------ */
 /* seg_ew: lanes per element                                                 */
 
-/* p, and p's derivative by x, of the lanes' elements. */
-LK_AI lk_v seg_prob(const seg *o, lk_v x, lk_v *dpdx)
+/* p, and p's derivative by x, of the lanes' elements; from logits, the
+ * sigmoid comes from the driver (LK_EW_SIGMOID), a vector ahead. */
+LK_AI lk_v seg_prob(const seg *o, const lk_elem *e, lk_v *dpdx)
 {
     if (!o->from_logits) {
         *dpdx = lk_set(1.0);
-        return x;
+        return e->x;
     }
-    lk_sigm s = lk_sigm_of(x);
-    *dpdx = lk_sigm_dp(&s);
-    return lk_sigm_p(&s);
+    *dpdx = lk_sigm_dp(&e->sig);
+    return lk_sigm_p(&e->sig);
 }
 
 /* The elements that count: all, or those whose target is not ignore_index. */
@@ -43,7 +43,7 @@ LK_AI lk_m seg_counts(const seg *o, lk_v t)
 LK_AI void seg_ew_stats(const void *inst, lk_elem *e, lk_v *s)
 {
     const seg *o = (const seg *)inst;
-    lk_v dp, p = seg_prob(o, e->x, &dp), t = e->t;
+    lk_v dp, p = seg_prob(o, e, &dp), t = e->t;
     lk_m m = seg_counts(o, t);
     (void)dp;
     s[SEG_I] = lk_keep(m, o->min_i ? lk_min(p, t) : lk_mul(p, t));
@@ -65,7 +65,7 @@ LK_AI lk_v seg_dmin(lk_v p, lk_v t)
 LK_AI void seg_ew_grad(const void *inst, const lk_v *k, lk_elem *e)
 {
     const seg *o = (const seg *)inst;
-    lk_v dp, p = seg_prob(o, e->x, &dp), t = e->t;
+    lk_v dp, p = seg_prob(o, e, &dp), t = e->t;
     lk_v di = o->min_i ? seg_dmin(p, t) : t;
     lk_v dP = o->squared ? lk_add(p, p) : lk_set(1.0);
     lk_v g = lk_add(lk_mul(k[0], di), lk_mul(k[1], lk_sub(dP, di)));
@@ -107,8 +107,10 @@ static lk_status seg_ew_fwd(const void *inst, const lk_plan *plan, const lk_bloc
         sub.begin = i;
         sub.end = end;
         sub.stats = tmp;
-        st = lk_stats_forward(&local, &sub, seg_ew_stats, SEG_NSTAT,
-                              local.has_ignore ? 0u : LK_EW_UNIT_TARGET, msg);
+        uint32_t flags = local.has_ignore ? 0u : LK_EW_UNIT_TARGET;
+        st = local.from_logits ? lk_stats_forward(&local, &sub, seg_ew_stats, SEG_NSTAT,
+                                                  flags | LK_EW_SIGMOID, msg)
+                               : lk_stats_forward(&local, &sub, seg_ew_stats, SEG_NSTAT, flags, msg);
         for (int j = 0; j < SEG_NSTAT; j++)
             blk->stats[(g * SEG_NSTAT + j) * C + c] += tmp[j];
         i = end;
@@ -147,7 +149,9 @@ static lk_status seg_ew_bwd(const void *inst, const lk_plan *plan, const lk_bloc
         sub.begin = i;
         sub.end = end;
         sub.global = coef + 2 * seg_run_pair(plan, i);
-        st = lk_stats_backward(&local, plan, &sub, seg_ew_consts, seg_ew_grad, msg);
+        st = local.from_logits
+                 ? lk_stats_backward_sigmoid(&local, plan, &sub, seg_ew_consts, seg_ew_grad, msg)
+                 : lk_stats_backward(&local, plan, &sub, seg_ew_consts, seg_ew_grad, msg);
         i = end;
     }
     free(coef);

@@ -29,9 +29,9 @@ static lk_status dice_bce_finalize(const void *inst, const lk_plan *plan, const 
 LK_AI void dice_bce_stats(const dice_bce *d, lk_elem *e, lk_v *s)
 {
     (void)d;
-    lk_sigm p = lk_sigm_of(e->x);
+    lk_sigm p = e->sig; /* from the driver, a vector ahead (LK_EW_SIGMOID) */
     tut_overlap_stats(&p, e->t, s);
-    s[DB_BCE] = lk_bce_logits_of1(&p, lk_sigm_log1p(&p), e->t);
+    s[DB_BCE] = lk_bce_logits_of1(&p, e->sig_L, e->t);
     s[DB_COUNT] = lk_set(1.0);
 }
 
@@ -45,11 +45,11 @@ static void dice_bce_consts(const void *inst, const double *g, double *k)
 LK_AI void dice_bce_grad(const dice_bce *d, const lk_v *k, lk_elem *e)
 {
     (void)d;
-    lk_sigm p = lk_sigm_of(e->x);
+    lk_sigm p = e->sig;
     e->grad = lk_fma(lk_sigm_minus_t(&p, e->t), k[3], tut_dice_grad(&p, k, e->t));
 }
 
 LK_STATS_LOSS(dice_bce, dice_bce, 5, dice_bce_stats, dice_bce_consts, dice_bce_grad,
-              LK_EW_UNIT_TARGET, LK_HOOKS(.init = dice_bce_init, .finalize = dice_bce_finalize),
+              LK_EW_UNIT_TARGET | LK_EW_SIGMOID, LK_HOOKS(.init = dice_bce_init, .finalize = dice_bce_finalize),
               .summary = "the tutorial's DiceBCELoss: mean BCE from logits + dice",
               .version = "1.1.0", .params = dice_bce_params, .slots = tut_logit_slots)

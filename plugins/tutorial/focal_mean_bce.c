@@ -39,8 +39,8 @@ static lk_status fmb_init(void *inst, const lk_param_value *p, lk_msg *msg)
 LK_AI void fmb_stats(const fmb *f, lk_elem *e, lk_v *s)
 {
     (void)f;
-    lk_sigm p = lk_sigm_of(e->x);
-    s[0] = lk_bce_logits_of1(&p, lk_sigm_log1p(&p), e->t);
+    lk_sigm p = e->sig; /* from the driver, a vector ahead (LK_EW_SIGMOID) */
+    s[0] = lk_bce_logits_of1(&p, e->sig_L, e->t);
     s[1] = lk_set(1.0);
 }
 
@@ -79,11 +79,12 @@ static void fmb_consts(const void *inst, const double *g, double *k)
 LK_AI void fmb_grad(const fmb *f, const lk_v *k, lk_elem *e)
 {
     (void)f;
-    lk_sigm p = lk_sigm_of(e->x);
+    lk_sigm p = e->sig;
     e->grad = lk_mul(k[0], lk_sigm_minus_t(&p, e->t));
 }
 
-LK_STATS_LOSS(focal_mean_bce, fmb, 2, fmb_stats, fmb_consts, fmb_grad, LK_EW_UNIT_TARGET,
+LK_STATS_LOSS(focal_mean_bce, fmb, 2, fmb_stats, fmb_consts, fmb_grad,
+              LK_EW_UNIT_TARGET | LK_EW_SIGMOID,
               LK_HOOKS(.init = fmb_init, .finalize = fmb_finalize),
               .summary = "the tutorial's FocalLoss: alpha (1 - e^-B)^gamma B on the mean BCE B",
               .version = "1.1.0", .params = fmb_params, .slots = tut_logit_slots)

@@ -311,14 +311,24 @@ LK_AI void lk__ew_first(const void *inst, lk_stage_fn stage, uint32_t flags, lk_
         stage(inst, e, k);
 }
 
-LK_AI void lk__ew_second(const void *inst, lk_elem_fn fn, lk_finish_fn finish, uint32_t flags,
-                         const lk_kept *k, lk_elem *e)
+/* e->sig and e->sig_L from the kept vectors; without LK_EW_SIGMOID zeros
+ * (which the compiler drops: nothing reads them then). */
+LK_AI void lk__ew_sig(uint32_t flags, const lk_kept *k, lk_elem *e)
 {
     if (flags & LK_EW_SIGMOID) {
         e->sig.a = lk_abs(e->x), e->sig.pos = lk_ge(e->x, lk_zero());
         e->sig.e = k->v[LK_EW_KEEP], e->sig.r = k->v[LK_EW_KEEP + 1];
         e->sig_L = k->v[LK_EW_KEEP + 2];
+    } else {
+        e->sig.a = e->sig.e = e->sig.r = e->sig_L = lk_zero();
+        e->sig.pos = lk_first(0);
     }
+}
+
+LK_AI void lk__ew_second(const void *inst, lk_elem_fn fn, lk_finish_fn finish, uint32_t flags,
+                         const lk_kept *k, lk_elem *e)
+{
+    lk__ew_sig(flags, k, e);
     if (finish)
         finish(inst, k, e);
     else
@@ -473,23 +483,33 @@ typedef struct lk__accs {
 
 #define LK__EACH_ACC(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
-LK_AI lk_status lk__st_step(const void *inst, lk_stats_fn fn, int n_stats, uint32_t flags,
-                            const lk__ew_io *io, int64_t i, int k, lk__accs *acc, lk_msg *msg)
+LK_AI void lk__st_add(int n_stats, int k, const lk_v *s, lk__accs *acc)
 {
-    lk_elem e;
-    lk_v s[LK_STATS_MAX];
-    lk_status st = lk__elem_load(io, flags, i, k, &e, msg);
-    if (st != LK_OK)
-        return st;
-    fn(inst, &e, s);
 #define LK__ADD(j)                                                                                 \
     if (n_stats > j)                                                                               \
         lk_acc_add(&acc->a##j, k == LK_W ? s[j] : lk_keep(lk_first(k), s[j]));
     LK__EACH_ACC(LK__ADD)
 #undef LK__ADD
+}
+
+LK_AI lk_status lk__st_step(const void *inst, lk_stats_fn fn, int n_stats, uint32_t flags,
+                            const lk__ew_io *io, int64_t i, int k, lk__accs *acc, lk_msg *msg)
+{
+    lk_elem e;
+    lk_kept kp;
+    lk_v s[LK_STATS_MAX];
+    lk_status st = lk__elem_load(io, flags, i, k, &e, msg);
+    if (st != LK_OK)
+        return st;
+    lk__ew_first(inst, NULL, flags, &e, &kp);
+    lk__ew_sig(flags, &kp, &e);
+    fn(inst, &e, s);
+    lk__st_add(n_stats, k, s, acc);
     return LK_OK;
 }
 
+/* With LK_EW_SIGMOID (e->sig for stats and grad, as in the fused driver)
+ * both passes are software pipelined like lk__ew_loop. */
 LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats_fn fn,
                                  int n_stats, uint32_t flags, lk_msg *msg)
 {
@@ -505,11 +525,35 @@ LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats
     LK__EACH_ACC(LK__ZERO)
 #undef LK__ZERO
     lk_status st = LK_OK;
+    const int64_t end = blk->end;
     int64_t i = blk->begin;
-    for (; st == LK_OK && i + LK_W <= blk->end; i += LK_W)
+    if ((flags & LK_EW_SIGMOID) && i + 2 * LK_W <= end) {
+        lk_elem cur, next;
+        lk_kept kc, kn;
+        lk_v sv[LK_STATS_MAX];
+        st = lk__elem_load(&io, flags, i, LK_W, &cur, msg);
+        if (st != LK_OK)
+            return st;
+        lk__ew_first(inst, NULL, flags, &cur, &kc);
+        for (; i + 2 * LK_W <= end; i += LK_W) {
+            st = lk__elem_load(&io, flags, i + LK_W, LK_W, &next, msg);
+            if (st != LK_OK)
+                return st;
+            lk__ew_first(inst, NULL, flags, &next, &kn);
+            lk__ew_sig(flags, &kc, &cur);
+            fn(inst, &cur, sv);
+            lk__st_add(n_stats, LK_W, sv, &acc);
+            cur = next, kc = kn;
+        }
+        lk__ew_sig(flags, &kc, &cur);
+        fn(inst, &cur, sv);
+        lk__st_add(n_stats, LK_W, sv, &acc);
+        i += LK_W;
+    }
+    for (; st == LK_OK && i + LK_W <= end; i += LK_W)
         st = lk__st_step(inst, fn, n_stats, flags, &io, i, LK_W, &acc, msg);
-    if (st == LK_OK && i < blk->end)
-        st = lk__st_step(inst, fn, n_stats, flags, &io, i, (int)(blk->end - i), &acc, msg);
+    if (st == LK_OK && i < end)
+        st = lk__st_step(inst, fn, n_stats, flags, &io, i, (int)(end - i), &acc, msg);
 #define LK__OUT(j)                                                                                 \
     if (st == LK_OK && n_stats > j)                                                                \
         blk->stats[j] += lk_acc_sum(acc.a##j);
@@ -518,33 +562,63 @@ LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats
     return st;
 }
 
-LK_AI void lk__gr_step(const void *inst, lk_grad_fn fn, const lk_v *kv, const lk__ew_io *io,
-                       int64_t i, int k, lk_v scale, int accumulate, const int stream)
+LK_AI void lk__gr_put(const lk__ew_io *io, const lk_elem *e, int64_t i, int k, lk_v scale,
+                      int accumulate, const int stream)
 {
-    lk_elem e;
-    lk__elem_load(io, 0, i, k, &e, NULL); /* the forward pass checked the targets */
-    fn(inst, kv, &e);
     if (stream && k == LK_W)
-        lk__stream_grad(io->g, i, e.grad, scale);
+        lk__stream_grad(io->g, i, e->grad, scale);
     else
-        lk__put_grad(io->g, io->xf, i, k, e.grad, scale, accumulate);
+        lk__put_grad(io->g, io->xf, i, k, e->grad, scale, accumulate);
 }
 
-LK_AI void lk__gr_loop(const void *inst, const lk_block *blk, lk_grad_fn fn, const lk_v *kv,
-                       const lk__ew_io *io, int accumulate, const int stream)
+LK_AI void lk__gr_step(const void *inst, lk_grad_fn fn, uint32_t flags, const lk_v *kv,
+                       const lk__ew_io *io, int64_t i, int k, lk_v scale, int accumulate,
+                       const int stream)
+{
+    lk_elem e;
+    lk_kept kp;
+    lk__elem_load(io, 0, i, k, &e, NULL); /* the forward pass checked the targets */
+    lk__ew_first(inst, NULL, flags, &e, &kp);
+    lk__ew_sig(flags, &kp, &e);
+    fn(inst, kv, &e);
+    lk__gr_put(io, &e, i, k, scale, accumulate, stream);
+}
+
+LK_AI void lk__gr_loop(const void *inst, const lk_block *blk, lk_grad_fn fn, uint32_t flags,
+                       const lk_v *kv, const lk__ew_io *io, int accumulate, const int stream)
 {
     lk_v scale = lk_set(blk->grad_scale);
+    const int64_t end = blk->end;
     int64_t i = blk->begin;
-    for (; i + LK_W <= blk->end; i += LK_W)
-        lk__gr_step(inst, fn, kv, io, i, LK_W, scale, accumulate, stream);
-    if (i < blk->end)
-        lk__gr_step(inst, fn, kv, io, i, (int)(blk->end - i), scale, accumulate, stream);
+    if ((flags & LK_EW_SIGMOID) && i + 2 * LK_W <= end) {
+        lk_elem cur, next;
+        lk_kept kc, kn;
+        lk__elem_load(io, 0, i, LK_W, &cur, NULL);
+        lk__ew_first(inst, NULL, flags, &cur, &kc);
+        for (; i + 2 * LK_W <= end; i += LK_W) {
+            lk__elem_load(io, 0, i + LK_W, LK_W, &next, NULL);
+            lk__ew_first(inst, NULL, flags, &next, &kn);
+            lk__ew_sig(flags, &kc, &cur);
+            fn(inst, kv, &cur);
+            lk__gr_put(io, &cur, i, LK_W, scale, accumulate, stream);
+            cur = next, kc = kn;
+        }
+        lk__ew_sig(flags, &kc, &cur);
+        fn(inst, kv, &cur);
+        lk__gr_put(io, &cur, i, LK_W, scale, accumulate, stream);
+        i += LK_W;
+    }
+    for (; i + LK_W <= end; i += LK_W)
+        lk__gr_step(inst, fn, flags, kv, io, i, LK_W, scale, accumulate, stream);
+    if (i < end)
+        lk__gr_step(inst, fn, flags, kv, io, i, (int)(end - i), scale, accumulate, stream);
     if (stream)
         lk_stream_fence();
 }
 
-LK_AI lk_status lk_stats_backward(const void *inst, const lk_plan *plan, const lk_block *blk,
-                                  lk_consts_fn consts, lk_grad_fn fn, lk_msg *msg)
+/* flags: LK_EW_SIGMOID or 0 (the forward pass checked the targets). */
+LK_AI lk_status lk__stats_backward(const void *inst, const lk_plan *plan, const lk_block *blk,
+                                   lk_consts_fn consts, lk_grad_fn fn, uint32_t flags, lk_msg *msg)
 {
     if (!blk->grads || !blk->grads[0].data)
         return LK_OK;
@@ -564,11 +638,26 @@ LK_AI lk_status lk_stats_backward(const void *inst, const lk_plan *plan, const l
     for (int j = 0; j < LK_STATS_MAX; j++)
         kv[j] = lk_set(k[j]);
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    flags &= LK_EW_SIGMOID;
     if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
-        lk__gr_loop(inst, blk, fn, kv, &io, acc, 1);
+        lk__gr_loop(inst, blk, fn, flags, kv, &io, acc, 1);
     else
-        lk__gr_loop(inst, blk, fn, kv, &io, acc, 0);
+        lk__gr_loop(inst, blk, fn, flags, kv, &io, acc, 0);
     return LK_OK;
+}
+
+LK_AI lk_status lk_stats_backward(const void *inst, const lk_plan *plan, const lk_block *blk,
+                                  lk_consts_fn consts, lk_grad_fn fn, lk_msg *msg)
+{
+    return lk__stats_backward(inst, plan, blk, consts, fn, 0, msg);
+}
+
+/* The same, forming e->sig (LK_EW_SIGMOID) a vector ahead for grad. */
+LK_AI lk_status lk_stats_backward_sigmoid(const void *inst, const lk_plan *plan,
+                                          const lk_block *blk, lk_consts_fn consts, lk_grad_fn fn,
+                                          lk_msg *msg)
+{
+    return lk__stats_backward(inst, plan, blk, consts, fn, LK_EW_SIGMOID, msg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -679,7 +768,7 @@ LK_AI lk_status lk_stats_backward(const void *inst, const lk_plan *plan, const l
                                  lk_msg *msg)                                                      \
     {                                                                                              \
         const T local = *(const T *)inst;                                                          \
-        return lk_stats_backward(&local, plan, blk, consts, name##__grad, msg);                    \
+        return lk__stats_backward(&local, plan, blk, consts, name##__grad, (flags), msg);         \
     }                                                                                              \
     LK__KSET(name, name##__fwd, name##__bwd, (n_stats))                                            \
     LK__FAMILY(name)
