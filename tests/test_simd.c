@@ -738,8 +738,8 @@ Test(simd, float_lanes_run)
 Test(simd, errors_agree)
 {
     static const int64_t bad_at[] = {0, 5, 8, 33, 16384 + 3, 2 * 16384 + 30};
-    static const char *const ids[] = {"bce_with_logits", "focal", "dice",
-                                      "dice_bce",        "iou",   "focal_mean_bce"};
+    static const char *const ids[] = {"bce_with_logits", "focal",     "dice", "dice_bce", "iou",
+                                      "focal_mean_bce",  "asymmetric"};
     int64_t shape[1] = {3 * 16384};
     lk_runtime *rt = open_runtime(2);
     for (int dt = 0; dt < 2; dt++) {
