@@ -212,7 +212,7 @@ typedef struct lk_elem {
     lk_v grad_t; /* out with LK_EW_GRAD_T: d loss / d t */
     lk_v grad_u; /* out with LK_EW_GRAD_U: d loss / d u */
     lk_sigm sig; /* with LK_EW_SIGMOID: lk_sigm_of(x), formed by the driver */
-    lk_v sig_L;  /* with LK_EW_SIGMOID: lk_sigm_log1p(&sig) (unused, it costs nothing) */
+    lk_v sig_L;  /* with LK_EW_SIGMOID: lk_sigm_log1p(&sig) (dropped where unread) */
 } lk_elem;
 
 /* Flags of the drivers. */
@@ -222,9 +222,9 @@ typedef struct lk_elem {
 #define LK_EW_THIRD       0x4u /* slot 2 is a third operand shaped like the input: e->u */
 #define LK_EW_GRAD_T      0x8u /* the element function fills grad_t: slot 1 is differentiable */
 #define LK_EW_GRAD_U      0x10u /* it fills grad_u: slot 2 (LK_EW_THIRD) is differentiable */
-/* The fused driver forms e->sig = lk_sigm_of(e->x) a vector ahead of the
- * element function (software pipelined, see lk__ew_loop): for losses on
- * logits that start from the sigmoid. */
+/* The drivers (fused and two-pass) form e->sig = lk_sigm_of(e->x) and
+ * e->sig_L a vector ahead of the element function (software pipelined, see
+ * lk__ew_loop): for losses on logits that start from the sigmoid. */
 #define LK_EW_SIGMOID 0x20u
 
 typedef void (*lk_elem_fn)(const void *inst, lk_elem *e);
@@ -439,7 +439,8 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
         if (!io.g)
             return lk__ew_loop(inst, blk, fn, stage, finish, base, &io, msg);
         if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
-            return lk__ew_loop(inst, blk, fn, stage, finish, base | LK__W_GRAD | LK__W_STREAM, &io, msg);
+            return lk__ew_loop(inst, blk, fn, stage, finish, base | LK__W_GRAD | LK__W_STREAM,
+                               &io, msg);
         return lk__ew_loop(inst, blk, fn, stage, finish, base | LK__W_GRAD, &io, msg);
     }
     return lk__ew_loop(inst, blk, fn, stage, finish,
