@@ -1226,6 +1226,26 @@ Test(cli, bench_dtype_float64_moves_twice_the_bytes)
     cJSON_Delete(f64);
 }
 
+/* With one round the fractions are that round's roofline time over the
+ * loss time of the same pass (forward; forward+backward; the least bytes
+ * against forward+backward), and every time is positive. */
+Test(cli, bench_fractions_pair_each_pass_with_its_roofline)
+{
+    cJSON *j = bench_mse("float32");
+    const char *frac[] = {"roofline_fraction_forward", "roofline_fraction_forward_backward",
+                          "roofline_least_fraction_forward_backward"};
+    const char *roof[] = {"roofline_forward_ms", "roofline_forward_backward_ms",
+                          "roofline_least_forward_backward_ms"};
+    const char *loss[] = {"forward_ms", "forward_backward_ms", "forward_backward_ms"};
+    for (int k = 0; k < 3; k++) {
+        double f = num_field(j, frac[k]), r = num_field(j, roof[k]), l = num_field(j, loss[k]);
+        cr_expect(r > 0 && l > 0, "%s %g, %s %g", roof[k], r, loss[k], l);
+        cr_expect(fabs(f - r / l) <= 1e-12 * (r / l), "%s %.17g, %s / %s = %.17g", frac[k], f,
+                  roof[k], loss[k], r / l);
+    }
+    cJSON_Delete(j);
+}
+
 /* A whole-batch loss without --shape is timed on 8 images of 256 x 256,
  * with 21 classes when it takes class ids (lovasz_softmax) and one channel
  * otherwise (lovasz_hinge); --shape still wins. */

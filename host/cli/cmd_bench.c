@@ -320,36 +320,30 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Median and minimum of repeat timed evaluations, after one warm-up. */
-static int time_eval(const lk_loss *loss, bench_data *d, int with_grad, int repeat, double *median,
-                     double *best)
+/* One evaluation in ms, or -1 if the call fails (reported). */
+static double eval_ms(const lk_loss *loss, bench_data *d, int with_grad)
 {
-    double *t = calloc((size_t)repeat, sizeof *t);
-    if (!t)
-        return -1;
-    for (int r = -1; r < repeat; r++) {
-        lk_eval_args a;
-        lk_eval_args_init(&a);
-        a.tensors = d->named;
-        a.n_tensors = d->n;
-        if (with_grad) {
-            a.grads = &d->named_grad;
-            a.n_grads = 1;
-        }
-        double v, t0 = now_ms();
-        if (lk_loss_eval(loss, &a, &v) != LK_OK) {
-            cli_error("bench: %s", a.errmsg);
-            free(t);
-            return -1;
-        }
-        if (r >= 0)
-            t[r] = now_ms() - t0;
+    lk_eval_args a;
+    lk_eval_args_init(&a);
+    a.tensors = d->named;
+    a.n_tensors = d->n;
+    if (with_grad) {
+        a.grads = &d->named_grad;
+        a.n_grads = 1;
     }
-    qsort(t, (size_t)repeat, sizeof *t, cmp_double);
-    *median = t[repeat / 2];
-    *best = t[0];
-    free(t);
-    return 0;
+    double v, t0 = now_ms();
+    if (lk_loss_eval(loss, &a, &v) != LK_OK) {
+        cli_error("bench: %s", a.errmsg);
+        return -1.0;
+    }
+    return now_ms() - t0;
+}
+
+/* The median of t[0 .. n) (sorts t). */
+static double median_of(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return t[n / 2];
 }
 
 typedef struct stream_job {
@@ -380,47 +374,52 @@ static void *stream_part(void *arg)
     return NULL;
 }
 
-/* The roofline: read two float arrays and, with write set, write a third;
- * n is chosen so that the bytes moved equal the loss's. */
-static double roofline_ms(size_t bytes, int write, int32_t threads, int repeat)
+/* The roofline's arrays, sized once for the largest of its streams. */
+typedef struct roof_bufs {
+    float *a, *b, *o;
+} roof_bufs;
+
+static int roof_alloc(roof_bufs *rb, size_t n)
+{
+    rb->a = malloc(n * sizeof *rb->a), rb->b = malloc(n * sizeof *rb->b);
+    rb->o = malloc(n * sizeof *rb->o);
+    if (!rb->a || !rb->b || !rb->o)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        rb->a[i] = (float)i, rb->b[i] = 1.0f, rb->o[i] = 0.0f;
+    return 0;
+}
+
+static void roof_free(roof_bufs *rb)
+{
+    free(rb->a);
+    free(rb->b);
+    free(rb->o);
+}
+
+/* The roofline once, in ms: read two float arrays and, with write set,
+ * write a third; the element count is chosen so that the bytes moved
+ * equal the loss's. */
+static double roof_ms(const roof_bufs *rb, size_t bytes, int write, int32_t threads)
 {
     size_t n = bytes / (write ? 12 : 8);
-    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *o = malloc(n * sizeof *o);
-    double best = NAN;
-    if (a && b && o) {
-        for (size_t i = 0; i < n; i++)
-            a[i] = (float)i, b[i] = 1.0f, o[i] = 0.0f;
-        stream_job jobs[1024];
-        pthread_t tid[1024];
-        double *t = calloc((size_t)repeat, sizeof *t);
-        for (int r = -1; t && r < repeat; r++) {
-            double t0 = now_ms();
-            for (int32_t k = 0; k < threads; k++) {
-                jobs[k] = (stream_job){a,
-                                       b,
-                                       write ? o : NULL,
-                                       n * (size_t)k / (size_t)threads,
-                                       n * (size_t)(k + 1) / (size_t)threads,
-                                       0.0};
-                if (k > 0)
-                    pthread_create(&tid[k], NULL, stream_part, &jobs[k]);
-            }
-            stream_part(&jobs[0]);
-            for (int32_t k = 1; k < threads; k++)
-                pthread_join(tid[k], NULL);
-            if (r >= 0)
-                t[r] = now_ms() - t0;
-        }
-        if (t) {
-            qsort(t, (size_t)repeat, sizeof *t, cmp_double);
-            best = t[repeat / 2];
-        }
-        free(t);
+    stream_job jobs[1024];
+    pthread_t tid[1024];
+    double t0 = now_ms();
+    for (int32_t k = 0; k < threads; k++) {
+        jobs[k] = (stream_job){rb->a,
+                               rb->b,
+                               write ? rb->o : NULL,
+                               n * (size_t)k / (size_t)threads,
+                               n * (size_t)(k + 1) / (size_t)threads,
+                               0.0};
+        if (k > 0)
+            pthread_create(&tid[k], NULL, stream_part, &jobs[k]);
     }
-    free(a);
-    free(b);
-    free(o);
-    return best;
+    stream_part(&jobs[0]);
+    for (int32_t k = 1; k < threads; k++)
+        pthread_join(tid[k], NULL);
+    return now_ms() - t0;
 }
 
 /* The benchmark's shape shrunk to about 64 elements, each dimension
@@ -478,8 +477,11 @@ static double small_call_us(lk_runtime *rt, const bench_opts *big)
 
 typedef struct bench_result {
     double fwd_ms, fwd_best, fb_ms, fb_best, roof_fwd_ms, roof_fb_ms, roof_min_ms, small_us;
+    /* medians over the rounds of roofline time / loss time, each round's
+     * loss and roofline timed back to back */
+    double frac_fwd, frac_fb, frac_min;
     size_t elements, bytes_fwd, bytes_fb, bytes_min;
-    /* the synthesised tensors; the process's peak RSS after the timed
+    /* the synthesised tensors; the process's peak RSS after the warm-up
      * evaluations (before the roofline allocates) */
     size_t tensor_kib, peak_kib;
     int32_t dtype; /* the input's, as synthesised */
@@ -496,17 +498,17 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
                "roofline");
         printf("  %-17s %9.3f %12.3e %10zu %8.2f %8.0f%%\n", "forward", r->fwd_ms,
                (double)r->elements / (r->fwd_ms * 1e-3), r->bytes_fwd, gbs_f,
-               100.0 * r->roof_fwd_ms / r->fwd_ms);
+               100.0 * r->frac_fwd);
         printf("  %-17s %9.3f %12.3e %10zu %8.2f %8.0f%%\n", "forward+backward", r->fb_ms,
                (double)r->elements / (r->fb_ms * 1e-3), r->bytes_fb, gbs_fb,
-               100.0 * r->roof_fb_ms / r->fb_ms);
+               100.0 * r->frac_fb);
         printf("  roofline (streaming kernel, same bytes): forward %.3f ms, "
                "forward+backward %.3f ms\n",
                r->roof_fwd_ms, r->roof_fb_ms);
         if (r->bytes_min != r->bytes_fb)
             printf("  least bytes (inputs once, gradient once): %zu, streamed in %.3f ms: "
                    "forward+backward at %.0f%% of that\n",
-                   r->bytes_min, r->roof_min_ms, 100.0 * r->roof_min_ms / r->fb_ms);
+                   r->bytes_min, r->roof_min_ms, 100.0 * r->frac_min);
         printf("  host overhead per call on about 64 elements: %.3f us\n", r->small_us);
         printf("  peak RSS after the timed evaluations: %zu KiB (inputs and gradient: %zu KiB)\n",
                r->peak_kib, r->tensor_kib);
@@ -532,12 +534,11 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
     cJSON_AddNumberToObject(j, "gbps_forward_backward", gbs_fb);
     cJSON_AddNumberToObject(j, "roofline_forward_ms", r->roof_fwd_ms);
     cJSON_AddNumberToObject(j, "roofline_forward_backward_ms", r->roof_fb_ms);
-    cJSON_AddNumberToObject(j, "roofline_fraction_forward", r->roof_fwd_ms / r->fwd_ms);
-    cJSON_AddNumberToObject(j, "roofline_fraction_forward_backward", r->roof_fb_ms / r->fb_ms);
+    cJSON_AddNumberToObject(j, "roofline_fraction_forward", r->frac_fwd);
+    cJSON_AddNumberToObject(j, "roofline_fraction_forward_backward", r->frac_fb);
     cJSON_AddNumberToObject(j, "bytes_least_forward_backward", (double)r->bytes_min);
     cJSON_AddNumberToObject(j, "roofline_least_forward_backward_ms", r->roof_min_ms);
-    cJSON_AddNumberToObject(j, "roofline_least_fraction_forward_backward",
-                            r->roof_min_ms / r->fb_ms);
+    cJSON_AddNumberToObject(j, "roofline_least_fraction_forward_backward", r->frac_min);
     cJSON_AddNumberToObject(j, "small_call_us", r->small_us);
     cJSON_AddNumberToObject(j, "peak_rss_kib", (double)r->peak_kib);
     cJSON_AddNumberToObject(j, "tensor_kib", (double)r->tensor_kib);
@@ -547,14 +548,68 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
     cJSON_Delete(j);
 }
 
+/* Times the loss and the roofline in rounds: each round runs the forward
+ * pass, the roofline of its bytes, forward+backward and the rooflines of
+ * its bytes (and of the least bytes), back to back, so that a loss and its
+ * roofline see the same machine (on a shared machine the bandwidth left
+ * to a process drifts over seconds). Times are medians over the rounds,
+ * fractions the medians of each round's ratio. */
+static int time_rounds(const bench_opts *o, const lk_loss *loss, bench_data *d, int32_t threads,
+                       bench_result *r)
+{
+    const int n = o->repeat;
+    double *t = calloc((size_t)n * 8, sizeof *t);
+    roof_bufs rb = {0};
+    size_t most = r->bytes_fwd / 8;
+    if (r->bytes_fb / 12 > most)
+        most = r->bytes_fb / 12;
+    if (r->bytes_min / 12 > most)
+        most = r->bytes_min / 12;
+    int rc = -1;
+    if (!t || roof_alloc(&rb, most) != 0) {
+        cli_error("bench: out of memory for the roofline's arrays");
+        goto out;
+    }
+    double *tf = t, *tb = t + n, *rf = t + 2 * n, *rfb = t + 3 * n, *rm = t + 4 * n;
+    double *qf = t + 5 * n, *qb = t + 6 * n, *qm = t + 7 * n;
+    const int least = r->bytes_min != r->bytes_fb;
+    roof_ms(&rb, r->bytes_fb, 1, threads); /* warm-up */
+    for (int k = 0; k < n; k++) {
+        if ((tf[k] = eval_ms(loss, d, 0)) < 0.0)
+            goto out;
+        rf[k] = roof_ms(&rb, r->bytes_fwd, 0, threads);
+        if ((tb[k] = eval_ms(loss, d, 1)) < 0.0)
+            goto out;
+        rfb[k] = roof_ms(&rb, r->bytes_fb, 1, threads);
+        rm[k] = least ? roof_ms(&rb, r->bytes_min, 1, threads) : rfb[k];
+        qf[k] = rf[k] / tf[k], qb[k] = rfb[k] / tb[k], qm[k] = rm[k] / tb[k];
+    }
+    r->frac_fwd = median_of(qf, n);
+    r->frac_fb = median_of(qb, n);
+    r->frac_min = median_of(qm, n);
+    r->roof_fwd_ms = median_of(rf, n);
+    r->roof_fb_ms = median_of(rfb, n);
+    r->roof_min_ms = median_of(rm, n);
+    r->fwd_ms = median_of(tf, n);
+    r->fwd_best = tf[0];
+    r->fb_ms = median_of(tb, n);
+    r->fb_best = tb[0];
+    rc = 0;
+out:
+    roof_free(&rb);
+    free(t);
+    return rc;
+}
+
 static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
 {
     bench_data *d = calloc(1, sizeof *d);
     bench_result r = {0};
     int rc = EXIT_DATA;
-    if (d && make_data(loss, o, -1, d) == 0 &&
-        time_eval(loss, d, 0, o->repeat, &r.fwd_ms, &r.fwd_best) == 0 &&
-        time_eval(loss, d, 1, o->repeat, &r.fb_ms, &r.fb_best) == 0) {
+    /* one untimed evaluation of each pass first (warm-up, and the first
+     * touch of the gradient's pages) */
+    if (d && make_data(loss, o, -1, d) == 0 && eval_ms(loss, d, 0) >= 0.0 &&
+        eval_ms(loss, d, 1) >= 0.0) {
         struct rusage ru;
         r.peak_kib = getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss : 0;
         for (size_t i = 0; i < d->n; i++)
@@ -569,13 +624,11 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
         r.bytes_fb = d->bytes_in * (size_t)reads_fb + d->grad.nbytes * (size_t)grads_fb;
         r.bytes_min = d->bytes_in + d->grad.nbytes;
         int32_t threads = lk_runtime_threads(rt);
-        r.roof_fwd_ms = roofline_ms(r.bytes_fwd, 0, threads, o->repeat);
-        r.roof_fb_ms = roofline_ms(r.bytes_fb, 1, threads, o->repeat);
-        r.roof_min_ms = r.bytes_min == r.bytes_fb ? r.roof_fb_ms
-                                                  : roofline_ms(r.bytes_min, 1, threads, o->repeat);
-        r.small_us = small_call_us(rt, o);
-        report(o, loss, threads, &r);
-        rc = EXIT_OK;
+        if (time_rounds(o, loss, d, threads, &r) == 0) {
+            r.small_us = small_call_us(rt, o);
+            report(o, loss, threads, &r);
+            rc = EXIT_OK;
+        }
     }
     if (d)
         free_data(d);
