@@ -5,7 +5,8 @@
  * loss moves (lk_loss_traffic: every input read once per pass, twice for a
  * two-pass loss's forward+backward; the gradient written once, and read and
  * written again by each further term of a sum), on the same number of
- * threads. The fraction of the roofline is roofline time / loss time: 1.0
+ * threads, timed in rounds with the loss (time_rounds). The fraction of the
+ * roofline is the median of the rounds' roofline time / loss time: 1.0
  * means the loss runs at memory speed. A second fraction compares the loss
  * with a streaming kernel over the least any loss must move (inputs once,
  * the gradient once), which a two-pass loss cannot reach.
@@ -510,7 +511,7 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
                    "forward+backward at %.0f%% of that\n",
                    r->bytes_min, r->roof_min_ms, 100.0 * r->frac_min);
         printf("  host overhead per call on about 64 elements: %.3f us\n", r->small_us);
-        printf("  peak RSS after the timed evaluations: %zu KiB (inputs and gradient: %zu KiB)\n",
+        printf("  peak RSS after the warm-up evaluations: %zu KiB (inputs and gradient: %zu KiB)\n",
                r->peak_kib, r->tensor_kib);
         return;
     }
