@@ -44,16 +44,25 @@ LK_AI void lc_sinh_cosh(lk_v y, lk_v *s, lk_v *c)
  *           log cosh(d) = (a - log 2) + log1p(e),  tanh(d) = +-(1 - e) / (1 + e).
  * Neither form cancels on its range; exp never sees a positive argument, so
  * a = 1e4 or +inf gives a - log 2 (or +inf) and a gradient of +-1. One
- * log1p and one division serve both forms. NaN passes through. */
-LK_AI void log_cosh_elem(const lk_none *p, lk_elem *e)
+ * log1p and one division serve both forms. NaN passes through.
+ *
+ * Staged (LK_KERNELS_ELEMENTWISE_STAGED): the series and the exp of the
+ * next vector are formed while this one's log1p and division run. */
+LK_AI void log_cosh_stage(const lk_none *p, const lk_elem *e, lk_kept *k)
+{
+    (void)p;
+    lk_v d = lk_sub(e->x, e->t), one = lk_set(1.0);
+    lc_sinh_cosh(lk_mul(lk_set(0.5), lk_min(one, lk_max(lk_set(-1.0), d))), &k->v[0], &k->v[1]);
+    k->v[2] = lk_exp_neg(lk_mul(lk_set(-2.0), lk_abs(d)));
+}
+
+LK_AI void log_cosh_finish(const lk_none *p, const lk_kept *k, lk_elem *e)
 {
     (void)p;
     lk_v d = lk_sub(e->x, e->t), a = lk_abs(d), one = lk_set(1.0);
+    lk_v s = k->v[0], c = k->v[1], ex = k->v[2];
     lk_m small = lk_lt(a, one);
-    lk_v s, c;
-    lc_sinh_cosh(lk_mul(lk_set(0.5), lk_min(one, lk_max(lk_set(-1.0), d))), &s, &c);
     lk_v t2 = lk_mul(lk_set(2.0), lk_mul(s, s));
-    lk_v ex = lk_exp_neg(lk_mul(lk_set(-2.0), a));
     lk_v L = lk_log1p_unit(lk_select(small, t2, ex));
     e->loss = lk_select(small, L, lk_add(lk_sub(a, lk_set(0.69314718055994530942)), L));
     lk_v big_num = lk_select(lk_gt(d, lk_zero()), lk_sub(one, ex), lk_sub(ex, one));
@@ -62,6 +71,8 @@ LK_AI void log_cosh_elem(const lk_none *p, lk_elem *e)
     e->grad = lk_div(num, den);
 }
 
-LK_ELEMENTWISE_LOSS(log_cosh, lk_none, log_cosh_elem, LK_EW_WEIGHT, LK_HOOKS(0),
-                    .summary = "log-cosh loss log(cosh(x - t)), stable for any |x - t|",
-                    .slots = reg_slots)
+LK_KERNELS_ELEMENTWISE_STAGED(log_cosh, lk_none, log_cosh_stage, log_cosh_finish, LK_EW_WEIGHT)
+LK_LOSS_DESC(log_cosh, lk_none, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&log_cosh__family),
+             lk_slots_weighted, LK_REDUCTIONS_ELEMENTWISE, LK_HOOKS(0),
+             .summary = "log-cosh loss log(cosh(x - t)), stable for any |x - t|",
+             .slots = reg_slots)
