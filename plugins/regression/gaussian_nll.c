@@ -4,7 +4,7 @@
  * plus 0.5 log(2 pi) with full. As torch, var is clamped at eps without
  * the clamp entering the gradient: the gradients are those of the formula
  * at v, for every element,
- *   d / dx = (x - t) / v,   d / dvar = 0.5 (1 / v - ((x - t) / v)^2). */
+ *   d / dx = (x - t) / v,   d / dvar = 0.5 (v - (x - t)^2) / v^2. */
 #include "regression.h"
 
 typedef struct gaussian_nll {
@@ -85,7 +85,9 @@ LK_AI void gaussian_elem(const gaussian_nll *g, lk_elem *e)
     lk_v loss = lk_mul(half, lk_add(lk_log(v), lk_mul(d, q)));
     e->loss = g->add != 0.0 ? lk_add(loss, lk_set(g->add)) : loss;
     e->grad = q;
-    e->grad_u = lk_mul(half, lk_sub(r, lk_mul(q, q)));
+    /* (v - d^2) / v^2 with d^2 exact inside the fma: 1/v - (d/v)^2 would
+     * cancel where d^2 is near v, losing float32's last digits */
+    e->grad_u = lk_mul(lk_mul(half, lk_fnma(d, d, v)), lk_mul(r, r));
 }
 
 LK_ELEMENTWISE_LOSS(gaussian_nll, gaussian_nll, gaussian_elem,

@@ -31,7 +31,9 @@ resolution (e.g. exp(x) - t near 0 in poisson_nll's gradient, 1/v - d^2/v^2
 near 0 in gaussian_nll's), the element is redrawn: each float32 case holds only
 elements whose references move by less than 3e-7 relative when every input
 moves by one float32 ulp (poisson_nll's input by at least 2^-23, the rounding
-of exp(x) near 1). float64 data are not conditioned.
+of exp(x) near 1). float64 data are not conditioned. The references of
+float32 data take the parameters as a float32 computation holds them:
+gaussian_nll's eps rounded to float32 (f32_config).
 
 --random SEED draws new shapes, parameters and data (seeds never used by the
 goldens), runs `build/host/losskit run ... --json` for every loss, reduction
@@ -164,8 +166,11 @@ BUILTIN = {"smooth_l1", "huber", "poisson_nll", "gaussian_nll"}
 GRAD_SLOTS = {"gaussian_nll": ("input", "var")}
 
 
-def reference(config, arrays):
-    """(value or None, out or None, {slot: grad}) for float64 numpy arrays."""
+def reference(config, arrays, f32=False):
+    """(value or None, out or None, {slot: grad}) for float64 numpy arrays;
+    f32: the arrays are float32 data, upcast (see f32_config)."""
+    if f32:
+        config = f32_config(config)
     loss, p, red = config["loss"], config.get("params", {}), config.get("reduction", "mean")
     tens = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in arrays.items()}
     diff = GRAD_SLOTS.get(loss, ("input",))
@@ -238,13 +243,26 @@ def draw(rng, kind, shape):
     return {"input": x.reshape(shape), "target": t.reshape(shape)}
 
 
+def f32_config(config):
+    """The parameters a float32 computation holds: gaussian_nll clamps var at
+    eps rounded to float32 (torch's clamp_ on a float32 tensor does the
+    same), and where (x - t)^2 is near eps, d loss / d var moves by far more
+    than eps's rounding (1 / v - (x - t)^2 / v^2 cancels). The references of
+    float32 data take that eps."""
+    if config["loss"] != "gaussian_nll":
+        return config
+    p = dict(config.get("params", {}))
+    p["eps"] = float(np.float32(p.get("eps", 1e-6)))
+    return dict(config, params=p)
+
+
 def perturbed_refs(config, arrays, rng):
     """Per-element outputs and gradients of one evaluation with reduction
     none (as one flat vector), optionally with inputs moved by a float32 ulp."""
     cfg = dict(config, reduction="none")
     arrays = dict(arrays)
     arrays.pop("weight", None)
-    _, out, grads = reference(cfg, arrays)
+    _, out, grads = reference(cfg, arrays, f32=True)
     return np.concatenate([out.ravel()] + [g.ravel() for g in grads.values()])
 
 
@@ -427,7 +445,7 @@ def write_goldens():
         if config["loss"] == "robust":
             p = config.get("params", {})
             check_robust_reference(stored, p.get("alpha", 1.0), p.get("scale", 1.0))
-        value, out, grads = reference(config, stored)
+        value, out, grads = reference(config, stored, f32=dt == "f32")
         case = {"name": name, "config": config, "tensors": rels, "value": value,
                 "grads": {k: save("%s/%s_grad_%s.npy" % (OUT, name, k), g)
                           for k, g in grads.items()}}
@@ -525,7 +543,8 @@ def compare_run(exe, tmp, config, arrays):
     if res.returncode != 0:
         raise RuntimeError("%s: %s" % (" ".join(cmd), res.stderr))
     got = json.loads(res.stdout)
-    value, out, grads = reference(config, {k: v.astype(np.float64) for k, v in arrays.items()})
+    value, out, grads = reference(config, {k: v.astype(np.float64) for k, v in arrays.items()},
+                                  f32=arrays["input"].dtype == np.float32)
     ve = 0.0 if value is None else rel(got["value"], value)
     ge = 0.0
     for k in diff:
