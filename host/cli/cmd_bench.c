@@ -498,11 +498,9 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
         printf("  %-17s %9s %12s %10s %8s %9s\n", "pass", "ms", "elements/s", "bytes", "GB/s",
                "roofline");
         printf("  %-17s %9.3f %12.3e %10zu %8.2f %8.0f%%\n", "forward", r->fwd_ms,
-               (double)r->elements / (r->fwd_ms * 1e-3), r->bytes_fwd, gbs_f,
-               100.0 * r->frac_fwd);
+               (double)r->elements / (r->fwd_ms * 1e-3), r->bytes_fwd, gbs_f, 100.0 * r->frac_fwd);
         printf("  %-17s %9.3f %12.3e %10zu %8.2f %8.0f%%\n", "forward+backward", r->fb_ms,
-               (double)r->elements / (r->fb_ms * 1e-3), r->bytes_fb, gbs_fb,
-               100.0 * r->frac_fb);
+               (double)r->elements / (r->fb_ms * 1e-3), r->bytes_fb, gbs_fb, 100.0 * r->frac_fb);
         printf("  roofline (streaming kernel, same bytes): forward %.3f ms, "
                "forward+backward %.3f ms\n",
                r->roof_fwd_ms, r->roof_fb_ms);
