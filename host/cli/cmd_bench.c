@@ -279,6 +279,19 @@ static int example_data(const lk_loss *loss, const bench_opts *o, int32_t k, ben
     return 0;
 }
 
+/* The call's arguments: the synthesised tensors and, with with_grad, the
+ * gradient of slot 0. */
+static void data_args(bench_data *d, int with_grad, lk_eval_args *a)
+{
+    lk_eval_args_init(a);
+    a->tensors = d->named;
+    a->n_tensors = d->n;
+    if (with_grad) {
+        a->grads = &d->named_grad;
+        a->n_grads = 1;
+    }
+}
+
 /* Class-index targets where the loss takes them (cross-entropy, multiclass
  * modes), else targets shaped like the input: whichever the loss's plan
  * accepts first. A loss with example data uses its example k instead. */
@@ -295,9 +308,7 @@ static int make_data(const lk_loss *loss, const bench_opts *o, int32_t k, bench_
         free_data(d);
         if (build_data(loss, o, class_ids, d) != 0)
             return -1;
-        lk_eval_args_init(&a);
-        a.tensors = d->named;
-        a.n_tensors = d->n;
+        data_args(d, 0, &a);
         int32_t nd;
         int64_t shape[LK_MAX_NDIM];
         st = lk_loss_out_shape(loss, &a, &nd, shape);
@@ -325,13 +336,7 @@ static int cmp_double(const void *a, const void *b)
 static double eval_ms(const lk_loss *loss, bench_data *d, int with_grad)
 {
     lk_eval_args a;
-    lk_eval_args_init(&a);
-    a.tensors = d->named;
-    a.n_tensors = d->n;
-    if (with_grad) {
-        a.grads = &d->named_grad;
-        a.n_grads = 1;
-    }
+    data_args(d, with_grad, &a);
     double v, t0 = now_ms();
     if (lk_loss_eval(loss, &a, &v) != LK_OK) {
         cli_error("bench: %s", a.errmsg);
@@ -460,11 +465,7 @@ static double small_call_us(lk_runtime *rt, const bench_opts *big)
     double us = NAN;
     if (make_data(loss, &o, 0, &d) == 0) {
         lk_eval_args a;
-        lk_eval_args_init(&a);
-        a.tensors = d.named;
-        a.n_tensors = d.n;
-        a.grads = &d.named_grad;
-        a.n_grads = 1;
+        data_args(&d, 1, &a);
         const int calls = 20000;
         double v, t0 = now_ms();
         for (int i = 0; i < calls; i++)
