@@ -1027,15 +1027,14 @@ LK_AI lk_fv lk_f_log1p_unit(lk_fv e)
 #if defined(LK_TARGET_PORTABLE)
     return log1pf(e);
 #else
-    /* Estrin's scheme: four dependent steps rather than Horner's seven,
-     * so that the chain of a loss that waits on this log stays short */
-    lk_fv e2 = lk_f_mul(e, e), e4 = lk_f_mul(e2, e2);
-    lk_fv q01 = lk_f_fma(lk_f_set(3.3321323991e-01), e, lk_f_set(-4.9999648333e-01));
-    lk_fv q23 = lk_f_fma(lk_f_set(1.9153729081e-01), e, lk_f_set(-2.4857182801e-01));
-    lk_fv q45 = lk_f_fma(lk_f_set(7.9206496477e-02), e, lk_f_set(-1.3753964007e-01));
-    lk_fv q67 = lk_f_fma(lk_f_set(5.3651416674e-03), e, lk_f_set(-3.0067026615e-02));
-    lk_fv q = lk_f_fma(lk_f_fma(q67, e2, q45), e4, lk_f_fma(q23, e2, q01));
-    return lk_f_fma(e2, q, e);
+    lk_fv q = lk_f_fma(lk_f_set(5.3651416674e-03), e, lk_f_set(-3.0067026615e-02));
+    q = lk_f_fma(q, e, lk_f_set(7.9206496477e-02));
+    q = lk_f_fma(q, e, lk_f_set(-1.3753964007e-01));
+    q = lk_f_fma(q, e, lk_f_set(1.9153729081e-01));
+    q = lk_f_fma(q, e, lk_f_set(-2.4857182801e-01));
+    q = lk_f_fma(q, e, lk_f_set(3.3321323991e-01));
+    q = lk_f_fma(q, e, lk_f_set(-4.9999648333e-01));
+    return lk_f_fma(lk_f_mul(e, e), q, e);
 #endif
 }
 
