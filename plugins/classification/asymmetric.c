@@ -173,21 +173,21 @@ LK_AI lk_v asl_qc(const asl *a, const lk_sigm *s)
     return lk_add(lk_sigm_q(s), lk_set(ASL_C(a, clip)));
 }
 
-/* log q_c (q_c clamped at 1) and p q / q_c, with a clip */
-LK_AI void asl_clip_logs(const lk_sigm *s, lk_v qc, lk_v *Lb, lk_v *pqc)
+/* log q_c and 1 / q_c (q_c clamped at 1), with a clip */
+LK_AI void asl_clip_logs(lk_v qc, lk_v *Lb, lk_v *iqc)
 {
     lk_v qn = lk_min(lk_set(1.0), qc); /* qc where qc is NaN */
     *Lb = cls_log01(qn);
-    *pqc = lk_mul(lk_sigm_dp(s), lk__recip_fast(qn));
+    *iqc = lk__recip_fast(qn);
 }
 
 /* Every target 0 or 1 (the common case). A lane needs only its target's
  * term, so the terms are selected before the focusing weight is applied:
  * loss = -L W, grad = -(dL W + L dW). lean as in asl_parts_of. */
-/* The logs of a binary vector: La = log1p(e), Lb = log q_c, q_c and p q /
+/* The logs of a binary vector: La = log1p(e), Lb = log q_c, q_c and 1 /
  * q_c (the last three with a clip). pos: the lanes of target 1. */
 typedef struct asl_logs {
-    lk_v La, Lb, qc, pqc;
+    lk_v La, Lb, qc, iqc;
 } asl_logs;
 
 LK_AI asl_logs asl_logs_of(const asl *a, int clipped, lk_m pos, const lk_sigm *s)
@@ -202,7 +202,7 @@ LK_AI asl_logs asl_logs_of(const asl *a, int clipped, lk_m pos, const lk_sigm *s
         g.qc = asl_qc(a, s);
         g.Lb = lk__f_log_pos(lk_select(pos, w, g.qc)); /* w and qc positive, finite, normal */
         g.La = lk_fma(lk_sub(s->e, lk_sub(w, one)), s->r, g.Lb);
-        g.pqc = lk_mul(lk_sigm_dp(s), lk__recip_fast(g.qc));
+        g.iqc = lk__recip_fast(g.qc);
     } else {
         g.La = lk_sigm_log1p(s);
     }
@@ -211,7 +211,7 @@ LK_AI asl_logs asl_logs_of(const asl *a, int clipped, lk_m pos, const lk_sigm *s
     g.La = lk_sigm_log1p(s);
     if (clipped) {
         g.qc = asl_qc(a, s);
-        asl_clip_logs(s, g.qc, &g.Lb, &g.pqc);
+        asl_clip_logs(g.qc, &g.Lb, &g.iqc);
     }
 #endif
     return g;
@@ -220,7 +220,7 @@ LK_AI asl_logs asl_logs_of(const asl *a, int clipped, lk_m pos, const lk_sigm *s
 LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean, lk_m pos,
                       lk_sigm s, asl_logs g, lk_elem *e)
 {
-    lk_v x = e->x, qc = g.qc, La = g.La, Lb = g.Lb, pqc = g.pqc;
+    lk_v x = e->x, qc = g.qc, La = g.La, Lb = g.Lb, pqc = lk_mul(lk_sigm_dp(&s), g.iqc);
     asl_parts t = asl_parts_of(a, clipped, lean && gn > 1.0, x, &s, qc, La, Lb, pqc);
     lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s);
     /* y = 1: W = q^gp, dW = -gp p W; y = 0: W = r^gn, dW = gn r^(gn-1) dr */
@@ -235,6 +235,34 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
     lk_v LdW =
         (gp == 0.0 || gp >= 1.0) && (gn == 0.0 || gn >= 1.0) ? lk_mul(nL, dW) : lk_mul0(nL, dW);
     e->grad = lk_fnma(dL, W, LdW);
+}
+
+/* The binary vector of the lean kernel (a clip of at least eps, gn > 1),
+ * in the fewest operations: the terms are selected first and the chain
+ * rule folded by hand, with no negation left over. With A = log max(p,
+ * eps), B = log q_c, r = max(p - clip, 0):
+ *   y = 1: loss = -A q^gp,   grad = q^gp (gp A p - q')   (q' = 0 where
+ *          the clamp at eps binds, q elsewhere)
+ *   y = 0: loss = -B r^gn,   grad = p q r^(gn - 1) (r / q_c - gn B)
+ * Where q_c > 1 (r = 0) B is log q_c unclamped: r^gn and r^(gn - 1) are 0
+ * there, which is the clamp's answer. A comes from the log as max(log p,
+ * log eps), log being monotonic (NaN passes: max returns its second
+ * operand). */
+LK_AI void asl_binary_lean(const asl *a, double gp, double gn, lk_m pos, lk_sigm s, asl_logs g,
+                           lk_elem *e)
+{
+    lk_v zero = lk_zero();
+    lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s), pq = lk_sigm_dp(&s);
+    lk_v A = lk_max(lk_set(ASL_C(a, log_eps)), lk_sub(lk_min(e->x, zero), g.La));
+    lk_v qd = lk_clear(lk_lt(p, lk_set(ASL_C(a, eps))), q);
+    lk_v W1 = asl_pow(q, gp);
+    lk_v gA = gp == 1.0 ? A : lk_mul(lk_set(gp), A);
+    lk_v G1 = lk_fnma(W1, lk_fnma(gA, p, qd), zero);
+    lk_v r = lk_max(zero, lk_sub(p, lk_set(ASL_C(a, clip))));
+    lk_v rg1 = asl_pow(r, gn - 1.0), W0 = lk_mul(rg1, r);
+    lk_v G0 = lk_mul(lk_mul(pq, rg1), lk_fnma(lk_set(gn), g.Lb, lk_mul(r, g.iqc)));
+    e->loss = lk_fnma(lk_select(pos, A, g.Lb), lk_select(pos, W1, W0), zero);
+    e->grad = lk_select(pos, G1, G0);
 }
 
 /* Soft targets in the vector: gamma per lane, both terms weighed; the lanes
@@ -255,8 +283,11 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
     }
     lk_sigm s = lk_sigm_of(x);
     lk_v qc = asl_qc(a, &s), L = lk_sigm_log1p(&s), Lb = L, pqc = lk_zero();
-    if (clipped)
-        asl_clip_logs(&s, qc, &Lb, &pqc);
+    if (clipped) {
+        lk_v iqc;
+        asl_clip_logs(qc, &Lb, &iqc);
+        pqc = lk_mul(lk_sigm_dp(&s), iqc);
+    }
     asl_parts t = asl_parts_of(a, clipped, 0, x, &s, qc, L, Lb, pqc);
     lk_v q = lk_sigm_q(&s), pq = lk_sigm_dp(&s);
     lk_v ny = lk_sub(one, y);
@@ -280,8 +311,11 @@ LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, l
     lk_v y = e->t;
     lk_m pos = lk_eq(y, lk_set(1.0)), binary = lk_or(pos, lk_eq(y, lk_zero()));
     if (lk_all(binary)) {
-        asl_binary(a, gp, gn, clipped, lean, pos, e->sig,
-                   asl_logs_of(a, clipped, pos, &e->sig), e);
+        asl_logs g = asl_logs_of(a, clipped, pos, &e->sig);
+        if (lean && clipped && gn > 1.0)
+            asl_binary_lean(a, gp, gn, pos, e->sig, g, e);
+        else
+            asl_binary(a, gp, gn, clipped, lean, pos, e->sig, g, e);
     } else { /* locals: e's address escapes nowhere, so what it carries unused is dropped */
         lk_v loss, grad;
         asl_soft(a, gp, gn, clipped, e->x, y, &loss, &grad);
