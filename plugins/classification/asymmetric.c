@@ -181,9 +181,6 @@ LK_AI void asl_clip_logs(lk_v qc, lk_v *Lb, lk_v *iqc)
     *iqc = lk__recip_fast(qn);
 }
 
-/* Every target 0 or 1 (the common case). A lane needs only its target's
- * term, so the terms are selected before the focusing weight is applied:
- * loss = -L W, grad = -(dL W + L dW). lean as in asl_parts_of. */
 /* The logs of a binary vector: La = log1p(e), Lb = log q_c, q_c and 1 /
  * q_c (the last three with a clip). pos: the lanes of target 1. */
 typedef struct asl_logs {
@@ -217,6 +214,9 @@ LK_AI asl_logs asl_logs_of(const asl *a, int clipped, lk_m pos, const lk_sigm *s
     return g;
 }
 
+/* Every target 0 or 1 (the common case). A lane needs only its target's
+ * term, so the terms are selected before the focusing weight is applied:
+ * loss = -L W, grad = -(dL W + L dW). lean as in asl_parts_of. */
 LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean, lk_m pos,
                       lk_sigm s, asl_logs g, lk_elem *e)
 {
