@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,10 @@
  * the roofline, as the kernel layer writes a gradient that large
  * (LK_STREAM_BYTES in the SDK's losskit/loss.h). */
 #define ROOF_STREAM_BYTES ((size_t)16 << 20)
+/* Elements per chunk of a roofline pass (a loss's largest block) and the
+ * most threads a roofline runs on. */
+#define ROOF_GRAIN       ((size_t)262144)
+#define ROOF_MAX_THREADS 1024
 
 #define MAX_SLOTS 16
 #define BENCH_USAGE                                                                                \
@@ -368,7 +373,6 @@ typedef struct stream_job {
     size_t begin, end;
     int width; /* roof_width() */
     int nt;    /* streaming stores (a large output), as the loss's gradient */
-    double sum;
 } stream_job;
 
 /* The roofline's two kernels, the fastest this machine runs: out[i] =
@@ -490,28 +494,27 @@ static int roof_width(void)
 #endif
 }
 
-static void *stream_part(void *arg)
+/* One chunk of the roofline: j's range, at j's width; the read-only
+ * kernel's sum is returned (0 for the writing one). */
+static double roof_chunk(const stream_job *j)
 {
-    stream_job *j = arg;
     const int width = j->width;
 #if defined(__x86_64__) && defined(__GNUC__)
     if (width == 512) {
-        if (j->out)
-            roof_write_512(j);
-        else
-            j->sum = roof_read_512(j);
-        return NULL;
+        if (!j->out)
+            return roof_read_512(j);
+        roof_write_512(j);
+        return 0.0;
     }
     if (width == 256) {
-        if (j->out)
-            roof_write_256(j);
-        else
-            j->sum = roof_read_256(j);
-        return NULL;
+        if (!j->out)
+            return roof_read_256(j);
+        roof_write_256(j);
+        return 0.0;
     }
     if (width == 128 && j->out) {
         roof_write_128(j);
-        return NULL;
+        return 0.0;
     }
 #else
     (void)width;
@@ -519,7 +522,7 @@ static void *stream_part(void *arg)
     if (j->out) {
         for (size_t i = j->begin; i < j->end; i++)
             j->out[i] = j->a[i] - j->b[i];
-        return NULL;
+        return 0.0;
     }
     /* Eight independent sums so that the adds' latency does not bound it. */
     float acc[8] = {0};
@@ -529,16 +532,75 @@ static void *stream_part(void *arg)
             acc[k] += j->a[i + k] * j->b[i + k];
     for (; i < j->end; i++)
         acc[0] += j->a[i] * j->b[i];
+    double sum = 0.0;
     for (int k = 0; k < 8; k++)
-        j->sum += acc[k];
-    return NULL;
+        sum += acc[k];
+    return sum;
+}
+
+/* One roofline pass: chunks of ROOF_GRAIN elements taken from a counter,
+ * as the host's pool hands out a loss's blocks, so that a thread that
+ * starts late (a vCPU the hypervisor parked) does not leave half the work
+ * to the end. */
+typedef struct roof_pass {
+    stream_job job; /* a, b, out, width, nt; begin and end unused */
+    size_t n, chunks;
+    atomic_size_t next;
+} roof_pass;
+
+static double roof_run(roof_pass *p)
+{
+    double sum = 0.0;
+    for (;;) {
+        size_t c = atomic_fetch_add(&p->next, 1);
+        if (c >= p->chunks)
+            return sum;
+        stream_job j = p->job;
+        j.begin = c * ROOF_GRAIN;
+        j.end = j.begin + ROOF_GRAIN < p->n ? j.begin + ROOF_GRAIN : p->n;
+        sum += roof_chunk(&j);
+    }
 }
 
 /* The roofline's arrays, sized once for the largest of its streams, on
- * 64-byte boundaries as the loss's tensors are. */
+ * 64-byte boundaries as the loss's tensors are, and its threads: created
+ * once and woken for each pass through a condition variable, as the
+ * host's pool wakes its workers for each call (a thread created per pass
+ * would pay its creation in every timing). */
 typedef struct roof_bufs {
     float *a, *b, *o;
+    int32_t inited, threads, started;
+    pthread_t tid[ROOF_MAX_THREADS];
+    pthread_mutex_t lock;
+    pthread_cond_t wake, done;
+    uint64_t generation;
+    int32_t active, stop;
+    roof_pass *pass;
+    double sink; /* the read passes' sums, so that they are not dropped */
 } roof_bufs;
+
+static void *roof_worker(void *arg)
+{
+    roof_bufs *rb = arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&rb->lock);
+    for (;;) {
+        while (!rb->stop && rb->generation == seen)
+            pthread_cond_wait(&rb->wake, &rb->lock);
+        if (rb->stop)
+            break;
+        seen = rb->generation;
+        roof_pass *p = rb->pass;
+        pthread_mutex_unlock(&rb->lock);
+        double sum = roof_run(p);
+        pthread_mutex_lock(&rb->lock);
+        rb->sink += sum;
+        if (--rb->active == 0)
+            pthread_cond_signal(&rb->done);
+    }
+    pthread_mutex_unlock(&rb->lock);
+    return NULL;
+}
 
 static float *roof_array(size_t n)
 {
@@ -546,18 +608,40 @@ static float *roof_array(size_t n)
     return aligned_alloc(64, bytes ? bytes : 64);
 }
 
-static int roof_alloc(roof_bufs *rb, size_t n)
+static int roof_alloc(roof_bufs *rb, size_t n, int32_t threads)
 {
+    memset(rb, 0, sizeof *rb);
+    pthread_mutex_init(&rb->lock, NULL);
+    pthread_cond_init(&rb->wake, NULL);
+    pthread_cond_init(&rb->done, NULL);
+    rb->inited = 1;
     rb->a = roof_array(n), rb->b = roof_array(n), rb->o = roof_array(n);
     if (!rb->a || !rb->b || !rb->o)
         return -1;
     for (size_t i = 0; i < n; i++)
         rb->a[i] = (float)i, rb->b[i] = 1.0f, rb->o[i] = 0.0f;
+    rb->threads = threads < 1 ? 1 : threads > ROOF_MAX_THREADS ? ROOF_MAX_THREADS : threads;
+    for (int32_t k = 1; k < rb->threads; k++) {
+        if (pthread_create(&rb->tid[rb->started], NULL, roof_worker, rb) != 0)
+            break; /* fewer threads: the roofline is then slower, never faster */
+        rb->started++;
+    }
     return 0;
 }
 
 static void roof_free(roof_bufs *rb)
 {
+    if (!rb->inited)
+        return;
+    pthread_mutex_lock(&rb->lock);
+    rb->stop = 1;
+    pthread_cond_broadcast(&rb->wake);
+    pthread_mutex_unlock(&rb->lock);
+    for (int32_t k = 0; k < rb->started; k++)
+        pthread_join(rb->tid[k], NULL);
+    pthread_mutex_destroy(&rb->lock);
+    pthread_cond_destroy(&rb->wake);
+    pthread_cond_destroy(&rb->done);
     free(rb->a);
     free(rb->b);
     free(rb->o);
@@ -566,30 +650,35 @@ static void roof_free(roof_bufs *rb)
 /* The roofline once, in ms: read two float arrays and, with write set,
  * write a third; the element count is chosen so that the bytes moved
  * equal the loss's. */
-static double roof_ms(const roof_bufs *rb, size_t bytes, int write, int32_t threads)
+static double roof_ms(roof_bufs *rb, size_t bytes, int write)
 {
-    size_t n = bytes / (write ? 12 : 8);
     static int width = -1; /* the calling thread is the only one here */
     if (width < 0)
         width = roof_width();
-    stream_job jobs[1024];
-    pthread_t tid[1024];
+    roof_pass pass;
+    memset(&pass, 0, sizeof pass);
+    pass.n = bytes / (write ? 12 : 8);
+    pass.job = (stream_job){rb->a, rb->b, write ? rb->o : NULL, 0, 0, width,
+                            write && pass.n * sizeof(float) >= ROOF_STREAM_BYTES};
+    pass.chunks = (pass.n + ROOF_GRAIN - 1) / ROOF_GRAIN;
+    atomic_init(&pass.next, 0);
     double t0 = now_ms();
-    for (int32_t k = 0; k < threads; k++) {
-        jobs[k] = (stream_job){rb->a,
-                               rb->b,
-                               write ? rb->o : NULL,
-                               n * (size_t)k / (size_t)threads,
-                               n * (size_t)(k + 1) / (size_t)threads,
-                               width,
-                               write && n * sizeof(float) >= ROOF_STREAM_BYTES,
-                               0.0};
-        if (k > 0)
-            pthread_create(&tid[k], NULL, stream_part, &jobs[k]);
+    if (pass.chunks <= 1) { /* one chunk: the calling thread alone */
+        rb->sink += roof_run(&pass);
+        return now_ms() - t0;
     }
-    stream_part(&jobs[0]);
-    for (int32_t k = 1; k < threads; k++)
-        pthread_join(tid[k], NULL);
+    pthread_mutex_lock(&rb->lock);
+    rb->pass = &pass;
+    rb->active = rb->started;
+    rb->generation++;
+    pthread_cond_broadcast(&rb->wake);
+    pthread_mutex_unlock(&rb->lock);
+    double sum = roof_run(&pass);
+    pthread_mutex_lock(&rb->lock);
+    while (rb->active > 0)
+        pthread_cond_wait(&rb->done, &rb->lock);
+    rb->sink += sum;
+    pthread_mutex_unlock(&rb->lock);
     return now_ms() - t0;
 }
 
@@ -731,25 +820,25 @@ static int time_rounds(const bench_opts *o, const lk_loss *loss, bench_data *d, 
     if (r->bytes_min / 12 > most)
         most = r->bytes_min / 12;
     int rc = -1;
-    if (!t || roof_alloc(&rb, most) != 0) {
+    if (!t || roof_alloc(&rb, most, threads) != 0) {
         cli_error("bench: out of memory for the roofline's arrays");
         goto out;
     }
     double *tf = t, *tb = t + n, *rf = t + 2 * n, *rfb = t + 3 * n, *rm = t + 4 * n;
     double *qf = t + 5 * n, *qb = t + 6 * n, *qm = t + 7 * n;
     const int least = r->bytes_min != r->bytes_fb;
-    roof_ms(&rb, r->bytes_fb, 1, threads); /* warm-up */
+    roof_ms(&rb, r->bytes_fb, 1); /* warm-up */
     /* each timed evaluation follows an untimed one of the same pass, so
      * that a loss whose data fit in cache finds them there as in a run of
      * back-to-back calls, not evicted by the roofline's arrays */
     for (int k = 0; k < n; k++) {
         if (eval_ms(loss, d, 0) < 0.0 || (tf[k] = eval_ms(loss, d, 0)) < 0.0)
             goto out;
-        rf[k] = roof_ms(&rb, r->bytes_fwd, 0, threads);
+        rf[k] = roof_ms(&rb, r->bytes_fwd, 0);
         if (eval_ms(loss, d, 1) < 0.0 || (tb[k] = eval_ms(loss, d, 1)) < 0.0)
             goto out;
-        rfb[k] = roof_ms(&rb, r->bytes_fb, 1, threads);
-        rm[k] = least ? roof_ms(&rb, r->bytes_min, 1, threads) : rfb[k];
+        rfb[k] = roof_ms(&rb, r->bytes_fb, 1);
+        rm[k] = least ? roof_ms(&rb, r->bytes_min, 1) : rfb[k];
         qf[k] = rf[k] / tf[k], qb[k] = rfb[k] / tb[k], qm[k] = rm[k] / tb[k];
     }
     r->frac_fwd = median_of(qf, n);
