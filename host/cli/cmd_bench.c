@@ -827,17 +827,22 @@ static int time_rounds(const bench_opts *o, const lk_loss *loss, bench_data *d, 
     double *tf = t, *tb = t + n, *rf = t + 2 * n, *rfb = t + 3 * n, *rm = t + 4 * n;
     double *qf = t + 5 * n, *qb = t + 6 * n, *qm = t + 7 * n;
     const int least = r->bytes_min != r->bytes_fb;
-    roof_ms(&rb, r->bytes_fb, 1); /* warm-up */
     /* each timed evaluation follows an untimed one of the same pass, so
      * that a loss whose data fit in cache finds them there as in a run of
-     * back-to-back calls, not evicted by the roofline's arrays */
+     * back-to-back calls, not evicted by the roofline's arrays; each timed
+     * roofline pass likewise follows an untimed one (data that fit in the
+     * last-level cache would otherwise favour the loss) */
     for (int k = 0; k < n; k++) {
         if (eval_ms(loss, d, 0) < 0.0 || (tf[k] = eval_ms(loss, d, 0)) < 0.0)
             goto out;
+        roof_ms(&rb, r->bytes_fwd, 0);
         rf[k] = roof_ms(&rb, r->bytes_fwd, 0);
         if (eval_ms(loss, d, 1) < 0.0 || (tb[k] = eval_ms(loss, d, 1)) < 0.0)
             goto out;
+        roof_ms(&rb, r->bytes_fb, 1);
         rfb[k] = roof_ms(&rb, r->bytes_fb, 1);
+        if (least)
+            roof_ms(&rb, r->bytes_min, 1);
         rm[k] = least ? roof_ms(&rb, r->bytes_min, 1) : rfb[k];
         qf[k] = rf[k] / tf[k], qb[k] = rfb[k] / tb[k], qm[k] = rm[k] / tb[k];
     }
