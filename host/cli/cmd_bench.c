@@ -444,9 +444,12 @@ __attribute__((target("avx"))) static double roof_read_256(const stream_job *j)
     size_t i = j->begin;
     for (; i + 32 <= j->end; i += 32) {
         s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
-        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
-        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16)));
-        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24)));
+        s1 = _mm256_add_ps(s1,
+                           _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
+        s2 = _mm256_add_ps(s2,
+                           _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16)));
+        s3 = _mm256_add_ps(s3,
+                           _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24)));
     }
     float lane[8];
     _mm256_storeu_ps(lane, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
@@ -658,7 +661,12 @@ static double roof_ms(roof_bufs *rb, size_t bytes, int write)
     roof_pass pass;
     memset(&pass, 0, sizeof pass);
     pass.n = bytes / (write ? 12 : 8);
-    pass.job = (stream_job){rb->a, rb->b, write ? rb->o : NULL, 0, 0, width,
+    pass.job = (stream_job){rb->a,
+                            rb->b,
+                            write ? rb->o : NULL,
+                            0,
+                            0,
+                            width,
                             write && pass.n * sizeof(float) >= ROOF_STREAM_BYTES};
     pass.chunks = (pass.n + ROOF_GRAIN - 1) / ROOF_GRAIN;
     atomic_init(&pass.next, 0);
