@@ -23,23 +23,34 @@ static inline double lc_fact(int k)
     return f;
 }
 
-/* sinh(y) and cosh(y) for |y| <= 1/2, by their Taylor series in z = y^2. */
-LK_AI void lc_sinh_cosh(lk_v y, lk_v *s, lk_v *c)
+static inline double lc_pow4(int k)
 {
-    lk_v z = lk_mul(y, y);
-    lk_v ps = lk_set(1.0 / lc_fact(2 * LC_SINH_TERMS + 1));
+    double f = 1.0;
+    for (int j = 0; j < k; j++)
+        f *= 4.0;
+    return f;
+}
+
+/* S = 2 sinh(u/2) and c = cosh(u/2) for |u| <= 1, by the Taylor series of
+ * sinh(y) and cosh(y) in y = u/2, written in w = u^2 = 4 y^2 (the powers of
+ * 4 are exact): S = u sum w^k / (4^k (2k+1)!), c = sum w^k / (4^k (2k)!). */
+LK_AI void lc_sinh2_cosh(lk_v u, lk_v *S, lk_v *c)
+{
+    lk_v w = lk_mul(u, u);
+    lk_v ps = lk_set(1.0 / (lc_pow4(LC_SINH_TERMS) * lc_fact(2 * LC_SINH_TERMS + 1)));
     for (int k = LC_SINH_TERMS - 1; k >= 0; k--)
-        ps = lk_fma(ps, z, lk_set(1.0 / lc_fact(2 * k + 1)));
-    lk_v pc = lk_set(1.0 / lc_fact(2 * LC_COSH_TERMS));
+        ps = lk_fma(ps, w, lk_set(1.0 / (lc_pow4(k) * lc_fact(2 * k + 1))));
+    lk_v pc = lk_set(1.0 / (lc_pow4(LC_COSH_TERMS) * lc_fact(2 * LC_COSH_TERMS)));
     for (int k = LC_COSH_TERMS - 1; k >= 0; k--)
-        pc = lk_fma(pc, z, lk_set(1.0 / lc_fact(2 * k)));
-    *s = lk_mul(y, ps);
+        pc = lk_fma(pc, w, lk_set(1.0 / (lc_pow4(k) * lc_fact(2 * k))));
+    *S = lk_mul(u, ps);
     *c = pc;
 }
 
 /* With d = x - t and a = |d|:
- *   a < 1:  s = sinh(d/2), c = cosh(d/2) by their series;
- *           log cosh(d) = log1p(2 s^2),  tanh(d) = 2 s c / (1 + 2 s^2);
+ *   a < 1:  S = 2 sinh(d/2), c = cosh(d/2) by their series;
+ *           log cosh(d) = log1p(S^2 / 2),  tanh(d) = S c / (1 + S^2 / 2)
+ *           (cosh d = 1 + 2 sinh^2(d/2), sinh d = 2 sinh(d/2) cosh(d/2));
  *   a >= 1: e = exp(-2a) <= 0.136;
  *           log cosh(d) = (a - log 2) + log1p(e),  tanh(d) = +-(1 - e) / (1 + e).
  * Neither form cancels on its range; exp never sees a positive argument, so
@@ -52,7 +63,7 @@ LK_AI void log_cosh_stage(const lk_none *p, const lk_elem *e, lk_kept *k)
 {
     (void)p;
     lk_v d = lk_sub(e->x, e->t), one = lk_set(1.0);
-    lc_sinh_cosh(lk_mul(lk_set(0.5), lk_min(one, lk_max(lk_set(-1.0), d))), &k->v[0], &k->v[1]);
+    lc_sinh2_cosh(lk_min(one, lk_max(lk_set(-1.0), d)), &k->v[0], &k->v[1]);
     k->v[2] = lk_exp_neg(lk_mul(lk_set(-2.0), lk_abs(d)));
 }
 
@@ -60,13 +71,14 @@ LK_AI void log_cosh_finish(const lk_none *p, const lk_kept *k, lk_elem *e)
 {
     (void)p;
     lk_v d = lk_sub(e->x, e->t), a = lk_abs(d), one = lk_set(1.0);
-    lk_v s = k->v[0], c = k->v[1], ex = k->v[2];
+    lk_v S = k->v[0], c = k->v[1], ex = k->v[2];
     lk_m small = lk_lt(a, one);
-    lk_v t2 = lk_mul(lk_set(2.0), lk_mul(s, s));
+    lk_v t2 = lk_mul(lk_set(0.5), lk_mul(S, S));
     lk_v L = lk_log1p_unit(lk_select(small, t2, ex));
     e->loss = lk_select(small, L, lk_add(lk_sub(a, lk_set(0.69314718055994530942)), L));
-    lk_v big_num = lk_select(lk_gt(d, lk_zero()), lk_sub(one, ex), lk_sub(ex, one));
-    lk_v num = lk_select(small, lk_mul(lk_add(s, s), c), big_num);
+    /* sg (1 - e), sg the sign of d (-1 for NaN, whose e is NaN) */
+    lk_v sg = lk_select(lk_gt(d, lk_zero()), one, lk_set(-1.0));
+    lk_v num = lk_select(small, lk_mul(S, c), lk_fnma(sg, ex, sg));
     lk_v den = lk_add(one, lk_select(small, t2, ex));
     e->grad = lk_div(num, den);
 }
