@@ -17,9 +17,30 @@ Every reference is torch.nn.functional.cross_entropy in float64 on the stored
 tensors (float32 ones upcast, int32 targets widened to int64), so the runtime,
 which accumulates in double, must agree to ~1e-12 relative; tests/test_torch.c
 checks 1e-6.
+
+    /usr/bin/python3 tests/golden/make_golden_torch.py --random 7  # compare a build
+
+--random SEED draws new shapes, parameters and data (never from the goldens'
+seed) for cross_entropy (class-index targets, int64 and int32, some ignored;
+class-probability targets; per-class weights; label smoothing; logits (C,),
+(N, C) and (N, C, d1, ...)) and for torch's l1_loss and mse_loss (the tutorial
+family's l1 and mse), float32 and float64, reductions none, mean and sum; runs
+`build/host/losskit run ... --json` (or --losskit PATH) into a temporary folder
+and compares with torch in float64 on the same values. It prints the largest
+relative errors and exits 1 if a value is off by more than 1e-6, or a gradient
+or per-position output by more than 1e-5 (each element against max(|want|,
+1e-4), the catalogue test's 1e-9 absolute floor). float32 gradients and outputs
+of cross_entropy are judged normwise (max |error| / max |want|): softmax(x)_y -
+1 and lse - x_y cancel where p_y is near 1, so an element there carries the
+float32 rounding of p_y, not an error of the kernel; their elementwise figure is
+printed beside. Every case keeps at least one position not ignored: torch's
+mean over nothing is NaN, losskit's is 0 (docs/losses.md).
 """
+import argparse
 import json
 import os
+import subprocess
+import tempfile
 
 import numpy as np
 import torch
@@ -188,5 +209,158 @@ def main():
     print("wrote %d cases to %s/cases.json" % (len(golden), OUT))
 
 
+# --------------------------------------------------------------------------
+# --random: compare a build with torch on data no test uses
+
+def random_ce_case(rng, dt):
+    """A random cross_entropy config and its input and target arrays."""
+    C = int(rng.integers(2, 13))
+    form = rng.choice(["vec", "2d", "nd", "big"], p=[0.15, 0.3, 0.4, 0.15])
+    if form == "vec":
+        shape = (C,)
+    elif form == "2d":
+        shape = (int(rng.integers(1, 40)), C)
+    elif form == "nd":
+        shape = (int(rng.integers(1, 4)), C) + tuple(int(v) for v in
+                                                    rng.integers(1, 7, int(rng.integers(1, 4))))
+    else:  # several blocks of the driver and a ragged tail
+        shape = (int(rng.integers(2, 5)), C, int(rng.integers(2000, 5000)))
+    tshape = shape[1:] if len(shape) == 1 else shape[:1] + shape[2:]
+    if len(shape) == 1:
+        tshape = ()
+    x = rng.normal(0.0, float(rng.uniform(0.5, 4.0)), shape)
+    params = {}
+    if rng.uniform() < 0.5:
+        params["weight"] = [float(v) for v in rng.uniform(0.2, 2.0, C)]
+    if rng.uniform() < 0.5:
+        params["label_smoothing"] = float(rng.choice([rng.uniform(0.0, 1.0), 1.0]))
+    if rng.uniform() < 0.3:  # class probabilities
+        cdim = 0 if len(shape) == 1 else 1
+        p = np.exp(rng.normal(0.0, 1.5, shape))
+        t = p / p.sum(axis=cdim, keepdims=True)
+        t = t.astype(np.float32 if dt == "f32" else np.float64)
+    else:
+        t = rng.integers(0, C, tshape).astype(rng.choice([np.int64, np.int32]))
+        ign = int(rng.choice([-100, -1, int(rng.integers(0, C))]))
+        if ign != -100:
+            params["ignore_index"] = ign
+        if t.ndim and rng.uniform() < 0.6:
+            t = np.where(rng.uniform(size=t.shape) < rng.uniform(0.05, 0.4), ign, t).astype(t.dtype)
+            if (t == ign).all():  # keep one position: torch's mean over nothing is NaN
+                t.flat[0] = (ign + 1) % C if ign >= 0 else 0
+        elif not t.ndim and int(t) == ign:
+            t = np.array((ign + 1) % C if ign >= 0 else 0, dtype=t.dtype)
+    return params, x.astype(np.float32 if dt == "f32" else np.float64), t
+
+
+def random_pointwise_case(rng, dt):
+    if rng.uniform() < 0.25:
+        shape = (int(rng.integers(40000, 70000)),)
+    else:
+        shape = tuple(int(v) for v in rng.integers(1, 9, int(rng.integers(1, 5))))
+    ftype = np.float32 if dt == "f32" else np.float64
+    scale = float(10 ** rng.uniform(-2, 2))
+    x = rng.normal(0.0, scale, shape).astype(ftype)
+    t = rng.normal(0.0, scale, shape).astype(ftype)
+    return {}, x, t
+
+
+def torch_reference(loss, params, red, x, t):
+    """torch in float64 on the upcast values: (value or None, out or None, grad)."""
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+    if t.dtype.kind == "i":
+        tt = torch.from_numpy(t.astype(np.int64))
+    else:
+        tt = torch.from_numpy(t.astype(np.float64))
+    if loss == "cross_entropy":
+        r = reference({"params": params, "reduction": red}, xt, tt)
+    elif loss == "l1":
+        r = F.l1_loss(xt, tt, reduction=red)
+    else:
+        r = F.mse_loss(xt, tt, reduction=red)
+    value = out = None
+    if red == "none":
+        out = r.detach().numpy()
+        r = r.sum()
+    else:
+        value = float(r)
+    r.backward()
+    return value, out, xt.grad.numpy()
+
+
+def elementwise_rel(got, want):
+    got = np.asarray(got, np.float64)
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    r = np.where(same, 0.0, np.abs(got - want) / np.maximum(np.abs(want), 1e-4))
+    return float(np.max(r, initial=0.0))
+
+
+def normwise_rel(got, want):
+    top = float(np.max(np.abs(want), initial=0.0))
+    d = float(np.max(np.abs(np.asarray(got, np.float64) - want), initial=0.0))
+    return d / top if top > 0 else d
+
+
+def run_losskit(exe, tmp, config, x, t):
+    cpath = os.path.join(tmp, "config.json")
+    with open(cpath, "w") as f:
+        json.dump(config, f)
+    xf, tf = os.path.join(tmp, "x.npy"), os.path.join(tmp, "t.npy")
+    gf, of = os.path.join(tmp, "g.npy"), os.path.join(tmp, "out.npy")
+    np.save(xf, x)
+    np.save(tf, t)
+    cmd = [exe, "run", cpath, "--input", xf, "--target", tf, "--grad", gf, "--json"]
+    if config["reduction"] == "none":
+        cmd += ["--out", of]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError("%s: %s" % (" ".join(cmd), res.stderr.strip()))
+    got = json.loads(res.stdout)
+    out = np.load(of) if config["reduction"] == "none" else None
+    return got["value"], out, np.load(gf)
+
+
+def run_random(seed, exe, rounds):
+    torch.set_default_dtype(torch.float64)
+    rng = np.random.default_rng(1_000_003 * (seed + 1) + 29)  # never SEED
+    worst = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for loss in ("cross_entropy", "l1", "mse"):
+                for dt in ("f64", "f32"):
+                    make = random_ce_case if loss == "cross_entropy" else random_pointwise_case
+                    params, x, t = make(rng, dt)
+                    for red in ("mean", "sum", "none"):
+                        config = {"loss": loss, "params": params, "reduction": red}
+                        value, out, grad = run_losskit(exe, tmp, config, x, t)
+                        rv, ro, rg = torch_reference(loss, params, red, x, t)
+                        w = worst.setdefault((loss, dt), [0.0, 0.0, 0.0, 0])
+                        if rv is not None:
+                            w[0] = max(w[0], abs(value - rv) / max(abs(rv), 1e-12))
+                        pairs = [(grad, rg)] + ([(out, ro)] if ro is not None else [])
+                        for got, want in pairs:
+                            w[1] = max(w[1], elementwise_rel(got, want))
+                            w[2] = max(w[2], normwise_rel(got, want))
+                        w[3] += 1
+    ok = True
+    print("seed %d: largest relative errors against torch (float64 on the same values)" % seed)
+    for (loss, dt), (ve, ge, gn, n) in sorted(worst.items()):
+        judged = gn if (loss == "cross_entropy" and dt == "f32") else ge
+        flag = ve > 1e-6 or judged > 1e-5
+        ok &= not flag
+        print("  %-13s %s  value %.2e  gradient/output %.2e (normwise %.2e)  (%d runs)%s"
+              % (loss, dt, ve, ge, gn, n, "   FAIL" if flag else ""))
+    return ok
+
+
 if __name__ == "__main__":
-    main()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--random", type=int, metavar="SEED",
+                    help="compare build/host/losskit with torch on new random data")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--losskit", default=path("build/host/losskit"))
+    args = ap.parse_args()
+    if args.random is None:
+        main()
+    else:
+        raise SystemExit(0 if run_random(args.random, args.losskit, args.rounds) else 1)
