@@ -93,8 +93,10 @@ static lk_status mm_plan(const void *inst, const lk_tensor *slots, int32_t reduc
         return lk_fail(msg, LK_ERR_SHAPE, "input: shape %s has no class",
                        mg_shape(sh, sizeof sh, x));
     if (m->n_w > 0 && m->n_w != C)
-        return lk_fail(msg, LK_ERR_SHAPE, "weight has %lld values for %lld classes",
-                       (long long)m->n_w, (long long)C);
+        return lk_fail(msg, LK_ERR_SHAPE,
+                       "weight has %lld value%s but the input has %lld classes (its last "
+                       "dimension); give [] or %lld values",
+                       (long long)m->n_w, m->n_w == 1 ? "" : "s", (long long)C, (long long)C);
     mg_rows_plan(plan, N, C, x->ndim - 1, x->shape, 0);
     return LK_OK;
 }
