@@ -664,6 +664,11 @@ Test(edge, bad_parameters_and_shapes)
     lk_tensor pt = {p, LK_DTYPE_F64, 2, xs, NULL};
     expect_refused("{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [1, 2, 3]}}", &xt, &yt,
                    LK_ERR_SHAPE, "weight has 3 values but the input has 4 classes");
+    expect_refused("{\"loss\": \"cross_entropy\", \"params\": {\"weight\": 2}}", &xt, &yt,
+                   LK_ERR_SHAPE,
+                   "weight has 1 value but the input has 4 classes (dim 1); give [] or 4 values");
+    expect_refused("{\"loss\": \"nll\", \"params\": {\"weight\": [1, 2]}}", &xt, &yt, LK_ERR_SHAPE,
+                   "weight has 2 values but the input has 4 classes (dim 1); give [] or 4 values");
     expect_refused("{\"loss\": \"multi_margin\", \"params\": {\"weight\": [1, 2, 3]}}", &xt, &yt,
                    LK_ERR_SHAPE,
                    "weight has 3 values but the input has 4 classes (its last dimension); give [] "

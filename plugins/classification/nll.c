@@ -229,9 +229,10 @@ static lk_status nll_plan(const void *inst, const lk_tensor *slots, int32_t redu
     int64_t C = plan->aux[LK_CLS_AUX_C];
     if (L->w.n && L->w.n != C)
         return lk_fail(msg, LK_ERR_SHAPE,
-                       "weight has %lld values but the input has %lld classes (dim %d); give "
+                       "weight has %lld value%s but the input has %lld classes (dim %d); give "
                        "[] or %lld values",
-                       (long long)L->w.n, (long long)C, slots[0].ndim == 1 ? 0 : 1, (long long)C);
+                       (long long)L->w.n, L->w.n == 1 ? "" : "s", (long long)C,
+                       slots[0].ndim == 1 ? 0 : 1, (long long)C);
     return LK_OK;
 }
 
