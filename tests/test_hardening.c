@@ -725,10 +725,13 @@ Test(hard_cli, bad_plan_and_refused_plugin_through_the_cli)
     proc r;
     const char *argv[] = {"run", cfg, "--input", tmp("x1.npy"), NULL};
     run_cli(&r, NULL, HARD_FX "fx_bad_plan.so", argv);
-    expect_cli_failure(&r, 1,
-                       "run: loss 'fx_plan_overflow': plan() returned an invalid plan: "
-                       "9223372036854775807 blocks x 1048576 statistics overflow the statistics "
-                       "buffer's size (a plugin bug)");
+    char plan_want[1024];
+    snprintf(plan_want, sizeof plan_want,
+             "run: %s: loss 'fx_plan_overflow': plan() returned an invalid plan: "
+             "9223372036854775807 blocks x 1048576 statistics overflow the statistics buffer's "
+             "size (a plugin bug)",
+             cfg);
+    expect_cli_failure(&r, 1, plan_want);
 
     /* a refused plugin is one warning line; its loss is then unknown:
      * exit 3 (a plugin problem) */

@@ -283,14 +283,14 @@ static void print_result(const run_opts *o, const lk_loss *loss, const run_state
 }
 
 /* Reduction none: allocates the per-position output the loss will fill. */
-static int alloc_out(lk_loss *loss, lk_eval_args *args, run_state *s)
+static int alloc_out(const run_opts *o, lk_loss *loss, lk_eval_args *args, run_state *s)
 {
     int32_t nd;
     int64_t shape[LK_MAX_NDIM];
     char err[LK_ERRMSG_CAP];
     lk_status st = lk_loss_out_shape(loss, args, &nd, shape);
     if (st != LK_OK) {
-        cli_error("run: %s", args->errmsg);
+        cli_error("run: %s: %s", o->config, args->errmsg);
         return data_exit(st);
     }
     const lk_tensor *in = &s->named[0].tensor;
@@ -319,7 +319,7 @@ static int evaluate(const run_opts *o, lk_runtime *rt, lk_loss *loss, run_state 
     args.n_grads = (size_t)o->n_grads;
     lk_tensor out;
     if (lk_loss_reduction(loss) == LK_REDUCTION_NONE) {
-        if ((rc = alloc_out(loss, &args, s)) != EXIT_OK)
+        if ((rc = alloc_out(o, loss, &args, s)) != EXIT_OK)
             return rc;
         out = lk_array_view(&s->out);
         args.out = &out;
@@ -327,7 +327,8 @@ static int evaluate(const run_opts *o, lk_runtime *rt, lk_loss *loss, run_state 
     double value;
     lk_status st = lk_loss_eval(loss, &args, &value);
     if (st != LK_OK) {
-        cli_error("run: %s", args.errmsg);
+        /* the config first: a shape refusal may be about a parameter set there */
+        cli_error("run: %s: %s", o->config, args.errmsg);
         return data_exit(st);
     }
     rc = write_outputs(o, s);
