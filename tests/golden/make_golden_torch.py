@@ -225,9 +225,7 @@ def random_ce_case(rng, dt):
                                                     rng.integers(1, 7, int(rng.integers(1, 4))))
     else:  # several blocks of the driver and a ragged tail
         shape = (int(rng.integers(2, 5)), C, int(rng.integers(2000, 5000)))
-    tshape = shape[1:] if len(shape) == 1 else shape[:1] + shape[2:]
-    if len(shape) == 1:
-        tshape = ()
+    tshape = () if len(shape) == 1 else shape[:1] + shape[2:]
     x = rng.normal(0.0, float(rng.uniform(0.5, 4.0)), shape)
     params = {}
     if rng.uniform() < 0.5:
@@ -244,12 +242,13 @@ def random_ce_case(rng, dt):
         ign = int(rng.choice([-100, -1, int(rng.integers(0, C))]))
         if ign != -100:
             params["ignore_index"] = ign
+        kept = (ign + 1) % C if ign >= 0 else 0  # a class other than ign
         if t.ndim and rng.uniform() < 0.6:
             t = np.where(rng.uniform(size=t.shape) < rng.uniform(0.05, 0.4), ign, t).astype(t.dtype)
             if (t == ign).all():  # keep one position: torch's mean over nothing is NaN
-                t.flat[0] = (ign + 1) % C if ign >= 0 else 0
+                t.flat[0] = kept
         elif not t.ndim and int(t) == ign:
-            t = np.array((ign + 1) % C if ign >= 0 else 0, dtype=t.dtype)
+            t = np.array(kept, dtype=t.dtype)
     return params, x.astype(np.float32 if dt == "f32" else np.float64), t
 
 
