@@ -228,11 +228,7 @@ static lk_status nll_plan(const void *inst, const lk_tensor *slots, int32_t redu
         return st;
     int64_t C = plan->aux[LK_CLS_AUX_C];
     if (L->w.n && L->w.n != C)
-        return lk_fail(msg, LK_ERR_SHAPE,
-                       "weight has %lld value%s but the input has %lld classes (dim %d); give "
-                       "[] or %lld values",
-                       (long long)L->w.n, L->w.n == 1 ? "" : "s", (long long)C,
-                       slots[0].ndim == 1 ? 0 : 1, (long long)C);
+        return lk_fail_per_class(msg, "weight", L->w.n, C, slots[0].ndim == 1 ? "dim 0" : "dim 1");
     return LK_OK;
 }
 

@@ -93,10 +93,7 @@ static lk_status mm_plan(const void *inst, const lk_tensor *slots, int32_t reduc
         return lk_fail(msg, LK_ERR_SHAPE, "input: shape %s has no class",
                        mg_shape(sh, sizeof sh, x));
     if (m->n_w > 0 && m->n_w != C)
-        return lk_fail(msg, LK_ERR_SHAPE,
-                       "weight has %lld value%s but the input has %lld classes (its last "
-                       "dimension); give [] or %lld values",
-                       (long long)m->n_w, m->n_w == 1 ? "" : "s", (long long)C, (long long)C);
+        return lk_fail_per_class(msg, "weight", m->n_w, C, "its last dimension");
     mg_rows_plan(plan, N, C, x->ndim - 1, x->shape, 0);
     return LK_OK;
 }

@@ -253,11 +253,8 @@ static lk_status ce_plan(const void *inst, const lk_tensor *slots, int32_t reduc
                        "(torch refuses any ignore_index >= 0 there)",
                        (long long)ce->ignore_index);
     if (ce->n_weight && ce->n_weight != C)
-        return lk_fail(msg, LK_ERR_SHAPE,
-                       "weight has %lld value%s but the input has %lld classes (dim %d); "
-                       "give [] or %lld values",
-                       (long long)ce->n_weight, ce->n_weight == 1 ? "" : "s", (long long)C,
-                       slots[0].ndim == 1 ? 0 : 1, (long long)C);
+        return lk_fail_per_class(msg, "weight", ce->n_weight, C,
+                                 slots[0].ndim == 1 ? "dim 0" : "dim 1");
     /* after the weight check: the pre-pass reads weight[y]. Sum and none
      * divide by nothing: forward refuses a bad index there */
     sp.target_norm = reduction == LK_REDUCTION_MEAN;
