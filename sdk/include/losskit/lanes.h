@@ -654,32 +654,37 @@ LK_AI lk_fv lk__f_log_fixup(lk_fv r, lk_fv u)
  * fixup of the special arguments: u = m 2^k with m in [3/4, 3/2)
  * (vgetmantps), the top 4 bits of m's stored mantissa pick one of 16
  * intervals (8 of width 1/16 in [1, 3/2), 8 of width 1/32 in [3/4, 1)),
- * each with a float 1/c near 1 over its centre and log c = -log(1/c) to
- * float; the two around 1 take c = 1, so that no result near 0 is a
- * difference. Then log u = k log 2 + log c + log1p(r), r = m / c - 1 in
- * [-1/32, 1/16] rounded once (an fma), log1p(r) = r + r^2 Q(r) with Q
- * cubic, fitted to it on that range (relative error 3e-9 before rounding),
- * by Estrin's scheme. k log 2 is one fma with log 2 rounded to float: that
- * rounding, 1.9e-9 k, is below 0.12 ulp of any result with k != 0 (|log u|
- * >= 0.287 |k| there) and absent where k = 0, around 1. About 1 float ulp,
- * in 14 operations with a short dependency chain (the atanh form before
- * took 19, a division estimate among them). With with_add, add is added to
- * r before the polynomial (log1p's correction). */
+ * each with a float 1/c near 1 over its centre; the two around 1 take c =
+ * 1, so that no result near 0 is a difference. Then log u = k log 2 + log c
+ * + log1p(r), r = m / c - 1 in [-1/32, 1/16] rounded once (an fma),
+ * log1p(r) = r + r^2 Q(r) with Q cubic, fitted to it on that range
+ * (relative error 3e-9 before rounding), by Estrin's scheme. vgetexpps
+ * gives k where m >= 1 and k - 1 where m < 1; the table's log c carries
+ * the missing log 2 in those 8 entries (log 2 as the same float as the
+ * fma's, so that the two cancel exactly just below 1), and their 1/c were
+ * chosen among the floats near 1 over the centre so that log 2 - log(1/c)
+ * lies within 5e-13 of its float. k log 2 is one fma with log 2 rounded to
+ * float: that rounding, 1.9e-9 k, is below 0.12 ulp of any result with k
+ * != 0 (|log u| >= 0.287 |k| there) and absent where k = 0, around 1.
+ * About 1 float ulp, in 12 operations with a short dependency chain (the
+ * atanh form before took 19, a division estimate among them). With
+ * with_add, add is added to r before the polynomial (log1p's correction).
+ * The table's search: bench/log_table.py. */
 LK_AI lk_fv lk__f_log_tab(lk_fv u, lk_fv add, int with_add)
 {
     const __m512 tinv = _mm512_setr_ps(
         1.000000000e+00f, 9.142857194e-01f, 8.648648858e-01f, 8.205128312e-01f, 7.804877758e-01f,
-        7.441860437e-01f, 7.111111283e-01f, 6.808510423e-01f, 1.306122422e+00f, 1.254902005e+00f,
-        1.207547188e+00f, 1.163636327e+00f, 1.122807026e+00f, 1.084745765e+00f, 1.049180269e+00f,
-        1.000000000e+00f); /* 1 / c, rounded to float */
+        7.441860437e-01f, 7.111111283e-01f, 6.808510423e-01f, 1.309998274e+00f, 1.255780816e+00f,
+        1.207589507e+00f, 1.160929322e+00f, 1.124422908e+00f, 1.083549619e+00f, 1.047184825e+00f,
+        1.000000000e+00f); /* 1 / c, a float */
     const __m512 tlog = _mm512_setr_ps(
         0.000000000e+00f, 8.961215615e-02f, 1.451819837e-01f, 1.978257298e-01f, 2.478362024e-01f,
-        2.954642177e-01f, 3.409265578e-01f, 3.844117224e-01f, -2.670627534e-01f, -2.270574868e-01f,
-        -1.885911822e-01f, -1.515498608e-01f, -1.158318222e-01f, -8.134564012e-02f,
-        -4.800916463e-02f, 0.000000000e+00f); /* -log(1 / c) of the float 1 / c */
+        2.954642177e-01f, 3.409265578e-01f, 3.844117224e-01f, 4.231213629e-01f, 4.653896391e-01f,
+        5.045209527e-01f, 5.439263582e-01f, 5.758772492e-01f, 6.129048467e-01f, 6.470417380e-01f,
+        6.931471825e-01f); /* log c, plus log 2 where m < 1 (see above) */
     __m512 m = _mm512_getmant_ps(u, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_nan);
-    /* getexp(m) is -1 below 1: k = getexp(u) - getexp(m) */
-    __m512 k = _mm512_sub_ps(_mm512_getexp_ps(u), _mm512_getexp_ps(m));
+    /* u = m 2^(k + 1) where m < 1: the table's log 2 makes up the 1 */
+    __m512 k = _mm512_getexp_ps(u);
     __m512i j = _mm512_srli_epi32(_mm512_castps_si512(m), 19); /* vpermps reads bits 0-3 */
     __m512 r = _mm512_fmadd_ps(m, _mm512_permutexvar_ps(j, tinv), _mm512_set1_ps(-1.0f));
     __m512 hi = _mm512_fmadd_ps(k, _mm512_set1_ps(0.69314718056f), _mm512_permutexvar_ps(j, tlog));
