@@ -335,8 +335,9 @@ LK_AI void asl_elem_timm(const asl *a, lk_elem *e)
 
 static const lk_slot_desc *const asl_slots[] LK__UNUSED = {&cls_logits, &cls_target01, NULL};
 
-LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET | LK_EW_SIGMOID)
-LK_KERNELS_ELEMENTWISE(asl_timm, asl, asl_elem_timm, LK_EW_UNIT_TARGET | LK_EW_SIGMOID)
+LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
+LK_KERNELS_ELEMENTWISE(asl_timm, asl, asl_elem_timm,
+                       LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
 LK_LOSS_DESC(asymmetric, asl, LK_LOSS_FUSED, NULL, NULL,
              LK_FAMILIES(&asl_any__family, &asl_timm__family), asl_slots,
              LK_REDUCTIONS_ELEMENTWISE | LK_REDUCTION_BIT(LK_REDUCTION_BATCHMEAN),

@@ -15,7 +15,8 @@
  *
  * A loss's formula is written on lk_v with the lk_* operations below. Every
  * sum leaves the lanes in double (lk_acc), whatever the precision, in an
- * order fixed by the lane width alone.
+ * order fixed by the lane width alone (the elementwise drivers may add
+ * four float vectors of a nonnegative loss first: LK_EW_NONNEG_SUM).
  *
  * Vector math: lk_exp, lk_log, lk_log1p are the layer's own, inline, in
  * the float lanes of the SIMD variants (the exp below on a clamped
