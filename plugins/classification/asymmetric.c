@@ -247,22 +247,25 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
  * Where q_c > 1 (r = 0) B is log q_c unclamped: r^gn and r^(gn - 1) are 0
  * there, which is the clamp's answer. A comes from the log as max(log p,
  * log eps), log being monotonic (NaN passes: max returns its second
- * operand). */
-LK_AI void asl_binary_lean(const asl *a, double gp, double gn, lk_m pos, lk_sigm s, asl_logs g,
-                           lk_elem *e)
+ * operand). Each lane's log L (A or B), weight W and gradient are formed
+ * in place by masked operations (neg: the lanes of target 0), so that no
+ * select is left: L = B, then A where pos; W = q^gp, then r^gn where neg;
+ * the gradient of target 0, then that of target 1 where pos. */
+LK_AI void asl_binary_lean(const asl *a, double gp, double gn, lk_m pos, lk_m neg, lk_sigm s,
+                           asl_logs g, lk_elem *e)
 {
     lk_v zero = lk_zero();
     lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s), pq = lk_sigm_dp(&s);
-    lk_v A = lk_max(lk_set(ASL_C(a, log_eps)), lk_sub(lk_min(e->x, zero), g.La));
+    lk_v L = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(lk_min(e->x, zero), g.La), g.Lb);
     lk_v qd = lk_clear(lk_lt(p, lk_set(ASL_C(a, eps))), q);
     lk_v W1 = asl_pow(q, gp);
-    lk_v gA = gp == 1.0 ? A : lk_mul(lk_set(gp), A);
-    lk_v G1 = lk_fnma(W1, lk_fnma(gA, p, qd), zero);
+    lk_v gA = gp == 1.0 ? L : lk_mul(lk_set(gp), L);
     lk_v r = lk_max(zero, lk_sub(p, lk_set(ASL_C(a, clip))));
-    lk_v rg1 = asl_pow(r, gn - 1.0), W0 = lk_mul(rg1, r);
-    lk_v G0 = lk_mul(lk_mul(pq, rg1), lk_fnma(lk_set(gn), g.Lb, lk_mul(r, g.iqc)));
-    e->loss = lk_fnma(lk_select(pos, A, g.Lb), lk_select(pos, W1, W0), zero);
-    e->grad = lk_select(pos, G1, G0);
+    lk_v rg1 = asl_pow(r, gn - 1.0);
+    lk_v W = lk_mul_where(neg, rg1, r, W1);
+    lk_v G0 = lk_mul(lk_mul(pq, rg1), lk_fnma(lk_set(gn), L, lk_mul(r, g.iqc)));
+    e->loss = lk_fnma(L, W, zero);
+    e->grad = lk_mul_where(pos, W1, lk_fms(gA, p, qd), G0);
 }
 
 /* Soft targets in the vector: gamma per lane, both terms weighed; the lanes
@@ -309,11 +312,11 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
 LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, lk_elem *e)
 {
     lk_v y = e->t;
-    lk_m pos = lk_eq(y, lk_set(1.0)), binary = lk_or(pos, lk_eq(y, lk_zero()));
+    lk_m pos = lk_eq(y, lk_set(1.0)), neg = lk_eq(y, lk_zero()), binary = lk_or(pos, neg);
     if (lk_all(binary)) {
         asl_logs g = asl_logs_of(a, clipped, pos, &e->sig);
         if (lean && clipped && gn > 1.0)
-            asl_binary_lean(a, gp, gn, pos, e->sig, g, e);
+            asl_binary_lean(a, gp, gn, pos, neg, e->sig, g, e);
         else
             asl_binary(a, gp, gn, clipped, lean, pos, e->sig, g, e);
     } else { /* locals: e's address escapes nowhere, so what it carries unused is dropped */

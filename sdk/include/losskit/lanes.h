@@ -111,6 +111,7 @@ LK_AI lk_fv lk_f_mul(lk_fv a, lk_fv b) { return _mm512_mul_ps(a, b); }
 LK_AI lk_fv lk_f_div(lk_fv a, lk_fv b) { return _mm512_div_ps(a, b); }
 LK_AI lk_fv lk_f_fma(lk_fv a, lk_fv b, lk_fv c) { return _mm512_fmadd_ps(a, b, c); }
 LK_AI lk_fv lk_f_fnma(lk_fv a, lk_fv b, lk_fv c) { return _mm512_fnmadd_ps(a, b, c); }
+LK_AI lk_fv lk_f_fms(lk_fv a, lk_fv b, lk_fv c) { return _mm512_fmsub_ps(a, b, c); }
 LK_AI lk_fv lk_f_min(lk_fv a, lk_fv b) { return _mm512_min_ps(a, b); }
 LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return _mm512_max_ps(a, b); }
 LK_AI lk_fv lk_f_abs(lk_fv a) { return _mm512_abs_ps(a); }
@@ -123,6 +124,8 @@ LK_AI lk_fm lk_f_ge(lk_fv a, lk_fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_
 LK_AI lk_fm lk_f_eq(lk_fv a, lk_fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
 LK_AI lk_fm lk_f_isnan(lk_fv a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
 LK_AI lk_fv lk_f_select(lk_fm m, lk_fv a, lk_fv b) { return _mm512_mask_blend_ps(m, b, a); }
+LK_AI lk_fv lk_f_mul_where(lk_fm m, lk_fv a, lk_fv b, lk_fv src) { return _mm512_mask_mul_ps(src, m, a, b); }
+LK_AI lk_fv lk_f_max_where(lk_fm m, lk_fv a, lk_fv b, lk_fv src) { return _mm512_mask_max_ps(src, m, a, b); }
 LK_AI lk_fv lk_f_keep(lk_fm m, lk_fv a) { return _mm512_maskz_mov_ps(m, a); }
 LK_AI lk_fv lk_f_clear(lk_fm m, lk_fv a) { return _mm512_maskz_mov_ps((lk_fm)~m, a); }
 /* the mask operations on the mask registers (kortest ends in a flag), so
@@ -154,6 +157,7 @@ LK_AI lk_dv lk_d_mul(lk_dv a, lk_dv b) { return _mm512_mul_pd(a, b); }
 LK_AI lk_dv lk_d_div(lk_dv a, lk_dv b) { return _mm512_div_pd(a, b); }
 LK_AI lk_dv lk_d_fma(lk_dv a, lk_dv b, lk_dv c) { return _mm512_fmadd_pd(a, b, c); }
 LK_AI lk_dv lk_d_fnma(lk_dv a, lk_dv b, lk_dv c) { return _mm512_fnmadd_pd(a, b, c); }
+LK_AI lk_dv lk_d_fms(lk_dv a, lk_dv b, lk_dv c) { return _mm512_fmsub_pd(a, b, c); }
 LK_AI lk_dv lk_d_min(lk_dv a, lk_dv b) { return _mm512_min_pd(a, b); }
 LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return _mm512_max_pd(a, b); }
 LK_AI lk_dv lk_d_abs(lk_dv a) { return _mm512_abs_pd(a); }
@@ -166,6 +170,8 @@ LK_AI lk_dm lk_d_ge(lk_dv a, lk_dv b) { return _mm512_cmp_pd_mask(a, b, _CMP_GE_
 LK_AI lk_dm lk_d_eq(lk_dv a, lk_dv b) { return _mm512_cmp_pd_mask(a, b, _CMP_EQ_OQ); }
 LK_AI lk_dm lk_d_isnan(lk_dv a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q); }
 LK_AI lk_dv lk_d_select(lk_dm m, lk_dv a, lk_dv b) { return _mm512_mask_blend_pd(m, b, a); }
+LK_AI lk_dv lk_d_mul_where(lk_dm m, lk_dv a, lk_dv b, lk_dv src) { return _mm512_mask_mul_pd(src, m, a, b); }
+LK_AI lk_dv lk_d_max_where(lk_dm m, lk_dv a, lk_dv b, lk_dv src) { return _mm512_mask_max_pd(src, m, a, b); }
 LK_AI lk_dv lk_d_keep(lk_dm m, lk_dv a) { return _mm512_maskz_mov_pd(m, a); }
 LK_AI lk_dv lk_d_clear(lk_dm m, lk_dv a) { return _mm512_maskz_mov_pd((lk_dm)~m, a); }
 LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return _kand_mask8(a, b); }
@@ -247,6 +253,7 @@ LK_AI lk_fv lk_f_mul(lk_fv a, lk_fv b) { return _mm256_mul_ps(a, b); }
 LK_AI lk_fv lk_f_div(lk_fv a, lk_fv b) { return _mm256_div_ps(a, b); }
 LK_AI lk_fv lk_f_fma(lk_fv a, lk_fv b, lk_fv c) { return _mm256_fmadd_ps(a, b, c); }
 LK_AI lk_fv lk_f_fnma(lk_fv a, lk_fv b, lk_fv c) { return _mm256_fnmadd_ps(a, b, c); }
+LK_AI lk_fv lk_f_fms(lk_fv a, lk_fv b, lk_fv c) { return _mm256_fmsub_ps(a, b, c); }
 LK_AI lk_fv lk_f_min(lk_fv a, lk_fv b) { return _mm256_min_ps(a, b); }
 LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return _mm256_max_ps(a, b); }
 LK_AI lk_fv lk_f_abs(lk_fv a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
@@ -259,6 +266,8 @@ LK_AI lk_fm lk_f_ge(lk_fv a, lk_fv b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); 
 LK_AI lk_fm lk_f_eq(lk_fv a, lk_fv b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
 LK_AI lk_fm lk_f_isnan(lk_fv a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
 LK_AI lk_fv lk_f_select(lk_fm m, lk_fv a, lk_fv b) { return _mm256_blendv_ps(b, a, m); }
+LK_AI lk_fv lk_f_mul_where(lk_fm m, lk_fv a, lk_fv b, lk_fv src) { return _mm256_blendv_ps(src, _mm256_mul_ps(a, b), m); }
+LK_AI lk_fv lk_f_max_where(lk_fm m, lk_fv a, lk_fv b, lk_fv src) { return _mm256_blendv_ps(src, _mm256_max_ps(a, b), m); }
 LK_AI lk_fv lk_f_keep(lk_fm m, lk_fv a) { return _mm256_and_ps(m, a); }
 LK_AI lk_fv lk_f_clear(lk_fm m, lk_fv a) { return _mm256_andnot_ps(m, a); }
 LK_AI lk_fm lk_f_and(lk_fm a, lk_fm b) { return _mm256_and_ps(a, b); }
@@ -301,6 +310,7 @@ LK_AI lk_dv lk_d_mul(lk_dv a, lk_dv b) { return _mm256_mul_pd(a, b); }
 LK_AI lk_dv lk_d_div(lk_dv a, lk_dv b) { return _mm256_div_pd(a, b); }
 LK_AI lk_dv lk_d_fma(lk_dv a, lk_dv b, lk_dv c) { return _mm256_fmadd_pd(a, b, c); }
 LK_AI lk_dv lk_d_fnma(lk_dv a, lk_dv b, lk_dv c) { return _mm256_fnmadd_pd(a, b, c); }
+LK_AI lk_dv lk_d_fms(lk_dv a, lk_dv b, lk_dv c) { return _mm256_fmsub_pd(a, b, c); }
 LK_AI lk_dv lk_d_min(lk_dv a, lk_dv b) { return _mm256_min_pd(a, b); }
 LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return _mm256_max_pd(a, b); }
 LK_AI lk_dv lk_d_abs(lk_dv a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
@@ -313,6 +323,8 @@ LK_AI lk_dm lk_d_ge(lk_dv a, lk_dv b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); 
 LK_AI lk_dm lk_d_eq(lk_dv a, lk_dv b) { return _mm256_cmp_pd(a, b, _CMP_EQ_OQ); }
 LK_AI lk_dm lk_d_isnan(lk_dv a) { return _mm256_cmp_pd(a, a, _CMP_UNORD_Q); }
 LK_AI lk_dv lk_d_select(lk_dm m, lk_dv a, lk_dv b) { return _mm256_blendv_pd(b, a, m); }
+LK_AI lk_dv lk_d_mul_where(lk_dm m, lk_dv a, lk_dv b, lk_dv src) { return _mm256_blendv_pd(src, _mm256_mul_pd(a, b), m); }
+LK_AI lk_dv lk_d_max_where(lk_dm m, lk_dv a, lk_dv b, lk_dv src) { return _mm256_blendv_pd(src, _mm256_max_pd(a, b), m); }
 LK_AI lk_dv lk_d_keep(lk_dm m, lk_dv a) { return _mm256_and_pd(m, a); }
 LK_AI lk_dv lk_d_clear(lk_dm m, lk_dv a) { return _mm256_andnot_pd(m, a); }
 LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return _mm256_and_pd(a, b); }
@@ -394,6 +406,7 @@ LK_AI lk_fv lk_f_mul(lk_fv a, lk_fv b) { return a * b; }
 LK_AI lk_fv lk_f_div(lk_fv a, lk_fv b) { return a / b; }
 LK_AI lk_fv lk_f_fma(lk_fv a, lk_fv b, lk_fv c) { return a * b + c; }
 LK_AI lk_fv lk_f_fnma(lk_fv a, lk_fv b, lk_fv c) { return c - a * b; }
+LK_AI lk_fv lk_f_fms(lk_fv a, lk_fv b, lk_fv c) { return a * b - c; }
 LK_AI lk_fv lk_f_min(lk_fv a, lk_fv b) { return a < b ? a : b; }
 LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return a > b ? a : b; }
 LK_AI lk_fv lk_f_abs(lk_fv a) { return fabsf(a); }
@@ -406,6 +419,8 @@ LK_AI lk_fm lk_f_ge(lk_fv a, lk_fv b) { return a >= b; }
 LK_AI lk_fm lk_f_eq(lk_fv a, lk_fv b) { return a == b; }
 LK_AI lk_fm lk_f_isnan(lk_fv a) { return a != a; }
 LK_AI lk_fv lk_f_select(lk_fm m, lk_fv a, lk_fv b) { return m ? a : b; }
+LK_AI lk_fv lk_f_mul_where(lk_fm m, lk_fv a, lk_fv b, lk_fv src) { return m ? a * b : src; }
+LK_AI lk_fv lk_f_max_where(lk_fm m, lk_fv a, lk_fv b, lk_fv src) { return m ? lk_f_max(a, b) : src; }
 LK_AI lk_fv lk_f_keep(lk_fm m, lk_fv a) { return m ? a : 0.0f; }
 LK_AI lk_fv lk_f_clear(lk_fm m, lk_fv a) { return m ? 0.0f : a; }
 LK_AI lk_fm lk_f_and(lk_fm a, lk_fm b) { return a && b; }
@@ -430,6 +445,7 @@ LK_AI lk_dv lk_d_mul(lk_dv a, lk_dv b) { return a * b; }
 LK_AI lk_dv lk_d_div(lk_dv a, lk_dv b) { return a / b; }
 LK_AI lk_dv lk_d_fma(lk_dv a, lk_dv b, lk_dv c) { return a * b + c; }
 LK_AI lk_dv lk_d_fnma(lk_dv a, lk_dv b, lk_dv c) { return c - a * b; }
+LK_AI lk_dv lk_d_fms(lk_dv a, lk_dv b, lk_dv c) { return a * b - c; }
 LK_AI lk_dv lk_d_min(lk_dv a, lk_dv b) { return a < b ? a : b; }
 LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return a > b ? a : b; }
 LK_AI lk_dv lk_d_abs(lk_dv a) { return fabs(a); }
@@ -442,6 +458,8 @@ LK_AI lk_dm lk_d_ge(lk_dv a, lk_dv b) { return a >= b; }
 LK_AI lk_dm lk_d_eq(lk_dv a, lk_dv b) { return a == b; }
 LK_AI lk_dm lk_d_isnan(lk_dv a) { return a != a; }
 LK_AI lk_dv lk_d_select(lk_dm m, lk_dv a, lk_dv b) { return m ? a : b; }
+LK_AI lk_dv lk_d_mul_where(lk_dm m, lk_dv a, lk_dv b, lk_dv src) { return m ? a * b : src; }
+LK_AI lk_dv lk_d_max_where(lk_dm m, lk_dv a, lk_dv b, lk_dv src) { return m ? lk_d_max(a, b) : src; }
 LK_AI lk_dv lk_d_keep(lk_dm m, lk_dv a) { return m ? a : 0.0; }
 LK_AI lk_dv lk_d_clear(lk_dm m, lk_dv a) { return m ? 0.0 : a; }
 LK_AI lk_dm lk_d_and(lk_dm a, lk_dm b) { return a && b; }
@@ -877,6 +895,7 @@ typedef lk_dm lk_m;
 #define lk_div       LK__OP(div)
 #define lk_fma       LK__OP(fma)
 #define lk_fnma      LK__OP(fnma)
+#define lk_fms       LK__OP(fms)
 #define lk_min       LK__OP(min)
 #define lk_max       LK__OP(max)
 #define lk_abs       LK__OP(abs)
@@ -889,6 +908,8 @@ typedef lk_dm lk_m;
 #define lk_eq        LK__OP(eq)
 #define lk_isnan     LK__OP(isnan)
 #define lk_select    LK__OP(select)
+#define lk_mul_where LK__OP(mul_where)
+#define lk_max_where LK__OP(max_where)
 #define lk_keep      LK__OP(keep)
 #define lk_clear     LK__OP(clear)
 #define lk_and       LK__OP(and)
