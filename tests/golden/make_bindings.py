@@ -79,12 +79,11 @@ SLOTS = {"dice": ("input", "target"), "bce_with_logits": ("input", "target"),
          "mse": ("input", "target"), "cross_entropy": ("input", "target")}
 
 
-def reference(config, arrays, magnitudes=False):
-    """The value and the gradient of every float tensor, by tensor name;
-    with magnitudes, also the sum over the terms of the absolute value of
-    each term's weighted gradient, element by element (what a float32
-    computation's error is relative to where terms of opposite sign
-    cancel)."""
+def reference(config, arrays):
+    """The value, the gradient of every float tensor by tensor name, and
+    per tensor the sum over the terms of the absolute value of each term's
+    weighted gradient, element by element (what a float32 computation's
+    error is relative to where terms of opposite sign cancel)."""
     red = config.get("reduction", "mean")
     leaves = {}
     for k, a in arrays.items():
@@ -100,17 +99,14 @@ def reference(config, arrays, magnitudes=False):
         ts = {s: leaves[bind.get(s, s)] for s in SLOTS[term["loss"]]}
         part = term.get("weight", 1.0) * term_loss(term, ts, red)
         total = total + part
-        if magnitudes:
-            gs = torch.autograd.grad(part, [leaves[k] for k in wanted], retain_graph=True,
-                                     allow_unused=True)
-            for k, g in zip(wanted, gs):
-                if g is not None:
-                    mags[k] += np.abs(g.numpy())
+        gs = torch.autograd.grad(part, [leaves[k] for k in wanted], retain_graph=True,
+                                 allow_unused=True)
+        for k, g in zip(wanted, gs):
+            if g is not None:
+                mags[k] += np.abs(g.numpy())
     total.backward()
     grads = {k: leaves[k].grad.numpy() for k in wanted if leaves[k].grad is not None}
-    if magnitudes:
-        return float(total), grads, mags
-    return float(total), grads
+    return float(total), grads, mags
 
 
 def differentiable(config):
@@ -155,7 +151,7 @@ def write_goldens():
 
     def add(name, config, rels):
         arrays = {k: np.load(path(v)) for k, v in rels.items()}
-        value, grads = reference(config, arrays)
+        value, grads, _ = reference(config, arrays)
         gr = {}
         for k, g in grads.items():
             rel = "%s/%s_grad_%s.npy" % (OUT, name, k)
@@ -217,7 +213,7 @@ def compare_run(exe, tmp, config, arrays):
     if res.returncode != 0:
         raise RuntimeError("%s: %s" % (" ".join(cmd), res.stderr))
     got = json.loads(res.stdout)
-    value, grads, mags = reference(config, arrays, magnitudes=True)
+    value, grads, mags = reference(config, arrays)
     ge = max(elementwise_rel(np.load(os.path.join(tmp, "g_" + k + ".npy")), g, mags[k])
              for k, g in grads.items())
     return rel(got["value"], value), ge
