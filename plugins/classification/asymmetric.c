@@ -245,25 +245,23 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
  *          the clamp at eps binds, q elsewhere)
  *   y = 0: loss = -B r^gn,   grad = p q r^(gn - 1) (r / q_c - gn B)
  * Where q_c > 1 (r = 0) B is log q_c unclamped: r^gn and r^(gn - 1) are 0
- * there, which is the clamp's answer. A comes from the log as max(log p,
- * log eps), log being monotonic (NaN passes: max returns its second
- * operand). Each lane's log L (A or B), weight W and gradient are formed
- * in place by masked operations (neg: the lanes of target 0), so that no
- * select is left: L = B, then A where pos; W = q^gp, then r^gn where neg;
+ * there, which is the clamp's answer. L is each lane's log, A where pos
+ * and B elsewhere; A comes as max(log p, log eps), log being monotonic
+ * (NaN passes: max returns its second operand). Each lane's weight W and
+ * gradient are formed in place by masked operations (neg: the lanes of
+ * target 0), so that no select is left: W = q^gp, then r^gn where neg;
  * the gradient of target 0, then that of target 1 where pos. */
-LK_AI void asl_binary_lean(const asl *a, double gp, double gn, lk_m pos, lk_m neg, lk_sigm s,
-                           asl_logs g, lk_elem *e)
+LK_AI void asl_binary_lean(const asl *a, double gp, double gn, lk_m pos, lk_m neg, lk_v p, lk_v q,
+                           lk_v pq, lk_v L, lk_v iqc, lk_elem *e)
 {
     lk_v zero = lk_zero();
-    lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s), pq = lk_sigm_dp(&s);
-    lk_v L = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(lk_min(e->x, zero), g.La), g.Lb);
     lk_v qd = lk_clear(lk_lt(p, lk_set(ASL_C(a, eps))), q);
     lk_v W1 = asl_pow(q, gp);
     lk_v gA = gp == 1.0 ? L : lk_mul(lk_set(gp), L);
     lk_v r = lk_max(zero, lk_sub(p, lk_set(ASL_C(a, clip))));
     lk_v rg1 = asl_pow(r, gn - 1.0);
     lk_v W = lk_mul_where(neg, rg1, r, W1);
-    lk_v G0 = lk_mul(lk_mul(pq, rg1), lk_fnma(lk_set(gn), L, lk_mul(r, g.iqc)));
+    lk_v G0 = lk_mul(lk_mul(pq, rg1), lk_fnma(lk_set(gn), L, lk_mul(r, iqc)));
     e->loss = lk_fnma(L, W, zero);
     e->grad = lk_mul_where(pos, W1, lk_fms(gA, p, qd), G0);
 }
@@ -315,9 +313,13 @@ LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, l
     lk_m pos = lk_eq(y, lk_set(1.0)), neg = lk_eq(y, lk_zero()), binary = lk_or(pos, neg);
     if (lk_all(binary)) {
         asl_logs g = asl_logs_of(a, clipped, pos, &e->sig);
-        if (lean && clipped && gn > 1.0)
-            asl_binary_lean(a, gp, gn, pos, neg, e->sig, g, e);
-        else
+        if (lean && clipped && gn > 1.0) {
+            lk_sigm s = e->sig;
+            lk_v L = lk_max_where(pos, lk_set(ASL_C(a, log_eps)),
+                                  lk_sub(lk_min(e->x, lk_zero()), g.La), g.Lb);
+            asl_binary_lean(a, gp, gn, pos, neg, lk_sigm_p(&s), lk_sigm_q(&s), lk_sigm_dp(&s), L,
+                            g.iqc, e);
+        } else
             asl_binary(a, gp, gn, clipped, lean, pos, e->sig, g, e);
     } else { /* locals: e's address escapes nowhere, so what it carries unused is dropped */
         lk_v loss, grad;
@@ -336,11 +338,61 @@ LK_AI void asl_elem_timm(const asl *a, lk_elem *e)
     asl_body(a, 1.0, 4.0, 1, 1, e);
 }
 
+/* The timm kernel staged (LK_KERNELS_ELEMENTWISE_STAGED), on float SIMD
+ * lanes: stage forms, a vector ahead, everything the log's argument and
+ * the terms need from the sigmoid (1 + e, q_c, p, q, p q and min(x, 0)
+ * less what the rounding of 1 + e dropped from log1p(e)), so that this
+ * vector's chain starts at the log. The values are those of asl_body's
+ * binary lanes, formed in the same operations. */
+#if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
+LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
+{
+    lk_v one = lk_set(1.0), zero = lk_zero();
+    lk_v ex = k->v[LK_EW_KEEP], r = k->v[LK_EW_KEEP + 1];
+    lk_m xpos = lk_ge(e->x, zero);
+    lk_v er = lk_mul(ex, r), w = lk_add(one, ex), q = lk_select(xpos, er, r);
+    k->v[0] = w;
+    k->v[1] = lk_add(q, lk_set(ASL_C(a, clip))); /* q_c */
+    k->v[2] = lk_fnma(lk_sub(ex, lk_sub(w, one)), r, lk_min(e->x, zero));
+    k->v[3] = lk_select(xpos, r, er); /* p */
+    k->v[4] = q;
+    k->v[5] = lk_mul(er, r); /* p q */
+}
+
+LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
+{
+    lk_v y = e->t;
+    lk_m pos = lk_eq(y, lk_set(1.0)), neg = lk_eq(y, lk_zero());
+    if (lk_all(lk_or(pos, neg))) {
+        lk_v qc = k->v[1];
+        lk_v Lb = lk__f_log_pos(lk_select(pos, k->v[0], qc)); /* positive, finite, normal */
+        lk_v L = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(k->v[2], Lb), Lb);
+        asl_binary_lean(a, 1.0, 4.0, pos, neg, k->v[3], k->v[4], k->v[5], L, lk__recip_fast(qc),
+                        e);
+    } else {
+        lk_v loss, grad;
+        asl_soft(a, 1.0, 4.0, 1, e->x, y, &loss, &grad);
+        e->loss = loss, e->grad = grad;
+    }
+}
+#else
+LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
+{
+    (void)a, (void)e, (void)k;
+}
+
+LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
+{
+    (void)k;
+    asl_elem_timm(a, e);
+}
+#endif
+
 static const lk_slot_desc *const asl_slots[] LK__UNUSED = {&cls_logits, &cls_target01, NULL};
 
 LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
-LK_KERNELS_ELEMENTWISE(asl_timm, asl, asl_elem_timm,
-                       LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
+LK_KERNELS_ELEMENTWISE_STAGED(asl_timm, asl, asl_timm_stage, asl_timm_finish,
+                              LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
 LK_LOSS_DESC(asymmetric, asl, LK_LOSS_FUSED, NULL, NULL,
              LK_FAMILIES(&asl_any__family, &asl_timm__family), asl_slots,
              LK_REDUCTIONS_ELEMENTWISE | LK_REDUCTION_BIT(LK_REDUCTION_BATCHMEAN),
