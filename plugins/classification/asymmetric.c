@@ -367,8 +367,7 @@ LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
         lk_v qc = k->v[1];
         lk_v Lb = lk__f_log_pos(lk_select(pos, k->v[0], qc)); /* positive, finite, normal */
         lk_v L = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(k->v[2], Lb), Lb);
-        asl_binary_lean(a, 1.0, 4.0, pos, neg, k->v[3], k->v[4], k->v[5], L, lk__recip_fast(qc),
-                        e);
+        asl_binary_lean(a, 1.0, 4.0, pos, neg, k->v[3], k->v[4], k->v[5], L, lk__recip_fast(qc), e);
     } else {
         lk_v loss, grad;
         asl_soft(a, 1.0, 4.0, 1, e->x, y, &loss, &grad);
