@@ -499,8 +499,9 @@ Test(edge, target_outside_unit_interval)
 {
     double x[4] = {0.1, 0.2, 0.3, 0.4}, t[4] = {0.0, 1.0, 1.5, 0.0};
     problem p = {1, {4}, LK_DTYPE_F64, x, t, NULL};
-    const char *ids[] = {"bce_with_logits", "focal", "dice", "iou", "dice_bce", "focal_mean_bce"};
-    for (int i = 0; i < 6; i++) {
+    const char *ids[] = {"bce_with_logits", "focal",          "dice",      "iou",
+                         "dice_bce",        "focal_mean_bce", "asymmetric"};
+    for (int i = 0; i < 7; i++) {
         char config[64];
         snprintf(config, sizeof config, "{\"loss\": \"%s\"}", ids[i]);
         expect_refusal(config, &p, LK_ERR_INVALID, "target[2] = 1.5 is outside [0, 1]");

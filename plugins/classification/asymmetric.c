@@ -22,6 +22,10 @@ typedef struct asl {
     /* the same in float, which the float lanes broadcast from memory where
      * registers run short (a double would be converted on every vector) */
     float clip_f, eps_f, log_eps_f;
+    /* The timm kernel's screen of the targets (see asl_timm__fwd): the
+     * lanes outside [0, 1] seen so far, an lk_m of the call's lanes; NULL
+     * where the driver screens */
+    void *seen;
 } asl;
 
 static const lk_param_desc asl_gamma_neg = {
@@ -75,6 +79,7 @@ static lk_status asl_init(void *inst, const lk_param_value *p, lk_msg *msg)
     a->eps = p[3].number;
     a->log_eps = log(a->eps);
     a->clip_f = (float)a->clip, a->eps_f = (float)a->eps, a->log_eps_f = (float)a->log_eps;
+    a->seen = NULL;
     return LK_OK;
 }
 
@@ -323,6 +328,8 @@ LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, l
             asl_binary(a, gp, gn, clipped, lean, pos, e->sig, g, e);
     } else { /* locals: e's address escapes nowhere, so what it carries unused is dropped */
         lk_v loss, grad;
+        if (a->seen)
+            *(lk_m *)a->seen = lk_or(*(lk_m *)a->seen, lk_outside01(y));
         asl_soft(a, gp, gn, clipped, e->x, y, &loss, &grad);
         e->loss = loss, e->grad = grad;
     }
@@ -370,6 +377,7 @@ LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
         asl_binary_lean(a, 1.0, 4.0, pos, neg, k->v[3], k->v[4], k->v[5], L, lk__recip_fast(qc), e);
     } else {
         lk_v loss, grad;
+        *(lk_m *)a->seen = lk_or(*(lk_m *)a->seen, lk_outside01(y));
         asl_soft(a, 1.0, 4.0, 1, e->x, y, &loss, &grad);
         e->loss = loss, e->grad = grad;
     }
@@ -390,8 +398,39 @@ LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
 static const lk_slot_desc *const asl_slots[] LK__UNUSED = {&cls_logits, &cls_target01, NULL};
 
 LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
-LK_KERNELS_ELEMENTWISE_STAGED(asl_timm, asl, asl_timm_stage, asl_timm_finish,
-                              LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
+/* The timm family screens its targets itself: a vector of 0s and 1s (the
+ * kernel's fast path, which compares them anyway) needs no screen, and
+ * the others gather their lanes outside [0, 1] into seen, which fails the
+ * block after its pass with the driver's message (the outputs of a refused
+ * call are not defined). */
+LK_AI void asl_timm__stage(const void *p, const lk_elem *e, lk_kept *k)
+{
+    asl_timm_stage((const asl *)p, e, k);
+}
+
+LK_AI void asl_timm__finish(const void *p, const lk_kept *k, lk_elem *e)
+{
+    asl_timm_finish((const asl *)p, k, e);
+}
+
+static lk_status asl_timm__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
+                               lk_msg *msg)
+{
+    lk_m seen = lk_first(0);
+    asl local = *(const asl *)inst;
+    local.seen = &seen;
+    lk_status st =
+        lk_elementwise_forward_staged(&local, plan, blk, asl_timm__stage, asl_timm__finish,
+                                      LK_EW_SIGMOID | LK_EW_NONNEG_SUM, msg);
+    if (st == LK_OK && lk_any(seen)) {
+        const lk_tensor *t = &blk->slots[1];
+        return lk_first_bad_target(t->data, t->dtype == LK_DTYPE_F32, blk->begin,
+                                   blk->end - blk->begin, msg);
+    }
+    return st;
+}
+LK__KSET(asl_timm, asl_timm__fwd, NULL, 0)
+LK__FAMILY(asl_timm)
 LK_LOSS_DESC(asymmetric, asl, LK_LOSS_FUSED, NULL, NULL,
              LK_FAMILIES(&asl_any__family, &asl_timm__family), asl_slots,
              LK_REDUCTIONS_ELEMENTWISE | LK_REDUCTION_BIT(LK_REDUCTION_BATCHMEAN),

@@ -339,7 +339,8 @@ LK_AI void lk__ew_finish(uint32_t flags, const lk__ew_io *io, lk_elem *ep, int64
 
 /* A staged element function (LK_KERNELS_ELEMENTWISE_STAGED): stage fills
  * up to LK_EW_KEEP vectors from e's operands, finish completes e from
- * them. */
+ * them. With LK_EW_SIGMOID stage runs after the sigmoid and may read its
+ * e and r in v[LK_EW_KEEP] and v[LK_EW_KEEP + 1]. */
 #define LK_EW_KEEP 6
 typedef struct lk_kept {
     lk_v v[LK_EW_KEEP + 3]; /* the last three: the driver's, for LK_EW_SIGMOID */
