@@ -590,8 +590,7 @@ static void expect_streamed_like_stored(lk_runtime *rt, const char *config, cons
 }
 
 /* Streamed gradients in float and double lanes, for fused losses and a
- * two-pass one; reduction sum (a gradient scale of 1) takes a loop of its
- * own in the fused driver, which does not multiply (mse's sum). */
+ * two-pass one, with a gradient scale of 1/n (mean) and of 1 (sum). */
 Test(simd, streaming_stores_write_the_same_gradient, .timeout = 300)
 {
     static const char *const configs[] = {

@@ -253,7 +253,6 @@ typedef struct lk__ew_io {
 #define LK__W_WEIGHT 0x400u
 #define LK__W_STREAM 0x800u
 #define LK__W_GROUP  0x1000u /* LK_EW_NONNEG_SUM in effect */
-#define LK__W_UNIT   0x2000u /* grad_scale is 1: the streamed gradient is not multiplied */
 
 /* The loss sum of a loop: lanes into double, or with LK__W_GROUP (float
  * lanes only) groups of four vectors added in float first. */
@@ -332,7 +331,7 @@ LK_AI void lk__ew_finish(uint32_t flags, const lk__ew_io *io, lk_elem *ep, int64
     if (flags & LK__W_OUT)
         lk__st(io->out, io->xf, i, k, e.loss);
     if ((flags & LK__W_STREAM) && k == LK_W)
-        lk_stream((lk_s *)io->g + i, (flags & LK__W_UNIT) ? e.grad : lk_mul(scale, e.grad));
+        lk__stream_grad(io->g, i, e.grad, scale);
     else if (flags & LK__W_GRAD)
         lk__put_grad(io->g, io->xf, i, k, e.grad, scale, accumulate);
 }
@@ -490,14 +489,9 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
     if (!io.w && !io.out) {
         if (!io.g)
             return lk__ew_loop(inst, blk, fn, stage, finish, base, &io, msg);
-        if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions)) {
-            /* a scale of 1 (reduction sum, unweighted terms) multiplies
-             * nothing: a loop of its own drops the multiply per vector */
-            uint32_t f = base | LK__W_GRAD | LK__W_STREAM;
-            if (blk->grad_scale == 1.0)
-                return lk__ew_loop(inst, blk, fn, stage, finish, f | LK__W_UNIT, &io, msg);
-            return lk__ew_loop(inst, blk, fn, stage, finish, f, &io, msg);
-        }
+        if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
+            return lk__ew_loop(inst, blk, fn, stage, finish, base | LK__W_GRAD | LK__W_STREAM,
+                               &io, msg);
         return lk__ew_loop(inst, blk, fn, stage, finish, base | LK__W_GRAD, &io, msg);
     }
     return lk__ew_loop(inst, blk, fn, stage, finish,
