@@ -346,24 +346,25 @@ LK_AI void asl_elem_timm(const asl *a, lk_elem *e)
 }
 
 /* The timm kernel staged (LK_KERNELS_ELEMENTWISE_STAGED), on float SIMD
- * lanes: stage forms, a vector ahead, everything the log's argument and
- * the terms need from the sigmoid (1 + e, q_c, p, q, p q and min(x, 0)
- * less what the rounding of 1 + e dropped from log1p(e)), so that this
- * vector's chain starts at the log. The values are those of asl_body's
- * binary lanes, formed in the same operations. */
+ * lanes: stage forms, a vector ahead, what the terms need from the
+ * sigmoid (1 + e, p, q, p q and min(x, 0) less what the rounding of 1 + e
+ * dropped from log1p(e)), so that this vector's chain starts at the log's
+ * argument. finish forms q_c = q + clip itself rather than have it carried
+ * (one vector fewer across the loop's trip). The values are those of
+ * asl_body's binary lanes, formed in the same operations. */
 #if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
 LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
 {
+    (void)a;
     lk_v one = lk_set(1.0), zero = lk_zero();
     lk_v ex = k->v[LK_EW_KEEP], r = k->v[LK_EW_KEEP + 1];
     lk_m xpos = lk_ge(e->x, zero);
     lk_v er = lk_mul(ex, r), w = lk_add(one, ex), q = lk_select(xpos, er, r);
     k->v[0] = w;
-    k->v[1] = lk_add(q, lk_set(ASL_C(a, clip))); /* q_c */
-    k->v[2] = lk_fnma(lk_sub(ex, lk_sub(w, one)), r, lk_min(e->x, zero));
-    k->v[3] = lk_select(xpos, r, er); /* p */
-    k->v[4] = q;
-    k->v[5] = lk_mul(er, r); /* p q */
+    k->v[1] = lk_fnma(lk_sub(ex, lk_sub(w, one)), r, lk_min(e->x, zero));
+    k->v[2] = lk_select(xpos, r, er); /* p */
+    k->v[3] = q;
+    k->v[4] = lk_mul(er, r); /* p q */
 }
 
 LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
@@ -371,10 +372,10 @@ LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
     lk_v y = e->t;
     lk_m pos = lk_eq(y, lk_set(1.0)), neg = lk_eq(y, lk_zero());
     if (lk_all(lk_or(pos, neg))) {
-        lk_v qc = k->v[1];
+        lk_v p = k->v[2], q = k->v[3], qc = lk_add(q, lk_set(ASL_C(a, clip)));
         lk_v Lb = lk__f_log_pos(lk_select(pos, k->v[0], qc)); /* positive, finite, normal */
-        lk_v L = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(k->v[2], Lb), Lb);
-        asl_binary_lean(a, 1.0, 4.0, pos, neg, k->v[3], k->v[4], k->v[5], L, lk__recip_fast(qc), e);
+        lk_v L = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(k->v[1], Lb), Lb);
+        asl_binary_lean(a, 1.0, 4.0, pos, neg, p, q, k->v[4], L, lk__recip_fast(qc), e);
     } else {
         lk_v loss, grad;
         *(lk_m *)a->seen = lk_or(*(lk_m *)a->seen, lk_outside01(y));
