@@ -340,11 +340,6 @@ LK_AI void asl_elem(const asl *a, lk_elem *e)
     asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, e);
 }
 
-LK_AI void asl_elem_timm(const asl *a, lk_elem *e)
-{
-    asl_body(a, 1.0, 4.0, 1, 1, e);
-}
-
 /* The timm kernel staged (LK_KERNELS_ELEMENTWISE_STAGED), on float SIMD
  * lanes: stage forms, a vector ahead, what the terms need from the
  * sigmoid (1 + e, p, q, p q and min(x, 0) less what the rounding of 1 + e
@@ -392,7 +387,7 @@ LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
 LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
 {
     (void)k;
-    asl_elem_timm(a, e);
+    asl_body(a, 1.0, 4.0, 1, 1, e);
 }
 #endif
 
