@@ -309,6 +309,19 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
     *grad = lk_select(binary, eb.grad, lk_fnma(dce, W, lk_mul0(nce, dW)));
 }
 
+/* A vector with a target other than 0 or 1: where the kernel screens its
+ * own targets (a->seen set, see asl_timm__fwd) its lanes outside [0, 1]
+ * are gathered first. Locals: e's address escapes nowhere, so what it
+ * carries unused is dropped. */
+LK_AI void asl_soft_elem(const asl *a, double gp, double gn, int clipped, lk_elem *e)
+{
+    lk_v loss, grad;
+    if (a->seen)
+        *(lk_m *)a->seen = lk_or(*(lk_m *)a->seen, lk_outside01(e->t));
+    asl_soft(a, gp, gn, clipped, e->x, e->t, &loss, &grad);
+    e->loss = loss, e->grad = grad;
+}
+
 /* lean: the timm kernel, whose pick guarantees clip >= eps. The sigmoid
  * of x comes from the driver (LK_EW_SIGMOID), formed a vector ahead so
  * that its exp and reciprocal overlap this vector's logs and powers. */
@@ -326,12 +339,8 @@ LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, l
                             g.iqc, e);
         } else
             asl_binary(a, gp, gn, clipped, lean, pos, e->sig, g, e);
-    } else { /* locals: e's address escapes nowhere, so what it carries unused is dropped */
-        lk_v loss, grad;
-        if (a->seen)
-            *(lk_m *)a->seen = lk_or(*(lk_m *)a->seen, lk_outside01(y));
-        asl_soft(a, gp, gn, clipped, e->x, y, &loss, &grad);
-        e->loss = loss, e->grad = grad;
+    } else {
+        asl_soft_elem(a, gp, gn, clipped, e);
     }
 }
 
@@ -372,10 +381,7 @@ LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
         lk_v L = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(k->v[1], Lb), Lb);
         asl_binary_lean(a, 1.0, 4.0, pos, neg, p, q, k->v[4], L, lk__recip_fast(qc), e);
     } else {
-        lk_v loss, grad;
-        *(lk_m *)a->seen = lk_or(*(lk_m *)a->seen, lk_outside01(y));
-        asl_soft(a, 1.0, 4.0, 1, e->x, y, &loss, &grad);
-        e->loss = loss, e->grad = grad;
+        asl_soft_elem(a, 1.0, 4.0, 1, e);
     }
 }
 #else
