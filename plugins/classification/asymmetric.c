@@ -351,24 +351,42 @@ LK_AI void asl_elem(const asl *a, lk_elem *e)
 
 /* The timm kernel staged (LK_KERNELS_ELEMENTWISE_STAGED), on float SIMD
  * lanes: stage forms, a vector ahead, what the terms need from the
- * sigmoid (1 + e, p, q, p q and min(x, 0) less what the rounding of 1 + e
- * dropped from log1p(e)), so that this vector's chain starts at the log's
- * argument. finish forms q_c = q + clip itself rather than have it carried
- * (one vector fewer across the loop's trip). The values are those of
- * asl_body's binary lanes, formed in the same operations. */
+ * sigmoid (1 + e, p, q, p q and what the rounding of 1 + e dropped from
+ * log1p(e)), so that this vector's chain starts at the log's argument.
+ * finish forms q_c = q + clip itself rather than have it carried (one
+ * vector fewer across the loop's trip).
+ * Unlike the driver's sigmoid (LK_EW_SIGMOID, e = exp(-|x|)) stage takes
+ * e = exp(-x) with x clamped below at -87 (e at most 6.1e37, so that 1 + e
+ * is finite and its reciprocal normal): then p = 1 / (1 + e) and q = e p
+ * on both sides of 0 with neither cancelling, and log p = -log1p(e), with
+ * no compare of x and no select between the two sides. The clamp changes
+ * p only below x = -87, where p < 1.7e-38 and a target of 1 has its log
+ * clamped at eps: its gradient there, p q log(eps), is below 3.1e-37 in
+ * magnitude instead of the true p's (at most that, 0 at x = -inf). */
 #if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
+LK_AI lk_v asl_exp_minus_x(lk_v x)
+{
+    /* max and min return their second operand for NaN: NaN passes */
+    lk_v xc = lk_min(lk_set(120.0), lk_max(lk_set(-87.0), x));
+#if defined(LK_TARGET_AVX512)
+    return lk__f_exp_core_s(xc, 1);
+#else
+    return lk__f_exp_core(lk_neg(xc));
+#endif
+}
+
 LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
 {
     (void)a;
-    lk_v one = lk_set(1.0), zero = lk_zero();
-    lk_v ex = k->v[LK_EW_KEEP], r = k->v[LK_EW_KEEP + 1];
-    lk_m xpos = lk_ge(e->x, zero);
-    lk_v er = lk_mul(ex, r), w = lk_add(one, ex), q = lk_select(xpos, er, r);
+    lk_v one = lk_set(1.0);
+    lk_v ex = asl_exp_minus_x(e->x), w = lk_add(one, ex), r = lk__recip_fast(w);
+    lk_v q = lk_mul(ex, r);
     k->v[0] = w;
-    k->v[1] = lk_fnma(lk_sub(ex, lk_sub(w, one)), r, lk_min(e->x, zero));
-    k->v[2] = lk_select(xpos, r, er); /* p */
+    /* -(1 + e - w) / w: log p = -log1p(e) = v[1] - log w */
+    k->v[1] = lk_fnma(lk_sub(ex, lk_sub(w, one)), r, lk_zero());
+    k->v[2] = r; /* p */
     k->v[3] = q;
-    k->v[4] = lk_mul(er, r); /* p q */
+    k->v[4] = lk_mul(q, r); /* p q */
 }
 
 LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
@@ -405,6 +423,11 @@ LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET | LK_EW_SIGMOID
  * the others gather their lanes outside [0, 1] into seen, which fails the
  * block after its pass with the driver's message (the outputs of a refused
  * call are not defined). */
+#if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
+#define ASL_TIMM_FLAGS LK_EW_NONNEG_SUM /* stage forms its own sigmoid */
+#else
+#define ASL_TIMM_FLAGS (LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
+#endif
 LK_AI void asl_timm__stage(const void *p, const lk_elem *e, lk_kept *k)
 {
     asl_timm_stage((const asl *)p, e, k);
@@ -423,7 +446,7 @@ static lk_status asl_timm__fwd(const void *inst, const lk_plan *plan, const lk_b
     local.seen = &seen;
     lk_status st =
         lk_elementwise_forward_staged(&local, plan, blk, asl_timm__stage, asl_timm__finish,
-                                      LK_EW_SIGMOID | LK_EW_NONNEG_SUM, msg);
+                                      ASL_TIMM_FLAGS, msg);
     if (st == LK_OK && lk_any(seen)) {
         const lk_tensor *t = &blk->slots[1];
         return lk_first_bad_target(t->data, t->dtype == LK_DTYPE_F32, blk->begin,
