@@ -244,31 +244,33 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
 
 /* The binary vector of the lean kernel (a clip of at least eps, gn > 1),
  * in the fewest operations: the terms are selected first and the chain
- * rule folded by hand, with no negation left over. With A = log max(p,
- * eps), B = log q_c, r = max(p - clip, 0):
- *   y = 1: loss = -A q^gp,   grad = q^gp (gp A p - q')   (q' = 0 where
+ * rule folded by hand. With A = log max(p, eps), B = log q_c, r = max(p -
+ * clip, 0):
+ *   y = 1: loss = -A q^gp,   grad = -q^gp (q' - gp p A)   (q' = 0 where
  *          the clamp at eps binds, q elsewhere)
  *   y = 0: loss = -B r^gn,   grad = p q r^(gn - 1) (r / q_c - gn B)
  * Where q_c > 1 (r = 0) B is log q_c unclamped: r^gn and r^(gn - 1) are 0
  * there, which is the clamp's answer. L is each lane's log, A where pos
  * and B elsewhere; A comes as max(log p, log eps), log being monotonic
- * (NaN passes: max returns its second operand). Each lane's weight W and
- * gradient are formed in place by masked operations (neg: the lanes of
- * target 0), so that no select is left: W = q^gp, then r^gn where neg;
- * the gradient of target 0, then that of target 1 where pos. */
+ * (NaN passes: max returns its second operand). Both gradients are one
+ * product F (C - M L), the lanes' factors selected (neg: the lanes of
+ * target 0): C = q' or r / q_c (the latter a masked multiply into q'), M =
+ * gp p or gn, F = -q^gp or p q r^(gn - 1); the weight W = q^gp, then r^gn
+ * where neg, likewise in place. */
 LK_AI void asl_binary_lean(const asl *a, double gp, double gn, lk_m pos, lk_m neg, lk_v p, lk_v q,
                            lk_v pq, lk_v L, lk_v iqc, lk_elem *e)
 {
     lk_v zero = lk_zero();
     lk_v qd = lk_clear(lk_lt(p, lk_set(ASL_C(a, eps))), q);
     lk_v W1 = asl_pow(q, gp);
-    lk_v gA = gp == 1.0 ? L : lk_mul(lk_set(gp), L);
     lk_v r = lk_max(zero, lk_sub(p, lk_set(ASL_C(a, clip))));
     lk_v rg1 = asl_pow(r, gn - 1.0);
     lk_v W = lk_mul_where(neg, rg1, r, W1);
-    lk_v G0 = lk_mul(lk_mul(pq, rg1), lk_fnma(lk_set(gn), L, lk_mul(r, iqc)));
+    lk_v C = lk_mul_where(neg, r, iqc, qd);
+    lk_v M = lk_select(pos, gp == 1.0 ? p : lk_mul(lk_set(gp), p), lk_set(gn));
+    lk_v F = lk_select(pos, lk_neg(W1), lk_mul(pq, rg1));
     e->loss = lk_fnma(L, W, zero);
-    e->grad = lk_mul_where(pos, W1, lk_fms(gA, p, qd), G0);
+    e->grad = lk_mul(F, lk_fnma(M, L, C));
 }
 
 /* Soft targets in the vector: gamma per lane, both terms weighed; the lanes
