@@ -671,46 +671,57 @@ LK_AI lk_fv lk__f_log_fixup(lk_fv r, lk_fv u)
 #if defined(LK_TARGET_AVX512)
 /* log(u) of a positive u (normal or subnormal) by a table, before the
  * fixup of the special arguments: u = m 2^k with m in [3/4, 3/2)
- * (vgetmantps), the top 4 bits of m's stored mantissa pick one of 16
- * intervals (8 of width 1/16 in [1, 3/2), 8 of width 1/32 in [3/4, 1)),
+ * (vgetmantps), the top 5 bits of m's stored mantissa pick one of 32
+ * intervals (16 of width 1/32 in [1, 3/2), 16 of width 1/64 in [3/4, 1)),
  * each with a float 1/c near 1 over its centre; the two around 1 take c =
  * 1, so that no result near 0 is a difference. Then log u = k log 2 + log c
- * + log1p(r), r = m / c - 1 in [-1/32, 1/16] rounded once (an fma),
- * log1p(r) = r + r^2 Q(r) with Q cubic, fitted to it on that range
- * (relative error 3e-9 before rounding), by Estrin's scheme. vgetexpps
- * gives k where m >= 1 and k - 1 where m < 1; the table's log c carries
- * the missing log 2 in those 8 entries (log 2 as the same float as the
- * fma's, so that the two cancel exactly just below 1), and their 1/c were
- * chosen among the floats near 1 over the centre so that log 2 - log(1/c)
- * lies within 5e-13 of its float. k log 2 is one fma with log 2 rounded to
- * float: that rounding, 1.9e-9 k, is below 0.12 ulp of any result with k
- * != 0 (|log u| >= 0.287 |k| there) and absent where k = 0, around 1.
- * About 1 float ulp, in 12 operations with a short dependency chain (the
- * atanh form before took 19, a division estimate among them). With
- * with_add, add is added to r before the polynomial (log1p's correction).
- * The table's search: bench/log_table.py. */
+ * + log1p(r), r = m / c - 1 in [-1/64, 1/32] rounded once (an fma),
+ * log1p(r) = r + r^2 Q(r) with Q quadratic, fitted to it on that range
+ * (minimax, relative error 8.2e-9 before rounding), by Estrin's scheme.
+ * vgetexpps gives k where m >= 1 and k - 1 where m < 1; the table's log c
+ * carries the missing log 2 in those 16 entries (log 2 as the same float as
+ * the fma's, so that the two cancel exactly just below 1). Every other 1/c
+ * was chosen among the floats near 1 over its interval's centre so that
+ * its entry lies within 1.5e-12 of its float. k log 2 is one fma with log 2
+ * rounded to float: that rounding, 1.9e-9 k, is below 0.12 ulp of any
+ * result with k != 0 (|log u| >= 0.287 |k| there) and absent where k = 0,
+ * around 1. The tables are two registers each, read by vpermt2ps. About 1
+ * float ulp (1.25 at most in test_vecmath's sweep; the 16-entry table with
+ * a cubic Q before gave 1.81), one fma fewer than that table took, with a
+ * short dependency chain. With with_add, add is added to r before the polynomial (log1p's
+ * correction). The table's search and Q's fit: bench/log_table.py. */
 LK_AI lk_fv lk__f_log_tab(lk_fv u, lk_fv add, int with_add)
 {
-    const __m512 tinv = _mm512_setr_ps(
-        1.000000000e+00f, 9.142857194e-01f, 8.648648858e-01f, 8.205128312e-01f, 7.804877758e-01f,
-        7.441860437e-01f, 7.111111283e-01f, 6.808510423e-01f, 1.309998274e+00f, 1.255780816e+00f,
-        1.207589507e+00f, 1.160929322e+00f, 1.124422908e+00f, 1.083549619e+00f, 1.047184825e+00f,
+    const __m512 tinv0 = _mm512_setr_ps(
+        1.000000000e+00f, 9.570628405e-01f, 9.281467199e-01f, 9.015070796e-01f, 8.774389625e-01f,
+        8.515581489e-01f, 8.324992061e-01f, 8.100588918e-01f, 7.884821296e-01f, 7.711816430e-01f,
+        7.538068891e-01f, 7.351939678e-01f, 7.200946212e-01f, 7.038778663e-01f, 6.895611286e-01f,
+        6.717607379e-01f);
+    const __m512 tinv1 = _mm512_setr_ps(
+        1.317974091e+00f, 1.290398121e+00f, 1.268692374e+00f, 1.240959048e+00f, 1.223551869e+00f,
+        1.199443221e+00f, 1.174646616e+00f, 1.149525881e+00f, 1.136688590e+00f, 1.114777327e+00f,
+        1.089912891e+00f, 1.078629017e+00f, 1.058737636e+00f, 1.044291615e+00f, 1.021979213e+00f,
         1.000000000e+00f); /* 1 / c, a float */
-    const __m512 tlog = _mm512_setr_ps(
-        0.000000000e+00f, 8.961215615e-02f, 1.451819837e-01f, 1.978257298e-01f, 2.478362024e-01f,
-        2.954642177e-01f, 3.409265578e-01f, 3.844117224e-01f, 4.231213629e-01f, 4.653896391e-01f,
-        5.045209527e-01f, 5.439263582e-01f, 5.758772492e-01f, 6.129048467e-01f, 6.470417380e-01f,
+    const __m512 tlog0 = _mm512_setr_ps(
+        0.000000000e+00f, 4.388622567e-02f, 7.456545532e-02f, 1.036873832e-01f, 1.307478845e-01f,
+        1.606874913e-01f, 1.833230108e-01f, 2.106483281e-01f, 2.376455367e-01f, 2.598313391e-01f,
+        2.826190591e-01f, 3.076209128e-01f, 3.283726573e-01f, 3.511504233e-01f, 3.716999292e-01f,
+        3.978530467e-01f);
+    const __m512 tlog1 = _mm512_setr_ps(
+        4.170514047e-01f, 4.381963909e-01f, 4.551604390e-01f, 4.772626758e-01f, 4.913891852e-01f,
+        5.112897158e-01f, 5.321798325e-01f, 5.537976027e-01f, 5.650278926e-01f, 5.844925046e-01f,
+        6.070494056e-01f, 6.174563766e-01f, 6.360698938e-01f, 6.498084068e-01f, 6.714060307e-01f,
         6.931471825e-01f); /* log c, plus log 2 where m < 1 (see above) */
     __m512 m = _mm512_getmant_ps(u, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_nan);
     /* u = m 2^(k + 1) where m < 1: the table's log 2 makes up the 1 */
     __m512 k = _mm512_getexp_ps(u);
-    __m512i j = _mm512_srli_epi32(_mm512_castps_si512(m), 19); /* vpermps reads bits 0-3 */
-    __m512 r = _mm512_fmadd_ps(m, _mm512_permutexvar_ps(j, tinv), _mm512_set1_ps(-1.0f));
-    __m512 hi = _mm512_fmadd_ps(k, _mm512_set1_ps(0.69314718056f), _mm512_permutexvar_ps(j, tlog));
+    __m512i j = _mm512_srli_epi32(_mm512_castps_si512(m), 18); /* vpermt2ps reads bits 0-4 */
+    __m512 r = _mm512_fmadd_ps(m, _mm512_permutex2var_ps(tinv0, j, tinv1), _mm512_set1_ps(-1.0f));
+    __m512 hi = _mm512_fmadd_ps(k, _mm512_set1_ps(0.69314718056f),
+                                _mm512_permutex2var_ps(tlog0, j, tlog1));
     __m512 r2 = _mm512_mul_ps(r, r);
-    __m512 q01 = _mm512_fmadd_ps(r, _mm512_set1_ps(3.3334470141e-01f), _mm512_set1_ps(-5.0000002266e-01f));
-    __m512 q23 = _mm512_fmadd_ps(r, _mm512_set1_ps(1.8829754094e-01f), _mm512_set1_ps(-2.5005185896e-01f));
-    __m512 q = _mm512_fmadd_ps(q23, r2, q01);
+    __m512 q = _mm512_fmadd_ps(r, _mm512_set1_ps(3.3336645365e-01f), _mm512_set1_ps(-5.0000125170e-01f));
+    q = _mm512_fmadd_ps(r2, _mm512_set1_ps(-2.4395203590e-01f), q);
     __m512 lo = _mm512_fmadd_ps(q, r2, with_add ? _mm512_add_ps(r, add) : r);
     return _mm512_add_ps(hi, lo);
 }
