@@ -366,22 +366,14 @@ LK_AI void asl_elem(const asl *a, lk_elem *e)
  * clamped at eps: its gradient there, p q log(eps), is below 3.1e-37 in
  * magnitude instead of the true p's (at most that, 0 at x = -inf). */
 #if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
-LK_AI lk_v asl_exp_minus_x(lk_v x)
-{
-    /* max and min return their second operand for NaN: NaN passes */
-    lk_v xc = lk_min(lk_set(120.0), lk_max(lk_set(-87.0), x));
-#if defined(LK_TARGET_AVX512)
-    return lk__f_exp_core_s(xc, 1);
-#else
-    return lk__f_exp_core(lk_neg(xc));
-#endif
-}
-
+#define ASL_TIMM_FLAGS LK_EW_NONNEG_SUM /* stage forms its own sigmoid */
 LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
 {
     (void)a;
     lk_v one = lk_set(1.0);
-    lk_v ex = asl_exp_minus_x(e->x), w = lk_add(one, ex), r = lk__recip_fast(w);
+    /* max returns its second operand for NaN: NaN passes */
+    lk_v ex = lk_exp_minus(lk_max(lk_set(-87.0), e->x)), w = lk_add(one, ex);
+    lk_v r = lk__recip_fast(w);
     lk_v q = lk_mul(ex, r);
     k->v[0] = w;
     /* -(1 + e - w) / w: log p = -log1p(e) = v[1] - log w */
@@ -405,6 +397,7 @@ LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
     }
 }
 #else
+#define ASL_TIMM_FLAGS (LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
 LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
 {
     (void)a, (void)e, (void)k;
@@ -425,11 +418,6 @@ LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET | LK_EW_SIGMOID
  * the others gather their lanes outside [0, 1] into seen, which fails the
  * block after its pass with the driver's message (the outputs of a refused
  * call are not defined). */
-#if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
-#define ASL_TIMM_FLAGS LK_EW_NONNEG_SUM /* stage forms its own sigmoid */
-#else
-#define ASL_TIMM_FLAGS (LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
-#endif
 LK_AI void asl_timm__stage(const void *p, const lk_elem *e, lk_kept *k)
 {
     asl_timm_stage((const asl *)p, e, k);

@@ -559,7 +559,9 @@ LK_AI lk_fv lk__f_exp_core(lk_fv x)
 }
 #endif
 
-/* exp(a) for a <= 0, -inf or NaN (NaN stays NaN, -inf gives 0). */
+/* exp(a) for a <= 0, -inf or NaN (NaN stays NaN, -inf gives 0); also
+ * right up to a = 87 (exp(a) at most 6.1e37, finite), which lk_f_exp_minus
+ * relies on. */
 LK_AI lk_fv lk_f_exp_neg(lk_fv a)
 {
 #if defined(LK_TARGET_PORTABLE)
@@ -571,8 +573,9 @@ LK_AI lk_fv lk_f_exp_neg(lk_fv a)
 #endif
 }
 
-/* exp(-a) for a >= 0, +inf or NaN: lk_f_exp_neg(-a), with the negation
- * folded into the reduction on AVX-512. */
+/* exp(-a) for a >= -87 (exp(-a) at most 6.1e37, finite), +inf or NaN:
+ * lk_f_exp_neg(-a), with the negation folded into the reduction on
+ * AVX-512. */
 LK_AI lk_fv lk_f_exp_minus(lk_fv a)
 {
 #if defined(LK_TARGET_AVX512)
