@@ -118,6 +118,8 @@ LK_AI lk_fv lk_f_abs(lk_fv a) { return _mm512_abs_ps(a); }
 LK_AI lk_fv lk_f_neg(lk_fv a) { return _mm512_xor_ps(a, _mm512_set1_ps(-0.0f)); }
 LK_AI lk_fv lk_f_copysign(lk_fv a, lk_fv s)
 { return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_set1_epi32(INT32_MIN), _mm512_castps_si512(a), _mm512_castps_si512(s), 0xac)); }
+LK_AI lk_fv lk_f_select_neg(lk_fv s, lk_fv a, lk_fv b)
+{ return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srai_epi32(_mm512_castps_si512(s), 31), _mm512_castps_si512(a), _mm512_castps_si512(b), 0xca)); }
 LK_AI lk_fv lk_f_sqrt(lk_fv a) { return _mm512_sqrt_ps(a); }
 LK_AI lk_fm lk_f_lt(lk_fv a, lk_fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
 LK_AI lk_fm lk_f_le(lk_fv a, lk_fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
@@ -166,6 +168,8 @@ LK_AI lk_dv lk_d_abs(lk_dv a) { return _mm512_abs_pd(a); }
 LK_AI lk_dv lk_d_neg(lk_dv a) { return _mm512_xor_pd(a, _mm512_set1_pd(-0.0)); }
 LK_AI lk_dv lk_d_copysign(lk_dv a, lk_dv s)
 { return _mm512_castsi512_pd(_mm512_ternarylogic_epi64(_mm512_set1_epi64(INT64_MIN), _mm512_castpd_si512(a), _mm512_castpd_si512(s), 0xac)); }
+LK_AI lk_dv lk_d_select_neg(lk_dv s, lk_dv a, lk_dv b)
+{ return _mm512_castsi512_pd(_mm512_ternarylogic_epi64(_mm512_srai_epi64(_mm512_castpd_si512(s), 63), _mm512_castpd_si512(a), _mm512_castpd_si512(b), 0xca)); }
 LK_AI lk_dv lk_d_sqrt(lk_dv a) { return _mm512_sqrt_pd(a); }
 LK_AI lk_dm lk_d_lt(lk_dv a, lk_dv b) { return _mm512_cmp_pd_mask(a, b, _CMP_LT_OQ); }
 LK_AI lk_dm lk_d_le(lk_dv a, lk_dv b) { return _mm512_cmp_pd_mask(a, b, _CMP_LE_OQ); }
@@ -264,6 +268,7 @@ LK_AI lk_fv lk_f_abs(lk_fv a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a
 LK_AI lk_fv lk_f_neg(lk_fv a) { return _mm256_xor_ps(a, _mm256_set1_ps(-0.0f)); }
 LK_AI lk_fv lk_f_copysign(lk_fv a, lk_fv s)
 { __m256 m = _mm256_set1_ps(-0.0f); return _mm256_or_ps(_mm256_andnot_ps(m, a), _mm256_and_ps(m, s)); }
+LK_AI lk_fv lk_f_select_neg(lk_fv s, lk_fv a, lk_fv b) { return _mm256_blendv_ps(b, a, s); }
 LK_AI lk_fv lk_f_sqrt(lk_fv a) { return _mm256_sqrt_ps(a); }
 LK_AI lk_fm lk_f_lt(lk_fv a, lk_fv b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
 LK_AI lk_fm lk_f_le(lk_fv a, lk_fv b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
@@ -323,6 +328,7 @@ LK_AI lk_dv lk_d_abs(lk_dv a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a)
 LK_AI lk_dv lk_d_neg(lk_dv a) { return _mm256_xor_pd(a, _mm256_set1_pd(-0.0)); }
 LK_AI lk_dv lk_d_copysign(lk_dv a, lk_dv s)
 { __m256d m = _mm256_set1_pd(-0.0); return _mm256_or_pd(_mm256_andnot_pd(m, a), _mm256_and_pd(m, s)); }
+LK_AI lk_dv lk_d_select_neg(lk_dv s, lk_dv a, lk_dv b) { return _mm256_blendv_pd(b, a, s); }
 LK_AI lk_dv lk_d_sqrt(lk_dv a) { return _mm256_sqrt_pd(a); }
 LK_AI lk_dm lk_d_lt(lk_dv a, lk_dv b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
 LK_AI lk_dm lk_d_le(lk_dv a, lk_dv b) { return _mm256_cmp_pd(a, b, _CMP_LE_OQ); }
@@ -420,6 +426,7 @@ LK_AI lk_fv lk_f_max(lk_fv a, lk_fv b) { return a > b ? a : b; }
 LK_AI lk_fv lk_f_abs(lk_fv a) { return fabsf(a); }
 LK_AI lk_fv lk_f_neg(lk_fv a) { return -a; }
 LK_AI lk_fv lk_f_copysign(lk_fv a, lk_fv s) { return copysignf(a, s); }
+LK_AI lk_fv lk_f_select_neg(lk_fv s, lk_fv a, lk_fv b) { return signbit(s) ? a : b; }
 LK_AI lk_fv lk_f_sqrt(lk_fv a) { return sqrtf(a); }
 LK_AI lk_fm lk_f_lt(lk_fv a, lk_fv b) { return a < b; }
 LK_AI lk_fm lk_f_le(lk_fv a, lk_fv b) { return a <= b; }
@@ -460,6 +467,7 @@ LK_AI lk_dv lk_d_max(lk_dv a, lk_dv b) { return a > b ? a : b; }
 LK_AI lk_dv lk_d_abs(lk_dv a) { return fabs(a); }
 LK_AI lk_dv lk_d_neg(lk_dv a) { return -a; }
 LK_AI lk_dv lk_d_copysign(lk_dv a, lk_dv s) { return copysign(a, s); }
+LK_AI lk_dv lk_d_select_neg(lk_dv s, lk_dv a, lk_dv b) { return signbit(s) ? a : b; }
 LK_AI lk_dv lk_d_sqrt(lk_dv a) { return sqrt(a); }
 LK_AI lk_dm lk_d_lt(lk_dv a, lk_dv b) { return a < b; }
 LK_AI lk_dm lk_d_le(lk_dv a, lk_dv b) { return a <= b; }
@@ -926,6 +934,9 @@ typedef lk_dm lk_m;
 #define lk_neg       LK__OP(neg)
 /* |a| with the sign bit of s (NaN and zeros included): bit operations only */
 #define lk_copysign  LK__OP(copysign)
+/* a where s's sign bit is set (s < 0, -0, a NaN with its sign bit), b
+ * elsewhere: a select by the bit itself, with no compare */
+#define lk_select_neg LK__OP(select_neg)
 #define lk_sqrt      LK__OP(sqrt)
 #define lk_lt        LK__OP(lt)
 #define lk_le        LK__OP(le)
