@@ -59,7 +59,8 @@ LK_AI void lc_sinh2_cosh(lk_v u, lk_v *S, lk_v *c)
  * lanes v + v^2 Q(v), Q a quartic fitted to (log1p(v) - v) / v^2 there
  * (weighted least squares on Chebyshev nodes, reweighted towards the
  * largest relative error: 2.7e-8 of log1p(v) with its float
- * coefficients), three fmas fewer than lk_log1p_unit's fit on [0, 1]. */
+ * coefficients; bench/log_cosh_fit.py), three fmas fewer than
+ * lk_log1p_unit's fit on [0, 1]. */
 #if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
 LK_AI lk_v lc_log1p(lk_v v)
 {
