@@ -351,12 +351,12 @@ LK_AI void asl_elem(const asl *a, lk_elem *e)
     asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, e);
 }
 
-/* The timm kernel staged (LK_KERNELS_ELEMENTWISE_STAGED), on float SIMD
- * lanes: stage forms, a vector ahead, what the terms need from the
+/* The timm kernel staged (lk_elementwise_forward_staged3), on float SIMD
+ * lanes: stage forms, two vectors ahead, what the terms need from the
  * sigmoid (1 + e, p, q, p q and what the rounding of 1 + e dropped from
- * log1p(e)), so that this vector's chain starts at the log's argument.
- * finish forms q_c = q + clip itself rather than have it carried (one
- * vector fewer across the loop's trip).
+ * log1p(e)); mid, a vector ahead, each lane's log and 1 / q_c; finish the
+ * terms and their gradient from them. Three shorter chains per trip than
+ * two longer ones: the scheduler's window holds about two vectors' work.
  * Unlike the driver's sigmoid (LK_EW_SIGMOID, e = exp(-|x|)) stage takes
  * e = exp(-x) with x clamped below at -87 (e at most 6.1e37, so that 1 + e
  * is finite and its reciprocal normal): then p = 1 / (1 + e) and q = e p
@@ -383,21 +383,45 @@ LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
     k->v[4] = lk_mul(q, r); /* p q */
 }
 
-LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
+/* mid: each lane's log (L, into v[0]) and 1 / q_c (v[5]), as if the
+ * targets were 0 or 1; finish checks that they are. */
+LK_AI void asl_timm_mid(const asl *a, const lk_elem *e, lk_kept *k)
 {
+    lk_m pos = lk_eq(e->t, lk_set(1.0));
+    lk_v qc = lk_add(k->v[3], lk_set(ASL_C(a, clip)));
+    lk_v Lb = lk__f_log_pos(lk_select(pos, k->v[0], qc)); /* positive, finite, normal */
+    k->v[0] = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(k->v[1], Lb), Lb);
+    k->v[5] = lk__recip_fast(qc);
+}
+
+/* On AVX-512 the loop runs stage, mid and finish three vectors deep; with
+ * AVX2's sixteen registers the third vector's values would be spilled,
+ * and finish runs mid itself. */
+#if defined(LK_TARGET_AVX512)
+#define ASL_TIMM_MID 1
+#else
+#define ASL_TIMM_MID 0
+#endif
+
+LK_AI void asl_timm_finish(const asl *a, const lk_kept *kept, lk_elem *e)
+{
+#if ASL_TIMM_MID
+    const lk_kept *k = kept;
+#else
+    lk_kept mk = *kept, *k = &mk;
+    asl_timm_mid(a, e, k);
+#endif
     lk_v y = e->t;
     lk_m pos = lk_eq(y, lk_set(1.0)), neg = lk_eq(y, lk_zero());
     if (lk_all(lk_or(pos, neg))) {
-        lk_v p = k->v[2], q = k->v[3], qc = lk_add(q, lk_set(ASL_C(a, clip)));
-        lk_v Lb = lk__f_log_pos(lk_select(pos, k->v[0], qc)); /* positive, finite, normal */
-        lk_v L = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(k->v[1], Lb), Lb);
-        asl_binary_lean(a, 1.0, 4.0, pos, neg, p, q, k->v[4], L, lk__recip_fast(qc), e);
+        asl_binary_lean(a, 1.0, 4.0, pos, neg, k->v[2], k->v[3], k->v[4], k->v[0], k->v[5], e);
     } else {
         asl_soft_elem(a, 1.0, 4.0, 1, e);
     }
 }
 #else
 #define ASL_TIMM_FLAGS (LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
+#define ASL_TIMM_MID   0
 LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
 {
     (void)a, (void)e, (void)k;
@@ -428,6 +452,15 @@ LK_AI void asl_timm__finish(const void *p, const lk_kept *k, lk_elem *e)
     asl_timm_finish((const asl *)p, k, e);
 }
 
+#if ASL_TIMM_MID
+LK_AI void asl_timm__mid(const void *p, const lk_elem *e, lk_kept *k)
+{
+    asl_timm_mid((const asl *)p, e, k);
+}
+#else
+#define asl_timm__mid NULL
+#endif
+
 static lk_status asl_timm__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
                                lk_msg *msg)
 {
@@ -435,8 +468,8 @@ static lk_status asl_timm__fwd(const void *inst, const lk_plan *plan, const lk_b
     asl local = *(const asl *)inst;
     local.seen = &seen;
     lk_status st =
-        lk_elementwise_forward_staged(&local, plan, blk, asl_timm__stage, asl_timm__finish,
-                                      ASL_TIMM_FLAGS, msg);
+        lk_elementwise_forward_staged3(&local, plan, blk, asl_timm__stage, asl_timm__mid,
+                                       asl_timm__finish, ASL_TIMM_FLAGS, msg);
     if (st == LK_OK && lk_any(seen)) {
         const lk_tensor *t = &blk->slots[1];
         return lk_first_bad_target(t->data, t->dtype == LK_DTYPE_F32, blk->begin,

@@ -129,8 +129,8 @@ static inline lk_status cls_refuse_input(const lk_block *blk, int prob, const ch
     {                                                                                              \
         lk_m seen = lk_first(0);                                                                   \
         const name##__ctx local = {*(const T *)inst, &seen};                                       \
-        lk_status st = lk__elementwise_forward(&local, plan, blk, elem, stage, finish, (flags),    \
-                                               msg);                                               \
+        lk_status st =                                                                             \
+            lk__elementwise_forward(&local, plan, blk, elem, stage, NULL, finish, (flags), msg);   \
         if (st == LK_OK && lk_any(seen))                                                           \
             return cls_refuse_input(blk, prob, who, msg);                                          \
         return st;                                                                                 \

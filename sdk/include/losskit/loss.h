@@ -384,9 +384,9 @@ LK_AI void lk__ew_second(const void *inst, lk_elem_fn fn, lk_finish_fn finish, u
         fn(inst, e);
 }
 
-LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, lk_stage_fn stage, lk_finish_fn finish,
-                            uint32_t flags, const lk__ew_io *io, int64_t i, int k, lk_v scale,
-                            int accumulate, lk__ew_sum *sum, lk_msg *msg)
+LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, lk_stage_fn stage, lk_stage_fn mid,
+                            lk_finish_fn finish, uint32_t flags, const lk__ew_io *io, int64_t i,
+                            int k, lk_v scale, int accumulate, lk__ew_sum *sum, lk_msg *msg)
 {
     lk_elem e;
     lk_kept kp;
@@ -394,6 +394,8 @@ LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, lk_stage_fn stage, 
     if (st != LK_OK)
         return st;
     lk__ew_first(inst, stage, flags, &e, &kp);
+    if (mid)
+        mid(inst, &e, &kp);
     lk__ew_second(inst, fn, finish, flags, &kp, &e);
     lk__ew_finish(flags, io, &e, i, k, scale, accumulate, sum);
     return LK_OK;
@@ -405,7 +407,8 @@ LK_AI lk_status lk__ew_step(const void *inst, lk_elem_fn fn, lk_stage_fn stage, 
  * window holds about half as many waiting operations). Results and their
  * order are those of the plain loop. */
 LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn, lk_stage_fn stage,
-                            lk_finish_fn finish, uint32_t flags, const lk__ew_io *io, lk_msg *msg)
+                            lk_stage_fn mid, lk_finish_fn finish, uint32_t flags,
+                            const lk__ew_io *io, lk_msg *msg)
 {
     lk_v scale = lk_set(blk->grad_scale);
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
@@ -415,7 +418,37 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
      * the loop read blk->end again on every trip */
     const int64_t end = blk->end;
     int64_t i = blk->begin;
-    if ((stage || (flags & LK_EW_SIGMOID)) && i + 2 * LK_W <= end) {
+    if (mid && i + 3 * LK_W <= end) {
+        /* three deep: stage on the vector after next, mid on the next,
+         * finish on the current one */
+        lk_elem e0, e1, e2;
+        lk_kept k0, k1, k2;
+        st = lk__elem_load(io, flags, i, LK_W, &e0, msg);
+        if (st == LK_OK)
+            st = lk__elem_load(io, flags, i + LK_W, LK_W, &e1, msg);
+        if (st != LK_OK)
+            return st;
+        lk__ew_first(inst, stage, flags, &e0, &k0);
+        mid(inst, &e0, &k0);
+        lk__ew_first(inst, stage, flags, &e1, &k1);
+        for (; i + 3 * LK_W <= end; i += LK_W) {
+            st = lk__elem_load(io, flags, i + 2 * LK_W, LK_W, &e2, msg);
+            if (st != LK_OK)
+                return st;
+            lk__ew_first(inst, stage, flags, &e2, &k2);
+            mid(inst, &e1, &k1);
+            lk__ew_second(inst, fn, finish, flags, &k0, &e0);
+            lk__ew_finish(flags, io, &e0, i, LK_W, scale, acc, &sum);
+            e0 = e1, k0 = k1, e1 = e2, k1 = k2;
+        }
+        mid(inst, &e1, &k1);
+        lk__ew_second(inst, fn, finish, flags, &k0, &e0);
+        lk__ew_finish(flags, io, &e0, i, LK_W, scale, acc, &sum);
+        lk__ew_second(inst, fn, finish, flags, &k1, &e1);
+        lk__ew_finish(flags, io, &e1, i + LK_W, LK_W, scale, acc, &sum);
+        i += 2 * LK_W;
+    }
+    if (!mid && (stage || (flags & LK_EW_SIGMOID)) && i + 2 * LK_W <= end) {
         lk_elem cur, next;
         lk_kept kc, kn;
         st = lk__elem_load(io, flags, i, LK_W, &cur, msg);
@@ -436,10 +469,10 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
         i += LK_W;
     }
     for (; st == LK_OK && i + LK_W <= end; i += LK_W)
-        st = lk__ew_step(inst, fn, stage, finish, flags, io, i, LK_W, scale, acc, &sum, msg);
+        st = lk__ew_step(inst, fn, stage, mid, finish, flags, io, i, LK_W, scale, acc, &sum, msg);
     if (st == LK_OK && i < end)
-        st = lk__ew_step(inst, fn, stage, finish, flags, io, i, (int)(end - i), scale, acc, &sum,
-                         msg);
+        st = lk__ew_step(inst, fn, stage, mid, finish, flags, io, i, (int)(end - i), scale, acc,
+                         &sum, msg);
     if (flags & LK__W_STREAM)
         lk_stream_fence();
     if (st == LK_OK)
@@ -453,7 +486,8 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
  * when they are wanted. */
 LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
                                         const lk_block *blk, lk_elem_fn fn, lk_stage_fn stage,
-                                        lk_finish_fn finish, uint32_t flags, lk_msg *msg)
+                                        lk_stage_fn mid, lk_finish_fn finish, uint32_t flags,
+                                        lk_msg *msg)
 {
     const lk_tensor *s = blk->slots;
     const int third = (flags & LK_EW_THIRD) != 0;
@@ -482,19 +516,19 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
         base |= LK__W_GROUP;
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     if (io.gt || io.gu) /* several gradients: the general loop */
-        return lk__ew_loop(inst, blk, fn, stage, finish,
+        return lk__ew_loop(inst, blk, fn, stage, mid, finish,
                            base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
                                (io.w ? LK__W_WEIGHT : 0u),
                            &io, msg);
     if (!io.w && !io.out) {
         if (!io.g)
-            return lk__ew_loop(inst, blk, fn, stage, finish, base, &io, msg);
+            return lk__ew_loop(inst, blk, fn, stage, mid, finish, base, &io, msg);
         if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
-            return lk__ew_loop(inst, blk, fn, stage, finish, base | LK__W_GRAD | LK__W_STREAM,
+            return lk__ew_loop(inst, blk, fn, stage, mid, finish, base | LK__W_GRAD | LK__W_STREAM,
                                &io, msg);
-        return lk__ew_loop(inst, blk, fn, stage, finish, base | LK__W_GRAD, &io, msg);
+        return lk__ew_loop(inst, blk, fn, stage, mid, finish, base | LK__W_GRAD, &io, msg);
     }
-    return lk__ew_loop(inst, blk, fn, stage, finish,
+    return lk__ew_loop(inst, blk, fn, stage, mid, finish,
                        base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
                            (io.w ? LK__W_WEIGHT : 0u),
                        &io, msg);
@@ -503,7 +537,7 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
 LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
                                        lk_elem_fn fn, uint32_t flags, lk_msg *msg)
 {
-    return lk__elementwise_forward(inst, plan, blk, fn, NULL, NULL, flags, msg);
+    return lk__elementwise_forward(inst, plan, blk, fn, NULL, NULL, NULL, flags, msg);
 }
 
 /* The same with a staged element function: stage, then finish. */
@@ -511,7 +545,17 @@ LK_AI lk_status lk_elementwise_forward_staged(const void *inst, const lk_plan *p
                                               const lk_block *blk, lk_stage_fn stage,
                                               lk_finish_fn finish, uint32_t flags, lk_msg *msg)
 {
-    return lk__elementwise_forward(inst, plan, blk, NULL, stage, finish, flags, msg);
+    return lk__elementwise_forward(inst, plan, blk, NULL, stage, NULL, finish, flags, msg);
+}
+
+/* The same in three parts: stage, then mid (which reads and may rewrite
+ * what stage kept), then finish; the loop runs them three vectors deep. */
+LK_AI lk_status lk_elementwise_forward_staged3(const void *inst, const lk_plan *plan,
+                                               const lk_block *blk, lk_stage_fn stage,
+                                               lk_stage_fn mid, lk_finish_fn finish,
+                                               uint32_t flags, lk_msg *msg)
+{
+    return lk__elementwise_forward(inst, plan, blk, NULL, stage, mid, finish, flags, msg);
 }
 
 /* ------------------------------------------------------------------------ */
