@@ -253,6 +253,7 @@ typedef struct lk__ew_io {
 #define LK__W_WEIGHT 0x400u
 #define LK__W_STREAM 0x800u
 #define LK__W_GROUP  0x1000u /* LK_EW_NONNEG_SUM in effect */
+#define LK__W_SIG3   0x2000u /* the sigmoid in two steps: its exp, then the rest (three deep) */
 
 /* The loss sum of a loop: lanes into double, or with LK__W_GROUP (float
  * lanes only) groups of four vectors added in float first. */
@@ -351,13 +352,28 @@ typedef void (*lk_finish_fn)(const void *inst, const lk_kept *k, lk_elem *e);
  * (finish, or the element function whole). */
 LK_AI void lk__ew_first(const void *inst, lk_stage_fn stage, uint32_t flags, lk_elem *e, lk_kept *k)
 {
-    if (flags & LK_EW_SIGMOID) { /* the exp and reciprocal; the rest is cheap to form again */
+    if (flags & LK__W_SIG3) {
+        k->v[LK_EW_KEEP] = lk_exp_minus(lk_abs(e->x));
+    } else if (flags & LK_EW_SIGMOID) { /* the exp and reciprocal; the rest is cheap to form again */
         lk_sigm s = lk_sigm_of(e->x);
         k->v[LK_EW_KEEP] = s.e, k->v[LK_EW_KEEP + 1] = s.r;
         k->v[LK_EW_KEEP + 2] = lk_sigm_log1p(&s);
     }
     if (stage)
         stage(inst, e, k);
+}
+
+/* The second step of the sigmoid three deep (LK__W_SIG3): the reciprocal
+ * and log1p(e) from the exp kept. */
+LK_AI void lk__sig_mid(const void *inst, const lk_elem *e, lk_kept *k)
+{
+    (void)inst;
+    lk_sigm s;
+    s.a = lk_abs(e->x), s.pos = lk_ge(e->x, lk_zero());
+    s.e = k->v[LK_EW_KEEP];
+    s.r = lk__recip_fast(lk_add(lk_set(1.0), s.e));
+    k->v[LK_EW_KEEP + 1] = s.r;
+    k->v[LK_EW_KEEP + 2] = lk_sigm_log1p(&s);
 }
 
 /* e->sig and e->sig_L from the kept vectors; without LK_EW_SIGMOID zeros
@@ -512,6 +528,10 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
     io.guf = third && s[2].dtype == LK_DTYPE_F32;
     uint32_t base =
         flags & (LK_EW_UNIT_TARGET | LK_EW_THIRD | LK_EW_GRAD_T | LK_EW_GRAD_U | LK_EW_SIGMOID);
+#if defined(LK_TARGET_AVX512)
+    if ((flags & LK_EW_SIGMOID) && !stage && !mid)
+        mid = lk__sig_mid, base |= LK__W_SIG3;
+#endif
     if ((flags & LK_EW_NONNEG_SUM) && !io.w)
         base |= LK__W_GROUP;
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
