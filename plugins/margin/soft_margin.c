@@ -8,8 +8,9 @@
  * gradient even where x is infinite. */
 #include "margin.h"
 
-/* Staged (LK_KERNELS_ELEMENTWISE_STAGED): the exp and reciprocal of the
- * next vector overlap the log of this one. */
+/* Three deep (LK_KERNELS_ELEMENTWISE_STAGED3): the exp two vectors ahead,
+ * the reciprocal and log1p(e) one ahead, the loss and gradient on this
+ * one, so that the three short chains of three vectors overlap. */
 LK_AI lk_v soft_margin_z(const lk_elem *e)
 {
     return lk_neg(lk_mul0(e->t, e->x));
@@ -18,8 +19,15 @@ LK_AI lk_v soft_margin_z(const lk_elem *e)
 LK_AI void soft_margin_stage(const lk_none *n, const lk_elem *e, lk_kept *k)
 {
     (void)n;
-    lk_sigm p = lk_sigm_of(soft_margin_z(e));
-    k->v[0] = p.e, k->v[1] = p.r;
+    k->v[0] = lk_exp_minus(lk_abs(soft_margin_z(e)));
+}
+
+LK_AI void soft_margin_mid(const lk_none *n, const lk_elem *e, lk_kept *k)
+{
+    (void)n, (void)e;
+    lk_sigm p = {lk_zero(), k->v[0], lk__recip_fast(lk_add(lk_set(1.0), k->v[0])), lk_first(0)};
+    k->v[1] = p.r;
+    k->v[2] = lk_sigm_log1p(&p);
 }
 
 LK_AI void soft_margin_finish(const lk_none *n, const lk_kept *k, lk_elem *e)
@@ -27,11 +35,12 @@ LK_AI void soft_margin_finish(const lk_none *n, const lk_kept *k, lk_elem *e)
     (void)n;
     lk_v z = soft_margin_z(e);
     lk_sigm p = {lk_abs(z), k->v[0], k->v[1], lk_ge(z, lk_zero())};
-    e->loss = lk_softplus_of(z, lk_sigm_log1p(&p));
+    e->loss = lk_softplus_of(z, k->v[2]);
     e->grad = lk_neg(lk_mul(e->t, lk_sigm_p(&p)));
 }
 
-LK_KERNELS_ELEMENTWISE_STAGED(soft_margin, lk_none, soft_margin_stage, soft_margin_finish, 0)
+LK_KERNELS_ELEMENTWISE_STAGED3(soft_margin, lk_none, soft_margin_stage, soft_margin_mid,
+                               soft_margin_finish, 0)
 LK_LOSS_DESC(soft_margin, lk_none, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&soft_margin__family),
              mg_sign_slots, LK_REDUCTIONS_ELEMENTWISE, LK_HOOKS(0),
              .summary = "torch's soft_margin_loss: log(1 + exp(-t x)), stable",

@@ -860,6 +860,32 @@ LK_AI lk_status lk_stats_backward_sigmoid(const void *inst, const lk_plan *plan,
     LK__KSET(name, name##__fwd, NULL, 0)                                                           \
     LK__FAMILY(name)
 
+/* The same in three parts, run three vectors deep (see lk__ew_loop): mid
+ * is void mid(const T *inst, const lk_elem *e, lk_kept *k), reading e's
+ * operands and what stage kept, and keeping what finish reads. */
+#define LK_KERNELS_ELEMENTWISE_STAGED3(name, T, stage, mid, finish, flags)                         \
+    LK_AI void name##__stage(const void *p, const lk_elem *e, lk_kept *k)                          \
+    {                                                                                              \
+        stage((const T *)p, e, k);                                                                 \
+    }                                                                                              \
+    LK_AI void name##__mid(const void *p, const lk_elem *e, lk_kept *k)                            \
+    {                                                                                              \
+        mid((const T *)p, e, k);                                                                   \
+    }                                                                                              \
+    LK_AI void name##__finish(const void *p, const lk_kept *k, lk_elem *e)                         \
+    {                                                                                              \
+        finish((const T *)p, k, e);                                                                \
+    }                                                                                              \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        const T local = *(const T *)inst;                                                          \
+        return lk_elementwise_forward_staged3(&local, plan, blk, name##__stage, name##__mid,      \
+                                              name##__finish, (flags), msg);                       \
+    }                                                                                              \
+    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
+    LK__FAMILY(name)
+
 /* A two-pass family of n_stats statistics:
  *   void stats(const T *inst, lk_elem *e, lk_v *s)
  *   void consts(const void *inst, const double *global, double *k)   (scalar)
