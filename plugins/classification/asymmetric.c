@@ -352,10 +352,10 @@ LK_AI void asl_elem(const asl *a, lk_elem *e)
 }
 
 /* The timm kernel staged (lk_elementwise_forward_staged3), on float SIMD
- * lanes: stage forms, two vectors ahead, what the terms need from the
- * sigmoid (1 + e, p, q, p q and what the rounding of 1 + e dropped from
- * log1p(e)); mid, a vector ahead, each lane's log and 1 / q_c; finish the
- * terms and their gradient from them. Three shorter chains per trip than
+ * lanes: stage forms, two vectors ahead, the sigmoid (e, 1 + e and p = 1
+ * / (1 + e)); mid, a vector ahead, what the terms need from it (q, p q and
+ * what the rounding of 1 + e dropped from log1p(e)), each lane's log and
+ * 1 / q_c; finish the terms and their gradient from them. Three shorter chains per trip than
  * two longer ones: the scheduler's window holds about two vectors' work.
  * Unlike the driver's sigmoid (LK_EW_SIGMOID, e = exp(-|x|)) stage takes
  * e = exp(-x) with x clamped below at -87 (e at most 6.1e37, so that 1 + e
@@ -374,21 +374,23 @@ LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
     /* max returns its second operand for NaN: NaN passes */
     lk_v ex = lk_exp_minus(lk_max(lk_set(-87.0), e->x)), w = lk_add(one, ex);
     lk_v r = lk__recip_fast(w);
-    lk_v q = lk_mul(ex, r);
     k->v[0] = w;
-    /* -(1 + e - w) / w: log p = -log1p(e) = v[1] - log w */
-    k->v[1] = lk_fnma(lk_sub(ex, lk_sub(w, one)), r, lk_zero());
+    k->v[1] = ex;
     k->v[2] = r; /* p */
-    k->v[3] = q;
-    k->v[4] = lk_mul(q, r); /* p q */
 }
 
-/* mid: each lane's log (L, into v[0]) and 1 / q_c (v[5]), as if the
- * targets were 0 or 1; finish checks that they are. */
+/* mid: q, p q, each lane's log (L, into v[0]) and 1 / q_c (v[5]), as if
+ * the targets were 0 or 1; finish checks that they are. */
 LK_AI void asl_timm_mid(const asl *a, const lk_elem *e, lk_kept *k)
 {
     lk_m pos = lk_eq(e->t, lk_set(1.0));
-    lk_v qc = lk_add(k->v[3], lk_set(ASL_C(a, clip)));
+    lk_v one = lk_set(1.0), ex = k->v[1], w = k->v[0], r = k->v[2];
+    lk_v q = lk_mul(ex, r);
+    /* -(1 + e - w) / w: log p = -log1p(e) = v[1] - log w */
+    k->v[1] = lk_fnma(lk_sub(ex, lk_sub(w, one)), r, lk_zero());
+    k->v[3] = q;
+    k->v[4] = lk_mul(q, r); /* p q */
+    lk_v qc = lk_add(q, lk_set(ASL_C(a, clip)));
     lk_v Lb = lk__f_log_pos(lk_select(pos, k->v[0], qc)); /* positive, finite, normal */
     k->v[0] = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(k->v[1], Lb), Lb);
     k->v[5] = lk__recip_fast(qc);
