@@ -53,6 +53,7 @@ static double now(void)
 #define A(r)  "vaddps %%zmm10, %%zmm11, %%zmm" #r "\n\t"
 #define F8    F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7)
 #define A8    A(0) A(1) A(2) A(3) A(4) A(5) A(6) A(7)
+#define M8    F8 A8
 /* two of an instruction, writing registers the base loop does not read */
 #define X3(i) i " %%zmm10, %%zmm11, %%zmm8\n\t" i " %%zmm11, %%zmm10, %%zmm9\n\t"
 #define X2(i) i " %%zmm10, %%zmm8\n\t" i " %%zmm11, %%zmm9\n\t"
@@ -60,11 +61,12 @@ static double now(void)
 
 #define PAIR(name, x)                                                                              \
     do {                                                                                           \
-        double f_, a_;                                                                             \
+        double f_, a_, m_;                                                                         \
         TIME(f_, n, F8 x);                                                                         \
         TIME(a_, n, A8 x);                                                                         \
-        printf("| %-26s | %5.2f | %5.2f |\n", name, (f_ - base_f) * ghz / 2.0,                     \
-               (a_ - base_a) * ghz / 2.0);                                                         \
+        TIME(m_, n, M8 x);                                                                         \
+        printf("| %-26s | %5.2f | %5.2f | %5.2f |\n", name, (f_ - base_f) * ghz / 2.0,            \
+               (a_ - base_a) * ghz / 2.0, (m_ - base_m) * ghz / 2.0);                              \
     } while (0)
 
 static float buf[4096] __attribute__((aligned(64)));
@@ -116,14 +118,17 @@ int main(void)
     double ghz = 8.0 / clk;
     __asm__ volatile("vbroadcastss %0, %%zmm10\n\tvbroadcastss %0, %%zmm11" ::"m"((float){1.5f})
                      : "xmm10", "xmm11");
-    double base_f, base_a;
+    double base_f, base_a, base_m;
     TIME(base_f, n, F8);
     TIME(base_a, n, A8);
-    printf("clock %.2f GHz; 8 zmm fmas %.2f cycles, 8 zmm adds %.2f cycles\n\n", ghz,
-           base_f * ghz, base_a * ghz);
-    printf("| instruction (zmm) | cycles in the fma pipes | cycles in the add pipes |\n"
-           "|---|---:|---:|\n");
+    TIME(base_m, n, M8);
+    printf("clock %.2f GHz; 8 zmm fmas %.2f cycles, 8 zmm adds %.2f cycles, 8 of each %.2f "
+           "cycles\n\n",
+           ghz, base_f * ghz, base_a * ghz, base_m * ghz);
+    printf("| instruction (zmm) | cycles beside fmas | cycles beside adds | cycles beside both |\n"
+           "|---|---:|---:|---:|\n");
     PAIR("vfmadd231ps", X3("vfmadd231ps"));
+    PAIR("vmovaps (register)", X2("vmovaps"));
     PAIR("vmulps", X3("vmulps"));
     PAIR("vaddps", X3("vaddps"));
     PAIR("vmaxps", X3("vmaxps"));
@@ -144,6 +149,26 @@ int main(void)
     PAIR("vcvtps2pd (ymm to zmm)", "vcvtps2pd %%ymm10, %%zmm8\n\tvcvtps2pd %%ymm11, %%zmm9\n\t");
     PAIR("vaddpd", X3("vaddpd"));
     PAIR("vdivps", X3("vdivps"));
+    PAIR("vptestmd (into a mask)", "vptestmd %%zmm10, %%zmm11, %%k2\n\tvptestmd %%zmm11, %%zmm10, %%k2\n\t");
+    PAIR("vpcmpeqd (into a mask)", "vpcmpeqd %%zmm10, %%zmm11, %%k2\n\tvpcmpeqd %%zmm11, %%zmm10, %%k2\n\t");
+    PAIR("vfpclassps (into a mask)", "vfpclassps $0x22, %%zmm10, %%k2\n\tvfpclassps $0x22, %%zmm11, %%k2\n\t");
+    PAIR("vpmovd2m (into a mask)", "vpmovd2m %%zmm10, %%k2\n\tvpmovd2m %%zmm11, %%k2\n\t");
+    PAIR("vpmovm2d (from a mask)", "vpmovm2d %%k2, %%zmm8\n\tvpmovm2d %%k2, %%zmm9\n\t");
+    PAIR("vpsrad", XI("vpsrad"));
+    PAIR("vpmaxsd", X3("vpmaxsd"));
+    PAIR("vpminud", X3("vpminud"));
+    PAIR("vpsubd", X3("vpsubd"));
+    PAIR("vxorps", X3("vxorps"));
+    PAIR("vcvtdq2ps", X2("vcvtdq2ps"));
+    PAIR("vcvtps2dq", X2("vcvtps2dq"));
+    PAIR("vrndscaleps", XI("vrndscaleps"));
+    PAIR("vmulps (masked, merge)", "vmulps %%zmm10, %%zmm11, %%zmm8%{%%k2%}\n\tvmulps %%zmm11, %%zmm10, %%zmm9%{%%k2%}\n\t");
+    PAIR("vaddps (masked, merge)", "vaddps %%zmm10, %%zmm11, %%zmm8%{%%k2%}\n\tvaddps %%zmm11, %%zmm10, %%zmm9%{%%k2%}\n\t");
+    PAIR("vfmadd231ps (masked)", "vfmadd231ps %%zmm10, %%zmm11, %%zmm8%{%%k2%}\n\tvfmadd231ps %%zmm11, %%zmm10, %%zmm9%{%%k2%}\n\t");
+    PAIR("vpsllvd", X3("vpsllvd"));
+    PAIR("vpmulld", X3("vpmulld"));
+    PAIR("vpermi2ps", X3("vpermi2ps"));
+    PAIR("kandw + korw", "kandw %%k2, %%k2, %%k2\n\tkorw %%k2, %%k2, %%k2\n\t");
     chains(ghz);
     return 0;
 }

@@ -565,13 +565,15 @@ static double roof_run(roof_pass *p)
     }
 }
 
-/* The roofline's arrays, sized once for the largest of its streams, on
- * 64-byte boundaries as the loss's tensors are, and its threads: created
+/* The roofline's arrays, sized once for the largest of its streams and
+ * allocated as the loss's tensors are (lk_array_alloc: 64-byte boundaries,
+ * huge pages advised for large arrays), and its threads: created
  * once and woken for each pass through a condition variable, as the
  * host's pool wakes its workers for each call (a thread created per pass
  * would pay its creation in every timing). */
 typedef struct roof_bufs {
     float *a, *b, *o;
+    lk_array arr[3]; /* a, b and o's storage */
     int32_t inited, threads, started;
     pthread_t tid[ROOF_MAX_THREADS];
     pthread_mutex_t lock;
@@ -605,10 +607,13 @@ static void *roof_worker(void *arg)
     return NULL;
 }
 
-static float *roof_array(size_t n)
+static float *roof_array(lk_array *arr, size_t n)
 {
-    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-    return aligned_alloc(64, bytes ? bytes : 64);
+    char err[LK_ERRMSG_CAP];
+    int64_t shape[1] = {(int64_t)n};
+    if (lk_array_alloc(arr, LK_DTYPE_F32, 1, shape, err) != LK_OK)
+        return NULL;
+    return arr->data;
 }
 
 static int roof_alloc(roof_bufs *rb, size_t n, int32_t threads)
@@ -618,7 +623,8 @@ static int roof_alloc(roof_bufs *rb, size_t n, int32_t threads)
     pthread_cond_init(&rb->wake, NULL);
     pthread_cond_init(&rb->done, NULL);
     rb->inited = 1;
-    rb->a = roof_array(n), rb->b = roof_array(n), rb->o = roof_array(n);
+    rb->a = roof_array(&rb->arr[0], n), rb->b = roof_array(&rb->arr[1], n);
+    rb->o = roof_array(&rb->arr[2], n);
     if (!rb->a || !rb->b || !rb->o)
         return -1;
     for (size_t i = 0; i < n; i++)
@@ -645,9 +651,8 @@ static void roof_free(roof_bufs *rb)
     pthread_mutex_destroy(&rb->lock);
     pthread_cond_destroy(&rb->wake);
     pthread_cond_destroy(&rb->done);
-    free(rb->a);
-    free(rb->b);
-    free(rb->o);
+    for (int k = 0; k < 3; k++)
+        lk_array_free(&rb->arr[k]);
 }
 
 /* The roofline once, in ms: read two float arrays and, with write set,

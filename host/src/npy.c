@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -123,18 +124,34 @@ static size_check shape_size(int32_t ndim, const int64_t *shape, size_t elemsize
     return SIZE_OK;
 }
 
+/* Arrays of this many bytes or more are placed on 2 MiB boundaries and
+ * advised as huge pages (madvise, where the kernel's transparent huge
+ * pages are on "madvise", as Debian's are): a loss streaming tens of
+ * megabytes then misses the TLB once per 2 MiB instead of once per 4 KiB,
+ * and its loads wait less. */
+#define ARRAY_HUGE_MIN ((size_t)4 << 20)
+#define ARRAY_HUGE     ((size_t)2 << 20)
+
 /* Allocates a's zeroed storage once the shape has been checked, aligned to
  * 64 bytes (a cache line: the kernels' vectors then never straddle one, and
- * large gradients can be written with streaming stores). An empty array
- * still gets one line: in an lk_tensor, data == NULL means "absent optional
- * slot", which an empty array is not. */
+ * large gradients can be written with streaming stores), large arrays to
+ * ARRAY_HUGE. An empty array still gets one line: in an lk_tensor, data ==
+ * NULL means "absent optional slot", which an empty array is not. */
 static int array_fill(lk_array *a, int32_t dtype, int32_t ndim, const int64_t *shape,
                       size_t nbytes)
 {
-    if (nbytes > SIZE_MAX - 64)
+    if (nbytes > SIZE_MAX - ARRAY_HUGE)
         return -1;
     size_t cap = (nbytes + 63) / 64 * 64;
-    void *data = aligned_alloc(64, cap ? cap : 64);
+    void *data;
+    if (cap >= ARRAY_HUGE_MIN) {
+        cap = (cap + ARRAY_HUGE - 1) / ARRAY_HUGE * ARRAY_HUGE;
+        data = aligned_alloc(ARRAY_HUGE, cap);
+        if (data)
+            (void)madvise(data, cap, MADV_HUGEPAGE); /* advice: refused is harmless */
+    } else {
+        data = aligned_alloc(64, cap ? cap : 64);
+    }
     if (!data)
         return -1;
     memset(data, 0, cap ? cap : 64);
