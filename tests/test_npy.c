@@ -159,6 +159,25 @@ Test(npy, alloc_is_zeroed_and_shaped)
     lk_array_free(NULL);
 }
 
+/* Small arrays sit on cache lines; large ones (4 MiB and more) on 2 MiB
+ * boundaries, where the kernel can back them with huge pages. Both zeroed
+ * to the last byte. */
+Test(npy, alloc_alignment_by_size)
+{
+    lk_array a, b;
+    const int64_t small[1] = {1000}, large[1] = {(int64_t)(5 << 20) / 4 + 3};
+    char msg[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_array_alloc(&a, LK_DTYPE_F32, 1, small, msg), LK_OK, "%s", msg);
+    cr_assert_eq(lk_array_alloc(&b, LK_DTYPE_F32, 1, large, msg), LK_OK, "%s", msg);
+    cr_assert_eq((uintptr_t)a.data % 64, 0);
+    cr_assert_eq((uintptr_t)b.data % (2u << 20), 0, "a 5 MiB array at %p", b.data);
+    cr_assert_eq(b.nbytes, (size_t)large[0] * 4);
+    cr_assert(all_zero(b.data, b.nbytes));
+    ((float *)b.data)[large[0] - 1] = 1.0f; /* its last element is writable */
+    lk_array_free(&a);
+    lk_array_free(&b);
+}
+
 Test(npy, alloc_scalar_and_empty)
 {
     lk_array a;
