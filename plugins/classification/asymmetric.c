@@ -364,7 +364,11 @@ LK_AI void asl_elem(const asl *a, lk_elem *e)
  * no compare of x and no select between the two sides. The clamp changes
  * p only below x = -87, where p < 1.7e-38 and a target of 1 has its log
  * clamped at eps: its gradient there, p q log(eps), is below 3.1e-37 in
- * magnitude instead of the true p's (at most that, 0 at x = -inf). */
+ * magnitude instead of the true p's (at most that, 0 at x = -inf). Both
+ * reciprocals (p and 1 / q_c) are divisions: on AVX-512 a division takes
+ * two slots of the multiply pipes and two of the add pipes, where the
+ * estimate and its Newton step take three of the multiply pipes, which
+ * this kernel keeps the busier (bench/pipes); 2.7 % faster, and exact. */
 #if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
 #define ASL_TIMM_FLAGS LK_EW_NONNEG_SUM /* stage forms its own sigmoid */
 LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
@@ -373,7 +377,7 @@ LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
     lk_v one = lk_set(1.0);
     /* max returns its second operand for NaN: NaN passes */
     lk_v ex = lk_exp_minus(lk_max(lk_set(-87.0), e->x)), w = lk_add(one, ex);
-    lk_v r = lk__recip_fast(w);
+    lk_v r = lk_div(one, w);
     k->v[0] = w;
     k->v[1] = ex;
     k->v[2] = r; /* p */
@@ -393,7 +397,7 @@ LK_AI void asl_timm_mid(const asl *a, const lk_elem *e, lk_kept *k)
     lk_v qc = lk_add(q, lk_set(ASL_C(a, clip)));
     lk_v Lb = lk__f_log_pos(lk_select(pos, k->v[0], qc)); /* positive, finite, normal */
     k->v[0] = lk_max_where(pos, lk_set(ASL_C(a, log_eps)), lk_sub(k->v[1], Lb), Lb);
-    k->v[5] = lk__recip_fast(qc);
+    k->v[5] = lk_div(lk_set(1.0), qc);
 }
 
 /* On AVX-512 the loop runs stage, mid and finish three vectors deep; with
