@@ -14,21 +14,31 @@
  * its argument is p where t = 1 and 1 - p where t = 0, and the other log
  * of each lane only meets a weight of 0. log(1 - p) is log(u) of the
  * rounded u = 1 - p plus what the rounding dropped, (-p - (u - 1)) / u
- * (u - 1 is exact): as accurate as log1p(-p), at the cost of a log. The
- * reciprocals are the lanes' fast ones (a float ulp or two). p = 0
- * and p = 1 take the clamp without a log of 0, which would send the vector
- * math down its slow path for special arguments. max() keeps its second
+ * (u - 1 is exact): as accurate as log1p(-p), at the cost of a log. That
+ * correction is 0 where p >= 1/2 (u is exact there), so its reciprocal
+ * takes max(u, 1/2), finite at p = 1 as it must be. The log's argument
+ * is at least BCE_TINY, whose log is below -100: p = 0 and p = 1 meet the
+ * clamp through that, with no compare and no log of 0. The reciprocals are
+ * the lanes' fast ones (a float ulp or two). max() keeps its second
  * operand when either is NaN, so NaN passes. */
+#if defined(LK_LANES_F32)
+#define BCE_TINY 1e-44 /* a float subnormal; log = -101.3 */
+#else
+#define BCE_TINY 1e-300 /* log = -690.8 */
+#endif
+
+LK_AI lk_v bce_log(lk_v v)
+{
+    return cls_log01(lk_max(lk_set(BCE_TINY), v));
+}
+
 LK_AI void bce_stage(const lk_none *b, const lk_elem *e, lk_kept *k)
 {
     (void)b;
     lk_v p = e->x, t = e->t, one = lk_set(1.0);
-    lk_m p0 = lk_eq(p, lk_zero()), p1 = lk_eq(p, one);
-    lk_v pc = lk_clear(p1, p), ps = lk_select(p0, one, p);
-    lk_v u = lk_sub(one, pc);
-    lk_m neg = lk_eq(t, lk_zero());
-    k->v[0] = cls_log01(lk_select(neg, u, ps));
-    k->v[1] = lk_mul(lk_sub(lk_neg(pc), lk_sub(u, one)), lk__recip_fast(u)); /* lost */
+    lk_v u = lk_sub(one, p);
+    k->v[0] = bce_log(lk_select(lk_eq(t, lk_zero()), u, p));
+    k->v[1] = lk_mul(lk_sub(lk_neg(p), lk_sub(u, one)), lk__recip_fast(lk_max(lk_set(0.5), u)));
 }
 
 /* Staged (LK_KERNELS_ELEMENTWISE_STAGED): the log of the next vector
@@ -37,17 +47,15 @@ LK_AI void bce_finish(const lk_none *b, const lk_kept *k, lk_elem *e)
 {
     (void)b;
     lk_v p = e->x, t = e->t, one = lk_set(1.0), floor = lk_set(-100.0);
-    lk_m p0 = lk_eq(p, lk_zero()), p1 = lk_eq(p, one);
     lk_v l1 = k->v[0], lost = k->v[1], lpr = l1, lqr = l1;
     lk_m neg = lk_eq(t, lk_zero()), bin = lk_or(neg, lk_eq(t, one));
     if (!lk_all(bin)) {
-        lk_v pc = lk_clear(p1, p), ps = lk_select(p0, one, p), u = lk_sub(one, pc);
-        lk_v l2 = cls_log01(lk_select(neg, ps, u));
+        lk_v l2 = bce_log(lk_select(neg, p, lk_sub(one, p)));
         lpr = lk_select(neg, l2, l1);
         lqr = lk_select(neg, l1, l2);
     }
-    lk_v lp = lk_select(p0, floor, lk_max(floor, lpr));
-    lk_v lq = lk_select(p1, floor, lk_max(floor, lk_add(lqr, lost)));
+    lk_v lp = lk_max(floor, lpr);
+    lk_v lq = lk_max(floor, lk_add(lqr, lost));
     e->loss = lk_neg(lk_fma(t, lp, lk_mul(lk_sub(one, t), lq)));
     lk_v den = lk_max(lk_set(1e-12), lk_mul(lk_sub(one, p), p));
     e->grad = lk_mul(lk_sub(p, t), lk__recip_fast(den));
