@@ -33,10 +33,11 @@ LK_AI void soft_margin_mid(const lk_none *n, const lk_elem *e, lk_kept *k)
 LK_AI void soft_margin_finish(const lk_none *n, const lk_kept *k, lk_elem *e)
 {
     (void)n;
-    lk_v z = soft_margin_z(e);
-    lk_sigm p = {lk_abs(z), k->v[0], k->v[1], lk_ge(z, lk_zero())};
+    lk_v z = soft_margin_z(e), r = k->v[1];
     e->loss = lk_softplus_of(z, k->v[2]);
-    e->grad = lk_neg(lk_mul(e->t, lk_sigm_p(&p)));
+    /* sigmoid(z): r where z >= 0, e r below (-0 gives e r = r), chosen by
+     * z's sign bit rather than a compare */
+    e->grad = lk_neg(lk_mul(e->t, lk_select_neg(z, lk_mul(k->v[0], r), r)));
 }
 
 LK_KERNELS_ELEMENTWISE_STAGED3(soft_margin, lk_none, soft_margin_stage, soft_margin_mid,

@@ -1005,10 +1005,12 @@ LK_AI lk_v lk_mul0(lk_v c, lk_v a)
     return lk_clear(lk_eq(c, lk_zero()), lk_mul(c, a));
 }
 
-/* a > 0 ? a : 0, with 0 for NaN. */
+/* a > 0 ? a : 0, with 0 for NaN: max keeps its second operand when either
+ * is NaN, and +0 for -0 (an add-pipe operation, where a compare and a
+ * select would take a multiply slot). */
 LK_AI lk_v lk_pospart(lk_v a)
 {
-    return lk_keep(lk_gt(a, lk_zero()), a);
+    return lk_max(a, lk_zero());
 }
 
 /* 1, -1 or 0 by the sign of a; NaN stays NaN. */
