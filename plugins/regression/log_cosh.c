@@ -92,7 +92,9 @@ LK_AI void log_cosh_stage(const lk_none *p, const lk_elem *e, lk_kept *k)
     (void)p;
     lk_v d = lk_sub(e->x, e->t), a = lk_abs(d), one = lk_set(1.0);
     lk_v S, c;
-    lc_sinh2_cosh(lk_min(lk_set(LC_T), lk_max(lk_set(-LC_T), d)), &S, &c);
+    /* the series on every lane, unclamped: where a >= LC_T (up to +-inf and
+     * NaN) its values are dropped by the selects below */
+    lc_sinh2_cosh(d, &S, &c);
     lk_v ex = lk_exp_minus(lk_add(a, a));
     /* a < LC_T by the sign of a - LC_T, with no compare (a NaN d gives a
      * positive NaN here, and the second form) */
