@@ -1460,3 +1460,65 @@ Test(multiclass, ignored_positions_count_nowhere)
     free(x5.data);
     free(y5.data);
 }
+
+/* LK_EW_NONNEG_SUM adds four float vectors of terms before widening them.
+ * Terms of 3e38 overflow such a group (4 x 3e38 > FLT_MAX): the block's sum
+ * must then be formed again in double, finite and equal to the sum of the
+ * terms reduction none writes; the gradient is written once, as without
+ * the overflow. A term of +inf still makes the sum +inf. Every path. */
+Test(simd, nonneg_groups_that_overflow_are_summed_again)
+{
+    static const struct {
+        const char *loss;
+        double x, t, grad; /* each element's input, target and gradient */
+    } cases[] = {
+        {"log_cosh", 3e38, 0.0, 1.0},
+        {"soft_margin", 3e38, -1.0, 1.0},
+        {"bce_with_logits", -3e38, 1.0, -1.0},
+    };
+    const int64_t n = 197; /* groups, and a tail */
+    const int64_t shape[1] = {n};
+    lk_runtime *rt = open_runtime(1);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        tens x = tens_new(LK_DTYPE_F32, 1, shape), t = tens_new(LK_DTYPE_F32, 1, shape);
+        for (int64_t i = 0; i < n; i++)
+            put(x.data, LK_DTYPE_F32, i, cases[c].x), put(t.data, LK_DTYPE_F32, i, cases[c].t);
+        char sum_cfg[128], none_cfg[128];
+        snprintf(sum_cfg, sizeof sum_cfg, "{\"loss\": \"%s\", \"reduction\": \"sum\"}",
+                 cases[c].loss);
+        snprintf(none_cfg, sizeof none_cfg, "{\"loss\": \"%s\", \"reduction\": \"none\"}",
+                 cases[c].loss);
+        for (int path = PORTABLE; path <= SIMD; path++) {
+            if ((path == SIMD_AVX2 && !cpu_has_avx2_fma()) || (path == SIMD && !cpu_has_avx512()))
+                continue;
+            lk_loss *ls = make_loss_on(rt, sum_cfg, path), *ln = make_loss_on(rt, none_cfg, path);
+            result s = eval(ls, &x, &t, NULL, 0), e = eval(ln, &x, &t, NULL, 1);
+            cr_assert_eq(s.st, LK_OK, "%s: %s", cases[c].loss, s.err);
+            cr_assert_eq(e.st, LK_OK, "%s: %s", cases[c].loss, e.err);
+            double ref = 0.0;
+            for (int64_t i = 0; i < n; i++)
+                ref += e.out[i];
+            cr_expect(isfinite(s.value) && agree(s.value, ref, 1e-12, 0.0),
+                      "%s on path %s: sum %.17g, the terms add to %.17g", cases[c].loss,
+                      path_names[path], s.value, ref);
+            cr_expect(ref > 5e40, "%s: the terms add to %.17g", cases[c].loss, ref);
+            for (int64_t i = 0; i < n; i++)
+                cr_expect_eq(s.grad[i], cases[c].grad, "%s on path %s: gradient %.17g at %lld",
+                             cases[c].loss, path_names[path], s.grad[i], (long long)i);
+            put(x.data, LK_DTYPE_F32, 77, cases[c].x > 0 ? HUGE_VAL : -HUGE_VAL);
+            result s2 = eval(ls, &x, &t, NULL, 0);
+            cr_expect(s2.st == LK_OK && s2.value == HUGE_VAL,
+                      "%s on path %s: %.17g with a +inf term", cases[c].loss, path_names[path],
+                      s2.value);
+            put(x.data, LK_DTYPE_F32, 77, cases[c].x);
+            result_free(&s);
+            result_free(&e);
+            result_free(&s2);
+            lk_loss_free(ls);
+            lk_loss_free(ln);
+        }
+        free(x.data);
+        free(t.data);
+    }
+    lk_runtime_close(rt);
+}

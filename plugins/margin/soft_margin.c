@@ -41,7 +41,7 @@ LK_AI void soft_margin_finish(const lk_none *n, const lk_kept *k, lk_elem *e)
 }
 
 LK_KERNELS_ELEMENTWISE_STAGED3(soft_margin, lk_none, soft_margin_stage, soft_margin_mid,
-                               soft_margin_finish, 0)
+                               soft_margin_finish, LK_EW_NONNEG_SUM)
 LK_LOSS_DESC(soft_margin, lk_none, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&soft_margin__family),
              mg_sign_slots, LK_REDUCTIONS_ELEMENTWISE, LK_HOOKS(0),
              .summary = "torch's soft_margin_loss: log(1 + exp(-t x)), stable",

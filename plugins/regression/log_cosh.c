@@ -114,7 +114,8 @@ LK_AI void log_cosh_finish(const lk_none *p, const lk_kept *k, lk_elem *e)
     e->grad = lk_div(k->v[1], lk_add(lk_set(1.0), v));
 }
 
-LK_KERNELS_ELEMENTWISE_STAGED(log_cosh, lk_none, log_cosh_stage, log_cosh_finish, LK_EW_WEIGHT)
+LK_KERNELS_ELEMENTWISE_STAGED(log_cosh, lk_none, log_cosh_stage, log_cosh_finish,
+                              LK_EW_WEIGHT | LK_EW_NONNEG_SUM)
 LK_LOSS_DESC(log_cosh, lk_none, LK_LOSS_FUSED, NULL, NULL, LK_FAMILIES(&log_cosh__family),
              lk_slots_weighted, LK_REDUCTIONS_ELEMENTWISE, LK_HOOKS(0),
              .summary = "log-cosh loss log(cosh(x - t)), stable for any |x - t|",

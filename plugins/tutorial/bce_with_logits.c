@@ -148,7 +148,8 @@ LK_AI void bce_elem_gen(const bce *b, lk_elem *e)
     }
 }
 
-LK_KERNELS_ELEMENTWISE(bce_plain, bce, bce_elem, LK_EW_WEIGHT | LK_EW_UNIT_TARGET | LK_EW_SIGMOID)
+LK_KERNELS_ELEMENTWISE(bce_plain, bce, bce_elem,
+                       LK_EW_WEIGHT | LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
 
 /* pos_weight 1 (the default) in a family of its own: with no per-vector
  * test of n_pw in the loop, nor the cyclic load's registers, the sums and
@@ -161,7 +162,8 @@ LK_AI void bce_elem1(const bce *b, lk_elem *e)
     e->grad = lk_sigm_minus_t(&p, e->t);
 }
 
-LK_KERNELS_ELEMENTWISE(bce_pw1, bce, bce_elem1, LK_EW_WEIGHT | LK_EW_UNIT_TARGET | LK_EW_SIGMOID)
+LK_KERNELS_ELEMENTWISE(bce_pw1, bce, bce_elem1,
+                       LK_EW_WEIGHT | LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
 
 LK_AI void bce_gen__elem(const void *p, lk_elem *e)
 {

@@ -226,13 +226,18 @@ typedef struct lk_elem {
  * e->sig_L a vector ahead of the element function (software pipelined, see
  * lk__ew_loop): for losses on logits that start from the sigmoid. */
 #define LK_EW_SIGMOID 0x20u
-/* Every element's loss is >= 0 and at most 2^100 (or NaN, or +inf): the
- * float lanes' per-element losses may then be added four vectors at a time
- * in float before they join the sum in double, since no term can cancel
- * another and no group can overflow. The total's relative error grows by
- * at most 3 2^-24 (1.8e-7); the order stays fixed by the lane width and
- * the block alone. Ignored with a weight (any real may weigh a term) and
- * in double lanes. */
+/* Every element's loss is >= 0 (or NaN, or +inf): the float lanes'
+ * per-element losses may then be added four vectors at a time in float
+ * before they join the sum in double, since no term can cancel another.
+ * Where the block's sum comes out +inf (an infinite term, or a group of
+ * finite terms whose float sum overflowed, which rounds to +inf) it is
+ * formed again, vector by vector in double, as without the flag, by a
+ * second pass that writes nothing (lk__elementwise_forward): no check in
+ * the loop, and a second pass only where a term is +inf or as large as
+ * 2^126. The total's relative error
+ * grows by at most 3 2^-24 (1.8e-7); the order stays fixed by the lane
+ * width and the block alone. Ignored with a weight (any real may weigh a
+ * term) and in double lanes. */
 #define LK_EW_NONNEG_SUM 0x40u
 
 typedef void (*lk_elem_fn)(const void *inst, lk_elem *e);
@@ -263,6 +268,11 @@ typedef struct lk__ew_sum {
     int n;     /* vectors in it */
 } lk__ew_sum;
 
+/* What lk__ew_loop returns where the groups' sum came out +inf: the block's
+ * other outputs are written, its sum is to be formed again without the
+ * groups. Never leaves the driver. */
+#define LK__EW_REDO ((lk_status)-1000)
+
 LK_AI lk__ew_sum lk__ew_sum_zero(void)
 {
     lk__ew_sum s;
@@ -270,15 +280,19 @@ LK_AI lk__ew_sum lk__ew_sum_zero(void)
     return s;
 }
 
+LK_AI void lk__ew_sum_flush(lk__ew_sum *s)
+{
+    lk_acc_add(&s->acc, s->part);
+    s->part = lk_zero(), s->n = 0;
+}
+
 LK_AI void lk__ew_sum_add(uint32_t flags, lk__ew_sum *s, lk_v v)
 {
 #if defined(LK_LANES_F32)
     if (flags & LK__W_GROUP) {
         s->part = lk_add(s->part, v);
-        if (++s->n == 4) {
-            lk_acc_add(&s->acc, s->part);
-            s->part = lk_zero(), s->n = 0;
-        }
+        if (++s->n == 4)
+            lk__ew_sum_flush(s);
         return;
     }
 #else
@@ -290,7 +304,7 @@ LK_AI void lk__ew_sum_add(uint32_t flags, lk__ew_sum *s, lk_v v)
 LK_AI double lk__ew_sum_total(uint32_t flags, lk__ew_sum *s)
 {
     if ((flags & LK__W_GROUP) && s->n)
-        lk_acc_add(&s->acc, s->part);
+        lk__ew_sum_flush(s);
     return lk_acc_sum(s->acc);
 }
 
@@ -491,8 +505,14 @@ LK_AI lk_status lk__ew_loop(const void *inst, const lk_block *blk, lk_elem_fn fn
                          &sum, msg);
     if (flags & LK__W_STREAM)
         lk_stream_fence();
-    if (st == LK_OK)
-        blk->stats[0] += lk__ew_sum_total(flags, &sum);
+    if (st == LK_OK) {
+        double total = lk__ew_sum_total(flags, &sum);
+        /* +inf from the groups: a term was +inf, or a group's float sum
+         * overflowed (the double sum of float terms cannot) */
+        if ((flags & LK__W_GROUP) && total == HUGE_VAL)
+            return LK__EW_REDO;
+        blk->stats[0] += total;
+    }
     return st;
 }
 
@@ -532,26 +552,34 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
     if ((flags & LK_EW_SIGMOID) && !stage && !mid)
         mid = lk__sig_mid, base |= LK__W_SIG3;
 #endif
+#if defined(LK_LANES_F32)
     if ((flags & LK_EW_NONNEG_SUM) && !io.w)
         base |= LK__W_GROUP;
+#endif
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
+    lk_status st;
     if (io.gt || io.gu) /* several gradients: the general loop */
-        return lk__ew_loop(inst, blk, fn, stage, mid, finish,
-                           base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
-                               (io.w ? LK__W_WEIGHT : 0u),
-                           &io, msg);
-    if (!io.w && !io.out) {
-        if (!io.g)
-            return lk__ew_loop(inst, blk, fn, stage, mid, finish, base, &io, msg);
-        if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
-            return lk__ew_loop(inst, blk, fn, stage, mid, finish, base | LK__W_GRAD | LK__W_STREAM,
-                               &io, msg);
-        return lk__ew_loop(inst, blk, fn, stage, mid, finish, base | LK__W_GRAD, &io, msg);
-    }
-    return lk__ew_loop(inst, blk, fn, stage, mid, finish,
-                       base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
-                           (io.w ? LK__W_WEIGHT : 0u),
-                       &io, msg);
+        st = lk__ew_loop(inst, blk, fn, stage, mid, finish,
+                         base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
+                             (io.w ? LK__W_WEIGHT : 0u),
+                         &io, msg);
+    else if (!io.w && !io.out && !io.g)
+        st = lk__ew_loop(inst, blk, fn, stage, mid, finish, base, &io, msg);
+    else if (!io.w && !io.out && lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
+        st = lk__ew_loop(inst, blk, fn, stage, mid, finish, base | LK__W_GRAD | LK__W_STREAM, &io,
+                         msg);
+    else if (!io.w && !io.out)
+        st = lk__ew_loop(inst, blk, fn, stage, mid, finish, base | LK__W_GRAD, &io, msg);
+    else
+        st = lk__ew_loop(inst, blk, fn, stage, mid, finish,
+                         base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
+                             (io.w ? LK__W_WEIGHT : 0u),
+                         &io, msg);
+#if defined(LK_LANES_F32)
+    if ((base & LK__W_GROUP) && st == LK__EW_REDO) /* the sum alone, vector by vector */
+        st = lk__ew_loop(inst, blk, fn, stage, mid, finish, base & ~LK__W_GROUP, &io, msg);
+#endif
+    return st;
 }
 
 LK_AI lk_status lk_elementwise_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
