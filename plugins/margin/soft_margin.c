@@ -8,7 +8,10 @@
  * gradient even where x is infinite. */
 #include "margin.h"
 
-/* Three deep (LK_KERNELS_ELEMENTWISE_STAGED3): the exp two vectors ahead,
+/* Every term, max(z, 0) + log1p(e), is >= 0: the float lanes sum them in
+ * groups (LK_EW_NONNEG_SUM).
+ *
+ * Three deep (LK_KERNELS_ELEMENTWISE_STAGED3): the exp two vectors ahead,
  * the reciprocal and log1p(e) one ahead, the loss and gradient on this
  * one, so that the three short chains of three vectors overlap. */
 LK_AI lk_v soft_margin_z(const lk_elem *e)

@@ -83,6 +83,9 @@ LK_AI lk_v lc_log1p(lk_v v)
  * a = 1e4 or +inf gives a - log 2 (or +inf) and a gradient of +-1. One
  * log1p and one division serve both forms. NaN passes through.
  *
+ * Every term is >= 0 (a - log 2 >= 0.057 where a >= LC_T, and log1p(v) >= 0),
+ * so the float lanes sum them in groups (LK_EW_NONNEG_SUM).
+ *
  * Staged (LK_KERNELS_ELEMENTWISE_STAGED): stage forms everything but the
  * log1p and the division, so that the two halves of the chain are about
  * as long as each other: the next vector's series, exp and selects run

@@ -148,6 +148,11 @@ LK_AI void bce_elem_gen(const bce *b, lk_elem *e)
     }
 }
 
+/* With targets screened to [0, 1] and pos_weight >= 0 every term is a sum
+ * of products of nonnegative numbers, c |x| + lw log1p(e), so the float
+ * lanes sum them in groups (LK_EW_NONNEG_SUM); the general family (label
+ * smoothing, ignore_index) takes targets it does not screen, and does not
+ * declare it. */
 LK_KERNELS_ELEMENTWISE(bce_plain, bce, bce_elem,
                        LK_EW_WEIGHT | LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
 
