@@ -256,12 +256,15 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
  * product F (C - M L), the lanes' factors selected (neg: the lanes of
  * target 0): C = q' or r / q_c (the latter a masked multiply into q'), M =
  * gp p or gn, F = -q^gp or p q r^(gn - 1); the weight W = q^gp, then r^gn
- * where neg, likewise in place. */
+ * where neg, likewise in place. The clamp's test p < eps is the sign of
+ * p - eps (exact: p != eps gives a nonzero difference), an add-pipe
+ * operation where a compare takes a slot of the multiply pipes, which this
+ * kernel keeps the busier. */
 LK_AI void asl_binary_lean(const asl *a, double gp, double gn, lk_m pos, lk_m neg, lk_v p, lk_v q,
                            lk_v pq, lk_v L, lk_v iqc, lk_elem *e)
 {
     lk_v zero = lk_zero();
-    lk_v qd = lk_clear(lk_lt(p, lk_set(ASL_C(a, eps))), q);
+    lk_v qd = lk_select_neg(lk_sub(p, lk_set(ASL_C(a, eps))), lk_zero(), q);
     lk_v W1 = asl_pow(q, gp);
     lk_v r = lk_max(zero, lk_sub(p, lk_set(ASL_C(a, clip))));
     lk_v rg1 = asl_pow(r, gn - 1.0);
