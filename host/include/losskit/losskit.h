@@ -284,8 +284,10 @@ static inline lk_tensor lk_array_view(const lk_array *a)
 /* The size in bytes of one element of dtype, 0 when unknown. */
 LK_API size_t lk_dtype_size(int32_t dtype);
 
-/* Allocates a zeroed C-order array, its data aligned to 64 bytes. Sizes are
- * overflow-checked. */
+/* Allocates a zeroed C-order array, its data aligned to 64 bytes; an array
+ * of 4 MiB or more is aligned to 2 MiB and advised to the kernel as huge
+ * pages (madvise), which large streaming losses run faster on. Sizes are
+ * overflow-checked. Free with lk_array_free. */
 LK_API lk_status lk_array_alloc(lk_array *a, int32_t dtype, int32_t ndim, const int64_t *shape,
                                 char *errmsg);
 LK_API void lk_array_free(lk_array *a);
