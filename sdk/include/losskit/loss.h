@@ -234,10 +234,9 @@ typedef struct lk_elem {
  * formed again, vector by vector in double, as without the flag, by a
  * second pass that writes nothing (lk__elementwise_forward): no check in
  * the loop, and a second pass only where a term is +inf or as large as
- * 2^126. The total's relative error
- * grows by at most 3 2^-24 (1.8e-7); the order stays fixed by the lane
- * width and the block alone. Ignored with a weight (any real may weigh a
- * term) and in double lanes. */
+ * 2^126. The total's relative error grows by at most 3 2^-24 (1.8e-7); the
+ * order stays fixed by the lane width and the block alone. Ignored with a
+ * weight (any real may weigh a term) and in double lanes. */
 #define LK_EW_NONNEG_SUM 0x40u
 
 typedef void (*lk_elem_fn)(const void *inst, lk_elem *e);
