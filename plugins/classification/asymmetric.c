@@ -451,21 +451,10 @@ LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET | LK_EW_SIGMOID
  * the others gather their lanes outside [0, 1] into seen, which fails the
  * block after its pass with the driver's message (the outputs of a refused
  * call are not defined). */
-LK_AI void asl_timm__stage(const void *p, const lk_elem *e, lk_kept *k)
-{
-    asl_timm_stage((const asl *)p, e, k);
-}
-
-LK_AI void asl_timm__finish(const void *p, const lk_kept *k, lk_elem *e)
-{
-    asl_timm_finish((const asl *)p, k, e);
-}
-
+LK_STAGE_PART(asl_timm__stage, asl, asl_timm_stage)
+LK_FINISH_PART(asl_timm__finish, asl, asl_timm_finish)
 #if ASL_TIMM_MID
-LK_AI void asl_timm__mid(const void *p, const lk_elem *e, lk_kept *k)
-{
-    asl_timm_mid((const asl *)p, e, k);
-}
+LK_STAGE_PART(asl_timm__mid, asl, asl_timm_mid)
 #else
 #define asl_timm__mid NULL
 #endif

@@ -864,54 +864,51 @@ LK_AI lk_status lk_stats_backward_sigmoid(const void *inst, const lk_plan *plan,
     LK__KSET(name, name##__fwd, NULL, 0)                                                           \
     LK__FAMILY(name)
 
+/* The parts of a staged element function, typed for the drivers: a stage
+ * or mid part wname(p, e, k) calling fn((const T *)p, e, k), a finish part
+ * wname(p, k, e) calling fn((const T *)p, k, e). Families with a forward of
+ * their own (one that screens its inputs, say) declare theirs with these. */
+#define LK_STAGE_PART(wname, T, fn)                                                                \
+    LK_AI void wname(const void *p, const lk_elem *e, lk_kept *k)                                  \
+    {                                                                                              \
+        fn((const T *)p, e, k);                                                                    \
+    }
+#define LK_FINISH_PART(wname, T, fn)                                                               \
+    LK_AI void wname(const void *p, const lk_kept *k, lk_elem *e)                                  \
+    {                                                                                              \
+        fn((const T *)p, k, e);                                                                    \
+    }
+
+/* The forward of a staged family from its parts name##__stage and
+ * name##__finish, with mid (name##__mid, or NULL for two parts). */
+#define LK__STAGED_FWD(name, T, mid, flags)                                                        \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
+                                 lk_msg *msg)                                                      \
+    {                                                                                              \
+        const T local = *(const T *)inst;                                                          \
+        return lk__elementwise_forward(&local, plan, blk, NULL, name##__stage, mid,               \
+                                       name##__finish, (flags), msg);                              \
+    }                                                                                              \
+    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
+    LK__FAMILY(name)
+
 /* An elementwise family whose element function is split in two (see
  * lk__ew_loop): stage is void stage(const T *inst, const lk_elem *e,
  * lk_kept *k), reading e's operands only; finish is void finish(const T
  * *inst, const lk_kept *k, lk_elem *e), filling loss and gradients. */
 #define LK_KERNELS_ELEMENTWISE_STAGED(name, T, stage, finish, flags)                               \
-    LK_AI void name##__stage(const void *p, const lk_elem *e, lk_kept *k)                          \
-    {                                                                                              \
-        stage((const T *)p, e, k);                                                                 \
-    }                                                                                              \
-    LK_AI void name##__finish(const void *p, const lk_kept *k, lk_elem *e)                         \
-    {                                                                                              \
-        finish((const T *)p, k, e);                                                                \
-    }                                                                                              \
-    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
-                                 lk_msg *msg)                                                      \
-    {                                                                                              \
-        const T local = *(const T *)inst;                                                          \
-        return lk_elementwise_forward_staged(&local, plan, blk, name##__stage, name##__finish,    \
-                                             (flags), msg);                                        \
-    }                                                                                              \
-    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
-    LK__FAMILY(name)
+    LK_STAGE_PART(name##__stage, T, stage)                                                         \
+    LK_FINISH_PART(name##__finish, T, finish)                                                      \
+    LK__STAGED_FWD(name, T, NULL, flags)
 
 /* The same in three parts, run three vectors deep (see lk__ew_loop): mid
  * is void mid(const T *inst, const lk_elem *e, lk_kept *k), reading e's
  * operands and what stage kept, and keeping what finish reads. */
 #define LK_KERNELS_ELEMENTWISE_STAGED3(name, T, stage, mid, finish, flags)                         \
-    LK_AI void name##__stage(const void *p, const lk_elem *e, lk_kept *k)                          \
-    {                                                                                              \
-        stage((const T *)p, e, k);                                                                 \
-    }                                                                                              \
-    LK_AI void name##__mid(const void *p, const lk_elem *e, lk_kept *k)                            \
-    {                                                                                              \
-        mid((const T *)p, e, k);                                                                   \
-    }                                                                                              \
-    LK_AI void name##__finish(const void *p, const lk_kept *k, lk_elem *e)                         \
-    {                                                                                              \
-        finish((const T *)p, k, e);                                                                \
-    }                                                                                              \
-    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
-                                 lk_msg *msg)                                                      \
-    {                                                                                              \
-        const T local = *(const T *)inst;                                                          \
-        return lk_elementwise_forward_staged3(&local, plan, blk, name##__stage, name##__mid,      \
-                                              name##__finish, (flags), msg);                       \
-    }                                                                                              \
-    LK__KSET(name, name##__fwd, NULL, 0)                                                           \
-    LK__FAMILY(name)
+    LK_STAGE_PART(name##__stage, T, stage)                                                         \
+    LK_STAGE_PART(name##__mid, T, mid)                                                             \
+    LK_FINISH_PART(name##__finish, T, finish)                                                      \
+    LK__STAGED_FWD(name, T, name##__mid, flags)
 
 /* A two-pass family of n_stats statistics:
  *   void stats(const T *inst, lk_elem *e, lk_v *s)
