@@ -25,3 +25,5 @@
 VM_MAP(vm_log, lk_log(a))
 VM_MAP(vm_log1p, lk_log1p(a))
 VM_MAP(vm_exp, lk_exp(a))
+VM_MAP(vm_exp_minus_fast, lk_exp_minus_fast(a, 1.0))
+VM_MAP(vm_exp_minus_fast2, lk_exp_minus_fast(a, 2.0))

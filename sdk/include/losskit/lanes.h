@@ -531,13 +531,18 @@ LK_AI void lk_stream_fence(void)
  * |r| <= log(2) / 2 took 14. */
 /* exp(a) (neg = 0) or exp(-a) (neg = 1, the negation folded into the
  * constants), a as above */
-LK_AI lk_fv lk__f_exp_core_s(lk_fv a, int neg)
+LK_AI __m512 lk__f_exp2_tab(void)
 {
-    const __m512 tab = _mm512_setr_ps(
+    return _mm512_setr_ps(
         1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f, 1.189207077e+00f,
         1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f, 1.414213538e+00f, 1.476826191e+00f,
         1.542210817e+00f, 1.610490322e+00f, 1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f,
         1.915206552e+00f); /* 2^(j/16) rounded to float */
+}
+
+LK_AI lk_fv lk__f_exp_core_s(lk_fv a, int neg)
+{
+    const __m512 tab = lk__f_exp2_tab();
     const __m512 magic = _mm512_set1_ps(786432.0f); /* 1.5 2^19 */
     __m512 l2e = _mm512_set1_ps(neg ? -1.44269504088896341f : 1.44269504088896341f);
     __m512 t = _mm512_fmadd_ps(a, l2e, magic);
@@ -600,6 +605,43 @@ LK_AI lk_fv lk_f_exp_minus(lk_fv a)
     return lk__f_exp_core_s(lk_f_min(lk_f_set(120.0), a), 1);
 #else
     return lk_f_exp_neg(lk_f_neg(a));
+#endif
+}
+
+/* exp(-c a) for a constant c > 0 and c a >= -87, +inf or NaN, one
+ * fma-pipe operation cheaper than lk_f_exp_minus(c a) (and c folded into
+ * the reduction's multiply) at the price of a relative error that grows
+ * with c a: about 1 ulp plus up to 1.25 c a ulp (the rounding of y below,
+ * at most c a 2^-24 relative, and of c log2(e) to a float, 0.22 c a
+ * 2^-24). For callers that need exp's full relative accuracy only where c
+ * a is small: log_cosh's exp(-2|d|) for |d| >= 0.75, say, which is added to
+ * |d| - log 2 (a relative error of the exp of 2.5|d| 2^-24 stays below the
+ * result's last place).
+ * On AVX-512 the reduction is in base 2: y = -c a log2(e) rounded once
+ * (clamped at -174, where the result is 0), n = y rounded to a sixteenth
+ * (as in lk__f_exp_core_s), f = y - n exactly, in [-1/32, 1/32] (an add,
+ * where the reduction by log 2 in two parts takes two fmas); 2^f - 1 = f
+ * P(f) with P the first three terms of its series, (ln 2)^k f^(k-1) / k!
+ * (the next term is below 1e-8 of the result); times 2^(j/16) from the
+ * table and 2^floor(n) (vscalefps). Elsewhere lk_f_exp_minus of c a (a + a
+ * for c = 2). */
+LK_AI lk_fv lk_f_exp_minus_fast(lk_fv a, double c)
+{
+#if defined(LK_TARGET_AVX512)
+    const __m512 magic = _mm512_set1_ps(786432.0f); /* 1.5 2^19 */
+    /* max returns its second operand for NaN: NaN passes */
+    __m512 y = _mm512_max_ps(_mm512_set1_ps(-174.0f),
+                             _mm512_mul_ps(a, _mm512_set1_ps((float)(-1.44269504088896341 * c))));
+    __m512 t = _mm512_add_ps(y, magic);
+    __m512 n = _mm512_sub_ps(t, magic);
+    __m512 f = _mm512_sub_ps(y, n);
+    __m512 tj = _mm512_permutexvar_ps(_mm512_castps_si512(t), lk__f_exp2_tab());
+    __m512 p = _mm512_fmadd_ps(f, _mm512_set1_ps(5.55041086648215800e-2f),
+                               _mm512_set1_ps(2.40226506959100712e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.93147180559945309e-1f));
+    return _mm512_scalef_ps(_mm512_fmadd_ps(_mm512_mul_ps(tj, f), p, tj), n);
+#else
+    return lk_f_exp_minus(c == 2.0 ? lk_f_add(a, a) : lk_f_mul(a, lk_f_set(c)));
 #endif
 }
 
@@ -889,6 +931,11 @@ LK_AI lk_dv lk_d_exp_minus(lk_dv a)
     return lk_d_exp_neg(lk_d_neg(a));
 }
 
+LK_AI lk_dv lk_d_exp_minus_fast(lk_dv a, double c)
+{
+    return lk_d_exp_minus(c == 2.0 ? lk_d_add(a, a) : lk_d_mul(a, lk_d_set(c)));
+}
+
 LK_AI lk_dv lk_d_recip_fast(lk_dv a)
 {
     return lk_d_div(lk_d_set(1.0), a);
@@ -962,6 +1009,7 @@ typedef lk_dm lk_m;
 #define lk_pow       LK__OP(pow)
 #define lk_exp_neg   LK__OP(exp_neg)
 #define lk_exp_minus LK__OP(exp_minus)
+#define lk_exp_minus_fast LK__OP(exp_minus_fast)
 #define lk_log_1to2  LK__OP(log_1to2)
 #define lk__recip_fast  LK__OP(recip_fast)
 
