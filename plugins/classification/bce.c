@@ -18,8 +18,12 @@
  * correction is 0 where p >= 1/2 (u is exact there), so its reciprocal
  * takes max(u, 1/2), finite at p = 1 as it must be. The log's argument
  * is at least BCE_TINY, whose log is below -100: p = 0 and p = 1 meet the
- * clamp through that, with no compare and no log of 0. The reciprocals are
- * the lanes' fast ones (a float ulp or two). max() keeps its second
+ * clamp through that, with no compare and no log of 0. Where every
+ * target of a vector is 0 or 1 (the common case), each lane's term is its
+ * own log, with no products by t and 1 - t. The correction and the
+ * gradient are divisions, correctly rounded: on AVX-512 a division takes
+ * two multiply-pipe and two add-pipe slots where a fast reciprocal and
+ * its product take four multiply-pipe ones. max() keeps its second
  * operand when either is NaN, so NaN passes. */
 #if defined(LK_LANES_F32)
 #define BCE_TINY 1e-44 /* a float subnormal; log = -101.3 */
@@ -38,7 +42,7 @@ LK_AI void bce_stage(const lk_none *b, const lk_elem *e, lk_kept *k)
     lk_v p = e->x, t = e->t, one = lk_set(1.0);
     lk_v u = lk_sub(one, p);
     k->v[0] = bce_log(lk_select(lk_eq(t, lk_zero()), u, p));
-    k->v[1] = lk_mul(lk_sub(lk_neg(p), lk_sub(u, one)), lk__recip_fast(lk_max(lk_set(0.5), u)));
+    k->v[1] = lk_div(lk_sub(lk_neg(p), lk_sub(u, one)), lk_max(lk_set(0.5), u));
 }
 
 /* Staged (LK_KERNELS_ELEMENTWISE_STAGED): the log of the next vector
@@ -47,18 +51,20 @@ LK_AI void bce_finish(const lk_none *b, const lk_kept *k, lk_elem *e)
 {
     (void)b;
     lk_v p = e->x, t = e->t, one = lk_set(1.0), floor = lk_set(-100.0);
-    lk_v l1 = k->v[0], lost = k->v[1], lpr = l1, lqr = l1;
+    lk_v l1 = k->v[0], lost = k->v[1];
     lk_m neg = lk_eq(t, lk_zero()), bin = lk_or(neg, lk_eq(t, one));
-    if (!lk_all(bin)) {
+    if (lk_all(bin)) {
+        /* each lane's term is its log: log p where t = 1, log(1 - p) where
+         * t = 0 (the other term's weight is 0, and it is finite) */
+        e->loss = lk_neg(lk_max(floor, lk_add(l1, lk_keep(neg, lost))));
+    } else {
         lk_v l2 = bce_log(lk_select(neg, p, lk_sub(one, p)));
-        lpr = lk_select(neg, l2, l1);
-        lqr = lk_select(neg, l1, l2);
+        lk_v lp = lk_max(floor, lk_select(neg, l2, l1));
+        lk_v lq = lk_max(floor, lk_add(lk_select(neg, l1, l2), lost));
+        e->loss = lk_neg(lk_fma(t, lp, lk_mul(lk_sub(one, t), lq)));
     }
-    lk_v lp = lk_max(floor, lpr);
-    lk_v lq = lk_max(floor, lk_add(lqr, lost));
-    e->loss = lk_neg(lk_fma(t, lp, lk_mul(lk_sub(one, t), lq)));
     lk_v den = lk_max(lk_set(1e-12), lk_mul(lk_sub(one, p), p));
-    e->grad = lk_mul(lk_sub(p, t), lk__recip_fast(den));
+    e->grad = lk_div(lk_sub(p, t), den);
 }
 
 static const lk_slot_desc bce_input = {
