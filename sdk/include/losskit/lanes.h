@@ -529,8 +529,7 @@ LK_AI void lk_stream_fence(void)
  * and inf above the largest float. About 1 float ulp (the table's
  * rounding and one fma), in 10 operations where the Cephes polynomial on
  * |r| <= log(2) / 2 took 14. */
-/* exp(a) (neg = 0) or exp(-a) (neg = 1, the negation folded into the
- * constants), a as above */
+/* The table of 2^(j/16), j = 0 .. 15, in one register (read by vpermps). */
 LK_AI __m512 lk__f_exp2_tab(void)
 {
     return _mm512_setr_ps(
@@ -540,6 +539,8 @@ LK_AI __m512 lk__f_exp2_tab(void)
         1.915206552e+00f); /* 2^(j/16) rounded to float */
 }
 
+/* exp(a) (neg = 0) or exp(-a) (neg = 1, the negation folded into the
+ * constants), a as above */
 LK_AI lk_fv lk__f_exp_core_s(lk_fv a, int neg)
 {
     const __m512 tab = lk__f_exp2_tab();
@@ -608,9 +609,9 @@ LK_AI lk_fv lk_f_exp_minus(lk_fv a)
 #endif
 }
 
-/* exp(-c a) for a constant c > 0 and c a >= -87, +inf or NaN, one
- * fma-pipe operation cheaper than lk_f_exp_minus(c a) (and c folded into
- * the reduction's multiply) at the price of a relative error that grows
+/* exp(-c a) for a constant c > 0 and c a >= -87, +inf or NaN, two
+ * fma-pipe operations cheaper than lk_f_exp_minus(c a) (five where it takes
+ * seven; c folded into the reduction's multiply) at the price of a relative error that grows
  * with c a: about 1 ulp plus up to 1.25 c a ulp (the rounding of y below,
  * at most c a 2^-24 relative, and of c log2(e) to a float, 0.22 c a
  * 2^-24). For callers that need exp's full relative accuracy only where c

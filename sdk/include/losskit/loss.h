@@ -557,23 +557,20 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
 #endif
     int acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
     lk_status st;
-    if (io.gt || io.gu) /* several gradients: the general loop */
+    /* each call's flags are constants, so that each loop is specialised;
+     * several gradients, a weight or the losses out: the general loop */
+    if (io.gt || io.gu || io.w || io.out)
         st = lk__ew_loop(inst, blk, fn, stage, mid, finish,
                          base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
                              (io.w ? LK__W_WEIGHT : 0u),
                          &io, msg);
-    else if (!io.w && !io.out && !io.g)
+    else if (!io.g)
         st = lk__ew_loop(inst, blk, fn, stage, mid, finish, base, &io, msg);
-    else if (!io.w && !io.out && lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
+    else if (lk__can_stream(io.g, io.xf, acc, blk->begin, plan->n_positions))
         st = lk__ew_loop(inst, blk, fn, stage, mid, finish, base | LK__W_GRAD | LK__W_STREAM, &io,
                          msg);
-    else if (!io.w && !io.out)
-        st = lk__ew_loop(inst, blk, fn, stage, mid, finish, base | LK__W_GRAD, &io, msg);
     else
-        st = lk__ew_loop(inst, blk, fn, stage, mid, finish,
-                         base | (io.g ? LK__W_GRAD : 0u) | (io.out ? LK__W_OUT : 0u) |
-                             (io.w ? LK__W_WEIGHT : 0u),
-                         &io, msg);
+        st = lk__ew_loop(inst, blk, fn, stage, mid, finish, base | LK__W_GRAD, &io, msg);
 #if defined(LK_LANES_F32)
     if ((base & LK__W_GROUP) && st == LK__EW_REDO) /* the sum alone, vector by vector */
         st = lk__ew_loop(inst, blk, fn, stage, mid, finish, base & ~LK__W_GROUP, &io, msg);
