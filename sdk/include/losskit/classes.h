@@ -975,29 +975,36 @@ LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cl
     int want_e = two && (ops->flags & LK_CLS_FWD_EXP);
     if (!ops->n_cls) {
         /* no class statistics: the softmax sums of every vector of the
-         * chunk first (their exps kept in E, class-major), then each
-         * vector's value and gradient, its state in registers. In two
-         * loops so that the next vector's exps need not wait behind this
-         * one's log, divisions and stores (software pipelining by a
-         * chunk). Without room for the chunk's exps (more than
-         * LK_CLS_KEEP / LK_CLS_NV classes), each vector start to end, E
-         * one vector's exps. */
-        const int all = K && io->C * LK_CLS_NV <= LK_CLS_KEEP && (want_e || io->g);
-        lk_v *Ev = K && (want_e || io->g) ? E : NULL;
+         * chunk first (their exps kept in E, class-major, when a later
+         * pass reads them), then the chunk's logs and reciprocals, then
+         * each vector's value and gradient, its state in registers. In
+         * three loops so that the next vector's exps need not wait behind
+         * this one's log, divisions and stores, nor its log behind this
+         * one's stores (software pipelining by a chunk: each vector's
+         * chain from max to log is longer than the window the processor
+         * looks ahead in). Only where the chunk's exps are to be kept and
+         * there is no room for them (more than LK_CLS_KEEP / LK_CLS_NV
+         * classes), each vector start to end, E one vector's exps. */
+        const int keep = want_e || io->g;
+        const int all = !keep || (K && io->C * LK_CLS_NV <= LK_CLS_KEEP);
+        lk_v *Ev = K && keep ? E : NULL;
         const int es = all ? ch->nv : 1;
         for (int v = 0; all && v < ch->nv; v++) {
             bad[v] = lk_first(0);
-            lk__cls_soft(inst, io, ch, &P[v], v, E + v, es, ops->fwd1,
+            lk__cls_soft(inst, io, ch, &P[v], v, keep ? E + v : NULL, es, ops->fwd1,
                          unit && !two ? &bad[v] : NULL, G);
         }
+        for (int v = 0; all && v < ch->nv; v++)
+            lk__cls_recip(ops, &P[v]);
         for (int v = 0; v < ch->nv; v++) {
             lk_cls_pos p = P[v];
             lk_m bv = all ? bad[v] : lk_first(0);
             if (all)
-                Ev = E + v;
+                Ev = keep ? E + v : NULL;
             else
                 lk__cls_soft(inst, io, ch, &p, v, Ev, 1, ops->fwd1, unit && !two ? &bv : NULL, G);
-            lk__cls_recip(ops, &p);
+            if (!all)
+                lk__cls_recip(ops, &p);
             if (two)
                 lk__cls_again(inst, io, ch, &p, v, Ev, es, want_e, ops->fwd2, unit ? &bv : NULL,
                               G);
@@ -1139,8 +1146,8 @@ LK_AI lk_status lk__cls_run(const void *inst, const lk_cls_ops *ops, const lk_cl
     return st;
 }
 
-LK_AI lk_status lk__cls_walk(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
-                             const lk__cls_blk *b, int bwd, lk_msg *msg)
+LK_AI lk_status lk__cls_walk_kind(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
+                                  const lk__cls_blk *b, int bwd, lk_msg *msg)
 {
     int G = LK_W > 1 && io->S < 2 * LK_W;
     /* class-major passes keep a chunk's exps, the others one vector's */
@@ -1150,6 +1157,21 @@ LK_AI lk_status lk__cls_walk(const void *inst, const lk_cls_ops *ops, const lk_c
                  : lk__cls_run(inst, ops, io, b, bwd, msg, 1, 0);
     return K ? lk__cls_run(inst, ops, io, b, bwd, msg, 0, 1)
              : lk__cls_run(inst, ops, io, b, bwd, msg, 0, 0);
+}
+
+/* The walk for index targets and for probability targets apart: io->index
+ * a constant in each, so that the class loops and the hooks test it
+ * nowhere (GCC does not take such a test out of a loop by itself). */
+LK_AI lk_status lk__cls_walk(const void *inst, const lk_cls_ops *ops, const lk_cls_io *io,
+                             const lk__cls_blk *b, int bwd, lk_msg *msg)
+{
+    lk_cls_io j = *io;
+    if (io->index) {
+        j.index = 1;
+        return lk__cls_walk_kind(inst, ops, &j, b, bwd, msg);
+    }
+    j.index = 0;
+    return lk__cls_walk_kind(inst, ops, &j, b, bwd, msg);
 }
 
 /* Per-class sums, aligned for the lanes. */
