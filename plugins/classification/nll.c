@@ -124,6 +124,54 @@ static void nll_zero(const lk_plan *plan, const lk_block *blk, size_t es)
     }
 }
 
+/* Backward where each row holds at least a vector of positions (S >=
+ * LK_W): a vector of positions writes each class of its gradient whole,
+ * -w_y scale in the lanes whose target is that class and 0 in the others
+ * (or adds them to the gradient there), with streaming stores where the
+ * gradient allows; no pass that zeroes the gradient first, no scatter.
+ * Forward has refused bad targets. */
+static void nll_bwd_rows(const nll *L, const lk_plan *plan, const lk_block *blk, double scale,
+                         int acc)
+{
+    int64_t C = plan->aux[LK_CLS_AUX_C], S = plan->aux[LK_CLS_AUX_S];
+    const int64_t *y = (const int64_t *)blk->slots[1].data;
+    void *g = blk->grads[0].data;
+    int gf = blk->grads[0].dtype == LK_DTYPE_F32;
+    int stream = lk__can_stream(g, gf, acc, 0, plan->n_positions * C);
+    lk_v sc = lk_set(scale);
+    for (int64_t p = blk->begin; p < blk->end;) {
+        int64_t n = p / S, s0 = p % S;
+        int64_t len = S - s0 < blk->end - p ? S - s0 : blk->end - p;
+        for (int64_t s = s0; s < s0 + len; s += LK_W) {
+            int k = s0 + len - s < LK_W ? (int)(s0 + len - s) : LK_W;
+            lk_s yb[LK_W], wb[LK_W];
+            for (int l = 0; l < LK_W; l++) {
+                int64_t c = l < k ? y[n * S + s + l] : L->ignore_index;
+                int counts = c != L->ignore_index;
+                yb[l] = counts ? (lk_s)c : (lk_s)-1;
+                wb[l] = counts ? (lk_s)(L->w.n ? L->w.d[c] : 1.0) : (lk_s)0;
+            }
+            /* 0 - w scale: +0 where w is 0, whatever the scale */
+            lk_v yv = lk_load(yb), gv = lk_sub(lk_zero(), lk_mul0(lk_load(wb), sc));
+            lk_v cv = lk_zero();
+            for (int64_t c = 0; c < C; c++, cv = lk_add(cv, lk_set(1.0))) {
+                int64_t i = (n * C + c) * S + s;
+                lk_v gc = lk_keep(lk_eq(yv, cv), gv);
+                if (stream && k == LK_W && (uintptr_t)((lk_s *)g + i) % sizeof(lk_v) == 0) {
+                    lk_stream((lk_s *)g + i, gc);
+                    continue;
+                }
+                if (acc)
+                    gc = lk_add(lk__ld(g, gf, i, k, 0.0), gc);
+                lk__st(g, gf, i, k, gc);
+            }
+        }
+        p += len;
+    }
+    if (stream)
+        lk_stream_fence();
+}
+
 static lk_status nll_bwd(const void *inst, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
 {
     if (!blk->grads || !blk->grads[0].data)
@@ -136,6 +184,10 @@ static lk_status nll_bwd(const void *inst, const lk_plan *plan, const lk_block *
     double scale = blk->grad_scale;
     if (blk->reduction == LK_REDUCTION_MEAN) /* nothing counted: a gradient of 0 */
         scale = blk->global[ST_WEIGHT] != 0.0 ? scale / blk->global[ST_WEIGHT] : 0.0;
+    if (plan->aux[LK_CLS_AUX_S] >= LK_W) {
+        nll_bwd_rows(&local, plan, blk, scale, acc);
+        return LK_OK;
+    }
     if (!acc)
         nll_zero(plan, blk, gf ? sizeof(float) : sizeof(double));
     for (int64_t p = blk->begin; p < blk->end; p += LK_W) {
