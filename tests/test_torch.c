@@ -754,6 +754,50 @@ Test(edge, terms_accumulate)
         cr_expect(close_to(g[i], 0.25 * g1[i] + 0.75 * g2[i], 1e-13, 1e-16), "grad[%d]", i);
 }
 
+/* nll on rows of 20 positions (more than a vector of them: its backward
+ * writes each class of the gradient whole there, a tail vector included):
+ * the gradient is -w_y / sum of the counted w_y at each position's target
+ * class and 0 elsewhere (ignored positions included), and a weighted sum
+ * of two terms adds into one
+ * buffer as the sum of the terms. */
+Test(edge, nll_rows_gradient)
+{
+    static const int64_t xs[3] = {2, 3, 20};
+    static const double w[3] = {0.5, 2.0, 1.5};
+    double x[120], g[120], g1[120], g2[120];
+    int64_t y[40];
+    for (int i = 0; i < 120; i++)
+        x[i] = -uniform() * 3.0;
+    double wsum = 0.0;
+    for (int i = 0; i < 40; i++) {
+        y[i] = i % 7 == 3 ? 1 : (int64_t)(uniform() * 3.0);
+        wsum += y[i] == 1 ? 0.0 : w[y[i]];
+    }
+    const char *a = "{\"loss\": \"nll\", \"params\": {\"weight\": [0.5, 2, 1.5], "
+                    "\"ignore_index\": 1}}";
+    const char *b = "{\"loss\": \"nll\"}";
+    const char *ab = "{\"terms\": [{\"loss\": \"nll\", \"weight\": 0.25, \"params\": "
+                     "{\"weight\": [0.5, 2, 1.5], \"ignore_index\": 1}}, {\"loss\": \"nll\", "
+                     "\"weight\": 0.75}]}";
+    double v1 = eval_index(a, 3, xs, x, y, g1), v2 = eval_index(b, 3, xs, x, y, g2);
+    for (int n = 0; n < 2; n++)
+        for (int c = 0; c < 3; c++)
+            for (int k = 0; k < 20; k++) {
+                int64_t t = y[n * 20 + k];
+                int i = (n * 3 + c) * 20 + k;
+                double want1 = t == c && t != 1 ? -w[c] / wsum : 0.0;
+                double want2 = t == c ? -1.0 / 40.0 : 0.0;
+                cr_expect(close_to(g1[i], want1, 1e-15, 0.0), "weighted grad[%d] %g, want %g", i,
+                          g1[i], want1);
+                cr_expect(close_to(g2[i], want2, 1e-15, 0.0), "grad[%d] %g, want %g", i, g2[i],
+                          want2);
+            }
+    double v = eval_index(ab, 3, xs, x, y, g);
+    cr_expect(close_to(v, 0.25 * v1 + 0.75 * v2, 1e-14, 0.0), "value %.17g", v);
+    for (int i = 0; i < 120; i++)
+        cr_expect(close_to(g[i], 0.25 * g1[i] + 0.75 * g2[i], 1e-15, 1e-16), "grad[%d]", i);
+}
+
 /* ------------------------------------------------------------------------ */
 /* big: many blocks, many classes, thread counts                             */
 
