@@ -758,8 +758,7 @@ Test(edge, terms_accumulate)
  * writes each class of the gradient whole there, a tail vector included):
  * the gradient is -w_y / sum of the counted w_y at each position's target
  * class and 0 elsewhere (ignored positions included), and a weighted sum
- * of two terms adds into one
- * buffer as the sum of the terms. */
+ * of two terms adds into one buffer as the sum of the terms. */
 Test(edge, nll_rows_gradient)
 {
     static const int64_t xs[3] = {2, 3, 20};

@@ -134,7 +134,9 @@ static void nll_bwd_rows(const nll *L, const lk_plan *plan, const lk_block *blk,
                          int acc)
 {
     int64_t C = plan->aux[LK_CLS_AUX_C], S = plan->aux[LK_CLS_AUX_S];
-    const int64_t *y = (const int64_t *)blk->slots[1].data;
+    /* the class driver's view of the targets, for its index loads */
+    lk_cls_io io = {.t = blk->slots[1].data, .C = C, .S = S, .ignore = L->ignore_index,
+                    .index = 1};
     void *g = blk->grads[0].data;
     int gf = blk->grads[0].dtype == LK_DTYPE_F32;
     int stream = lk__can_stream(g, gf, acc, 0, plan->n_positions * C);
@@ -144,15 +146,12 @@ static void nll_bwd_rows(const nll *L, const lk_plan *plan, const lk_block *blk,
         int64_t len = S - s0 < blk->end - p ? S - s0 : blk->end - p;
         for (int64_t s = s0; s < s0 + len; s += LK_W) {
             int k = s0 + len - s < LK_W ? (int)(s0 + len - s) : LK_W;
-            lk_s yb[LK_W], wb[LK_W];
-            for (int l = 0; l < LK_W; l++) {
-                int64_t c = l < k ? y[n * S + s + l] : L->ignore_index;
-                int counts = c != L->ignore_index;
-                yb[l] = counts ? (lk_s)c : (lk_s)-1;
-                wb[l] = counts ? (lk_s)(L->w.n ? L->w.d[c] : 1.0) : (lk_s)0;
-            }
+            int bad; /* forward has refused bad targets */
+            lk_v yv = lk__cls_y(&io, n * S + s, k, &bad); /* -1 where ignored or past k */
+            lk_v w = L->w.n ? lk_w_narrow(lk_cls_lookup(L->w.d, yv))
+                            : lk_keep(lk_ge(yv, lk_zero()), lk_set(1.0));
             /* 0 - w scale: +0 where w is 0, whatever the scale */
-            lk_v yv = lk_load(yb), gv = lk_sub(lk_zero(), lk_mul0(lk_load(wb), sc));
+            lk_v gv = lk_sub(lk_zero(), lk_mul0(w, sc));
             lk_v cv = lk_zero();
             for (int64_t c = 0; c < C; c++, cv = lk_add(cv, lk_set(1.0))) {
                 int64_t i = (n * C + c) * S + s;
