@@ -381,6 +381,46 @@ Test(cli, list_prints_the_tutorial_losses)
     proc_free(&r);
 }
 
+/* Where the fields after the first three words of a list row begin (the
+ * summary's own spaces come after them). */
+static void list_columns(const char *line, size_t len, size_t at[3])
+{
+    size_t i = 0;
+    for (int f = 0; f < 3; f++) {
+        while (i < len && line[i] != ' ')
+            i++;
+        while (i < len && line[i] == ' ')
+            i++;
+        at[f] = i;
+    }
+}
+
+/* Every row's family, reductions and summary start in the same column,
+ * however long the longest id (multilabel_soft_margin) or family is. */
+Test(cli, list_columns_line_up)
+{
+    proc r = lk(NULL, "list", NULL);
+    expect_ok(&r);
+    size_t first[3] = {0, 0, 0};
+    int rows = 0;
+    for (const char *line = r.out; *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        if (len && line[0] != ' ') {
+            size_t at[3];
+            list_columns(line, len, at);
+            if (rows++ == 0)
+                memcpy(first, at, sizeof first);
+            for (int f = 0; f < 3; f++)
+                cr_assert_eq(at[f], first[f], "column %d of \"%.*s\" starts at %zu, not %zu", f + 2,
+                             (int)len, line, at[f], first[f]);
+        }
+        line += len + (nl ? 1 : 0);
+    }
+    cr_assert_geq(rows, N_TUTORIAL, "%d rows: %s", rows, r.out);
+    proc_free(&r);
+}
+
 static const cJSON *find_loss(const cJSON *losses, const char *id, const char *plugin)
 {
     const cJSON *it;
@@ -988,7 +1028,8 @@ Test(cli, shadow_list)
     cr_assert_geq(builtin, 0, "no dice from segmentation: %s", r.out);
     cr_assert_lt(example, builtin, "the winner is not listed first: %s", r.out);
     cr_assert(!rows[example].shadowed, "the example's dice is marked shadowed: %s", r.out);
-    cr_assert(rows[builtin].shadowed, "the segmentation family's dice is not marked shadowed: %s", r.out);
+    cr_assert(rows[builtin].shadowed, "the segmentation family's dice is not marked shadowed: %s",
+              r.out);
     cr_assert(strstr(rows[builtin].shadow_line, "segmentation.so") != NULL, "%s",
               rows[builtin].shadow_line);
     cr_assert(strstr(rows[builtin].shadow_line, so) != NULL, "%s", rows[builtin].shadow_line);

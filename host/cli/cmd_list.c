@@ -6,6 +6,11 @@
 
 #include "cli.h"
 
+static int imax(int a, int b)
+{
+    return a > b ? a : b;
+}
+
 static const char *param_type_name(int32_t type)
 {
     switch (type) {
@@ -96,14 +101,26 @@ int cmd_list(int argc, char **argv)
         lk_runtime_close(rt);
         return EXIT_OK;
     }
+    /* columns as wide as their longest entry, so that every row lines up */
+    int w_id = 0, w_plugin = 0, w_red = 0;
     for (size_t i = 0; i < lk_runtime_loss_count(rt); i++) {
         lk_loss_info li;
         lk_runtime_loss_at(rt, i, &li);
         char red[64];
         print_reductions(li.desc, red, sizeof red);
-        printf("%-18s %-16s %-26s %s\n", li.id, li.plugin_name, red, li.desc->summary);
+        w_id = imax(w_id, (int)strlen(li.id));
+        w_plugin = imax(w_plugin, (int)strlen(li.plugin_name));
+        w_red = imax(w_red, (int)strlen(red));
+    }
+    for (size_t i = 0; i < lk_runtime_loss_count(rt); i++) {
+        lk_loss_info li;
+        lk_runtime_loss_at(rt, i, &li);
+        char red[64];
+        print_reductions(li.desc, red, sizeof red);
+        printf("%-*s  %-*s  %-*s  %s\n", w_id, li.id, w_plugin, li.plugin_name, w_red, red,
+               li.desc->summary);
         if (li.shadowed)
-            printf("%-18s   shadowed: %s loses to %s\n", "", li.plugin_file, li.shadowed_by);
+            printf("%-*s    shadowed: %s loses to %s\n", w_id, "", li.plugin_file, li.shadowed_by);
     }
     if (lk_runtime_loss_count(rt) == 0)
         cli_error("no losses found; check LOSSKIT_PLUGIN_PATH");
