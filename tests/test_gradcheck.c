@@ -315,7 +315,7 @@ Test(edge, bce_inf_logits_weighted)
 /* Binary targets: 0 when the logit agrees, +inf when it contradicts (0 if
  * alpha_t = 0), with gradient -(2t - 1) alpha_t; soft targets: +inf with
  * gradient alpha_t (p - t) q^gamma, q = 1 - p_t. */
-static void focal_inf(double alpha, double gamma)
+static void focal_inf(double alpha, double gamma, int n)
 {
     const double inf = HUGE_VAL;
     const double x[] = {inf, -inf, inf, -inf, inf, -inf};
@@ -335,16 +335,21 @@ static void focal_inf(double alpha, double gamma)
              "{\"loss\": \"focal\", \"params\": {\"alpha\": %g, \"gamma\": %g}, "
              "\"reduction\": \"none\"}",
              alpha, gamma);
-    check_none(config, 6, x, t, NULL, out, grad);
+    check_none(config, n, x, t, NULL, out, grad);
 }
 
+/* n = 6: binary and soft targets in one vector; n = 4: binary targets
+ * only, the kernels' path for vectors of 0s and 1s (alpha 0 and 1 make
+ * alpha_t 0 for one target there). */
 Test(edge, focal_inf_logits)
 {
     const double gammas[] = {0.0, 0.5, 1.0, 2.0, 3.0};
     const double alphas[] = {0.25, -1.0, 0.0, 1.0};
     for (int a = 0; a < 4; a++)
-        for (int g = 0; g < 5; g++)
-            focal_inf(alphas[a], gammas[g]);
+        for (int g = 0; g < 5; g++) {
+            focal_inf(alphas[a], gammas[g], 6);
+            focal_inf(alphas[a], gammas[g], 4);
+        }
 }
 
 /* The overlap losses and focal_mean_bce take +-inf logits too: finite (or

@@ -445,6 +445,7 @@ LK_AI lk_fm lk_f_not(lk_fm a) { return !a; }
 LK_AI int lk_f_any(lk_fm m) { return m != 0; }
 LK_AI int lk_f_all(lk_fm m) { return m != 0; }
 LK_AI lk_fv lk_f_round(lk_fv a) { return nearbyintf(a); }
+LK_AI lk_dv lk_d_round(lk_dv a) { return nearbyint(a); }
 
 LK_AI lk_dv lk_d_set(double a) { return a; }
 LK_AI lk_dv lk_d_zero(void) { return 0.0; }
@@ -986,6 +987,8 @@ typedef lk_dm lk_m;
  * elsewhere: a select by the bit itself, with no compare */
 #define lk_select_neg LK__OP(select_neg)
 #define lk_sqrt      LK__OP(sqrt)
+/* a rounded to the nearest integer, ties to even (NaN stays NaN) */
+#define lk_round     LK__OP(round)
 #define lk_lt        LK__OP(lt)
 #define lk_le        LK__OP(le)
 #define lk_gt        LK__OP(gt)
