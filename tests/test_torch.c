@@ -1322,3 +1322,55 @@ static void expect_paths_agree(int64_t C, int64_t S)
     free(weights);
     free_pdata(&d);
 }
+
+/* gaussian_nll with an infinite variance: the loss +inf, both gradients 0
+ * (torch's autograd gives 0 for var as well: 1/v - d^2/v^2 at v = inf),
+ * never NaN; the finite elements beside them by the closed form. Float32
+ * and float64, reduction none. */
+Test(edge, gaussian_nll_infinite_var)
+{
+    const double x[4] = {1.0, 3.0, -2.0, 0.5}, t[4] = {0.0, 1.0, 1.0, 0.0};
+    const double var[4] = {HUGE_VAL, 1.5, HUGE_VAL, 2.0};
+    static const int64_t shape[1] = {4};
+    for (int f32 = 0; f32 <= 1; f32++) {
+        int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+        double xd[4], td[4], vd[4], gx[4], gv[4], out[4];
+        float xf[4], tf[4], vf[4], gxf[4], gvf[4], outf[4];
+        for (int i = 0; i < 4; i++) {
+            xd[i] = x[i], td[i] = t[i], vd[i] = var[i];
+            xf[i] = (float)x[i], tf[i] = (float)t[i], vf[i] = (float)var[i];
+        }
+        lk_named_tensor in[3] = {{"input", {f32 ? (void *)xf : xd, dt, 1, shape, NULL}, "input"},
+                                 {"target", {f32 ? (void *)tf : td, dt, 1, shape, NULL}, "target"},
+                                 {"var", {f32 ? (void *)vf : vd, dt, 1, shape, NULL}, "var"}};
+        lk_named_tensor g[2] = {{"input", {f32 ? (void *)gxf : gx, dt, 1, shape, NULL}, "grad"},
+                                {"var", {f32 ? (void *)gvf : gv, dt, 1, shape, NULL}, "grad_var"}};
+        lk_tensor o = {f32 ? (void *)outf : out, dt, 1, shape, NULL};
+        lk_eval_args args;
+        lk_eval_args_init(&args);
+        args.tensors = in, args.n_tensors = 3;
+        args.grads = g, args.n_grads = 2;
+        args.out = &o;
+        lk_runtime *rt = open_runtime(1);
+        lk_loss *loss = make_loss(rt, "{\"loss\": \"gaussian_nll\", \"reduction\": \"none\"}");
+        double value;
+        lk_status st = lk_loss_eval(loss, &args, &value);
+        cr_assert_eq(st, LK_OK, "lk_loss_eval: %s", args.errmsg);
+        for (int i = 0; i < 4; i++) {
+            if (f32)
+                out[i] = outf[i], gx[i] = gxf[i], gv[i] = gvf[i];
+            double d = x[i] - t[i], v = var[i];
+            double wo = isinf(v) ? HUGE_VAL : 0.5 * (log(v) + d * d / v);
+            double wx = isinf(v) ? 0.0 : d / v, wv = isinf(v) ? 0.0 : 0.5 * (v - d * d) / (v * v);
+            double tol = f32 ? 1e-6 : 1e-14;
+            cr_expect(isinf(wo) ? out[i] == wo : fabs(out[i] - wo) <= tol * fabs(wo),
+                      "f32 %d: out[%d] = %g, want %g", f32, i, out[i], wo);
+            cr_expect(fabs(gx[i] - wx) <= tol * fabs(wx) + 1e-300,
+                      "f32 %d: d/dinput[%d] = %g, want %g", f32, i, gx[i], wx);
+            cr_expect(fabs(gv[i] - wv) <= tol * fabs(wv) + 1e-300,
+                      "f32 %d: d/dvar[%d] = %g, want %g", f32, i, gv[i], wv);
+        }
+        lk_loss_free(loss);
+        lk_runtime_close(rt);
+    }
+}

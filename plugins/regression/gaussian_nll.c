@@ -73,7 +73,8 @@ static lk_status gaussian_plan(const void *inst, const lk_tensor *slots, int32_t
 }
 
 /* r = 1 / v and q = (x - t) r: the loss is 0.5 (log v + d q) and the var
- * gradient 0.5 (r - q^2), which stays finite (0) for v = inf. A negative
+ * gradient 0.5 (v - d^2) r^2, which is 0 for v = inf (r^2 = 0 there makes
+ * the product 0, where inf times 0 would be NaN). A negative
  * var, which torch refuses, gives NaN; NaN passes through the clamp. */
 LK_AI void gaussian_elem(const gaussian_nll *g, lk_elem *e)
 {
@@ -87,7 +88,7 @@ LK_AI void gaussian_elem(const gaussian_nll *g, lk_elem *e)
     e->grad = q;
     /* (v - d^2) / v^2 with d^2 exact inside the fma: 1/v - (d/v)^2 would
      * cancel where d^2 is near v, losing float32's last digits */
-    e->grad_u = lk_mul(lk_mul(half, lk_fnma(d, d, v)), lk_mul(r, r));
+    e->grad_u = lk_mul0(lk_mul(r, r), lk_mul(half, lk_fnma(d, d, v)));
 }
 
 LK_ELEMENTWISE_LOSS(gaussian_nll, gaussian_nll, gaussian_elem,
