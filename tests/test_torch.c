@@ -25,6 +25,7 @@
 #include <criterion/parameterized.h>
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1373,4 +1374,63 @@ Test(edge, gaussian_nll_infinite_var)
         lk_loss_free(loss);
         lk_runtime_close(rt);
     }
+}
+
+/* robust where z^2 overflows the dtype but z does not (float32 |z| >
+ * 1.8e19, float64 |z| > 1.3e154): value and gradient against the closed
+ * form in long double, whose range holds z^2. */
+static void robust_far_case(double alpha, double scale, int f32)
+{
+    static const double mag32[3] = {1e20, 1e30, 3e38}, mag64[3] = {1e160, 1e200, 1e300};
+    double xd[6], td[6] = {0}, gd[6], od[6];
+    float xf[6], tf[6] = {0}, gf[6], of[6];
+    for (int i = 0; i < 6; i++) {
+        xd[i] = (i % 2 ? -1.0 : 1.0) * (f32 ? mag32 : mag64)[i / 2];
+        xf[i] = (float)xd[i];
+    }
+    static const int64_t shape[1] = {6};
+    int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+    call c = {.x = {f32 ? (void *)xf : xd, dt, 1, shape, NULL},
+              .t = {f32 ? (void *)tf : td, dt, 1, shape, NULL},
+              .grad = f32 ? (void *)gf : gd,
+              .out = f32 ? (void *)of : od,
+              .out_ndim = 1,
+              .out_shape = {6}};
+    char config[160];
+    snprintf(config, sizeof config,
+             "{\"loss\": \"robust\", \"params\": {\"alpha\": %.17g, \"scale\": %.17g}, "
+             "\"reduction\": \"none\"}",
+             alpha, scale);
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, config);
+    run_ok(loss, &c);
+    long double a = alpha, b = fabsl(a - 2.0L);
+    double top = f32 ? FLT_MAX : DBL_MAX;
+    for (int i = 0; i < 6; i++) {
+        double out = f32 ? of[i] : od[i], grad = f32 ? gf[i] : gd[i];
+        long double z = (long double)xd[i] / scale, q = z * z / b;
+        long double rho =
+            alpha == 0.0 ? log1pl(z * z / 2.0L) : b / a * (powl(q + 1.0L, a / 2.0L) - 1.0L);
+        long double g = z / scale * powl(q + 1.0L, a / 2.0L - 1.0L);
+        /* rounded to the dtype: beyond its range inf, below it 0 */
+        double wo = fabsl(rho) > top ? HUGE_VAL : f32 ? (float)rho : (double)rho;
+        double wg = fabsl(g) > top ? copysign(HUGE_VAL, (double)g) : f32 ? (float)g : (double)g;
+        double tol = f32 ? 2e-6 : 1e-13, floor = f32 ? 1e-43 : 1e-300;
+        cr_expect(isinf(wo) ? out == wo : fabs(out - wo) <= tol * fabs(wo) + floor,
+                  "%s f32 %d: out[%d] = %.9g, want %.9g", config, f32, i, out, wo);
+        cr_expect(isinf(wg) ? grad == wg : fabs(grad - wg) <= tol * fabs(wg) + floor,
+                  "%s f32 %d: grad[%d] = %.9g, want %.9g", config, f32, i, grad, wg);
+    }
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+}
+
+Test(edge, robust_beyond_the_square)
+{
+    const double alphas[] = {-1000.0, -2.0, -0.5, 0.0, 0.5, 1.0, 1.5, 1.99};
+    for (size_t k = 0; k < sizeof alphas / sizeof alphas[0]; k++)
+        for (int f32 = 0; f32 <= 1; f32++) {
+            robust_far_case(alphas[k], 1.0, f32);
+            robust_far_case(alphas[k], 2.5, f32);
+        }
 }

@@ -22,6 +22,9 @@ typedef struct robust {
     double neg_half_b; /* -|alpha - 2| / 2 = alpha / 2 - 1 */
     double k;          /* |alpha - 2| / alpha */
     double grad_inf;   /* |d rho / dx| at |x - t| = inf, times sign(d) */
+    /* where z^2 overflows, with u = |z| far_s: rho = k (u^alpha far_l - 1)
+     * and |d rho / dx| = u^(alpha - 1) far_g (see robust_body) */
+    double far_s, far_l, far_g;
 } robust;
 
 static const lk_param_desc robust_alpha = {
@@ -62,6 +65,9 @@ static lk_status robust_init(void *inst, const lk_param_value *p, lk_msg *msg)
     r->k = a != 0.0 ? b / a : 0.0;
     /* |z|^(alpha - 1) as z -> inf: 0 below alpha = 1, 1 at 1, inf above */
     r->grad_inf = a < 1.0 ? 0.0 : a == 1.0 ? r->inv_scale : HUGE_VAL;
+    r->far_s = a < 0.0 ? 1.0 / sqrt(b) : 1.0;
+    r->far_l = a < 0.0 || b == 0.0 ? 1.0 : pow(b, -0.5 * a);
+    r->far_g = (a < 0.0 ? sqrt(b) : pow(b, 1.0 - 0.5 * a)) * r->inv_scale;
     return LK_OK;
 }
 
@@ -90,6 +96,35 @@ LK_AI lk_v robust_expm1_1(lk_v y)
     return lk_mul(p, lk_add(p, lk_set(2.0)));
 }
 
+/* The lanes where z^2 overflowed: the far forms where z is finite, the
+ * limits where it is infinite (see robust_body). Out of line: it calls the
+ * vector math library (pow), and the registers the loop keeps would be
+ * spilled around that call on every trip; e is not passed, so that its
+ * address escapes nowhere. */
+typedef struct robust_pair {
+    lk_v loss, grad;
+} robust_pair;
+
+static __attribute__((noinline)) robust_pair robust_far(const robust *r, int mode, lk_v d, lk_v z,
+                                                        robust_pair o)
+{
+    lk_m big = lk_eq(lk_mul(z, z), lk_set(HUGE_VAL));
+    lk_v az = lk_abs(z);
+    if (mode != ROBUST_TWO) {
+        lk_v u = lk_mul(az, lk_set(r->far_s));
+        lk_v far = mode == ROBUST_ZERO
+                       ? lk_sub(lk_mul(lk_set(2.0), lk_log(az)), lk_set(log(2.0)))
+                       : lk_mul(lk_set(r->k), lk_fma(lk_pow(u, lk_set(r->alpha)), lk_set(r->far_l),
+                                                     lk_set(-1.0)));
+        o.loss = lk_select(big, far, o.loss);
+        lk_v fg = lk_mul(lk_pow(u, lk_set(r->alpha - 1.0)), lk_set(r->far_g));
+        o.grad = lk_select(big, lk_copysign(fg, z), o.grad);
+    }
+    lk_m inf = lk_eq(az, lk_set(HUGE_VAL));
+    o.grad = lk_select(inf, lk_mul(lk_sign(d), lk_set(r->grad_inf)), o.grad);
+    return o;
+}
+
 /* With q = z^2 / b (b = |alpha - 2|), L = log1p(q) and y = alpha L / 2:
  *   rho = k expm1(y),   k = b / alpha,
  *   d rho / dx = (z / scale) g,   g = (1 + q)^(-b/2) = exp(-b L / 2).
@@ -114,7 +149,15 @@ LK_AI lk_v robust_expm1_1(lk_v y)
  *                z^2 = 4,                               g = r^2.
  * |x - t| = inf gives the limits: rho = inf (alpha >= 0) or |k|, and the
  * gradient 0, sign(d) / scale or sign(d) inf as alpha is below, at or
- * above 1. */
+ * above 1. Where z is finite but z^2 overflows (|z| above about 1.8e19 in
+ * float32, 1.3e154 in float64), q = inf in the forms above; there q is so
+ * large that 1 + q is q, so (1 + q)^(alpha/2) = |z|^alpha b^(-alpha/2)
+ * and d rho / dx = sign(z) |z|^(alpha - 1) b^(1 - alpha/2) / scale, by pow
+ * (log(z^2 / 2) for alpha = 0; alpha = 2 has no q). For alpha < 0 the
+ * powers are of u = |z| / sqrt(b) instead, as u^alpha and sqrt(b)
+ * u^(alpha - 1): b^(1 - alpha/2) alone overflows at alpha = -1000, where
+ * for 0 < alpha < 2 (b <= 2) the constants are moderate and u could
+ * overflow (b near 0). */
 LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
 {
     lk_v d = lk_sub(e->x, e->t), z = lk_mul(d, lk_set(r->inv_scale)), one = lk_set(1.0);
@@ -161,13 +204,11 @@ LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
         }
         rho = lk_mul(lk_set(r->k), m);
     }
-    e->loss = rho;
-    e->grad = lk_mul(gz, g);
-    /* the limits at |d| = inf, tested once per vector: z^2 is inf there */
-    if (lk_any(lk_eq(z2, lk_set(HUGE_VAL)))) {
-        lk_m inf = lk_eq(lk_abs(d), lk_set(HUGE_VAL));
-        e->grad = lk_select(inf, lk_mul(lk_sign(d), lk_set(r->grad_inf)), e->grad);
-    }
+    robust_pair o = {rho, lk_mul(gz, g)};
+    /* z^2 overflowed, tested once per vector */
+    if (lk_any(lk_eq(z2, lk_set(HUGE_VAL))))
+        o = robust_far(r, mode, d, z, o);
+    e->loss = o.loss, e->grad = o.grad;
 }
 
 #define ROBUST_FAMILY(name, mode)                                                                  \
