@@ -922,7 +922,7 @@ Test(cli, target_outside_its_range_is_data)
     write_npy(tmp("t.npy"), LK_DTYPE_F64, t, 2, shape_rc);
     proc r = lk(NULL, "run", CLI_DIR "/dice.json", "--input", tmp("x.npy"), "--target",
                 tmp("t.npy"), NULL);
-    expect_failure(&r, 4, "target[5]", NULL);
+    expect_failure(&r, 4, "target[1, 1] = 2", NULL); /* element 5 of the (R, C) target */
     proc_free(&r);
 }
 

@@ -1338,7 +1338,7 @@ Test(multiclass, float_target_outside_unit_interval)
     fill_mc(&x, &y, 3, 10, 0, 0);
     ((double *)y.data)[2 * 10 + 6] = 1.25; /* class 2, position 6 */
     ((double *)y.data)[0 * 10 + 7] = -1.0; /* class 0, position 7: later */
-    expect_mc_failure(MC, &x, &y, LK_ERR_INVALID, "target[26] = 1.25 is outside [0, 1]");
+    expect_mc_failure(MC, &x, &y, LK_ERR_INVALID, "target[0, 2, 6] = 1.25 is outside [0, 1]");
     free(x.data);
     free(y.data);
 }

@@ -1434,3 +1434,61 @@ Test(edge, robust_beyond_the_square)
             robust_far_case(alphas[k], 2.5, f32);
         }
 }
+
+/* Messages name an element of a multi-dimensional tensor by its
+ * multi-index, as "input1[1, 0]", not by its flat position. */
+static lk_status eval_slots(const char *config, int n, const char *const *names,
+                            const lk_tensor *ts, char *msg, size_t cap)
+{
+    lk_named_tensor in[4];
+    for (int i = 0; i < n; i++) {
+        in[i].name = names[i];
+        in[i].tensor = ts[i];
+        in[i].origin = names[i];
+    }
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in, args.n_tensors = (size_t)n;
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, config);
+    double v;
+    lk_status st = lk_loss_eval(loss, &args, &v);
+    snprintf(msg, cap, "%s", args.errmsg);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    return st;
+}
+
+Test(edge, messages_name_elements_by_multi_index)
+{
+    static const int64_t s22[2] = {2, 2}, s2[1] = {2}, s23[2] = {2, 3};
+    char msg[LK_ERRMSG_CAP];
+    double a[4] = {1, 2, HUGE_VAL, 4}, b[4] = {1, 0, 0, 1}, y[2] = {1, -1};
+    const char *cos_names[3] = {"input1", "input2", "target"};
+    lk_tensor cos[3] = {{a, LK_DTYPE_F64, 2, s22, NULL},
+                        {b, LK_DTYPE_F64, 2, s22, NULL},
+                        {y, LK_DTYPE_F64, 1, s2, NULL}};
+    cr_expect_eq(eval_slots("{\"loss\": \"cosine_embedding\"}", 3, cos_names, cos, msg, sizeof msg),
+                 LK_ERR_NUMERIC, "%s", msg);
+    cr_expect(strstr(msg, "input1[1, 0] = inf") != NULL, "%s", msg);
+
+    double x[6] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6};
+    int64_t cls[6] = {0, -1, 0, 2, 1, 7};
+    const char *two[2] = {"input", "target"};
+    lk_tensor ml[2] = {{x, LK_DTYPE_F64, 2, s23, NULL}, {cls, LK_DTYPE_I64, 2, s23, NULL}};
+    cr_expect_eq(eval_slots("{\"loss\": \"multilabel_margin\"}", 2, two, ml, msg, sizeof msg),
+                 LK_ERR_INVALID, "%s", msg);
+    cr_expect(strstr(msg, "target[1, 2] = 7") != NULL, "%s", msg);
+
+    double hx[6] = {0, 1, 2, 3, -HUGE_VAL, 5}, ht[6] = {1, -1, 1, -1, 1, -1};
+    lk_tensor he[2] = {{hx, LK_DTYPE_F64, 2, s23, NULL}, {ht, LK_DTYPE_F64, 2, s23, NULL}};
+    cr_expect_eq(eval_slots("{\"loss\": \"hinge_embedding\"}", 2, two, he, msg, sizeof msg),
+                 LK_ERR_NUMERIC, "%s", msg);
+    cr_expect(strstr(msg, "input[1, 1] = -inf") != NULL, "%s", msg);
+
+    double at[6] = {0, 1, 0, 1, 0.5, 3};
+    lk_tensor as[2] = {{x, LK_DTYPE_F64, 2, s23, NULL}, {at, LK_DTYPE_F64, 2, s23, NULL}};
+    cr_expect_eq(eval_slots("{\"loss\": \"asymmetric\"}", 2, two, as, msg, sizeof msg),
+                 LK_ERR_INVALID, "%s", msg);
+    cr_expect(strstr(msg, "target[1, 2] = 3 is outside [0, 1]") != NULL, "%s", msg);
+}

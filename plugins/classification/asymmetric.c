@@ -465,13 +465,11 @@ static lk_status asl_timm__fwd(const void *inst, const lk_plan *plan, const lk_b
     lk_m seen = lk_first(0);
     asl local = *(const asl *)inst;
     local.seen = &seen;
-    lk_status st =
-        lk_elementwise_forward_staged3(&local, plan, blk, asl_timm__stage, asl_timm__mid,
-                                       asl_timm__finish, ASL_TIMM_FLAGS, msg);
+    lk_status st = lk_elementwise_forward_staged3(&local, plan, blk, asl_timm__stage, asl_timm__mid,
+                                                  asl_timm__finish, ASL_TIMM_FLAGS, msg);
     if (st == LK_OK && lk_any(seen)) {
         const lk_tensor *t = &blk->slots[1];
-        return lk_first_bad_target(t->data, t->dtype == LK_DTYPE_F32, blk->begin,
-                                   blk->end - blk->begin, msg);
+        return lk_first_bad_target(t, blk->begin, blk->end - blk->begin, msg);
     }
     return st;
 }

@@ -33,19 +33,7 @@ static const lk_slot_desc cls_target01 LK__UNUSED = {
 static inline void cls_index_str(int32_t ndim, const int64_t *shape, int64_t flat, char *buf,
                                  size_t cap)
 {
-    int64_t idx[LK_MAX_NDIM];
-    size_t used = 0;
-    for (int32_t d = ndim - 1; d >= 0; d--) {
-        idx[d] = shape[d] ? flat % shape[d] : 0;
-        flat = shape[d] ? flat / shape[d] : 0;
-    }
-    buf[0] = '\0';
-    for (int32_t d = 0; d < ndim && used + 1 < cap; d++) {
-        int n = snprintf(buf + used, cap - used, "%s%lld", d ? ", " : "[", (long long)idx[d]);
-        used += n > 0 ? (size_t)n : 0;
-    }
-    if (used + 2 < cap)
-        snprintf(buf + used, cap - used, "%s", ndim ? "]" : "");
+    lk_index_str(buf, cap, ndim, shape, flat);
 }
 
 /* The lanes of slot 0 a check refuses. */

@@ -63,11 +63,14 @@ static inline lk_status hinge_refuse(const lk_block *blk, lk_msg *msg)
     int xf = x->dtype == LK_DTYPE_F32, tf = t->dtype == LK_DTYPE_F32;
     for (int64_t i = blk->begin; i < blk->end; i++) {
         double xi = lk__get(x->data, xf, i), ti = lk__get(t->data, tf, i);
-        if (xi == -HUGE_VAL && ti != -1.0)
+        if (xi == -HUGE_VAL && ti != -1.0) {
+            char where[160];
+            lk_index_str(where, sizeof where, x->ndim, x->shape, i);
             return lk_fail(msg, LK_ERR_NUMERIC,
-                           "input[%lld] = -inf with target %g: a loss of -inf, whose mean or sum "
-                           "is undefined (reduction none gives it)",
-                           (long long)i, ti);
+                           "input%s = -inf with target %g: a loss of -inf, whose mean or sum is "
+                           "undefined (reduction none gives it)",
+                           where, ti);
+        }
     }
     return LK_OK;
 }

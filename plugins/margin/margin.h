@@ -145,11 +145,13 @@ static inline lk_status mg_refuse_inf(const mg_rows *io, const char *name, int s
 {
     for (int64_t j = i; j < i + n; j++) {
         double v = mg_get(io, s, j);
-        if (isinf(v))
+        if (isinf(v)) {
+            char where[160];
+            lk_index_str(where, sizeof where, io->s[s].ndim, io->s[s].shape, j);
             return lk_fail(msg, LK_ERR_NUMERIC,
-                           "%s[%lld] = %g: the distance or angle of an infinite vector is "
-                           "undefined",
-                           name, (long long)j, v);
+                           "%s%s = %g: the distance or angle of an infinite vector is undefined",
+                           name, where, v);
+        }
     }
     return lk_fail(msg, LK_ERR_INTERNAL, "an infinite %s element vanished", name);
 }

@@ -53,10 +53,13 @@ LK_AI lk_status ml_row(const lk_none *n, const mg_rows *io, int64_t r, double *l
     int64_t nv = C;
     (void)n;
     for (int64_t j = 0; j < C; j++) {
-        if (y[j] < -1 || y[j] >= C)
+        if (y[j] < -1 || y[j] >= C) {
+            char where[160];
+            lk_index_str(where, sizeof where, io->s[1].ndim, io->s[1].shape, base + j);
             return lk_fail(msg, LK_ERR_INVALID,
-                           "target[%lld] = %lld is neither a class in [0, %lld) nor -1",
-                           (long long)(base + j), (long long)y[j], (long long)C);
+                           "target%s = %lld is neither a class in [0, %lld) nor -1", where,
+                           (long long)y[j], (long long)C);
+        }
         other[j] = 1.0;
         cnt[j] = 0.0;
     }

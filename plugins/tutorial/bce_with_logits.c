@@ -187,9 +187,11 @@ static int64_t bce_count(const bce *b, const lk_tensor *t, int64_t j0, int64_t j
         if (v == ig)
             continue;
         if (v < 0.0 || v > 1.0) {
+            char where[160];
+            lk_index_str(where, sizeof where, t->ndim, t->shape, j);
             lk_fail(msg, LK_ERR_INVALID,
-                    "target[%lld] = %g is outside [0, 1] and not ignore_index %lld", (long long)j,
-                    v, (long long)b->ignore_index);
+                    "target%s = %g is outside [0, 1] and not ignore_index %lld", where, v,
+                    (long long)b->ignore_index);
             return -1;
         }
         n++;

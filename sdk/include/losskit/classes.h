@@ -874,16 +874,18 @@ LK_AI void lk__cls_classes(const void *inst, const lk_cls_io *io, const lk_cls_c
 /* The first float target outside [0, 1] of vector v, by position, then
  * class. */
 static inline lk_status lk__cls_bad_t(const lk_cls_io *io, const lk_cls_chunk *ch, int v,
-                                      lk_msg *msg)
+                                      const lk_tensor *ts, lk_msg *msg)
 {
     for (int l = 0; l < lk__cls_k(ch, v); l++) {
         int64_t j = v * LK_W + l;
         int64_t base = ch->off ? ch->off[j] : ch->xo + j;
         for (int64_t c = 0; c < io->C; c++) {
             double t = lk__get(io->t, io->tf, base + c * io->S);
-            if (t < 0.0 || t > 1.0)
-                return lk_fail(msg, LK_ERR_INVALID, "target[%lld] = %g is outside [0, 1]",
-                               (long long)(base + c * io->S), t);
+            if (t < 0.0 || t > 1.0) {
+                char where[160];
+                lk_index_str(where, sizeof where, ts->ndim, ts->shape, base + c * io->S);
+                return lk_fail(msg, LK_ERR_INVALID, "target%s = %g is outside [0, 1]", where, t);
+            }
         }
     }
     return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
@@ -1009,7 +1011,7 @@ LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cl
                 lk__cls_again(inst, io, ch, &p, v, Ev, es, want_e, ops->fwd2, unit ? &bv : NULL,
                               G);
             if (unit && lk_any(bv))
-                return lk__cls_bad_t(io, ch, v, msg);
+                return lk__cls_bad_t(io, ch, v, &b->blk->slots[1], msg);
             if (ops->fwd_pos) {
                 lk_v loss = lk_w_narrow(ops->fwd_pos(inst, io, &p, b->pa));
                 if (io->out)
@@ -1035,7 +1037,7 @@ LK_AI lk_status lk__cls_fwd(const void *inst, const lk_cls_ops *ops, const lk_cl
                         unit ? bad : NULL, G);
     for (int v = 0; unit && v < ch->nv; v++)
         if (lk_any(bad[v]))
-            return lk__cls_bad_t(io, ch, v, msg);
+            return lk__cls_bad_t(io, ch, v, &b->blk->slots[1], msg);
     for (int v = 0; ops->fwd_pos && v < ch->nv; v++) {
         lk_v loss = lk_w_narrow(ops->fwd_pos(inst, io, &P[v], b->pa));
         if (io->out)

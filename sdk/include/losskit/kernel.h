@@ -21,7 +21,8 @@ extern "C" {
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-static inline lk_status lk_fail(lk_msg *msg, lk_status st, const char *fmt, ...)
+static inline lk_status
+lk_fail(lk_msg *msg, lk_status st, const char *fmt, ...)
 {
     if (msg && msg->buf && msg->cap > 0) {
         va_list ap;
@@ -129,6 +130,26 @@ static inline void lk_shape_str(char *buf, size_t cap, int32_t ndim, const int64
             (size_t)snprintf(buf + used, cap - used, d ? ", %lld" : "%lld", (long long)shape[d]);
     if (used < cap)
         snprintf(buf + used, cap - used, ndim == 1 ? ",)" : ")");
+}
+
+/* "[1, 0, 3]": the multi-index of element flat (row-major) of a tensor of
+ * this shape, as messages name an element; "" for a 0-d tensor. */
+static inline void lk_index_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape,
+                                int64_t flat)
+{
+    int64_t idx[LK_MAX_NDIM];
+    size_t used = 0;
+    for (int32_t d = ndim - 1; d >= 0; d--) {
+        idx[d] = shape[d] ? flat % shape[d] : 0;
+        flat = shape[d] ? flat / shape[d] : 0;
+    }
+    buf[0] = '\0';
+    for (int32_t d = 0; d < ndim && used + 1 < cap; d++) {
+        int n = snprintf(buf + used, cap - used, "%s%lld", d ? ", " : "[", (long long)idx[d]);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (ndim && used + 2 < cap)
+        snprintf(buf + used, cap - used, "]");
 }
 
 /* "float32", "int64", ... */

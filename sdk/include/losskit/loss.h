@@ -107,15 +107,17 @@ static inline double lk__get(const void *p, int f32, int64_t i)
     return f32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
 }
 
-/* The message of the first target outside [0, 1] among t[i .. i + n). */
-static inline lk_status lk_first_bad_target(const void *t, int f32, int64_t i, int64_t n,
-                                            lk_msg *msg)
+/* The message of the first target outside [0, 1] among elements [i, i +
+ * n) of t, named by its multi-index. */
+static inline lk_status lk_first_bad_target(const lk_tensor *t, int64_t i, int64_t n, lk_msg *msg)
 {
     for (int64_t j = i; j < i + n; j++) {
-        double v = lk__get(t, f32, j);
-        if (v < 0.0 || v > 1.0)
-            return lk_fail(msg, LK_ERR_INVALID, "target[%lld] = %g is outside [0, 1]",
-                           (long long)j, v);
+        double v = lk__get(t->data, t->dtype == LK_DTYPE_F32, j);
+        if (v < 0.0 || v > 1.0) {
+            char where[160];
+            lk_index_str(where, sizeof where, t->ndim, t->shape, j);
+            return lk_fail(msg, LK_ERR_INVALID, "target%s = %g is outside [0, 1]", where, v);
+        }
     }
     return lk_fail(msg, LK_ERR_INTERNAL, "a target outside [0, 1] vanished");
 }
@@ -243,6 +245,7 @@ typedef void (*lk_elem_fn)(const void *inst, lk_elem *e);
 
 typedef struct lk__ew_io {
     const void *x, *t, *w;
+    const lk_tensor *ts; /* the target's tensor, for messages */
     void *out, *g;
     int xf, tf, wf; /* each tensor is float32 */
     const void *u;  /* LK_EW_THIRD: slot 2 */
@@ -319,7 +322,7 @@ LK_AI lk_status lk__elem_load(const lk__ew_io *io, uint32_t flags, int64_t i, in
     if (flags & LK_EW_THIRD)
         e->u = lk__ld(io->u, io->uf, i, k, 1.0);
     if ((flags & LK_EW_UNIT_TARGET) && lk_any_outside01(e->t))
-        return lk_first_bad_target(io->t, io->tf, i, k, msg);
+        return lk_first_bad_target(io->ts, i, k, msg);
     return LK_OK;
 }
 
@@ -533,6 +536,7 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
     memset(&io, 0, sizeof io);
     io.x = s[0].data;
     io.t = s[1].data;
+    io.ts = &s[1];
     io.w = weighted ? ws->data : NULL;
     io.out = blk->out ? blk->out->data : NULL;
     io.g = g ? g[0].data : NULL;
@@ -658,6 +662,7 @@ LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats
     memset(&io, 0, sizeof io);
     io.x = s[0].data;
     io.t = s[1].data;
+    io.ts = &s[1];
     io.xf = s[0].dtype == LK_DTYPE_F32;
     io.tf = s[1].dtype == LK_DTYPE_F32;
     lk__accs acc;
@@ -769,6 +774,7 @@ LK_AI lk_status lk__stats_backward(const void *inst, const lk_plan *plan, const 
     memset(&io, 0, sizeof io);
     io.x = s[0].data;
     io.t = s[1].data;
+    io.ts = &s[1];
     io.g = blk->grads[0].data;
     io.xf = s[0].dtype == LK_DTYPE_F32;
     io.tf = s[1].dtype == LK_DTYPE_F32;
