@@ -321,11 +321,16 @@ static lk_status ctc_validate(const ctc_call *k, lk_msg *msg)
                            (long long)n, (long long)L, (long long)k->S);
         for (int64_t s = 0; s < L; s++) {
             int64_t l = load_int(k->tg, n * k->S + s);
-            if (l < 0 || l >= k->C || l == k->in->blank)
-                return lk_fail(msg, LK_ERR_INVALID, "sample %lld: target[%lld] = %lld is %s",
-                               (long long)n, (long long)s, (long long)l,
-                               l == k->in->blank ? "the blank; a target cannot hold it"
-                                                 : "not a class id in [0, C)");
+            if (l == k->in->blank)
+                return lk_fail(msg, LK_ERR_INVALID,
+                               "sample %lld: target[%lld] = %lld is the blank; a target cannot "
+                               "hold it",
+                               (long long)n, (long long)s, (long long)l);
+            if (l < 0 || l >= k->C)
+                return lk_fail(
+                    msg, LK_ERR_INVALID,
+                    "sample %lld: target[%lld] = %lld is not a class id in [0, C = %lld)",
+                    (long long)n, (long long)s, (long long)l, (long long)k->C);
         }
         for (int64_t t = 0; t < tn; t++)
             for (int64_t s = 0; s <= L; s++) {

@@ -243,6 +243,18 @@ class Bindings(unittest.TestCase):
         torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-14, atol=0)
 
 
+class Messages(unittest.TestCase):
+    """A refused call names the element and the bound it breaks."""
+
+    def test_ctc_label_outside_the_classes(self):
+        lp = np.log(np.full((5, 1, 4), 0.25))
+        with self.assertRaises(Exception) as cm:
+            losskit.evaluate({"loss": "ctc"}, input=lp, target=np.array([[1, 4]], np.int64),
+                             input_lengths=np.array([5], np.int64),
+                             target_lengths=np.array([2], np.int64))
+        self.assertIn("sample 0: target[1] = 4 is not a class id in [0, C = 4)", str(cm.exception))
+
+
 class EmptyBatches(unittest.TestCase):
     """A mean over nothing is 0 and its gradient 0, never torch's NaN
     (docs/design.md): an empty batch, or every target ignored."""
