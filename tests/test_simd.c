@@ -1322,10 +1322,10 @@ Test(multiclass, bad_class_index_names_its_position)
     ((int64_t *)y.data)[7003] = 4;
     ((int64_t *)y.data)[7010] = -1;
     expect_mc_failure(MC, &x, &y, LK_ERR_INVALID,
-                      "target[7003] = 4 is not a class index in [0, 4) nor ignore_index -100");
+                      "target[1, 2003] = 4 is not a class index in [0, 4) nor ignore_index -100");
     ((int64_t *)y.data)[7003] = -100;
     expect_mc_failure(MC, &x, &y, LK_ERR_INVALID,
-                      "target[7010] = -1 is not a class index in [0, 4) nor ignore_index -100");
+                      "target[1, 2010] = -1 is not a class index in [0, 4) nor ignore_index -100");
     free(x.data);
     free(y.data);
 }

@@ -235,11 +235,11 @@ static double seg_mc_prep(const void *inst, const lk_plan *plan, const lk_block 
 static lk_status seg_bad_index(const void *inst, const lk_tensor *t, int64_t pos, int64_t y,
                                int64_t C, lk_msg *msg)
 {
-    (void)t;
+    char where[160];
+    lk_index_str(where, sizeof where, t->ndim, t->shape, pos);
     return lk_fail(msg, LK_ERR_INVALID,
-                   "target[%lld] = %lld is not a class index in [0, %lld) nor ignore_index %lld",
-                   (long long)pos, (long long)y, (long long)C,
-                   (long long)((const seg *)inst)->idx_ignore);
+                   "target%s = %lld is not a class index in [0, %lld) nor ignore_index %lld",
+                   where, (long long)y, (long long)C, (long long)((const seg *)inst)->idx_ignore);
 }
 
 /* Targets are checked to lie in [0, 1] unless ignore_index is given (its
@@ -440,9 +440,13 @@ static lk_status seg_sc_fwd(const void *inst, const lk_plan *plan, const lk_bloc
             double p = r.p[c], t = r.tc[c];
             if (!r.on[c])
                 continue;
-            if (!o->has_ignore && (t < 0.0 || t > 1.0))
-                st = lk_fail(msg, LK_ERR_INVALID, "target[%lld] = %g is outside [0, 1]",
-                             (long long)(pos / r.S * r.C * r.S + c * r.S + pos % r.S), t);
+            if (!o->has_ignore && (t < 0.0 || t > 1.0)) {
+                char where[160];
+                const lk_tensor *ts = &blk->slots[1];
+                lk_index_str(where, sizeof where, ts->ndim, ts->shape,
+                             pos / r.S * r.C * r.S + c * r.S + pos % r.S);
+                st = lk_fail(msg, LK_ERR_INVALID, "target%s = %g is outside [0, 1]", where, t);
+            }
             s[SEG_I * r.C + c] += o->min_i ? (p < t ? p : t) : p * t;
             s[SEG_P * r.C + c] += o->squared ? p * p : p;
             s[SEG_T * r.C + c] += o->squared ? t * t : t;

@@ -332,15 +332,16 @@ static lk_status fmc_bad_index(const void *inst, const lk_tensor *t, int64_t pos
                                int64_t C, lk_msg *msg)
 {
     const focal *f = (const focal *)inst;
-    (void)t;
+    char where[160];
+    lk_index_str(where, sizeof where, t->ndim, t->shape, pos);
     if (!f->has_ignore)
         return lk_fail(msg, LK_ERR_INVALID,
-                       "target[%lld] = %lld is not a class index in [0, %lld) (no ignore_index "
-                       "is set)",
-                       (long long)pos, (long long)y, (long long)C);
+                       "target%s = %lld is not a class index in [0, %lld) (no ignore_index is "
+                       "set)",
+                       where, (long long)y, (long long)C);
     return lk_fail(msg, LK_ERR_INVALID,
-                   "target[%lld] = %lld is not a class index in [0, %lld) nor ignore_index %lld",
-                   (long long)pos, (long long)y, (long long)C, (long long)f->ignore_index);
+                   "target%s = %lld is not a class index in [0, %lld) nor ignore_index %lld", where,
+                   (long long)y, (long long)C, (long long)f->ignore_index);
 }
 
 static const lk_cls_ops fmc_ops = {
