@@ -1492,3 +1492,26 @@ Test(edge, messages_name_elements_by_multi_index)
                  LK_ERR_INVALID, "%s", msg);
     cr_expect(strstr(msg, "target[1, 2] = 3 is outside [0, 1]") != NULL, "%s", msg);
 }
+
+Test(edge, lovasz_messages_name_elements_by_multi_index)
+{
+    static const int64_t s123[3] = {1, 2, 3}, s1322[4] = {1, 3, 2, 2}, s122[3] = {1, 2, 2};
+    const char *two[2] = {"input", "target"};
+    char msg[LK_ERRMSG_CAP];
+    double x[6] = {0.1, 0.2, 0.3, 0.4, 0.5, HUGE_VAL};
+    double t[6] = {0, 1, 0, 2, 1, 0}, t01[6] = {0, 1, 0, 1, 1, 0};
+    lk_tensor h[2] = {{x, LK_DTYPE_F64, 3, s123, NULL}, {t, LK_DTYPE_F64, 3, s123, NULL}};
+    cr_expect_eq(eval_slots("{\"loss\": \"lovasz_hinge\"}", 2, two, h, msg, sizeof msg),
+                 LK_ERR_INVALID, "%s", msg);
+    cr_expect(strstr(msg, "target[0, 1, 0] = 2 is not 0 or 1") != NULL, "%s", msg);
+    h[1].data = t01;
+    cr_expect_eq(eval_slots("{\"loss\": \"lovasz_hinge\"}", 2, two, h, msg, sizeof msg),
+                 LK_ERR_NUMERIC, "%s", msg);
+    cr_expect(strstr(msg, "input[0, 1, 2] = inf is not finite") != NULL, "%s", msg);
+    double xs[12] = {0};
+    int64_t ys[4] = {0, 1, 5, 2};
+    lk_tensor s[2] = {{xs, LK_DTYPE_F64, 4, s1322, NULL}, {ys, LK_DTYPE_I64, 3, s122, NULL}};
+    cr_expect_eq(eval_slots("{\"loss\": \"lovasz_softmax\"}", 2, two, s, msg, sizeof msg),
+                 LK_ERR_INVALID, "%s", msg);
+    cr_expect(strstr(msg, "target[0, 1, 0] = 5 is not a class in [0, C = 3)") != NULL, "%s", msg);
+}

@@ -943,19 +943,23 @@ static lk_status lv_validate(lv_call *k, lk_msg *msg)
 {
     const lv_inst *in = k->in;
     int64_t np = k->N * k->HW;
+    char where[160];
     for (int64_t q = 0; q < np; q++) {
         if (in->kind == LV_HINGE) {
             double t = ld(k->t, q);
-            if (t != 0.0 && t != 1.0 && !is_ignored_f(k, t))
-                return lk_fail(msg, LK_ERR_INVALID, "target[%lld] = %g is not 0 or 1%s",
-                               (long long)q, t, in->has_ignore ? " nor ignore_index" : "");
+            if (t != 0.0 && t != 1.0 && !is_ignored_f(k, t)) {
+                lk_index_str(where, sizeof where, k->t->ndim, k->t->shape, q);
+                return lk_fail(msg, LK_ERR_INVALID, "target%s = %g is not 0 or 1%s", where, t,
+                               in->has_ignore ? " nor ignore_index" : "");
+            }
         } else {
             int64_t t = ld_int(k->t, q);
-            if ((t < 0 || t >= k->C) && !(in->has_ignore && t == in->ignore))
-                return lk_fail(msg, LK_ERR_INVALID,
-                               "target[%lld] = %lld is not a class in [0, C = %lld)%s",
-                               (long long)q, (long long)t, (long long)k->C,
-                               in->has_ignore ? " nor ignore_index" : "");
+            if ((t < 0 || t >= k->C) && !(in->has_ignore && t == in->ignore)) {
+                lk_index_str(where, sizeof where, k->t->ndim, k->t->shape, q);
+                return lk_fail(
+                    msg, LK_ERR_INVALID, "target%s = %lld is not a class in [0, C = %lld)%s", where,
+                    (long long)t, (long long)k->C, in->has_ignore ? " nor ignore_index" : "");
+            }
         }
     }
     int64_t nx = np * (in->kind == LV_HINGE ? 1 : k->C);
@@ -982,9 +986,10 @@ static lk_status lv_validate(lv_call *k, lk_msg *msg)
     free(j.amax);
     /* the rounding of 1 - x s, or of exp(x - lse) with lse <= max x + log C */
     k->tie = 16.0 * DBL_EPSILON * (2.0 + 2.0 * amax + log((double)k->C + 1.0));
-    if (bad >= 0)
-        return lk_fail(msg, LK_ERR_NUMERIC, "input[%lld] = %g is not finite", (long long)bad,
-                       ld(k->x, bad));
+    if (bad >= 0) {
+        lk_index_str(where, sizeof where, k->x->ndim, k->x->shape, bad);
+        return lk_fail(msg, LK_ERR_NUMERIC, "input%s = %g is not finite", where, ld(k->x, bad));
+    }
     return LK_OK;
 }
 
