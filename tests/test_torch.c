@@ -1515,3 +1515,24 @@ Test(edge, lovasz_messages_name_elements_by_multi_index)
                  LK_ERR_INVALID, "%s", msg);
     cr_expect(strstr(msg, "target[0, 1, 0] = 5 is not a class in [0, C = 3)") != NULL, "%s", msg);
 }
+
+/* The stencil losses' refusal of an infinite input names it by its
+ * multi-index, on both of their drivers (sobolev's differences, ssim's
+ * windows). */
+Test(edge, stencil_messages_name_elements_by_multi_index)
+{
+    static const int64_t s[4] = {1, 1, 12, 12};
+    const char *two[2] = {"input", "target"};
+    char msg[LK_ERRMSG_CAP];
+    double x[144] = {0}, t[144] = {0};
+    x[5 * 12 + 7] = HUGE_VAL;
+    lk_tensor xt[2] = {{x, LK_DTYPE_F64, 4, s, NULL}, {t, LK_DTYPE_F64, 4, s, NULL}};
+    const char *configs[3] = {"{\"loss\": \"sobolev\"}", "{\"loss\": \"ssim\"}",
+                              "{\"loss\": \"total_variation\"}"};
+    for (int c = 0; c < 3; c++) {
+        cr_expect_eq(eval_slots(configs[c], c == 2 ? 1 : 2, two, xt, msg, sizeof msg),
+                     LK_ERR_NUMERIC, "%s: %s", configs[c], msg);
+        cr_expect(strstr(msg, "input[0, 0, 5, 7] = inf; this loss takes differences") != NULL,
+                  "%s: %s", configs[c], msg);
+    }
+}

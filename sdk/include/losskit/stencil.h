@@ -92,15 +92,20 @@ LK_AI lk_v lk__sten_ld(const void *p, int f32, int64_t i, int k, int64_t n)
     return lk_load(buf);
 }
 
-/* The message of the first infinite element among x[i .. i + k). */
-static inline lk_status lk__sten_inf(const void *x, int f32, int64_t i, int k, lk_msg *msg)
+/* The message of the first infinite element among elements [i, i + k) of
+ * x, named by its multi-index. */
+static inline lk_status lk__sten_inf(const lk_tensor *x, int64_t i, int k, lk_msg *msg)
 {
+    const int f32 = x->dtype == LK_DTYPE_F32;
     for (int64_t j = i; j < i + k; j++)
-        if (isinf(lk__get(x, f32, j)))
+        if (isinf(lk__get(x->data, f32, j))) {
+            char where[160];
+            lk_index_str(where, sizeof where, x->ndim, x->shape, j);
             return lk_fail(msg, LK_ERR_NUMERIC,
-                           "input[%lld] = %g; this loss takes differences of neighbouring "
+                           "input%s = %g; this loss takes differences of neighbouring "
                            "inputs and needs them finite",
-                           (long long)j, lk__get(x, f32, j));
+                           where, lk__get(x->data, f32, j));
+        }
     return lk_fail(msg, LK_ERR_INTERNAL, "an infinite input vanished");
 }
 
@@ -196,6 +201,7 @@ static inline void lk_edges_plan(const lk_tensor *x, int32_t K, uint32_t flags, 
 
 typedef struct lk__eio {
     const void *x, *t;
+    const lk_tensor *xs; /* the input's tensor, for messages */
     void *out, *g;
     int xf, tf, acc;
     int64_t numel;
@@ -361,7 +367,7 @@ LK_AI lk_status lk__edges_chunk(const void *inst, lk_elem_fn node, lk_edge_fn ed
                 t0 = lk__ld(io->t, io->tf, p, k, 0.0);
         }
         if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(x0), lk_set(HUGE_VAL))))
-            return lk__sten_inf(io->x, io->xf, p, k, msg);
+            return lk__sten_inf(io->xs, p, k, msg);
         lk_v loss = lk_zero(), grad = lk_zero();
         if ((flags & LK_STEN_NODE) && w[0] != 0.0) {
             lk_elem e;
@@ -499,7 +505,7 @@ LK_AI lk_status lk__res_piece(const void *inst, lk_elem_fn node, lk_edge_fn edge
         if ((flags & LK_STEN_FINITE) && lk_any(lk_eq(lk_abs(r), lk_set(HUGE_VAL)))) {
             for (int64_t j = p; j < p + k; j++)
                 if (isinf(lk__get(io->x, io->xf, j))) {
-                    st = lk__sten_inf(io->x, io->xf, j, 1, msg);
+                    st = lk__sten_inf(io->xs, j, 1, msg);
                     break;
                 }
             if (st != LK_OK)
@@ -761,6 +767,7 @@ LK_AI lk_status lk_edges_forward(const void *inst, const lk_plan *plan, const lk
         wv[j] = lk_set(w[j]);
     lk__eio io;
     io.x = s[0].data;
+    io.xs = &s[0];
     io.t = (flags & LK_STEN_TARGET) ? s[1].data : NULL;
     io.xf = s[0].dtype == LK_DTYPE_F32;
     io.tf = (flags & LK_STEN_TARGET) ? s[1].dtype == LK_DTYPE_F32 : 0;
@@ -928,6 +935,7 @@ LK_AI int64_t lk__vround(int64_t n)
 
 typedef struct lk__wio {
     const void *x, *t;
+    const lk_tensor *xs; /* the input's tensor, for messages */
     void *g;
     int xf, tf, acc;
     int64_t H, W, Hv, Wv, rl; /* rl: a scratch row's length */
@@ -1054,6 +1062,7 @@ LK_AI lk_status lk_window_forward(const void *inst, const lk_plan *plan, const l
     const lk_tensor *s = blk->slots;
     lk__wio io;
     io.x = s[0].data;
+    io.xs = &s[0];
     io.t = s[1].data;
     io.xf = s[0].dtype == LK_DTYPE_F32;
     io.tf = s[1].dtype == LK_DTYPE_F32;
@@ -1084,7 +1093,7 @@ LK_AI lk_status lk_window_forward(const void *inst, const lk_plan *plan, const l
         int k = blk->end - i < LK_W ? (int)(blk->end - i) : LK_W;
         if (lk_any(lk_eq(lk_abs(lk__ld(io.x, io.xf, i, k, 0.0)), lk_set(HUGE_VAL)))) {
             free(mem);
-            return lk__sten_inf(io.x, io.xf, i, k, msg);
+            return lk__sten_inf(io.xs, i, k, msg);
         }
     }
     lk_acc sum = lk_acc_zero();
