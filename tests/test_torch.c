@@ -1536,3 +1536,35 @@ Test(edge, stencil_messages_name_elements_by_multi_index)
                   "%s: %s", configs[c], msg);
     }
 }
+
+/* The segmentation losses with ignore_index: a float target that is not
+ * ignore_index must still lie in [0, 1] (the screen of the targets is off
+ * there, ignore_index itself lying anywhere); ignore_index passes. */
+Test(edge, segmentation_ignore_index_keeps_the_unit_check)
+{
+    static const int64_t s1[4] = {1, 1, 2, 2}, s2[4] = {1, 2, 2, 2};
+    const char *two[2] = {"input", "target"};
+    const char *losses[3] = {"dice", "mcc", "tversky"};
+    const char *modes[3] = {"binary", "multiclass", "multilabel"};
+    char msg[LK_ERRMSG_CAP], config[200];
+    for (int l = 0; l < 3; l++)
+        for (int m = 0; m < 3; m++) {
+            if (l == 1 && m == 1)
+                continue; /* mcc has no multiclass mode */
+            const int64_t *s = m == 0 ? s1 : s2;
+            int n = m == 0 ? 4 : 8;
+            double x[8] = {0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8};
+            double t[8] = {0, 1, 7, 0, 1, 0, 7, 1};
+            lk_tensor xt[2] = {{x, LK_DTYPE_F64, 4, s, NULL}, {t, LK_DTYPE_F64, 4, s, NULL}};
+            snprintf(config, sizeof config,
+                     "{\"loss\": \"%s\", \"params\": {\"mode\": \"%s\", \"ignore_index\": 7}}",
+                     losses[l], modes[m]);
+            cr_expect_eq(eval_slots(config, 2, two, xt, msg, sizeof msg), LK_OK, "%s: %s", config,
+                         msg);
+            t[n - 1] = 1.5;
+            cr_expect_eq(eval_slots(config, 2, two, xt, msg, sizeof msg), LK_ERR_INVALID, "%s: %s",
+                         config, msg);
+            cr_expect(strstr(msg, "= 1.5 is outside [0, 1] and not ignore_index") != NULL, "%s: %s",
+                      config, msg);
+        }
+}

@@ -93,10 +93,40 @@ static inline int64_t seg_run_pair(const lk_plan *plan, int64_t i)
     return plan->aux[SEG_AUX_PER] ? run : run % C;
 }
 
+/* With ignore_index the drivers' screen of the targets is off (it would
+ * refuse ignore_index itself), so the float targets that are not
+ * ignore_index are checked to lie in [0, 1] here, before the block's pass:
+ * elements [e0, e1) of t, or with C > 0 positions [e0, e1) of an (N, C,
+ * S) t, every class of each. NaN passes, as the screen lets it. */
+static lk_status seg_check_kept(const seg *o, const lk_tensor *t, int64_t e0, int64_t e1,
+                                int64_t C, int64_t S, lk_msg *msg)
+{
+    if (!o->has_ignore || (t->dtype != LK_DTYPE_F32 && t->dtype != LK_DTYPE_F64))
+        return LK_OK;
+    const int f32 = t->dtype == LK_DTYPE_F32;
+    const double ign = (double)o->ignore;
+    for (int64_t p = e0; p < e1; p++)
+        for (int64_t c = 0; c < (C > 0 ? C : 1); c++) {
+            int64_t j = C > 0 ? p / S * C * S + c * S + p % S : p;
+            double v = lk__get(t->data, f32, j);
+            if (v != ign && (v < 0.0 || v > 1.0)) {
+                char where[160];
+                lk_index_str(where, sizeof where, t->ndim, t->shape, j);
+                return lk_fail(msg, LK_ERR_INVALID,
+                               "target%s = %g is outside [0, 1] and not ignore_index %lld",
+                               where, v, (long long)o->ignore);
+            }
+        }
+    return LK_OK;
+}
+
 static lk_status seg_ew_fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
                             lk_msg *msg)
 {
     const seg local = *(const seg *)inst;
+    lk_status cs = seg_check_kept(&local, &blk->slots[1], blk->begin, blk->end, 0, 1, msg);
+    if (cs != LK_OK)
+        return cs;
     int64_t C = plan->aux[LK_CLS_AUX_C];
     lk_status st = LK_OK;
     for (int64_t i = blk->begin; st == LK_OK && i < blk->end;) {
@@ -286,8 +316,13 @@ static lk_status seg_mc_fwd(const void *inst, const lk_plan *plan, const lk_bloc
                             lk_msg *msg)
 {
     const seg local = *(const seg *)inst;
-    if (local.has_ignore)
+    if (local.has_ignore) {
+        lk_status cs = seg_check_kept(&local, &blk->slots[1], blk->begin, blk->end,
+                                      plan->aux[LK_CLS_AUX_C], plan->aux[LK_CLS_AUX_S], msg);
+        if (cs != LK_OK)
+            return cs;
         return seg_mc_fwd_with(&local, plan, blk, &seg_mc_ops_any, msg);
+    }
     return seg_mc_fwd_with(&local, plan, blk, &seg_mc_ops, msg);
 }
 
@@ -440,12 +475,13 @@ static lk_status seg_sc_fwd(const void *inst, const lk_plan *plan, const lk_bloc
             double p = r.p[c], t = r.tc[c];
             if (!r.on[c])
                 continue;
-            if (!o->has_ignore && (t < 0.0 || t > 1.0)) {
+            if (t < 0.0 || t > 1.0) { /* ignore_index is not on */
                 char where[160];
                 const lk_tensor *ts = &blk->slots[1];
                 lk_index_str(where, sizeof where, ts->ndim, ts->shape,
                              pos / r.S * r.C * r.S + c * r.S + pos % r.S);
-                st = lk_fail(msg, LK_ERR_INVALID, "target%s = %g is outside [0, 1]", where, t);
+                st = lk_fail(msg, LK_ERR_INVALID, "target%s = %g is outside [0, 1]%s", where, t,
+                             o->has_ignore ? " and not ignore_index" : "");
             }
             s[SEG_I * r.C + c] += o->min_i ? (p < t ? p : t) : p * t;
             s[SEG_P * r.C + c] += o->squared ? p * p : p;
