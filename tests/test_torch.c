@@ -1568,3 +1568,59 @@ Test(edge, segmentation_ignore_index_keeps_the_unit_check)
                       config, msg);
         }
 }
+
+/* A NaN input gives a NaN value in every overlap loss (clamps and the
+ * degenerate-class rules do not swallow it); tversky's outer power of a
+ * negative mean (smooth > smooth_dr) is torch's pow: real for an integer
+ * gamma, its gradient by central differences, NaN for a fractional one. */
+static double tv_value(const char *config, double *x, double *t, int64_t n, double *grad)
+{
+    const int64_t s[1] = {n};
+    lk_named_tensor in[2] = {{"input", {x, LK_DTYPE_F64, 1, s, NULL}, "input"},
+                             {"target", {t, LK_DTYPE_F64, 1, s, NULL}, "target"}};
+    lk_named_tensor g = {"input", {grad, LK_DTYPE_F64, 1, s, NULL}, "grad"};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in, args.n_tensors = 2;
+    args.grads = grad ? &g : NULL, args.n_grads = grad ? 1 : 0;
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss(rt, config);
+    double v = NAN;
+    cr_assert_eq(lk_loss_eval(loss, &args, &v), LK_OK, "%s: %s", config, args.errmsg);
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    return v;
+}
+
+Test(edge, overlap_nan_and_negative_means)
+{
+    const char *nan_configs[] = {"{\"loss\": \"focal_tversky\"}", "{\"loss\": \"mcc\"}",
+                                 "{\"loss\": \"tversky\"}", "{\"loss\": \"dice\"}",
+                                 "{\"loss\": \"focal_tversky\", \"params\": {\"gamma\": 2}}"};
+    for (size_t c = 0; c < sizeof nan_configs / sizeof nan_configs[0]; c++) {
+        double x[4] = {0.3, NAN, -1.0, 2.0}, t[4] = {1, 0, 0, 1};
+        double v = tv_value(nan_configs[c], x, t, 4, NULL);
+        cr_expect(isnan(v), "%s: %g, not NaN", nan_configs[c], v);
+    }
+    const char *neg = "{\"loss\": \"tversky\", \"params\": {\"from_logits\": false, \"smooth\": 1, "
+                      "\"smooth_dr\": 0, \"gamma\": %g}}";
+    char config[200];
+    double p[2] = {0.9, 0.1}, t[2] = {1.0, 0.0}, g[2];
+    snprintf(config, sizeof config, neg, 2.0);
+    double v = tv_value(config, p, t, 2, g);
+    /* I = 0.9, FP = FN = 0.1, TI = 1.9 / 1.0, L = -0.9 */
+    cr_expect(fabs(v - 0.81) <= 1e-14, "gamma 2: %.17g, want 0.81", v);
+    for (int i = 0; i < 2; i++) {
+        const double h = 1e-6;
+        double pp[2] = {p[0], p[1]}, pm[2] = {p[0], p[1]};
+        pp[i] += h, pm[i] -= h;
+        double fd = (tv_value(config, pp, t, 2, NULL) - tv_value(config, pm, t, 2, NULL)) / (2 * h);
+        cr_expect(fabs(g[i] - fd) <= 1e-7 * fmax(1.0, fabs(fd)),
+                  "gamma 2: grad[%d] = %.12g, "
+                  "central difference %.12g",
+                  i, g[i], fd);
+    }
+    snprintf(config, sizeof config, neg, 0.5);
+    v = tv_value(config, p, t, 2, NULL);
+    cr_expect(isnan(v), "gamma 0.5 of a negative mean: %g, not NaN", v);
+}

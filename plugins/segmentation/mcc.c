@@ -10,6 +10,10 @@ static seg_d mcc_pair(const seg *o, seg_d I, seg_d P, double T, double V)
     seg_d tn = sd_addc(sd_sub(I, P), V - T + o->eps);
     seg_d num = sd_sub(sd_mul(tp, tn), sd_mul(fp, fn));
     seg_d den = sd_mul(sd_mul(sd_add(tp, fp), sd_add(tp, fn)), sd_mul(sd_add(tn, fp), sd_add(tn, fn)));
+    if (isnan(den.v)) { /* a NaN input */
+        seg_d r = {den.v, den.v, den.v};
+        return r;
+    }
     if (!(den.v > 0.0))
         return sd_c(1.0); /* eps 0 and a degenerate class: MCC taken as 0 */
     return sd_sub(sd_c(1.0), sd_div(num, sd_sqrt(den)));

@@ -925,9 +925,12 @@ int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, 
     free(taken);
     double m = den > 0.0 ? num / den : 0.0, dm = den > 0.0 ? 1.0 / den : 0.0;
     if (o->kind->outer_pow && o->gamma != 1.0) {
-        seg_d r = sd_pow((seg_d){m, 1.0, 0.0}, o->gamma);
-        m = r.v;
-        dm *= r.i;
+        /* m^gamma as torch's pow: a negative mean (smooth > smooth_dr) has
+         * a real power for an integer gamma and NaN otherwise; at m = 0 the
+         * value is 0 with no gradient (none exists for gamma < 1) */
+        double r = m == 0.0 ? 0.0 : pow(m, o->gamma);
+        dm *= m == 0.0 ? 0.0 : o->gamma * pow(m, o->gamma - 1.0);
+        m = r;
     }
     *value = m;
     for (int64_t k = 0; coef && k < 2 * G * C; k++)

@@ -73,10 +73,11 @@ static inline seg_d sd_div(seg_d a, seg_d b)
     seg_d r = {q, (a.i - q * b.i) / b.v, (a.p - q * b.p) / b.v};
     return r;
 }
-/* max(a, k): below k the constant k, as torch's clamp_min (no gradient). */
+/* max(a, k): below k the constant k, as torch's clamp_min (no gradient);
+ * NaN stays NaN, as there. */
 static inline seg_d sd_max(seg_d a, double k)
 {
-    return a.v >= k ? a : sd_c(k);
+    return a.v >= k || isnan(a.v) ? a : sd_c(k);
 }
 static inline seg_d sd_log(seg_d a)
 {
@@ -89,9 +90,13 @@ static inline seg_d sd_sqrt(seg_d a)
     seg_d r = {s, 0.5 * a.i / s, 0.5 * a.p / s};
     return r;
 }
-/* a^g for a > 0; 0 with no gradient at a <= 0. */
+/* a^g for a > 0; 0 with no gradient at a <= 0; NaN for NaN. */
 static inline seg_d sd_pow(seg_d a, double g)
 {
+    if (isnan(a.v)) {
+        seg_d r = {a.v, a.v, a.v};
+        return r;
+    }
     if (!(a.v > 0.0))
         return sd_c(0.0);
     double d = g * pow(a.v, g - 1.0);
