@@ -1491,6 +1491,16 @@ Test(edge, messages_name_elements_by_multi_index)
     cr_expect_eq(eval_slots("{\"loss\": \"asymmetric\"}", 2, two, as, msg, sizeof msg),
                  LK_ERR_INVALID, "%s", msg);
     cr_expect(strstr(msg, "target[1, 2] = 3 is outside [0, 1]") != NULL, "%s", msg);
+
+    /* a target that does not fit an input of a rank the loss refuses: the
+     * message names the input's shape too */
+    static const int64_t s231[3] = {2, 3, 1};
+    int64_t y2[2] = {0, 1};
+    lk_tensor mm[2] = {{x, LK_DTYPE_F64, 3, s231, NULL}, {y2, LK_DTYPE_I64, 1, s2, NULL}};
+    cr_expect_eq(eval_slots("{\"loss\": \"multi_margin\"}", 2, two, mm, msg, sizeof msg),
+                 LK_ERR_SHAPE, "%s", msg);
+    cr_expect(strstr(msg, "expected (2, 1) (the input (2, 3, 1) without dim 1)") != NULL, "%s",
+              msg);
 }
 
 Test(edge, lovasz_messages_name_elements_by_multi_index)

@@ -144,13 +144,19 @@ static lk_status check_slot(const bound *b, uint32_t s, char *err)
     int32_t nd;
     int64_t shape[LK_MAX_NDIM];
     if (s > 0 && expected_shape(sd, &b->slots[0], &nd, shape) && !same_shape(t, nd, shape)) {
-        char got[160], want[160];
+        char got[160], want[160], in[160];
         lk_shape_str(got, sizeof got, t->ndim, t->shape);
         lk_shape_str(want, sizeof want, nd, shape);
-        return lk__err(err, LK_ERR_SHAPE, "loss '%s': %s (%s): shape %s, expected %s%s", id,
-                       sd->name, b->origin[s], got, want,
-                       sd->shape == LK_SHAPE_LIKE_INPUT ? " (the input's)"
-                                                        : " (the input's without dim 1)");
+        if (sd->shape == LK_SHAPE_LIKE_INPUT)
+            return lk__err(err, LK_ERR_SHAPE, "loss '%s': %s (%s): shape %s, expected %s (the input's)",
+                           id, sd->name, b->origin[s], got, want);
+        /* the input's shape named: where the input is itself of a rank the
+         * loss refuses (its plan says so later), the target's expected
+         * shape alone would send the user to reshape the wrong tensor */
+        lk_shape_str(in, sizeof in, b->slots[0].ndim, b->slots[0].shape);
+        return lk__err(err, LK_ERR_SHAPE,
+                       "loss '%s': %s (%s): shape %s, expected %s (the input %s without dim 1)", id,
+                       sd->name, b->origin[s], got, want, in);
     }
     return LK_OK;
 }
