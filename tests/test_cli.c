@@ -775,6 +775,27 @@ Test(cli, bad_thread_count_is_usage)
     proc_free(&r);
 }
 
+/* LOSSKIT_THREADS is the same setting as --threads: a bad value is bad
+ * usage (exit 2) too, named in one line, for every command that opens the
+ * runtime. */
+Test(cli, bad_thread_count_in_the_environment_is_usage)
+{
+    const char *cmds[3][3] = {{"list", NULL, NULL}, {"info", "mse", NULL}, {"run", NULL, NULL}};
+    for (int c = 0; c < 3; c++) {
+        char *argv[10] = {"env", "LOSSKIT_THREADS=abc", LK_CLI_PATH, (char *)cmds[c][0], NULL};
+        if (c == 1)
+            argv[4] = (char *)cmds[c][1];
+        if (c == 2) {
+            argv[4] = CLI_DIR "/mse.json";
+            argv[5] = "--input";
+            argv[6] = (char *)tmp("x.npy");
+        }
+        proc r = run_argv(NULL, argv);
+        expect_failure(&r, 2, "LOSSKIT_THREADS: 'abc' is not a thread count", NULL);
+        proc_free(&r);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* run: exit codes and messages                                              */
 

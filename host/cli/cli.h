@@ -21,6 +21,9 @@ void cli_error(const char *fmt, ...);
 /* Opens the runtime, printing load diagnostics as warnings; threads 0 picks
  * the default. Returns NULL (after printing why) on failure. */
 lk_runtime *cli_open_runtime(int32_t threads);
+/* The exit status after cli_open_runtime failed: EXIT_USAGE for a bad
+ * setting (LOSSKIT_THREADS), else EXIT_FAILURE_INTERNAL. */
+int cli_open_failed(void);
 
 /* Parses a positive integer option value; -1 on error (printed). */
 int32_t cli_parse_threads(const char *text);

@@ -941,7 +941,7 @@ int cmd_bench(int argc, char **argv)
         return EXIT_USAGE;
     lk_runtime *rt = cli_open_runtime(o.threads);
     if (!rt)
-        return EXIT_FAILURE_INTERNAL;
+        return cli_open_failed();
     lk_loss *loss;
     char err[LK_ERRMSG_CAP];
     if (lk_loss_from_file(rt, o.config, &loss, err) != LK_OK) {

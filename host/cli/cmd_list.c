@@ -95,7 +95,7 @@ int cmd_list(int argc, char **argv)
         return EXIT_USAGE;
     lk_runtime *rt = cli_open_runtime(0);
     if (!rt)
-        return EXIT_FAILURE_INTERNAL;
+        return cli_open_failed();
     if (json) {
         list_json(rt);
         lk_runtime_close(rt);
@@ -317,7 +317,7 @@ int cmd_info(int argc, char **argv)
         return EXIT_USAGE;
     lk_runtime *rt = cli_open_runtime(0);
     if (!rt)
-        return EXIT_FAILURE_INTERNAL;
+        return cli_open_failed();
     lk_loss_info li;
     char err[LK_ERRMSG_CAP];
     int rc = EXIT_OK;

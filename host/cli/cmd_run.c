@@ -344,7 +344,7 @@ int cmd_run(int argc, char **argv)
         return EXIT_USAGE;
     lk_runtime *rt = cli_open_runtime(o.threads);
     if (!rt)
-        return EXIT_FAILURE_INTERNAL;
+        return cli_open_failed();
     lk_loss *loss = NULL;
     char err[LK_ERRMSG_CAP];
     lk_status st = lk_loss_from_file(rt, o.config, &loss, err);

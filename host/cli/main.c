@@ -81,6 +81,13 @@ int32_t cli_parse_threads(const char *text)
     return (int32_t)v;
 }
 
+static int open_exit = EXIT_FAILURE_INTERNAL;
+
+int cli_open_failed(void)
+{
+    return open_exit;
+}
+
 lk_runtime *cli_open_runtime(int32_t threads)
 {
     lk_runtime_options opts;
@@ -88,8 +95,10 @@ lk_runtime *cli_open_runtime(int32_t threads)
     opts.threads = threads;
     lk_runtime *rt = NULL;
     char err[LK_ERRMSG_CAP] = "";
-    if (lk_runtime_open(&opts, &rt, err) != LK_OK) {
+    lk_status st = lk_runtime_open(&opts, &rt, err);
+    if (st != LK_OK) {
         cli_error("%s", err);
+        open_exit = st == LK_ERR_INVALID ? EXIT_USAGE : EXIT_FAILURE_INTERNAL;
         return NULL;
     }
     for (size_t i = 0; i < lk_runtime_diag_count(rt); i++)
