@@ -1082,3 +1082,25 @@ Test(hard_cli, c1_controls_in_an_argument_are_escaped)
              strerror(ENOENT));
     cr_assert_str_eq(r.err, want);
 }
+
+/* An unknown loss lists the known ids where they are few (fx_good's two)
+ * and counts them where they are many (the built-in catalogue), so that
+ * the line is never cut in the middle of the list; it always says where a
+ * plugin of one's own goes. */
+Test(hard_config, unknown_loss_lists_few_ids_and_counts_many)
+{
+    lk_loss_info info;
+    char err[LK_ERRMSG_CAP];
+    lk_runtime *few = open_only(LK_FIXTURE_DIR "/fx_good.so");
+    cr_assert_neq(lk_runtime_find(few, "nosuch", &info, err), LK_OK);
+    cr_expect(strstr(err, "unknown loss 'nosuch'; known: fx_") != NULL, "%s", err);
+    cr_expect(strstr(err, "(a loss of your own: put its plugin's folder on LOSSKIT_PLUGIN_PATH)"),
+              "%s", err);
+    lk_runtime_close(few);
+    cr_assert_neq(lk_runtime_find(rt, "focl", &info, err), LK_OK);
+    cr_expect(strstr(err, "did you mean 'focal'? ") != NULL, "%s", err);
+    cr_expect(strstr(err, " losses are known, `losskit list` shows them (a loss of your own") !=
+                  NULL,
+              "%s", err);
+    cr_expect(strlen(err) < LK_ERRMSG_CAP - 1, "the message fills its buffer: %s", err);
+}

@@ -535,13 +535,25 @@ void lk__registry_suggest(const lk__registry *reg, const char *id, char *buf, si
     }
     if (best)
         used = (size_t)snprintf(buf, cap, "did you mean '%s'? ", best);
-    if (used < cap)
-        used += (size_t)snprintf(buf + used, cap - used,
-                                 "(a loss of your own: put its plugin's folder on "
-                                 "LOSSKIT_PLUGIN_PATH) known:");
-    for (size_t i = 0; i < reg->n_entries && used < cap; i++)
+    /* the known ids where they are few enough to read in one line (and to
+     * fit the message whatever its file name), else their count */
+    size_t all = 0;
+    for (size_t i = 0; i < reg->n_entries; i++)
         if (!reg->entries[i].shadowed)
-            used += (size_t)snprintf(buf + used, cap - used, " %s", reg->entries[i].desc->id);
+            all += 1 + strlen(reg->entries[i].desc->id);
+    if (all <= 160) {
+        if (used < cap)
+            used += (size_t)snprintf(buf + used, cap - used, "known:");
+        for (size_t i = 0; i < reg->n_entries && used < cap; i++)
+            if (!reg->entries[i].shadowed)
+                used += (size_t)snprintf(buf + used, cap - used, " %s", reg->entries[i].desc->id);
+    } else if (used < cap) {
+        used += (size_t)snprintf(buf + used, cap - used,
+                                 "%zu losses are known, `losskit list` shows them", n);
+    }
+    if (used < cap)
+        snprintf(buf + used, cap - used,
+                 " (a loss of your own: put its plugin's folder on LOSSKIT_PLUGIN_PATH)");
 }
 
 /* The build tree's plugin folders when this library runs from the build
