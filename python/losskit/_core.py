@@ -2,6 +2,7 @@
 shared by the numpy and the torch front ends."""
 import ctypes
 import json
+import numbers
 import os
 import threading
 
@@ -34,8 +35,8 @@ class DataError(LosskitError):
 def _eval_error(status, msg):
     if status in (L.ERR_LOAD, L.ERR_VERSION):
         cls = PluginError
-    elif status in (L.ERR_CONFIG,):
-        cls = ConfigError
+    elif status in (L.ERR_CONFIG, L.ERR_NOT_FOUND):
+        cls = ConfigError  # a missing tensor is bad usage, as the CLI's exit code 2
     elif status in (L.ERR_NOMEM, L.ERR_INTERNAL):
         cls = LosskitError
     else:
@@ -54,9 +55,7 @@ class Runtime:
         opts = L.RuntimeOptions()
         lib.lk_runtime_options_init(ctypes.byref(opts))
         if threads is not None:
-            if int(threads) < 1:
-                raise ValueError("threads must be a positive integer, not %r" % (threads,))
-            opts.threads = int(threads)
+            opts.threads = _threads(threads)
         if plugin_path is not None:
             if not isinstance(plugin_path, str):
                 plugin_path = os.pathsep.join(os.fspath(p) for p in plugin_path)
@@ -89,11 +88,22 @@ _runtimes = {}
 _runtimes_lock = threading.Lock()
 
 
+def _threads(threads):
+    """threads= checked: an integer in [1, 1024] (not a bool, a float or a
+    string, which int() would take)."""
+    if (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+            or not 1 <= threads <= 1024):
+        raise ValueError("threads must be an integer in [1, 1024], not %r" % (threads,))
+    return int(threads)
+
+
 def runtime(threads=None, plugin_path=None):
     """The runtime for these options, opened once per process and kept.
     $LOSSKIT_PLUGIN_PATH is read when it is first opened."""
     if plugin_path is not None and not isinstance(plugin_path, str):
         plugin_path = os.pathsep.join(os.fspath(p) for p in plugin_path)
+    if threads is not None:
+        threads = _threads(threads)  # before the cache: True == 1 as a key
     key = (threads, plugin_path, os.environ.get("LOSSKIT_PLUGIN_PATH"))
     with _runtimes_lock:
         rt = _runtimes.get(key)
@@ -273,8 +283,8 @@ class CompiledLoss:
     def check_names(self, names):
         for n in names:
             if n not in self.slot_names:
-                raise DataError("'%s' is not a tensor slot of %s (slots: %s)"
-                                % (n, self.name, ", ".join(self.slot_names)))
+                raise ConfigError("'%s' is not a tensor slot of %s (slots: %s)"
+                                  % (n, self.name, ", ".join(self.slot_names)))
 
     def out_shape(self, tensors):
         c = _Call(tensors, [])

@@ -107,9 +107,16 @@ class Errors(unittest.TestCase):
         with self.assertRaises(losskit.DataError) as cm:
             loss(torch.randn(3, 4), torch.randn(4, 3))
         self.assertIn("target", str(cm.exception))
-        with self.assertRaises(losskit.DataError) as cm:
+        with self.assertRaises(losskit.ConfigError) as cm:  # bad usage, as the CLI's exit 2
             loss(torch.randn(3, 4), torch.randn(3, 4), nosuch=torch.randn(3, 4))
         self.assertIn("'nosuch' is not a tensor slot of mse", str(cm.exception))
+        with self.assertRaises(losskit.ConfigError) as cm:
+            loss(torch.randn(3, 4))
+        self.assertIn("missing tensor 'target'", str(cm.exception))
+        for bad in (0, 1025, 2.5, "2", True):
+            with self.assertRaises(ValueError, msg=repr(bad)) as cm:
+                losskit.Loss({"loss": "mse"}, threads=bad)
+            self.assertIn("threads must be an integer in [1, 1024]", str(cm.exception))
         with self.assertRaises(losskit.DataError) as cm:
             loss(torch.randn(3, 4, dtype=torch.float16), torch.randn(3, 4))
         self.assertIn("float16", str(cm.exception))
@@ -200,10 +207,11 @@ class Bindings(unittest.TestCase):
         self.assertEqual(set(g), {"input", "logits_x2"})
         np.testing.assert_array_equal(g["input"], g1["input"])
         np.testing.assert_allclose(g["logits_x2"], 0.5 * g2["input"], rtol=1e-15)
-        with self.assertRaises(losskit.DataError) as cm:
+        # a missing or unknown tensor is bad usage (the CLI's exit code 2)
+        with self.assertRaises(losskit.ConfigError) as cm:
             losskit.evaluate(self.CONFIG, input=x, target=t, logits_x2=x2)
         self.assertIn("missing tensor 'mask_x2' for slot 'target'", str(cm.exception))
-        with self.assertRaises(losskit.DataError) as cm:
+        with self.assertRaises(losskit.ConfigError) as cm:
             losskit.evaluate(self.CONFIG, input=x, target=t, logits_x2=x2, mask_x2=t2,
                              logits_x4=x2)
         self.assertIn("'logits_x4' is not a tensor slot", str(cm.exception))
