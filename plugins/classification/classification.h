@@ -29,13 +29,6 @@ static const lk_slot_desc cls_target01 LK__UNUSED = {
 /* ------------------------------------------------------------------------ */
 /* Checks of slot 0's values                                                 */
 
-/* "[1, 3, 5]": the multi-index of element flat of a tensor of this shape. */
-static inline void cls_index_str(int32_t ndim, const int64_t *shape, int64_t flat, char *buf,
-                                 size_t cap)
-{
-    lk_index_str(buf, cap, ndim, shape, flat);
-}
-
 /* The lanes of slot 0 a check refuses. */
 typedef lk_m (*cls_bad_fn)(lk_v x);
 
@@ -59,7 +52,7 @@ static inline lk_status cls_refuse_input(const lk_block *blk, int prob, const ch
     for (int64_t j = blk->begin; j < blk->end; j++) {
         double v = lk__get(x->data, xf, j);
         char where[160];
-        cls_index_str(x->ndim, x->shape, j, where, sizeof where);
+        lk_index_str(where, sizeof where, x->ndim, x->shape, j);
         if (prob && (v < 0.0 || v > 1.0))
             return lk_fail(msg, LK_ERR_INVALID,
                            "input%s = %.9g is outside [0, 1]: %s takes probabilities (for "

@@ -51,7 +51,7 @@ LK_AI lk_status nll_gather(const nll *L, const lk_plan *plan, const lk_block *bl
             continue;
         if (c < 0 || c >= C) {
             char where[160];
-            cls_index_str(t->ndim, t->shape, pos, where, sizeof where);
+            lk_index_str(where, sizeof where, t->ndim, t->shape, pos);
             return lk_fail(msg, LK_ERR_INVALID,
                            "target%s (position %lld) is %lld: not a class in [0, %lld) and not "
                            "ignore_index (%lld)",
@@ -65,7 +65,7 @@ LK_AI lk_status nll_gather(const nll *L, const lk_plan *plan, const lk_block *bl
         double xv = lk__get(x->data, xf, v->at[l]);
         if (xv == HUGE_VAL) {
             char where[160];
-            cls_index_str(x->ndim, x->shape, v->at[l], where, sizeof where);
+            lk_index_str(where, sizeof where, x->ndim, x->shape, v->at[l]);
             return lk_fail(msg, LK_ERR_NUMERIC,
                            "input%s = +inf is not a log-probability (they are <= 0); nll "
                            "refuses it rather than return -inf or NaN",
@@ -135,8 +135,7 @@ static void nll_bwd_rows(const nll *L, const lk_plan *plan, const lk_block *blk,
 {
     int64_t C = plan->aux[LK_CLS_AUX_C], S = plan->aux[LK_CLS_AUX_S];
     /* the class driver's view of the targets, for its index loads */
-    lk_cls_io io = {.t = blk->slots[1].data, .C = C, .S = S, .ignore = L->ignore_index,
-                    .index = 1};
+    lk_cls_io io = {.t = blk->slots[1].data, .C = C, .S = S, .ignore = L->ignore_index, .index = 1};
     void *g = blk->grads[0].data;
     int gf = blk->grads[0].dtype == LK_DTYPE_F32;
     int stream = lk__can_stream(g, gf, acc, 0, plan->n_positions * C);
@@ -146,7 +145,7 @@ static void nll_bwd_rows(const nll *L, const lk_plan *plan, const lk_block *blk,
         int64_t len = S - s0 < blk->end - p ? S - s0 : blk->end - p;
         for (int64_t s = s0; s < s0 + len; s += LK_W) {
             int k = s0 + len - s < LK_W ? (int)(s0 + len - s) : LK_W;
-            int bad; /* forward has refused bad targets */
+            int bad;                                      /* forward has refused bad targets */
             lk_v yv = lk__cls_y(&io, n * S + s, k, &bad); /* -1 where ignored or past k */
             lk_v w = L->w.n ? lk_w_narrow(lk_cls_lookup(L->w.d, yv))
                             : lk_keep(lk_ge(yv, lk_zero()), lk_set(1.0));

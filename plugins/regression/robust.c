@@ -106,9 +106,9 @@ typedef struct robust_pair {
 } robust_pair;
 
 static __attribute__((noinline)) robust_pair robust_far(const robust *r, int mode, lk_v d, lk_v z,
-                                                        robust_pair o)
+                                                        lk_v z2, robust_pair o)
 {
-    lk_m big = lk_eq(lk_mul(z, z), lk_set(HUGE_VAL));
+    lk_m big = lk_eq(z2, lk_set(HUGE_VAL));
     lk_v az = lk_abs(z);
     if (mode != ROBUST_TWO) {
         lk_v u = lk_mul(az, lk_set(r->far_s));
@@ -207,7 +207,7 @@ LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
     robust_pair o = {rho, lk_mul(gz, g)};
     /* z^2 overflowed, tested once per vector */
     if (lk_any(lk_eq(z2, lk_set(HUGE_VAL))))
-        o = robust_far(r, mode, d, z, o);
+        o = robust_far(r, mode, d, z, z2, o);
     e->loss = o.loss, e->grad = o.grad;
 }
 

@@ -21,8 +21,7 @@ extern "C" {
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-static inline lk_status
-lk_fail(lk_msg *msg, lk_status st, const char *fmt, ...)
+static inline lk_status lk_fail(lk_msg *msg, lk_status st, const char *fmt, ...)
 {
     if (msg && msg->buf && msg->cap > 0) {
         va_list ap;
