@@ -131,6 +131,14 @@ static inline void lk_shape_str(char *buf, size_t cap, int32_t ndim, const int64
         snprintf(buf + used, cap - used, ndim == 1 ? ",)" : ")");
 }
 
+/* A helper out of line and cold (a message's formatting, on the error path
+ * of a hot loop): inlined, it weighs on the loop's register allocation. */
+#if defined(__GNUC__)
+#define LK__COLD_FN static __attribute__((noinline, cold, unused))
+#else
+#define LK__COLD_FN static inline
+#endif
+
 /* "[1, 0, 3]": the multi-index of element flat (row-major) of a tensor of
  * this shape, as messages name an element; "" for a 0-d tensor. */
 static inline void lk_index_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape,

@@ -108,8 +108,8 @@ static inline double lk__get(const void *p, int f32, int64_t i)
 }
 
 /* The message of the first target outside [0, 1] among elements [i, i +
- * n) of t, named by its multi-index. */
-static inline lk_status lk_first_bad_target(const lk_tensor *t, int64_t i, int64_t n, lk_msg *msg)
+ * n) of t, named by its multi-index (out of line: LK__COLD_FN). */
+LK__COLD_FN lk_status lk_first_bad_target(const lk_tensor *t, int64_t i, int64_t n, lk_msg *msg)
 {
     for (int64_t j = i; j < i + n; j++) {
         double v = lk__get(t->data, t->dtype == LK_DTYPE_F32, j);

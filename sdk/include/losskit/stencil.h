@@ -93,8 +93,9 @@ LK_AI lk_v lk__sten_ld(const void *p, int f32, int64_t i, int k, int64_t n)
 }
 
 /* The message of the first infinite element among elements [i, i + k) of
- * x, named by its multi-index. */
-static inline lk_status lk__sten_inf(const lk_tensor *x, int64_t i, int k, lk_msg *msg)
+ * x, named by its multi-index. Out of line (LK__COLD_FN): inlined, its
+ * formatting made sobolev's forward 1.35 times slower. */
+LK__COLD_FN lk_status lk__sten_inf(const lk_tensor *x, int64_t i, int k, lk_msg *msg)
 {
     const int f32 = x->dtype == LK_DTYPE_F32;
     for (int64_t j = i; j < i + k; j++)
