@@ -1574,9 +1574,19 @@ Test(edge, segmentation_ignore_index_keeps_the_unit_check)
             t[n - 1] = 1.5;
             cr_expect_eq(eval_slots(config, 2, two, xt, msg, sizeof msg), LK_ERR_INVALID, "%s: %s",
                          config, msg);
-            cr_expect(strstr(msg, "= 1.5 is outside [0, 1] and not ignore_index") != NULL, "%s: %s",
-                      config, msg);
+            cr_expect(strstr(msg, "= 1.5 is outside [0, 1] and not ignore_index 7") != NULL,
+                      "%s: %s", config, msg);
         }
+    /* the per-position path (multiclass on probabilities) says the same */
+    double x[8] = {0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6};
+    double t[8] = {0, 1, 7, 0, 1, 0, 7, 1.5};
+    lk_tensor xt[2] = {{x, LK_DTYPE_F64, 4, s2, NULL}, {t, LK_DTYPE_F64, 4, s2, NULL}};
+    const char *probs = "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", "
+                        "\"from_logits\": false, \"ignore_index\": 7}}";
+    cr_expect_eq(eval_slots(probs, 2, two, xt, msg, sizeof msg), LK_ERR_INVALID, "%s", msg);
+    cr_expect(strstr(msg, "target[0, 1, 1, 1] = 1.5 is outside [0, 1] and not ignore_index 7") !=
+                  NULL,
+              "%s", msg);
 }
 
 /* A NaN input gives a NaN value in every overlap loss (clamps and the

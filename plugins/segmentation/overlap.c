@@ -14,6 +14,7 @@
  * only in the primary compile. */
 #include "overlap.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +94,18 @@ static inline int64_t seg_run_pair(const lk_plan *plan, int64_t i)
     return plan->aux[SEG_AUX_PER] ? run : run % C;
 }
 
+/* The message of a float target t[j] = v outside [0, 1]: with
+ * ignore_index on, the value it is not. */
+LK__COLD_FN lk_status seg_bad_unit(const seg *o, const lk_tensor *t, int64_t j, double v,
+                                   lk_msg *msg)
+{
+    char where[160], ign[48] = "";
+    lk_index_str(where, sizeof where, t->ndim, t->shape, j);
+    if (o->has_ignore)
+        snprintf(ign, sizeof ign, " and not ignore_index %lld", (long long)o->ignore);
+    return lk_fail(msg, LK_ERR_INVALID, "target%s = %g is outside [0, 1]%s", where, v, ign);
+}
+
 /* With ignore_index the drivers' screen of the targets is off (it would
  * refuse ignore_index itself), so the float targets that are not
  * ignore_index are checked to lie in [0, 1] here, before the block's pass:
@@ -109,13 +122,8 @@ static lk_status seg_check_kept(const seg *o, const lk_tensor *t, int64_t e0, in
         for (int64_t c = 0; c < (C > 0 ? C : 1); c++) {
             int64_t j = C > 0 ? p / S * C * S + c * S + p % S : p;
             double v = lk__get(t->data, f32, j);
-            if (v != ign && (v < 0.0 || v > 1.0)) {
-                char where[160];
-                lk_index_str(where, sizeof where, t->ndim, t->shape, j);
-                return lk_fail(msg, LK_ERR_INVALID,
-                               "target%s = %g is outside [0, 1] and not ignore_index %lld",
-                               where, v, (long long)o->ignore);
-            }
+            if (v != ign && (v < 0.0 || v > 1.0))
+                return seg_bad_unit(o, t, j, v, msg);
         }
     return LK_OK;
 }
@@ -475,14 +483,9 @@ static lk_status seg_sc_fwd(const void *inst, const lk_plan *plan, const lk_bloc
             double p = r.p[c], t = r.tc[c];
             if (!r.on[c])
                 continue;
-            if (t < 0.0 || t > 1.0) { /* ignore_index is not on */
-                char where[160];
-                const lk_tensor *ts = &blk->slots[1];
-                lk_index_str(where, sizeof where, ts->ndim, ts->shape,
-                             pos / r.S * r.C * r.S + c * r.S + pos % r.S);
-                st = lk_fail(msg, LK_ERR_INVALID, "target%s = %g is outside [0, 1]%s", where, t,
-                             o->has_ignore ? " and not ignore_index" : "");
-            }
+            if (t < 0.0 || t > 1.0) /* r.on leaves ignore_index out */
+                st = seg_bad_unit(o, &blk->slots[1], pos / r.S * r.C * r.S + c * r.S + pos % r.S,
+                                  t, msg);
             s[SEG_I * r.C + c] += o->min_i ? (p < t ? p : t) : p * t;
             s[SEG_P * r.C + c] += o->squared ? p * p : p;
             s[SEG_T * r.C + c] += o->squared ? t * t : t;
