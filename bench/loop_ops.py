@@ -7,14 +7,17 @@ counts their vector instructions by the cost bench/pipes measured on this
 CPU (AMD Zen 4, AVX-512):
 
   F  multiply pipes: fma, mul, compares and tests into a mask register,
-     vrcp14, vfixupimm, vpmulld (1 each); vpermt2ps 0.6; vdivps 2 (and 2 A)
+     vrcp14, vfixupimm, vpmulld (1 each); vpermt2ps 0.6; vdivps 2, vdivpd 3
   A  add pipes: add, sub, min, max, shifts, vgetexp, vgetmant, conversions,
      vrndscale (1 each); vscalef 2
   I  the other vector operations (bit operations, blends, integer adds,
      permutes, masked moves): any pipe, half a cycle each when both kinds
      of pipe are busy
 
-and prints the bound max(F, A, (F + A + I) / 2) in cycles per trip (one
+  D  the divider: one vdivps per 6 cycles, one vdivpd per 9 (bench/pipes,
+     step 4), beside their cycles in the multiply pipes
+
+and prints the bound max(F, A, (F + A + I) / 2, D) in cycles per trip (one
 vector per trip in the elementwise drivers). Register moves, loads, stores
 and scalar instructions are listed apart. The count is static: a branch
 inside the loop (bce's second log, for soft targets) counts in full
@@ -39,13 +42,16 @@ I1 = ("vpternlog", "vblendm", "vandp", "vandnp", "vorp", "vxorp", "vpaddd", "vps
       "vpsubq", "vpminu", "vpmaxs", "vpmins", "vpmaxu", "vpand", "vpor", "vpxor", "vpermps",
       "vpermpd", "vpermi2", "vpbroadcast", "vextract", "vinsert", "vshuf", "vpshuf", "vpmovm2",
       "valign")
+# zmm divisions: (multiply-pipe cycles, divider cycles), bench/pipes step 4
+DIVIDES = {"vdivps": (2.0, 6.0), "vdivpd": (3.0, 9.0)}
 MOVES = ("vmovap", "vmovup", "vmovdq", "vbroadcasts")
 
 
 def classify(op, arg):
-    """(kind, cost): kind F, A, I, div, or another word for what is listed apart."""
+    """(kind, cost): kind F, A, I, div (cost: the instruction, a key of DIVIDES), or another
+    word for what is listed apart."""
     if op.startswith("vdivp"):
-        return "div", 2.0
+        return "div", op[:6]
     if op.startswith("vscalef"):
         return "A", 2.0
     if op.startswith("vpermt2"):
@@ -127,16 +133,16 @@ def main():
                 n += 1
                 kind, c = classify(op, arg)
                 if kind == "div":
-                    cost["F"] += c
-                    cost["A"] += c
+                    cost["F"] += DIVIDES[c][0]
+                    cost["D"] += DIVIDES[c][1]
                 elif kind in ("F", "A", "I"):
                     cost[kind] += c
                 else:
                     apart[kind] += 1
-        f, a, i = cost["F"], cost["A"], cost["I"]
+        f, a, i, d = cost["F"], cost["A"], cost["I"], cost["D"]
         print("  loop %x-%x (%.1f %% of the function's samples): %d instructions; "
-              "F %.1f, A %.1f, I %.1f: at least %.1f cycles per trip; apart: %s"
-              % (start, end, weight, n, f, a, i, max(f, a, (f + a + i) / 2.0),
+              "F %.1f, A %.1f, I %.1f, D %.1f: at least %.1f cycles per trip; apart: %s"
+              % (start, end, weight, n, f, a, i, d, max(f, a, (f + a + i) / 2.0, d),
                  ", ".join("%s %d" % kv for kv in sorted(apart.items()))))
 
 

@@ -14,7 +14,13 @@
  *   2. the same against 8 independent zmm adds: X's cost in the add pipes;
  *   3. a loop whose every trip loads a vector and runs a chain of L
  *      dependent fmas: cycles per vector against the L an unlimited window
- *      would give.
+ *      would give;
+ *   4. the divisions apart (dividers): two of an instruction beside 8
+ *      fmas are bound by the divider, not by the pipes, when the divider
+ *      takes more than 4 cycles per division (vdivps does), so step 1 and 2
+ *      cannot tell its pipe cost. Step 4 times divisions alone (the
+ *      divider's rate), then two beside 24 fmas and beside 24 adds, where
+ *      the pipes are the bound.
  *
  * Cycles are nanoseconds times the clock the program measures first (a
  * chain of dependent integer adds, one per cycle). Usage: pipes (no
@@ -169,6 +175,23 @@ int main(void)
     PAIR("vpmulld", X3("vpmulld"));
     PAIR("vpermi2ps", X3("vpermi2ps"));
     PAIR("kandw + korw", "kandw %%k2, %%k2, %%k2\n\tkorw %%k2, %%k2, %%k2\n\t");
+    /* 4: the divider's rate, then what a division costs the pipes beside
+     * 24 fmas or adds (23.3 cycles, more than two divisions take the divider) */
+    double d4, f24, a24, f24d, a24d;
+    TIME(f24, n / 2, F8 F8 F8);
+    TIME(a24, n / 2, A8 A8 A8);
+    printf("\n| division (zmm) | divider: cycles per division | cycles beside 24 fmas | cycles "
+           "beside 24 adds |\n|---|---:|---:|---:|\n");
+    TIME(d4, n / 4, X3("vdivps") X3("vdivps"));
+    TIME(f24d, n / 2, F8 F8 F8 X3("vdivps"));
+    TIME(a24d, n / 2, A8 A8 A8 X3("vdivps"));
+    printf("| vdivps | %5.2f | %5.2f | %5.2f |\n", d4 * ghz / 4.0, (f24d - f24) * ghz / 2.0,
+           (a24d - a24) * ghz / 2.0);
+    TIME(d4, n / 4, X3("vdivpd") X3("vdivpd"));
+    TIME(f24d, n / 2, F8 F8 F8 X3("vdivpd"));
+    TIME(a24d, n / 2, A8 A8 A8 X3("vdivpd"));
+    printf("| vdivpd | %5.2f | %5.2f | %5.2f |\n", d4 * ghz / 4.0, (f24d - f24) * ghz / 2.0,
+           (a24d - a24) * ghz / 2.0);
     chains(ghz);
     return 0;
 }

@@ -369,7 +369,7 @@ LK_AI void asl_elem(const asl *a, lk_elem *e)
  * clamped at eps: its gradient there, p q log(eps), is below 3.1e-37 in
  * magnitude instead of the true p's (at most that, 0 at x = -inf). Both
  * reciprocals (p and 1 / q_c) are divisions: on AVX-512 a division takes
- * two slots of the multiply pipes and two of the add pipes, where the
+ * two slots of the multiply pipes and the divider for 6 cycles, where the
  * estimate and its Newton step take three of the multiply pipes, which
  * this kernel keeps the busier (bench/pipes); 2.7 % faster, and exact. */
 #if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
