@@ -1644,3 +1644,115 @@ Test(edge, overlap_nan_and_negative_means)
     v = tv_value(config, p, t, 2, NULL);
     cr_expect(isnan(v), "gamma 0.5 of a negative mean: %g, not NaN", v);
 }
+
+/* asymmetric's kernel for timm's defaults takes a vector of 0s and 1s by
+ * its fast path and any other by the general form: soft vectors among
+ * binary ones, a few or many, alone or in runs, the last partial vector
+ * among them; with reduction none, sum, and as the second term of a sum
+ * (whose gradient accumulates), on every kernel path. Each element against
+ * timm's formula in double, its gradient by central differences; and a
+ * target outside [0, 1] inside a soft vector is reported by its index. */
+static double asl_timm_ref(double x, double y)
+{
+    double p = 1.0 / (1.0 + exp(-x)), q = 1.0 / (1.0 + exp(x));
+    double qc = fmin(q + 0.05, 1.0);
+    double A = log(fmax(p, 1e-8)), B = log(fmax(qc, 1e-8));
+    double b = y * q + (1.0 - y) * (1.0 - qc);
+    return -(y * A + (1.0 - y) * B) * pow(b, y + 4.0 * (1.0 - y));
+}
+
+static int asl_near(double got, double want, double scale)
+{
+    return fabs(got - want) <= 2e-6 * fabs(want) + 1e-6 * scale;
+}
+
+Test(edge, asymmetric_soft_vectors_among_binary)
+{
+    enum { W = 16, N = 3 * 16384 + 37, NV = (N + W - 1) / W };
+    int64_t shape[1] = {N};
+    float *x = malloc(N * sizeof *x), *t = malloc(N * sizeof *t);
+    float *g = malloc(N * sizeof *g), *o = malloc(N * sizeof *o);
+    double *rl = malloc(N * sizeof *rl), *rg = malloc(N * sizeof *rg);
+    cr_assert(x && t && g && o && rl && rg);
+    lk_runtime *rt = open_runtime(2);
+    for (int pattern = 0; pattern < 2; pattern++) {
+        rng_state = 77 + (uint64_t)pattern;
+        double rsum = 0.0, gmax = 0.0, lmax = 0.0;
+        for (int64_t i = 0; i < N; i++) {
+            int64_t v = i / W;
+            /* 0: five soft vectors (3 and 4 a run, the partial last one);
+             * 1: every seventh and a run of 300 */
+            int soft = pattern == 0 ? (v == 3 || v == 4 || v == 100 || v == 2000 || v == NV - 1)
+                                    : (v % 7 == 0 || (v >= 1000 && v < 1300));
+            x[i] = (float)(12.0 * uniform() - 6.0);
+            t[i] = soft && i % 3 == 0 ? (float)uniform() : (float)(uniform() < 0.3);
+            double xd = x[i], h = 1e-5 * fmax(1.0, fabs(xd));
+            rl[i] = asl_timm_ref(xd, t[i]);
+            rg[i] = (asl_timm_ref(xd + h, t[i]) - asl_timm_ref(xd - h, t[i])) / (2.0 * h);
+            rsum += rl[i];
+            gmax = fmax(gmax, fabs(rg[i]));
+            lmax = fmax(lmax, fabs(rl[i]));
+        }
+        static const char *const configs[3] = {
+            "{\"loss\": \"asymmetric\", \"reduction\": \"none\"}",
+            "{\"loss\": \"asymmetric\", \"reduction\": \"sum\"}",
+            "{\"terms\": [{\"loss\": \"asymmetric\", \"weight\": 1}, {\"loss\": \"asymmetric\", "
+            "\"weight\": 0.5}], \"reduction\": \"sum\"}"};
+        for (int c = 0; c < 3; c++)
+            for (int path = 0; path < N_PATHS; path++) {
+                double k = c == 2 ? 1.5 : 1.0;
+                lk_loss *loss = make_loss_on(rt, configs[c], path);
+                call cl;
+                memset(&cl, 0, sizeof cl);
+                cl.x = (lk_tensor){x, LK_DTYPE_F32, 1, shape, NULL};
+                cl.t = (lk_tensor){t, LK_DTYPE_F32, 1, shape, NULL};
+                cl.grad = g;
+                cl.out = c == 0 ? o : NULL;
+                cl.out_ndim = 1, cl.out_shape[0] = N;
+                double v = run_ok(loss, &cl);
+                int64_t bad = 0, first = -1;
+                for (int64_t i = 0; i < N; i++) {
+                    int ok =
+                        asl_near(g[i], k * rg[i], gmax) && (c != 0 || asl_near(o[i], rl[i], lmax));
+                    if (!ok && first < 0)
+                        first = i;
+                    bad += !ok;
+                }
+                cr_expect_eq(bad, 0,
+                             "%s (pattern %d, %s): %lld elements off, the first %lld: grad %.9g "
+                             "want %.9g, loss %.9g want %.9g",
+                             configs[c], pattern, path_names[path], (long long)bad,
+                             (long long)first, first < 0 ? 0.0 : g[first],
+                             first < 0 ? 0.0 : k * rg[first], first < 0 ? 0.0 : o[first],
+                             first < 0 ? 0.0 : rl[first]);
+                if (c != 0)
+                    cr_expect(fabs(v - k * rsum) <= 1e-6 * k * rsum,
+                              "%s (pattern %d, %s): %.12g, want %.12g", configs[c], pattern,
+                              path_names[path], v, k * rsum);
+                lk_loss_free(loss);
+            }
+        /* a bad target in a lone soft vector (pattern 0) or deep in the run */
+        int64_t at = pattern == 0 ? 2000 * W + 9 : 1250 * W + 5;
+        float keep = t[at];
+        t[at] = 1.5f;
+        for (int path = 0; path < N_PATHS; path++) {
+            lk_loss *loss = make_loss_on(rt, configs[1], path);
+            call cl;
+            memset(&cl, 0, sizeof cl);
+            cl.x = (lk_tensor){x, LK_DTYPE_F32, 1, shape, NULL};
+            cl.t = (lk_tensor){t, LK_DTYPE_F32, 1, shape, NULL};
+            cl.grad = g;
+            double v;
+            char want[64];
+            snprintf(want, sizeof want, "target[%lld] = 1.5 is outside [0, 1]", (long long)at);
+            cr_expect_eq(run_call(loss, &cl, &v), LK_ERR_INVALID, "pattern %d, %s: %s", pattern,
+                         path_names[path], cl.errmsg);
+            cr_expect(strstr(cl.errmsg, want) != NULL, "pattern %d, %s: '%s' lacks '%s'", pattern,
+                      path_names[path], cl.errmsg, want);
+            lk_loss_free(loss);
+        }
+        t[at] = keep;
+    }
+    lk_runtime_close(rt);
+    free(x), free(t), free(g), free(o), free(rl), free(rg);
+}
