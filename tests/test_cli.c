@@ -511,6 +511,18 @@ Test(cli, info_focal)
     proc_free(&r);
 }
 
+/* Defaults and ranges in the fewest digits that read back: clip's 0.05,
+ * not 0.050000000000000003. */
+Test(cli, info_numbers_are_short)
+{
+    proc r = lk(NULL, "info", "asymmetric", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, "default 0.05 ") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "default 1e-08 ") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "0000000") == NULL, "%s", r.out);
+    proc_free(&r);
+}
+
 static const cJSON *find_param(const cJSON *params, const char *name)
 {
     const cJSON *it;

@@ -395,20 +395,33 @@ Test(hard_config, number_param_beyond_int64_builds)
 Test(hard_config, integer_param_outside_int64_is_an_error)
 {
     /* dice's ignore_index is an INTEGER with no declared bounds */
-    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 1e19}}",
-                   SRC ": $.params.ignore_index: 1e+19 is outside the range of a 64-bit integer");
+    expect_message(
+        "{\"loss\": \"dice\", \"params\": {\"ignore_index\": 1e19}}", SRC
+        ": $.params.ignore_index: 10000000000000000000 is outside the range of a 64-bit integer");
     expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 9223372036854775808}}",
-                   SRC ": $.params.ignore_index: 9.2233720368547758e+18 is outside the range of "
+                   SRC ": $.params.ignore_index: 9223372036854775808 is outside the range of "
                        "a 64-bit integer");
     expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": -1e300}}",
-                   SRC ": $.params.ignore_index: -1.0000000000000001e+300 is outside the range "
+                   SRC ": $.params.ignore_index: -1e+300 is outside the range "
                        "of a 64-bit integer");
     /* in range but beyond 2^53, where JSON numbers lose integers */
     expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": -9223372036854775808}}",
-                   SRC ": $.params.ignore_index: -9.2233720368547758e+18 is beyond 2^53, where "
+                   SRC ": $.params.ignore_index: -9223372036854775808 is beyond 2^53, where "
                        "a JSON number no longer holds every integer");
     lk_loss_free(build("{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", "
                        "\"ignore_index\": 9007199254740992}}"));
+}
+
+/* Numbers in messages as a user writes them: the fewest digits that read
+ * back as the same double (1.1, not 1.1000000000000001), the range too. */
+Test(hard_config, numbers_in_messages_are_short)
+{
+    expect_message("{\"loss\": \"asymmetric\", \"params\": {\"clip\": 1.1}}",
+                   SRC ": $.params.clip: 1.1 is out of range [0, 1]");
+    expect_message("{\"loss\": \"robust\", \"params\": {\"alpha\": 2.1}}",
+                   SRC ": $.params.alpha: 2.1 is out of range [-1000, 2]");
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 0.3}}",
+                   SRC ": $.params.ignore_index: expected an integer, got 0.3");
 }
 
 Test(hard_config, loss_from_file_refuses_duplicates_too)

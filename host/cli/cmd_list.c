@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "internal.h" /* lk__fmt_double, compiled into the command too */
 
 static int imax(int a, int b)
 {
@@ -128,16 +129,6 @@ int cmd_list(int argc, char **argv)
     return EXIT_OK;
 }
 
-static void number_str(double v, char *buf, size_t cap)
-{
-    if (v == HUGE_VAL)
-        snprintf(buf, cap, "inf");
-    else if (v == -HUGE_VAL)
-        snprintf(buf, cap, "-inf");
-    else
-        snprintf(buf, cap, "%.17g", v);
-}
-
 static void param_default(const lk_param_desc *p, char *buf, size_t cap)
 {
     size_t used = 0;
@@ -146,13 +137,15 @@ static void param_default(const lk_param_desc *p, char *buf, size_t cap)
     case LK_PARAM_CHOICE: snprintf(buf, cap, "\"%s\"", p->default_choice); return;
     case LK_PARAM_NUMBER_LIST:
         used = (size_t)snprintf(buf, cap, "[");
-        for (int32_t i = 0; i < p->default_list_len && used < cap; i++)
-            used += (size_t)snprintf(buf + used, cap - used, i ? ", %.17g" : "%.17g",
-                                     p->default_list[i]);
+        for (int32_t i = 0; i < p->default_list_len && used < cap; i++) {
+            char v[32];
+            lk__fmt_double(v, sizeof v, p->default_list[i]);
+            used += (size_t)snprintf(buf + used, cap - used, i ? ", %s" : "%s", v);
+        }
         if (used < cap)
             snprintf(buf + used, cap - used, "]");
         return;
-    default: snprintf(buf, cap, "%.17g", p->default_number); return;
+    default: lk__fmt_double(buf, cap, p->default_number); return;
     }
 }
 
@@ -171,8 +164,8 @@ static void param_range(const lk_param_desc *p, char *buf, size_t cap)
         return;
     }
     char lo[32], hi[32];
-    number_str(p->min, lo, sizeof lo);
-    number_str(p->max, hi, sizeof hi);
+    lk__fmt_double(lo, sizeof lo, p->min);
+    lk__fmt_double(hi, sizeof hi, p->max);
     int n = snprintf(buf, cap, "%c%s, %s%c", (p->flags & LK_PARAM_MIN_EXCLUSIVE) ? '(' : '[', lo,
                      hi, (p->flags & LK_PARAM_MAX_EXCLUSIVE) ? ')' : ']');
     if (p->type == LK_PARAM_NUMBER_LIST && n > 0 && (size_t)n < cap) {

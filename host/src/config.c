@@ -121,14 +121,8 @@ static int64_t to_int64(double x)
 static void range_str(const lk_param_desc *p, char *buf, size_t cap)
 {
     char lo[32], hi[32];
-    if (p->min == -HUGE_VAL)
-        snprintf(lo, sizeof lo, "-inf");
-    else
-        snprintf(lo, sizeof lo, "%.17g", p->min);
-    if (p->max == HUGE_VAL)
-        snprintf(hi, sizeof hi, "inf");
-    else
-        snprintf(hi, sizeof hi, "%.17g", p->max);
+    lk__fmt_double(lo, sizeof lo, p->min);
+    lk__fmt_double(hi, sizeof hi, p->max);
     snprintf(buf, cap, "%c%s, %s%c", (p->flags & LK_PARAM_MIN_EXCLUSIVE) ? '(' : '[', lo, hi,
              (p->flags & LK_PARAM_MAX_EXCLUSIVE) ? ')' : ']');
 }
@@ -141,20 +135,25 @@ static lk_status check_number(const ctx *c, const char *path, const lk_param_des
     double x = v->valuedouble;
     if (!isfinite(x))
         return fail(c, path, "%g is not a finite number", x);
+    /* as typed: an integer below 1e20 in full, else the shortest form */
+    char xs[32];
+    if (x == floor(x) && fabs(x) < 1e20)
+        snprintf(xs, sizeof xs, "%.0f", x);
+    else
+        lk__fmt_double(xs, sizeof xs, x);
     if (p->type == LK_PARAM_INTEGER) {
         if (x != floor(x))
-            return fail(c, path, "expected an integer, got %.17g", x);
+            return fail(c, path, "expected an integer, got %s", xs);
         if (!(x >= INT64_LO && x < INT64_HI))
-            return fail(c, path, "%.17g is outside the range of a 64-bit integer", x);
+            return fail(c, path, "%s is outside the range of a 64-bit integer", xs);
         if (fabs(x) > 9007199254740992.0)
             return fail(c, path,
-                        "%.17g is beyond 2^53, where a JSON number no longer holds every integer",
-                        x);
+                        "%s is beyond 2^53, where a JSON number no longer holds every integer", xs);
     }
     if (!in_range(p, x)) {
         char r[80];
         range_str(p, r, sizeof r);
-        return fail(c, path, "%.17g is out of range %s", x, r);
+        return fail(c, path, "%s is out of range %s", xs, r);
     }
     *out = x;
     return LK_OK;
@@ -540,14 +539,8 @@ static lk_status build_name(const ctx *c, lk_loss *loss)
     }
     size_t used = 0;
     for (size_t i = 0; i < loss->n_terms; i++) {
-        /* the shortest form that reads back as the same double */
         char w[32];
-        double weight = loss->terms[i].weight;
-        for (int digits = 6; digits <= 17; digits++) {
-            snprintf(w, sizeof w, "%.*g", digits, weight);
-            if (strtod(w, NULL) == weight)
-                break;
-        }
+        lk__fmt_double(w, sizeof w, loss->terms[i].weight);
         used += (size_t)snprintf(loss->name + used, cap - used, "%s%s*%s", i ? " + " : "", w,
                                  loss->terms[i].entry->desc->id);
     }

@@ -31,6 +31,9 @@ LK__PRINTF(3, 4) lk_status lk__err(char *errmsg, lk_status st, const char *fmt, 
  * cut between escapes when it does not fit; returns its length. */
 size_t lk__escape(char *dst, size_t cap, const char *src);
 char *lk__strdup(const char *s);
+/* v in the fewest significant digits (6 to 17, %g) that read back as v:
+ * 0.05, not 0.050000000000000003; inf and -inf as such. */
+void lk__fmt_double(char *buf, size_t cap, double v);
 /* Opens path read-only if it is a regular file, without ever blocking (a
  * FIFO is refused, not waited on); *size (may be NULL) gets its size.
  * Returns the descriptor (close-on-exec), or -1 with why (cap bytes) saying

@@ -1,6 +1,7 @@
 /* util.c: names, messages and small helpers shared by the runtime. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,19 @@ static size_t utf8_len(const unsigned char *s)
         if (s[i] < 0x80 || s[i] > 0xbf)
             return 0;
     return n;
+}
+
+void lk__fmt_double(char *buf, size_t cap, double v)
+{
+    if (isinf(v)) {
+        snprintf(buf, cap, "%s", v > 0 ? "inf" : "-inf");
+        return;
+    }
+    for (int digits = 6; digits <= 17; digits++) {
+        snprintf(buf, cap, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v || v != v)
+            return;
+    }
 }
 
 size_t lk__escape(char *dst, size_t cap, const char *src)
