@@ -1693,11 +1693,11 @@ Test(edge, asymmetric_soft_vectors_among_binary)
             gmax = fmax(gmax, fabs(rg[i]));
             lmax = fmax(lmax, fabs(rl[i]));
         }
-        static const char *const configs[3] = {
-            "{\"loss\": \"asymmetric\", \"reduction\": \"none\"}",
-            "{\"loss\": \"asymmetric\", \"reduction\": \"sum\"}",
-            "{\"terms\": [{\"loss\": \"asymmetric\", \"weight\": 1}, {\"loss\": \"asymmetric\", "
-            "\"weight\": 0.5}], \"reduction\": \"sum\"}"};
+        const char *terms = "{\"terms\": [{\"loss\": \"asymmetric\", \"weight\": 1}, "
+                            "{\"loss\": \"asymmetric\", \"weight\": 0.5}], \"reduction\": \"sum\"}";
+        const char *const configs[3] = {"{\"loss\": \"asymmetric\", \"reduction\": \"none\"}",
+                                        "{\"loss\": \"asymmetric\", \"reduction\": \"sum\"}",
+                                        terms};
         for (int c = 0; c < 3; c++)
             for (int path = 0; path < N_PATHS; path++) {
                 double k = c == 2 ? 1.5 : 1.0;
