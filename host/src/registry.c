@@ -520,14 +520,18 @@ void lk__registry_suggest(const lk__registry *reg, const char *id, char *buf, si
     const char *best = NULL;
     size_t used = 0, n = 0;
     buf[0] = '\0';
+    /* all: the length of the known ids as listed */
+    size_t all = 0;
     const char **ids = calloc(reg->n_entries ? reg->n_entries : 1, sizeof *ids);
     for (size_t i = 0; ids && i < reg->n_entries; i++)
-        if (!reg->entries[i].shadowed)
+        if (!reg->entries[i].shadowed) {
             ids[n++] = reg->entries[i].desc->id;
+            all += 1 + strlen(reg->entries[i].desc->id);
+        }
     if (ids)
         best = lk_closest_name(id, ids, n);
-    free(ids);
     if (n == 0 && reg->n_entries == 0) {
+        free(ids);
         snprintf(buf, cap,
                  "no losses are registered; plugins are searched on LOSSKIT_PLUGIN_PATH, then "
                  "in the built-in folder");
@@ -537,20 +541,16 @@ void lk__registry_suggest(const lk__registry *reg, const char *id, char *buf, si
         used = (size_t)snprintf(buf, cap, "did you mean '%s'? ", best);
     /* the known ids where they are few enough to read in one line (and to
      * fit the message whatever its file name), else their count */
-    size_t all = 0;
-    for (size_t i = 0; i < reg->n_entries; i++)
-        if (!reg->entries[i].shadowed)
-            all += 1 + strlen(reg->entries[i].desc->id);
-    if (all <= 160) {
+    if (ids && all <= 160) {
         if (used < cap)
             used += (size_t)snprintf(buf + used, cap - used, "known:");
-        for (size_t i = 0; i < reg->n_entries && used < cap; i++)
-            if (!reg->entries[i].shadowed)
-                used += (size_t)snprintf(buf + used, cap - used, " %s", reg->entries[i].desc->id);
+        for (size_t i = 0; i < n && used < cap; i++)
+            used += (size_t)snprintf(buf + used, cap - used, " %s", ids[i]);
     } else if (used < cap) {
         used += (size_t)snprintf(buf + used, cap - used,
                                  "%zu losses are known, `losskit list` shows them", n);
     }
+    free(ids);
     if (used < cap)
         snprintf(buf + used, cap - used,
                  " (a loss of your own: put its plugin's folder on LOSSKIT_PLUGIN_PATH)");

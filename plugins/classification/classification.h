@@ -51,18 +51,19 @@ static inline lk_status cls_refuse_input(const lk_block *blk, int prob, const ch
     int xf = x->dtype == LK_DTYPE_F32;
     for (int64_t j = blk->begin; j < blk->end; j++) {
         double v = lk__get(x->data, xf, j);
+        if (!(prob ? v < 0.0 || v > 1.0 : v == HUGE_VAL))
+            continue;
         char where[160];
         lk_index_str(where, sizeof where, x->ndim, x->shape, j);
-        if (prob && (v < 0.0 || v > 1.0))
+        if (prob)
             return lk_fail(msg, LK_ERR_INVALID,
                            "input%s = %.9g is outside [0, 1]: %s takes probabilities (for "
                            "logits use bce_with_logits)",
                            where, v, who);
-        if (!prob && v == HUGE_VAL)
-            return lk_fail(msg, LK_ERR_NUMERIC,
-                           "input%s = +inf is not a log-probability (they are <= 0); %s "
-                           "refuses it rather than return -inf or NaN",
-                           where, who);
+        return lk_fail(msg, LK_ERR_NUMERIC,
+                       "input%s = +inf is not a log-probability (they are <= 0); %s "
+                       "refuses it rather than return -inf or NaN",
+                       where, who);
     }
     return lk_fail(msg, LK_ERR_INTERNAL, "a refused input vanished");
 }

@@ -874,7 +874,7 @@ LK_AI void lk__cls_classes(const void *inst, const lk_cls_io *io, const lk_cls_c
 /* The first float target outside [0, 1] of vector v, by position, then
  * class (out of line: LK__COLD_FN). */
 LK__COLD_FN lk_status lk__cls_bad_t(const lk_cls_io *io, const lk_cls_chunk *ch, int v,
-                                      const lk_tensor *ts, lk_msg *msg)
+                                    const lk_tensor *ts, lk_msg *msg)
 {
     for (int l = 0; l < lk__cls_k(ch, v); l++) {
         int64_t j = v * LK_W + l;
