@@ -609,6 +609,22 @@ Test(cli, run_prints_the_value)
     proc_free(&r);
 }
 
+/* The value in the fewest digits that read back as the same double:
+ * (0.3 - 0)^2 is the double nearest 0.09, which %.17g would print as
+ * 0.089999999999999997. */
+Test(cli, run_prints_the_shortest_value)
+{
+    double x[1] = {0.3}, t[1] = {0.0};
+    const int64_t one[1] = {1};
+    write_npy(tmp("x1.npy"), LK_DTYPE_F64, x, 1, one);
+    write_npy(tmp("t1.npy"), LK_DTYPE_F64, t, 1, one);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x1.npy"), "--target",
+                tmp("t1.npy"), NULL);
+    expect_ok(&r);
+    cr_assert(strstr(r.out, " elements: 0.09\n") != NULL, "%s", r.out);
+    proc_free(&r);
+}
+
 Test(cli, run_json_output)
 {
     double x[NX], t[NX];

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "internal.h" /* lk__fmt_double, compiled into the command too */
 
 #define MAX_BINDINGS 32
 
@@ -229,9 +230,12 @@ static void print_result(const run_opts *o, const lk_loss *loss, const run_state
                                (lk_dtype_size(s->out.dtype) ? lk_dtype_size(s->out.dtype) : 1)),
                    o->out ? " written to " : "; save them with --out FILE.npy",
                    o->out ? o->out : "");
-        else
-            printf("%s, %s over %lld %s elements: %.17g\n", who, lk_reduction_name(red), count,
-                   lk_dtype_name(in->dtype), value);
+        else {
+            char v[32];
+            lk__fmt_double(v, sizeof v, value);
+            printf("%s, %s over %lld %s elements: %s\n", who, lk_reduction_name(red), count,
+                   lk_dtype_name(in->dtype), v);
+        }
         return;
     }
     cJSON *root = cJSON_CreateObject();
