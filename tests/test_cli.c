@@ -8,7 +8,8 @@
  *
  *   output    list, list --json, info, info --json, run (text and --json),
  *             --grad, --out, --threads (identical bytes for 1 and 2 threads),
- *             bench --dtype (float64 moves twice float32's bytes)
+ *             bench --dtype (float64 moves twice float32's bytes), the shape
+ *             bench timed (whole-batch defaults, example data)
  *   errors    exit 2 bad usage or config, 3 plugin load problem, 4 data
  *             problem; exactly one line on stderr and nothing on stdout
  *   plugins   a broken plugin on the path is one warning line and does not
@@ -1365,6 +1366,32 @@ Test(cli, bench_whole_batch_default_shape, .timeout = 240)
     bench_shape(LK_SOURCE_ROOT "/configs/lovasz_softmax.json", NULL, softmax, 4);
     bench_shape(LK_SOURCE_ROOT "/configs/lovasz_hinge.json", NULL, hinge, 4);
     bench_shape(LK_SOURCE_ROOT "/configs/lovasz_softmax.json", "2,3,8,8", given, 4);
+}
+
+/* A whole-batch loss whose plan refuses images (ntxent's (rows, dim)
+ * matrix) is timed on 4096 embeddings of 128 dimensions, not refused; a
+ * loss with example data (ctc) reports the shape of its example, which it
+ * timed, not the default one, and the text report names it too. */
+Test(cli, bench_reports_the_shape_it_timed, .timeout = 240)
+{
+    const int64_t rows[2] = {4096, 128};
+    bench_shape(LK_SOURCE_ROOT "/configs/ntxent.json", NULL, rows, 2);
+    proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/ctc.json", "--json", "--repeat", "1", NULL);
+    expect_ok(&r);
+    cJSON *j = parse_json(&r);
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "shape");
+    cr_assert(cJSON_IsArray(sh) && cJSON_GetArraySize(sh) == 3, "ctc: %s", r.out);
+    double n = 1;
+    for (int k = 0; k < 3; k++)
+        n *= cJSON_GetArrayItem(sh, k)->valuedouble;
+    cr_expect_eq(num_field(j, "elements"), n, "ctc: %s", r.out);
+    cJSON_Delete(j);
+    proc_free(&r);
+    r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/mse.json", "--repeat", "1", "--shape", "3,5,7",
+           NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, "mse on 105 elements (3x5x7), float32") != NULL, "%s", r.out);
+    proc_free(&r);
 }
 
 Test(cli, bench_unknown_dtype_is_usage)

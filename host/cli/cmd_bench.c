@@ -754,6 +754,8 @@ typedef struct bench_result {
      * evaluations (before the roofline allocates) */
     size_t tensor_kib, peak_kib;
     int32_t dtype; /* the input's, as synthesised */
+    int32_t ndim;  /* and its shape (a loss's example data has its own) */
+    int64_t shape[LK_MAX_NDIM];
 } bench_result;
 
 static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, const bench_result *r)
@@ -761,8 +763,15 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
     double gbs_f = (double)r->bytes_fwd / (r->fwd_ms * 1e6);
     double gbs_fb = (double)r->bytes_fb / (r->fb_ms * 1e6);
     if (!o->json) {
-        printf("%s on %zu elements, %s, %d threads, median of %d\n", lk_loss_name(loss),
-               r->elements, lk_dtype_name(r->dtype), threads, o->repeat);
+        char dims[LK_MAX_NDIM * 21 + 2];
+        size_t len = 0;
+        dims[0] = '\0';
+        for (int32_t k = 0; k < r->ndim; k++)
+            len += (size_t)snprintf(dims + len, sizeof dims - len, "%s%lld", k ? "x" : "",
+                                    (long long)r->shape[k]);
+        printf("%s on %zu elements (%s), %s, %d threads, median of %d\n", lk_loss_name(loss),
+               r->elements, r->ndim ? dims : "a scalar", lk_dtype_name(r->dtype), threads,
+               o->repeat);
         printf("  %-17s %9s %12s %10s %8s %9s\n", "pass", "ms", "elements/s", "bytes", "GB/s",
                "roofline");
         printf("  %-17s %9.3f %12.3e %10zu %8.2f %8.0f%%\n", "forward", r->fwd_ms,
@@ -785,8 +794,8 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
     cJSON_AddStringToObject(j, "loss", lk_loss_name(loss));
     cJSON_AddStringToObject(j, "config", o->config);
     cJSON *shape = cJSON_AddArrayToObject(j, "shape");
-    for (int32_t k = 0; k < o->ndim; k++)
-        cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)o->shape[k]));
+    for (int32_t k = 0; k < r->ndim; k++)
+        cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)r->shape[k]));
     cJSON_AddStringToObject(j, "dtype", lk_dtype_name(r->dtype));
     cJSON_AddNumberToObject(j, "elements", (double)r->elements);
     cJSON_AddNumberToObject(j, "threads", threads);
@@ -892,6 +901,8 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
         r.tensor_kib = (r.tensor_kib + d->grad.nbytes + 1023) / 1024;
         r.elements = d->arrays[0].nbytes / lk_dtype_size(d->arrays[0].dtype);
         r.dtype = d->arrays[0].dtype;
+        r.ndim = d->arrays[0].ndim;
+        memcpy(r.shape, d->arrays[0].shape, sizeof(int64_t) * (size_t)r.ndim);
         int32_t reads_f, reads_fb, grads_f, grads_fb;
         lk_loss_traffic(loss, 0, &reads_f, &grads_f);
         lk_loss_traffic(loss, 1, &reads_fb, &grads_fb);
@@ -911,11 +922,35 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
     return rc;
 }
 
-/* A whole-batch loss (a global sort, as the Lovasz losses) costs far more
- * per element than a streaming one, and one that takes class-index targets
+/* Whether the loss's plan takes data of o's shape (either kind of target,
+ * as make_data tries them); the tensors are allocated, not filled. */
+static int takes_shape(const lk_loss *loss, const bench_opts *o)
+{
+    lk_status st = LK_ERR_INVALID;
+    bench_data d;
+    memset(&d, 0, sizeof d);
+    for (int class_ids = 1; class_ids >= 0 && st != LK_OK; class_ids--) {
+        free_data(&d);
+        if (build_data(loss, o, class_ids, &d) != 0)
+            break;
+        lk_eval_args a;
+        data_args(&d, 0, &a);
+        int32_t nd;
+        int64_t shape[LK_MAX_NDIM];
+        st = lk_loss_out_shape(loss, &a, &nd, shape);
+    }
+    free_data(&d);
+    return st == LK_OK;
+}
+
+/* A whole-batch loss (a global sort, as the Lovasz losses; a similarity
+ * matrix of every pair of rows, as the contrastive ones) costs far more per
+ * element than a streaming one, and one that takes class-index targets
  * needs classes: without --shape such a loss is timed on 8 images of 256 x
  * 256 pixels, with 21 classes (a Pascal VOC batch) when it takes class ids,
- * else one channel. Other losses keep the default shape. */
+ * else one channel; if its plan refuses images, on a batch of 4096
+ * embeddings of 128 dimensions (a (rows, dim) matrix). Other losses keep
+ * the default shape. */
 static void whole_default_shape(const lk_loss *loss, bench_opts *o)
 {
     lk_loss_info info;
@@ -929,9 +964,16 @@ static void whole_default_shape(const lk_loss *loss, bench_opts *o)
         if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL && (sd->dtypes & LK_DTYPES_INT))
             classes = 21;
     }
-    const int64_t shape[4] = {8, classes, 256, 256};
+    const int64_t images[4] = {8, classes, 256, 256};
     o->ndim = 4;
-    memcpy(o->shape, shape, sizeof shape);
+    memcpy(o->shape, images, sizeof images);
+    bench_opts small;
+    small_shape(o, &small);
+    if (takes_shape(loss, &small))
+        return;
+    const int64_t rows[2] = {4096, 128};
+    o->ndim = 2;
+    memcpy(o->shape, rows, sizeof rows);
 }
 
 int cmd_bench(int argc, char **argv)
