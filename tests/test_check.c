@@ -468,6 +468,37 @@ Test(check, refused_plugin_exits_3_with_the_diagnostic)
     cr_expect_not_null(strstr(out, "no_such_plugin.so"), "the file is not named:\n%s", out);
 }
 
+/* `check --all --loss ID`: the file that serves ID alone, its checks of
+ * ID only; an unknown ID is a usage error (it checked nothing and passed);
+ * a plugin on the path that cannot be loaded fails the run with exit 3
+ * after the others are checked (it passed with 0). */
+Test(check, all_with_a_loss_and_plugins_not_loaded)
+{
+    static char out[OUT_CAP];
+    int rc = run_check("--all --loss focl", 1, out, sizeof out);
+    cr_expect_eq(rc, 2, "exit %d:\n%s", rc, out);
+    cr_expect_not_null(strstr(out, "unknown loss 'focl'"), "%s", out);
+    cr_expect_null(line_starting(out, "PASS "), "checks ran:\n%s", out);
+    rc = run_check("--all --loss focal", 0, out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    expect_line(out, "PASS grad focal ");
+    expect_line(out, "1 plugin checked, 0 with failures");
+    cr_expect_null(line_starting(out, "PASS grad dice "), "another loss was checked:\n%s", out);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "LOSSKIT_PLUGIN_PATH='%s' '%s' check --all --loss focal 2>&1",
+             LK_FIXTURE_DIR "/fx_wrong_major.so", LK_CLI_PATH);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p, "popen(%s)", cmd);
+    size_t len = fread(out, 1, sizeof out - 1, p);
+    out[len] = '\0';
+    int status = pclose(p);
+    rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    cr_expect_eq(rc, 3, "exit %d:\n%s", rc, out);
+    cr_expect_not_null(strstr(out, "warning: plugin not loaded: "), "%s", out);
+    expect_line(out, "PASS grad focal ");
+    expect_line(out, "1 plugin checked, 0 with failures, 1 not loaded (see the warnings above)");
+}
+
 Test(check, usage_errors_exit_2)
 {
     static char out[OUT_CAP];

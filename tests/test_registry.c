@@ -640,6 +640,36 @@ Test(registry, earlier_file_shadows_later)
     check_shadowing(open_pair(FX("fx_good"), FX("fx_shadow")), FX("fx_good"), FX("fx_shadow"), 5.0);
 }
 
+/* A file reached twice on the path — its folder listed twice, the folder
+ * and the file itself, or a symbolic link to it — is one plugin, taken at
+ * its first place: listed once, not shadowing itself, no diagnostic. */
+Test(registry, the_same_file_twice_is_one_plugin)
+{
+    char a[64], good[256], link[300], path[1400];
+    make_temp_dir(a, sizeof a);
+    copy_fixture("fx_good", a, good, sizeof good);
+    snprintf(link, sizeof link, "%s/zz_again.so", a); /* listed after the file */
+    cr_assert_eq(symlink(good, link), 0, "symlink: %s", strerror(errno));
+    const char *forms[3] = {"%s:%s", "%s:%s/fx_good.so", "%s:%s/zz_again.so"};
+    for (int f = 0; f < 3; f++) {
+        snprintf(path, sizeof path, forms[f], a, a);
+        lk_runtime *rt = open_path(path);
+        expect_no_diag(rt);
+        size_t n = lk_runtime_loss_count(rt), sq = 0;
+        for (size_t i = 0; i < n; i++) {
+            lk_loss_info info;
+            cr_assert_eq(lk_runtime_loss_at(rt, i, &info), LK_OK, "loss_at(%zu)", i);
+            cr_expect_eq(info.shadowed, 0, "%s: %s from %s is shadowed by %s", path, info.id,
+                         info.plugin_file, info.shadowed_by ? info.shadowed_by : "?");
+            sq += strcmp(info.id, "fx_sq") == 0;
+        }
+        cr_expect_eq(sq, 1, "%s: fx_sq listed %zu times", path, sq);
+        expect_served(rt, "fx_sq", good);
+        lk_runtime_close(rt);
+    }
+    rm_tree(a);
+}
+
 Test(registry, plugin_path_comes_before_env_path)
 {
     /* losskit.h: plugin_path is searched first, $LOSSKIT_PLUGIN_PATH after.

@@ -1756,3 +1756,86 @@ Test(edge, asymmetric_soft_vectors_among_binary)
     lk_runtime_close(rt);
     free(x), free(t), free(g), free(o), free(rl), free(rg);
 }
+
+/* margin_ranking with infinite scores: -t (x1 - x2) + margin is +inf
+ * (the hinge open: loss +inf, gradients -t and t) or -inf (closed: 0 and
+ * 0) with any margin, as torch gives; only x1 = x2 = ±inf is NaN. With a
+ * margin other than 0 the difference's rounding error is carried apart,
+ * and once gave inf - inf = NaN for every infinite difference. Every
+ * path, float32 and float64, reduction none and sum. */
+Test(edge, margin_ranking_infinite_scores)
+{
+    enum { N = 37 };
+    static const double pairs[][3] = {
+        {0.0, HUGE_VAL, 1.0},   {HUGE_VAL, 0.0, 1.0},        {2.0, 1.0, 1.0},
+        {-HUGE_VAL, 3.0, 1.0},  {HUGE_VAL, -HUGE_VAL, -1.0}, {-HUGE_VAL, HUGE_VAL, -1.0},
+        {1e30, -HUGE_VAL, 1.0}, {0.5, 0.25, -1.0},           {-HUGE_VAL, -2.0, -1.0},
+    };
+    const size_t np = sizeof pairs / sizeof pairs[0];
+    static const int64_t shape[1] = {N};
+    static const double margins[4] = {0.0, 1.0, 0.5, -2.0};
+    lk_runtime *rt = open_runtime(1);
+    for (int f32 = 0; f32 <= 1; f32++)
+        for (int m = 0; m < 4; m++)
+            for (int path = 0; path < N_PATHS; path++) {
+                int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+                double a[N], b[N], t[N], o[N], g1[N], g2[N];
+                float af[N], bf[N], tf[N], of[N], g1f[N], g2f[N];
+                double want_sum = 0.0;
+                for (int i = 0; i < N; i++) {
+                    a[i] = pairs[i % np][0], b[i] = pairs[i % np][1], t[i] = pairs[i % np][2];
+                    af[i] = (float)a[i], bf[i] = (float)b[i], tf[i] = (float)t[i];
+                    if (f32) /* the float32 inputs as the loss sees them */
+                        a[i] = af[i], b[i] = bf[i];
+                }
+                char config[128];
+                snprintf(config, sizeof config,
+                         "{\"loss\": \"margin_ranking\", \"params\": {\"margin\": %g}, "
+                         "\"reduction\": \"none\"}",
+                         margins[m]);
+                for (int red = 0; red < 2; red++) {
+                    if (red)
+                        snprintf(config, sizeof config,
+                                 "{\"loss\": \"margin_ranking\", \"params\": {\"margin\": %g}, "
+                                 "\"reduction\": \"sum\"}",
+                                 margins[m]);
+                    lk_named_tensor in[3] = {
+                        {"input1", {f32 ? (void *)af : a, dt, 1, shape, NULL}, "input1"},
+                        {"input2", {f32 ? (void *)bf : b, dt, 1, shape, NULL}, "input2"},
+                        {"target", {f32 ? (void *)tf : t, dt, 1, shape, NULL}, "target"}};
+                    lk_named_tensor gr[2] = {
+                        {"input1", {f32 ? (void *)g1f : g1, dt, 1, shape, NULL}, "g1"},
+                        {"input2", {f32 ? (void *)g2f : g2, dt, 1, shape, NULL}, "g2"}};
+                    lk_tensor out = {f32 ? (void *)of : o, dt, 1, shape, NULL};
+                    lk_eval_args args;
+                    lk_eval_args_init(&args);
+                    args.tensors = in, args.n_tensors = 3;
+                    args.grads = gr, args.n_grads = 2;
+                    args.out = red ? NULL : &out;
+                    lk_loss *loss = make_loss_on(rt, config, path);
+                    double v = 0.0;
+                    cr_assert_eq(lk_loss_eval(loss, &args, &v), LK_OK, "%s: %s", config,
+                                 args.errmsg);
+                    want_sum = 0.0;
+                    for (int i = 0; i < N; i++) {
+                        if (f32)
+                            o[i] = of[i], g1[i] = g1f[i], g2[i] = g2f[i];
+                        double h = -t[i] * (a[i] - b[i]) + margins[m];
+                        double wl = h > 0.0 ? h : 0.0, wg = h >= 0.0 ? -t[i] : 0.0;
+                        want_sum += wl;
+                        if (!red)
+                            cr_expect(o[i] == wl || fabs(o[i] - wl) <= 1e-6 * fabs(wl),
+                                      "%s %s f32 %d: out[%d] = %g, want %g", config,
+                                      path_names[path], f32, i, o[i], wl);
+                        cr_expect(g1[i] == wg && g2[i] == -wg,
+                                  "%s %s f32 %d: grads[%d] = %g, %g, want %g, %g", config,
+                                  path_names[path], f32, i, g1[i], g2[i], wg, -wg);
+                    }
+                    if (red)
+                        cr_expect(v == want_sum, "%s %s f32 %d: sum %g, want %g", config,
+                                  path_names[path], f32, v, want_sum);
+                    lk_loss_free(loss);
+                }
+            }
+    lk_runtime_close(rt);
+}

@@ -2712,17 +2712,29 @@ static int check_file(const check_opts *o, const char *file)
 
 /* --all: every plugin file the registry lists (the search path, then the
  * built-in folder), each checked alone as above, so that a loss added to
- * any plugin is checked with nothing else to edit. */
+ * any plugin is checked with nothing else to edit; with --loss ID only the
+ * file that serves ID (an unknown ID is a usage error, as for one file). A
+ * plugin the registry could not load fails the run: its warning is printed
+ * and counted, since a plugin that never loads checks nothing. */
 static int check_all(const check_opts *o)
 {
     lk_runtime *rt = cli_open_runtime(1);
     if (!rt)
         return EXIT_PLUGIN;
+    char err[LK_ERRMSG_CAP];
+    lk_loss_info want;
+    if (o->loss && lk_runtime_find(rt, o->loss, &want, err) != LK_OK) {
+        cli_error("check: %s", err);
+        lk_runtime_close(rt);
+        return EXIT_USAGE;
+    }
+    size_t not_loaded = lk_runtime_diag_count(rt);
     size_t n = lk_runtime_loss_count(rt), n_files = 0;
     char **files = calloc(n ? n : 1, sizeof *files);
     for (size_t i = 0; files && i < n; i++) {
         lk_loss_info info;
-        if (lk_runtime_loss_at(rt, i, &info) != LK_OK)
+        if (lk_runtime_loss_at(rt, i, &info) != LK_OK ||
+            (o->loss && (info.shadowed || strcmp(info.id, o->loss) != 0)))
             continue;
         size_t k = 0;
         while (k < n_files && strcmp(files[k], info.plugin_file) != 0)
@@ -2743,8 +2755,15 @@ static int check_all(const check_opts *o)
         free(files[k]);
     }
     free(files);
-    printf("%zu plugin%s checked, %d with failures\n", n_files, n_files == 1 ? "" : "s", failed);
-    return n_files == 0 ? EXIT_PLUGIN : worst;
+    if (not_loaded)
+        printf("%zu plugin%s checked, %d with failures, %zu not loaded (see the warnings above)\n",
+               n_files, n_files == 1 ? "" : "s", failed, not_loaded);
+    else
+        printf("%zu plugin%s checked, %d with failures\n", n_files, n_files == 1 ? "" : "s",
+               failed);
+    if (n_files == 0 || (not_loaded && worst == EXIT_OK))
+        return EXIT_PLUGIN;
+    return worst;
 }
 
 int cmd_check(int argc, char **argv)

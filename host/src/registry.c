@@ -221,8 +221,28 @@ static const char *unsafe_real_path(const char *path, char **real, char *why, si
     return bad;
 }
 
+/* Whether the path names a file already collected (by another path: a
+ * folder listed twice, LOSSKIT_PLUGIN_PATH naming the built-in folder, a
+ * symbolic link): it is taken once, at its first place on the path, rather
+ * than shadowing itself. */
+static int already_collected(const lk__registry *reg, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return 0;
+    for (size_t i = 0; i < reg->n_pending; i++) {
+        const lk__scan_item *it = &reg->pending[i];
+        if (!it->diag && it->path && it->key[5] == (int64_t)st.st_ino &&
+            it->key[6] == (int64_t)st.st_dev)
+            return 1;
+    }
+    return 0;
+}
+
 static void load_file(lk__registry *reg, const char *path)
 {
+    if (already_collected(reg, path))
+        return;
     lk__scan_item *grown = realloc(reg->pending, (reg->n_pending + 1) * sizeof *grown);
     if (!grown) {
         add_diag(reg, "%s: out of memory", path);

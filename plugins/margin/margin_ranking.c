@@ -6,7 +6,8 @@
  * input2 (slot 1) and e->u the target (slot 2). Where the hinge is open
  * (-t (x1 - x2) + margin >= 0: torch's clamp passes the gradient at the
  * kink), d loss / d x1 = -t and d loss / d x2 = t; elsewhere both are 0. A
- * NaN stays NaN in the loss, with a zero gradient, as torch's clamp. */
+ * NaN stays NaN in the loss, with a zero gradient, as torch's clamp; an
+ * infinite difference gives +inf (open) or 0 (closed) with any margin. */
 #include "margin.h"
 
 typedef struct ranking {
@@ -62,6 +63,9 @@ LK_AI lk_v ranking_h(double margin, lk_v x1, lk_v x2, lk_v t)
         return lk_add(lk_mul(nt, s), lk_zero());
     lk_v b = lk_sub(s, x1);
     lk_v c = lk_sub(lk_sub(x1, lk_sub(s, b)), lk_add(x2, b));
+    /* an infinite difference has no rounding error to carry (the two-sum
+     * gives inf - inf there); a NaN one is NaN in -t s already */
+    c = lk_clear(lk_isnan(c), c);
     double hi = (double)(lk_s)margin;
     lk_v h = lk_add(lk_mul(nt, s), lk_set(hi));
     return lk_add(h, lk_add(lk_mul(nt, c), lk_set(margin - hi)));
