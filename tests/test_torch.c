@@ -1839,3 +1839,115 @@ Test(edge, margin_ranking_infinite_scores)
             }
     lk_runtime_close(rt);
 }
+
+/* focal (binary) at an infinite logit on the wrong side of a soft target:
+ * ce is +inf and 1 - p_t = t (or 1 - t) > 0, so the loss is +inf — also
+ * where (1 - p_t)^gamma underflows to 0 (t = 1e-30, float32), which made it
+ * 0 inf = NaN — with a finite gradient. Every path, float32 and float64,
+ * gamma 2 (its own kernel) and others, reduction none and sum. */
+Test(edge, focal_soft_targets_at_infinite_logits)
+{
+    enum { N = 20 };
+    static const double xs[2] = {-HUGE_VAL, HUGE_VAL};
+    static const double ts[5] = {1e-30, 1e-20, 0.5, 0.25, 1e-38};
+    static const double gammas[3] = {2.0, 3.0, 1.5};
+    static const int64_t shape[1] = {N};
+    lk_runtime *rt = open_runtime(1);
+    for (int f32 = 0; f32 <= 1; f32++)
+        for (int k = 0; k < 3; k++)
+            for (int path = 0; path < N_PATHS; path++)
+                for (int red = 0; red < 2; red++) {
+                    double x[N], t[N], o[N], g[N];
+                    float xf[N], tf[N], of[N], gf[N];
+                    for (int i = 0; i < N; i++) {
+                        x[i] = xs[i % 2];
+                        /* the target on the far side of x's: t small for -inf, 1 - t for +inf */
+                        t[i] = x[i] < 0 ? ts[(i / 2) % 5] : 1.0 - ts[(i / 2) % 5];
+                        xf[i] = (float)x[i], tf[i] = (float)t[i];
+                    }
+                    char config[160];
+                    snprintf(config, sizeof config,
+                             "{\"loss\": \"focal\", \"params\": {\"gamma\": %g}, \"reduction\": "
+                             "\"%s\"}",
+                             gammas[k], red ? "sum" : "none");
+                    call c;
+                    memset(&c, 0, sizeof c);
+                    int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+                    c.x = (lk_tensor){f32 ? (void *)xf : x, dt, 1, shape, NULL};
+                    c.t = (lk_tensor){f32 ? (void *)tf : t, dt, 1, shape, NULL};
+                    c.grad = f32 ? (void *)gf : g;
+                    c.out = red ? NULL : (f32 ? (void *)of : o);
+                    c.out_ndim = 1, c.out_shape[0] = N;
+                    lk_loss *loss = make_loss_on(rt, config, path);
+                    double v = run_ok(loss, &c);
+                    for (int i = 0; i < N; i++) {
+                        double oi = f32 ? of[i] : o[i], gi = f32 ? gf[i] : g[i];
+                        if ((f32 ? (double)tf[i] : t[i]) == 1.0)
+                            continue; /* 1 - 1e-20 rounds to 1: a hard target, loss 0 */
+                        if (!red)
+                            cr_expect(oi == HUGE_VAL, "%s %s f32 %d: out[%d] = %g (t = %g)", config,
+                                      path_names[path], f32, i, oi, t[i]);
+                        cr_expect(isfinite(gi), "%s %s f32 %d: grad[%d] = %g (t = %g)", config,
+                                  path_names[path], f32, i, gi, t[i]);
+                    }
+                    if (red)
+                        cr_expect(v == HUGE_VAL, "%s %s f32 %d: sum %g", config, path_names[path],
+                                  f32, v);
+                    lk_loss_free(loss);
+                }
+    lk_runtime_close(rt);
+}
+
+/* kl_div with log_target at the edges of e^t (t - x): a target of -inf
+ * gives 0 whatever the input; an input of -inf gives +inf for any finite
+ * target, also where e^t underflows to 0 (t = -800; it gave 0); a NaN input
+ * stays NaN beside such a target (it gave 0). Every path, both dtypes. */
+Test(edge, kl_div_log_target_extremes)
+{
+    enum { N = 21 };
+    static const double pat[7][3] = {
+        /* x, t, the loss */
+        {-HUGE_VAL, -800.0, HUGE_VAL},
+        {NAN, -800.0, NAN},
+        {-1.0, -HUGE_VAL, 0.0},
+        {-HUGE_VAL, -HUGE_VAL, 0.0},
+        {NAN, -HUGE_VAL, 0.0},
+        {-HUGE_VAL, -90.0, HUGE_VAL},
+        {-2.0, -0.5, 0.0 /* exp(-0.5) * 1.5, set below */},
+    };
+    static const int64_t shape[1] = {N};
+    lk_runtime *rt = open_runtime(1);
+    for (int f32 = 0; f32 <= 1; f32++)
+        for (int path = 0; path < N_PATHS; path++) {
+            double x[N], t[N], o[N], g[N];
+            float xf[N], tf[N], of[N], gf[N];
+            for (int i = 0; i < N; i++) {
+                x[i] = pat[i % 7][0], t[i] = pat[i % 7][1];
+                xf[i] = (float)x[i], tf[i] = (float)t[i];
+            }
+            call c;
+            memset(&c, 0, sizeof c);
+            int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+            c.x = (lk_tensor){f32 ? (void *)xf : x, dt, 1, shape, NULL};
+            c.t = (lk_tensor){f32 ? (void *)tf : t, dt, 1, shape, NULL};
+            c.grad = f32 ? (void *)gf : g;
+            c.out = f32 ? (void *)of : o;
+            c.out_ndim = 1, c.out_shape[0] = N;
+            const char *config = "{\"loss\": \"kl_div\", \"params\": {\"log_target\": true}, "
+                                 "\"reduction\": \"none\"}";
+            lk_loss *loss = make_loss_on(rt, config, path);
+            run_ok(loss, &c);
+            for (int i = 0; i < N; i++) {
+                double oi = f32 ? of[i] : o[i];
+                double want = i % 7 == 6 ? exp(-0.5) * 1.5 : pat[i % 7][2];
+                int ok = isnan(want) ? isnan(oi)
+                         : isinf(want) || want == 0.0
+                             ? oi == want
+                             : fabs(oi - want) <= (f32 ? 1e-6 : 1e-15) * fabs(want);
+                cr_expect(ok, "%s f32 %d: out[%d] = %g for x %g, t %g; want %g", path_names[path],
+                          f32, i, oi, x[i], t[i], want);
+            }
+            lk_loss_free(loss);
+        }
+    lk_runtime_close(rt);
+}

@@ -50,8 +50,13 @@ LK_AI void kl_prob_elem(const kl_div *k, lk_elem *e)
 LK_AI void kl_log_elem(const kl_div *k, lk_elem *e)
 {
     (void)k;
-    lk_v p = lk_exp(e->t);
-    e->loss = lk_mul0(p, lk_sub(e->t, e->x));
+    /* e^t (t - x): a target of -inf contributes 0 whatever x (NaN
+     * included); t - x = +inf (x = -inf) gives +inf also where e^t
+     * underflows to 0 (t below about -745, or -103 in float); a NaN x
+     * stays NaN beside a tiny e^t */
+    lk_v p = lk_exp(e->t), d = lk_sub(e->t, e->x);
+    lk_v l = lk_select(lk_eq(d, lk_set(HUGE_VAL)), d, lk_mul(p, d));
+    e->loss = lk_clear(lk_eq(e->t, lk_set(-HUGE_VAL)), l);
     e->grad = lk_neg(p);
 }
 

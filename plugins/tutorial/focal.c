@@ -114,7 +114,10 @@ LK_AI void focal_binary_all(const focal *f, double gamma, const lk_sigm *p, lk_v
 }
 
 /* A soft target: q = 1 - p_t = p (1 - t) + (1 - p) t, and
- *   d loss / dx = alpha_t [(p - t) q^gamma - gamma q^(gamma-1) p(1-p)(2t-1) ce]. */
+ *   d loss / dx = alpha_t [(p - t) q^gamma - gamma q^(gamma-1) p(1-p)(2t-1) ce].
+ * q >= min(t, 1 - t) > 0, so where ce is +inf (an infinite logit on the
+ * wrong side) the loss is +inf even where q^gamma underflows to 0 (t =
+ * 1e-30, gamma 2: 1e-60 is 0 in float, and 0 inf would be NaN). */
 LK_AI void focal_soft(double gamma, const lk_sigm *p, lk_v L, lk_v t, lk_v at, lk_v *l, lk_v *g)
 {
     lk_v one = lk_set(1.0);
@@ -127,7 +130,9 @@ LK_AI void focal_soft(double gamma, const lk_sigm *p, lk_v L, lk_v t, lk_v at, l
                   : lk_clear(lk_eq(q, lk_zero()), lk_mul(lk_set(gamma), lk_powc(q, gamma - 1.0)));
     lk_v corr = lk_mul(lk_mul(dm, lk_mul0(lk_mul(pp, p1), ce)), lk_sub(lk_add(t, t), one));
     *g = lk_mul(at, lk_sub(lk_mul(lk_sigm_minus_t(p, t), m), corr));
-    *l = lk_mul0(at, lk_mul(m, ce));
+    lk_v mce = lk_mul(m, ce);
+    mce = lk_select(lk_eq(ce, lk_set(HUGE_VAL)), ce, mce);
+    *l = lk_mul0(at, mce);
 }
 
 /* The element function for a given gamma: a constant where the family is
