@@ -1435,6 +1435,235 @@ Test(edge, robust_beyond_the_square)
         }
 }
 
+/* The regression edge tests below run on every kernel path, float32 and
+ * float64, with reduction none, against closed forms in long double.
+ * reg_edge_eval evaluates n <= 16 elements (f32: the operands rounded to
+ * float32; u, the variance, may be NULL): the per-element loss and the
+ * gradients for input and var. */
+enum { REG_EDGE_CAP = 16 };
+
+static void reg_edge_eval(const char *config, int path, int f32, int n, const double *x,
+                          const double *t, const double *u, double *out, double *gx, double *gu)
+{
+    cr_assert(n <= REG_EDGE_CAP);
+    int64_t shape[1] = {n};
+    int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+    double xd[REG_EDGE_CAP], td[REG_EDGE_CAP], ud[REG_EDGE_CAP] = {0}, od[REG_EDGE_CAP];
+    double gxd[REG_EDGE_CAP], gud[REG_EDGE_CAP];
+    float xf[REG_EDGE_CAP], tf[REG_EDGE_CAP], uf[REG_EDGE_CAP] = {0}, of[REG_EDGE_CAP];
+    float gxf[REG_EDGE_CAP], guf[REG_EDGE_CAP];
+    for (int i = 0; i < n; i++) {
+        xd[i] = x[i], td[i] = t[i], xf[i] = (float)x[i], tf[i] = (float)t[i];
+        if (u)
+            ud[i] = u[i], uf[i] = (float)u[i];
+    }
+    lk_named_tensor in[3] = {{"input", {f32 ? (void *)xf : xd, dt, 1, shape, NULL}, "input"},
+                             {"target", {f32 ? (void *)tf : td, dt, 1, shape, NULL}, "target"},
+                             {"var", {f32 ? (void *)uf : ud, dt, 1, shape, NULL}, "var"}};
+    lk_named_tensor g[2] = {{"input", {f32 ? (void *)gxf : gxd, dt, 1, shape, NULL}, "grad"},
+                            {"var", {f32 ? (void *)guf : gud, dt, 1, shape, NULL}, "grad_var"}};
+    lk_tensor o = {f32 ? (void *)of : od, dt, 1, shape, NULL};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in, args.n_tensors = u ? 3 : 2;
+    args.grads = g, args.n_grads = u ? 2 : 1;
+    args.out = &o;
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss_on(rt, config, path);
+    double value;
+    lk_status st = lk_loss_eval(loss, &args, &value);
+    cr_assert_eq(st, LK_OK, "%s: lk_loss_eval: %s", config, args.errmsg);
+    for (int i = 0; i < n; i++) {
+        out[i] = f32 ? of[i] : od[i];
+        gx[i] = f32 ? gxf[i] : gxd[i];
+        if (u)
+            gu[i] = f32 ? guf[i] : gud[i];
+    }
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+}
+
+/* An operand as the kernel sees it: rounded to float32 for f32. */
+static long double reg_edge_in(double v, int f32)
+{
+    return f32 ? (long double)(float)v : (long double)v;
+}
+
+/* got against want rounded to the dtype (beyond its range +-inf, below it
+ * the subnormals): the same infinity or NaN, else within rel of it plus
+ * three units of the dtype's smallest subnormal. */
+static int reg_edge_close(double got, long double want, int f32, double rel)
+{
+    long double top = f32 ? FLT_MAX : DBL_MAX;
+    double w = isnan(want)         ? NAN
+               : fabsl(want) > top ? copysign(HUGE_VAL, (double)want)
+               : f32               ? (double)(float)want
+                                   : (double)want;
+    if (isnan(w))
+        return isnan(got);
+    if (isinf(w))
+        return got == w;
+    double tiny = 3.0 * (f32 ? 0x1p-149 : 0x1p-1074);
+    return fabs(got - w) <= rel * fabs(w) + tiny;
+}
+
+/* robust where the old forms overflowed or lost their digits: z^2 finite
+ * but z^2 / |alpha - 2| beyond the dtype (alpha in (1, 2)), z = d / scale
+ * itself beyond it (scale < 1: alpha = 0 gave inf, alpha = -1e-6 the
+ * bound 2e6 of an infinite d), alpha = +-1e-6 where z^2 overflows (1e-3
+ * off by a power less one), and gradients below 1e-200 (alpha = -2, -0.5)
+ * that are products of factors which underflow alone. */
+Test(edge, robust_overflow_window)
+{
+    static const struct {
+        double alpha, scale;
+        int f32, n;
+        double d[4];
+    } cases[] = {
+        {1.5, 1.0, 0, 4, {1e153, 1e154, -1.3e154, 1e200}},
+        {1.99, 1.0, 0, 2, {1e154, -1e155}},
+        {1.999999, 1.0, 1, 3, {1e16, 1e18, -1e19}},
+        {1.5, 1.0, 1, 3, {1e18, 1.5e19, -3e38}},
+        {0.0, 0.01, 1, 3, {1e36, 1e38, -3e38}},
+        {-1e-6, 0.01, 1, 2, {1e36, 1e38}},
+        {0.0, 0.01, 0, 2, {1e300, 1e307}},
+        {1e-6, 1.0, 1, 2, {1e20, 1e30}},
+        {-1e-6, 1.0, 1, 2, {1e20, -1e30}},
+        {1e-6, 1.0, 1, 1, {1e18}},
+        {1e-6, 1.0, 0, 3, {1e150, 1e160, 1e300}},
+        {-2.0, 1.0, 0, 2, {1e100, -1e102}},
+        {-0.5, 1.0, 0, 2, {1e150, 1e200}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int path = 0; path < N_PATHS; path++) {
+            int f32 = cases[k].f32, n = cases[k].n;
+            double t[4] = {0}, out[4], gx[4];
+            char config[160];
+            snprintf(config, sizeof config,
+                     "{\"loss\": \"robust\", \"params\": {\"alpha\": %.17g, \"scale\": %.17g}, "
+                     "\"reduction\": \"none\"}",
+                     cases[k].alpha, cases[k].scale);
+            reg_edge_eval(config, path, f32, n, cases[k].d, t, NULL, out, gx, NULL);
+            long double a = cases[k].alpha, b = fabsl(a - 2.0L), c = cases[k].scale;
+            double tol = f32 ? 2e-6 : 1e-13;
+            for (int i = 0; i < n; i++) {
+                long double z = reg_edge_in(cases[k].d[i], f32) / c, L = log1pl(z * z / b);
+                long double rho = a == 0.0L ? L : b / a * expm1l(a / 2.0L * L);
+                long double g = z / c * expl((a / 2.0L - 1.0L) * L);
+                cr_expect(reg_edge_close(out[i], rho, f32, tol),
+                          "%s %s f32 %d: rho(%g) = %.9g, want %.9Lg", config, path_names[path], f32,
+                          cases[k].d[i], out[i], rho);
+                cr_expect(reg_edge_close(gx[i], g, f32, tol),
+                          "%s %s f32 %d: grad(%g) = %.9g, want %.9Lg", config, path_names[path],
+                          f32, cases[k].d[i], gx[i], g);
+            }
+        }
+}
+
+/* gaussian_nll's var gradient 0.5 (v - d^2) / v^2 for large variances
+ * (float32 1e19 to the largest, float64 1e160 to 1.7e308), where v^2
+ * overflows or 1 / v^2 underflows but the gradient, about 0.5 / v, is a
+ * normal or subnormal number (torch: 5e-24 at 1e23 in float32; losskit
+ * gave 0), and with NaN or infinite operands there: a NaN target gives
+ * NaN for all three, also with var 1e30 or inf (losskit gave a var
+ * gradient 0); an infinite target the limits +inf, -inf, -inf; d^2
+ * beyond the dtype with v = d gives -0.5, not -inf. */
+Test(edge, gaussian_nll_large_var)
+{
+    static const double x32[] = {1, 1, 1, 1, 1, 1, 0, 0, 1, 1e20, 3, 1},
+                        t32[] = {0, 0, 0, 0, 0, 0, NAN, INFINITY, NAN, 0, 1, 0},
+                        v32[] = {1e19, 1e22, 1e23,     1e30, 1e38, 3e38,
+                                 1e30, 1e30, INFINITY, 1e20, 1.5,  INFINITY};
+    static const double x64[] = {1, 1, 1, 1, 0, 0, 1, 1e160, INFINITY, 3, 1},
+                        t64[] = {0, 0, 0, 0, NAN, INFINITY, NAN, 0, 0, 1, 0},
+                        v64[] = {1e160,    1e165, 1e300,    1.7e308, 1e300,   1e300,
+                                 INFINITY, 1e160, INFINITY, 1.5,     INFINITY};
+    for (int f32 = 0; f32 <= 1; f32++)
+        for (int path = 0; path < N_PATHS; path++) {
+            const double *x = f32 ? x32 : x64, *t = f32 ? t32 : t64, *var = f32 ? v32 : v64;
+            int n = f32 ? (int)(sizeof x32 / sizeof x32[0]) : (int)(sizeof x64 / sizeof x64[0]);
+            double out[REG_EDGE_CAP], gx[REG_EDGE_CAP], gv[REG_EDGE_CAP];
+            reg_edge_eval("{\"loss\": \"gaussian_nll\", \"reduction\": \"none\"}", path, f32, n, x,
+                          t, var, out, gx, gv);
+            double tol = f32 ? 1e-6 : 1e-14;
+            for (int i = 0; i < n; i++) {
+                long double d = reg_edge_in(x[i], f32) - reg_edge_in(t[i], f32);
+                long double v = reg_edge_in(var[i], f32); /* all above eps */
+                long double wo = 0.5L * (logl(v) + d * d / v), wx = d / v;
+                long double wv = 0.5L * (v - d * d) / (v * v);
+                if (isinf(v) && isfinite(d))
+                    wo = HUGE_VAL, wx = 0.0L, wv = 0.0L;
+                cr_expect(reg_edge_close(out[i], wo, f32, tol),
+                          "%s f32 %d: loss[%d] = %.9g, want %.9Lg", path_names[path], f32, i,
+                          out[i], wo);
+                cr_expect(reg_edge_close(gx[i], wx, f32, tol),
+                          "%s f32 %d: d/dinput[%d] = %.9g, want %.9Lg", path_names[path], f32, i,
+                          gx[i], wx);
+                cr_expect(reg_edge_close(gv[i], wv, f32, tol),
+                          "%s f32 %d: d/dvar[%d] = %.9g, want %.9Lg", path_names[path], f32, i,
+                          gv[i], wv);
+            }
+        }
+}
+
+/* poisson_nll at the edges of its domain: with log_input false a rate
+ * with x + eps < 0 gives a NaN loss as torch (losskit gave x itself for a
+ * zero target, -1 at x = -1) and torch's gradient 1 - t / (x + eps); a NaN
+ * rate a NaN gradient (it gave 1); x = +inf with a NaN target a NaN loss
+ * in both forms (it gave +inf); and with eps = 0, subnormal rates and
+ * targets the gradient 1 - t / x (it gave -inf, 1 / x overflowing). */
+static void poisson_edge_case(const char *config, int f32, int n, const double *x, const double *t,
+                              int log_input, double eps)
+{
+    for (int path = 0; path < N_PATHS; path++) {
+        double out[REG_EDGE_CAP], gx[REG_EDGE_CAP];
+        reg_edge_eval(config, path, f32, n, x, t, NULL, out, gx, NULL);
+        double tol = f32 ? 1e-6 : 1e-14;
+        for (int i = 0; i < n; i++) {
+            long double xl = reg_edge_in(x[i], f32), tl = reg_edge_in(t[i], f32);
+            long double xe = xl + (f32 ? (long double)(float)eps : (long double)eps), wo, wg;
+            if (log_input) {
+                wo = isinf(xl) && xl > 0 && !isnan(tl) ? HUGE_VAL : expl(xl) - tl * xl;
+                wg = expl(xl) - tl;
+            } else if (isnan(xl) || isnan(tl)) {
+                wo = wg = NAN;
+            } else {
+                wo = isinf(xl) && xl > 0 ? HUGE_VAL
+                     : xe < 0            ? NAN
+                     : tl == 0           ? xl
+                                         : xl - tl * logl(xe);
+                wg = tl == 0 ? 1.0L : 1.0L - tl / xe;
+            }
+            cr_expect(reg_edge_close(out[i], wo, f32, tol),
+                      "%s %s f32 %d: loss(%g, %g) = %.9g, want %.9Lg", config, path_names[path],
+                      f32, x[i], t[i], out[i], wo);
+            cr_expect(reg_edge_close(gx[i], wg, f32, tol),
+                      "%s %s f32 %d: grad(%g, %g) = %.9g, want %.9Lg", config, path_names[path],
+                      f32, x[i], t[i], gx[i], wg);
+        }
+    }
+}
+
+Test(edge, poisson_nll_rates_out_of_domain)
+{
+    static const double x[] = {-1, -INFINITY, -1, NAN, INFINITY, -1e-8, 2, INFINITY},
+                        t[] = {0, 0, 2, 0, NAN, 0, 3, 2};
+    static const double xl[] = {INFINITY, NAN, INFINITY, 1}, tl[] = {NAN, 0, 2, 2};
+    static const double x0[] = {0x1p-1074, 1e-310, 1e-300, 1e-300, 4},
+                        t0[] = {0x1p-1074, 1e-310, 1e-300, 2e-300, 3};
+    static const double x0f[] = {0x1p-149, 1e-40, 1e-40, 4}, t0f[] = {0x1p-149, 1e-40, 2e-40, 3};
+    for (int f32 = 0; f32 <= 1; f32++) {
+        poisson_edge_case("{\"loss\": \"poisson_nll\", \"params\": {\"log_input\": false}, "
+                          "\"reduction\": \"none\"}",
+                          f32, 8, x, t, 0, 1e-8);
+        poisson_edge_case("{\"loss\": \"poisson_nll\", \"reduction\": \"none\"}", f32, 4, xl, tl, 1,
+                          0.0);
+        poisson_edge_case("{\"loss\": \"poisson_nll\", \"params\": {\"log_input\": false, \"eps\": "
+                          "0}, \"reduction\": \"none\"}",
+                          f32, f32 ? 4 : 5, f32 ? x0f : x0, f32 ? t0f : t0, 0, 0.0);
+    }
+}
+
 /* Messages name an element of a multi-dimensional tensor by its
  * multi-index, as "input1[1, 0]", not by its flat position. */
 static lk_status eval_slots(const char *config, int n, const char *const *names,

@@ -5,6 +5,8 @@
  * the clamp entering the gradient: the gradients are those of the formula
  * at v, for every element,
  *   d / dx = (x - t) / v,   d / dvar = 0.5 (v - (x - t)^2) / v^2. */
+#include <float.h>
+
 #include "regression.h"
 
 typedef struct gaussian_nll {
@@ -73,9 +75,20 @@ static lk_status gaussian_plan(const void *inst, const lk_tensor *slots, int32_t
 }
 
 /* r = 1 / v and q = (x - t) r: the loss is 0.5 (log v + d q) and the var
- * gradient 0.5 (v - d^2) r^2, which is 0 for v = inf (r^2 = 0 there makes
- * the product 0, where inf times 0 would be NaN). A negative
- * var, which torch refuses, gives NaN; NaN passes through the clamp. */
+ * gradient 0.5 (v - d^2) r r, v - d^2 in one fma (d^2 exact inside it:
+ * 1/v - (d/v)^2 would cancel where d^2 is near v, losing float32's last
+ * digits), multiplied by r twice, so that it stays accurate down to the
+ * subnormals (r^2 alone is subnormal from v = 9e18 in float32, 7e153 in
+ * float64, and 0 from 4e22 and 6e161, where the gradient, about 0.5 / v,
+ * is not). v enters the fma capped at the dtype's largest finite number,
+ * so that v = inf gives a finite v - d^2 and (v - d^2) 0 0 = 0, the limit,
+ * while a NaN d still gives NaN. Where v - d^2 overflows (|d| beyond about
+ * 1.8e19 in float32, 1.3e154 in float64, or infinite; a rare branch) the
+ * gradient is 0.5 (r - q^2) instead: there d^2 > max >= v, so nothing
+ * cancels but near v = max, and d = inf gives -inf (v = inf as well: NaN,
+ * as the loss). A negative var, which torch refuses, gives NaN; NaN passes
+ * through the clamp and the cap (min and max give their second operand
+ * for NaN). */
 LK_AI void gaussian_elem(const gaussian_nll *g, lk_elem *e)
 {
     lk_v d = lk_sub(e->x, e->t), half = lk_set(0.5);
@@ -86,9 +99,17 @@ LK_AI void gaussian_elem(const gaussian_nll *g, lk_elem *e)
     lk_v loss = lk_mul(half, lk_add(lk_log(v), lk_mul(d, q)));
     e->loss = g->add != 0.0 ? lk_add(loss, lk_set(g->add)) : loss;
     e->grad = q;
-    /* (v - d^2) / v^2 with d^2 exact inside the fma: 1/v - (d/v)^2 would
-     * cancel where d^2 is near v, losing float32's last digits */
-    e->grad_u = lk_mul0(lk_mul(r, r), lk_mul(half, lk_fnma(d, d, v)));
+#if defined(LK_LANES_F32)
+    lk_v vmax = lk_min(lk_set(FLT_MAX), v);
+#else
+    lk_v vmax = lk_min(lk_set(DBL_MAX), v);
+#endif
+    lk_v h = lk_mul(half, lk_fnma(d, d, vmax));
+    lk_v gu = lk_mul(lk_mul(h, r), r);
+    lk_m over = lk_eq(h, lk_set(-HUGE_VAL));
+    if (lk_any(over))
+        gu = lk_select(over, lk_mul(half, lk_fnma(q, q, r)), gu);
+    e->grad_u = gu;
 }
 
 LK_ELEMENTWISE_LOSS(gaussian_nll, gaussian_nll, gaussian_elem,

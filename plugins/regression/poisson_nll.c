@@ -3,6 +3,8 @@
  *   otherwise:  x - t log(x + eps),    gradient 1 - t / (x + eps)
  * plus, with full, Stirling's approximation of log(t!) where t > 1,
  *   t log t - t + 0.5 log(2 pi t), which has no gradient. */
+#include <float.h>
+
 #include "regression.h"
 
 typedef struct poisson_nll {
@@ -61,21 +63,44 @@ static lk_status poisson_init(void *inst, const lk_param_value *p, lk_msg *msg)
     return LK_OK;
 }
 
-/* t x and t log(x + eps) are 0 where t is 0, also for an infinite x (the
- * layer's 0 inf = 0 rule; torch gives NaN there). x = +inf gives +inf, the
- * limit, where torch computes inf - inf. */
+/* The loss is one fused multiply-add, exp(x) - t x or x - t log(x + eps),
+ * with x or the log read as 0 where t is 0, so that t x and t log(x + eps)
+ * are 0 there also for an infinite x or x = -eps (the layer's 0 inf = 0
+ * rule; torch gives NaN); not for a NaN x, nor, with log_input false, for
+ * x + eps < 0, where the log is NaN and so is the loss, as torch's. x =
+ * +inf gives +inf, the limit, where torch computes inf - inf: the x of t x
+ * and the x + eps of the log are capped at a bound beyond which exp(x), or
+ * x itself, is +inf already (exp(x) is inf above 89 in float32 and 710 in
+ * float64; a finite x + eps is below the largest finite number), so that
+ * +inf minus t times the cap is +inf for a finite t and NaN for a NaN or
+ * +inf one. The gradient 1 - t / (x + eps) divides t itself, so that a
+ * subnormal rate and target give their ratio (1 / (x + eps) alone is inf
+ * there). */
 LK_AI void poisson_elem(const poisson_nll *s, lk_elem *e)
 {
-    lk_v x = e->x, t = e->t, inf = lk_set(HUGE_VAL);
-    lk_m pinf = lk_eq(x, inf);
+    lk_v x = e->x, t = e->t;
     if (s->log_input) {
         lk_v ex = lk_exp(x);
-        e->loss = lk_select(pinf, inf, lk_sub(ex, lk_mul0(t, x)));
+#if defined(LK_LANES_F32)
+        lk_v xc = lk_min(lk_set(89.0), x); /* NaN stays NaN */
+#else
+        lk_v xc = lk_min(lk_set(710.0), x);
+#endif
+        /* exp(x) - t x, with x read as 0 where t = 0 */
+        e->loss = lk_fnma(t, lk_clear(lk_eq(t, lk_zero()), xc), ex);
         e->grad = lk_sub(ex, t);
     } else {
         lk_v xe = lk_add(x, lk_set(s->eps));
-        e->loss = lk_select(pinf, inf, lk_sub(x, lk_mul0(t, lk_log(xe))));
-        e->grad = lk_sub(lk_set(1.0), lk_mul0(t, lk_div(lk_set(1.0), xe)));
+#if defined(LK_LANES_F32)
+        lk_v xec = lk_min(lk_set(FLT_MAX), xe); /* NaN stays NaN */
+#else
+        lk_v xec = lk_min(lk_set(DBL_MAX), xe);
+#endif
+        /* t = 0 and x + eps >= 0 (false for NaN) */
+        lk_m t0 = lk_and(lk_eq(t, lk_zero()), lk_ge(xe, lk_zero()));
+        /* x - t log(x + eps), with the log read as 0 there */
+        e->loss = lk_fnma(t, lk_clear(t0, lk_log(xec)), x);
+        e->grad = lk_sub(lk_set(1.0), lk_clear(t0, lk_div(t, xe)));
     }
     if (s->full) {
         lk_v lt = lk_log(t);

@@ -9,6 +9,8 @@
  * constants, so only the gradient with respect to the input is given:
  *
  *   d rho / dx = (z / scale) (z^2 / |alpha - 2| + 1)^(alpha/2 - 1). */
+#include <float.h>
+
 #include "regression.h"
 
 /* The kernel families, one per form (their order in LK_FAMILIES). */
@@ -16,15 +18,17 @@ enum { ROBUST_POS, ROBUST_NEG, ROBUST_TWO, ROBUST_ZERO, ROBUST_ONE, ROBUST_MTWO 
 
 typedef struct robust {
     int mode;
-    double alpha, inv_scale;
+    double alpha, scale, inv_scale;
+    double b;          /* |alpha - 2| */
     double inv_b;      /* 1 / |alpha - 2| */
     double half_alpha; /* alpha / 2 */
     double neg_half_b; /* -|alpha - 2| / 2 = alpha / 2 - 1 */
     double k;          /* |alpha - 2| / alpha */
     double grad_inf;   /* |d rho / dx| at |x - t| = inf, times sign(d) */
-    /* where z^2 overflows, with u = |z| far_s: rho = k (u^alpha far_l - 1)
-     * and |d rho / dx| = u^(alpha - 1) far_g (see robust_body) */
-    double far_s, far_l, far_g;
+    double log2b;      /* log2 |alpha - 2| */
+    /* z^2 above far_t (float lanes: far_t32) takes robust_far1 (see
+     * robust_body) */
+    double far_t, far_t32;
 } robust;
 
 static const lk_param_desc robust_alpha = {
@@ -46,6 +50,17 @@ static const lk_param_desc robust_scale = {
 };
 static const lk_param_desc *const robust_params[] LK__UNUSED = {&robust_alpha, &robust_scale, NULL};
 
+/* The z^2 up to which the lanes' forms hold in a dtype of largest number
+ * max: z^2, q = z^2 / b and z / scale finite, 1 / (1 + q) and (1 + q)^(alpha
+ * / 2 - 1) normal numbers: z^2 <= max / 16, q <= max / 16 and |z / scale| <=
+ * max / 2. Not below b, where q = 1 (the far forms want q >= 1; a scale
+ * that small, below 2 sqrt(b) / max, is beyond any use). */
+static double robust_far_t(double max, double b, double scale)
+{
+    double t = fmin(max, max * b) / 16.0, g = 0.5 * max * scale;
+    return fmax(fmin(t, g * g), b);
+}
+
 static lk_status robust_init(void *inst, const lk_param_value *p, lk_msg *msg)
 {
     (void)msg;
@@ -58,16 +73,18 @@ static lk_status robust_init(void *inst, const lk_param_value *p, lk_msg *msg)
               : a == -2.0 ? ROBUST_MTWO
               : a > 0.0   ? ROBUST_POS
                           : ROBUST_NEG;
+    r->scale = p[1].number;
     r->inv_scale = 1.0 / p[1].number;
+    r->b = b;
     r->inv_b = b > 0.0 ? 1.0 / b : 0.0;
     r->half_alpha = 0.5 * a;
     r->neg_half_b = -0.5 * b;
     r->k = a != 0.0 ? b / a : 0.0;
     /* |z|^(alpha - 1) as z -> inf: 0 below alpha = 1, 1 at 1, inf above */
     r->grad_inf = a < 1.0 ? 0.0 : a == 1.0 ? r->inv_scale : HUGE_VAL;
-    r->far_s = a < 0.0 ? 1.0 / sqrt(b) : 1.0;
-    r->far_l = a < 0.0 || b == 0.0 ? 1.0 : pow(b, -0.5 * a);
-    r->far_g = (a < 0.0 ? sqrt(b) : pow(b, 1.0 - 0.5 * a)) * r->inv_scale;
+    r->log2b = b > 0.0 ? log2(b) : 0.0;
+    r->far_t = a == 2.0 ? HUGE_VAL : robust_far_t(DBL_MAX, b, r->scale);
+    r->far_t32 = a == 2.0 ? HUGE_VAL : (float)robust_far_t(FLT_MAX, b, r->scale);
     return LK_OK;
 }
 
@@ -96,33 +113,93 @@ LK_AI lk_v robust_expm1_1(lk_v y)
     return lk_mul(p, lk_add(p, lk_set(2.0)));
 }
 
-/* The lanes where z^2 overflowed: the far forms where z is finite, the
- * limits where it is infinite (see robust_body). Out of line: it calls the
- * vector math library (pow), and the registers the loop keeps would be
- * spilled around that call on every trip; e is not passed, so that its
- * address escapes nowhere. */
+/* rho and d rho / dx of one element far out, in double, for any d (z and
+ * z^2 may be beyond the range of any float type) with q = z^2 / b >= 1
+ * (above 1e34 but for absurd scales, robust_far_t), from the exponents and
+ * mantissas: |z| = m 2^E exactly but for the rounding of m = m_d / m_c in
+ * (1/2, 2) (frexp of |d| and of the scale), so
+ *   log2(1 + q) = 2E + s,   s = 2 log2 m - log2 b + log2(1 + 1/q),
+ * s moderate (no cancellation for q >= 1) and 1/q = (b / m^2) 2^(-2E),
+ * tiny but for absurd scales. Then, with Y = alpha/2
+ * log2(1 + q),
+ *   rho = k (2^Y - 1):  by expm1 where |Y| <= 1 (alpha near 0: no
+ *                       cancellation, and alpha = 0 is log(1 + q));
+ *                       elsewhere 2^Y = 2^n 2^f, n an integer, |f| <=
+ *                       1/2, with alpha E split exactly (its rounding
+ *                       error by an fma), so that a large Y carries no
+ *                       rounding of its own into 2^Y;
+ *   |d rho / dx| = |z| / c (1 + q)^(alpha/2 - 1) = 2^(alpha E - E - e_c +
+ *                       log2 m + (alpha/2 - 1) s) / m_c, from the same
+ *                       split (the exponent from alpha itself: b = |alpha
+ *                       - 2| is rounded, and its rounding times log(1 + q)
+ *                       would be 1e-13 of the result at alpha = 1e-6).
+ * ldexp gives +inf beyond the range and the subnormals below it. |d| =
+ * inf gives the limits: rho = inf (alpha >= 0) or |k|, and the gradient 0,
+ * sign(d) / scale or sign(d) inf as alpha is below, at or above 1. */
+static void robust_far1(const robust *r, double d, double *loss, double *grad)
+{
+    static const double ln2 = 0.69314718055994530942;
+    double a = r->alpha;
+    if (isinf(d)) {
+        *loss = a >= 0.0 ? HUGE_VAL : -r->k;
+        *grad = copysign(r->grad_inf, d);
+        return;
+    }
+    int ed, ec;
+    double md = frexp(fabs(d), &ed), mc = frexp(r->scale, &ec);
+    double m = md / mc, lm = log2(m), E = (double)ed - ec;
+    double s = 2.0 * lm - r->log2b + log1p(ldexp(r->b / (m * m), -2 * (ed - ec))) / ln2;
+    double L2 = 2.0 * E + s, y = 0.5 * a * L2;
+    /* alpha E = n + pf exactly but for pf's last rounding */
+    double p = a * E, n = rint(p), pf = (p - n) + fma(a, E, -p);
+    if (a == 0.0) {
+        *loss = L2 * ln2;
+    } else if (fabs(y) <= 1.0) {
+        *loss = r->k * expm1(y * ln2);
+    } else {
+        double f = pf + 0.5 * a * s, n1 = rint(f);
+        *loss = ldexp(r->k * exp2(f - n1), (int)(n + n1)) - r->k;
+    }
+    double f = lm + pf + (0.5 * a - 1.0) * s, n1 = rint(f);
+    *grad = copysign(ldexp(exp2(f - n1) / mc, (int)(n + n1 - E - ec)), d);
+}
+
+/* The lanes whose z^2 is above the threshold, by robust_far1 one at a
+ * time; the others keep o. Out of line and rare: only residuals beyond
+ * about 4.6e18 scales (float lanes) or 3.4e153 (double lanes), fewer for
+ * alpha near 2, come here. */
 typedef struct robust_pair {
     lk_v loss, grad;
 } robust_pair;
 
-static __attribute__((noinline)) robust_pair robust_far(const robust *r, int mode, lk_v d, lk_v z,
-                                                        lk_v z2, robust_pair o)
+static __attribute__((noinline)) robust_pair robust_far(const robust *r, lk_v d, lk_v z2,
+                                                        robust_pair o)
 {
-    lk_m big = lk_eq(z2, lk_set(HUGE_VAL));
-    lk_v az = lk_abs(z);
-    if (mode != ROBUST_TWO) {
-        lk_v u = lk_mul(az, lk_set(r->far_s));
-        lk_v far = mode == ROBUST_ZERO
-                       ? lk_sub(lk_mul(lk_set(2.0), lk_log(az)), lk_set(log(2.0)))
-                       : lk_mul(lk_set(r->k), lk_fma(lk_pow(u, lk_set(r->alpha)), lk_set(r->far_l),
-                                                     lk_set(-1.0)));
-        o.loss = lk_select(big, far, o.loss);
-        lk_v fg = lk_mul(lk_pow(u, lk_set(r->alpha - 1.0)), lk_set(r->far_g));
-        o.grad = lk_select(big, lk_copysign(fg, z), o.grad);
-    }
-    lk_m inf = lk_eq(az, lk_set(HUGE_VAL));
-    o.grad = lk_select(inf, lk_mul(lk_sign(d), lk_set(r->grad_inf)), o.grad);
+#if defined(LK_LANES_F32)
+    const lk_s far_t = (lk_s)r->far_t32;
+#else
+    const lk_s far_t = (lk_s)r->far_t;
+#endif
+    lk_s dd[LK_W], zz[LK_W], lo[LK_W], gr[LK_W];
+    lk_store(dd, d), lk_store(zz, z2), lk_store(lo, o.loss), lk_store(gr, o.grad);
+    for (int j = 0; j < LK_W; j++)
+        if (zz[j] > far_t) {
+            double l, g;
+            robust_far1(r, (double)dd[j], &l, &g);
+            lo[j] = (lk_s)l, gr[j] = (lk_s)g;
+        }
+    o.loss = lk_load(lo), o.grad = lk_load(gr);
     return o;
+}
+
+/* The lanes whose z^2 is beyond the lanes' forms (NaN is not). */
+LK_AI lk_m robust_beyond(const robust *r, lk_v z2)
+{
+#if defined(LK_LANES_F32)
+    return lk_gt(z2, lk_set(r->far_t32));
+#else
+    return lk_gt(z2, lk_set(r->far_t));
+#endif
 }
 
 /* With q = z^2 / b (b = |alpha - 2|), L = log1p(q) and y = alpha L / 2:
@@ -147,38 +224,38 @@ static __attribute__((noinline)) robust_pair robust_far(const robust *r, int mod
  *                                                       g = 1 / s;
  *   alpha = -2:  r = 1 / (1 + z^2 / 4), rho = 2 (1 - r) as (z^2 / 2) r below
  *                z^2 = 4,                               g = r^2.
- * |x - t| = inf gives the limits: rho = inf (alpha >= 0) or |k|, and the
- * gradient 0, sign(d) / scale or sign(d) inf as alpha is below, at or
- * above 1. Where z is finite but z^2 overflows (|z| above about 1.8e19 in
- * float32, 1.3e154 in float64), q = inf in the forms above; there q is so
- * large that 1 + q is q, so (1 + q)^(alpha/2) = |z|^alpha b^(-alpha/2)
- * and d rho / dx = sign(z) |z|^(alpha - 1) b^(1 - alpha/2) / scale, by pow
- * (log(z^2 / 2) for alpha = 0; alpha = 2 has no q). For alpha < 0 the
- * powers are of u = |z| / sqrt(b) instead, as u^alpha and sqrt(b)
- * u^(alpha - 1): b^(1 - alpha/2) alone overflows at alpha = -1000, where
- * for 0 < alpha < 2 (b <= 2) the constants are moderate and u could
- * overflow (b near 0). */
+ * The gradient is (z / scale) g with g's factors multiplied in one at a
+ * time (z/scale r r, z/scale / (1 + q) exp(y)), so that no factor
+ * underflows where the product would not (at alpha = -2, z = 1e100:
+ * 1.6e-299, where r^2 is 0).
+ * These forms need z^2, q and z / scale finite and 1 / (1 + q) and g
+ * normal numbers: above z^2 = far_t (robust_far_t: max / 16, or max b / 16
+ * for b < 1, so |z| above about 4.6e18 in float32 and 3.4e153 in float64
+ * for b >= 1; less for a scale below about 3e-20 or 4e-155), and where z or
+ * z^2 overflowed (also for an infinite d), each element is computed by
+ * robust_far1 instead, from d and scale themselves: one compare per
+ * vector, the rest a rare branch. alpha = 2 needs none: z^2 / 2 and z /
+ * scale overflow only where rho and the gradient do. */
 LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
 {
     lk_v d = lk_sub(e->x, e->t), z = lk_mul(d, lk_set(r->inv_scale)), one = lk_set(1.0);
-    lk_v gz = lk_mul(z, lk_set(r->inv_scale)); /* d (z^2 / 2) / dx */
-    lk_v z2 = lk_mul(z, z), g, rho;
+    lk_v z2 = lk_mul(z, z), gz = lk_mul(z, lk_set(r->inv_scale)), grad, rho;
     if (mode == ROBUST_TWO) {
         rho = lk_mul(lk_set(0.5), z2);
-        g = one;
+        grad = gz;
     } else if (mode == ROBUST_ZERO) {
         lk_v hz2 = lk_mul(lk_set(0.5), z2);
         rho = lk_log1p(hz2);
-        g = lk_div(one, lk_add(one, hz2));
+        grad = lk_div(gz, lk_add(one, hz2));
     } else if (mode == ROBUST_ONE) {
         lk_v s = lk_sqrt(lk_add(one, z2));
         rho = lk_select(lk_lt(z2, one), lk_div(z2, lk_add(s, one)), lk_sub(s, one));
-        g = lk_div(one, s);
+        grad = lk_div(gz, s);
     } else if (mode == ROBUST_MTWO) {
         lk_v q = lk_mul(lk_set(0.25), z2), rr = lk_div(one, lk_add(one, q));
         rho = lk_select(lk_lt(q, one), lk_mul(lk_add(q, q), rr),
                         lk_mul(lk_set(2.0), lk_sub(one, rr)));
-        g = lk_mul(rr, rr);
+        grad = lk_mul(lk_mul(gz, rr), rr);
     } else {
         lk_v q = lk_mul(z2, lk_set(r->inv_b));
         lk_v L = lk_log1p(q);
@@ -190,24 +267,22 @@ LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
              * to z^2 = |alpha - 2| (e^(2 / |alpha|) - 1)): g = (1 + q)^(alpha/2)
              * / (1 + q) from the series' value, a reciprocal for the exp */
             m = m1;
-            g = lk_mul(lk_add(one, m1), lk__recip_fast(lk_add(one, q)));
+            grad = lk_mul(gz, lk_mul(lk_add(one, m1), lk__recip_fast(lk_add(one, q))));
         } else if (mode == ROBUST_POS) {
-            g = lk_exp_neg(lk_mul(lk_set(r->neg_half_b), L));
+            lk_v g = lk_exp_neg(lk_mul(lk_set(r->neg_half_b), L));
             lk_v far = lk_sub(lk_mul(lk_add(one, q), g), one);
             m = lk_select(lk_gt(y, one), far, m1);
-            /* q = inf (also for an infinite d): (1 + q) g is inf 0 */
-            m = lk_select(lk_eq(q, lk_set(HUGE_VAL)), q, m);
+            grad = lk_mul(gz, g);
         } else {
             lk_v ey = lk_exp_neg(y);
-            g = lk_div(ey, lk_add(one, q));
+            grad = lk_mul(lk_div(gz, lk_add(one, q)), ey);
             m = lk_select(lk_lt(y, lk_set(-1.0)), lk_sub(ey, one), m1);
         }
         rho = lk_mul(lk_set(r->k), m);
     }
-    robust_pair o = {rho, lk_mul(gz, g)};
-    /* z^2 overflowed, tested once per vector */
-    if (lk_any(lk_eq(z2, lk_set(HUGE_VAL))))
-        o = robust_far(r, mode, d, z, z2, o);
+    robust_pair o = {rho, grad};
+    if (mode != ROBUST_TWO && lk_any(robust_beyond(r, z2))) /* once per vector */
+        o = robust_far(r, d, z2, o);
     e->loss = o.loss, e->grad = o.grad;
 }
 
