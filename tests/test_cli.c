@@ -977,6 +977,288 @@ Test(cli, target_outside_its_range_is_data)
 }
 
 /* ------------------------------------------------------------------------ */
+/* run: what the summary describes, outputs, out of memory, option misuse    */
+
+/* A config that binds the input slot to another name: the summary and
+ * --out follow the tensor the loss reads as its input (slot 0 of the first
+ * term), whatever the order of the options. */
+Test(cli, run_summary_describes_the_bound_input)
+{
+    double x[NX];
+    int64_t cls[R];
+    for (int i = 0; i < NX; i++)
+        x[i] = logit_at(i);
+    for (int i = 0; i < R; i++)
+        cls[i] = i % C;
+    const int64_t shape_r[1] = {R};
+    write_npy(tmp("logits.npy"), LK_DTYPE_F64, x, 2, shape_rc);
+    write_npy(tmp("cls.npy"), LK_DTYPE_I64, cls, 1, shape_r);
+    write_text(tmp("ce.json"),
+               "{\"loss\": \"cross_entropy\", \"tensors\": {\"input\": \"logits\"}}");
+    write_text(tmp("ce_none.json"), "{\"loss\": \"cross_entropy\", \"tensors\": {\"input\": "
+                                    "\"logits\"}, \"reduction\": \"none\"}");
+    char bind[PATH_MAX + 16];
+    snprintf(bind, sizeof bind, "logits=%s", tmp("logits.npy"));
+    proc r = lk(NULL, "run", tmp("ce.json"), "--target", tmp("cls.npy"), "--tensor", bind, NULL);
+    expect_ok(&r);
+    cr_assert(strstr(r.out, "mean over 12 float64 elements: ") != NULL, "%s", r.out);
+    proc_free(&r);
+    r = lk(NULL, "run", tmp("ce.json"), "--target", tmp("cls.npy"), "--tensor", bind, "--json",
+           NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(root, "shape");
+    cr_assert(cJSON_IsArray(shape) && cJSON_GetArraySize(shape) == 2, "%s", r.out);
+    cr_assert_eq(cJSON_GetArrayItem(shape, 1)->valuedouble, C, "%s", r.out);
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(root, "dtype")->valuestring, "float64");
+    cr_assert_eq(cJSON_GetObjectItemCaseSensitive(root, "elements")->valuedouble, NX);
+    cJSON_Delete(root);
+    proc_free(&r);
+    /* reduction none: one loss per row, of the input's dtype */
+    r = lk(NULL, "run", tmp("ce_none.json"), "--target", tmp("cls.npy"), "--tensor", bind, "--out",
+           tmp("ce_out.npy"), NULL);
+    expect_ok(&r);
+    lk_array a;
+    read_npy(tmp("ce_out.npy"), &a);
+    cr_assert_eq(a.dtype, LK_DTYPE_F64, "out dtype %s", lk_dtype_name(a.dtype));
+    cr_assert(a.ndim == 1 && a.shape[0] == R, "out of %d dimensions", (int)a.ndim);
+    lk_array_free(&a);
+    proc_free(&r);
+}
+
+/* Two outputs in one file, or an output over a file run reads, would lose
+ * one of them: usage, before anything is read or written. */
+Test(cli, run_refuses_outputs_that_share_a_file)
+{
+    float x[NX], t[NX];
+    write_xt_f32(x, t);
+    size_t len0, len1;
+    unsigned char *before = slurp(tmp("x.npy"), &len0);
+    char same[PATH_MAX + 16];
+    snprintf(same, sizeof same, "%s/./o.npy", tmpdir);
+    proc r = lk(NULL, "run", CLI_DIR "/mse_none.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), "--out", tmp("o.npy"), "--grad", same, NULL);
+    expect_failure(&r, 2, "--out", "--grad", "o.npy", "same file", NULL);
+    cr_assert(!file_exists(tmp("o.npy")), "an output was written despite the error");
+    proc_free(&r);
+    char g1[PATH_MAX + 16], g2[PATH_MAX + 16];
+    snprintf(g1, sizeof g1, "input=%s", tmp("g.npy"));
+    snprintf(g2, sizeof g2, "target=%s", tmp("g.npy"));
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+           "--grad-tensor", g1, "--grad-tensor", g2, NULL);
+    expect_failure(&r, 2, "--grad-tensor input=", "--grad-tensor target=", "g.npy", NULL);
+    proc_free(&r);
+    /* the gradient over the input itself */
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+           "--grad", tmp("x.npy"), NULL);
+    expect_failure(&r, 2, "--grad", "--input", "x.npy", NULL);
+    proc_free(&r);
+    unsigned char *after = slurp(tmp("x.npy"), &len1);
+    cr_assert(len0 == len1 && memcmp(before, after, len0) == 0, "the input was overwritten");
+    free(before);
+    free(after);
+}
+
+#ifndef CLI_UNDER_ASAN
+#if defined(__SANITIZE_ADDRESS__)
+#define CLI_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CLI_UNDER_ASAN 1
+#endif
+#endif
+#ifndef CLI_UNDER_ASAN
+#define CLI_UNDER_ASAN 0
+#endif
+#endif
+
+/* ASan, when allocator_may_return_null lets an allocation fail, says so
+ * on stderr ("==PID==WARNING: AddressSanitizer failed to allocate 0x...
+ * bytes"): those lines are left out of r->err, so that the command's own
+ * line can be checked as one line. */
+static void drop_asan_warnings(proc *r)
+{
+    for (char *w; (w = strstr(r->err, "WARNING: AddressSanitizer failed to allocate")) != NULL;) {
+        while (w > r->err && w[-1] != '\n')
+            w--;
+        char *end = strchr(w, '\n');
+        end = end ? end + 1 : r->err + r->err_len;
+        memmove(w, end, (size_t)(r->err + r->err_len - end) + 1);
+        r->err_len -= (size_t)(end - w);
+    }
+}
+
+/* Memory running out is exit 1 ("out of memory"), naming the file it was
+ * for: the tensor being read or the gradient being made. 32 MiB tensors
+ * under a 100 MiB address space: the gradient, or the target when the
+ * program itself takes more, cannot be allocated. Under ASan (whose shadow
+ * memory no address-space limit leaves room for) its allocation limit does
+ * the same. */
+Test(cli, run_out_of_memory_is_exit_1_naming_the_file)
+{
+    enum { BIG = 8 << 20 };
+    float *x = calloc(BIG, sizeof *x);
+    cr_assert_not_null(x);
+    for (int i = 0; i < BIG; i++)
+        x[i] = 0.25f * (float)(i % 7);
+    const int64_t shape[1] = {BIG};
+    write_npy(tmp("big_x.npy"), LK_DTYPE_F32, x, 1, shape);
+    memset(x, 0, (size_t)BIG * sizeof *x);
+    write_npy(tmp("big_t.npy"), LK_DTYPE_F32, x, 1, shape);
+    free(x);
+    char *cfg = CLI_DIR "/mse.json";
+    char *argv[] = {
+#if CLI_UNDER_ASAN
+        "env",
+        "ASAN_OPTIONS=allocator_may_return_null=1:max_allocation_size_mb=24:handle_segv=0",
+#else
+        "sh",
+        "-c",
+        "ulimit -v 102400 && exec \"$0\" \"$@\"",
+#endif
+        LK_CLI_PATH,
+        "run",
+        cfg,
+        "--input",
+        (char *)tmp("big_x.npy"),
+        "--target",
+        (char *)tmp("big_t.npy"),
+        "--grad",
+        (char *)tmp("big_g.npy"),
+        "--threads",
+        "1",
+        NULL
+    };
+    proc r = run_argv(NULL, argv);
+    drop_asan_warnings(&r);
+    expect_failure(&r, 1, "out of memory", NULL);
+    cr_assert(strstr(r.err, "big_g.npy") || strstr(r.err, "big_x.npy") ||
+                  strstr(r.err, "big_t.npy"),
+              "the message names no file: %s", r.err);
+    cr_assert_null(strstr(r.err, "lk_array_alloc"), "an internal function is named: %s", r.err);
+    proc_free(&r);
+    unlink(tmp("big_x.npy"));
+    unlink(tmp("big_t.npy"));
+}
+
+/* A gradient of a tensor the loss does not differentiate (mse's target) or
+ * does not read: usage, naming the option and the file. */
+Test(cli, gradient_the_loss_cannot_give_is_usage)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    char g[PATH_MAX + 16];
+    snprintf(g, sizeof g, "target=%s", tmp("gt.npy"));
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                "--grad-tensor", g, NULL);
+    expect_failure(&r, 2, "--grad-tensor", tmp("gt.npy"), "no gradient", NULL);
+    proc_free(&r);
+    snprintf(g, sizeof g, "nosuch=%s", tmp("gt.npy"));
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+           "--grad-tensor", g, NULL);
+    expect_failure(&r, 2, "--grad-tensor", tmp("gt.npy"), "no tensor 'nosuch'", NULL);
+    proc_free(&r);
+    cr_assert(!file_exists(tmp("gt.npy")));
+}
+
+/* An option at the end of the line, or followed by another option, says
+ * what it needs. */
+Test(cli, option_without_value_says_what_it_needs)
+{
+    static const char *const file_opts[] = {"--input", "--target", "--weight", "--grad", "--out"};
+    for (size_t i = 0; i < sizeof file_opts / sizeof file_opts[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "%s needs a file", file_opts[i]);
+        proc r = lk(NULL, "run", CLI_DIR "/mse.json", file_opts[i], NULL);
+        expect_failure(&r, 2, want, NULL);
+        proc_free(&r);
+    }
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--threads", NULL);
+    expect_failure(&r, 2, "--threads needs a value", NULL);
+    proc_free(&r);
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--tensor", NULL);
+    expect_failure(&r, 2, "--tensor needs a value, NAME=FILE.npy", NULL);
+    proc_free(&r);
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--out", "--json", NULL);
+    expect_failure(&r, 2, "--out needs a file", "'--json'", NULL);
+    proc_free(&r);
+}
+
+/* An option that takes one value, given twice, is refused, not the last
+ * one taken. */
+Test(cli, option_given_twice_is_usage)
+{
+    float x[NX], t[NX];
+    write_xt_f32(x, t);
+    proc r = lk(NULL, "run", CLI_DIR "/mse_none.json", "--input", tmp("x.npy"), "--target",
+                tmp("t.npy"), "--out", tmp("o1.npy"), "--out", tmp("o2.npy"), NULL);
+    expect_failure(&r, 2, "--out given twice", NULL);
+    proc_free(&r);
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+           "--threads", "1", "--threads", "2", NULL);
+    expect_failure(&r, 2, "--threads given twice", NULL);
+    proc_free(&r);
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+           "--grad", tmp("g1.npy"), "--grad", tmp("g2.npy"), NULL);
+    expect_failure(&r, 2, "--grad given twice", NULL);
+    proc_free(&r);
+    cr_assert(!file_exists(tmp("o2.npy")) && !file_exists(tmp("g2.npy")));
+}
+
+Test(cli, help_of_an_unknown_command_is_usage)
+{
+    proc r = lk(NULL, "help", "frob", NULL);
+    expect_failure(&r, 2, "help: unknown command 'frob'", NULL);
+    proc_free(&r);
+}
+
+/* Whether s[0 .. len) is well-formed UTF-8. */
+static int is_utf8(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        unsigned c = u[i];
+        size_t n = c < 0x80                 ? 1
+                   : c >= 0xc2 && c <= 0xdf ? 2
+                   : c >= 0xe0 && c <= 0xef ? 3
+                   : c >= 0xf0 && c <= 0xf4 ? 4
+                                            : 0;
+        if (n == 0 || i + n > len)
+            return 0;
+        unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+        unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+        if (n > 1 && (u[i + 1] < lo || u[i + 1] > hi))
+            return 0;
+        for (size_t k = 2; k < n; k++)
+            if (u[i + k] < 0x80 || u[i + k] > 0xbf)
+                return 0;
+        i += n;
+    }
+    return 1;
+}
+
+/* JSON is UTF-8: a file name that is not (a config named m\xff.json, a
+ * plugin folder) is written with U+FFFD for the stray byte. */
+Test(cli, json_output_is_utf8_whatever_the_file_names)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    write_text(tmp("m\xff.json"), "{\"loss\": \"mse\"}");
+    proc r = lk(NULL, "run", tmp("m\xff.json"), "--input", tmp("x.npy"), "--target", tmp("t.npy"),
+                "--json", NULL);
+    expect_ok(&r);
+    cr_assert(is_utf8(r.out, r.out_len), "not UTF-8: %s", r.out);
+    cr_assert(strstr(r.out, "m\xef\xbf\xbd.json") != NULL, "%s", r.out);
+    cJSON_Delete(parse_json(&r));
+    proc_free(&r);
+    r = lk(tmp("p\xff"), "list", "--json", NULL);
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
+    cr_assert(is_utf8(r.out, r.out_len), "list --json is not UTF-8");
+    cr_assert(strstr(r.out, "p\xef\xbf\xbd") != NULL, "the diagnostic is missing: %s", r.out);
+    proc_free(&r);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Plugin load problems                                                      */
 
 Test(cli, broken_plugin_is_one_warning_and_others_still_serve)
@@ -1398,6 +1680,143 @@ Test(cli, bench_unknown_dtype_is_usage)
 {
     proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/mse.json", "--dtype", "float16", NULL);
     expect_failure(&r, 2, "--dtype", "'float16'", NULL);
+    proc_free(&r);
+}
+
+/* The host-overhead probe runs on the smallest shape near 64 elements the
+ * loss's plan takes, and the report says how many elements that is: ssim's
+ * window of 11 refuses the (2, 1, 4, 8) that halving gives and takes
+ * (2, 1, 11, 11). Nothing on stderr, no NaN. */
+Test(cli, bench_probe_runs_on_a_shape_the_loss_takes)
+{
+    const char *cfg = LK_SOURCE_ROOT "/configs/ssim.json";
+    proc r = lk(NULL, "bench", cfg, "--shape", "2,1,32,32", "--repeat", "1", "--json", NULL);
+    expect_ok(&r);
+    cJSON *j = parse_json(&r);
+    const cJSON *us = cJSON_GetObjectItemCaseSensitive(j, "small_call_us");
+    cr_expect(cJSON_IsNumber(us) && us->valuedouble > 0, "small_call_us: %s", r.out);
+    cr_expect_eq(num_field(j, "small_call_elements"), 242, "%s", r.out);
+    cJSON_Delete(j);
+    proc_free(&r);
+    r = lk(NULL, "bench", cfg, "--shape", "2,1,32,32", "--repeat", "1", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, "host overhead per call on 242 elements: ") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "nan") == NULL, "%s", r.out);
+    proc_free(&r);
+}
+
+/* --repeat is digits only, in [1, 10000]: no wrap-around (4294967297 is not
+ * 1), no trailing junk (5x is not 5). */
+Test(cli, bench_repeat_is_parsed_strictly)
+{
+    const char *bad[] = {"4294967297", "5x", "0", "10001", "", "-1", " 5"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        char quoted[32];
+        snprintf(quoted, sizeof quoted, "'%s'", bad[k]);
+        proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/mse.json", "--shape", "64", "--repeat",
+                    bad[k], NULL);
+        expect_failure(&r, 2, "--repeat", quoted, NULL);
+        proc_free(&r);
+    }
+}
+
+/* Every term of a sum plans the synthesised data: MONAI's dice + focal
+ * (its dice takes class indices, its focal only the one-hot float target
+ * both read) is timed on float targets shaped like the input. */
+Test(cli, bench_times_a_sum_whose_terms_take_different_targets)
+{
+    const int64_t want[4] = {2, 3, 8, 8};
+    bench_shape(LK_SOURCE_ROOT "/configs/monai_dice_focal.json", "2,3,8,8", want, 4);
+    bench_shape(LK_SOURCE_ROOT "/configs/monai_generalized_dice_focal.json", "2,3,8,8", want, 4);
+}
+
+/* When no synthesised data is accepted, the one line names the config and,
+ * for each kind of target tried, the term that refused it. */
+Test(cli, bench_names_the_terms_that_refuse_the_synthesised_targets)
+{
+    const char *cfg = tmp("bench_mix.json");
+    write_text(cfg, "{\"terms\": [{\"loss\": \"focal\", \"params\": {\"mode\": \"multilabel\"}}, "
+                    "{\"loss\": \"multi_margin\"}]}");
+    proc r = lk(NULL, "bench", cfg, "--shape", "2,3", "--repeat", "1", NULL);
+    expect_failure(&r, 4, "bench_mix.json", "with target int64 (2,): loss 'focal'",
+                   "with target one-hot float32 (2, 3): loss 'multi_margin'", NULL);
+    proc_free(&r);
+}
+
+/* Without --shape, a loss whose plan refuses the default images is timed on
+ * a (rows, 128) matrix of as many elements; a --shape it refuses is a usage
+ * error naming the value. */
+Test(cli, bench_falls_back_to_rows_without_shape, .timeout = 240)
+{
+    const int64_t rows[2] = {131072, 128};
+    bench_shape(LK_SOURCE_ROOT "/configs/multi_margin.json", NULL, rows, 2);
+    proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/multi_margin.json", "--shape", "2,3,4,4",
+                "--repeat", "1", NULL);
+    expect_failure(&r, 2, "multi_margin.json", "--shape '2,3,4,4'", "takes (N, C)", NULL);
+    proc_free(&r);
+}
+
+/* --shape: what is wrong with a bad one, and a missing option value. */
+Test(cli, bench_shape_and_option_values_are_checked)
+{
+    static const struct {
+        const char *shape, *needle;
+    } bad[] = {
+        {"0", "dimension 1 is 0"},
+        {"4,0,2", "dimension 2 is 0"},
+        {"1,2,", "'1,2,' is not a list"},
+        {"1,,2", "'1,,2' is not a list"},
+        {"-3", "'-3' is not a list"},
+        {"1000000,1000000,1000000,1000000", "overflows"},
+        {"99999999999999999999", "overflows"},
+        {"1000000,1000000,1000000", "more than a tensor holds"},
+        {"100000000000000", "more than this machine's memory"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/mse.json", "--repeat", "1", "--shape",
+                    bad[k].shape, NULL);
+        expect_failure(&r, 2, "--shape", bad[k].needle, NULL);
+        proc_free(&r);
+    }
+    static const char *const opts[] = {"--shape", "--dtype", "--threads", "--repeat"};
+    for (size_t k = 0; k < 4; k++) {
+        char needle[64];
+        snprintf(needle, sizeof needle, "%s needs a value", opts[k]);
+        proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/mse.json", opts[k], NULL);
+        expect_failure(&r, 2, needle, NULL);
+        proc_free(&r);
+    }
+}
+
+/* Memory running out is exit 1, one line naming the config and the bytes
+ * that could not be allocated: a 1 GiB input under a 400 MiB address space
+ * (under ASan, whose shadow memory no such limit leaves room for, its
+ * allocation limit does the same; CLI_UNDER_ASAN and drop_asan_warnings
+ * are run's, above). */
+Test(cli, bench_out_of_memory_is_exit_1)
+{
+    char *argv[] = {
+#if CLI_UNDER_ASAN
+        "env",
+        "ASAN_OPTIONS=allocator_may_return_null=1:max_allocation_size_mb=512:handle_segv=0",
+#else
+        "sh",
+        "-c",
+        "ulimit -v 409600 && exec \"$0\" \"$@\"",
+#endif
+        LK_CLI_PATH,
+        "bench",
+        LK_SOURCE_ROOT "/configs/mse.json",
+        "--shape",
+        "256,1,1024,1024",
+        "--threads",
+        "1",
+        "--repeat",
+        "1",
+        NULL};
+    proc r = run_argv(NULL, argv);
+    drop_asan_warnings(&r);
+    expect_failure(&r, 1, "mse.json", "out of memory", "1073741824 bytes", "'input'", NULL);
     proc_free(&r);
 }
 

@@ -184,6 +184,137 @@ Test(config, trailing_garbage_is_invalid_json)
     expect_error("{\"loss\": \"mse\"} extra", SRC ":1:", "invalid JSON", NULL);
 }
 
+/* A syntax error says what was expected where the reading stopped, at
+ * that place (file:line:col). */
+Test(config, invalid_json_says_what_was_expected)
+{
+    /* a trailing comma in a multi-line object: the '}' on line 4 */
+    expect_error("{\"loss\": \"focal\",\n \"params\": {\n  \"gamma\": 2,\n }\n}",
+                 SRC ":4:2: invalid JSON: expected a key after ',' (JSON allows no ',' before '}') "
+                     "near '}'",
+                 NULL);
+    expect_error("{\"loss\": \"mse\", \"x\": [1, 2,]}",
+                 SRC ":1:28: invalid JSON: expected a value after ',' (JSON allows no ',' before "
+                     "']') near ']}'",
+                 NULL);
+    expect_error("{\"loss\" \"mse\"}", SRC ":1:9: invalid JSON: expected ':' after a key near '\"mse\"}'",
+                 NULL);
+    expect_error("{\"loss\": \"mse\" \"reduction\": \"sum\"}",
+                 SRC ":1:16: invalid JSON: expected ',' or '}' after a value in an object near "
+                     "'\"reduction\": \"su'",
+                 NULL);
+    expect_error("{\"loss\": \"mse\", \"x\": [1 2]}",
+                 SRC ":1:25: invalid JSON: expected ',' or ']' after a value in an array near '2]}'",
+                 NULL);
+    /* JSON white space is space, tab, CR and LF: a form feed is named */
+    expect_error("{\"loss\":\f\"mse\"}",
+                 SRC ":1:9: invalid JSON: expected a value (a string, number, object, array, true, "
+                     "false or null), found byte 0x0c",
+                 NULL);
+}
+
+/* A file cut short says so, at its end, instead of quoting its last
+ * character. */
+Test(config, truncated_json_says_end_of_file)
+{
+    expect_error("{\"loss\": \"focal\", \"params\": {\"alpha\": 0.25",
+                 SRC ":1:43: invalid JSON: unexpected end of file (expected ',' or '}' after a "
+                     "value in an object)",
+                 NULL);
+    expect_error("{\"loss\": \"foc",
+                 SRC ":1:14: invalid JSON: unexpected end of file (expected '\"' to close a "
+                     "string)",
+                 NULL);
+    expect_error("{\"loss\": \"mse\",\n", SRC ":2:1: invalid JSON: unexpected end of file "
+                                          "(expected a key (a string in double quotes) after ',')",
+                 NULL);
+    expect_error("{\"loss\": tr", SRC ":1:12: invalid JSON: unexpected end of file", NULL);
+    expect_error("", SRC ":1:1: invalid JSON: unexpected end of file (expected a value)", NULL);
+    expect_error("  \n", SRC ":2:1: invalid JSON: unexpected end of file (expected a value)", NULL);
+}
+
+/* cJSON reads at most 1000 nested arrays and objects; one more is named
+ * as that limit, not as "invalid JSON near '[[[['". */
+Test(config, nesting_limit_is_named)
+{
+    static char json[6000];
+    memset(json, '[', 1001);
+    memset(json + 1001, ']', 1001);
+    json[2002] = '\0';
+    expect_error(json,
+                 SRC ":1:1001: invalid JSON: more than 1000 nested arrays and objects (the JSON "
+                     "reader's nesting limit) near '[]]]]]]]]]]]]]]]'",
+                 NULL);
+    /* 1000 is within the limit: the error is then the schema's */
+    memset(json, '[', 1000);
+    memset(json + 1000, ']', 1000);
+    json[2000] = '\0';
+    expect_error(json, SRC ": $: expected an object, got an array", NULL);
+    /* the config object is one level: its 1000th nested object is too deep */
+    size_t n = (size_t)snprintf(json, sizeof json, "{\"loss\": \"mse\", \"description\": ");
+    for (int i = 0; i < 1000; i++)
+        n += (size_t)snprintf(json + n, sizeof json - n, "{\"a\":");
+    snprintf(json + n, sizeof json - n, "1}");
+    char want[160];
+    snprintf(want, sizeof want,
+             SRC ":1:%zu: invalid JSON: more than 1000 nested arrays and objects (the JSON "
+                 "reader's nesting limit) near '{\"a\":1}'",
+             n - 5 + 1);
+    expect_error(json, want, NULL);
+}
+
+/* Numbers are JSON numbers: cJSON also takes 01 (as 1), 1., -.5 and 00;
+ * each is refused at its place. */
+Test(config, numbers_must_be_json_numbers)
+{
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": 01}}",
+                 SRC ":1:39: invalid JSON: a number with a leading zero (JSON writes 1 or 0.5, not "
+                     "01) near '01}}'",
+                 NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": -00.5}}",
+                 SRC ":1:39: invalid JSON: a number with a leading zero", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": 00}}",
+                 SRC ":1:39: invalid JSON: a number with a leading zero", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": 1.}}",
+                 SRC ":1:41: invalid JSON: expected a digit after '.' in a number near '}}'", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": -.5}}",
+                 SRC ":1:40: invalid JSON: expected a digit after '-' near '.5}}'", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": 1e+}}",
+                 SRC ":1:42: invalid JSON: expected a digit in the exponent of a number near '}}'",
+                 NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": .5}}",
+                 SRC ":1:39: invalid JSON: expected a value", NULL);
+    /* what JSON allows builds */
+    static const char *const ok[] = {"0", "-0", "0.5", "2", "2.0", "1e0", "1E+0", "25e-1", "0e5"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char json[128];
+        snprintf(json, sizeof json, "{\"loss\": \"focal\", \"params\": {\"gamma\": %s}}", ok[i]);
+        lk_loss_free(build(json));
+    }
+}
+
+/* Escapes are JSON's: cJSON read "\uZZZZ" as a NUL, which cut the string
+ * short ("focal\uzzzzxyz" ran focal); half a surrogate pair is refused too. */
+Test(config, string_escapes_must_be_valid)
+{
+    expect_error("{\"loss\": \"focal\\uzzzzxyz\"}",
+                 SRC ":1:16: invalid JSON: \\u in a string must be followed by 4 hex digits near "
+                     "'\\uzzzzxyz\"}'",
+                 NULL);
+    expect_error("{\"loss\": \"x\\q\"}",
+                 SRC ":1:12: invalid JSON: invalid escape in a string (JSON has \\\" \\\\ \\/ \\b "
+                     "\\f \\n \\r \\t and \\uXXXX)",
+                 NULL);
+    expect_error("{\"loss\": \"\\ud800\"}",
+                 SRC ":1:11: invalid JSON: a \\u escape holds half of a UTF-16 surrogate pair "
+                     "without the other half",
+                 NULL);
+    expect_error("{\"loss\": \"\\udc00\\ud800\"}", SRC ":1:11: invalid JSON: a \\u escape holds half",
+                 NULL);
+    /* a whole pair is a character: an unknown loss, not a syntax error */
+    expect_error("{\"loss\": \"\\ud83d\\ude00\"}", SRC ": $.loss: unknown loss", NULL);
+}
+
 Test(config, root_not_an_object)
 {
     expect_error("[1, 2]", SRC ": $: ", "expected an object, got an array", NULL);
@@ -420,6 +551,22 @@ Test(config, term_weight_must_be_a_number)
 {
     expect_error("{\"terms\": [{\"loss\": \"mse\", \"weight\": \"half\"}]}",
                  SRC ": $.terms[0].weight: ", "expected a finite number, got a string", NULL);
+}
+
+/* A literal beyond the range of a double (cJSON reads it as inf) is named
+ * as such, as written. */
+Test(config, term_weight_beyond_a_double)
+{
+    expect_error("{\"terms\": [{\"loss\": \"mse\", \"weight\": 1e400}]}",
+                 SRC ": $.terms[0].weight: 1e400 is beyond the range of a double (about 1.8e308 at "
+                     "most)",
+                 NULL);
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"l1\", \"weight\": -2.5E+999}]}",
+                 SRC ": $.terms[1].weight: -2.5E+999 is beyond the range of a double", NULL);
+    expect_error("{\"loss\": \"focal\", \"params\": {\"gamma\": 1e400}}",
+                 SRC ": $.params.gamma: 1e400 is beyond the range of a double (about 1.8e308 at "
+                     "most)",
+                 NULL);
 }
 
 Test(config, loss_and_terms_together)

@@ -412,6 +412,137 @@ Test(hard_config, integer_param_outside_int64_is_an_error)
                        "\"ignore_index\": 9007199254740992}}"));
 }
 
+/* An INTEGER is read from the number as written, not from the double cJSON
+ * makes of it: 9007199254740993 is not 9007199254740992, 2.0000000000000001
+ * is not 2, whatever the doubles say. */
+Test(hard_config, integer_param_is_read_exactly_as_written)
+{
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 9007199254740993}}",
+                   SRC ": $.params.ignore_index: 9007199254740993 is beyond 2^53, where a JSON "
+                       "number no longer holds every integer");
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": -9007199254740993}}",
+                   SRC ": $.params.ignore_index: -9007199254740993 is beyond 2^53, where a JSON "
+                       "number no longer holds every integer");
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 9007199254740993.0}}",
+                   SRC ": $.params.ignore_index: 9007199254740993.0 is beyond 2^53, where a JSON "
+                       "number no longer holds every integer");
+    /* in int64, and named as written (the double is 2^63, outside it) */
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 9223372036854775807}}",
+                   SRC ": $.params.ignore_index: 9223372036854775807 is beyond 2^53, where a JSON "
+                       "number no longer holds every integer");
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 10000000000000000001}}",
+                   SRC ": $.params.ignore_index: 10000000000000000001 is outside the range of a "
+                       "64-bit integer");
+    /* not integers, although their doubles are */
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 2.0000000000000001}}",
+                   SRC ": $.params.ignore_index: expected an integer, got 2.0000000000000001");
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 9007199254740992.5}}",
+                   SRC ": $.params.ignore_index: expected an integer, got 9007199254740992.5");
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": 1e-400}}",
+                   SRC ": $.params.ignore_index: expected an integer, got 1e-400");
+    /* a very long literal is quoted cut */
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": "
+                   "123456789012345678901234567890123456789012345678901234567890}}",
+                   SRC ": $.params.ignore_index: 1234567890123456789012345678901234567... is "
+                       "outside the range of a 64-bit integer");
+    /* integers written any way JSON allows, within 2^53, build */
+    static const char *const ok[] = {"9007199254740992", "-9007199254740992", "3.0", "1e2",
+                                     "0.7e1", "-0", "900719925474099.2e1"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char json[160];
+        snprintf(json, sizeof json,
+                 "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"ignore_index\": %s}}",
+                 ok[i]);
+        lk_loss_free(build(json));
+    }
+}
+
+/* A literal beyond the range of a double is named as written, not as
+ * "not a finite number". */
+Test(hard_config, number_beyond_a_double_is_named_as_written)
+{
+    expect_message("{\"loss\": \"dice\", \"params\": {\"smooth\": 1e400}}",
+                   SRC ": $.params.smooth: 1e400 is beyond the range of a double (about 1.8e308 "
+                       "at most)");
+    expect_message("{\"loss\": \"dice\", \"params\": {\"ignore_index\": -1e400}}",
+                   SRC ": $.params.ignore_index: -1e400 is beyond the range of a double (about "
+                       "1.8e308 at most)");
+    expect_message("{\"terms\": [{\"loss\": \"mse\", \"weight\": 1e400}]}",
+                   SRC ": $.terms[0].weight: 1e400 is beyond the range of a double (about "
+                       "1.8e308 at most)");
+    expect_message("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", \"alpha\": [1, "
+                   "1.5e309]}}",
+                   SRC ": $.params.alpha[1]: 1.5e309 is beyond the range of a double (about "
+                       "1.8e308 at most)");
+    /* out of range but finite: the double's shortest form, as before */
+    expect_message("{\"loss\": \"focal\", \"params\": {\"gamma\": -1.0e0}}",
+                   SRC ": $.params.gamma: -1 is out of range [0, inf]");
+    /* ... unless that is another number than the one written */
+    expect_message("{\"loss\": \"focal\", \"params\": {\"gamma\": -1.00000000000000001}}",
+                   SRC ": $.params.gamma: -1.00000000000000001 is out of range [0, inf]");
+}
+
+/* A long source name (a deep folder) is shown with its middle left out:
+ * the JSON path and the problem always fit in LK_ERRMSG_CAP bytes. */
+Test(hard_config, long_source_names_keep_the_problem)
+{
+    char source[700];
+    size_t n = 0;
+    for (int i = 1; n < 600; i++)
+        n += (size_t)snprintf(source + n, sizeof source - n,
+                              "/experiment_run_2024_12_06_lr0.001_batch64_%d", i);
+    snprintf(source + n, sizeof source - n, "/config.json");
+    const char *json = "{\"loss\": \"focal\", \"params\": {\"gamma\": -1}}";
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP];
+    cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), source, &loss, msg), LK_ERR_CONFIG);
+    const char *end = "/config.json: $.params.gamma: -1 is out of range [0, inf]";
+    size_t len = strlen(msg);
+    cr_assert(len > strlen(end) && strcmp(msg + len - strlen(end), end) == 0, "cut: %s", msg);
+    cr_assert(strncmp(msg, "/experiment_run_2024_12_06_lr0.001_batch64_1/", 45) == 0, "%s", msg);
+    cr_assert(strstr(msg, "/.../") != NULL, "%s", msg);
+    cr_assert(len < 300, "%s", msg);
+    /* one long name without a '/', with control characters: escaped, cut
+     * between escapes, still one line with the problem */
+    memset(source, 'a', 600);
+    source[300] = '\x1b';
+    source[599] = '\n';
+    source[600] = '\0';
+    cr_assert_eq(lk_loss_from_json(rt, json, strlen(json), source, &loss, msg), LK_ERR_CONFIG);
+    end = "aaa\\n: $.params.gamma: -1 is out of range [0, inf]";
+    len = strlen(msg);
+    cr_assert(len > strlen(end) && strcmp(msg + len - strlen(end), end) == 0, "cut: %s", msg);
+    cr_assert(strstr(msg, "...") != NULL && strchr(msg, '\x1b') == NULL, "%s", msg);
+    /* a file: lk_loss_from_file's own messages too */
+    char dir[PATH_MAX], path[PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s", tmpdir);
+    int depth = 0;
+    while (strlen(dir) < 460) {
+        size_t k = strlen(dir);
+        snprintf(dir + k, sizeof dir - k, "/experiment_run_2024_12_06_lr0.001_batch64_%d", ++depth);
+        cr_assert_eq(mkdir(dir, 0700), 0, "mkdir %s: %s", dir, strerror(errno));
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_text(path, json);
+    cr_assert_eq(lk_loss_from_file(rt, path, &loss, msg), LK_ERR_CONFIG);
+    len = strlen(msg);
+    end = "_batch64_10/config.json: $.params.gamma: -1 is out of range [0, inf]";
+    cr_assert(len > strlen(end) && strcmp(msg + len - strlen(end), end) == 0, "cut: %s", msg);
+    cr_assert(strncmp(msg, tmpdir, 10) == 0, "%s", msg);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/missing.json", dir);
+    cr_assert_eq(lk_loss_from_file(rt, path, &loss, msg), LK_ERR_IO);
+    char want[160];
+    snprintf(want, sizeof want, "_batch64_10/missing.json: cannot open config: %s",
+             strerror(ENOENT));
+    len = strlen(msg);
+    cr_assert(strcmp(msg + len - strlen(want), want) == 0, "cut: %s", msg);
+    for (; depth > 0; depth--) {
+        rmdir(dir);
+        *strrchr(dir, '/') = '\0';
+    }
+}
+
 /* Numbers in messages as a user writes them: the fewest digits that read
  * back as the same double (1.1, not 1.1000000000000001), the range too. */
 Test(hard_config, numbers_in_messages_are_short)

@@ -872,9 +872,163 @@ Test(npy, refuses_unsupported_dtypes_by_name)
     expect_refusal(path, LK_ERR_DTYPE, "datetime64");
     write_npy_raw(path, 1, "{'descr': '\x1b[31mred', 'fortran_order': False, 'shape': (), }\n", "",
                   0);
-    expect_refusal(path, LK_ERR_DTYPE, "'?[31mred'");
+    expect_refusal(path, LK_ERR_DTYPE, "'\\x1b[31mred'");
     write_npy_raw(path, 1, "{'descr': '', 'fortran_order': False, 'shape': (), }\n", "", 0);
     expect_refusal(path, LK_ERR_DTYPE, "unsupported dtype ''");
+}
+
+/* Bytes of the header are quoted as they are, control characters escaped
+ * as \xHH (docs/errors.md), never replaced by '?': a NUL too. */
+Test(npy, control_bytes_in_the_header_are_escaped)
+{
+    const char *path = tmp("ctrl.npy");
+    write_npy_raw(path, 1, "{'descr': '<f4\x1b[31m', 'fortran_order': False, 'shape': (), }\n",
+                  "abcd", 4);
+    expect_refusal(path, LK_ERR_DTYPE,
+                   "unsupported dtype '<f4\\x1b[31m': unexpected '\\x1b[31m' after '<f4' (NumPy "
+                   "writes '<f4')");
+    static const char nul_header[] = "{'descr': '<i2\0\x7f', 'fortran_order': False, 'shape': ()}\n";
+    static const char data[2] = {0, 0};
+    size_t hl = sizeof nul_header - 1;
+    unsigned char b[10 + sizeof nul_header + 2];
+    memcpy(b, "\x93NUMPY\x01\x00", 8);
+    b[8] = (unsigned char)hl;
+    b[9] = 0;
+    memcpy(b + 10, nul_header, hl);
+    memcpy(b + 10 + hl, data, 2);
+    write_file(path, b, 10 + hl + 2);
+    expect_refusal(path, LK_ERR_DTYPE, "unsupported dtype '<i2\\x00\\x7f' (int16)");
+    write_npy_raw(path, 1, "{'descr': '<f4', 'fortran_order': False, 'sha\tpe': ()}\n", "", 0);
+    expect_refusal(path, LK_ERR_FORMAT, "unknown key 'sha\\tpe'");
+}
+
+/* A multi-byte dtype must say little-endian ('<', as NumPy writes it): the
+ * message names the byte-order character that is wrong, or the bytes
+ * around the dtype. */
+Test(npy, byte_order_character_is_named)
+{
+    const char *path = tmp("order.npy");
+    static const struct {
+        const char *header, *reason;
+    } cases[] = {
+        {"{'descr': '=f4', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype '=f4': byte order '=' (the native order of the machine that wrote "
+         "it) is not accepted for a multi-byte type; losskit reads '<f4' (little-endian float32, "
+         "as NumPy writes it)"},
+        {"{'descr': '|f4', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype '|f4': byte order '|' (not applicable) is not accepted for a "
+         "multi-byte type; losskit reads '<f4' (little-endian float32, as NumPy writes it)"},
+        {"{'descr': 'f4', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype 'f4': it has no byte-order character; losskit reads '<f4' "
+         "(little-endian float32, as NumPy writes it)"},
+        {"{'descr': '<f4 ', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype '<f4 ': unexpected ' ' after '<f4' (NumPy writes '<f4')"},
+        {"{'descr': ' <f4', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype ' <f4': unexpected ' ' before '<f4' (NumPy writes '<f4')"},
+        {"{'descr': '=i8', 'fortran_order': False, 'shape': (), }\n",
+         "byte order '=' (the native order of the machine that wrote it) is not accepted for a multi-byte type; losskit reads '<i8' (little-endian int64"},
+        {"{'descr': '|f8', 'fortran_order': False, 'shape': (), }\n",
+         "losskit reads '<f8' (little-endian float64, as NumPy writes it)"},
+        {"{'descr': 'i4', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype 'i4': it has no byte-order character; losskit reads '<i4'"},
+        /* big-endian stays big-endian; what losskit does not read at all
+         * stays named by its type */
+        {"{'descr': '>f4', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype '>f4' (big-endian); losskit reads little-endian"},
+        {"{'descr': '=f2', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype '=f2' (float16); losskit reads little-endian"},
+        {"{'descr': '|i1', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype '|i1' (int8); losskit reads little-endian"},
+        {"{'descr': '<b2', 'fortran_order': False, 'shape': (), }\n",
+         "unsupported dtype '<b2' (bool of 2 bytes)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_npy_raw(path, 1, cases[i].header, "abcdefgh", 8);
+        expect_refusal(path, LK_ERR_DTYPE, cases[i].reason);
+    }
+}
+
+/* A 1-byte type has no byte order: '<', '>', '|', '=' and none all mean the
+ * same bytes (NumPy writes '|u1' and '|b1'). */
+Test(npy, one_byte_types_take_any_byte_order)
+{
+    const char *path = tmp("onebyte.npy");
+    static const char *const orders[] = {"<", ">", "|", "=", ""};
+    static const struct {
+        const char *kind;
+        int32_t dtype;
+    } kinds[] = {{"u1", LK_DTYPE_U8}, {"b1", LK_DTYPE_BOOL}};
+    const int64_t s[1] = {3};
+    for (size_t k = 0; k < 2; k++)
+        for (size_t o = 0; o < sizeof orders / sizeof orders[0]; o++) {
+            char header[128];
+            snprintf(header, sizeof header,
+                     "{'descr': '%s%s', 'fortran_order': False, 'shape': (3,), }\n", orders[o],
+                     kinds[k].kind);
+            static const unsigned char data[3] = {1, 0, 1};
+            write_npy_raw(path, 1, header, data, 3);
+            lk_array a;
+            char msg[LK_ERRMSG_CAP] = "";
+            cr_assert_eq(lk_npy_read(path, &a, msg), LK_OK, "%s: %s", header, msg);
+            assert_shape(&a, kinds[k].dtype, 1, s);
+            cr_assert_eq(memcmp(a.data, data, 3), 0, "%s", header);
+            lk_array_free(&a);
+        }
+}
+
+/* A path too long to leave room in a message (LK_ERRMSG_CAP bytes) is
+ * shown with its middle left out: the start, "...", its last components,
+ * and then always the whole problem. */
+static void long_dir(char *dir, size_t cap, size_t *depth)
+{
+    snprintf(dir, cap, "%s", tmpdir);
+    *depth = 0;
+    while (strlen(dir) < 460) {
+        size_t n = strlen(dir);
+        snprintf(dir + n, cap - n, "/experiment_run_2024_12_06_lr0.001_batch64_%zu", ++*depth);
+        cr_assert(mkdir(dir, 0700) == 0 || errno == EEXIST, "mkdir %s: %s", dir, strerror(errno));
+    }
+}
+
+static void remove_long_dir(char *dir, size_t depth)
+{
+    for (size_t i = 0; i < depth; i++) {
+        rmdir(dir);
+        *strrchr(dir, '/') = '\0';
+    }
+}
+
+Test(npy, long_paths_are_shortened_in_the_middle)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 32];
+    size_t depth;
+    long_dir(dir, sizeof dir, &depth);
+    snprintf(path, sizeof path, "%s/input.npy", dir);
+    write_file(path, "not a .npy file at all", 22);
+    lk_array a;
+    char msg[LK_ERRMSG_CAP];
+    cr_assert_eq(lk_npy_read(path, &a, msg), LK_ERR_FORMAT);
+    const char *end = "_batch64_10/input.npy: not a .npy file (bad magic: it does not start with "
+                      "\\x93NUMPY)";
+    size_t len = strlen(msg);
+    cr_assert(len > strlen(end) && strcmp(msg + len - strlen(end), end) == 0,
+              "the problem is cut: %s", msg);
+    cr_assert(strncmp(msg, tmpdir, 10) == 0, "the start of the path is missing: %s", msg);
+    cr_assert(strstr(msg, "/.../") != NULL, "no '...' where the middle was left out: %s", msg);
+    cr_assert(len < 300, "%s", msg);
+    /* writing too */
+    float v = 1;
+    lk_tensor t = {&v, LK_DTYPE_F32, 0, NULL, NULL};
+    snprintf(path, sizeof path, "%s/no-such-dir/output.npy", dir);
+    cr_assert_eq(lk_npy_write(path, &t, msg), LK_ERR_IO);
+    char want[256];
+    snprintf(want, sizeof want, "/no-such-dir/output.npy: cannot open for writing: %s",
+             strerror(ENOENT));
+    len = strlen(msg);
+    cr_assert(strcmp(msg + len - strlen(want), want) == 0, "the problem is cut: %s", msg);
+    snprintf(path, sizeof path, "%s/input.npy", dir);
+    unlink(path);
+    remove_long_dir(dir, depth);
 }
 
 Test(npy, refuses_missing_and_unreadable_files)

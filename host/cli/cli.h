@@ -25,6 +25,12 @@ lk_runtime *cli_open_runtime(int32_t threads);
  * setting (LOSSKIT_THREADS), else EXIT_FAILURE_INTERNAL. */
 int cli_open_failed(void);
 
+/* Prints a JSON tree on stdout (indented when formatted), every string and
+ * key made well-formed UTF-8 first (U+FFFD for each stray byte: a file name
+ * may hold any byte, JSON may not). */
+struct cJSON;
+void cli_print_json(struct cJSON *root, int formatted);
+
 /* Parses a positive integer option value; -1 on error (printed). */
 int32_t cli_parse_threads(const char *text);
 /* "CMD: unknown option 'X'; did you mean 'Y'?" on stderr. */

@@ -14,7 +14,12 @@
  * --dtype float64 synthesises every floating-point slot (and so the
  * gradient) in float64; int64 class-index targets stay int64. Bytes are
  * counted from the tensors as allocated, so they follow the dtype, and the
- * roofline streams that many bytes. */
+ * roofline streams that many bytes.
+ *
+ * Exit codes (docs/errors.md): 2 for bad options, a config that cannot be
+ * built, and a --shape the loss refuses; 4 when the loss refuses the data
+ * bench synthesised on a shape of its own choosing, or a call fails on
+ * them; 1 when memory runs out. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
@@ -25,6 +30,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -42,6 +48,12 @@
 #define ROOF_MAX_THREADS 1024
 
 #define MAX_SLOTS 16
+/* --repeat's range; the most elements a --shape may hold (what the host
+ * indexes: lk_loss_eval refuses a tensor of more, engine.c's
+ * check_tensor); the host-overhead probe's target size. */
+#define REPEAT_MAX      10000
+#define SHAPE_MAX_NUMEL (INT64_MAX >> 4)
+#define PROBE_ELEMENTS  64
 #define BENCH_USAGE                                                                                \
     "losskit bench CONFIG [--shape N,C,H,W] [--dtype float32|float64] [--threads N] "              \
     "[--repeat K] [--json]"
@@ -54,12 +66,14 @@ typedef struct bench_opts {
     int32_t dtype; /* of the floating-point slots: LK_DTYPE_F32 or LK_DTYPE_F64 */
     int repeat;
     int json;
-    int shape_given; /* --shape was on the command line */
+    const char *shape_text; /* --shape as given; NULL: bench chooses the shape */
 } bench_opts;
 
 typedef struct bench_data {
     lk_array arrays[MAX_SLOTS];
     lk_named_tensor named[MAX_SLOTS];
+    int32_t values[MAX_SLOTS]; /* what each tensor holds (an lk_slot_values) */
+    uint8_t onehot[MAX_SLOTS]; /* one-hot rows over dim 1 (fill_onehot) */
     size_t n;
     lk_array grad;
     lk_named_tensor named_grad;
@@ -73,56 +87,168 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
+/* The exit status for a failed call of the library: out of memory and
+ * internal errors are 1, everything else a data problem (docs/errors.md). */
+static int exit_for(lk_status st)
+{
+    return st == LK_ERR_NOMEM || st == LK_ERR_INTERNAL ? EXIT_FAILURE_INTERNAL : EXIT_DATA;
+}
+
+/* "(2, 3, 8, 8)" */
+static const char *shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
+{
+    size_t len = (size_t)snprintf(buf, cap, "(");
+    for (int32_t k = 0; k < ndim && len < cap; k++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%lld", k ? ", " : "", (long long)shape[k]);
+    if (len < cap)
+        snprintf(buf + len, cap - len, ndim == 1 ? ",)" : ")");
+    return buf;
+}
+
+/* The product of the dimensions; -1 when it overflows 64 bits. */
+static int64_t numel_of(int32_t ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int32_t k = 0; k < ndim; k++)
+        if (__builtin_mul_overflow(n, shape[k], &n))
+            return -1;
+    return n;
+}
+
+/* --shape: whole numbers of at least 1 separated by single commas, at most
+ * LK_MAX_NDIM of them, SHAPE_MAX_NUMEL elements in all. A zero dimension
+ * is refused: an empty tensor has nothing to time (and no GB/s). */
 static int parse_shape(const char *text, bench_opts *o)
 {
-    o->ndim = 0;
     const char *p = text;
-    while (*p && o->ndim < LK_MAX_NDIM) {
-        char *end;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || v < 1 || v > (1ll << 34))
+    int ndim = 0, big = 0;
+    for (;;) {
+        if (*p < '0' || *p > '9')
+            goto malformed;
+        uint64_t v = 0;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            if (v > ((uint64_t)INT64_MAX - 9) / 10)
+                big = 1;
+            else
+                v = v * 10 + (uint64_t)(*p - '0');
+        }
+        if (ndim < LK_MAX_NDIM)
+            o->shape[ndim] = big ? INT64_MAX : (int64_t)v;
+        ndim++;
+        if (*p == '\0')
             break;
-        o->shape[o->ndim++] = v;
-        p = end;
-        if (*p == ',')
-            p++;
-        else if (*p)
-            break;
+        if (*p != ',')
+            goto malformed;
+        p++; /* a value must follow: "1,2," and "1,,2" are malformed */
     }
-    if (*p || o->ndim == 0) {
-        cli_error("bench: --shape '%s' is not a list like 16,1,1024,1024", text);
+    if (ndim > LK_MAX_NDIM) {
+        cli_error("bench: --shape '%s' has %d dimensions; at most %d", text, ndim, LK_MAX_NDIM);
         return -1;
     }
+    o->ndim = ndim;
+    for (int k = 0; k < ndim; k++)
+        if (o->shape[k] == 0) {
+            cli_error("bench: --shape '%s': dimension %d is 0; every dimension must be at least 1 "
+                      "(an empty tensor has nothing to time)",
+                      text, k + 1);
+            return -1;
+        }
+    int64_t n = big ? -1 : numel_of(o->ndim, o->shape);
+    if (n < 0) {
+        cli_error("bench: --shape '%s': the element count overflows a 64-bit integer; a tensor "
+                  "holds at most %lld elements",
+                  text, (long long)SHAPE_MAX_NUMEL);
+        return -1;
+    }
+    if (n > SHAPE_MAX_NUMEL) {
+        cli_error("bench: --shape '%s': %lld elements are more than a tensor holds (at most %lld)",
+                  text, (long long)n, (long long)SHAPE_MAX_NUMEL);
+        return -1;
+    }
+    o->shape_text = text;
+    return 0;
+malformed:
+    cli_error("bench: --shape '%s' is not a list like 16,1,1024,1024 (whole numbers of at least "
+              "1, separated by commas)",
+              text);
+    return -1;
+}
+
+/* A --shape whose input tensor alone is larger than the machine's memory
+ * cannot be timed: refused as usage, before anything is allocated. */
+static int shape_fits_memory(const bench_opts *o)
+{
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0)
+        return 1;
+    unsigned long long mem = (unsigned long long)pages * (unsigned long long)page;
+    unsigned long long n = (unsigned long long)numel_of(o->ndim, o->shape);
+    unsigned long long bytes = n * lk_dtype_size(o->dtype); /* n <= SHAPE_MAX_NUMEL */
+    if (bytes > mem) {
+        cli_error("bench: --shape '%s': %llu elements make a %s tensor of %llu bytes, more than "
+                  "this machine's memory (%llu bytes)",
+                  o->shape_text, n, lk_dtype_name(o->dtype), bytes, mem);
+        return 0;
+    }
+#else
+    (void)o;
+#endif
+    return 1;
+}
+
+/* --repeat: digits only, in [1, REPEAT_MAX]. */
+static int parse_repeat(const char *text, int *out)
+{
+    long v = 0;
+    const char *p = text;
+    for (; *p >= '0' && *p <= '9' && v <= REPEAT_MAX; p++)
+        v = v * 10 + (*p - '0');
+    if (p == text || *p || v < 1 || v > REPEAT_MAX) {
+        cli_error("bench: --repeat '%s' is not a whole number of rounds in [1, %d]", text,
+                  REPEAT_MAX);
+        return -1;
+    }
+    *out = (int)v;
     return 0;
 }
 
 static int parse_bench(int argc, char **argv, bench_opts *o)
 {
+    static const char *const valued[] = {"--shape", "--dtype", "--threads", "--repeat"};
+    static const char *const example[] = {"N,C,H,W", "float32|float64", "N", "K"};
     memset(o, 0, sizeof *o);
     o->repeat = 5;
     o->dtype = LK_DTYPE_F32;
-    bench_opts dflt = {.ndim = 4, .shape = {16, 1, 1024, 1024}};
-    o->ndim = dflt.ndim;
-    memcpy(o->shape, dflt.shape, sizeof o->shape);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--json") == 0) {
             o->json = 1;
             continue;
         }
-        if (a[0] != '-' && !o->config) {
+        if (a[0] != '-') {
+            if (o->config) {
+                cli_error("bench: unexpected argument '%s' (the config is '%s')", a, o->config);
+                return -1;
+            }
             o->config = a;
             continue;
         }
-        if (!v || a[0] != '-') {
-            cli_error("bench: unexpected argument '%s'", a);
+        size_t opt = 0;
+        while (opt < 4 && strcmp(a, valued[opt]) != 0)
+            opt++;
+        if (opt == 4) {
+            cli_unknown_option("bench", a);
+            return -1;
+        }
+        if (!v) {
+            cli_error("bench: %s needs a value (%s %s)", a, a, example[opt]);
             return -1;
         }
         i++;
         if (strcmp(a, "--shape") == 0) {
             if (parse_shape(v, o) != 0)
                 return -1;
-            o->shape_given = 1;
         } else if (strcmp(a, "--dtype") == 0) {
             if (strcmp(v, "float32") == 0)
                 o->dtype = LK_DTYPE_F32;
@@ -135,14 +261,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         } else if (strcmp(a, "--threads") == 0) {
             if ((o->threads = cli_parse_threads(v)) < 0)
                 return -1;
-        } else if (strcmp(a, "--repeat") == 0) {
-            o->repeat = atoi(v);
-            if (o->repeat < 1 || o->repeat > 10000) {
-                cli_error("bench: --repeat '%s' is not in [1, 10000]", v);
-                return -1;
-            }
-        } else {
-            cli_unknown_option("bench", a);
+        } else if (parse_repeat(v, &o->repeat) != 0) {
             return -1;
         }
     }
@@ -150,6 +269,8 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         cli_error("bench: usage: " BENCH_USAGE);
         return -1;
     }
+    if (o->shape_text && !shape_fits_memory(o))
+        return -1;
     return 0;
 }
 
@@ -189,13 +310,39 @@ static void fill(lk_array *a, int32_t values, int64_t classes, uint64_t seed)
     }
 }
 
-/* Allocates and fills one slot's tensor in o->dtype; class_ids asks for
- * int64 class indices shaped like the input without dim 1. A slot that
- * refuses o->dtype gets int64 if it takes it, else the other float dtype. */
-static int make_slot(const lk_slot_desc *sd, int32_t values, const bench_opts *o, int class_ids,
-                     size_t seed, lk_array *a)
+/* One-hot float targets of shape (N, C, ...): at each position one class
+ * of C, drawn at random, is 1 and the others 0 (lk_array_alloc zeroed
+ * them). What a class-index target means as per-class targets, and valid
+ * in every mode: softmax (MONAI's one_hot of a label), sigmoid per class. */
+static void fill_onehot(lk_array *a, uint64_t seed)
 {
-    char err[LK_ERRMSG_CAP];
+    int64_t n = a->shape[0], c = a->shape[1], inner = 1;
+    for (int32_t d = 2; d < a->ndim; d++)
+        inner *= a->shape[d];
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t s = 0; s < inner; s++) {
+            double u = (double)(next_random(&seed) >> 11) / 9007199254740992.0;
+            int64_t k = (int64_t)(u * (double)c) % c;
+            size_t at = (size_t)((b * c + k) * inner + s);
+            if (a->dtype == LK_DTYPE_F32)
+                ((float *)a->data)[at] = 1.0f;
+            else
+                ((double *)a->data)[at] = 1.0;
+        }
+}
+
+/* Allocates one slot's tensor (zeroed; fill_data fills it) in o->dtype;
+ * class_ids asks for int64 class indices shaped like the input without
+ * dim 1. A slot that refuses o->dtype gets int64 if it takes it, else the
+ * other float dtype. Float targets of a slot that also takes class indices
+ * are one-hot over dim 1 when there are classes (C >= 2): the per-class
+ * form of a class-index target (MONAI's one_hot of a label, which both
+ * terms of its dice + focal read), plausible in every mode. On failure
+ * *why says what could not be allocated. */
+static lk_status make_slot(const lk_slot_desc *sd, size_t index, const bench_opts *o, int class_ids,
+                           bench_data *d, char *why)
+{
+    char err[LK_ERRMSG_CAP], dims[LK_MAX_NDIM * 22 + 4];
     int32_t ndim = o->ndim, dtype = o->dtype;
     int64_t shape[LK_MAX_NDIM];
     memcpy(shape, o->shape, sizeof shape);
@@ -207,16 +354,49 @@ static int make_slot(const lk_slot_desc *sd, int32_t values, const bench_opts *o
         memmove(shape + 1, shape + 2, (size_t)(ndim - 2) * sizeof *shape);
         ndim--;
     }
-    if (lk_array_alloc(a, dtype, ndim, shape, err) != LK_OK) {
-        cli_error("bench: %s", err);
-        return -1;
+    lk_array *a = &d->arrays[d->n];
+    lk_status st = lk_array_alloc(a, dtype, ndim, shape, err);
+    if (st == LK_ERR_NOMEM) {
+        int64_t n = numel_of(ndim, shape);
+        snprintf(why, LK_ERRMSG_CAP,
+                 "out of memory: cannot allocate %llu bytes for the synthesised '%s' (%s %s)",
+                 (unsigned long long)n * lk_dtype_size(dtype), sd->name, lk_dtype_name(dtype),
+                 shape_str(dims, sizeof dims, ndim, shape));
+        return st;
     }
-    fill(a, class_ids ? LK_VALUES_CLASS : values, o->ndim >= 2 ? o->shape[1] : 1,
-         0x9e3779b97f4a7c15ull + seed);
+    if (st != LK_OK) {
+        snprintf(why, LK_ERRMSG_CAP, "the synthesised '%s' %s: %s", sd->name,
+                 shape_str(dims, sizeof dims, ndim, shape), err);
+        return st;
+    }
+    d->values[d->n] = class_ids ? LK_VALUES_CLASS : d->values[d->n];
+    d->onehot[d->n] = !class_ids && index > 0 && dtype != LK_DTYPE_I64 &&
+                      (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64)) &&
+                      sd->shape != LK_SHAPE_INPUT_NO_CHANNEL &&
+                      (d->values[d->n] == LK_VALUES_UNIT || d->values[d->n] == LK_VALUES_BINARY) &&
+                      ndim >= 2 && ndim == o->ndim && shape[1] >= 2;
+    d->named[d->n] = (lk_named_tensor){sd->name, lk_array_view(a), sd->name};
+    d->bytes_in += a->nbytes;
+    d->n++;
+    return LK_OK;
+}
+
+/* Whether the loss has a slot past the input that takes int64 class
+ * indices (so that a try with them differs from one without). */
+static int takes_class_ids(const lk_loss *loss)
+{
+    for (size_t i = 1; i < lk_loss_slot_count(loss); i++) {
+        const lk_slot_desc *sd;
+        int32_t required;
+        lk_loss_slot_at(loss, i, &sd, &required, NULL);
+        if (required && (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64)))
+            return 1;
+    }
     return 0;
 }
 
-static int build_data(const lk_loss *loss, const bench_opts *o, int class_ids, bench_data *d)
+static lk_status build_data(const lk_loss *loss, const bench_opts *o, int class_ids, bench_data *d,
+                            char *why)
 {
     for (size_t i = 0; i < lk_loss_slot_count(loss) && d->n < MAX_SLOTS; i++) {
         const lk_slot_desc *sd;
@@ -225,14 +405,25 @@ static int build_data(const lk_loss *loss, const bench_opts *o, int class_ids, b
         if (!required)
             continue;
         int ids = class_ids && i > 0 && (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64));
-        lk_array *a = &d->arrays[d->n];
-        if (make_slot(sd, lk_loss_slot_values(loss, i), o, ids, i, a) != 0)
-            return -1;
-        d->named[d->n] = (lk_named_tensor){sd->name, lk_array_view(a), sd->name};
-        d->bytes_in += a->nbytes;
-        d->n++;
+        d->values[d->n] = lk_loss_slot_values(loss, i);
+        lk_status st = make_slot(sd, i, o, ids, d, why);
+        if (st != LK_OK)
+            return st;
     }
-    return 0;
+    return LK_OK;
+}
+
+/* Fills the tensors build_data allocated. */
+static void fill_data(const bench_opts *o, bench_data *d)
+{
+    int64_t classes = o->ndim >= 2 ? o->shape[1] : 1;
+    for (size_t i = 0; i < d->n; i++) {
+        uint64_t seed = 0x9e3779b97f4a7c15ull + i;
+        if (d->onehot[i])
+            fill_onehot(&d->arrays[i], seed);
+        else
+            fill(&d->arrays[i], d->values[i], classes, seed);
+    }
 }
 
 static void free_data(bench_data *d)
@@ -243,12 +434,29 @@ static void free_data(bench_data *d)
     memset(d, 0, sizeof *d);
 }
 
+/* The gradient of slot 0, shaped like it. */
+static lk_status alloc_grad(bench_data *d, char *why)
+{
+    char err[LK_ERRMSG_CAP];
+    lk_array *in = &d->arrays[0];
+    lk_status st = lk_array_alloc(&d->grad, in->dtype, in->ndim, in->shape, err);
+    if (st == LK_ERR_NOMEM)
+        snprintf(why, LK_ERRMSG_CAP, "out of memory: cannot allocate %zu bytes for the gradient",
+                 in->nbytes);
+    else if (st != LK_OK)
+        snprintf(why, LK_ERRMSG_CAP, "the gradient: %s", err);
+    else
+        d->named_grad = (lk_named_tensor){d->named[0].name, lk_array_view(&d->grad), "grad"};
+    return st;
+}
+
 /* A loss with its own example data (lk_loss_desc.example, ABI 1.1, as
  * ctc's lengths need): example k in o->dtype, both calls of the hook; the
  * benchmark's --shape does not apply. */
-static int example_data(const lk_loss *loss, const bench_opts *o, int32_t k, bench_data *d)
+static lk_status example_data(const lk_loss *loss, const bench_opts *o, int32_t k, bench_data *d,
+                              char *why)
 {
-    char err[LK_ERRMSG_CAP];
+    char err[LK_ERRMSG_CAP] = "";
     size_t n = lk_loss_slot_count(loss);
     lk_tensor ts[MAX_SLOTS];
     int64_t shapes[MAX_SLOTS][LK_MAX_NDIM];
@@ -272,8 +480,8 @@ static int example_data(const lk_loss *loss, const bench_opts *o, int32_t k, ben
     if (st == LK_OK)
         st = lk_loss_example(loss, k, o->dtype, 0x9e3779b97f4a7c15ull, ts, err);
     if (st != LK_OK) {
-        cli_error("bench: %s", err);
-        return -1;
+        snprintf(why, LK_ERRMSG_CAP, "%s", err);
+        return st;
     }
     d->n = 0;
     for (size_t i = 0; i < n; i++) {
@@ -285,13 +493,7 @@ static int example_data(const lk_loss *loss, const bench_opts *o, int32_t k, ben
         d->named[d->n++] = (lk_named_tensor){sd->name, lk_array_view(a), sd->name};
         d->bytes_in += a->nbytes;
     }
-    if (lk_array_alloc(&d->grad, d->arrays[0].dtype, d->arrays[0].ndim, d->arrays[0].shape, err) !=
-        LK_OK) {
-        cli_error("bench: %s", err);
-        return -1;
-    }
-    d->named_grad = (lk_named_tensor){d->named[0].name, lk_array_view(&d->grad), "grad"};
-    return 0;
+    return alloc_grad(d, why);
 }
 
 /* The call's arguments: the synthesised tensors and, with with_grad, the
@@ -307,38 +509,131 @@ static void data_args(bench_data *d, int with_grad, lk_eval_args *a)
     }
 }
 
-/* Class-index targets where the loss takes them (cross-entropy, multiclass
- * modes), else targets shaped like the input: whichever the loss's plan
- * accepts first. A loss with example data uses its example k instead. */
-static int make_data(const lk_loss *loss, const bench_opts *o, int32_t k, bench_data *d)
+/* Whether every term of the loss plans the (allocated) tensors of d:
+ * lk_loss_out_shape plans the first term, lk_loss_stats_count all of a
+ * sum's (a sum's second term may refuse what its first takes: MONAI's
+ * dice takes class indices, its focal does not). A sum with a whole-batch
+ * term has no statistics (LK_ERR_UNSUPPORTED): with values_ok it is then
+ * asked for one forward evaluation, which plans every term (d must be
+ * filled). */
+static lk_status plans_data(const lk_loss *loss, bench_data *d, int values_ok, char *why)
 {
-    char err[LK_ERRMSG_CAP];
-    lk_status st = LK_ERR_INVALID;
     lk_eval_args a;
+    data_args(d, 0, &a);
+    int32_t nd;
+    int64_t shape[LK_MAX_NDIM];
+    lk_status st = lk_loss_out_shape(loss, &a, &nd, shape);
+    if (st == LK_OK && lk_loss_term_count(loss) > 1) {
+        size_t count;
+        st = lk_loss_stats_count(loss, &a, &count);
+        if (st == LK_ERR_UNSUPPORTED) {
+            double v;
+            st = values_ok ? lk_loss_eval(loss, &a, &v) : LK_OK;
+        }
+    }
+    if (st != LK_OK)
+        snprintf(why, LK_ERRMSG_CAP, "%s", a.errmsg);
+    return st;
+}
+
+/* "target int64 (2, 8, 8)": the synthesised tensors past the input. */
+static void describe_targets(const bench_data *d, char *buf, size_t cap)
+{
+    char dims[LK_MAX_NDIM * 22 + 4];
+    size_t len = 0;
+    buf[0] = '\0';
+    for (size_t i = 1; i < d->n && len < cap; i++)
+        len += (size_t)snprintf(
+            buf + len, cap - len, "%s%s %s%s %s", i > 1 ? ", " : "", d->named[i].name,
+            d->onehot[i] ? "one-hot " : "", lk_dtype_name(d->arrays[i].dtype),
+            shape_str(dims, sizeof dims, d->arrays[i].ndim, d->arrays[i].shape));
+    if (d->n <= 1)
+        snprintf(buf, cap, "the input alone");
+}
+
+#define WHY_CAP (3 * LK_ERRMSG_CAP)
+
+/* The benchmark's data: class-index targets where the loss takes them
+ * (cross-entropy, multiclass modes), else targets shaped like the input:
+ * whichever every term of the loss plans first; then filled, with the
+ * gradient. A loss with example data uses its example k instead. On
+ * failure d is freed and *why (WHY_CAP bytes) holds one line: the problem,
+ * or when no data is accepted, what each try synthesised and which term
+ * refused it; *refused_shape is set when some try was refused for its
+ * shape (LK_ERR_SHAPE). */
+static lk_status make_data(const lk_loss *loss, const bench_opts *o, int32_t k, bench_data *d,
+                           char *why, int *refused_shape)
+{
+    char err[LK_ERRMSG_CAP], what[LK_ERRMSG_CAP];
+    lk_status st = LK_ERR_INVALID;
+    *refused_shape = 0;
+    free_data(d);
     if (lk_loss_has_example(loss)) {
-        free_data(d);
-        return example_data(loss, o, k, d);
+        st = example_data(loss, o, k, d, err);
+        if (st != LK_OK) {
+            snprintf(why, WHY_CAP, "%s", err);
+            free_data(d);
+        }
+        return st;
     }
-    for (int class_ids = 1; class_ids >= 0 && st != LK_OK; class_ids--) {
+    char prev[LK_ERRMSG_CAP] = "";
+    size_t len = 0, tries = 0;
+    int refused = 0; /* st is the refusal of the tries in why */
+    lk_status refusal = LK_ERR_INVALID;
+    why[0] = '\0';
+    for (int class_ids = takes_class_ids(loss); class_ids >= 0; class_ids--) {
         free_data(d);
-        if (build_data(loss, o, class_ids, d) != 0)
-            return -1;
-        data_args(d, 0, &a);
-        int32_t nd;
-        int64_t shape[LK_MAX_NDIM];
-        st = lk_loss_out_shape(loss, &a, &nd, shape);
+        refused = 0;
+        st = build_data(loss, o, class_ids, d, err);
+        if (st != LK_OK)
+            break;
+        describe_targets(d, what, sizeof what);
+        if (tries > 0 && strcmp(what, prev) == 0) { /* the same tensors again */
+            st = refusal, refused = 1;
+            continue;
+        }
+        st = plans_data(loss, d, 0, err);
+        if (st == LK_OK) {
+            fill_data(o, d);
+            st = plans_data(loss, d, 1, err);
+        }
+        if (st == LK_OK || st == LK_ERR_NOMEM || st == LK_ERR_INTERNAL)
+            break;
+        *refused_shape |= st == LK_ERR_SHAPE;
+        if (len < WHY_CAP)
+            len += (size_t)snprintf(why + len, WHY_CAP - len, "%swith %s: %s", tries ? "; " : "",
+                                    what, err);
+        snprintf(prev, sizeof prev, "%s", what);
+        refusal = st, refused = 1;
+        tries++;
     }
+    if (st == LK_OK)
+        st = alloc_grad(d, err);
     if (st != LK_OK) {
-        cli_error("bench: %s", a.errmsg);
-        return -1;
+        if (!refused)
+            snprintf(why, WHY_CAP, "%s", err);
+        free_data(d);
     }
-    if (lk_array_alloc(&d->grad, d->arrays[0].dtype, d->arrays[0].ndim, d->arrays[0].shape, err) !=
-        LK_OK) {
-        cli_error("bench: %s", err);
-        return -1;
+    return st;
+}
+
+/* Whether the loss's plan takes data of o's shape (either kind of target,
+ * as make_data tries them); the tensors are allocated, not filled, and
+ * nothing is printed. */
+static int takes_shape(const lk_loss *loss, const bench_opts *o)
+{
+    char why[LK_ERRMSG_CAP];
+    lk_status st = LK_ERR_INVALID;
+    bench_data d;
+    memset(&d, 0, sizeof d);
+    for (int class_ids = takes_class_ids(loss); class_ids >= 0 && st != LK_OK; class_ids--) {
+        free_data(&d);
+        st = build_data(loss, o, class_ids, &d, why);
+        if (st == LK_OK)
+            st = plans_data(loss, &d, 0, why);
     }
-    d->named_grad = (lk_named_tensor){d->named[0].name, lk_array_view(&d->grad), "grad"};
-    return 0;
+    free_data(&d);
+    return st == LK_OK;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -347,14 +642,17 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* One evaluation in ms, or -1 if the call fails (reported). */
-static double eval_ms(const lk_loss *loss, bench_data *d, int with_grad)
+/* One evaluation in ms, or -1 if the call fails (*st says why, and
+ * args->errmsg, which the caller reports). */
+static double eval_ms(const lk_loss *loss, bench_data *d, int with_grad, lk_status *st,
+                      char *errmsg)
 {
     lk_eval_args a;
     data_args(d, with_grad, &a);
     double v, t0 = now_ms();
-    if (lk_loss_eval(loss, &a, &v) != LK_OK) {
-        cli_error("bench: %s", a.errmsg);
+    *st = lk_loss_eval(loss, &a, &v);
+    if (*st != LK_OK) {
+        snprintf(errmsg, LK_ERRMSG_CAP, "%s", a.errmsg);
         return -1.0;
     }
     return now_ms() - t0;
@@ -695,9 +993,9 @@ static double roof_ms(roof_bufs *rb, size_t bytes, int write)
     return now_ms() - t0;
 }
 
-/* The benchmark's shape shrunk to about 64 elements, each dimension
- * halved in turn (largest first, none below 2): a loss that takes only some
- * shapes (a matrix of an even number of rows) still takes it. */
+/* The benchmark's shape shrunk to about PROBE_ELEMENTS elements, each
+ * dimension halved in turn (largest first, none below 2): a loss that takes
+ * only some shapes (a matrix of an even number of rows) still takes it. */
 static void small_shape(const bench_opts *big, bench_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -712,32 +1010,82 @@ static void small_shape(const bench_opts *big, bench_opts *o)
             if (o->shape[d] > 2 && (k < 0 || o->shape[d] > o->shape[k]))
                 k = d;
         }
-        if (n <= 64 || k < 0)
+        if (n <= PROBE_ELEMENTS || k < 0)
             return;
         o->shape[k] = (o->shape[k] + 1) / 2;
     }
 }
 
-/* Host overhead per call on the small shape, in microseconds. */
-static double small_call_us(lk_runtime *rt, const bench_opts *big)
+/* The host-overhead probe's shape: small_shape's when the loss's plan takes
+ * it, else the benchmark's shape (which the plan took) shrunk step by step
+ * while the plan still takes it: the largest dimension halved, and when
+ * the plan refuses the half, the least size between it and the present one
+ * that the plan takes (found by bisection), after which that dimension
+ * stays. ssim's window of 11 on (2, 1, 64, 64) gives (2, 1, 11, 11). */
+static void probe_shape(const lk_loss *loss, const bench_opts *big, bench_opts *o)
+{
+    small_shape(big, o);
+    if (takes_shape(loss, o))
+        return;
+    memcpy(o->shape, big->shape, sizeof o->shape);
+    uint32_t settled = 0; /* dimensions at the least size the plan takes */
+    for (;;) {
+        int64_t n = numel_of(o->ndim, o->shape);
+        int32_t k = -1;
+        for (int32_t d = 0; d < o->ndim; d++)
+            if (o->shape[d] > 2 && !(settled & (1u << d)) && (k < 0 || o->shape[d] > o->shape[k]))
+                k = d;
+        if (n <= PROBE_ELEMENTS || k < 0)
+            return;
+        int64_t hi = o->shape[k], lo = (hi + 1) / 2; /* hi taken; lo tried */
+        o->shape[k] = lo;
+        if (takes_shape(loss, o))
+            continue;
+        while (hi - lo > 1) {
+            o->shape[k] = lo + (hi - lo) / 2;
+            if (takes_shape(loss, o))
+                hi = o->shape[k];
+            else
+                lo = o->shape[k];
+        }
+        o->shape[k] = hi;
+        settled |= 1u << k;
+    }
+}
+
+/* Host overhead per call on a small shape (probe_shape), in microseconds,
+ * and the number of elements of its input; NaN when no small call ran. The
+ * probe prints nothing: a loss that refuses it is reported as not
+ * measured. */
+static double small_call_us(lk_runtime *rt, const lk_loss *big_loss, const bench_opts *big,
+                            size_t *elements)
 {
     lk_loss *loss;
-    char err[LK_ERRMSG_CAP];
+    char err[LK_ERRMSG_CAP], why[WHY_CAP];
+    *elements = 0;
     if (lk_loss_from_file(rt, big->config, &loss, err) != LK_OK)
         return NAN;
     bench_opts o;
-    small_shape(big, &o);
+    if (lk_loss_has_example(loss))
+        small_shape(big, &o); /* unused: example 0 is the loss's own small case */
+    else
+        probe_shape(big_loss, big, &o);
     bench_data d;
     memset(&d, 0, sizeof d);
     double us = NAN;
-    if (make_data(loss, &o, 0, &d) == 0) {
+    int refused;
+    if (make_data(loss, &o, 0, &d, why, &refused) == LK_OK) {
         lk_eval_args a;
         data_args(&d, 1, &a);
         const int calls = 20000;
-        double v, t0 = now_ms();
-        for (int i = 0; i < calls; i++)
-            lk_loss_eval(loss, &a, &v);
-        us = (now_ms() - t0) * 1e3 / calls;
+        double v;
+        if (lk_loss_eval(loss, &a, &v) == LK_OK) {
+            double t0 = now_ms();
+            for (int i = 0; i < calls; i++)
+                lk_loss_eval(loss, &a, &v);
+            us = (now_ms() - t0) * 1e3 / calls;
+            *elements = d.arrays[0].nbytes / lk_dtype_size(d.arrays[0].dtype);
+        }
     }
     free_data(&d);
     lk_loss_free(loss);
@@ -750,6 +1098,7 @@ typedef struct bench_result {
      * loss and roofline timed back to back */
     double frac_fwd, frac_fb, frac_min;
     size_t elements, bytes_fwd, bytes_fb, bytes_min;
+    size_t small_elements; /* of the probe's input; 0 when it did not run */
     /* the synthesised tensors; the process's peak RSS after the warm-up
      * evaluations (before the roofline allocates) */
     size_t tensor_kib, peak_kib;
@@ -785,7 +1134,11 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
             printf("  least bytes (inputs once, gradient once): %zu, streamed in %.3f ms: "
                    "forward+backward at %.0f%% of that\n",
                    r->bytes_min, r->roof_min_ms, 100.0 * r->frac_min);
-        printf("  host overhead per call on about 64 elements: %.3f us\n", r->small_us);
+        if (r->small_elements)
+            printf("  host overhead per call on %zu elements: %.3f us\n", r->small_elements,
+                   r->small_us);
+        else
+            printf("  host overhead per call: not measured (no small call of the loss ran)\n");
         printf("  peak RSS after the warm-up evaluations: %zu KiB (inputs and gradient: %zu KiB)\n",
                r->peak_kib, r->tensor_kib);
         return;
@@ -815,12 +1168,16 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
     cJSON_AddNumberToObject(j, "bytes_least_forward_backward", (double)r->bytes_min);
     cJSON_AddNumberToObject(j, "roofline_least_forward_backward_ms", r->roof_min_ms);
     cJSON_AddNumberToObject(j, "roofline_least_fraction_forward_backward", r->frac_min);
-    cJSON_AddNumberToObject(j, "small_call_us", r->small_us);
+    if (r->small_elements) {
+        cJSON_AddNumberToObject(j, "small_call_us", r->small_us);
+        cJSON_AddNumberToObject(j, "small_call_elements", (double)r->small_elements);
+    } else {
+        cJSON_AddNullToObject(j, "small_call_us");
+        cJSON_AddNullToObject(j, "small_call_elements");
+    }
     cJSON_AddNumberToObject(j, "peak_rss_kib", (double)r->peak_kib);
     cJSON_AddNumberToObject(j, "tensor_kib", (double)r->tensor_kib);
-    char *text = cJSON_PrintUnformatted(j);
-    puts(text);
-    cJSON_free(text);
+    cli_print_json(j, 0); /* the config's name made well-formed UTF-8 */
     cJSON_Delete(j);
 }
 
@@ -829,7 +1186,8 @@ static void report(const bench_opts *o, const lk_loss *loss, int32_t threads, co
  * its bytes (and of the least bytes), back to back, so that a loss and its
  * roofline see the same machine (on a shared machine the bandwidth left
  * to a process drifts over seconds). Times are medians over the rounds,
- * fractions the medians of each round's ratio. */
+ * fractions the medians of each round's ratio. Returns an exit status,
+ * after reporting a failure. */
 static int time_rounds(const bench_opts *o, const lk_loss *loss, bench_data *d, int32_t threads,
                        bench_result *r)
 {
@@ -841,9 +1199,17 @@ static int time_rounds(const bench_opts *o, const lk_loss *loss, bench_data *d, 
         most = r->bytes_fb / 12;
     if (r->bytes_min / 12 > most)
         most = r->bytes_min / 12;
-    int rc = -1;
-    if (!t || roof_alloc(&rb, most, threads) != 0) {
-        cli_error("bench: out of memory for the roofline's arrays");
+    int rc = EXIT_FAILURE_INTERNAL;
+    lk_status st = LK_OK;
+    char err[LK_ERRMSG_CAP];
+    if (!t) {
+        cli_error("bench: %s: out of memory: cannot allocate %zu bytes for the timings", o->config,
+                  (size_t)n * 8 * sizeof *t);
+        goto out;
+    }
+    if (roof_alloc(&rb, most, threads) != 0) {
+        cli_error("bench: %s: out of memory: cannot allocate the roofline's 3 arrays of %zu bytes",
+                  o->config, most * sizeof(float));
         goto out;
     }
     double *tf = t, *tb = t + n, *rf = t + 2 * n, *rfb = t + 3 * n, *rm = t + 4 * n;
@@ -855,12 +1221,12 @@ static int time_rounds(const bench_opts *o, const lk_loss *loss, bench_data *d, 
      * roofline pass likewise follows an untimed one (data that fit in the
      * last-level cache would otherwise favour the loss) */
     for (int k = 0; k < n; k++) {
-        if (eval_ms(loss, d, 0) < 0.0 || (tf[k] = eval_ms(loss, d, 0)) < 0.0)
-            goto out;
+        if (eval_ms(loss, d, 0, &st, err) < 0.0 || (tf[k] = eval_ms(loss, d, 0, &st, err)) < 0.0)
+            goto failed;
         roof_ms(&rb, r->bytes_fwd, 0);
         rf[k] = roof_ms(&rb, r->bytes_fwd, 0);
-        if (eval_ms(loss, d, 1) < 0.0 || (tb[k] = eval_ms(loss, d, 1)) < 0.0)
-            goto out;
+        if (eval_ms(loss, d, 1, &st, err) < 0.0 || (tb[k] = eval_ms(loss, d, 1, &st, err)) < 0.0)
+            goto failed;
         roof_ms(&rb, r->bytes_fb, 1);
         rfb[k] = roof_ms(&rb, r->bytes_fb, 1);
         if (least)
@@ -878,22 +1244,124 @@ static int time_rounds(const bench_opts *o, const lk_loss *loss, bench_data *d, 
     r->fwd_best = tf[0];
     r->fb_ms = median_of(tb, n);
     r->fb_best = tb[0];
-    rc = 0;
+    rc = EXIT_OK;
+    goto out;
+failed:
+    cli_error("bench: %s: %s", o->config, err);
+    rc = exit_for(st);
 out:
     roof_free(&rb);
     free(t);
     return rc;
 }
 
-static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
+/* The shapes bench tries, in order, when --shape is not given: a loss's
+ * plan may refuse images, and such a loss is timed on a (N, C) matrix of
+ * about as many elements instead.
+ *
+ *   streaming losses: (16, 1, 1024, 1024), else (131072, 128) (rows of 128
+ *     classes or dimensions: the margin and embedding losses)
+ *   a whole-batch loss (a global sort, as the Lovasz losses; a similarity
+ *     matrix of every pair of rows, as the contrastive ones) costs far more
+ *     per element: 8 images of 256 x 256 pixels, with 21 classes (a Pascal
+ *     VOC batch) when it takes class ids, else one channel; else a batch
+ *     of 4096 embeddings of 128 dimensions
+ *
+ * With --shape, or for a loss with its own example data, only that. */
+static size_t candidate_shapes(const lk_loss *loss, const bench_opts *o, bench_opts cand[2])
+{
+    cand[0] = cand[1] = *o;
+    if (o->shape_text || lk_loss_has_example(loss))
+        return 1;
+    lk_loss_info info;
+    int whole = lk_loss_term_count(loss) > 0 && lk_loss_term_at(loss, 0, &info, NULL) == LK_OK &&
+                (info.desc->flags & LK_LOSS_WHOLE);
+    int64_t classes = 1;
+    for (size_t i = 1; whole && i < lk_loss_slot_count(loss); i++) {
+        const lk_slot_desc *sd;
+        lk_loss_slot_at(loss, i, &sd, NULL, NULL);
+        if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL && (sd->dtypes & LK_DTYPES_INT))
+            classes = 21;
+    }
+    const int64_t images[4] = {16, 1, 1024, 1024}, whole_images[4] = {8, classes, 256, 256};
+    const int64_t rows[2] = {131072, 128}, whole_rows[2] = {4096, 128};
+    memset(cand[0].shape, 0, sizeof cand[0].shape);
+    memset(cand[1].shape, 0, sizeof cand[1].shape);
+    cand[0].ndim = 4;
+    memcpy(cand[0].shape, whole ? whole_images : images, sizeof images);
+    cand[1].ndim = 2;
+    memcpy(cand[1].shape, whole ? whole_rows : rows, sizeof rows);
+    return 2;
+}
+
+/* The data the benchmark times, on the first of the candidate shapes the
+ * loss takes; *o becomes that shape. Returns an exit status, after
+ * reporting a failure: 2 when the loss refuses the --shape given, 1 out of
+ * memory, else 4, naming the config. */
+static int bench_data_for(const lk_loss *loss, bench_opts *o, bench_data *d)
+{
+    bench_opts cand[2];
+    size_t n = candidate_shapes(loss, o, cand);
+    char why[WHY_CAP], first[WHY_CAP], dims[LK_MAX_NDIM * 22 + 4];
+    lk_status st = LK_ERR_INVALID;
+    int refused_shape = 0;
+    for (size_t c = 0; c < n; c++) {
+        st = make_data(loss, &cand[c], -1, d, why, &refused_shape);
+        if (st == LK_OK) {
+            *o = cand[c];
+            return EXIT_OK;
+        }
+        if (st == LK_ERR_NOMEM || st == LK_ERR_INTERNAL)
+            break;
+        if (c == 0)
+            snprintf(first, sizeof first, "%s", why);
+    }
+    if (st == LK_ERR_NOMEM || st == LK_ERR_INTERNAL) {
+        cli_error("bench: %s: %s", o->config, why);
+        return EXIT_FAILURE_INTERNAL;
+    }
+    if (lk_loss_has_example(loss)) {
+        cli_error("bench: %s: %s", o->config, why);
+        return exit_for(st);
+    }
+    if (o->shape_text && refused_shape) {
+        cli_error("bench: %s: --shape '%s' is not a shape the loss takes: %s", o->config,
+                  o->shape_text, why);
+        return EXIT_USAGE;
+    }
+    if (n == 1) {
+        cli_error("bench: %s: no synthesised data on %s is accepted: %s", o->config,
+                  shape_str(dims, sizeof dims, cand[0].ndim, cand[0].shape), why);
+        return EXIT_DATA;
+    }
+    char dims2[sizeof dims];
+    cli_error("bench: %s: no synthesised data is accepted on the default shapes %s and %s (give "
+              "--shape): on %s %s; on %s %s",
+              o->config, shape_str(dims, sizeof dims, cand[0].ndim, cand[0].shape),
+              shape_str(dims2, sizeof dims2, cand[1].ndim, cand[1].shape), dims, first, dims2, why);
+    return EXIT_DATA;
+}
+
+static int run_bench(bench_opts *o, lk_runtime *rt, const lk_loss *loss)
 {
     bench_data *d = calloc(1, sizeof *d);
     bench_result r = {0};
-    int rc = EXIT_DATA;
+    if (!d) {
+        cli_error("bench: %s: out of memory: cannot allocate %zu bytes for the data's descriptors",
+                  o->config, sizeof *d);
+        return EXIT_FAILURE_INTERNAL;
+    }
+    int rc = bench_data_for(loss, o, d);
+    lk_status st = LK_OK;
+    char err[LK_ERRMSG_CAP];
     /* one untimed evaluation of each pass first (warm-up, and the first
      * touch of the gradient's pages) */
-    if (d && make_data(loss, o, -1, d) == 0 && eval_ms(loss, d, 0) >= 0.0 &&
-        eval_ms(loss, d, 1) >= 0.0) {
+    if (rc == EXIT_OK &&
+        (eval_ms(loss, d, 0, &st, err) < 0.0 || eval_ms(loss, d, 1, &st, err) < 0.0)) {
+        cli_error("bench: %s: %s", o->config, err);
+        rc = exit_for(st);
+    }
+    if (rc == EXIT_OK) {
         struct rusage ru;
         r.peak_kib = getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss : 0;
         for (size_t i = 0; i < d->n; i++)
@@ -910,70 +1378,16 @@ static int run_bench(const bench_opts *o, lk_runtime *rt, const lk_loss *loss)
         r.bytes_fb = d->bytes_in * (size_t)reads_fb + d->grad.nbytes * (size_t)grads_fb;
         r.bytes_min = d->bytes_in + d->grad.nbytes;
         int32_t threads = lk_runtime_threads(rt);
-        if (time_rounds(o, loss, d, threads, &r) == 0) {
-            r.small_us = small_call_us(rt, o);
+        rc = time_rounds(o, loss, d, threads, &r);
+        if (rc == EXIT_OK) {
+            free_data(d); /* the probe's own data are small */
+            r.small_us = small_call_us(rt, loss, o, &r.small_elements);
             report(o, loss, threads, &r);
-            rc = EXIT_OK;
         }
     }
-    if (d)
-        free_data(d);
+    free_data(d);
     free(d);
     return rc;
-}
-
-/* Whether the loss's plan takes data of o's shape (either kind of target,
- * as make_data tries them); the tensors are allocated, not filled. */
-static int takes_shape(const lk_loss *loss, const bench_opts *o)
-{
-    lk_status st = LK_ERR_INVALID;
-    bench_data d;
-    memset(&d, 0, sizeof d);
-    for (int class_ids = 1; class_ids >= 0 && st != LK_OK; class_ids--) {
-        free_data(&d);
-        if (build_data(loss, o, class_ids, &d) != 0)
-            break;
-        lk_eval_args a;
-        data_args(&d, 0, &a);
-        int32_t nd;
-        int64_t shape[LK_MAX_NDIM];
-        st = lk_loss_out_shape(loss, &a, &nd, shape);
-    }
-    free_data(&d);
-    return st == LK_OK;
-}
-
-/* A whole-batch loss (a global sort, as the Lovasz losses; a similarity
- * matrix of every pair of rows, as the contrastive ones) costs far more per
- * element than a streaming one, and one that takes class-index targets
- * needs classes: without --shape such a loss is timed on 8 images of 256 x
- * 256 pixels, with 21 classes (a Pascal VOC batch) when it takes class ids,
- * else one channel; if its plan refuses images, on a batch of 4096
- * embeddings of 128 dimensions (a (rows, dim) matrix). Other losses keep
- * the default shape. */
-static void whole_default_shape(const lk_loss *loss, bench_opts *o)
-{
-    lk_loss_info info;
-    if (o->shape_given || lk_loss_has_example(loss) || lk_loss_term_count(loss) == 0 ||
-        lk_loss_term_at(loss, 0, &info, NULL) != LK_OK || !(info.desc->flags & LK_LOSS_WHOLE))
-        return;
-    int64_t classes = 1;
-    for (size_t i = 1; i < lk_loss_slot_count(loss); i++) {
-        const lk_slot_desc *sd;
-        lk_loss_slot_at(loss, i, &sd, NULL, NULL);
-        if (sd->shape == LK_SHAPE_INPUT_NO_CHANNEL && (sd->dtypes & LK_DTYPES_INT))
-            classes = 21;
-    }
-    const int64_t images[4] = {8, classes, 256, 256};
-    o->ndim = 4;
-    memcpy(o->shape, images, sizeof images);
-    bench_opts small;
-    small_shape(o, &small);
-    if (takes_shape(loss, &small))
-        return;
-    const int64_t rows[2] = {4096, 128};
-    o->ndim = 2;
-    memcpy(o->shape, rows, sizeof rows);
 }
 
 int cmd_bench(int argc, char **argv)
@@ -986,12 +1400,19 @@ int cmd_bench(int argc, char **argv)
         return cli_open_failed();
     lk_loss *loss;
     char err[LK_ERRMSG_CAP];
-    if (lk_loss_from_file(rt, o.config, &loss, err) != LK_OK) {
+    lk_status st = lk_loss_from_file(rt, o.config, &loss, err);
+    if (st != LK_OK) {
         cli_error("bench: %s", err);
+        /* as `losskit run`: an unknown loss may live in a plugin that
+         * failed to load; a known one's plugin is loaded only now */
+        int rc = EXIT_USAGE;
+        if (st == LK_ERR_LOAD || (strstr(err, "unknown loss") && lk_runtime_diag_count(rt)))
+            rc = EXIT_PLUGIN;
+        else if (st == LK_ERR_NOMEM || st == LK_ERR_INTERNAL)
+            rc = EXIT_FAILURE_INTERNAL;
         lk_runtime_close(rt);
-        return EXIT_USAGE;
+        return rc;
     }
-    whole_default_shape(loss, &o);
     int rc = run_bench(&o, rt, loss);
     lk_loss_free(loss);
     lk_runtime_close(rt);

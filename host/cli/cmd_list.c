@@ -82,9 +82,7 @@ static int list_json(lk_runtime *rt)
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "losses", arr);
     cJSON_AddItemToObject(root, "diagnostics", diags);
-    char *text = cJSON_Print(root);
-    puts(text);
-    cJSON_free(text);
+    cli_print_json(root, 1);
     cJSON_Delete(root);
     return EXIT_OK;
 }
@@ -293,9 +291,7 @@ static void info_json(const lk_loss_info *li)
         if (d->reductions & LK_REDUCTION_BIT(r))
             cJSON_AddItemToArray(reds, cJSON_CreateString(lk_reduction_name(r)));
     cJSON_AddStringToObject(o, "default_reduction", lk_reduction_name(d->default_reduction));
-    char *text = cJSON_Print(o);
-    puts(text);
-    cJSON_free(text);
+    cli_print_json(o, 1);
     cJSON_Delete(o);
 }
 

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 #include "internal.h" /* lk__escape, compiled into the command too */
 
@@ -54,7 +56,7 @@ void cli_error(const char *fmt, ...)
         vsnprintf(text, (size_t)n + 1, fmt, again);
     va_end(again);
     if (!text)
-        text = small; /* cut, but still a message */
+        text = small;                             /* cut, but still a message */
     size_t len = strlen(text), cap = 4 * len + 1; /* an escape is at most 4 bytes a byte */
     char shown_small[4 * sizeof small + 1];
     char *shown = cap <= sizeof shown_small ? shown_small : malloc(cap);
@@ -68,6 +70,100 @@ void cli_error(const char *fmt, ...)
         free(shown);
     if (text != small)
         free(text);
+}
+
+/* The length of the well-formed UTF-8 sequence at s, or 0 when the byte at
+ * s does not start one (a stray continuation byte, an overlong form, a
+ * surrogate, a code point past U+10FFFF, a cut sequence). */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n = c >= 0xc2 && c <= 0xdf   ? 2
+               : c >= 0xe0 && c <= 0xef ? 3
+               : c >= 0xf0 && c <= 0xf4 ? 4
+                                        : 0;
+    if (n == 0)
+        return 0;
+    unsigned lo = 0x80, hi = 0xbf; /* the range of the second byte */
+    if (c == 0xe0)
+        lo = 0xa0;
+    else if (c == 0xed)
+        hi = 0x9f;
+    else if (c == 0xf0)
+        lo = 0x90;
+    else if (c == 0xf4)
+        hi = 0x8f;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+/* A malloc'd copy of s with each byte that is not part of well-formed UTF-8
+ * replaced by U+FFFD, or NULL when s is well-formed (or memory runs out). */
+static char *utf8_repaired(const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t len = strlen(s), bad = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq(u + i);
+        bad += n == 0;
+        i += n ? n : 1;
+    }
+    char *fixed = bad ? cJSON_malloc(len + 2 * bad + 1) : NULL;
+    if (!fixed)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq(u + i);
+        if (n) {
+            memcpy(fixed + o, s + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(fixed + o, "\xef\xbf\xbd", 3); /* U+FFFD */
+            o += 3;
+            i++;
+        }
+    }
+    fixed[o] = '\0';
+    return fixed;
+}
+
+/* Makes every string and key of a JSON tree well-formed UTF-8: a file name
+ * or a plugin's text may hold any byte, and JSON must be UTF-8 (cJSON
+ * copies bytes as they are). */
+static void json_repair(cJSON *item)
+{
+    for (; item; item = item->next) {
+        char *fixed;
+        if (item->string && !(item->type & cJSON_StringIsConst) &&
+            (fixed = utf8_repaired(item->string)) != NULL) {
+            cJSON_free(item->string);
+            item->string = fixed;
+        }
+        if (cJSON_IsString(item) && item->valuestring &&
+            (fixed = utf8_repaired(item->valuestring)) != NULL) {
+            cJSON_free(item->valuestring);
+            item->valuestring = fixed;
+        }
+        json_repair(item->child);
+    }
+}
+
+void cli_print_json(cJSON *root, int formatted)
+{
+    json_repair(root);
+    char *text = formatted ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
+    if (text)
+        puts(text);
+    else
+        cli_error("out of memory printing the JSON output");
+    cJSON_free(text);
 }
 
 int32_t cli_parse_threads(const char *text)
@@ -191,6 +287,22 @@ void cli_unknown_option(const char *cmd, const char *opt)
         cli_error("%s: unknown option '%s'; see 'losskit %s --help'", cmd, opt, cmd);
 }
 
+/* "unknown command 'X'; did you mean 'Y'?", exit 2; where is "help: " for
+ * `losskit help X`. */
+static int unknown_command(const char *where, const char *cmd)
+{
+    const char *names[N_COMMANDS + 3] = {"help", "version"};
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        names[i + 2] = commands[i].name;
+    const char *best = lk_closest_name(cmd, names, N_COMMANDS + 2);
+    if (best)
+        cli_error("%sunknown command '%s'; did you mean '%s'? run 'losskit help'", where, cmd,
+                  best);
+    else
+        cli_error("%sunknown command '%s'; run 'losskit help'", where, cmd);
+    return EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -208,7 +320,16 @@ int main(int argc, char **argv)
         return c->fn(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-        c = argc > 2 ? find_command(argv[2]) : NULL;
+        /* help COMMAND: that command's usage; help, help help, help
+         * version: this text; anything else is not a command */
+        const char *topic = argc > 2 ? argv[2] : NULL;
+        c = topic ? find_command(topic) : NULL;
+        if (topic && !c && strcmp(topic, "help") != 0 && strcmp(topic, "version") != 0)
+            return unknown_command("help: ", topic);
+        if (argc > 3) {
+            cli_error("help: unexpected argument '%s'; usage: losskit help [COMMAND]", argv[3]);
+            return EXIT_USAGE;
+        }
         if (c)
             printf("usage: %s", c->usage);
         else
@@ -219,13 +340,5 @@ int main(int argc, char **argv)
         printf("losskit %s (plugin ABI %d.%d)\n", LK_VERSION_STRING, LK_ABI_MAJOR, LK_ABI_MINOR);
         return EXIT_OK;
     }
-    const char *names[N_COMMANDS + 3] = {"help", "version"};
-    for (size_t i = 0; i < N_COMMANDS; i++)
-        names[i + 2] = commands[i].name;
-    const char *best = lk_closest_name(cmd, names, N_COMMANDS + 2);
-    if (best)
-        cli_error("unknown command '%s'; did you mean '%s'? run 'losskit help'", cmd, best);
-    else
-        cli_error("unknown command '%s'; run 'losskit help'", cmd);
-    return EXIT_USAGE;
+    return unknown_command("", cmd);
 }

@@ -18,10 +18,19 @@
 #define MAX_CONFIG_BYTES (16u << 20)
 #define MAX_TERMS        64
 
+/* A number of the config as it is written: cJSON keeps only its double. */
+typedef struct numlit {
+    const cJSON *node;
+    size_t off, len; /* in the JSON text */
+} numlit;
+
 typedef struct ctx {
     lk_runtime *rt;
-    const char *source;
+    const char *source; /* as messages show it (lk__short_path) */
     char *errmsg;
+    const char *json;
+    const numlit *lits; /* every number of the tree, sorted by node */
+    size_t n_lits;
 } ctx;
 
 static lk_status fail(const ctx *c, const char *path, const char *fmt, ...) LK__PRINTF(3, 4);
@@ -127,28 +136,184 @@ static void range_str(const lk_param_desc *p, char *buf, size_t cap)
              (p->flags & LK_PARAM_MAX_EXCLUSIVE) ? ')' : ']');
 }
 
+/* ------------------------------------------------------------------------ */
+/* Numbers as written. cJSON reads every number into a double, so
+ * 9007199254740993 arrives as 9007199254740992 and 1e400 as inf; these
+ * read the literal itself, exactly.                                         */
+
+static int cmp_numlit(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const numlit *)a)->node, y = (uintptr_t)((const numlit *)b)->node;
+    return x < y ? -1 : x > y;
+}
+
+/* The text of number v as the config writes it, or NULL. */
+static const char *literal_of(const ctx *c, const cJSON *v, size_t *len)
+{
+    numlit key = {v, 0, 0};
+    const numlit *hit = c->lits ? bsearch(&key, c->lits, c->n_lits, sizeof key, cmp_numlit) : NULL;
+    if (!hit)
+        return NULL;
+    *len = hit->len;
+    return c->json + hit->off;
+}
+
+/* A decimal literal -?D*(.D*)?([eE][+-]?D+)? read exactly: its value is
+ * the digits of ip and fp, as one integer, times 10^(exp - flen). */
+typedef struct declit {
+    int neg;
+    const char *ip, *fp;
+    size_t ilen, flen;
+    long long exp;      /* saturated at +-10^12: far beyond any double */
+    size_t first, last; /* the first and last nonzero digit (of ip then fp) */
+    int zero;
+} declit;
+
+static int is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+static char dl_digit(const declit *d, size_t k)
+{
+    return k < d->ilen ? d->ip[k] : d->fp[k - d->ilen];
+}
+
+/* The power of ten of digit k. */
+static long long dl_power(const declit *d, size_t k)
+{
+    return (long long)d->ilen - 1 - (long long)k + d->exp;
+}
+
+static void declit_read(declit *d, const char *s, size_t n)
+{
+    size_t i = 0;
+    memset(d, 0, sizeof *d);
+    if (i < n && (s[i] == '-' || s[i] == '+'))
+        d->neg = s[i++] == '-';
+    d->ip = s + i;
+    while (i < n && is_digit(s[i]))
+        i++;
+    d->ilen = (size_t)(s + i - d->ip);
+    d->fp = s + i;
+    if (i < n && s[i] == '.') {
+        d->fp = s + ++i;
+        while (i < n && is_digit(s[i]))
+            i++;
+        d->flen = (size_t)(s + i - d->fp);
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        int eneg = 0;
+        if (++i < n && (s[i] == '-' || s[i] == '+'))
+            eneg = s[i++] == '-';
+        for (; i < n && is_digit(s[i]); i++)
+            if (d->exp < 1000000000000LL)
+                d->exp = d->exp * 10 + (s[i] - '0');
+        if (eneg)
+            d->exp = -d->exp;
+    }
+    size_t nd = d->ilen + d->flen;
+    d->first = 0;
+    while (d->first < nd && dl_digit(d, d->first) == '0')
+        d->first++;
+    d->zero = d->first == nd;
+    d->last = nd;
+    while (!d->zero && dl_digit(d, d->last - 1) == '0')
+        d->last--;
+    d->last--; /* nd - 1 at most; unused when zero */
+}
+
+/* Whether a and b are the same number. */
+static int declit_equal(const declit *a, const declit *b)
+{
+    if (a->zero || b->zero)
+        return a->zero && b->zero;
+    if (a->neg != b->neg || a->last - a->first != b->last - b->first ||
+        dl_power(a, a->first) != dl_power(b, b->first))
+        return 0;
+    for (size_t k = 0; k <= a->last - a->first; k++)
+        if (dl_digit(a, a->first + k) != dl_digit(b, b->first + k))
+            return 0;
+    return 1;
+}
+
+enum { INT_OK, INT_NOT, INT_BEYOND_2P53, INT_BEYOND_INT64 };
+
+/* What a literal is as an integer: exactly one within +-2^53 (what a JSON
+ * number holds without loss), one beyond, one beyond int64, or none. */
+static int integer_class(const declit *d)
+{
+    if (d->zero)
+        return INT_OK;
+    if (dl_power(d, d->last) < 0)
+        return INT_NOT;
+    if (dl_power(d, d->first) + 1 > 19)
+        return INT_BEYOND_INT64;
+    uint64_t v = 0; /* at most 19 digits: below 2^64 */
+    for (size_t k = d->first; k <= d->last; k++)
+        v = v * 10 + (uint64_t)(dl_digit(d, k) - '0');
+    for (long long p = dl_power(d, d->last); p > 0; p--)
+        v *= 10;
+    if (v > (d->neg ? (uint64_t)1 << 63 : ((uint64_t)1 << 63) - 1))
+        return INT_BEYOND_INT64;
+    return v > (uint64_t)1 << 53 ? INT_BEYOND_2P53 : INT_OK;
+}
+
+#define SHOWN_NUMBER 40 /* a longer literal is cut, with "..." */
+
+/* Number v as typed, into buf (SHOWN_NUMBER + 1 bytes), and its literal
+ * read exactly into lit. The double in its shortest form (1.1, -1e+300,
+ * an integer below 1e20 in full) when that is the same number; else the
+ * literal itself: 9007199254740993, not the 9007199254740992 it reads as,
+ * and 1e400, not inf. */
+static void number_text(const ctx *c, const cJSON *v, char *buf, declit *lit)
+{
+    double x = v->valuedouble;
+    char xs[32];
+    if (x == floor(x) && fabs(x) < 1e20)
+        snprintf(xs, sizeof xs, "%.0f", x);
+    else
+        lk__fmt_double(xs, sizeof xs, x);
+    size_t len = 0;
+    const char *text = literal_of(c, v, &len);
+    if (!text) { /* not from the text (never, but a message still) */
+        text = xs;
+        len = strlen(xs);
+    }
+    declit_read(lit, text, len);
+    declit as_double;
+    declit_read(&as_double, xs, strlen(xs));
+    if (isfinite(x) && declit_equal(lit, &as_double))
+        snprintf(buf, SHOWN_NUMBER + 1, "%s", xs);
+    else if (len <= SHOWN_NUMBER)
+        snprintf(buf, SHOWN_NUMBER + 1, "%.*s", (int)len, text);
+    else
+        snprintf(buf, SHOWN_NUMBER + 1, "%.*s...", SHOWN_NUMBER - 3, text);
+}
+
+#define DOUBLE_RANGE "is beyond the range of a double (about 1.8e308 at most)"
+
 static lk_status check_number(const ctx *c, const char *path, const lk_param_desc *p,
                               const cJSON *v, double *out)
 {
     if (!cJSON_IsNumber(v))
         return fail(c, path, "expected a number, got %s", json_type(v));
     double x = v->valuedouble;
+    char xs[SHOWN_NUMBER + 1];
+    declit lit;
+    number_text(c, v, xs, &lit);
     if (!isfinite(x))
-        return fail(c, path, "%g is not a finite number", x);
-    /* as typed: an integer below 1e20 in full, else the shortest form */
-    char xs[32];
-    if (x == floor(x) && fabs(x) < 1e20)
-        snprintf(xs, sizeof xs, "%.0f", x);
-    else
-        lk__fmt_double(xs, sizeof xs, x);
+        return fail(c, path, "%s " DOUBLE_RANGE, xs);
     if (p->type == LK_PARAM_INTEGER) {
-        if (x != floor(x))
-            return fail(c, path, "expected an integer, got %s", xs);
-        if (!(x >= INT64_LO && x < INT64_HI))
+        switch (integer_class(&lit)) {
+        case INT_NOT: return fail(c, path, "expected an integer, got %s", xs);
+        case INT_BEYOND_INT64:
             return fail(c, path, "%s is outside the range of a 64-bit integer", xs);
-        if (fabs(x) > 9007199254740992.0)
+        case INT_BEYOND_2P53:
             return fail(c, path,
                         "%s is beyond 2^53, where a JSON number no longer holds every integer", xs);
+        default: break;
+        }
     }
     if (!in_range(p, x)) {
         char r[80];
@@ -407,8 +572,14 @@ static lk_status parse_term(const ctx *c, const char *path, const cJSON *obj, lk
     if (w) {
         char wpath[224];
         snprintf(wpath, sizeof wpath, "%s.weight", path);
-        if (!cJSON_IsNumber(w) || !isfinite(w->valuedouble))
+        if (!cJSON_IsNumber(w))
             return fail(c, wpath, "expected a finite number, got %s", json_type(w));
+        if (!isfinite(w->valuedouble)) {
+            char xs[SHOWN_NUMBER + 1];
+            declit lit;
+            number_text(c, w, xs, &lit);
+            return fail(c, wpath, "%s " DOUBLE_RANGE, xs);
+        }
         term->weight = w->valuedouble;
     }
     const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(obj, "tensors");
@@ -831,19 +1002,341 @@ static size_t trailing_offset(const char *json, size_t len, size_t end)
     return len;
 }
 
+/* ------------------------------------------------------------------------ */
+/* JSON syntax. cJSON takes more than JSON (01, 1., -.5, "\uZZZZ" as a NUL,
+ * any byte below 0x21 as white space) and, where it stops, says neither
+ * what it expected nor why. The config is read strictly first (RFC 8259,
+ * with cJSON's leading UTF-8 BOM and its nesting limit); a refusal names
+ * the place and what was expected there. Raw bytes in strings are left to
+ * cJSON and check_nuls, as before.                                          */
+
+#define JSON_NESTING_LIMIT 1000 /* cJSON's CJSON_NESTING_LIMIT */
+
+typedef struct jsyn {
+    const char *s;
+    size_t n, pos;
+    int depth;
+    size_t err_pos;
+    char err[160];
+} jsyn;
+
+/* A problem at pos: "expected X", or at the end of the text "unexpected
+ * end of file (expected X)". Returns 0. */
+static int jsyn_expected(jsyn *j, size_t pos, const char *what)
+{
+    j->err_pos = pos;
+    unsigned char b = pos < j->n ? (unsigned char)j->s[pos] : 0;
+    if (pos >= j->n)
+        snprintf(j->err, sizeof j->err, "unexpected end of file (expected %s)", what);
+    else if (b < 0x20 || b == 0x7f) /* white space in JSON is space, tab, CR and LF only */
+        snprintf(j->err, sizeof j->err, "expected %s, found byte 0x%02x", what, b);
+    else
+        snprintf(j->err, sizeof j->err, "expected %s", what);
+    return 0;
+}
+
+static int jsyn_bad(jsyn *j, size_t pos, const char *what)
+{
+    j->err_pos = pos;
+    snprintf(j->err, sizeof j->err, "%s", what);
+    return 0;
+}
+
+static void jsyn_ws(jsyn *j)
+{
+    while (j->pos < j->n && (j->s[j->pos] == ' ' || j->s[j->pos] == '\t' || j->s[j->pos] == '\n' ||
+                             j->s[j->pos] == '\r'))
+        j->pos++;
+}
+
+static int jsyn_digit(const jsyn *j)
+{
+    return j->pos < j->n && is_digit(j->s[j->pos]);
+}
+
+static long hex4(const char *s)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        char h = s[i];
+        int d = is_digit(h)              ? h - '0'
+                : (h >= 'a' && h <= 'f') ? h - 'a' + 10
+                : (h >= 'A' && h <= 'F') ? h - 'A' + 10
+                                         : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static int jsyn_string(jsyn *j)
+{
+    static const char surrogate[] =
+        "a \\u escape holds half of a UTF-16 surrogate pair without the "
+        "other half";
+    j->pos++; /* the opening quote */
+    for (;;) {
+        if (j->pos >= j->n)
+            return jsyn_expected(j, j->n, "'\"' to close a string");
+        char ch = j->s[j->pos];
+        if (ch == '"') {
+            j->pos++;
+            return 1;
+        }
+        if (ch != '\\') {
+            j->pos++;
+            continue;
+        }
+        size_t esc = j->pos;
+        if (esc + 1 >= j->n)
+            return jsyn_expected(j, j->n, "an escape after '\\'");
+        char e = j->s[esc + 1];
+        if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
+            e == 't') {
+            j->pos += 2;
+            continue;
+        }
+        if (e != 'u')
+            return jsyn_bad(
+                j, esc,
+                "invalid escape in a string (JSON has \\\" \\\\ \\/ \\b \\f \\n \\r \\t "
+                "and \\uXXXX)");
+        long u = esc + 6 <= j->n ? hex4(j->s + esc + 2) : -1;
+        if (u < 0)
+            return jsyn_bad(j, esc, "\\u in a string must be followed by 4 hex digits");
+        j->pos = esc + 6;
+        if (u >= 0xdc00 && u <= 0xdfff)
+            return jsyn_bad(j, esc, surrogate);
+        if (u >= 0xd800 && u <= 0xdbff) {
+            long lo = j->pos + 6 <= j->n && j->s[j->pos] == '\\' && j->s[j->pos + 1] == 'u'
+                          ? hex4(j->s + j->pos + 2)
+                          : -1;
+            if (lo < 0xdc00 || lo > 0xdfff)
+                return jsyn_bad(j, esc, surrogate);
+            j->pos += 6;
+        }
+    }
+}
+
+static int jsyn_number(jsyn *j)
+{
+    size_t start = j->pos;
+    if (j->s[j->pos] == '-')
+        j->pos++;
+    if (!jsyn_digit(j))
+        return jsyn_expected(j, j->pos, "a digit after '-'");
+    if (j->s[j->pos] == '0') {
+        j->pos++;
+        if (jsyn_digit(j))
+            return jsyn_bad(j, start,
+                            "a number with a leading zero (JSON writes 1 or 0.5, not 01)");
+    }
+    while (jsyn_digit(j))
+        j->pos++;
+    if (j->pos < j->n && j->s[j->pos] == '.') {
+        j->pos++;
+        if (!jsyn_digit(j))
+            return jsyn_expected(j, j->pos, "a digit after '.' in a number");
+        while (jsyn_digit(j))
+            j->pos++;
+    }
+    if (j->pos < j->n && (j->s[j->pos] == 'e' || j->s[j->pos] == 'E')) {
+        j->pos++;
+        if (j->pos < j->n && (j->s[j->pos] == '+' || j->s[j->pos] == '-'))
+            j->pos++;
+        if (!jsyn_digit(j))
+            return jsyn_expected(j, j->pos, "a digit in the exponent of a number");
+        while (jsyn_digit(j))
+            j->pos++;
+    }
+    return 1;
+}
+
+#define JSON_VALUE "a value (a string, number, object, array, true, false or null)"
+
+static int jsyn_word(jsyn *j, const char *w)
+{
+    size_t k = strlen(w), left = j->n - j->pos;
+    if (left >= k && memcmp(j->s + j->pos, w, k) == 0) {
+        j->pos += k;
+        return 1;
+    }
+    /* "tru" at the end of the text: cut short, not misspelt */
+    return jsyn_expected(j, left < k && memcmp(j->s + j->pos, w, left) == 0 ? j->n : j->pos,
+                         JSON_VALUE);
+}
+
+static int jsyn_value(jsyn *j);
+
+static int jsyn_container(jsyn *j)
+{
+    int object = j->s[j->pos] == '{';
+    char close = object ? '}' : ']';
+    if (j->depth >= JSON_NESTING_LIMIT)
+        return jsyn_bad(j, j->pos,
+                        "more than 1000 nested arrays and objects (the JSON reader's nesting "
+                        "limit)");
+    j->depth++;
+    j->pos++;
+    jsyn_ws(j);
+    if (j->pos < j->n && j->s[j->pos] == close) {
+        j->pos++;
+        j->depth--;
+        return 1;
+    }
+    for (int first = 1;; first = 0) {
+        jsyn_ws(j);
+        int at_close = j->pos < j->n && j->s[j->pos] == close;
+        if (!first && at_close)
+            return jsyn_bad(j, j->pos,
+                            object ? "expected a key after ',' (JSON allows no ',' before '}')"
+                                   : "expected a value after ',' (JSON allows no ',' before ']')");
+        if (object) {
+            if (j->pos >= j->n || j->s[j->pos] != '"')
+                return jsyn_expected(j, j->pos,
+                                     first ? "a key (a string in double quotes) or '}'"
+                                           : "a key (a string in double quotes) after ','");
+            if (!jsyn_string(j))
+                return 0;
+            jsyn_ws(j);
+            if (j->pos >= j->n || j->s[j->pos] != ':')
+                return jsyn_expected(j, j->pos, "':' after a key");
+            j->pos++;
+        }
+        if (!jsyn_value(j))
+            return 0;
+        jsyn_ws(j);
+        if (j->pos < j->n && j->s[j->pos] == ',') {
+            j->pos++;
+            continue;
+        }
+        if (j->pos < j->n && j->s[j->pos] == close) {
+            j->pos++;
+            j->depth--;
+            return 1;
+        }
+        return jsyn_expected(j, j->pos,
+                             object ? "',' or '}' after a value in an object"
+                                    : "',' or ']' after a value in an array");
+    }
+}
+
+static int jsyn_value(jsyn *j)
+{
+    jsyn_ws(j);
+    if (j->pos >= j->n)
+        return jsyn_expected(j, j->n, "a value");
+    char ch = j->s[j->pos];
+    switch (ch) {
+    case '{':
+    case '[': return jsyn_container(j);
+    case '"': return jsyn_string(j);
+    case 't': return jsyn_word(j, "true");
+    case 'f': return jsyn_word(j, "false");
+    case 'n': return jsyn_word(j, "null");
+    default:
+        if (ch == '-' || is_digit(ch))
+            return jsyn_number(j);
+        return jsyn_expected(j, j->pos, JSON_VALUE);
+    }
+}
+
+/* Checks the first JSON value of the text (bytes after it are the
+ * caller's); 0 with j->err and j->err_pos when it is not valid JSON. */
+static int json_syntax(jsyn *j, const char *s, size_t n)
+{
+    memset(j, 0, sizeof *j);
+    j->s = s;
+    j->n = n;
+    if (n >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0)
+        j->pos = 3; /* a UTF-8 byte order mark, which cJSON skips too */
+    return jsyn_value(j);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The literal of every number in the tree: the text's number tokens and
+ * the tree's number nodes, both in document order.                          */
+
+typedef struct litscan {
+    const char *s;
+    size_t n, pos;
+    numlit *v;
+    size_t count, cap;
+    int nomem;
+} litscan;
+
+/* The next number token at or after ls->pos of valid JSON text. */
+static int next_number(litscan *ls, size_t *off, size_t *len)
+{
+    size_t i = ls->pos;
+    while (i < ls->n) {
+        char ch = ls->s[i];
+        if (ch == '"') {
+            for (i++; i < ls->n && ls->s[i] != '"'; i++)
+                if (ls->s[i] == '\\')
+                    i++;
+            i++;
+            continue;
+        }
+        if (ch == '-' || is_digit(ch)) {
+            size_t start = i;
+            while (i < ls->n && (is_digit(ls->s[i]) || ls->s[i] == '-' || ls->s[i] == '+' ||
+                                 ls->s[i] == '.' || ls->s[i] == 'e' || ls->s[i] == 'E'))
+                i++;
+            *off = start;
+            *len = i - start;
+            ls->pos = i;
+            return 1;
+        }
+        i++;
+    }
+    ls->pos = i;
+    return 0;
+}
+
+static void collect_numbers(litscan *ls, const cJSON *v)
+{
+    if (ls->nomem)
+        return;
+    if (cJSON_IsNumber(v)) {
+        size_t off, len;
+        if (!next_number(ls, &off, &len))
+            return;
+        if (ls->count == ls->cap) {
+            size_t cap = ls->cap ? 2 * ls->cap : 16;
+            numlit *grown = realloc(ls->v, cap * sizeof *grown);
+            if (!grown) {
+                ls->nomem = 1;
+                return;
+            }
+            ls->v = grown;
+            ls->cap = cap;
+        }
+        ls->v[ls->count++] = (numlit){v, off, len};
+        return;
+    }
+    if (cJSON_IsArray(v) || cJSON_IsObject(v))
+        for (const cJSON *it = v->child; it; it = it->next)
+            collect_numbers(ls, it);
+}
+
 static lk_status syntax_error(const ctx *c, const char *json, size_t len, size_t off,
                               const char *what)
 {
     int line, col;
     line_col(json, off, &line, &col);
-    char near[17] = "end of input";
-    if (off < len) {
-        size_t k = 0;
-        while (k < 16 && off + k < len && (unsigned char)json[off + k] >= 0x20)
-            k++;
-        memcpy(near, json + off, k);
-        near[k] = '\0';
-    }
+    /* nothing to quote: what says "unexpected end of file" or "found byte
+     * 0x0c" */
+    if (off >= len || (strstr(what, ", found byte 0x") && (unsigned char)json[off] < 0x20))
+        return lk__err(c->errmsg, LK_ERR_CONFIG, "%s:%d:%d: invalid JSON%s", c->source, line, col,
+                       what);
+    char near[17];
+    size_t k = 0;
+    while (k < 16 && off + k < len && (unsigned char)json[off + k] >= 0x20)
+        k++;
+    memcpy(near, json + off, k);
+    near[k] = '\0';
     return lk__err(c->errmsg, LK_ERR_CONFIG, "%s:%d:%d: invalid JSON%s near '%s'", c->source, line,
                    col, what, near);
 }
@@ -851,11 +1344,18 @@ static lk_status syntax_error(const ctx *c, const char *json, size_t len, size_t
 lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const char *source,
                             lk_loss **out, char *errmsg)
 {
-    ctx c = {rt, source ? source : "<config>", errmsg};
+    char shown[LK__PATH_BUF];
+    ctx c = {rt, lk__short_path(shown, source ? source : "<config>"), errmsg, json, NULL, 0};
     *out = NULL;
+    jsyn syn;
+    if (!json_syntax(&syn, json, len)) {
+        char what[sizeof syn.err + 2];
+        snprintf(what, sizeof what, ": %s", syn.err);
+        return syntax_error(&c, json, len, syn.err_pos, what);
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (!root) {
+    if (!root) { /* valid JSON that cJSON still refused: out of memory */
         size_t off = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
         return syntax_error(&c, json, len, off, "");
     }
@@ -871,18 +1371,31 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
         st = check_duplicates(&c, root, &path);
     if (st == LK_OK)
         st = check_nuls(&c, root, json, (size_t)(end - json));
+    litscan ls = {json, (size_t)(end - json), 0, NULL, 0, 0, 0};
+    if (st == LK_OK) {
+        collect_numbers(&ls, root);
+        if (ls.nomem)
+            st = lk__err(errmsg, LK_ERR_NOMEM, "%s: out of memory", c.source);
+        else if (ls.count > 1)
+            qsort(ls.v, ls.count, sizeof *ls.v, cmp_numlit);
+        c.lits = ls.v;
+        c.n_lits = ls.count;
+    }
     if (st != LK_OK) {
+        free(ls.v);
         cJSON_Delete(root);
         return st;
     }
     lk_loss *loss = calloc(1, sizeof *loss);
     if (!loss) {
+        free(ls.v);
         cJSON_Delete(root);
         return lk__err(errmsg, LK_ERR_NOMEM, "%s: out of memory", c.source);
     }
     loss->rt = rt;
     __atomic_add_fetch(&rt->refs, 1, __ATOMIC_RELAXED);
     st = parse_root(&c, root, loss);
+    free(ls.v);
     cJSON_Delete(root);
     if (st != LK_OK) {
         lk_loss_free(loss);
@@ -895,6 +1408,8 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
 lk_status lk_loss_from_file(lk_runtime *rt, const char *path, lk_loss **out, char *errmsg)
 {
     *out = NULL;
+    char shown_buf[LK__PATH_BUF];
+    const char *shown = lk__short_path(shown_buf, path); /* for messages */
     char why[128];
     int fd = lk__open_regular(path, NULL, why, sizeof why);
     FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
@@ -903,7 +1418,7 @@ lk_status lk_loss_from_file(lk_runtime *rt, const char *path, lk_loss **out, cha
             snprintf(why, sizeof why, "%s", strerror(errno));
             close(fd);
         }
-        return lk__err(errmsg, LK_ERR_IO, "%s: cannot open config: %s", path, why);
+        return lk__err(errmsg, LK_ERR_IO, "%s: cannot open config: %s", shown, why);
     }
     char *buf = malloc(MAX_CONFIG_BYTES + 1);
     size_t n = buf ? fread(buf, 1, MAX_CONFIG_BYTES + 1, f) : 0;
@@ -911,11 +1426,11 @@ lk_status lk_loss_from_file(lk_runtime *rt, const char *path, lk_loss **out, cha
     fclose(f);
     lk_status st;
     if (!buf)
-        st = lk__err(errmsg, LK_ERR_NOMEM, "%s: out of memory", path);
+        st = lk__err(errmsg, LK_ERR_NOMEM, "%s: out of memory", shown);
     else if (bad)
-        st = lk__err(errmsg, LK_ERR_IO, "%s: read error", path);
+        st = lk__err(errmsg, LK_ERR_IO, "%s: read error", shown);
     else if (n > MAX_CONFIG_BYTES)
-        st = lk__err(errmsg, LK_ERR_CONFIG, "%s: config larger than %u bytes", path,
+        st = lk__err(errmsg, LK_ERR_CONFIG, "%s: config larger than %u bytes", shown,
                      MAX_CONFIG_BYTES);
     else {
         buf[n] = '\0';

@@ -69,12 +69,12 @@ static int is_c_contiguous(const lk_tensor *t)
 static lk_status check_tensor(const lk_named_tensor *nt, char *err)
 {
     const lk_tensor *t = &nt->tensor;
-    const char *o = origin_of(nt);
+    char shown[LK__PATH_BUF];
+    const char *o = lk__short_path(shown, origin_of(nt));
     if (lk_dtype_size(t->dtype) == 0)
         return lk__err(err, LK_ERR_DTYPE, "%s: invalid dtype code %d", o, t->dtype);
     if (t->ndim < 0 || t->ndim > LK_MAX_NDIM || (t->ndim > 0 && !t->shape))
-        return lk__err(err, LK_ERR_SHAPE, "%s: invalid ndim %d (0 to %d)", o, t->ndim,
-                       LK_MAX_NDIM);
+        return lk__err(err, LK_ERR_SHAPE, "%s: invalid ndim %d (0 to %d)", o, t->ndim, LK_MAX_NDIM);
     int64_t n = 1;
     for (int32_t d = 0; d < t->ndim; d++) {
         if (t->shape[d] < 0)
@@ -135,11 +135,13 @@ static lk_status check_slot(const bound *b, uint32_t s, char *err)
     const lk_slot_desc *sd = b->e->slots[s];
     const lk_tensor *t = &b->slots[s];
     const char *id = b->e->desc->id;
+    char origin[LK__PATH_BUF];
+    lk__short_path(origin, b->origin[s]);
     if (!(sd->dtypes & LK_DTYPE_BIT(t->dtype))) {
         char ok[96];
         dtypes_str(sd->dtypes, ok, sizeof ok);
-        return lk__err(err, LK_ERR_DTYPE, "loss '%s': %s (%s): dtype %s is not accepted (%s)",
-                       id, sd->name, b->origin[s], lk_dtype_name(t->dtype), ok);
+        return lk__err(err, LK_ERR_DTYPE, "loss '%s': %s (%s): dtype %s is not accepted (%s)", id,
+                       sd->name, origin, lk_dtype_name(t->dtype), ok);
     }
     int32_t nd;
     int64_t shape[LK_MAX_NDIM];
@@ -148,15 +150,16 @@ static lk_status check_slot(const bound *b, uint32_t s, char *err)
         lk_shape_str(got, sizeof got, t->ndim, t->shape);
         lk_shape_str(want, sizeof want, nd, shape);
         if (sd->shape == LK_SHAPE_LIKE_INPUT)
-            return lk__err(err, LK_ERR_SHAPE, "loss '%s': %s (%s): shape %s, expected %s (the input's)",
-                           id, sd->name, b->origin[s], got, want);
+            return lk__err(err, LK_ERR_SHAPE,
+                           "loss '%s': %s (%s): shape %s, expected %s (the input's)", id, sd->name,
+                           origin, got, want);
         /* the input's shape named: where the input is itself of a rank the
          * loss refuses (its plan says so later), the target's expected
          * shape alone would send the user to reshape the wrong tensor */
         lk_shape_str(in, sizeof in, b->slots[0].ndim, b->slots[0].shape);
         return lk__err(err, LK_ERR_SHAPE,
                        "loss '%s': %s (%s): shape %s, expected %s (the input %s without dim 1)", id,
-                       sd->name, b->origin[s], got, want, in);
+                       sd->name, origin, got, want, in);
     }
     return LK_OK;
 }
@@ -170,8 +173,7 @@ static const lk_named_tensor *find_named(const lk_named_tensor *v, size_t n, con
 }
 
 /* Binds the caller's tensors to one term's slots and checks them. */
-static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_args *args,
-                           bound *b)
+static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_args *args, bound *b)
 {
     memset(b, 0, sizeof *b);
     b->term = term;
@@ -289,9 +291,10 @@ static void bound_where(const lk_loss *loss, const bound *b, char *buf, size_t c
             used += (size_t)snprintf(buf, cap, " ($: ");
         else
             used += (size_t)snprintf(buf + used, cap - used, ", ");
+        char origin[LK__PATH_BUF];
         if (used < cap)
             used += (size_t)snprintf(buf + used, cap - used, "%s=%s from %s", b->e->slots[s]->name,
-                                     b->term->bound[s], b->origin[s]);
+                                     b->term->bound[s], lk__short_path(origin, b->origin[s]));
     }
     if (used > 0 && used < cap)
         snprintf(buf + used, cap - used, ")");
@@ -356,11 +359,13 @@ static lk_status check_args(const lk_loss *loss, lk_eval_args *args)
             char known[256] = "";
             size_t used = 0;
             for (size_t j = 0; j < loss->n_slots && used < sizeof known; j++)
-                used += (size_t)snprintf(known + used, sizeof known - used, "%s%s",
-                                         j ? ", " : "", loss->slots[j].desc->name);
+                used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", j ? ", " : "",
+                                         loss->slots[j].desc->name);
+            char shown[LK__PATH_BUF];
             return lk__err(args->errmsg, LK_ERR_NOT_FOUND,
-                           "%s: '%s' is not a tensor slot of %s (slots: %s)", origin_of(nt),
-                           nt->name ? nt->name : "(null)", loss->name, known);
+                           "%s: '%s' is not a tensor slot of %s (slots: %s)",
+                           lk__short_path(shown, origin_of(nt)), nt->name ? nt->name : "(null)",
+                           loss->name, known);
         }
         if (find_named(args->tensors, i, nt->name))
             return lk__err(args->errmsg, LK_ERR_INVALID, "tensor '%s' is given twice", nt->name);
@@ -383,10 +388,13 @@ static lk_status check_args(const lk_loss *loss, lk_eval_args *args)
         if (st != LK_OK)
             return st;
         if (g->tensor.dtype != t->tensor.dtype ||
-            !same_shape(&g->tensor, t->tensor.ndim, t->tensor.shape))
+            !same_shape(&g->tensor, t->tensor.ndim, t->tensor.shape)) {
+            char shown[LK__PATH_BUF];
             return lk__err(args->errmsg, LK_ERR_SHAPE,
                            "%s: the gradient of '%s' must have its tensor's shape and dtype (%s)",
-                           origin_of(g), g->name, lk_dtype_name(t->tensor.dtype));
+                           lk__short_path(shown, origin_of(g)), g->name,
+                           lk_dtype_name(t->tensor.dtype));
+        }
     }
     return LK_OK;
 }
@@ -524,18 +532,17 @@ static const lk_tensor *out_or_absent(const lk_loss *loss, const lk_eval_args *a
     return &absent_tensor;
 }
 
-static lk_status run_whole(const lk_loss *loss, const bound *b, lk_eval_args *args,
-                           uint32_t flags, double upstream, double *value)
+static lk_status run_whole(const lk_loss *loss, const bound *b, lk_eval_args *args, uint32_t flags,
+                           double upstream, double *value)
 {
     const lk_loss_desc *d = b->e->impl;
-    lk_whole_args w = {b->slots, b->grads, out_or_absent(loss, args), upstream, loss->reduction,
-                       flags};
+    lk_whole_args w = {b->slots, b->grads,        out_or_absent(loss, args),
+                       upstream, loss->reduction, flags};
     char msg[LK_ERRMSG_CAP / 2] = "";
     lk_msg m = {msg, sizeof msg};
     lk_status st = d->whole(b->term->instance, &b->plan, &w, value, &m);
     if (st != LK_OK)
-        return lk__err(args->errmsg, st, "loss '%s': %s", d->id,
-                       msg[0] ? msg : lk_status_text(st));
+        return lk__err(args->errmsg, st, "loss '%s': %s", d->id, msg[0] ? msg : lk_status_text(st));
     return LK_OK;
 }
 
@@ -547,8 +554,8 @@ enum { RUN_EVAL, RUN_STATS, RUN_FINISH };
  * plugin's n_stats statistics. */
 #define SPLIT_HEAD 2
 
-static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *args,
-                          uint32_t flags, double *value, int mode, double *split)
+static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *args, uint32_t flags,
+                          double *value, int mode, double *split)
 {
     const lk_loss_desc *d = b0->e->impl;
     double upstream = args->grad_scale * b0->term->weight;
@@ -572,8 +579,12 @@ static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *ar
         if (st != LK_OK || !grads)
             return st;
         if (!fused) {
-            run back = {.b = b, .reduction = loss->reduction, .backward = 1, .flags = flags,
-                        .grad_scale = upstream, .global = split + SPLIT_HEAD,
+            run back = {.b = b,
+                        .reduction = loss->reduction,
+                        .backward = 1,
+                        .flags = flags,
+                        .grad_scale = upstream,
+                        .global = split + SPLIT_HEAD,
                         .out = &absent_tensor};
             return run_blocks(loss, &back, args);
         }
@@ -584,11 +595,14 @@ static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *ar
     size_t count = (size_t)(n_blocks > 0 ? n_blocks : 1) * p->n_stats; /* plan_ok bounds it */
     /* Small calls keep their statistics on the stack: no allocation. */
     double small[256];
-    double *stats = count <= 256 ? memset(small, 0, count * sizeof *small)
-                                 : calloc(count, sizeof *stats);
+    double *stats =
+        count <= 256 ? memset(small, 0, count * sizeof *small) : calloc(count, sizeof *stats);
     if (!stats)
         return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory for %zu statistics", count);
-    run r = {.b = b, .reduction = loss->reduction, .flags = flags, .stats = stats,
+    run r = {.b = b,
+             .reduction = loss->reduction,
+             .flags = flags,
+             .stats = stats,
              .out = mode == RUN_EVAL ? out_or_absent(loss, args) : &absent_tensor};
     static const lk_tensor no_grads[LK__MAX_SLOTS];
     bound fwd_b;
@@ -613,8 +627,13 @@ static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *ar
         combine(stats, n_blocks, p->n_stats);
         st = finalize(loss, b, p, stats, batch, args, value);
         if (st == LK_OK && !fused && grads) {
-            run back = {.b = b, .reduction = loss->reduction, .backward = 1, .flags = flags,
-                        .grad_scale = upstream, .global = stats, .out = &absent_tensor};
+            run back = {.b = b,
+                        .reduction = loss->reduction,
+                        .backward = 1,
+                        .flags = flags,
+                        .grad_scale = upstream,
+                        .global = stats,
+                        .out = &absent_tensor};
             st = run_blocks(loss, &back, args);
         }
     }
@@ -628,8 +647,7 @@ static void zero_unwritten(lk_eval_args *args, const uint8_t *written)
     for (size_t i = 0; i < args->n_grads; i++) {
         const lk_tensor *t = &args->grads[i].tensor;
         if (!written[i] && t->data)
-            memset(t->data, 0,
-                   (size_t)lk__numel(t->ndim, t->shape) * lk_dtype_size(t->dtype));
+            memset(t->data, 0, (size_t)lk__numel(t->ndim, t->shape) * lk_dtype_size(t->dtype));
     }
 }
 

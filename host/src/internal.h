@@ -30,6 +30,15 @@ LK__PRINTF(3, 4) lk_status lk__err(char *errmsg, lk_status st, const char *fmt, 
  * any other byte below 0x20 and 0x7f as \xHH (ESC is \x1b). The copy is
  * cut between escapes when it does not fit; returns its length. */
 size_t lk__escape(char *dst, size_t cap, const char *src);
+/* A file name as messages show it: escaped as lk__escape does, and when
+ * that is longer than LK__PATH_SHOWN bytes, its middle left out
+ * ("/data/runs/.../run_10/input.npy": the start up to a '/', "...", and
+ * the last components). A message of LK_ERRMSG_CAP bytes then always has
+ * room for the item and the problem after the path. buf holds
+ * LK__PATH_BUF bytes; returns buf. */
+#define LK__PATH_SHOWN 200
+#define LK__PATH_BUF   (LK__PATH_SHOWN + 1)
+const char *lk__short_path(char *buf, const char *path);
 char *lk__strdup(const char *s);
 /* v in the fewest significant digits (6 to 17, %g) that read back as v:
  * 0.05, not 0.050000000000000003; inf and -inf as such. */

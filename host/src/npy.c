@@ -22,10 +22,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define NPY_MAGIC "\x93NUMPY"
-#define NPY_MAGIC_LEN 6
-#define NPY_PREAMBLE_LEN 8 /* magic + major + minor */
-#define NPY_ALIGN 64       /* numpy aligns the data offset to 64 bytes */
+#define NPY_MAGIC        "\x93NUMPY"
+#define NPY_MAGIC_LEN    6
+#define NPY_PREAMBLE_LEN 8  /* magic + major + minor */
+#define NPY_ALIGN        64 /* numpy aligns the data offset to 64 bytes */
 /* numpy leaves room after the dict so that the first dimension can grow to
  * 21 digits without moving the data; we copy it so that our files are
  * byte-identical to numpy's. */
@@ -33,11 +33,11 @@
 /* A real header is well under 1 KiB (16 dims of 19 digits); anything beyond
  * this is garbage, and the limit keeps a hostile length from driving a huge
  * allocation when the file size is unknown (a pipe). */
-#define NPY_MAX_HEADER ((uint32_t)1 << 20)
-#define NPY_DESCR_CAP 48
-#define NPY_KEY_CAP 32
+#define NPY_MAX_HEADER  ((uint32_t)1 << 20)
+#define NPY_DESCR_CAP   48
+#define NPY_KEY_CAP     32
 #define NPY_WRITE_CHUNK 65536
-#define NPY_SUPPORTED "losskit reads little-endian float32, float64, int64, int32, uint8, bool"
+#define NPY_SUPPORTED   "losskit reads little-endian float32, float64, int64, int32, uint8, bool"
 
 /* ------------------------------------------------------------------------ */
 /* Messages                                                                  */
@@ -67,15 +67,23 @@ static const char *errno_text(int e, char *buf, size_t cap)
     return buf;
 }
 
-/* A printable copy of bytes that came from a file, for quoting them. */
+/* A copy of bytes that came from a file, for quoting them: set_err escapes
+ * control characters as \xHH (lk__escape); a NUL byte, which would end the
+ * string before that, is written \x00 here. */
 static void printable(const char *s, size_t len, char *buf, size_t cap)
 {
-    size_t n = len < cap - 1 ? len : cap - 1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+    size_t used = 0;
+    for (size_t i = 0; i < len; i++) {
+        size_t need = s[i] == '\0' ? 4 : 1;
+        if (used + need >= cap)
+            break;
+        if (s[i] == '\0')
+            memcpy(buf + used, "\\x00", 4);
+        else
+            buf[used] = s[i];
+        used += need;
     }
-    buf[n] = '\0';
+    buf[used] = '\0';
 }
 
 /* ------------------------------------------------------------------------ */
@@ -137,8 +145,7 @@ static size_check shape_size(int32_t ndim, const int64_t *shape, size_t elemsize
  * large gradients can be written with streaming stores), large arrays to
  * ARRAY_HUGE. An empty array still gets one line: in an lk_tensor, data ==
  * NULL means "absent optional slot", which an empty array is not. */
-static int array_fill(lk_array *a, int32_t dtype, int32_t ndim, const int64_t *shape,
-                      size_t nbytes)
+static int array_fill(lk_array *a, int32_t dtype, int32_t ndim, const int64_t *shape, size_t nbytes)
 {
     if (nbytes > SIZE_MAX - ARRAY_HUGE)
         return -1;
@@ -194,8 +201,7 @@ LK_API lk_status lk_array_alloc(lk_array *a, int32_t dtype, int32_t ndim, const 
     case SIZE_OVERFLOW:
         set_err(errmsg, "lk_array_alloc: the shape's size in bytes overflows");
         return LK_ERR_INVALID;
-    case SIZE_OK:
-        break;
+    case SIZE_OK: break;
     }
     if (array_fill(a, dtype, ndim, shape, nbytes) != 0) {
         set_err(errmsg, "lk_array_alloc: cannot allocate %zu bytes for a %s array", nbytes,
@@ -464,7 +470,7 @@ static lk_status hdr_entry(hdr_parser *p, npy_header *h)
         bit = SEEN_FORTRAN;
     else if (key_len == 5 && strcmp(key, "shape") == 0)
         bit = SEEN_SHAPE;
-    char shown[NPY_KEY_CAP];
+    char shown[4 * NPY_KEY_CAP];
     printable(key, key_len < sizeof key ? key_len : sizeof key - 1, shown, sizeof shown);
     if (bit == 0) {
         p->pos = key_pos;
@@ -518,7 +524,8 @@ static lk_status hdr_parse(hdr_parser *p, npy_header *h)
     hdr_skip_ws(p);
     if (p->pos < p->n) {
         char found[32];
-        return hdr_fail(p, "unexpected %s after the header dict", hdr_found(p, found, sizeof found));
+        return hdr_fail(p, "unexpected %s after the header dict",
+                        hdr_found(p, found, sizeof found));
     }
     static const char *const names[] = {"descr", "fortran_order", "shape"};
     for (unsigned i = 0; i < 3; i++)
@@ -530,33 +537,99 @@ static lk_status hdr_parse(hdr_parser *p, npy_header *h)
 /* ------------------------------------------------------------------------ */
 /* dtypes                                                                    */
 
+/* The dtypes losskit reads, by what follows the byte-order character. */
+static const struct npy_kind {
+    const char *base; /* "f4" */
+    int32_t dtype;
+    const char *name;  /* "float32" */
+    const char *numpy; /* what NumPy writes: "<f4", "|u1" */
+} npy_kinds[] = {
+    {"f4", LK_DTYPE_F32, "float32", "<f4"}, {"f8", LK_DTYPE_F64, "float64", "<f8"},
+    {"i8", LK_DTYPE_I64, "int64", "<i8"},   {"i4", LK_DTYPE_I32, "int32", "<i4"},
+    {"u1", LK_DTYPE_U8, "uint8", "|u1"},    {"b1", LK_DTYPE_BOOL, "bool", "|b1"},
+};
+#define NPY_N_KINDS (sizeof npy_kinds / sizeof npy_kinds[0])
+
+static int is_order_char(char c)
+{
+    return c == '<' || c == '>' || c == '|' || c == '=';
+}
+
+/* The npy_kinds entry of s (len bytes, no byte-order character), or NULL. */
+static const struct npy_kind *kind_of(const char *s, size_t len)
+{
+    for (size_t i = 0; i < NPY_N_KINDS; i++)
+        if (len == 2 && memcmp(s, npy_kinds[i].base, 2) == 0)
+            return &npy_kinds[i];
+    return NULL;
+}
+
+/* Little-endian ('<') for the multi-byte types; a 1-byte type has no byte
+ * order, so any byte-order character (or none) means the same bytes. */
 static int32_t dtype_from_descr(const char *descr, size_t len)
 {
-    static const struct {
-        const char *descr;
-        int32_t dtype;
-    } table[] = {
-        {"<f4", LK_DTYPE_F32}, {"<f8", LK_DTYPE_F64}, {"<i8", LK_DTYPE_I64},
-        {"<i4", LK_DTYPE_I32}, {"|u1", LK_DTYPE_U8},  {"<u1", LK_DTYPE_U8},
-        {"|b1", LK_DTYPE_BOOL},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (len == strlen(table[i].descr) && memcmp(descr, table[i].descr, len) == 0)
-            return table[i].dtype;
+    size_t o = len > 0 && is_order_char(descr[0]) ? 1 : 0;
+    const struct npy_kind *k = kind_of(descr + o, len - o);
+    if (!k)
+        return LK_DTYPE_INVALID;
+    if (lk_dtype_size(k->dtype) == 1 || (o == 1 && descr[0] == '<'))
+        return k->dtype;
     return LK_DTYPE_INVALID;
 }
 
 static const char *dtype_descr(int32_t dtype)
 {
-    switch (dtype) {
-    case LK_DTYPE_F32: return "<f4";
-    case LK_DTYPE_F64: return "<f8";
-    case LK_DTYPE_I64: return "<i8";
-    case LK_DTYPE_I32: return "<i4";
-    case LK_DTYPE_U8: return "|u1";
-    case LK_DTYPE_BOOL: return "|b1";
-    default: return NULL;
+    for (size_t i = 0; i < NPY_N_KINDS; i++)
+        if (npy_kinds[i].dtype == dtype)
+            return npy_kinds[i].numpy;
+    return NULL;
+}
+
+/* When d names a dtype losskit reads but with the wrong byte-order
+ * character ('=f4', '|f4', 'f4') or with bytes around it ('<f4 '): what is
+ * wrong and what to write instead, into buf; returns 1. Returns 0 for every
+ * other descr (big-endian '>f4' included: descr_reason names it). */
+static int descr_spelling(const char *d, size_t len, char *buf, size_t cap)
+{
+    size_t lead = 0;
+    while (lead < len && (d[lead] == ' ' || d[lead] == '\t'))
+        lead++;
+    const char *e = d + lead;
+    size_t elen = len - lead;
+    size_t o = elen > 0 && is_order_char(e[0]) ? 1 : 0;
+    size_t m = o;
+    if (m < elen && ((e[m] >= 'a' && e[m] <= 'z') || (e[m] >= 'A' && e[m] <= 'Z')))
+        m++;
+    while (m < elen && e[m] >= '0' && e[m] <= '9')
+        m++;
+    const struct npy_kind *k = kind_of(e + o, m - o);
+    if (!k)
+        return 0;
+    if (lead > 0 || m < elen) {
+        char extra[4 * NPY_DESCR_CAP];
+        if (lead > 0)
+            printable(d, lead, extra, sizeof extra);
+        else
+            printable(e + m, elen - m, extra, sizeof extra);
+        snprintf(buf, cap, "unexpected '%s' %s '%.*s' (NumPy writes '%s')", extra,
+                 lead > 0 ? "before" : "after", (int)m, e, k->numpy);
+        return 1;
     }
+    if (lk_dtype_size(k->dtype) == 1 || (o == 1 && (e[0] == '<' || e[0] == '>')))
+        return 0;
+    if (o == 0)
+        snprintf(buf, cap,
+                 "it has no byte-order character; losskit reads '%s' (little-endian %s, as NumPy "
+                 "writes it)",
+                 k->numpy, k->name);
+    else
+        snprintf(buf, cap,
+                 "byte order '%c' (%s) is not accepted for a multi-byte type; losskit reads '%s' "
+                 "(little-endian %s, as NumPy writes it)",
+                 e[0],
+                 e[0] == '=' ? "the native order of the machine that wrote it" : "not applicable",
+                 k->numpy, k->name);
+    return 1;
 }
 
 /* Why a descr is refused, in numpy's words where possible: "big-endian",
@@ -572,7 +645,7 @@ static void descr_reason(const char *d, size_t len, char *buf, size_t cap)
             return;
         }
     }
-    size_t i = (len > 0 && d[0] != '\0' && strchr("<>|=", d[0])) ? 1 : 0;
+    size_t i = len > 0 && is_order_char(d[0]) ? 1 : 0;
     char kind = i < len ? d[i] : '\0';
     long bytes = 0;
     for (size_t j = i + 1; j < len && j < i + 6 && d[j] >= '0' && d[j] <= '9'; j++)
@@ -587,13 +660,14 @@ static void descr_reason(const char *d, size_t len, char *buf, size_t cap)
     case 'b': snprintf(buf, cap, "bool of %ld bytes", bytes); break;
     case 'O': snprintf(buf, cap, "Python objects"); break;
     case 'U': snprintf(buf, cap, "unicode strings"); break;
-    case 'S': case 'a': snprintf(buf, cap, "byte strings"); break;
+    case 'S':
+    case 'a': snprintf(buf, cap, "byte strings"); break;
     case 'V': snprintf(buf, cap, "raw bytes"); break;
     case 'M': snprintf(buf, cap, "datetime64"); break;
     case 'm': snprintf(buf, cap, "timedelta64"); break;
     default: snprintf(buf, cap, "not a dtype losskit knows"); break;
     }
-    if (d[0] == '>' && len >= 2)
+    if (len >= 2 && d[0] == '>' && bytes > 1)
         snprintf(buf + strlen(buf), cap - strlen(buf), ", big-endian");
 }
 
@@ -681,8 +755,9 @@ static lk_status read_preamble(npy_file *nf, size_t *hlen_bytes)
     }
     unsigned major = pre[6], minor = pre[7];
     if (minor != 0 || major < 1 || major > 3) {
-        set_err(nf->errmsg, "%s: unsupported .npy format version %u.%u (losskit reads 1.0, 2.0, 3.0)",
-                nf->path, major, minor);
+        set_err(nf->errmsg,
+                "%s: unsupported .npy format version %u.%u (losskit reads 1.0, 2.0, 3.0)", nf->path,
+                major, minor);
         return LK_ERR_FORMAT;
     }
     *hlen_bytes = major == 1 ? 2 : 4;
@@ -706,7 +781,8 @@ static lk_status read_header_text(npy_file *nf, size_t hlen_bytes, char **text, 
         return LK_ERR_FORMAT;
     }
     if (hlen == 0 || hlen > NPY_MAX_HEADER) {
-        set_err(nf->errmsg, "%s: implausible .npy header length %lu", nf->path, (unsigned long)hlen);
+        set_err(nf->errmsg, "%s: implausible .npy header length %lu", nf->path,
+                (unsigned long)hlen);
         return LK_ERR_FORMAT;
     }
     char *buf = malloc(hlen);
@@ -730,13 +806,17 @@ static lk_status check_header(npy_file *nf, const npy_header *h, int32_t *dtype,
 {
     *dtype = dtype_from_descr(h->descr, h->descr_len);
     if (*dtype == LK_DTYPE_INVALID) {
-        char shown[NPY_DESCR_CAP], why[64];
-        printable(h->descr, h->descr_len < sizeof h->descr ? h->descr_len : sizeof h->descr - 1,
-                  shown, sizeof shown);
-        descr_reason(h->descr, h->descr_len < sizeof h->descr ? h->descr_len : sizeof h->descr - 1,
-                     why, sizeof why);
+        size_t len = h->descr_len < sizeof h->descr ? h->descr_len : sizeof h->descr - 1;
+        const char *more = h->descr_len >= sizeof h->descr ? "..." : "";
+        char shown[4 * NPY_DESCR_CAP], why[4 * NPY_DESCR_CAP + 160];
+        printable(h->descr, len, shown, sizeof shown);
+        if (!more[0] && descr_spelling(h->descr, len, why, sizeof why)) {
+            set_err(nf->errmsg, "%s: unsupported dtype '%s': %s", nf->path, shown, why);
+            return LK_ERR_DTYPE;
+        }
+        descr_reason(h->descr, len, why, sizeof why);
         set_err(nf->errmsg, "%s: unsupported dtype '%s%s' (%s); " NPY_SUPPORTED, nf->path, shown,
-                h->descr_len >= sizeof h->descr ? "..." : "", why);
+                more, why);
         return LK_ERR_DTYPE;
     }
     if (h->fortran) {
@@ -865,7 +945,10 @@ LK_API lk_status lk_npy_read(const char *path, lk_array *out, char *errmsg)
         set_err(errmsg, "lk_npy_read: %s is NULL", path ? "out" : "path");
         return LK_ERR_INVALID;
     }
-    npy_file nf = {NULL, path, errmsg, -1};
+    /* messages name the file, shortened when it is very long (the item and
+     * the problem must fit after it) */
+    char shown[LK__PATH_BUF];
+    npy_file nf = {NULL, lk__short_path(shown, path), errmsg, -1};
     /* Only a regular file: its size bounds every allocation before it is
      * made (a header cannot claim more than the file holds), and a FIFO is
      * refused instead of waited on. */
@@ -877,7 +960,7 @@ LK_API lk_status lk_npy_read(const char *path, lk_array *out, char *errmsg)
             errno_text(errno, eb, sizeof eb);
             close(fd);
         }
-        set_err(errmsg, "%s: cannot open: %s", path, eb);
+        set_err(errmsg, "%s: cannot open: %s", nf.path, eb);
         return LK_ERR_IO;
     }
     lk_status st = read_npy(&nf, out);
@@ -911,8 +994,7 @@ static lk_status check_tensor(const char *path, const lk_tensor *t, size_t *nbyt
     case SIZE_OVERFLOW:
         set_err(errmsg, "%s: the tensor's size in bytes overflows", path);
         return LK_ERR_INVALID;
-    case SIZE_OK:
-        break;
+    case SIZE_OK: break;
     }
     if (count > 0 && !t->data) {
         set_err(errmsg, "%s: the tensor's data is NULL", path);
@@ -928,8 +1010,9 @@ static lk_status check_tensor(const char *path, const lk_tensor *t, size_t *nbyt
 static size_t build_header(const lk_tensor *t, char *buf, size_t cap)
 {
     char dict[1024];
-    size_t n = (size_t)snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (",
-                                dtype_descr(t->dtype));
+    size_t n =
+        (size_t)snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (",
+                         dtype_descr(t->dtype));
     for (int32_t i = 0; i < t->ndim; i++)
         n += (size_t)snprintf(dict + n, sizeof dict - n, "%s%lld", i ? ", " : "",
                               (long long)t->shape[i]);
@@ -1071,19 +1154,21 @@ LK_API lk_status lk_npy_write(const char *path, const lk_tensor *t, char *errmsg
         return LK_ERR_INVALID;
     }
     size_t nbytes;
-    lk_status st = check_tensor(path, t, &nbytes, errmsg);
+    char shown_buf[LK__PATH_BUF];
+    const char *shown = lk__short_path(shown_buf, path); /* for messages */
+    lk_status st = check_tensor(shown, t, &nbytes, errmsg);
     if (st != LK_OK)
         return st;
     char header[2048];
     size_t hlen = build_header(t, header, sizeof header);
     if (hlen == 0) {
-        set_err(errmsg, "%s: internal error: the .npy header does not fit", path);
+        set_err(errmsg, "%s: internal error: the .npy header does not fit", shown);
         return LK_ERR_INTERNAL;
     }
-    npy_out o = {fopen(path, "wb"), path, errmsg};
+    npy_out o = {fopen(path, "wb"), shown, errmsg};
     if (!o.f) {
         char eb[128];
-        set_err(errmsg, "%s: cannot open for writing: %s", path, errno_text(errno, eb, sizeof eb));
+        set_err(errmsg, "%s: cannot open for writing: %s", shown, errno_text(errno, eb, sizeof eb));
         return LK_ERR_IO;
     }
     st = write_bytes(&o, header, hlen);
@@ -1095,7 +1180,8 @@ LK_API lk_status lk_npy_write(const char *path, const lk_tensor *t, char *errmsg
      * refused by any reader anyway. */
     if (fclose(o.f) != 0 && st == LK_OK) {
         char eb[128];
-        set_err(errmsg, "%s: write failed when closing: %s", path, errno_text(errno, eb, sizeof eb));
+        set_err(errmsg, "%s: write failed when closing: %s", shown,
+                errno_text(errno, eb, sizeof eb));
         st = LK_ERR_IO;
     }
     return st;

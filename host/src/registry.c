@@ -333,11 +333,13 @@ void lk__registry_finish(lk__registry *reg)
  * cache may lie). */
 static lk_status load_module(lk__registry *reg, lk__module *m, char *why, size_t cap)
 {
+    char shown[LK__PATH_BUF]; /* the path as messages show it */
+    lk__short_path(shown, m->path);
     dlerror();
     void *h = dlopen(m->path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
-        snprintf(why, cap, "%s: cannot load: %s", m->path, e ? e : "unknown dlopen error");
+        snprintf(why, cap, "%s: cannot load: %s", shown, e ? e : "unknown dlopen error");
         return LK_ERR_LOAD;
     }
     lk_plugin_entry_fn entry;
@@ -356,7 +358,7 @@ static lk_status load_module(lk__registry *reg, lk__module *m, char *why, size_t
                  "%s: refused at load: it no longer offers what its scan found (the file "
                  "changed since it was scanned, or the plugin answers differently each time); "
                  "run the command again to rescan it",
-                 m->path);
+                 shown);
         dlclose(h);
         lk__scan_forget(m->path); /* whatever the cache said, the next run scans it */
         return LK_ERR_LOAD;

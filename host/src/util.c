@@ -49,13 +49,13 @@ void lk__fmt_double(char *buf, size_t cap, double v)
     }
 }
 
-size_t lk__escape(char *dst, size_t cap, const char *src)
+/* lk__escape's work: also says how many bytes of src the copy took. */
+static size_t escape_core(char *dst, size_t cap, const char *src, size_t *consumed)
 {
     static const char hex[] = "0123456789abcdef";
     size_t used = 0;
-    if (cap == 0)
-        return 0;
-    for (const unsigned char *s = (const unsigned char *)src; *s;) {
+    const unsigned char *s = (const unsigned char *)src;
+    while (*s) {
         char esc[8];
         size_t n = 0, take = *s >= 0x80 ? utf8_len(s) : 0;
         /* U+0080-U+009F (c2 80 to c2 9f) are the C1 controls spelled in UTF-8 */
@@ -91,7 +91,62 @@ size_t lk__escape(char *dst, size_t cap, const char *src)
         s += take;
     }
     dst[used] = '\0';
+    if (consumed)
+        *consumed = (size_t)((const char *)s - src);
     return used;
+}
+
+size_t lk__escape(char *dst, size_t cap, const char *src)
+{
+    if (cap == 0)
+        return 0;
+    return escape_core(dst, cap, src, NULL);
+}
+
+/* The shown path is cut to a start of at most PATH_HEAD bytes, "..." and
+ * an end of at most PATH_TAIL bytes (both escaped). */
+#define PATH_HEAD 56
+#define PATH_TAIL (LK__PATH_SHOWN - PATH_HEAD - 3)
+
+const char *lk__short_path(char *buf, const char *path)
+{
+    if (!path)
+        path = "(null)";
+    size_t consumed, n = strlen(path);
+    escape_core(buf, LK__PATH_SHOWN + 1, path, &consumed); /* most paths fit whole */
+    if (consumed == n)
+        return buf;
+    /* the start: up to its last '/' (keeping it), when there is one */
+    char head[PATH_HEAD + 1];
+    size_t hlen = escape_core(head, sizeof head, path, NULL);
+    char *slash = strrchr(head, '/');
+    if (slash && slash > head)
+        hlen = (size_t)(slash + 1 - head);
+    head[hlen] = '\0';
+    /* the end: the most whole components that fit, else the last bytes that
+     * fit, starting on a character */
+    char tail[PATH_TAIL + 1];
+    size_t start = n > PATH_TAIL ? n - PATH_TAIL : 0;
+    size_t cut = start;
+    while (cut < n && path[cut] != '/')
+        cut++;
+    if (cut == n)
+        cut = start;
+    for (;; cut++) {
+        while (cut < n && ((unsigned char)path[cut] & 0xc0) == 0x80)
+            cut++; /* never start inside a UTF-8 sequence */
+        escape_core(tail, sizeof tail, path + cut, &consumed);
+        if (consumed == n - cut)
+            break;
+        /* escapes made it longer: try the next component, else byte */
+        size_t next = cut + 1;
+        while (next < n && path[next] != '/')
+            next++;
+        if (next < n)
+            cut = next - 1;
+    }
+    snprintf(buf, LK__PATH_SHOWN + 1, "%s...%s", head, tail);
+    return buf;
 }
 
 lk_status lk__err(char *errmsg, lk_status st, const char *fmt, ...)
