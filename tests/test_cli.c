@@ -1256,6 +1256,19 @@ Test(cli, json_output_is_utf8_whatever_the_file_names)
     cr_assert(is_utf8(r.out, r.out_len), "list --json is not UTF-8");
     cr_assert(strstr(r.out, "p\xef\xbf\xbd") != NULL, "the diagnostic is missing: %s", r.out);
     proc_free(&r);
+    /* check --json names the plugin file as given */
+    size_t len;
+    unsigned char *so = slurp(LK_FIXTURE_DIR "/fx_good.so", &len);
+    FILE *f = fopen(tmp("q\xff.so"), "wb");
+    cr_assert(so && f && fwrite(so, 1, len, f) == len && fclose(f) == 0, "copying fx_good.so");
+    free(so);
+    r = lk(NULL, "check", tmp("q\xff.so"), "--json", NULL);
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
+    cr_assert(is_utf8(r.out, r.out_len), "check --json is not UTF-8: %s", r.out);
+    cr_assert(strstr(r.out, "q\xef\xbf\xbd.so") != NULL, "the plugin is not named: %s", r.out);
+    cJSON_Delete(parse_json(&r));
+    proc_free(&r);
+    unlink(tmp("q\xff.so"));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1813,7 +1826,8 @@ Test(cli, bench_out_of_memory_is_exit_1)
         "1",
         "--repeat",
         "1",
-        NULL};
+        NULL
+    };
     proc r = run_argv(NULL, argv);
     drop_asan_warnings(&r);
     expect_failure(&r, 1, "mse.json", "out of memory", "1073741824 bytes", "'input'", NULL);

@@ -2671,11 +2671,8 @@ static void print_summary(const check_opts *o, report *rep)
     cJSON_AddItemToObject(root, "checks", rep->checks);
     cJSON_AddNumberToObject(root, "passed", rep->passed);
     cJSON_AddNumberToObject(root, "failed", rep->failed);
-    rep->checks = NULL; /* now owned by root */
-    char *text = cJSON_Print(root);
-    if (text)
-        puts(text);
-    cJSON_free(text);
+    rep->checks = NULL;      /* now owned by root */
+    cli_print_json(root, 1); /* the plugin's file name may hold any byte */
     cJSON_Delete(root);
 }
 
