@@ -1324,56 +1324,82 @@ static void expect_paths_agree(int64_t C, int64_t S)
     free_pdata(&d);
 }
 
+/* The regression edge tests run on every kernel path, float32 and float64,
+ * with reduction none, against closed forms. reg_edge_eval evaluates n <=
+ * 16 elements (f32: the operands rounded to float32; u, the variance, may
+ * be NULL): the per-element loss and the gradients for input and var. */
+enum { REG_EDGE_CAP = 16 };
+
+static void reg_edge_eval(const char *config, int path, int f32, int n, const double *x,
+                          const double *t, const double *u, double *out, double *gx, double *gu)
+{
+    cr_assert(n <= REG_EDGE_CAP);
+    int64_t shape[1] = {n};
+    int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+    double xd[REG_EDGE_CAP], td[REG_EDGE_CAP], ud[REG_EDGE_CAP] = {0}, od[REG_EDGE_CAP];
+    double gxd[REG_EDGE_CAP], gud[REG_EDGE_CAP];
+    float xf[REG_EDGE_CAP], tf[REG_EDGE_CAP], uf[REG_EDGE_CAP] = {0}, of[REG_EDGE_CAP];
+    float gxf[REG_EDGE_CAP], guf[REG_EDGE_CAP];
+    for (int i = 0; i < n; i++) {
+        xd[i] = x[i], td[i] = t[i], xf[i] = (float)x[i], tf[i] = (float)t[i];
+        if (u)
+            ud[i] = u[i], uf[i] = (float)u[i];
+    }
+    lk_named_tensor in[3] = {{"input", {f32 ? (void *)xf : xd, dt, 1, shape, NULL}, "input"},
+                             {"target", {f32 ? (void *)tf : td, dt, 1, shape, NULL}, "target"},
+                             {"var", {f32 ? (void *)uf : ud, dt, 1, shape, NULL}, "var"}};
+    lk_named_tensor g[2] = {{"input", {f32 ? (void *)gxf : gxd, dt, 1, shape, NULL}, "grad"},
+                            {"var", {f32 ? (void *)guf : gud, dt, 1, shape, NULL}, "grad_var"}};
+    lk_tensor o = {f32 ? (void *)of : od, dt, 1, shape, NULL};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in, args.n_tensors = u ? 3 : 2;
+    args.grads = g, args.n_grads = u ? 2 : 1;
+    args.out = &o;
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss_on(rt, config, path);
+    double value;
+    lk_status st = lk_loss_eval(loss, &args, &value);
+    cr_assert_eq(st, LK_OK, "%s: lk_loss_eval: %s", config, args.errmsg);
+    for (int i = 0; i < n; i++) {
+        out[i] = f32 ? of[i] : od[i];
+        gx[i] = f32 ? gxf[i] : gxd[i];
+        if (u)
+            gu[i] = f32 ? guf[i] : gud[i];
+    }
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+}
+
 /* gaussian_nll with an infinite variance: the loss +inf, both gradients 0
  * (torch's autograd gives 0 for var as well: 1/v - d^2/v^2 at v = inf),
  * never NaN; the finite elements beside them by the closed form. Float32
- * and float64, reduction none. */
+ * and float64, reduction none, every path. */
 Test(edge, gaussian_nll_infinite_var)
 {
     const double x[4] = {1.0, 3.0, -2.0, 0.5}, t[4] = {0.0, 1.0, 1.0, 0.0};
     const double var[4] = {HUGE_VAL, 1.5, HUGE_VAL, 2.0};
-    static const int64_t shape[1] = {4};
-    for (int f32 = 0; f32 <= 1; f32++) {
-        int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
-        double xd[4], td[4], vd[4], gx[4], gv[4], out[4];
-        float xf[4], tf[4], vf[4], gxf[4], gvf[4], outf[4];
-        for (int i = 0; i < 4; i++) {
-            xd[i] = x[i], td[i] = t[i], vd[i] = var[i];
-            xf[i] = (float)x[i], tf[i] = (float)t[i], vf[i] = (float)var[i];
+    for (int f32 = 0; f32 <= 1; f32++)
+        for (int path = 0; path < N_PATHS; path++) {
+            double out[4], gx[4], gv[4];
+            reg_edge_eval("{\"loss\": \"gaussian_nll\", \"reduction\": \"none\"}", path, f32, 4, x,
+                          t, var, out, gx, gv);
+            for (int i = 0; i < 4; i++) {
+                double d = x[i] - t[i], v = var[i];
+                double wo = isinf(v) ? HUGE_VAL : 0.5 * (log(v) + d * d / v);
+                double wx = isinf(v) ? 0.0 : d / v,
+                       wv = isinf(v) ? 0.0 : 0.5 * (v - d * d) / (v * v);
+                double tol = f32 ? 1e-6 : 1e-14;
+                cr_expect(isinf(wo) ? out[i] == wo : fabs(out[i] - wo) <= tol * fabs(wo),
+                          "f32 %d %s: out[%d] = %g, want %g", f32, path_names[path], i, out[i], wo);
+                cr_expect(fabs(gx[i] - wx) <= tol * fabs(wx) + 1e-300,
+                          "f32 %d %s: d/dinput[%d] = %g, want %g", f32, path_names[path], i, gx[i],
+                          wx);
+                cr_expect(fabs(gv[i] - wv) <= tol * fabs(wv) + 1e-300,
+                          "f32 %d %s: d/dvar[%d] = %g, want %g", f32, path_names[path], i, gv[i],
+                          wv);
+            }
         }
-        lk_named_tensor in[3] = {{"input", {f32 ? (void *)xf : xd, dt, 1, shape, NULL}, "input"},
-                                 {"target", {f32 ? (void *)tf : td, dt, 1, shape, NULL}, "target"},
-                                 {"var", {f32 ? (void *)vf : vd, dt, 1, shape, NULL}, "var"}};
-        lk_named_tensor g[2] = {{"input", {f32 ? (void *)gxf : gx, dt, 1, shape, NULL}, "grad"},
-                                {"var", {f32 ? (void *)gvf : gv, dt, 1, shape, NULL}, "grad_var"}};
-        lk_tensor o = {f32 ? (void *)outf : out, dt, 1, shape, NULL};
-        lk_eval_args args;
-        lk_eval_args_init(&args);
-        args.tensors = in, args.n_tensors = 3;
-        args.grads = g, args.n_grads = 2;
-        args.out = &o;
-        lk_runtime *rt = open_runtime(1);
-        lk_loss *loss = make_loss(rt, "{\"loss\": \"gaussian_nll\", \"reduction\": \"none\"}");
-        double value;
-        lk_status st = lk_loss_eval(loss, &args, &value);
-        cr_assert_eq(st, LK_OK, "lk_loss_eval: %s", args.errmsg);
-        for (int i = 0; i < 4; i++) {
-            if (f32)
-                out[i] = outf[i], gx[i] = gxf[i], gv[i] = gvf[i];
-            double d = x[i] - t[i], v = var[i];
-            double wo = isinf(v) ? HUGE_VAL : 0.5 * (log(v) + d * d / v);
-            double wx = isinf(v) ? 0.0 : d / v, wv = isinf(v) ? 0.0 : 0.5 * (v - d * d) / (v * v);
-            double tol = f32 ? 1e-6 : 1e-14;
-            cr_expect(isinf(wo) ? out[i] == wo : fabs(out[i] - wo) <= tol * fabs(wo),
-                      "f32 %d: out[%d] = %g, want %g", f32, i, out[i], wo);
-            cr_expect(fabs(gx[i] - wx) <= tol * fabs(wx) + 1e-300,
-                      "f32 %d: d/dinput[%d] = %g, want %g", f32, i, gx[i], wx);
-            cr_expect(fabs(gv[i] - wv) <= tol * fabs(wv) + 1e-300,
-                      "f32 %d: d/dvar[%d] = %g, want %g", f32, i, gv[i], wv);
-        }
-        lk_loss_free(loss);
-        lk_runtime_close(rt);
-    }
 }
 
 /* robust where z^2 overflows the dtype but z does not (float32 |z| >
@@ -1433,54 +1459,6 @@ Test(edge, robust_beyond_the_square)
             robust_far_case(alphas[k], 1.0, f32);
             robust_far_case(alphas[k], 2.5, f32);
         }
-}
-
-/* The regression edge tests below run on every kernel path, float32 and
- * float64, with reduction none, against closed forms in long double.
- * reg_edge_eval evaluates n <= 16 elements (f32: the operands rounded to
- * float32; u, the variance, may be NULL): the per-element loss and the
- * gradients for input and var. */
-enum { REG_EDGE_CAP = 16 };
-
-static void reg_edge_eval(const char *config, int path, int f32, int n, const double *x,
-                          const double *t, const double *u, double *out, double *gx, double *gu)
-{
-    cr_assert(n <= REG_EDGE_CAP);
-    int64_t shape[1] = {n};
-    int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
-    double xd[REG_EDGE_CAP], td[REG_EDGE_CAP], ud[REG_EDGE_CAP] = {0}, od[REG_EDGE_CAP];
-    double gxd[REG_EDGE_CAP], gud[REG_EDGE_CAP];
-    float xf[REG_EDGE_CAP], tf[REG_EDGE_CAP], uf[REG_EDGE_CAP] = {0}, of[REG_EDGE_CAP];
-    float gxf[REG_EDGE_CAP], guf[REG_EDGE_CAP];
-    for (int i = 0; i < n; i++) {
-        xd[i] = x[i], td[i] = t[i], xf[i] = (float)x[i], tf[i] = (float)t[i];
-        if (u)
-            ud[i] = u[i], uf[i] = (float)u[i];
-    }
-    lk_named_tensor in[3] = {{"input", {f32 ? (void *)xf : xd, dt, 1, shape, NULL}, "input"},
-                             {"target", {f32 ? (void *)tf : td, dt, 1, shape, NULL}, "target"},
-                             {"var", {f32 ? (void *)uf : ud, dt, 1, shape, NULL}, "var"}};
-    lk_named_tensor g[2] = {{"input", {f32 ? (void *)gxf : gxd, dt, 1, shape, NULL}, "grad"},
-                            {"var", {f32 ? (void *)guf : gud, dt, 1, shape, NULL}, "grad_var"}};
-    lk_tensor o = {f32 ? (void *)of : od, dt, 1, shape, NULL};
-    lk_eval_args args;
-    lk_eval_args_init(&args);
-    args.tensors = in, args.n_tensors = u ? 3 : 2;
-    args.grads = g, args.n_grads = u ? 2 : 1;
-    args.out = &o;
-    lk_runtime *rt = open_runtime(1);
-    lk_loss *loss = make_loss_on(rt, config, path);
-    double value;
-    lk_status st = lk_loss_eval(loss, &args, &value);
-    cr_assert_eq(st, LK_OK, "%s: lk_loss_eval: %s", config, args.errmsg);
-    for (int i = 0; i < n; i++) {
-        out[i] = f32 ? of[i] : od[i];
-        gx[i] = f32 ? gxf[i] : gxd[i];
-        if (u)
-            gu[i] = f32 ? guf[i] : gud[i];
-    }
-    lk_loss_free(loss);
-    lk_runtime_close(rt);
 }
 
 /* An operand as the kernel sees it: rounded to float32 for f32. */

@@ -31,6 +31,10 @@ int cli_open_failed(void);
 struct cJSON;
 void cli_print_json(struct cJSON *root, int formatted);
 
+/* The exit status for a failed call of the library: out of memory and
+ * internal errors are 1, everything else a data problem (docs/errors.md). */
+int cli_exit_for(lk_status st);
+
 /* Parses a positive integer option value; -1 on error (printed). */
 int32_t cli_parse_threads(const char *text);
 /* "CMD: unknown option 'X'; did you mean 'Y'?" on stderr. */

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "losskit/kernel.h" /* lk_shape_str */
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -87,21 +88,10 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-/* The exit status for a failed call of the library: out of memory and
- * internal errors are 1, everything else a data problem (docs/errors.md). */
-static int exit_for(lk_status st)
-{
-    return st == LK_ERR_NOMEM || st == LK_ERR_INTERNAL ? EXIT_FAILURE_INTERNAL : EXIT_DATA;
-}
-
-/* "(2, 3, 8, 8)" */
+/* "(2, 3, 8, 8)", the SDK's form of a shape, returned for use in place */
 static const char *shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
 {
-    size_t len = (size_t)snprintf(buf, cap, "(");
-    for (int32_t k = 0; k < ndim && len < cap; k++)
-        len += (size_t)snprintf(buf + len, cap - len, "%s%lld", k ? ", " : "", (long long)shape[k]);
-    if (len < cap)
-        snprintf(buf + len, cap - len, ndim == 1 ? ",)" : ")");
+    lk_shape_str(buf, cap, ndim, shape);
     return buf;
 }
 
@@ -1248,7 +1238,7 @@ static int time_rounds(const bench_opts *o, const lk_loss *loss, bench_data *d, 
     goto out;
 failed:
     cli_error("bench: %s: %s", o->config, err);
-    rc = exit_for(st);
+    rc = cli_exit_for(st);
 out:
     roof_free(&rb);
     free(t);
@@ -1322,7 +1312,7 @@ static int bench_data_for(const lk_loss *loss, bench_opts *o, bench_data *d)
     }
     if (lk_loss_has_example(loss)) {
         cli_error("bench: %s: %s", o->config, why);
-        return exit_for(st);
+        return cli_exit_for(st);
     }
     if (o->shape_text && refused_shape) {
         cli_error("bench: %s: --shape '%s' is not a shape the loss takes: %s", o->config,
@@ -1359,7 +1349,7 @@ static int run_bench(bench_opts *o, lk_runtime *rt, const lk_loss *loss)
     if (rc == EXIT_OK &&
         (eval_ms(loss, d, 0, &st, err) < 0.0 || eval_ms(loss, d, 1, &st, err) < 0.0)) {
         cli_error("bench: %s: %s", o->config, err);
-        rc = exit_for(st);
+        rc = cli_exit_for(st);
     }
     if (rc == EXIT_OK) {
         struct rusage ru;

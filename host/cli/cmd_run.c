@@ -354,20 +354,13 @@ static int check_grads(const run_opts *o, const lk_loss *loss)
     return EXIT_OK;
 }
 
-/* Out of memory (exit 1) or any other failure of the library (exit 4 for
- * data, 1 for an internal error): the exit status of a status. */
-static int status_exit(lk_status st)
-{
-    return st == LK_ERR_NOMEM || st == LK_ERR_INTERNAL ? EXIT_FAILURE_INTERNAL : EXIT_DATA;
-}
-
 /* A failure of lk_npy_read or lk_npy_write on file: its message, which
  * names the file, said to be out of memory when it is. */
 static int file_error(const char *file, lk_status st, const char *err)
 {
     if (st != LK_ERR_NOMEM) {
         cli_error("run: %s", err);
-        return status_exit(st);
+        return cli_exit_for(st);
     }
     char shown[LK__PATH_BUF];
     lk__short_path(shown, file);
@@ -447,9 +440,7 @@ static int alloc_grads(const run_opts *o, run_state *s)
  * problem; everything else the evaluation refuses is about the data. */
 static int data_exit(lk_status st)
 {
-    if (st == LK_ERR_NOT_FOUND)
-        return EXIT_USAGE;
-    return st == LK_ERR_INTERNAL || st == LK_ERR_NOMEM ? EXIT_FAILURE_INTERNAL : EXIT_DATA;
+    return st == LK_ERR_NOT_FOUND ? EXIT_USAGE : cli_exit_for(st);
 }
 
 static int write_outputs(const run_opts *o, run_state *s)

@@ -166,6 +166,11 @@ void cli_print_json(cJSON *root, int formatted)
     cJSON_free(text);
 }
 
+int cli_exit_for(lk_status st)
+{
+    return st == LK_ERR_NOMEM || st == LK_ERR_INTERNAL ? EXIT_FAILURE_INTERNAL : EXIT_DATA;
+}
+
 int32_t cli_parse_threads(const char *text)
 {
     char *end;

@@ -221,19 +221,16 @@ static const char *unsafe_real_path(const char *path, char **real, char *why, si
     return bad;
 }
 
-/* Whether the path names a file already collected (by another path: a
- * folder listed twice, LOSSKIT_PLUGIN_PATH naming the built-in folder, a
- * symbolic link): it is taken once, at its first place on the path, rather
- * than shadowing itself. */
-static int already_collected(const lk__registry *reg, const char *path)
+/* Whether st is a file already collected (by another path: a folder
+ * listed twice, LOSSKIT_PLUGIN_PATH naming the built-in folder, a symbolic
+ * link): it is taken once, at its first place on the path, rather than
+ * shadowing itself. */
+static int already_collected(const lk__registry *reg, const struct stat *st)
 {
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-        return 0;
     for (size_t i = 0; i < reg->n_pending; i++) {
         const lk__scan_item *it = &reg->pending[i];
-        if (!it->diag && it->path && it->key[5] == (int64_t)st.st_ino &&
-            it->key[6] == (int64_t)st.st_dev)
+        if (!it->diag && it->path && it->key[5] == (int64_t)st->st_ino &&
+            it->key[6] == (int64_t)st->st_dev)
             return 1;
     }
     return 0;
@@ -241,7 +238,11 @@ static int already_collected(const lk__registry *reg, const char *path)
 
 static void load_file(lk__registry *reg, const char *path)
 {
-    if (already_collected(reg, path))
+    /* stat, not open: it never blocks. dlopen on a FIFO would wait for a
+     * writer forever, and on a device would read who knows what. */
+    struct stat st;
+    int stat_errno = stat(path, &st) == 0 ? 0 : errno;
+    if (!stat_errno && S_ISREG(st.st_mode) && already_collected(reg, &st))
         return;
     lk__scan_item *grown = realloc(reg->pending, (reg->n_pending + 1) * sizeof *grown);
     if (!grown) {
@@ -256,13 +257,10 @@ static void load_file(lk__registry *reg, const char *path)
         return;
     }
     reg->n_pending++;
-    struct stat st;
     char line[512];
     line[0] = '\0';
-    if (stat(path, &st) != 0)
-        snprintf(line, sizeof line, "%s", strerror(errno));
-    /* stat, not open: it never blocks. dlopen on a FIFO would wait for a
-     * writer forever, and on a device would read who knows what. */
+    if (stat_errno)
+        snprintf(line, sizeof line, "%s", strerror(stat_errno));
     else if (!S_ISREG(st.st_mode))
         snprintf(line, sizeof line, "refused: not a regular file (it is %s)",
                  lk__file_kind(st.st_mode));
