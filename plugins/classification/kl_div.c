@@ -47,16 +47,24 @@ LK_AI void kl_prob_elem(const kl_div *k, lk_elem *e)
     e->grad = lk_neg(e->t);
 }
 
+/* The lanes of kl_log_elem where e^t is 0 (t = -inf, or so small that e^t
+ * underflows): a target of -inf contributes 0 whatever x (NaN included);
+ * t - x = +inf (x = -inf) gives +inf beside a finite t; a NaN x stays NaN
+ * and a finite one gives 0 (as p d already does). Rare: out of the hot
+ * path's way. */
+static __attribute__((noinline)) lk_v kl_log_zero(lk_v t, lk_v d, lk_v l)
+{
+    l = lk_select(lk_eq(d, lk_set(HUGE_VAL)), d, l);
+    return lk_clear(lk_eq(t, lk_set(-HUGE_VAL)), l);
+}
+
 LK_AI void kl_log_elem(const kl_div *k, lk_elem *e)
 {
     (void)k;
-    /* e^t (t - x): a target of -inf contributes 0 whatever x (NaN
-     * included); t - x = +inf (x = -inf) gives +inf also where e^t
-     * underflows to 0 (t below about -745, or -103 in float); a NaN x
-     * stays NaN beside a tiny e^t */
-    lk_v p = lk_exp(e->t), d = lk_sub(e->t, e->x);
-    lk_v l = lk_select(lk_eq(d, lk_set(HUGE_VAL)), d, lk_mul(p, d));
-    e->loss = lk_clear(lk_eq(e->t, lk_set(-HUGE_VAL)), l);
+    lk_v p = lk_exp(e->t), d = lk_sub(e->t, e->x), l = lk_mul(p, d);
+    if (lk_any(lk_eq(p, lk_zero())))
+        l = kl_log_zero(e->t, d, l);
+    e->loss = l;
     e->grad = lk_neg(p);
 }
 
