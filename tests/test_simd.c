@@ -1461,6 +1461,67 @@ Test(multiclass, ignored_positions_count_nowhere)
     free(y5.data);
 }
 
+/* The two-pass driver's LK_EW_NONNEG_SUM: each statistic is summed in
+ * groups of four float vectors. fs_square (tests/fixtures/stats) sums x^2;
+ * at x = 1e19 each term is 1e38 and a group of four overflows float, so
+ * the statistics pass must run again without the groups: the sum is then
+ * finite and equal to the terms added in double, and the gradient (2 x,
+ * from the second pass) unchanged. A term of +inf still makes it +inf; an
+ * ordinary input agrees with the terms' double sum to the flag's bound.
+ * Every path. */
+Test(simd, nonneg_stats_groups_that_overflow_are_summed_again)
+{
+    const int64_t n = 197; /* groups, and a tail */
+    const int64_t shape[1] = {n};
+    lk_runtime_options opts;
+    lk_runtime *rt = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    lk_runtime_options_init(&opts);
+    opts.plugin_path = LK_STATS_FIXTURE_DIR;
+    opts.use_env_path = 0;
+    opts.use_default_path = 0;
+    opts.threads = 1;
+    cr_assert_eq(lk_runtime_open(&opts, &rt, err), LK_OK, "lk_runtime_open: %s", err);
+    tens x = tens_new(LK_DTYPE_F32, 1, shape), t = tens_new(LK_DTYPE_F32, 1, shape);
+    const float big = 1e19f;
+    const double term = (double)(big * big); /* the float lanes' x^2 */
+    for (int path = PORTABLE; path <= SIMD; path++) {
+        if ((path == SIMD_AVX2 && !cpu_has_avx2_fma()) || (path == SIMD && !cpu_has_avx512()))
+            continue;
+        lk_loss *loss = make_loss_on(rt, "{\"loss\": \"fs_square\"}", path);
+        for (int64_t i = 0; i < n; i++)
+            put(x.data, LK_DTYPE_F32, i, big), put(t.data, LK_DTYPE_F32, i, 0.0);
+        result r = eval(loss, &x, &t, NULL, 0);
+        cr_assert_eq(r.st, LK_OK, "path %s: %s", path_names[path], r.err);
+        cr_expect(isfinite(r.value) && agree(r.value, (double)n * term, 1e-12, 0.0),
+                  "path %s: sum %.17g, the terms add to %.17g", path_names[path], r.value,
+                  (double)n * term);
+        for (int64_t i = 0; i < n; i++)
+            cr_expect_eq(r.grad[i], 2.0 * (double)big, "path %s: gradient %.17g at %lld",
+                         path_names[path], r.grad[i], (long long)i);
+        put(x.data, LK_DTYPE_F32, 77, HUGE_VAL);
+        result r2 = eval(loss, &x, &t, NULL, 0);
+        cr_expect(r2.st == LK_OK && r2.value == HUGE_VAL, "path %s: %.17g with a +inf term",
+                  path_names[path], r2.value);
+        double ref = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            float v = (float)(0.001 * (double)((i * 7919) % 1009) - 0.5);
+            put(x.data, LK_DTYPE_F32, i, v);
+            ref += (double)(v * v);
+        }
+        result r3 = eval(loss, &x, &t, NULL, 0);
+        cr_expect(r3.st == LK_OK && agree(r3.value, ref, 4.0 * 0x1p-24, 0.0),
+                  "path %s: sum %.17g, the terms add to %.17g", path_names[path], r3.value, ref);
+        result_free(&r);
+        result_free(&r2);
+        result_free(&r3);
+        lk_loss_free(loss);
+    }
+    free(x.data);
+    free(t.data);
+    lk_runtime_close(rt);
+}
+
 /* LK_EW_NONNEG_SUM adds four float vectors of terms before widening them.
  * Terms of 3e38 overflow such a group (4 x 3e38 > FLT_MAX): the block's sum
  * must then be formed again in double, finite and equal to the sum of the

@@ -146,9 +146,14 @@ static lk_status seg_ew_fwd(const void *inst, const lk_plan *plan, const lk_bloc
         sub.end = end;
         sub.stats = tmp;
         uint32_t flags = local.has_ignore ? 0u : LK_EW_UNIT_TARGET;
-        st = local.from_logits ? lk_stats_forward(&local, &sub, seg_ew_stats, SEG_NSTAT,
-                                                  flags | LK_EW_SIGMOID, msg)
-                               : lk_stats_forward(&local, &sub, seg_ew_stats, SEG_NSTAT, flags, msg);
+        /* from logits every term is >= 0 (p and the counted targets in [0,
+         * 1]: the screen, or seg_check_kept with ignore_index), so the
+         * float lanes sum them in groups; given probabilities may be any
+         * real */
+        st = local.from_logits
+                 ? lk_stats_forward(&local, &sub, seg_ew_stats, SEG_NSTAT,
+                                    flags | LK_EW_SIGMOID | LK_EW_NONNEG_SUM, msg)
+                 : lk_stats_forward(&local, &sub, seg_ew_stats, SEG_NSTAT, flags, msg);
         for (int j = 0; j < SEG_NSTAT; j++)
             blk->stats[(g * SEG_NSTAT + j) * C + c] += tmp[j];
         i = end;

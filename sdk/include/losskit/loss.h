@@ -636,8 +636,43 @@ LK_AI void lk__st_add(int n_stats, int k, const lk_v *s, lk__accs *acc)
 #undef LK__ADD
 }
 
+/* The running sums of a statistics pass: lanes into double, or with group
+ * (LK_EW_NONNEG_SUM on float lanes) four vectors of each statistic added
+ * in float first, as the fused driver's loss sum (lk__ew_sum). */
+typedef struct lk__st_sums {
+    lk__accs acc;
+    lk_v p0, p1, p2, p3, p4, p5, p6, p7; /* the groups so far */
+    int n;                               /* vectors in them */
+} lk__st_sums;
+
+LK_AI void lk__st_flush(int n_stats, lk__st_sums *g)
+{
+#define LK__FLUSH(j)                                                                               \
+    if (n_stats > j)                                                                               \
+        lk_acc_add(&g->acc.a##j, g->p##j), g->p##j = lk_zero();
+    LK__EACH_ACC(LK__FLUSH)
+#undef LK__FLUSH
+    g->n = 0;
+}
+
+LK_AI void lk__st_sum(int n_stats, int k, const lk_v *s, lk__st_sums *g, const int group)
+{
+    if (!group) {
+        lk__st_add(n_stats, k, s, &g->acc);
+        return;
+    }
+#define LK__PART(j)                                                                                \
+    if (n_stats > j)                                                                               \
+        g->p##j = lk_add(g->p##j, k == LK_W ? s[j] : lk_keep(lk_first(k), s[j]));
+    LK__EACH_ACC(LK__PART)
+#undef LK__PART
+    if (++g->n == 4)
+        lk__st_flush(n_stats, g);
+}
+
 LK_AI lk_status lk__st_step(const void *inst, lk_stats_fn fn, int n_stats, uint32_t flags,
-                            const lk__ew_io *io, int64_t i, int k, lk__accs *acc, lk_msg *msg)
+                            const lk__ew_io *io, int64_t i, int k, lk__st_sums *g, lk_msg *msg,
+                            const int group)
 {
     lk_elem e;
     lk_kept kp;
@@ -648,12 +683,68 @@ LK_AI lk_status lk__st_step(const void *inst, lk_stats_fn fn, int n_stats, uint3
     lk__ew_first(inst, NULL, flags, &e, &kp);
     lk__ew_sig(flags, &kp, &e);
     fn(inst, &e, s);
-    lk__st_add(n_stats, k, s, acc);
+    lk__st_sum(n_stats, k, s, g, group);
     return LK_OK;
 }
 
-/* With LK_EW_SIGMOID (e->sig for stats and grad, as in the fused driver)
- * both passes are software pipelined like lk__ew_loop. */
+/* One statistics pass over the block into sum[0 .. n_stats). With
+ * LK_EW_SIGMOID (e->sig for stats and grad, as in the fused driver) it is
+ * software pipelined like lk__ew_loop. */
+LK_AI lk_status lk__st_loop(const void *inst, const lk_block *blk, lk_stats_fn fn, int n_stats,
+                            uint32_t flags, const lk__ew_io *io, double *sum, lk_msg *msg,
+                            const int group)
+{
+    lk__st_sums g;
+#define LK__ZERO(j) g.acc.a##j = lk_acc_zero(), g.p##j = lk_zero();
+    LK__EACH_ACC(LK__ZERO)
+#undef LK__ZERO
+    g.n = 0;
+    lk_status st = LK_OK;
+    const int64_t end = blk->end;
+    int64_t i = blk->begin;
+    if ((flags & LK_EW_SIGMOID) && i + 2 * LK_W <= end) {
+        lk_elem cur, next;
+        lk_kept kc, kn;
+        lk_v sv[LK_STATS_MAX];
+        st = lk__elem_load(io, flags, i, LK_W, &cur, msg);
+        if (st != LK_OK)
+            return st;
+        lk__ew_first(inst, NULL, flags, &cur, &kc);
+        for (; i + 2 * LK_W <= end; i += LK_W) {
+            st = lk__elem_load(io, flags, i + LK_W, LK_W, &next, msg);
+            if (st != LK_OK)
+                return st;
+            lk__ew_first(inst, NULL, flags, &next, &kn);
+            lk__ew_sig(flags, &kc, &cur);
+            fn(inst, &cur, sv);
+            lk__st_sum(n_stats, LK_W, sv, &g, group);
+            cur = next, kc = kn;
+        }
+        lk__ew_sig(flags, &kc, &cur);
+        fn(inst, &cur, sv);
+        lk__st_sum(n_stats, LK_W, sv, &g, group);
+        i += LK_W;
+    }
+    for (; st == LK_OK && i + LK_W <= end; i += LK_W)
+        st = lk__st_step(inst, fn, n_stats, flags, io, i, LK_W, &g, msg, group);
+    if (st == LK_OK && i < end)
+        st = lk__st_step(inst, fn, n_stats, flags, io, i, (int)(end - i), &g, msg, group);
+    if (group && g.n)
+        lk__st_flush(n_stats, &g);
+#define LK__OUT(j)                                                                                 \
+    if (n_stats > j)                                                                               \
+        sum[j] = lk_acc_sum(g.acc.a##j);
+    LK__EACH_ACC(LK__OUT)
+#undef LK__OUT
+    return st;
+}
+
+/* The statistics of a block, added to blk->stats. flags: LK_EW_UNIT_TARGET,
+ * LK_EW_SIGMOID, and LK_EW_NONNEG_SUM where every statistic's terms are >=
+ * 0 (or NaN, or +inf): the float lanes then add them four vectors at a time
+ * before they join the sums in double, with the fused driver's bound (the
+ * relative error grows by at most 3 2^-24) and its rule for +inf: where a
+ * statistic comes out +inf, the pass runs again without the groups. */
 LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats_fn fn,
                                  int n_stats, uint32_t flags, lk_msg *msg)
 {
@@ -665,45 +756,25 @@ LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats
     io.ts = &s[1];
     io.xf = s[0].dtype == LK_DTYPE_F32;
     io.tf = s[1].dtype == LK_DTYPE_F32;
-    lk__accs acc;
-#define LK__ZERO(j) acc.a##j = lk_acc_zero();
-    LK__EACH_ACC(LK__ZERO)
-#undef LK__ZERO
-    lk_status st = LK_OK;
-    const int64_t end = blk->end;
-    int64_t i = blk->begin;
-    if ((flags & LK_EW_SIGMOID) && i + 2 * LK_W <= end) {
-        lk_elem cur, next;
-        lk_kept kc, kn;
-        lk_v sv[LK_STATS_MAX];
-        st = lk__elem_load(&io, flags, i, LK_W, &cur, msg);
-        if (st != LK_OK)
+    double sum[LK_STATS_MAX];
+    flags &= LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM;
+    lk_status st;
+#if defined(LK_LANES_F32)
+    if (flags & LK_EW_NONNEG_SUM) {
+        st = lk__st_loop(inst, blk, fn, n_stats, flags, &io, sum, msg, 1);
+        int redo = 0;
+        for (int j = 0; st == LK_OK && j < n_stats; j++)
+            redo |= sum[j] == HUGE_VAL;
+        if (!redo) {
+            for (int j = 0; st == LK_OK && j < n_stats; j++)
+                blk->stats[j] += sum[j];
             return st;
-        lk__ew_first(inst, NULL, flags, &cur, &kc);
-        for (; i + 2 * LK_W <= end; i += LK_W) {
-            st = lk__elem_load(&io, flags, i + LK_W, LK_W, &next, msg);
-            if (st != LK_OK)
-                return st;
-            lk__ew_first(inst, NULL, flags, &next, &kn);
-            lk__ew_sig(flags, &kc, &cur);
-            fn(inst, &cur, sv);
-            lk__st_add(n_stats, LK_W, sv, &acc);
-            cur = next, kc = kn;
         }
-        lk__ew_sig(flags, &kc, &cur);
-        fn(inst, &cur, sv);
-        lk__st_add(n_stats, LK_W, sv, &acc);
-        i += LK_W;
     }
-    for (; st == LK_OK && i + LK_W <= end; i += LK_W)
-        st = lk__st_step(inst, fn, n_stats, flags, &io, i, LK_W, &acc, msg);
-    if (st == LK_OK && i < end)
-        st = lk__st_step(inst, fn, n_stats, flags, &io, i, (int)(end - i), &acc, msg);
-#define LK__OUT(j)                                                                                 \
-    if (st == LK_OK && n_stats > j)                                                                \
-        blk->stats[j] += lk_acc_sum(acc.a##j);
-    LK__EACH_ACC(LK__OUT)
-#undef LK__OUT
+#endif
+    st = lk__st_loop(inst, blk, fn, n_stats, flags, &io, sum, msg, 0);
+    for (int j = 0; st == LK_OK && j < n_stats; j++)
+        blk->stats[j] += sum[j];
     return st;
 }
 
