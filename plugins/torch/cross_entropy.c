@@ -90,9 +90,25 @@ LK_AI lk_w ce_wy(const cross_entropy *ce, const lk_cls_pos *p)
     return ce->weight ? lk_cls_lookup(ce->weight, p->y) : lk_w_keep(p->valid, lk_w_set(1.0));
 }
 
+/* Index targets, no class weights, no label smoothing (the defaults): each
+ * counted position weighs 1. */
+LK_AI int ce_plain(const cross_entropy *ce, const lk_cls_io *io)
+{
+    return io->index && !ce->weight && ce->eps == 0.0;
+}
+
 LK_AI lk_w ce_fwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
 {
     const cross_entropy *ce = (const cross_entropy *)inst;
+    if (ce_plain(ce, io)) {
+        /* lse - z_y >= 0 in the lanes (one rounding of the difference), the
+         * weights' sum a count of the counted lanes, exact */
+        lk_v loss = lk_keep(p->valid, lk_sub(p->lse, p->a));
+        lk_acc_add(&pa[ST_LOSS], loss);
+        pa[ST_WEIGHT].lo = lk_d_add(pa[ST_WEIGHT].lo,
+                                    lk_d_keep(lk_d_first(1), lk_d_set((double)lk_cls_count(p->valid))));
+        return lk_w_of(loss);
+    }
     lk_w loss = p->u;
     if (io->index) {
         lk_w wy = ce_wy(ce, p);
@@ -112,6 +128,13 @@ LK_AI lk_w ce_bwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_a
 {
     const cross_entropy *ce = (const cross_entropy *)inst;
     (void)pa;
+    if (ce_plain(ce, io)) {
+        /* Q = 1: the softmax's factor 1 / s, in the lanes (as the
+         * driver's r, which backward does not form) */
+        p->a = lk_keep(p->valid, lk_div(lk_set(1.0), lk_w_narrow(p->s)));
+        p->b = lk_keep(p->valid, lk_set(1.0));
+        return lk_w_set(1.0);
+    }
     lk_w Q = p->u;
     if (io->index) {
         lk_w wy = ce_wy(ce, p), kw = lk_w_mul(lk_w_set(1.0 - ce->eps), wy);
