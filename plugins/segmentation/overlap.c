@@ -225,13 +225,15 @@ LK_AI void seg_mc_fwd2(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int
     (void)c;
     lk_m m = seg_mc_counts(io, p, el, o);
     lk_v pc = lk_keep(m, lk_mul(el->e, p->r));
-    lk_acc_add(&ca[SEG_P].a, pc);
+    /* every term in [0, 1] (the counted targets screened): the lanes' sums
+     * (lk_cls_acc.f) */
+    ca[SEG_P].f = lk_add(ca[SEG_P].f, pc);
     if (io->index) {
-        lk_acc_add(&ca[SEG_I].a, lk_keep(el->hit, pc));
+        ca[SEG_I].f = lk_add(ca[SEG_I].f, lk_keep(el->hit, pc));
         ca[SEG_T].n += lk_cls_count(el->hit);
     } else {
-        lk_acc_add(&ca[SEG_I].a, lk_mul(pc, el->t));
-        lk_acc_add(&ca[SEG_T].a, lk_keep(m, el->t));
+        ca[SEG_I].f = lk_add(ca[SEG_I].f, lk_mul(pc, el->t));
+        ca[SEG_T].f = lk_add(ca[SEG_T].f, lk_keep(m, el->t));
     }
 }
 

@@ -455,11 +455,18 @@ typedef struct lk_cls_el {
 } lk_cls_el;
 
 /* A class statistic of a chunk, as a hook adds to it: double lanes (a),
- * and a count (n) for sums of 0 / 1 terms such as the T_c of index targets,
- * exact as an integer and cheaper than widening the terms (lk_cls_count). */
+ * a count (n) for sums of 0 / 1 terms such as the T_c of index targets,
+ * exact as an integer and cheaper than widening the terms (lk_cls_count),
+ * and lanes (f) for terms that are all >= 0 (or NaN, or +inf): the driver
+ * widens f into the double sum every four vectors, so that float lanes
+ * widen once per four vectors instead of once per vector, the rule of
+ * LK_EW_NONNEG_SUM (loss.h: no term can cancel another, the sum's relative
+ * error grows by at most 3 2^-24). A hook must not give f terms that may
+ * overflow a group of four: the class driver has no second pass. */
 typedef struct lk_cls_acc {
     lk_acc a;
     int64_t n;
+    lk_v f;
 } lk_cls_acc;
 
 /* A class pass: may update p->a, b, u and, in fwd2, add to ca[0 .. n_cls)
@@ -853,7 +860,7 @@ LK_AI void lk__cls_classes(const void *inst, const lk_cls_io *io, const lk_cls_c
     for (int64_t c = 0; c < io->C; c++, cv = lk_add(cv, lk_set(1.0))) {
         lk_cls_acc loc[LK_CLS_MAX_CLS];
         for (uint32_t j = 0; j < n_cls; j++)
-            loc[j].a = lk_acc_zero(), loc[j].n = 0;
+            loc[j].a = lk_acc_zero(), loc[j].n = 0, loc[j].f = lk_zero();
         for (int v = 0; v < ch->nv; v++) {
             lk_cls_el el = lk__cls_el(io, ch, &P[v], c, cv, v, G);
             if (want_e)
@@ -861,6 +868,9 @@ LK_AI void lk__cls_classes(const void *inst, const lk_cls_io *io, const lk_cls_c
             if (bad)
                 bad[v] = lk_or(bad[v], lk_and(P[v].valid, lk_outside01(el.t)));
             hook(inst, io, &P[v], c, &el, loc);
+            if ((v & 3) == 3 || v + 1 == ch->nv)
+                for (uint32_t j = 0; j < n_cls; j++)
+                    lk_acc_add(&loc[j].a, loc[j].f), loc[j].f = lk_zero();
         }
         for (uint32_t j = 0; j < n_cls; j++) {
             lk_acc *a = &ca[c * n_cls + j];
