@@ -242,23 +242,26 @@ LK_AI void seg_mc_fwd2(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int
 LK_AI lk_w seg_mc_g(const lk_cls_io *io, const lk_cls_pos *p, const lk_cls_el *el, int64_t c,
                     const seg *o)
 {
-    lk_w g = lk_w_add(lk_w_mul(lk_w_of(el->t), lk_w_set(io->tab[2 * c])),
-                      lk_w_set(io->tab[2 * c + 1]));
-    return io->index || !o->has_ignore ? g : lk_w_keep(seg_mc_counts(io, p, el, o), g);
+    if (io->index) /* t_c is 0 or 1: one of two constants, the same roundings */
+        return lk_w_select(el->hit, lk_w_set(io->tab[2 * c] + io->tab[2 * c + 1]),
+                           lk_w_set(io->tab[2 * c + 1]));
+    lk_w g = lk_w_fma(lk_w_of(el->t), lk_w_set(io->tab[2 * c]), lk_w_set(io->tab[2 * c + 1]));
+    return !o->has_ignore ? g : lk_w_keep(seg_mc_counts(io, p, el, o), g);
 }
 
 LK_AI void seg_mc_bwd1(const void *inst, const lk_cls_io *io, lk_cls_pos *p, int64_t c,
                        const lk_cls_el *el, lk_cls_acc *ca)
 {
     (void)ca;
-    p->u = lk_w_add(p->u, lk_w_mul(lk_w_of(el->e), seg_mc_g(io, p, el, c, (const seg *)inst)));
+    p->u = lk_w_fma(lk_w_of(el->e), seg_mc_g(io, p, el, c, (const seg *)inst), p->u);
 }
 
 LK_AI lk_w seg_mc_bwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
 {
     (void)inst, (void)io, (void)pa;
-    p->a = lk_w_narrow(lk_w_div(lk_w_set(1.0), p->s));
-    p->u = lk_w_div(p->u, p->s);
+    lk_w inv = lk_w_div(lk_w_set(1.0), p->s);
+    p->a = lk_w_narrow(inv);
+    p->u = lk_w_mul(p->u, inv);
     return p->u;
 }
 

@@ -392,6 +392,28 @@ LK_AI lk_w lk_w_keep(lk_m m, lk_w a)
     return r;
 }
 
+/* m ? a : b per lane. On AVX-512 the mask's halves are the double lanes'
+ * masks; elsewhere the mask is widened as in lk_w_keep. */
+LK_AI lk_w lk_w_select(lk_m m, lk_w a, lk_w b)
+{
+#if defined(LK_TARGET_AVX512)
+    lk_w r = {_mm512_mask_blend_pd((__mmask8)m, b.lo, a.lo),
+              _mm512_mask_blend_pd((__mmask8)(m >> 8), b.hi, a.hi)};
+#else
+    lk_w one = lk_w_of(lk_keep(m, lk_set(1.0)));
+    lk_w r = {lk_d_select(lk_d_eq(one.lo, lk_d_set(1.0)), a.lo, b.lo),
+              lk_d_select(lk_d_eq(one.hi, lk_d_set(1.0)), a.hi, b.hi)};
+#endif
+    return r;
+}
+
+/* a b + c, rounded once */
+LK_AI lk_w lk_w_fma(lk_w a, lk_w b, lk_w c)
+{
+    lk_w r = {lk_d_fma(a.lo, b.lo, c.lo), lk_d_fma(a.hi, b.hi, c.hi)};
+    return r;
+}
+
 /* c a, 0 where c is 0 even if a is infinite (lk_mul0). */
 LK_AI lk_w lk_w_mul0(lk_w c, lk_w a)
 {
@@ -416,6 +438,8 @@ typedef lk_v lk_w;
 #define lk_w_div       lk_div
 #define lk_w_narrow(a) (a)
 #define lk_w_keep      lk_keep
+#define lk_w_select    lk_select
+#define lk_w_fma       lk_fma
 #define lk_w_mul0      lk_mul0
 #define lk_acc_addw    lk_acc_add
 #endif
