@@ -253,6 +253,19 @@ typedef struct lk__ew_io {
     int uf, gtf, guf;
 } lk__ew_io;
 
+/* The io of input and target (slots 0 and 1), the rest unset. */
+LK_AI lk__ew_io lk__ew_io_pair(const lk_tensor *s)
+{
+    lk__ew_io io;
+    memset(&io, 0, sizeof io);
+    io.x = s[0].data;
+    io.t = s[1].data;
+    io.ts = &s[1];
+    io.xf = s[0].dtype == LK_DTYPE_F32;
+    io.tf = s[1].dtype == LK_DTYPE_F32;
+    return io;
+}
+
 /* What a loop writes; constants where the loop is specialised, so that a
  * pass without a gradient does not compute one. */
 #define LK__W_GRAD   0x100u
@@ -532,16 +545,10 @@ LK_AI lk_status lk__elementwise_forward(const void *inst, const lk_plan *plan,
     const lk_tensor *ws = &s[third ? 3 : 2];
     int weighted = (flags & LK_EW_WEIGHT) && ws->data;
     const lk_tensor *g = blk->grads;
-    lk__ew_io io;
-    memset(&io, 0, sizeof io);
-    io.x = s[0].data;
-    io.t = s[1].data;
-    io.ts = &s[1];
+    lk__ew_io io = lk__ew_io_pair(s);
     io.w = weighted ? ws->data : NULL;
     io.out = blk->out ? blk->out->data : NULL;
     io.g = g ? g[0].data : NULL;
-    io.xf = s[0].dtype == LK_DTYPE_F32;
-    io.tf = s[1].dtype == LK_DTYPE_F32;
     io.wf = weighted && ws->dtype == LK_DTYPE_F32;
     io.u = third ? s[2].data : NULL;
     io.gt = g && (flags & LK_EW_GRAD_T) ? g[1].data : NULL;
@@ -748,14 +755,7 @@ LK_AI lk_status lk__st_loop(const void *inst, const lk_block *blk, lk_stats_fn f
 LK_AI lk_status lk_stats_forward(const void *inst, const lk_block *blk, lk_stats_fn fn,
                                  int n_stats, uint32_t flags, lk_msg *msg)
 {
-    const lk_tensor *s = blk->slots;
-    lk__ew_io io;
-    memset(&io, 0, sizeof io);
-    io.x = s[0].data;
-    io.t = s[1].data;
-    io.ts = &s[1];
-    io.xf = s[0].dtype == LK_DTYPE_F32;
-    io.tf = s[1].dtype == LK_DTYPE_F32;
+    lk__ew_io io = lk__ew_io_pair(blk->slots);
     double sum[LK_STATS_MAX];
     flags &= LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM;
     lk_status st;
@@ -840,15 +840,8 @@ LK_AI lk_status lk__stats_backward(const void *inst, const lk_plan *plan, const 
         return LK_OK;
     if (!blk->global)
         return lk_fail(msg, LK_ERR_INTERNAL, "backward called without global statistics");
-    const lk_tensor *s = blk->slots;
-    lk__ew_io io;
-    memset(&io, 0, sizeof io);
-    io.x = s[0].data;
-    io.t = s[1].data;
-    io.ts = &s[1];
+    lk__ew_io io = lk__ew_io_pair(blk->slots);
     io.g = blk->grads[0].data;
-    io.xf = s[0].dtype == LK_DTYPE_F32;
-    io.tf = s[1].dtype == LK_DTYPE_F32;
     double k[LK_STATS_MAX] = {0};
     lk_v kv[LK_STATS_MAX];
     consts(inst, blk->global, k);
