@@ -105,8 +105,7 @@ LK_AI lk_w ce_fwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_a
          * weights' sum a count of the counted lanes, exact */
         lk_v loss = lk_keep(p->valid, lk_sub(p->lse, p->a));
         lk_acc_add(&pa[ST_LOSS], loss);
-        pa[ST_WEIGHT].lo = lk_d_add(pa[ST_WEIGHT].lo,
-                                    lk_d_keep(lk_d_first(1), lk_d_set((double)lk_cls_count(p->valid))));
+        lk_acc_add_count(&pa[ST_WEIGHT], lk_cls_count(p->valid));
         return lk_w_of(loss);
     }
     lk_w loss = p->u;

@@ -384,16 +384,8 @@ LK_AI lk_v lk_w_narrow(lk_w a)
 #endif
 }
 
-LK_AI lk_w lk_w_keep(lk_m m, lk_w a)
-{
-    lk_w one = lk_w_of(lk_keep(m, lk_set(1.0)));
-    lk_w r = {lk_d_keep(lk_d_eq(one.lo, lk_d_set(1.0)), a.lo),
-              lk_d_keep(lk_d_eq(one.hi, lk_d_set(1.0)), a.hi)};
-    return r;
-}
-
 /* m ? a : b per lane. On AVX-512 the mask's halves are the double lanes'
- * masks; elsewhere the mask is widened as in lk_w_keep. */
+ * masks; elsewhere the mask is widened through the lanes (1 where set). */
 LK_AI lk_w lk_w_select(lk_m m, lk_w a, lk_w b)
 {
 #if defined(LK_TARGET_AVX512)
@@ -405,6 +397,11 @@ LK_AI lk_w lk_w_select(lk_m m, lk_w a, lk_w b)
               lk_d_select(lk_d_eq(one.hi, lk_d_set(1.0)), a.hi, b.hi)};
 #endif
     return r;
+}
+
+LK_AI lk_w lk_w_keep(lk_m m, lk_w a)
+{
+    return lk_w_select(m, a, lk_w_set(0.0));
 }
 
 /* a b + c, rounded once */
@@ -765,6 +762,13 @@ LK_AI lk_cls_el lk__cls_el(const lk_cls_io *io, const lk_cls_chunk *ch, const lk
     return el;
 }
 
+/* n added to a double sum exactly, in its lane 0: a count of lanes
+ * (lk_cls_count) joining the sum it stands for. */
+LK_AI void lk_acc_add_count(lk_acc *a, int64_t n)
+{
+    a->lo = lk_d_add(a->lo, lk_d_keep(lk_d_first(1), lk_d_set((double)n)));
+}
+
 /* The live lanes of m, for sums of 0 / 1 terms kept as exact counts. */
 LK_AI int lk_cls_count(lk_m m)
 {
@@ -898,7 +902,7 @@ LK_AI void lk__cls_classes(const void *inst, const lk_cls_io *io, const lk_cls_c
         }
         for (uint32_t j = 0; j < n_cls; j++) {
             lk_acc *a = &ca[c * n_cls + j];
-            a->lo = lk_d_add(a->lo, lk_d_keep(lk_d_first(1), lk_d_set((double)loc[j].n)));
+            lk_acc_add_count(a, loc[j].n);
             a->lo = lk_d_add(a->lo, loc[j].a.lo);
             a->hi = lk_d_add(a->hi, loc[j].a.hi);
         }
