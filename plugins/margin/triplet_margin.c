@@ -1,6 +1,9 @@
-/* triplet_margin: torch.nn.functional.triplet_margin_loss (torch 1.13), on
- * anchor, positive and negative of one shape, rows along the last
- * dimension ((N, D), (D,), or any (..., D) as torch takes them):
+/* triplet_margin: torch.nn.functional.triplet_margin_loss (torch 1.13), and
+ * triplet_margin_with_distance: torch's triplet_margin_with_distance_loss
+ * with its distance function named in the config (pairwise_distance, the
+ * default, or 1 - cosine_similarity), on anchor, positive and negative of
+ * one shape, rows along the last dimension ((N, D), (D,), or any (..., D)
+ * as torch takes them):
  *
  *   d(u, v) = || u - v + eps ||_p          (torch's pairwise_distance)
  *   loss = max(0, margin + d(a, p) - d_n),  d_n = d(a, n), or with swap
@@ -11,12 +14,23 @@
  * margin + d(a, p) - d_n >= 0 (torch's clamp passes it at the kink), and
  * with swap a tie between the two negative distances splits it in halves,
  * as torch's min does. An infinite element has no finite distance: the call
- * is refused (LK_ERR_NUMERIC); a NaN gives NaN. */
+ * is refused (LK_ERR_NUMERIC); a NaN gives NaN.
+ *
+ * The cosine distance, d(u, v) = 1 - (u . v) / (m_u m_v) with m_u =
+ * max(||u||, eps) (torch's cosine_similarity divides each vector by its
+ * norm clamped at eps), has the gradient
+ *
+ *   d d / du = -v / (m_u m_v) + cos u / (m_u ||u||)   (the second term 0
+ *                                                      where ||u|| < eps)
+ *
+ * so that each row's gradients are sums of multiples of a, p and n. */
 #include "margin.h"
 
 typedef struct triplet {
     double margin, p, eps;
     int swap;
+    int cosine;  /* the distance is 1 - cosine similarity */
+    double ceps; /* the floor of its norms */
 } triplet;
 
 static const lk_param_desc tm_margin = {
@@ -74,6 +88,67 @@ static lk_status tm_init(void *inst, const lk_param_value *p, lk_msg *msg)
     t->p = p[1].number;
     t->eps = p[2].number;
     t->swap = (int)p[3].integer;
+    t->cosine = 0, t->ceps = 0.0;
+    return LK_OK;
+}
+
+/* triplet_margin_with_distance: the distance first, then triplet_margin's
+ * parameters, then the cosine's eps. */
+static const char *const twd_distances[] = {"pairwise", "cosine", NULL};
+
+static const lk_param_desc twd_distance = {
+    .name = "distance",
+    .doc = "pairwise: torch's pairwise_distance (the p-norm of u - v + eps, torch's default "
+           "distance_function); cosine: 1 - cosine_similarity(u, v)",
+    .type = LK_PARAM_CHOICE,
+    .choices = twd_distances,
+    .default_choice = "pairwise",
+};
+
+static const lk_param_desc twd_p = {
+    .name = "p",
+    .doc = "the pairwise distance's norm degree (distance pairwise)",
+    .type = LK_PARAM_NUMBER,
+    .flags = LK_PARAM_MIN_EXCLUSIVE,
+    .default_number = 2.0,
+    .min = 0.0,
+    .max = HUGE_VAL,
+};
+
+static const lk_param_desc twd_eps = {
+    .name = "eps",
+    .doc = "added to every difference before the norm, as torch's pairwise_distance "
+           "(distance pairwise)",
+    .type = LK_PARAM_NUMBER,
+    .default_number = 1e-6,
+    .min = 0.0,
+    .max = HUGE_VAL,
+};
+
+static const lk_param_desc twd_cosine_eps = {
+    .name = "cosine_eps",
+    .doc = "each norm is clamped at least to it, as torch's cosine_similarity's eps "
+           "(distance cosine)",
+    .type = LK_PARAM_NUMBER,
+    .default_number = 1e-8,
+    .min = 0.0,
+    .max = HUGE_VAL,
+    .flags = LK_PARAM_MIN_EXCLUSIVE,
+};
+
+static const lk_param_desc *const twd_params[] LK__UNUSED = {
+    &twd_distance, &tm_margin, &twd_p, &twd_eps, &tm_swap, &twd_cosine_eps, NULL};
+
+static lk_status twd_init(void *inst, const lk_param_value *p, lk_msg *msg)
+{
+    triplet *t = inst;
+    (void)msg;
+    t->cosine = p[0].integer == 1;
+    t->margin = p[1].number;
+    t->p = p[2].number;
+    t->eps = p[3].number;
+    t->swap = (int)p[4].integer;
+    t->ceps = p[5].number;
     return LK_OK;
 }
 
@@ -85,7 +160,7 @@ static lk_status tm_plan(const void *inst, const lk_tensor *slots, int32_t reduc
     int64_t rows = 1;
     (void)inst, (void)reduction;
     if (x->ndim < 1)
-        return lk_fail(msg, LK_ERR_SHAPE, "anchor: shape %s; triplet_margin takes rows (..., D)",
+        return lk_fail(msg, LK_ERR_SHAPE, "anchor: shape %s; the triplet losses take rows (..., D)",
                        mg_shape(sh, sizeof sh, x));
     for (int32_t d = 0; d + 1 < x->ndim; d++)
         rows *= x->shape[d];
@@ -125,9 +200,94 @@ static inline double tm_k(double p, double c, double d)
     return p == 1.0 ? c : p == 2.0 ? c / d : c * pow(d, 1.0 - p);
 }
 
+static const char *const tm_names[3] = {"anchor", "positive", "negative"};
+
+/* d(u, v) = 1 - cos and its gradient's multiples: d d / du = au v + bu u,
+ * d d / dv = au u + bv v, from the sums uu, vv and uv. */
+typedef struct tm_cos {
+    double d, a, bu, bv;
+} tm_cos;
+
+static inline tm_cos tm_cos_of(double eps, double uu, double vv, double uv)
+{
+    tm_cos c;
+    const double nu = sqrt(uu), nv = sqrt(vv);
+    const double mu = nu > eps ? nu : eps, mv = nv > eps ? nv : eps;
+    const double cs = uv / (mu * mv);
+    c.d = 1.0 - cs;
+    c.a = -1.0 / (mu * mv);
+    c.bu = nu < eps ? 0.0 : cs / (mu * nu);
+    c.bv = nv < eps ? 0.0 : cs / (mv * nv);
+    return c;
+}
+
+/* The row of the cosine distance: six sums (nine with swap), the loss and
+ * its gradient's multiples, then a pass writing a A + p P + n N per
+ * slot. */
+LK_AI lk_status tm_cos_row(const triplet *tr, const mg_rows *io, int64_t r, double *loss,
+                           lk_msg *msg)
+{
+    const int64_t D = io->D, base = r * D;
+    lk_acc saa = lk_acc_zero(), spp = lk_acc_zero(), snn = lk_acc_zero();
+    lk_acc sap = lk_acc_zero(), san = lk_acc_zero(), spn = lk_acc_zero();
+    lk_m bad = lk_eq(lk_set(1.0), lk_zero());
+    for (int64_t j = 0; j < D; j += LK_W) {
+        int k = D - j < LK_W ? (int)(D - j) : LK_W;
+        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
+        lk_v n = mg_ld(io, 2, base + j, k);
+        lk_acc_add(&saa, lk_mul(a, a));
+        lk_acc_add(&spp, lk_mul(q, q));
+        lk_acc_add(&snn, lk_mul(n, n));
+        lk_acc_add(&sap, lk_mul(a, q));
+        lk_acc_add(&san, lk_mul(a, n));
+        if (tr->swap)
+            lk_acc_add(&spn, lk_mul(q, n));
+        bad = lk_or(bad, lk_or(mg_isinf(a), lk_or(mg_isinf(q), mg_isinf(n))));
+    }
+    if (lk_any(bad)) {
+        lk_status st = LK_ERR_INTERNAL;
+        for (int s = 0; s < 3 && st != LK_ERR_NUMERIC; s++)
+            st = mg_refuse_inf(io, tm_names[s], s, base, D, msg);
+        return st;
+    }
+    const double aa = lk_acc_sum(saa), pp = lk_acc_sum(spp), nn = lk_acc_sum(snn);
+    const tm_cos cap = tm_cos_of(tr->ceps, aa, pp, lk_acc_sum(sap));
+    const tm_cos can = tm_cos_of(tr->ceps, aa, nn, lk_acc_sum(san));
+    const tm_cos cpn = tr->swap ? tm_cos_of(tr->ceps, pp, nn, lk_acc_sum(spn)) : (tm_cos){0};
+    double dn = can.d, wan = 1.0, wpn = 0.0; /* the shares of d(a, n) and d(p, n) in d_n */
+    if (tr->swap) {
+        dn = isnan(can.d) || isnan(cpn.d) ? NAN : can.d < cpn.d ? can.d : cpn.d;
+        wan = can.d == cpn.d ? 0.5 : can.d > cpn.d ? 0.0 : 1.0;
+        wpn = can.d == cpn.d ? 0.5 : can.d < cpn.d ? 0.0 : 1.0;
+    }
+    const double h = tr->margin + cap.d - dn, c = h >= 0.0 ? 1.0 : 0.0;
+    *loss = isnan(h) || h > 0.0 ? h : 0.0;
+    if (!io->want_grad)
+        return LK_OK;
+    /* loss = c (d(a, p) - wan d(a, n) - wpn d(p, n)) */
+    const double kan = -c * wan, kpn = -c * wpn;
+    const lk_v Aa = lk_set(c * cap.bu + kan * can.bu), Ap = lk_set(c * cap.a),
+               An = lk_set(kan * can.a);
+    const lk_v Pa = lk_set(c * cap.a), Pp = lk_set(c * cap.bv + kpn * cpn.bu),
+               Pn = lk_set(kpn * cpn.a);
+    const lk_v Na = lk_set(kan * can.a), Np = lk_set(kpn * cpn.a),
+               Nn = lk_set(kan * can.bv + kpn * cpn.bv);
+    for (int64_t j = 0; j < D; j += LK_W) {
+        int k = D - j < LK_W ? (int)(D - j) : LK_W;
+        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
+        lk_v n = mg_ld(io, 2, base + j, k);
+        mg_put(io, 0, base + j, k, lk_fma(Aa, a, lk_fma(Ap, q, lk_mul(An, n))));
+        mg_put(io, 1, base + j, k, lk_fma(Pa, a, lk_fma(Pp, q, lk_mul(Pn, n))));
+        mg_put(io, 2, base + j, k, lk_fma(Na, a, lk_fma(Np, q, lk_mul(Nn, n))));
+    }
+    return LK_OK;
+}
+
 LK_AI lk_status tm_row(const triplet *tr, const mg_rows *io, int64_t r, double *loss, lk_msg *msg)
 {
-    static const char *const names[3] = {"anchor", "positive", "negative"};
+    const char *const *names = tm_names;
+    if (tr->cosine)
+        return tm_cos_row(tr, io, r, loss, msg);
     const int64_t D = io->D, base = r * D;
     const double p = tr->p;
     const lk_v eps = lk_set(tr->eps);
@@ -185,3 +345,8 @@ MG_ROW_LOSS(triplet_margin, triplet, tm_row, 3, tm_slots,
             .summary = "torch's triplet_margin_loss: max(0, margin + d(a, p) - d(a, n)), "
                        "d the p-norm distance",
             .version = "1.0.0", .params = tm_params)
+MG_ROW_LOSS(triplet_margin_with_distance, triplet, tm_row, 3, tm_slots,
+            LK_HOOKS(.init = twd_init, .plan = tm_plan),
+            .summary = "torch's triplet_margin_with_distance_loss: max(0, margin + d(a, p) - "
+                       "d(a, n)), d the pairwise p-norm distance or 1 - cosine similarity",
+            .version = "1.0.0", .params = twd_params)

@@ -86,6 +86,21 @@ def _triplet(t, p, r):
                                  eps=p.get("eps", 1e-6), swap=p.get("swap", False), reduction=r)
 
 
+def _twd(t, p, r):
+    if p.get("distance", "pairwise") == "cosine":
+        # over the last dimension, where the rows are (cosine_similarity's
+        # own default is dim 1)
+        def dist(u, v):
+            return 1.0 - F.cosine_similarity(u, v, dim=-1, eps=p.get("cosine_eps", 1e-8))
+    else:
+        def dist(u, v):
+            return F.pairwise_distance(u, v, p=p.get("p", 2.0), eps=p.get("eps", 1e-6))
+    return F.triplet_margin_with_distance_loss(t["anchor"], t["positive"], t["negative"],
+                                               distance_function=dist,
+                                               margin=p.get("margin", 1.0),
+                                               swap=p.get("swap", False), reduction=r)
+
+
 LOSSES = {
     "hinge_embedding": ([("input", "real", True), ("target", "sign", False)], _hinge),
     "soft_margin": ([("input", "real", True), ("target", "sign", False)], _soft),
@@ -98,6 +113,8 @@ LOSSES = {
                           ("target", "rowsign", False)], _cosine),
     "triplet_margin": ([("anchor", "real", True), ("positive", "real", True),
                         ("negative", "real", True)], _triplet),
+    "triplet_margin_with_distance": ([("anchor", "real", True), ("positive", "real", True),
+                                      ("negative", "real", True)], _twd),
 }
 
 
@@ -328,6 +345,36 @@ def write_goldens():
     w.case("triplet_3d_mean_f64", "triplet_margin", {"p": 2.5, "swap": True, "margin": 2.0},
            "mean", "triplet_3d", batch, f64)
 
+    # triplet_margin_with_distance (after every other case, so that their
+    # draws stay as they were): (5, 6) rows at the defaults (the pairwise
+    # distance); the cosine distance with margins, swap and its eps; p = 1
+    # pairwise with swap; a (D,) triple and a (2, 3, 4) batch by cosine;
+    # edge: a zero anchor row (its norm clamped at eps), parallel and
+    # opposite rows, a tie of the two negative distances under swap
+    standard(w, rng, "triplet_margin_with_distance", (5, 6), "twd", [
+        ("cos_none_f64", {"distance": "cosine"}, "none", f64),
+        ("cos_mean_f32", {"distance": "cosine", "margin": 0.5}, "mean", f32),
+        ("cos_swap_sum_f64", {"distance": "cosine", "swap": True, "margin": 0.8}, "sum", f64),
+        ("cos_eps_none_f32", {"distance": "cosine", "cosine_eps": 0.5}, "none", f32),
+        ("pw_p1_swap_mean_f64", {"p": 1.0, "swap": True, "margin": 2.0}, "mean", f64)])
+    vec = {k: rng.normal(0.0, 1.5, (8,)) for k in ("anchor", "positive", "negative")}
+    for red in REDUCTIONS:
+        w.case("twd_vec_%s_f64" % red, "triplet_margin_with_distance",
+               {"distance": "cosine", "margin": 1.5}, red, "twd_vec", vec, f64)
+    batch = {k: rng.normal(0.0, 1.5, (2, 3, 4)) for k in ("anchor", "positive", "negative")}
+    w.case("twd_3d_none_f32", "triplet_margin_with_distance", {"distance": "cosine"}, "none",
+           "twd_3d", batch, f32)
+    a = rng.normal(0.0, 1.5, (4, 3))
+    q = rng.normal(0.0, 1.5, (4, 3))
+    n = rng.normal(0.0, 1.5, (4, 3))
+    a[0] = 0.0
+    q[1] = 3.0 * a[1]
+    n[2] = -0.5 * a[2]
+    q[3] = a[3]  # p = a: d(a, n) and d(p, n) tie exactly, on both sides
+    edge = {"anchor": a, "positive": q, "negative": n}
+    w.case("twd_edges_none_f64", "triplet_margin_with_distance",
+           {"distance": "cosine", "swap": True, "margin": 0.3}, "none", "twd_edges", edge, f64)
+
     with open(path(CATALOGUE), "w") as f:
         json.dump(w.cases, f, indent=1)
         f.write("\n")
@@ -342,7 +389,7 @@ def random_setup(rng, loss):
     """A shape and parameters that no committed case uses."""
     if loss in ("hinge_embedding", "soft_margin", "margin_ranking"):
         shape = tuple(int(s) for s in rng.integers(1, 10, int(rng.integers(1, 5))))
-    elif loss == "triplet_margin":
+    elif loss in ("triplet_margin", "triplet_margin_with_distance"):
         shape = tuple(int(s) for s in rng.integers(1, 12, int(rng.integers(1, 4))))
     else:
         shape = (int(rng.integers(1, 20)), int(rng.integers(2, 13)))
@@ -360,6 +407,16 @@ def random_setup(rng, loss):
         p["p"] = float(rng.choice([1.0, 2.0, 3.0, 1.25, 0.75, 4.5]))
         p["eps"] = float(rng.choice([0.0, 1e-6, 1e-3]))
         p["swap"] = bool(rng.uniform() < 0.5)
+    if loss == "triplet_margin_with_distance":
+        p["margin"] = float(np.round(rng.uniform(0.05, 2.0), 3))
+        p["swap"] = bool(rng.uniform() < 0.5)
+        if rng.uniform() < 0.6:
+            p["distance"] = "cosine"
+            if rng.uniform() < 0.3:
+                p["cosine_eps"] = float(rng.choice([1e-6, 1e-3]))
+        else:
+            p["p"] = float(rng.choice([1.0, 2.0, 3.0, 1.5]))
+            p["eps"] = float(rng.choice([0.0, 1e-6, 1e-3]))
     return shape, p
 
 
@@ -416,7 +473,7 @@ def run_random(seed, trials, losskit, verbose):
                     gmax = max(gmax, rel(np.load(os.path.join(tmp, "g_" + name + ".npy")), g, 1e-9))
             bad = vmax > 1e-6 or gmax > 1e-5 or omax > 1e-5
             failed |= bad
-            print("%-18s value rel err %.2e  grad rel err %.2e  out rel err %.2e  (%d trials)%s"
+            print("%-28s value rel err %.2e  grad rel err %.2e  out rel err %.2e  (%d trials)%s"
                   % (loss, vmax, gmax, omax, trials, "  FAIL" if bad else ""))
     return 1 if failed else 0
 

@@ -74,6 +74,11 @@ class Gradcheck(unittest.TestCase):
         ts = {n: torch.randn(6, 8, dtype=D) for n in s}
         self.check({"loss": "triplet_margin"}, **ts)
         self.check({"loss": "triplet_margin", "reduction": "none"}, **ts)
+        # the cosine distance, with swap: its own row code
+        twd = {"loss": "triplet_margin_with_distance",
+               "params": {"distance": "cosine", "swap": True, "margin": 0.5}}
+        self.check(twd, **ts)
+        self.check(dict(twd, reduction="none"), **ts)
 
     def test_lovasz(self):
         # continuous logits: no two errors tie, so the value is differentiable
