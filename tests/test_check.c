@@ -132,15 +132,15 @@ Test(check, correct_fixture_passes_every_check)
 
 Test(check, tutorial_passes_every_check)
 {
-    static const char *const losses[] = {"mse",   "l1", "bce_with_logits", "dice_bce",
-                                         "focal", "focal_mean_bce"};
+    static const char *const losses[] = {"mse",      "l1",    "bce_with_logits",
+                                         "dice_bce", "focal", "focal_mean_bce"};
     expect_all_pass(TUTORIAL, losses, sizeof losses / sizeof losses[0]);
 }
 
 Test(check, segmentation_passes_every_check)
 {
-    static const char *const losses[] = {"dice",          "iou",           "jaccard", "tversky",
-                                         "focal_tversky", "generalized_dice", "mcc"};
+    static const char *const losses[] = {
+        "dice", "iou", "jaccard", "tversky", "focal_tversky", "generalized_dice", "mcc"};
     expect_all_pass(LK_BUILD_ROOT "/plugins/segmentation.so", losses,
                     sizeof losses / sizeof losses[0]);
 }
@@ -178,6 +178,29 @@ Test(check, gradient_sign_error_fails_grad)
     /* analytic -g against numeric g */
     cr_expect(e > 1.5 && e < 2.5, "max rel err %g, expected about 2: %.300s", e, line);
     cr_expect_not_null(strstr(line, "at element "), "the element is not named: %.300s", line);
+}
+
+Test(check, choice_and_boolean_parameters_are_varied)
+{
+    /* cf_choice is wrong under variant=halved only: the checker reaches
+     * that setting as it reaches a number parameter's, and passes the
+     * boolean's (double_loss=true, right) */
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("choice"), "FAIL grad cf_choice ", out, sizeof out);
+    cr_expect_not_null(strstr(line, " variant=halved "), "not the halved setting: %.300s", line);
+    double e = max_rel_err(line);
+    cr_expect(e > 0.45 && e < 0.55, "max rel err %g, expected 0.5: %.300s", e, line);
+    int doubled = 0;
+    for (const char *ok = line_starting(out, "PASS grad cf_choice "); ok;
+         ok = line_starting(ok + 1, "PASS grad cf_choice ")) {
+        char one[400];
+        size_t n = strcspn(ok, "\n");
+        snprintf(one, sizeof one, "%.*s", (int)(n < sizeof one ? n : sizeof one - 1), ok);
+        doubled |= strstr(one, " double_loss=true ") != NULL;
+    }
+    cr_expect(doubled, "no passing grad line of double_loss=true in:\n%s", out);
+    expect_line(out,
+                "PASS finite cf_choice 180 evaluations (float32, float64; 5 shapes; 3 settings;");
 }
 
 Test(check, gradient_off_by_two_fails_grad)

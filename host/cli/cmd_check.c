@@ -36,7 +36,7 @@
 
 #define TIMEOUT_S     60    /* per loss, for all of its checks; LOSSKIT_CHECK_TIMEOUT overrides */
 #define MAX_SLOTS     16    /* the host's limit per loss */
-#define MAX_SETTINGS  9     /* the defaults, then one per number parameter */
+#define MAX_SETTINGS  24    /* the defaults, one per number parameter, the other choices */
 #define N_PROBES      5     /* probe shapes */
 #define GRAD_RTOL     1e-5  /* gradient vs central differences, relative */
 #define GRAD_ATOL     1e-7  /* ... with this absolute floor */
@@ -275,10 +275,21 @@ static const char *signal_abbrev(int sig)
 /* The child's state: one loss under check                                   */
 
 /* One parameter setting: the config's "params" members that differ from
- * the defaults, and every number parameter's value for labels. */
+ * the defaults, and every number parameter's value for labels. A setting
+ * of a choice or boolean parameter (opt) may change what the loss takes
+ * (mode multiclass wants class indices, from_logits false probabilities):
+ * where it refuses the checker's tensors (a shape, dtype or value error, or
+ * an unsupported combination) that case is left out and counted in
+ * refused, the first refusal kept for the report; the defaults' and the
+ * number parameters' settings must take every tensor the defaults take. */
 typedef struct setting {
     char params[512];
     char label[256];
+    int opt;
+    int unit;  /* opt: slot 0 real values drawn in (0.05, 0.95) (see probe_opts) */
+    int index; /* opt: a float target slot that takes int64 gets class indices */
+    long refused, taken;
+    char refusal[200];
 } setting;
 
 typedef struct checker {
@@ -302,6 +313,9 @@ typedef struct checker {
     int64_t ex_shape[N_PROBES + 1][LK_MAX_NDIM];
     int soft_too;              /* a float target slot: a second run with soft targets */
     int32_t values[MAX_SLOTS]; /* each slot's lk_slot_values, resolved */
+    int unit_input;            /* draw slot 0's real values in (0.05, 0.95) */
+    int index_target;          /* draw class indices into the index slot (index_slot) */
+    char opt_note[600];        /* choice and boolean settings left out, and why */
     double fd_step;            /* > 0: central differences with this absolute step */
     int grad_failed;           /* the grad check failed: extreme compares no gradient */
     char label[LABEL_CAP];
@@ -441,6 +455,23 @@ static void fill_setting(const lk_loss_desc *d, int which, double v, setting *s)
         snprintf(s->label, sizeof s->label, "defaults");
 }
 
+/* A setting of the defaults but choice or boolean parameter p, which
+ * takes value (a JSON literal: "\"multiclass\"" or "true"). */
+static void fill_opt_setting(const lk_loss_desc *d, const lk_param_desc *p, const char *value,
+                             setting *s)
+{
+    fill_setting(d, -1, 0.0, s);
+    s->opt = 1;
+    snprintf(s->params, sizeof s->params, "\"%s\": %s", p->name, value);
+    if (!strcmp(s->label, "defaults"))
+        s->label[0] = '\0';
+    size_t used = strlen(s->label);
+    /* the value without its quotes */
+    int n = value[0] == '"' ? (int)strlen(value) - 2 : (int)strlen(value);
+    snprintf(s->label + used, sizeof s->label - used, "%s%s=%.*s", used ? " " : "", p->name, n,
+             value + (value[0] == '"'));
+}
+
 static void build_settings(checker *c)
 {
     fill_setting(c->d, -1, 0.0, &c->settings[0]);
@@ -449,6 +480,52 @@ static void build_settings(checker *c)
         double v;
         if (c->d->params[i]->type == LK_PARAM_NUMBER && alt_value(c->d->params[i], &v))
             fill_setting(c->d, i, v, &c->settings[c->n_settings++]);
+    }
+    /* every other choice of a choice parameter, the other value of a boolean */
+    for (int i = 0; c->d->params && c->d->params[i]; i++) {
+        const lk_param_desc *p = c->d->params[i];
+        char value[160];
+        if (p->type == LK_PARAM_BOOL && c->n_settings < MAX_SETTINGS) {
+            fill_opt_setting(c->d, p, p->default_number != 0.0 ? "false" : "true",
+                             &c->settings[c->n_settings++]);
+            continue;
+        }
+        if (p->type != LK_PARAM_CHOICE || !p->choices)
+            continue;
+        for (int k = 0; p->choices[k] && c->n_settings < MAX_SETTINGS; k++) {
+            if (p->default_choice && !strcmp(p->choices[k], p->default_choice))
+                continue;
+            snprintf(value, sizeof value, "\"%s\"", p->choices[k]);
+            fill_opt_setting(c->d, p, value, &c->settings[c->n_settings++]);
+        }
+    }
+}
+
+/* Whether an evaluation of setting set refused the checker's tensors (see
+ * setting); if so it is counted there. */
+static int opt_refused(checker *c, int set, lk_status st, const char *err)
+{
+    setting *s = &c->settings[set];
+    if (!s->opt || (st != LK_ERR_SHAPE && st != LK_ERR_DTYPE && st != LK_ERR_INVALID &&
+                    st != LK_ERR_UNSUPPORTED))
+        return 0;
+    if (!s->refused++)
+        fit(s->refusal, sizeof s->refusal, "%s", err);
+    return 1;
+}
+
+/* The settings that refused some cases, for a check's detail. */
+static void refusals_str(const checker *c, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int set = 1; set < c->n_settings && used < cap; set++) {
+        const setting *s = &c->settings[set];
+        if (!s->refused)
+            continue;
+        used += (size_t)snprintf(buf + used, cap - used, "; %s: %s%ld case%s not taken (%s)",
+                                 s->label, s->taken ? "" : "every case, ", s->refused,
+                                 plural(s->refused), s->refusal);
     }
 }
 
@@ -593,6 +670,8 @@ static double draw(checker *c, uint32_t s, int32_t dtype, const spec *sp)
 {
     double u = rng_unif(c);
     int soft = sp->soft && is_float_dtype(dtype);
+    if (s == 0 && c->unit_input && c->values[s] == LK_VALUES_REAL)
+        return 0.05 + 0.9 * u;
     switch (c->values[s]) {
     case LK_VALUES_REAL: return 1.5 * rng_normal(c);
     case LK_VALUES_POSITIVE: return 0.5 + u;
@@ -615,21 +694,44 @@ static int binds(const lk_slot_desc *sd, uint32_t s, const spec *sp)
 }
 
 /* Allocates and fills slot s (and its gradient, when differentiable). */
+/* The slot that takes class indices in place of float targets under a
+ * choice such as mode multiclass: the first after slot 0 that is not
+ * differentiable, takes a float dtype and int64, and any shape; -1: none. */
+static int index_slot(const checker *c)
+{
+    for (uint32_t s = 1; s < c->n_slots; s++) {
+        const lk_slot_desc *sd = c->d->slots[s];
+        if (!(sd->flags & LK_SLOT_DIFFERENTIABLE) && sd->shape == LK_SHAPE_ANY &&
+            (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_I64)) &&
+            (sd->dtypes & (LK_DTYPE_BIT(LK_DTYPE_F32) | LK_DTYPE_BIT(LK_DTYPE_F64))))
+            return (int)s;
+    }
+    return -1;
+}
+
 static lk_status bundle_slot(checker *c, bundle *b, uint32_t s, const spec *sp, char *err)
 {
     const lk_slot_desc *sd = c->d->slots[s];
     int32_t nd, dtype = s == 0 ? sp->dtype : slot_dtype(sd, sp->dtype);
     int64_t shape[LK_MAX_NDIM];
+    int index = c->index_target && (int)s == index_slot(c);
     slot_shape(sd, sp, &nd, shape);
     if (s == 0) {
         nd = sp->ndim;
         memcpy(shape, sp->shape, sizeof shape);
     }
+    if (index) { /* class indices, shaped like the input without its class dim 1 */
+        lk_slot_desc nc = *sd;
+        nc.shape = LK_SHAPE_INPUT_NO_CHANNEL;
+        slot_shape(&nc, sp, &nd, shape);
+        dtype = LK_DTYPE_I64;
+    }
     lk_status st = alloc_array(c, &b->in[s], dtype, nd, shape, err);
     if (st != LK_OK)
         return st;
     for (int64_t i = 0; i < array_numel(&b->in[s]); i++)
-        set_elem(&b->in[s], i, draw(c, s, dtype, sp));
+        set_elem(&b->in[s], i,
+                 index ? floor(rng_unif(c) * (double)class_count(sp)) : draw(c, s, dtype, sp));
     b->named_slot[b->n_named] = (int)s;
     b->named[b->n_named++] = (lk_named_tensor){sd->name, lk_array_view(&b->in[s]), sd->name};
     if (!(sd->flags & LK_SLOT_DIFFERENTIABLE) || !is_float_dtype(dtype))
@@ -933,12 +1035,15 @@ static void case_label(const checker *c, char *buf, size_t cap, const spec *sp, 
     char ex[32] = "";
     if (sp->ex)
         snprintf(ex, sizeof ex, " example %d", (int)sp->ex_k);
-    snprintf(buf, cap, "%s%s shape %s %s %s%s%s", lk_dtype_name(sp->dtype), ex, sh,
+    snprintf(buf, cap, "%s%s shape %s %s %s%s%s%s", lk_dtype_name(sp->dtype), ex, sh,
              c->settings[set].label, lk_reduction_name(red),
              !c->soft_too ? ""
              : sp->soft   ? " soft targets"
                           : " hard targets",
-             sp->weight ? " with weight" : "");
+             sp->weight ? " with weight" : "",
+             c->settings[set].unit    ? " input in (0.05, 0.95)"
+             : c->settings[set].index ? " class-index targets"
+                                      : "");
 }
 
 /* A float slot besides slot 0 whose values may be fractional targets
@@ -968,6 +1073,18 @@ static int check_create(checker *c)
             if (make_loss(c, c->rt, set, red, &loss, err) == LK_OK) {
                 lk_loss_free(loss);
                 continue;
+            }
+            if (c->settings[set].opt) {
+                /* a choice the other parameters' defaults rule out (the
+                 * loss's own cross-parameter rule): not a failure */
+                size_t used = strlen(c->opt_note);
+                if (used < sizeof c->opt_note)
+                    snprintf(c->opt_note + used, sizeof c->opt_note - used,
+                             "; %s not offered with the other defaults (%s)",
+                             c->settings[set].label, err);
+                c->settings[set] = c->settings[--c->n_settings];
+                set--;
+                break;
             }
             result r;
             res_init(&r, "create", 0);
@@ -1061,12 +1178,20 @@ static int example_count(checker *c, size_t *used)
 /* ------------------------------------------------------------------------ */
 /* finite: ordinary inputs give a finite value, output and gradient          */
 
-/* One bundle, every setting and reduction. Returns 0 after a failure, whose
+/* One bundle, every setting of its kind of data (unit: the settings drawn
+ * in (0.05, 0.95)) and every reduction. Returns 0 after a failure, whose
  * description is in why. */
-static int finite_bundle(checker *c, bundle *b, const spec *sp, long *count, char *why, size_t cap)
+static int data_kind(const setting *s)
+{
+    return s->unit ? 1 : s->index ? 2 : 0;
+}
+
+static int finite_bundle(checker *c, bundle *b, const spec *sp, int kind, long *count, char *why,
+                         size_t cap)
 {
     for (int set = 0; set < c->n_settings; set++)
-        for (int32_t red = 0; red < LK_REDUCTION_COUNT; red++) {
+        for (int32_t red = 0; red < LK_REDUCTION_COUNT && data_kind(&c->settings[set]) == kind;
+             red++) {
             char lab[LABEL_CAP], err[LK_ERRMSG_CAP], bad[LK_ERRMSG_CAP];
             lk_loss *loss;
             double v;
@@ -1077,6 +1202,11 @@ static int finite_bundle(checker *c, bundle *b, const spec *sp, long *count, cha
             if (make_loss(c, c->rt, set, red, &loss, err) != LK_OK)
                 continue; /* reported by check_create */
             lk_status st = run_eval(c, loss, b, 1, &v, err);
+            if (st != LK_OK && opt_refused(c, set, st, err)) {
+                lk_loss_free(loss);
+                continue;
+            }
+            c->settings[set].taken++;
             int ok = st == LK_OK && outputs_ok(loss, b, v, 0, bad, sizeof bad);
             lk_loss_free(loss);
             (*count)++;
@@ -1088,44 +1218,101 @@ static int finite_bundle(checker *c, bundle *b, const spec *sp, long *count, cha
     return 1;
 }
 
+/* Each choice or boolean setting on the reference probe shape: where its
+ * value, output or gradient is not finite on the checker's data, or it
+ * refuses their values (LK_ERR_INVALID, LK_ERR_NUMERIC), it is tried once
+ * more with slot 0's real values in (0.05, 0.95) (a choice that makes the
+ * input a rate or a probability: log_input false, from_logits false); where
+ * those are taken and finite, the setting is checked on such values
+ * throughout. A refused shape or dtype is left to the checks (a case not
+ * taken). */
+static void probe_opts(checker *c)
+{
+    for (int set = 1; set < c->n_settings; set++) {
+        if (!c->settings[set].opt)
+            continue;
+        /* try 0: the checker's data; 1: slot 0 in (0.05, 0.95); 2: class
+         * indices in the index slot */
+        for (int t = 0; t <= 2; t++) {
+            spec sp;
+            bundle b;
+            lk_loss *loss = NULL;
+            double v;
+            char err[LK_ERRMSG_CAP], bad[LK_ERRMSG_CAP];
+            if (t == 2 && index_slot(c) < 0)
+                break;
+            c->unit_input = t == 1;
+            c->index_target = t == 2;
+            sp = probe_spec(c, c->ref, best_float(c), 0);
+            lk_status st = bundle_make(c, &sp, &b, err);
+            if (st == LK_OK &&
+                (st = make_loss(c, c->rt, set, c->d->default_reduction, &loss, err)) == LK_OK)
+                st = run_eval(c, loss, &b, 1, &v, err);
+            int ok = st == LK_OK && outputs_ok(loss, &b, v, 0, bad, sizeof bad);
+            lk_loss_free(loss);
+            bundle_free(c, &b);
+            c->settings[set].unit = ok && t == 1;
+            c->settings[set].index = ok && t == 2;
+            if (ok)
+                break;
+            /* the values refused or not finite: try 1; the dtype: try 2 */
+            if (t == 0 && st == LK_ERR_DTYPE)
+                t = 1;
+            else if (t == 0 && st != LK_OK && st != LK_ERR_INVALID && st != LK_ERR_NUMERIC)
+                break;
+        }
+        c->unit_input = c->index_target = 0;
+    }
+}
+
 static void check_finite(checker *c)
 {
     int32_t dts[2];
-    int n_dt = float_dtypes(c, dts), ok = 1, n_shapes = 0;
+    int n_dt = float_dtypes(c, dts), ok = 1, n_shapes = 0, kinds[3] = {1, 0, 0};
     long count = 0;
     char why[900] = "", err[LK_ERRMSG_CAP];
+    for (int set = 0; set < c->n_settings; set++)
+        kinds[data_kind(&c->settings[set])] = 1;
     for (int i = 0; ok && i < n_dt; i++)
         for (int k = 0; ok && k < N_PROBES; k++)
-            for (int soft = 0; ok && soft <= c->soft_too; soft++) {
-                spec sp = probe_spec(c, k, dts[i], soft);
-                bundle b;
-                if (!c->shape_ok[k])
-                    continue;
-                n_shapes += i == 0 && soft == 0;
-                if (bundle_make(c, &sp, &b, err) != LK_OK) {
-                    snprintf(why, sizeof why, "cannot allocate: %s", err);
-                    ok = 0;
-                    break;
+            for (int soft = 0; ok && soft <= c->soft_too; soft++)
+                for (int kind = 0; ok && kind < 3; kind++) {
+                    spec sp = probe_spec(c, k, dts[i], soft);
+                    bundle b;
+                    if (!c->shape_ok[k] || !kinds[kind] || (kind == 2 && soft))
+                        continue;
+                    n_shapes += i == 0 && soft == 0 && kind == 0;
+                    c->unit_input = kind == 1;
+                    c->index_target = kind == 2;
+                    lk_status st = bundle_make(c, &sp, &b, err);
+                    c->unit_input = c->index_target = 0;
+                    if (st != LK_OK) {
+                        snprintf(why, sizeof why, "cannot allocate: %s", err);
+                        ok = 0;
+                        break;
+                    }
+                    ok = finite_bundle(c, &b, &sp, kind, &count, why, sizeof why);
+                    bundle_free(c, &b);
                 }
-                ok = finite_bundle(c, &b, &sp, &count, why, sizeof why);
-                bundle_free(c, &b);
-            }
     result r;
-    char reds[64];
+    char reds[64], refusals[900];
     reductions_str(c->d, reds, sizeof reds);
+    refusals_str(c, refusals, sizeof refusals);
     res_init(&r, "finite", ok);
     res_num(&r, "evaluations", (double)count);
     if (ok)
         res_detail(&r,
                    "%ld evaluations (%s; %d %s%s; %d setting%s;%s %s): value, output and "
-                   "gradient finite%s",
+                   "gradient finite%s%s%s",
                    count, n_dt == 2 ? "float32, float64" : lk_dtype_name(dts[0]), n_shapes,
                    c->ex ? "example" : "shape", plural(n_shapes), c->n_settings,
                    plural(c->n_settings), c->soft_too ? " hard and soft targets;" : "", reds,
-                   c->shape_note);
+                   c->shape_note, refusals, c->opt_note);
     else
         res_detail(&r, "%s", why);
     send_result(c, &r);
+    for (int set = 0; set < c->n_settings; set++) /* grad counts its own */
+        c->settings[set].refused = c->settings[set].taken = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1254,7 +1441,13 @@ static int grad_setting(checker *c, int set, grad_worst *w, char *err)
             sp.weight = v == 2;
             int soft = v == 1;
             bundle b;
-            if (bundle_make(c, &sp, &b, err) != LK_OK)
+            if (c->settings[set].index && v == 1)
+                continue; /* class indices have no soft form */
+            c->unit_input = c->settings[set].unit;
+            c->index_target = c->settings[set].index;
+            lk_status made = bundle_make(c, &sp, &b, err);
+            c->unit_input = c->index_target = 0;
+            if (made != LK_OK)
                 return 0;
             for (int32_t red = 0; red < LK_REDUCTION_COUNT; red++) {
                 lk_loss *loss;
@@ -1265,6 +1458,11 @@ static int grad_setting(checker *c, int set, grad_worst *w, char *err)
                 begin(c, "grad %s", lab);
                 lk_status st = grad_case(c, loss, &b, soft, lab, w, err);
                 lk_loss_free(loss);
+                if (st != LK_OK && opt_refused(c, set, st, err)) {
+                    w->cases--;
+                    continue;
+                }
+                c->settings[set].taken++;
                 if (st != LK_OK) {
                     fit(w->label, sizeof w->label, "%s", lab);
                     bundle_free(c, &b);
@@ -1282,6 +1480,12 @@ static void grad_report(checker *c, int set, const grad_worst *w)
     int ok = w->err <= GRAD_RTOL;
     char where[LABEL_CAP + 96] = "";
     res_init(&r, "grad", ok);
+    if (w->err < 0 && c->settings[set].opt && !c->settings[set].taken) {
+        res_detail(&r, "%s  not checked: the checker's tensors are refused in every case (%s)",
+                   c->settings[set].label, c->settings[set].refusal);
+        send_result(c, &r);
+        return;
+    }
     if (w->err < 0) {
         res_detail(&r, "%s  no element compared (%ld cases)", c->settings[set].label, w->cases);
         send_result(c, &r);
@@ -1293,8 +1497,13 @@ static void grad_report(checker *c, int set, const grad_worst *w)
                  w->slot ? c->d->slots[w->slot]->name : "", w->slot ? "'" : "", w->analytic,
                  w->numeric);
     /* the worst case's label leads: "grad LOSS float64 shape (7,) ..." */
-    res_detail(&r, "%s  max rel err %.1e%s (tol %g, floor %g; %ld cases)", w->label, w->err, where,
-               GRAD_RTOL, GRAD_ATOL, w->cases);
+    const setting *s = &c->settings[set];
+    char refused[300] = "";
+    if (s->refused)
+        snprintf(refused, sizeof refused, "; %ld case%s not taken (%s)", s->refused,
+                 plural(s->refused), s->refusal);
+    res_detail(&r, "%s  max rel err %.1e%s (tol %g, floor %g; %ld cases%s)", w->label, w->err,
+               where, GRAD_RTOL, GRAD_ATOL, w->cases, refused);
     res_num(&r, "max_rel_err", w->err);
     res_num(&r, "tol", GRAD_RTOL);
     res_num(&r, "floor", GRAD_ATOL);
@@ -2230,6 +2439,7 @@ static void run_checks(checker *c, const plugin_ctx *pc)
         send_result(c, &r);
         return;
     }
+    probe_opts(c);
     check_finite(c);
     check_grad(c);
     check_reduce(c);
