@@ -99,30 +99,11 @@ static const char *const twd_distances[] = {"pairwise", "cosine", NULL};
 static const lk_param_desc twd_distance = {
     .name = "distance",
     .doc = "pairwise: torch's pairwise_distance (the p-norm of u - v + eps, torch's default "
-           "distance_function); cosine: 1 - cosine_similarity(u, v)",
+           "distance_function; p and eps apply to it alone); cosine: 1 - "
+           "cosine_similarity(u, v) (cosine_eps applies to it alone)",
     .type = LK_PARAM_CHOICE,
     .choices = twd_distances,
     .default_choice = "pairwise",
-};
-
-static const lk_param_desc twd_p = {
-    .name = "p",
-    .doc = "the pairwise distance's norm degree (distance pairwise)",
-    .type = LK_PARAM_NUMBER,
-    .flags = LK_PARAM_MIN_EXCLUSIVE,
-    .default_number = 2.0,
-    .min = 0.0,
-    .max = HUGE_VAL,
-};
-
-static const lk_param_desc twd_eps = {
-    .name = "eps",
-    .doc = "added to every difference before the norm, as torch's pairwise_distance "
-           "(distance pairwise)",
-    .type = LK_PARAM_NUMBER,
-    .default_number = 1e-6,
-    .min = 0.0,
-    .max = HUGE_VAL,
 };
 
 static const lk_param_desc twd_cosine_eps = {
@@ -137,7 +118,7 @@ static const lk_param_desc twd_cosine_eps = {
 };
 
 static const lk_param_desc *const twd_params[] LK__UNUSED = {
-    &twd_distance, &tm_margin, &twd_p, &twd_eps, &tm_swap, &twd_cosine_eps, NULL};
+    &twd_distance, &tm_margin, &tm_p, &tm_eps, &tm_swap, &twd_cosine_eps, NULL};
 
 static lk_status twd_init(void *inst, const lk_param_value *p, lk_msg *msg)
 {
@@ -202,6 +183,34 @@ static inline double tm_k(double p, double c, double d)
 
 static const char *const tm_names[3] = {"anchor", "positive", "negative"};
 
+/* The message of row r's first infinite element (bad: some lane was). */
+static inline lk_status tm_refuse(const mg_rows *io, int64_t base, lk_msg *msg)
+{
+    lk_status st = LK_ERR_INTERNAL;
+    for (int s = 0; s < 3 && st != LK_ERR_NUMERIC; s++)
+        st = mg_refuse_inf(io, tm_names[s], s, base, io->D, msg);
+    return st;
+}
+
+/* The row's loss max(0, margin + d(a, p) - d_n) into *loss from its three
+ * distances (dpn used with swap only); returns c, 1 where the gradient
+ * flows (margin + d(a, p) - d_n >= 0: torch's clamp passes it at the kink),
+ * and the shares of d(a, n) and d(p, n) in d_n, halves at a tie. */
+static inline double tm_hinge(const triplet *tr, double dap, double dan, double dpn, double *loss,
+                              double *wan, double *wpn)
+{
+    double dn = dan;
+    *wan = 1.0, *wpn = 0.0;
+    if (tr->swap) {
+        dn = isnan(dan) || isnan(dpn) ? NAN : dan < dpn ? dan : dpn;
+        *wan = dan == dpn ? 0.5 : dan > dpn ? 0.0 : 1.0;
+        *wpn = dan == dpn ? 0.5 : dan < dpn ? 0.0 : 1.0;
+    }
+    const double h = tr->margin + dap - dn;
+    *loss = isnan(h) || h > 0.0 ? h : 0.0;
+    return h >= 0.0 ? 1.0 : 0.0;
+}
+
 /* d(u, v) = 1 - cos and its gradient's multiples: d d / du = au v + bu u,
  * d d / dv = au u + bv v, from the sums uu, vv and uv. */
 typedef struct tm_cos {
@@ -244,24 +253,14 @@ LK_AI lk_status tm_cos_row(const triplet *tr, const mg_rows *io, int64_t r, doub
             lk_acc_add(&spn, lk_mul(q, n));
         bad = lk_or(bad, lk_or(mg_isinf(a), lk_or(mg_isinf(q), mg_isinf(n))));
     }
-    if (lk_any(bad)) {
-        lk_status st = LK_ERR_INTERNAL;
-        for (int s = 0; s < 3 && st != LK_ERR_NUMERIC; s++)
-            st = mg_refuse_inf(io, tm_names[s], s, base, D, msg);
-        return st;
-    }
+    if (lk_any(bad))
+        return tm_refuse(io, base, msg);
     const double aa = lk_acc_sum(saa), pp = lk_acc_sum(spp), nn = lk_acc_sum(snn);
     const tm_cos cap = tm_cos_of(tr->ceps, aa, pp, lk_acc_sum(sap));
     const tm_cos can = tm_cos_of(tr->ceps, aa, nn, lk_acc_sum(san));
     const tm_cos cpn = tr->swap ? tm_cos_of(tr->ceps, pp, nn, lk_acc_sum(spn)) : (tm_cos){0};
-    double dn = can.d, wan = 1.0, wpn = 0.0; /* the shares of d(a, n) and d(p, n) in d_n */
-    if (tr->swap) {
-        dn = isnan(can.d) || isnan(cpn.d) ? NAN : can.d < cpn.d ? can.d : cpn.d;
-        wan = can.d == cpn.d ? 0.5 : can.d > cpn.d ? 0.0 : 1.0;
-        wpn = can.d == cpn.d ? 0.5 : can.d < cpn.d ? 0.0 : 1.0;
-    }
-    const double h = tr->margin + cap.d - dn, c = h >= 0.0 ? 1.0 : 0.0;
-    *loss = isnan(h) || h > 0.0 ? h : 0.0;
+    double wan, wpn;
+    const double c = tm_hinge(tr, cap.d, can.d, cpn.d, loss, &wan, &wpn);
     if (!io->want_grad)
         return LK_OK;
     /* loss = c (d(a, p) - wan d(a, n) - wpn d(p, n)) */
@@ -285,7 +284,6 @@ LK_AI lk_status tm_cos_row(const triplet *tr, const mg_rows *io, int64_t r, doub
 
 LK_AI lk_status tm_row(const triplet *tr, const mg_rows *io, int64_t r, double *loss, lk_msg *msg)
 {
-    const char *const *names = tm_names;
     if (tr->cosine)
         return tm_cos_row(tr, io, r, loss, msg);
     const int64_t D = io->D, base = r * D;
@@ -304,22 +302,12 @@ LK_AI lk_status tm_row(const triplet *tr, const mg_rows *io, int64_t r, double *
             lk_acc_add(&spn, lk_keep(live, tm_term(p, lk_add(lk_sub(q, n), eps))));
         bad = lk_or(bad, lk_or(mg_isinf(a), lk_or(mg_isinf(q), mg_isinf(n))));
     }
-    if (lk_any(bad)) {
-        lk_status st = LK_ERR_INTERNAL;
-        for (int s = 0; s < 3 && st != LK_ERR_NUMERIC; s++)
-            st = mg_refuse_inf(io, names[s], s, base, D, msg);
-        return st;
-    }
+    if (lk_any(bad))
+        return tm_refuse(io, base, msg);
     const double dap = tm_norm(p, lk_acc_sum(sap)), dan = tm_norm(p, lk_acc_sum(san));
     const double dpn = tr->swap ? tm_norm(p, lk_acc_sum(spn)) : 0.0;
-    double dn = dan, wan = 1.0, wpn = 0.0; /* the shares of d(a, n) and d(p, n) in d_n */
-    if (tr->swap) {
-        dn = isnan(dan) || isnan(dpn) ? NAN : dan < dpn ? dan : dpn;
-        wan = dan == dpn ? 0.5 : dan > dpn ? 0.0 : 1.0;
-        wpn = dan == dpn ? 0.5 : dan < dpn ? 0.0 : 1.0;
-    }
-    const double h = tr->margin + dap - dn, c = h >= 0.0 ? 1.0 : 0.0;
-    *loss = isnan(h) || h > 0.0 ? h : 0.0;
+    double wan, wpn;
+    const double c = tm_hinge(tr, dap, dan, dpn, loss, &wan, &wpn);
     if (!io->want_grad)
         return LK_OK;
     /* d loss / d d(a, p) = c, d loss / d d(a, n) = -c wan, d loss / d d(p, n) = -c wpn */
