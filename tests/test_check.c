@@ -180,6 +180,23 @@ Test(check, gradient_sign_error_fails_grad)
     cr_expect_not_null(strstr(line, "at element "), "the element is not named: %.300s", line);
 }
 
+/* Whether some line of out starting with prefix holds every one of the
+ * strings of want (NULL-terminated). */
+static int some_line_holds(const char *out, const char *prefix, const char *const *want)
+{
+    for (const char *l = line_starting(out, prefix); l; l = line_starting(l + 1, prefix)) {
+        char one[600];
+        size_t n = strcspn(l, "\n");
+        snprintf(one, sizeof one, "%.*s", (int)(n < sizeof one ? n : sizeof one - 1), l);
+        int all = 1;
+        for (const char *const *w = want; *w; w++)
+            all &= strstr(one, *w) != NULL;
+        if (all)
+            return 1;
+    }
+    return 0;
+}
+
 Test(check, choice_and_boolean_parameters_are_varied)
 {
     /* cf_choice is wrong under variant=halved only: the checker reaches
@@ -190,17 +207,27 @@ Test(check, choice_and_boolean_parameters_are_varied)
     cr_expect_not_null(strstr(line, " variant=halved "), "not the halved setting: %.300s", line);
     double e = max_rel_err(line);
     cr_expect(e > 0.45 && e < 0.55, "max rel err %g, expected 0.5: %.300s", e, line);
-    int doubled = 0;
-    for (const char *ok = line_starting(out, "PASS grad cf_choice "); ok;
-         ok = line_starting(ok + 1, "PASS grad cf_choice ")) {
-        char one[400];
-        size_t n = strcspn(ok, "\n");
-        snprintf(one, sizeof one, "%.*s", (int)(n < sizeof one ? n : sizeof one - 1), ok);
-        doubled |= strstr(one, " double_loss=true ") != NULL;
-    }
-    cr_expect(doubled, "no passing grad line of double_loss=true in:\n%s", out);
+    static const char *const doubled[] = {" double_loss=true ", "max rel err ", NULL};
+    cr_expect(some_line_holds(out, "PASS grad cf_choice ", doubled),
+              "no passing grad line of double_loss=true in:\n%s", out);
     expect_line(out,
                 "PASS finite cf_choice 180 evaluations (float32, float64; 5 shapes; 3 settings;");
+}
+
+Test(check, list_and_integer_parameters_are_varied)
+{
+    /* cross_entropy's class weights (a list) and ignore_index (an integer)
+     * are moved as numbers are, and their gradients compared on the probe
+     * shapes that take them */
+    static char out[OUT_CAP];
+    int rc = run_check(LK_BUILD_ROOT "/plugins/torch.so", 0, out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    static const char *const weighted[] = {" weight=[2, 1, 0] ", "max rel err ", NULL};
+    static const char *const ignoring[] = {" ignore_index=0 ", "max rel err ", NULL};
+    cr_expect(some_line_holds(out, "PASS grad cross_entropy ", weighted),
+              "no compared grad line of weight=[2, 1, 0] in:\n%s", out);
+    cr_expect(some_line_holds(out, "PASS grad cross_entropy ", ignoring),
+              "no compared grad line of ignore_index=0 in:\n%s", out);
 }
 
 Test(check, gradient_off_by_two_fails_grad)
@@ -310,14 +337,26 @@ Test(check, refusing_an_empty_batch_fails_empty)
  * but divides by the count of targets not ignored. */
 Test(check, nan_when_every_target_is_ignored_fails_ignored)
 {
+    /* the ignored check fails; so do the setting ignore_index=0 (the
+     * integer parameter moved) on the probe shape whose one class is 0,
+     * where every target is ignored too, and nothing else */
     static char out[OUT_CAP];
-    const char *line =
-        expect_one_failure(CF("ignorenan"), "FAIL ignored cf_ignorenan ", out, sizeof out);
+    int rc = run_check(CF("ignorenan"), 0, out, sizeof out);
+    cr_expect_eq(rc, 1, "exit %d:\n%s", rc, out);
+    const char *line = line_starting(out, "FAIL ignored cf_ignorenan ");
+    cr_assert_not_null(line, "no failed ignored check in:\n%s", out);
     cr_expect_not_null(strstr(line, "every 'target' = ignore_index -100"),
                        "the probe is not named: %.300s", line);
     cr_expect_not_null(strstr(line, "mean: value nan"), "the NaN is not shown: %.300s", line);
+    for (const char *f = line_starting(out, "FAIL "); f; f = line_starting(f + 1, "FAIL ")) {
+        size_t n = strcspn(f, "\n");
+        char one[600];
+        snprintf(one, sizeof one, "%.*s", (int)(n < sizeof one ? n : sizeof one - 1), f);
+        cr_expect(!strncmp(one, "FAIL ignored ", 13) || strstr(one, " ignore_index=0 "),
+                  "a failure beside the ignored ones: %s", one);
+    }
     expect_line(out, "PASS empty cf_ignorenan ");
-    expect_line(out, "PASS grad cf_ignorenan ");
+    expect_line(out, "PASS grad cf_ignorenan float64 shape (1,2,12,12) defaults ");
 }
 
 /* nll (ignore_index and a class-id target) passes the ignored check, and

@@ -34,9 +34,11 @@
 
 #include "cli.h"
 
-#define TIMEOUT_S     60    /* per loss, for all of its checks; LOSSKIT_CHECK_TIMEOUT overrides */
-#define MAX_SLOTS     16    /* the host's limit per loss */
-#define MAX_SETTINGS  24    /* the defaults, one per number parameter, the other choices */
+#define TIMEOUT_S 60 /* per loss, for all of its checks; LOSSKIT_CHECK_TIMEOUT overrides */
+#define MAX_SLOTS 16 /* the host's limit per loss */
+#define MAX_SETTINGS                                                                               \
+    32                      /* the defaults, one per number, integer, boolean and list             \
+                               parameter, one per other choice */
 #define N_PROBES      5     /* probe shapes */
 #define GRAD_RTOL     1e-5  /* gradient vs central differences, relative */
 #define GRAD_ATOL     1e-7  /* ... with this absolute floor */
@@ -441,7 +443,7 @@ static void fill_setting(const lk_loss_desc *d, int which, double v, setting *s)
     s->label[0] = '\0';
     for (int i = 0; d->params && d->params[i]; i++) {
         const lk_param_desc *p = d->params[i];
-        if (p->type != LK_PARAM_NUMBER)
+        if (p->type != LK_PARAM_NUMBER && !(p->type == LK_PARAM_INTEGER && i == which))
             continue;
         double x = i == which ? v : p->default_number;
         used += (size_t)snprintf(s->label + used, sizeof s->label - used, "%s%s=%g",
@@ -480,6 +482,35 @@ static void build_settings(checker *c)
         double v;
         if (c->d->params[i]->type == LK_PARAM_NUMBER && alt_value(c->d->params[i], &v))
             fill_setting(c->d, i, v, &c->settings[c->n_settings++]);
+    }
+    /* an integer to another value in its range (an ignore_index, a blank
+     * class, a window), as a choice: it may change what the loss takes */
+    for (int i = 0; c->d->params && c->d->params[i] && c->n_settings < MAX_SETTINGS; i++) {
+        double v;
+        if (c->d->params[i]->type == LK_PARAM_INTEGER && alt_value(c->d->params[i], &v)) {
+            v = v < 0.0 ? ceil(v) : floor(v);
+            if (v == c->d->params[i]->default_number)
+                v += v + 1.0 <= c->d->params[i]->max ? 1.0 : -1.0;
+            fill_setting(c->d, i, v, &c->settings[c->n_settings]);
+            c->settings[c->n_settings++].opt = 1;
+        }
+    }
+    /* a list (class weights, a class list): of three and of four values,
+     * which fit the probe shapes of three classes ((2, 3, 5) by dim 1) and
+     * of four ((6, 4) by its last dim), each value a class of them, and of
+     * one value (broadcast) */
+    for (int i = 0; c->d->params && c->d->params[i]; i++) {
+        const lk_param_desc *p = c->d->params[i];
+        static const char *const lists[] = {"[2, 1, 0]", "[2, 1, 0, 3]", "[2]"};
+        static const int lens[] = {3, 4, 1};
+        if (p->type != LK_PARAM_NUMBER_LIST)
+            continue;
+        for (int k = 0; k < 3 && c->n_settings < MAX_SETTINGS; k++) {
+            if (lens[k] < p->list_min_len || (p->list_max_len >= 0 && lens[k] > p->list_max_len) ||
+                p->min > 0.0 || p->max < 2.0)
+                continue;
+            fill_opt_setting(c->d, p, lists[k], &c->settings[c->n_settings++]);
+        }
     }
     /* every other choice of a choice parameter, the other value of a boolean */
     for (int i = 0; c->d->params && c->d->params[i]; i++) {
