@@ -288,8 +288,9 @@ typedef struct setting {
     char params[512];
     char label[256];
     int opt;
-    int unit;  /* opt: slot 0 real values drawn in (0.05, 0.95) (see probe_opts) */
-    int index; /* opt: a float target slot that takes int64 gets class indices */
+    char moved[96]; /* opt: the parameter moved, "name=value" */
+    int unit;       /* opt: slot 0 real values drawn in (0.05, 0.95) (see probe_opts) */
+    int index;      /* opt: a float target slot that takes int64 gets class indices */
     long refused, taken;
     char refusal[200];
 } setting;
@@ -472,6 +473,7 @@ static void fill_opt_setting(const lk_loss_desc *d, const lk_param_desc *p, cons
     int n = value[0] == '"' ? (int)strlen(value) - 2 : (int)strlen(value);
     snprintf(s->label + used, sizeof s->label - used, "%s%s=%.*s", used ? " " : "", p->name, n,
              value + (value[0] == '"'));
+    snprintf(s->moved, sizeof s->moved, "%s=%.*s", p->name, n, value + (value[0] == '"'));
 }
 
 static void build_settings(checker *c)
@@ -492,7 +494,9 @@ static void build_settings(checker *c)
             if (v == c->d->params[i]->default_number)
                 v += v + 1.0 <= c->d->params[i]->max ? 1.0 : -1.0;
             fill_setting(c->d, i, v, &c->settings[c->n_settings]);
-            c->settings[c->n_settings++].opt = 1;
+            c->settings[c->n_settings].opt = 1;
+            snprintf(c->settings[c->n_settings++].moved, sizeof c->settings[0].moved, "%s=%g",
+                     c->d->params[i]->name, v);
         }
     }
     /* a list (class weights, a class list): of three and of four values,
@@ -546,6 +550,8 @@ static int opt_refused(checker *c, int set, lk_status st, const char *err)
 }
 
 /* The settings that refused some cases, for a check's detail. */
+/* "; cases not taken: mode=multiclass 4 of 20 (the first refusal's
+ * message), classes=[2] 20 of 20, ..." */
 static void refusals_str(const checker *c, char *buf, size_t cap)
 {
     size_t used = 0;
@@ -554,9 +560,13 @@ static void refusals_str(const checker *c, char *buf, size_t cap)
         const setting *s = &c->settings[set];
         if (!s->refused)
             continue;
-        used += (size_t)snprintf(buf + used, cap - used, "; %s: %s%ld case%s not taken (%s)",
-                                 s->label, s->taken ? "" : "every case, ", s->refused,
-                                 plural(s->refused), s->refusal);
+        if (!used)
+            used += (size_t)snprintf(buf, cap, "; cases not taken: %s %ld of %ld (%.90s%s)",
+                                     s->moved, s->refused, s->refused + s->taken, s->refusal,
+                                     strlen(s->refusal) > 90 ? "..." : "");
+        else
+            used += (size_t)snprintf(buf + used, cap - used, ", %s %ld of %ld", s->moved,
+                                     s->refused, s->refused + s->taken);
     }
 }
 
@@ -1109,10 +1119,13 @@ static int check_create(checker *c)
                 /* a choice the other parameters' defaults rule out (the
                  * loss's own cross-parameter rule): not a failure */
                 size_t used = strlen(c->opt_note);
-                if (used < sizeof c->opt_note)
-                    snprintf(c->opt_note + used, sizeof c->opt_note - used,
-                             "; %s not offered with the other defaults (%s)",
-                             c->settings[set].label, err);
+                if (!used)
+                    snprintf(c->opt_note, sizeof c->opt_note,
+                             "; not offered with the other defaults: %s (%.90s%s)",
+                             c->settings[set].moved, err, strlen(err) > 90 ? "..." : "");
+                else if (used < sizeof c->opt_note)
+                    snprintf(c->opt_note + used, sizeof c->opt_note - used, ", %s",
+                             c->settings[set].moved);
                 c->settings[set] = c->settings[--c->n_settings];
                 set--;
                 break;
