@@ -40,14 +40,23 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* eight dependent integer adds a trip, one a cycle: the loop's own
+ * counting hides beside them */
 static double clock_ghz(void)
 {
-    const long n = 400000000;
+    const long n = 100000000;
     long x = 0;
-    double t0 = now();
-    for (long i = 0; i < n; i++)
-        __asm__ volatile("add $1, %0" : "+r"(x));
-    return (double)n / (now() - t0) / 1e9;
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        for (long i = 0; i < n; i++)
+            __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+                             "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+                             : "+r"(x));
+        double t = now() - t0;
+        best = t < best ? t : best;
+    }
+    return 8.0 * (double)n / best / 1e9;
 }
 
 /* best ns per pass over the arrays, of ROUNDS passes */
