@@ -230,6 +230,26 @@ Test(check, list_and_integer_parameters_are_varied)
               "no compared grad line of ignore_index=0 in:\n%s", out);
 }
 
+Test(check, settings_another_choice_makes_room_for_are_joined_to_it)
+{
+    /* focal refuses ignore_index outside mode multiclass (at creation), and
+     * dice's class list names classes its binary mode lacks (in plan): each
+     * is checked joined to the choice that takes it */
+    static char out[OUT_CAP];
+    int rc = run_check(LK_BUILD_ROOT "/plugins/tutorial.so --loss focal", 0, out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    static const char *const focal[] = {" mode=multiclass ", " ignore_index=0 ", "max rel err ",
+                                        NULL};
+    cr_expect(some_line_holds(out, "PASS grad focal ", focal),
+              "no compared grad line of mode=multiclass ignore_index=0 in:\n%s", out);
+    rc = run_check(LK_BUILD_ROOT "/plugins/segmentation.so --loss dice", 0, out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    static const char *const dice[] = {" mode=multiclass ", " classes=[2, 1, 0] ", "max rel err ",
+                                       NULL};
+    cr_expect(some_line_holds(out, "PASS grad dice ", dice),
+              "no compared grad line of mode=multiclass classes=[2, 1, 0] in:\n%s", out);
+}
+
 Test(check, gradient_off_by_two_fails_grad)
 {
     static char out[OUT_CAP];

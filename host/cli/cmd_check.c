@@ -289,6 +289,7 @@ typedef struct setting {
     char label[256];
     int opt;
     char moved[96]; /* opt: the parameter moved, "name=value" */
+    int choice;     /* opt: of a choice parameter */
     int unit;       /* opt: slot 0 real values drawn in (0.05, 0.95) (see probe_opts) */
     int index;      /* opt: a float target slot that takes int64 gets class indices */
     long refused, taken;
@@ -474,6 +475,7 @@ static void fill_opt_setting(const lk_loss_desc *d, const lk_param_desc *p, cons
     snprintf(s->label + used, sizeof s->label - used, "%s%s=%.*s", used ? " " : "", p->name, n,
              value + (value[0] == '"'));
     snprintf(s->moved, sizeof s->moved, "%s=%.*s", p->name, n, value + (value[0] == '"'));
+    s->choice = p->type == LK_PARAM_CHOICE;
 }
 
 static void build_settings(checker *c)
@@ -1103,6 +1105,40 @@ static int has_float_target(const checker *c)
 /* Every setting with every offered reduction must build; a failure at the
  * defaults ends the loss's checks (returns 0), other failures drop their
  * setting. */
+/* A setting the other defaults rule out (ignore_index outside mode
+ * multiclass, say), joined to the first choice setting of another
+ * parameter with which the loss takes it: its params and labels then name
+ * both. Returns whether one was found. */
+static int join_choice(checker *c, int set)
+{
+    setting *s = &c->settings[set];
+    for (int j = 1; j < c->n_settings; j++) {
+        const setting *ch = &c->settings[j];
+        lk_loss *loss;
+        char err[LK_ERRMSG_CAP], params[sizeof s->params];
+        if (j == set || !ch->choice || !strncmp(ch->params, s->params, strcspn(s->params, ":")))
+            continue;
+        if ((size_t)snprintf(params, sizeof params, "%s, %s", ch->params, s->params) >=
+            sizeof params)
+            continue;
+        setting joined = *s;
+        snprintf(joined.params, sizeof joined.params, "%s", params);
+        c->settings[set] = joined;
+        if (make_loss(c, c->rt, set, c->d->default_reduction, &loss, err) == LK_OK) {
+            lk_loss_free(loss);
+            char moved[sizeof s->moved];
+            snprintf(moved, sizeof moved, "%s", s->moved);
+            fit(s->moved, sizeof s->moved, "%s %s", ch->moved, moved);
+            fit(s->label, sizeof s->label, "%s %s", ch->moved, joined.label);
+            s->choice = 0;
+            return 1;
+        }
+        *s = joined;
+        snprintf(s->params, sizeof s->params, "%s", params + strlen(ch->params) + 2);
+    }
+    return 0;
+}
+
 static int check_create(checker *c)
 {
     for (int set = 0; set < c->n_settings; set++)
@@ -1115,9 +1151,14 @@ static int check_create(checker *c)
                 lk_loss_free(loss);
                 continue;
             }
+            if (c->settings[set].opt && join_choice(c, set)) {
+                red = -1; /* the joined setting, every reduction again */
+                continue;
+            }
             if (c->settings[set].opt) {
                 /* a choice the other parameters' defaults rule out (the
-                 * loss's own cross-parameter rule): not a failure */
+                 * loss's own cross-parameter rule), and no other choice
+                 * makes room for: not a failure */
                 size_t used = strlen(c->opt_note);
                 if (!used)
                     snprintf(c->opt_note, sizeof c->opt_note,
@@ -1270,42 +1311,78 @@ static int finite_bundle(checker *c, bundle *b, const spec *sp, int kind, long *
  * those are taken and finite, the setting is checked on such values
  * throughout. A refused shape or dtype is left to the checks (a case not
  * taken). */
-static void probe_opts(checker *c)
+/* Whether opt setting set gives finite results on some probe shape with
+ * some kind of data (see probe_opts), which it then keeps. */
+static int probe_opt(checker *c, int set)
 {
-    for (int set = 1; set < c->n_settings; set++) {
-        if (!c->settings[set].opt)
-            continue;
-        /* try 0: the checker's data; 1: slot 0 in (0.05, 0.95); 2: class
-         * indices in the index slot */
-        for (int t = 0; t <= 2; t++) {
+    int done = 0;
+    /* try 0: the checker's data; 1: slot 0 in (0.05, 0.95); 2: class
+     * indices in the index slot; each on every probe shape taken at the
+     * defaults until one is taken (a class list fits some shapes) */
+    for (int t = 0; t <= 2 && !done; t++) {
+        lk_status first = LK_OK;
+        if (t == 2 && index_slot(c) < 0)
+            break;
+        for (int k = 0; k < N_PROBES && !done; k++) {
             spec sp;
             bundle b;
             lk_loss *loss = NULL;
             double v;
             char err[LK_ERRMSG_CAP], bad[LK_ERRMSG_CAP];
-            if (t == 2 && index_slot(c) < 0)
-                break;
+            if (!c->shape_ok[k])
+                continue;
             c->unit_input = t == 1;
             c->index_target = t == 2;
-            sp = probe_spec(c, c->ref, best_float(c), 0);
+            sp = probe_spec(c, k, best_float(c), 0);
             lk_status st = bundle_make(c, &sp, &b, err);
             if (st == LK_OK &&
                 (st = make_loss(c, c->rt, set, c->d->default_reduction, &loss, err)) == LK_OK)
                 st = run_eval(c, loss, &b, 1, &v, err);
-            int ok = st == LK_OK && outputs_ok(loss, &b, v, 0, bad, sizeof bad);
+            done = st == LK_OK && outputs_ok(loss, &b, v, 0, bad, sizeof bad);
             lk_loss_free(loss);
             bundle_free(c, &b);
-            c->settings[set].unit = ok && t == 1;
-            c->settings[set].index = ok && t == 2;
-            if (ok)
-                break;
-            /* the values refused or not finite: try 1; the dtype: try 2 */
-            if (t == 0 && st == LK_ERR_DTYPE)
-                t = 1;
-            else if (t == 0 && st != LK_OK && st != LK_ERR_INVALID && st != LK_ERR_NUMERIC)
-                break;
+            if (first == LK_OK)
+                first = st == LK_OK && !done ? LK_ERR_NUMERIC : st;
         }
-        c->unit_input = c->index_target = 0;
+        c->settings[set].unit = done && t == 1;
+        c->settings[set].index = done && t == 2;
+        /* the values refused or not finite: try 1; the dtype: try 2 */
+        if (!done && t == 0 && first == LK_ERR_DTYPE)
+            t = 1;
+        else if (!done && t == 0 && first != LK_ERR_INVALID && first != LK_ERR_NUMERIC &&
+                 first != LK_ERR_SHAPE)
+            break;
+    }
+    c->unit_input = c->index_target = 0;
+    return done;
+}
+
+static void probe_opts(checker *c)
+{
+    for (int set = 1; set < c->n_settings; set++) {
+        if (!c->settings[set].opt || probe_opt(c, set))
+            continue;
+        /* refused every way: a setting that wants another choice (class
+         * weights of one class in binary mode) is tried joined to each
+         * choice setting of another parameter */
+        const setting alone = c->settings[set];
+        for (int j = 1; j < c->n_settings; j++) {
+            const setting *ch = &c->settings[j];
+            setting *s = &c->settings[set];
+            if (j == set || !ch->choice || !alone.opt || alone.choice ||
+                !strncmp(ch->params, alone.params, strcspn(alone.params, ":")))
+                continue;
+            if ((size_t)snprintf(s->params, sizeof s->params, "%s, %s", ch->params, alone.params) >=
+                sizeof s->params) {
+                *s = alone;
+                continue;
+            }
+            fit(s->moved, sizeof s->moved, "%s %s", ch->moved, alone.moved);
+            fit(s->label, sizeof s->label, "%s %s", ch->moved, alone.label);
+            if (probe_opt(c, set))
+                break;
+            *s = alone;
+        }
     }
 }
 
