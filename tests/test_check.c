@@ -132,15 +132,15 @@ Test(check, correct_fixture_passes_every_check)
 
 Test(check, tutorial_passes_every_check)
 {
-    static const char *const losses[] = {"mse",      "l1",    "bce_with_logits",
-                                         "dice_bce", "focal", "focal_mean_bce"};
+    static const char *const losses[] = {"mse",   "l1", "bce_with_logits", "dice_bce",
+                                         "focal", "focal_mean_bce"};
     expect_all_pass(TUTORIAL, losses, sizeof losses / sizeof losses[0]);
 }
 
 Test(check, segmentation_passes_every_check)
 {
-    static const char *const losses[] = {
-        "dice", "iou", "jaccard", "tversky", "focal_tversky", "generalized_dice", "mcc"};
+    static const char *const losses[] = {"dice",          "iou",           "jaccard", "tversky",
+                                         "focal_tversky", "generalized_dice", "mcc"};
     expect_all_pass(LK_BUILD_ROOT "/plugins/segmentation.so", losses,
                     sizeof losses / sizeof losses[0]);
 }
@@ -180,14 +180,20 @@ Test(check, gradient_sign_error_fails_grad)
     cr_expect_not_null(strstr(line, "at element "), "the element is not named: %.300s", line);
 }
 
+/* The line that starts at l, without its newline, into one (cap bytes). */
+static void line_copy(const char *l, char *one, size_t cap)
+{
+    size_t n = strcspn(l, "\n");
+    snprintf(one, cap, "%.*s", (int)(n < cap ? n : cap - 1), l);
+}
+
 /* Whether some line of out starting with prefix holds every one of the
  * strings of want (NULL-terminated). */
 static int some_line_holds(const char *out, const char *prefix, const char *const *want)
 {
     for (const char *l = line_starting(out, prefix); l; l = line_starting(l + 1, prefix)) {
         char one[600];
-        size_t n = strcspn(l, "\n");
-        snprintf(one, sizeof one, "%.*s", (int)(n < sizeof one ? n : sizeof one - 1), l);
+        line_copy(l, one, sizeof one);
         int all = 1;
         for (const char *const *w = want; *w; w++)
             all &= strstr(one, *w) != NULL;
@@ -369,9 +375,8 @@ Test(check, nan_when_every_target_is_ignored_fails_ignored)
                        "the probe is not named: %.300s", line);
     cr_expect_not_null(strstr(line, "mean: value nan"), "the NaN is not shown: %.300s", line);
     for (const char *f = line_starting(out, "FAIL "); f; f = line_starting(f + 1, "FAIL ")) {
-        size_t n = strcspn(f, "\n");
         char one[600];
-        snprintf(one, sizeof one, "%.*s", (int)(n < sizeof one ? n : sizeof one - 1), f);
+        line_copy(f, one, sizeof one);
         cr_expect(!strncmp(one, "FAIL ignored ", 13) || strstr(one, " ignore_index=0 "),
                   "a failure beside the ignored ones: %s", one);
     }

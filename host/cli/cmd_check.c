@@ -34,11 +34,9 @@
 
 #include "cli.h"
 
-#define TIMEOUT_S 60 /* per loss, for all of its checks; LOSSKIT_CHECK_TIMEOUT overrides */
-#define MAX_SLOTS 16 /* the host's limit per loss */
-#define MAX_SETTINGS                                                                               \
-    32                      /* the defaults, one per number, integer, boolean and list             \
-                               parameter, one per other choice */
+#define TIMEOUT_S     60    /* per loss, for all of its checks; LOSSKIT_CHECK_TIMEOUT overrides */
+#define MAX_SLOTS     16    /* the host's limit per loss */
+#define MAX_SETTINGS  32    /* the defaults, then one per moved parameter or other choice */
 #define N_PROBES      5     /* probe shapes */
 #define GRAD_RTOL     1e-5  /* gradient vs central differences, relative */
 #define GRAD_ATOL     1e-7  /* ... with this absolute floor */
@@ -551,9 +549,9 @@ static int opt_refused(checker *c, int set, lk_status st, const char *err)
     return 1;
 }
 
-/* The settings that refused some cases, for a check's detail. */
-/* "; cases not taken: mode=multiclass 4 of 20 (the first refusal's
- * message), classes=[2] 20 of 20, ..." */
+/* The settings that refused some cases, for a check's detail: "; cases
+ * not taken: mode=multiclass 4 of 20 (the first refusal's message),
+ * classes=[2] 20 of 20, ..." */
 static void refusals_str(const checker *c, char *buf, size_t cap)
 {
     size_t used = 0;
@@ -736,7 +734,6 @@ static int binds(const lk_slot_desc *sd, uint32_t s, const spec *sp)
     return s == 0 || !(sd->flags & LK_SLOT_OPTIONAL) || (sp->weight && is_weight_slot(sd));
 }
 
-/* Allocates and fills slot s (and its gradient, when differentiable). */
 /* The slot that takes class indices in place of float targets under a
  * choice such as mode multiclass: the first after slot 0 that is not
  * differentiable, takes a float dtype and int64, and any shape; -1: none. */
@@ -752,6 +749,7 @@ static int index_slot(const checker *c)
     return -1;
 }
 
+/* Allocates and fills slot s (and its gradient, when differentiable). */
 static lk_status bundle_slot(checker *c, bundle *b, uint32_t s, const spec *sp, char *err)
 {
     const lk_slot_desc *sd = c->d->slots[s];
@@ -1102,43 +1100,48 @@ static int has_float_target(const checker *c)
     return 0;
 }
 
-/* Every setting with every offered reduction must build; a failure at the
- * defaults ends the loss's checks (returns 0), other failures drop their
- * setting. */
+/* Setting alone joined to choice setting j of another parameter, into
+ * *out: the params of both, and labels that name both. Returns 0 where j
+ * is not such a setting or the joined params do not fit. */
+static int join_setting(const checker *c, const setting *alone, int j, setting *out)
+{
+    const setting *ch = &c->settings[j];
+    if (!ch->choice || !strncmp(ch->params, alone->params, strcspn(alone->params, ":")))
+        return 0;
+    *out = *alone;
+    if ((size_t)snprintf(out->params, sizeof out->params, "%s, %s", ch->params, alone->params) >=
+        sizeof out->params)
+        return 0;
+    fit(out->moved, sizeof out->moved, "%s %s", ch->moved, alone->moved);
+    fit(out->label, sizeof out->label, "%s %s", ch->moved, alone->label);
+    out->choice = 0;
+    return 1;
+}
+
 /* A setting the other defaults rule out (ignore_index outside mode
  * multiclass, say), joined to the first choice setting of another
- * parameter with which the loss takes it: its params and labels then name
- * both. Returns whether one was found. */
+ * parameter with which the loss takes it. Returns whether one was found;
+ * else the setting is as it was. */
 static int join_choice(checker *c, int set)
 {
-    setting *s = &c->settings[set];
+    const setting alone = c->settings[set];
     for (int j = 1; j < c->n_settings; j++) {
-        const setting *ch = &c->settings[j];
         lk_loss *loss;
-        char err[LK_ERRMSG_CAP], params[sizeof s->params];
-        if (j == set || !ch->choice || !strncmp(ch->params, s->params, strcspn(s->params, ":")))
+        char err[LK_ERRMSG_CAP];
+        if (!join_setting(c, &alone, j, &c->settings[set]))
             continue;
-        if ((size_t)snprintf(params, sizeof params, "%s, %s", ch->params, s->params) >=
-            sizeof params)
-            continue;
-        setting joined = *s;
-        snprintf(joined.params, sizeof joined.params, "%s", params);
-        c->settings[set] = joined;
         if (make_loss(c, c->rt, set, c->d->default_reduction, &loss, err) == LK_OK) {
             lk_loss_free(loss);
-            char moved[sizeof s->moved];
-            snprintf(moved, sizeof moved, "%s", s->moved);
-            fit(s->moved, sizeof s->moved, "%s %s", ch->moved, moved);
-            fit(s->label, sizeof s->label, "%s %s", ch->moved, joined.label);
-            s->choice = 0;
             return 1;
         }
-        *s = joined;
-        snprintf(s->params, sizeof s->params, "%s", params + strlen(ch->params) + 2);
     }
+    c->settings[set] = alone;
     return 0;
 }
 
+/* Every setting with every offered reduction must build; a failure at the
+ * defaults ends the loss's checks (returns 0), other failures drop their
+ * setting. */
 static int check_create(checker *c)
 {
     for (int set = 0; set < c->n_settings; set++)
@@ -1263,14 +1266,15 @@ static int example_count(checker *c, size_t *used)
 /* ------------------------------------------------------------------------ */
 /* finite: ordinary inputs give a finite value, output and gradient          */
 
-/* One bundle, every setting of its kind of data (unit: the settings drawn
- * in (0.05, 0.95)) and every reduction. Returns 0 after a failure, whose
- * description is in why. */
+/* The kind of data a setting is checked on: 0 the checker's, 1 slot 0 in
+ * (0.05, 0.95), 2 class indices in the index slot. */
 static int data_kind(const setting *s)
 {
     return s->unit ? 1 : s->index ? 2 : 0;
 }
 
+/* One bundle, every setting of its kind of data and every reduction.
+ * Returns 0 after a failure, whose description is in why. */
 static int finite_bundle(checker *c, bundle *b, const spec *sp, int kind, long *count, char *why,
                          size_t cap)
 {
@@ -1303,16 +1307,14 @@ static int finite_bundle(checker *c, bundle *b, const spec *sp, int kind, long *
     return 1;
 }
 
-/* Each choice or boolean setting on the reference probe shape: where its
- * value, output or gradient is not finite on the checker's data, or it
- * refuses their values (LK_ERR_INVALID, LK_ERR_NUMERIC), it is tried once
- * more with slot 0's real values in (0.05, 0.95) (a choice that makes the
- * input a rate or a probability: log_input false, from_logits false); where
- * those are taken and finite, the setting is checked on such values
- * throughout. A refused shape or dtype is left to the checks (a case not
- * taken). */
 /* Whether opt setting set gives finite results on some probe shape with
- * some kind of data (see probe_opts), which it then keeps. */
+ * some kind of data, which it then keeps: the checker's own; where those
+ * are not finite or their values are refused (LK_ERR_INVALID,
+ * LK_ERR_NUMERIC), slot 0's real values in (0.05, 0.95) (a setting that
+ * makes the input a rate or a probability: log_input false, from_logits
+ * false); where their dtype is refused, class indices in the index slot
+ * (mode multiclass). Cases refused later are left to the checks (cases
+ * not taken). */
 static int probe_opt(checker *c, int set)
 {
     int done = 0;
@@ -1366,23 +1368,11 @@ static void probe_opts(checker *c)
          * weights of one class in binary mode) is tried joined to each
          * choice setting of another parameter */
         const setting alone = c->settings[set];
-        for (int j = 1; j < c->n_settings; j++) {
-            const setting *ch = &c->settings[j];
-            setting *s = &c->settings[set];
-            if (j == set || !ch->choice || !alone.opt || alone.choice ||
-                !strncmp(ch->params, alone.params, strcspn(alone.params, ":")))
-                continue;
-            if ((size_t)snprintf(s->params, sizeof s->params, "%s, %s", ch->params, alone.params) >=
-                sizeof s->params) {
-                *s = alone;
-                continue;
-            }
-            fit(s->moved, sizeof s->moved, "%s %s", ch->moved, alone.moved);
-            fit(s->label, sizeof s->label, "%s %s", ch->moved, alone.label);
-            if (probe_opt(c, set))
-                break;
-            *s = alone;
-        }
+        int joined = 0;
+        for (int j = 1; j < c->n_settings && !alone.choice && !joined; j++)
+            joined = join_setting(c, &alone, j, &c->settings[set]) && probe_opt(c, set);
+        if (!joined)
+            c->settings[set] = alone;
     }
 }
 

@@ -183,7 +183,7 @@ static inline double tm_k(double p, double c, double d)
 
 static const char *const tm_names[3] = {"anchor", "positive", "negative"};
 
-/* The message of row r's first infinite element (bad: some lane was). */
+/* The message of the first infinite element of the row from base. */
 static inline lk_status tm_refuse(const mg_rows *io, int64_t base, lk_msg *msg)
 {
     lk_status st = LK_ERR_INTERNAL;
@@ -265,19 +265,18 @@ LK_AI lk_status tm_cos_row(const triplet *tr, const mg_rows *io, int64_t r, doub
         return LK_OK;
     /* loss = c (d(a, p) - wan d(a, n) - wpn d(p, n)) */
     const double kan = -c * wan, kpn = -c * wpn;
-    const lk_v Aa = lk_set(c * cap.bu + kan * can.bu), Ap = lk_set(c * cap.a),
-               An = lk_set(kan * can.a);
-    const lk_v Pa = lk_set(c * cap.a), Pp = lk_set(c * cap.bv + kpn * cpn.bu),
-               Pn = lk_set(kpn * cpn.a);
-    const lk_v Na = lk_set(kan * can.a), Np = lk_set(kpn * cpn.a),
+    /* the multiples of each slot in each gradient: a cross term (of a in
+     * p's gradient, say) is the same in both slots' gradients */
+    const lk_v Aa = lk_set(c * cap.bu + kan * can.bu), Pp = lk_set(c * cap.bv + kpn * cpn.bu),
                Nn = lk_set(kan * can.bv + kpn * cpn.bv);
+    const lk_v AP = lk_set(c * cap.a), AN = lk_set(kan * can.a), PN = lk_set(kpn * cpn.a);
     for (int64_t j = 0; j < D; j += LK_W) {
         int k = D - j < LK_W ? (int)(D - j) : LK_W;
         lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
         lk_v n = mg_ld(io, 2, base + j, k);
-        mg_put(io, 0, base + j, k, lk_fma(Aa, a, lk_fma(Ap, q, lk_mul(An, n))));
-        mg_put(io, 1, base + j, k, lk_fma(Pa, a, lk_fma(Pp, q, lk_mul(Pn, n))));
-        mg_put(io, 2, base + j, k, lk_fma(Na, a, lk_fma(Np, q, lk_mul(Nn, n))));
+        mg_put(io, 0, base + j, k, lk_fma(Aa, a, lk_fma(AP, q, lk_mul(AN, n))));
+        mg_put(io, 1, base + j, k, lk_fma(AP, a, lk_fma(Pp, q, lk_mul(PN, n))));
+        mg_put(io, 2, base + j, k, lk_fma(AN, a, lk_fma(PN, q, lk_mul(Nn, n))));
     }
     return LK_OK;
 }
