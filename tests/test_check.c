@@ -217,7 +217,7 @@ Test(check, choice_and_boolean_parameters_are_varied)
     cr_expect(some_line_holds(out, "PASS grad cf_choice ", doubled),
               "no passing grad line of double_loss=true in:\n%s", out);
     expect_line(out,
-                "PASS finite cf_choice 180 evaluations (float32, float64; 5 shapes; 3 settings;");
+                "PASS finite cf_choice 252 evaluations (float32, float64; 7 shapes; 3 settings;");
 }
 
 Test(check, list_and_integer_parameters_are_varied)
@@ -254,6 +254,40 @@ Test(check, settings_another_choice_makes_room_for_are_joined_to_it)
                                        NULL};
     cr_expect(some_line_holds(out, "PASS grad dice ", dice),
               "no compared grad line of mode=multiclass classes=[2, 1, 0] in:\n%s", out);
+}
+
+Test(check, every_list_length_is_compared)
+{
+    /* class weights of three values on a loss that weighs the last
+     * dimension, and of one value where the classes must number as many:
+     * the probe shapes (5, 3) and (3, 1) take them, so that no setting is
+     * left unchecked */
+    static const struct {
+        const char *plugin, *prefix, *const want[4];
+    } cases[] = {
+        {"/plugins/classification.so --loss multilabel_soft_margin",
+         "PASS grad multilabel_soft_margin float64 shape (5,3) ",
+         {" weight=[2, 1, 0] ", "max rel err ", NULL}},
+        {"/plugins/margin.so --loss multi_margin", "PASS grad multi_margin float64 shape (5,3) ",
+         {" weight=[2, 1, 0] ", "max rel err ", NULL}},
+        {"/plugins/margin.so --loss multi_margin", "PASS grad multi_margin float64 shape (3,1) ",
+         {" weight=[2] ", "max rel err ", NULL}},
+        {"/plugins/tutorial.so --loss bce_with_logits",
+         "PASS grad bce_with_logits float64 shape (5,3) ",
+         {" pos_weight=[2, 1, 0] ", "max rel err ", NULL}},
+    };
+    static char out[OUT_CAP];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[256];
+        snprintf(args, sizeof args, "%s%s", LK_BUILD_ROOT, cases[i].plugin);
+        int rc = run_check(args, 0, out, sizeof out);
+        cr_expect_eq(rc, 0, "%s: exit %d:\n%s", cases[i].plugin, rc, out);
+        cr_expect(some_line_holds(out, cases[i].prefix, cases[i].want),
+                  "%s: no line \"%s... %s\" in:\n%s", cases[i].plugin, cases[i].prefix,
+                  cases[i].want[0], out);
+        cr_expect_null(strstr(out, "refused in every case"), "%s: a setting left unchecked:\n%s",
+                       cases[i].plugin, out);
+    }
 }
 
 Test(check, gradient_off_by_two_fails_grad)

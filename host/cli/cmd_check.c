@@ -37,7 +37,7 @@
 #define TIMEOUT_S     60    /* per loss, for all of its checks; LOSSKIT_CHECK_TIMEOUT overrides */
 #define MAX_SLOTS     16    /* the host's limit per loss */
 #define MAX_SETTINGS  32    /* the defaults, then one per moved parameter or other choice */
-#define N_PROBES      5     /* probe shapes */
+#define N_PROBES      7     /* probe shapes */
 #define GRAD_RTOL     1e-5  /* gradient vs central differences, relative */
 #define GRAD_ATOL     1e-7  /* ... with this absolute floor */
 #define FD_STEP       1e-6  /* central-difference step, times max(1, |x|) */
@@ -499,10 +499,10 @@ static void build_settings(checker *c)
                      c->d->params[i]->name, v);
         }
     }
-    /* a list (class weights, a class list): of three and of four values,
-     * which fit the probe shapes of three classes ((2, 3, 5) by dim 1) and
-     * of four ((6, 4) by its last dim), each value a class of them, and of
-     * one value (broadcast) */
+    /* a list (class weights, a class list): of three values, of four and
+     * of one, each value a class of some probe shape whether the loss
+     * counts classes in dim 1 or in the last dim: three ((2, 3, 5), (5,
+     * 3)), four ((6, 4)) and one ((3, 1), or a value broadcast) */
     for (int i = 0; c->d->params && c->d->params[i]; i++) {
         const lk_param_desc *p = c->d->params[i];
         static const char *const lists[] = {"[2, 1, 0]", "[2, 1, 0, 3]", "[2]"};
@@ -1026,7 +1026,8 @@ static const struct {
     int32_t ndim;
     int64_t shape[4];
 } probes[N_PROBES] = {
-    {1, {7}}, {3, {2, 3, 5}}, {4, {2, 1, 4, 4}}, {2, {6, 4}}, {4, {1, 2, 12, 12}}};
+    {1, {7}}, {3, {2, 3, 5}}, {4, {2, 1, 4, 4}}, {2, {6, 4}}, {4, {1, 2, 12, 12}}, {2, {5, 3}},
+    {2, {3, 1}}};
 
 /* Probe k, or for an example-driven loss its example k (-1: the big one),
  * with slot 0's shape for labels. */

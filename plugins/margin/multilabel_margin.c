@@ -18,7 +18,7 @@ static const lk_slot_desc ml_target = {
     LK_DTYPE_BIT(LK_DTYPE_I64),
     0,
     LK_SHAPE_LIKE_INPUT,
-    LK_VALUES_BINARY};
+    LK_VALUES_CLASS};
 static const lk_slot_desc ml_input = {"input",         "scores (N, C), or (C,) for one row",
                                       LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
                                       LK_SHAPE_ANY,    LK_VALUES_REAL};
