@@ -290,6 +290,30 @@ Test(check, every_list_length_is_compared)
     }
 }
 
+Test(check, pairs_of_moved_parameters_are_compared_with_pairs)
+{
+    /* cf_pair is wrong only with gain moved and squared=true together:
+     * every single setting passes, and --pairs fails that pair alone */
+    static char out[OUT_CAP];
+    int rc = run_check(CF("pair"), 0, out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d without --pairs:\n%s", rc, out);
+    cr_expect_null(line_starting(out, "PASS pairs "), "pairs checked without --pairs:\n%s", out);
+    const char *line =
+        expect_one_failure(CF("pair") " --pairs", "FAIL pairs cf_pair ", out, sizeof out);
+    cr_expect_not_null(strstr(line, " gain=0.5 squared=true "), "not the pair: %.300s", line);
+    double e = max_rel_err(line);
+    cr_expect(e > 0.45 && e < 0.55, "max rel err %g, expected 0.5: %.300s", e, line);
+    /* a loss of many parameters: every two of them, none failing */
+    rc = run_check(LK_BUILD_ROOT "/plugins/segmentation.so --loss dice --pairs", 0, out,
+                   sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    line = line_starting(out, "PASS pairs dice ");
+    cr_assert_not_null(line, "no pairs line for dice in:\n%s", out);
+    long n = strtol(line + strlen("PASS pairs dice "), NULL, 10);
+    cr_expect_gt(n, 100, "only %ld pairs of dice's settings: %.300s", n, line);
+    cr_expect_not_null(strstr(line, "max rel err "), "no pair compared: %.300s", line);
+}
+
 Test(check, gradient_off_by_two_fails_grad)
 {
     static char out[OUT_CAP];

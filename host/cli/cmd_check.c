@@ -1,4 +1,4 @@
-/* cmd_check.c: `losskit check PLUGIN.so [--loss ID] [--json]`, a conformance
+/* cmd_check.c: `losskit check PLUGIN.so [--loss ID] [--pairs] [--json]`, a conformance
  * report for plugin authors.
  *
  * The plugin is loaded alone (no $LOSSKIT_PLUGIN_PATH, no default folder).
@@ -298,8 +298,8 @@ typedef struct checker {
     lk_runtime *rt; /* 1 thread, opened by the parent */
     const lk_loss_desc *d;
     uint32_t n_slots;
-    int fd; /* the pipe to the parent */
-    setting settings[MAX_SETTINGS];
+    int fd;                             /* the pipe to the parent */
+    setting settings[MAX_SETTINGS + 1]; /* the last: a pair (check_pairs) */
     int n_settings;
     int shape_ok[N_PROBES];
     char shape_note[400];
@@ -1025,9 +1025,9 @@ static int outputs_ok(const lk_loss *loss, const bundle *b, double value, int na
 static const struct {
     int32_t ndim;
     int64_t shape[4];
-} probes[N_PROBES] = {
-    {1, {7}}, {3, {2, 3, 5}}, {4, {2, 1, 4, 4}}, {2, {6, 4}}, {4, {1, 2, 12, 12}}, {2, {5, 3}},
-    {2, {3, 1}}};
+} probes[N_PROBES] = {{1, {7}},    {3, {2, 3, 5}},      {4, {2, 1, 4, 4}},
+                      {2, {6, 4}}, {4, {1, 2, 12, 12}}, {2, {5, 3}},
+                      {2, {3, 1}}};
 
 /* Probe k, or for an example-driven loss its example k (-1: the big one),
  * with slot 0's shape for labels. */
@@ -1661,6 +1661,237 @@ static void check_grad(checker *c)
         res_detail(&r, "%s: %s", w.label, err);
         send_result(c, &r);
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* pairs (--pairs): two parameters moved at once                             */
+
+#define PAIR_FAILS 5 /* failing pairs reported one by one; the rest counted */
+
+/* The next "name": value of a setting's params from *p: the name into
+ * name, the value into value (a string's without its quotes, a number as
+ * %g prints it). Returns 0 at the end. */
+static int next_param(const char **p, char *name, size_t ncap, char *value, size_t vcap)
+{
+    const char *s = *p + strspn(*p, " ,"), *e;
+    if (*s != '"' || !(e = strchr(s + 1, '"')))
+        return 0;
+    snprintf(name, ncap, "%.*s", (int)(e - s - 1), s + 1);
+    s = e + 1 + strspn(e + 1, ": ");
+    if (*s == '"') {
+        if (!(e = strchr(s + 1, '"')))
+            return 0;
+        snprintf(value, vcap, "%.*s", (int)(e - s - 1), s + 1);
+        *p = e + 1;
+    } else if (*s == '[') {
+        if (!(e = strchr(s, ']')))
+            return 0;
+        snprintf(value, vcap, "%.*s", (int)(e + 1 - s), s);
+        *p = e + 1;
+    } else {
+        size_t n = strcspn(s, ",");
+        char *end;
+        double v = strtod(s, &end);
+        if (end == s + n)
+            snprintf(value, vcap, "%g", v);
+        else
+            snprintf(value, vcap, "%.*s", (int)n, s);
+        *p = s + n;
+    }
+    return 1;
+}
+
+/* Whether settings a and b move a parameter in common. */
+static int share_param(const setting *a, const setting *b)
+{
+    char na[96], nb[96], v[160];
+    for (const char *p = a->params; next_param(&p, na, sizeof na, v, sizeof v);)
+        for (const char *q = b->params; next_param(&q, nb, sizeof nb, v, sizeof v);)
+            if (!strcmp(na, nb))
+                return 1;
+    return 0;
+}
+
+/* "name=value ..." of the parameters a setting moves, appended at buf's
+ * end. */
+static void moved_str(const setting *s, char *buf, size_t cap)
+{
+    char name[96], value[160];
+    size_t used = strlen(buf);
+    for (const char *p = s->params;
+         used < cap && next_param(&p, name, sizeof name, value, sizeof value);) {
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s=%s", used ? " " : "", name, value);
+    }
+}
+
+/* Settings a and b joined into the scratch setting (index MAX_SETTINGS);
+ * 0 where their params do not fit. */
+static int pair_setting(checker *c, int a, int b)
+{
+    const setting *sa = &c->settings[a], *sb = &c->settings[b];
+    setting *p = &c->settings[MAX_SETTINGS];
+    memset(p, 0, sizeof *p);
+    if ((size_t)snprintf(p->params, sizeof p->params, "%s, %s", sa->params, sb->params) >=
+        sizeof p->params)
+        return 0;
+    moved_str(sa, p->label, sizeof p->label);
+    moved_str(sb, p->label, sizeof p->label);
+    snprintf(p->moved, sizeof p->moved, "%s", p->label);
+    p->opt = 1;
+    p->unit = sa->unit || sb->unit;
+    p->index = sa->index || sb->index;
+    return 1;
+}
+
+/* One pair on probe shape k (float64, hard targets, the default
+ * reduction): the gradient against central differences, then float32's
+ * value and gradient finite on the same shape. Returns 0 where the loss
+ * refuses the checker's tensors there, 1 after a comparison (*w holds it;
+ * a failure leaves why set). */
+static int pair_case(checker *c, const lk_loss *loss, int k, grad_worst *w, char *why, size_t cap)
+{
+    const int set = MAX_SETTINGS;
+    const int32_t red = c->d->default_reduction;
+    int32_t dts[2];
+    int n_dt = float_dtypes(c, dts);
+    char lab[LABEL_CAP], err[LK_ERRMSG_CAP], bad[LK_ERRMSG_CAP];
+    bundle b;
+    spec sp = probe_spec(c, k, LK_DTYPE_F64, 0);
+    c->unit_input = c->settings[set].unit;
+    c->index_target = c->settings[set].index;
+    lk_status st = bundle_make(c, &sp, &b, err);
+    c->unit_input = c->index_target = 0;
+    if (st != LK_OK) {
+        snprintf(why, cap, "cannot allocate: %s", err);
+        return 1;
+    }
+    case_label(c, lab, sizeof lab, &sp, set, red);
+    begin(c, "pairs %s", lab);
+    st = grad_case(c, loss, &b, 0, lab, w, err);
+    bundle_free(c, &b);
+    if (st == LK_ERR_SHAPE || st == LK_ERR_DTYPE || st == LK_ERR_INVALID ||
+        st == LK_ERR_UNSUPPORTED)
+        return 0;
+    if (st != LK_OK) {
+        snprintf(why, cap, "%s: %s", lab, err);
+        return 1;
+    }
+    if (!(w->err <= GRAD_RTOL)) {
+        snprintf(why, cap, "%s  max rel err %.1e at element %lld (analytic %.6g, numeric %.6g)",
+                 w->label, w->err, (long long)w->index, w->analytic, w->numeric);
+        return 1;
+    }
+    for (int i = 0; i < n_dt; i++) {
+        double v;
+        if (dts[i] != LK_DTYPE_F32)
+            continue;
+        sp = probe_spec(c, k, LK_DTYPE_F32, 0);
+        c->unit_input = c->settings[set].unit;
+        c->index_target = c->settings[set].index;
+        st = bundle_make(c, &sp, &b, err);
+        c->unit_input = c->index_target = 0;
+        if (st != LK_OK) {
+            snprintf(why, cap, "cannot allocate: %s", err);
+            return 1;
+        }
+        case_label(c, lab, sizeof lab, &sp, set, red);
+        begin(c, "pairs %s", lab);
+        st = run_eval(c, loss, &b, 1, &v, err);
+        if (st != LK_OK || !outputs_ok(loss, &b, v, 0, bad, sizeof bad))
+            snprintf(why, cap, "%s: %s", lab, st == LK_OK ? bad : err);
+        bundle_free(c, &b);
+    }
+    return 1;
+}
+
+/* Every two settings of different parameters (check_grad's settings: a
+ * number moved, an integer, a list, a boolean flipped, another choice)
+ * joined, on the first probe shape that takes them (the reference shape
+ * first): a combination the loss refuses at creation is its own rule (an
+ * ignore_index outside mode multiclass, say) and is counted, not failed. */
+static void check_pairs(checker *c)
+{
+    result r;
+    if (!(c->d->slots[0]->dtypes & LK_DTYPE_BIT(LK_DTYPE_F64)) || no_grad_slot(c)) {
+        res_init(&r, "pairs", 1);
+        res_detail(&r, "nothing to check: %s",
+                   no_grad_slot(c) ? "no differentiable slot" : "slot 0 does not take float64");
+        send_result(c, &r);
+        return;
+    }
+    /* the pairs' data are drawn from a copy of the generator: the later
+     * checks see the same data with and without --pairs */
+    const uint64_t rng = c->rng;
+    long n_pairs = 0, n_ruled = 0, n_refused = 0, n_failed = 0;
+    char refused[240] = ""; /* the first pairs no shape gave tensors for */
+    grad_worst worst;
+    memset(&worst, 0, sizeof worst);
+    worst.err = -1.0;
+    for (int a = 1; a < c->n_settings; a++)
+        for (int b = a + 1; b < c->n_settings; b++) {
+            lk_loss *loss;
+            char err[LK_ERRMSG_CAP], why[LK_ERRMSG_CAP + LABEL_CAP] = "";
+            if (share_param(&c->settings[a], &c->settings[b]) || !pair_setting(c, a, b))
+                continue;
+            if (make_loss(c, c->rt, MAX_SETTINGS, c->d->default_reduction, &loss, err) != LK_OK) {
+                n_ruled++;
+                continue;
+            }
+            n_pairs++;
+            int done = 0;
+            for (int t = 0; t < N_PROBES && !done; t++) {
+                int k = t == 0 ? c->ref : t - 1 < c->ref ? t - 1 : t;
+                grad_worst w;
+                memset(&w, 0, sizeof w);
+                w.err = -1.0;
+                if (!c->shape_ok[k] || !(done = pair_case(c, loss, k, &w, why, sizeof why)))
+                    continue;
+                if (why[0]) {
+                    if (++n_failed <= PAIR_FAILS) {
+                        res_init(&r, "pairs", 0);
+                        res_detail(&r, "%s", why);
+                        send_result(c, &r);
+                    }
+                } else if (w.err > worst.err)
+                    worst = w;
+            }
+            if (!done && ++n_refused <= 3) {
+                size_t used = strlen(refused);
+                snprintf(refused + used, sizeof refused - used, "%s%s", used ? ", " : "",
+                         c->settings[MAX_SETTINGS].label);
+            }
+            lk_loss_free(loss);
+        }
+    c->rng = rng;
+    if (n_failed > PAIR_FAILS) {
+        res_init(&r, "pairs", 0);
+        res_detail(&r, "%ld more pairs failed", n_failed - PAIR_FAILS);
+        send_result(c, &r);
+    }
+    if (n_failed)
+        return;
+    res_init(&r, "pairs", 1);
+    res_num(&r, "pairs", (double)n_pairs);
+    char tail[400] = "";
+    if (n_ruled)
+        snprintf(tail, sizeof tail, "; %ld refused at creation (the loss's own rules)", n_ruled);
+    if (n_refused) {
+        size_t used = strlen(tail);
+        snprintf(tail + used, sizeof tail - used,
+                 "; %ld whose tensors every probe shape refused "
+                 "(%s%s)",
+                 n_refused, refused, n_refused > 3 ? ", ..." : "");
+    }
+    if (worst.err < 0)
+        res_detail(&r, "%ld pairs of moved parameters, none compared%s", n_pairs, tail);
+    else {
+        res_detail(&r,
+                   "%ld pairs of moved parameters, each gradient against central differences "
+                   "(float64) and float32 finite on one shape: max rel err %.1e (%s)%s",
+                   n_pairs, worst.err, worst.label, tail);
+        res_num(&r, "max_rel_err", worst.err);
+    }
+    send_result(c, &r);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2503,6 +2734,7 @@ typedef struct plugin_ctx {
     const char *file;      /* as given on the command line */
     const char *load_path; /* as handed to the runtime */
     lk_runtime *rt;        /* 1 thread: no worker thread to lose in fork() */
+    int pairs;             /* --pairs */
 } plugin_ctx;
 
 static void checker_init(checker *c, const plugin_ctx *pc, const lk_loss_desc *d, int fd)
@@ -2554,6 +2786,8 @@ static void run_checks(checker *c, const plugin_ctx *pc)
     probe_opts(c);
     check_finite(c);
     check_grad(c);
+    if (pc->pairs)
+        check_pairs(c);
     check_reduce(c);
     check_weight(c);
     check_accumulate(c);
@@ -2899,7 +3133,8 @@ typedef struct check_opts {
     const char *file;
     const char *loss;
     int json;
-    int all; /* --all: every plugin the registry lists */
+    int all;   /* --all: every plugin the registry lists */
+    int pairs; /* --pairs: every two moved parameters together too */
 } check_opts;
 
 static int parse_check(int argc, char **argv, check_opts *o)
@@ -2911,6 +3146,8 @@ static int parse_check(int argc, char **argv, check_opts *o)
             o->json = 1;
         else if (strcmp(a, "--all") == 0)
             o->all = 1;
+        else if (strcmp(a, "--pairs") == 0)
+            o->pairs = 1;
         else if (strcmp(a, "--loss") == 0) {
             if (i + 1 >= argc) {
                 cli_error("check: --loss needs a loss id");
@@ -2933,7 +3170,8 @@ static int parse_check(int argc, char **argv, check_opts *o)
         return -1;
     }
     if (!o->file && !o->all) {
-        cli_error("check: usage: losskit check PLUGIN.so [--loss ID] [--json] | --all [--loss ID]");
+        cli_error("check: usage: losskit check PLUGIN.so [--loss ID] [--pairs] [--json] | --all "
+                  "[--loss ID] [--pairs]");
         return -1;
     }
     return 0;
@@ -3005,7 +3243,7 @@ static int check_file(const check_opts *o, const char *file)
     int rc = load_path_of(file, path, sizeof path);
     if (rc != EXIT_OK)
         return rc;
-    plugin_ctx pc = {file, path, open_plugin(path, &rc)};
+    plugin_ctx pc = {file, path, open_plugin(path, &rc), o->pairs};
     if (!pc.rt)
         return rc;
     lk_loss_info info;

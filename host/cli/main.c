@@ -23,7 +23,8 @@ static const char usage_text[] =
     "                                write an out-of-tree plugin project to start from\n"
     "                                (a two-pass loss, or with --elementwise an\n"
     "                                elementwise one)\n"
-    "  check PLUGIN.so [--loss ID] [--json] | check --all [--loss ID]\n"
+    "  check PLUGIN.so [--loss ID] [--pairs] [--json]\n"
+    "  check --all [--loss ID] [--pairs]\n"
     "                                a conformance report on a plugin's losses, or on\n"
     "                                every plugin on the search path\n"
     "  bench CONFIG [--shape N,C,H,W] [--dtype float32|float64] [--threads N]\n"
@@ -255,12 +256,13 @@ static const command commands[] = {
      {"--elementwise", "--dir"}},
     {"check",
      cmd_check,
-     "losskit check PLUGIN.so [--loss ID] [--json]\n"
-     "losskit check --all [--loss ID]\n"
+     "losskit check PLUGIN.so [--loss ID] [--pairs] [--json]\n"
+     "losskit check --all [--loss ID] [--pairs]\n"
      "  a conformance report on a plugin's losses, or on every plugin the registry lists\n"
-     "  (LOSSKIT_PLUGIN_PATH, then the built-in folder); LOSSKIT_SIMD=0 or avx2 caps the\n"
-     "  kernels\n",
-     {"--loss", "--json", "--all"}},
+     "  (LOSSKIT_PLUGIN_PATH, then the built-in folder); --pairs also compares the\n"
+     "  gradient with every two parameters moved together; LOSSKIT_SIMD=0 or avx2 caps\n"
+     "  the kernels\n",
+     {"--loss", "--json", "--all", "--pairs"}},
     {"bench",
      cmd_bench,
      "losskit bench CONFIG [--shape N,C,H,W] [--dtype float32|float64] [--threads N]\n"

@@ -29,13 +29,14 @@ def info(loss_id, plugin_path=None):
     return loss_info(loss_id, plugin_path)
 
 
-def check(plugin, loss=None, plugin_path=None, timeout=None):
+def check(plugin, loss=None, plugin_path=None, timeout=None, pairs=False):
     """The conformance checks of `losskit check` on a plugin file (or on the
     plugin of a loss id): a CheckReport with .ok, .losses (per loss: id,
     passed, failures) and each check's one-line detail. Raises PluginError
-    when the plugin cannot be loaded."""
+    when the plugin cannot be loaded. pairs=True adds the comparisons with
+    every two parameters moved together (`losskit check --pairs`)."""
     from ._check import check as _check
-    return _check(plugin, loss, plugin_path, timeout)
+    return _check(plugin, loss, plugin_path, timeout, pairs)
 
 
 def __getattr__(name):

@@ -124,7 +124,7 @@ def _last_error(stderr):
     return "; ".join([msg] + [ln.split("check: ", 1)[-1] for ln in lines[1:]])
 
 
-def check(plugin, loss=None, plugin_path=None, timeout=None):
+def check(plugin, loss=None, plugin_path=None, timeout=None, pairs=False):
     """Runs the conformance checks of `losskit check` on a plugin and
     returns a CheckReport (report.ok, report.losses, report["id"].failures).
 
@@ -133,6 +133,8 @@ def check(plugin, loss=None, plugin_path=None, timeout=None):
     loss: check only this loss of the plugin file. timeout: seconds
     allowed to each loss's checks (the CLI's $LOSSKIT_CHECK_TIMEOUT,
     60 by default); a loss that overruns fails its "timeout" check.
+    pairs: also compare the gradient with every two parameters moved
+    together (the CLI's --pairs; its results are the "pairs" checks).
 
     Raises PluginError (the runtime's one-line message) when the plugin
     cannot be loaded, ConfigError for an id no plugin registers."""
@@ -144,6 +146,8 @@ def check(plugin, loss=None, plugin_path=None, timeout=None):
     args = [cli_path(), "check", plugin, "--json"]
     if loss is not None:
         args += ["--loss", loss]
+    if pairs:
+        args.append("--pairs")
     env = dict(os.environ)
     if timeout is not None:
         if int(timeout) < 1:

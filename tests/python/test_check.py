@@ -40,6 +40,15 @@ class Check(unittest.TestCase):
         # the other checks of the loss still ran and passed
         self.assertIn("finite", [c.name for c in lr.checks if c.ok])
 
+    def test_pairs_fail_only_the_wrong_pair(self):
+        r = losskit.check(cf("pair"))
+        self.assertTrue(r.ok, [c.message for c in r.failures])
+        self.assertNotIn("pairs", [c.name for c in r["cf_pair"].checks])
+        r = losskit.check(cf("pair"), pairs=True)
+        self.assertFalse(r.ok)
+        self.assertEqual([c.name for c in r.failures], ["pairs"])
+        self.assertIn("gain=0.5 squared=true", r.failures[0].detail)
+
     def test_crash_is_a_failed_check(self):
         r = losskit.check(cf("crash"))
         self.assertFalse(r.ok)
