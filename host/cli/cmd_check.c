@@ -1636,16 +1636,25 @@ static int no_grad_slot(const checker *c)
     return 1;
 }
 
+/* Whether the loss has a gradient to compare in float64; if not, check
+ * name passes with the reason. */
+static int grad_checkable(checker *c, const char *name)
+{
+    if ((c->d->slots[0]->dtypes & LK_DTYPE_BIT(LK_DTYPE_F64)) && !no_grad_slot(c))
+        return 1;
+    result r;
+    res_init(&r, name, 1);
+    res_detail(&r, "nothing to check: %s",
+               no_grad_slot(c) ? "no differentiable slot" : "slot 0 does not take float64");
+    send_result(c, &r);
+    return 0;
+}
+
 static void check_grad(checker *c)
 {
     result r;
-    if (!(c->d->slots[0]->dtypes & LK_DTYPE_BIT(LK_DTYPE_F64)) || no_grad_slot(c)) {
-        res_init(&r, "grad", 1);
-        res_detail(&r, "nothing to check: %s",
-                   no_grad_slot(c) ? "no differentiable slot" : "slot 0 does not take float64");
-        send_result(c, &r);
+    if (!grad_checkable(c, "grad"))
         return;
-    }
     for (int set = 0; set < c->n_settings; set++) {
         grad_worst w;
         char err[LK_ERRMSG_CAP];
@@ -1743,6 +1752,16 @@ static int pair_setting(checker *c, int a, int b)
     return 1;
 }
 
+/* The tensors of sp with the data the pair's settings want. */
+static lk_status pair_bundle(checker *c, const spec *sp, bundle *b, char *err)
+{
+    c->unit_input = c->settings[MAX_SETTINGS].unit;
+    c->index_target = c->settings[MAX_SETTINGS].index;
+    lk_status st = bundle_make(c, sp, b, err);
+    c->unit_input = c->index_target = 0;
+    return st;
+}
+
 /* One pair on probe shape k (float64, hard targets, the default
  * reduction): the gradient against central differences, then float32's
  * value and gradient finite on the same shape. Returns 0 where the loss
@@ -1757,10 +1776,7 @@ static int pair_case(checker *c, const lk_loss *loss, int k, grad_worst *w, char
     char lab[LABEL_CAP], err[LK_ERRMSG_CAP], bad[LK_ERRMSG_CAP];
     bundle b;
     spec sp = probe_spec(c, k, LK_DTYPE_F64, 0);
-    c->unit_input = c->settings[set].unit;
-    c->index_target = c->settings[set].index;
-    lk_status st = bundle_make(c, &sp, &b, err);
-    c->unit_input = c->index_target = 0;
+    lk_status st = pair_bundle(c, &sp, &b, err);
     if (st != LK_OK) {
         snprintf(why, cap, "cannot allocate: %s", err);
         return 1;
@@ -1786,11 +1802,7 @@ static int pair_case(checker *c, const lk_loss *loss, int k, grad_worst *w, char
         if (dts[i] != LK_DTYPE_F32)
             continue;
         sp = probe_spec(c, k, LK_DTYPE_F32, 0);
-        c->unit_input = c->settings[set].unit;
-        c->index_target = c->settings[set].index;
-        st = bundle_make(c, &sp, &b, err);
-        c->unit_input = c->index_target = 0;
-        if (st != LK_OK) {
+        if ((st = pair_bundle(c, &sp, &b, err)) != LK_OK) {
             snprintf(why, cap, "cannot allocate: %s", err);
             return 1;
         }
@@ -1812,13 +1824,8 @@ static int pair_case(checker *c, const lk_loss *loss, int k, grad_worst *w, char
 static void check_pairs(checker *c)
 {
     result r;
-    if (!(c->d->slots[0]->dtypes & LK_DTYPE_BIT(LK_DTYPE_F64)) || no_grad_slot(c)) {
-        res_init(&r, "pairs", 1);
-        res_detail(&r, "nothing to check: %s",
-                   no_grad_slot(c) ? "no differentiable slot" : "slot 0 does not take float64");
-        send_result(c, &r);
+    if (!grad_checkable(c, "pairs"))
         return;
-    }
     /* the pairs' data are drawn from a copy of the generator: the later
      * checks see the same data with and without --pairs */
     const uint64_t rng = c->rng;
