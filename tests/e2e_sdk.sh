@@ -92,12 +92,12 @@ step "new my_huber --elementwise" losskit new my_huber --elementwise >/dev/null
 
 cd "$work/my_tversky"
 step "build my_tversky" build
-step "check my_tversky" losskit check build/my_tversky.so
+step "check my_tversky" losskit check build/my_tversky.so --pairs
 step "run my_tversky" run_sample my_tversky
 
 cd "$work/my_huber"
 step "build my_huber" build
-step "check my_huber" losskit check build/my_huber.so
+step "check my_huber" losskit check build/my_huber.so --pairs
 step "run my_huber" run_sample my_huber
 step "kernels of my_huber" kernels my_huber
 step "bench my_huber" bench my_huber
