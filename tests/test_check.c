@@ -314,6 +314,27 @@ Test(check, pairs_of_moved_parameters_are_compared_with_pairs)
     cr_expect_not_null(strstr(line, "max rel err "), "no pair compared: %.300s", line);
 }
 
+Test(check, float32_path_off_fails_float32)
+{
+    /* cf_f32's float32 path scales the gradient by 1.001: right in float64,
+     * finite everywhere; only the comparison of float32 with float64 on
+     * the same numbers sees it */
+    static char out[OUT_CAP];
+    const char *line = expect_one_failure(CF("f32"), "FAIL float32 cf_f32 ", out, sizeof out);
+    cr_expect_not_null(strstr(line, "gradient of 'input'"), "not the gradient: %.300s", line);
+    const char *p = strstr(line, "rel err ");
+    cr_assert_not_null(p, "no rel err in: %.300s", line);
+    double e = strtod(p + strlen("rel err "), NULL);
+    cr_expect(e > 0.9e-3 && e < 1.1e-3, "rel err %g, expected 1e-3: %.300s", e, line);
+    /* a loss whose float lanes are its own code passes, with its numbers */
+    int rc = run_check(LK_BUILD_ROOT "/plugins/classification.so --loss asymmetric", 0, out,
+                       sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    line = line_starting(out, "PASS float32 asymmetric ");
+    cr_assert_not_null(line, "no float32 line for asymmetric in:\n%s", out);
+    cr_expect_not_null(strstr(line, "; largest "), "no largest error: %.300s", line);
+}
+
 Test(check, gradient_off_by_two_fails_grad)
 {
     static char out[OUT_CAP];

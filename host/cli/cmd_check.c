@@ -1673,6 +1673,190 @@ static void check_grad(checker *c)
 }
 
 /* ------------------------------------------------------------------------ */
+/* float32: the float lanes against float64 on the same numbers              */
+/*
+ * The gradient check runs in float64, and the float32 kernels (their own
+ * code on the SIMD float lanes: other polynomials, other forms) would
+ * otherwise be checked only for finite results. Here every float32
+ * evaluation of check_finite's cases is repeated in float64 on the same
+ * numbers (the float64 data rounded to float32 first) and the two must
+ * agree: the value, and each output and gradient normwise (the largest
+ * difference against the largest magnitude), to F32_RTOL, which float32
+ * arithmetic meets with orders of magnitude to spare and a wrong
+ * coefficient or a dropped term does not. */
+
+#define F32_RTOL 1e-4
+
+/* src's float64 values rounded to float32 in place. */
+static void round_to_f32(const checker *c, bundle *b)
+{
+    for (uint32_t s = 0; s < c->n_slots; s++)
+        if (b->in[s].data && b->in[s].dtype == LK_DTYPE_F64)
+            for (int64_t i = 0; i < array_numel(&b->in[s]); i++)
+                set_elem(&b->in[s], i, (double)(float)get_elem(&b->in[s], i));
+}
+
+/* dst: src's tensors with its float64 slots as float32 (where the slot
+ * takes float32), the same numbers, gradients alike. */
+static lk_status bundle_f32_of(checker *c, const bundle *src, bundle *dst, char *err)
+{
+    lk_status st = LK_OK;
+    memset(dst, 0, sizeof *dst);
+    for (size_t k = 0; st == LK_OK && k < src->n_named; k++) {
+        int s = src->named_slot[k];
+        const lk_slot_desc *sd = c->d->slots[s];
+        const lk_array *a = &src->in[s];
+        int32_t dt = a->dtype == LK_DTYPE_F64 && (sd->dtypes & LK_DTYPE_BIT(LK_DTYPE_F32))
+                         ? LK_DTYPE_F32
+                         : a->dtype;
+        st = alloc_array(c, &dst->in[s], dt, a->ndim, a->shape, err);
+        for (int64_t i = 0; st == LK_OK && i < array_numel(a); i++)
+            set_elem(&dst->in[s], i, get_elem(a, i));
+        dst->named_slot[dst->n_named] = s;
+        dst->named[dst->n_named++] =
+            (lk_named_tensor){sd->name, lk_array_view(&dst->in[s]), sd->name};
+    }
+    for (size_t k = 0; st == LK_OK && k < src->n_grads; k++) {
+        int s = src->gnamed_slot[k];
+        const lk_array *a = &dst->in[s];
+        st = alloc_array(c, &dst->grad[s], a->dtype, a->ndim, a->shape, err);
+        dst->gnamed_slot[dst->n_grads] = s;
+        dst->gnamed[dst->n_grads++] = (lk_named_tensor){
+            c->d->slots[s]->name, lk_array_view(&dst->grad[s]), c->d->slots[s]->name};
+    }
+    if (st != LK_OK)
+        bundle_free(c, dst);
+    return st;
+}
+
+/* max |a - b| / max |b| over two arrays of one shape (0 where both are 0) */
+static double norm_err(const lk_array *a, const lk_array *b, int64_t *at)
+{
+    double d = 0.0, m = 0.0;
+    *at = 0;
+    for (int64_t i = 0; i < array_numel(b); i++) {
+        double x = get_elem(a, i), y = get_elem(b, i), e = fabs(x - y);
+        if (isnan(e) && !(isnan(x) && isnan(y)))
+            e = HUGE_VAL;
+        if (e > d)
+            d = e, *at = i;
+        m = fmax(m, fabs(y));
+    }
+    return d == 0.0 ? 0.0 : m > 0.0 ? d / m : HUGE_VAL;
+}
+
+typedef struct f32_worst {
+    double err;
+    char label[LABEL_CAP + 64];
+} f32_worst;
+
+/* One case: set and red on b64 (float64, values already float32's) and
+ * its float32 copy. Returns 0 with why set when they disagree. */
+static int f32_case(checker *c, bundle *b64, const spec *sp, int set, int32_t red, f32_worst *w,
+                    long *count, char *why, size_t cap)
+{
+    char lab[LABEL_CAP], err[LK_ERRMSG_CAP];
+    lk_loss *loss;
+    bundle b32;
+    double v64, v32;
+    if (make_loss(c, c->rt, set, red, &loss, err) != LK_OK)
+        return 1; /* reported by check_create */
+    spec sp32 = *sp;
+    sp32.dtype = LK_DTYPE_F32;
+    case_label(c, lab, sizeof lab, &sp32, set, red);
+    begin(c, "float32 %s", lab);
+    lk_status st = run_eval(c, loss, b64, 1, &v64, err);
+    if (st == LK_OK && (st = bundle_f32_of(c, b64, &b32, err)) == LK_OK) {
+        if ((st = run_eval(c, loss, &b32, 1, &v32, err)) == LK_OK) {
+            int64_t at = 0;
+            double e;
+            char what[96];
+            (*count)++;
+            if (red == LK_REDUCTION_NONE) {
+                e = norm_err(&b32.out, &b64->out, &at);
+                snprintf(what, sizeof what, "output [%lld]: %.9g against %.9g", (long long)at,
+                         get_elem(&b32.out, at), get_elem(&b64->out, at));
+            } else {
+                e = v32 == v64 ? 0.0 : fabs(v32 - v64) / fabs(v64);
+                e = isnan(e) ? HUGE_VAL : e;
+                snprintf(what, sizeof what, "value %.9g against %.9g", v32, v64);
+            }
+            for (size_t g = 0; g < b64->n_grads; g++) {
+                int s = b64->gnamed_slot[g];
+                int64_t gi;
+                double eg = norm_err(&b32.grad[s], &b64->grad[s], &gi);
+                if (eg > e) {
+                    e = eg;
+                    snprintf(what, sizeof what, "gradient of '%s' [%lld]: %.9g against %.9g",
+                             c->d->slots[s]->name, (long long)gi, get_elem(&b32.grad[s], gi),
+                             get_elem(&b64->grad[s], gi));
+                }
+            }
+            if (e > w->err)
+                w->err = e, fit(w->label, sizeof w->label, "%s, %s", lab, what);
+            if (!(e <= F32_RTOL))
+                snprintf(why, cap, "%s: %s (float64 on the same numbers), rel err %.1e, tol %g",
+                         lab, what, e, F32_RTOL);
+        }
+        bundle_free(c, &b32);
+    }
+    lk_loss_free(loss);
+    if (st != LK_OK && !opt_refused(c, set, st, err) && !why[0])
+        snprintf(why, cap, "%s: %s", lab, err);
+    return !why[0];
+}
+
+static void check_float32(checker *c)
+{
+    int32_t dts[2];
+    result r;
+    if (float_dtypes(c, dts) < 2) {
+        res_init(&r, "float32", 1);
+        res_detail(&r, "nothing to compare: slot 0 takes %s only", lk_dtype_name(dts[0]));
+        send_result(c, &r);
+        return;
+    }
+    f32_worst w = {0.0, ""};
+    char why[LK_ERRMSG_CAP + LABEL_CAP + 200] = "", err[LK_ERRMSG_CAP];
+    long count = 0;
+    int ok = 1;
+    for (int set = 0; ok && set < c->n_settings; set++)
+        for (int k = 0; ok && k < N_PROBES; k++)
+            for (int soft = 0; ok && soft <= c->soft_too; soft++) {
+                spec sp = probe_spec(c, k, LK_DTYPE_F64, soft);
+                bundle b;
+                if (!c->shape_ok[k] || (soft && c->settings[set].index))
+                    continue;
+                c->unit_input = c->settings[set].unit;
+                c->index_target = c->settings[set].index;
+                lk_status st = bundle_make(c, &sp, &b, err);
+                c->unit_input = c->index_target = 0;
+                if (st != LK_OK) {
+                    snprintf(why, sizeof why, "cannot allocate: %s", err);
+                    ok = 0;
+                    break;
+                }
+                round_to_f32(c, &b);
+                for (int32_t red = 0; ok && red < LK_REDUCTION_COUNT; red++)
+                    if (offers(c->d, red))
+                        ok = f32_case(c, &b, &sp, set, red, &w, &count, why, sizeof why);
+                bundle_free(c, &b);
+            }
+    res_init(&r, "float32", ok);
+    if (ok) {
+        res_detail(&r,
+                   "%ld cases: float32's value, outputs and gradients within %g of float64's on "
+                   "the same numbers (normwise); largest %.1e (%s)",
+                   count, F32_RTOL, w.err, w.label);
+        res_num(&r, "max_rel_err", w.err);
+    } else
+        res_detail(&r, "%s", why);
+    send_result(c, &r);
+    for (int set = 0; set < c->n_settings; set++) /* the later checks count their own */
+        c->settings[set].refused = c->settings[set].taken = 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* pairs (--pairs): two parameters moved at once                             */
 
 #define PAIR_FAILS 5 /* failing pairs reported one by one; the rest counted */
@@ -2793,6 +2977,7 @@ static void run_checks(checker *c, const plugin_ctx *pc)
     probe_opts(c);
     check_finite(c);
     check_grad(c);
+    check_float32(c);
     if (pc->pairs)
         check_pairs(c);
     check_reduce(c);
