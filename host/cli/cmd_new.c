@@ -209,7 +209,7 @@ int cmd_new(int argc, char **argv)
     printf("wrote %s/: meson.build %s %s README.md data/input.npy data/target.npy\n", dir, src,
            cfg);
     printf("next:\n  cd %s && meson setup build && meson compile -C build\n"
-           "  losskit check build/%s.so\n"
+           "  losskit check build/%s.so --pairs\n"
            "  LOSSKIT_PLUGIN_PATH=$PWD/build losskit run %s --input data/input.npy "
            "--target data/target.npy\n",
            dir, name, cfg);
