@@ -1742,12 +1742,15 @@ static double norm_err(const lk_array *a, const lk_array *b, int64_t *at)
     double d = 0.0, m = 0.0;
     *at = 0;
     for (int64_t i = 0; i < array_numel(b); i++) {
-        double x = get_elem(a, i), y = get_elem(b, i), e = fabs(x - y);
-        if (isnan(e) && !(isnan(x) && isnan(y)))
+        double x = get_elem(a, i), y = get_elem(b, i);
+        /* equal infinities agree; a NaN agrees with a NaN only */
+        double e = x == y || (isnan(x) && isnan(y)) ? 0.0 : fabs(x - y);
+        if (isnan(e) || isinf(e))
             e = HUGE_VAL;
         if (e > d)
             d = e, *at = i;
-        m = fmax(m, fabs(y));
+        if (isfinite(y))
+            m = fmax(m, fabs(y));
     }
     return d == 0.0 ? 0.0 : m > 0.0 ? d / m : HUGE_VAL;
 }
@@ -1784,7 +1787,7 @@ static int f32_case(checker *c, bundle *b64, const spec *sp, int set, int32_t re
                 snprintf(what, sizeof what, "output [%lld]: %.9g against %.9g", (long long)at,
                          get_elem(&b32.out, at), get_elem(&b64->out, at));
             } else {
-                e = v32 == v64 ? 0.0 : fabs(v32 - v64) / fabs(v64);
+                e = v32 == v64 || (isnan(v32) && isnan(v64)) ? 0.0 : fabs(v32 - v64) / fabs(v64);
                 e = isnan(e) ? HUGE_VAL : e;
                 snprintf(what, sizeof what, "value %.9g against %.9g", v32, v64);
             }
