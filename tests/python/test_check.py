@@ -49,6 +49,17 @@ class Check(unittest.TestCase):
         self.assertEqual([c.name for c in r.failures], ["pairs"])
         self.assertIn("gain=0.5 squared=true", r.failures[0].detail)
 
+    def test_float32_path_is_compared_with_float64(self):
+        r = losskit.check(cf("f32"))
+        self.assertFalse(r.ok)
+        self.assertEqual([c.name for c in r.failures], ["float32"])
+        self.assertIn("gradient of 'input'", r.failures[0].detail)
+        good = losskit.check(cf("good"))
+        f32 = [c for lr in good.losses for c in lr.checks if c.name == "float32"]
+        self.assertEqual(len(f32), 2)
+        self.assertTrue(all(c.ok for c in f32))
+        self.assertTrue(all(c.fields["max_rel_err"] < 1e-4 for c in f32))
+
     def test_crash_is_a_failed_check(self):
         r = losskit.check(cf("crash"))
         self.assertFalse(r.ok)
