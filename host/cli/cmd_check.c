@@ -286,7 +286,7 @@ typedef struct setting {
     char params[512];
     char label[256];
     int opt;
-    char moved[96]; /* opt: the parameter moved, "name=value" */
+    char moved[96]; /* the parameters moved, "name=value ..." ("" at the defaults) */
     int choice;     /* opt: of a choice parameter */
     int unit;       /* opt: slot 0 real values drawn in (0.05, 0.95) (see probe_opts) */
     int index;      /* opt: a float target slot that takes int64 gets class indices */
@@ -441,6 +441,7 @@ static void fill_setting(const lk_loss_desc *d, int which, double v, setting *s)
     size_t used = 0;
     s->params[0] = '\0';
     s->label[0] = '\0';
+    s->moved[0] = '\0';
     for (int i = 0; d->params && d->params[i]; i++) {
         const lk_param_desc *p = d->params[i];
         if (p->type != LK_PARAM_NUMBER && !(p->type == LK_PARAM_INTEGER && i == which))
@@ -450,8 +451,10 @@ static void fill_setting(const lk_loss_desc *d, int which, double v, setting *s)
                                  used ? " " : "", p->name, x);
         if (used >= sizeof s->label)
             used = sizeof s->label - 1;
-        if (i == which)
+        if (i == which) {
             snprintf(s->params, sizeof s->params, "\"%s\": %.17g", p->name, v);
+            snprintf(s->moved, sizeof s->moved, "%s=%g", p->name, v);
+        }
     }
     if (!s->label[0])
         snprintf(s->label, sizeof s->label, "defaults");
@@ -494,9 +497,7 @@ static void build_settings(checker *c)
             if (v == c->d->params[i]->default_number)
                 v += v + 1.0 <= c->d->params[i]->max ? 1.0 : -1.0;
             fill_setting(c->d, i, v, &c->settings[c->n_settings]);
-            c->settings[c->n_settings].opt = 1;
-            snprintf(c->settings[c->n_settings++].moved, sizeof c->settings[0].moved, "%s=%g",
-                     c->d->params[i]->name, v);
+            c->settings[c->n_settings++].opt = 1;
         }
     }
     /* a list (class weights, a class list): of three values, of four and
@@ -547,6 +548,14 @@ static int opt_refused(checker *c, int set, lk_status st, const char *err)
     if (!s->refused++)
         fit(s->refusal, sizeof s->refusal, "%s", err);
     return 1;
+}
+
+/* Every setting's count of cases refused and taken back to 0, for the
+ * next check to count its own. */
+static void reset_counts(checker *c)
+{
+    for (int set = 0; set < c->n_settings; set++)
+        c->settings[set].refused = c->settings[set].taken = 0;
 }
 
 /* The settings that refused some cases, for a check's detail: "; cases
@@ -1101,13 +1110,42 @@ static int has_float_target(const checker *c)
     return 0;
 }
 
+/* The next parameter name of a setting's params ("name": value, ...)
+ * from *p, into name; its value skipped. Returns 0 at the end. */
+static int next_name(const char **p, char *name, size_t cap)
+{
+    const char *s = *p + strspn(*p, " ,"), *e;
+    if (*s != '"' || !(e = strchr(s + 1, '"')))
+        return 0;
+    snprintf(name, cap, "%.*s", (int)(e - s - 1), s + 1);
+    s = e + 1 + strspn(e + 1, ": ");
+    if (*s == '"' || *s == '[') {
+        if (!(e = strchr(s + 1, *s == '"' ? '"' : ']')))
+            return 0;
+        *p = e + 1;
+    } else
+        *p = s + strcspn(s, ",");
+    return 1;
+}
+
+/* Whether settings a and b move a parameter in common. */
+static int share_param(const setting *a, const setting *b)
+{
+    char na[96], nb[96];
+    for (const char *p = a->params; next_name(&p, na, sizeof na);)
+        for (const char *q = b->params; next_name(&q, nb, sizeof nb);)
+            if (!strcmp(na, nb))
+                return 1;
+    return 0;
+}
+
 /* Setting alone joined to choice setting j of another parameter, into
  * *out: the params of both, and labels that name both. Returns 0 where j
  * is not such a setting or the joined params do not fit. */
 static int join_setting(const checker *c, const setting *alone, int j, setting *out)
 {
     const setting *ch = &c->settings[j];
-    if (!ch->choice || !strncmp(ch->params, alone->params, strcspn(alone->params, ":")))
+    if (!ch->choice || share_param(ch, alone))
         return 0;
     *out = *alone;
     if ((size_t)snprintf(out->params, sizeof out->params, "%s, %s", ch->params, alone->params) >=
@@ -1423,8 +1461,7 @@ static void check_finite(checker *c)
     else
         res_detail(&r, "%s", why);
     send_result(c, &r);
-    for (int set = 0; set < c->n_settings; set++) /* grad counts its own */
-        c->settings[set].refused = c->settings[set].taken = 0;
+    reset_counts(c); /* grad counts its own */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1736,17 +1773,21 @@ static lk_status bundle_f32_of(checker *c, const bundle *src, bundle *dst, char 
     return st;
 }
 
+/* |x - y|: 0 for equal infinities and for two NaNs, HUGE_VAL where only
+ * one is NaN or the difference is infinite */
+static double diff_of(double x, double y)
+{
+    double e = x == y || (isnan(x) && isnan(y)) ? 0.0 : fabs(x - y);
+    return isnan(e) || isinf(e) ? HUGE_VAL : e;
+}
+
 /* max |a - b| / max |b| over two arrays of one shape (0 where both are 0) */
 static double norm_err(const lk_array *a, const lk_array *b, int64_t *at)
 {
     double d = 0.0, m = 0.0;
     *at = 0;
     for (int64_t i = 0; i < array_numel(b); i++) {
-        double x = get_elem(a, i), y = get_elem(b, i);
-        /* equal infinities agree; a NaN agrees with a NaN only */
-        double e = x == y || (isnan(x) && isnan(y)) ? 0.0 : fabs(x - y);
-        if (isnan(e) || isinf(e))
-            e = HUGE_VAL;
+        double x = get_elem(a, i), y = get_elem(b, i), e = diff_of(x, y);
         if (e > d)
             d = e, *at = i;
         if (isfinite(y))
@@ -1787,8 +1828,8 @@ static int f32_case(checker *c, bundle *b64, const spec *sp, int set, int32_t re
                 snprintf(what, sizeof what, "output [%lld]: %.9g against %.9g", (long long)at,
                          get_elem(&b32.out, at), get_elem(&b64->out, at));
             } else {
-                e = v32 == v64 || (isnan(v32) && isnan(v64)) ? 0.0 : fabs(v32 - v64) / fabs(v64);
-                e = isnan(e) ? HUGE_VAL : e;
+                e = diff_of(v32, v64);
+                e = e == 0.0 ? 0.0 : e / fabs(v64);
                 snprintf(what, sizeof what, "value %.9g against %.9g", v32, v64);
             }
             for (size_t g = 0; g < b64->n_grads; g++) {
@@ -1867,70 +1908,13 @@ static void check_float32(checker *c)
     } else
         res_detail(&r, "%s", why);
     send_result(c, &r);
-    for (int set = 0; set < c->n_settings; set++) /* the later checks count their own */
-        c->settings[set].refused = c->settings[set].taken = 0;
+    reset_counts(c); /* the later checks count their own */
 }
 
 /* ------------------------------------------------------------------------ */
 /* pairs (--pairs): two parameters moved at once                             */
 
 #define PAIR_FAILS 5 /* failing pairs reported one by one; the rest counted */
-
-/* The next "name": value of a setting's params from *p: the name into
- * name, the value into value (a string's without its quotes, a number as
- * %g prints it). Returns 0 at the end. */
-static int next_param(const char **p, char *name, size_t ncap, char *value, size_t vcap)
-{
-    const char *s = *p + strspn(*p, " ,"), *e;
-    if (*s != '"' || !(e = strchr(s + 1, '"')))
-        return 0;
-    snprintf(name, ncap, "%.*s", (int)(e - s - 1), s + 1);
-    s = e + 1 + strspn(e + 1, ": ");
-    if (*s == '"') {
-        if (!(e = strchr(s + 1, '"')))
-            return 0;
-        snprintf(value, vcap, "%.*s", (int)(e - s - 1), s + 1);
-        *p = e + 1;
-    } else if (*s == '[') {
-        if (!(e = strchr(s, ']')))
-            return 0;
-        snprintf(value, vcap, "%.*s", (int)(e + 1 - s), s);
-        *p = e + 1;
-    } else {
-        size_t n = strcspn(s, ",");
-        char *end;
-        double v = strtod(s, &end);
-        if (end == s + n)
-            snprintf(value, vcap, "%g", v);
-        else
-            snprintf(value, vcap, "%.*s", (int)n, s);
-        *p = s + n;
-    }
-    return 1;
-}
-
-/* Whether settings a and b move a parameter in common. */
-static int share_param(const setting *a, const setting *b)
-{
-    char na[96], nb[96], v[160];
-    for (const char *p = a->params; next_param(&p, na, sizeof na, v, sizeof v);)
-        for (const char *q = b->params; next_param(&q, nb, sizeof nb, v, sizeof v);)
-            if (!strcmp(na, nb))
-                return 1;
-    return 0;
-}
-
-/* "name=value ..." of the parameters a setting moves, appended at buf's
- * end. */
-static void moved_str(const setting *s, char *buf, size_t cap)
-{
-    char name[96], value[160];
-    size_t used = strlen(buf);
-    for (const char *p = s->params;
-         used < cap && next_param(&p, name, sizeof name, value, sizeof value);) {
-        used += (size_t)snprintf(buf + used, cap - used, "%s%s=%s", used ? " " : "", name, value);
-    }
-}
 
 /* Settings a and b joined into the scratch setting (index MAX_SETTINGS);
  * 0 where their params do not fit. */
@@ -1942,9 +1926,8 @@ static int pair_setting(checker *c, int a, int b)
     if ((size_t)snprintf(p->params, sizeof p->params, "%s, %s", sa->params, sb->params) >=
         sizeof p->params)
         return 0;
-    moved_str(sa, p->label, sizeof p->label);
-    moved_str(sb, p->label, sizeof p->label);
-    snprintf(p->moved, sizeof p->moved, "%s", p->label);
+    fit(p->moved, sizeof p->moved, "%s %s", sa->moved, sb->moved);
+    fit(p->label, sizeof p->label, "%s", p->moved);
     p->opt = 1;
     p->unit = sa->unit || sb->unit;
     p->index = sa->index || sb->index;
@@ -1976,8 +1959,7 @@ static int pair_case(checker *c, const lk_loss *loss, int k, grad_worst *w, f32_
     case_label(c, lab, sizeof lab, &sp, set, red);
     begin(c, "pairs %s", lab);
     st = grad_case(c, loss, &b, 0, lab, w, err);
-    if (st == LK_ERR_SHAPE || st == LK_ERR_DTYPE || st == LK_ERR_INVALID ||
-        st == LK_ERR_UNSUPPORTED) {
+    if (st != LK_OK && opt_refused(c, set, st, err)) {
         bundle_free(c, &b);
         return 0;
     }
