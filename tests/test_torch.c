@@ -1852,6 +1852,100 @@ Test(edge, overlap_nan_and_negative_means)
     cr_expect(isnan(v), "gamma 0.5 of a negative mean: %g, not NaN", v);
 }
 
+/* asymmetric with exponents other than 0 to 4 takes its powers by one pow
+ * a vector, the lanes' bases and exponents selected first and b^(g - 1)
+ * as b^g / b: against timm's formula in double with its derivative in
+ * closed form, at exponents above and below 1, on logits that put many
+ * bases at 0 (p below the clip: the clamp binds) and near it, hard and
+ * soft targets, float32 and float64, every kernel path. */
+static void asl_gen_ref(double x, double y, double gp, double gn, double *loss, double *grad)
+{
+    const double clip = 0.05, eps = 1e-8;
+    double p = 1.0 / (1.0 + exp(-x)), q = 1.0 / (1.0 + exp(x)), pq = p * q;
+    int top = q + clip >= 1.0; /* the clamp of q_c at 1 binds */
+    double qc = top ? 1.0 : q + clip;
+    double A = log(fmax(p, eps)), B = log(fmax(qc, eps));
+    double dA = p < eps ? 0.0 : q, dqc = top ? 0.0 : -pq, dB = qc < eps ? 0.0 : dqc / qc;
+    double b = y * q + (1.0 - y) * (1.0 - qc), db = -y * pq - (1.0 - y) * dqc;
+    double g = gp * y + gn * (1.0 - y), W = pow(b, g);
+    double gdb = g * db, dW = gdb == 0.0 ? 0.0 : gdb * pow(b, g - 1.0);
+    double L = y * A + (1.0 - y) * B, dL = y * dA + (1.0 - y) * dB;
+    *loss = -L * W;
+    *grad = -(dL * W + L * dW);
+}
+
+Test(edge, asymmetric_fractional_exponents)
+{
+    enum { N = 4099 };
+    static const double gammas[3][2] = {{2.5, 0.5}, {0.5, 1.5}, {3.0, 0.0}}; /* gn, gp */
+    int64_t shape[1] = {N};
+    double *xd = malloc(N * sizeof *xd), *td = malloc(N * sizeof *td);
+    double *gd = malloc(N * sizeof *gd), *od = malloc(N * sizeof *od);
+    float *xf = malloc(N * sizeof *xf), *tf = malloc(N * sizeof *tf);
+    float *gf = malloc(N * sizeof *gf), *of = malloc(N * sizeof *of);
+    double *rl = malloc(N * sizeof *rl), *rg = malloc(N * sizeof *rg);
+    cr_assert(xd && td && gd && od && xf && tf && gf && of && rl && rg);
+    lk_runtime *rt = open_runtime(2);
+    for (int k = 0; k < 3; k++) {
+        rng_state = 4242 + (uint64_t)k;
+        double gmax = 0.0, lmax = 0.0;
+        for (int64_t i = 0; i < N; i++) {
+            /* logits in [-9, 9], a tenth of them within 0.01 of logit(clip) */
+            double x = i % 10 == 0 ? -2.944439 + 0.02 * uniform() - 0.01 : 18.0 * uniform() - 9.0;
+            double y = i % 5 == 0 ? uniform() : (double)(uniform() < 0.4);
+            xf[i] = (float)x, tf[i] = (float)y;
+            xd[i] = xf[i], td[i] = tf[i];
+            asl_gen_ref(xd[i], td[i], gammas[k][1], gammas[k][0], &rl[i], &rg[i]);
+            gmax = fmax(gmax, fabs(rg[i]));
+            lmax = fmax(lmax, fabs(rl[i]));
+        }
+        char config[200];
+        snprintf(config, sizeof config,
+                 "{\"loss\": \"asymmetric\", \"params\": {\"gamma_neg\": %g, \"gamma_pos\": "
+                 "%g}, \"reduction\": \"none\"}",
+                 gammas[k][0], gammas[k][1]);
+        for (int f64 = 0; f64 < 2; f64++)
+            for (int path = 0; path < N_PATHS; path++) {
+                /* float32 against float64 data rounded to it: its own rounding; float64 to
+                 * about the pow's accuracy */
+                double rel = f64 ? 1e-11 : 2e-6, abs_g = f64 ? 1e-12 : 1e-6;
+                lk_loss *loss = make_loss_on(rt, config, path);
+                call cl;
+                memset(&cl, 0, sizeof cl);
+                lk_dtype dt = f64 ? LK_DTYPE_F64 : LK_DTYPE_F32;
+                cl.x = (lk_tensor){f64 ? (void *)xd : (void *)xf, dt, 1, shape, NULL};
+                cl.t = (lk_tensor){f64 ? (void *)td : (void *)tf, dt, 1, shape, NULL};
+                cl.grad = f64 ? (void *)gd : (void *)gf;
+                cl.out = f64 ? (void *)od : (void *)of;
+                cl.out_ndim = 1, cl.out_shape[0] = N;
+                run_ok(loss, &cl);
+                int64_t bad = 0, first = -1;
+                for (int64_t i = 0; i < N; i++) {
+                    double g = f64 ? gd[i] : gf[i], o = f64 ? od[i] : of[i];
+                    int ok = fabs(g - rg[i]) <= rel * fabs(rg[i]) + abs_g * gmax &&
+                             fabs(o - rl[i]) <= rel * fabs(rl[i]) + abs_g * lmax;
+                    if (!ok && first < 0)
+                        first = i;
+                    bad += !ok;
+                }
+                cr_expect_eq(bad, 0,
+                             "%s (%s, %s): %lld elements off, the first %lld (x %.9g, t %.9g): "
+                             "grad %.12g want %.12g, loss %.12g want %.12g",
+                             config, f64 ? "float64" : "float32", path_names[path],
+                             (long long)bad, (long long)first, first < 0 ? 0.0 : xd[first],
+                             first < 0 ? 0.0 : td[first],
+                             first < 0 ? 0.0 : (f64 ? gd[first] : gf[first]),
+                             first < 0 ? 0.0 : rg[first],
+                             first < 0 ? 0.0 : (f64 ? od[first] : of[first]),
+                             first < 0 ? 0.0 : rl[first]);
+                lk_loss_free(loss);
+            }
+    }
+    lk_runtime_close(rt);
+    free(xd), free(td), free(gd), free(od), free(xf), free(tf), free(gf), free(of), free(rl),
+        free(rg);
+}
+
 /* asymmetric's kernel for timm's defaults takes a vector of 0s and 1s by
  * its fast path and any other by the general form: soft vectors among
  * binary ones, a few or many, alone or in runs, the last partial vector

@@ -83,13 +83,22 @@ static lk_status asl_init(void *inst, const lk_param_value *p, lk_msg *msg)
     return LK_OK;
 }
 
+/* Whether asl_pow takes b^g and b^(g - 1) by multiplication. */
+static inline int asl_small(double g)
+{
+    return g == 0.0 || g == 1.0 || g == 2.0 || g == 3.0 || g == 4.0;
+}
+
 /* timm's defaults (exponents 4 and 1, a clip of at least eps) get their
- * own kernels: the exponents are constants there, and q_c never falls below
- * eps. */
+ * own kernels (family 1): the exponents are constants there, and q_c never
+ * falls below eps. Exponents of 0 to 4 take their powers by multiplication
+ * (family 0); the others by one pow a vector (family 2). */
 static int asl_pick(const void *inst)
 {
     const asl *a = inst;
-    return a->gamma_neg == 4.0 && a->gamma_pos == 1.0 && a->clip >= a->eps;
+    if (a->gamma_neg == 4.0 && a->gamma_pos == 1.0 && a->clip >= a->eps)
+        return 1;
+    return asl_small(a->gamma_neg) && asl_small(a->gamma_pos) ? 0 : 2;
 }
 
 #if defined(LK_LANES_F32)
@@ -125,6 +134,45 @@ LK_AI lk_v asl_dpow(lk_v b, double g, lk_v db)
     if (g >= 1.0) /* b^(g - 1) is finite */
         return lk_mul(lk_mul(lk_set(g), db), asl_pow(b, g - 1.0));
     return lk_mul0(lk_mul(lk_set(g), db), asl_pow(b, g - 1.0));
+}
+
+/* The smallest normal float or double of the lanes: below it a power has
+ * lost relative precision. */
+#if defined(LK_LANES_F32)
+#define ASL_NORMAL 1.17549435e-38
+#else
+#define ASL_NORMAL 2.2250738585072014e-308
+#endif
+
+/* b^g for bases b >= 0 (or NaN) and exponents g >= 0 of each lane, through
+ * the vector math library's pow. Its path for special arguments (a zero
+ * base, which r = max(p - clip, 0) gives wherever p < clip) runs lane by
+ * lane, several times slower than the vector itself: the bases that are
+ * not positive are given 1 and their answer is set after, 0^0 = 1 and 0^g =
+ * 0. A NaN base gives 0 or 1 here; the caller's log of the same NaN makes
+ * its loss and gradient NaN. */
+LK_AI lk_v asl_powv(lk_v b, lk_v g)
+{
+    lk_v one = lk_set(1.0), zero = lk_zero();
+    lk_m live = lk_gt(b, zero);
+    lk_v w = lk_pow(lk_select(live, b, one), g);
+    return lk_select(live, w, lk_select(lk_eq(g, zero), one, zero));
+}
+
+/* b^(g - 1) from w = b^g (asl_powv): w / b where b > 0, one pow fewer; at b
+ * = 0, 0 for g > 1, 1 for g = 1 and inf below. Where w is below the normal
+ * range it has lost relative precision (b^g underflows before b^(g - 1)
+ * does), and those lanes take the pow itself. */
+LK_AI lk_v asl_pow_m1(lk_v b, lk_v g, lk_v w)
+{
+    lk_v one = lk_set(1.0), zero = lk_zero();
+    lk_m live = lk_gt(b, zero);
+    lk_v at0 = lk_select(lk_gt(g, one), zero, lk_select(lk_eq(g, one), one, lk_set(HUGE_VAL)));
+    lk_v v = lk_select(live, lk_div(w, lk_select(live, b, one)), at0);
+    lk_m lost = lk_and(live, lk_lt(w, lk_set(ASL_NORMAL)));
+    if (lk_any(lost))
+        v = lk_select(lost, lk_pow(lk_select(lost, b, one), lk_sub(g, one)), v);
+    return v;
 }
 
 /* The terms of both targets, negated, from the logs La = log1p(e) (e =
@@ -222,17 +270,26 @@ LK_AI asl_logs asl_logs_of(const asl *a, int clipped, lk_m pos, const lk_sigm *s
 /* Every target 0 or 1 (the common case). A lane needs only its target's
  * term, so the terms are selected before the focusing weight is applied:
  * loss = -L W, grad = -(dL W + L dW). lean as in asl_parts_of. */
-LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean, lk_m pos,
+LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean, int vpow, lk_m pos,
                       lk_sigm s, asl_logs g, lk_elem *e)
 {
     lk_v x = e->x, qc = g.qc, La = g.La, Lb = g.Lb, pqc = lk_mul(lk_sigm_dp(&s), g.iqc);
     asl_parts t = asl_parts_of(a, clipped, lean && gn > 1.0, x, &s, qc, La, Lb, pqc);
     lk_v p = lk_sigm_p(&s), q = lk_sigm_q(&s);
     /* y = 1: W = q^gp, dW = -gp p W; y = 0: W = r^gn, dW = gn r^(gn-1) dr */
-    lk_v W1 = asl_pow(q, gp), W0 = asl_pow(t.r, gn);
-    lk_v W = lk_select(pos, W1, W0);
-    lk_v dW1 = gp == 1.0 ? lk_neg(lk_sigm_dp(&s)) : lk_neg(lk_mul(lk_mul(lk_set(gp), p), W1));
-    lk_v dW = lk_select(pos, dW1, asl_dpow(t.r, gn, t.dr));
+    lk_v W, dW;
+    if (!vpow) {
+        lk_v W1 = asl_pow(q, gp), W0 = asl_pow(t.r, gn);
+        W = lk_select(pos, W1, W0);
+        lk_v dW1 = gp == 1.0 ? lk_neg(lk_sigm_dp(&s)) : lk_neg(lk_mul(lk_mul(lk_set(gp), p), W1));
+        dW = lk_select(pos, dW1, asl_dpow(t.r, gn, t.dr));
+    } else {
+        /* one pow for both targets: each lane's base and exponent first */
+        lk_v gl = lk_select(pos, lk_set(gp), lk_set(gn)), b = lk_select(pos, q, t.r);
+        lk_v db = lk_select(pos, lk_neg(lk_sigm_dp(&s)), t.dr);
+        W = asl_powv(b, gl);
+        dW = lk_mul0(lk_mul(gl, db), asl_pow_m1(b, gl, W));
+    }
     lk_v nL = lk_select(pos, t.nA, t.nB), dL = lk_select(pos, t.dA, t.dB);
     e->loss = lk_mul(nL, W);
     /* L dW is finite: L by the clamp at eps, dW where every exponent is 0
@@ -290,7 +347,8 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
     eb.loss = eb.grad = lk_zero();
     if (lk_any(binary)) {
         lk_sigm sb = lk_sigm_of(x);
-        asl_binary(a, gp, gn, clipped, 0, pos, sb, asl_logs_of(a, clipped, pos, &sb), &eb);
+        asl_binary(a, gp, gn, clipped, 0, !(asl_small(gp) && asl_small(gn)), pos, sb,
+                   asl_logs_of(a, clipped, pos, &sb), &eb);
     }
     lk_sigm s = lk_sigm_of(x);
     lk_v qc = asl_qc(a, &s), L = lk_sigm_log1p(&s), Lb = L, pqc = lk_zero();
@@ -305,8 +363,8 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
     lk_v b = lk_add(lk_mul(y, q), lk_mul(ny, t.r));
     lk_v db = lk_sub(lk_mul(ny, t.dr), lk_mul(y, pq));
     lk_v gam = lk_fma(lk_set(gp - gn), y, lk_set(gn));
-    lk_v W = lk_pow(b, gam);
-    lk_v dW = lk_mul0(lk_mul(gam, db), lk_pow(b, lk_sub(gam, one)));
+    lk_v W = asl_powv(b, gam);
+    lk_v dW = lk_mul0(lk_mul(gam, db), asl_pow_m1(b, gam, W));
     /* nce = -(y A + (1 - y) B), dce = its derivative, negated back */
     lk_v nce = lk_fma(y, t.nA, lk_mul(ny, t.nB));
     lk_v dce = lk_fma(y, t.dA, lk_mul(ny, t.dB));
@@ -330,7 +388,7 @@ LK_AI void asl_soft_elem(const asl *a, double gp, double gn, int clipped, lk_ele
 /* lean: the timm kernel, whose pick guarantees clip >= eps. The sigmoid
  * of x comes from the driver (LK_EW_SIGMOID), formed a vector ahead so
  * that its exp and reciprocal overlap this vector's logs and powers. */
-LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, lk_elem *e)
+LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, int vpow, lk_elem *e)
 {
     lk_v y = e->t;
     lk_m pos = lk_eq(y, lk_set(1.0)), neg = lk_eq(y, lk_zero()), binary = lk_or(pos, neg);
@@ -343,7 +401,7 @@ LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, l
             asl_binary_lean(a, gp, gn, pos, neg, lk_sigm_p(&s), lk_sigm_q(&s), lk_sigm_dp(&s), L,
                             g.iqc, e);
         } else
-            asl_binary(a, gp, gn, clipped, lean, pos, e->sig, g, e);
+            asl_binary(a, gp, gn, clipped, lean, vpow, pos, e->sig, g, e);
     } else {
         asl_soft_elem(a, gp, gn, clipped, e);
     }
@@ -351,7 +409,13 @@ LK_AI void asl_body(const asl *a, double gp, double gn, int clipped, int lean, l
 
 LK_AI void asl_elem(const asl *a, lk_elem *e)
 {
-    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, e);
+    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, 0, e);
+}
+
+/* The same for exponents other than 0 to 4 (asl_pick): one pow a vector. */
+LK_AI void asl_elem_pow(const asl *a, lk_elem *e)
+{
+    asl_body(a, a->gamma_pos, a->gamma_neg, a->clip > 0.0, 0, 1, e);
 }
 
 /* The timm kernel staged (lk_elementwise_forward_staged3), on float SIMD
@@ -439,13 +503,15 @@ LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
 LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
 {
     (void)k;
-    asl_body(a, 1.0, 4.0, 1, 1, e);
+    asl_body(a, 1.0, 4.0, 1, 1, 0, e);
 }
 #endif
 
 static const lk_slot_desc *const asl_slots[] LK__UNUSED = {&cls_logits, &cls_target01, NULL};
 
 LK_KERNELS_ELEMENTWISE(asl_any, asl, asl_elem, LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
+LK_KERNELS_ELEMENTWISE(asl_gpow, asl, asl_elem_pow,
+                       LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)
 /* The timm family screens its targets itself: a vector of 0s and 1s (the
  * kernel's fast path, which compares them anyway) needs no screen, and
  * the others gather their lanes outside [0, 1] into seen, which fails the
@@ -476,7 +542,7 @@ static lk_status asl_timm__fwd(const void *inst, const lk_plan *plan, const lk_b
 LK__KSET(asl_timm, asl_timm__fwd, NULL, 0)
 LK__FAMILY(asl_timm)
 LK_LOSS_DESC(asymmetric, asl, LK_LOSS_FUSED, NULL, NULL,
-             LK_FAMILIES(&asl_any__family, &asl_timm__family), asl_slots,
+             LK_FAMILIES(&asl_any__family, &asl_timm__family, &asl_gpow__family), asl_slots,
              LK_REDUCTIONS_ELEMENTWISE | LK_REDUCTION_BIT(LK_REDUCTION_BATCHMEAN),
              LK_HOOKS(.init = asl_init, .pick = asl_pick),
              .summary = "multilabel asymmetric loss (Ridnik et al. 2021) from logits, as timm's "
