@@ -90,14 +90,15 @@ static inline int asl_small(double g)
 }
 
 /* timm's defaults (exponents 4 and 1, a clip of at least eps) get their
- * own kernels (family 1): the exponents are constants there, and q_c never
- * falls below eps. Exponents of 0 to 4 take their powers by multiplication
- * (family 0); the others by one pow a vector (family 2). */
+ * own kernels (family 1), and so do the paper's (gamma_pos 0, family 3):
+ * the exponents are constants there, and q_c never falls below eps.
+ * Exponents of 0 to 4 take their powers by multiplication (family 0); the
+ * others by one pow a vector (family 2). */
 static int asl_pick(const void *inst)
 {
     const asl *a = inst;
-    if (a->gamma_neg == 4.0 && a->gamma_pos == 1.0 && a->clip >= a->eps)
-        return 1;
+    if (a->gamma_neg == 4.0 && a->clip >= a->eps && (a->gamma_pos == 1.0 || a->gamma_pos == 0.0))
+        return a->gamma_pos == 1.0 ? 1 : 3;
     return asl_small(a->gamma_neg) && asl_small(a->gamma_pos) ? 0 : 2;
 }
 
@@ -327,7 +328,11 @@ LK_AI void asl_binary_lean(const asl *a, double gp, double gn, lk_m pos, lk_m ne
     lk_v rg1 = asl_pow(r, gn - 1.0);
     lk_v W = lk_mul_where(neg, rg1, r, W1);
     lk_v C = lk_mul_where(neg, r, iqc, qd);
-    lk_v M = lk_select(pos, gp == 1.0 ? p : lk_mul(lk_set(gp), p), lk_set(gn));
+    lk_v M = lk_select(pos,
+                       gp == 1.0   ? p
+                       : gp == 0.0 ? lk_zero()
+                                   : lk_mul(lk_set(gp), p),
+                       lk_set(gn));
     lk_v F = lk_select(pos, lk_neg(W1), lk_mul(pq, rg1));
     e->loss = lk_fnma(L, W, zero);
     e->grad = lk_mul(F, lk_fnma(M, L, C));
@@ -476,7 +481,7 @@ LK_AI void asl_timm_mid(const asl *a, const lk_elem *e, lk_kept *k)
 #define ASL_TIMM_MID 0
 #endif
 
-LK_AI void asl_timm_finish(const asl *a, const lk_kept *kept, lk_elem *e)
+LK_AI void asl_timm_finish_g(const asl *a, double gp, const lk_kept *kept, lk_elem *e)
 {
 #if ASL_TIMM_MID
     const lk_kept *k = kept;
@@ -487,9 +492,9 @@ LK_AI void asl_timm_finish(const asl *a, const lk_kept *kept, lk_elem *e)
     lk_v y = e->t;
     lk_m pos = lk_eq(y, lk_set(1.0)), neg = lk_eq(y, lk_zero());
     if (lk_all(lk_or(pos, neg))) {
-        asl_binary_lean(a, 1.0, 4.0, pos, neg, k->v[2], k->v[3], k->v[4], k->v[0], k->v[5], e);
+        asl_binary_lean(a, gp, 4.0, pos, neg, k->v[2], k->v[3], k->v[4], k->v[0], k->v[5], e);
     } else {
-        asl_soft_elem(a, 1.0, 4.0, 1, e);
+        asl_soft_elem(a, gp, 4.0, 1, e);
     }
 }
 #else
@@ -500,12 +505,23 @@ LK_AI void asl_timm_stage(const asl *a, const lk_elem *e, lk_kept *k)
     (void)a, (void)e, (void)k;
 }
 
-LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
+LK_AI void asl_timm_finish_g(const asl *a, double gp, const lk_kept *k, lk_elem *e)
 {
     (void)k;
-    asl_body(a, 1.0, 4.0, 1, 1, 0, e);
+    asl_body(a, gp, 4.0, 1, 1, 0, e);
 }
 #endif
+
+/* timm's gamma_pos = 1, and the paper's gamma_pos = 0 */
+LK_AI void asl_timm_finish(const asl *a, const lk_kept *k, lk_elem *e)
+{
+    asl_timm_finish_g(a, 1.0, k, e);
+}
+
+LK_AI void asl_timm0_finish(const asl *a, const lk_kept *k, lk_elem *e)
+{
+    asl_timm_finish_g(a, 0.0, k, e);
+}
 
 static const lk_slot_desc *const asl_slots[] LK__UNUSED = {&cls_logits, &cls_target01, NULL};
 
@@ -519,31 +535,47 @@ LK_KERNELS_ELEMENTWISE(asl_gpow, asl, asl_elem_pow,
  * call are not defined). */
 LK_STAGE_PART(asl_timm__stage, asl, asl_timm_stage)
 LK_FINISH_PART(asl_timm__finish, asl, asl_timm_finish)
+LK_FINISH_PART(asl_timm0__finish, asl, asl_timm0_finish)
 #if ASL_TIMM_MID
 LK_STAGE_PART(asl_timm__mid, asl, asl_timm_mid)
 #else
 #define asl_timm__mid NULL
 #endif
 
-static lk_status asl_timm__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
-                               lk_msg *msg)
+LK_AI lk_status asl_timm_run(const void *inst, const lk_plan *plan, const lk_block *blk,
+                             lk_finish_fn finish, lk_msg *msg)
 {
     lk_m seen = lk_first(0);
     asl local = *(const asl *)inst;
     local.seen = &seen;
     lk_status st = lk_elementwise_forward_staged3(&local, plan, blk, asl_timm__stage, asl_timm__mid,
-                                                  asl_timm__finish, ASL_TIMM_FLAGS, msg);
+                                                  finish, ASL_TIMM_FLAGS, msg);
     if (st == LK_OK && lk_any(seen)) {
         const lk_tensor *t = &blk->slots[1];
         return lk_first_bad_target(t, blk->begin, blk->end - blk->begin, msg);
     }
     return st;
 }
+
+static lk_status asl_timm__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
+                               lk_msg *msg)
+{
+    return asl_timm_run(inst, plan, blk, asl_timm__finish, msg);
+}
+
+static lk_status asl_timm0__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
+                                lk_msg *msg)
+{
+    return asl_timm_run(inst, plan, blk, asl_timm0__finish, msg);
+}
 LK__KSET(asl_timm, asl_timm__fwd, NULL, 0)
 LK__FAMILY(asl_timm)
+LK__KSET(asl_timm0, asl_timm0__fwd, NULL, 0)
+LK__FAMILY(asl_timm0)
 LK_LOSS_DESC(asymmetric, asl, LK_LOSS_FUSED, NULL, NULL,
-             LK_FAMILIES(&asl_any__family, &asl_timm__family, &asl_gpow__family), asl_slots,
-             LK_REDUCTIONS_ELEMENTWISE | LK_REDUCTION_BIT(LK_REDUCTION_BATCHMEAN),
+             LK_FAMILIES(&asl_any__family, &asl_timm__family, &asl_gpow__family,
+                         &asl_timm0__family),
+             asl_slots, LK_REDUCTIONS_ELEMENTWISE | LK_REDUCTION_BIT(LK_REDUCTION_BATCHMEAN),
              LK_HOOKS(.init = asl_init, .pick = asl_pick),
              .summary = "multilabel asymmetric loss (Ridnik et al. 2021) from logits, as timm's "
                         "AsymmetricLossMultiLabel; sum is timm's value",
