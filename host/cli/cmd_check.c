@@ -1859,11 +1859,15 @@ static int f32_case(checker *c, bundle *b64, const spec *sp, int set, int32_t re
 
 static void check_float32(checker *c)
 {
-    int32_t dts[2];
+    int32_t dts[2] = {LK_DTYPE_INVALID, LK_DTYPE_INVALID};
     result r;
-    if (float_dtypes(c, dts) < 2) {
+    int n = float_dtypes(c, dts);
+    if (n < 2) {
         res_init(&r, "float32", 1);
-        res_detail(&r, "nothing to compare: slot 0 takes %s only", lk_dtype_name(dts[0]));
+        if (n == 1)
+            res_detail(&r, "nothing to compare: slot 0 takes %s only", lk_dtype_name(dts[0]));
+        else
+            res_detail(&r, "nothing to compare: slot 0 takes neither float32 nor float64");
         send_result(c, &r);
         return;
     }

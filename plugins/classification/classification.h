@@ -123,12 +123,18 @@ static inline lk_status cls_refuse_input(const lk_block *blk, int prob, const ch
 /* ------------------------------------------------------------------------ */
 /* log on (0, 1], inline                                                     */
 
+/* A scaling step: s, 2^-s and 2^s, as constants (ldexp of a step read from
+ * a table is not folded: it would be two calls into libm a step). */
+typedef struct cls__step {
+    double s, below, by;
+} cls__step;
+
 /* v 2^s where v < 2^-s, and k + s there. */
-LK_AI void cls__scale(lk_v *v, lk_v *k, double s)
+LK_AI void cls__scale(lk_v *v, lk_v *k, cls__step st)
 {
-    lk_m m = lk_lt(*v, lk_set(ldexp(1.0, -(int)s)));
-    *v = lk_select(m, lk_mul(*v, lk_set(ldexp(1.0, (int)s))), *v);
-    *k = lk_select(m, lk_add(*k, lk_set(s)), *k);
+    lk_m m = lk_lt(*v, lk_set(st.below));
+    *v = lk_select(m, lk_mul(*v, lk_set(st.by)), *v);
+    *k = lk_select(m, lk_add(*k, lk_set(st.s)), *k);
 }
 
 /* log v for v in (0, 1] (subnormals included; NaN passes; other arguments
@@ -144,18 +150,31 @@ LK_AI lk_v cls_log01(lk_v v)
 #if defined(LK_LANES_F32) && !defined(LK_TARGET_PORTABLE)
     return lk_f_log(v); /* inline in the float lanes of the SIMD targets */
 #else
+#if defined(LK_TARGET_AVX512)
+    /* the double lanes of AVX-512 scale in one step: v 2^s with s =
+     * max(-1 - floor(log2 v), 0) is in [1/2, 1], exactly (vgetexppd reads
+     * the exponent of a subnormal too; NaN gives s = 0 and passes) */
+    lk_v k = lk_max(lk_sub(lk_set(-1.0), _mm512_getexp_pd(v)), lk_zero());
+    v = lk_d_ldexp(v, k);
+#else
     lk_v k = lk_zero();
     if (lk_any(lk_lt(v, lk_set(0.0625)))) {
 #if defined(LK_LANES_F32)
-        static const double steps[] = {64, 64, 32, 16, 8, 4};
+        static const cls__step steps[] = {{64, 0x1p-64, 0x1p64}, {64, 0x1p-64, 0x1p64},
+                                          {32, 0x1p-32, 0x1p32}, {16, 0x1p-16, 0x1p16},
+                                          {8, 0x1p-8, 0x1p8},    {4, 0x1p-4, 0x1p4}};
 #else
-        static const double steps[] = {512, 512, 256, 128, 64, 32, 16, 8, 4};
+        static const cls__step steps[] = {
+            {512, 0x1p-512, 0x1p512}, {512, 0x1p-512, 0x1p512}, {256, 0x1p-256, 0x1p256},
+            {128, 0x1p-128, 0x1p128}, {64, 0x1p-64, 0x1p64},    {32, 0x1p-32, 0x1p32},
+            {16, 0x1p-16, 0x1p16},    {8, 0x1p-8, 0x1p8},       {4, 0x1p-4, 0x1p4}};
 #endif
         for (size_t j = 0; j < sizeof steps / sizeof steps[0]; j++)
             cls__scale(&v, &k, steps[j]);
     }
-    cls__scale(&v, &k, 2);
-    cls__scale(&v, &k, 1);
+    cls__scale(&v, &k, (cls__step){2, 0x1p-2, 0x1p2});
+    cls__scale(&v, &k, (cls__step){1, 0x1p-1, 0x1p1});
+#endif
     lk_v w = lk_mul(lk_sub(lk_set(1.0), v), lk__recip_fast(v));
     lk_v l = lk_log1p_unit(w);
     /* log 2 in two parts, so that k log 2 is exact to the lanes' precision */
