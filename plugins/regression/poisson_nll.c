@@ -103,10 +103,19 @@ LK_AI void poisson_elem(const poisson_nll *s, lk_elem *e)
         e->grad = lk_sub(lk_set(1.0), lk_clear(t0, lk_div(t, xe)));
     }
     if (s->full) {
+        lk_m big = lk_gt(t, lk_set(1.0));
+#if defined(LK_LANES_F32)
         lk_v lt = lk_log(t);
+#else
+        /* the log of the lanes that use it: a target of 0 (log 0 = -inf)
+         * sends the vector math library's double log down its lane-by-lane
+         * path for special arguments (the float lanes' own log takes it in
+         * its stride) */
+        lk_v lt = lk_log(lk_select(big, t, lk_set(1.0)));
+#endif
         lk_v st = lk_fma(t, lk_sub(lt, lk_set(1.0)),
                          lk_mul(lk_set(0.5), lk_add(lt, lk_set(1.8378770664093454836))));
-        e->loss = lk_add(e->loss, lk_keep(lk_gt(t, lk_set(1.0)), st));
+        e->loss = lk_add(e->loss, lk_keep(big, st));
     }
 }
 
