@@ -150,10 +150,24 @@ static lk_status tm_plan(const void *inst, const lk_tensor *slots, int32_t reduc
 }
 
 #if MG_ROWS
+/* a^g for a >= 0 (or NaN) and a constant g != 0. The double lanes take
+ * exp(g log a) from the vector math library's exp and log, about twice as
+ * fast as its pow (13 against 29 ns a vector of 8 here), with a relative
+ * error of about |g log a| 2^-52 (below 1e-14 while |g log a| < 45): a
+ * zero a gives exp(-inf g), 0 or inf as pow, NaN stays NaN. */
+LK_AI lk_v tm_pow(lk_v a, double g)
+{
+#if defined(LK_LANES_F32)
+    return lk_pow(a, lk_set(g));
+#else
+    return lk_exp(lk_mul(lk_set(g), lk_log(a)));
+#endif
+}
+
 /* |v|^p summed into a norm's sum. */
 LK_AI lk_v tm_term(double p, lk_v v)
 {
-    return p == 2.0 ? lk_mul(v, v) : p == 1.0 ? lk_abs(v) : lk_pow(lk_abs(v), lk_set(p));
+    return p == 2.0 ? lk_mul(v, v) : p == 1.0 ? lk_abs(v) : tm_pow(lk_abs(v), p);
 }
 
 /* The norm from its sum. */
@@ -169,7 +183,7 @@ LK_AI lk_v tm_dnorm(double p, lk_v v, lk_v k)
         return lk_mul(k, v);
     if (p == 1.0)
         return lk_mul(k, lk_sign(v));
-    lk_v m = lk_pow(lk_abs(v), lk_set(p - 1.0));
+    lk_v m = tm_pow(lk_abs(v), p - 1.0);
     return lk_clear(lk_eq(v, lk_zero()), lk_mul(k, lk_mul(lk_sign(v), m)));
 }
 
