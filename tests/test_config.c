@@ -197,15 +197,15 @@ Test(config, invalid_json_says_what_was_expected)
                  SRC ":1:28: invalid JSON: expected a value after ',' (JSON allows no ',' before "
                      "']') near ']}'",
                  NULL);
-    expect_error("{\"loss\" \"mse\"}", SRC ":1:9: invalid JSON: expected ':' after a key near '\"mse\"}'",
-                 NULL);
+    expect_error("{\"loss\" \"mse\"}",
+                 SRC ":1:9: invalid JSON: expected ':' after a key near '\"mse\"}'", NULL);
     expect_error("{\"loss\": \"mse\" \"reduction\": \"sum\"}",
                  SRC ":1:16: invalid JSON: expected ',' or '}' after a value in an object near "
                      "'\"reduction\": \"su'",
                  NULL);
-    expect_error("{\"loss\": \"mse\", \"x\": [1 2]}",
-                 SRC ":1:25: invalid JSON: expected ',' or ']' after a value in an array near '2]}'",
-                 NULL);
+    expect_error(
+        "{\"loss\": \"mse\", \"x\": [1 2]}",
+        SRC ":1:25: invalid JSON: expected ',' or ']' after a value in an array near '2]}'", NULL);
     /* JSON white space is space, tab, CR and LF: a form feed is named */
     expect_error("{\"loss\":\f\"mse\"}",
                  SRC ":1:9: invalid JSON: expected a value (a string, number, object, array, true, "
@@ -225,8 +225,9 @@ Test(config, truncated_json_says_end_of_file)
                  SRC ":1:14: invalid JSON: unexpected end of file (expected '\"' to close a "
                      "string)",
                  NULL);
-    expect_error("{\"loss\": \"mse\",\n", SRC ":2:1: invalid JSON: unexpected end of file "
-                                          "(expected a key (a string in double quotes) after ',')",
+    expect_error("{\"loss\": \"mse\",\n",
+                 SRC ":2:1: invalid JSON: unexpected end of file "
+                     "(expected a key (a string in double quotes) after ',')",
                  NULL);
     expect_error("{\"loss\": tr", SRC ":1:12: invalid JSON: unexpected end of file", NULL);
     expect_error("", SRC ":1:1: invalid JSON: unexpected end of file (expected a value)", NULL);
@@ -309,8 +310,8 @@ Test(config, string_escapes_must_be_valid)
                  SRC ":1:11: invalid JSON: a \\u escape holds half of a UTF-16 surrogate pair "
                      "without the other half",
                  NULL);
-    expect_error("{\"loss\": \"\\udc00\\ud800\"}", SRC ":1:11: invalid JSON: a \\u escape holds half",
-                 NULL);
+    expect_error("{\"loss\": \"\\udc00\\ud800\"}",
+                 SRC ":1:11: invalid JSON: a \\u escape holds half", NULL);
     /* a whole pair is a character: an unknown loss, not a syntax error */
     expect_error("{\"loss\": \"\\ud83d\\ude00\"}", SRC ": $.loss: unknown loss", NULL);
 }
@@ -1229,6 +1230,83 @@ Test(config, focal_multilabel_shapes_checked)
                  LK_OK, "%s", msg);
     cr_assert_eq(v, vb);
     cr_assert_eq(memcmp(g, gb, sizeof g), 0);
+}
+
+/* The count of the targets not ignored (mean's divisor) runs four floats or
+ * two doubles at a time with a scalar tail: lengths that leave a tail, a
+ * target of 0.5 (counted), every third ignored, and a bad target in the
+ * vectors' part or in the tail named by its index; float32 and float64. */
+static lk_status bce_ig_eval(int f32, int64_t n, const double *xd, const double *td, double *value,
+                             char *msg)
+{
+    void *x = malloc((size_t)n * 8), *t = malloc((size_t)n * 8);
+    cr_assert(x && t);
+    for (int64_t i = 0; i < n; i++) {
+        if (f32)
+            ((float *)x)[i] = (float)xd[i], ((float *)t)[i] = (float)td[i];
+        else
+            ((double *)x)[i] = xd[i], ((double *)t)[i] = td[i];
+    }
+    lk_loss *loss = build("{\"loss\": \"bce_with_logits\", \"params\": {\"ignore_index\": -100}}");
+    const int64_t s[1] = {n};
+    int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+    lk_named_tensor in[2] = {{"input", {x, dt, 1, s, NULL}, "x"},
+                             {"target", {t, dt, 1, s, NULL}, "t"}};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in;
+    args.n_tensors = 2;
+    lk_status st = lk_loss_eval(loss, &args, value);
+    snprintf(msg, LK_ERRMSG_CAP, "%s", args.errmsg);
+    lk_loss_free(loss);
+    free(x), free(t);
+    return st;
+}
+
+Test(config, bce_ignore_index_count)
+{
+    enum { NMAX = 1003 };
+    static double x[NMAX], t[NMAX];
+    char msg[LK_ERRMSG_CAP];
+    const int64_t lengths[4] = {1003, 1001, 8, 3};
+    for (int f32 = 0; f32 < 2; f32++)
+        for (int k = 0; k < 4; k++) {
+            int64_t n = lengths[k], counted = 0;
+            double sum = 0.0;
+            for (int64_t i = 0; i < n; i++) {
+                x[i] = sin(0.37 * (double)i);
+                if (f32)
+                    x[i] = (float)x[i];
+                t[i] = i % 3 == 0 ? -100.0 : i % 7 == 0 ? 0.5 : (double)(i % 2);
+                if (t[i] != -100.0) {
+                    counted++;
+                    sum += fmax(x[i], 0.0) - x[i] * t[i] + log1p(exp(-fabs(x[i])));
+                }
+            }
+            double v = NAN;
+            cr_assert_eq(bce_ig_eval(f32, n, x, t, &v, msg), LK_OK, "%s", msg);
+            double want = sum / (double)counted;
+            cr_expect(fabs(v - want) <= (f32 ? 1e-6 : 1e-14) * want,
+                      "%s, %lld elements: %.17g, want %.17g (%lld counted)",
+                      f32 ? "float32" : "float64", (long long)n, v, want, (long long)counted);
+            /* a bad target early (in the vectors) and in the last element (the tail where
+             * n leaves one) */
+            for (int w = 0; w < 2; w++) {
+                int64_t at = w ? n - 1 : 1;
+                double keep = t[at];
+                t[at] = 2.0;
+                char want_msg[96];
+                snprintf(want_msg, sizeof want_msg,
+                         "target[%lld] = 2 is outside [0, 1] and not ignore_index -100",
+                         (long long)at);
+                cr_expect_eq(bce_ig_eval(f32, n, x, t, &v, msg), LK_ERR_INVALID,
+                             "%s, %lld elements, bad at %lld", f32 ? "float32" : "float64",
+                             (long long)n, (long long)at);
+                cr_expect(strstr(msg, want_msg) != NULL, "%s: '%s' lacks '%s'",
+                          f32 ? "float32" : "float64", msg, want_msg);
+                t[at] = keep;
+            }
+        }
 }
 
 Test(config, bce_ignore_index)
