@@ -187,50 +187,54 @@ static inline int bce_is_ignored(double v, double ig, int tf)
     return tf ? (float)v == (float)ig : v == ig;
 }
 
-#if defined(__SSE2__)
-/* Two targets as doubles: those not ignored counted into cnt (each lane
- * subtracts its all-ones mask), and whether one of them lies outside [0, 1]
- * into out (NaN does not). */
-static inline void bce_tally2(__m128d v, __m128d igv, __m128i *cnt, __m128i *out)
-{
-    __m128d keep = _mm_cmpneq_pd(v, igv);
-    __m128d off = _mm_or_pd(_mm_cmplt_pd(v, _mm_setzero_pd()), _mm_cmpgt_pd(v, _mm_set1_pd(1.0)));
-    *cnt = _mm_sub_epi64(*cnt, _mm_castpd_si128(keep));
-    *out = _mm_or_si128(*out, _mm_castpd_si128(_mm_and_pd(keep, off)));
-}
-#endif
-
 /* The targets of [j0, j1) other than ig, and in *bad whether one of them
- * lies outside [0, 1] (NaN does not): without branches, two at a time as
- * doubles with SSE2 where the compiler targets x86-64 (whose baseline it
- * is; this runs in the plan, outside the kernels' ISA variants). A scalar
- * loop with two tests an element took twice as long as the loss's own
- * pass. */
+ * lies outside [0, 1] (NaN does not): without branches, four floats or two
+ * doubles at a time with SSE2 where the compiler targets x86-64 (whose
+ * baseline it is; this runs in the plan, outside the kernels' ISA
+ * variants). A scalar loop with two tests an element took twice as long
+ * as the loss's own pass. */
 static int64_t bce_tally(const lk_tensor *t, double ig, int64_t j0, int64_t j1, int *bad)
 {
     int64_t n = 0, j = j0;
     int worse = 0;
     const int tf = t->dtype == LK_DTYPE_F32;
 #if defined(__SSE2__)
-    /* a float target against ig rounded to a float (bce_is_ignored) */
-    const __m128d igv = _mm_set1_pd(tf ? (double)(float)ig : ig);
-    __m128i cnt = _mm_setzero_si128(), out = _mm_setzero_si128();
     if (tf) {
         const float *d = (const float *)t->data;
-        for (; j + 4 <= j1; j += 4) {
-            __m128 v = _mm_loadu_ps(d + j);
-            bce_tally2(_mm_cvtps_pd(v), igv, &cnt, &out);
-            bce_tally2(_mm_cvtps_pd(_mm_movehl_ps(v, v)), igv, &cnt, &out);
+        const __m128 igv = _mm_set1_ps((float)ig), zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f);
+        __m128i out = _mm_setzero_si128();
+        while (j + 4 <= j1) {
+            /* four 32-bit counts, taken out every 2^28 elements */
+            int64_t stop = j1 - j > ((int64_t)1 << 28) ? j + ((int64_t)1 << 28) : j1;
+            __m128i cnt = _mm_setzero_si128();
+            for (; j + 4 <= stop; j += 4) {
+                __m128 v = _mm_loadu_ps(d + j);
+                __m128 keep = _mm_cmpneq_ps(v, igv);
+                cnt = _mm_sub_epi32(cnt, _mm_castps_si128(keep));
+                __m128 off = _mm_or_ps(_mm_cmplt_ps(v, zero), _mm_cmpgt_ps(v, one));
+                out = _mm_or_si128(out, _mm_castps_si128(_mm_and_ps(keep, off)));
+            }
+            int32_t c[4];
+            _mm_storeu_si128((__m128i *)c, cnt);
+            n += (int64_t)c[0] + c[1] + c[2] + c[3];
         }
+        worse = _mm_movemask_epi8(out) != 0;
     } else {
         const double *d = (const double *)t->data;
-        for (; j + 2 <= j1; j += 2)
-            bce_tally2(_mm_loadu_pd(d + j), igv, &cnt, &out);
+        const __m128d igv = _mm_set1_pd(ig), zero = _mm_setzero_pd(), one = _mm_set1_pd(1.0);
+        __m128i cnt = _mm_setzero_si128(), out = _mm_setzero_si128();
+        for (; j + 2 <= j1; j += 2) {
+            __m128d v = _mm_loadu_pd(d + j);
+            __m128d keep = _mm_cmpneq_pd(v, igv);
+            cnt = _mm_sub_epi64(cnt, _mm_castpd_si128(keep));
+            __m128d off = _mm_or_pd(_mm_cmplt_pd(v, zero), _mm_cmpgt_pd(v, one));
+            out = _mm_or_si128(out, _mm_castpd_si128(_mm_and_pd(keep, off)));
+        }
+        int64_t c[2];
+        _mm_storeu_si128((__m128i *)c, cnt);
+        n = c[0] + c[1];
+        worse = _mm_movemask_epi8(out) != 0;
     }
-    int64_t c[2];
-    _mm_storeu_si128((__m128i *)c, cnt);
-    n = c[0] + c[1];
-    worse = _mm_movemask_epi8(out) != 0;
 #endif
     for (; j < j1; j++) {
         double v = lk__get(t->data, tf, j);
