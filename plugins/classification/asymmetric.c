@@ -145,35 +145,28 @@ LK_AI lk_v asl_dpow(lk_v b, double g, lk_v db)
 #define ASL_NORMAL 2.2250738585072014e-308
 #endif
 
-/* b^g for bases b >= 0 (or NaN) and exponents g >= 0 of each lane, through
- * the vector math library's pow. Its path for special arguments (a zero
- * base, which r = max(p - clip, 0) gives wherever p < clip) runs lane by
- * lane, several times slower than the vector itself: the bases that are
- * not positive are given 1 and their answer is set after, 0^0 = 1 and 0^g =
- * 0. A NaN base gives 0 or 1 here; the caller's log of the same NaN makes
- * its loss and gradient NaN. */
-LK_AI lk_v asl_powv(lk_v b, lk_v g)
+/* b^g (*w) and b^(g - 1) (*wm1) for bases b >= 0 (or NaN) and exponents g
+ * >= 0 of each lane, with one call of the vector math library's pow. Its
+ * path for special arguments (a zero base, which r = max(p - clip, 0)
+ * gives wherever p < clip) runs lane by lane, several times slower than the
+ * vector itself: the bases that are not positive are given 1 and their
+ * answers are set after (0^0 = 1, 0^g = 0; 0^(g - 1) is 0 for g > 1, 1 for
+ * g = 1 and inf below). b^(g - 1) is b^g / b, but where b^g is below the
+ * normal range it has lost relative precision (b^g underflows before b^(g
+ * - 1) does), and those lanes take the pow itself. A NaN base gives 0 or 1
+ * here; the caller's log of the same NaN makes its loss and gradient NaN. */
+LK_AI void asl_powv(lk_v b, lk_v g, lk_v *w, lk_v *wm1)
 {
     lk_v one = lk_set(1.0), zero = lk_zero();
     lk_m live = lk_gt(b, zero);
-    lk_v w = lk_pow(lk_select(live, b, one), g);
-    return lk_select(live, w, lk_select(lk_eq(g, zero), one, zero));
-}
-
-/* b^(g - 1) from w = b^g (asl_powv): w / b where b > 0, one pow fewer; at b
- * = 0, 0 for g > 1, 1 for g = 1 and inf below. Where w is below the normal
- * range it has lost relative precision (b^g underflows before b^(g - 1)
- * does), and those lanes take the pow itself. */
-LK_AI lk_v asl_pow_m1(lk_v b, lk_v g, lk_v w)
-{
-    lk_v one = lk_set(1.0), zero = lk_zero();
-    lk_m live = lk_gt(b, zero);
+    lk_v bl = lk_select(live, b, one);
+    *w = lk_select(live, lk_pow(bl, g), lk_select(lk_eq(g, zero), one, zero));
     lk_v at0 = lk_select(lk_gt(g, one), zero, lk_select(lk_eq(g, one), one, lk_set(HUGE_VAL)));
-    lk_v v = lk_select(live, lk_div(w, lk_select(live, b, one)), at0);
-    lk_m lost = lk_and(live, lk_lt(w, lk_set(ASL_NORMAL)));
+    lk_v v = lk_select(live, lk_div(*w, bl), at0);
+    lk_m lost = lk_and(live, lk_lt(*w, lk_set(ASL_NORMAL)));
     if (lk_any(lost))
         v = lk_select(lost, lk_pow(lk_select(lost, b, one), lk_sub(g, one)), v);
-    return v;
+    *wm1 = v;
 }
 
 /* The terms of both targets, negated, from the logs La = log1p(e) (e =
@@ -288,8 +281,9 @@ LK_AI void asl_binary(const asl *a, double gp, double gn, int clipped, int lean,
         /* one pow for both targets: each lane's base and exponent first */
         lk_v gl = lk_select(pos, lk_set(gp), lk_set(gn)), b = lk_select(pos, q, t.r);
         lk_v db = lk_select(pos, lk_neg(lk_sigm_dp(&s)), t.dr);
-        W = asl_powv(b, gl);
-        dW = lk_mul0(lk_mul(gl, db), asl_pow_m1(b, gl, W));
+        lk_v Wm1;
+        asl_powv(b, gl, &W, &Wm1);
+        dW = lk_mul0(lk_mul(gl, db), Wm1);
     }
     lk_v nL = lk_select(pos, t.nA, t.nB), dL = lk_select(pos, t.dA, t.dB);
     e->loss = lk_mul(nL, W);
@@ -368,8 +362,9 @@ static __attribute__((noinline)) void asl_soft(const asl *a, double gp, double g
     lk_v b = lk_add(lk_mul(y, q), lk_mul(ny, t.r));
     lk_v db = lk_sub(lk_mul(ny, t.dr), lk_mul(y, pq));
     lk_v gam = lk_fma(lk_set(gp - gn), y, lk_set(gn));
-    lk_v W = asl_powv(b, gam);
-    lk_v dW = lk_mul0(lk_mul(gam, db), asl_pow_m1(b, gam, W));
+    lk_v W, Wm1;
+    asl_powv(b, gam, &W, &Wm1);
+    lk_v dW = lk_mul0(lk_mul(gam, db), Wm1);
     /* nce = -(y A + (1 - y) B), dce = its derivative, negated back */
     lk_v nce = lk_fma(y, t.nA, lk_mul(ny, t.nB));
     lk_v dce = lk_fma(y, t.dA, lk_mul(ny, t.dB));
