@@ -676,6 +676,11 @@ Test(edge, bad_parameters_and_shapes)
                    "or 4 values");
     expect_refused("{\"loss\": \"multi_margin\", \"params\": {\"weight\": 2}}", &xt, &yt,
                    LK_ERR_SHAPE, "weight has 1 value but the input has 4 classes");
+    /* one class: singular words */
+    static const int64_t xs1[2] = {2, 1};
+    lk_tensor x1 = {x, LK_DTYPE_F64, 2, xs1, NULL};
+    expect_refused("{\"loss\": \"nll\", \"params\": {\"weight\": [1, 2]}}", &x1, &yt, LK_ERR_SHAPE,
+                   "weight has 2 values but the input has 1 class (dim 1); give [] or 1 value");
     expect_refused("{\"loss\": \"cross_entropy\", \"params\": {\"ignore_index\": 0}}", &xt, &pt,
                    LK_ERR_INVALID, "ignore_index 0 is not supported with class-probability");
     lk_tensor wrong = {y, LK_DTYPE_I64, 1, bad, NULL}, y2d = {y, LK_DTYPE_I64, 2, xs, NULL};

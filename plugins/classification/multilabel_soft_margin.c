@@ -55,9 +55,9 @@ static lk_status msm_plan(const void *inst, const lk_tensor *slots, int32_t redu
         rows *= x->shape[d];
     if (m->w.n > 1 && m->w.n != C)
         return lk_fail(msg, LK_ERR_SHAPE,
-                       "weight has %lld values but the input has %lld classes (its last "
+                       "weight has %lld values but the input has %lld class%s (its last "
                        "dimension); give [], 1 or %lld values",
-                       (long long)m->w.n, (long long)C, (long long)C);
+                       (long long)m->w.n, (long long)C, C == 1 ? "" : "es", (long long)C);
     plan->n_positions = rows;
     plan->block_positions = lk_classes_block(C > 0 ? C : 1);
     plan->out_ndim = x->ndim - 1;

@@ -858,8 +858,9 @@ lk_status seg_plan(const void *inst, const lk_tensor *slots, int32_t reduction, 
                            (long long)o->classes[k], (long long)C);
     if (o->weights && o->n_weights != C)
         return lk_fail(msg, LK_ERR_INVALID,
-                       "class_weights: %d weights for the input's %lld classes (dim %d)",
-                       o->n_weights, (long long)C, o->mode == SEG_BINARY ? 0 : 1);
+                       "class_weights: %d weight%s for the input's %lld class%s (dim %d)",
+                       o->n_weights, o->n_weights == 1 ? "" : "s", (long long)C,
+                       C == 1 ? "" : "es", o->mode == SEG_BINARY ? 0 : 1);
     int64_t G = o->per_sample ? N : 1;
     if (G > 0 && C > (((int64_t)1 << 20) / SEG_NSTAT) / G)
         return lk_fail(msg, LK_ERR_SHAPE,

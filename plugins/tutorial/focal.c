@@ -594,9 +594,9 @@ static lk_status focal_plan_mc(const focal *f, const lk_tensor *slots, int32_t r
     int64_t C = plan->aux[LK_CLS_AUX_C];
     if (f->n_ac > 1 && f->n_ac != C)
         return lk_fail(msg, LK_ERR_SHAPE,
-                       "alpha has %lld values but the input has %lld classes (dim 1); give one "
+                       "alpha has %lld values but the input has %lld class%s (dim 1); give one "
                        "value or %lld",
-                       (long long)f->n_ac, (long long)C, (long long)C);
+                       (long long)f->n_ac, (long long)C, C == 1 ? "" : "es", (long long)C);
     return LK_OK;
 }
 
@@ -639,9 +639,9 @@ static lk_status focal_plan(const void *inst, const lk_tensor *slots, int32_t re
         S *= x->shape[d];
     if (f->n_cw > 1 && f->n_cw != C)
         return lk_fail(msg, LK_ERR_SHAPE,
-                       "class_weights has %lld values but the input has %lld channels (dim 1); "
+                       "class_weights has %lld values but the input has %lld channel%s (dim 1); "
                        "give one value or %lld",
-                       (long long)f->n_cw, (long long)C, (long long)C);
+                       (long long)f->n_cw, (long long)C, C == 1 ? "" : "s", (long long)C);
     if (f->skip_bg && C < 2)
         return lk_fail(msg, LK_ERR_SHAPE,
                        "include_background false needs at least 2 channels in dim 1; the input "

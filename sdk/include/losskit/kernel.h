@@ -34,15 +34,16 @@ static inline lk_status lk_fail(lk_msg *msg, lk_status st, const char *fmt, ...)
 
 /* The refusal of a per-class list parameter (a class weight) whose length
  * is not the input's class count C: "NAME has N value(s) but the input has
- * C classes (WHERE); give [] or C values", WHERE naming the class
+ * C class(es) (WHERE); give [] or C value(s)", WHERE naming the class
  * dimension ("dim 1", "its last dimension"). Returns LK_ERR_SHAPE. */
 static inline lk_status lk_fail_per_class(lk_msg *msg, const char *name, int64_t n, int64_t C,
                                           const char *where)
 {
     return lk_fail(msg, LK_ERR_SHAPE,
-                   "%s has %lld value%s but the input has %lld classes (%s); give [] or %lld "
-                   "values",
-                   name, (long long)n, n == 1 ? "" : "s", (long long)C, where, (long long)C);
+                   "%s has %lld value%s but the input has %lld class%s (%s); give [] or %lld "
+                   "value%s",
+                   name, (long long)n, n == 1 ? "" : "s", (long long)C, C == 1 ? "" : "es", where,
+                   (long long)C, C == 1 ? "" : "s");
 }
 
 /* The element count of a tensor (shapes are validated by the host). */
