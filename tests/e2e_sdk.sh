@@ -6,15 +6,28 @@
 # warning-free), check it with `losskit check` and run it from its config.
 # For my_huber also: the SIMD variants were built and are the ones the CPU
 # gets, and a bench against the memory roofline (printed, not asserted).
+#
+#   bash tests/e2e_sdk.sh          builds and installs losskit in a temporary
+#                                  prefix first
+#   bash tests/e2e_sdk.sh BUILD    installs the build directory BUILD, already
+#                                  compiled, to the prefix it was set up with
+#                                  (.ci/run passes its release build, set up
+#                                  with a prefix inside it, and saves a build)
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-prefix=$work/prefix
 
-meson setup "$work/build" "$src" --prefix="$prefix" -Dtests=disabled >/dev/null
-meson compile -C "$work/build" >/dev/null
-meson install -C "$work/build" >/dev/null
+if [[ $# -ge 1 ]]; then
+    prefix=$(meson introspect "$1" --buildoptions | python3 -c \
+        'import json, sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
+    meson install -C "$1" >/dev/null
+else
+    prefix=$work/prefix
+    meson setup "$work/build" "$src" --prefix="$prefix" -Dtests=disabled >/dev/null
+    meson compile -C "$work/build" >/dev/null
+    meson install -C "$work/build" >/dev/null
+fi
 export PATH=$prefix/bin:$PATH
 PKG_CONFIG_PATH=$(dirname "$(find "$prefix" -name losskit-sdk.pc)")
 export PKG_CONFIG_PATH

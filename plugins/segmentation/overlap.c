@@ -309,21 +309,22 @@ SEG_MC_OPS(seg_mc_ops, LK_CLS_UNIT_TARGET)
 SEG_MC_OPS(seg_mc_ops_any, 0)
 
 /* With per_sample, the block in pieces that lie within one sample, each
- * adding to its group's statistics. ops is a constant in each caller, so
- * that the driver inlines its hooks. */
+ * adding to its group's statistics; without, the block whole. ops is a
+ * constant in each caller, so that the driver inlines its hooks (and once
+ * per ops: one call site, which keeps the function small to compile). */
 LK_AI lk_status seg_mc_fwd_with(const seg *o, const lk_plan *plan, const lk_block *blk,
                                 const lk_cls_ops *ops, lk_msg *msg)
 {
-    if (!plan->aux[SEG_AUX_PER])
-        return lk_classes_forward(o, plan, blk, ops, msg);
-    int64_t C = plan->aux[LK_CLS_AUX_C];
+    int64_t C = plan->aux[LK_CLS_AUX_C], S = plan->aux[LK_CLS_AUX_S];
+    int per = plan->aux[SEG_AUX_PER] != 0;
     lk_status st = LK_OK;
     for (int64_t i = blk->begin; st == LK_OK && i < blk->end;) {
-        int64_t end = seg_run_end(plan, blk, i);
+        int64_t end = per ? seg_run_end(plan, blk, i) : blk->end;
         lk_block sub = *blk;
         sub.begin = i;
         sub.end = end;
-        sub.stats = blk->stats + i / plan->aux[LK_CLS_AUX_S] * SEG_NSTAT * C;
+        if (per)
+            sub.stats = blk->stats + i / S * SEG_NSTAT * C;
         st = lk_classes_forward(o, plan, &sub, ops, msg);
         i = end;
     }
