@@ -10,18 +10,25 @@
 #   bash tests/e2e_sdk.sh          builds and installs losskit in a temporary
 #                                  prefix first
 #   bash tests/e2e_sdk.sh BUILD    installs the build directory BUILD, already
-#                                  compiled, to the prefix it was set up with
-#                                  (.ci/run passes its release build, set up
-#                                  with a prefix inside it, and saves a build)
+#                                  compiled, to the prefix it was set up with,
+#                                  which must lie inside BUILD (.ci/run passes
+#                                  its release build, set up with
+#                                  --prefix=$PWD/build-release/prefix, and
+#                                  saves a build)
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 if [[ $# -ge 1 ]]; then
-    prefix=$(meson introspect "$1" --buildoptions | python3 -c \
+    bdir=$(cd "$1" && pwd)
+    prefix=$(meson introspect "$bdir" --buildoptions | python3 -c \
         'import json, sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
-    meson install -C "$1" >/dev/null
+    if [[ $prefix != "$bdir"/* ]]; then
+        echo "e2e_sdk.sh: $1: its prefix $prefix is not inside the build directory; set it up with --prefix=$bdir/prefix (the test installs there)" >&2
+        exit 2
+    fi
+    meson install -C "$bdir" >/dev/null
 else
     prefix=$work/prefix
     meson setup "$work/build" "$src" --prefix="$prefix" -Dtests=disabled >/dev/null
