@@ -39,8 +39,11 @@ def variants(info):
     out = []
     for p in info.get("params", []):
         name, kind = p["name"], p["type"]
+        # a parameter without a default ("unset" says what leaving it out
+        # means) has "default": null; its variant sets it
+        dflt = p.get("default")
         if kind == "number":
-            d = p.get("default", 1.0)
+            d = 1.0 if dflt is None else dflt
             lo, hi = p.get("min"), p.get("max")
             for v in (d * 0.5 + 0.37, d * 1.5 + 0.13):
                 if (lo is not None and v <= lo) or (hi is not None and v > hi):
@@ -51,7 +54,7 @@ def variants(info):
         elif kind == "choice":
             out += [{name: c} for c in p["choices"] if c != p.get("default")]
         elif kind == "integer":
-            out.append({name: p.get("default", 0) + 1})
+            out.append({name: -1 if dflt is None else dflt + 1})
     return out
 
 

@@ -36,10 +36,10 @@
 /* ------------------------------------------------------------------------ */
 /* Versions and constants                                                    */
 
-Test(abi, version_is_1_1)
+Test(abi, version_is_1_2)
 {
     cr_expect_eq(LK_ABI_MAJOR, 1, "LK_ABI_MAJOR is %d", LK_ABI_MAJOR);
-    cr_expect_eq(LK_ABI_MINOR, 1, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
+    cr_expect_eq(LK_ABI_MINOR, 2, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
     cr_expect_str_eq(LK_PLUGIN_ENTRY_NAME, "losskit_plugin_entry", "entry name changed");
 }
 
@@ -150,8 +150,9 @@ Test(abi, layout_params)
     /* lk_param_desc: name 0, doc 8, type 16 (4), flags 20 (4),
      * default_number 24, min 32, max 40, choices 48, default_choice 56,
      * default_list 64 (8 each), default_list_len 72, list_min_len 76,
-     * list_max_len 80 (4 each) = 84, padded to 8: 88. */
-    PIN_SIZE(lk_param_desc, 88);
+     * list_max_len 80 (4 each) = 84, padded to 8: 88 (1.1); unset 88 (since
+     * 1.2): 96. */
+    PIN_SIZE(lk_param_desc, 96);
     PIN_OFF(lk_param_desc, name, 0);
     PIN_OFF(lk_param_desc, doc, 8);
     PIN_OFF(lk_param_desc, type, 16);
@@ -165,6 +166,7 @@ Test(abi, layout_params)
     PIN_OFF(lk_param_desc, default_list_len, 72);
     PIN_OFF(lk_param_desc, list_min_len, 76);
     PIN_OFF(lk_param_desc, list_max_len, 80);
+    PIN_OFF(lk_param_desc, unset, 88);
 
     /* lk_param_value: number 0, integer 8, choice 16, list 24, list_len 32
      * (8 each), is_set 40 (4) = 44, padded to 8: 48. The host builds an

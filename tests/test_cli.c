@@ -486,10 +486,16 @@ Test(cli, info_focal)
     const char *line = r.out;
     while (line && *line) {
         char name[64], type[64], def[64];
-        if (sscanf(line, " %63s number list default %63s", name, def) == 2) {
+        if (sscanf(line, " %63s number list %63s", name, def) == 2) {
             if (strcmp(name, "alpha") == 0) {
+                /* 0.25 in the binary modes, none in multiclass: no one
+                 * default, and the next rows but one say so */
                 seen_alpha++;
-                cr_assert_str_eq(def, "[0.25]", "alpha default %s", def);
+                cr_assert_str_eq(def, "unset", "alpha: %s", def);
+                const char *meaning = strstr(line, "\n      unset: 0.25 in modes binary");
+                const char *next = strchr(line, '\n');
+                cr_assert(meaning && next && (next = strchr(next + 1, '\n')) && meaning == next,
+                          "alpha's unset line: %s", r.out);
             }
         } else if (sscanf(line, " %63s %63s default %63s", name, type, def) == 3) {
             if (strcmp(name, "gamma") == 0) {
@@ -554,15 +560,19 @@ Test(cli, info_focal_json)
     cr_assert(cJSON_IsArray(params), "no params: %s", r.out);
     cr_assert_eq(cJSON_GetArraySize(params), 6);
 
-    /* one list serves binary focal's alpha (one value, default 0.25) and
-     * multiclass class weights */
+    /* one list serves binary focal's alpha (one value, 0.25 when left out)
+     * and multiclass class weights (none when left out): no one default,
+     * so "default" is null and "unset" says what leaving it out means */
     const cJSON *alpha = find_param(params, "alpha");
     cr_assert_not_null(alpha, "no alpha: %s", r.out);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(alpha, "type");
     cr_assert(cJSON_IsString(type) && strcmp(type->valuestring, "number list") == 0);
     const cJSON *adef = cJSON_GetObjectItemCaseSensitive(alpha, "default");
-    cr_assert(cJSON_IsArray(adef) && cJSON_GetArraySize(adef) == 1, "alpha default: %s", r.out);
-    cr_assert_eq(cJSON_GetArrayItem(adef, 0)->valuedouble, 0.25);
+    cr_assert(cJSON_IsNull(adef), "alpha default: %s", r.out);
+    const cJSON *aunset = cJSON_GetObjectItemCaseSensitive(alpha, "unset");
+    cr_assert(cJSON_IsString(aunset) && strstr(aunset->valuestring, "0.25 in modes binary") &&
+                  strstr(aunset->valuestring, "no class weights in mode multiclass"),
+              "alpha unset: %s", r.out);
     cr_assert_eq(num_field(alpha, "min"), -1.0);
     cr_assert_eq(num_field(alpha, "min_items"), 1.0);
 
@@ -571,12 +581,54 @@ Test(cli, info_focal_json)
     type = cJSON_GetObjectItemCaseSensitive(gamma, "type");
     cr_assert(cJSON_IsString(type) && strcmp(type->valuestring, "number") == 0);
     cr_assert_eq(num_field(gamma, "default"), 2.0);
+    cr_assert_null(cJSON_GetObjectItemCaseSensitive(gamma, "unset"), "gamma has a default");
     cr_assert_eq(num_field(gamma, "min"), 0.0);
     cr_assert_null(cJSON_GetObjectItemCaseSensitive(gamma, "max"), "gamma has no upper bound");
 
     const cJSON *reds = cJSON_GetObjectItemCaseSensitive(root, "reductions");
     cr_assert(cJSON_IsArray(reds) && cJSON_GetArraySize(reds) == 3);
     cJSON_Delete(root);
+    proc_free(&r);
+}
+
+/* A parameter without a default value (ABI 1.2's lk_param_desc.unset):
+ * text and JSON say what leaving it out means instead of a default the
+ * loss does not apply; a list whose default is empty is [] in JSON. */
+Test(cli, info_shows_what_an_unset_parameter_means)
+{
+    proc r = lk(NULL, "info", "bce_with_logits", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, "ignore_index    integer     unset ") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "\n      unset: no element is ignored\n") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "-100") == NULL, "the default no config gets is shown: %s", r.out);
+    cr_expect(strstr(r.out, "label_smoothing number      default 0 ") != NULL, "%s", r.out);
+    proc_free(&r);
+
+    r = lk(NULL, "info", "bce_with_logits", "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "params");
+    const cJSON *ig = find_param(params, "ignore_index");
+    cr_assert_not_null(ig, "no ignore_index: %s", r.out);
+    cr_expect(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(ig, "default")), "%s", r.out);
+    const cJSON *un = cJSON_GetObjectItemCaseSensitive(ig, "unset");
+    cr_expect(cJSON_IsString(un) && strcmp(un->valuestring, "no element is ignored") == 0, "%s",
+              r.out);
+    const cJSON *pw = cJSON_GetObjectItemCaseSensitive(find_param(params, "pos_weight"), "default");
+    cr_expect(cJSON_IsArray(pw) && cJSON_GetArraySize(pw) == 0, "pos_weight default: %s", r.out);
+    cJSON_Delete(root);
+    proc_free(&r);
+
+    /* the long names of dice's parameters keep the columns aligned */
+    r = lk(NULL, "info", "dice", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, "    smooth_dr          number      unset              [0, inf]\n") !=
+                  NULL,
+              "%s", r.out);
+    cr_expect(strstr(r.out, "    include_background boolean     default true       true|false\n") !=
+                  NULL,
+              "%s", r.out);
+    cr_expect(strstr(r.out, "      unset: smooth's value\n") != NULL, "%s", r.out);
     proc_free(&r);
 }
 

@@ -423,7 +423,7 @@ Test(registry, wrong_major_is_refused)
     /* The file, its version and the host's. */
     expect_mentions(d, "fx_wrong_major.so");
     expect_mentions(d, "ABI 2.0");
-    expect_mentions(d, "ABI 1.1");
+    expect_mentions(d, "ABI 1.2");
     expect_not_served(rt, "fx_wrong_major");
     lk_runtime_close(rt);
 }
@@ -486,6 +486,18 @@ Test(registry, param_default_outside_range_is_refused)
     lk_runtime_close(rt);
 }
 
+Test(registry, param_with_empty_unset_text_is_refused)
+{
+    const char *d;
+    lk_runtime *rt = open_with_good(FX("fx_bad_unset"), &d);
+    expect_mentions(d, "fx_bad_unset.so");
+    expect_mentions(d, "'fx_bad_unset'");
+    expect_mentions(d, "'ignore_index'");
+    expect_mentions(d, "its unset text is empty");
+    expect_not_served(rt, "fx_bad_unset");
+    lk_runtime_close(rt);
+}
+
 Test(registry, loss_without_slots_is_refused)
 {
     const char *d;
@@ -534,14 +546,51 @@ Test(registry, newer_minor_is_accepted)
     lk_runtime_close(rt);
 }
 
+Test(registry, older_minor_is_read_only_as_far_as_its_structs_go)
+{
+    /* fx_older_minor is built against 1.1: its parameter struct ends before
+     * `unset`, and the pointer after it must not be taken for one. */
+    lk_runtime *rt = open_path(FX("fx_older_minor"));
+    expect_no_diag(rt);
+    expect_served(rt, "fx_older", FX("fx_older_minor"));
+    lk_loss_info info;
+    cr_assert(find(rt, "fx_older", &info), "fx_older");
+    cr_expect_eq(info.plugin_abi_minor, 1, "plugin_abi_minor");
+    const lk_param_desc *k = info.desc->params[0];
+    cr_assert_not_null(k, "its param");
+    cr_expect_str_eq(k->name, "k", "param name");
+    cr_expect_eq(k->default_number, 2.0, "its default");
+    cr_expect_null(lk_param_unset_of(k, info.plugin_abi_minor), "unset read from a 1.1 plugin");
+    /* the host's copy of the descriptor holds NULL there too: the scan
+     * never wrote what lay past the struct */
+    cr_expect_null(k->unset, "the scan record carried what lay past a 1.1 parameter");
+    const double x[3] = {1.0, 2.0, 3.0};
+    expect_near(eval_json(rt, "{\"loss\": \"fx_older\"}", x, NULL, 3, NULL), 12.0, "2 x the sum");
+    lk_runtime_close(rt);
+}
+
+Test(registry, unset_of_a_parameter_follows_the_plugins_minor)
+{
+    /* lk_param_unset_of reads the member only from a plugin of 1.2 or
+     * later: the same bytes give NULL for an older minor. */
+    const lk_param_desc p = {.name = "ignore_index",
+                             .doc = "d",
+                             .type = LK_PARAM_INTEGER,
+                             .unset = "no element is ignored"};
+    cr_expect_null(lk_param_unset_of(&p, 0), "minor 0");
+    cr_expect_null(lk_param_unset_of(&p, 1), "minor 1");
+    cr_expect_str_eq(lk_param_unset_of(&p, 2), "no element is ignored", "minor 2");
+    cr_expect_str_eq(lk_param_unset_of(&p, 3), "no element is ignored", "a newer minor");
+}
+
 Test(registry, fixture_directory)
 {
     /* The whole folder at once: every broken fixture gives its one line, in
      * name order, and the good ones are served. Name order also decides that
      * fx_good.so's fx_sq serves and fx_shadow.so's is shadowed. */
     static const char *const broken[] = {
-        "fx_bad_default", "fx_duplicate_id",  "fx_missing_entry", "fx_no_slots",
-        "fx_null_entry",  "fx_null_required", "fx_wrong_major",
+        "fx_bad_default", "fx_bad_unset",  "fx_duplicate_id",  "fx_missing_entry",
+        "fx_no_slots",    "fx_null_entry", "fx_null_required", "fx_wrong_major",
     };
     const size_t n_broken = sizeof broken / sizeof broken[0];
     lk_runtime *rt = open_path(LK_FIXTURE_DIR);
@@ -556,8 +605,9 @@ Test(registry, fixture_directory)
     expect_good_served(rt, FX("fx_good"));
     expect_served(rt, "fx_newer", FX("fx_newer_minor"));
     expect_served(rt, "fx_crash", FX("fx_crash_kernel"));
-    /* fx_sq, fx_count, fx_crash, fx_newer, and fx_shadow's fx_sq. */
-    cr_expect_eq(lk_runtime_loss_count(rt), 5, "losses listed");
+    expect_served(rt, "fx_older", FX("fx_older_minor"));
+    /* fx_sq, fx_count, fx_crash, fx_newer, fx_older, and fx_shadow's fx_sq. */
+    cr_expect_eq(lk_runtime_loss_count(rt), 6, "losses listed");
 
     const double x[2] = {1.0, 2.0};
     expect_near(eval_json(rt, "{\"loss\": \"fx_sq\"}", x, NULL, 2, NULL), 5.0,

@@ -363,7 +363,7 @@ Test(scan, corrupt_cache_is_ignored_and_rewritten)
 {
     static const char *const junk[] = {
         "garbage\n",
-        "losskit plugin scan cache 2 losskit 0.1.0 ABI 1.1\nE 5:/nope 1 2\n",
+        "losskit plugin scan cache 3 losskit 0.1.0 ABI 1.2\nE 5:/nope 1 2\n",
         "losskit plugin scan cache 99 losskit 9.9.9 ABI 9.9\n",
     };
     for (size_t k = 0; k < sizeof junk / sizeof junk[0]; k++) {

@@ -204,13 +204,21 @@ static void info_text(const lk_loss_info *li)
     printf("  params:\n");
     if (!d->params || !d->params[0])
         printf("    (none)\n");
+    int width = 14; /* the name column: the longest name's */
+    for (size_t i = 0; d->params && d->params[i]; i++)
+        if ((int)strlen(d->params[i]->name) > width)
+            width = (int)strlen(d->params[i]->name);
     for (size_t i = 0; d->params && d->params[i]; i++) {
         const lk_param_desc *p = d->params[i];
-        char def[128], range[160];
+        const char *unset = lk_param_unset_of(p, li->plugin_abi_minor);
+        char def[128], col[136], range[160];
         param_default(p, def, sizeof def);
+        snprintf(col, sizeof col, "%s%s", unset ? "unset" : "default ", unset ? "" : def);
         param_range(p, range, sizeof range);
-        printf("    %-14s %-11s default %-10s %s\n      %s\n", p->name, param_type_name(p->type),
-               def, range, p->doc);
+        printf("    %-*s %-11s %-18s %s\n      %s\n", width, p->name, param_type_name(p->type), col,
+               range, p->doc);
+        if (unset)
+            printf("      unset: %s\n", unset);
     }
     printf("  tensors:\n");
     for (size_t i = 0; d->slots[i]; i++) {
@@ -224,8 +232,9 @@ static void info_text(const lk_loss_info *li)
     }
 }
 
-static cJSON *param_json(const lk_param_desc *p)
+static cJSON *param_json(const lk_param_desc *p, uint32_t plugin_abi_minor)
 {
+    const char *unset = lk_param_unset_of(p, plugin_abi_minor);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", p->name);
     cJSON_AddStringToObject(o, "type", param_type_name(p->type));
@@ -238,8 +247,11 @@ static cJSON *param_json(const lk_param_desc *p)
         for (const char *const *s = p->choices; *s; s++)
             cJSON_AddItemToArray(c, cJSON_CreateString(*s));
     } else if (p->type == LK_PARAM_NUMBER_LIST) {
+        /* cJSON makes no array of no items from a NULL pointer */
         cJSON_AddItemToObject(o, "default",
-                              cJSON_CreateDoubleArray(p->default_list, p->default_list_len));
+                              p->default_list_len
+                                  ? cJSON_CreateDoubleArray(p->default_list, p->default_list_len)
+                                  : cJSON_CreateArray());
         cJSON_AddNumberToObject(o, "min_items", p->list_min_len);
         if (p->list_max_len >= 0)
             cJSON_AddNumberToObject(o, "max_items", p->list_max_len);
@@ -254,6 +266,10 @@ static cJSON *param_json(const lk_param_desc *p)
             cJSON_AddNumberToObject(o, "max", p->max);
         cJSON_AddBoolToObject(o, "min_exclusive", (p->flags & LK_PARAM_MIN_EXCLUSIVE) != 0);
         cJSON_AddBoolToObject(o, "max_exclusive", (p->flags & LK_PARAM_MAX_EXCLUSIVE) != 0);
+    }
+    if (unset) { /* no default: what leaving it out means instead */
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "default", cJSON_CreateNull());
+        cJSON_AddStringToObject(o, "unset", unset);
     }
     return o;
 }
@@ -270,7 +286,7 @@ static void info_json(const lk_loss_info *li)
     cJSON_AddStringToObject(o, "evaluation", eval_kind(d));
     cJSON *params = cJSON_AddArrayToObject(o, "params");
     for (size_t i = 0; d->params && d->params[i]; i++)
-        cJSON_AddItemToArray(params, param_json(d->params[i]));
+        cJSON_AddItemToArray(params, param_json(d->params[i], li->plugin_abi_minor));
     cJSON *slots = cJSON_AddArrayToObject(o, "slots");
     for (size_t i = 0; d->slots[i]; i++) {
         const lk_slot_desc *s = d->slots[i];

@@ -167,14 +167,21 @@ static int in_bounds(const lk_param_desc *p, double v)
     return 1;
 }
 
-/* Checks one parameter declaration; returns a problem or NULL. */
-static const char *check_param(const lk_param_desc *p, char *buf, size_t cap)
+/* Checks one parameter declaration of a plugin of ABI 1.minor; returns a
+ * problem or NULL. */
+static const char *check_param(const lk_param_desc *p, uint32_t minor, char *buf, size_t cap)
 {
     const char *bad = name_problem(p->name, "name", buf, cap);
     if (bad)
         return bad;
     if (!p->doc)
         return "it has no doc";
+    const char *unset = lk_param_unset_of(p, minor);
+    if (unset && !*unset)
+        return "its unset text is empty";
+    for (const char *c = unset; c && *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return "its unset text is not one line (it holds a control character)";
     if (p->min != p->min || p->max != p->max)
         return "its min or max is NaN";
     if (p->min > p->max)
@@ -298,7 +305,7 @@ static const char *check_loss(const lk_loss_desc *d, uint32_t minor)
                 return "two of its slots have the same name";
     }
     for (uint32_t i = 0; i < np; i++) {
-        const char *p = check_param(d->params[i], problem, sizeof problem);
+        const char *p = check_param(d->params[i], minor, problem, sizeof problem);
         if (p)
             return named(why, sizeof why, "parameter", d->params[i]->name, p);
         for (uint32_t j = 0; j < i; j++)
@@ -385,11 +392,12 @@ static void put_double(lk__buf *b, double v)
     lk__buf_printf(b, "%llx ", (unsigned long long)bits);
 }
 
-static void write_param(const lk_param_desc *p, lk__buf *b)
+static void write_param(const lk_param_desc *p, uint32_t minor, lk__buf *b)
 {
     lk__buf_add(b, "A ", 2);
     lk__buf_str(b, p->name);
     lk__buf_str(b, p->doc);
+    lk__buf_str(b, lk_param_unset_of(p, minor));
     lk__buf_printf(b, "%d %u ", p->type, p->flags);
     put_double(b, p->default_number);
     put_double(b, p->min);
@@ -439,7 +447,7 @@ void lk__scan_write(const lk_plugin *pl, lk__buf *b)
         lk__buf_printf(b, "%u %d %u %u %u %u\n", d->reductions, d->default_reduction, d->flags,
                        lk__scan_fn_mask(d, pl->abi_minor), np, ns);
         for (uint32_t k = 0; k < np; k++)
-            write_param(d->params[k], b);
+            write_param(d->params[k], pl->abi_minor, b);
         for (uint32_t k = 0; k < ns; k++) {
             const lk_slot_desc *s = d->slots[k];
             lk__buf_add(b, "S ", 2);
@@ -629,7 +637,7 @@ static lk_status stub_example(const void *i, int32_t k, int32_t dt, uint64_t see
     return LK_ERR_LOAD;
 }
 
-static const lk_param_desc *read_param(reader *r)
+static const lk_param_desc *read_param(reader *r, uint32_t minor)
 {
     lk_param_desc *p = rd_alloc(r, sizeof *p);
     if (!p)
@@ -637,6 +645,9 @@ static const lk_param_desc *read_param(reader *r)
     rd_word(r, "A");
     p->name = rd_str(r);
     p->doc = rd_str(r);
+    p->unset = rd_str(r);
+    if (p->unset && minor < 2) /* a member its plugin's struct does not have */
+        r->bad = 1;
     p->type = (int32_t)rd_int(r, INT32_MIN, INT32_MAX);
     p->flags = (uint32_t)rd_int(r, 0, UINT32_MAX);
     p->default_number = rd_double(r);
@@ -684,7 +695,7 @@ static const lk_loss_desc *read_loss(reader *r, uint32_t minor)
     const lk_param_desc **params = np ? rd_alloc(r, (np + 1) * sizeof *params) : NULL;
     const lk_slot_desc **slots = rd_alloc(r, (ns + 1) * sizeof *slots);
     for (size_t i = 0; params && i < np && !r->bad; i++)
-        params[i] = read_param(r);
+        params[i] = read_param(r, minor);
     for (size_t i = 0; slots && i < ns && !r->bad; i++) {
         lk_slot_desc *s = rd_alloc(r, sizeof *s);
         if (!s)

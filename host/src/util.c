@@ -347,3 +347,9 @@ int32_t lk_reduction_from_name(const char *name)
             return r;
     return -1;
 }
+
+/* In util.c, which the scanner links too (scan.c reads it). */
+const char *lk_param_unset_of(const lk_param_desc *pd, uint32_t plugin_abi_minor)
+{
+    return plugin_abi_minor >= 2 ? pd->unset : NULL;
+}

@@ -75,11 +75,12 @@ static const lk_param_desc lv_per_image = {
 
 static const lk_param_desc lv_ignore_index = {
     .name = "ignore_index",
-    .doc = "pixels whose target equals it are left out (zero gradient); unset: none",
+    .doc = "pixels whose target equals it are left out (zero gradient)",
     .type = LK_PARAM_INTEGER,
     .default_number = -100.0,
     .min = -HUGE_VAL,
     .max = HUGE_VAL,
+    .unset = "no pixel is left out",
 };
 
 static const char *const lv_class_choices[] = {"present", "all", NULL};
@@ -95,6 +96,7 @@ static const lk_param_desc lv_classes = {
 static const lk_param_desc lv_class_list = {
     .name = "class_list",
     .doc = "the class indices the mean takes (absent ones too); not with classes",
+    .unset = "the classes that classes picks",
     .type = LK_PARAM_NUMBER_LIST,
     .min = 0.0,
     .max = 2147483647.0,

@@ -584,15 +584,17 @@ SEG_BOOL(seg_p_from_logits, "from_logits", 1.0,
 const lk_param_desc seg_p_ignore_index = {
     .name = "ignore_index",
     .doc = "elements (multiclass index targets: positions) whose target equals it count in no "
-           "sum and get a zero gradient; unset: index targets of -100 only",
+           "sum and get a zero gradient",
     .type = LK_PARAM_INTEGER,
     .default_number = -100.0,
     .min = -HUGE_VAL,
     .max = HUGE_VAL,
+    .unset = "multiclass index targets of -100 are ignored (torch's convention), nothing else",
 };
 const lk_param_desc seg_p_classes = {
     .name = "classes",
-    .doc = "the class indices the mean takes; unset: every class",
+    .doc = "the class indices the mean takes",
+    .unset = "every class",
     .type = LK_PARAM_NUMBER_LIST,
     .min = 0.0,
     .max = (double)LK_CLS_MAX_CLASSES - 1.0,
@@ -609,7 +611,8 @@ SEG_BOOL(seg_p_per_sample_true, "per_sample", 1.0,
 const lk_param_desc seg_p_class_weights = {
     .name = "class_weights",
     .doc = "one weight per class of the input: the mean is sum w_c L_c / sum w_c over the "
-           "classes taken; unset: uniform",
+           "classes taken",
+    .unset = "every class weighs the same",
     .type = LK_PARAM_NUMBER_LIST,
     .min = 0.0,
     .max = HUGE_VAL,
@@ -620,8 +623,13 @@ SEG_NUM(seg_p_smooth1, "smooth", 1.0, 0.0, 0, "added to the ratio's numerator an
 SEG_NUM(seg_p_smooth0, "smooth", 0.0, 0.0, 0, "added to the ratio's numerator and denominator")
 SEG_NUM(seg_p_smooth_gd, "smooth", 1e-5, 0.0, 0,
         "added to the ratio's numerator and denominator")
-SEG_NUM(seg_p_smooth_dr, "smooth_dr", 0.0, 0.0, 0,
-        "added to the denominator instead of smooth; unset: smooth")
+const lk_param_desc seg_p_smooth_dr = {.name = "smooth_dr",
+                                       .doc = "added to the denominator instead of smooth",
+                                       .type = LK_PARAM_NUMBER,
+                                       .default_number = 0.0,
+                                       .min = 0.0,
+                                       .max = HUGE_VAL,
+                                       .unset = "smooth's value"};
 SEG_NUM(seg_p_eps, "eps", 1e-7, 0.0, 0, "the floor of the ratio's denominator")
 SEG_NUM(seg_p_eps_mcc, "eps", 1e-5, 0.0, 0, "added to each of TP, TN, FP and FN")
 const lk_param_desc seg_p_intersection = {

@@ -45,8 +45,8 @@ static const lk_param_desc bce_label_smoothing = {
 
 static const lk_param_desc bce_ignore_index = {
     .name = "ignore_index",
-    .doc = "elements whose target is this value count nowhere (mean divides by the others); "
-           "unset (the default shown is not applied): none",
+    .doc = "elements whose target is this value count nowhere (mean divides by the others)",
+    .unset = "no element is ignored",
     .type = LK_PARAM_INTEGER,
     .default_number = -100.0,
     .min = -HUGE_VAL,

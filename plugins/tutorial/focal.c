@@ -391,7 +391,8 @@ static const double focal_alpha_default[] = {0.25};
 static const lk_param_desc focal_alpha = {
     .name = "alpha",
     .doc = "binary, multilabel: one value, alpha_t = alpha t + (1 - alpha)(1 - t), negative "
-           "disables it; multiclass: C class weights or one for every class, unset for none",
+           "disables it; multiclass: C class weights or one for every class",
+    .unset = "0.25 in modes binary and multilabel; no class weights in mode multiclass",
     .type = LK_PARAM_NUMBER_LIST,
     .min = -1.0,
     .max = HUGE_VAL,
@@ -440,8 +441,8 @@ static const lk_param_desc focal_include_background = {
 
 static const lk_param_desc focal_ignore_index = {
     .name = "ignore_index",
-    .doc = "multiclass: positions whose class index is this value count nowhere; unset (the "
-           "default shown is not applied): no position is ignored",
+    .doc = "multiclass: positions whose class index is this value count nowhere",
+    .unset = "no position is ignored",
     .type = LK_PARAM_INTEGER,
     .default_number = -100.0,
     .min = -HUGE_VAL,

@@ -145,6 +145,10 @@ def _info_dict(rt, info):
         else:
             item["default"] = int(p.default_number) if p.type == 2 else p.default_number
             item["min"], item["max"] = p.min, p.max
+        # no default: what leaving the parameter out means instead
+        unset = lib.lk_param_unset_of(d.params[i], info.plugin_abi_minor)
+        if unset is not None:
+            item["default"], item["unset"] = None, _s(unset)
         params.append(item)
         i += 1
     return {

@@ -61,6 +61,7 @@ class RuntimeOptions(ctypes.Structure):
 
 
 class ParamDesc(ctypes.Structure):
+    # unset (since ABI 1.2) is read through lk_param_unset_of, never directly
     _fields_ = [("name", ctypes.c_char_p), ("doc", ctypes.c_char_p), ("type", ctypes.c_int32),
                 ("flags", ctypes.c_uint32), ("default_number", ctypes.c_double),
                 ("min", ctypes.c_double), ("max", ctypes.c_double),
@@ -141,6 +142,7 @@ _decl("lk_runtime_loss_at", _st, _vp, ctypes.c_size_t, ctypes.POINTER(LossInfo))
 _decl("lk_runtime_find", _st, _vp, ctypes.c_char_p, ctypes.POINTER(LossInfo), ctypes.c_char_p)
 _decl("lk_slot_values_of", ctypes.c_int32, ctypes.POINTER(SlotDesc), ctypes.c_uint32,
       ctypes.c_uint32)
+_decl("lk_param_unset_of", ctypes.c_char_p, ctypes.POINTER(ParamDesc), ctypes.c_uint32)
 _decl("lk_loss_from_json", _st, _vp, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
       ctypes.POINTER(_vp), ctypes.c_char_p)
 _decl("lk_loss_from_file", _st, _vp, ctypes.c_char_p, ctypes.POINTER(_vp), ctypes.c_char_p)

@@ -142,6 +142,7 @@ static void make_param(reader *r, lk_param_desc *p, const char **ch, double *lis
     p->default_list_len = (int32_t)(int8_t)byte(r) % 6;
     p->list_min_len = (int32_t)(int8_t)byte(r) % 6;
     p->list_max_len = (int32_t)(int8_t)byte(r) % 8;
+    p->unset = string(r); /* read by the host from plugins of 1.2 on */
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -193,7 +194,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lk_plugin pl;
     memset(&pl, 0, sizeof pl);
     pl.abi_major = LK_ABI_MAJOR;
-    pl.abi_minor = byte(&r) % 3;
+    pl.abi_minor = byte(&r) % 4; /* 1.0 to 1.3: older, today's and newer */
     pl.name = byte(&r) % 16 ? "fuzz" : NULL;
     pl.version = byte(&r) % 16 ? "1.0.0" : NULL;
     pl.summary = "fuzzed";

@@ -166,7 +166,13 @@ class Numpy(unittest.TestCase):
             self.assertIn(i, ids)
         d = losskit.info("dice")
         self.assertEqual([s["name"] for s in d["slots"]], ["input", "target"])
-        self.assertIn("smooth", [p["name"] for p in d["params"]])
+        params = {p["name"]: p for p in d["params"]}
+        self.assertEqual(params["smooth"]["default"], 1.0)
+        self.assertNotIn("unset", params["smooth"])
+        # a parameter without a default says what leaving it out means
+        self.assertIsNone(params["smooth_dr"]["default"])
+        self.assertEqual(params["smooth_dr"]["unset"], "smooth's value")
+        self.assertEqual(params["classes"]["unset"], "every class")
         self.assertEqual(d["reductions"], ["mean"])
         self.assertTrue(d["plugin_file"].endswith(".so"))
         self.assertTrue(losskit.info("ntxent")["whole"])

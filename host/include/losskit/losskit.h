@@ -108,6 +108,12 @@ LK_API const lk_plugin *lk_runtime_plugin(const lk_runtime *rt, const char *plug
 LK_API int32_t lk_slot_values_of(const lk_slot_desc *sd, uint32_t index,
                                  uint32_t plugin_abi_minor);
 
+/* What leaving parameter pd of a loss built against ABI
+ * 1.plugin_abi_minor out of a config means, when it has no default value
+ * (lk_param_desc.unset, since 1.2); NULL when it has one (and for every
+ * parameter of a plugin older than 1.2, whose struct has no such member). */
+LK_API const char *lk_param_unset_of(const lk_param_desc *pd, uint32_t plugin_abi_minor);
+
 /* Every registered loss in search-path order, shadowed ones included. */
 LK_API size_t lk_runtime_loss_count(const lk_runtime *rt);
 LK_API lk_status lk_runtime_loss_at(const lk_runtime *rt, size_t i, lk_loss_info *out);

@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define LK_ABI_MAJOR 1
-#define LK_ABI_MINOR 1
+#define LK_ABI_MINOR 2
 
 #if defined(_WIN32)
 #define LK_EXPORT __declspec(dllexport)
@@ -118,6 +118,12 @@ typedef struct lk_param_desc {
     int32_t default_list_len;   /* NUMBER_LIST: 0 means "not given" */
     int32_t list_min_len;       /* NUMBER_LIST: shortest accepted list */
     int32_t list_max_len;       /* NUMBER_LIST: longest, or -1 for no bound */
+    /* since 1.2: NULL, or the parameter has no default value and this says
+     * what the loss does when a config leaves it out ("no element is
+     * ignored", "smooth", "every class"). create() still receives the
+     * default_* members, with is_set 0; `losskit info` shows this instead of
+     * them. One line: not empty, no control characters. */
+    const char *unset;
 } lk_param_desc;
 
 /* A validated value, one per declared parameter in declaration order, with
