@@ -431,6 +431,41 @@ Test(config, bare_number_is_a_list_of_one)
         cr_expect_eq(g1[i], g2[i], "grad[%d]: %.17g vs %.17g", i, g1[i], g2[i]);
 }
 
+/* A parameter without a default (`losskit info`: unset) may be written
+ * null: the same loss as leaving it out, and not the loss of any value a
+ * config could give. A parameter with a default refuses null. */
+Test(config, null_leaves_a_parameter_without_a_default_unset)
+{
+    double x[N], t[N], g0[N], g1[N], g2[N];
+    make_data(x, t);
+    double left_out = eval_json("{\"loss\": \"bce_with_logits\"}", x, t, g0);
+    double null = eval_json("{\"loss\": \"bce_with_logits\", \"params\": {\"ignore_index\": null}}",
+                            x, t, g1);
+    double zero =
+        eval_json("{\"loss\": \"bce_with_logits\", \"params\": {\"ignore_index\": 0}}", x, t, g2);
+    cr_expect_eq(null, left_out, "ignore_index null gives %.17g, left out %.17g", null, left_out);
+    cr_expect_neq(null, zero, "ignore_index null ignores the targets of 0: %.17g", zero);
+    for (int i = 0; i < N; i++)
+        cr_expect_eq(g1[i], g0[i], "grad[%d]: %.17g vs %.17g", i, g1[i], g0[i]);
+
+    /* dice's smooth_dr, unset, is smooth's value (1), not its placeholder 0 */
+    double dr_left_out = eval_json("{\"loss\": \"dice\"}", x, t, NULL);
+    double dr_null =
+        eval_json("{\"loss\": \"dice\", \"params\": {\"smooth_dr\": null}}", x, t, NULL);
+    double dr_one = eval_json("{\"loss\": \"dice\", \"params\": {\"smooth_dr\": 1}}", x, t, NULL);
+    double dr_zero = eval_json("{\"loss\": \"dice\", \"params\": {\"smooth_dr\": 0}}", x, t, NULL);
+    cr_expect_eq(dr_null, dr_left_out, "smooth_dr null %.17g, left out %.17g", dr_null,
+                 dr_left_out);
+    cr_expect_eq(dr_null, dr_one, "smooth_dr null %.17g, 1 %.17g", dr_null, dr_one);
+    cr_expect_neq(dr_null, dr_zero, "smooth_dr null gives smooth_dr 0's %.17g", dr_zero);
+
+    expect_error("{\"loss\": \"bce_with_logits\", \"params\": {\"label_smoothing\": null}}",
+                 SRC ": $.params.label_smoothing: ", "null, but this parameter has a default",
+                 "losskit info bce_with_logits", NULL);
+    expect_error("{\"loss\": \"dice\", \"params\": {\"mode\": null}}",
+                 SRC ": $.params.mode: ", "has a default", NULL);
+}
+
 Test(config_fx, number_for_a_bool)
 {
     expect_error("{\"loss\": \"fx_count\", \"params\": {\"squared\": 1}}",

@@ -442,6 +442,18 @@ static lk_status build_term(const ctx *c, const char *path, const lk__entry *e, 
         char vpath[288];
         snprintf(vpath, sizeof vpath, "%s.%s", ppath, names[i]);
         const cJSON *v = params ? cJSON_GetObjectItemCaseSensitive(params, names[i]) : NULL;
+        /* null leaves a parameter without a default unset, as leaving it
+         * out does (`losskit info --json` shows its default as null) */
+        if (cJSON_IsNull(v)) {
+            if (!lk_param_unset_of(e->params[i], e->module->plugin->abi_minor)) {
+                st = fail(c, vpath,
+                          "null, but this parameter has a default: leave it out to take the "
+                          "default (losskit info %s)",
+                          e->desc->id);
+                break;
+            }
+            v = NULL;
+        }
         st = param_value(c, vpath, e->params[i], v, &values[i], &lists[i]);
     }
     /* The plugin enters this process here, at the first loss built from it:
