@@ -52,7 +52,7 @@ def variants(info):
         elif kind == "boolean":
             out.append({name: not p.get("default", False)})
         elif kind == "choice":
-            out += [{name: c} for c in p["choices"] if c != p.get("default")]
+            out += [{name: c} for c in p["choices"] if c != dflt]
         elif kind == "integer":
             out.append({name: -1 if dflt is None else dflt + 1})
     return out

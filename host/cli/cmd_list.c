@@ -211,9 +211,14 @@ static void info_text(const lk_loss_info *li)
     for (size_t i = 0; d->params && d->params[i]; i++) {
         const lk_param_desc *p = d->params[i];
         const char *unset = lk_param_unset_of(p, li->plugin_abi_minor);
-        char def[128], col[136], range[160];
-        param_default(p, def, sizeof def);
-        snprintf(col, sizeof col, "%s%s", unset ? "unset" : "default ", unset ? "" : def);
+        char col[136], range[160];
+        if (unset) {
+            snprintf(col, sizeof col, "unset");
+        } else {
+            char def[128];
+            param_default(p, def, sizeof def);
+            snprintf(col, sizeof col, "default %s", def);
+        }
         param_range(p, range, sizeof range);
         printf("    %-*s %-11s %-18s %s\n      %s\n", width, p->name, param_type_name(p->type), col,
                range, p->doc);
