@@ -38,10 +38,8 @@ rounding of each (about 6e-8 of it) is large against their difference
 (seed 7103: a float32 value 1.2e-6 from torch's float64 one, relative to
 itself).
 """
-import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -49,14 +47,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import (elementwise_rel, load_tensors, main, path, record, rel, report, run_losskit,
+                     save, save_tensors, write_json)
+
 OUT = "tests/golden/bindings"
 CATALOGUE = "tests/golden/catalogue/bindings.json"
 SEED = 20261202
-
-
-def path(rel):
-    return os.path.join(ROOT, rel)
 
 
 def dice(x, t, smooth):
@@ -156,13 +152,8 @@ def write_goldens():
     cases = []
 
     def add(name, config, rels):
-        arrays = {k: np.load(path(v)) for k, v in rels.items()}
-        value, grads, _, _ = reference(config, arrays)
-        gr = {}
-        for k, g in grads.items():
-            rel = "%s/%s_grad_%s.npy" % (OUT, name, k)
-            np.save(path(rel), g)
-            gr[k] = rel
+        value, grads, _, _ = reference(config, load_tensors(rels))
+        gr = {k: save("%s/%s_grad_%s.npy" % (OUT, name, k), g) for k, g in grads.items()}
         cases.append({"name": name, "config": config, "tensors": rels, "value": value,
                       "grads": gr})
 
@@ -171,65 +162,30 @@ def write_goldens():
          "logits_x2": data + "logits_x2.npy", "mask_x2": data + "mask_x2.npy",
          "logits_x4": data + "logits_x4.npy", "mask_x4": data + "mask_x4.npy"})
     for dt, tag in ((np.float64, "f64"), (np.float32, "f32")):
-        rels = {}
-        for k, a in draw_shared(rng, (4, 3, 5), dt).items():
-            rels[k] = "%s/shared_%s_%s.npy" % (OUT, tag, k)
-            np.save(path(rels[k]), a)
-        add("shared_input_%s" % tag, SHARED, rels)
-        rels = {}
-        for k, a in draw_heads(rng, 3, 4, (5,), dt).items():
-            rels[k] = "%s/heads_%s_%s.npy" % (OUT, tag, k)
-            np.save(path(rels[k]), a)
-        add("two_heads_ce_%s" % tag, TWO_HEADS, rels)
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(cases, f, indent=1)
-        f.write("\n")
+        add("shared_input_%s" % tag, SHARED,
+            save_tensors("%s/shared_%s" % (OUT, tag), draw_shared(rng, (4, 3, 5), dt)))
+        add("two_heads_ce_%s" % tag, TWO_HEADS,
+            save_tensors("%s/heads_%s" % (OUT, tag), draw_heads(rng, 3, 4, (5,), dt)))
+    write_json(CATALOGUE, cases)
     print("wrote %d cases to %s" % (len(cases), CATALOGUE))
 
 
 # --------------------------------------------------------------------------
 # --random: compare a build with torch on data no test uses
 
-def rel(got, want, mag):
-    """The value's error relative to the sum of the weighted terms'
-    magnitudes (|want| itself where no two terms cancel)."""
-    return 0.0 if got == want else abs(got - want) / max(abs(want), mag, 1e-12)
-
-
-def elementwise_rel(got, want, mag):
-    """Each element's error relative to the sum of its terms' magnitudes
-    (|want| itself where no two terms cancel), with the catalogue test's
-    floor of 1e-9 absolute at the 1e-5 bar."""
-    got = got.astype(np.float64)
-    d = np.abs(got - want)
-    r = np.where(got == want, 0.0, d / np.maximum(np.maximum(np.abs(want), mag), 1e-9 / 1e-5))
-    return float(np.max(r, initial=0.0))
-
-
 def compare_run(exe, tmp, config, arrays):
-    cpath = os.path.join(tmp, "config.json")
-    with open(cpath, "w") as f:
-        json.dump(config, f)
-    cmd = [exe, "run", cpath, "--json"]
-    for k, v in arrays.items():
-        fn = os.path.join(tmp, k + ".npy")
-        np.save(fn, v)
-        cmd += ["--tensor", "%s=%s" % (k, fn)]
-    for k in sorted(differentiable(config)):
-        cmd += ["--grad-tensor", "%s=%s" % (k, os.path.join(tmp, "g_" + k + ".npy"))]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(cmd), res.stderr))
-    got = json.loads(res.stdout)
+    """The value's error relative to the sum of the weighted terms'
+    magnitudes, and each gradient element's relative to the sum of its
+    terms' magnitudes (|want| itself where no two terms cancel)."""
+    got, got_grads, _ = run_losskit(exe, tmp, config, arrays, sorted(differentiable(config)))
     value, grads, mags, vmag = reference(config, arrays)
-    ge = max(elementwise_rel(np.load(os.path.join(tmp, "g_" + k + ".npy")), g, mags[k])
-             for k, g in grads.items())
+    ge = max(elementwise_rel(got_grads[k], g, mags[k]) for k, g in grads.items())
     return rel(got["value"], value, vmag), ge
 
 
 def run_random(seed, exe):
     rng = np.random.default_rng(1_000_003 * (seed + 1) + 29)  # never SEED
-    worst, ok = {}, True
+    worst = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(6):
             for dt, tag in ((np.float64, "f64"), (np.float32, "f32")):
@@ -262,28 +218,9 @@ def run_random(seed, exe):
                               draw_heads(rng, int(rng.integers(1, 5)), int(rng.integers(2, 6)),
                                          (int(rng.integers(1, 6)),), dt)))
                 for name, config, a in cases:
-                    ve, ge = compare_run(exe, tmp, config, a)
-                    w = worst.setdefault((name, tag), [0.0, 0.0, 0])
-                    w[0], w[1], w[2] = max(w[0], ve), max(w[1], ge), w[2] + 1
-    print("seed %d: largest relative errors against torch (float64 reference)" % seed)
-    for (name, tag), (ve, ge, n) in sorted(worst.items()):
-        flag = "" if ve <= 1e-6 and ge <= 1e-5 else "   FAIL"
-        ok &= not flag
-        print("  %-17s %s  value %.2e  gradient %.2e  (%d runs)%s" % (name, tag, ve, ge, n, flag))
-    return ok
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare build/host/losskit with torch on new random data")
-    ap.add_argument("--losskit", default=path("build/host/losskit"))
-    args = ap.parse_args()
-    if args.random is None:
-        write_goldens()
-        return 0
-    return 0 if run_random(args.random, args.losskit) else 1
+                    record(worst, (name, tag), *compare_run(exe, tmp, config, a))
+    return report(seed, worst, "torch (float64 reference)", 17)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, write_goldens, run_random))

@@ -31,10 +31,7 @@ gradient near its zero, kl_div's t (log t - x) where log t ~ x) it carries
 float32 rounding relative to those terms, as torch's own float32 result
 does.
 """
-import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -42,15 +39,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import options, path, run_losskit, save, write_json
+
 OUT = "tests/golden/classification"
 CATALOGUE = "tests/golden/catalogue/classification.json"
 SEED = 20240917
 DTYPES = {"f32": np.float32, "f64": np.float64}
-
-
-def path(rel):
-    return os.path.join(ROOT, rel)
 
 
 # ---------------------------------------------------------------------------
@@ -304,11 +298,6 @@ def special(rng, kind, case_dt):
     raise ValueError(kind)
 
 
-def save(rel, array):
-    np.save(path(rel), array)
-    return rel
-
-
 def make_goldens():
     os.makedirs(path(OUT), exist_ok=True)
     os.makedirs(os.path.dirname(path(CATALOGUE)), exist_ok=True)
@@ -333,9 +322,7 @@ def make_goldens():
         if o is not None:
             case["out"] = save(f"{OUT}/{name}_out.npy", o.astype(DTYPES[dt]))
         out.append(case)
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(out, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, out)
     print(f"{len(out)} cases -> {CATALOGUE}")
 
 
@@ -404,29 +391,6 @@ def random_case(rng, loss):
     return cfg(loss, params, red), tuple(dims), dt
 
 
-def run_losskit(config, arrays, tmp, tag):
-    cfile = os.path.join(tmp, tag + ".json")
-    with open(cfile, "w") as f:
-        json.dump(config, f)
-    cmd = [path("build/host/losskit"), "run", cfile, "--json"]
-    for k, v in arrays.items():
-        fn = os.path.join(tmp, f"{tag}_{k}.npy")
-        np.save(fn, v)
-        cmd += ["--tensor", f"{k}={fn}"]
-    gfile = os.path.join(tmp, f"{tag}_grad.npy")
-    cmd += ["--grad-tensor", f"input={gfile}"]
-    ofile = None
-    if config["reduction"] == "none":
-        ofile = os.path.join(tmp, f"{tag}_out.npy")
-        cmd += ["--out", ofile]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
-    res = json.loads(r.stdout)
-    value = res.get("value")
-    return value, (np.load(ofile) if ofile else None), np.load(gfile)
-
-
 def value_error(config, arrays, value, want):
     """The value's relative error (1e-9 absolute floor at the 1e-6 bar).
     kl_div's terms t (log t - x) (log_target: e^t (t - x)) take both signs,
@@ -458,13 +422,15 @@ def random_mode(seed, rounds):
     worst = {}
     losses = ["bce", "nll", "kl_div", "multilabel_soft_margin", "asymmetric"]
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(rounds):
+        for _ in range(rounds):
             for loss in losses:
                 config, shape, dt = random_case(rng, loss)
                 arrays = as_dtype(draw(rng, loss, shape, config["params"], rng.uniform() < 0.5), dt)
                 if loss == "bce" and rng.uniform() < 0.5:
                     arrays["weight"] = rng.uniform(0.2, 2.0, shape).astype(DTYPES[dt])
-                value, out, grad = run_losskit(config, arrays, tmp, f"{loss}{i}")
+                got, got_grads, out = run_losskit(path("build/host/losskit"), tmp, config, arrays,
+                                                  out=config["reduction"] == "none")
+                value, grad = got.get("value"), got_grads["input"]
                 rv, ro, rg = evaluate(config, arrays)
                 w = worst.setdefault(loss, [0.0] * 6 + [0])
                 if rv is not None:
@@ -495,10 +461,8 @@ def random_mode(seed, rounds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED")
-    ap.add_argument("--rounds", type=int, default=20)
-    a = ap.parse_args()
+    a = options(__doc__, None, [("--rounds", {"type": int, "default": 20})],
+                losskit=False).parse_args()
     if a.random is not None:
         sys.exit(random_mode(a.random, a.rounds))
     make_goldens()

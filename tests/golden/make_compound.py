@@ -63,11 +63,9 @@ variants and data, runs `build/host/losskit run CONFIG --tensor NAME=FILE ...
 if a value is off by more than 1e-6 relative or a gradient element by more
 than 1e-5 relative (1e-9 absolute floor, as the catalogue test).
 """
-import argparse
 import copy
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -75,14 +73,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import (elementwise_rel, load_tensors, main, path, record, rel, report, run_losskit,
+                     save, save_tensors, write_json)
+
 OUT = "tests/golden/compound"
 CATALOGUE = "tests/golden/catalogue/compound.json"
 SEED = 20261203
-
-
-def path(rel):
-    return os.path.join(ROOT, rel)
 
 
 # --------------------------------------------------------------------------
@@ -361,24 +357,19 @@ def write_goldens():
 
     mc_target = np.load(path("configs/data/mc_target.npy"))
     oh = np.moveaxis(np.eye(4, dtype=np.float32)[mc_target], -1, 1).copy()
-    np.save(path("configs/data/mc_target_onehot.npy"), oh)
+    save("configs/data/mc_target_onehot.npy", oh)
 
     def add(name, kind, lam, rels):
-        arrays = {k: np.load(path(v)) for k, v in rels.items()}
+        arrays = load_tensors(rels)
         value, grad = reference(kind, lam, arrays)
-        grel = "%s/%s_grad.npy" % (OUT, name)
-        np.save(path(grel), grad.astype(arrays["input"].dtype))
+        grel = save("%s/%s_grad.npy" % (OUT, name), grad.astype(arrays["input"].dtype))
         case = {"name": name, "config": config_for(kind, lam), "tensors": rels,
                 "value": expected_value(kind, lam, value), "grads": {"input": grel}}
         cases.append(case)
 
     def add_drawn(name, kind, lam, arrays):
         arrays = condition(rng, kind, lam, arrays)
-        rels = {}
-        for k, a in arrays.items():
-            rels[k] = "%s/%s_%s.npy" % (OUT, name, k)
-            np.save(path(rels[k]), a)
-        add(name, kind, lam, rels)
+        add(name, kind, lam, save_tensors("%s/%s" % (OUT, name), arrays))
 
     # each config on its bundled data, with the library's defaults
     data = "configs/data/"
@@ -424,45 +415,18 @@ def write_goldens():
                 ({"alpha": 0.6, "beta": 0.9}, (4, (6, 6)))]):
             add_drawn("combo_%d_%s" % (i, tag), "combo", lam,
                       draw(rng, "combo", shape[0], 1, shape[1], dt))
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(cases, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, cases)
     print("wrote %d cases to %s" % (len(cases), CATALOGUE))
 
 
 # --------------------------------------------------------------------------
 # --random: compare a build with the references on data no test uses
 
-def rel(got, want):
-    return 0.0 if got == want else abs(got - want) / max(abs(want), 1e-12)
-
-
-def elementwise_rel(got, want):
-    got = got.astype(np.float64)
-    d = np.abs(got - want)
-    r = np.where(got == want, 0.0, d / np.maximum(np.abs(want), 1e-9 / 1e-5))
-    return float(np.max(r, initial=0.0))
-
-
 def compare_run(exe, tmp, kind, lam, arrays):
-    config = config_for(kind, lam)
-    cpath = os.path.join(tmp, "config.json")
-    with open(cpath, "w") as f:
-        json.dump(config, f)
-    cmd = [exe, "run", cpath, "--json"]
-    for k, v in arrays.items():
-        fn = os.path.join(tmp, k + ".npy")
-        np.save(fn, v)
-        cmd += ["--tensor", "%s=%s" % (k, fn)]
-    gpath = os.path.join(tmp, "g_input.npy")
-    cmd += ["--grad-tensor", "input=%s" % gpath]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(cmd), res.stderr))
-    got = json.loads(res.stdout)
+    got, got_grads, _ = run_losskit(exe, tmp, config_for(kind, lam), arrays)
     value, grad = reference(kind, lam, arrays)
     return (rel(got["value"], expected_value(kind, lam, value)),
-            elementwise_rel(np.load(gpath), grad))
+            elementwise_rel(got_grads["input"], grad))
 
 
 def random_lam(rng, kind):
@@ -486,7 +450,7 @@ def random_lam(rng, kind):
 
 def run_random(seed, exe):
     rng = np.random.default_rng(1_000_003 * (seed + 1) + 31)  # never SEED
-    worst, ok = {}, True
+    worst = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(8):
             for dt, tag in ((np.float64, "f64"), (np.float32, "f32")):
@@ -498,30 +462,17 @@ def run_random(seed, exe):
                     lam = random_lam(rng, kind)
                     arrays = condition(rng, kind, lam, draw(rng, kind, n, c, spatial, dt, absent,
                                                             lam.get("sigmoid", False)))
-                    ve, ge = compare_run(exe, tmp, kind, lam, arrays)
-                    w = worst.setdefault((kind, tag), [0.0, 0.0, 0])
-                    w[0], w[1], w[2] = max(w[0], ve), max(w[1], ge), w[2] + 1
-    print("seed %d: largest relative errors against the references (float64)" % seed)
-    for (kind, tag), (ve, ge, n) in sorted(worst.items()):
-        flag = "" if ve <= 1e-6 and ge <= 1e-5 else "   FAIL"
-        ok &= not flag
-        print("  %-11s %s  value %.2e  gradient %.2e  (%d runs)%s" % (kind, tag, ve, ge, n, flag))
-    return ok
+                    record(worst, (kind, tag), *compare_run(exe, tmp, kind, lam, arrays))
+    return report(seed, worst, "the references (float64)", 11)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare build/host/losskit with the references on new random data")
-    ap.add_argument("--losskit", default=path("build/host/losskit"))
-    args = ap.parse_args()
-    if args.random is None:
-        write_goldens()
-        return 0
+def check_and_run_random(seed, exe):
+    """The checks of the references (on data drawn from seed), then
+    run_random."""
     check_shipped_configs()
-    check_transcriptions(np.random.default_rng(args.random + 77))
-    return 0 if run_random(args.random, args.losskit) else 1
+    check_transcriptions(np.random.default_rng(seed + 77))
+    return run_random(seed, exe)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, write_goldens, check_and_run_random, "the references"))

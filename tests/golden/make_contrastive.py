@@ -35,10 +35,7 @@ relative errors; it exits 1 if a value is off by more than 1e-6 or a
 gradient element by more than 1e-5 relative (elements below 1e-4 in size:
 1e-9 absolute, as tests/test_catalogue.c).
 """
-import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -46,7 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import LosskitError, options, path, run_losskit, save, write_json
+
 OUT = "tests/golden/contrastive"
 CATALOGUE = "tests/golden/catalogue/contrastive.json"
 SEED = 20250110
@@ -156,15 +154,6 @@ def reference(loss, x, labels, tau, check=True):
 # Committed goldens
 
 
-def path(rel):
-    return os.path.join(ROOT, rel)
-
-
-def save(rel, array):
-    np.save(path(rel), array)
-    return rel
-
-
 def embeddings(rng, m, d, scale=1.0):
     return rng.normal(0.0, scale, (m, d))
 
@@ -254,9 +243,7 @@ def make_goldens():
     xz[5] = 0.0
     add_case(cases, "supcon_zero_row_f64", "supcon", xz, 0.1, np.array([0, 1, 0, 1, 2, 2, 0, 1]))
 
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(cases, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, cases)
     print(f"{len(cases)} cases -> {CATALOGUE}")
 
 
@@ -293,25 +280,19 @@ def run_random(seed):
                 for dtype in (np.float32, np.float64):
                     xs = x.astype(dtype)
                     v, g = reference(loss, xs.astype(np.float64), labels, tau, check=trial < 2)
-                    cfg = os.path.join(tmp, "c.json")
-                    with open(cfg, "w") as f:
-                        json.dump({"loss": loss, "params": {"temperature": tau}}, f)
-                    xf, gf = os.path.join(tmp, "x.npy"), os.path.join(tmp, "g.npy")
-                    np.save(xf, xs)
-                    cmd = [exe, "run", cfg, "--tensor", f"input={xf}",
-                           "--grad-tensor", f"input={gf}", "--json"]
+                    arrays = {"input": xs}
                     if labels is not None:
-                        tf = os.path.join(tmp, "t.npy")
-                        np.save(tf, labels.astype(np.int64))
-                        cmd += ["--tensor", f"target={tf}"]
-                    res = subprocess.run(cmd, capture_output=True, text=True)
-                    if res.returncode != 0:
-                        print(f"{loss}: losskit run failed: {res.stderr.strip()}")
+                        arrays["target"] = labels.astype(np.int64)
+                    try:
+                        res, got_grads, _ = run_losskit(
+                            exe, tmp, {"loss": loss, "params": {"temperature": tau}}, arrays)
+                    except LosskitError as err:
+                        print(f"{loss}: losskit run failed: {err.stderr.strip()}")
                         ok = False
                         continue
-                    got = json.loads(res.stdout)["value"]
+                    got = res["value"]
                     ev = abs(got - v) / max(abs(v), 1e-12)
-                    eg = rel_err(np.load(gf), g)
+                    eg = rel_err(got_grads["input"], g)
                     w = worst.setdefault(loss, [0.0, 0.0, ""])
                     if ev > w[0]:
                         w[0] = ev
@@ -328,10 +309,8 @@ def run_random(seed):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare losskit run with the references on new random data")
-    a = ap.parse_args()
+    a = options(__doc__, "compare losskit run with the references on new random data",
+                losskit=False).parse_args()
     if a.random is not None:
         sys.exit(run_random(a.random))
     make_goldens()

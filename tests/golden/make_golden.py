@@ -25,14 +25,14 @@ saturates (|x| < 10, so torch's log clamp at -100 never acts); main() asserts
 it.
 """
 import json
-import os
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import path, save, write_json
+
 GOLDEN = "tests/golden"
 SEED = 20240611
 SHAPE = (2, 1, 16, 16)
@@ -191,15 +191,6 @@ def ref_config(config, tensors):
 # --------------------------------------------------------------------------
 # Data
 
-def path(rel):
-    return os.path.join(ROOT, rel)
-
-
-def save(rel, array):
-    np.save(path(rel), array)
-    return rel
-
-
 def make_data(rng):
     """Sample data: float32 logits ~ N(0, 2); a mask of two discs per image."""
     files = {}
@@ -320,9 +311,7 @@ def main():
     terms = next(c for c in golden if c["name"] == "dice_bce_terms")
     plain = next(c for c in golden if c["name"] == "dice_bce")
     assert abs(terms["value"] - plain["value"]) <= 1e-14, (terms["value"], plain["value"])
-    with open(path(GOLDEN + "/golden.json"), "w") as f:
-        json.dump(golden, f, indent=1)
-        f.write("\n")
+    write_json(GOLDEN + "/golden.json", golden)
     print("wrote %d cases to %s/golden.json" % (len(golden), GOLDEN))
 
 

@@ -28,14 +28,14 @@ uses the empty-mask rule, denominator 0 scoring 1). Everything is float64;
 tests/test_simd.c checks both of losskit's kernel paths against these files
 (value 1e-12 relative, gradient elements 1e-10 relative + 1e-15 absolute).
 """
-import json
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import path, write_json
+
 OUT = "tests/golden/multiclass"
 SEED = 20240612
 N, C, H, W = 2, 4, 8, 8
@@ -63,12 +63,13 @@ def dice_multiclass(x, y, smooth, ignore_index):
 
 
 def save(name, array):
-    np.save(os.path.join(ROOT, OUT, name), array)
+    """Saves array as OUT/name; returns that path."""
+    np.save(path(f"{OUT}/{name}"), array)
     return f"{OUT}/{name}"
 
 
 def main():
-    os.makedirs(os.path.join(ROOT, OUT), exist_ok=True)
+    os.makedirs(path(OUT), exist_ok=True)
     rng = np.random.default_rng(SEED)
     x64 = rng.normal(0.0, 2.0, size=(N, C, H, W))
     x32 = x64.astype(np.float32)
@@ -120,9 +121,7 @@ def main():
         })
     # one-hot float targets are the same problem as their indices
     assert abs(cases[0]["value"] - cases[-1]["value"]) < 1e-15
-    with open(os.path.join(ROOT, OUT, "cases.json"), "w") as f:
-        json.dump(cases, f, indent=1)
-        f.write("\n")
+    write_json(f"{OUT}/cases.json", cases)
     for c in cases:
         print(f"{c['name']:26s} {c['value']:.17g}")
 

@@ -36,7 +36,6 @@ float32 rounding of p_y, not an error of the kernel; their elementwise figure is
 printed beside. Every case keeps at least one position not ignored: torch's
 mean over nothing is NaN, losskit's is 0 (docs/losses.md).
 """
-import argparse
 import json
 import os
 import subprocess
@@ -46,21 +45,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import elementwise_rel, options, path, save, write_json
+
 OUT = "tests/golden/torch"
 SEED = 20240612
 C = 4
 SHAPE = (2, C, 8, 8)
 TSHAPE = (2, 8, 8)
-
-
-def path(rel):
-    return os.path.join(ROOT, rel)
-
-
-def save(rel, array):
-    np.save(path(rel), array)
-    return rel
 
 
 def ignore_some(rng, t, frac, value=-100):
@@ -203,9 +194,7 @@ def main():
     weights5 = [float(v) for v in np.round(rng.uniform(0.2, 2.0, 5), 3)]
     weights3 = [float(v) for v in np.round(rng.uniform(0.2, 2.0, 3), 3)]
     golden = [golden_case(n, c, s, files) for n, c, s in cases(weights4, weights5, weights3)]
-    with open(path(OUT + "/cases.json"), "w") as f:
-        json.dump(golden, f, indent=1)
-        f.write("\n")
+    write_json(OUT + "/cases.json", golden)
     print("wrote %d cases to %s/cases.json" % (len(golden), OUT))
 
 
@@ -287,13 +276,6 @@ def torch_reference(loss, params, red, x, t):
     return value, out, xt.grad.numpy()
 
 
-def elementwise_rel(got, want):
-    got = np.asarray(got, np.float64)
-    same = (got == want) | (np.isnan(got) & np.isnan(want))
-    r = np.where(same, 0.0, np.abs(got - want) / np.maximum(np.abs(want), 1e-4))
-    return float(np.max(r, initial=0.0))
-
-
 def normwise_rel(got, want):
     top = float(np.max(np.abs(want), initial=0.0))
     d = float(np.max(np.abs(np.asarray(got, np.float64) - want), initial=0.0))
@@ -338,7 +320,7 @@ def run_random(seed, exe, rounds):
                             w[0] = max(w[0], abs(value - rv) / max(abs(rv), 1e-12))
                         pairs = [(grad, rg)] + ([(out, ro)] if ro is not None else [])
                         for got, want in pairs:
-                            w[1] = max(w[1], elementwise_rel(got, want))
+                            w[1] = max(w[1], elementwise_rel(got, want, nan_equal=True))
                             w[2] = max(w[2], normwise_rel(got, want))
                         w[3] += 1
     ok = True
@@ -353,12 +335,7 @@ def run_random(seed, exe, rounds):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare build/host/losskit with torch on new random data")
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--losskit", default=path("build/host/losskit"))
-    args = ap.parse_args()
+    args = options(__doc__, more=[("--rounds", {"type": int, "default": 8})]).parse_args()
     if args.random is None:
         main()
     else:

@@ -33,10 +33,8 @@ errors; it exits 1 if a value is off by more than 1e-6 relative or a gradient
 element by more than 1e-5 relative (with the catalogue test's 1e-9 absolute
 floor).
 """
-import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -44,15 +42,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import (cfg, elementwise_rel, main, path, record, rel, report, run_losskit, save,
+                     save_tensors, write_json)
+
 OUT = "tests/golden/lovasz"
 CATALOGUE = "tests/golden/catalogue/lovasz.json"
 SEED = 20261218
 GAP = 1e-9
-
-
-def path(rel):
-    return os.path.join(ROOT, rel)
 
 
 class Tie(Exception):
@@ -203,14 +199,6 @@ def cast(arrays, dt):
     return out
 
 
-def cfg(loss, **params):
-    c = {"loss": loss}
-    if params:
-        c["params"] = params
-    c["reduction"] = "mean"
-    return c
-
-
 # (name, config, data key)
 def case_list():
     H, S = "lovasz_hinge", "lovasz_softmax"
@@ -290,19 +278,12 @@ def write_goldens():
                     for k in [k for k in saved if k[0] == key]:
                         raise RuntimeError("a tie in %s after its data were saved" % name)
             if (key, dt) not in saved:
-                saved[(key, dt)] = {}
-                for slot, a in arrays.items():
-                    rel = "%s/%s_%s_%s.npy" % (OUT, key, dt, slot)
-                    np.save(path(rel), a)
-                    saved[(key, dt)][slot] = rel
-            grel = "%s/%s_grad_input.npy" % (OUT, name)
-            np.save(path(grel), grad)
+                saved[(key, dt)] = save_tensors("%s/%s_%s" % (OUT, key, dt), arrays)
+            grel = save("%s/%s_grad_input.npy" % (OUT, name), grad)
             assert np.isfinite(value) and np.isfinite(grad).all(), name
             cases.append({"name": name, "config": config, "tensors": dict(saved[(key, dt)]),
                           "value": value, "grads": {"input": grel}})
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(cases, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, cases)
     print("wrote %d cases to %s" % (len(cases), CATALOGUE))
 
 
@@ -353,7 +334,6 @@ def run_random(seed, exe):
     torch.set_default_dtype(torch.float64)
     rng = np.random.default_rng(1_000_003 * (seed + 1) + 29)  # never SEED
     worst = {}
-    ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for loss in ("lovasz_hinge", "lovasz_softmax"):
             done = 0
@@ -368,63 +348,19 @@ def run_random(seed, exe):
                     except Tie:
                         break
                     ve, ge = compare_run(exe, tmp, config, a, value, grad)
-                    w = worst.setdefault((loss, dt), [0.0, 0.0, 0])
-                    w[0], w[1], w[2] = max(w[0], ve), max(w[1], ge), w[2] + 1
+                    record(worst, (loss, dt), ve, ge)
                     if ve > 1e-6 or ge > 1e-5:
                         print("  FAIL %s %s shape %s: value err %.2e, grad err %.2e"
                               % (json.dumps(config), dt, a["input"].shape, ve, ge))
                 else:
                     done += 1
-    print("seed %d: largest relative errors against the float64 reference" % seed)
-    for (loss, dt), (ve, ge, n) in sorted(worst.items()):
-        flag = "" if ve <= 1e-6 and ge <= 1e-5 else "   FAIL"
-        ok &= not flag
-        print("  %-15s %s  value %.2e  gradient %.2e  (%d runs)%s" % (loss, dt, ve, ge, n, flag))
-    return ok
+    return report(seed, worst, "the float64 reference", 15)
 
 
 def compare_run(exe, tmp, config, arrays, value, grad):
-    cpath = os.path.join(tmp, "config.json")
-    with open(cpath, "w") as f:
-        json.dump(config, f)
-    cmd = [exe, "run", cpath, "--json"]
-    for k, v in arrays.items():
-        fn = os.path.join(tmp, k + ".npy")
-        np.save(fn, v)
-        cmd += ["--tensor", "%s=%s" % (k, fn)]
-    gpath = os.path.join(tmp, "g_input.npy")
-    cmd += ["--grad-tensor", "input=%s" % gpath]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(cmd), res.stderr))
-    got = json.loads(res.stdout)
-    return rel(got["value"], value), elementwise_rel(np.load(gpath), grad)
-
-
-def rel(got, want):
-    if got == want:
-        return 0.0
-    return abs(got - want) / max(abs(want), 1e-12)
-
-
-def elementwise_rel(got, want):
-    got = got.astype(np.float64)
-    d = np.abs(got - want)
-    r = np.where(got == want, 0.0, d / np.maximum(np.abs(want), 1e-9 / 1e-5))
-    return float(np.max(r, initial=0.0))
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare build/host/losskit with the reference on new random data")
-    ap.add_argument("--losskit", default=path("build/host/losskit"))
-    args = ap.parse_args()
-    if args.random is None:
-        write_goldens()
-        return 0
-    return 0 if run_random(args.random, args.losskit) else 1
+    got, got_grads, _ = run_losskit(exe, tmp, config, arrays)
+    return rel(got["value"], value), elementwise_rel(got_grads["input"], grad)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, write_goldens, run_random, "the reference"))

@@ -28,10 +28,7 @@ value_floor). It exits 1 when a value is off by more than 1e-6,
 or a gradient or output element by more than 1e-5 (test_catalogue's
 tolerances).
 """
-import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -39,7 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import (LosskitError, Writer, load_tensors, max_rel, path, run_losskit, trials_main,
+                     write_json)
+
 OUT = "tests/golden/margin"
 CATALOGUE = "tests/golden/catalogue/margin.json"
 SEED = 20261202
@@ -120,10 +119,6 @@ LOSSES = {
 }
 
 
-def path(rel):
-    return os.path.join(ROOT, rel)
-
-
 def multilabel_ids(rng, C):
     """One row of ids: some classes (a repeat now and then), then -1, then
     anything in [-1, C), which torch ignores after the first -1."""
@@ -177,32 +172,12 @@ def torch_eval(loss, params, reduction, arrays):
 # The committed cases
 
 
-class Writer:
-    def __init__(self):
-        self.cases = []
-        self.saved = set()
-
-    def save(self, rel, array):
-        if rel in self.saved:
-            raise ValueError("saved twice: " + rel)
-        self.saved.add(rel)
-        np.save(path(rel), array)
-        return rel
-
-    def data(self, tag, arrays, dtype):
-        """Stores a data set once per dtype; returns {slot: file}."""
-        files = {}
-        for name, a in arrays.items():
-            a = a.astype(dtype) if a.dtype.kind == "f" else a
-            suffix = "" if a.dtype.kind != "f" else "_f32" if dtype == np.float32 else "_f64"
-            rel = "%s/%s_%s%s.npy" % (OUT, tag, name, suffix)
-            files[name] = rel if rel in self.saved else self.save(rel, a)
-        return files
+class CaseWriter(Writer):
+    """A Writer that also keeps the catalogue's cases."""
 
     def case(self, name, loss, params, reduction, tag, arrays, dtype, **extra):
         files = self.data(tag, arrays, dtype)
-        stored = {k: np.load(path(v)) for k, v in files.items()}
-        value, out, grads = torch_eval(loss, params, reduction, stored)
+        value, out, grads = torch_eval(loss, params, reduction, load_tensors(files))
         if value is not None and not np.isfinite(value):
             raise ValueError(name + ": the reference value is not finite")
         entry = {
@@ -238,7 +213,7 @@ def write_goldens():
     for f in os.listdir(path(OUT)):
         if f.endswith(".npy"):
             os.remove(os.path.join(path(OUT), f))
-    w = Writer()
+    w = CaseWriter(OUT)
     f64, f32 = np.float64, np.float32
 
     # hinge_embedding: (2, 3, 5) scores, labels +-1; margin 0.5 and 2;
@@ -377,9 +352,7 @@ def write_goldens():
     w.case("twd_edges_none_f64", "triplet_margin_with_distance",
            {"distance": "cosine", "swap": True, "margin": 0.3}, "none", "twd_edges", edge, f64)
 
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(w.cases, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, w.cases)
     print("%d cases, %d files in %s" % (len(w.cases), len(w.saved), OUT))
 
 
@@ -429,13 +402,8 @@ def random_setup(rng, loss):
     return shape, p
 
 
-def rel(got, want, floor):
-    d = np.abs(np.asarray(got, dtype=np.float64) - np.asarray(want, dtype=np.float64))
-    return float(np.max(d / np.maximum(np.abs(want), floor), initial=0.0))
-
-
 def value_floor(loss, params, red, arrays):
-    """The floor under |value| that rel() takes a value's error relative to:
+    """The floor under |value| that max_rel() takes a value's error relative to:
     1e-12, but for hinge_embedding on float32 data the same reduction of its
     terms' magnitudes. Its terms are x where the target is 1, of either sign, so a
     sum can cancel: each float32 term carries float32 rounding (margin - x,
@@ -467,39 +435,30 @@ def run_random(seed, trials, losskit, verbose):
                 dtype = np.float32 if rng.uniform() < 0.5 else np.float64
                 red = str(rng.choice(REDUCTIONS))
                 arrays = {}
-                args = [losskit, "run", os.path.join(tmp, "c.json"), "--json"]
-                for name, kind, diff in slots:
+                for name, kind, _ in slots:
                     a = draw(rng, kind, shape)
-                    a = a.astype(dtype) if a.dtype.kind == "f" else a
-                    arrays[name] = a
-                    f = os.path.join(tmp, name + ".npy")
-                    np.save(f, a)
-                    args += ["--tensor", "%s=%s" % (name, f)]
-                    if diff:
-                        args += ["--grad-tensor", "%s=%s" % (name, os.path.join(tmp, "g_" + name + ".npy"))]
-                if red == "none":
-                    args += ["--out", os.path.join(tmp, "out.npy")]
-                with open(os.path.join(tmp, "c.json"), "w") as f:
-                    json.dump({"loss": loss, "params": params, "reduction": red}, f)
-                res = subprocess.run(args, capture_output=True, text=True)
-                if res.returncode != 0:
+                    arrays[name] = a.astype(dtype) if a.dtype.kind == "f" else a
+                try:
+                    got, got_grads, got_out = run_losskit(
+                        losskit, tmp, {"loss": loss, "params": params, "reduction": red}, arrays,
+                        [name for name, _, diff in slots if diff], red == "none")
+                except LosskitError as err:
                     print("%s %s %s %s: losskit run failed: %s" % (loss, shape, params, red,
-                                                                   res.stderr.strip()))
+                                                                   err.stderr.strip()))
                     failed = True
                     continue
-                got = json.loads(res.stdout)
                 value, out, grads = torch_eval(loss, params, red, arrays)
                 if red == "none":
-                    e = rel(np.load(os.path.join(tmp, "out.npy")), out, 1e-9)
+                    e = max_rel(got_out, out, 1e-9)
                     omax = max(omax, e)
                 else:
-                    e = rel(got["value"], value, value_floor(loss, params, red, arrays))
+                    e = max_rel(got["value"], value, value_floor(loss, params, red, arrays))
                     vmax = max(vmax, e)
                 if verbose:
                     print("  %s %s %s %s %s: %.2e" % (loss, shape, np.dtype(dtype).name, params,
                                                      red, e))
                 for name, g in grads.items():
-                    gmax = max(gmax, rel(np.load(os.path.join(tmp, "g_" + name + ".npy")), g, 1e-9))
+                    gmax = max(gmax, max_rel(got_grads[name], g, 1e-9))
             bad = vmax > 1e-6 or gmax > 1e-5 or omax > 1e-5
             failed |= bad
             print("%-28s value rel err %.2e  grad rel err %.2e  out rel err %.2e  (%d trials)%s"
@@ -507,18 +466,5 @@ def run_random(seed, trials, losskit, verbose):
     return 1 if failed else 0
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare losskit with torch on new random data instead")
-    ap.add_argument("--trials", type=int, default=12, help="random cases per loss")
-    ap.add_argument("--losskit", default=path("build/host/losskit"))
-    ap.add_argument("--verbose", action="store_true", help="--random: every case's error")
-    a = ap.parse_args()
-    if a.random is not None:
-        sys.exit(run_random(a.random, a.trials, a.losskit, a.verbose))
-    write_goldens()
-
-
 if __name__ == "__main__":
-    main()
+    trials_main(__doc__, write_goldens, run_random, 12, "random cases per loss")

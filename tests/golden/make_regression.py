@@ -42,11 +42,9 @@ largest relative errors; it exits 1 if a value is off by more than 1e-6
 relative or a gradient (or output) element by more than 1e-5 relative (with
 the catalogue test's 1e-9 absolute floor).
 """
-import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -54,15 +52,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import (cfg, elementwise_rel, main, path, record, rel, report, run_losskit, save,
+                     write_json)
+
 OUT = "tests/golden/regression"
 CATALOGUE = "tests/golden/catalogue/regression.json"
 SEED = 20261202
 LOG2 = math.log(2.0)
-
-
-def path(rel):
-    return os.path.join(ROOT, rel)
 
 
 # --------------------------------------------------------------------------
@@ -320,14 +316,6 @@ def condition_f32_fresh(config, arrays, rng, kind, shape, draws=5):
 # --------------------------------------------------------------------------
 # The committed cases
 
-def cfg(loss, red="mean", **params):
-    c = {"loss": loss}
-    if params:
-        c["params"] = params
-    c["reduction"] = red
-    return c
-
-
 # (name, config, data kind, dtype, weighted)
 def case_list():
     L = []
@@ -415,10 +403,6 @@ def write_goldens():
         weights[kind].ravel()[:3] = 0.0  # a zero weight drops its element
     saved = {}
 
-    def save(rel, a):
-        np.save(path(rel), a)
-        return rel
-
     def files_for(name, config, kind, dt, weighted):
         arrays = dict(base[kind])
         if dt == "f32":
@@ -454,9 +438,7 @@ def write_goldens():
             case["out"] = save("%s/%s_out.npy" % (OUT, name), out)
         assert value is None or np.isfinite(value), name
         cases.append(case)
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(cases, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, cases)
     print("wrote %d cases to %s" % (len(cases), CATALOGUE))
 
 
@@ -488,7 +470,6 @@ def run_random(seed, exe):
     torch.set_default_dtype(torch.float64)
     rng = np.random.default_rng(1_000_003 * (seed + 1) + 17)  # never SEED
     worst = {}
-    ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for loss in ("smooth_l1", "huber", "log_cosh", "poisson_nll", "robust", "gaussian_nll"):
             for rep in range(4):
@@ -512,74 +493,24 @@ def run_random(seed, exe):
                         if weighted:
                             a["weight"] = rng.uniform(0.2, 2.0, shape).astype(
                                 np.float32 if dt == "f32" else np.float64)
-                        errs = compare_run(exe, tmp, config, a)
-                        key = (loss, dt)
-                        w = worst.setdefault(key, [0.0, 0.0, 0])
-                        w[0], w[1], w[2] = max(w[0], errs[0]), max(w[1], errs[1]), w[2] + 1
-    print("seed %d: largest relative errors against torch (float64 reference)" % seed)
-    for (loss, dt), (ve, ge, n) in sorted(worst.items()):
-        flag = "" if ve <= 1e-6 and ge <= 1e-5 else "   FAIL"
-        ok &= not flag
-        print("  %-13s %s  value %.2e  gradient/output %.2e  (%d runs)%s" % (loss, dt, ve, ge, n,
-                                                                          flag))
-    return ok
+                        record(worst, (loss, dt), *compare_run(exe, tmp, config, a))
+    return report(seed, worst, "torch (float64 reference)", 13, "gradient/output")
 
 
 def compare_run(exe, tmp, config, arrays):
-    cpath = os.path.join(tmp, "config.json")
-    with open(cpath, "w") as f:
-        json.dump(config, f)
-    cmd = [exe, "run", cpath, "--json"]
     diff = GRAD_SLOTS.get(config["loss"], ("input",))
-    for k, v in arrays.items():
-        fn = os.path.join(tmp, k + ".npy")
-        np.save(fn, v)
-        cmd += ["--tensor", "%s=%s" % (k, fn)]
-    for k in diff:
-        cmd += ["--grad-tensor", "%s=%s" % (k, os.path.join(tmp, "g_" + k + ".npy"))]
-    red = config["reduction"]
-    if red == "none":
-        cmd += ["--out", os.path.join(tmp, "out.npy")]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(cmd), res.stderr))
-    got = json.loads(res.stdout)
+    got, got_grads, got_out = run_losskit(exe, tmp, config, arrays, diff,
+                                          config["reduction"] == "none")
     value, out, grads = reference(config, {k: v.astype(np.float64) for k, v in arrays.items()},
                                   f32=arrays["input"].dtype == np.float32)
     ve = 0.0 if value is None else rel(got["value"], value)
     ge = 0.0
     for k in diff:
-        ge = max(ge, elementwise_rel(np.load(os.path.join(tmp, "g_" + k + ".npy")), grads[k]))
+        ge = max(ge, elementwise_rel(got_grads[k], grads[k], nan_equal=True))
     if out is not None:
-        ge = max(ge, elementwise_rel(np.load(os.path.join(tmp, "out.npy")), out))
+        ge = max(ge, elementwise_rel(got_out, out, nan_equal=True))
     return ve, ge
 
 
-def rel(got, want):
-    if got == want:
-        return 0.0
-    return abs(got - want) / max(abs(want), 1e-12)
-
-
-def elementwise_rel(got, want):
-    got = got.astype(np.float64)
-    d = np.abs(got - want)
-    same = (got == want) | (np.isnan(got) & np.isnan(want))
-    r = np.where(same, 0.0, d / np.maximum(np.abs(want), 1e-9 / 1e-5))
-    return float(np.max(r, initial=0.0))
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare build/host/losskit with torch on new random data")
-    ap.add_argument("--losskit", default=path("build/host/losskit"))
-    args = ap.parse_args()
-    if args.random is None:
-        write_goldens()
-        return 0
-    return 0 if run_random(args.random, args.losskit) else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, write_goldens, run_random))

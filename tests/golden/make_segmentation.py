@@ -59,7 +59,6 @@ exits 1 if a value is off by more than 1e-6 relative or a gradient element by
 more than 1e-5 relative (1e-9 absolute floor), or if a run fails (a loss the
 build does not have fails as "unknown loss").
 """
-import argparse
 import json
 import math
 import os
@@ -71,15 +70,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import cfg, elementwise_rel, main, path, rel, save, write_json
+
 OUT = "tests/golden/segmentation"
 CATALOGUE = "tests/golden/catalogue/segmentation.json"
 SEED = 20261202
 LOSSES = ("dice", "iou", "jaccard", "tversky", "focal_tversky", "generalized_dice", "mcc")
-
-
-def path(rel):
-    return os.path.join(ROOT, rel)
 
 
 # --------------------------------------------------------------------------
@@ -981,14 +977,6 @@ def case_specs(loss):
     return L
 
 
-def cfg(loss, params):
-    c = {"loss": loss}
-    if params:
-        c["params"] = params
-    c["reduction"] = "mean"
-    return c
-
-
 def case_list():
     """(name, config, data kind, dtype)."""
     out = []
@@ -998,7 +986,7 @@ def case_list():
         assert len(tags) == len(set(tags)), loss
         for dt in ("f64", "f32"):
             for tag, kind, params in specs:
-                out.append(("%s_%s_%s" % (loss, tag, dt), cfg(loss, params), kind, dt))
+                out.append(("%s_%s_%s" % (loss, tag, dt), cfg(loss, **params), kind, dt))
     return out
 
 
@@ -1071,10 +1059,6 @@ def write_goldens():
     check_references(data)
     saved = {}
 
-    def save(rel, a):
-        np.save(path(rel), a)
-        return rel
-
     def data_file(kind, slot, a, dt):
         tag = "" if a.dtype == np.int64 else "_" + dt
         key = (kind, slot, tag)
@@ -1118,9 +1102,7 @@ def write_goldens():
                       "value": value,
                       "grads": {"input": save("%s/%s_grad_input.npy" % (OUT, name), grad)}})
         counts[config["loss"]] = counts.get(config["loss"], 0) + 1
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(cases, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, cases)
     print("wrote %d cases to %s (%s)" % (len(cases), CATALOGUE, ", ".join(
         "%s %d" % kv for kv in counts.items())))
 
@@ -1204,7 +1186,7 @@ def random_case(rng, loss):
         p["gamma"] = float(rng.uniform(0.3, 3.0))
     if loss == "generalized_dice":
         p["weight_type"] = str(rng.choice(["square", "simple", "uniform"]))
-    return cfg(loss, p), x, y
+    return cfg(loss, **p), x, y
 
 
 def run_random(seed, exe):
@@ -1274,26 +1256,12 @@ def compare_run(exe, tmp, config, x, y):
     got = json.loads(res.stdout)
     value, grad = reference(config, x.astype(np.float64),
                             y if y.dtype == np.int64 else y.astype(np.float64))
-    ve = 0.0 if got["value"] == value else abs(got["value"] - value) / max(abs(value), 1e-12)
-    g = np.load(gf).astype(np.float64)
+    ve = rel(got["value"], value)
+    g = np.load(gf)
     if g.shape != grad.shape:
         return ve, float("inf")
-    same = g == grad
-    ge = float(np.max(np.where(same, 0.0, grad_rel(g, grad)), initial=0.0))
-    return ve, ge
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare build/host/losskit with the reference on new random data")
-    ap.add_argument("--losskit", default=path("build/host/losskit"))
-    args = ap.parse_args()
-    if args.random is None:
-        write_goldens()
-        return 0
-    return 0 if run_random(args.random, args.losskit) else 1
+    return ve, elementwise_rel(g, grad)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, write_goldens, run_random, "the reference"))

@@ -34,10 +34,7 @@ gradient and the output of reduction none; it exits 1 beyond 1e-6 (value)
 or 1e-5 (gradient, output), test_catalogue's tolerances. It also checks an
 impossible alignment with zero_infinity false: +inf in the same outputs.
 """
-import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -45,17 +42,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import (LosskitError, Writer, load_tensors, max_rel, path, run_losskit, trials_main,
+                     write_json)
+
 OUT = "tests/golden/sequence"
 CATALOGUE = "tests/golden/catalogue/sequence.json"
 SEED = 20261231
 REDUCTIONS = ("none", "mean", "sum")
 NEG = -1e200  # stands for log 0 in the reference recursion: no NaN in autograd
 SLOTS = ("input", "target", "input_lengths", "target_lengths")
-
-
-def path(rel):
-    return os.path.join(ROOT, rel)
 
 
 # ---------------------------------------------------------------------------
@@ -210,32 +205,12 @@ def draw(rng, T, N, C, S, blank, il=None, tl=None, impossible=(), idtype=np.int6
             "input_lengths": np.asarray(il).astype(idtype), "target_lengths": lens.astype(idtype)}
 
 
-class Writer:
-    def __init__(self):
-        self.cases = []
-        self.saved = set()
-
-    def save(self, rel, array):
-        if rel in self.saved:
-            raise ValueError("saved twice: " + rel)
-        self.saved.add(rel)
-        np.save(path(rel), array)
-        return rel
-
-    def data(self, tag, arrays, dtype):
-        files = {}
-        for name in SLOTS:
-            a = arrays[name]
-            a = a.astype(dtype) if a.dtype.kind == "f" else a
-            suffix = "" if a.dtype.kind != "f" else "_f32" if dtype == np.float32 else "_f64"
-            rel = "%s/%s_%s%s.npy" % (OUT, tag, name, suffix)
-            files[name] = rel if rel in self.saved else self.save(rel, a)
-        return files
+class CaseWriter(Writer):
+    """A Writer that also keeps the catalogue's cases."""
 
     def case(self, name, params, red, tag, arrays, dtype):
-        files = self.data(tag, arrays, dtype)
-        stored = {k: np.load(path(v)) for k, v in files.items()}
-        value, out, grad = torch_eval(params, red, stored)
+        files = self.data(tag, {k: arrays[k] for k in SLOTS}, dtype)
+        value, out, grad = torch_eval(params, red, load_tensors(files))
         if value is not None and not np.isfinite(value):
             raise ValueError(name + ": the reference value is not finite")
         if grad is None:
@@ -258,7 +233,7 @@ def write_goldens():
     for f in os.listdir(path(OUT)):
         if f.endswith(".npy"):
             os.remove(path(os.path.join(OUT, f)))
-    w = Writer()
+    w = CaseWriter(OUT)
     # every reduction and dtype; lengths vary, one sample has no label,
     # repeated labels occur
     base = draw(rng, 12, 4, 6, 5, 0, tl=[3, 0, 5, 2])
@@ -292,9 +267,7 @@ def write_goldens():
     # int32 targets and lengths, blank the last class
     i32 = draw(rng, 9, 3, 4, 3, 3, idtype=np.int32)
     w.case("ctc_int32_blank_last_mean_f64", {"blank": 3}, "mean", "int32", i32, np.float64)
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(w.cases, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, w.cases)
     print("%d cases; claim: torch's gradient - reference = exp(input) term (max rel diff "
           "%.2e); through log_softmax reference = torch (max rel diff %.2e)"
           % (len(w.cases), CLAIM["exp"], CLAIM["softmax"]))
@@ -304,23 +277,10 @@ def write_goldens():
 # --random: new data through `losskit run`
 
 
-def rel(got, want, floor):
-    d = np.abs(np.asarray(got, dtype=np.float64) - np.asarray(want, dtype=np.float64))
-    return float(np.max(d / np.maximum(np.abs(want), floor), initial=0.0))
-
-
-def run_losskit(losskit, tmp, params, red, arrays):
-    args = [losskit, "run", os.path.join(tmp, "c.json"), "--json"]
-    for name in SLOTS:
-        f = os.path.join(tmp, name + ".npy")
-        np.save(f, arrays[name])
-        args += ["--tensor", "%s=%s" % (name, f)]
-    args += ["--grad-tensor", "input=%s" % os.path.join(tmp, "g_input.npy")]
-    if red == "none":
-        args += ["--out", os.path.join(tmp, "out.npy")]
-    with open(os.path.join(tmp, "c.json"), "w") as f:
-        json.dump({"loss": "ctc", "params": params, "reduction": red}, f)
-    return subprocess.run(args, capture_output=True, text=True)
+def run_ctc(losskit, tmp, params, red, arrays):
+    """run_losskit() on a ctc config and the four slots."""
+    return run_losskit(losskit, tmp, {"loss": "ctc", "params": params, "reduction": red},
+                       {k: arrays[k] for k in SLOTS}, out=red == "none")
 
 
 def run_random(seed, trials, losskit, verbose):
@@ -345,34 +305,36 @@ def run_random(seed, trials, losskit, verbose):
             dtype = np.float32 if rng.uniform() < 0.5 else np.float64
             arrays["input"] = arrays["input"].astype(dtype)
             red = str(rng.choice(REDUCTIONS))
-            res = run_losskit(losskit, tmp, params, red, arrays)
             desc = "T=%d N=%d C=%d S=%d %s %s %s" % (T, N, C, S, np.dtype(dtype).name, params, red)
-            if res.returncode != 0:
-                print("%s: losskit run failed: %s" % (desc, res.stderr.strip()))
+            try:
+                got, got_grads, got_out = run_ctc(losskit, tmp, params, red, arrays)
+            except LosskitError as err:
+                print("%s: losskit run failed: %s" % (desc, err.stderr.strip()))
                 failed = True
                 continue
-            got = json.loads(res.stdout)
             stored = {k: v for k, v in arrays.items()}
             value, out, grad = torch_eval(params, red, stored)
             if red == "none":
-                e = rel(np.load(os.path.join(tmp, "out.npy")), out, 1e-9)
+                e = max_rel(got_out, out, 1e-9)
                 omax = max(omax, e)
             else:
-                e = rel(got["value"], value, 1e-12)
+                e = max_rel(got["value"], value, 1e-12)
                 vmax = max(vmax, e)
-            ge = rel(np.load(os.path.join(tmp, "g_input.npy")), grad, 1e-9)
+            ge = max_rel(got_grads["input"], grad, 1e-9)
             gmax = max(gmax, ge)
             if verbose:
                 print("  %s: value/out %.2e grad %.2e" % (desc, e, ge))
         # an impossible alignment without zero_infinity: +inf, as torch
         arrays = draw(rng, 6, 3, 4, 4, 0, impossible=(2,))
-        res = run_losskit(losskit, tmp, {}, "none", arrays)
-        got = np.load(os.path.join(tmp, "out.npy")) if res.returncode == 0 else None
+        try:
+            got = run_ctc(losskit, tmp, {}, "none", arrays)[2]
+        except LosskitError:
+            got = None
         want = F.ctc_loss(torch.tensor(arrays["input"]), torch.tensor(arrays["target"]),
                           torch.tensor(arrays["input_lengths"]),
                           torch.tensor(arrays["target_lengths"]), reduction="none").numpy()
         inf_ok = got is not None and np.array_equal(np.isinf(got), np.isinf(want)) and \
-            rel(got[~np.isinf(want)], want[~np.isinf(want)], 1e-9) <= 1e-5
+            max_rel(got[~np.isinf(want)], want[~np.isinf(want)], 1e-9) <= 1e-5
         failed |= not inf_ok
     bad = vmax > 1e-6 or gmax > 1e-5 or omax > 1e-5
     failed |= bad
@@ -385,18 +347,5 @@ def run_random(seed, trials, losskit, verbose):
     return 1 if failed else 0
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare losskit with torch on new random data instead")
-    ap.add_argument("--trials", type=int, default=40, help="random cases")
-    ap.add_argument("--losskit", default=path("build/host/losskit"))
-    ap.add_argument("--verbose", action="store_true", help="--random: every case's error")
-    a = ap.parse_args()
-    if a.random is not None:
-        sys.exit(run_random(a.random, a.trials, a.losskit, a.verbose))
-    write_goldens()
-
-
 if __name__ == "__main__":
-    main()
+    trials_main(__doc__, write_goldens, run_random, 40, "random cases")

@@ -24,10 +24,7 @@ It writes tests/golden/stencil/*.npy (inputs as float32 and float64,
 reference gradients and outputs in float64) and
 tests/golden/catalogue/stencil.json, read by tests/test_catalogue.c.
 """
-import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -35,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import LosskitError, options, path, run_losskit, save, save_tensors, write_json
+
 OUT = "tests/golden/stencil"
 CATALOGUE = "tests/golden/catalogue/stencil.json"
 SEED = 20240712
@@ -110,15 +108,6 @@ def reference(loss, params, reduction, tensors):
 # The committed cases
 
 
-def path(rel):
-    return os.path.join(ROOT, rel)
-
-
-def save(rel, a):
-    np.save(path(rel), a)
-    return rel
-
-
 def golden_cases(rng):
     """(name, loss, params, reduction, shape, dtype, draw) of every case."""
     c = []
@@ -181,7 +170,7 @@ def write_goldens():
     cases = []
     for name, loss, params, red, shape, dt, kind in golden_cases(rng):
         ts = tensors_of(rng, loss, shape, kind, dt)
-        files = {k: save(f"{OUT}/{name}_{k}.npy", v) for k, v in ts.items()}
+        files = save_tensors(f"{OUT}/{name}", ts)
         value, out, grad = reference(loss, params, red, ts)
         case = {
             "name": name,
@@ -193,9 +182,7 @@ def write_goldens():
         if out is not None:
             case["out"] = save(f"{OUT}/{name}_out.npy", out)
         cases.append(case)
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(cases, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, cases)
     print(f"{len(cases)} cases -> {CATALOGUE}")
 
 
@@ -254,29 +241,21 @@ def run_random(seed, n_per_loss):
                 params, red, shape, dt, kind = random_case(rng, loss)
                 ts = tensors_of(rng, loss, shape, kind, dt)
                 value, out, grad = reference(loss, params, red, ts)
-                cfg = os.path.join(tmp, "c.json")
-                with open(cfg, "w") as f:
-                    json.dump({"loss": loss, "params": params, "reduction": red}, f)
-                cmd = [exe, "run", cfg, "--json", "--grad-tensor",
-                       f"input={tmp}/g.npy"]
-                for k, v in ts.items():
-                    np.save(f"{tmp}/{k}.npy", v)
-                    cmd += ["--tensor", f"{k}={tmp}/{k}.npy"]
-                if red == "none":
-                    cmd += ["--out", f"{tmp}/o.npy"]
-                res = subprocess.run(cmd, capture_output=True, text=True)
-                if res.returncode != 0:
-                    print(f"{loss} {shape} {params} {red}: {res.stderr.strip()}")
+                try:
+                    got, got_grads, got_out = run_losskit(
+                        exe, tmp, {"loss": loss, "params": params, "reduction": red}, ts,
+                        out=red == "none")
+                except LosskitError as err:
+                    print(f"{loss} {shape} {params} {red}: {err.stderr.strip()}")
                     wv = wg = float("inf")
                     continue
-                got = json.loads(res.stdout)
                 if red == "none":
-                    wv = max(wv, rel_err(np.load(f"{tmp}/o.npy"), out))
+                    wv = max(wv, rel_err(got_out, out))
                 else:
                     wv = max(wv, rel_err(got["value"], value))
                 # every gradient element, float32 ones too, within 1e-5
                 # relative of torch's float64 gradient (floor 1e-9)
-                e = rel_err(np.load(f"{tmp}/g.npy"), grad)
+                e = rel_err(got_grads["input"], grad)
                 wg = max(wg, e)
                 if dt == "float32":
                     wg32 = max(wg32, e)
@@ -290,10 +269,9 @@ def run_random(seed, n_per_loss):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED")
-    ap.add_argument("--cases", type=int, default=40, help="per loss, with --random")
-    a = ap.parse_args()
+    a = options(__doc__, None, [("--cases", {"type": int, "default": 40,
+                                             "help": "per loss, with --random"})],
+                losskit=False).parse_args()
     torch.set_default_dtype(torch.float64)
     if a.random is not None:
         run_random(a.random, a.cases)

@@ -41,10 +41,7 @@ the largest relative errors; it exits 1 if a value is off by more than 1e-6
 relative or a gradient (or output) element by more than 1e-5 relative (with
 the catalogue test's 1e-9 absolute floor).
 """
-import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -52,14 +49,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from goldlib import (cfg, elementwise_rel, load_tensors, main, path, record, rel, report,
+                     run_losskit, save, save_tensors, write_json)
+
 OUT = "tests/golden/tutorial_modes"
 CATALOGUE = "tests/golden/catalogue/tutorial_modes.json"
 SEED = 20261203
-
-
-def path(rel):
-    return os.path.join(ROOT, rel)
 
 
 # --------------------------------------------------------------------------
@@ -256,14 +251,6 @@ def draw(rng, kind, shape, dt, params):
     return {"input": x.astype(fdt), "target": t.astype(fdt)}
 
 
-def cfg(loss, red="mean", **params):
-    c = {"loss": loss}
-    if params:
-        c["params"] = params
-    c["reduction"] = red
-    return c
-
-
 # (name, config, kind, shape, weighted)
 def case_list():
     L = []
@@ -345,23 +332,15 @@ def write_goldens():
     for name, config, kind, shape, weighted in case_list():
         dt = name.rsplit("_", 1)[1]
         arrays = make_arrays(rng, name, config, kind, shape, dt, weighted)
-        rels = {}
-        for k, v in arrays.items():
-            rels[k] = "%s/%s_%s.npy" % (OUT, name, k)
-            np.save(path(rels[k]), v)
-        stored = {k: np.load(path(v)) for k, v in rels.items()}
-        value, out, grad = reference(config, stored)
+        rels = save_tensors("%s/%s" % (OUT, name), arrays)
+        value, out, grad = reference(config, load_tensors(rels))
         assert value is None or np.isfinite(value), name
         case = {"name": name, "config": config, "tensors": rels, "value": value,
-                "grads": {"input": "%s/%s_grad_input.npy" % (OUT, name)}}
-        np.save(path(case["grads"]["input"]), grad)
+                "grads": {"input": save("%s/%s_grad_input.npy" % (OUT, name), grad)}}
         if out is not None:
-            case["out"] = "%s/%s_out.npy" % (OUT, name)
-            np.save(path(case["out"]), out)
+            case["out"] = save("%s/%s_out.npy" % (OUT, name), out)
         cases.append(case)
-    with open(path(CATALOGUE), "w") as f:
-        json.dump(cases, f, indent=1)
-        f.write("\n")
+    write_json(CATALOGUE, cases)
     print("wrote %d cases to %s" % (len(cases), CATALOGUE))
 
 
@@ -419,7 +398,6 @@ def run_random(seed, exe):
     torch.set_default_dtype(torch.float64)
     rng = np.random.default_rng(1_000_003 * (seed + 1) + 29)  # never SEED
     worst = {}
-    ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for what in ("focal_binary", "focal_multilabel", "focal_multiclass", "bce_with_logits"):
             for rep in range(8):
@@ -434,67 +412,20 @@ def run_random(seed, exe):
                         arrays["target"][...] = params["ignore_index"]
                     for red in ("mean", "sum", "none"):
                         config = cfg(loss, red, **params)
-                        errs = compare_run(exe, tmp, config, arrays)
-                        w = worst.setdefault((what, dt), [0.0, 0.0, 0])
-                        w[0], w[1], w[2] = max(w[0], errs[0]), max(w[1], errs[1]), w[2] + 1
-    print("seed %d: largest relative errors against torch (float64 reference)" % seed)
-    for (what, dt), (ve, ge, n) in sorted(worst.items()):
-        flag = "" if ve <= 1e-6 and ge <= 1e-5 else "   FAIL"
-        ok &= not flag
-        print("  %-17s %s  value %.2e  gradient/output %.2e  (%d runs)%s" % (what, dt, ve, ge, n,
-                                                                              flag))
-    return ok
+                        record(worst, (what, dt), *compare_run(exe, tmp, config, arrays))
+    return report(seed, worst, "torch (float64 reference)", 17, "gradient/output")
 
 
 def compare_run(exe, tmp, config, arrays):
-    cpath = os.path.join(tmp, "config.json")
-    with open(cpath, "w") as f:
-        json.dump(config, f)
-    cmd = [exe, "run", cpath, "--json"]
-    for k, v in arrays.items():
-        fn = os.path.join(tmp, k + ".npy")
-        np.save(fn, v)
-        cmd += ["--tensor", "%s=%s" % (k, fn)]
-    cmd += ["--grad-tensor", "input=%s" % os.path.join(tmp, "g_input.npy")]
-    if config["reduction"] == "none":
-        cmd += ["--out", os.path.join(tmp, "out.npy")]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(cmd), res.stderr))
-    got = json.loads(res.stdout)
+    got, got_grads, got_out = run_losskit(exe, tmp, config, arrays,
+                                          out=config["reduction"] == "none")
     value, out, grad = reference(config, arrays)
     ve = 0.0 if value is None else rel(got["value"], value)
-    ge = elementwise_rel(np.load(os.path.join(tmp, "g_input.npy")), grad)
+    ge = elementwise_rel(got_grads["input"], grad, nan_equal=True)
     if out is not None:
-        ge = max(ge, elementwise_rel(np.load(os.path.join(tmp, "out.npy")), out))
+        ge = max(ge, elementwise_rel(got_out, out, nan_equal=True))
     return ve, ge
 
 
-def rel(got, want):
-    if got == want:
-        return 0.0
-    return abs(got - want) / max(abs(want), 1e-12)
-
-
-def elementwise_rel(got, want):
-    got = got.astype(np.float64)
-    d = np.abs(got - want)
-    same = (got == want) | (np.isnan(got) & np.isnan(want))
-    r = np.where(same, 0.0, d / np.maximum(np.abs(want), 1e-9 / 1e-5))
-    return float(np.max(r, initial=0.0))
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random", type=int, metavar="SEED",
-                    help="compare build/host/losskit with torch on new random data")
-    ap.add_argument("--losskit", default=path("build/host/losskit"))
-    args = ap.parse_args()
-    if args.random is None:
-        write_goldens()
-        return 0
-    return 0 if run_random(args.random, args.losskit) else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, write_goldens, run_random))
