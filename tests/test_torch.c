@@ -1543,6 +1543,133 @@ Test(edge, robust_overflow_window)
         }
 }
 
+/* gaussian_nll with a variance below 1 / max of the dtype (an eps that
+ * small, and var at or below it): 1 / v is inf there, and d (1 / v) gave
+ * NaN at d = 0 and inf where d^2 / v is tiny (torch: -356.9 and -46.05 at
+ * v = 1e-310 and 1e-40). Against long double, every path, both dtypes;
+ * the var gradient, about 0.5 / v, is beyond the dtype (inf) but for v = d^2,
+ * where it is 0. */
+Test(edge, gaussian_nll_subnormal_var)
+{
+    static const struct {
+        double eps;
+        int f32, n;
+        double x[4], var[4];
+    } cases[] = {
+        {1e-310, 0, 4, {0.0, 1e-160, 0.0, 0.0}, {1e-310, 1e-310, 0.0, 1e-300}},
+        {1e-40, 1, 4, {0.0, 1e-22, 0.0, 0.0}, {1e-40, 1e-40, 0.0, 1e-30}},
+        {0x1p-1074, 0, 2, {0x1p-537, 0.0}, {0x1p-1074, 0.0}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int path = 0; path < N_PATHS; path++) {
+            int f32 = cases[k].f32, n = cases[k].n;
+            double t[4] = {0}, out[4], gx[4], gv[4];
+            char config[160];
+            snprintf(config, sizeof config,
+                     "{\"loss\": \"gaussian_nll\", \"params\": {\"eps\": %.17g}, "
+                     "\"reduction\": \"none\"}",
+                     cases[k].eps);
+            reg_edge_eval(config, path, f32, n, cases[k].x, t, cases[k].var, out, gx, gv);
+            double tol = f32 ? 2e-6 : 1e-13;
+            for (int i = 0; i < n; i++) {
+                long double d = reg_edge_in(cases[k].x[i], f32),
+                            e = reg_edge_in(cases[k].eps, f32),
+                            v = reg_edge_in(cases[k].var[i], f32);
+                v = v > e ? v : e;
+                long double lo = 0.5L * (logl(v) + d * d / v), g = d / v,
+                            gu = 0.5L * (v - d * d) / v / v;
+                cr_expect(reg_edge_close(out[i], lo, f32, tol), "%s %s: out[%d] = %.9g, want %.9Lg",
+                          config, path_names[path], i, out[i], lo);
+                cr_expect(reg_edge_close(gx[i], g, f32, tol),
+                          "%s %s: d/dinput[%d] = %.9g, want %.9Lg", config, path_names[path], i,
+                          gx[i], g);
+                cr_expect(reg_edge_close(gv[i], gu, f32, tol),
+                          "%s %s: d/dvar[%d] = %.9g, want %.9Lg", config, path_names[path], i,
+                          gv[i], gu);
+            }
+        }
+}
+
+/* gaussian_nll's var gradient where d^2 is near v, on every path: v - d^2
+ * is one rounding (a fused multiply-add) on the portable path too, which
+ * gave -0.0568 for -0.04876 (float32, d = 0.001, v = 1e-6: d^2 is v's
+ * neighbour) and 0 for -4.3e-11 and -1.1e-55 in float64. */
+Test(edge, gaussian_nll_var_gradient_near_d2)
+{
+    static const struct {
+        int f32;
+        double x, var;
+    } cases[] = {{1, 0.001, 1e-6}, {0, 0.001, 1e-6}, {0, 1e19, 1e38}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int path = 0; path < N_PATHS; path++) {
+            int f32 = cases[k].f32;
+            double t[1] = {0}, out[1], gx[1], gv[1];
+            const char *config = "{\"loss\": \"gaussian_nll\", \"params\": {\"eps\": 1e-30}, "
+                                 "\"reduction\": \"none\"}";
+            reg_edge_eval(config, path, f32, 1, &cases[k].x, t, &cases[k].var, out, gx, gv);
+            long double d = reg_edge_in(cases[k].x, f32), v = reg_edge_in(cases[k].var, f32);
+            long double gu = 0.5L * fmal(-d, d, v) / v / v; /* d^2 exact inside */
+            cr_expect(reg_edge_close(gv[0], gu, f32, f32 ? 2e-6 : 1e-13),
+                      "f32 %d %s: d/dvar(x = %g, var = %g) = %.9g, want %.9Lg", f32,
+                      path_names[path], cases[k].x, cases[k].var, gv[0], gu);
+        }
+}
+
+/* robust with a scale far from 1 for the dtype, where 1 / scale is not a
+ * normal number of it or not one at all: a zero residual gave 0 inf = NaN
+ * (float32 from scale 3e-39, float64 from 5.6e-309), subnormal residuals
+ * with a moderate z gave 0 or inf, and a float32 scale of 1e40 took its z
+ * from a subnormal 1 / scale. Against z = d / scale in long double, every
+ * path, both dtypes, several alphas (2 has its own kernel). */
+Test(edge, robust_scale_far_from_one)
+{
+    static const struct {
+        double scale;
+        int f32, n;
+        double d[4];
+    } cases[] = {
+        {1e-39, 1, 4, {0.0, 1.401298464324817e-45, 1e-40, -1e-30}},
+        {1e-46, 1, 3, {0.0, 1.401298464324817e-45, -2.8e-45}},
+        {1e-300, 1, 2, {0.0, 1e-40}},
+        {1e40, 1, 4, {0.0, 3e38, -1e30, 1e-10}},
+        {1e-310, 0, 4, {0.0, 4.9406564584124654e-324, -1e-320, 1e-300}},
+        {4.9406564584124654e-324, 0, 3, {0.0, 4.9406564584124654e-324, -1e-323}},
+        {1e308, 0, 3, {0.0, 1e308, -1.7e308}},
+    };
+    static const double alphas[] = {2.0, 1.0, 0.0, -2.0, 0.5, -1000.0};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (size_t ai = 0; ai < sizeof alphas / sizeof alphas[0]; ai++)
+            for (int path = 0; path < N_PATHS; path++) {
+                int f32 = cases[k].f32, n = cases[k].n;
+                double t[4] = {0}, out[4], gx[4];
+                char config[160];
+                snprintf(config, sizeof config,
+                         "{\"loss\": \"robust\", \"params\": {\"alpha\": %.17g, \"scale\": "
+                         "%.17g}, \"reduction\": \"none\"}",
+                         alphas[ai], cases[k].scale);
+                reg_edge_eval(config, path, f32, n, cases[k].d, t, NULL, out, gx, NULL);
+                long double a = alphas[ai], b = fabsl(a - 2.0L), c = cases[k].scale;
+                double tol = f32 ? 2e-6 : 1e-13;
+                for (int i = 0; i < n; i++) {
+                    long double z = reg_edge_in(cases[k].d[i], f32) / c, rho, g;
+                    if (a == 2.0L) {
+                        rho = z * z / 2.0L;
+                        g = z / c;
+                    } else {
+                        long double L = log1pl(z * z / b);
+                        rho = a == 0.0L ? L : b / a * expm1l(a / 2.0L * L);
+                        g = z / c * expl((a / 2.0L - 1.0L) * L);
+                    }
+                    cr_expect(reg_edge_close(out[i], rho, f32, tol),
+                              "%s %s f32 %d: rho(%g) = %.9g, want %.9Lg", config,
+                              path_names[path], f32, cases[k].d[i], out[i], rho);
+                    cr_expect(reg_edge_close(gx[i], g, f32, tol),
+                              "%s %s f32 %d: grad(%g) = %.9g, want %.9Lg", config,
+                              path_names[path], f32, cases[k].d[i], gx[i], g);
+                }
+            }
+}
+
 /* gaussian_nll's var gradient 0.5 (v - d^2) / v^2 for large variances
  * (float32 1e19 to the largest, float64 1e160 to 1.7e308), where v^2
  * overflows or 1 / v^2 underflows but the gradient, about 0.5 / v, is a

@@ -89,6 +89,16 @@ static lk_status gaussian_plan(const void *inst, const lk_tensor *slots, int32_t
  * as the loss). A negative var, which torch refuses, gives NaN; NaN passes
  * through the clamp and the cap (min and max give their second operand
  * for NaN). */
+/* c - a b rounded once on every target: the portable lane's lk_fnma is a
+ * product and a difference, two roundings */
+#if defined(LK_TARGET_PORTABLE) && defined(LK_LANES_F32)
+#define gn_fnma(a, b, c) fmaf(-(a), (b), (c))
+#elif defined(LK_TARGET_PORTABLE)
+#define gn_fnma(a, b, c) fma(-(a), (b), (c))
+#else
+#define gn_fnma lk_fnma
+#endif
+
 LK_AI void gaussian_elem(const gaussian_nll *g, lk_elem *e)
 {
     lk_v d = lk_sub(e->x, e->t), half = lk_set(0.5);
@@ -96,6 +106,12 @@ LK_AI void gaussian_elem(const gaussian_nll *g, lk_elem *e)
     lk_m neg = lk_lt(e->u, lk_zero());
     v = lk_select(neg, lk_set(NAN), v);
     lk_v r = lk_div(lk_set(1.0), v), q = lk_mul(d, r);
+    /* v below 1 / max (a subnormal eps and var): r is inf, and d r would
+     * be NaN at d = 0; those lanes divide instead (a rare branch) */
+    lk_m tiny = lk_eq(r, lk_set(HUGE_VAL));
+    int any_tiny = lk_any(tiny);
+    if (any_tiny)
+        q = lk_select(tiny, lk_div(d, v), q);
     lk_v loss = lk_mul(half, lk_add(lk_log(v), lk_mul(d, q)));
     e->loss = g->add != 0.0 ? lk_add(loss, lk_set(g->add)) : loss;
     e->grad = q;
@@ -104,11 +120,14 @@ LK_AI void gaussian_elem(const gaussian_nll *g, lk_elem *e)
 #else
     lk_v vmax = lk_min(lk_set(DBL_MAX), v);
 #endif
-    lk_v h = lk_mul(half, lk_fnma(d, d, vmax));
+    lk_v h = lk_mul(half, gn_fnma(d, d, vmax));
     lk_v gu = lk_mul(lk_mul(h, r), r);
     lk_m over = lk_eq(h, lk_set(-HUGE_VAL));
     if (lk_any(over))
         gu = lk_select(over, lk_mul(half, lk_fnma(q, q, r)), gu);
+    if (any_tiny) /* 0.5 ((v - d^2) / v / v): 0 where v = d^2, not 0 inf; the
+                   * half last, where 0.5 v alone would round to 0 */
+        gu = lk_select(tiny, lk_mul(half, lk_div(lk_div(gn_fnma(d, d, vmax), v), v)), gu);
     e->grad_u = gu;
 }
 

@@ -16,6 +16,33 @@
 /* The kernel families, one per form (their order in LK_FAMILIES). */
 enum { ROBUST_POS, ROBUST_NEG, ROBUST_TWO, ROBUST_ZERO, ROBUST_ONE, ROBUST_MTWO };
 
+/* z = d / scale where 1 / scale, or scale itself, is not a normal number
+ * of the lanes' type with room to spare (|ilogb(scale)| above lim): with
+ * scale = c 2^-k, c in [1, 2), z = (d s1 s2) inv_c, s1 s2 = 2^k and inv_c =
+ * 1 / c, each factor a normal number, so that d = 0 gives z = 0 (not 0
+ * times an infinite 1 / scale) and a subnormal d its true z. In float lanes
+ * k is held to [-252, 252] (s1 and s2 floats): for a scale below 2^-252 any
+ * nonzero d then still gives z^2 beyond the lanes' forms, which takes the
+ * exact far path from d and scale themselves; above 2^252, z is below
+ * 2^-124 and rho and the gradient round to 0 either way. */
+typedef struct robust_zs {
+    int on;
+    double s1, s2, inv_c;
+} robust_zs;
+
+static robust_zs robust_zs_of(double scale, int lim, int kmax)
+{
+    robust_zs o = {0, 1.0, 1.0, 1.0};
+    if (!isfinite(scale) || abs(ilogb(scale)) <= lim)
+        return o;
+    int k = -ilogb(scale), kc = k > kmax ? kmax : k < -kmax ? -kmax : k;
+    o.on = 1;
+    o.s1 = ldexp(1.0, kc / 2);
+    o.s2 = ldexp(1.0, kc - kc / 2);
+    o.inv_c = 1.0 / ldexp(scale, k);
+    return o;
+}
+
 typedef struct robust {
     int mode;
     double alpha, scale, inv_scale;
@@ -29,6 +56,9 @@ typedef struct robust {
     /* z^2 above far_t (float lanes: far_t32) takes robust_far1 (see
      * robust_body) */
     double far_t, far_t32;
+    /* a scale far from 1 for the lanes' type (robust_zs_of): double lanes,
+     * float lanes */
+    robust_zs zs, zs32;
 } robust;
 
 static const lk_param_desc robust_alpha = {
@@ -85,6 +115,8 @@ static lk_status robust_init(void *inst, const lk_param_value *p, lk_msg *msg)
     r->log2b = b > 0.0 ? log2(b) : 0.0;
     r->far_t = a == 2.0 ? HUGE_VAL : robust_far_t(DBL_MAX, b, r->scale);
     r->far_t32 = a == 2.0 ? HUGE_VAL : (float)robust_far_t(FLT_MAX, b, r->scale);
+    r->zs = robust_zs_of(r->scale, 1000, 2044);
+    r->zs32 = robust_zs_of(r->scale, 100, 252);
     return LK_OK;
 }
 
@@ -238,8 +270,21 @@ LK_AI lk_m robust_beyond(const robust *r, lk_v z2)
  * scale overflow only where rho and the gradient do. */
 LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
 {
-    lk_v d = lk_sub(e->x, e->t), z = lk_mul(d, lk_set(r->inv_scale)), one = lk_set(1.0);
-    lk_v z2 = lk_mul(z, z), gz = lk_mul(z, lk_set(r->inv_scale)), grad, rho;
+#if defined(LK_LANES_F32)
+    const robust_zs *zs = &r->zs32;
+#else
+    const robust_zs *zs = &r->zs;
+#endif
+    lk_v d = lk_sub(e->x, e->t), one = lk_set(1.0), z, gz;
+    if (zs->on) { /* a scale far from 1 (robust_zs_of) */
+        lk_v s1 = lk_set(zs->s1), s2 = lk_set(zs->s2), ic = lk_set(zs->inv_c);
+        z = lk_mul(lk_mul(lk_mul(d, s1), s2), ic);
+        gz = lk_mul(lk_mul(z, ic), s1); /* times s2 once g is in (below) */
+    } else {
+        z = lk_mul(d, lk_set(r->inv_scale));
+        gz = lk_mul(z, lk_set(r->inv_scale));
+    }
+    lk_v z2 = lk_mul(z, z), grad, rho;
     if (mode == ROBUST_TWO) {
         rho = lk_mul(lk_set(0.5), z2);
         grad = gz;
@@ -280,6 +325,8 @@ LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
         }
         rho = lk_mul(lk_set(r->k), m);
     }
+    if (zs->on) /* z / scale = gz s2: g first, where z / scale alone may overflow */
+        grad = lk_mul(grad, lk_set(zs->s2));
     robust_pair o = {rho, grad};
     if (mode != ROBUST_TWO && lk_any(robust_beyond(r, z2))) /* once per vector */
         o = robust_far(r, d, z2, o);
