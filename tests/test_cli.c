@@ -678,6 +678,22 @@ Test(cli, run_prints_the_shortest_value)
     proc_free(&r);
 }
 
+/* A NaN value prints as "nan" whatever its sign bit (printf's %g gives
+ * "-nan" for a NaN with the sign set, which a NaN input's square keeps). */
+Test(cli, run_prints_nan_without_a_sign)
+{
+    double x[2] = {-NAN, 1.0}, t[2] = {0.0, 0.0};
+    const int64_t two[1] = {2};
+    cr_assert(signbit(x[0]));
+    write_npy(tmp("xn.npy"), LK_DTYPE_F64, x, 1, two);
+    write_npy(tmp("tn.npy"), LK_DTYPE_F64, t, 1, two);
+    proc r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("xn.npy"), "--target",
+                tmp("tn.npy"), NULL);
+    expect_ok(&r);
+    cr_assert(strstr(r.out, " elements: nan\n") != NULL, "%s", r.out);
+    proc_free(&r);
+}
+
 Test(cli, run_json_output)
 {
     double x[NX], t[NX];

@@ -1101,6 +1101,36 @@ Test(config, tensors_deep_supervision_equals_separate_terms)
     lk_loss_free(ds);
 }
 
+/* A weighted sum may name one loss twice: a term's plan, shape or kernel
+ * refusal names its term, even where its slots are not bound elsewhere. */
+Test(config, term_errors_name_their_term)
+{
+    double x[N], t[N];
+    make_data(x, t);
+    char err[LK_ERRMSG_CAP];
+    double v;
+    lk_named_tensor ts[2] = {named("input", x, 0), named("target", t, 0)};
+    /* plan: the second term's class 5 of 3 (input (2, 3, 4)) */
+    lk_loss *two = build("{\"terms\": [{\"loss\": \"dice\", \"params\": {\"mode\": "
+                         "\"multilabel\"}}, {\"loss\": \"dice\", \"weight\": 0.5, \"params\": "
+                         "{\"mode\": \"multilabel\", \"classes\": [5]}}]}");
+    cr_assert_neq(eval_named(two, ts, 2, NULL, 0, &v, err), LK_OK);
+    cr_assert(strstr(err, "loss 'dice' ($.terms[1]): classes[0] = 5"), "%s", err);
+    lk_loss_free(two);
+    /* kernel: a target outside [0, 1], which both terms read; the first
+     * term to run refuses it */
+    t[5] = 2.0;
+    lk_loss *sum = build("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"bce\"}]}");
+    cr_assert_neq(eval_named(sum, ts, 2, NULL, 0, &v, err), LK_OK);
+    cr_assert(strstr(err, "loss 'bce' ($.terms[1]): "), "%s", err);
+    lk_loss_free(sum);
+    /* a single loss's messages carry no term */
+    lk_loss *one = build("{\"loss\": \"bce\"}");
+    cr_assert_neq(eval_named(one, ts, 2, NULL, 0, &v, err), LK_OK);
+    cr_assert(strstr(err, "loss 'bce': ") && !strstr(err, "$.terms"), "%s", err);
+    lk_loss_free(one);
+}
+
 /* Two terms reading one tensor: its gradient is the sum of both terms'
  * (the second adds into the first's with LK_BLOCK_GRAD_ACCUMULATE), while
  * a tensor one term reads gets that term's alone. */

@@ -130,8 +130,20 @@ static int expected_shape(const lk_slot_desc *sd, const lk_tensor *input, int32_
     return 0;
 }
 
-static lk_status check_slot(const bound *b, uint32_t s, char *err)
+/* " ($.terms[i])" for a term of a weighted sum, which may name one loss
+ * twice, so that a message says which term it is about; "" otherwise. */
+static const char *term_where(const lk_loss *loss, const lk__term *term, char *buf, size_t cap)
 {
+    buf[0] = '\0';
+    if (loss->is_sum)
+        snprintf(buf, cap, " ($.terms[%zu])", (size_t)(term - loss->terms));
+    return buf;
+}
+
+static lk_status check_slot(const lk_loss *loss, const bound *b, uint32_t s, char *err)
+{
+    char where[48];
+    term_where(loss, b->term, where, sizeof where);
     const lk_slot_desc *sd = b->e->slots[s];
     const lk_tensor *t = &b->slots[s];
     const char *id = b->e->desc->id;
@@ -140,8 +152,8 @@ static lk_status check_slot(const bound *b, uint32_t s, char *err)
     if (!(sd->dtypes & LK_DTYPE_BIT(t->dtype))) {
         char ok[96];
         dtypes_str(sd->dtypes, ok, sizeof ok);
-        return lk__err(err, LK_ERR_DTYPE, "loss '%s': %s (%s): dtype %s is not accepted (%s)", id,
-                       sd->name, origin, lk_dtype_name(t->dtype), ok);
+        return lk__err(err, LK_ERR_DTYPE, "loss '%s'%s: %s (%s): dtype %s is not accepted (%s)",
+                       id, where, sd->name, origin, lk_dtype_name(t->dtype), ok);
     }
     int32_t nd;
     int64_t shape[LK_MAX_NDIM];
@@ -151,15 +163,15 @@ static lk_status check_slot(const bound *b, uint32_t s, char *err)
         lk_shape_str(want, sizeof want, nd, shape);
         if (sd->shape == LK_SHAPE_LIKE_INPUT)
             return lk__err(err, LK_ERR_SHAPE,
-                           "loss '%s': %s (%s): shape %s, expected %s (the input's)", id, sd->name,
-                           origin, got, want);
+                           "loss '%s'%s: %s (%s): shape %s, expected %s (the input's)", id, where,
+                           sd->name, origin, got, want);
         /* the input's shape named: where the input is itself of a rank the
          * loss refuses (its plan says so later), the target's expected
          * shape alone would send the user to reshape the wrong tensor */
         lk_shape_str(in, sizeof in, b->slots[0].ndim, b->slots[0].shape);
         return lk__err(err, LK_ERR_SHAPE,
-                       "loss '%s': %s (%s): shape %s, expected %s (the input %s without dim 1)", id,
-                       sd->name, origin, got, want, in);
+                       "loss '%s'%s: %s (%s): shape %s, expected %s (the input %s without dim 1)",
+                       id, where, sd->name, origin, got, want, in);
     }
     return LK_OK;
 }
@@ -187,9 +199,8 @@ static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_ar
             if (sd->flags & LK_SLOT_OPTIONAL)
                 continue;
             /* a weighted sum may read one loss twice: say which term */
-            char where[48] = "", slot[96] = "";
-            if (loss->is_sum)
-                snprintf(where, sizeof where, " ($.terms[%zu])", (size_t)(term - loss->terms));
+            char where[48], slot[96] = "";
+            term_where(loss, term, where, sizeof where);
             if (term->bound[s])
                 snprintf(slot, sizeof slot, " for slot '%s'", sd->name);
             return lk__err(args->errmsg, LK_ERR_NOT_FOUND,
@@ -198,7 +209,7 @@ static lk_status bind_term(const lk_loss *loss, const lk__term *term, lk_eval_ar
         }
         b->slots[s] = nt->tensor;
         b->origin[s] = origin_of(nt);
-        lk_status st = check_slot(b, s, args->errmsg);
+        lk_status st = check_slot(loss, b, s, args->errmsg);
         if (st != LK_OK)
             return st;
         const lk_named_tensor *g = find_named(args->grads, args->n_grads, name);
@@ -298,6 +309,8 @@ static void bound_where(const lk_loss *loss, const bound *b, char *buf, size_t c
     }
     if (used > 0 && used < cap)
         snprintf(buf + used, cap - used, ")");
+    else if (used == 0)
+        term_where(loss, b->term, buf, cap);
 }
 
 static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
@@ -448,9 +461,12 @@ static lk_status run_blocks(const lk_loss *loss, run *r, lk_eval_args *args)
     pthread_mutex_init(&r->lock, NULL);
     lk_status st = lk__pool_for(loss->rt->pool, n_blocks, 1, block_task, r);
     pthread_mutex_destroy(&r->lock);
-    if (st != LK_OK)
-        return lk__err(args->errmsg, st, "loss '%s': %s: %s", r->b->e->desc->id,
+    if (st != LK_OK) {
+        char where[48];
+        return lk__err(args->errmsg, st, "loss '%s'%s: %s: %s", r->b->e->desc->id,
+                       term_where(loss, r->b->term, where, sizeof where),
                        r->backward ? "backward" : "forward", r->err);
+    }
     return LK_OK;
 }
 
@@ -507,9 +523,12 @@ static lk_status finalize(const lk_loss *loss, const bound *b, const lk_plan *pl
     char msg[LK_ERRMSG_CAP / 2] = "";
     lk_msg m = {msg, sizeof msg};
     lk_status st = d->finalize(b->term->instance, plan, stats, loss->reduction, value, &m);
-    if (st != LK_OK)
-        return lk__err(args->errmsg, st, "loss '%s': finalize: %s", d->id,
+    if (st != LK_OK) {
+        char where[48];
+        return lk__err(args->errmsg, st, "loss '%s'%s: finalize: %s", d->id,
+                       term_where(loss, b->term, where, sizeof where),
                        msg[0] ? msg : lk_status_text(st));
+    }
     return LK_OK;
 }
 
@@ -541,8 +560,12 @@ static lk_status run_whole(const lk_loss *loss, const bound *b, lk_eval_args *ar
     char msg[LK_ERRMSG_CAP / 2] = "";
     lk_msg m = {msg, sizeof msg};
     lk_status st = d->whole(b->term->instance, &b->plan, &w, value, &m);
-    if (st != LK_OK)
-        return lk__err(args->errmsg, st, "loss '%s': %s", d->id, msg[0] ? msg : lk_status_text(st));
+    if (st != LK_OK) {
+        char where[48];
+        return lk__err(args->errmsg, st, "loss '%s'%s: %s", d->id,
+                       term_where(loss, b->term, where, sizeof where),
+                       msg[0] ? msg : lk_status_text(st));
+    }
     return LK_OK;
 }
 

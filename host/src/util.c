@@ -38,13 +38,13 @@ static size_t utf8_len(const unsigned char *s)
 
 void lk__fmt_double(char *buf, size_t cap, double v)
 {
-    if (isinf(v)) {
-        snprintf(buf, cap, "%s", v > 0 ? "inf" : "-inf");
+    if (isinf(v) || isnan(v)) { /* "nan" whatever its sign bit (printf gives "-nan") */
+        snprintf(buf, cap, "%s", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
         return;
     }
     for (int digits = 6; digits <= 17; digits++) {
         snprintf(buf, cap, "%.*g", digits, v);
-        if (strtod(buf, NULL) == v || v != v)
+        if (strtod(buf, NULL) == v)
             return;
     }
 }
