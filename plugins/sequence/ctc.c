@@ -305,8 +305,9 @@ static lk_status ctc_chunk(void *arg, int64_t begin, int64_t end)
     return LK_OK;
 }
 
-/* Lengths and labels of every sample, and +inf log-probabilities where a
- * path reads them: one line naming the first bad sample. */
+/* Lengths and labels of every sample, and +inf log-probabilities of its
+ * labels and the blank in its frames (reached by a path or not: +inf is no
+ * log-probability anywhere): one line naming the first bad sample. */
 static lk_status ctc_validate(const ctc_call *k, lk_msg *msg)
 {
     for (int64_t n = 0; n < k->N; n++) {
