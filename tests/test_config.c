@@ -522,8 +522,20 @@ Test(config_fx, string_for_an_integer)
 
 Test(config, unknown_reduction)
 {
-    expect_error("{\"loss\": \"mse\", \"reduction\": \"avg\"}",
-                 SRC ": $.reduction: ", "unknown reduction 'avg'", "mean", NULL);
+    expect_error("{\"loss\": \"mse\", \"reduction\": \"avg\"}", SRC ": $.reduction: ",
+                 "unknown reduction 'avg' (this loss offers: none, mean, sum)", NULL);
+    /* what the loss offers, not every reduction there is */
+    expect_error("{\"loss\": \"multi_margin\", \"reduction\": \"batch_mean\"}",
+                 SRC ": $.reduction: ",
+                 "unknown reduction 'batch_mean' (this loss offers: none, mean, sum)", NULL);
+    expect_error("{\"loss\": \"kl_div\", \"reduction\": \"batch_mean\"}",
+                 SRC ": $.reduction: ",
+                 "unknown reduction 'batch_mean' (this loss offers: none, mean, sum, batchmean)",
+                 NULL);
+    expect_error("{\"terms\": [{\"loss\": \"kl_div\"}, {\"loss\": \"mse\"}], \"reduction\": "
+                 "\"avg\"}",
+                 SRC ": $.reduction: ", "unknown reduction 'avg' (every term offers: mean, sum)",
+                 NULL);
     expect_error("{\"loss\": \"mse\", \"reduction\": 1}",
                  SRC ": $.reduction: ", "expected a string, got a number", NULL);
 }

@@ -616,9 +616,20 @@ static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
         if (!cJSON_IsString(v))
             return fail(c, "$.reduction", "expected a string, got %s", json_type(v));
         loss->reduction = lk_reduction_from_name(v->valuestring);
-        if (loss->reduction < 0)
-            return fail(c, "$.reduction", "unknown reduction '%s' (none, mean, sum, batchmean)",
-                        v->valuestring);
+        if (loss->reduction < 0) {
+            /* the reductions every term offers (a sum has no 'none') */
+            uint32_t mask = loss->is_sum ? ~LK_REDUCTION_BIT(LK_REDUCTION_NONE) : ~0u;
+            for (size_t i = 0; i < loss->n_terms; i++)
+                mask &= loss->terms[i].entry->desc->reductions;
+            char offered[96] = "";
+            size_t used = 0;
+            for (int32_t r = 0; r < LK_REDUCTION_COUNT; r++)
+                if (mask & LK_REDUCTION_BIT(r))
+                    used += (size_t)snprintf(offered + used, sizeof offered - used, "%s%s",
+                                             used ? ", " : "", lk_reduction_name(r));
+            return fail(c, "$.reduction", "unknown reduction '%s' (%s offers: %s)",
+                        v->valuestring, loss->is_sum ? "every term" : "this loss", offered);
+        }
     }
     if (loss->is_sum && loss->reduction == LK_REDUCTION_NONE)
         return fail(c, "$.reduction",
