@@ -1615,6 +1615,66 @@ Test(edge, gaussian_nll_var_gradient_near_d2)
         }
 }
 
+/* cross_entropy's mean is the same for class weights w and k w: in
+ * float32 lanes weights of 1e-39 (w_y / s subnormal) and 1e39 (beyond
+ * float32) gave +-inf and NaN gradients on the SIMD paths, where the
+ * gradient's scale 1 / sum w was applied in the lanes. Against the same
+ * call with weights 1, index targets (with label smoothing too) and
+ * probability targets, every path; float32 input (2, 3). */
+Test(edge, cross_entropy_weights_far_from_one)
+{
+    static const float xv[6] = {1.0f, 2.0f, 0.5f, 0.0f, 1.0f, 3.0f};
+    static const int64_t yv[2] = {0, 2}, xs[2] = {2, 3}, ys[1] = {2};
+    static const float pv[6] = {0.7f, 0.2f, 0.1f, 0.0f, 0.25f, 0.75f};
+    static const char *const extra[3] = {"", ", \"label_smoothing\": 0.1", ""};
+    static const double ws[4] = {1e-39, 1e-44, 1e39, 3e38};
+    for (int kind = 0; kind < 3; kind++) /* index, index smoothed, probabilities */
+        for (int path = 0; path < N_PATHS; path++) {
+            float x[6], t[6], g1[6], gw[6];
+            int64_t y[2] = {yv[0], yv[1]};
+            memcpy(x, xv, sizeof x), memcpy(t, pv, sizeof t);
+            call c = {.x = {x, LK_DTYPE_F32, 2, xs, NULL},
+                      .t = kind < 2 ? (lk_tensor){y, LK_DTYPE_I64, 1, ys, NULL}
+                                    : (lk_tensor){t, LK_DTYPE_F32, 2, xs, NULL}};
+            char config[192];
+            lk_runtime *rt = open_runtime(1);
+            snprintf(config, sizeof config,
+                     "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [1, 1, 1]%s}}",
+                     extra[kind]);
+            lk_loss *loss = make_loss_on(rt, config, path);
+            c.grad = g1;
+            double v1 = run_ok(loss, &c);
+            lk_loss_free(loss);
+            /* probability targets: weights beyond float32 scale the
+             * gradient's terms past it, however the difference is formed */
+            for (int k = 0; k < (kind == 2 ? 2 : 4); k++) {
+                snprintf(config, sizeof config,
+                         "{\"loss\": \"cross_entropy\", \"params\": {\"weight\": [%g, %g, "
+                         "%g]%s}}",
+                         ws[k], ws[k], ws[k], extra[kind]);
+                loss = make_loss_on(rt, config, path);
+                c.grad = gw;
+                double v = run_ok(loss, &c);
+                /* probability targets: the mean divides by the positions,
+                 * so value and gradient scale with the weights */
+                double f = kind == 2 ? ws[k] : 1.0;
+                cr_expect(fabs(v - f * v1) <= 1e-6 * fabs(f * v1),
+                          "%s %s: value %.9g, weights 1: %.9g", config, path_names[path], v, v1);
+                for (int i = 0; i < 6; i++) {
+                    double want = f * g1[i], w32 = fabs(want) > FLT_MAX ? copysign(HUGE_VAL, want)
+                                                                       : (double)(float)want;
+                    cr_expect(isinf(w32) ? gw[i] == w32
+                                         : fabs(gw[i] - want) <= 1e-6 * fabs(want) + 1e-7 * f +
+                                                                     3.0 * 0x1p-149,
+                              "%s %s: grad[%d] = %.9g, want %.9g", config, path_names[path], i,
+                              gw[i], want);
+                }
+                lk_loss_free(loss);
+            }
+            lk_runtime_close(rt);
+        }
+}
+
 /* robust with a scale far from 1 for the dtype, where 1 / scale is not a
  * normal number of it or not one at all: a zero residual gave 0 inf = NaN
  * (float32 from scale 3e-39, float64 from 5.6e-309), subnormal residuals

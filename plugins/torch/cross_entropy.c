@@ -122,7 +122,18 @@ LK_AI lk_w ce_fwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_a
     return loss;
 }
 
-/* a = Q / s; index targets: b = q_y. */
+/* The gradient's scale (grad_scale over the mean's divisor) outside the
+ * plain case: ce_prep leaves it after the table, and the factors a, b and
+ * the table take it in double before they are rounded to the lanes, so
+ * that class weights far from 1 (1e-39 or 1e39 in float32 lanes: w_y / s
+ * subnormal, 1 / sum w beyond the floats) give the gradient of the same
+ * weights near 1, which the mean's is. */
+LK_AI double ce_scale(const lk_cls_io *io)
+{
+    return io->tab[io->C];
+}
+
+/* a = Q / s; index targets: b = q_y; both times the scale. */
 LK_AI lk_w ce_bwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
 {
     const cross_entropy *ce = (const cross_entropy *)inst;
@@ -134,13 +145,13 @@ LK_AI lk_w ce_bwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_a
         p->b = lk_keep(p->valid, lk_set(1.0));
         return lk_w_set(1.0);
     }
-    lk_w Q = p->u;
+    lk_w Q = p->u, sc = lk_w_set(ce_scale(io));
     if (io->index) {
         lk_w wy = ce_wy(ce, p), kw = lk_w_mul(lk_w_set(1.0 - ce->eps), wy);
         Q = lk_w_add(kw, lk_w_set(ce_share(ce, io) * (ce->weight ? ce->wsum : (double)io->C)));
-        p->b = lk_w_narrow(lk_w_add(kw, lk_w_mul(lk_w_set(ce_share(ce, io)), wy)));
+        p->b = lk_w_narrow(lk_w_mul(lk_w_add(kw, lk_w_mul(lk_w_set(ce_share(ce, io)), wy)), sc));
     }
-    p->a = lk_w_narrow(lk_w_div(Q, p->s));
+    p->a = lk_w_narrow(lk_w_div(lk_w_mul(Q, sc), p->s));
     return Q;
 }
 
@@ -150,22 +161,28 @@ LK_AI lk_v ce_grad(const void *inst, const lk_cls_io *io, const lk_cls_pos *p, i
 {
     const cross_entropy *ce = (const cross_entropy *)inst;
     lk_v q = io->index ? lk_select(el->hit, p->b, lk_set(io->tab[c]))
-                       : lk_w_narrow(ce_q(ce, io, c, el->t));
+                       : lk_w_narrow(lk_w_mul(ce_q(ce, io, c, el->t), lk_w_set(ce_scale(io))));
     return lk_fma(p->a, el->e, lk_neg(q));
 }
 
-/* tab: (eps / C) w_c per class, formed once rather than per vector. */
+/* tab: (eps / C) w_c per class, formed once rather than per vector, and
+ * after the C classes the gradient's scale. Outside the plain case the
+ * scale is in tab and the factors (ce_scale), and the driver's is 1. */
 static double ce_prep(const void *inst, const lk_plan *plan, const lk_block *blk, double *tab)
 {
     const cross_entropy *ce = (const cross_entropy *)inst;
     int64_t C = plan->aux[LK_CLS_AUX_C];
-    for (int64_t c = 0; c < C; c++)
-        tab[c] = ce->eps / (double)C * ce_w(ce, c);
-    if (blk->reduction != LK_REDUCTION_MEAN || !blk->global)
-        return blk->grad_scale; /* FUSED forward: the host folded the divisor in */
     int index = plan->aux[LK_CLS_AUX_KIND] == LK_CLS_INDEX;
-    double norm = index ? blk->global[ST_WEIGHT] : plan->mean_norm;
-    return norm != 0.0 ? blk->grad_scale / norm : 0.0; /* nothing counted: no gradient */
+    double scale = blk->grad_scale; /* FUSED forward: the host folded the divisor in */
+    if (blk->reduction == LK_REDUCTION_MEAN && blk->global) {
+        double norm = index ? blk->global[ST_WEIGHT] : plan->mean_norm;
+        scale = norm != 0.0 ? blk->grad_scale / norm : 0.0; /* nothing counted: no gradient */
+    }
+    int plain = index && !ce->weight && ce->eps == 0.0; /* ce_plain */
+    for (int64_t c = 0; c < C; c++)
+        tab[c] = ce->eps / (double)C * ce_w(ce, c) * (plain ? 1.0 : scale);
+    tab[C] = scale;
+    return plain ? scale : 1.0;
 }
 
 /* "[1, 3, 5]": the multi-index of element flat of t. */
@@ -200,7 +217,7 @@ static lk_status ce_bad_index(const void *inst, const lk_tensor *t, int64_t pos,
 static const lk_cls_ops ce_ops = {
     .flags = LK_CLS_LSE,
     .n_pos = 2,
-    .n_tab = 1,
+    .n_tab = 2, /* C doubles, then the scale */
     .fwd1 = ce_fwd1,
     .fwd2 = ce_fwd2,
     .bwd1 = ce_bwd1,
