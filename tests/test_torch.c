@@ -1675,6 +1675,72 @@ Test(edge, cross_entropy_weights_far_from_one)
         }
 }
 
+/* nll's mean is the same for class weights w and k w, and its sum k times
+ * the sum of weights 1 (a double): float32 lanes rounded the weights to
+ * floats (1e-44 subnormal: the mean 0.7857 for 0.8171; 1e-46 zero: the
+ * mean and sum 0) and applied 1 / sum w in the lanes. Every path, float32
+ * log-probabilities (2, 3); also (2, 3, 9), whose rows hold a vector of
+ * positions (the backward that writes whole rows). */
+Test(edge, nll_weights_far_from_one)
+{
+    static const double ws[5] = {1e-39, 1e-44, 1e-46, 1e39, 3e38};
+    static const int64_t shapes[2][3] = {{2, 3, 1}, {2, 3, 9}};
+    for (int sh = 0; sh < 2; sh++)
+        for (int path = 0; path < N_PATHS; path++) {
+            int64_t S = shapes[sh][2], xs[3] = {2, 3, S}, ys[2] = {2, S};
+            float x[54], g1[54], gw[54];
+            int64_t y[18];
+            for (int64_t n = 0; n < 2; n++)
+                for (int64_t j = 0; j < S; j++) {
+                    double z[3] = {sin(1.0 + n + 0.3 * j), cos(2.0 * n + j), 0.5 * j - n}, m = 0;
+                    for (int c = 0; c < 3; c++)
+                        m += exp(z[c]);
+                    for (int c = 0; c < 3; c++)
+                        x[(n * 3 + c) * S + j] = (float)(z[c] - log(m));
+                    y[n * S + j] = (n + j) % 3;
+                }
+            call c = {.x = {x, LK_DTYPE_F32, sh ? 3 : 2, xs, NULL},
+                      .t = {y, LK_DTYPE_I64, sh ? 2 : 1, ys, NULL}};
+            int64_t ne = 2 * 3 * S;
+            for (int red = 0; red < 2; red++) {
+                const char *rn = red ? "sum" : "mean";
+                char config[192];
+                lk_runtime *rt = open_runtime(1);
+                snprintf(config, sizeof config,
+                         "{\"loss\": \"nll\", \"params\": {\"weight\": [1, 1, 1]}, "
+                         "\"reduction\": \"%s\"}",
+                         rn);
+                lk_loss *loss = make_loss_on(rt, config, path);
+                c.grad = g1;
+                double v1 = run_ok(loss, &c);
+                lk_loss_free(loss);
+                for (int k = 0; k < 5; k++) {
+                    snprintf(config, sizeof config,
+                             "{\"loss\": \"nll\", \"params\": {\"weight\": [%g, %g, %g]}, "
+                             "\"reduction\": \"%s\"}",
+                             ws[k], ws[k], ws[k], rn);
+                    loss = make_loss_on(rt, config, path);
+                    c.grad = gw;
+                    double v = run_ok(loss, &c), f = red ? ws[k] : 1.0;
+                    cr_expect(fabs(v - f * v1) <= 1e-6 * fabs(f * v1),
+                              "%s %s S %lld: value %.9g, want %.9g", config, path_names[path],
+                              (long long)S, v, f * v1);
+                    for (int64_t i = 0; i < ne; i++) {
+                        double want = f * g1[i];
+                        double w32 = fabs(want) > FLT_MAX ? copysign(HUGE_VAL, want)
+                                                          : (double)(float)want;
+                        cr_expect(isinf(w32) ? gw[i] == w32
+                                             : fabs(gw[i] - w32) <= 1e-6 * fabs(w32) + 0x1p-149,
+                                  "%s %s S %lld: grad[%lld] = %.9g, want %.9g", config,
+                                  path_names[path], (long long)S, (long long)i, gw[i], w32);
+                    }
+                    lk_loss_free(loss);
+                }
+                lk_runtime_close(rt);
+            }
+        }
+}
+
 /* robust with a scale far from 1 for the dtype, where 1 / scale is not a
  * normal number of it or not one at all: a zero residual gave 0 inf = NaN
  * (float32 from scale 3e-39, float64 from 5.6e-309), subnormal residuals

@@ -27,11 +27,20 @@ typedef struct nll {
 enum { ST_LOSS, ST_WEIGHT, N_ST };
 
 /* The positions p0 .. p0 + k of a vector: where each reads x (-1 where it
- * does not count) and its weight, as lanes. */
+ * does not count), its weight and its loss, in double: a class weight far
+ * from 1 (1e-44 or 1e39 beside float32 log-probabilities) is no float, and
+ * the mean's divisor, its sum, is formed from the weights themselves. */
 typedef struct nll_vec {
     int64_t at[LK_W];
-    lk_v w, x;
+    double w[LK_W], loss[LK_W];
 } nll_vec;
+
+/* The formula: -w x, 0 where w is 0 (ignored positions included, and x =
+ * -inf with a weight of 0). */
+static inline double nll_loss_of(double w, double x)
+{
+    return w != 0.0 ? -(w * x) : 0.0;
+}
 
 /* Gathers a vector; fails at a bad target or a +inf log-probability. */
 LK_AI lk_status nll_gather(const nll *L, const lk_plan *plan, const lk_block *blk, int64_t p0,
@@ -41,12 +50,10 @@ LK_AI lk_status nll_gather(const nll *L, const lk_plan *plan, const lk_block *bl
     const int64_t *y = (const int64_t *)t->data;
     int64_t C = plan->aux[LK_CLS_AUX_C], S = plan->aux[LK_CLS_AUX_S];
     int xf = x->dtype == LK_DTYPE_F32;
-    lk_s wb[LK_W], xb[LK_W];
-    v->w = v->x = lk_zero();
     for (int l = 0; l < LK_W; l++) {
         int64_t pos = p0 + l, c = l < k ? y[pos] : L->ignore_index;
         v->at[l] = -1;
-        wb[l] = 0, xb[l] = 0;
+        v->w[l] = v->loss[l] = 0.0;
         if (c == L->ignore_index)
             continue;
         if (c < 0 || c >= C) {
@@ -59,7 +66,7 @@ LK_AI lk_status nll_gather(const nll *L, const lk_plan *plan, const lk_block *bl
                            (long long)L->ignore_index);
         }
         v->at[l] = pos / S * C * S + c * S + pos % S;
-        wb[l] = (lk_s)(L->w.n ? L->w.d[c] : 1.0);
+        v->w[l] = L->w.n ? L->w.d[c] : 1.0;
         if (!want_x)
             continue;
         double xv = lk__get(x->data, xf, v->at[l]);
@@ -71,17 +78,9 @@ LK_AI lk_status nll_gather(const nll *L, const lk_plan *plan, const lk_block *bl
                            "refuses it rather than return -inf or NaN",
                            where);
         }
-        xb[l] = (lk_s)xv;
+        v->loss[l] = nll_loss_of(v->w[l], xv);
     }
-    v->w = lk_load(wb);
-    v->x = lk_load(xb);
     return LK_OK;
-}
-
-/* The formula: -w x, 0 where w is 0 (ignored positions included). */
-LK_AI lk_v nll_loss_of(const nll_vec *v)
-{
-    return lk_neg(lk_mul0(v->w, v->x));
 }
 
 static lk_status nll_fwd(const void *inst, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
@@ -96,11 +95,11 @@ static lk_status nll_fwd(const void *inst, const lk_plan *plan, const lk_block *
         lk_status st = nll_gather(&local, plan, blk, p, k, 1, &v, msg);
         if (st != LK_OK)
             return st;
-        lk_v loss = nll_loss_of(&v);
-        lk_acc_add(&sl, loss);
-        lk_acc_add(&sw, v.w);
+        lk_w loss = lk_w_load(v.loss);
+        lk_acc_addw(&sl, loss);
+        lk_acc_addw(&sw, lk_w_load(v.w));
         if (out && out->data)
-            lk__st(out->data, of, p, k, loss);
+            lk__st(out->data, of, p, k, lk_w_narrow(loss));
     }
     blk->stats[ST_LOSS] += lk_acc_sum(sl);
     blk->stats[ST_WEIGHT] += lk_acc_sum(sw);
@@ -147,10 +146,11 @@ static void nll_bwd_rows(const nll *L, const lk_plan *plan, const lk_block *blk,
             int k = s0 + len - s < LK_W ? (int)(s0 + len - s) : LK_W;
             int bad;                                      /* forward has refused bad targets */
             lk_v yv = lk__cls_y(&io, n * S + s, k, &bad); /* -1 where ignored or past k */
-            lk_v w = L->w.n ? lk_w_narrow(lk_cls_lookup(L->w.d, yv))
-                            : lk_keep(lk_ge(yv, lk_zero()), lk_set(1.0));
-            /* 0 - w scale: +0 where w is 0, whatever the scale */
-            lk_v gv = lk_sub(lk_zero(), lk_mul0(w, sc));
+            /* 0 - w scale: +0 where w is 0, whatever the scale; a class
+             * weight times the scale in double (nll_vec) */
+            lk_v ws = L->w.n ? lk_w_narrow(lk_w_mul0(lk_cls_lookup(L->w.d, yv), lk_w_set(scale)))
+                             : lk_mul0(lk_keep(lk_ge(yv, lk_zero()), lk_set(1.0)), sc);
+            lk_v gv = lk_sub(lk_zero(), ws);
             lk_v cv = lk_zero();
             for (int64_t c = 0; c < C; c++, cv = lk_add(cv, lk_set(1.0))) {
                 int64_t i = (n * C + c) * S + s;
@@ -195,15 +195,14 @@ static lk_status nll_bwd(const void *inst, const lk_plan *plan, const lk_block *
         if (st != LK_OK)
             return st;
         /* d loss / d x_y = -w, scaled; 0 for a weight of 0 whatever the scale */
-        lk_s g[LK_W];
-        lk_store(g, lk_neg(lk_mul0(v.w, lk_set(scale))));
         for (int l = 0; l < k; l++) {
             if (v.at[l] < 0)
                 continue;
+            double g = v.w[l] != 0.0 ? -(v.w[l] * scale) : 0.0;
             if (gf)
-                ((float *)blk->grads[0].data)[v.at[l]] += (float)g[l];
+                ((float *)blk->grads[0].data)[v.at[l]] += (float)g;
             else
-                ((double *)blk->grads[0].data)[v.at[l]] += (double)g[l];
+                ((double *)blk->grads[0].data)[v.at[l]] += g;
         }
     }
     return LK_OK;
