@@ -35,9 +35,9 @@ static lk_status ntxent_plan(const void *inst, const lk_tensor *slots, int32_t r
         return st;
     if (x->shape[0] % 2 != 0)
         return lk_fail(msg, LK_ERR_SHAPE,
-                       "input: %lld rows; NT-Xent needs an even count 2N (rows i and i + N are "
-                       "the two views of one example)",
-                       (long long)x->shape[0]);
+                       "input: %lld row%s; NT-Xent needs an even count 2N (rows i and i + N "
+                       "are the two views of one example)",
+                       (long long)x->shape[0], x->shape[0] == 1 ? "" : "s");
     return LK_OK;
 }
 
