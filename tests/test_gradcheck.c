@@ -10,7 +10,9 @@
  * edge.*: +-inf logits (documented values, never NaN), zero-size tensors,
  * empty masks with smooth 0, targets outside [0, 1], a pos_weight that does
  * not fit, many blocks against a direct computation, thread counts, and
- * float32 against float64 input. */
+ * float32 against float64 input; hinge_embedding and margin_ranking with
+ * margins beyond float32's range, infinite targets and -inf inputs, on
+ * every kernel path. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
@@ -670,4 +672,254 @@ Test(edge, float32_data_close_to_float64_upcast)
         lk_loss_free(loss);
     }
     lk_runtime_close(rt);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Margin losses at the edges of their parameters and labels                 */
+
+/* The kernel paths create() can pick (LOSSKIT_SIMD): the portable lanes,
+ * at most AVX2, and the best the CPU has. Float32 data runs in float lanes
+ * on each, float64 in double lanes. */
+enum { PATH_PORTABLE, PATH_AVX2, PATH_BEST, N_PATHS };
+static const char *const path_names[N_PATHS] = {"portable", "avx2", "best"};
+
+/* Creates the loss on a path, restoring LOSSKIT_SIMD afterwards (the
+ * choice holds for the loss's life). */
+static lk_loss *make_loss_on(lk_runtime *rt, const char *config, int path)
+{
+    const char *env = getenv("LOSSKIT_SIMD");
+    char *saved = env ? strdup(env) : NULL;
+    if (path == PATH_BEST)
+        unsetenv("LOSSKIT_SIMD");
+    else
+        setenv("LOSSKIT_SIMD", path == PATH_PORTABLE ? "0" : "avx2", 1);
+    lk_loss *loss = make_loss(rt, config);
+    if (saved)
+        setenv("LOSSKIT_SIMD", saved, 1);
+    else
+        unsetenv("LOSSKIT_SIMD");
+    free(saved);
+    return loss;
+}
+
+/* One call of an elementwise margin loss on n <= MG_CAP elements: slots
+ * names[0..n_slots) read data[s] (rounded to float32 with f32, every slot
+ * of one dtype, so that float32 runs in float lanes), the first n_diff
+ * slots' gradients go to grads[s], reduction none's losses to out (NULL:
+ * not asked). Returns the status; the message in err. */
+enum { MG_CAP = 24 };
+
+static lk_status mg_eval(const char *config, int path, int f32, int n, int n_slots,
+                         const char *const *names, const double *const *data, int n_diff,
+                         double *out, double *const *grads, double *value, char *err)
+{
+    cr_assert(n <= MG_CAP && n_slots <= 3 && n_diff <= n_slots);
+    int64_t shape[1] = {n};
+    int32_t dt = f32 ? LK_DTYPE_F32 : LK_DTYPE_F64;
+    double dd[3][MG_CAP], gd[3][MG_CAP], od[MG_CAP];
+    float df[3][MG_CAP], gf[3][MG_CAP], of[MG_CAP];
+    lk_named_tensor in[3], g[3];
+    for (int s = 0; s < n_slots; s++) {
+        for (int i = 0; i < n; i++)
+            dd[s][i] = data[s][i], df[s][i] = (float)data[s][i];
+        in[s] =
+            (lk_named_tensor){names[s], {f32 ? (void *)df[s] : dd[s], dt, 1, shape, NULL}, NULL};
+        g[s] = (lk_named_tensor){names[s], {f32 ? (void *)gf[s] : gd[s], dt, 1, shape, NULL}, NULL};
+    }
+    lk_tensor o = {f32 ? (void *)of : od, dt, 1, shape, NULL};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = in, args.n_tensors = (size_t)n_slots;
+    args.grads = g, args.n_grads = (size_t)n_diff;
+    args.out = out ? &o : NULL;
+    lk_runtime *rt = open_runtime(1);
+    lk_loss *loss = make_loss_on(rt, config, path);
+    *value = NAN;
+    lk_status st = lk_loss_eval(loss, &args, value);
+    snprintf(err, LK_ERRMSG_CAP, "%s", args.errmsg);
+    for (int i = 0; st == LK_OK && i < n; i++) {
+        if (out)
+            out[i] = f32 ? of[i] : od[i];
+        for (int s = 0; s < n_diff; s++)
+            grads[s][i] = f32 ? gf[s][i] : gd[s][i];
+    }
+    lk_loss_free(loss);
+    lk_runtime_close(rt);
+    return st;
+}
+
+/* v rounded as the dtype holds it. */
+static double mg_round(int f32, double v)
+{
+    return f32 ? (double)(float)v : v;
+}
+
+/* got equals want: the same value (both NaN included), or within rel. */
+static int mg_same(double got, double want, double rel)
+{
+    return got == want || (isnan(got) && isnan(want)) || fabs(got - want) <= rel * fabs(want);
+}
+
+/* hinge_embedding and margin_ranking with a margin beyond float32's range
+ * (the parameter takes any real): float32 data gives the exact formula's
+ * value rounded to float32, +inf or a finite value or 0, never NaN, with
+ * the gradients of the formula; float64 data the formula itself. Every
+ * path, reduction none and sum. */
+Test(edge, margin_beyond_float_range)
+{
+    static const double margins[] = {1e39, -1e39, 1e300, -1e308, 4e38, -4e38, 6e38, -6e38};
+    static const double hx[] = {0.0,  2.0,      -3e38,     3e38,   1.5,     -1.0,
+                                3e38, HUGE_VAL, -HUGE_VAL, 3.4e38, -3.4e38, 7.0};
+    static const double ht[] = {-1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0};
+    static const double ra[] = {0.0, 2.0,       3e38, -3e38,   3.4e38, HUGE_VAL,
+                                0.0, -HUGE_VAL, 1.5,  -3.4e38, 1.5e38, -2.0};
+    static const double rb[] = {2.0,      0.0, -1.5e38, 1.5e38, -3.4e38, 0.0,
+                                HUGE_VAL, 5.0, -2.0,    3.4e38, -3e38,   1e38};
+    static const double rt[] = {1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, -1.0};
+    enum { N = 12 };
+    for (size_t m = 0; m < sizeof margins / sizeof margins[0]; m++)
+        for (int f32 = 0; f32 <= 1; f32++)
+            for (int path = 0; path < N_PATHS; path++)
+                for (int red = 0; red < 2; red++) {
+                    const double M = margins[m], rel = f32 ? 1e-6 : 1e-15;
+                    char config[160], err[LK_ERRMSG_CAP];
+                    double out[N], gx[N], g1[N], g2[N], v, sum = 0.0;
+                    /* hinge_embedding: x for 1, max(0, M - x) for -1 */
+                    snprintf(config, sizeof config,
+                             "{\"loss\": \"hinge_embedding\", \"params\": {\"margin\": %.17g}, "
+                             "\"reduction\": \"%s\"}",
+                             M, red ? "sum" : "none");
+                    const char *hn[2] = {"input", "target"};
+                    const double *hd[2] = {hx, ht};
+                    double *hg[1] = {gx};
+                    lk_status st =
+                        mg_eval(config, path, f32, N, 2, hn, hd, 1, red ? NULL : out, hg, &v, err);
+                    cr_assert_eq(st, LK_OK, "%s %s f32 %d: %s", config, path_names[path], f32, err);
+                    for (int i = 0; i < N; i++) {
+                        double x = mg_round(f32, hx[i]), u = M - x;
+                        double wl = mg_round(f32, ht[i] == 1.0 ? x : u > 0.0 ? u : 0.0);
+                        double wg = ht[i] == 1.0 ? 1.0 : u >= 0.0 ? -1.0 : 0.0;
+                        sum += wl;
+                        if (!red)
+                            cr_expect(mg_same(out[i], wl, rel),
+                                      "%s %s f32 %d: out[%d] = %g, want %g", config,
+                                      path_names[path], f32, i, out[i], wl);
+                        cr_expect_eq(gx[i], wg, "%s %s f32 %d: grad[%d] = %g, want %g", config,
+                                     path_names[path], f32, i, gx[i], wg);
+                    }
+                    if (red)
+                        cr_expect(mg_same(v, sum, 1e-12), "%s %s f32 %d: sum %g, want %g", config,
+                                  path_names[path], f32, v, sum);
+                    /* margin_ranking: max(0, -t (x1 - x2) + M) */
+                    snprintf(config, sizeof config,
+                             "{\"loss\": \"margin_ranking\", \"params\": {\"margin\": %.17g}, "
+                             "\"reduction\": \"%s\"}",
+                             M, red ? "sum" : "none");
+                    const char *rn[3] = {"input1", "input2", "target"};
+                    const double *rd[3] = {ra, rb, rt};
+                    double *rg[2] = {g1, g2};
+                    st = mg_eval(config, path, f32, N, 3, rn, rd, 2, red ? NULL : out, rg, &v, err);
+                    cr_assert_eq(st, LK_OK, "%s %s f32 %d: %s", config, path_names[path], f32, err);
+                    sum = 0.0;
+                    for (int i = 0; i < N; i++) {
+                        double h = -rt[i] * (mg_round(f32, ra[i]) - mg_round(f32, rb[i])) + M;
+                        double wl = mg_round(f32, h > 0.0 ? h : 0.0);
+                        double wg = h >= 0.0 ? -rt[i] : 0.0;
+                        sum += wl;
+                        if (!red)
+                            cr_expect(mg_same(out[i], wl, rel),
+                                      "%s %s f32 %d: out[%d] = %g, want %g", config,
+                                      path_names[path], f32, i, out[i], wl);
+                        cr_expect(g1[i] == wg && g2[i] == -wg,
+                                  "%s %s f32 %d: grads[%d] = %g, %g, want %g, %g", config,
+                                  path_names[path], f32, i, g1[i], g2[i], wg, -wg);
+                    }
+                    if (red)
+                        cr_expect(mg_same(v, sum, 1e-12), "%s %s f32 %d: sum %g, want %g", config,
+                                  path_names[path], f32, v, sum);
+                }
+}
+
+/* hinge_embedding refuses an input of -inf under mean and sum unless its
+ * label is -1, and says what that element's loss is: -inf for a label 1,
+ * NaN for any other (both terms apply: max(0, margin + inf) - inf), the
+ * value reduction none gives. Float32 and float64, every path. */
+Test(edge, hinge_embedding_neginf_refusal_names_the_loss)
+{
+    static const double labels[] = {0.0, 2.0, 0.5, NAN, 1.0};
+    static const char *const shown[] = {
+        "target 0:", "target 2:", "target 0.5:", "target NaN:", "target 1:"};
+    const char *names[2] = {"input", "target"};
+    for (size_t k = 0; k < sizeof labels / sizeof labels[0]; k++)
+        for (int f32 = 0; f32 <= 1; f32++)
+            for (int path = 0; path < N_PATHS; path++) {
+                const double x[2] = {-HUGE_VAL, 0.5}, t[2] = {labels[k], -1.0};
+                const double *data[2] = {x, t};
+                double out[2], g[2], v;
+                double *grads[1] = {g};
+                char err[LK_ERRMSG_CAP];
+                const int one = labels[k] == 1.0;
+                lk_status st = mg_eval("{\"loss\": \"hinge_embedding\", \"reduction\": \"none\"}",
+                                       path, f32, 2, 2, names, data, 1, out, grads, &v, err);
+                cr_assert_eq(st, LK_OK, "label %g %s f32 %d: %s", labels[k], path_names[path], f32,
+                             err);
+                cr_expect(one ? out[0] == -HUGE_VAL : isnan(out[0]),
+                          "label %g %s f32 %d: none gives %g", labels[k], path_names[path], f32,
+                          out[0]);
+                st = mg_eval("{\"loss\": \"hinge_embedding\"}", path, f32, 2, 2, names, data, 0,
+                             NULL, NULL, &v, err);
+                cr_expect_eq(st, LK_ERR_NUMERIC, "label %g %s f32 %d: %s (%s)", labels[k],
+                             path_names[path], f32, lk_status_name(st), err);
+                const char *want = one ? "a loss of -inf" : "a loss of NaN";
+                cr_expect(strstr(err, want) && strstr(err, shown[k]),
+                          "label %g %s f32 %d: '%s' lacks '%s' or '%s'", labels[k],
+                          path_names[path], f32, err, want, shown[k]);
+            }
+}
+
+/* margin_ranking with an infinite target and a margin: -t (x1 - x2) is
+ * infinite wherever x1 != x2, so the loss is +inf (the hinge open, its
+ * gradients -t and t) or 0 (closed) as torch's formula gives, whatever
+ * the margin and whatever rounding error x1 - x2 carries; x1 = x2 gives
+ * inf 0 = NaN, as in torch. A finite target so large that both -t (x1 -
+ * x2) and -t times its rounding error overflow likewise. Float32 and
+ * float64, every path. */
+Test(edge, margin_ranking_infinite_target)
+{
+    static const double margins[] = {0.5, -2.0, 1.3, 0.0};
+    enum { N = 14 };
+    static const double a[N] = {0.0,  0.0,  2.0, 1.0, 3.0, -HUGE_VAL, 1.0,
+                                1e60, 1e60, 0.0, 0.0, 2.0, 1.0,       -5.0};
+    static const double b[N] = {1e-300, -HUGE_VAL, 1.0,   1e-20,     3.0, HUGE_VAL, -1e-20,
+                                -1e40,  1e40,      1e-45, -HUGE_VAL, 1.0, 1e-20,    7.0};
+    static const double t[N] = {HUGE_VAL,  HUGE_VAL,  HUGE_VAL,  HUGE_VAL, HUGE_VAL,
+                                HUGE_VAL,  -HUGE_VAL, 1e308,     1e308,    HUGE_VAL,
+                                -HUGE_VAL, -HUGE_VAL, -HUGE_VAL, -HUGE_VAL};
+    const char *names[3] = {"input1", "input2", "target"};
+    const double *data[3] = {a, b, t};
+    for (size_t m = 0; m < sizeof margins / sizeof margins[0]; m++)
+        for (int f32 = 0; f32 <= 1; f32++)
+            for (int path = 0; path < N_PATHS; path++) {
+                char config[128], err[LK_ERRMSG_CAP];
+                double out[N], g1[N], g2[N], v;
+                double *grads[2] = {g1, g2};
+                snprintf(config, sizeof config,
+                         "{\"loss\": \"margin_ranking\", \"params\": {\"margin\": %g}, "
+                         "\"reduction\": \"none\"}",
+                         margins[m]);
+                lk_status st =
+                    mg_eval(config, path, f32, N, 3, names, data, 2, out, grads, &v, err);
+                cr_assert_eq(st, LK_OK, "%s %s f32 %d: %s", config, path_names[path], f32, err);
+                for (int i = 0; i < N; i++) {
+                    double ti = mg_round(f32, t[i]);
+                    double h = -ti * (mg_round(f32, a[i]) - mg_round(f32, b[i])) + margins[m];
+                    double wl = isnan(h) ? NAN : h > 0.0 ? h : 0.0;
+                    double wg = h >= 0.0 ? -ti : 0.0;
+                    cr_expect(mg_same(out[i], wl, 0.0), "%s %s f32 %d: out[%d] = %g, want %g",
+                              config, path_names[path], f32, i, out[i], wl);
+                    cr_expect(g1[i] == wg && g2[i] == -wg,
+                              "%s %s f32 %d: grads[%d] = %g, %g, want %g, %g", config,
+                              path_names[path], f32, i, g1[i], g2[i], wg, -wg);
+                }
+            }
 }

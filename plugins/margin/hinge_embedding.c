@@ -7,15 +7,18 @@
  * 1][margin - x >= 0]: torch's clamp passes the gradient at the kink.
  *
  * The loss of a label 1 is x itself, unbounded below: an input of -inf
- * gives a loss of -inf, and a sum that meets both +inf and -inf is NaN. So
- * reductions mean and sum refuse an input of -inf whose label is not -1
- * (LK_ERR_NUMERIC, naming the element); reduction none gives its -inf. The
- * check costs nothing on finite data: a block is scanned only when its sum
- * is -inf or NaN (a NaN input still gives NaN). */
+ * gives a loss of -inf, and a sum that meets both +inf and -inf is NaN. Any
+ * other label but -1 adds max(0, margin + inf) = +inf to that -inf: NaN.
+ * So reductions mean and sum refuse an input of -inf whose label is not -1
+ * (LK_ERR_NUMERIC, naming the element and its loss); reduction none gives
+ * that loss. The check costs nothing on finite data: a block is scanned
+ * only when its sum is -inf or NaN (a NaN input still gives NaN). */
 #include "margin.h"
 
 typedef struct hinge {
     double margin;
+    double hi, lo; /* the margin split for float lanes (hinge_init) */
+    int wide;      /* a finite margin beyond float's range */
 } hinge;
 
 static const lk_param_desc hinge_margin = {
@@ -29,34 +32,76 @@ static const lk_param_desc hinge_margin = {
 
 static const lk_param_desc *const hinge_params[] LK__UNUSED = {&hinge_margin, NULL};
 
+/* The float lanes' margin: its float value hi and the rest lo (see
+ * hinge_gap). An infinite margin has no rest (inf - inf would make every
+ * element NaN): lo = 0, so that margin - x is inf - x as the formula has
+ * it. A finite margin beyond float's range has no float value to split
+ * off: those calls take the margin whole in double (hinge_gap_wide). */
 static lk_status hinge_init(void *inst, const lk_param_value *p, lk_msg *msg)
 {
+    hinge *h = inst;
     (void)msg;
-    ((hinge *)inst)->margin = p[0].number;
+    h->margin = p[0].number;
+    h->hi = (double)(float)h->margin;
+    h->lo = isinf(h->hi) ? 0.0 : h->margin - h->hi;
+    h->wide = isinf(h->hi) && !isinf(h->margin);
     return LK_OK;
 }
 
-/* margin - x in the lanes' precision, the margin split into the lanes'
- * value and the rest: near the kink m_hi - x is exact, so a float32 margin
- * term keeps what a margin such as 1.3 (not a float) would round away. */
-LK_AI lk_v hinge_gap(double margin, lk_v x)
+/* margin - x in the lanes' precision. Float lanes take the margin as
+ * hi + lo: near the kink hi - x is exact, so a float32 margin term keeps
+ * what a margin such as 1.3 (not a float) would round away. Double lanes
+ * take it whole, plus the +0 that is the rest of a double margin (a -0
+ * difference comes out +0 in both). */
+LK_AI lk_v hinge_gap(const hinge *h, lk_v x)
 {
-    double hi = (double)(lk_s)margin;
-    return lk_add(lk_sub(lk_set(hi), x), lk_set(margin - hi));
+#if defined(LK_LANES_F32)
+    return lk_add(lk_sub(lk_set(h->hi), x), lk_set(h->lo));
+#else
+    return lk_add(lk_sub(lk_set(h->margin), x), lk_zero());
+#endif
 }
 
-LK_AI void hinge_elem(const hinge *h, lk_elem *e)
+LK_AI void hinge_elem_of(lk_v u, lk_elem *e)
 {
     lk_v one = lk_set(1.0);
-    lk_v u = hinge_gap(h->margin, e->x);
     lk_m neg = lk_not(lk_eq(e->t, one));         /* t != 1: the margin term */
     lk_m pos = lk_not(lk_eq(e->t, lk_neg(one))); /* t != -1: the x term */
     e->loss = lk_add(lk_keep(neg, mg_clamp0(u)), lk_keep(pos, e->x));
     e->grad = lk_sub(lk_keep(pos, one), lk_keep(lk_and(neg, lk_ge(u, lk_zero())), one));
 }
 
+LK_AI void hinge_elem(const hinge *h, lk_elem *e)
+{
+    hinge_elem_of(hinge_gap(h, e->x), e);
+}
+
+#if defined(LK_LANES_F32)
+/* margin - x for a finite margin beyond float's range, per lane in double,
+ * then rounded to float: the float64 result on the upcast data, rounded.
+ * Its magnitude is at least 2^75 where x is finite (beyond FLT_MAX a
+ * double is a multiple of 2^75, and so is FLT_MAX), so the rounding never
+ * moves it across the kink. The kernel picks it per block, for such
+ * margins alone. */
+LK_AI lk_v hinge_gap_wide(double margin, lk_v x)
+{
+    lk_s v[LK_W];
+    lk_store(v, x);
+    for (int j = 0; j < LK_W; j++)
+        v[j] = (lk_s)(margin - (double)v[j]);
+    return lk_load(v);
+}
+
+LK_AI void hinge__elem_wide(const void *p, lk_elem *e)
+{
+    hinge_elem_of(hinge_gap_wide(((const hinge *)p)->margin, e->x), e);
+}
+#endif
+
 /* The first element of the block with x = -inf and t != -1, refused; LK_OK
- * when there is none (the sum's NaN came from a NaN input). */
+ * when there is none (the sum's NaN came from a NaN input). The element's
+ * loss is -inf for a label 1; any other label adds max(0, margin + inf) to
+ * the -inf, which makes it NaN, and reduction none gives that NaN. */
 static inline lk_status hinge_refuse(const lk_block *blk, lk_msg *msg)
 {
     const lk_tensor *x = &blk->slots[0], *t = &blk->slots[1];
@@ -64,12 +109,22 @@ static inline lk_status hinge_refuse(const lk_block *blk, lk_msg *msg)
     for (int64_t i = blk->begin; i < blk->end; i++) {
         double xi = lk__get(x->data, xf, i), ti = lk__get(t->data, tf, i);
         if (xi == -HUGE_VAL && ti != -1.0) {
-            char where[160];
+            char where[160], label[32];
             lk_index_str(where, sizeof where, x->ndim, x->shape, i);
+            if (isnan(ti))
+                snprintf(label, sizeof label, "NaN");
+            else
+                snprintf(label, sizeof label, "%g", ti);
+            if (ti == 1.0)
+                return lk_fail(msg, LK_ERR_NUMERIC,
+                               "input%s = -inf with target 1: a loss of -inf, whose mean or sum "
+                               "is undefined (reduction none gives it)",
+                               where);
             return lk_fail(msg, LK_ERR_NUMERIC,
-                           "input%s = -inf with target %g: a loss of -inf, whose mean or sum is "
-                           "undefined (reduction none gives it)",
-                           where, ti);
+                           "input%s = -inf with target %s: a loss of NaN (a label neither 1 nor "
+                           "-1 adds both terms, max(0, margin + inf) - inf), which makes the "
+                           "mean or sum undefined (reduction none gives the NaN)",
+                           where, label);
         }
     }
     return LK_OK;
@@ -83,7 +138,13 @@ LK_AI void hinge__elem(const void *p, lk_elem *e)
 static lk_status hinge__fwd(const void *inst, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
 {
     const hinge local = *(const hinge *)inst;
-    lk_status st = lk_elementwise_forward(&local, plan, blk, hinge__elem, 0, msg);
+    lk_status st;
+#if defined(LK_LANES_F32)
+    if (local.wide)
+        st = lk_elementwise_forward(&local, plan, blk, hinge__elem_wide, 0, msg);
+    else
+#endif
+        st = lk_elementwise_forward(&local, plan, blk, hinge__elem, 0, msg);
     if (st == LK_OK && blk->reduction != LK_REDUCTION_NONE && !(blk->stats[0] > -HUGE_VAL))
         st = hinge_refuse(blk, msg);
     return st;

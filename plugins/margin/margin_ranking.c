@@ -7,11 +7,15 @@
  * (-t (x1 - x2) + margin >= 0: torch's clamp passes the gradient at the
  * kink), d loss / d x1 = -t and d loss / d x2 = t; elsewhere both are 0. A
  * NaN stays NaN in the loss, with a zero gradient, as torch's clamp; an
- * infinite difference gives +inf (open) or 0 (closed) with any margin. */
+ * infinite difference gives +inf (open) or 0 (closed) with any margin, and
+ * so does an infinite target times a nonzero difference (torch's -t (x1 -
+ * x2) is then infinite whatever the margin). */
 #include "margin.h"
 
 typedef struct ranking {
     double margin;
+    double hi, lo; /* the margin split for float lanes (ranking_init) */
+    int wide;      /* a finite margin beyond float's range */
 } ranking;
 
 static const lk_param_desc ranking_margin = {
@@ -44,10 +48,18 @@ static const lk_slot_desc ranking_target = {
 static const lk_slot_desc *const ranking_slots[] LK__UNUSED = {&ranking_input1, &ranking_input2,
                                                                &ranking_target, NULL};
 
+/* The float lanes' margin as in hinge_embedding: its float value hi and
+ * the rest lo, 0 for an infinite margin (inf - inf would be NaN); a finite
+ * margin beyond float's range has no float value, and is taken whole in
+ * double (ranking__elem_wide). */
 static lk_status ranking_init(void *inst, const lk_param_value *p, lk_msg *msg)
 {
+    ranking *r = inst;
     (void)msg;
-    ((ranking *)inst)->margin = p[0].number;
+    r->margin = p[0].number;
+    r->hi = (double)(float)r->margin;
+    r->lo = isinf(r->hi) ? 0.0 : r->margin - r->hi;
+    r->wide = isinf(r->hi) && !isinf(r->margin);
     return LK_OK;
 }
 
@@ -55,33 +67,83 @@ static lk_status ranking_init(void *inst, const lk_param_value *p, lk_msg *msg)
  * difference is kept whole (Knuth's two-sum: s + c = x1 - x2 exactly) and
  * the margin split into the lanes' value and the rest, so that near the
  * kink, where -t s and the margin cancel, float32 lanes lose nothing the
- * float64 result keeps. */
-LK_AI lk_v ranking_h(double margin, lk_v x1, lk_v x2, lk_v t)
+ * float64 result keeps. The correction -t c + lo is finite wherever -t s
+ * is (|c| is at most half an ulp of s). Where -t s is infinite (an
+ * infinite difference, or an infinite or huge target) the correction may
+ * be NaN (the two-sum's inf - inf, or inf 0) or the opposite infinity, and
+ * the sum NaN: where it is, h is -t s + hi alone, the infinity (or NaN)
+ * torch's -t (x1 - x2) + margin gives. That is one compare and one select
+ * per element, as many as clearing the two-sum's NaN alone would take. */
+LK_AI lk_v ranking_h(const ranking *r, lk_v x1, lk_v x2, lk_v t)
 {
     lk_v nt = lk_neg(t), s = lk_sub(x1, x2);
-    if (margin == 0.0)
+    if (r->margin == 0.0)
         return lk_add(lk_mul(nt, s), lk_zero());
+#if defined(LK_LANES_F32)
+    const double hi = r->hi, lo = r->lo;
+#else
+    const double hi = r->margin, lo = 0.0;
+#endif
     lk_v b = lk_sub(s, x1);
     lk_v c = lk_sub(lk_sub(x1, lk_sub(s, b)), lk_add(x2, b));
-    /* an infinite difference has no rounding error to carry (the two-sum
-     * gives inf - inf there); a NaN one is NaN in -t s already */
-    c = lk_clear(lk_isnan(c), c);
-    double hi = (double)(lk_s)margin;
-    lk_v h = lk_add(lk_mul(nt, s), lk_set(hi));
-    return lk_add(h, lk_add(lk_mul(nt, c), lk_set(margin - hi)));
+    lk_v h0 = lk_add(lk_mul(nt, s), lk_set(hi));
+    lk_v h = lk_add(h0, lk_add(lk_mul(nt, c), lk_set(lo)));
+    return lk_select(lk_isnan(h), h0, h);
 }
 
-LK_AI void ranking_elem(const ranking *r, lk_elem *e)
+LK_AI void ranking_elem_of(lk_v h, lk_elem *e)
 {
     lk_v t = e->u;
-    lk_v h = ranking_h(r->margin, e->x, e->t, t);
     lk_m open = lk_ge(h, lk_zero());
     e->loss = mg_clamp0(h);
     e->grad_t = lk_keep(open, t);
     e->grad = lk_neg(e->grad_t);
 }
 
-LK_ELEMENTWISE_LOSS(margin_ranking, ranking, ranking_elem, LK_EW_THIRD | LK_EW_GRAD_T,
-                    LK_HOOKS(.init = ranking_init),
-                    .summary = "torch's margin_ranking_loss: max(0, -t (x1 - x2) + margin)",
-                    .version = "1.0.0", .params = ranking_params, .slots = ranking_slots)
+LK_AI void ranking_elem(const ranking *r, lk_elem *e)
+{
+    ranking_elem_of(ranking_h(r, e->x, e->t, e->u), e);
+}
+
+LK_AI void ranking__elem(const void *p, lk_elem *e)
+{
+    ranking_elem((const ranking *)p, e);
+}
+
+#if defined(LK_LANES_F32)
+/* -t (x1 - x2) + margin for a finite margin beyond float's range, per lane
+ * in double, then rounded to float: torch's formula on the float64 upcast,
+ * rounded. Where it is finite and not 0 its magnitude is at least 2^75 (a
+ * double beyond FLT_MAX is a multiple of 2^75, and so is -t (x1 - x2) as
+ * large as it), so the rounding never moves it across the kink. The kernel
+ * picks it per block, for such margins alone. */
+LK_AI void ranking__elem_wide(const void *p, lk_elem *e)
+{
+    const double margin = ((const ranking *)p)->margin;
+    lk_s a[LK_W], b[LK_W], t[LK_W];
+    lk_store(a, e->x), lk_store(b, e->t), lk_store(t, e->u);
+    for (int j = 0; j < LK_W; j++)
+        a[j] = (lk_s)(-(double)t[j] * ((double)a[j] - (double)b[j]) + margin);
+    ranking_elem_of(lk_load(a), e);
+}
+#endif
+
+static lk_status ranking__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,
+                              lk_msg *msg)
+{
+    const ranking local = *(const ranking *)inst;
+    const uint32_t flags = LK_EW_THIRD | LK_EW_GRAD_T;
+#if defined(LK_LANES_F32)
+    if (local.wide)
+        return lk_elementwise_forward(&local, plan, blk, ranking__elem_wide, flags, msg);
+#endif
+    return lk_elementwise_forward(&local, plan, blk, ranking__elem, flags, msg);
+}
+
+LK__KSET(margin_ranking, ranking__fwd, NULL, 0)
+LK__FAMILY(margin_ranking)
+LK_LOSS_DESC(margin_ranking, ranking, LK_LOSS_FUSED, NULL, NULL,
+             LK_FAMILIES(&margin_ranking__family), ranking_slots, LK_REDUCTIONS_ELEMENTWISE,
+             LK_HOOKS(.init = ranking_init),
+             .summary = "torch's margin_ranking_loss: max(0, -t (x1 - x2) + margin)",
+             .version = "1.0.0", .params = ranking_params)
