@@ -1583,3 +1583,261 @@ Test(simd, nonneg_groups_that_overflow_are_summed_again)
     }
     lk_runtime_close(rt);
 }
+
+/* ------------------------------------------------------------------------ */
+/* The segmentation family                                                   */
+
+/* A float tensor of the given values (in its dtype). */
+static tens tens_of(int32_t dtype, int32_t ndim, const int64_t *shape, const double *v)
+{
+    tens t = tens_new(dtype, ndim, shape);
+    for (int64_t i = 0; i < t.n; i++)
+        put(t.data, dtype, i, v[i]);
+    return t;
+}
+
+/* generalized_dice floors its denominator at eps as torch's clamp_min:
+ * NaN stays NaN. One NaN logit makes the group's value and every element's
+ * gradient NaN (the floor used to replace the NaN denominator by eps and
+ * give finite gradients of -4.7e6). Every path, float32 and float64. */
+Test(segmentation, generalized_dice_nan_stays_nan)
+{
+    static const char *const config = "{\"loss\": \"generalized_dice\", \"params\": {\"mode\": "
+                                      "\"multilabel\", \"per_sample\": false}}";
+    const int64_t shape[3] = {1, 2, 2};
+    const double xv[4] = {0.5, NAN, -1.0, 2.0}, tv[4] = {1.0, 0.0, 0.0, 1.0};
+    lk_runtime *rt = open_runtime(1);
+    for (int d = 0; d < 2; d++) {
+        int32_t dt = d ? LK_DTYPE_F32 : LK_DTYPE_F64;
+        tens x = tens_of(dt, 3, shape, xv), t = tens_of(dt, 3, shape, tv);
+        for (int path = PORTABLE; path <= SIMD; path++) {
+            lk_loss *loss = make_loss_on(rt, config, path);
+            result r = eval(loss, &x, &t, NULL, 0);
+            cr_assert_eq(r.st, LK_OK, "path %s: %s", path_names[path], r.err);
+            cr_expect(isnan(r.value), "path %s, %s: value %.17g", path_names[path],
+                      d ? "float32" : "float64", r.value);
+            for (int64_t i = 0; i < r.n; i++)
+                cr_expect(isnan(r.grad[i]), "path %s, %s: grad[%lld] = %.17g", path_names[path],
+                          d ? "float32" : "float64", (long long)i, r.grad[i]);
+            result_free(&r);
+            lk_loss_free(loss);
+        }
+        free(x.data);
+        free(t.data);
+    }
+    lk_runtime_close(rt);
+}
+
+/* lovasz_softmax forms p = exp(x - max) / sum, which keeps the digits of
+ * x - max at any |x|. One pixel [B, B, 0] of class 0 has p = [1/2, 1/2, 0]
+ * for every B: value 1/3 and gradient [-1/6, 1/6, 0] (a log-sum-exp gave
+ * p = 1 for both at B = 1e16, and gradients off by 3e-5 at 1e12). Twelve
+ * pixels of logits in {-B, 0, B}: for B >= 1e4 every exp(x - max) is 0 or
+ * 1, so the value at B = 1e14 and beyond is the one at 1e4 (a log-sum-exp
+ * was 1e-4 off at 1e14). Every path. */
+Test(segmentation, lovasz_softmax_huge_logits)
+{
+    static const double big[] = {1e12, 1e15, 1e16, 1e30};
+    const int64_t xs[3] = {1, 3, 1}, ts[2] = {1, 1}, xs12[3] = {1, 3, 12}, ts12[2] = {1, 12};
+    lk_runtime *rt = open_runtime(1);
+    tens t = tens_new(LK_DTYPE_I64, 2, ts), t12 = tens_new(LK_DTYPE_I64, 2, ts12);
+    for (int64_t s = 0; s < 12; s++)
+        ((int64_t *)t12.data)[s] = (s * 5 + s / 4) % 3;
+    for (int path = PORTABLE; path <= SIMD; path++) {
+        lk_loss *all = make_loss_on(rt,
+                                    "{\"loss\": \"lovasz_softmax\", \"params\": "
+                                    "{\"classes\": \"all\"}}",
+                                    path);
+        lk_loss *dflt = make_loss_on(rt, "{\"loss\": \"lovasz_softmax\"}", path);
+        for (int d = 0; d < 2; d++) {
+            int32_t dt = d ? LK_DTYPE_F32 : LK_DTYPE_F64;
+            double rel = d ? 1e-7 : 1e-15;
+            for (size_t b = 0; b < sizeof big / sizeof big[0]; b++) {
+                const double xv[3] = {big[b], big[b], 0.0}, want[3] = {-1.0 / 6.0, 1.0 / 6.0, 0.0};
+                tens x = tens_of(dt, 3, xs, xv);
+                result r = eval(all, &x, &t, NULL, 0);
+                cr_assert_eq(r.st, LK_OK, "path %s: %s", path_names[path], r.err);
+                cr_expect(agree(r.value, 1.0 / 3.0, 1e-15, 0.0), "path %s, B = %g: value %.17g",
+                          path_names[path], big[b], r.value);
+                for (int64_t i = 0; i < 3; i++)
+                    cr_expect(agree(r.grad[i], want[i], rel, 0.0),
+                              "path %s, %s, B = %g: grad[%lld] = %.17g, want %.17g",
+                              path_names[path], d ? "float32" : "float64", big[b], (long long)i,
+                              r.grad[i], want[i]);
+                result_free(&r);
+                free(x.data);
+            }
+        }
+        double base = 0.0;
+        static const double scales[] = {1e4, 1e14, 1e16, 1e30};
+        for (size_t b = 0; b < sizeof scales / sizeof scales[0]; b++) {
+            tens x = tens_new(LK_DTYPE_F64, 3, xs12);
+            for (int64_t c = 0; c < 3; c++)
+                for (int64_t s = 0; s < 12; s++)
+                    put(x.data, LK_DTYPE_F64, c * 12 + s,
+                        (double)((s * 7 + c * 5 + s * s * c) % 3 - 1) * scales[b]);
+            result r = eval(dflt, &x, &t12, NULL, 0);
+            cr_assert_eq(r.st, LK_OK, "path %s: %s", path_names[path], r.err);
+            if (b == 0)
+                base = r.value;
+            cr_expect(agree(r.value, base, 1e-14, 0.0),
+                      "path %s: value %.17g at B = %g, %.17g at B = 1e4", path_names[path], r.value,
+                      scales[b], base);
+            result_free(&r);
+            free(x.data);
+        }
+        lk_loss_free(all);
+        lk_loss_free(dflt);
+    }
+    free(t.data);
+    free(t12.data);
+    lk_runtime_close(rt);
+}
+
+/* Value and gradient of config on (x, t) and of ref on (xr, tr) agree, the
+ * gradient of ref summed over the input elements fold maps each of x's to
+ * (fold NULL: the same element; else element i gets ref's fold[2i] and,
+ * when fold[2i + 1] >= 0, that one too). */
+static void expect_configs_agree(lk_runtime *rt, int path, const char *config, const tens *x,
+                                 const tens *t, const char *ref, const tens *xr, const tens *tr,
+                                 const int64_t *fold)
+{
+    lk_loss *a = make_loss_on(rt, config, path), *b = make_loss_on(rt, ref, path);
+    result ra = eval(a, x, t, NULL, 0), rb = eval(b, xr, tr, NULL, 0);
+    cr_assert_eq(ra.st, LK_OK, "%s: %s", config, ra.err);
+    cr_assert_eq(rb.st, LK_OK, "%s: %s", ref, rb.err);
+    cr_expect(agree(ra.value, rb.value, 1e-13, 0.0), "path %s: %s gives %.17g, %s %.17g",
+              path_names[path], config, ra.value, ref, rb.value);
+    double floor = 1e-14 * max_finite(rb.grad, rb.n);
+    for (int64_t i = 0; i < ra.n; i++) {
+        double g =
+            fold ? rb.grad[fold[2 * i]] + (fold[2 * i + 1] >= 0 ? rb.grad[fold[2 * i + 1]] : 0.0)
+                 : rb.grad[i];
+        cr_expect(agree(ra.grad[i], g, 1e-12, floor), "path %s: %s: grad[%lld] = %.17g, want %.17g",
+                  path_names[path], config, (long long)i, ra.grad[i], g);
+    }
+    result_free(&ra);
+    result_free(&rb);
+    lk_loss_free(a);
+    lk_loss_free(b);
+}
+
+/* A class listed twice in classes is taken twice, as smp's loss[classes]:
+ * the mean over the list's entries, in value and gradient. For the losses
+ * of one value per (group, class), classes [1, 1, 2] is classes [1, 2]
+ * with class weights 2 and 1 (modes multiclass and multilabel, per_sample,
+ * every empty rule, tversky's outer power); for generalized_dice in
+ * multilabel mode, it is classes [1, 2, 3] on the input with class 1
+ * copied into a class 3; in multiclass mode (softmax: no copy) it is
+ * torch's value and gradient (tests/golden/make_segmentation.py's
+ * reference, float64), and dice's there is smp's DiceLoss with classes
+ * [1, 1, 2] (0.67464140279275530). Every path. */
+Test(segmentation, repeated_classes_count_as_listed, .timeout = 120)
+{
+    static const char *const pair_losses[] = {
+        "\"loss\": \"dice\", \"params\": {\"smooth\": 0, \"empty\": \"zero\", ",
+        "\"loss\": \"iou\", \"params\": {\"per_sample\": true, ",
+        "\"loss\": \"tversky\", \"params\": {\"gamma\": 2, \"alpha\": 0.3, ",
+        "\"loss\": \"focal_tversky\", \"params\": {\"empty\": \"skip\", ",
+        "\"loss\": \"mcc\", \"params\": {",
+    };
+    const int64_t xs[3] = {2, 3, 4}, ys[2] = {2, 4}, xs4[3] = {2, 4, 4};
+    /* class 2 is empty in sample 1 of the index targets and in the multilabel
+     * ones: the empty rules act */
+    const double xv[24] = {0.0, 1.0, -1.0, 2.0, 0.3,  -0.7, 1.5, 0.2, 1.0, 0.0,  0.5, -1.0,
+                           0.4, 0.9, -0.2, 1.1, -1.0, 0.5,  0.0, 0.0, 0.6, -1.3, 0.8, 0.1};
+    const double mlv[24] = {1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0};
+    const int64_t yv[8] = {0, 1, 1, 2, 1, 0, 1, 0};
+    tens x = tens_of(LK_DTYPE_F64, 3, xs, xv), ml = tens_of(LK_DTYPE_F64, 3, xs, mlv);
+    tens y = tens_new(LK_DTYPE_I64, 2, ys);
+    memcpy(y.data, yv, sizeof yv);
+    /* the input and multilabel target with class 1 copied into class 3 */
+    tens x4 = tens_new(LK_DTYPE_F64, 3, xs4), ml4 = tens_new(LK_DTYPE_F64, 3, xs4);
+    int64_t fold[48];
+    for (int64_t n = 0; n < 2; n++)
+        for (int64_t c = 0; c < 4; c++)
+            for (int64_t s = 0; s < 4; s++) {
+                int64_t from = (n * 3 + (c == 3 ? 1 : c)) * 4 + s, to = (n * 4 + c) * 4 + s;
+                put(x4.data, LK_DTYPE_F64, to, xv[from]);
+                put(ml4.data, LK_DTYPE_F64, to, mlv[from]);
+                if (c < 3) {
+                    fold[2 * from] = to;
+                    fold[2 * from + 1] = c == 1 ? (n * 4 + 3) * 4 + s : -1;
+                }
+            }
+    /* make_segmentation.reference({"loss": "generalized_dice", "params":
+     * {"mode": "multiclass", "classes": [1, 1, 2]}}, x, y) */
+    static const double gd_value = 0.7819782282826744;
+    static const double gd_grad[24] = {
+        -0.0043541758381459225, 0.0040473042351232644,  0.004197727847261112,
+        0.006223672518407832,   -0.0014881537866408131, -0.013356255606656523,
+        -0.031373223947068485,  0.0032707130274306976,  0.005842329624786736,
+        0.009308951371533258,   0.027175496099807385,   -0.009494385545838528,
+        0.00749479259280836,    -0.006193168316640454,  0.011114742196241569,
+        -0.004837055819291119,  -0.02334802325477983,   0.0060373001224653215,
+        -0.04877671023786089,   0.0036885457620465505,  0.015853230661971467,
+        0.00015586819417513258, 0.037661968041619316,   0.0011485100572445675};
+    char cfg[256], ref[256];
+    lk_runtime *rt = open_runtime(1);
+    for (int path = PORTABLE; path <= SIMD; path++) {
+        for (size_t l = 0; l < sizeof pair_losses / sizeof pair_losses[0]; l++)
+            for (int mode = 0; mode < 2; mode++) {
+                int mc = mode == 0;
+                if (mc && strstr(pair_losses[l], "mcc"))
+                    continue;
+                const char *m = mc ? "multiclass" : "multilabel";
+                snprintf(cfg, sizeof cfg, "{%s\"mode\": \"%s\", \"classes\": [1, 1, 2]}}",
+                         pair_losses[l], m);
+                snprintf(ref, sizeof ref,
+                         "{%s\"mode\": \"%s\", \"classes\": [1, 2], \"class_weights\": [5, 2, "
+                         "1]}}",
+                         pair_losses[l], m);
+                expect_configs_agree(rt, path, cfg, &x, mc ? &y : &ml, ref, &x, mc ? &y : &ml,
+                                     NULL);
+            }
+        expect_configs_agree(
+            rt, path,
+            "{\"loss\": \"generalized_dice\", \"params\": {\"mode\": \"multilabel\", "
+            "\"classes\": [1, 1, 2]}}",
+            &x, &ml,
+            "{\"loss\": \"generalized_dice\", \"params\": {\"mode\": \"multilabel\", "
+            "\"classes\": [1, 2, 3]}}",
+            &x4, &ml4, fold);
+        lk_loss *gd = make_loss_on(rt,
+                                   "{\"loss\": \"generalized_dice\", \"params\": {\"mode\": "
+                                   "\"multiclass\", \"classes\": [1, 1, 2]}}",
+                                   path);
+        result r = eval(gd, &x, &y, NULL, 0);
+        cr_assert_eq(r.st, LK_OK, "%s", r.err);
+        cr_expect(agree(r.value, gd_value, 1e-13, 0.0),
+                  "path %s: generalized_dice %.17g, torch %.17g", path_names[path], r.value,
+                  gd_value);
+        for (int64_t i = 0; i < 24; i++)
+            cr_expect(agree(r.grad[i], gd_grad[i], 1e-12, 1e-15),
+                      "path %s: generalized_dice grad[%lld] = %.17g, torch %.17g", path_names[path],
+                      (long long)i, r.grad[i], gd_grad[i]);
+        result_free(&r);
+        lk_loss_free(gd);
+        lk_loss *dice = make_loss_on(rt,
+                                     "{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", "
+                                     "\"classes\": [1, 1, 2], \"smooth\": 0, \"empty\": \"zero\"}}",
+                                     path);
+        const int64_t xs1[3] = {1, 3, 4}, ys1[2] = {1, 4};
+        const double x1v[12] = {0, 1, -1, 2, 1, 0, .5, -1, -1, .5, 0, 0};
+        tens x1 = tens_of(LK_DTYPE_F64, 3, xs1, x1v), y1 = tens_new(LK_DTYPE_I64, 2, ys1);
+        memcpy(y1.data, (const int64_t[4]){0, 1, 1, 2}, 4 * sizeof(int64_t));
+        r = eval(dice, &x1, &y1, NULL, 0);
+        cr_expect(r.st == LK_OK && agree(r.value, 0.67464140279275530, 1e-14, 0.0),
+                  "path %s: dice %.17g, smp 0.67464140279275530", path_names[path], r.value);
+        result_free(&r);
+        lk_loss_free(dice);
+        free(x1.data);
+        free(y1.data);
+    }
+    lk_runtime_close(rt);
+    free(x.data);
+    free(ml.data);
+    free(y.data);
+    free(x4.data);
+    free(ml4.data);
+}

@@ -13,8 +13,7 @@ static double gd_weight(const seg *o, double T)
                                           : 1.0 / (T * T);
 }
 
-static double gd_group(const seg *o, const double *st, int64_t C, const unsigned char *taken,
-                       double *coef)
+static double gd_group(const seg *o, const double *st, int64_t C, const int *taken, double *coef)
 {
     const double *I = st + SEG_I * C, *P = st + SEG_P * C, *T = st + SEG_T * C;
     double wmax = 0.0, num = 0.0, den = 0.0;
@@ -34,12 +33,14 @@ static double gd_group(const seg *o, const double *st, int64_t C, const unsigned
             continue;
         double w = T[c] == 0.0 && o->weight_type != SEG_UNIFORM ? wmax : gd_weight(o, T[c]);
         w = isfinite(w) ? w : wmax;
-        num += w * I[c];
-        den += w * (P[c] + T[c]);
+        num += taken[c] * w * I[c];
+        den += taken[c] * w * (P[c] + T[c]);
     }
     num = 2.0 * num + o->smooth;
     den += o->smooth_dr;
-    int floored = !(den >= o->eps);
+    /* max(den, eps) as torch's clamp_min: a NaN denominator (a NaN input)
+     * stays NaN, and so does every coefficient */
+    int floored = den < o->eps;
     if (floored)
         den = o->eps;
     for (int64_t c = 0; coef && c < C; c++) {
@@ -47,8 +48,8 @@ static double gd_group(const seg *o, const double *st, int64_t C, const unsigned
             continue;
         double w = T[c] == 0.0 && o->weight_type != SEG_UNIFORM ? wmax : gd_weight(o, T[c]);
         w = isfinite(w) ? w : wmax;
-        coef[2 * c] = -2.0 * w / den;
-        coef[2 * c + 1] = floored ? 0.0 : num * w / (den * den);
+        coef[2 * c] = -2.0 * taken[c] * w / den;
+        coef[2 * c + 1] = floored ? 0.0 : num * taken[c] * w / (den * den);
     }
     return 1.0 - num / den;
 }

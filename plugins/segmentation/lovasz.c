@@ -25,13 +25,14 @@
  * Memory. Per pixel one 64-bit sort key (the error's order bits, truncated,
  * above two flags and the pixel's index, so that the keys are distinct and
  * the order is total and deterministic) and, for softmax from logits, the
- * log-sum-exp as a double; nothing per class. Classes are processed one at
+ * softmax's max and 1 / sum over classes as two doubles; nothing per
+ * class. Classes are processed one at
  * a time: keys from the input, an in-place MSD radix sort, then a walk over
  * the sorted keys that reads everything it needs from them (error, class
  * membership, sign of d e / d p) and scatters d loss / d p_c into the
  * gradient buffer; the softmax Jacobian is applied per pixel at the end.
  *
- * Threads: the key, log-sum-exp and Jacobian passes run over fixed chunks of
+ * Threads: the key, max-and-sum and Jacobian passes run over fixed chunks of
  * pixels, the radix sort's buckets after its first pass and the walk's
  * fixed chunks of keys run in parallel, and per_image runs the images in
  * parallel; every sum is formed in a fixed order, so the bits do not depend
@@ -506,6 +507,15 @@ static lk_status sort_keys(const lk_host *h, uint64_t *a, size_t n)
 #define LV_CHUNK 16384 /* pixels per chunk of the parallel passes */
 #define LV_TILE  2048  /* pixels of one image handled together, class by class */
 
+/* The softmax over classes of one pixel, p_c = exp(x_c - max) / sum, as
+ * torch forms it, with the division a product by 1 / sum (an ulp apart; a
+ * division per pixel and class costs the loss a few percent): a single
+ * log-sum-exp max + log(sum) would round away the low digits of x_c - max
+ * once |max| is large (its ulp at 1e12 is 1e-4), and with them p's. */
+typedef struct lv_norm {
+    double max, inv; /* inv = 1 / sum */
+} lv_norm;
+
 typedef struct lv_call {
     const lv_inst *in;
     const lk_tensor *x, *t;
@@ -513,7 +523,7 @@ typedef struct lv_call {
     int want_grad;
     int64_t N, C, HW; /* hinge: C = 1 */
     int hw_shift;     /* log2(HW) when HW is a power of two, else -1 */
-    double *lse;      /* softmax from logits: per pixel */
+    lv_norm *norm;    /* softmax from logits: per pixel */
     double tie;       /* errors closer than this are ties (the rounding of the input) */
     double grad_scale;
     double *img_value; /* per image (per_image) */
@@ -537,7 +547,7 @@ static inline double pixel_eval(const lv_call *k, int64_t q, int64_t c, int *fg,
     }
     int64_t n = k->hw_shift >= 0 ? q >> k->hw_shift : q / k->HW, hw = q - n * k->HW;
     double x = ld(k->x, (n * k->C + c) * k->HW + hw);
-    *p = k->in->from_logits ? exp(x - k->lse[q]) : x;
+    *p = k->in->from_logits ? exp(x - k->norm[q].max) * k->norm[q].inv : x;
     *fg = ld_int(k->t, q) == c;
     return fabs((double)*fg - *p);
 }
@@ -840,8 +850,8 @@ static lk_status image_chunk(void *arg, int64_t begin, int64_t end)
     return LK_OK;
 }
 
-/* Per tile of one image: the log-sum-exp over classes (lse_pass) or the
- * softmax Jacobian applied to d loss / d p (jacobian_pass). */
+/* Per tile of one image: the softmax's max and sum over classes
+ * (norm_pass) or its Jacobian applied to d loss / d p (jacobian_pass). */
 static void tile_of(const lv_call *k, int64_t tile, int64_t *n, int64_t *h0, int64_t *h1)
 {
     int64_t per = (k->HW + k->tile - 1) / k->tile;
@@ -850,7 +860,7 @@ static void tile_of(const lv_call *k, int64_t tile, int64_t *n, int64_t *h0, int
     *h1 = *h0 + k->tile < k->HW ? *h0 + k->tile : k->HW;
 }
 
-static lk_status lse_pass(void *arg, int64_t begin, int64_t end)
+static lk_status norm_pass(void *arg, int64_t begin, int64_t end)
 {
     const lv_call *k = (const lv_call *)arg;
     double m[LV_TILE], s[LV_TILE];
@@ -872,9 +882,9 @@ static lk_status lse_pass(void *arg, int64_t begin, int64_t end)
                 s[hw - h0] += exp(ld(k->x, base + hw) - m[hw - h0]);
         }
         for (int64_t hw = h0; hw < h1; hw++) {
-            double l = m[hw - h0] + log(s[hw - h0]);
-            int64_t q = n * k->HW + hw;
-            k->lse[q] = l;
+            lv_norm *nq = &k->norm[n * k->HW + hw];
+            nq->max = m[hw - h0];
+            nq->inv = 1.0 / s[hw - h0];
         }
     }
     return LK_OK;
@@ -896,7 +906,8 @@ static lk_status jacobian_pass(void *arg, int64_t begin, int64_t end)
             int64_t base = (n * k->C + c) * k->HW;
             double *pc = pb + c * k->tile - h0;
             for (int64_t hw = h0; hw < h1; hw++) {
-                double p = exp(ld(k->x, base + hw) - k->lse[n * k->HW + hw]);
+                const lv_norm *nq = &k->norm[n * k->HW + hw];
+                double p = exp(ld(k->x, base + hw) - nq->max) * nq->inv;
                 pc[hw] = p;
                 s[hw - h0] += p * g_get(&k->g, base + hw);
             }
@@ -986,7 +997,9 @@ static lk_status lv_validate(lv_call *k, lk_msg *msg)
     }
     free(j.bad);
     free(j.amax);
-    /* the rounding of 1 - x s, or of exp(x - lse) with lse <= max x + log C */
+    /* the rounding of 1 - x s; softmax's p rounds less (the rounding of
+     * x - max costs p at most p |x - max| eps <= eps / e, whatever |x|) but
+     * keeps the same rule */
     k->tie = 16.0 * DBL_EPSILON * (2.0 + 2.0 * amax + log((double)k->C + 1.0));
     if (bad >= 0) {
         lk_index_str(where, sizeof where, k->x->ndim, k->x->shape, bad);
@@ -1041,8 +1054,8 @@ static lk_status lv_whole(const void *inst, const lk_plan *plan, const lk_whole_
     }
     int64_t np = k.N * k.HW;
     if (in->kind == LV_SOFTMAX && in->from_logits && np > 0 && k.C > 0) {
-        k.lse = (double *)h->scratch_alloc(h->ctx, (size_t)np * sizeof(double));
-        if (!k.lse) {
+        k.norm = (lv_norm *)h->scratch_alloc(h->ctx, (size_t)np * sizeof(lv_norm));
+        if (!k.norm) {
             if (tmp)
                 h->scratch_free(h->ctx, tmp);
             return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld pixels", (long long)np);
@@ -1050,7 +1063,7 @@ static lk_status lv_whole(const void *inst, const lk_plan *plan, const lk_whole_
         k.tile = 16384 / k.C;
         k.tile = k.tile < 16 ? 16 : k.tile > LV_TILE ? LV_TILE : k.tile;
         int64_t tiles = k.N * ((k.HW + k.tile - 1) / k.tile);
-        h->parallel_for(h->ctx, tiles, 1, lse_pass, &k);
+        h->parallel_for(h->ctx, tiles, 1, norm_pass, &k);
     }
     double v = 0.0;
     if (np > 0 && in->per_image) {
@@ -1063,7 +1076,7 @@ static lk_status lv_whole(const void *inst, const lk_plan *plan, const lk_whole_
     } else if (np > 0) {
         st = lovasz_group(&k, 0, k.N, k.grad_scale, &v);
     }
-    if (st == LK_OK && k.want_grad && k.lse) {
+    if (st == LK_OK && k.want_grad && k.norm) {
         int64_t tiles = k.N * ((k.HW + k.tile - 1) / k.tile);
         st = h->parallel_for(h->ctx, tiles, 1, jacobian_pass, &k);
     }
@@ -1072,8 +1085,8 @@ static lk_status lv_whole(const void *inst, const lk_plan *plan, const lk_whole_
         for (int64_t i = 0; i < numel; i++)
             g_add(&out, i, g_get(&k.g, i));
     }
-    if (k.lse)
-        h->scratch_free(h->ctx, k.lse);
+    if (k.norm)
+        h->scratch_free(h->ctx, k.norm);
     if (tmp)
         h->scratch_free(h->ctx, tmp);
     if (st != LK_OK)

@@ -898,21 +898,23 @@ lk_status seg_plan(const void *inst, const lk_tensor *slots, int32_t reduction, 
     return LK_OK;
 }
 
-/* Which classes the mean takes. */
-static void seg_taken(const seg *o, int64_t C, unsigned char *taken)
+/* How many times the mean takes each class: once each, or as often as
+ * classes lists it (smp's loss[classes] takes a repeated class again). */
+static void seg_taken(const seg *o, int64_t C, int *taken)
 {
-    memset(taken, o->classes ? 0 : 1, (size_t)C);
+    for (int64_t c = 0; c < C; c++)
+        taken[c] = !o->classes;
     if (!o->classes && !o->include_bg && o->mode != SEG_BINARY)
         taken[0] = 0;
     for (int k = 0; k < o->n_classes; k++)
         if (o->classes[k] < C)
-            taken[o->classes[k]] = 1;
+            taken[o->classes[k]]++;
 }
 
 int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, double *value)
 {
     int64_t G = plan->aux[SEG_AUX_G], C = plan->aux[LK_CLS_AUX_C];
-    unsigned char *taken = (unsigned char *)malloc((size_t)C + 1);
+    int *taken = (int *)malloc(((size_t)C + 1) * sizeof(int));
     if (!taken)
         return -1;
     seg_taken(o, C, taken);
@@ -932,7 +934,7 @@ int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, 
                 int empty = T == 0.0;
                 if (!taken[c] || (empty && o->empty == SEG_SKIP))
                     continue;
-                double w = o->weights ? o->weights[c] : 1.0;
+                double w = (o->weights ? o->weights[c] : 1.0) * taken[c];
                 den += w;
                 if (empty && o->empty == SEG_ZERO)
                     continue;

@@ -111,10 +111,11 @@ typedef struct seg_kind {
     /* L of one (group, class) pair; I and P arrive as duals. */
     seg_d (*pair)(const seg *o, seg_d I, seg_d P, double T, double V);
     /* Instead of pair: the loss of group g from its statistics st (4C),
-     * taken[c] the classes that count; writes d L_g / d I_c and / d P_c into
-     * coef[2c], coef[2c + 1] when coef is not NULL. */
-    double (*group)(const seg *o, const double *st, int64_t C, const unsigned char *taken,
-                    double *coef);
+     * taken[c] how many times class c is taken (0: not at all; a class
+     * listed twice in classes counts twice, as smp's loss[classes]); writes
+     * d L_g / d I_c and / d P_c into coef[2c], coef[2c + 1] when coef is
+     * not NULL. */
+    double (*group)(const seg *o, const double *st, int64_t C, const int *taken, double *coef);
     /* After the weighted mean m over pairs: value = m^outer_pow (tversky's
      * gamma) when set. */
     int outer_pow;
