@@ -11,6 +11,9 @@
 
 typedef struct gaussian_nll {
     double eps, add; /* add: 0.5 log(2 pi) with full, else 0 */
+    /* 1 / eps overflows the lanes' type (float lanes: tiny32), so that 1 /
+     * v may be inf (gaussian_elem) */
+    int tiny, tiny32;
 } gaussian_nll;
 
 static const lk_param_desc gaussian_full = {
@@ -51,6 +54,8 @@ static lk_status gaussian_init(void *inst, const lk_param_value *p, lk_msg *msg)
     gaussian_nll *g = inst;
     g->add = p[0].integer ? 0.91893853320467274178 : 0.0;
     g->eps = p[1].number;
+    g->tiny = isinf(1.0 / g->eps);
+    g->tiny32 = isinf(1.0f / (float)g->eps);
     return LK_OK;
 }
 
@@ -107,9 +112,19 @@ LK_AI void gaussian_elem(const gaussian_nll *g, lk_elem *e)
     v = lk_select(neg, lk_set(NAN), v);
     lk_v r = lk_div(lk_set(1.0), v), q = lk_mul(d, r);
     /* v below 1 / max (a subnormal eps and var): r is inf, and d r would
-     * be NaN at d = 0; those lanes divide instead (a rare branch) */
-    lk_m tiny = lk_eq(r, lk_set(HUGE_VAL));
-    int any_tiny = lk_any(tiny);
+     * be NaN at d = 0; those lanes divide instead (a rare branch, looked
+     * for only where eps allows it) */
+#if defined(LK_LANES_F32)
+    const int may = g->tiny32;
+#else
+    const int may = g->tiny;
+#endif
+    lk_m tiny = lk_first(0);
+    int any_tiny = 0;
+    if (may) {
+        tiny = lk_eq(r, lk_set(HUGE_VAL));
+        any_tiny = lk_any(tiny);
+    }
     if (any_tiny)
         q = lk_select(tiny, lk_div(d, v), q);
     lk_v loss = lk_mul(half, lk_add(lk_log(v), lk_mul(d, q)));
