@@ -923,3 +923,85 @@ Test(edge, margin_ranking_infinite_target)
                 }
             }
 }
+
+/* ||v||_p and d ||v||_p / dv_i (into g) in long double, through the
+ * row's largest |v_i|, which keeps every power within [0, 1]. */
+static long double tm_ref_norm(int n, const long double *v, long double p, long double *g)
+{
+    long double m = 0.0L, s = 0.0L;
+    for (int i = 0; i < n; i++)
+        m = fabsl(v[i]) > m ? fabsl(v[i]) : m;
+    if (m == 0.0L) {
+        for (int i = 0; i < n; i++)
+            g[i] = 0.0L;
+        return 0.0L;
+    }
+    for (int i = 0; i < n; i++)
+        s += powl(fabsl(v[i]) / m, p);
+    long double S = powl(s, 1.0L / p);
+    for (int i = 0; i < n; i++)
+        g[i] = v[i] == 0.0L ? 0.0L : copysignl(powl(fabsl(v[i]) / m / S, p - 1.0L), v[i]);
+    return m * S;
+}
+
+/* triplet_margin at a p other than 1 and 2 where the sum of |v|^p leaves
+ * the dtype (float32, p = 10, |v| = 1e4: 1e40; float64, p = 100, |v| =
+ * 1e5) or underflows (p = 10, |v| = 1e-6 in float32), and at p = 1e10,
+ * the max-norm: torch's sum gave inf - inf = NaN for the value (and
+ * losskit's did), and the gradient's |v|^(p-1) / d^(p-1) inf / inf.
+ * Against the norms in long double, every path. */
+Test(edge, triplet_margin_general_p_beyond_the_sums_range)
+{
+    static const struct {
+        int f32;
+        double p, margin, a[3], q[3], n[3];
+    } cases[] = {
+        {1, 10.0, 1.0, {1e4, -2e4, 3e3}, {0.0, 0.0, 0.0}, {5e4, 0.0, 1e4}},
+        {1, 10.0, 1e-5, {1e-6, -2e-6, 3e-7}, {0.0, 0.0, 0.0}, {5e-6, 0.0, 1e-6}},
+        {0, 100.0, 1.0, {1e5, -2e5, 3e4}, {0.0, 0.0, 0.0}, {5e5, 0.0, 1e5}},
+        {1, 1e10, 5.0, {0.5, -1.0, 2.0}, {1.0, 1.0, 1.0}, {-1.0, 0.0, 3.0}},
+        {0, 1e10, 5.0, {0.5, -1.0, 2.0}, {1.0, 1.0, 1.0}, {-1.0, 0.0, 3.0}},
+        {0, 3.0, 1.0, {1e200, -2e200, 3e199}, {0.0, 0.0, 0.0}, {5e200, 0.0, 1e200}},
+    };
+    const char *names[3] = {"anchor", "positive", "negative"};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int path = 0; path < N_PATHS; path++) {
+            int f32 = cases[k].f32;
+            const double *data[3] = {cases[k].a, cases[k].q, cases[k].n};
+            char config[192], err[LK_ERRMSG_CAP];
+            snprintf(config, sizeof config,
+                     "{\"loss\": \"triplet_margin\", \"params\": {\"p\": %.17g, \"margin\": "
+                     "%.17g, \"eps\": 0}, \"reduction\": \"sum\"}",
+                     cases[k].p, cases[k].margin);
+            double ga[3], gq[3], gn[3], v;
+            double *grads[3] = {ga, gq, gn};
+            cr_assert_eq(mg_eval(config, path, f32, 3, 3, names, data, 3, NULL, grads, &v, err),
+                         LK_OK, "%s: %s", config, err);
+            long double ap[3], an[3], gap[3], gan[3], p = cases[k].p;
+            for (int i = 0; i < 3; i++) {
+                long double a = mg_round(f32, cases[k].a[i]);
+                ap[i] = a - mg_round(f32, cases[k].q[i]);
+                an[i] = a - mg_round(f32, cases[k].n[i]);
+            }
+            long double h =
+                cases[k].margin + tm_ref_norm(3, ap, p, gap) - tm_ref_norm(3, an, p, gan);
+            long double want = h > 0.0L ? h : 0.0L, c = h >= 0.0L ? 1.0L : 0.0L;
+            double tol = f32 ? 2e-6 : 1e-12;
+            cr_expect(isfinite(v) && mg_same(v, (double)want, tol),
+                      "%s %s f32 %d: value %.9g, want %.9Lg", config, path_names[path], f32, v,
+                      want);
+            for (int i = 0; i < 3; i++) {
+                double wa = (double)(c * (gap[i] - gan[i])), wq = (double)(-c * gap[i]),
+                       wn = (double)(c * gan[i]);
+                cr_expect(mg_same(ga[i], wa, tol) || fabs(ga[i] - wa) < tol,
+                          "%s %s f32 %d: d/danchor[%d] = %.9g, want %.9g", config, path_names[path],
+                          f32, i, ga[i], wa);
+                cr_expect(mg_same(gq[i], wq, tol) || fabs(gq[i] - wq) < tol,
+                          "%s %s f32 %d: d/dpositive[%d] = %.9g, want %.9g", config,
+                          path_names[path], f32, i, gq[i], wq);
+                cr_expect(mg_same(gn[i], wn, tol) || fabs(gn[i] - wn) < tol,
+                          "%s %s f32 %d: d/dnegative[%d] = %.9g, want %.9g", config,
+                          path_names[path], f32, i, gn[i], wn);
+            }
+        }
+}

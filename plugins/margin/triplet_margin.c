@@ -166,27 +166,23 @@ static __attribute__((noinline)) lk_v tm_pow(lk_v a, double g)
 #endif
 }
 
-/* |v|^p summed into a norm's sum. */
+/* p = 1 and 2 (tm_row; other p: tm_row_p). |v|^p summed into a norm's
+ * sum. */
 LK_AI lk_v tm_term(double p, lk_v v)
 {
-    return p == 2.0 ? lk_mul(v, v) : p == 1.0 ? lk_abs(v) : tm_pow(lk_abs(v), p);
+    return p == 2.0 ? lk_mul(v, v) : lk_abs(v);
 }
 
 /* The norm from its sum. */
 static inline double tm_norm(double p, double s)
 {
-    return p == 2.0 ? sqrt(s) : p == 1.0 ? s : pow(s, 1.0 / p);
+    return p == 2.0 ? sqrt(s) : s;
 }
 
 /* k times d ||v|| / dv, k = coefficient / d^(p-1) (0 where d is 0). */
 LK_AI lk_v tm_dnorm(double p, lk_v v, lk_v k)
 {
-    if (p == 2.0)
-        return lk_mul(k, v);
-    if (p == 1.0)
-        return lk_mul(k, lk_sign(v));
-    lk_v m = tm_pow(lk_abs(v), p - 1.0);
-    return lk_clear(lk_eq(v, lk_zero()), lk_mul(k, lk_mul(lk_sign(v), m)));
+    return p == 2.0 ? lk_mul(k, v) : lk_mul(k, lk_sign(v));
 }
 
 /* coefficient / d^(p-1), 0 where d is 0. */
@@ -194,7 +190,7 @@ static inline double tm_k(double p, double c, double d)
 {
     if (c == 0.0 || d == 0.0)
         return 0.0;
-    return p == 1.0 ? c : p == 2.0 ? c / d : c * pow(d, 1.0 - p);
+    return p == 1.0 ? c : c / d;
 }
 
 static const char *const tm_names[3] = {"anchor", "positive", "negative"};
@@ -297,10 +293,104 @@ LK_AI lk_status tm_cos_row(const triplet *tr, const mg_rows *io, int64_t r, doub
     return LK_OK;
 }
 
+/* The row of a p other than 1 and 2. The sum of |v|^p would overflow
+ * (float lanes from p ln|v| > 88: p = 10 with |v| = 1e4; double from 709)
+ * or underflow where the norm does neither, and its inf - inf is NaN: the
+ * norm is taken as d = m S, m = max |v| over the row and S = (sum (|v| /
+ * m)^p)^(1/p), whose terms lie in [0, 1], one of them 1, so S is in [1,
+ * D^(1/p)]; and its gradient sgn(v) (|v| / d)^(p-1) as sgn(v) ((|v| / m) /
+ * S)^(p-1), a power of a number in [0, 1]. Every factor is finite wherever
+ * the norm is; a large p gives the largest |v| (S tends to 1), as the
+ * max-norm. One more pass over the row than p = 1 and 2 take (for m). */
+LK_AI lk_status tm_row_p(const triplet *tr, const mg_rows *io, int64_t r, double *loss, lk_msg *msg)
+{
+    const int64_t D = io->D, base = r * D;
+    const double p = tr->p;
+    const int nd = tr->swap ? 3 : 2; /* the differences a - p, a - n, p - n */
+    const lk_v eps = lk_set(tr->eps);
+    lk_v mx[3] = {lk_zero(), lk_zero(), lk_zero()};
+    lk_m bad = lk_eq(lk_set(1.0), lk_zero()), nan[3] = {bad, bad, bad};
+    for (int64_t j = 0; j < D; j += LK_W) {
+        int k = D - j < LK_W ? (int)(D - j) : LK_W;
+        lk_m live = lk_first(k);
+        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
+        lk_v n = mg_ld(io, 2, base + j, k);
+        lk_v v[3] = {lk_add(lk_sub(a, q), eps), lk_add(lk_sub(a, n), eps),
+                     lk_add(lk_sub(q, n), eps)};
+        for (int i = 0; i < nd; i++) {
+            lk_v av = lk_keep(live, lk_abs(v[i]));
+            mx[i] = lk_max(mx[i], av);
+            nan[i] = lk_or(nan[i], lk_isnan(av));
+        }
+        bad = lk_or(bad, lk_or(mg_isinf(a), lk_or(mg_isinf(q), mg_isinf(n))));
+    }
+    if (lk_any(bad))
+        return tm_refuse(io, base, msg);
+    double m[3] = {0.0, 0.0, 0.0}, S[3] = {1.0, 1.0, 1.0}, d[3] = {0.0, 0.0, 0.0};
+    lk_acc sum[3] = {lk_acc_zero(), lk_acc_zero(), lk_acc_zero()};
+    for (int i = 0; i < nd; i++) {
+        lk_s t[LK_W];
+        lk_store(t, mx[i]);
+        for (int l = 0; l < LK_W; l++)
+            m[i] = t[l] > m[i] ? t[l] : m[i];
+    }
+    for (int64_t j = 0; j < D; j += LK_W) {
+        int k = D - j < LK_W ? (int)(D - j) : LK_W;
+        lk_m live = lk_first(k);
+        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
+        lk_v n = mg_ld(io, 2, base + j, k);
+        lk_v v[3] = {lk_add(lk_sub(a, q), eps), lk_add(lk_sub(a, n), eps),
+                     lk_add(lk_sub(q, n), eps)};
+        for (int i = 0; i < nd; i++)
+            if (m[i] > 0.0)
+                lk_acc_add(&sum[i], lk_keep(live, tm_pow(lk_div(lk_abs(v[i]), lk_set(m[i])), p)));
+    }
+    for (int i = 0; i < nd; i++) {
+        /* a NaN difference: NaN (max passes over it; an all-zero row
+         * beside it would give 0 without this) */
+        if (lk_any(nan[i]))
+            d[i] = NAN;
+        else if (m[i] > 0.0)
+            S[i] = pow(lk_acc_sum(sum[i]), 1.0 / p), d[i] = m[i] * S[i];
+    }
+    double wan, wpn;
+    const double c = tm_hinge(tr, d[0], d[1], d[2], loss, &wan, &wpn);
+    if (!io->want_grad)
+        return LK_OK;
+    /* d loss / d d(a, p) = c, d loss / d d(a, n) = -c wan, d loss / d d(p, n) = -c wpn; 0
+     * where the distance is 0 */
+    const double kc[3] = {c, -c * wan, -c * wpn};
+    lk_v kv[3], mv[3], sv[3];
+    for (int i = 0; i < 3; i++) {
+        kv[i] = lk_set(i < nd && kc[i] != 0.0 && d[i] != 0.0 ? kc[i] : 0.0);
+        mv[i] = lk_set(m[i] > 0.0 ? m[i] : 1.0);
+        sv[i] = lk_set(S[i]);
+    }
+    for (int64_t j = 0; j < D; j += LK_W) {
+        int k = D - j < LK_W ? (int)(D - j) : LK_W;
+        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
+        lk_v n = mg_ld(io, 2, base + j, k);
+        lk_v v[3] = {lk_add(lk_sub(a, q), eps), lk_add(lk_sub(a, n), eps),
+                     lk_add(lk_sub(q, n), eps)};
+        lk_v g[3] = {lk_zero(), lk_zero(), lk_zero()};
+        for (int i = 0; i < nd; i++) {
+            lk_v rv = lk_div(lk_div(lk_abs(v[i]), mv[i]), sv[i]);
+            lk_v w = lk_mul(kv[i], lk_mul(lk_sign(v[i]), tm_pow(rv, p - 1.0)));
+            g[i] = lk_clear(lk_eq(v[i], lk_zero()), w);
+        }
+        mg_put(io, 0, base + j, k, lk_add(g[0], g[1]));
+        mg_put(io, 1, base + j, k, lk_sub(g[2], g[0]));
+        mg_put(io, 2, base + j, k, lk_neg(lk_add(g[1], g[2])));
+    }
+    return LK_OK;
+}
+
 LK_AI lk_status tm_row(const triplet *tr, const mg_rows *io, int64_t r, double *loss, lk_msg *msg)
 {
     if (tr->cosine)
         return tm_cos_row(tr, io, r, loss, msg);
+    if (tr->p != 1.0 && tr->p != 2.0)
+        return tm_row_p(tr, io, r, loss, msg);
     const int64_t D = io->D, base = r * D;
     const double p = tr->p;
     const lk_v eps = lk_set(tr->eps);
