@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "losskit/losskit.h"
+#include "test_paths.h"
 
 #define N_MAX 64
 #define FD_H  1e-6
@@ -676,31 +677,6 @@ Test(edge, float32_data_close_to_float64_upcast)
 
 /* ------------------------------------------------------------------------ */
 /* Margin losses at the edges of their parameters and labels                 */
-
-/* The kernel paths create() can pick (LOSSKIT_SIMD): the portable lanes,
- * at most AVX2, and the best the CPU has. Float32 data runs in float lanes
- * on each, float64 in double lanes. */
-enum { PATH_PORTABLE, PATH_AVX2, PATH_BEST, N_PATHS };
-static const char *const path_names[N_PATHS] = {"portable", "avx2", "best"};
-
-/* Creates the loss on a path, restoring LOSSKIT_SIMD afterwards (the
- * choice holds for the loss's life). */
-static lk_loss *make_loss_on(lk_runtime *rt, const char *config, int path)
-{
-    const char *env = getenv("LOSSKIT_SIMD");
-    char *saved = env ? strdup(env) : NULL;
-    if (path == PATH_BEST)
-        unsetenv("LOSSKIT_SIMD");
-    else
-        setenv("LOSSKIT_SIMD", path == PATH_PORTABLE ? "0" : "avx2", 1);
-    lk_loss *loss = make_loss(rt, config);
-    if (saved)
-        setenv("LOSSKIT_SIMD", saved, 1);
-    else
-        unsetenv("LOSSKIT_SIMD");
-    free(saved);
-    return loss;
-}
 
 /* One call of an elementwise margin loss on n <= MG_CAP elements: slots
  * names[0..n_slots) read data[s] (rounded to float32 with f32, every slot

@@ -33,6 +33,7 @@
 
 #include "losskit/losskit.h"
 #include "test_golden_io.h"
+#include "test_paths.h"
 
 #define SRC(rel)    LK_SOURCE_ROOT "/" rel
 #define CASES_JSON  SRC("tests/golden/torch/cases.json")
@@ -60,34 +61,6 @@ static lk_loss *make_loss(lk_runtime *rt, const char *config)
     lk_loss *loss = NULL;
     lk_status st = lk_loss_from_json(rt, config, strlen(config), "test", &loss, err);
     cr_assert_eq(st, LK_OK, "config %s: %s (%s)", config, err, lk_status_name(st));
-    return loss;
-}
-
-/* The kernel paths create() can pick (LOSSKIT_SIMD): the portable double
- * lanes, at most AVX2 (double lanes for float64, float lanes for float32),
- * and the best the CPU has (AVX-512 float lanes for float32 where it has
- * them). On a CPU without some of them two paths are the same kernels, and
- * their comparison trivially exact. */
-enum { PATH_PORTABLE, PATH_AVX2, PATH_BEST, N_PATHS };
-static const char *const path_names[N_PATHS] = {"portable", "avx2", "best"};
-
-/* Creates the loss on a path. The environment is restored after the
- * creation (the choice holds for the loss's life), so the other suites keep
- * honouring a LOSSKIT_SIMD=0 run. */
-static lk_loss *make_loss_on(lk_runtime *rt, const char *config, int path)
-{
-    const char *env = getenv("LOSSKIT_SIMD");
-    char *saved = env ? strdup(env) : NULL;
-    if (path == PATH_BEST)
-        unsetenv("LOSSKIT_SIMD");
-    else
-        setenv("LOSSKIT_SIMD", path == PATH_PORTABLE ? "0" : "avx2", 1);
-    lk_loss *loss = make_loss(rt, config);
-    if (saved)
-        setenv("LOSSKIT_SIMD", saved, 1);
-    else
-        unsetenv("LOSSKIT_SIMD");
-    free(saved);
     return loss;
 }
 

@@ -293,6 +293,17 @@ LK_AI lk_status tm_cos_row(const triplet *tr, const mg_rows *io, int64_t r, doub
     return LK_OK;
 }
 
+/* The three differences a - p, a - n, p - n (plus eps) of the row's
+ * elements j .. j + k, and the elements themselves in s[0..3). */
+LK_AI void tm_diffs(const mg_rows *io, int64_t i, int k, lk_v eps, lk_v s[3], lk_v v[3])
+{
+    for (int t = 0; t < 3; t++)
+        s[t] = mg_ld(io, t, i, k);
+    v[0] = lk_add(lk_sub(s[0], s[1]), eps);
+    v[1] = lk_add(lk_sub(s[0], s[2]), eps);
+    v[2] = lk_add(lk_sub(s[1], s[2]), eps);
+}
+
 /* The row of a p other than 1 and 2. The sum of |v|^p would overflow
  * (float lanes from p ln|v| > 88: p = 10 with |v| = 1e4; double from 709)
  * or underflow where the norm does neither, and its inf - inf is NaN: the
@@ -313,16 +324,14 @@ LK_AI lk_status tm_row_p(const triplet *tr, const mg_rows *io, int64_t r, double
     for (int64_t j = 0; j < D; j += LK_W) {
         int k = D - j < LK_W ? (int)(D - j) : LK_W;
         lk_m live = lk_first(k);
-        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
-        lk_v n = mg_ld(io, 2, base + j, k);
-        lk_v v[3] = {lk_add(lk_sub(a, q), eps), lk_add(lk_sub(a, n), eps),
-                     lk_add(lk_sub(q, n), eps)};
+        lk_v e[3], v[3];
+        tm_diffs(io, base + j, k, eps, e, v);
         for (int i = 0; i < nd; i++) {
             lk_v av = lk_keep(live, lk_abs(v[i]));
             mx[i] = lk_max(mx[i], av);
             nan[i] = lk_or(nan[i], lk_isnan(av));
         }
-        bad = lk_or(bad, lk_or(mg_isinf(a), lk_or(mg_isinf(q), mg_isinf(n))));
+        bad = lk_or(bad, lk_or(mg_isinf(e[0]), lk_or(mg_isinf(e[1]), mg_isinf(e[2]))));
     }
     if (lk_any(bad))
         return tm_refuse(io, base, msg);
@@ -337,10 +346,8 @@ LK_AI lk_status tm_row_p(const triplet *tr, const mg_rows *io, int64_t r, double
     for (int64_t j = 0; j < D; j += LK_W) {
         int k = D - j < LK_W ? (int)(D - j) : LK_W;
         lk_m live = lk_first(k);
-        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
-        lk_v n = mg_ld(io, 2, base + j, k);
-        lk_v v[3] = {lk_add(lk_sub(a, q), eps), lk_add(lk_sub(a, n), eps),
-                     lk_add(lk_sub(q, n), eps)};
+        lk_v e[3], v[3];
+        tm_diffs(io, base + j, k, eps, e, v);
         for (int i = 0; i < nd; i++)
             if (m[i] > 0.0)
                 lk_acc_add(&sum[i], lk_keep(live, tm_pow(lk_div(lk_abs(v[i]), lk_set(m[i])), p)));
@@ -368,10 +375,8 @@ LK_AI lk_status tm_row_p(const triplet *tr, const mg_rows *io, int64_t r, double
     }
     for (int64_t j = 0; j < D; j += LK_W) {
         int k = D - j < LK_W ? (int)(D - j) : LK_W;
-        lk_v a = mg_ld(io, 0, base + j, k), q = mg_ld(io, 1, base + j, k);
-        lk_v n = mg_ld(io, 2, base + j, k);
-        lk_v v[3] = {lk_add(lk_sub(a, q), eps), lk_add(lk_sub(a, n), eps),
-                     lk_add(lk_sub(q, n), eps)};
+        lk_v e[3], v[3];
+        tm_diffs(io, base + j, k, eps, e, v);
         lk_v g[3] = {lk_zero(), lk_zero(), lk_zero()};
         for (int i = 0; i < nd; i++) {
             lk_v rv = lk_div(lk_div(lk_abs(v[i]), mv[i]), sv[i]);
