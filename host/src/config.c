@@ -607,6 +607,18 @@ static lk_status parse_term(const ctx *c, const char *path, const cJSON *obj, lk
     return st;
 }
 
+/* "none, mean, sum": the reductions of mask, in their order. */
+static const char *reductions_str(uint32_t mask, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int32_t r = 0; r < LK_REDUCTION_COUNT && used < cap; r++)
+        if (mask & LK_REDUCTION_BIT(r))
+            used += (size_t)snprintf(buf + used, cap - used, "%s%s", used ? ", " : "",
+                                     lk_reduction_name(r));
+    return buf;
+}
+
 static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
 {
     if (!v) {
@@ -621,14 +633,10 @@ static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
             uint32_t mask = loss->is_sum ? ~LK_REDUCTION_BIT(LK_REDUCTION_NONE) : ~0u;
             for (size_t i = 0; i < loss->n_terms; i++)
                 mask &= loss->terms[i].entry->desc->reductions;
-            char offered[96] = "";
-            size_t used = 0;
-            for (int32_t r = 0; r < LK_REDUCTION_COUNT; r++)
-                if (mask & LK_REDUCTION_BIT(r))
-                    used += (size_t)snprintf(offered + used, sizeof offered - used, "%s%s",
-                                             used ? ", " : "", lk_reduction_name(r));
-            return fail(c, "$.reduction", "unknown reduction '%s' (%s offers: %s)",
-                        v->valuestring, loss->is_sum ? "every term" : "this loss", offered);
+            char offered[96];
+            return fail(c, "$.reduction", "unknown reduction '%s' (%s offers: %s)", v->valuestring,
+                        loss->is_sum ? "every term" : "this loss",
+                        reductions_str(mask, offered, sizeof offered));
         }
     }
     if (loss->is_sum && loss->reduction == LK_REDUCTION_NONE)
@@ -638,14 +646,10 @@ static lk_status parse_reduction(const ctx *c, const cJSON *v, lk_loss *loss)
         const lk_loss_desc *d = loss->terms[i].entry->desc;
         if (d->reductions & LK_REDUCTION_BIT(loss->reduction))
             continue;
-        char offered[96] = "";
-        size_t used = 0;
-        for (int32_t r = 0; r < LK_REDUCTION_COUNT; r++)
-            if (d->reductions & LK_REDUCTION_BIT(r))
-                used += (size_t)snprintf(offered + used, sizeof offered - used, "%s%s",
-                                         used ? ", " : "", lk_reduction_name(r));
+        char offered[96];
         return fail(c, "$.reduction", "loss '%s' does not offer reduction '%s' (it offers: %s)",
-                    d->id, lk_reduction_name(loss->reduction), offered);
+                    d->id, lk_reduction_name(loss->reduction),
+                    reductions_str(d->reductions, offered, sizeof offered));
     }
     return LK_OK;
 }

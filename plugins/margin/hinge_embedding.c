@@ -16,9 +16,7 @@
 #include "margin.h"
 
 typedef struct hinge {
-    double margin;
-    double hi, lo; /* the margin split for float lanes (hinge_init) */
-    int wide;      /* a finite margin beyond float's range */
+    mg_margin m;
 } hinge;
 
 static const lk_param_desc hinge_margin = {
@@ -32,34 +30,18 @@ static const lk_param_desc hinge_margin = {
 
 static const lk_param_desc *const hinge_params[] LK__UNUSED = {&hinge_margin, NULL};
 
-/* The float lanes' margin: its float value hi and the rest lo (see
- * hinge_gap). An infinite margin has no rest (inf - inf would make every
- * element NaN): lo = 0, so that margin - x is inf - x as the formula has
- * it. A finite margin beyond float's range has no float value to split
- * off: those calls take the margin whole in double (hinge_gap_wide). */
 static lk_status hinge_init(void *inst, const lk_param_value *p, lk_msg *msg)
 {
-    hinge *h = inst;
     (void)msg;
-    h->margin = p[0].number;
-    h->hi = (double)(float)h->margin;
-    h->lo = isinf(h->hi) ? 0.0 : h->margin - h->hi;
-    h->wide = isinf(h->hi) && !isinf(h->margin);
+    ((hinge *)inst)->m = mg_margin_of(p[0].number);
     return LK_OK;
 }
 
-/* margin - x in the lanes' precision. Float lanes take the margin as
- * hi + lo: near the kink hi - x is exact, so a float32 margin term keeps
- * what a margin such as 1.3 (not a float) would round away. Double lanes
- * take it whole, plus the +0 that is the rest of a double margin (a -0
- * difference comes out +0 in both). */
+/* margin - x in the lanes' precision, the margin as hi + lo (mg_margin;
+ * a -0 difference comes out +0 on both lanes). */
 LK_AI lk_v hinge_gap(const hinge *h, lk_v x)
 {
-#if defined(LK_LANES_F32)
-    return lk_add(lk_sub(lk_set(h->hi), x), lk_set(h->lo));
-#else
-    return lk_add(lk_sub(lk_set(h->margin), x), lk_zero());
-#endif
+    return lk_add(lk_sub(lk_set(mg_hi(&h->m)), x), lk_set(mg_lo(&h->m)));
 }
 
 LK_AI void hinge_elem_of(lk_v u, lk_elem *e)
@@ -94,7 +76,7 @@ LK_AI lk_v hinge_gap_wide(double margin, lk_v x)
 
 LK_AI void hinge__elem_wide(const void *p, lk_elem *e)
 {
-    hinge_elem_of(hinge_gap_wide(((const hinge *)p)->margin, e->x), e);
+    hinge_elem_of(hinge_gap_wide(((const hinge *)p)->m.v, e->x), e);
 }
 #endif
 
@@ -140,7 +122,7 @@ static lk_status hinge__fwd(const void *inst, const lk_plan *plan, const lk_bloc
     const hinge local = *(const hinge *)inst;
     lk_status st;
 #if defined(LK_LANES_F32)
-    if (local.wide)
+    if (local.m.wide)
         st = lk_elementwise_forward(&local, plan, blk, hinge__elem_wide, 0, msg);
     else
 #endif

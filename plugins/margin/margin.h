@@ -40,6 +40,47 @@ static const lk_slot_desc *const mg_sign_slots[] LK__UNUSED = {&mg_input, &mg_si
  * (D,) one. */
 #define MG_REDUCTIONS LK_REDUCTIONS_ELEMENTWISE
 
+/* A margin parameter (hinge_embedding, margin_ranking) as the lanes take
+ * it. Float lanes split it into its float value hi and the rest lo, so
+ * that near a kink hi - x is exact and a float32 term keeps what a margin
+ * such as 1.3 (not a float) would round away; the rest is 0 for an
+ * infinite margin (inf - inf would make every element NaN). A finite
+ * margin beyond float's range (wide) has no float value: float lanes then
+ * take it whole, in double, lane by lane (the loss's wide element
+ * function). Double lanes take the margin whole, with a rest of 0. */
+typedef struct mg_margin {
+    double v, hi, lo;
+    int wide;
+} mg_margin;
+
+static inline mg_margin mg_margin_of(double m)
+{
+    mg_margin o = {m, (double)(float)m, 0.0, 0};
+    o.lo = isinf(o.hi) ? 0.0 : m - o.hi;
+    o.wide = isinf(o.hi) && !isinf(m);
+    return o;
+}
+
+/* The lanes' value of the margin, and its rest. */
+LK_AI double mg_hi(const mg_margin *m)
+{
+#if defined(LK_LANES_F32)
+    return m->hi;
+#else
+    return m->v;
+#endif
+}
+
+LK_AI double mg_lo(const mg_margin *m)
+{
+#if defined(LK_LANES_F32)
+    return m->lo;
+#else
+    (void)m;
+    return 0.0;
+#endif
+}
+
 /* ------------------------------------------------------------------------ */
 /* Lane helpers                                                              */
 

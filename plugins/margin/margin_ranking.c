@@ -13,9 +13,7 @@
 #include "margin.h"
 
 typedef struct ranking {
-    double margin;
-    double hi, lo; /* the margin split for float lanes (ranking_init) */
-    int wide;      /* a finite margin beyond float's range */
+    mg_margin m;
 } ranking;
 
 static const lk_param_desc ranking_margin = {
@@ -48,18 +46,10 @@ static const lk_slot_desc ranking_target = {
 static const lk_slot_desc *const ranking_slots[] LK__UNUSED = {&ranking_input1, &ranking_input2,
                                                                &ranking_target, NULL};
 
-/* The float lanes' margin as in hinge_embedding: its float value hi and
- * the rest lo, 0 for an infinite margin (inf - inf would be NaN); a finite
- * margin beyond float's range has no float value, and is taken whole in
- * double (ranking__elem_wide). */
 static lk_status ranking_init(void *inst, const lk_param_value *p, lk_msg *msg)
 {
-    ranking *r = inst;
     (void)msg;
-    r->margin = p[0].number;
-    r->hi = (double)(float)r->margin;
-    r->lo = isinf(r->hi) ? 0.0 : r->margin - r->hi;
-    r->wide = isinf(r->hi) && !isinf(r->margin);
+    ((ranking *)inst)->m = mg_margin_of(p[0].number);
     return LK_OK;
 }
 
@@ -77,13 +67,9 @@ static lk_status ranking_init(void *inst, const lk_param_value *p, lk_msg *msg)
 LK_AI lk_v ranking_h(const ranking *r, lk_v x1, lk_v x2, lk_v t)
 {
     lk_v nt = lk_neg(t), s = lk_sub(x1, x2);
-    if (r->margin == 0.0)
+    if (r->m.v == 0.0)
         return lk_add(lk_mul(nt, s), lk_zero());
-#if defined(LK_LANES_F32)
-    const double hi = r->hi, lo = r->lo;
-#else
-    const double hi = r->margin, lo = 0.0;
-#endif
+    const double hi = mg_hi(&r->m), lo = mg_lo(&r->m);
     lk_v b = lk_sub(s, x1);
     lk_v c = lk_sub(lk_sub(x1, lk_sub(s, b)), lk_add(x2, b));
     lk_v h0 = lk_add(lk_mul(nt, s), lk_set(hi));
@@ -119,7 +105,7 @@ LK_AI void ranking__elem(const void *p, lk_elem *e)
  * picks it per block, for such margins alone. */
 LK_AI void ranking__elem_wide(const void *p, lk_elem *e)
 {
-    const double margin = ((const ranking *)p)->margin;
+    const double margin = ((const ranking *)p)->m.v;
     lk_s a[LK_W], b[LK_W], t[LK_W];
     lk_store(a, e->x), lk_store(b, e->t), lk_store(t, e->u);
     for (int j = 0; j < LK_W; j++)
@@ -134,7 +120,7 @@ static lk_status ranking__fwd(const void *inst, const lk_plan *plan, const lk_bl
     const ranking local = *(const ranking *)inst;
     const uint32_t flags = LK_EW_THIRD | LK_EW_GRAD_T;
 #if defined(LK_LANES_F32)
-    if (local.wide)
+    if (local.m.wide)
         return lk_elementwise_forward(&local, plan, blk, ranking__elem_wide, flags, msg);
 #endif
     return lk_elementwise_forward(&local, plan, blk, ranking__elem, flags, msg);

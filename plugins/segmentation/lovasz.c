@@ -546,12 +546,21 @@ static inline int is_ignored_f(const lv_call *k, double t)
 
 /* The pixel q of the batch (n HW + hw): its error for class c, whether it
  * is foreground and (softmax) p_c, from the input. */
+/* p_c from the logit x and the pixel's lv_norm, or its log-sum-exp */
+static inline double lv_p_norm(double x, const lv_norm *n)
+{
+    return exp(x - n->max) * n->inv;
+}
+
+static inline double lv_p_lse(double x, double lse)
+{
+    return exp(x - lse);
+}
+
 /* p_c of pixel q, from its logit x (LV_LSE_EXACT) */
 static inline double lv_softmax_p(const lv_call *k, int64_t q, double x)
 {
-    if (k->norm)
-        return exp(x - k->norm[q].max) * k->norm[q].inv;
-    return exp(x - k->lse[q]);
+    return k->norm ? lv_p_norm(x, &k->norm[q]) : lv_p_lse(x, k->lse[q]);
 }
 
 static inline double pixel_eval(const lv_call *k, int64_t q, int64_t c, int *fg, double *p)
@@ -931,13 +940,13 @@ static lk_status jacobian_pass(void *arg, int64_t begin, int64_t end)
             const lv_norm *nm = k->norm ? k->norm + n * k->HW : NULL;
             if (nm)
                 for (int64_t hw = h0; hw < h1; hw++) {
-                    double p = exp(ld(k->x, base + hw) - nm[hw].max) * nm[hw].inv;
+                    double p = lv_p_norm(ld(k->x, base + hw), &nm[hw]);
                     pc[hw] = p;
                     s[hw - h0] += p * g_get(&k->g, base + hw);
                 }
             else
                 for (int64_t hw = h0; hw < h1; hw++) {
-                    double p = exp(ld(k->x, base + hw) - lse[hw]);
+                    double p = lv_p_lse(ld(k->x, base + hw), lse[hw]);
                     pc[hw] = p;
                     s[hw - h0] += p * g_get(&k->g, base + hw);
                 }

@@ -92,15 +92,15 @@ LK_AI lk_w ce_wy(const cross_entropy *ce, const lk_cls_pos *p)
 
 /* Index targets, no class weights, no label smoothing (the defaults): each
  * counted position weighs 1. */
-LK_AI int ce_plain(const cross_entropy *ce, const lk_cls_io *io)
+LK_AI int ce_plain(const cross_entropy *ce, int index)
 {
-    return io->index && !ce->weight && ce->eps == 0.0;
+    return index && !ce->weight && ce->eps == 0.0;
 }
 
 LK_AI lk_w ce_fwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_acc *pa)
 {
     const cross_entropy *ce = (const cross_entropy *)inst;
-    if (ce_plain(ce, io)) {
+    if (ce_plain(ce, io->index)) {
         /* lse - z_y >= 0 in the lanes (one rounding of the difference), the
          * weights' sum a count of the counted lanes, exact */
         lk_v loss = lk_keep(p->valid, lk_sub(p->lse, p->a));
@@ -138,7 +138,7 @@ LK_AI lk_w ce_bwd_pos(const void *inst, const lk_cls_io *io, lk_cls_pos *p, lk_a
 {
     const cross_entropy *ce = (const cross_entropy *)inst;
     (void)pa;
-    if (ce_plain(ce, io)) {
+    if (ce_plain(ce, io->index)) {
         /* Q = 1: the softmax's factor 1 / s, in the lanes (as the
          * driver's r, which backward does not form) */
         p->a = lk_keep(p->valid, lk_div(lk_set(1.0), lk_w_narrow(p->s)));
@@ -178,7 +178,7 @@ static double ce_prep(const void *inst, const lk_plan *plan, const lk_block *blk
         double norm = index ? blk->global[ST_WEIGHT] : plan->mean_norm;
         scale = norm != 0.0 ? blk->grad_scale / norm : 0.0; /* nothing counted: no gradient */
     }
-    int plain = index && !ce->weight && ce->eps == 0.0; /* ce_plain */
+    int plain = ce_plain(ce, index);
     for (int64_t c = 0; c < C; c++)
         tab[c] = ce->eps / (double)C * ce_w(ce, c) * (plain ? 1.0 : scale);
     tab[C] = scale;
