@@ -13,8 +13,10 @@
 
 #include "regression.h"
 
-/* The kernel families, one per form (their order in LK_FAMILIES). */
-enum { ROBUST_POS, ROBUST_NEG, ROBUST_TWO, ROBUST_ZERO, ROBUST_ONE, ROBUST_MTWO };
+/* The kernel families, one per form, and one for a scale far from 1 in
+ * either lanes' type (robust_zs_of), whatever the form (their order in
+ * LK_FAMILIES). */
+enum { ROBUST_POS, ROBUST_NEG, ROBUST_TWO, ROBUST_ZERO, ROBUST_ONE, ROBUST_MTWO, ROBUST_RESCALED };
 
 /* z = d / scale where 1 / scale, or scale itself, is not a normal number
  * of the lanes' type with room to spare (|ilogb(scale)| above lim): with
@@ -268,7 +270,7 @@ LK_AI lk_m robust_beyond(const robust *r, lk_v z2)
  * robust_far1 instead, from d and scale themselves: one compare per
  * vector, the rest a rare branch. alpha = 2 needs none: z^2 / 2 and z /
  * scale overflow only where rho and the gradient do. */
-LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
+LK_AI void robust_body(const robust *r, int mode, int rescaled, lk_elem *e)
 {
 #if defined(LK_LANES_F32)
     const robust_zs *zs = &r->zs32;
@@ -276,7 +278,7 @@ LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
     const robust_zs *zs = &r->zs;
 #endif
     lk_v d = lk_sub(e->x, e->t), one = lk_set(1.0), z, gz;
-    if (zs->on) { /* a scale far from 1 (robust_zs_of) */
+    if (rescaled && zs->on) { /* a scale far from 1 (robust_zs_of) */
         lk_v s1 = lk_set(zs->s1), s2 = lk_set(zs->s2), ic = lk_set(zs->inv_c);
         z = lk_mul(lk_mul(lk_mul(d, s1), s2), ic);
         gz = lk_mul(lk_mul(z, ic), s1); /* times s2 once g is in (below) */
@@ -325,7 +327,7 @@ LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
         }
         rho = lk_mul(lk_set(r->k), m);
     }
-    if (zs->on) /* z / scale = gz s2: g first, where z / scale alone may overflow */
+    if (rescaled && zs->on) /* z / scale = gz s2: g first, where z / scale alone may overflow */
         grad = lk_mul(grad, lk_set(zs->s2));
     robust_pair o = {rho, grad};
     if (mode != ROBUST_TWO && lk_any(robust_beyond(r, z2))) /* once per vector */
@@ -336,7 +338,7 @@ LK_AI void robust_body(const robust *r, int mode, lk_elem *e)
 #define ROBUST_FAMILY(name, mode)                                                                  \
     LK_AI void robust_elem_##name(const robust *r, lk_elem *e)                                     \
     {                                                                                              \
-        robust_body(r, mode, e);                                                                   \
+        robust_body(r, mode, 0, e);                                                                \
     }                                                                                              \
     LK_KERNELS_ELEMENTWISE(robust_##name, robust, robust_elem_##name, LK_EW_WEIGHT)
 
@@ -347,14 +349,25 @@ ROBUST_FAMILY(zero, ROBUST_ZERO)
 ROBUST_FAMILY(one, ROBUST_ONE)
 ROBUST_FAMILY(mtwo, ROBUST_MTWO)
 
+/* A scale far from 1: the form chosen per call (a rare family, kept out of
+ * the others' loops), z formed through robust_zs where the lanes' type
+ * needs it. */
+LK_AI void robust_elem_rescaled(const robust *r, lk_elem *e)
+{
+    robust_body(r, r->mode, 1, e);
+}
+LK_KERNELS_ELEMENTWISE(robust_rescaled, robust, robust_elem_rescaled, LK_EW_WEIGHT)
+
 static int robust_pick(const void *inst)
 {
-    return ((const robust *)inst)->mode;
+    const robust *r = inst;
+    return r->zs.on || r->zs32.on ? ROBUST_RESCALED : r->mode;
 }
 
 LK_LOSS_DESC(robust, robust, LK_LOSS_FUSED, NULL, NULL,
              LK_FAMILIES(&robust_pos__family, &robust_neg__family, &robust_two__family,
-                         &robust_zero__family, &robust_one__family, &robust_mtwo__family),
+                         &robust_zero__family, &robust_one__family, &robust_mtwo__family,
+                         &robust_rescaled__family),
              reg_slots, LK_REDUCTIONS_ELEMENTWISE,
              LK_HOOKS(.init = robust_init, .pick = robust_pick),
              .summary = "Barron's general robust loss rho(x - t; alpha, scale)",
