@@ -304,89 +304,126 @@ LK_AI void tm_diffs(const mg_rows *io, int64_t i, int k, lk_v eps, lk_v s[3], lk
     v[2] = lk_add(lk_sub(s[1], s[2]), eps);
 }
 
-/* The row of a p other than 1 and 2. The sum of |v|^p would overflow
- * (float lanes from p ln|v| > 88: p = 10 with |v| = 1e4; double from 709)
- * or underflow where the norm does neither, and its inf - inf is NaN: the
- * norm is taken as d = m S, m = max |v| over the row and S = (sum (|v| /
- * m)^p)^(1/p), whose terms lie in [0, 1], one of them 1, so S is in [1,
- * D^(1/p)]; and its gradient sgn(v) (|v| / d)^(p-1) as sgn(v) ((|v| / m) /
- * S)^(p-1), a power of a number in [0, 1]. Every factor is finite wherever
- * the norm is; a large p gives the largest |v| (S tends to 1), as the
- * max-norm. One more pass over the row than p = 1 and 2 take (for m). */
+/* One difference's share of tm_row_p's gradient: k sgn(v) |v|^(p-1) (k
+ * holding 1 / d^(p-1)), or with scaled k sgn(v) ((|v| / m) / S)^(p-1); 0
+ * where v is 0. */
+LK_AI lk_v tm_dn(lk_v v, double k, double m, double S, double p, const int scaled)
+{
+    lk_v av = lk_abs(v);
+    if (scaled)
+        av = lk_div(lk_div(av, lk_set(m > 0.0 ? m : 1.0)), lk_set(S));
+    lk_v w = lk_mul(lk_set(k), lk_mul(lk_sign(v), tm_pow(av, p - 1.0)));
+    return lk_clear(lk_eq(v, lk_zero()), w);
+}
+
+/* The gradient pass of tm_row_p (the differences named one by one, so
+ * that their vectors stay in registers). */
+LK_AI void tm_grads_p(const mg_rows *io, int64_t base, lk_v eps, int nd, double p, const double *kc,
+                      const double *m, const double *S, const int scaled)
+{
+    for (int64_t j = 0; j < io->D; j += LK_W) {
+        int k = io->D - j < LK_W ? (int)(io->D - j) : LK_W;
+        lk_v e[3], v[3], g[3];
+        tm_diffs(io, base + j, k, eps, e, v);
+        g[0] = tm_dn(v[0], kc[0], m[0], S[0], p, scaled);
+        g[1] = tm_dn(v[1], kc[1], m[1], S[1], p, scaled);
+        g[2] = nd == 3 ? tm_dn(v[2], kc[2], m[2], S[2], p, scaled) : lk_zero();
+        mg_put(io, 0, base + j, k, lk_add(g[0], g[1]));
+        mg_put(io, 1, base + j, k, lk_sub(g[2], g[0]));
+        mg_put(io, 2, base + j, k, lk_neg(lk_add(g[1], g[2])));
+    }
+}
+
+/* The row of a p other than 1 and 2. Its norm is (sum |v|^p)^(1/p) and
+ * its gradient sgn(v) |v|^(p-1) / d^(p-1), from the sums of the first
+ * pass, wherever those are finite and normal (well above the subnormals).
+ * Elsewhere the sum overflowed (float lanes from p ln|v| > 88: p = 10 with
+ * |v| = 1e4; double from 709) or underflowed where the norm does neither,
+ * and its inf - inf would be NaN: that row takes the norm as d = m S, m =
+ * max |v| over the row and S = (sum (|v| / m)^p)^(1/p), whose terms lie in
+ * [0, 1], one of them 1, so S is in [1, D^(1/p)]; and its gradient as
+ * sgn(v) ((|v| / m) / S)^(p-1), a power of a number in [0, 1]. Every factor
+ * is finite wherever the norm is; a large p gives the largest |v| (S tends
+ * to 1), as the max-norm. Such a row takes two more passes (m, then the
+ * scaled sums), and two divisions an element in its gradient. */
 LK_AI lk_status tm_row_p(const triplet *tr, const mg_rows *io, int64_t r, double *loss, lk_msg *msg)
 {
     const int64_t D = io->D, base = r * D;
     const double p = tr->p;
     const int nd = tr->swap ? 3 : 2; /* the differences a - p, a - n, p - n */
     const lk_v eps = lk_set(tr->eps);
-    lk_v mx[3] = {lk_zero(), lk_zero(), lk_zero()};
-    lk_m bad = lk_eq(lk_set(1.0), lk_zero()), nan[3] = {bad, bad, bad};
+    lk_m bad = lk_eq(lk_set(1.0), lk_zero());
+    lk_acc sum[3] = {lk_acc_zero(), lk_acc_zero(), lk_acc_zero()};
     for (int64_t j = 0; j < D; j += LK_W) {
         int k = D - j < LK_W ? (int)(D - j) : LK_W;
         lk_m live = lk_first(k);
         lk_v e[3], v[3];
         tm_diffs(io, base + j, k, eps, e, v);
-        for (int i = 0; i < nd; i++) {
-            lk_v av = lk_keep(live, lk_abs(v[i]));
-            mx[i] = lk_max(mx[i], av);
-            nan[i] = lk_or(nan[i], lk_isnan(av));
-        }
+        lk_acc_add(&sum[0], lk_keep(live, tm_pow(lk_abs(v[0]), p)));
+        lk_acc_add(&sum[1], lk_keep(live, tm_pow(lk_abs(v[1]), p)));
+        if (nd == 3)
+            lk_acc_add(&sum[2], lk_keep(live, tm_pow(lk_abs(v[2]), p)));
         bad = lk_or(bad, lk_or(mg_isinf(e[0]), lk_or(mg_isinf(e[1]), mg_isinf(e[2]))));
     }
     if (lk_any(bad))
         return tm_refuse(io, base, msg);
     double m[3] = {0.0, 0.0, 0.0}, S[3] = {1.0, 1.0, 1.0}, d[3] = {0.0, 0.0, 0.0};
-    lk_acc sum[3] = {lk_acc_zero(), lk_acc_zero(), lk_acc_zero()};
+    int scaled = 0;
     for (int i = 0; i < nd; i++) {
-        lk_s t[LK_W];
-        lk_store(t, mx[i]);
-        for (int l = 0; l < LK_W; l++)
-            m[i] = t[l] > m[i] ? t[l] : m[i];
+        const double si = lk_acc_sum(sum[i]);
+        /* NaN where a difference is (its term is); 0 where all are 0 */
+        if (isnan(si) || (isfinite(si) && si >= 0x1p-900))
+            d[i] = pow(si, 1.0 / p);
+        else /* overflowed or underflowed (or every |v| is 0: m says so) */
+            scaled = 1;
     }
-    for (int64_t j = 0; j < D; j += LK_W) {
-        int k = D - j < LK_W ? (int)(D - j) : LK_W;
-        lk_m live = lk_first(k);
-        lk_v e[3], v[3];
-        tm_diffs(io, base + j, k, eps, e, v);
+    if (scaled) { /* every difference of the row, through its m */
+        lk_v mx[3] = {lk_zero(), lk_zero(), lk_zero()};
+        for (int64_t j = 0; j < D; j += LK_W) {
+            int k = D - j < LK_W ? (int)(D - j) : LK_W;
+            lk_v e[3], v[3];
+            tm_diffs(io, base + j, k, eps, e, v);
+            for (int i = 0; i < nd; i++)
+                mx[i] = lk_max(mx[i], lk_keep(lk_first(k), lk_abs(v[i])));
+        }
+        for (int i = 0; i < nd; i++) {
+            lk_s t[LK_W];
+            lk_store(t, mx[i]);
+            for (int l = 0; l < LK_W; l++)
+                m[i] = t[l] > m[i] ? t[l] : m[i];
+            sum[i] = lk_acc_zero();
+        }
+        for (int64_t j = 0; j < D; j += LK_W) {
+            int k = D - j < LK_W ? (int)(D - j) : LK_W;
+            lk_m live = lk_first(k);
+            lk_v e[3], v[3];
+            tm_diffs(io, base + j, k, eps, e, v);
+            for (int i = 0; i < nd; i++)
+                if (m[i] > 0.0)
+                    lk_acc_add(&sum[i],
+                               lk_keep(live, tm_pow(lk_div(lk_abs(v[i]), lk_set(m[i])), p)));
+        }
         for (int i = 0; i < nd; i++)
-            if (m[i] > 0.0)
-                lk_acc_add(&sum[i], lk_keep(live, tm_pow(lk_div(lk_abs(v[i]), lk_set(m[i])), p)));
-    }
-    for (int i = 0; i < nd; i++) {
-        /* a NaN difference: NaN (max passes over it; an all-zero row
-         * beside it would give 0 without this) */
-        if (lk_any(nan[i]))
-            d[i] = NAN;
-        else if (m[i] > 0.0)
-            S[i] = pow(lk_acc_sum(sum[i]), 1.0 / p), d[i] = m[i] * S[i];
+            if (!isnan(d[i]) && m[i] > 0.0)
+                S[i] = pow(lk_acc_sum(sum[i]), 1.0 / p), d[i] = m[i] * S[i];
     }
     double wan, wpn;
     const double c = tm_hinge(tr, d[0], d[1], d[2], loss, &wan, &wpn);
     if (!io->want_grad)
         return LK_OK;
     /* d loss / d d(a, p) = c, d loss / d d(a, n) = -c wan, d loss / d d(p, n) = -c wpn; 0
-     * where the distance is 0 */
+     * where the distance is 0. Unscaled, the coefficient takes 1 / d^(p-1). */
     const double kc[3] = {c, -c * wan, -c * wpn};
-    lk_v kv[3], mv[3], sv[3];
+    double kv[3];
     for (int i = 0; i < 3; i++) {
-        kv[i] = lk_set(i < nd && kc[i] != 0.0 && d[i] != 0.0 ? kc[i] : 0.0);
-        mv[i] = lk_set(m[i] > 0.0 ? m[i] : 1.0);
-        sv[i] = lk_set(S[i]);
+        const int live = i < nd && kc[i] != 0.0 && d[i] != 0.0;
+        kv[i] = !live ? 0.0 : scaled ? kc[i] : kc[i] * pow(d[i], 1.0 - p);
     }
-    for (int64_t j = 0; j < D; j += LK_W) {
-        int k = D - j < LK_W ? (int)(D - j) : LK_W;
-        lk_v e[3], v[3];
-        tm_diffs(io, base + j, k, eps, e, v);
-        lk_v g[3] = {lk_zero(), lk_zero(), lk_zero()};
-        for (int i = 0; i < nd; i++) {
-            lk_v rv = lk_div(lk_div(lk_abs(v[i]), mv[i]), sv[i]);
-            lk_v w = lk_mul(kv[i], lk_mul(lk_sign(v[i]), tm_pow(rv, p - 1.0)));
-            g[i] = lk_clear(lk_eq(v[i], lk_zero()), w);
-        }
-        mg_put(io, 0, base + j, k, lk_add(g[0], g[1]));
-        mg_put(io, 1, base + j, k, lk_sub(g[2], g[0]));
-        mg_put(io, 2, base + j, k, lk_neg(lk_add(g[1], g[2])));
-    }
+    /* the two forms in loops of their own (scaled a constant in each) */
+    if (scaled)
+        tm_grads_p(io, base, eps, nd, p, kv, m, S, 1);
+    else
+        tm_grads_p(io, base, eps, nd, p, kv, m, S, 0);
     return LK_OK;
 }
 
