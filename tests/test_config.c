@@ -330,6 +330,23 @@ Test(config, unknown_top_level_key_suggests_closest)
                  SRC ": $: ", "unknown key 'reductoin'", "did you mean 'reduction'?", NULL);
 }
 
+/* A parameter written beside "loss" is named as the loss's parameter, at
+ * the top level and in a term; a key that is no parameter of the loss
+ * keeps the plain message. */
+Test(config, parameter_outside_params_says_where_it_belongs)
+{
+    expect_error("{\"loss\": \"focal\", \"gamma\": 1}", SRC ": $: ",
+                 "unknown key 'gamma': it is a parameter of loss 'focal'",
+                 "goes under \"params\", as in \"params\": {\"gamma\": ...}", NULL);
+    expect_error("{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"focal\", \"alpha\": 0.5}]}",
+                 SRC ": $.terms[1]: ", "unknown key 'alpha': it is a parameter of loss 'focal'",
+                 NULL);
+    expect_error("{\"loss\": \"mse\", \"gamma\": 1}", SRC ": $: ", "unknown key 'gamma' (allowed:",
+                 NULL);
+    expect_error("{\"loss\": \"focall\", \"gamma\": 1}", SRC ": $: ", "unknown key 'gamma' (allowed:",
+                 NULL);
+}
+
 Test(config, missing_loss)
 {
     expect_error("{}", SRC ": $: ", "missing key 'loss'", NULL);

@@ -64,6 +64,24 @@ static void list_names(const char *const *names, size_t n, char *buf, size_t cap
         snprintf(buf, cap, "(none)");
 }
 
+/* A parameter written beside "loss" rather than under "params" is the
+ * commonest slip in a config: where key names a parameter of the loss obj
+ * names, say where it belongs. */
+static int misplaced_param(const ctx *c, const cJSON *obj, const char *key, char *buf, size_t cap)
+{
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(obj, "loss");
+    const lk__entry *e = cJSON_IsString(id) ? lk__registry_find(&c->rt->reg, id->valuestring) : NULL;
+    for (uint32_t i = 0; e && i < e->n_params; i++)
+        if (strcmp(e->params[i]->name, key) == 0) {
+            snprintf(buf, cap,
+                     "unknown key '%s': it is a parameter of loss '%s' and goes under "
+                     "\"params\", as in \"params\": {\"%s\": ...}",
+                     key, e->desc->id, key);
+            return 1;
+        }
+    return 0;
+}
+
 static lk_status check_keys(const ctx *c, const cJSON *obj, const char *path,
                             const char *const *allowed, size_t n_allowed)
 {
@@ -73,6 +91,9 @@ static lk_status check_keys(const ctx *c, const cJSON *obj, const char *path,
             i++;
         if (i < n_allowed)
             continue;
+        char why[LK_ERRMSG_CAP / 2];
+        if (misplaced_param(c, obj, it->string, why, sizeof why))
+            return fail(c, path, "%s", why);
         char hint[96], known[256];
         closest(it->string, allowed, n_allowed, hint, sizeof hint);
         list_names(allowed, n_allowed, known, sizeof known);
