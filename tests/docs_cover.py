@@ -6,7 +6,13 @@ For each loss `LOSSKIT list --json` shows (the build's own plugins):
 - docs/losses.md names it (`id`) in a row of its family table, and that
   row links to the pages of its family;
 - those pages name the loss and every parameter `LOSSKIT info ID --json`
-  declares, each as `name` (in backticks, as the pages write parameters).
+  declares, each as `name` (in backticks, as the pages write parameters);
+- every default the pages state agrees with the one the loss declares: a
+  "`name` = value" in a table row whose first cell names the loss, or in
+  prose under a heading that names it, and a "| `name` | value |" row of a
+  "| parameter | default" table under such a heading. Values that are not
+  a number, true/false, [] or a plain word (unset, all, = smooth) are read
+  as prose and not compared.
 
 Prints one line per problem, naming the file, the loss and what is missing,
 and exits 1 if there is any; 0 and a count otherwise. Standard library only.
@@ -43,6 +49,54 @@ def family_rows(index_path):
     return rows
 
 
+def default_matches(text, declared):
+    """True/False where the stated default text can be compared with the
+    declared one, None where it is prose."""
+    v = text.replace("\u2212", "-").replace("*", "").strip().rstrip(".").strip("`'\"")
+    if isinstance(declared, bool):
+        return v.lower() == str(declared).lower() if v.lower() in ("true", "false") else None
+    if isinstance(declared, (int, float)):
+        try:
+            return abs(float(v) - declared) <= 1e-12 * max(1.0, abs(declared))
+        except ValueError:
+            return None
+    if isinstance(declared, list):
+        return (v.replace(" ", "") == "[]") == (declared == []) if v.startswith("[") else None
+    if isinstance(declared, str):
+        return v == declared if re.fullmatch(r"[a-z0-9_]+", v) else None
+    return None
+
+
+def stated_defaults(path, text, declared):
+    """(line, loss, parameter, stated) for every default the page states
+    for a loss in declared ({loss: {parameter: default}})."""
+    found = []
+    section, in_table = [], False
+    for n, line in enumerate(text.splitlines(), 1):
+        heading = re.match(r"#+ (.*)", line)
+        if heading:
+            section = [w for w in re.findall(r"[a-z0-9_]+", heading.group(1)) if w in declared]
+            in_table = False
+            continue
+        scope, pairs = section, []
+        if line.startswith("|"):
+            named = [w for w in re.findall(r"[a-z0-9_]+", line.split("|")[1]) if w in declared]
+            scope = named or section
+            row = re.match(r"\|\s*`([a-z0-9_]+)`[^|]*\|\s*([^|]*?)\s*\|", line)
+            if in_table and row and row.group(2):
+                pairs.append((row.group(1), row.group(2).split()[0]))
+            if re.match(r"\|\s*parameter\s*\|\s*default", line):
+                in_table = True
+        else:
+            in_table = False
+        pairs += re.findall(r"`([a-z0-9_]+)`\s*=\s*(\[[^\]]*\]|[^,;|)\s]+)", line)
+        for name, stated in pairs:
+            for loss in scope:
+                if name in declared[loss]:
+                    found.append((n, loss, name, stated))
+    return found
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: docs_cover.py LOSSKIT SOURCE_ROOT")
@@ -52,6 +106,7 @@ def main():
     problems = []
     losses = run_json(losskit, "list")["losses"]
     texts = {}
+    declared = {}
     for entry in losses:
         loss = entry["id"]
         pages = rows.get(loss)
@@ -73,16 +128,29 @@ def main():
         shown = ", ".join(os.path.relpath(p, root) for p in pages)
         if not re.search(r"(?<![a-z0-9_])%s(?![a-z0-9_])" % re.escape(loss), text):
             problems.append(f"{shown}: loss '{loss}' is not named")
-        for param in run_json(losskit, "info", loss)["params"]:
+        params = run_json(losskit, "info", loss)["params"]
+        declared[loss] = {q["name"]: q.get("default") for q in params}
+        for param in params:
             if f"`{param['name']}`" not in text:
                 problems.append(f"{shown}: loss '{loss}': parameter '{param['name']}' is not "
                                 f"described (no `{param['name']}`)")
+    compared = 0
+    for p in sorted(texts):
+        for n, loss, name, stated in stated_defaults(p, texts[p], declared):
+            ok = default_matches(stated, declared[loss][name])
+            if ok is None:
+                continue
+            compared += 1
+            if not ok:
+                problems.append(f"{os.path.relpath(p, root)}:{n}: loss '{loss}': parameter "
+                                f"'{name}' is stated to default to {stated}, but the loss "
+                                f"declares {json.dumps(declared[loss][name])}")
     for p in problems:
         print(p)
     if problems:
         return 1
     print(f"docs_cover: {len(losses)} losses, each in docs/losses.md and its family's pages "
-          "with every parameter")
+          f"with every parameter; {compared} stated defaults agree with the declared ones")
     return 0
 
 
