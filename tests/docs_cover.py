@@ -12,7 +12,9 @@ For each loss `LOSSKIT list --json` shows (the build's own plugins):
   prose under a heading that names it, and a "| `name` | value |" row of a
   "| parameter | default" table under such a heading. Values that are not
   a number, true/false, [] or a plain word (unset, all, = smooth) are read
-  as prose and not compared.
+  as prose and not compared;
+- every row of a "reductions (default *)" column lists the reductions the
+  loss offers, in its order, with its default starred.
 
 Prints one line per problem, naming the file, the loss and what is missing,
 and exits 1 if there is any; 0 and a count otherwise. Standard library only.
@@ -90,10 +92,33 @@ def stated_defaults(path, text, declared):
         else:
             in_table = False
         pairs += re.findall(r"`([a-z0-9_]+)`\s*=\s*(\[[^\]]*\]|[^,;|)\s]+)", line)
+        if line.startswith("|"):  # a table's "`window` 11, `sigma` 1.5"
+            pairs += re.findall(r"`([a-z0-9_]+)` (-?[0-9][0-9.e+-]*)(?=[,;| ])", line)
         for name, stated in pairs:
             for loss in scope:
                 if name in declared[loss]:
                     found.append((n, loss, name, stated))
+    return found
+
+
+def stated_reductions(text, ids):
+    """(line, loss, [reductions], default or None) for every row of a table
+    with a "reductions (default *)" column whose first cell names a loss."""
+    found, column = [], None
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|"):
+            column = None
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        if any(c.startswith("reductions (default *)") for c in cells):
+            column = next(i for i, c in enumerate(cells) if c.startswith("reductions (default *)"))
+            continue
+        named = re.findall(r"`([a-z0-9_]+)`", cells[0])
+        if column is None or column >= len(cells) or not named or named[0] not in ids:
+            continue
+        listed = [r.strip() for r in cells[column].split(",")]
+        default = [r.rstrip("*") for r in listed if r.endswith("*")]
+        found.append((n, named[0], [r.rstrip("*") for r in listed], default[0] if default else None))
     return found
 
 
@@ -145,12 +170,23 @@ def main():
                 problems.append(f"{os.path.relpath(p, root)}:{n}: loss '{loss}': parameter "
                                 f"'{name}' is stated to default to {stated}, but the loss "
                                 f"declares {json.dumps(declared[loss][name])}")
+    reductions = {e["id"]: run_json(losskit, "info", e["id"]) for e in losses}
+    for p in sorted(texts):
+        for n, loss, listed, default in stated_reductions(texts[p], reductions):
+            compared += 1
+            want = reductions[loss]
+            if listed != want["reductions"] or default != want["default_reduction"]:
+                problems.append(f"{os.path.relpath(p, root)}:{n}: loss '{loss}': the table "
+                                f"lists the reductions {', '.join(listed)} (default {default}), "
+                                f"but the loss offers {', '.join(want['reductions'])} (default "
+                                f"{want['default_reduction']})")
     for p in problems:
         print(p)
     if problems:
         return 1
     print(f"docs_cover: {len(losses)} losses, each in docs/losses.md and its family's pages "
-          f"with every parameter; {compared} stated defaults agree with the declared ones")
+          f"with every parameter; {compared} stated defaults and reductions agree with the "
+          "declared ones")
     return 0
 
 
