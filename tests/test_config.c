@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "losskit/losskit.h"
 
 #define SRC "cfg.json"
@@ -345,6 +347,29 @@ Test(config, parameter_outside_params_says_where_it_belongs)
                  NULL);
     expect_error("{\"loss\": \"focall\", \"gamma\": 1}", SRC ": $: ", "unknown key 'gamma' (allowed:",
                  NULL);
+}
+
+/* cJSON's allocator failing on a config the syntax check took: out of
+ * memory (LK_ERR_NOMEM), not a syntax error. */
+static void *no_memory(size_t n)
+{
+    (void)n;
+    return NULL;
+}
+
+Test(config, parser_out_of_memory_is_out_of_memory)
+{
+    cJSON_Hooks hooks = {no_memory, free};
+    cJSON_InitHooks(&hooks);
+    lk_loss *loss = NULL;
+    char msg[LK_ERRMSG_CAP] = "";
+    const char *json = "{\"loss\": \"mse\", \"reduction\": \"sum\"}";
+    lk_status st = lk_loss_from_json(rt, json, strlen(json), SRC, &loss, msg);
+    cJSON_InitHooks(NULL);
+    cr_assert_eq(st, LK_ERR_NOMEM, "status %s: %s", lk_status_name(st), msg);
+    cr_assert_null(loss);
+    cr_assert_str_eq(msg, SRC ": out of memory");
+    lk_loss_free(build(json)); /* the allocator back: the same config builds */
 }
 
 Test(config, missing_loss)

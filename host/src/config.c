@@ -1403,10 +1403,8 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
     }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (!root) { /* valid JSON that cJSON still refused: out of memory */
-        size_t off = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-        return syntax_error(&c, json, len, off, "");
-    }
+    if (!root) /* JSON that json_syntax took (its depth limit is cJSON's): out of memory */
+        return lk__err(c.errmsg, LK_ERR_NOMEM, "%s: out of memory", c.source);
     size_t off = trailing_offset(json, len, (size_t)(end - json));
     lk_status st = LK_OK;
     if (off < len) {
