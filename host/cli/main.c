@@ -36,7 +36,8 @@ static const char usage_text[] =
     "\n"
     "environment: LOSSKIT_PLUGIN_PATH (colon-separated plugin folders or files,\n"
     "searched before the built-in plugins), LOSSKIT_THREADS.\n"
-    "exit status: 0 ok, 2 bad usage or config, 3 plugin load problem, 4 data problem.\n";
+    "exit status: 0 ok, 1 out of memory or an internal error (for check: a check\n"
+    "failed), 2 bad usage or config, 3 plugin load problem, 4 data problem.\n";
 
 /* One line on stderr whatever the message holds: what comes from a config,
  * a file name, an argument or a plugin may carry a newline or a terminal
