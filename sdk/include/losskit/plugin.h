@@ -153,8 +153,7 @@ typedef enum lk_shape_rule {
 } lk_shape_rule;
 
 /* What a slot's values are (since 1.1). The host never checks data against
- * it; the conformance checker draws its test data from it, and `losskit
- * info` shows it. LK_VALUES_DEFAULT, and every slot of a plugin built
+ * it; the conformance checker draws its test data from it. LK_VALUES_DEFAULT, and every slot of a plugin built
  * against ABI 1.0, means what 1.0 implied: slot 0 any real, a slot named
  * "weight" positive, an integer slot with rule INPUT_NO_CHANNEL class ids,
  * any other slot targets in [0, 1]. */
@@ -272,7 +271,8 @@ typedef struct lk_whole_args {
 
 /* Limits the host enforces when it loads a plugin: a loss beyond one is
  * refused with a diagnostic naming it. Parameter names, like ids, are
- * [a-z0-9_]+ of at most LK_MAX_ID_LEN characters. */
+ * [a-z0-9_]+ of at most LK_MAX_ID_LEN characters; a loss has at most 16
+ * slots. */
 #define LK_MAX_ID_LEN 64  /* characters in a loss id or a parameter or slot name */
 #define LK_MAX_PARAMS 256 /* parameters per loss */
 
@@ -296,8 +296,9 @@ typedef struct lk_loss_desc {
     void (*destroy)(void *instance);
 
     /* Checks the call's tensors beyond the declared slot rules and fills in
-     * the plan. Reads shapes and dtypes only, never data. May be NULL: the
-     * defaults then stand. [any-thread] */
+     * the plan. Reads shapes and dtypes, and data only where the plan
+     * depends on it (a mean's divisor counted from the targets, say). May be
+     * NULL: the defaults then stand. [any-thread] */
     lk_status (*plan)(const void *instance, const lk_tensor *slots, int32_t reduction,
                       lk_plan *plan, lk_msg *msg);
 
