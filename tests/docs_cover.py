@@ -69,7 +69,7 @@ def default_matches(text, declared):
     return None
 
 
-def stated_defaults(path, text, declared):
+def stated_defaults(text, declared):
     """(line, loss, parameter, stated) for every default the page states
     for a loss in declared ({loss: {parameter: default}})."""
     found = []
@@ -131,7 +131,7 @@ def main():
     problems = []
     losses = run_json(losskit, "list")["losses"]
     texts = {}
-    declared = {}
+    infos = {}  # loss -> its `info --json`
     for entry in losses:
         loss = entry["id"]
         pages = rows.get(loss)
@@ -153,15 +153,16 @@ def main():
         shown = ", ".join(os.path.relpath(p, root) for p in pages)
         if not re.search(r"(?<![a-z0-9_])%s(?![a-z0-9_])" % re.escape(loss), text):
             problems.append(f"{shown}: loss '{loss}' is not named")
-        params = run_json(losskit, "info", loss)["params"]
-        declared[loss] = {q["name"]: q.get("default") for q in params}
-        for param in params:
+        infos[loss] = run_json(losskit, "info", loss)
+        for param in infos[loss]["params"]:
             if f"`{param['name']}`" not in text:
                 problems.append(f"{shown}: loss '{loss}': parameter '{param['name']}' is not "
                                 f"described (no `{param['name']}`)")
+    declared = {loss: {q["name"]: q.get("default") for q in info["params"]}
+                for loss, info in infos.items()}
     compared = 0
     for p in sorted(texts):
-        for n, loss, name, stated in stated_defaults(p, texts[p], declared):
+        for n, loss, name, stated in stated_defaults(texts[p], declared):
             ok = default_matches(stated, declared[loss][name])
             if ok is None:
                 continue
@@ -170,11 +171,9 @@ def main():
                 problems.append(f"{os.path.relpath(p, root)}:{n}: loss '{loss}': parameter "
                                 f"'{name}' is stated to default to {stated}, but the loss "
                                 f"declares {json.dumps(declared[loss][name])}")
-    reductions = {e["id"]: run_json(losskit, "info", e["id"]) for e in losses}
-    for p in sorted(texts):
-        for n, loss, listed, default in stated_reductions(texts[p], reductions):
+        for n, loss, listed, default in stated_reductions(texts[p], infos):
             compared += 1
-            want = reductions[loss]
+            want = infos[loss]
             if listed != want["reductions"] or default != want["default_reduction"]:
                 problems.append(f"{os.path.relpath(p, root)}:{n}: loss '{loss}': the table "
                                 f"lists the reductions {', '.join(listed)} (default {default}), "
