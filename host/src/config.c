@@ -35,6 +35,12 @@ typedef struct ctx {
 
 static lk_status fail(const ctx *c, const char *path, const char *fmt, ...) LK__PRINTF(3, 4);
 
+/* An allocation for the config failed: one line naming the config. */
+static lk_status out_of_memory(const ctx *c)
+{
+    return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+}
+
 static lk_status fail(const ctx *c, const char *path, const char *fmt, ...)
 {
     char what[LK_ERRMSG_CAP];
@@ -407,7 +413,7 @@ static lk_status param_value(const ctx *c, const char *path, const lk_param_desc
         }
         double *items = n ? calloc((size_t)n, sizeof *items) : NULL;
         if (n && !items)
-            return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+            return out_of_memory(c);
         *store = items;
         if (bare)
             return check_number(c, path, p, v, &items[0]) == LK_OK
@@ -458,7 +464,7 @@ static lk_status build_term(const ctx *c, const char *path, const lk__entry *e, 
     double **lists = calloc(np ? np : 1, sizeof *lists);
     lk_status st = values && lists ? LK_OK : LK_ERR_NOMEM;
     if (st != LK_OK)
-        lk__err(c->errmsg, st, "%s: out of memory", c->source);
+        out_of_memory(c);
     for (uint32_t i = 0; st == LK_OK && i < np; i++) {
         char vpath[288];
         snprintf(vpath, sizeof vpath, "%s.%s", ppath, names[i]);
@@ -567,7 +573,7 @@ static lk_status parse_tensors(const ctx *c, const char *path, const cJSON *v, c
             continue;
         term->bound[s] = lk__strdup(it->valuestring);
         if (!term->bound[s])
-            return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+            return out_of_memory(c);
     }
     /* One tensor per slot: input and target reading the same array would
      * make its gradient the sum of two roles the loss never combines. */
@@ -720,7 +726,7 @@ static lk_status collect_slots(const ctx *c, lk_loss *loss)
         cap += loss->terms[i].entry->n_slots;
     loss->slots = calloc(cap, sizeof *loss->slots);
     if (!loss->slots)
-        return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+        return out_of_memory(c);
     for (size_t i = 0; i < loss->n_terms; i++) {
         const lk__entry *e = loss->terms[i].entry;
         for (uint32_t s = 0; s < e->n_slots; s++) {
@@ -751,7 +757,7 @@ static lk_status build_name(const ctx *c, lk_loss *loss)
         cap += strlen(loss->terms[i].entry->desc->id) + 40;
     loss->name = malloc(cap);
     if (!loss->name)
-        return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+        return out_of_memory(c);
     if (!loss->is_sum) {
         snprintf(loss->name, cap, "%s", loss->terms[0].entry->desc->id);
         return LK_OK;
@@ -775,7 +781,7 @@ static lk_status parse_terms(const ctx *c, const cJSON *terms, lk_loss *loss)
         return fail(c, "$.terms", "has %d terms; expected 1 to %d", n, MAX_TERMS);
     loss->terms = calloc((size_t)n, sizeof *loss->terms);
     if (!loss->terms)
-        return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+        return out_of_memory(c);
     int i = 0;
     for (const cJSON *t = terms->child; t; t = t->next, i++) {
         char path[64];
@@ -811,7 +817,7 @@ static lk_status parse_root(const ctx *c, const cJSON *root, lk_loss *loss)
     } else {
         loss->terms = calloc(1, sizeof *loss->terms);
         if (!loss->terms)
-            return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+            return out_of_memory(c);
         st = parse_term(c, "$", root, &loss->terms[0], 0);
         if (st == LK_OK)
             loss->n_terms = 1;
@@ -940,7 +946,7 @@ static lk_status check_duplicates(const ctx *c, const cJSON *v, jpath *path)
         int nomem = 0;
         const cJSON *dup = first_duplicate(v, &nomem);
         if (nomem)
-            return lk__err(c->errmsg, LK_ERR_NOMEM, "%s: out of memory", c->source);
+            return out_of_memory(c);
         if (dup) {
             jpath_push(path, ".%s", dup->string);
             return fail(c, path->buf, "duplicate key '%s' (a key may appear once per object)",
@@ -1404,7 +1410,7 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) /* JSON that json_syntax took (its depth limit is cJSON's): out of memory */
-        return lk__err(c.errmsg, LK_ERR_NOMEM, "%s: out of memory", c.source);
+        return out_of_memory(&c);
     size_t off = trailing_offset(json, len, (size_t)(end - json));
     lk_status st = LK_OK;
     if (off < len) {
@@ -1421,7 +1427,7 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
     if (st == LK_OK) {
         collect_numbers(&ls, root);
         if (ls.nomem)
-            st = lk__err(errmsg, LK_ERR_NOMEM, "%s: out of memory", c.source);
+            st = out_of_memory(&c);
         else if (ls.count > 1)
             qsort(ls.v, ls.count, sizeof *ls.v, cmp_numlit);
         c.lits = ls.v;
@@ -1436,7 +1442,7 @@ lk_status lk_loss_from_json(lk_runtime *rt, const char *json, size_t len, const 
     if (!loss) {
         free(ls.v);
         cJSON_Delete(root);
-        return lk__err(errmsg, LK_ERR_NOMEM, "%s: out of memory", c.source);
+        return out_of_memory(&c);
     }
     loss->rt = rt;
     __atomic_add_fetch(&rt->refs, 1, __ATOMIC_RELAXED);
