@@ -36,10 +36,10 @@
 /* ------------------------------------------------------------------------ */
 /* Versions and constants                                                    */
 
-Test(abi, version_is_1_2)
+Test(abi, version_is_1_3)
 {
     cr_expect_eq(LK_ABI_MAJOR, 1, "LK_ABI_MAJOR is %d", LK_ABI_MAJOR);
-    cr_expect_eq(LK_ABI_MINOR, 2, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
+    cr_expect_eq(LK_ABI_MINOR, 3, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
     cr_expect_str_eq(LK_PLUGIN_ENTRY_NAME, "losskit_plugin_entry", "entry name changed");
 }
 
@@ -183,14 +183,20 @@ Test(abi, layout_params)
 Test(abi, layout_slots)
 {
     /* lk_slot_desc: name 0, doc 8, dtypes 16 (4), flags 20 (4), shape 24 (4),
-     * values 28 (4, since 1.1, in what was padding) = 32. */
-    PIN_SIZE(lk_slot_desc, 32);
+     * values 28 (4, since 1.1, in what was padding) = 32; ndims 32 (4,
+     * since 1.3) = 36, padded to 8: 40. */
+    PIN_SIZE(lk_slot_desc, 40);
     PIN_OFF(lk_slot_desc, name, 0);
     PIN_OFF(lk_slot_desc, doc, 8);
     PIN_OFF(lk_slot_desc, dtypes, 16);
     PIN_OFF(lk_slot_desc, flags, 20);
     PIN_OFF(lk_slot_desc, shape, 24);
     PIN_OFF(lk_slot_desc, values, 28);
+    PIN_OFF(lk_slot_desc, ndims, 32);
+    /* the masks: bit d for d dimensions, d = 0 ..= 16 */
+    cr_expect_eq(LK_NDIM_BIT(2), 0x4u);
+    cr_expect_eq(LK_NDIM_ANY, 0x1ffffu);
+    cr_expect_eq(LK_NDIM_FROM(3), 0x1fff8u);
 }
 
 Test(abi, layout_plan_and_block)

@@ -632,6 +632,42 @@ Test(cli, info_shows_what_an_unset_parameter_means)
     proc_free(&r);
 }
 
+/* The numbers of dimensions a slot takes (ABI 1.3's lk_slot_desc.ndims):
+ * the text's shape column and the JSON's "ndims" (null where any). */
+Test(cli, info_shows_the_numbers_of_dimensions_a_slot_takes)
+{
+    proc r = lk(NULL, "info", "ctc", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, "    input          required float32,float64 3 dims ") != NULL, "%s",
+              r.out);
+    cr_expect(strstr(r.out, "    input_lengths  required int64,int32     1 dim ") != NULL, "%s",
+              r.out);
+    proc_free(&r);
+    r = lk(NULL, "info", "multilabel_margin", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, " 0, 1 or 2 dims ") != NULL, "%s", r.out);
+    proc_free(&r);
+    r = lk(NULL, "info", "total_variation", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, " 3 or more dims ") != NULL, "%s", r.out);
+    proc_free(&r);
+
+    r = lk(NULL, "info", "multi_margin", "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *slots = cJSON_GetObjectItemCaseSensitive(root, "slots");
+    cr_assert(cJSON_IsArray(slots) && cJSON_GetArraySize(slots) == 2, "%s", r.out);
+    const cJSON *nd = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(slots, 0), "ndims");
+    cr_expect(cJSON_IsArray(nd) && cJSON_GetArraySize(nd) == 2 &&
+                  cJSON_GetArrayItem(nd, 0)->valuedouble == 1.0 &&
+                  cJSON_GetArrayItem(nd, 1)->valuedouble == 2.0,
+              "input ndims: %s", r.out);
+    nd = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(slots, 1), "ndims");
+    cr_expect(cJSON_IsNull(nd), "target ndims: %s", r.out);
+    cJSON_Delete(root);
+    proc_free(&r);
+}
+
 Test(cli, info_unknown_loss_suggests)
 {
     proc r = lk(NULL, "info", "dcie", NULL);
@@ -1833,7 +1869,8 @@ Test(cli, bench_falls_back_to_rows_without_shape, .timeout = 240)
     bench_shape(LK_SOURCE_ROOT "/configs/multi_margin.json", NULL, rows, 2);
     proc r = lk(NULL, "bench", LK_SOURCE_ROOT "/configs/multi_margin.json", "--shape", "2,3,4,4",
                 "--repeat", "1", NULL);
-    expect_failure(&r, 2, "multi_margin.json", "--shape '2,3,4,4'", "takes (N, C)", NULL);
+    expect_failure(&r, 2, "multi_margin.json", "--shape '2,3,4,4'",
+                   "has 4 dimensions, expected 1 or 2", NULL);
     proc_free(&r);
 }
 

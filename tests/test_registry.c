@@ -423,7 +423,7 @@ Test(registry, wrong_major_is_refused)
     /* The file, its version and the host's. */
     expect_mentions(d, "fx_wrong_major.so");
     expect_mentions(d, "ABI 2.0");
-    expect_mentions(d, "ABI 1.2");
+    expect_mentions(d, "ABI 1.3");
     expect_not_served(rt, "fx_wrong_major");
     lk_runtime_close(rt);
 }
@@ -564,9 +564,35 @@ Test(registry, older_minor_is_read_only_as_far_as_its_structs_go)
     /* the host's copy of the descriptor holds NULL there too: the scan
      * never wrote what lay past the struct */
     cr_expect_null(k->unset, "the scan record carried what lay past a 1.1 parameter");
+    /* and its slot ends before `ndims`: the mask after it (rank 5 only) is
+     * neither read nor carried, so a 1-D input is taken below */
+    const lk_slot_desc *in = info.desc->slots[0];
+    cr_expect_eq(lk_slot_ndims_of(in, info.plugin_abi_minor), 0u, "ndims read from a 1.1 plugin");
+    cr_expect_eq(in->ndims, 0u, "the scan record carried what lay past a 1.1 slot");
     const double x[3] = {1.0, 2.0, 3.0};
     expect_near(eval_json(rt, "{\"loss\": \"fx_older\"}", x, NULL, 3, NULL), 12.0, "2 x the sum");
     lk_runtime_close(rt);
+}
+
+Test(registry, slot_ndims_beyond_max_ndim_are_refused)
+{
+    const char *d;
+    lk_runtime *rt = open_with_good(FX("fx_bad_ndims"), &d);
+    expect_mentions(d, "fx_bad_ndims.so");
+    expect_mentions(d, "'fx_bad_ndims'");
+    expect_mentions(d, "'input'");
+    expect_mentions(d, "names more than 16 dimensions");
+    expect_not_served(rt, "fx_bad_ndims");
+    lk_runtime_close(rt);
+}
+
+Test(registry, ndims_of_a_slot_follows_the_plugins_minor)
+{
+    const lk_slot_desc s = {.name = "input", .ndims = LK_NDIM_BIT(2)};
+    cr_expect_eq(lk_slot_ndims_of(&s, 1), 0u, "minor 1");
+    cr_expect_eq(lk_slot_ndims_of(&s, 2), 0u, "minor 2");
+    cr_expect_eq(lk_slot_ndims_of(&s, 3), LK_NDIM_BIT(2), "minor 3");
+    cr_expect_eq(lk_slot_ndims_of(&s, 4), LK_NDIM_BIT(2), "a newer minor");
 }
 
 Test(registry, unset_of_a_parameter_follows_the_plugins_minor)
@@ -589,8 +615,9 @@ Test(registry, fixture_directory)
      * name order, and the good ones are served. Name order also decides that
      * fx_good.so's fx_sq serves and fx_shadow.so's is shadowed. */
     static const char *const broken[] = {
-        "fx_bad_default", "fx_bad_unset",  "fx_duplicate_id",  "fx_missing_entry",
-        "fx_no_slots",    "fx_null_entry", "fx_null_required", "fx_wrong_major",
+        "fx_bad_default",  "fx_bad_ndims",     "fx_bad_unset",
+        "fx_duplicate_id", "fx_missing_entry", "fx_no_slots",
+        "fx_null_entry",   "fx_null_required", "fx_wrong_major",
     };
     const size_t n_broken = sizeof broken / sizeof broken[0];
     lk_runtime *rt = open_path(LK_FIXTURE_DIR);

@@ -1930,15 +1930,30 @@ Test(edge, messages_name_elements_by_multi_index)
                  LK_ERR_INVALID, "%s", msg);
     cr_expect(strstr(msg, "target[1, 2] = 3 is outside [0, 1]") != NULL, "%s", msg);
 
-    /* a target that does not fit an input of a rank the loss refuses: the
-     * message names the input's shape too */
+    /* an input of a rank the loss refuses, with a target that fits no input
+     * of an accepted rank: the input's rank is what the message reports (the
+     * slot's declared ndims, checked before the target's shape rule) */
     static const int64_t s231[3] = {2, 3, 1};
     int64_t y2[2] = {0, 1};
     lk_tensor mm[2] = {{x, LK_DTYPE_F64, 3, s231, NULL}, {y2, LK_DTYPE_I64, 1, s2, NULL}};
     cr_expect_eq(eval_slots("{\"loss\": \"multi_margin\"}", 2, two, mm, msg, sizeof msg),
                  LK_ERR_SHAPE, "%s", msg);
-    cr_expect(strstr(msg, "expected (2, 1) (the input (2, 3, 1) without dim 1)") != NULL, "%s",
-              msg);
+    cr_expect(strstr(msg, "input (input): shape (2, 3, 1) has 3 dimensions, expected 1 or 2") !=
+                  NULL,
+              "%s", msg);
+    /* an accepted rank with a target that does not fit it: the target's
+     * shape rule, naming the input's shape */
+    static const int64_t s23b[2] = {2, 3};
+    int64_t y3[3] = {0, 1, 2};
+    static const int64_t s3[1] = {3};
+    lk_tensor mm2[2] = {{x, LK_DTYPE_F64, 2, s23b, NULL}, {y3, LK_DTYPE_I64, 1, s3, NULL}};
+    cr_expect_eq(eval_slots("{\"loss\": \"multi_margin\"}", 2, two, mm2, msg, sizeof msg),
+                 LK_ERR_SHAPE, "%s", msg);
+    cr_expect(
+        strstr(msg,
+               "target (target): shape (3,), expected (2,) (the input (2, 3) without dim 1)") !=
+            NULL,
+        "%s", msg);
 }
 
 Test(edge, lovasz_messages_name_elements_by_multi_index)

@@ -33,6 +33,19 @@ static const char *shape_rule_name(int32_t rule)
     }
 }
 
+/* The shape column of a slot: its rule, or where the rule is "any" and the
+ * slot declares its numbers of dimensions (ABI 1.3), those: "1 or 2 dims". */
+static const char *shape_col(const lk_slot_desc *s, uint32_t minor, char *buf, size_t cap)
+{
+    uint32_t ndims = lk_slot_ndims_of(s, minor);
+    if (s->shape != LK_SHAPE_ANY || !ndims)
+        return shape_rule_name(s->shape);
+    char n[80];
+    lk__ndims_str(n, sizeof n, ndims);
+    snprintf(buf, cap, "%s dim%s", n, ndims == LK_NDIM_BIT(1) ? "" : "s");
+    return buf;
+}
+
 static int parse_json_flag(int argc, char **argv, int first, int *json, const char *cmd)
 {
     for (int i = first; i < argc; i++) {
@@ -226,14 +239,19 @@ static void info_text(const lk_loss_info *li)
             printf("      unset: %s\n", unset);
     }
     printf("  tensors:\n");
+    int swidth = 10; /* the name column: the longest slot name's */
+    for (size_t i = 0; d->slots[i]; i++)
+        if ((int)strlen(d->slots[i]->name) > swidth)
+            swidth = (int)strlen(d->slots[i]->name);
     for (size_t i = 0; d->slots[i]; i++) {
         const lk_slot_desc *s = d->slots[i];
-        char dt[96];
+        char dt[96], shape[96];
         dtype_list(s->dtypes, dt, sizeof dt);
-        printf(
-            "    %-10s %-8s %-15s %-20s %s%s\n", s->name,
-            (s->flags & LK_SLOT_OPTIONAL) ? "optional" : "required", dt, shape_rule_name(s->shape),
-            (s->flags & LK_SLOT_DIFFERENTIABLE) ? "[differentiable] " : "", s->doc ? s->doc : "");
+        printf("    %-*s %-8s %-15s %-20s %s%s\n", swidth, s->name,
+               (s->flags & LK_SLOT_OPTIONAL) ? "optional" : "required", dt,
+               shape_col(s, li->plugin_abi_minor, shape, sizeof shape),
+               (s->flags & LK_SLOT_DIFFERENTIABLE) ? "[differentiable] " : "",
+               s->doc ? s->doc : "");
     }
 }
 
@@ -301,6 +319,15 @@ static void info_json(const lk_loss_info *li)
         cJSON_AddBoolToObject(so, "optional", (s->flags & LK_SLOT_OPTIONAL) != 0);
         cJSON_AddBoolToObject(so, "differentiable", (s->flags & LK_SLOT_DIFFERENTIABLE) != 0);
         cJSON_AddStringToObject(so, "shape", shape_rule_name(s->shape));
+        uint32_t ndims = lk_slot_ndims_of(s, li->plugin_abi_minor);
+        if (ndims) {
+            cJSON *nd = cJSON_AddArrayToObject(so, "ndims");
+            for (int k = 0; k <= LK_MAX_NDIM; k++)
+                if (ndims & LK_NDIM_BIT(k))
+                    cJSON_AddItemToArray(nd, cJSON_CreateNumber(k));
+        } else {
+            cJSON_AddNullToObject(so, "ndims");
+        }
         cJSON *dts = cJSON_AddArrayToObject(so, "dtypes");
         for (int32_t t = LK_DTYPE_F32; t <= LK_DTYPE_BOOL; t++)
             if (s->dtypes & LK_DTYPE_BIT(t))

@@ -155,6 +155,16 @@ static lk_status check_slot(const lk_loss *loss, const bound *b, uint32_t s, cha
         return lk__err(err, LK_ERR_DTYPE, "loss '%s'%s: %s (%s): dtype %s is not accepted (%s)",
                        id, where, sd->name, origin, lk_dtype_name(t->dtype), ok);
     }
+    uint32_t ndims = lk_slot_ndims_of(sd, b->e->module->plugin->abi_minor);
+    if (ndims && !(ndims & LK_NDIM_BIT(t->ndim))) {
+        char got[160], want[96];
+        lk_shape_str(got, sizeof got, t->ndim, t->shape);
+        lk__ndims_str(want, sizeof want, ndims);
+        return lk__err(err, LK_ERR_SHAPE,
+                       "loss '%s'%s: %s (%s): shape %s has %d dimension%s, expected %s (%s)", id,
+                       where, sd->name, origin, got, (int)t->ndim, t->ndim == 1 ? "" : "s", want,
+                       sd->doc ? sd->doc : "its declared ranks");
+    }
     int32_t nd;
     int64_t shape[LK_MAX_NDIM];
     if (s > 0 && expected_shape(sd, &b->slots[0], &nd, shape) && !same_shape(t, nd, shape)) {

@@ -43,6 +43,9 @@ char *lk__strdup(const char *s);
 /* v in the fewest significant digits (6 to 17, %g) that read back as v:
  * 0.05, not 0.050000000000000003; inf and -inf as such. */
 void lk__fmt_double(char *buf, size_t cap, double v);
+/* A nonzero mask of LK_NDIM_BIT() in words: "2", "1 or 2", "0, 1 or 2",
+ * "3 or more" (every count from 3 to LK_MAX_NDIM). */
+void lk__ndims_str(char *buf, size_t cap, uint32_t ndims);
 /* Opens path read-only if it is a regular file, without ever blocking (a
  * FIFO is refused, not waited on); *size (may be NULL) gets its size.
  * Returns the descriptor (close-on-exec), or -1 with why (cap bytes) saying

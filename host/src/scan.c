@@ -249,6 +249,11 @@ static const char *check_slot(const lk_slot_desc *s, uint32_t index, uint32_t mi
         return "it is differentiable but accepts non-float dtypes";
     if (minor >= 1 && (s->values < LK_VALUES_DEFAULT || s->values > LK_VALUES_LAST))
         return "its values kind is unknown";
+    if (lk_slot_ndims_of(s, minor) & ~LK_NDIM_ANY) {
+        snprintf(buf, cap, "its ndims mask (0x%x) names more than %d dimensions", s->ndims,
+                 LK_MAX_NDIM);
+        return buf;
+    }
     return NULL;
 }
 
@@ -453,8 +458,9 @@ void lk__scan_write(const lk_plugin *pl, lk__buf *b)
             lk__buf_add(b, "S ", 2);
             lk__buf_str(b, s->name);
             lk__buf_str(b, s->doc);
-            lk__buf_printf(b, "%u %u %d %d\n", s->dtypes, s->flags, s->shape,
-                           pl->abi_minor >= 1 ? s->values : LK_VALUES_DEFAULT);
+            lk__buf_printf(b, "%u %u %d %d %u\n", s->dtypes, s->flags, s->shape,
+                           pl->abi_minor >= 1 ? s->values : LK_VALUES_DEFAULT,
+                           lk_slot_ndims_of(s, pl->abi_minor));
         }
     }
 }
@@ -707,6 +713,7 @@ static const lk_loss_desc *read_loss(reader *r, uint32_t minor)
         s->flags = (uint32_t)rd_int(r, 0, UINT32_MAX);
         s->shape = (int32_t)rd_int(r, INT32_MIN, INT32_MAX);
         s->values = (int32_t)rd_int(r, INT32_MIN, INT32_MAX);
+        s->ndims = (uint32_t)rd_int(r, 0, LK_NDIM_ANY);
         slots[i] = s;
     }
     d->params = params;

@@ -49,6 +49,29 @@ void lk__fmt_double(char *buf, size_t cap, double v)
     }
 }
 
+void lk__ndims_str(char *buf, size_t cap, uint32_t ndims)
+{
+    int lo = 0, last = -1;
+    while (lo <= LK_MAX_NDIM && !(ndims & LK_NDIM_BIT(lo)))
+        lo++;
+    if (lo > 0 && ndims == LK_NDIM_FROM(lo)) {
+        snprintf(buf, cap, "%d or more", lo);
+        return;
+    }
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int d = 0; d <= LK_MAX_NDIM; d++)
+        if (ndims & LK_NDIM_BIT(d))
+            last = d;
+    for (int d = 0, k = 0; d <= LK_MAX_NDIM && used < cap; d++) {
+        if (!(ndims & LK_NDIM_BIT(d)))
+            continue;
+        const char *sep = k == 0 ? "" : d == last ? " or " : ", ";
+        used += (size_t)snprintf(buf + used, cap - used, "%s%d", sep, d);
+        k++;
+    }
+}
+
 /* lk__escape's work: also says how many bytes of src the copy took. */
 static size_t escape_core(char *dst, size_t cap, const char *src, size_t *consumed)
 {
@@ -349,6 +372,11 @@ int32_t lk_reduction_from_name(const char *name)
 }
 
 /* In util.c, which the scanner links too (scan.c reads it). */
+uint32_t lk_slot_ndims_of(const lk_slot_desc *sd, uint32_t plugin_abi_minor)
+{
+    return plugin_abi_minor >= 3 ? sd->ndims : 0;
+}
+
 const char *lk_param_unset_of(const lk_param_desc *pd, uint32_t plugin_abi_minor)
 {
     return plugin_abi_minor >= 2 ? pd->unset : NULL;

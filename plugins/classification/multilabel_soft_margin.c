@@ -130,6 +130,7 @@ static const lk_slot_desc msm_input = {
     .flags = LK_SLOT_DIFFERENTIABLE,
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
+    .ndims = LK_NDIM_FROM(1),
 };
 
 static const lk_slot_desc msm_target = {

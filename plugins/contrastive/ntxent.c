@@ -17,6 +17,7 @@ static const lk_slot_desc ntxent_input = {
     .flags = LK_SLOT_DIFFERENTIABLE,
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
+    .ndims = LK_NDIM_BIT(2),
 };
 static const lk_slot_desc *const ntxent_slots[] = {&ntxent_input, NULL};
 

@@ -18,6 +18,7 @@ static const lk_slot_desc supcon_input = {
     .flags = LK_SLOT_DIFFERENTIABLE,
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
+    .ndims = LK_NDIM_BIT(2),
 };
 static const lk_slot_desc supcon_target = {
     .name = "target",

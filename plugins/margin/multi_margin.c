@@ -53,10 +53,15 @@ static const lk_slot_desc mm_target = {
     LK_DTYPE_BIT(LK_DTYPE_I64),
     0,
     LK_SHAPE_INPUT_NO_CHANNEL,
-    LK_VALUES_CLASS};
-static const lk_slot_desc mm_input = {"input",         "scores (N, C), or (C,) for one row",
-                                      LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
-                                      LK_SHAPE_ANY,    LK_VALUES_REAL};
+    LK_VALUES_CLASS,
+    0};
+static const lk_slot_desc mm_input = {"input",
+                                      "scores (N, C), or (C,) for one row",
+                                      LK_DTYPES_FLOAT,
+                                      LK_SLOT_DIFFERENTIABLE,
+                                      LK_SHAPE_ANY,
+                                      LK_VALUES_REAL,
+                                      LK_NDIM_BIT(1) | LK_NDIM_BIT(2)};
 static const lk_slot_desc *const mm_slots[] LK__UNUSED = {&mm_input, &mm_target, NULL};
 
 static lk_status mm_init(void *inst, const lk_param_value *p, lk_msg *msg)

@@ -18,10 +18,15 @@ static const lk_slot_desc ml_target = {
     LK_DTYPE_BIT(LK_DTYPE_I64),
     0,
     LK_SHAPE_LIKE_INPUT,
-    LK_VALUES_CLASS};
-static const lk_slot_desc ml_input = {"input",         "scores (N, C), or (C,) for one row",
-                                      LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
-                                      LK_SHAPE_ANY,    LK_VALUES_REAL};
+    LK_VALUES_CLASS,
+    0};
+static const lk_slot_desc ml_input = {"input",
+                                      "scores (N, C), (C,) for one row, or () for one class",
+                                      LK_DTYPES_FLOAT,
+                                      LK_SLOT_DIFFERENTIABLE,
+                                      LK_SHAPE_ANY,
+                                      LK_VALUES_REAL,
+                                      LK_NDIM_BIT(0) | LK_NDIM_BIT(1) | LK_NDIM_BIT(2)};
 static const lk_slot_desc *const ml_slots[] LK__UNUSED = {&ml_input, &ml_target, NULL};
 
 static lk_status ml_plan(const void *inst, const lk_tensor *slots, int32_t reduction, lk_plan *plan,

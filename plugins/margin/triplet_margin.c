@@ -73,7 +73,7 @@ static const lk_param_desc *const tm_params[] LK__UNUSED = {&tm_margin, &tm_p, &
 
 #define TM_SLOT(var, nm, dc, shp)                                                                  \
     static const lk_slot_desc var = {                                                              \
-        nm, dc, LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE, shp, LK_VALUES_REAL};
+        nm, dc, LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE, shp, LK_VALUES_REAL, LK_NDIM_FROM(1)};
 TM_SLOT(tm_anchor, "anchor", "anchors: rows along the last dimension, (N, D) or (D,)", LK_SHAPE_ANY)
 TM_SLOT(tm_positive, "positive", "positives, shaped like anchor", LK_SHAPE_LIKE_INPUT)
 TM_SLOT(tm_negative, "negative", "negatives, shaped like anchor", LK_SHAPE_LIKE_INPUT)

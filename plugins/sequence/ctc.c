@@ -76,6 +76,7 @@ static const lk_slot_desc ctc_input = {
     .flags = LK_SLOT_DIFFERENTIABLE,
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
+    .ndims = LK_NDIM_BIT(3),
 };
 
 static const lk_slot_desc ctc_target = {
@@ -85,6 +86,7 @@ static const lk_slot_desc ctc_target = {
     .flags = 0,
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_NONNEGATIVE,
+    .ndims = LK_NDIM_BIT(2),
 };
 
 static const lk_slot_desc ctc_input_lengths = {
@@ -94,6 +96,7 @@ static const lk_slot_desc ctc_input_lengths = {
     .flags = 0,
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_NONNEGATIVE,
+    .ndims = LK_NDIM_BIT(1),
 };
 
 static const lk_slot_desc ctc_target_lengths = {
@@ -103,6 +106,7 @@ static const lk_slot_desc ctc_target_lengths = {
     .flags = 0,
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_NONNEGATIVE,
+    .ndims = LK_NDIM_BIT(1),
 };
 
 static const lk_slot_desc *const ctc_slots[] = {&ctc_input, &ctc_target, &ctc_input_lengths,

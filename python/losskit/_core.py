@@ -112,6 +112,11 @@ def runtime(threads=None, plugin_path=None):
         return rt
 
 
+def _ndims(mask):
+    """The numbers of dimensions a slot's mask accepts, or None for any."""
+    return [k for k in range(L.LK_MAX_NDIM + 1) if mask >> k & 1] or None
+
+
 def _info_dict(rt, info):
     d = info.desc.contents
     slots, params = [], []
@@ -124,6 +129,7 @@ def _info_dict(rt, info):
             "optional": bool(sd.flags & L.SLOT_OPTIONAL),
             "differentiable": bool(sd.flags & L.SLOT_DIFFERENTIABLE),
             "values": lib.lk_slot_values_of(d.slots[i], i, info.plugin_abi_minor),
+            "ndims": _ndims(lib.lk_slot_ndims_of(d.slots[i], info.plugin_abi_minor)),
         })
         i += 1
     i = 0

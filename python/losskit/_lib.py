@@ -72,7 +72,8 @@ class ParamDesc(ctypes.Structure):
 
 
 class SlotDesc(ctypes.Structure):
-    # values (since ABI 1.1) is read through lk_slot_values_of, never directly
+    # values (since ABI 1.1) and ndims (since 1.3) are read through
+    # lk_slot_values_of and lk_slot_ndims_of, never directly
     _fields_ = [("name", ctypes.c_char_p), ("doc", ctypes.c_char_p), ("dtypes", ctypes.c_uint32),
                 ("flags", ctypes.c_uint32), ("shape", ctypes.c_int32)]
 
@@ -142,6 +143,7 @@ _decl("lk_runtime_loss_at", _st, _vp, ctypes.c_size_t, ctypes.POINTER(LossInfo))
 _decl("lk_runtime_find", _st, _vp, ctypes.c_char_p, ctypes.POINTER(LossInfo), ctypes.c_char_p)
 _decl("lk_slot_values_of", ctypes.c_int32, ctypes.POINTER(SlotDesc), ctypes.c_uint32,
       ctypes.c_uint32)
+_decl("lk_slot_ndims_of", ctypes.c_uint32, ctypes.POINTER(SlotDesc), ctypes.c_uint32)
 _decl("lk_param_unset_of", ctypes.c_char_p, ctypes.POINTER(ParamDesc), ctypes.c_uint32)
 _decl("lk_loss_from_json", _st, _vp, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
       ctypes.POINTER(_vp), ctypes.c_char_p)

@@ -176,6 +176,15 @@ class Numpy(unittest.TestCase):
         self.assertEqual(d["reductions"], ["mean"])
         self.assertTrue(d["plugin_file"].endswith(".so"))
         self.assertTrue(losskit.info("ntxent")["whole"])
+        # the numbers of dimensions a slot takes, None where any
+        self.assertEqual(losskit.info("ntxent")["slots"][0]["ndims"], [2])
+        self.assertEqual(losskit.info("multilabel_margin")["slots"][0]["ndims"], [0, 1, 2])
+        self.assertEqual(losskit.info("triplet_margin")["slots"][0]["ndims"], list(range(1, 17)))
+        self.assertIsNone(d["slots"][0]["ndims"])
+        with self.assertRaises(losskit.DataError) as cm:
+            losskit.evaluate({"loss": "multi_margin"}, input=np.zeros((2, 3, 4)),
+                             target=np.zeros(2, dtype=np.int64))
+        self.assertIn("has 3 dimensions, expected 1 or 2", str(cm.exception))
         with self.assertRaises(losskit.ConfigError) as cm:
             losskit.info("dcie")
         self.assertIn("dice", str(cm.exception))

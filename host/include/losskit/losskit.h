@@ -108,6 +108,12 @@ LK_API const lk_plugin *lk_runtime_plugin(const lk_runtime *rt, const char *plug
 LK_API int32_t lk_slot_values_of(const lk_slot_desc *sd, uint32_t index,
                                  uint32_t plugin_abi_minor);
 
+/* The numbers of dimensions slot sd of a loss built against ABI
+ * 1.plugin_abi_minor accepts: its lk_slot_desc.ndims (since 1.3), a mask
+ * of LK_NDIM_BIT(); 0 (any) for a plugin older than 1.3, whose struct has
+ * no such member. */
+LK_API uint32_t lk_slot_ndims_of(const lk_slot_desc *sd, uint32_t plugin_abi_minor);
+
 /* What leaving parameter pd of a loss built against ABI
  * 1.plugin_abi_minor out of a config means, when it has no default value
  * (lk_param_desc.unset, since 1.2); NULL when it has one (and for every

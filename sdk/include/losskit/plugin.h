@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define LK_ABI_MAJOR 1
-#define LK_ABI_MINOR 2
+#define LK_ABI_MINOR 3
 
 #if defined(_WIN32)
 #define LK_EXPORT __declspec(dllexport)
@@ -170,6 +170,17 @@ typedef enum lk_slot_values {
 } lk_slot_values;
 #define LK_VALUES_LAST LK_VALUES_CLASS
 
+/* The numbers of dimensions a slot accepts (since 1.3), a mask of
+ * LK_NDIM_BIT(d) for d = 0 ..= LK_MAX_NDIM; 0 accepts any. The host checks
+ * each slot's rank before its shape rule, slot by slot in order, so that a
+ * rank the loss refuses in slot 0 is reported as that, not as a target
+ * shaped unlike what slot 0's refused rank would imply. A host older than
+ * 1.3 does not read the mask: plan() must still refuse what it cannot
+ * take. */
+#define LK_NDIM_BIT(d)  (1u << (unsigned)(d))
+#define LK_NDIM_ANY     ((LK_NDIM_BIT(LK_MAX_NDIM) << 1) - 1u)
+#define LK_NDIM_FROM(d) (LK_NDIM_ANY & ~(LK_NDIM_BIT(d) - 1u)) /* d or more */
+
 typedef struct lk_slot_desc {
     const char *name;   /* "input", "target", "weight", "var", ... */
     const char *doc;    /* one line */
@@ -177,6 +188,7 @@ typedef struct lk_slot_desc {
     uint32_t flags;     /* LK_SLOT_* flags */
     int32_t shape;      /* an lk_shape_rule */
     int32_t values;     /* since 1.1: an lk_slot_values */
+    uint32_t ndims;     /* since 1.3: a mask of LK_NDIM_BIT(); 0 for any */
 } lk_slot_desc;
 
 /* ------------------------------------------------------------------------ */
