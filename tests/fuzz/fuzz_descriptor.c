@@ -173,6 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             s->flags = byte(&r) % 8;
             s->shape = (int32_t)(int8_t)byte(&r) % 5;
             s->values = (int32_t)(int8_t)byte(&r) % 10;
+            s->ndims = u32(&r) >> (byte(&r) % 32); /* past LK_MAX_NDIM's bits or not */
             slot_ptrs[l][i] = s;
         }
         slot_ptrs[l][ns] = NULL;
@@ -194,7 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lk_plugin pl;
     memset(&pl, 0, sizeof pl);
     pl.abi_major = LK_ABI_MAJOR;
-    pl.abi_minor = byte(&r) % 4; /* 1.0 to 1.3: older, today's and newer */
+    pl.abi_minor = byte(&r) % 5; /* 1.0 to 1.4: older, today's and newer */
     pl.name = byte(&r) % 16 ? "fuzz" : NULL;
     pl.version = byte(&r) % 16 ? "1.0.0" : NULL;
     pl.summary = "fuzzed";
