@@ -121,7 +121,7 @@ static const lk_slot_desc hinge_input = {
     .doc = "logits, any shape (N, ...)",
     .dtypes = LK_DTYPES_FLOAT,
     .flags = LK_SLOT_DIFFERENTIABLE,
-    .shape = LK_SHAPE_LIKE_INPUT,
+    .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
 };
 static const lk_slot_desc hinge_target = {
@@ -141,6 +141,7 @@ static const lk_slot_desc softmax_input = {
     .flags = LK_SLOT_DIFFERENTIABLE,
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
+    .ndims = LK_NDIM_FROM(2),
 };
 static const lk_slot_desc softmax_target = {
     .name = "target",
