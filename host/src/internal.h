@@ -44,7 +44,7 @@ char *lk__strdup(const char *s);
  * 0.05, not 0.050000000000000003; inf and -inf as such. */
 void lk__fmt_double(char *buf, size_t cap, double v);
 /* A nonzero mask of LK_NDIM_BIT() in words: "2", "1 or 2", "0, 1 or 2",
- * "3 or more" (every count from 3 to LK_MAX_NDIM). */
+ * "3 or more" (every count from 3 to LK_MAX_NDIM; "0 or more" for all). */
 void lk__ndims_str(char *buf, size_t cap, uint32_t ndims);
 /* Opens path read-only if it is a regular file, without ever blocking (a
  * FIFO is refused, not waited on); *size (may be NULL) gets its size.

@@ -54,7 +54,7 @@ void lk__ndims_str(char *buf, size_t cap, uint32_t ndims)
     int lo = 0, last = -1;
     while (lo <= LK_MAX_NDIM && !(ndims & LK_NDIM_BIT(lo)))
         lo++;
-    if (lo > 0 && ndims == LK_NDIM_FROM(lo)) {
+    if (lo <= LK_MAX_NDIM && ndims == LK_NDIM_FROM(lo)) {
         snprintf(buf, cap, "%d or more", lo);
         return;
     }
