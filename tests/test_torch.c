@@ -1977,6 +1977,15 @@ Test(edge, lovasz_messages_name_elements_by_multi_index)
     cr_expect_eq(eval_slots("{\"loss\": \"lovasz_softmax\"}", 2, two, s, msg, sizeof msg),
                  LK_ERR_INVALID, "%s", msg);
     cr_expect(strstr(msg, "target[0, 1, 0] = 5 is not a class in [0, C = 3)") != NULL, "%s", msg);
+    /* a 1-D input, which has no class dimension: its rank is the message,
+     * not the target's shape against it (lovasz_softmax's input declares 2
+     * or more dimensions) */
+    static const int64_t s4[1] = {4};
+    lk_tensor r[2] = {{xs, LK_DTYPE_F64, 1, s4, NULL}, {ys, LK_DTYPE_I64, 1, s4, NULL}};
+    cr_expect_eq(eval_slots("{\"loss\": \"lovasz_softmax\"}", 2, two, r, msg, sizeof msg),
+                 LK_ERR_SHAPE, "%s", msg);
+    cr_expect(strstr(msg, "input (input): shape (4,) has 1 dimension, expected 2 or more") != NULL,
+              "%s", msg);
 }
 
 /* The stencil losses' refusal of an infinite input names it by its
