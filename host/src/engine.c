@@ -65,28 +65,31 @@ static int is_c_contiguous(const lk_tensor *t)
     return 1;
 }
 
-/* Checks what any tensor must satisfy, whatever the loss. */
+/* Checks what any tensor must satisfy, whatever the loss. The tensor's
+ * origin is escaped for a message only (SHOWN), not on every call. */
 static lk_status check_tensor(const lk_named_tensor *nt, char *err)
 {
     const lk_tensor *t = &nt->tensor;
     char shown[LK__PATH_BUF];
-    const char *o = lk__short_path(shown, origin_of(nt));
+#define SHOWN lk__short_path(shown, origin_of(nt))
     if (lk_dtype_size(t->dtype) == 0)
-        return lk__err(err, LK_ERR_DTYPE, "%s: invalid dtype code %d", o, t->dtype);
+        return lk__err(err, LK_ERR_DTYPE, "%s: invalid dtype code %d", SHOWN, t->dtype);
     if (t->ndim < 0 || t->ndim > LK_MAX_NDIM || (t->ndim > 0 && !t->shape))
-        return lk__err(err, LK_ERR_SHAPE, "%s: invalid ndim %d (0 to %d)", o, t->ndim, LK_MAX_NDIM);
+        return lk__err(err, LK_ERR_SHAPE, "%s: invalid ndim %d (0 to %d)", SHOWN, t->ndim,
+                       LK_MAX_NDIM);
     int64_t n = 1;
     for (int32_t d = 0; d < t->ndim; d++) {
         if (t->shape[d] < 0)
-            return lk__err(err, LK_ERR_SHAPE, "%s: negative size in dim %d", o, d);
+            return lk__err(err, LK_ERR_SHAPE, "%s: negative size in dim %d", SHOWN, d);
         if (__builtin_mul_overflow(n, t->shape[d], &n) || n > (INT64_MAX >> 4))
-            return lk__err(err, LK_ERR_SHAPE, "%s: element count overflows", o);
+            return lk__err(err, LK_ERR_SHAPE, "%s: element count overflows", SHOWN);
     }
     if (n > 0 && !t->data)
-        return lk__err(err, LK_ERR_INVALID, "%s: data is NULL", o);
+        return lk__err(err, LK_ERR_INVALID, "%s: data is NULL", SHOWN);
     if (!is_c_contiguous(t))
         return lk__err(err, LK_ERR_UNSUPPORTED,
-                       "%s: strided tensors are not supported yet; pass a C-contiguous one", o);
+                       "%s: strided tensors are not supported yet; pass a C-contiguous one", SHOWN);
+#undef SHOWN
     return LK_OK;
 }
 
@@ -142,48 +145,53 @@ static const char *term_where(const lk_loss *loss, const lk__term *term, char *b
 
 static lk_status check_slot(const lk_loss *loss, const bound *b, uint32_t s, char *err)
 {
-    char where[48];
-    term_where(loss, b->term, where, sizeof where);
     const lk_slot_desc *sd = b->e->slots[s];
     const lk_tensor *t = &b->slots[s];
+    uint32_t ndims = lk_slot_ndims_of(sd, b->e->module->plugin->abi_minor);
+    int32_t nd = 0;
+    int64_t shape[LK_MAX_NDIM];
+    int bad_dtype = !(sd->dtypes & LK_DTYPE_BIT(t->dtype));
+    int bad_rank = !bad_dtype && ndims && !(ndims & LK_NDIM_BIT(t->ndim));
+    int bad_shape = !bad_dtype && !bad_rank && s > 0 &&
+                    expected_shape(sd, &b->slots[0], &nd, shape) && !same_shape(t, nd, shape);
+    if (!bad_dtype && !bad_rank && !bad_shape)
+        return LK_OK;
+    /* a refusal: its message's parts (on every call they would cost the
+     * small calls a path escaped per slot) */
+    char where[48];
+    term_where(loss, b->term, where, sizeof where);
     const char *id = b->e->desc->id;
     char origin[LK__PATH_BUF];
     lk__short_path(origin, b->origin[s]);
-    if (!(sd->dtypes & LK_DTYPE_BIT(t->dtype))) {
+    if (bad_dtype) {
         char ok[96];
         dtypes_str(sd->dtypes, ok, sizeof ok);
         return lk__err(err, LK_ERR_DTYPE, "loss '%s'%s: %s (%s): dtype %s is not accepted (%s)",
                        id, where, sd->name, origin, lk_dtype_name(t->dtype), ok);
     }
-    uint32_t ndims = lk_slot_ndims_of(sd, b->e->module->plugin->abi_minor);
-    if (ndims && !(ndims & LK_NDIM_BIT(t->ndim))) {
-        char got[160], want[96];
-        lk_shape_str(got, sizeof got, t->ndim, t->shape);
+    char got[160];
+    lk_shape_str(got, sizeof got, t->ndim, t->shape);
+    if (bad_rank) {
+        char want[96];
         lk__ndims_str(want, sizeof want, ndims);
         return lk__err(err, LK_ERR_SHAPE,
                        "loss '%s'%s: %s (%s): shape %s has %d dimension%s, expected %s (%s)", id,
                        where, sd->name, origin, got, (int)t->ndim, t->ndim == 1 ? "" : "s", want,
                        sd->doc ? sd->doc : "its declared ranks");
     }
-    int32_t nd;
-    int64_t shape[LK_MAX_NDIM];
-    if (s > 0 && expected_shape(sd, &b->slots[0], &nd, shape) && !same_shape(t, nd, shape)) {
-        char got[160], want[160], in[160];
-        lk_shape_str(got, sizeof got, t->ndim, t->shape);
-        lk_shape_str(want, sizeof want, nd, shape);
-        if (sd->shape == LK_SHAPE_LIKE_INPUT)
-            return lk__err(err, LK_ERR_SHAPE,
-                           "loss '%s'%s: %s (%s): shape %s, expected %s (the input's)", id, where,
-                           sd->name, origin, got, want);
-        /* the input's shape named: where the input is itself of a rank the
-         * loss refuses (its plan says so later), the target's expected
-         * shape alone would send the user to reshape the wrong tensor */
-        lk_shape_str(in, sizeof in, b->slots[0].ndim, b->slots[0].shape);
+    char want[160], in[160];
+    lk_shape_str(want, sizeof want, nd, shape);
+    if (sd->shape == LK_SHAPE_LIKE_INPUT)
         return lk__err(err, LK_ERR_SHAPE,
-                       "loss '%s'%s: %s (%s): shape %s, expected %s (the input %s without dim 1)",
-                       id, where, sd->name, origin, got, want, in);
-    }
-    return LK_OK;
+                       "loss '%s'%s: %s (%s): shape %s, expected %s (the input's)", id, where,
+                       sd->name, origin, got, want);
+    /* the input's shape named: where the input is itself of a rank the loss
+     * refuses without declaring it (its plan says so later), the target's
+     * expected shape alone would send the user to reshape the wrong tensor */
+    lk_shape_str(in, sizeof in, b->slots[0].ndim, b->slots[0].shape);
+    return lk__err(err, LK_ERR_SHAPE,
+                   "loss '%s'%s: %s (%s): shape %s, expected %s (the input %s without dim 1)", id,
+                   where, sd->name, origin, got, want, in);
 }
 
 static const lk_named_tensor *find_named(const lk_named_tensor *v, size_t n, const char *name)
