@@ -51,25 +51,20 @@ void lk__fmt_double(char *buf, size_t cap, double v)
 
 void lk__ndims_str(char *buf, size_t cap, uint32_t ndims)
 {
-    int lo = 0, last = -1;
-    while (lo <= LK_MAX_NDIM && !(ndims & LK_NDIM_BIT(lo)))
-        lo++;
-    if (lo <= LK_MAX_NDIM && ndims == LK_NDIM_FROM(lo)) {
+    int lo = __builtin_ctz(ndims), last = 31 - __builtin_clz(ndims); /* ndims != 0 */
+    if (ndims == LK_NDIM_FROM(lo)) {
         snprintf(buf, cap, "%d or more", lo);
         return;
     }
     size_t used = 0;
     buf[0] = '\0';
-    for (int d = 0; d <= LK_MAX_NDIM; d++)
+    for (int d = lo; d <= last && used < cap; d++)
         if (ndims & LK_NDIM_BIT(d))
-            last = d;
-    for (int d = 0, k = 0; d <= LK_MAX_NDIM && used < cap; d++) {
-        if (!(ndims & LK_NDIM_BIT(d)))
-            continue;
-        const char *sep = k == 0 ? "" : d == last ? " or " : ", ";
-        used += (size_t)snprintf(buf + used, cap - used, "%s%d", sep, d);
-        k++;
-    }
+            used += (size_t)snprintf(buf + used, cap - used, "%s%d",
+                                     d == lo     ? ""
+                                     : d == last ? " or "
+                                                 : ", ",
+                                     d);
 }
 
 /* lk__escape's work: also says how many bytes of src the copy took. */
