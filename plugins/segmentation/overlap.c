@@ -161,17 +161,30 @@ static lk_status seg_ew_fwd(const void *inst, const lk_plan *plan, const lk_bloc
     return st;
 }
 
-/* d value / d I and d P of every pair, for one block's backward. */
-static double *seg_coefs(const seg *o, const lk_plan *plan, const lk_block *blk, lk_msg *msg)
+/* d value / d I and d P of every pair, for one block's backward: in small
+ * (SEG_SMALL_COEFS doubles) when they fit, else on the heap (seg_coefs_free).
+ * A small call spends more on an allocation than on its arithmetic. */
+#define SEG_SMALL_PAIRS 64
+#define SEG_SMALL_COEFS (2 * SEG_SMALL_PAIRS + 1)
+static double *seg_coefs(const seg *o, const lk_plan *plan, const lk_block *blk, double *small,
+                         lk_msg *msg)
 {
     size_t n = (size_t)(plan->aux[SEG_AUX_G] * plan->aux[LK_CLS_AUX_C]);
-    double *coef = (double *)malloc((2 * n + 1) * sizeof(double)), value;
+    double *coef = n <= SEG_SMALL_PAIRS ? small : (double *)malloc((2 * n + 1) * sizeof(double));
+    double value;
     if (!coef || seg_eval(o, plan, blk->global, coef, &value) != 0) {
-        free(coef);
+        if (coef != small)
+            free(coef);
         lk_fail(msg, LK_ERR_NOMEM, "out of memory for %zu (group, class) pairs", n);
         return NULL;
     }
     return coef;
+}
+
+static void seg_coefs_free(double *coef, const double *small)
+{
+    if (coef != small)
+        free(coef);
 }
 
 static lk_status seg_ew_bwd(const void *inst, const lk_plan *plan, const lk_block *blk,
@@ -182,7 +195,8 @@ static lk_status seg_ew_bwd(const void *inst, const lk_plan *plan, const lk_bloc
     if (!blk->global)
         return lk_fail(msg, LK_ERR_INTERNAL, "backward called without global statistics");
     const seg local = *(const seg *)inst;
-    double *coef = seg_coefs(&local, plan, blk, msg);
+    double coef_small[SEG_SMALL_COEFS];
+    double *coef = seg_coefs(&local, plan, blk, coef_small, msg);
     if (!coef)
         return LK_ERR_NOMEM;
     lk_status st = LK_OK;
@@ -197,7 +211,7 @@ static lk_status seg_ew_bwd(const void *inst, const lk_plan *plan, const lk_bloc
                  : lk_stats_backward(&local, plan, &sub, seg_ew_consts, seg_ew_grad, msg);
         i = end;
     }
-    free(coef);
+    seg_coefs_free(coef, coef_small);
     return st;
 }
 
@@ -353,7 +367,8 @@ static lk_status seg_mc_bwd(const void *inst, const lk_plan *plan, const lk_bloc
     if (!blk->global)
         return lk_fail(msg, LK_ERR_INTERNAL, "backward called without global statistics");
     const seg local = *(const seg *)inst;
-    double *coef = seg_coefs(&local, plan, blk, msg);
+    double coef_small[SEG_SMALL_COEFS];
+    double *coef = seg_coefs(&local, plan, blk, coef_small, msg);
     if (!coef)
         return LK_ERR_NOMEM;
     int64_t C = plan->aux[LK_CLS_AUX_C], S = plan->aux[LK_CLS_AUX_S];
@@ -368,7 +383,7 @@ static lk_status seg_mc_bwd(const void *inst, const lk_plan *plan, const lk_bloc
         st = lk_classes_backward(&local, plan, &sub, &seg_mc_ops, msg);
         i = end;
     }
-    free(coef);
+    seg_coefs_free(coef, coef_small);
     return st;
 }
 
@@ -516,7 +531,8 @@ static lk_status seg_sc_bwd(const void *inst, const lk_plan *plan, const lk_bloc
         return lk_fail(msg, LK_ERR_INTERNAL, "backward called without global statistics");
     const seg *o = (const seg *)inst;
     seg_row r;
-    double *coef = seg_coefs(o, plan, blk, msg);
+    double coef_small[SEG_SMALL_COEFS];
+    double *coef = seg_coefs(o, plan, blk, coef_small, msg);
     if (!coef)
         return LK_ERR_NOMEM;
     lk_status st = seg_row_open(&r, o, plan, blk, msg);
@@ -550,7 +566,7 @@ static lk_status seg_sc_bwd(const void *inst, const lk_plan *plan, const lk_bloc
     }
     free(g);
     free(r.p);
-    free(coef);
+    seg_coefs_free(coef, coef_small);
     return st;
 }
 
@@ -914,7 +930,8 @@ static void seg_taken(const seg *o, int64_t C, int *taken)
 int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, double *value)
 {
     int64_t G = plan->aux[SEG_AUX_G], C = plan->aux[LK_CLS_AUX_C];
-    int *taken = (int *)malloc(((size_t)C + 1) * sizeof(int));
+    int taken_small[SEG_SMALL_PAIRS + 1];
+    int *taken = C <= SEG_SMALL_PAIRS ? taken_small : (int *)malloc(((size_t)C + 1) * sizeof(int));
     if (!taken)
         return -1;
     seg_taken(o, C, taken);
@@ -947,7 +964,8 @@ int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, 
                 }
             }
     }
-    free(taken);
+    if (taken != taken_small)
+        free(taken);
     double m = den > 0.0 ? num / den : 0.0, dm = den > 0.0 ? 1.0 / den : 0.0;
     if (o->kind->outer_pow && o->gamma != 1.0) {
         /* m^gamma as torch's pow: a negative mean (smooth > smooth_dr) has

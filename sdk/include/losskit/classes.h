@@ -1131,8 +1131,16 @@ static inline lk_cls_chunk lk__cls_chunk(const lk_cls_io *io, int64_t pos, int64
     lk_cls_chunk ch = {pos, 0, NULL, 0, 0};
     int64_t n = end - pos < LK_CLS_CHUNK ? end - pos : LK_CLS_CHUNK;
     if (G) {
-        for (int64_t j = 0; j < n; j++)
-            off[j] = (pos + j) / io->S * io->C * io->S + (pos + j) % io->S;
+        /* one division, then the row's position and start stepped along
+         * (a division a position was a sixth of a small call's forward) */
+        int64_t s = pos % io->S, row = (pos / io->S) * io->C * io->S;
+        for (int64_t j = 0; j < n; j++) {
+            off[j] = row + s;
+            if (++s == io->S) {
+                s = 0;
+                row += io->C * io->S;
+            }
+        }
         ch.off = off;
     } else {
         int64_t s = pos % io->S;
@@ -1214,14 +1222,28 @@ LK_AI lk_status lk__cls_walk(const void *inst, const lk_cls_ops *ops, const lk_c
     return lk__cls_walk_kind(inst, ops, &j, b, bwd, msg);
 }
 
-/* Per-class sums, aligned for the lanes. */
-static inline lk_acc *lk__cls_acc_new(size_t n)
+/* A call's per-class buffers live on the stack up to these counts, on the
+ * heap past them: on a small call an allocation and its free cost more than
+ * the arithmetic (glibc hands the freed top of its heap back to the system
+ * and the next call faults the pages in again). */
+#define LK_CLS_SMALL_ACC 24  /* lk_acc: 3 KiB in AVX-512 lanes */
+#define LK_CLS_SMALL_TAB 128 /* doubles */
+
+/* Per-class sums, aligned for the lanes: small (LK_CLS_SMALL_ACC of them)
+ * when n fits, else the heap (free it when it is not small). */
+static inline lk_acc *lk__cls_acc_new(size_t n, lk_acc *small)
 {
     size_t bytes = (n * sizeof(lk_acc) + 63) / 64 * 64;
-    lk_acc *a = (lk_acc *)aligned_alloc(64, bytes ? bytes : 64);
+    lk_acc *a = n <= LK_CLS_SMALL_ACC ? small : (lk_acc *)aligned_alloc(64, bytes ? bytes : 64);
     for (size_t i = 0; a && i < n; i++)
         a[i] = lk_acc_zero();
     return a;
+}
+
+/* The hooks' table of n doubles: small (LK_CLS_SMALL_TAB) when n fits. */
+static inline double *lk__cls_tab_new(size_t n, double *small)
+{
+    return n <= LK_CLS_SMALL_TAB ? small : (double *)malloc(n * sizeof(double));
 }
 
 LK_AI lk_status lk_classes_forward(const void *inst, const lk_plan *plan, const lk_block *blk,
@@ -1232,32 +1254,35 @@ LK_AI lk_status lk_classes_forward(const void *inst, const lk_plan *plan, const 
     for (uint32_t j = 0; j < LK_CLS_MAX_POS; j++)
         pa[j] = lk_acc_zero();
     lk__cls_blk b = {blk, pa, NULL, lk_zero(), 0, 0};
-    double *tab = NULL;
+    lk_acc ca_small[LK_CLS_SMALL_ACC];
+    double *tab = NULL, tab_small[LK_CLS_SMALL_TAB];
     if (blk->grads && blk->grads[0].data) {
         /* a FUSED loss (lk_cls_spec.target_norm): the gradient too, its
          * divisor folded into grad_scale by the host */
         io.g = blk->grads[0].data;
-        if (ops->n_tab &&
-            !(tab = (double *)malloc((size_t)(io.C * ops->n_tab) * sizeof(double))))
+        if (ops->n_tab && !(tab = lk__cls_tab_new((size_t)(io.C * ops->n_tab), tab_small)))
             return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld classes", (long long)io.C);
         io.tab = tab;
         b.scale = lk_set(ops->prep ? ops->prep(inst, plan, blk, tab) : blk->grad_scale);
         b.acc = (blk->flags & LK_BLOCK_GRAD_ACCUMULATE) != 0;
         b.stream = lk__can_stream(io.g, io.xf, b.acc, 0, plan->n_positions * io.C);
     }
-    if (ops->n_cls && !(b.ca = lk__cls_acc_new((size_t)(io.C * ops->n_cls)))) {
-        free(tab);
+    if (ops->n_cls && !(b.ca = lk__cls_acc_new((size_t)(io.C * ops->n_cls), ca_small))) {
+        if (tab != tab_small)
+            free(tab);
         return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld classes' sums", (long long)io.C);
     }
     lk_status st = lk__cls_walk(inst, ops, &io, &b, 0, msg);
     if (b.stream)
         lk_stream_fence();
-    free(tab);
+    if (tab != tab_small)
+        free(tab);
     for (uint32_t j = 0; st == LK_OK && j < ops->n_pos; j++)
         blk->stats[j] += lk_acc_sum(pa[j]);
     for (int64_t i = 0; st == LK_OK && i < io.C * ops->n_cls; i++) /* i: class i / n_cls */
         blk->stats[ops->n_pos + (i % ops->n_cls) * io.C + i / ops->n_cls] += lk_acc_sum(b.ca[i]);
-    free(b.ca);
+    if (b.ca != ca_small)
+        free(b.ca);
     return st;
 }
 
@@ -1271,8 +1296,8 @@ LK_AI lk_status lk_classes_backward(const void *inst, const lk_plan *plan, const
     lk_cls_io io = lk__cls_io(plan, blk);
     io.g = blk->grads[0].data;
     io.out = NULL;
-    double *tab = NULL, scale = blk->grad_scale;
-    if (ops->n_tab && !(tab = (double *)malloc((size_t)(io.C * ops->n_tab) * sizeof(double))))
+    double *tab = NULL, tab_small[LK_CLS_SMALL_TAB], scale = blk->grad_scale;
+    if (ops->n_tab && !(tab = lk__cls_tab_new((size_t)(io.C * ops->n_tab), tab_small)))
         return lk_fail(msg, LK_ERR_NOMEM, "out of memory for %lld classes", (long long)io.C);
     if (ops->prep)
         scale = ops->prep(inst, plan, blk, tab);
@@ -1283,7 +1308,8 @@ LK_AI lk_status lk_classes_backward(const void *inst, const lk_plan *plan, const
     lk_status st = lk__cls_walk(inst, ops, &io, &b, 1, msg);
     if (b.stream)
         lk_stream_fence();
-    free(tab);
+    if (tab != tab_small)
+        free(tab);
     return st;
 }
 
