@@ -1076,7 +1076,60 @@ Test(cli, target_outside_its_range_is_data)
     write_npy(tmp("t.npy"), LK_DTYPE_F64, t, 2, shape_rc);
     proc r = lk(NULL, "run", CLI_DIR "/dice.json", "--input", tmp("x.npy"), "--target",
                 tmp("t.npy"), NULL);
-    expect_failure(&r, 4, "target[1, 1] = 2", NULL); /* element 5 of the (R, C) target */
+    /* element 5 of the (R, C) target, the file after its index; a refusal
+     * of the data in forward carries no "forward:" */
+    expect_failure(&r, 4, "loss 'dice': target[1, 1] (", tmp("t.npy"), ") = 2 is outside [0, 1]",
+                   NULL);
+    proc_free(&r);
+}
+
+/* A loss's own refusal names the tensor's file after the slot's name, as
+ * the host's checks do. */
+Test(cli, a_loss_refusal_names_the_tensor_file)
+{
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    const int64_t four[1] = {4};
+    write_npy(tmp("t4.npy"), LK_DTYPE_F64, t, 1, four);
+    write_text(tmp("focal.json"), "{\"loss\": \"focal\"}");
+    proc r = lk(NULL, "run", tmp("focal.json"), "--input", tmp("x.npy"), "--target", tmp("t4.npy"),
+                NULL);
+    expect_failure(&r, 4, "loss 'focal': target (", tmp("t4.npy"), "): shape (4,), expected (3, 4)",
+                   NULL);
+    proc_free(&r);
+}
+
+/* A slot shaped like the first one is compared with it, and the message
+ * names that first slot and its file: the first may be the wrong one
+ * (triplet_margin's anchor, which no slot called input stands for). */
+Test(cli, a_shape_rule_names_the_slot_it_follows)
+{
+    double v[15];
+    for (int i = 0; i < 15; i++)
+        v[i] = logit_at(i);
+    const int64_t five[2] = {5, 3}, two[2] = {2, 3};
+    write_npy(tmp("a5.npy"), LK_DTYPE_F64, v, 2, five);
+    write_npy(tmp("p2.npy"), LK_DTYPE_F64, v, 2, two);
+    write_text(tmp("triplet.json"), "{\"loss\": \"triplet_margin\"}");
+    char a[PATH_MAX + 16], p[PATH_MAX + 16], n[PATH_MAX + 16];
+    snprintf(a, sizeof a, "anchor=%s", tmp("a5.npy"));
+    snprintf(p, sizeof p, "positive=%s", tmp("p2.npy"));
+    snprintf(n, sizeof n, "negative=%s", tmp("p2.npy"));
+    proc r =
+        lk(NULL, "run", tmp("triplet.json"), "--tensor", a, "--tensor", p, "--tensor", n, NULL);
+    expect_failure(&r, 4, "loss 'triplet_margin': positive (", tmp("p2.npy"),
+                   "): shape (2, 3), expected (5, 3), the shape of anchor (", tmp("a5.npy"), ")",
+                   NULL);
+    proc_free(&r);
+    double x[NX], t[NX];
+    write_xt_f64(x, t);
+    const int64_t other[2] = {C, R};
+    write_npy(tmp("t43.npy"), LK_DTYPE_F64, t, 2, other);
+    r = lk(NULL, "run", CLI_DIR "/mse.json", "--input", tmp("x.npy"), "--target", tmp("t43.npy"),
+           NULL);
+    expect_failure(&r, 4, "target (", tmp("t43.npy"),
+                   "): shape (4, 3), expected (3, 4), the shape of input (", tmp("x.npy"), ")",
+                   NULL);
     proc_free(&r);
 }
 
@@ -1313,6 +1366,17 @@ Test(cli, help_of_an_unknown_command_is_usage)
 {
     proc r = lk(NULL, "help", "frob", NULL);
     expect_failure(&r, 2, "help: unknown command 'frob'", NULL);
+    proc_free(&r);
+}
+
+Test(cli, version_refuses_an_argument)
+{
+    proc r = lk(NULL, "version", "frob", NULL);
+    expect_failure(&r, 2, "version: unexpected argument 'frob'", NULL);
+    proc_free(&r);
+    r = lk(NULL, "version", NULL);
+    expect_ok(&r);
+    cr_assert(strstr(r.out, "plugin ABI"), "%s", r.out);
     proc_free(&r);
 }
 

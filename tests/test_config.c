@@ -1289,13 +1289,13 @@ Test(config, focal_multiclass_targets_checked)
     y[4] = 4; /* not a class, and no ignore_index */
     cr_assert_eq(eval_mode(mc, x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg), LK_ERR_INVALID);
     cr_assert(
-        strstr(msg, "target[1, 1] = 4 is not a class index in [0, 4) (no ignore_index is set)"),
+        strstr(msg, "target[1, 1] (t) = 4 is not a class index in [0, 4) (no ignore_index is set)"),
         "%s", msg);
     y[4] = -100; /* -100 is not ignored unless asked for */
     cr_assert_eq(eval_mode(mc, x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg), LK_ERR_INVALID);
     y[4] = INT64_MIN; /* nor the class driver's stand-in for "no ignore_index" */
     cr_assert_eq(eval_mode(mc, x, 3, xs, y, LK_DTYPE_I64, 2, ys, g, &v, msg), LK_ERR_INVALID);
-    cr_assert(strstr(msg, "target[1, 1] = -9223372036854775808 is not a class index in [0, 4)"),
+    cr_assert(strstr(msg, "target[1, 1] (t) = -9223372036854775808 is not a class index in [0, 4)"),
               "%s", msg);
     cr_assert_eq(eval_mode("{\"loss\": \"focal\", \"params\": {\"mode\": \"multiclass\", "
                            "\"alpha\": [1, 2, 3]}}",
@@ -1416,7 +1416,7 @@ Test(config, bce_ignore_index_count)
                 t[at] = 2.0;
                 char want_msg[96];
                 snprintf(want_msg, sizeof want_msg,
-                         "target[%lld] = 2 is outside [0, 1] and not ignore_index -100",
+                         "target[%lld] (t) = 2 is outside [0, 1] and not ignore_index -100",
                          (long long)at);
                 cr_expect_eq(bce_ig_eval(f32, n, x, t, &v, msg), LK_ERR_INVALID,
                              "%s, %lld elements, bad at %lld", f32 ? "float32" : "float64",
@@ -1447,12 +1447,12 @@ Test(config, bce_ignore_index)
     cr_assert(close_to(v, sum / 16.0, 1e-14), "%.17g, want %.17g", v, sum / 16.0);
     t[4] = 2.0;
     cr_assert_eq(eval_mode(ig, x, 3, xs, t, LK_DTYPE_F64, 3, xs, g, &v, msg), LK_ERR_INVALID);
-    cr_assert(strstr(msg, "target[0, 1, 1] = 2 is outside [0, 1] and not ignore_index 255"), "%s",
-              msg);
+    cr_assert(strstr(msg, "target[0, 1, 1] (t) = 2 is outside [0, 1] and not ignore_index 255"),
+              "%s", msg);
     /* without ignore_index, 255 is an invalid target as before */
     t[4] = 1.0;
     cr_assert_eq(
         eval_mode("{\"loss\": \"bce_with_logits\"}", x, 3, xs, t, LK_DTYPE_F64, 3, xs, g, &v, msg),
         LK_ERR_INVALID);
-    cr_assert(strstr(msg, "target[0, 0, 0] = 255 is outside [0, 1]"), "%s", msg);
+    cr_assert(strstr(msg, "target[0, 0, 0] (t) = 255 is outside [0, 1]"), "%s", msg);
 }

@@ -900,6 +900,48 @@ Test(edge, margin_ranking_infinite_target)
             }
 }
 
+/* multilabel_soft_margin at an infinite target: torch's t log sigmoid(x) +
+ * (1 - t) log sigmoid(-x) is inf - inf, so the row's value is NaN (the
+ * stable form alone gave +-inf), and the gradient sigmoid(x) - t is -+inf
+ * there, as torch's autograd; the other classes' gradients stay the
+ * formula's. A finite soft target is unaffected. Every path, both dtypes. */
+Test(edge, multilabel_soft_margin_infinite_target)
+{
+    enum { N = 3 };
+    static const double x[N] = {0.5, -1.0, 2.0};
+    static const double targets[3][N] = {{-HUGE_VAL, 1.0, 0.0}, {HUGE_VAL, 1.0, 0.0},
+                                         {0.25, 1.0, 0.0}};
+    const char *names[2] = {"input", "target"};
+    for (int k = 0; k < 3; k++)
+        for (int f32 = 0; f32 <= 1; f32++)
+            for (int path = 0; path < N_PATHS; path++) {
+                char err[LK_ERRMSG_CAP];
+                const double *data[2] = {x, targets[k]};
+                double g[N], v;
+                double *grads[1] = {g};
+                lk_status st = mg_eval("{\"loss\": \"multilabel_soft_margin\", "
+                                       "\"reduction\": \"sum\"}",
+                                       path, f32, N, 2, names, data, 1, NULL, grads, &v, err);
+                cr_assert_eq(st, LK_OK, "%s f32 %d: %s", path_names[path], f32, err);
+                double want = 0.0;
+                for (int i = 0; i < N; i++) {
+                    double xi = mg_round(f32, x[i]), ti = mg_round(f32, targets[k][i]);
+                    double sg = 1.0 / (1.0 + exp(-xi));
+                    want += (ti * log1p(exp(-xi)) + (1.0 - ti) * log1p(exp(xi))) / N;
+                    double wg = (sg - ti) / N;
+                    cr_expect(isinf(wg) ? g[i] == wg : mg_same(g[i], wg, f32 ? 1e-6 : 1e-14),
+                              "target %d %s f32 %d: grad[%d] = %g, want %g", k, path_names[path],
+                              f32, i, g[i], wg);
+                }
+                if (k < 2)
+                    cr_expect(isnan(v), "target %d %s f32 %d: value %g, want NaN", k,
+                              path_names[path], f32, v);
+                else
+                    cr_expect(mg_same(v, want, f32 ? 1e-6 : 1e-14), "%s f32 %d: value %.17g, want %.17g",
+                              path_names[path], f32, v, want);
+            }
+}
+
 /* ||v||_p and d ||v||_p / dv_i (into g) in long double, through the
  * row's largest |v_i|, which keeps every power within [0, 1]. */
 static long double tm_ref_norm(int n, const long double *v, long double p, long double *g)

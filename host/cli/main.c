@@ -345,6 +345,10 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        if (argc > 2) {
+            cli_error("version: unexpected argument '%s'; usage: losskit version", argv[2]);
+            return EXIT_USAGE;
+        }
         printf("losskit %s (plugin ABI %d.%d)\n", LK_VERSION_STRING, LK_ABI_MAJOR, LK_ABI_MINOR);
         return EXIT_OK;
     }

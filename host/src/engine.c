@@ -179,19 +179,29 @@ static lk_status check_slot(const lk_loss *loss, const bound *b, uint32_t s, cha
                        where, sd->name, origin, got, (int)t->ndim, t->ndim == 1 ? "" : "s", want,
                        sd->doc ? sd->doc : "its declared ranks");
     }
-    char want[160], in[160];
+    /* the first slot named, with its tensor: the rule is relative to it,
+     * and it may be the one that is wrong (an anchor of the wrong batch
+     * size is reported at the positive that disagrees with it) */
+    char want[160], in[160], first[LK__PATH_BUF + 80], o0[LK__PATH_BUF];
     lk_shape_str(want, sizeof want, nd, shape);
+    const char *name0 = b->e->slots[0]->name;
+    lk__short_path(o0, b->origin[0]);
+    if (strcmp(o0, name0) == 0)
+        snprintf(first, sizeof first, "%s", name0);
+    else
+        snprintf(first, sizeof first, "%s (%s)", name0, o0);
     if (sd->shape == LK_SHAPE_LIKE_INPUT)
         return lk__err(err, LK_ERR_SHAPE,
-                       "loss '%s'%s: %s (%s): shape %s, expected %s (the input's)", id, where,
-                       sd->name, origin, got, want);
+                       "loss '%s'%s: %s (%s): shape %s, expected %s, the shape of %s", id, where,
+                       sd->name, origin, got, want, first);
     /* the input's shape named: where the input is itself of a rank the loss
      * refuses without declaring it (its plan says so later), the target's
      * expected shape alone would send the user to reshape the wrong tensor */
     lk_shape_str(in, sizeof in, b->slots[0].ndim, b->slots[0].shape);
-    return lk__err(err, LK_ERR_SHAPE,
-                   "loss '%s'%s: %s (%s): shape %s, expected %s (the input %s without dim 1)", id,
-                   where, sd->name, origin, got, want, in);
+    return lk__err(
+        err, LK_ERR_SHAPE,
+        "loss '%s'%s: %s (%s): shape %s, expected %s: the shape of %s, %s, without dim 1", id,
+        where, sd->name, origin, got, want, first, in);
 }
 
 static const lk_named_tensor *find_named(const lk_named_tensor *v, size_t n, const char *name)
@@ -331,6 +341,56 @@ static void bound_where(const lk_loss *loss, const bound *b, char *buf, size_t c
         term_where(loss, b->term, buf, cap);
 }
 
+/* The tensor a slot read, for a message: its file, or the name the caller
+ * gave it; NULL where that says nothing the slot's name does not (the
+ * API's tensors named as their slots) or where bound_where names it. */
+static const char *shown_origin(const bound *b, uint32_t s, char *buf)
+{
+    const char *o = b->origin[s];
+    if (!o || b->term->bound[s] || strcmp(o, b->e->slots[s]->name) == 0)
+        return NULL;
+    return lk__short_path(buf, o);
+}
+
+/* A plugin's message names its tensors by slot, as "target: shape ...",
+ * "input[0, 2] = 1.5 is ..." or "var has ...": the tensor's origin goes
+ * after the slot's name, or after its element's index, as the host's own
+ * messages put it ("target (t.npy): ...", "input[0, 2] (x.npy) = ..."). A
+ * message that starts otherwise is copied as it is. */
+static void with_origin(const bound *b, const char *msg, char *out, size_t cap)
+{
+    for (uint32_t s = 0; s < b->e->n_slots; s++) {
+        const char *name = b->e->slots[s]->name;
+        size_t n = strlen(name);
+        if (strncmp(msg, name, n) != 0 || (msg[n] != ':' && msg[n] != ' ' && msg[n] != '['))
+            continue;
+        char buf[LK__PATH_BUF];
+        const char *o = shown_origin(b, s, buf);
+        if (!o)
+            break;
+        if (msg[n] == '[') {
+            const char *close = strchr(msg + n, ']');
+            if (!close)
+                break;
+            n = (size_t)(close + 1 - msg);
+        }
+        snprintf(out, cap, "%.*s (%s)%s", (int)n, msg, o, msg + n);
+        return;
+    }
+    snprintf(out, cap, "%s", msg);
+}
+
+/* A plugin's refusal: the loss, its term and bindings, the stage ("" or
+ * "backward: "), and the plugin's message with its tensors' origins. */
+static lk_status plugin_err(const lk_loss *loss, const bound *b, lk_status st, const char *stage,
+                            const char *msg, char *err)
+{
+    char where[LK_ERRMSG_CAP / 2], text[LK_ERRMSG_CAP];
+    bound_where(loss, b, where, sizeof where);
+    with_origin(b, msg[0] ? msg : lk_status_text(st), text, sizeof text);
+    return lk__err(err, st, "loss '%s'%s: %s%s", b->e->desc->id, where, stage, text);
+}
+
 static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
 {
     const lk_loss_desc *d = b->e->impl;
@@ -339,12 +399,8 @@ static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
         char msg[LK_ERRMSG_CAP / 2] = "";
         lk_msg m = {msg, sizeof msg};
         lk_status st = d->plan(b->term->instance, b->slots, loss->reduction, &b->plan, &m);
-        if (st != LK_OK) {
-            char where[LK_ERRMSG_CAP / 2];
-            bound_where(loss, b, where, sizeof where);
-            return lk__err(args->errmsg, st, "loss '%s'%s: %s", d->id, where,
-                           msg[0] ? msg : lk_status_text(st));
-        }
+        if (st != LK_OK)
+            return plugin_err(loss, b, st, "", msg, args->errmsg);
     }
     char why[160];
     if (!plan_ok(&b->plan, why, sizeof why))
@@ -479,12 +535,8 @@ static lk_status run_blocks(const lk_loss *loss, run *r, lk_eval_args *args)
     pthread_mutex_init(&r->lock, NULL);
     lk_status st = lk__pool_for(loss->rt->pool, n_blocks, 1, block_task, r);
     pthread_mutex_destroy(&r->lock);
-    if (st != LK_OK) {
-        char where[48];
-        return lk__err(args->errmsg, st, "loss '%s'%s: %s: %s", r->b->e->desc->id,
-                       term_where(loss, r->b->term, where, sizeof where),
-                       r->backward ? "backward" : "forward", r->err);
-    }
+    if (st != LK_OK) /* forward's refusals are the data's; backward's are rare */
+        return plugin_err(loss, r->b, st, r->backward ? "backward: " : "", r->err, args->errmsg);
     return LK_OK;
 }
 
@@ -541,12 +593,8 @@ static lk_status finalize(const lk_loss *loss, const bound *b, const lk_plan *pl
     char msg[LK_ERRMSG_CAP / 2] = "";
     lk_msg m = {msg, sizeof msg};
     lk_status st = d->finalize(b->term->instance, plan, stats, loss->reduction, value, &m);
-    if (st != LK_OK) {
-        char where[48];
-        return lk__err(args->errmsg, st, "loss '%s'%s: finalize: %s", d->id,
-                       term_where(loss, b->term, where, sizeof where),
-                       msg[0] ? msg : lk_status_text(st));
-    }
+    if (st != LK_OK)
+        return plugin_err(loss, b, st, "finalize: ", msg, args->errmsg);
     return LK_OK;
 }
 
@@ -578,12 +626,8 @@ static lk_status run_whole(const lk_loss *loss, const bound *b, lk_eval_args *ar
     char msg[LK_ERRMSG_CAP / 2] = "";
     lk_msg m = {msg, sizeof msg};
     lk_status st = d->whole(b->term->instance, &b->plan, &w, value, &m);
-    if (st != LK_OK) {
-        char where[48];
-        return lk__err(args->errmsg, st, "loss '%s'%s: %s", d->id,
-                       term_where(loss, b->term, where, sizeof where),
-                       msg[0] ? msg : lk_status_text(st));
-    }
+    if (st != LK_OK)
+        return plugin_err(loss, b, st, "", msg, args->errmsg);
     return LK_OK;
 }
 

@@ -74,7 +74,10 @@ LK_AI void msm_elem(const msm *m, int64_t c, int k, lk_v x, lk_v t, lk_v *loss, 
 {
     lk_sigm p = lk_sigm_of(x);
     lk_v L = lk_sigm_log1p(&p);
-    *loss = lk_bce_logits_of1(&p, L, t);
+    /* torch's t log sigmoid(x) + (1 - t) log sigmoid(-x) is inf - inf, NaN,
+     * at an infinite target, where the stable form gives +-inf: t - t is
+     * 0 for every finite t and NaN there */
+    *loss = lk_add(lk_bce_logits_of1(&p, L, t), lk_sub(t, t));
     *grad = lk_sigm_minus_t(&p, t);
     if (m->w.n) {
         lk_v w = m->w.n == 1 ? lk_set(m->w.d[0]) : cls_weights_load(&m->w, c, k);
