@@ -909,8 +909,8 @@ Test(edge, multilabel_soft_margin_infinite_target)
 {
     enum { N = 3 };
     static const double x[N] = {0.5, -1.0, 2.0};
-    static const double targets[3][N] = {{-HUGE_VAL, 1.0, 0.0}, {HUGE_VAL, 1.0, 0.0},
-                                         {0.25, 1.0, 0.0}};
+    static const double targets[3][N] = {
+        {-HUGE_VAL, 1.0, 0.0}, {HUGE_VAL, 1.0, 0.0}, {0.25, 1.0, 0.0}};
     const char *names[2] = {"input", "target"};
     for (int k = 0; k < 3; k++)
         for (int f32 = 0; f32 <= 1; f32++)
@@ -937,8 +937,8 @@ Test(edge, multilabel_soft_margin_infinite_target)
                     cr_expect(isnan(v), "target %d %s f32 %d: value %g, want NaN", k,
                               path_names[path], f32, v);
                 else
-                    cr_expect(mg_same(v, want, f32 ? 1e-6 : 1e-14), "%s f32 %d: value %.17g, want %.17g",
-                              path_names[path], f32, v, want);
+                    cr_expect(mg_same(v, want, f32 ? 1e-6 : 1e-14),
+                              "%s f32 %d: value %.17g, want %.17g", path_names[path], f32, v, want);
             }
 }
 
