@@ -36,10 +36,10 @@
 /* ------------------------------------------------------------------------ */
 /* Versions and constants                                                    */
 
-Test(abi, version_is_1_3)
+Test(abi, version_is_1_4)
 {
     cr_expect_eq(LK_ABI_MAJOR, 1, "LK_ABI_MAJOR is %d", LK_ABI_MAJOR);
-    cr_expect_eq(LK_ABI_MINOR, 3, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
+    cr_expect_eq(LK_ABI_MINOR, 4, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
     cr_expect_str_eq(LK_PLUGIN_ENTRY_NAME, "losskit_plugin_entry", "entry name changed");
 }
 
@@ -96,6 +96,7 @@ Test(abi, enum_values)
     cr_expect_eq(LK_SHAPE_INPUT_NO_CHANNEL, 2, "shape rule");
 
     cr_expect_eq(LK_BLOCK_GRAD_ACCUMULATE, 0x1u, "block flag");
+    cr_expect_eq(LK_PLAN_STATS_PER_SAMPLE, 0x1u, "plan flag (since 1.4)");
     cr_expect_eq(LK_LOSS_FUSED, 0x1u, "loss flag");
     cr_expect_eq(LK_LOSS_WHOLE, 0x2u, "loss flag");
 
@@ -203,8 +204,9 @@ Test(abi, layout_plan_and_block)
 {
     /* lk_plan: n_positions 0, block_positions 8 (8 each), n_stats 16 (4),
      * out_ndim 20 (4), out_shape 24 (16 * 8 = 128, to 152), mean_norm 152,
-     * aux 160 (8 * 8, to 224), auxf 224 (8 * 8, to 288) = 288. */
-    PIN_SIZE(lk_plan, 288);
+     * aux 160 (8 * 8, to 224), auxf 224 (8 * 8, to 288), flags 288 (4,
+     * since 1.4, padded to 8) = 296. */
+    PIN_SIZE(lk_plan, 296);
     PIN_OFF(lk_plan, n_positions, 0);
     PIN_OFF(lk_plan, block_positions, 8);
     PIN_OFF(lk_plan, n_stats, 16);
@@ -213,6 +215,7 @@ Test(abi, layout_plan_and_block)
     PIN_OFF(lk_plan, mean_norm, 152);
     PIN_OFF(lk_plan, aux, 160);
     PIN_OFF(lk_plan, auxf, 224);
+    PIN_OFF(lk_plan, flags, 288);
 
     /* lk_block: begin 0, end 8, slots 16, grads 24, out 32, stats 40,
      * global 48, grad_scale 56 (8 each), reduction 64 (4), flags 68 (4) = 72. */

@@ -301,6 +301,51 @@ Test(split, whole_batch_loss_refused)
     lk_loss_free(loss);
 }
 
+/* A region loss with per-sample statistics (dice per_sample,
+ * generalized_dice's default, a MONAI-style sum with one): summed across
+ * processes, sample i of one shard would be added to sample i of the
+ * other, a silently wrong value. Refused, naming the term; the same losses
+ * without per-sample statistics are split exactly (dice_binary above), and
+ * lk_loss_eval is unaffected. */
+Test(split, per_sample_statistics_refused)
+{
+    static const char *const configs[] = {
+        "{\"loss\": \"dice\", \"params\": {\"per_sample\": true}}",
+        "{\"loss\": \"generalized_dice\"}",
+        "{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"iou\", \"params\": "
+        "{\"per_sample\": true}}]}",
+    };
+    static const char *const wants[] = {"loss 'dice' keeps its statistics per sample",
+                                        "loss 'generalized_dice' keeps its statistics per sample",
+                                        "loss 'iou' ($.terms[1]) keeps its statistics per sample"};
+    double x[8] = {-1, 2, -3, 4, 0.5, -0.6, 0.7, -0.8}, t[8] = {0, 1, 0, 1, 1, 0, 1, 0}, g[8];
+    int64_t shape[3] = {2, 1, 4};
+    for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
+        lk_loss *loss = load(configs[k]);
+        lk_named_tensor two[2] = {{"input", {x, LK_DTYPE_F64, 3, shape, NULL}, NULL},
+                                  {"target", {t, LK_DTYPE_F64, 3, shape, NULL}, NULL}};
+        lk_named_tensor gr[1] = {{"input", {g, LK_DTYPE_F64, 3, shape, NULL}, NULL}};
+        lk_eval_args args;
+        lk_eval_args_init(&args);
+        args.tensors = two;
+        args.n_tensors = 2;
+        size_t count = 7;
+        cr_assert_eq(lk_loss_stats_count(loss, &args, &count), LK_ERR_UNSUPPORTED, "%s",
+                     configs[k]);
+        cr_assert(strstr(args.errmsg, wants[k]), "%s", args.errmsg);
+        cr_assert(strstr(args.errmsg, "would add different samples together"), "%s", args.errmsg);
+        double st[64], v = 0;
+        cr_assert_eq(lk_loss_stats(loss, &args, st, 64), LK_ERR_UNSUPPORTED);
+        args.grads = gr;
+        args.n_grads = 1;
+        cr_assert_eq(lk_loss_finish(loss, &args, st, 64, &v), LK_ERR_UNSUPPORTED);
+        cr_assert(strstr(args.errmsg, wants[k]), "%s", args.errmsg);
+        cr_assert_eq(lk_loss_eval(loss, &args, &v), LK_OK, "%s", args.errmsg);
+        cr_assert(isfinite(v));
+        lk_loss_free(loss);
+    }
+}
+
 static const split_case classes_unit = {4, {7, 4, 30, 40}, T_UNIT, 0};
 
 Test(split, focal_modes_and_bce_options)

@@ -776,7 +776,8 @@ static lk_status split_ok(const lk_loss *loss, lk_eval_args *args)
 /* Binds and plans every term before any kernel runs, so that a bad tensor
  * never leaves half-written gradients behind; *n_split is the length of
  * the split statistics. */
-static lk_status bind_all(const lk_loss *loss, lk_eval_args *args, bound *bs, size_t *n_split)
+static lk_status bind_all(const lk_loss *loss, lk_eval_args *args, bound *bs, size_t *n_split,
+                          int split)
 {
     lk_status st = LK_OK;
     *n_split = 0;
@@ -786,6 +787,16 @@ static lk_status bind_all(const lk_loss *loss, lk_eval_args *args, bound *bs, si
             st = plan_term(loss, &bs[i], args);
         if (st == LK_OK && i == 0)
             st = check_out(loss, &bs[0], args);
+        /* the host zeroes plan.flags before plan(): a plugin older than
+         * ABI 1.4 leaves them 0 */
+        if (st == LK_OK && split && (bs[i].plan.flags & LK_PLAN_STATS_PER_SAMPLE)) {
+            char where[48];
+            st = lk__err(args->errmsg, LK_ERR_UNSUPPORTED,
+                         "loss '%s'%s keeps its statistics per sample: summed across processes "
+                         "they would add different samples together; gather the batch on one "
+                         "process, or use the loss without per-sample statistics",
+                         bs[i].e->desc->id, term_where(loss, &loss->terms[i], where, sizeof where));
+        }
         if (st == LK_OK)
             *n_split += SPLIT_HEAD + bs[i].plan.n_stats;
     }
@@ -812,7 +823,7 @@ static lk_status eval_common(const lk_loss *loss, lk_eval_args *args, double *va
     if (!bs)
         return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory");
     size_t need = 0;
-    st = bind_all(loss, args, bs, &need);
+    st = bind_all(loss, args, bs, &need, mode != RUN_EVAL);
     if (st == LK_OK && mode != RUN_EVAL && n_split != need)
         st = lk__err(args->errmsg, LK_ERR_INVALID,
                      "%s: %zu statistics given, but these tensors have %zu (see "
@@ -874,7 +885,7 @@ lk_status lk_loss_stats_count(const lk_loss *loss, lk_eval_args *args, size_t *c
     bound *bs = loss->n_terms <= 2 ? local : calloc(loss->n_terms, sizeof *bs);
     if (!bs)
         return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory");
-    st = bind_all(loss, args, bs, count);
+    st = bind_all(loss, args, bs, count, 1);
     if (bs != local)
         free(bs);
     return st;

@@ -910,6 +910,10 @@ lk_status seg_plan(const void *inst, const lk_tensor *slots, int32_t reduction, 
     plan->aux[LK_CLS_AUX_IGNORE] = o->idx_ignore;
     plan->aux[SEG_AUX_G] = G;
     plan->aux[SEG_AUX_PER] = o->per_sample;
+    /* each sample's statistics go through the loss on their own: another
+     * process's samples summed into them would be other samples */
+    if (o->per_sample)
+        lk_plan_set_flags(plan, LK_PLAN_STATS_PER_SAMPLE);
     plan->aux[SEG_AUX_FAM] = fam;
     return LK_OK;
 }

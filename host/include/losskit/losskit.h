@@ -259,9 +259,12 @@ LK_API lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *v
  * gives their number for the tensors at hand. Refused with LK_ERR_UNSUPPORTED
  * and one line in args->errmsg: a loss with a term that takes the whole
  * batch at once (LK_LOSS_WHOLE: ntxent, supcon), whose statistics cannot be
- * summed, and reduction none, which has none (evaluate each shard with
- * lk_loss_eval). lk_loss_finish fails with LK_ERR_INVALID when count is not
- * the number these tensors have. [any-thread] */
+ * summed; a term whose statistics are kept per sample
+ * (LK_PLAN_STATS_PER_SAMPLE: a region loss with per_sample), which summed
+ * across processes would add different samples together; and reduction
+ * none, which has none (evaluate each shard with lk_loss_eval).
+ * lk_loss_finish fails with LK_ERR_INVALID when count is not the number
+ * these tensors have. [any-thread] */
 LK_API lk_status lk_loss_stats_count(const lk_loss *loss, lk_eval_args *args, size_t *count);
 LK_API lk_status lk_loss_stats(const lk_loss *loss, lk_eval_args *args, double *stats,
                                size_t count);

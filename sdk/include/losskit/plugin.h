@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define LK_ABI_MAJOR 1
-#define LK_ABI_MINOR 3
+#define LK_ABI_MINOR 4
 
 #if defined(_WIN32)
 #define LK_EXPORT __declspec(dllexport)
@@ -224,7 +224,22 @@ typedef struct lk_plan {
     double mean_norm;        /* the divisor of "mean"; default: element count */
     int64_t aux[LK_PLAN_AUX];  /* free for the loss: values its kernels reuse */
     double auxf[LK_PLAN_AUX];
+    uint32_t flags; /* since 1.4: LK_PLAN_* flags; default 0. A plugin writes
+                       it only when lk_host_abi_minor >= 4 (lk_plan_set_flags):
+                       an older host's lk_plan ends before it */
 } lk_plan;
+
+/* Flags of lk_plan (since 1.4). */
+#define LK_PLAN_STATS_PER_SAMPLE                                                                   \
+    0x1u /* the statistics are kept per sample (dim 0 of                                           \
+            slot 0), each sample's through a nonlinear                                             \
+            function: two processes' statistics summed                                             \
+            would add different samples together, so the                                           \
+            host refuses split evaluation of the term */
+
+/* Sets flags in plan when the host has the member (ABI 1.4 or later); an
+ * older host never reads them. Returns whether it could. */
+static inline int lk_plan_set_flags(lk_plan *plan, uint32_t flags);
 
 /* Flags of lk_block. */
 #define LK_BLOCK_GRAD_ACCUMULATE 0x1u /* add into grads instead of storing */
@@ -383,6 +398,14 @@ typedef const lk_plugin *(*lk_plugin_entry_fn)(uint32_t host_abi_major,
 #endif
 extern LK__HIDDEN uint32_t lk_host_abi_major;
 extern LK__HIDDEN uint32_t lk_host_abi_minor;
+
+static inline int lk_plan_set_flags(lk_plan *plan, uint32_t flags)
+{
+    if (lk_host_abi_major != LK_ABI_MAJOR || lk_host_abi_minor < 4)
+        return 0;
+    plan->flags |= flags;
+    return 1;
+}
 
 /* Defines the entry symbol returning the given lk_plugin, and records the
  * host's version in lk_host_abi_major / lk_host_abi_minor. */
