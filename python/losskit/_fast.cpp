@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,25 @@ using eval_fn = lk_status (*)(const lk_loss *, lk_eval_args *, double *);
 
 constexpr int kMaxTensors = 16;
 
+// A losskit gradient handed to autograd under create_graph: the same values,
+// tied to the tensor they are the gradient of, so that differentiating them
+// again throws instead of taking them for a constant (which would drop the
+// loss's second derivatives without a word).
+struct NoSecond : public torch::autograd::Function<NoSecond> {
+    static torch::Tensor forward(AutogradContext *, const torch::Tensor &g, const torch::Tensor &)
+    {
+        return g.view_as(g);
+    }
+
+    static variable_list backward(AutogradContext *, variable_list)
+    {
+        throw std::runtime_error(
+            "losskit gives first derivatives only: a losskit gradient was differentiated again "
+            "(create_graph=True through the loss); compute this loss with torch where its "
+            "second derivatives are needed");
+    }
+};
+
 // The value as a 0-dim tensor whose backward hands autograd the gradients
 // the runtime wrote in forward, times the upstream gradient: uncopied when
 // that is 1 (value.backward()), so that a leaf's .grad is the buffer itself.
@@ -39,6 +59,7 @@ struct Computed : public torch::autograd::Function<Computed> {
                                  at::ScalarType dtype)
     {
         ctx->save_for_backward(*grads);
+        ctx->saved_data["anchors"] = inputs.vec();
         return at::scalar_tensor(value, at::TensorOptions().dtype(dtype));
     }
 
@@ -56,6 +77,12 @@ struct Computed : public torch::autograd::Function<Computed> {
             if (scale != 1.0)
                 for (auto &g : grads)
                     g = g * scale;
+        }
+        if (torch::GradMode::is_enabled()) { // create_graph
+            std::vector<torch::Tensor> anchors = ctx->saved_data["anchors"].toTensorVector();
+            for (size_t i = 0; i < grads.size() && i < anchors.size(); i++)
+                if (grads[i].defined() && anchors[i].requires_grad())
+                    grads[i] = NoSecond::apply(grads[i], anchors[i]);
         }
         // the three non-tensor arguments of forward get no gradient
         grads.resize(grads.size() + 3);

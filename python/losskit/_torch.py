@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from . import _lib as L
-from ._core import CompiledLoss, DataError, Desc
+from ._core import CompiledLoss, DataError, Desc, LosskitError
 from ._pool import MIN_BYTES as _POOL_MIN_BYTES
 from ._pool import aligned_empty as _aligned_empty
 from ._pool import pool as _pool
@@ -157,19 +157,85 @@ def _desc(name, t):
     return Desc(name, t.data_ptr() if t.numel() else None, code, t.shape)
 
 
-def _align(g, go):
+def _fits(shape, out):
+    """The dims k of shape without which it is out."""
+    return [k for k in range(len(shape)) if shape[:k] + shape[k + 1:] == out]
+
+
+def _dropped_dims(loss, names, held, out):
+    """For each tensor, the dim its positions lose in the per-position
+    losses of reduction none (shape out): None where its shape is out, k
+    where one dim k fits, and -1 where none does or where more than one
+    does and the batch of one cannot tell them apart (cross_entropy on
+    (4, 4, 5) gives (4, 5), which is the input without dim 0 or dim 1: on
+    the first row alone it gives (1, 5), the input's (1, 4, 5) without dim
+    1). The tensors share dim 0, the batch, as split evaluation has them."""
+    drops, probe = [], None
+    for t in held:
+        shape = tuple(t.shape)
+        if shape == out:
+            drops.append(None)
+            continue
+        ks = _fits(shape, out)
+        if len(ks) > 1:
+            if probe is None:
+                probe = ()
+                if all(u.dim() > 0 and u.shape[0] > 1 for u in held):
+                    try:
+                        probe = loss.out_shape([_desc(n, u[:1].contiguous())
+                                                for n, u in zip(names, held)])
+                    except LosskitError:
+                        probe = ()
+            ks = [k for k in ks if k > 0 and (1,) + shape[1:k] + shape[k + 1:] == probe]
+        drops.append(ks[0] if len(ks) == 1 else -1)
+    return drops
+
+
+def _align(g, go, k):
     """d(sum go * losses)/d(slot) from g, the gradient of the plain sum, when
     each per-position loss reads its own positions of the slot: go has the
-    slot's shape, or the slot's without one dim (class, feature)."""
+    slot's shape, or the slot's without dim k (class, feature:
+    _dropped_dims)."""
     if go.shape == g.shape:
         return g * go
-    gs, os_ = tuple(g.shape), tuple(go.shape)
-    for k in range(len(gs)):
-        if gs[:k] + gs[k + 1:] == os_:
-            return g * go.unsqueeze(k)
+    if k is not None and k >= 0:
+        return g * go.unsqueeze(k)
+    gs, os_ = list(g.shape), list(go.shape)
+    if len(_fits(tuple(gs), tuple(os_))) > 1:
+        raise DataError("reduction none: the per-position losses, of shape %s, are the slot's "
+                        "shape %s without more than one of its dims, and the batch of one does "
+                        "not tell which, so a non-uniform upstream gradient cannot be carried to "
+                        "it; make the dims' sizes differ, weight the losses with a constant, or "
+                        "use reduction mean or sum" % (os_, gs))
     raise DataError("reduction none: cannot carry a non-uniform upstream gradient of shape %s "
                     "to a slot of shape %s; reduce the per-position losses with a constant "
-                    "weight, or use reduction mean or sum" % (list(os_), list(gs)))
+                    "weight, or use reduction mean or sum" % (os_, gs))
+
+
+class _NoSecond(torch.autograd.Function):
+    """A losskit gradient handed to autograd under create_graph: the same
+    values, tied to the tensor they are the gradient of, so that
+    differentiating them again raises instead of taking them for a constant
+    (which would drop the loss's second derivatives without a word)."""
+
+    @staticmethod
+    def forward(ctx, g, anchor):
+        return g.view_as(g)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        raise DataError("losskit gives first derivatives only: a losskit gradient was "
+                        "differentiated again (create_graph=True through the loss); compute "
+                        "this loss with torch where its second derivatives are needed")
+
+
+def _first_order(grads, anchors):
+    """grads as backward returns them; under create_graph (grad mode on in
+    backward) each one tied to its tensor by _NoSecond."""
+    if not torch.is_grad_enabled():
+        return grads
+    return tuple(_NoSecond.apply(g, a) if g is not None and a is not None and a.requires_grad
+                 else g for g, a in zip(grads, anchors))
 
 
 class _Function(torch.autograd.Function):
@@ -191,6 +257,11 @@ class _Function(torch.autograd.Function):
         # backward returns unless the graph is retained, so that a leaf's
         # .grad becomes the gradient itself instead of a copy of it
         ctx.save_for_backward(*grads)
+        ctx.anchors = (None, None, None) + tensors
+        ctx.drops = [None] * len(tensors)
+        if value.dim() > 0 and any(g is not None for g in grads):
+            ctx.drops = _dropped_dims(module._loss, names,
+                                      [t.detach() for t in tensors], tuple(value.shape))
         return value
 
     @staticmethod
@@ -199,22 +270,22 @@ class _Function(torch.autograd.Function):
         if grad_output.dim() == 0:
             scale = float(grad_output)
             if scale == 1.0:  # value.backward(): the gradients as computed
-                return (None, None, None) + grads
-            return (None, None, None) + tuple(g * scale if g is not None else None
-                                              for g in grads)
+                return _first_order((None, None, None) + grads, ctx.anchors)
+            return _first_order((None, None, None) + tuple(g * scale if g is not None else None
+                                                           for g in grads), ctx.anchors)
         out = [None, None, None]
         # reduced, or reduction none under a constant upstream gradient (a sum)
         flat = grad_output.reshape(-1)
         uniform = flat.numel() <= 1 or bool((flat == flat[0]).all())
         scale = float(flat[0]) if uniform and flat.numel() else 1.0
-        for g in grads:
+        for g, k in zip(grads, ctx.drops):
             if g is None:
                 out.append(None)
             elif uniform:
                 out.append(g if scale == 1.0 else g * scale)
             else:
-                out.append(_align(g, grad_output))
-        return tuple(out)
+                out.append(_align(g, grad_output, k))
+        return _first_order(tuple(out), ctx.anchors)
 
 
 class _Computed(torch.autograd.Function):
@@ -225,6 +296,7 @@ class _Computed(torch.autograd.Function):
     @staticmethod
     def forward(ctx, value, dtype, grads, *tensors):
         ctx.save_for_backward(*grads)  # released after backward, as in _Function
+        ctx.anchors = (None, None, None) + tensors
         return torch.scalar_tensor(value, dtype=dtype)
 
     @staticmethod
@@ -232,8 +304,8 @@ class _Computed(torch.autograd.Function):
         grads = ctx.saved_tensors
         scale = float(grad_output)  # a 0-dim upstream gradient
         if scale == 1.0:  # value.backward(): the gradients as computed, uncopied
-            return (None, None, None, *grads)
-        return (None, None, None, *[g * scale for g in grads])
+            return _first_order((None, None, None, *grads), ctx.anchors)
+        return _first_order((None, None, None, *[g * scale for g in grads]), ctx.anchors)
 
 
 class Loss(torch.nn.Module):

@@ -75,6 +75,69 @@ class NoCopy(unittest.TestCase):
         (losskit.Loss({"loss": "mse", "reduction": "none"})(x, t) * w).sum().backward()
         self.assertTrue(torch.allclose(x.grad, 2 * w * (x.detach() - t), rtol=1e-13))
 
+    def test_non_uniform_upstream_when_dims_share_a_size(self):
+        # reduction none drops a dim whose size another dim shares: the
+        # per-position losses (4, 5) of cross_entropy on (4, 4, 5) are the
+        # input without dim 0 or dim 1, of triplet_margin on (4, 4) without
+        # either dim; the gradient must follow the dim the loss drops
+        F = torch.nn.functional
+        cases = [
+            ({"loss": "cross_entropy", "reduction": "none"}, (4, 4, 5), (4, 5),
+             lambda x, t: F.cross_entropy(x, t, reduction="none")),
+            ({"loss": "cross_entropy", "reduction": "none"}, (4, 4), (4,),
+             lambda x, t: F.cross_entropy(x, t, reduction="none")),
+        ]
+        for config, xs, ts, ref in cases:
+            x = torch.randn(*xs, dtype=torch.float64)
+            t = torch.randint(0, xs[1], ts)
+            w = torch.rand(ts, dtype=torch.float64)
+            a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+            (losskit.Loss(config)(a, t) * w).sum().backward()
+            (ref(b, t) * w).sum().backward()
+            self.assertTrue(torch.allclose(a.grad, b.grad, rtol=1e-12, atol=1e-15), (config, xs))
+        a, p, n = torch.randn(3, 4, 4, dtype=torch.float64)
+        w = torch.rand(4, dtype=torch.float64)
+        a1, a2 = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
+        tm = losskit.Loss({"loss": "triplet_margin", "reduction": "none"})
+        (tm(anchor=a1, positive=p, negative=n) * w).sum().backward()
+        (F.triplet_margin_loss(a2, p, n, reduction="none") * w).sum().backward()
+        self.assertTrue(torch.allclose(a1.grad, a2.grad, rtol=1e-12, atol=1e-15))
+        # (4, 5, 5): without dim 1 or dim 2 even on one row; refused, not guessed
+        x = torch.randn(4, 5, 5, dtype=torch.float64, requires_grad=True)
+        t = torch.randint(0, 5, (4, 5))
+        v = losskit.Loss({"loss": "cross_entropy", "reduction": "none"})(x, t)
+        with self.assertRaises(losskit.DataError) as cm:
+            (v * torch.rand(4, 5, dtype=torch.float64)).sum().backward()
+        self.assertIn("without more than one of its dims", str(cm.exception))
+        # a constant upstream needs no dim
+        x.grad = None
+        (2.0 * losskit.Loss({"loss": "cross_entropy", "reduction": "none"})(x, t)).sum().backward()
+        xr = x.detach().clone().requires_grad_(True)
+        (2.0 * F.cross_entropy(xr, t, reduction="none")).sum().backward()
+        self.assertTrue(torch.allclose(x.grad, xr.grad, rtol=1e-12, atol=1e-15))
+
+    def test_second_derivatives_raise(self):
+        # a gradient penalty through the loss (dL/dW1 differentiated again):
+        # losskit's gradient is a constant to autograd, so taking it again
+        # would drop the loss's second derivatives; it raises instead. The
+        # compiled path does so at every size; the ctypes path above the
+        # size it hands to torch.dot (docs/python.md)
+        import losskit._torch as lt
+        sizes = (8, 4096) if lt._fast is not None else (4096,)
+        for n in sizes:
+            W1 = torch.randn(n, 3, dtype=torch.float64, requires_grad=True)
+            W2 = torch.randn(3, dtype=torch.float64, requires_grad=True)
+            x, zero = torch.randn(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+            v = losskit.Loss({"loss": "mse"})((W1 * W2).sum(1) * x, zero)
+            (g,) = torch.autograd.grad(v, W1, create_graph=True)
+            with self.assertRaises((RuntimeError, losskit.DataError)) as cm:
+                (g * g).sum().backward()
+            self.assertIn("losskit gives first derivatives only", str(cm.exception))
+            # the first derivative itself is torch's
+            (want,) = torch.autograd.grad(
+                torch.nn.functional.mse_loss((W1 * W2).sum(1) * x, zero), W1)
+            self.assertTrue(torch.allclose(g.detach(), want, rtol=1e-12, atol=1e-15), n)
+
     def test_no_grad_requested(self):
         x, t = torch.randn(3, 4), torch.randn(3, 4)
         v = losskit.Loss({"loss": "mse"})(x, t)
