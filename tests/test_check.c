@@ -90,8 +90,8 @@ static void expect_all_pass(const char *plugin, const char *const *losses, size_
     cr_expect_eq(failed, 0, "%d checks failed for %s:\n%s", failed, plugin, out);
     cr_expect_null(line_starting(out, "FAIL "), "a FAIL line for %s:\n%s", plugin, out);
     expect_line(out, "PASS abi ");
-    static const char *const kinds[] = {"schema",  "finite", "grad",    "reduce",
-                                        "threads", "empty",  "extreme", "inputs"};
+    static const char *const kinds[] = {"schema", "finite", "grad",    "reduce", "threads",
+                                        "paths",  "empty",  "extreme", "inputs"};
     for (size_t i = 0; i < n_losses; i++)
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
             char prefix[128];
@@ -100,21 +100,29 @@ static void expect_all_pass(const char *plugin, const char *const *losses, size_
         }
 }
 
-/* A plugin with one deliberate bug: exit 1, exactly one failure, and the
- * FAIL line that names the check made for it. Returns that line. */
-static const char *expect_one_failure(const char *plugin, const char *fail_prefix, char *out,
-                                      size_t cap)
+/* A plugin with one deliberate bug: exit 1, `n` failures (the check made
+ * for it, and for a gradient wrong everywhere the paths check's
+ * differences too), and the FAIL line that names the check made for it.
+ * Returns that line. */
+static const char *expect_failures(const char *plugin, const char *fail_prefix, int n, char *out,
+                                   size_t cap)
 {
     int rc = run_check(plugin, 0, out, cap);
     int passed, failed;
     summary(out, &passed, &failed);
     cr_expect_eq(rc, 1, "exit %d for %s:\n%s", rc, plugin, out);
-    cr_expect_eq(failed, 1, "%d failures for %s, expected only %s:\n%s", failed, plugin,
+    cr_expect_eq(failed, n, "%d failures for %s, expected %d, %s:\n%s", failed, plugin, n,
                  fail_prefix, out);
     cr_expect_gt(passed, 5, "only %d checks passed for %s:\n%s", passed, plugin, out);
     const char *line = line_starting(out, fail_prefix);
     cr_assert_not_null(line, "no line starting \"%s\" in:\n%s", fail_prefix, out);
     return line;
+}
+
+static const char *expect_one_failure(const char *plugin, const char *fail_prefix, char *out,
+                                      size_t cap)
+{
+    return expect_failures(plugin, fail_prefix, 1, out, cap);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -173,7 +181,8 @@ Test(check, reports_are_deterministic)
 Test(check, gradient_sign_error_fails_grad)
 {
     static char out[OUT_CAP];
-    const char *line = expect_one_failure(CF("sign"), "FAIL grad cf_sign ", out, sizeof out);
+    const char *line = expect_failures(CF("sign"), "FAIL grad cf_sign ", 2, out, sizeof out);
+    cr_expect_not_null(line_starting(out, "FAIL paths cf_sign "), "%s", out);
     double e = max_rel_err(line);
     /* analytic -g against numeric g */
     cr_expect(e > 1.5 && e < 2.5, "max rel err %g, expected about 2: %.300s", e, line);
@@ -335,10 +344,29 @@ Test(check, float32_path_off_fails_float32)
     cr_expect_not_null(strstr(line, "; largest "), "no largest error: %.300s", line);
 }
 
+/* A gradient right on one block and misplaced past it: only the paths
+ * check, which runs several blocks, can see it. */
+Test(check, block_relative_gradient_fails_paths)
+{
+    static char out[OUT_CAP];
+    int rc = run_check(CF("blockrel"), 0, out, sizeof out);
+    int passed, failed;
+    summary(out, &passed, &failed);
+    cr_expect_eq(rc, 1, "exit %d:\n%s", rc, out);
+    const char *line = line_starting(out, "FAIL paths cf_blockrel ");
+    cr_assert_not_null(line, "%s", out);
+    cr_expect_not_null(strstr(line, "gradient of 'input' at element "), "%.300s", line);
+    /* the blocks' threads race for the same elements, so the threads check
+     * may see it too, or not: no other check does */
+    const char *threads = line_starting(out, "FAIL threads cf_blockrel ");
+    cr_expect_eq(failed, threads ? 2 : 1, "%s", out);
+}
+
 Test(check, gradient_off_by_two_fails_grad)
 {
     static char out[OUT_CAP];
-    const char *line = expect_one_failure(CF("double"), "FAIL grad cf_double ", out, sizeof out);
+    const char *line = expect_failures(CF("double"), "FAIL grad cf_double ", 2, out, sizeof out);
+    cr_expect_not_null(line_starting(out, "FAIL paths cf_double "), "%s", out);
     double e = max_rel_err(line);
     /* |2g - g| / |2g| = 0.5 */
     cr_expect_gt(e, 0.1, "max rel err %g is too small for a factor of 2: %.300s", e, line);

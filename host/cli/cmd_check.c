@@ -2533,6 +2533,190 @@ static void check_threads(checker *c, const char *path)
 }
 
 /* ------------------------------------------------------------------------ */
+/* paths: several blocks, on every kernel path                               */
+/*
+ * The other checks run shapes of one block, on the kernel path this
+ * process chose (LOSSKIT_SIMD), and the threads check compares a large
+ * case with itself. Here the large case (big_spec: several blocks) runs
+ * on each kernel path, the portable one, avx2's and the best (a path the
+ * CPU lacks serves the next below it), and each path's value, output and
+ * gradients must agree with the portable path's: normwise to PATH_RTOL64
+ * in float64 and PATH_RTOL32 in float32, which lane widths and vector math
+ * meet with room to spare and a kernel that one path compiles wrong does
+ * not. Then slot 0's float64 gradient is compared with central differences
+ * at elements spread over every block: a kernel that writes a later
+ * block's gradient in the wrong place passes the one-block checks. */
+
+#define PATH_RTOL64   1e-9
+#define PATH_RTOL32   1e-5
+#define PATH_FD_RTOL  1e-3 /* the large case's differences: noisier sums */
+#define PATH_FD_COUNT 40   /* elements differenced, spread over the blocks */
+
+static const char *const path_envs[3] = {"0", "avx2", NULL}; /* NULL: unset, the best */
+static const char *const path_names[3] = {"portable", "avx2", "best"};
+
+/* The loss on one kernel path: LOSSKIT_SIMD is read when it is created. */
+static lk_status make_loss_on_path(const checker *c, int path, int32_t red, lk_loss **out,
+                                   char *err)
+{
+    const char *env = getenv("LOSSKIT_SIMD");
+    char *saved = env ? strdup(env) : NULL;
+    if (path_envs[path])
+        setenv("LOSSKIT_SIMD", path_envs[path], 1);
+    else
+        unsetenv("LOSSKIT_SIMD");
+    lk_status st = make_loss(c, c->rt, 0, red, out, err);
+    if (saved)
+        setenv("LOSSKIT_SIMD", saved, 1);
+    else
+        unsetenv("LOSSKIT_SIMD");
+    free(saved);
+    return st;
+}
+
+/* The first of value, output and gradients where the bundle's current
+ * results differ from p's by more than tol normwise; 1 when none does. */
+static int produced_close(const produced *p, const bundle *b, double value, double tol, char *why,
+                          size_t cap)
+{
+    double e = diff_of(p->value, value) / fmax(fabs(p->value), DBL_MIN);
+    if (!(isnan(p->value) && isnan(value)) && !(e <= tol)) {
+        snprintf(why, cap, "value %.17g on the portable path, %.17g here (rel %.1e, tol %g)",
+                 p->value, value, e, tol);
+        return 0;
+    }
+    for (size_t i = 0; i <= b->n_grads; i++) {
+        const lk_array *a = produced_array(b, i);
+        if (!p->bytes[i])
+            continue;
+        lk_array ref = *a;
+        ref.data = p->bytes[i];
+        int64_t at;
+        double ne = norm_err(a, &ref, &at);
+        if (ne <= tol)
+            continue;
+        snprintf(why, cap,
+                 "%s%s%s[%lld] is %.17g on the portable path, %.17g here (normwise %.1e, tol %g)",
+                 i < b->n_grads ? "gradient of '" : "out", i < b->n_grads ? b->gnamed[i].name : "",
+                 i < b->n_grads ? "'" : "", (long long)at, get_elem(&ref, at), get_elem(a, at), ne,
+                 tol);
+        return 0;
+    }
+    return 1;
+}
+
+/* Slot 0's gradient (just computed into b) against central differences at
+ * PATH_FD_COUNT elements spread over its blocks and its last element. */
+static int paths_fd(checker *c, const lk_loss *loss, bundle *b, const char *lab, char *why,
+                    size_t cap)
+{
+    int64_t n = array_numel(&b->in[0]);
+    const double *ana = b->grad[0].data;
+    double *x = b->in[0].data;
+    double *keep = malloc((size_t)(n ? n : 1) * sizeof *keep);
+    char err[LK_ERRMSG_CAP];
+    if (!keep) {
+        snprintf(why, cap, "%s: out of memory", lab);
+        return 0;
+    }
+    memcpy(keep, ana, (size_t)n * sizeof *keep);
+    int ok = 1;
+    for (int j = 0; ok && j <= PATH_FD_COUNT && n > 0; j++) {
+        int64_t i = j == PATH_FD_COUNT
+                        ? n - 1
+                        : (int64_t)j * n / PATH_FD_COUNT +
+                              (int64_t)(rng_next(c) % (uint64_t)(n / PATH_FD_COUNT + 1));
+        i = i < n ? i : n - 1;
+        double num, noise;
+        if (central_diff(c, loss, b, x, i, &num, &noise, err) != LK_OK) {
+            snprintf(why, cap, "%s: %s", lab, err);
+            ok = 0;
+            break;
+        }
+        double a = keep[i],
+               scale = fmax(fmax(fabs(a), fabs(num)), fmax(GRAD_ATOL, noise) / PATH_FD_RTOL);
+        double e = a == num ? 0.0 : fabs(a - num) / scale;
+        if (!(e <= PATH_FD_RTOL)) {
+            snprintf(why, cap,
+                     "%s: gradient of '%s' at element %lld of %lld: analytic %.6g, numeric %.6g "
+                     "(rel %.1e, tol %g)",
+                     lab, c->d->slots[0]->name, (long long)i, (long long)n, a, num, e,
+                     PATH_FD_RTOL);
+            ok = 0;
+        }
+    }
+    free(keep);
+    return ok;
+}
+
+static int paths_red(checker *c, bundle *b, const spec *sp, int32_t red, char *why, size_t cap)
+{
+    char lab[LABEL_CAP], err[LK_ERRMSG_CAP];
+    produced p;
+    memset(&p, 0, sizeof p);
+    case_label(c, lab, sizeof lab, sp, 0, red);
+    begin(c, "paths %s", lab);
+    double tol = sp->dtype == LK_DTYPE_F64 ? PATH_RTOL64 : PATH_RTOL32;
+    int ok = 1;
+    for (int path = 0; ok && path < 3; path++) {
+        lk_loss *loss = NULL;
+        double v;
+        lk_status st = make_loss_on_path(c, path, red, &loss, err);
+        if (st == LK_OK)
+            st = run_eval(c, loss, b, 1, &v, err);
+        if (st != LK_OK) {
+            snprintf(why, cap, "%s, %s path: %s", lab, path_names[path], err);
+            ok = 0;
+        } else if (path == 0) {
+            produced_take(&p, b, v);
+        } else if (!produced_close(&p, b, v, tol, err, sizeof err)) {
+            snprintf(why, cap, "%s, %s path: %s", lab, path_names[path], err);
+            ok = 0;
+        }
+        /* the differences on the best path, once, in float64 */
+        if (ok && path == 2 && sp->dtype == LK_DTYPE_F64 && red != LK_REDUCTION_SUM && b->n_grads &&
+            b->gnamed_slot[0] == 0 && b->in[0].dtype == LK_DTYPE_F64)
+            ok = paths_fd(c, loss, b, lab, why, cap);
+        lk_loss_free(loss);
+    }
+    produced_free(&p);
+    return ok;
+}
+
+static void check_paths(checker *c)
+{
+    char why[900] = "", err[LK_ERRMSG_CAP] = "", sh[64];
+    int32_t dts[2];
+    int n_dt = float_dtypes(c, dts), ok = 1;
+    for (int i = 0; ok && i < n_dt; i++) {
+        spec sp = big_spec(c, dts[i]);
+        bundle b;
+        if (bundle_make(c, &sp, &b, err) != LK_OK) {
+            snprintf(why, sizeof why, "cannot allocate: %s", err);
+            ok = 0;
+            break;
+        }
+        for (int32_t red = 0; ok && red < LK_REDUCTION_COUNT; red++)
+            if (offers(c->d, red))
+                ok = paths_red(c, &b, &sp, red, why, sizeof why);
+        bundle_free(c, &b);
+    }
+    spec big = big_spec(c, LK_DTYPE_F64);
+    shape_str(sh, sizeof sh, big.ndim, big.shape);
+    result r;
+    res_init(&r, "paths", ok);
+    if (ok)
+        res_detail(&r,
+                   "shape %s, every dtype and reduction: the avx2 and best kernel paths agree "
+                   "with the portable one (normwise %g in float64, %g in float32); slot 0's "
+                   "gradient matches differences at %d elements across the blocks",
+                   sh, PATH_RTOL64, PATH_RTOL32, PATH_FD_COUNT + 1);
+    else
+        res_detail(&r, "%s", why);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
 /* empty: zero-size tensors                                                  */
 /*
  * An empty batch (a data-parallel shard with nothing in it, the last batch
@@ -2967,6 +3151,7 @@ static void run_checks(checker *c, const plugin_ctx *pc)
     check_weight(c);
     check_accumulate(c);
     check_threads(c, pc->load_path);
+    check_paths(c);
     check_empty(c);
     check_ignored(c);
     check_extreme(c);

@@ -29,10 +29,11 @@ class Check(unittest.TestCase):
     def test_flipped_gradient_fails_grad(self):
         r = losskit.check(cf("sign"))
         self.assertFalse(r.ok)
-        self.assertEqual(r.n_failed, 1)
+        # the grad check, and the paths check's differences over the blocks
+        self.assertEqual(r.n_failed, 2)
         lr = r["cf_sign"]
         self.assertFalse(lr.passed)
-        self.assertEqual([c.name for c in lr.failures], ["grad"])
+        self.assertEqual([c.name for c in lr.failures], ["grad", "paths"])
         msg = lr.failures[0].message
         self.assertTrue(msg.startswith("FAIL grad cf_sign: "), msg)
         self.assertIn("max rel err", msg)
@@ -80,7 +81,7 @@ class Check(unittest.TestCase):
         r = losskit.check("cf_sign", plugin_path=FIXTURES)
         self.assertEqual(os.path.realpath(r.plugin), os.path.realpath(cf("sign")))
         self.assertEqual([lr.id for lr in r.losses], ["cf_sign"])
-        self.assertEqual([c.name for c in r.failures], ["grad"])
+        self.assertEqual([c.name for c in r.failures], ["grad", "paths"])
         with self.assertRaises(losskit.ConfigError) as cm:
             losskit.check("nosuchloss")
         self.assertIn("unknown loss 'nosuchloss'", str(cm.exception))

@@ -96,7 +96,9 @@ class OutOfTreePlugin(unittest.TestCase):
                 self.assertFalse(report.ok)
                 self.assertEqual([lr.id for lr in report.losses], ["my_broken"])
                 fails = report["my_broken"].failures
-                self.assertEqual({c.name for c in fails}, {"grad"}, [c.message for c in fails])
+                # the grad check, and the paths check's differences over the blocks
+                self.assertEqual({c.name for c in fails}, {"grad", "paths"},
+                                 [c.message for c in fails])
                 self.assertTrue(fails[0].message.startswith("FAIL grad my_broken: "))
 
 

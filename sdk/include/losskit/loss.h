@@ -618,6 +618,13 @@ LK_AI lk_status lk_elementwise_forward_staged3(const void *inst, const lk_plan *
 
 #define LK_STATS_MAX 8 /* statistics a two-pass family of this driver may sum */
 
+/* A check at compile time, in C and C++. */
+#if defined(__cplusplus)
+#define LK__STATIC_ASSERT(cond, why) static_assert(cond, why)
+#else
+#define LK__STATIC_ASSERT(cond, why) _Static_assert(cond, why)
+#endif
+
 /* Fills s[0 .. K) with the vector's contributions to the statistics. */
 typedef void (*lk_stats_fn)(const void *inst, lk_elem *e, lk_v *s);
 /* Fills k[0 .. LK_STATS_MAX) with constants of the gradient, from the
@@ -981,7 +988,13 @@ LK_AI lk_status lk_stats_backward_sigmoid(const void *inst, const lk_plan *plan,
  *   void stats(const T *inst, lk_elem *e, lk_v *s)
  *   void consts(const void *inst, const double *global, double *k)   (scalar)
  *   void grad(const T *inst, const lk_v *k, lk_elem *e) */
-#define LK_KERNELS_STATS(name, T, n_stats, stats, consts, grad, flags)                            \
+#define LK_KERNELS_STATS(name, T, n_stats, stats, consts, grad, flags)                             \
+    LK__STATIC_ASSERT((n_stats) >= 1 && (n_stats) <= LK_STATS_MAX,                                 \
+                      "a two-pass family sums 1 to LK_STATS_MAX (8) statistics");                  \
+    LK__STATIC_ASSERT(((flags) & ~(LK_EW_UNIT_TARGET | LK_EW_SIGMOID | LK_EW_NONNEG_SUM)) == 0u,   \
+                      "a two-pass family takes LK_EW_UNIT_TARGET, LK_EW_SIGMOID and "              \
+                      "LK_EW_NONNEG_SUM only: LK_EW_WEIGHT and the third operand are the "         \
+                      "elementwise driver's");                                                     \
     LK_AI void name##__stats(const void *p, lk_elem *e, lk_v *s)                                   \
     {                                                                                              \
         stats((const T *)p, e, s);                                                                 \
@@ -990,21 +1003,42 @@ LK_AI lk_status lk_stats_backward_sigmoid(const void *inst, const lk_plan *plan,
     {                                                                                              \
         grad((const T *)p, k, e);                                                                  \
     }                                                                                              \
-    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
+    static lk_status name##__fwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
                                  lk_msg *msg)                                                      \
     {                                                                                              \
         (void)plan;                                                                                \
         const T local = *(const T *)inst;                                                          \
         return lk_stats_forward(&local, blk, name##__stats, (n_stats), (flags), msg);              \
     }                                                                                              \
-    static lk_status name##__bwd(const void *inst, const lk_plan *plan, const lk_block *blk,      \
+    static lk_status name##__bwd(const void *inst, const lk_plan *plan, const lk_block *blk,       \
                                  lk_msg *msg)                                                      \
     {                                                                                              \
         const T local = *(const T *)inst;                                                          \
-        return lk__stats_backward(&local, plan, blk, consts, name##__grad, (flags), msg);         \
+        return lk__stats_backward(&local, plan, blk, consts, name##__grad, (flags), msg);          \
     }                                                                                              \
     LK__KSET(name, name##__fwd, name##__bwd, (n_stats))                                            \
     LK__FAMILY(name)
+
+/* What the host does for a loss without finalize, for a family whose
+ * descriptor installs its own (LK_STATS_LOSS without a finalize hook): the
+ * first statistic is the sum of the losses; mean divides it by mean_norm (0
+ * for a divisor of 0). batchmean needs dim 0, which finalize is not given:
+ * such a loss declares a finalize hook. */
+static inline lk_status lk__default_finalize(const lk_plan *plan, const double *stats,
+                                             int32_t reduction, double *value, lk_msg *m)
+{
+    if (reduction == LK_REDUCTION_SUM) {
+        *value = stats[0];
+        return LK_OK;
+    }
+    if (reduction == LK_REDUCTION_MEAN) {
+        *value = plan->mean_norm != 0.0 ? stats[0] / plan->mean_norm : 0.0;
+        return LK_OK;
+    }
+    return lk_fail(m, LK_ERR_UNSUPPORTED,
+                   "reduction %d needs the loss's finalize hook (LK_HOOKS(.finalize = ...))",
+                   (int)reduction);
+}
 
 /* ------------------------------------------------------------------------ */
 /* The descriptor (primary compile only)                                     */
@@ -1207,57 +1241,57 @@ static const lk_slot_desc *const lk_slots_pair[] LK__UNUSED = {&lk_slot_predicti
  * lk_loss_desc members (.summary required; .version, .params, .slots,
  * .reductions, .default_reduction override the defaults given here). */
 #if defined(LK_PRIMARY)
-#define LK_LOSS_DESC(lid, T, loss_flags, finalize_fn, backward_fn, fams, dslots, dreds, hooks, ...) \
-    static const lk_loss_hooks lid##__hooks = {LK__STRIP hooks};                                                \
-    static const lk_kfamily *const lid##__families[] = fams;                                        \
-    extern const lk_loss_desc lid##_desc;                                                           \
-    static lk_status lid##__create(const lk_create_args *a, void **inst, lk_msg *m)                 \
+#define LK_LOSS_DESC(lid, T, loss_flags, finalize_fn, backward_fn, fams, dslots, dreds, hooks,     \
+                     ...)                                                                          \
+    static const lk_loss_hooks lid##__hooks = {LK__STRIP hooks};                                   \
+    static const lk_kfamily *const lid##__families[] = fams;                                       \
+    extern const lk_loss_desc lid##_desc;                                                          \
+    static lk_status lid##__create(const lk_create_args *a, void **inst, lk_msg *m)                \
     {                                                                                              \
-        return lk__create(&lid##__hooks, lid##__families, sizeof(T), a, inst, m);                    \
+        return lk__create(&lid##__hooks, lid##__families, sizeof(T), a, inst, m);                  \
     }                                                                                              \
     static lk_status lid##__plan(const void *inst, const lk_tensor *slots, int32_t reduction,      \
-                                lk_plan *plan, lk_msg *m)                                          \
+                                 lk_plan *plan, lk_msg *m)                                         \
     {                                                                                              \
-        return lk__plan(&lid##__hooks, &lid##_desc, inst, slots, reduction, plan, m);                \
+        return lk__plan(&lid##__hooks, &lid##_desc, inst, slots, reduction, plan, m);              \
     }                                                                                              \
     static lk_status lid##__forward(const void *inst, const lk_plan *plan, const lk_block *blk,    \
-                                   lk_msg *m)                                                      \
+                                    lk_msg *m)                                                     \
     {                                                                                              \
         const lk__inst *in = (const lk__inst *)inst;                                               \
         return lk__kset(in, blk->slots, lk__n_slots(&lid##_desc))                                  \
             ->forward(lk__user(in), plan, blk, m);                                                 \
     }                                                                                              \
-    LK__UNUSED static lk_status lid##__backward(const void *inst, const lk_plan *plan,              \
-                                               const lk_block *blk, lk_msg *m)                     \
+    LK__UNUSED static lk_status lid##__backward(const void *inst, const lk_plan *plan,             \
+                                                const lk_block *blk, lk_msg *m)                    \
     {                                                                                              \
         const lk__inst *in = (const lk__inst *)inst;                                               \
-        return lk__kset(in, blk->slots, lk__n_slots(&lid##_desc))                                   \
+        return lk__kset(in, blk->slots, lk__n_slots(&lid##_desc))                                  \
             ->backward(lk__user(in), plan, blk, m);                                                \
     }                                                                                              \
-    LK__UNUSED static lk_status lid##__finalize(const void *inst, const lk_plan *plan,              \
-                                               const double *stats, int32_t reduction,             \
-                                               double *value, lk_msg *m)                           \
+    LK__UNUSED static lk_status lid##__finalize(const void *inst, const lk_plan *plan,             \
+                                                const double *stats, int32_t reduction,            \
+                                                double *value, lk_msg *m)                          \
     {                                                                                              \
-        if (!lid##__hooks.finalize)                                                                 \
-            return lk_fail(m, LK_ERR_INTERNAL, "no finalize");                                     \
-        return lid##__hooks.finalize(lk__user((const lk__inst *)inst), plan, stats, reduction,    \
+        if (!lid##__hooks.finalize) /* the host's default: the first statistic, a sum */           \
+            return lk__default_finalize(plan, stats, reduction, value, m);                         \
+        return lid##__hooks.finalize(lk__user((const lk__inst *)inst), plan, stats, reduction,     \
                                      value, m);                                                    \
     }                                                                                              \
     LK__OVERRIDE_INIT_OFF                                                                          \
-    const lk_loss_desc lid##_desc = {                                                               \
-        .id = #lid,                                                                                 \
-        .version = "1.0.0",                                                                        \
-        .slots = dslots,                                                                           \
-        .reductions = dreds,                                                                       \
-        .default_reduction = LK_REDUCTION_MEAN,                                                    \
-        .flags = (loss_flags),                                                                     \
-        .create = lid##__create,                                                                    \
-        .destroy = lk__destroy,                                                                    \
-        .plan = lid##__plan,                                                                        \
-        .forward = lid##__forward,                                                                  \
-        .finalize = finalize_fn,                                                                   \
-        .backward = backward_fn,                                                                   \
-        __VA_ARGS__};                                                                              \
+    const lk_loss_desc lid##_desc = {.id = #lid,                                                   \
+                                     .version = "1.0.0",                                           \
+                                     .slots = dslots,                                              \
+                                     .reductions = dreds,                                          \
+                                     .default_reduction = LK_REDUCTION_MEAN,                       \
+                                     .flags = (loss_flags),                                        \
+                                     .create = lid##__create,                                      \
+                                     .destroy = lk__destroy,                                       \
+                                     .plan = lid##__plan,                                          \
+                                     .forward = lid##__forward,                                    \
+                                     .finalize = finalize_fn,                                      \
+                                     .backward = backward_fn,                                      \
+                                     __VA_ARGS__};                                                 \
     LK__OVERRIDE_INIT_ON
 #else
 /* The other compiles see the same names, so that nothing the primary
