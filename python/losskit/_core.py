@@ -191,10 +191,36 @@ def loss_info(loss_id, plugin_path=None):
     return _info_dict(rt, info)
 
 
+def _finite_or_raise(v, where):
+    """A dict config's numbers as JSON can hold them: NaN and infinities
+    have no JSON spelling, so they are named here, by their JSON path."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _finite_or_raise(x, "%s.%s" % (where, k))
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _finite_or_raise(x, "%s[%d]" % (where, i))
+    elif (isinstance(v, numbers.Real) and not isinstance(v, bool)
+          and (v != v or v in (float("inf"), float("-inf")))):
+        raise ConfigError("<dict>: %s: %r is not a finite number (JSON has no NaN or "
+                          "infinity)" % (where, float(v)))
+
+
+def _json_default(o):
+    """numpy scalars and arrays, and torch tensors, as the numbers they hold."""
+    if hasattr(o, "tolist") and callable(o.tolist):
+        return o.tolist()
+    raise TypeError("<dict>: a %s is not a JSON value (numbers, strings, booleans, lists and "
+                    "dicts are)" % type(o).__name__)
+
+
 def _config_source(config):
     """(json bytes, source name) or (None, path) for a file."""
     if isinstance(config, dict):
-        return json.dumps(config).encode(), "<dict>"
+        text = json.dumps(config, default=_json_default)
+        # the numbers as JSON reads them back (numpy's NaN arrives as a float)
+        _finite_or_raise(json.loads(text), "$")
+        return text.encode(), "<dict>"
     if isinstance(config, os.PathLike):
         return None, os.fspath(config)
     if isinstance(config, bytes):

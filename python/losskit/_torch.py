@@ -143,6 +143,9 @@ def _check(loss, names, tensors, want):
             raise DataError("%s: a %s tensor; losskit runs on the CPU: pass "
                             "tensor.cpu() (and move the loss back with .to(device))"
                             % (k, t.device))
+        if t.layout != torch.strided:
+            raise DataError("%s: a %s tensor; losskit reads dense tensors: pass "
+                            "tensor.to_dense()" % (k, str(t.layout).replace("torch.", "")))
         if w and k not in diff:
             raise DataError("%s: '%s' requires grad but the loss has no gradient with "
                             "respect to it (differentiable: %s); pass %s.detach()"
@@ -334,9 +337,21 @@ class Loss(torch.nn.Module):
     def __init__(self, config, threads=None, plugin_path=None, process_group=None,
                  ddp_scale=False):
         super().__init__()
-        self._loss = CompiledLoss(config, threads, plugin_path)
+        self._build(config, threads, plugin_path)
         self.process_group = process_group  # sets _local too
         self.ddp_scale = ddp_scale
+
+    def _build(self, config, threads, plugin_path):
+        """The runtime's side of the module, which pickling rebuilds: the
+        compiled loss, its call plans, the compiled caller."""
+        self._loss = CompiledLoss(config, threads, plugin_path)
+        # what a copy is built from: a config file's text, read now (the
+        # copy may be made where the file is not)
+        if isinstance(config, (str, bytes, os.PathLike)) and not (
+                isinstance(config, (str, bytes)) and config.lstrip()[:1] in ("{", b"{")):
+            with open(config, "rb") as f:
+                config = f.read().decode()
+        self._init = (config, threads, plugin_path)
         # in a list, set in place: nn.Module.__setattr__ costs microseconds a call
         self._last = [None]  # (slot names, data pointers) of the last call
         self._plans = {}  # call signature -> its _Plans not in use
@@ -348,6 +363,24 @@ class Loss(torch.nn.Module):
                                    loss.handle.value, loss.slot_names[0],
                                    sorted(loss.differentiable), _POOL_MIN_BYTES - 1)
                       if _fast is not None and loss.reduced and loss.slot_names else None)
+
+    def __getstate__(self):
+        """pickle, copy.deepcopy (an EMA or teacher copy of a model holding
+        the loss), torch.save: the module without its runtime objects,
+        which __setstate__ builds again from the config."""
+        group = self._process_group
+        if group is not None and group is not False:
+            raise TypeError("losskit.Loss: a loss given a process_group cannot be copied or "
+                            "pickled (the group is this process's); copy it with "
+                            "process_group=None and set .process_group on the copy")
+        state = self.__dict__.copy()
+        for k in ("_loss", "_fast", "_plans", "_last"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._build(*self._init)
 
     @property
     def process_group(self):

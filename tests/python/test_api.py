@@ -25,6 +25,54 @@ class Configs(unittest.TestCase):
         self.assertEqual(losskit.Loss(json.loads(text)).name, "focal")
         self.assertIsInstance(losskit.Loss(text), torch.nn.Module)
 
+    def test_dict_numbers_from_numpy_and_non_finite(self):
+        # numpy scalars and arrays are numbers to a dict config (class
+        # weights from np.bincount); NaN and infinities, which JSON cannot
+        # spell, are named by their path
+        import numpy as np
+        x, t = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 2, 2, 2])
+        w = np.bincount(t.numpy()).astype(np.float64)
+        a = losskit.Loss({"loss": "cross_entropy", "params": {"weight": w}})(x, t)
+        b = losskit.Loss({"loss": "cross_entropy", "params": {"weight": w.tolist()}})(x, t)
+        self.assertEqual(a.item(), b.item())
+        g = losskit.Loss({"loss": "focal", "params": {"gamma": np.float32(3.0)}})
+        self.assertEqual(g(x[:, 0], x[:, 1].sigmoid()).item(),
+                         losskit.Loss({"loss": "focal", "params": {"gamma": 3.0}})(
+                             x[:, 0], x[:, 1].sigmoid()).item())
+        for bad, where in (({"gamma": float("nan")}, "$.params.gamma: nan"),
+                           ({"gamma": float("-inf")}, "$.params.gamma: -inf"),
+                           ({"alpha": np.float64("inf")}, "$.params.alpha: inf")):
+            with self.assertRaises(losskit.ConfigError) as cm:
+                losskit.Loss({"loss": "focal", "params": bad})
+            self.assertIn(where + " is not a finite number", str(cm.exception))
+
+    def test_copy_and_pickle(self):
+        # deepcopy (a teacher or EMA copy of a model holding the loss),
+        # pickle and torch.save rebuild the loss from its config, a file's
+        # text included
+        import copy
+        import io
+        import pickle
+        x, t = torch.randn(4, 10, dtype=torch.float64), torch.rand(4, 10, dtype=torch.float64)
+        for config in (src("configs/focal.json"), {"loss": "dice", "params": {"smooth": 2}}):
+            loss = losskit.Loss(config)
+            want = loss(x, t).item()
+            model = torch.nn.Sequential(torch.nn.Identity(), loss)
+            buf = io.BytesIO()
+            torch.save(model, buf)
+            buf.seek(0)
+            for other in (copy.deepcopy(loss), pickle.loads(pickle.dumps(loss)),
+                          copy.deepcopy(model)[1], torch.load(buf)[1]):
+                self.assertIsNot(other._loss, loss._loss)
+                xx = x.clone().requires_grad_(True)
+                v = other(xx, t)
+                v.backward()
+                self.assertEqual(v.item(), want)
+                self.assertEqual(other.name, loss.name)
+        with self.assertRaises(TypeError) as cm:
+            copy.deepcopy(losskit.Loss({"loss": "mse"}, process_group=object()))
+        self.assertIn("process_group", str(cm.exception))
+
     def test_threads_do_not_change_the_result(self):
         x, t = torch.randn(64, 1000), torch.rand(64, 1000)
         vals = []
@@ -195,6 +243,12 @@ class Errors(unittest.TestCase):
             with self.assertRaises(losskit.DataError) as cm:
                 losskit.Loss({"loss": "mse"})(y, y)
             self.assertIn("cuda", str(cm.exception))
+
+    def test_sparse(self):
+        x = torch.randn(3, 4).to_sparse()
+        with self.assertRaises(losskit.DataError) as cm:
+            losskit.Loss({"loss": "mse"})(x, torch.randn(3, 4))
+        self.assertIn("sparse_coo tensor; losskit reads dense tensors", str(cm.exception))
 
     def test_plugin_error(self):
         with tempfile.TemporaryDirectory() as d:
