@@ -486,6 +486,17 @@ Test(registry, param_default_outside_range_is_refused)
     lk_runtime_close(rt);
 }
 
+Test(registry, default_reduction_not_offered_is_refused)
+{
+    const char *d;
+    lk_runtime *rt = open_with_good(FX("fx_bad_reduction"), &d);
+    expect_mentions(d, "fx_bad_reduction.so");
+    expect_mentions(d, "'fx_bad_reduction'");
+    expect_mentions(d, "its default reduction 'none' is not one it offers");
+    expect_not_served(rt, "fx_bad_reduction");
+    lk_runtime_close(rt);
+}
+
 Test(registry, param_with_empty_unset_text_is_refused)
 {
     const char *d;
@@ -615,9 +626,9 @@ Test(registry, fixture_directory)
      * name order, and the good ones are served. Name order also decides that
      * fx_good.so's fx_sq serves and fx_shadow.so's is shadowed. */
     static const char *const broken[] = {
-        "fx_bad_default",  "fx_bad_ndims",     "fx_bad_unset",
-        "fx_duplicate_id", "fx_missing_entry", "fx_no_slots",
-        "fx_null_entry",   "fx_null_required", "fx_wrong_major",
+        "fx_bad_default",   "fx_bad_ndims",     "fx_bad_reduction", "fx_bad_unset",
+        "fx_duplicate_id",  "fx_missing_entry", "fx_no_slots",      "fx_null_entry",
+        "fx_null_required", "fx_wrong_major",
     };
     const size_t n_broken = sizeof broken / sizeof broken[0];
     lk_runtime *rt = open_path(LK_FIXTURE_DIR);

@@ -187,7 +187,9 @@ int cmd_new(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (!valid_name(name)) {
-        cli_error("new: '%s' is not a valid loss id: [a-z][a-z0-9_]*, at most 64 characters", name);
+        cli_error("new: '%s' is not a valid loss id: a lowercase letter, then [a-z0-9_], at most "
+                  "64 characters (it also names C identifiers)",
+                  name);
         return EXIT_USAGE;
     }
     warn_if_taken(name);

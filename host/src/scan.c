@@ -293,10 +293,24 @@ static const char *check_loss(const lk_loss_desc *d, uint32_t minor)
         return why;
     }
     const uint32_t known_red = (1u << LK_REDUCTION_COUNT) - 1;
-    if (!d->reductions || (d->reductions & ~known_red) || d->default_reduction < 0 ||
-        d->default_reduction >= LK_REDUCTION_COUNT ||
-        !(d->reductions & LK_REDUCTION_BIT(d->default_reduction)))
-        return "its reductions are malformed (none, unknown, or a default it does not offer)";
+    if (!d->reductions)
+        return "it offers no reduction (reductions is 0)";
+    if (d->reductions & ~known_red) {
+        snprintf(why, sizeof why,
+                 "its reductions mask 0x%x has bits no reduction has (known: 0x%x)",
+                 (unsigned)d->reductions, (unsigned)known_red);
+        return why;
+    }
+    if (d->default_reduction < 0 || d->default_reduction >= LK_REDUCTION_COUNT) {
+        snprintf(why, sizeof why, "its default reduction %d is no reduction (0 to %d)",
+                 (int)d->default_reduction, LK_REDUCTION_COUNT - 1);
+        return why;
+    }
+    if (!(d->reductions & LK_REDUCTION_BIT(d->default_reduction))) {
+        snprintf(why, sizeof why, "its default reduction '%s' is not one it offers",
+                 lk_reduction_name(d->default_reduction));
+        return why;
+    }
     if (d->flags & ~(LK_LOSS_FUSED | LK_LOSS_WHOLE | LK_LOSS_UNBOUNDED))
         return "it sets unknown loss flags";
     int has_diff = 0;

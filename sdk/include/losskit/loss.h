@@ -1250,10 +1250,12 @@ static const lk_slot_desc *const lk_slots_pair[] LK__UNUSED = {&lk_slot_predicti
     {                                                                                              \
         return lk__create(&lid##__hooks, lid##__families, sizeof(T), a, inst, m);                  \
     }                                                                                              \
-    static lk_status lid##__plan(const void *inst, const lk_tensor *slots, int32_t reduction,      \
+    /* lk__slots: a plugin's own file-scope `slots` (the templates' array)                         \
+     * must not be shadowed by a parameter (-Wshadow) */                                           \
+    static lk_status lid##__plan(const void *inst, const lk_tensor *lk__slots, int32_t reduction,  \
                                  lk_plan *plan, lk_msg *m)                                         \
     {                                                                                              \
-        return lk__plan(&lid##__hooks, &lid##_desc, inst, slots, reduction, plan, m);              \
+        return lk__plan(&lid##__hooks, &lid##_desc, inst, lk__slots, reduction, plan, m);          \
     }                                                                                              \
     static lk_status lid##__forward(const void *inst, const lk_plan *plan, const lk_block *blk,    \
                                     lk_msg *m)                                                     \
