@@ -309,11 +309,13 @@ Test(split, whole_batch_loss_refused)
  * lk_loss_eval is unaffected. */
 Test(split, per_sample_statistics_refused)
 {
+    /* one literal a config: clang warns of literals joined in an array */
+    static const char terms[] = "{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"iou\", "
+                                "\"params\": {\"per_sample\": true}}]}";
     static const char *const configs[] = {
         "{\"loss\": \"dice\", \"params\": {\"per_sample\": true}}",
         "{\"loss\": \"generalized_dice\"}",
-        "{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"iou\", \"params\": "
-        "{\"per_sample\": true}}]}",
+        terms,
     };
     static const char *const wants[] = {"loss 'dice' keeps its statistics per sample",
                                         "loss 'generalized_dice' keeps its statistics per sample",
