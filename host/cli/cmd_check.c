@@ -1481,14 +1481,21 @@ typedef struct grad_worst {
  * max(RTOL max(|a|, |n|), ATOL, noise). noise is the rounding error of the
  * difference quotient itself, which grows with the scalar's size: a large
  * sum must not fail a right gradient. NaN on either side is the worst. */
-static double grad_err(double a, double n, double noise)
+static double grad_err_at(double a, double n, double noise, double rtol)
 {
     if (isnan(a) || isnan(n))
         return HUGE_VAL;
     if (a == n)
         return 0.0;
-    double scale = fmax(fmax(fabs(a), fabs(n)), fmax(GRAD_ATOL, noise) / GRAD_RTOL);
+    double scale = fmax(fmax(fabs(a), fabs(n)), fmax(GRAD_ATOL, noise) / rtol);
     return fabs(a - n) / scale;
+}
+
+/* The relative error of an analytic gradient a against a numeric one n,
+ * the difference's rounding noise (and GRAD_ATOL) as its floor. */
+static double grad_err(double a, double n, double noise)
+{
+    return grad_err_at(a, n, noise, GRAD_RTOL);
 }
 
 /* d scalar / d x[i] by central differences; the step actually taken is
@@ -2633,9 +2640,7 @@ static int paths_fd(checker *c, const lk_loss *loss, bundle *b, const char *lab,
             ok = 0;
             break;
         }
-        double a = keep[i],
-               scale = fmax(fmax(fabs(a), fabs(num)), fmax(GRAD_ATOL, noise) / PATH_FD_RTOL);
-        double e = a == num ? 0.0 : fabs(a - num) / scale;
+        double a = keep[i], e = grad_err_at(a, num, noise, PATH_FD_RTOL);
         if (!(e <= PATH_FD_RTOL)) {
             snprintf(why, cap,
                      "%s: gradient of '%s' at element %lld of %lld: analytic %.6g, numeric %.6g "

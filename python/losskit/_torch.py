@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from . import _lib as L
-from ._core import CompiledLoss, DataError, Desc, LosskitError
+from ._core import CompiledLoss, DataError, Desc, LosskitError, _config_source
 from ._pool import MIN_BYTES as _POOL_MIN_BYTES
 from ._pool import aligned_empty as _aligned_empty
 from ._pool import pool as _pool
@@ -261,10 +261,7 @@ class _Function(torch.autograd.Function):
         # .grad becomes the gradient itself instead of a copy of it
         ctx.save_for_backward(*grads)
         ctx.anchors = (None, None, None) + tensors
-        ctx.drops = [None] * len(tensors)
-        if value.dim() > 0 and any(g is not None for g in grads):
-            ctx.drops = _dropped_dims(module._loss, names,
-                                      [t.detach() for t in tensors], tuple(value.shape))
+        ctx.loss, ctx.names = module._loss, names  # for _dropped_dims, if backward needs it
         return value
 
     @staticmethod
@@ -281,7 +278,9 @@ class _Function(torch.autograd.Function):
         flat = grad_output.reshape(-1)
         uniform = flat.numel() <= 1 or bool((flat == flat[0]).all())
         scale = float(flat[0]) if uniform and flat.numel() else 1.0
-        for g, k in zip(grads, ctx.drops):
+        drops = [None] * len(grads) if uniform else _dropped_dims(
+            ctx.loss, ctx.names, [t.detach() for t in ctx.anchors[3:]], tuple(grad_output.shape))
+        for g, k in zip(grads, drops):
             if g is None:
                 out.append(None)
             elif uniform:
@@ -347,9 +346,9 @@ class Loss(torch.nn.Module):
         self._loss = CompiledLoss(config, threads, plugin_path)
         # what a copy is built from: a config file's text, read now (the
         # copy may be made where the file is not)
-        if isinstance(config, (str, bytes, os.PathLike)) and not (
-                isinstance(config, (str, bytes)) and config.lstrip()[:1] in ("{", b"{")):
-            with open(config, "rb") as f:
+        text, path = _config_source(config)
+        if text is None:
+            with open(path, "rb") as f:
                 config = f.read().decode()
         self._init = (config, threads, plugin_path)
         # in a list, set in place: nn.Module.__setattr__ costs microseconds a call
