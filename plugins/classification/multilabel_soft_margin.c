@@ -74,10 +74,7 @@ LK_AI void msm_elem(const msm *m, int64_t c, int k, lk_v x, lk_v t, lk_v *loss, 
 {
     lk_sigm p = lk_sigm_of(x);
     lk_v L = lk_sigm_log1p(&p);
-    /* torch's t log sigmoid(x) + (1 - t) log sigmoid(-x) is inf - inf, NaN,
-     * at an infinite target, where the stable form gives +-inf: t - t is
-     * 0 for every finite t and NaN there */
-    *loss = lk_add(lk_bce_logits_of1(&p, L, t), lk_sub(t, t));
+    *loss = lk_bce_logits_of1(&p, L, t);
     *grad = lk_sigm_minus_t(&p, t);
     if (m->w.n) {
         lk_v w = m->w.n == 1 ? lk_set(m->w.d[0]) : cls_weights_load(&m->w, c, k);
@@ -111,6 +108,12 @@ static lk_status msm_fwd(const void *inst, const lk_plan *plan, const lk_block *
         }
         /* C = 0: a mean over no class is 0 (docs/design.md; torch: NaN) */
         double row = C ? lk_acc_sum(sum) / (double)C : 0.0;
+        /* torch's t log sigmoid(x) + (1 - t) log sigmoid(-x) is inf - inf,
+         * NaN, at an infinite target, where the stable form gives +-inf:
+         * such a row is never finite here, so only those are looked at */
+        for (int64_t c = 0; !isfinite(row) && !isnan(row) && c < C; c++)
+            if (isinf(lk__get(s[1].data, tf, r * C + c)))
+                row = NAN;
         total += row;
         if (out) {
             if (xf)
