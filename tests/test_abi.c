@@ -36,10 +36,10 @@
 /* ------------------------------------------------------------------------ */
 /* Versions and constants                                                    */
 
-Test(abi, version_is_1_4)
+Test(abi, version_is_1_5)
 {
     cr_expect_eq(LK_ABI_MAJOR, 1, "LK_ABI_MAJOR is %d", LK_ABI_MAJOR);
-    cr_expect_eq(LK_ABI_MINOR, 4, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
+    cr_expect_eq(LK_ABI_MINOR, 5, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
     cr_expect_str_eq(LK_PLUGIN_ENTRY_NAME, "losskit_plugin_entry", "entry name changed");
 }
 
@@ -97,6 +97,7 @@ Test(abi, enum_values)
 
     cr_expect_eq(LK_BLOCK_GRAD_ACCUMULATE, 0x1u, "block flag");
     cr_expect_eq(LK_PLAN_STATS_PER_SAMPLE, 0x1u, "plan flag (since 1.4)");
+    cr_expect_eq(LK_PLAN_SPLIT_FINISH, 0x2u, "plan flag (since 1.5)");
     cr_expect_eq(LK_LOSS_FUSED, 0x1u, "loss flag");
     cr_expect_eq(LK_LOSS_WHOLE, 0x2u, "loss flag");
 
@@ -205,7 +206,7 @@ Test(abi, layout_plan_and_block)
     /* lk_plan: n_positions 0, block_positions 8 (8 each), n_stats 16 (4),
      * out_ndim 20 (4), out_shape 24 (16 * 8 = 128, to 152), mean_norm 152,
      * aux 160 (8 * 8, to 224), auxf 224 (8 * 8, to 288), flags 288 (4,
-     * since 1.4, padded to 8) = 296. */
+     * since 1.4), n_partials 292 (4, since 1.5) = 296. */
     PIN_SIZE(lk_plan, 296);
     PIN_OFF(lk_plan, n_positions, 0);
     PIN_OFF(lk_plan, block_positions, 8);
@@ -216,6 +217,7 @@ Test(abi, layout_plan_and_block)
     PIN_OFF(lk_plan, aux, 160);
     PIN_OFF(lk_plan, auxf, 224);
     PIN_OFF(lk_plan, flags, 288);
+    PIN_OFF(lk_plan, n_partials, 292);
 
     /* lk_block: begin 0, end 8, slots 16, grads 24, out 32, stats 40,
      * global 48, grad_scale 56 (8 each), reduction 64 (4), flags 68 (4) = 72. */
@@ -259,8 +261,9 @@ Test(abi, layout_loss_desc)
      * each), reductions 40 (4), default_reduction 44 (4), flags 48 (4),
      * 4 bytes of padding, then seven function pointers of 8 from 56:
      * create 56, destroy 64, plan 72, forward 80, finalize 88, backward 96,
-     * whole 104, then example 112 (since 1.1) = 120. */
-    PIN_SIZE(lk_loss_desc, 120);
+     * whole 104, then example 112 (since 1.1), partials 120 (since 1.5)
+     * = 128. */
+    PIN_SIZE(lk_loss_desc, 128);
     PIN_OFF(lk_loss_desc, id, 0);
     PIN_OFF(lk_loss_desc, summary, 8);
     PIN_OFF(lk_loss_desc, version, 16);
@@ -277,6 +280,7 @@ Test(abi, layout_loss_desc)
     PIN_OFF(lk_loss_desc, backward, 96);
     PIN_OFF(lk_loss_desc, whole, 104);
     PIN_OFF(lk_loss_desc, example, 112);
+    PIN_OFF(lk_loss_desc, partials, 120);
 }
 
 Test(abi, layout_plugin)
@@ -314,6 +318,8 @@ typedef lk_status (*sig_finalize)(const void *, const lk_plan *, const double *,
 typedef lk_status (*sig_whole)(const void *, const lk_plan *, const lk_whole_args *, double *,
                                lk_msg *);
 typedef lk_status (*sig_example)(const void *, int32_t, int32_t, uint64_t, lk_tensor *, lk_msg *);
+typedef lk_status (*sig_partials)(const void *, const lk_plan *, const double *, double *,
+                                  lk_msg *);
 
 #define SAME_TYPE(expr, T) _Generic((expr), T: 1, default: 0)
 #define PIN_SIG(expr, T) cr_expect(SAME_TYPE(expr, T), #expr " is no longer a " #T)
@@ -339,6 +345,7 @@ Test(abi, signatures)
     PIN_SIG(d->backward, sig_block);
     PIN_SIG(d->whole, sig_whole);
     PIN_SIG(d->example, sig_example);
+    PIN_SIG(d->partials, sig_partials);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -423,7 +423,7 @@ Test(registry, wrong_major_is_refused)
     /* The file, its version and the host's. */
     expect_mentions(d, "fx_wrong_major.so");
     expect_mentions(d, "ABI 2.0");
-    expect_mentions(d, "ABI 1.4");
+    expect_mentions(d, "ABI 1.5");
     expect_not_served(rt, "fx_wrong_major");
     lk_runtime_close(rt);
 }

@@ -7,7 +7,9 @@
  * cross_entropy (with class weights and ignore_index: the divisor is a
  * statistic), a weighted terms config, FUSED elementwise losses with mean,
  * sum and batchmean.
- * A whole-batch loss and reduction none are refused with one line. */
+ * Region losses with per-sample statistics go through their partials,
+ * exactly too; a loss with per-sample statistics and no partials, a
+ * whole-batch loss and reduction none are refused with one line. */
 #include <criterion/criterion.h>
 
 #include <math.h>
@@ -220,6 +222,7 @@ static const split_case image_ignored = {4, {7, 1, 48, 50}, T_UNIT, 1};
 static const split_case classes = {4, {7, 4, 30, 40}, T_CLASS, 0};
 static const split_case classes_ignored = {4, {7, 4, 30, 40}, T_CLASS, 1};
 static const split_case real = {3, {7, 5, 1000}, T_REAL, 0};
+static const split_case classes_unit = {4, {7, 4, 30, 40}, T_UNIT, 0};
 
 Test(split, dice_binary)
 {
@@ -301,29 +304,86 @@ Test(split, whole_batch_loss_refused)
     lk_loss_free(loss);
 }
 
-/* A region loss with per-sample statistics (dice per_sample,
- * generalized_dice's default, a MONAI-style sum with one): summed across
- * processes, sample i of one shard would be added to sample i of the
- * other, a silently wrong value. Refused, naming the term; the same losses
- * without per-sample statistics are split exactly (dice_binary above), and
- * lk_loss_eval is unaffected. */
-Test(split, per_sample_statistics_refused)
+/* Region losses with per-sample statistics (dice per_sample,
+ * generalized_dice's default, the MONAI-style configs): their statistics
+ * hold one block per sample, so summing them across processes would add
+ * sample i of one shard to sample i of another. The host splits them
+ * through the loss's partials (the two sums the value is formed from),
+ * exactly, with shards of unequal sizes (7 samples as 3 + 4 and 2 + 2 + 3):
+ * a mean over (sample, class) pairs, tversky's power of that mean, an
+ * empty rule that leaves pairs out of it (tiny has empty classes), and a
+ * weighted sum with a term split the usual way. */
+static const split_case tiny = {4, {7, 4, 2, 3}, T_CLASS, 0};
+static const split_case tiny_unit = {4, {7, 3, 2, 3}, T_UNIT, 0};
+
+Test(split, per_sample_statistics)
 {
+    both(load("{\"loss\": \"dice\", \"params\": {\"per_sample\": true}}"), &image);
+    both(load("{\"loss\": \"dice\", \"params\": {\"mode\": \"multiclass\", \"per_sample\": "
+              "true, \"empty\": \"skip\"}}"),
+         &tiny);
+    both(load("{\"loss\": \"iou\", \"params\": {\"mode\": \"multiclass\", \"per_sample\": "
+              "true, \"empty\": \"zero\", \"class_weights\": [1, 2, 0.5, 1]}}"),
+         &tiny);
+    both(load("{\"loss\": \"tversky\", \"params\": {\"mode\": \"multilabel\", \"per_sample\": "
+              "true, \"alpha\": 0.3, \"beta\": 0.7, \"gamma\": 1.5}}"),
+         &tiny_unit);
+    both(load("{\"loss\": \"focal_tversky\", \"params\": {\"mode\": \"multiclass\", "
+              "\"per_sample\": true}}"),
+         &classes);
+    both(load("{\"loss\": \"mcc\", \"params\": {\"per_sample\": true}}"), &image);
+    both(load("{\"loss\": \"generalized_dice\", \"params\": {\"mode\": \"multiclass\"}}"), &tiny);
+    both(load_file("configs/monai_generalized_dice_focal.json"), &classes_unit);
     /* one literal a config: clang warns of literals joined in an array */
-    static const char terms[] = "{\"terms\": [{\"loss\": \"mse\"}, {\"loss\": \"iou\", "
-                                "\"params\": {\"per_sample\": true}}]}";
+    both(load("{\"terms\": [{\"loss\": \"mse\", \"weight\": 0.5}, {\"loss\": \"iou\", "
+              "\"weight\": 2, \"params\": {\"per_sample\": true}}]}"),
+         &image);
+}
+
+/* The host's side of it on a raw-ABI loss (tests/fixtures/split): the
+ * mean and the sum over samples of each sample's squared sum, split
+ * through partials; the same loss without partials is refused, naming the
+ * term, and lk_loss_eval is unaffected. */
+static lk_runtime *fixture_runtime(void)
+{
+    lk_runtime_options opts;
+    lk_runtime_options_init(&opts);
+    opts.use_env_path = 0;
+    opts.use_default_path = 0;
+    opts.plugin_path = LK_SPLIT_FIXTURE_DIR;
+    opts.threads = 2;
+    lk_runtime *r = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_runtime_open(&opts, &r, err), LK_OK, "lk_runtime_open: %s", err);
+    return r;
+}
+
+static lk_loss *load_in(lk_runtime *r, const char *json)
+{
+    lk_loss *loss = NULL;
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_loss_from_json(r, json, strlen(json), "test", &loss, err), LK_OK, "%s", err);
+    return loss;
+}
+
+Test(split, partials_of_a_plugin)
+{
+    lk_runtime *r = fixture_runtime();
+    both(load_in(r, "{\"loss\": \"fx_sample_square\"}"), &real);
+    both(load_in(r, "{\"loss\": \"fx_sample_square\", \"reduction\": \"sum\"}"), &image);
+
     static const char *const configs[] = {
-        "{\"loss\": \"dice\", \"params\": {\"per_sample\": true}}",
-        "{\"loss\": \"generalized_dice\"}",
-        terms,
+        "{\"loss\": \"fx_sample_square_unsplit\"}",
+        "{\"terms\": [{\"loss\": \"fx_sample_square\"}, {\"loss\": "
+        "\"fx_sample_square_unsplit\"}]}",
     };
-    static const char *const wants[] = {"loss 'dice' keeps its statistics per sample",
-                                        "loss 'generalized_dice' keeps its statistics per sample",
-                                        "loss 'iou' ($.terms[1]) keeps its statistics per sample"};
-    double x[8] = {-1, 2, -3, 4, 0.5, -0.6, 0.7, -0.8}, t[8] = {0, 1, 0, 1, 1, 0, 1, 0}, g[8];
+    static const char *const wants[] = {
+        "loss 'fx_sample_square_unsplit' keeps its statistics per sample and has no partials()",
+        "loss 'fx_sample_square_unsplit' ($.terms[1]) keeps its statistics per sample"};
+    double x[8] = {-1, 2, -3, 4, 0.5, -0.6, 0.7, -0.8}, t[8] = {0}, g[8];
     int64_t shape[3] = {2, 1, 4};
     for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
-        lk_loss *loss = load(configs[k]);
+        lk_loss *loss = load_in(r, configs[k]);
         lk_named_tensor two[2] = {{"input", {x, LK_DTYPE_F64, 3, shape, NULL}, NULL},
                                   {"target", {t, LK_DTYPE_F64, 3, shape, NULL}, NULL}};
         lk_named_tensor gr[1] = {{"input", {g, LK_DTYPE_F64, 3, shape, NULL}, NULL}};
@@ -343,12 +403,14 @@ Test(split, per_sample_statistics_refused)
         cr_assert_eq(lk_loss_finish(loss, &args, st, 64, &v), LK_ERR_UNSUPPORTED);
         cr_assert(strstr(args.errmsg, wants[k]), "%s", args.errmsg);
         cr_assert_eq(lk_loss_eval(loss, &args, &v), LK_OK, "%s", args.errmsg);
-        cr_assert(isfinite(v));
+        /* S = (2, -0.2): (4 + 0.04) / 2 per term */
+        double want = k == 0 ? 2.02 : 4.04;
+        cr_assert(fabs(v - want) < 1e-12, "value %.17g, want %g", v, want);
+        cr_assert(fabs(g[0] - (k == 0 ? 2.0 : 4.0)) < 1e-12, "grad[0] %.17g", g[0]);
         lk_loss_free(loss);
     }
+    lk_runtime_close(r);
 }
-
-static const split_case classes_unit = {4, {7, 4, 30, 40}, T_UNIT, 0};
 
 Test(split, focal_modes_and_bce_options)
 {

@@ -2,7 +2,8 @@
 # Builds split_loss against the build tree's liblosskit with mpicc and checks
 # that `mpirun -np 2` (and -np 3) gives the value and gradient of a
 # single-process run, to 1e-12 relative, for dice (binary and multiclass),
-# a weighted terms config and mse. usage: examples/mpi/run.sh [BUILD_DIR]
+# a weighted terms config, mse, and two losses whose statistics are kept
+# per sample (generalized_dice, MONAI's DiceCE), which go through partials. usage: examples/mpi/run.sh [BUILD_DIR]
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd)
@@ -35,5 +36,7 @@ configs/dice.json binary
 configs/dice_multiclass.json classes
 configs/dice_bce_terms.json binary
 configs/mse.json binary
+configs/generalized_dice.json binary
+configs/monai_dice_ce.json classes
 LIST
 exit $status

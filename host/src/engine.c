@@ -282,6 +282,11 @@ static int plan_ok(const lk_plan *p, char *why, size_t cap)
                  (long long)p->block_positions);
         return 0;
     }
+    if (p->n_partials > MAX_STATS) {
+        snprintf(why, cap, "n_partials is %lu; it must be at most %lu",
+                 (unsigned long)p->n_partials, (unsigned long)MAX_STATS);
+        return 0;
+    }
     if (p->n_stats < 1 || p->n_stats > MAX_STATS) {
         snprintf(why, cap, "n_stats is %lu; it must be 1 to %lu", (unsigned long)p->n_stats,
                  (unsigned long)MAX_STATS);
@@ -639,6 +644,80 @@ enum { RUN_EVAL, RUN_STATS, RUN_FINISH };
  * plugin's n_stats statistics. */
 #define SPLIT_HEAD 2
 
+/* Whether split evaluation takes b's term through its partials: statistics
+ * kept per sample, and a loss (of ABI 1.5 or later) that turns them into
+ * numbers that add across processes. */
+static int uses_partials(const bound *b)
+{
+    const lk_loss_desc *d = b->e->impl;
+    return (b->plan.flags & LK_PLAN_STATS_PER_SAMPLE) && b->e->module->plugin->abi_minor >= 5 &&
+           d->partials && b->plan.n_partials > 0 && !(d->flags & (LK_LOSS_FUSED | LK_LOSS_WHOLE));
+}
+
+/* The number of split statistics of b's term after its head. */
+static size_t split_len(const bound *b)
+{
+    return uses_partials(b) ? b->plan.n_partials : b->plan.n_stats;
+}
+
+/* Split evaluation of a term with partials. Stats: this process's
+ * statistics, turned into its partials. Finish: the value from the summed
+ * partials; for gradients, this process's statistics again, then backward
+ * with them followed by the summed partials, under LK_PLAN_SPLIT_FINISH. */
+static lk_status run_partials(const lk_loss *loss, const bound *b0, lk_eval_args *args,
+                              uint32_t flags, double *value, int mode, double *split)
+{
+    const lk_loss_desc *d = b0->e->impl;
+    const lk_plan *p = &b0->plan;
+    bound gb = *b0;
+    gb.plan.flags |= LK_PLAN_SPLIT_FINISH;
+    if (mode == RUN_FINISH) {
+        gb.plan.mean_norm = split[0];
+        lk_status st = finalize(loss, &gb, &gb.plan, split + SPLIT_HEAD, split[1], args, value);
+        if (st != LK_OK || !wants_grad(b0))
+            return st;
+    }
+    int64_t n_blocks = block_count(p);
+    size_t count = (size_t)(n_blocks > 0 ? n_blocks : 1) * p->n_stats; /* plan_ok bounds it */
+    double *stats = calloc(count + p->n_partials, sizeof *stats);
+    if (!stats)
+        return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory for %zu statistics", count);
+    /* the statistics pass must not see the gradient buffers */
+    static const lk_tensor no_grads[LK__MAX_SLOTS];
+    bound fwd_b = *b0;
+    memcpy(fwd_b.grads, no_grads, sizeof no_grads);
+    run r = {.b = &fwd_b,
+             .reduction = loss->reduction,
+             .flags = flags,
+             .stats = stats,
+             .out = &absent_tensor};
+    lk_status st = run_blocks(loss, &r, args);
+    if (st == LK_OK)
+        combine(stats, n_blocks, p->n_stats);
+    if (st == LK_OK && mode == RUN_STATS) {
+        split[0] = p->mean_norm;
+        split[1] = batch_size(b0);
+        memset(split + SPLIT_HEAD, 0, p->n_partials * sizeof *split);
+        char msg[LK_ERRMSG_CAP / 2] = "";
+        lk_msg m = {msg, sizeof msg};
+        st = d->partials(b0->term->instance, p, stats, split + SPLIT_HEAD, &m);
+        if (st != LK_OK)
+            st = plugin_err(loss, b0, st, "partials: ", msg, args->errmsg);
+    } else if (st == LK_OK) {
+        memcpy(stats + p->n_stats, split + SPLIT_HEAD, p->n_partials * sizeof *stats);
+        run back = {.b = &gb,
+                    .reduction = loss->reduction,
+                    .backward = 1,
+                    .flags = flags,
+                    .grad_scale = args->grad_scale * b0->term->weight,
+                    .global = stats,
+                    .out = &absent_tensor};
+        st = run_blocks(loss, &back, args);
+    }
+    free(stats);
+    return st;
+}
+
 static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *args, uint32_t flags,
                           double *value, int mode, double *split)
 {
@@ -646,6 +725,8 @@ static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *ar
     double upstream = args->grad_scale * b0->term->weight;
     if (d->flags & LK_LOSS_WHOLE)
         return run_whole(loss, b0, args, flags, upstream, value);
+    if (mode != RUN_EVAL && uses_partials(b0))
+        return run_partials(loss, b0, args, flags, value, mode, split);
     /* finish: the plan the kernels see has the global divisor */
     bound gb;
     const bound *b = b0;
@@ -789,16 +870,18 @@ static lk_status bind_all(const lk_loss *loss, lk_eval_args *args, bound *bs, si
             st = check_out(loss, &bs[0], args);
         /* the host zeroes plan.flags before plan(): a plugin older than
          * ABI 1.4 leaves them 0 */
-        if (st == LK_OK && split && (bs[i].plan.flags & LK_PLAN_STATS_PER_SAMPLE)) {
+        if (st == LK_OK && split && (bs[i].plan.flags & LK_PLAN_STATS_PER_SAMPLE) &&
+            !uses_partials(&bs[i])) {
             char where[48];
             st = lk__err(args->errmsg, LK_ERR_UNSUPPORTED,
-                         "loss '%s'%s keeps its statistics per sample: summed across processes "
-                         "they would add different samples together; gather the batch on one "
-                         "process, or use the loss without per-sample statistics",
+                         "loss '%s'%s keeps its statistics per sample and has no partials() to "
+                         "split them by: summed across processes they would add different "
+                         "samples together; gather the batch on one process, or use the loss "
+                         "without per-sample statistics",
                          bs[i].e->desc->id, term_where(loss, &loss->terms[i], where, sizeof where));
         }
         if (st == LK_OK)
-            *n_split += SPLIT_HEAD + bs[i].plan.n_stats;
+            *n_split += SPLIT_HEAD + split_len(&bs[i]);
     }
     return st;
 }
@@ -852,7 +935,7 @@ static lk_status eval_common(const lk_loss *loss, lk_eval_args *args, double *va
         }
         double v = 0.0;
         st = run_term(loss, b, args, flags, &v, mode, split ? split + off : NULL);
-        off += SPLIT_HEAD + b->plan.n_stats;
+        off += SPLIT_HEAD + split_len(b);
         for (uint32_t s = 0; st == LK_OK && mode != RUN_STATS && s < b->e->n_slots; s++)
             if (b->grad_index[s] >= 0)
                 written[b->grad_index[s]] = 1;

@@ -385,6 +385,7 @@ enum {
     FN_BACKWARD = 1u << 5,
     FN_WHOLE = 1u << 6,
     FN_EXAMPLE = 1u << 7,
+    FN_PARTIALS = 1u << 8,
 };
 
 uint32_t lk__scan_fn_mask(const lk_loss_desc *d, uint32_t abi_minor)
@@ -399,6 +400,7 @@ uint32_t lk__scan_fn_mask(const lk_loss_desc *d, uint32_t abi_minor)
     m |= d->whole ? FN_WHOLE : 0;
     /* a plugin of ABI 1.0 has no such member: never read past its struct */
     m |= abi_minor >= 1 && d->example ? FN_EXAMPLE : 0;
+    m |= abi_minor >= 5 && d->partials ? FN_PARTIALS : 0;
     return m;
 }
 
@@ -657,6 +659,14 @@ static lk_status stub_example(const void *i, int32_t k, int32_t dt, uint64_t see
     return LK_ERR_LOAD;
 }
 
+static lk_status stub_partials(const void *i, const lk_plan *p, const double *st, double *out,
+                               lk_msg *m)
+{
+    (void)i, (void)p, (void)st, (void)out;
+    say_not_loaded(m);
+    return LK_ERR_LOAD;
+}
+
 static const lk_param_desc *read_param(reader *r, uint32_t minor)
 {
     lk_param_desc *p = rd_alloc(r, sizeof *p);
@@ -710,7 +720,7 @@ static const lk_loss_desc *read_loss(reader *r, uint32_t minor)
     d->reductions = (uint32_t)rd_int(r, 0, UINT32_MAX);
     d->default_reduction = (int32_t)rd_int(r, INT32_MIN, INT32_MAX);
     d->flags = (uint32_t)rd_int(r, 0, UINT32_MAX);
-    uint32_t fn = (uint32_t)rd_int(r, 0, 255);
+    uint32_t fn = (uint32_t)rd_int(r, 0, 511);
     size_t np = rd_count(r, LK_MAX_PARAMS), ns = rd_count(r, LK__MAX_SLOTS);
     const lk_param_desc **params = np ? rd_alloc(r, (np + 1) * sizeof *params) : NULL;
     const lk_slot_desc **slots = rd_alloc(r, (ns + 1) * sizeof *slots);
@@ -740,7 +750,10 @@ static const lk_loss_desc *read_loss(reader *r, uint32_t minor)
     d->backward = fn & FN_BACKWARD ? stub_block : NULL;
     d->whole = fn & FN_WHOLE ? stub_whole : NULL;
     d->example = fn & FN_EXAMPLE ? stub_example : NULL;
+    d->partials = fn & FN_PARTIALS ? stub_partials : NULL;
     if ((fn & FN_EXAMPLE) && minor < 1)
+        r->bad = 1;
+    if ((fn & FN_PARTIALS) && minor < 5)
         r->bad = 1;
     return d;
 }

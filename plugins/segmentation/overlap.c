@@ -912,8 +912,11 @@ lk_status seg_plan(const void *inst, const lk_tensor *slots, int32_t reduction, 
     plan->aux[SEG_AUX_PER] = o->per_sample;
     /* each sample's statistics go through the loss on their own: another
      * process's samples summed into them would be other samples */
-    if (o->per_sample)
+    if (o->per_sample) {
         lk_plan_set_flags(plan, LK_PLAN_STATS_PER_SAMPLE);
+        /* split evaluation adds num and den across processes (seg_sums) */
+        lk_plan_set_partials(plan, 2);
+    }
     plan->aux[SEG_AUX_FAM] = fam;
     return LK_OK;
 }
@@ -931,7 +934,12 @@ static void seg_taken(const seg *o, int64_t C, int *taken)
             taken[o->classes[k]]++;
 }
 
-int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, double *value)
+/* The loss is outer(num / den): num and den are sums over (group, class)
+ * pairs, or over groups for a kind with a group function, and so add
+ * across processes (seg_partials). With coef, d num / d I and d P of every
+ * pair. */
+static int seg_sums(const seg *o, const lk_plan *plan, const double *st, double *coef,
+                    double *num_out, double *den_out)
 {
     int64_t G = plan->aux[SEG_AUX_G], C = plan->aux[LK_CLS_AUX_C];
     int taken_small[SEG_SMALL_PAIRS + 1];
@@ -970,6 +978,14 @@ int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, 
     }
     if (taken != taken_small)
         free(taken);
+    *num_out = num;
+    *den_out = den;
+    return 0;
+}
+
+/* outer(num / den), and d outer / d num in *dm. */
+static double seg_outer(const seg *o, double num, double den, double *dm_out)
+{
     double m = den > 0.0 ? num / den : 0.0, dm = den > 0.0 ? 1.0 / den : 0.0;
     if (o->kind->outer_pow && o->gamma != 1.0) {
         /* m^gamma as torch's pow: a negative mean (smooth > smooth_dr) has
@@ -979,8 +995,31 @@ int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, 
         dm *= m == 0.0 ? 0.0 : o->gamma * pow(m, o->gamma - 1.0);
         m = r;
     }
-    *value = m;
-    for (int64_t k = 0; coef && k < 2 * G * C; k++)
+    *dm_out = dm;
+    return m;
+}
+
+/* Whether the host runs lk_loss_finish's finalize or backward of a split
+ * evaluation (ABI 1.5): the summed partials stand in for this process's
+ * num and den. */
+static int seg_split_finish(const lk_plan *plan)
+{
+    return lk_host_abi_minor >= 5 && (plan->flags & LK_PLAN_SPLIT_FINISH);
+}
+
+int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, double *value)
+{
+    double num, den, dm;
+    if (seg_sums(o, plan, st, coef, &num, &den) != 0)
+        return -1;
+    if (seg_split_finish(plan)) {
+        /* backward: this process's statistics, then the summed partials */
+        num = st[plan->n_stats];
+        den = st[plan->n_stats + 1];
+    }
+    *value = seg_outer(o, num, den, &dm);
+    int64_t n = coef ? 2 * plan->aux[SEG_AUX_G] * plan->aux[LK_CLS_AUX_C] : 0;
+    for (int64_t k = 0; k < n; k++)
         coef[k] *= dm;
     return 0;
 }
@@ -989,7 +1028,22 @@ lk_status seg_finalize(const void *inst, const lk_plan *plan, const double *stat
                        int32_t reduction, double *value, lk_msg *msg)
 {
     (void)reduction;
-    if (seg_eval((const seg *)inst, plan, stats, NULL, value) != 0)
+    const seg *o = (const seg *)inst;
+    double dm;
+    if (seg_split_finish(plan)) {
+        /* the partials summed over every process: num, den */
+        *value = seg_outer(o, stats[0], stats[1], &dm);
+        return LK_OK;
+    }
+    if (seg_eval(o, plan, stats, NULL, value) != 0)
+        return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
+    return LK_OK;
+}
+
+lk_status seg_partials(const void *inst, const lk_plan *plan, const double *stats, double *partials,
+                       lk_msg *msg)
+{
+    if (seg_sums((const seg *)inst, plan, stats, NULL, &partials[0], &partials[1]) != 0)
         return lk_fail(msg, LK_ERR_NOMEM, "out of memory");
     return LK_OK;
 }

@@ -160,6 +160,10 @@ lk_status seg_finalize(const void *inst, const lk_plan *plan, const double *stat
  * d value / d I and d value / d P of every (group, class). Returns -1 (and
  * sets nothing) when out of memory. */
 int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, double *value);
+/* Split evaluation (ABI 1.5): the two sums the value is formed from, which
+ * add across processes. */
+lk_status seg_partials(const void *inst, const lk_plan *plan, const double *stats, double *partials,
+                       lk_msg *msg);
 
 /* The descriptor of an overlap loss: its id, kind, parameter list and
  * summary. */
@@ -169,11 +173,10 @@ int seg_eval(const seg *o, const lk_plan *plan, const double *st, double *coef, 
         return seg_init((seg *)inst, &(kind_), params_, p, msg);                                   \
     }                                                                                              \
     LK_LOSS_DESC(lid, seg, 0, lid##__finalize, lid##__backward,                                    \
-                 LK_FAMILIES(&seg_ew_family, &seg_mc_family, &seg_sc_family,            \
-                             &seg_ew64_family), seg_slots,           \
-                 LK_REDUCTION_BIT(LK_REDUCTION_MEAN),                                              \
+                 LK_FAMILIES(&seg_ew_family, &seg_mc_family, &seg_sc_family, &seg_ew64_family),    \
+                 seg_slots, LK_REDUCTION_BIT(LK_REDUCTION_MEAN),                                   \
                  LK_HOOKS(.init = lid##_init, .fini = seg_fini, .plan = seg_plan,                  \
-                          .finalize = seg_finalize, .pick = seg_pick),                             \
+                          .finalize = seg_finalize, .pick = seg_pick, .partials = seg_partials),   \
                  .params = params_, __VA_ARGS__)
 
 #endif /* LOSSKIT_SEG_OVERLAP_H */

@@ -3,7 +3,9 @@ spawn) each holding part of a batch get, through losskit.Loss, the value
 and the gradients of one process on the whole batch, to 1e-12 relative in
 float64 (each gradient element relative to the gradient's largest): dice
 binary and multiclass, weighted terms sums, mean-reduced elementwise losses,
-cross_entropy; a whole-batch loss (ntxent) is refused with one line. A
+cross_entropy, region losses with per-sample statistics (dice per_sample,
+MONAI's generalized dice); a whole-batch loss (ntxent) is refused with one
+line. A
 2-process DistributedDataParallel step with ddp_scale=True
 on a tiny linear model gives the single-process step's parameter gradients
 (to 1e-6)."""
@@ -33,6 +35,11 @@ CASES = [
     ("focal_mean", src("configs/focal.json"), (7, 3, 10), "unit"),
     ("cross_entropy", {"loss": "cross_entropy", "params": {"weight": [0.5, 2, 1, 0.25]},
                        "reduction": "mean"}, (7, 4, 9, 8), "class"),
+    # statistics kept per sample, split through the loss's partials
+    ("dice_per_sample", {"loss": "dice", "params": {"mode": "multiclass", "per_sample": True,
+                                                    "empty": "skip"}}, (7, 4, 2, 3), "class"),
+    ("monai_generalized_dice_focal", src("configs/monai_generalized_dice_focal.json"),
+     (7, 4, 9, 8), "unit"),
 ]
 
 

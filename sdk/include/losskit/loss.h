@@ -1067,6 +1067,11 @@ typedef struct lk_loss_hooks {
     /* With several families: which one an instance runs (an index into
      * them). NULL: the first. */
     int (*pick)(const void *inst);
+    /* The ABI's partials (since 1.5), on the loss's instance: split
+     * evaluation of a loss whose plan hook sets LK_PLAN_STATS_PER_SAMPLE
+     * and lk_plan_set_partials(). */
+    lk_status (*partials)(const void *inst, const lk_plan *plan, const double *stats,
+                          double *partials, lk_msg *msg);
 } lk_loss_hooks;
 
 /* Parenthesised so that it passes through other macros as one argument. */
@@ -1280,6 +1285,15 @@ static const lk_slot_desc *const lk_slots_pair[] LK__UNUSED = {&lk_slot_predicti
         return lid##__hooks.finalize(lk__user((const lk__inst *)inst), plan, stats, reduction,     \
                                      value, m);                                                    \
     }                                                                                              \
+    static lk_status lid##__partials(const void *inst, const lk_plan *plan, const double *stats,   \
+                                     double *partials, lk_msg *m)                                  \
+    {                                                                                              \
+        if (!lid##__hooks.partials)                                                                \
+            return lk_fail(m, LK_ERR_INTERNAL,                                                     \
+                           "plan set n_partials, but the loss has no partials hook "               \
+                           "(LK_HOOKS(.partials = ...))");                                         \
+        return lid##__hooks.partials(lk__user((const lk__inst *)inst), plan, stats, partials, m);  \
+    }                                                                                              \
     LK__OVERRIDE_INIT_OFF                                                                          \
     const lk_loss_desc lid##_desc = {.id = #lid,                                                   \
                                      .version = "1.0.0",                                           \
@@ -1293,6 +1307,7 @@ static const lk_slot_desc *const lk_slots_pair[] LK__UNUSED = {&lk_slot_predicti
                                      .forward = lid##__forward,                                    \
                                      .finalize = finalize_fn,                                      \
                                      .backward = backward_fn,                                      \
+                                     .partials = lid##__partials,                                  \
                                      __VA_ARGS__};                                                 \
     LK__OVERRIDE_INIT_ON
 #else

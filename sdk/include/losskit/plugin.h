@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define LK_ABI_MAJOR 1
-#define LK_ABI_MINOR 4
+#define LK_ABI_MINOR 5
 
 #if defined(_WIN32)
 #define LK_EXPORT __declspec(dllexport)
@@ -227,19 +227,39 @@ typedef struct lk_plan {
     uint32_t flags; /* since 1.4: LK_PLAN_* flags; default 0. A plugin writes
                        it only when lk_host_abi_minor >= 4 (lk_plan_set_flags):
                        an older host's lk_plan ends before it */
+    uint32_t n_partials; /* since 1.5: how many numbers the loss's partials()
+                            writes; default 0 (none). Written only when
+                            lk_host_abi_minor >= 5 (lk_plan_set_partials) */
 } lk_plan;
 
-/* Flags of lk_plan (since 1.4). */
+/* Flags of lk_plan (since 1.4). The plugin sets LK_PLAN_STATS_PER_SAMPLE
+ * in plan(); the host sets LK_PLAN_SPLIT_FINISH on its own copy of the plan
+ * and never asks plan() for it. */
 #define LK_PLAN_STATS_PER_SAMPLE                                                                   \
     0x1u /* the statistics are kept per sample (dim 0 of                                           \
             slot 0), each sample's through a nonlinear                                             \
             function: two processes' statistics summed                                             \
-            would add different samples together, so the                                           \
-            host refuses split evaluation of the term */
+            would add different samples together. The                                              \
+            host splits the term across processes only                                             \
+            through partials() (since 1.5), and refuses                                            \
+            it when the loss has none */
+#define LK_PLAN_SPLIT_FINISH                                                                       \
+    0x2u /* since 1.5, set by the host: finalize() and                                             \
+            backward() of lk_loss_finish for a term with                                           \
+            partials. finalize's stats are then the                                                \
+            partials summed over every process                                                     \
+            (plan->n_partials numbers); backward's                                                 \
+            blk->global is this process's combined                                                 \
+            statistics (plan->n_stats) followed by those                                           \
+            summed partials */
 
 /* Sets flags in plan when the host has the member (ABI 1.4 or later); an
  * older host never reads them. Returns whether it could. */
 static inline int lk_plan_set_flags(lk_plan *plan, uint32_t flags);
+
+/* Sets plan->n_partials when the host has the member (ABI 1.5 or later);
+ * an older host never calls partials(). Returns whether it could. */
+static inline int lk_plan_set_partials(lk_plan *plan, uint32_t n_partials);
 
 /* Flags of lk_block. */
 #define LK_BLOCK_GRAD_ACCUMULATE 0x1u /* add into grads instead of storing */
@@ -364,6 +384,18 @@ typedef struct lk_loss_desc {
      * examples instead of its own probe shapes. [any-thread] */
     lk_status (*example)(const void *instance, int32_t k, int32_t dtype, uint64_t seed,
                          lk_tensor *slots, lk_msg *msg);
+
+    /* since 1.5, optional: split evaluation of a loss whose statistics are
+     * kept per sample (LK_PLAN_STATS_PER_SAMPLE). From this process's
+     * combined statistics, writes plan->n_partials numbers that add across
+     * processes to those of the whole batch (a sum of per-sample losses and
+     * the mean's divisor, say). lk_loss_finish then calls finalize() on the
+     * summed partials, and backward() with this process's statistics and the
+     * summed partials, both under LK_PLAN_SPLIT_FINISH. NULL, or
+     * n_partials 0: the host refuses split evaluation of such a term.
+     * [any-thread] */
+    lk_status (*partials)(const void *instance, const lk_plan *plan, const double *stats,
+                          double *partials, lk_msg *msg);
 } lk_loss_desc;
 
 /* ------------------------------------------------------------------------ */
@@ -404,6 +436,14 @@ static inline int lk_plan_set_flags(lk_plan *plan, uint32_t flags)
     if (lk_host_abi_major != LK_ABI_MAJOR || lk_host_abi_minor < 4)
         return 0;
     plan->flags |= flags;
+    return 1;
+}
+
+static inline int lk_plan_set_partials(lk_plan *plan, uint32_t n_partials)
+{
+    if (lk_host_abi_major != LK_ABI_MAJOR || lk_host_abi_minor < 5)
+        return 0;
+    plan->n_partials = n_partials;
     return 1;
 }
 
