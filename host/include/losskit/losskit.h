@@ -252,7 +252,10 @@ LK_API lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *v
  * and out; lk_loss_finish reads the tensors again only when gradients are
  * wanted (a two-pass loss runs its backward from the summed statistics; a
  * FUSED loss reruns its forward with the gradient scaled by the global
- * divisor).
+ * divisor). A term whose statistics are kept per sample (a region loss
+ * with per_sample) writes its partials instead (the sums its value is
+ * formed from, which do add across processes; sdk/README.md), and its
+ * finish runs its statistics pass again before its backward.
  *
  * Every process must use the same config and tensors that differ only in
  * dim 0 (the batch), so that the statistics line up: lk_loss_stats_count
@@ -260,7 +263,7 @@ LK_API lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *v
  * and one line in args->errmsg: a loss with a term that takes the whole
  * batch at once (LK_LOSS_WHOLE: ntxent, supcon), whose statistics cannot be
  * summed; a term whose statistics are kept per sample
- * (LK_PLAN_STATS_PER_SAMPLE: a region loss with per_sample), which summed
+ * (LK_PLAN_STATS_PER_SAMPLE) by a loss without partials, which summed
  * across processes would add different samples together; and reduction
  * none, which has none (evaluate each shard with lk_loss_eval).
  * lk_loss_finish fails with LK_ERR_INVALID when count is not the number
