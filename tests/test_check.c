@@ -90,8 +90,8 @@ static void expect_all_pass(const char *plugin, const char *const *losses, size_
     cr_expect_eq(failed, 0, "%d checks failed for %s:\n%s", failed, plugin, out);
     cr_expect_null(line_starting(out, "FAIL "), "a FAIL line for %s:\n%s", plugin, out);
     expect_line(out, "PASS abi ");
-    static const char *const kinds[] = {"schema", "finite", "grad",    "reduce", "threads",
-                                        "paths",  "empty",  "extreme", "inputs"};
+    static const char *const kinds[] = {"schema", "finite", "grad",  "reduce",  "threads",
+                                        "paths",  "split",  "empty", "extreme", "inputs"};
     for (size_t i = 0; i < n_losses; i++)
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
             char prefix[128];
@@ -360,6 +360,27 @@ Test(check, block_relative_gradient_fails_paths)
      * may see it too, or not: no other check does */
     const char *threads = line_starting(out, "FAIL threads cf_blockrel ");
     cr_expect_eq(failed, threads ? 2 : 1, "%s", out);
+}
+
+/* Split evaluation (one batch cut into shards, their statistics summed):
+ * a loss whose partials are right passes, one without partials refuses
+ * the split (passes, with the refusal shown), and one whose partials
+ * miscount the samples fails, with the value it gave. */
+Test(check, split_through_partials)
+{
+    static char out[OUT_CAP];
+    run_check(LK_BUILD_ROOT "/tests/fixtures/split/fx_sample_square.so", 0, out, sizeof out);
+    const char *line = line_starting(out, "PASS split fx_sample_square ");
+    cr_assert_not_null(line, "%s", out);
+    cr_expect_not_null(strstr(line, "2 settings and reductions: the statistics of the shards"),
+                       "%.300s", line);
+    line = line_starting(out, "PASS split fx_sample_square_unsplit ");
+    cr_assert_not_null(line, "%s", out);
+    cr_expect_not_null(strstr(line, "every case (2) refuses split evaluation"), "%.300s", line);
+    cr_expect_not_null(strstr(line, "has no partials()"), "%.300s", line);
+    line = line_starting(out, "FAIL split fx_sample_square_miscount ");
+    cr_assert_not_null(line, "%s", out);
+    cr_expect_not_null(strstr(line, "shard 0's value"), "%.300s", line);
 }
 
 Test(check, gradient_off_by_two_fails_grad)

@@ -2731,6 +2731,344 @@ static void check_paths(checker *c)
 }
 
 /* ------------------------------------------------------------------------ */
+/* split: one batch over several processes                                   */
+/*
+ * Data-parallel training evaluates a loss on shards of a batch (dim 0):
+ * lk_loss_stats on each, the statistics added as an all-reduce adds them,
+ * lk_loss_finish on each (README, "Embedding"). Here the batch of a probe
+ * shape with 5 rows is cut into shards of 1 and 4 rows, in one process:
+ * the value of every shard's finish must be the whole batch's, and the
+ * gradients, gathered (a tensor that is not cut, such as a per-class
+ * weight, summed over the shards), the whole batch's, normwise to
+ * SPLIT_RTOL, for every setting and reduction but none. A loss may refuse
+ * a split with LK_ERR_UNSUPPORTED (statistics kept per sample without
+ * partials, sdk/README.md): those cases are listed, not failed. A
+ * whole-batch loss must refuse it. */
+#define SPLIT_RTOL64 1e-9
+#define SPLIT_RTOL32 1e-5
+#define SPLIT_ROWS   5
+
+/* One shard's tensors: views of rows [r0, r1) of every tensor whose dim 0
+ * is the batch's; gradients of the others go to whole-size scratch. */
+typedef struct shard {
+    lk_named_tensor named[MAX_SLOTS], gnamed[MAX_SLOTS];
+    int64_t shape[MAX_SLOTS][LK_MAX_NDIM], gshape[MAX_SLOTS][LK_MAX_NDIM];
+    int gcut[MAX_SLOTS];
+} shard;
+
+/* t viewing rows [r0, r1) of a, when a's dim 0 is the batch (n rows). */
+static int rows_of(const lk_array *a, int64_t n, int64_t r0, int64_t r1, lk_tensor *t,
+                   int64_t *shape)
+{
+    if (a->ndim < 1 || a->shape[0] != n)
+        return 0;
+    int64_t row = numel(a->ndim - 1, a->shape + 1);
+    memcpy(shape, a->shape, (size_t)a->ndim * sizeof *shape);
+    shape[0] = r1 - r0;
+    t->data = (char *)a->data + (size_t)(r0 * row) * lk_dtype_size(a->dtype);
+    t->shape = shape;
+    return 1;
+}
+
+static void shard_make(const bundle *b, int64_t r0, int64_t r1, lk_array *scratch, shard *s)
+{
+    int64_t n = b->in[0].shape[0];
+    for (size_t i = 0; i < b->n_named; i++) {
+        s->named[i] = b->named[i];
+        rows_of(&b->in[b->named_slot[i]], n, r0, r1, &s->named[i].tensor, s->shape[i]);
+    }
+    for (size_t i = 0; i < b->n_grads; i++) {
+        s->gnamed[i] = b->gnamed[i];
+        s->gcut[i] =
+            rows_of(&b->grad[b->gnamed_slot[i]], n, r0, r1, &s->gnamed[i].tensor, s->gshape[i]);
+        if (!s->gcut[i])
+            s->gnamed[i].tensor.data = scratch[i].data;
+    }
+}
+
+/* The statistics of both shards, summed; their count in *count. Returns
+ * the status of the first call that failed. */
+static lk_status split_stats(const lk_loss *loss, shard *sh, size_t n_named, double **sum,
+                             size_t *count, char *err)
+{
+    size_t counts[2] = {0, 0};
+    *sum = NULL;
+    for (int k = 0; k < 2; k++) {
+        lk_eval_args args;
+        lk_eval_args_init(&args);
+        args.tensors = sh[k].named;
+        args.n_tensors = n_named;
+        lk_status st = lk_loss_stats_count(loss, &args, &counts[k]);
+        if (st != LK_OK) {
+            fit(err, LK_ERRMSG_CAP, "%s: %s", lk_status_name(st), args.errmsg);
+            free(*sum);
+            *sum = NULL;
+            return st;
+        }
+        if (k == 1 && counts[1] != counts[0]) {
+            fit(err, LK_ERRMSG_CAP,
+                "the shards have %zu and %zu statistics: an all-reduce needs as many on every "
+                "process",
+                counts[0], counts[1]);
+            free(*sum);
+            *sum = NULL;
+            return LK_ERR_INTERNAL;
+        }
+        double *mine = calloc(counts[k] + 1, sizeof *mine);
+        if (k == 0)
+            *sum = calloc(counts[0] + 1, sizeof **sum);
+        if (!mine || !*sum) {
+            free(mine);
+            free(*sum);
+            *sum = NULL;
+            fit(err, LK_ERRMSG_CAP, "out of memory");
+            return LK_ERR_NOMEM;
+        }
+        st = lk_loss_stats(loss, &args, mine, counts[k]);
+        for (size_t j = 0; j < counts[k]; j++)
+            (*sum)[j] += mine[j];
+        free(mine);
+        if (st != LK_OK) {
+            fit(err, LK_ERRMSG_CAP, "%s: %s", lk_status_name(st), args.errmsg);
+            free(*sum);
+            *sum = NULL;
+            return st;
+        }
+    }
+    *count = counts[0];
+    return LK_OK;
+}
+
+/* One case: *refusal set (and 1 returned) when the loss refuses the split. */
+static int split_case(checker *c, const lk_loss *loss, bundle *b, const char *lab, double rtol,
+                      double *worst, char *refusal, size_t rcap, char *why, size_t cap)
+{
+    char err[LK_ERRMSG_CAP] = "";
+    double want = NAN;
+    lk_status st = run_eval(c, loss, b, 1, &want, err);
+    if (st != LK_OK) {
+        fit(why, cap, "%s: the whole batch: %s", lab, err);
+        return -1; /* the caller decides whether the setting may refuse it */
+    }
+    /* the whole batch's gradients, kept; scratch for the uncut ones */
+    lk_array keep[MAX_SLOTS], scratch[MAX_SLOTS];
+    memset(keep, 0, sizeof keep);
+    memset(scratch, 0, sizeof scratch);
+    int ok = 1;
+    for (size_t i = 0; ok && i < b->n_grads; i++) {
+        const lk_array *g = &b->grad[b->gnamed_slot[i]];
+        if (alloc_array(c, &keep[i], g->dtype, g->ndim, g->shape, err) != LK_OK ||
+            alloc_array(c, &scratch[i], g->dtype, g->ndim, g->shape, err) != LK_OK)
+            ok = 0;
+        else
+            memcpy(keep[i].data, g->data, g->nbytes);
+    }
+    int64_t n = b->in[0].shape[0], cut = n / SPLIT_ROWS > 0 ? n / SPLIT_ROWS : 1;
+    shard sh[2];
+    shard_make(b, 0, cut, scratch, &sh[0]);
+    shard_make(b, cut, n, scratch, &sh[1]);
+    double *sum = NULL;
+    size_t count = 0;
+    if (ok) {
+        begin(c, "split %s", lab);
+        snapshot_inputs(c, b);
+        st = split_stats(loss, sh, b->n_named, &sum, &count, err);
+        if (st == LK_ERR_UNSUPPORTED) {
+            fit(refusal, rcap, "%s", err);
+            ok = 2;
+        } else if (st != LK_OK) {
+            fit(why, cap, "%s: statistics: %s", lab, err);
+            ok = 0;
+        }
+    } else {
+        fit(why, cap, "cannot allocate: %s", err);
+    }
+    /* finish on each shard: the uncut gradients add up over the shards */
+    for (size_t i = 0; ok == 1 && i < b->n_grads; i++) {
+        lk_array *g = &b->grad[b->gnamed_slot[i]];
+        poison(g);
+        if (!sh[0].gcut[i])
+            memset(g->data, 0, g->nbytes);
+    }
+    for (int k = 0; ok == 1 && k < 2; k++) {
+        lk_eval_args args;
+        lk_eval_args_init(&args);
+        args.tensors = sh[k].named;
+        args.n_tensors = b->n_named;
+        args.grads = sh[k].gnamed;
+        args.n_grads = b->n_grads;
+        double v = NAN;
+        st = lk_loss_finish(loss, &args, sum, count, &v);
+        if (st != LK_OK) {
+            fit(why, cap, "%s: finish on shard %d: %s: %s", lab, k, lk_status_name(st),
+                args.errmsg);
+            ok = 0;
+            break;
+        }
+        double e = fabs(v - want) / fmax(fabs(want), 1e-12);
+        if (!(e <= rtol) && !(isnan(v) && isnan(want))) {
+            fit(why, cap, "%s: shard %d's value %.17g, the whole batch's %.17g (%.1e)", lab, k, v,
+                want, e);
+            ok = 0;
+        }
+        *worst = isfinite(e) ? fmax(*worst, e) : *worst;
+        for (size_t i = 0; ok && i < b->n_grads; i++)
+            if (!sh[k].gcut[i]) {
+                lk_array *g = &b->grad[b->gnamed_slot[i]];
+                for (int64_t j = 0; j < array_numel(g); j++)
+                    set_elem(g, j, get_elem(g, j) + get_elem(&scratch[i], j));
+            }
+    }
+    if (ok == 1)
+        verify_inputs(c, b);
+    for (size_t i = 0; ok == 1 && i < b->n_grads; i++) {
+        int64_t at = 0;
+        double e = norm_err(&b->grad[b->gnamed_slot[i]], &keep[i], &at);
+        *worst = fmax(*worst, e);
+        if (!(e <= rtol)) {
+            fit(why, cap,
+                "%s: gradient of '%s' gathered from the shards differs from the whole batch's: "
+                "normwise %.1e, worst at [%lld]: %.17g against %.17g",
+                lab, b->gnamed[i].name, e, (long long)at, get_elem(&b->grad[b->gnamed_slot[i]], at),
+                get_elem(&keep[i], at));
+            ok = 0;
+        }
+    }
+    free(sum);
+    for (size_t i = 0; i < b->n_grads; i++) {
+        free_array(c, &keep[i]);
+        free_array(c, &scratch[i]);
+    }
+    return ok;
+}
+
+/* The probe shape to cut: the first accepted one of rank 2 or more (rank
+ * 1 may be classes rather than a batch), with SPLIT_ROWS rows. */
+static int split_spec(const checker *c, int32_t dtype, spec *out)
+{
+    int pick = -1;
+    for (int k = 0; k < N_PROBES; k++)
+        if (c->shape_ok[k] && (pick < 0 || (probes[pick].ndim < 2 && probes[k].ndim >= 2)))
+            pick = k;
+    if (pick < 0)
+        return 0;
+    *out = probe_spec(c, pick, dtype, 0);
+    out->shape[0] = SPLIT_ROWS;
+    return 1;
+}
+
+static void check_split(checker *c)
+{
+    result r;
+    char why[900] = "", refusal[300] = "", err[LK_ERRMSG_CAP] = "", sh[64], lab[LABEL_CAP];
+    if (c->d->flags & LK_LOSS_WHOLE) {
+        /* must be refused: a whole batch at once has no statistics to add */
+        spec sp = probe_spec(c, c->ref, best_float(c), 0);
+        bundle b;
+        lk_loss *loss = NULL;
+        lk_status st = bundle_make(c, &sp, &b, err);
+        if (st == LK_OK)
+            st = make_loss(c, c->rt, 0, c->d->default_reduction, &loss, err);
+        size_t count = 0;
+        lk_eval_args args;
+        lk_eval_args_init(&args);
+        args.tensors = b.named;
+        args.n_tensors = b.n_named;
+        lk_status sst = st == LK_OK ? lk_loss_stats_count(loss, &args, &count) : st;
+        if (loss)
+            lk_loss_free(loss);
+        if (st == LK_OK)
+            bundle_free(c, &b);
+        res_init(&r, "split", st == LK_OK && sst == LK_ERR_UNSUPPORTED);
+        if (st != LK_OK)
+            res_detail(&r, "cannot build the case: %s", err);
+        else
+            res_detail(&r,
+                       sst == LK_ERR_UNSUPPORTED
+                           ? "a whole-batch loss: split evaluation is refused (%s)"
+                           : "a whole-batch loss, but split evaluation is not refused (%s)",
+                       sst == LK_ERR_UNSUPPORTED ? args.errmsg : lk_status_name(sst));
+        send_result(c, &r);
+        return;
+    }
+    spec sp;
+    if (c->modified) {
+        /* the shards would see data the whole batch's evaluation changed:
+         * the inputs check reports that */
+        res_init(&r, "split", 1);
+        res_detail(&r, "nothing to check: the loss modifies its inputs (see inputs)");
+        send_result(c, &r);
+        return;
+    }
+    if (c->ex || !split_spec(c, LK_DTYPE_F64, &sp)) {
+        res_init(&r, "split", 1);
+        res_detail(&r, "not checked: the loss builds its own examples, whose dim 0 the checker "
+                       "cannot take for the batch");
+        send_result(c, &r);
+        return;
+    }
+    int32_t dts[2];
+    int n_dt = float_dtypes(c, dts), ok = 1;
+    int32_t dt = dts[n_dt - 1]; /* float64 where slot 0 takes it */
+    double rtol = dt == LK_DTYPE_F64 ? SPLIT_RTOL64 : SPLIT_RTOL32, worst = 0.0;
+    long cases = 0, refused = 0;
+    sp.dtype = dt;
+    reset_counts(c);
+    for (int set = 0; ok && set < c->n_settings; set++) {
+        bundle b;
+        if (bundle_for(c, set, &sp, &b, err) != LK_OK) {
+            fit(why, sizeof why, "cannot allocate: %s", err);
+            ok = 0;
+            break;
+        }
+        for (int32_t red = 0; ok && red < LK_REDUCTION_COUNT; red++) {
+            lk_loss *loss;
+            if (red == LK_REDUCTION_NONE || !offers(c->d, red) ||
+                make_loss(c, c->rt, set, red, &loss, err) != LK_OK)
+                continue;
+            case_label(c, lab, sizeof lab, &sp, set, red);
+            char one_why[600] = "";
+            int got = split_case(c, loss, &b, lab, rtol, &worst, refusal, sizeof refusal, one_why,
+                                 sizeof one_why);
+            lk_loss_free(loss);
+            if (got == -1 && c->settings[set].opt) {
+                /* a setting that does not take these tensors at all */
+                c->settings[set].refused++;
+                continue;
+            }
+            c->settings[set].taken++;
+            cases++;
+            if (got == 2)
+                refused++;
+            if (got <= 0) {
+                fit(why, sizeof why, "%s", one_why);
+                ok = 0;
+            }
+        }
+        bundle_free(c, &b);
+    }
+    shape_str(sh, sizeof sh, sp.ndim, sp.shape);
+    res_init(&r, "split", ok);
+    res_num(&r, "max_rel_err", worst);
+    if (!ok)
+        res_detail(&r, "%s", why);
+    else if (refused == cases)
+        res_detail(&r,
+                   "shape %s in %s cut into 1 + %d rows: every case (%ld) refuses split "
+                   "evaluation, as a loss may (%s)",
+                   sh, lk_dtype_name(dt), SPLIT_ROWS - 1, cases, refusal);
+    else
+        res_detail(&r,
+                   "shape %s in %s cut into 1 + %d rows, %ld settings and reductions: the "
+                   "statistics of the shards, summed, give the whole batch's value and "
+                   "gradients (largest error %.1e, bound %g)%s%s%s",
+                   sh, lk_dtype_name(dt), SPLIT_ROWS - 1, cases - refused, worst, rtol,
+                   refused ? "; refused in " : "", refused ? "some cases: " : "",
+                   refused ? refusal : "");
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
 /* empty: zero-size tensors                                                  */
 /*
  * An empty batch (a data-parallel shard with nothing in it, the last batch
@@ -3166,6 +3504,7 @@ static void run_checks(checker *c, const plugin_ctx *pc)
     check_accumulate(c);
     check_threads(c, pc->load_path);
     check_paths(c);
+    check_split(c);
     check_empty(c);
     check_ignored(c);
     check_extreme(c);
