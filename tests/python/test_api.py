@@ -167,16 +167,19 @@ class NoCopy(unittest.TestCase):
     def test_second_derivatives_raise(self):
         # a gradient penalty through the loss (dL/dW1 differentiated again):
         # losskit's gradient is a constant to autograd, so taking it again
-        # would drop the loss's second derivatives; it raises instead. The
-        # compiled path does so at every size; the ctypes path above the
-        # size it hands to torch.dot (docs/python.md)
+        # would drop the loss's second derivatives; it raises instead, on
+        # the compiled path and on the ctypes one, below the size the ctypes
+        # path hands to torch.dot (8) and above it (4096)
         import losskit._torch as lt
-        sizes = (8, 4096) if lt._fast is not None else (4096,)
-        for n in sizes:
+        paths = ("compiled", "ctypes") if lt._fast is not None else ("ctypes",)
+        for path, n in [(p, n) for p in paths for n in (8, 4096)]:
             W1 = torch.randn(n, 3, dtype=torch.float64, requires_grad=True)
             W2 = torch.randn(3, dtype=torch.float64, requires_grad=True)
             x, zero = torch.randn(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-            v = losskit.Loss({"loss": "mse"})((W1 * W2).sum(1) * x, zero)
+            loss = losskit.Loss({"loss": "mse"})
+            if path == "ctypes":
+                loss._fast = None
+            v = loss((W1 * W2).sum(1) * x, zero)
             (g,) = torch.autograd.grad(v, W1, create_graph=True)
             with self.assertRaises((RuntimeError, losskit.DataError)) as cm:
                 (g * g).sum().backward()
@@ -184,7 +187,11 @@ class NoCopy(unittest.TestCase):
             # the first derivative itself is torch's
             (want,) = torch.autograd.grad(
                 torch.nn.functional.mse_loss((W1 * W2).sum(1) * x, zero), W1)
-            self.assertTrue(torch.allclose(g.detach(), want, rtol=1e-12, atol=1e-15), n)
+            self.assertTrue(torch.allclose(g.detach(), want, rtol=1e-12, atol=1e-15), (path, n))
+            # without create_graph the hook leaves the gradient as it is
+            W1.grad = None
+            loss((W1 * W2).sum(1) * x, zero).backward()
+            self.assertTrue(torch.allclose(W1.grad, want, rtol=1e-12, atol=1e-15), (path, n))
 
     def test_no_grad_requested(self):
         x, t = torch.randn(3, 4), torch.randn(3, 4)
