@@ -2736,17 +2736,18 @@ static void check_paths(checker *c)
  * Data-parallel training evaluates a loss on shards of a batch (dim 0):
  * lk_loss_stats on each, the statistics added as an all-reduce adds them,
  * lk_loss_finish on each (README, "Embedding"). Here the batch of a probe
- * shape with 5 rows is cut into shards of 1 and 4 rows, in one process:
+ * shape with 11 rows is cut into shards of 1 and 10 rows, in one process:
  * the value of every shard's finish must be the whole batch's, and the
  * gradients, gathered (a tensor that is not cut, such as a per-class
  * weight, summed over the shards), the whole batch's, normwise to
- * SPLIT_RTOL, for every setting and reduction but none. A loss may refuse
- * a split with LK_ERR_UNSUPPORTED (statistics kept per sample without
- * partials, sdk/README.md): those cases are listed, not failed. A
- * whole-batch loss must refuse it. */
+ * SPLIT_RTOL, for every setting and reduction but none. A loss whose
+ * statistics are kept per sample and that has no partials (sdk/README.md)
+ * is refused by the host: those cases are listed, not failed; any other
+ * refusal fails (a shard of one row is a batch too). A whole-batch loss
+ * must be refused. */
 #define SPLIT_RTOL64 1e-9
 #define SPLIT_RTOL32 1e-5
-#define SPLIT_ROWS   5
+#define SPLIT_ROWS   11 /* a count no probe uses for another dim */
 
 /* One shard's tensors: views of rows [r0, r1) of every tensor whose dim 0
  * is the batch's; gradients of the others go to whole-size scratch. */
@@ -2839,16 +2840,25 @@ static lk_status split_stats(const lk_loss *loss, shard *sh, size_t n_named, dou
     return LK_OK;
 }
 
-/* One case: *refusal set (and 1 returned) when the loss refuses the split. */
+/* What the host says when it refuses to split per-sample statistics. */
+#define SPLIT_PER_SAMPLE_REFUSAL "keeps its statistics per sample"
+
+/* One case: 1 when the split agrees, 2 when the host refuses it for
+ * per-sample statistics (*refusal set), 0 when it fails (why set), -1 when
+ * the whole batch's evaluation fails (*whole_st, why set: the caller
+ * decides whether the setting may refuse these tensors). */
 static int split_case(checker *c, const lk_loss *loss, bundle *b, const char *lab, double rtol,
-                      double *worst, char *refusal, size_t rcap, char *why, size_t cap)
+                      double *worst, char *refusal, size_t rcap, char *why, size_t cap,
+                      lk_status *whole_st, char *whole_err)
 {
     char err[LK_ERRMSG_CAP] = "";
     double want = NAN;
     lk_status st = run_eval(c, loss, b, 1, &want, err);
+    *whole_st = st;
     if (st != LK_OK) {
+        fit(whole_err, LK_ERRMSG_CAP, "%s", err);
         fit(why, cap, "%s: the whole batch: %s", lab, err);
-        return -1; /* the caller decides whether the setting may refuse it */
+        return -1;
     }
     /* the whole batch's gradients, kept; scratch for the uncut ones */
     lk_array keep[MAX_SLOTS], scratch[MAX_SLOTS];
@@ -2863,7 +2873,7 @@ static int split_case(checker *c, const lk_loss *loss, bundle *b, const char *la
         else
             memcpy(keep[i].data, g->data, g->nbytes);
     }
-    int64_t n = b->in[0].shape[0], cut = n / SPLIT_ROWS > 0 ? n / SPLIT_ROWS : 1;
+    int64_t n = b->in[0].shape[0], cut = 1;
     shard sh[2];
     shard_make(b, 0, cut, scratch, &sh[0]);
     shard_make(b, cut, n, scratch, &sh[1]);
@@ -2873,7 +2883,7 @@ static int split_case(checker *c, const lk_loss *loss, bundle *b, const char *la
         begin(c, "split %s", lab);
         snapshot_inputs(c, b);
         st = split_stats(loss, sh, b->n_named, &sum, &count, err);
-        if (st == LK_ERR_UNSUPPORTED) {
+        if (st == LK_ERR_UNSUPPORTED && strstr(err, SPLIT_PER_SAMPLE_REFUSAL)) {
             fit(refusal, rcap, "%s", err);
             ok = 2;
         } else if (st != LK_OK) {
@@ -2957,49 +2967,76 @@ static int split_spec(const checker *c, int32_t dtype, spec *out)
     return 1;
 }
 
+/* The reduction a whole-batch loss's refusal is asked with: the default,
+ * or another that is not none; none when the loss offers only that. */
+static int32_t split_reduction(const checker *c)
+{
+    static const int32_t order[] = {LK_REDUCTION_MEAN, LK_REDUCTION_SUM, LK_REDUCTION_BATCHMEAN};
+    int32_t red = c->d->default_reduction;
+    for (size_t i = 0; red == LK_REDUCTION_NONE && i < sizeof order / sizeof order[0]; i++)
+        if (offers(c->d, order[i]))
+            red = order[i];
+    return red;
+}
+
+/* A whole-batch loss: lk_loss_stats_count must refuse, saying why. */
+static void split_whole(checker *c, int32_t red)
+{
+    result r;
+    char err[LK_ERRMSG_CAP] = "";
+    spec sp = probe_spec(c, c->ref, best_float(c), 0);
+    bundle b;
+    lk_loss *loss = NULL;
+    lk_status st = bundle_make(c, &sp, &b, err), sst = st;
+    int made = st == LK_OK;
+    if (st == LK_OK)
+        st = make_loss(c, c->rt, 0, red, &loss, err);
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    if (st == LK_OK) {
+        size_t count = 0;
+        args.tensors = b.named;
+        args.n_tensors = b.n_named;
+        sst = lk_loss_stats_count(loss, &args, &count);
+        lk_loss_free(loss);
+    }
+    if (made)
+        bundle_free(c, &b);
+    int refused = sst == LK_ERR_UNSUPPORTED && strstr(args.errmsg, "takes the whole batch at once");
+    res_init(&r, "split", st == LK_OK && refused);
+    if (st != LK_OK)
+        res_detail(&r, "cannot build the case: %s", err);
+    else if (refused)
+        res_detail(&r, "a whole-batch loss: split evaluation is refused (%s)", args.errmsg);
+    else
+        res_detail(&r, "a whole-batch loss, but split evaluation is not refused as one: %s%s%s",
+                   lk_status_name(sst), args.errmsg[0] ? ": " : "", args.errmsg);
+    send_result(c, &r);
+}
+
 static void check_split(checker *c)
 {
     result r;
     char why[900] = "", refusal[300] = "", err[LK_ERRMSG_CAP] = "", sh[64], lab[LABEL_CAP];
-    if (c->d->flags & LK_LOSS_WHOLE) {
-        /* must be refused: a whole batch at once has no statistics to add */
-        spec sp = probe_spec(c, c->ref, best_float(c), 0);
-        bundle b;
-        lk_loss *loss = NULL;
-        lk_status st = bundle_make(c, &sp, &b, err);
-        if (st == LK_OK)
-            st = make_loss(c, c->rt, 0, c->d->default_reduction, &loss, err);
-        size_t count = 0;
-        lk_eval_args args;
-        lk_eval_args_init(&args);
-        args.tensors = b.named;
-        args.n_tensors = b.n_named;
-        lk_status sst = st == LK_OK ? lk_loss_stats_count(loss, &args, &count) : st;
-        if (loss)
-            lk_loss_free(loss);
-        if (st == LK_OK)
-            bundle_free(c, &b);
-        res_init(&r, "split", st == LK_OK && sst == LK_ERR_UNSUPPORTED);
-        if (st != LK_OK)
-            res_detail(&r, "cannot build the case: %s", err);
-        else
-            res_detail(&r,
-                       sst == LK_ERR_UNSUPPORTED
-                           ? "a whole-batch loss: split evaluation is refused (%s)"
-                           : "a whole-batch loss, but split evaluation is not refused (%s)",
-                       sst == LK_ERR_UNSUPPORTED ? args.errmsg : lk_status_name(sst));
+    int32_t whole_red = split_reduction(c);
+    const char *nothing = whole_red == LK_REDUCTION_NONE
+                              ? "the loss offers only reduction none, which split evaluation "
+                                "never takes"
+                          : c->modified ? "the loss modifies its inputs (see inputs)"
+                                        : NULL;
+    if (nothing) {
+        /* a loss that writes into its inputs: the shards would see data
+         * the whole batch's evaluation changed */
+        res_init(&r, "split", 1);
+        res_detail(&r, "nothing to check: %s", nothing);
         send_result(c, &r);
+        return;
+    }
+    if (c->d->flags & LK_LOSS_WHOLE) {
+        split_whole(c, whole_red);
         return;
     }
     spec sp;
-    if (c->modified) {
-        /* the shards would see data the whole batch's evaluation changed:
-         * the inputs check reports that */
-        res_init(&r, "split", 1);
-        res_detail(&r, "nothing to check: the loss modifies its inputs (see inputs)");
-        send_result(c, &r);
-        return;
-    }
     if (c->ex || !split_spec(c, LK_DTYPE_F64, &sp)) {
         res_init(&r, "split", 1);
         res_detail(&r, "not checked: the loss builds its own examples, whose dim 0 the checker "
@@ -3027,15 +3064,15 @@ static void check_split(checker *c)
                 make_loss(c, c->rt, set, red, &loss, err) != LK_OK)
                 continue;
             case_label(c, lab, sizeof lab, &sp, set, red);
-            char one_why[600] = "";
+            char one_why[600] = "", whole_err[LK_ERRMSG_CAP] = "";
+            lk_status whole_st = LK_OK;
             int got = split_case(c, loss, &b, lab, rtol, &worst, refusal, sizeof refusal, one_why,
-                                 sizeof one_why);
+                                 sizeof one_why, &whole_st, whole_err);
             lk_loss_free(loss);
-            if (got == -1 && c->settings[set].opt) {
-                /* a setting that does not take these tensors at all */
-                c->settings[set].refused++;
+            /* a moved setting that does not take these tensors at all is
+             * listed, as the other checks list it */
+            if (got == -1 && opt_refused(c, set, whole_st, whole_err))
                 continue;
-            }
             c->settings[set].taken++;
             cases++;
             if (got == 2)
@@ -3047,6 +3084,8 @@ static void check_split(checker *c)
         }
         bundle_free(c, &b);
     }
+    char refusals[900];
+    refusals_str(c, refusals, sizeof refusals);
     shape_str(sh, sizeof sh, sp.ndim, sp.shape);
     res_init(&r, "split", ok);
     res_num(&r, "max_rel_err", worst);
@@ -3054,17 +3093,19 @@ static void check_split(checker *c)
         res_detail(&r, "%s", why);
     else if (refused == cases)
         res_detail(&r,
-                   "shape %s in %s cut into 1 + %d rows: every case (%ld) refuses split "
-                   "evaluation, as a loss may (%s)",
-                   sh, lk_dtype_name(dt), SPLIT_ROWS - 1, cases, refusal);
+                   "shape %s in %s cut into 1 + %d rows: every case (%ld) is refused, as the "
+                   "host refuses per-sample statistics without partials (%s)%s",
+                   sh, lk_dtype_name(dt), SPLIT_ROWS - 1, cases, refusal, refusals);
     else
         res_detail(&r,
                    "shape %s in %s cut into 1 + %d rows, %ld settings and reductions: the "
                    "statistics of the shards, summed, give the whole batch's value and "
                    "gradients (largest error %.1e, bound %g)%s%s%s",
                    sh, lk_dtype_name(dt), SPLIT_ROWS - 1, cases - refused, worst, rtol,
-                   refused ? "; refused in " : "", refused ? "some cases: " : "",
-                   refused ? refusal : "");
+                   refused ? "; refused as per-sample statistics without partials in some "
+                             "cases: "
+                           : "",
+                   refused ? refusal : "", refusals);
     send_result(c, &r);
 }
 

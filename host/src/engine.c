@@ -406,6 +406,8 @@ static lk_status plan_term(const lk_loss *loss, bound *b, lk_eval_args *args)
         lk_status st = d->plan(b->term->instance, b->slots, loss->reduction, &b->plan, &m);
         if (st != LK_OK)
             return plugin_err(loss, b, st, "", msg, args->errmsg);
+        /* the host's own flag: never taken from plan() */
+        b->plan.flags &= ~LK_PLAN_SPLIT_FINISH;
     }
     char why[160];
     if (!plan_ok(&b->plan, why, sizeof why))
@@ -647,11 +649,17 @@ enum { RUN_EVAL, RUN_STATS, RUN_FINISH };
 /* Whether split evaluation takes b's term through its partials: statistics
  * kept per sample, and a loss (of ABI 1.5 or later) that turns them into
  * numbers that add across processes. */
+static int offers_partials(const bound *b)
+{
+    const lk_loss_desc *d = b->e->impl;
+    return b->e->module->plugin->abi_minor >= 5 && d->partials && b->plan.n_partials > 0;
+}
+
 static int uses_partials(const bound *b)
 {
     const lk_loss_desc *d = b->e->impl;
-    return (b->plan.flags & LK_PLAN_STATS_PER_SAMPLE) && b->e->module->plugin->abi_minor >= 5 &&
-           d->partials && b->plan.n_partials > 0 && !(d->flags & (LK_LOSS_FUSED | LK_LOSS_WHOLE));
+    return (b->plan.flags & LK_PLAN_STATS_PER_SAMPLE) && offers_partials(b) && d->finalize &&
+           !(d->flags & (LK_LOSS_FUSED | LK_LOSS_WHOLE));
 }
 
 /* The number of split statistics of b's term after its head. */
@@ -873,12 +881,16 @@ static lk_status bind_all(const lk_loss *loss, lk_eval_args *args, bound *bs, si
         if (st == LK_OK && split && (bs[i].plan.flags & LK_PLAN_STATS_PER_SAMPLE) &&
             !uses_partials(&bs[i])) {
             char where[48];
+            const char *why = !offers_partials(&bs[i])
+                                  ? "has no partials() to split them by"
+                                  : "has partials(), which the host uses only for a two-pass "
+                                    "loss with its own finalize() (a plugin bug)";
             st = lk__err(args->errmsg, LK_ERR_UNSUPPORTED,
-                         "loss '%s'%s keeps its statistics per sample and has no partials() to "
-                         "split them by: summed across processes they would add different "
-                         "samples together; gather the batch on one process, or use the loss "
-                         "without per-sample statistics",
-                         bs[i].e->desc->id, term_where(loss, &loss->terms[i], where, sizeof where));
+                         "loss '%s'%s keeps its statistics per sample and %s: summed across "
+                         "processes they would add different samples together; gather the "
+                         "batch on one process, or use the loss without per-sample statistics",
+                         bs[i].e->desc->id, term_where(loss, &loss->terms[i], where, sizeof where),
+                         why);
         }
         if (st == LK_OK)
             *n_split += SPLIT_HEAD + split_len(&bs[i]);
