@@ -409,6 +409,20 @@ Test(split, partials_of_a_plugin)
         cr_assert(fabs(g[0] - (k == 0 ? 2.0 : 4.0)) < 1e-12, "grad[0] %.17g", g[0]);
         lk_loss_free(loss);
     }
+    /* partials without the loss's own finalize: refused, saying why */
+    lk_loss *loss = load_in(r, "{\"loss\": \"fx_sample_square_nofinalize\"}");
+    lk_named_tensor two[2] = {{"input", {x, LK_DTYPE_F64, 3, shape, NULL}, NULL},
+                              {"target", {t, LK_DTYPE_F64, 3, shape, NULL}, NULL}};
+    lk_eval_args args;
+    lk_eval_args_init(&args);
+    args.tensors = two;
+    args.n_tensors = 2;
+    size_t count = 0;
+    cr_assert_eq(lk_loss_stats_count(loss, &args, &count), LK_ERR_UNSUPPORTED);
+    cr_assert(strstr(args.errmsg, "has partials(), which the host uses only for a two-pass loss "
+                                  "with its own finalize()"),
+              "%s", args.errmsg);
+    lk_loss_free(loss);
     lk_runtime_close(r);
 }
 
