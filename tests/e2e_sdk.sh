@@ -147,6 +147,23 @@ step "flip my_broken's gradient" flip_sign
 step "build my_broken" build
 step "check --all catches my_broken" broken_is_caught
 
+# Against the build tree, not installed: its uninstalled pkg-config files
+# must give the SDK's headers (the checkout's sdk/include) and plugindir.
+build_uninstalled() {
+    local pc=$bdir/meson-uninstalled dir
+    [[ -d $pc ]] || { echo "no $pc" >&2; return 1; }
+    PKG_CONFIG_PATH=$pc build || return 1
+    dir=$(PKG_CONFIG_PATH=$pc pkg-config --variable=plugindir losskit-sdk)
+    [[ $dir == "$bdir/plugins" ]] || { echo "plugindir $dir, not $bdir/plugins" >&2; return 1; }
+    losskit check build/my_unin.so >check.log 2>&1 || { cat check.log >&2; return 1; }
+}
+if [[ $# -ge 1 ]]; then
+    cd "$work"
+    step "new my_unin --elementwise" losskit new my_unin --elementwise >/dev/null
+    cd "$work/my_unin"
+    step "build my_unin against the uninstalled build tree" build_uninstalled
+fi
+
 # The installed runtime also serves its own built-in plugins. (grep reads
 # the whole list: grep -q could stop early and fail losskit with SIGPIPE.)
 lists_focal() { losskit list | grep '^focal ' >/dev/null; }
