@@ -2291,13 +2291,21 @@ static void check_weight(checker *c)
  * the first term's gradient and asks the second to add to it
  * (LK_BLOCK_GRAD_ACCUMULATE), so the value and every gradient must be 3
  * times the loss's own. A kernel that stores instead of adding gives 2. */
-static void check_accumulate(checker *c)
+/* A reduction that gives one value: the default, or the first offered
+ * that is not none; none when the loss offers only that. */
+static int32_t reduced_reduction(const checker *c)
 {
     static const int32_t order[] = {LK_REDUCTION_MEAN, LK_REDUCTION_SUM, LK_REDUCTION_BATCHMEAN};
     int32_t red = c->d->default_reduction;
     for (size_t i = 0; red == LK_REDUCTION_NONE && i < sizeof order / sizeof order[0]; i++)
         if (offers(c->d, order[i]))
             red = order[i];
+    return red;
+}
+
+static void check_accumulate(checker *c)
+{
+    int32_t red = reduced_reduction(c);
     result r;
     char lab[LABEL_CAP], err[LK_ERRMSG_CAP] = "", json[1400];
     if (no_grad_slot(c) || red == LK_REDUCTION_NONE || c->modified) {
@@ -2793,48 +2801,46 @@ static lk_status split_stats(const lk_loss *loss, shard *sh, size_t n_named, dou
                              size_t *count, char *err)
 {
     size_t counts[2] = {0, 0};
+    double *mine = NULL;
+    lk_status st = LK_OK;
     *sum = NULL;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; st == LK_OK && k < 2; k++) {
         lk_eval_args args;
         lk_eval_args_init(&args);
         args.tensors = sh[k].named;
         args.n_tensors = n_named;
-        lk_status st = lk_loss_stats_count(loss, &args, &counts[k]);
-        if (st != LK_OK) {
-            fit(err, LK_ERRMSG_CAP, "%s: %s", lk_status_name(st), args.errmsg);
-            free(*sum);
-            *sum = NULL;
-            return st;
-        }
-        if (k == 1 && counts[1] != counts[0]) {
+        st = lk_loss_stats_count(loss, &args, &counts[k]);
+        if (st == LK_OK && k == 1 && counts[1] != counts[0]) {
             fit(err, LK_ERRMSG_CAP,
                 "the shards have %zu and %zu statistics: an all-reduce needs as many on every "
                 "process",
                 counts[0], counts[1]);
-            free(*sum);
-            *sum = NULL;
-            return LK_ERR_INTERNAL;
+            st = LK_ERR_INTERNAL;
+            break;
         }
-        double *mine = calloc(counts[k] + 1, sizeof *mine);
-        if (k == 0)
-            *sum = calloc(counts[0] + 1, sizeof **sum);
-        if (!mine || !*sum) {
+        if (st == LK_OK) {
+            mine = calloc(counts[k] + 1, sizeof *mine);
+            if (k == 0)
+                *sum = calloc(counts[0] + 1, sizeof **sum);
+            if (!mine || !*sum) {
+                fit(err, LK_ERRMSG_CAP, "out of memory");
+                st = LK_ERR_NOMEM;
+                break;
+            }
+            st = lk_loss_stats(loss, &args, mine, counts[k]);
+            for (size_t j = 0; st == LK_OK && j < counts[k]; j++)
+                (*sum)[j] += mine[j];
             free(mine);
-            free(*sum);
-            *sum = NULL;
-            fit(err, LK_ERRMSG_CAP, "out of memory");
-            return LK_ERR_NOMEM;
+            mine = NULL;
         }
-        st = lk_loss_stats(loss, &args, mine, counts[k]);
-        for (size_t j = 0; j < counts[k]; j++)
-            (*sum)[j] += mine[j];
-        free(mine);
-        if (st != LK_OK) {
+        if (st != LK_OK)
             fit(err, LK_ERRMSG_CAP, "%s: %s", lk_status_name(st), args.errmsg);
-            free(*sum);
-            *sum = NULL;
-            return st;
-        }
+    }
+    free(mine);
+    if (st != LK_OK) {
+        free(*sum);
+        *sum = NULL;
+        return st;
     }
     *count = counts[0];
     return LK_OK;
@@ -2967,18 +2973,6 @@ static int split_spec(const checker *c, int32_t dtype, spec *out)
     return 1;
 }
 
-/* The reduction a whole-batch loss's refusal is asked with: the default,
- * or another that is not none; none when the loss offers only that. */
-static int32_t split_reduction(const checker *c)
-{
-    static const int32_t order[] = {LK_REDUCTION_MEAN, LK_REDUCTION_SUM, LK_REDUCTION_BATCHMEAN};
-    int32_t red = c->d->default_reduction;
-    for (size_t i = 0; red == LK_REDUCTION_NONE && i < sizeof order / sizeof order[0]; i++)
-        if (offers(c->d, order[i]))
-            red = order[i];
-    return red;
-}
-
 /* A whole-batch loss: lk_loss_stats_count must refuse, saying why. */
 static void split_whole(checker *c, int32_t red)
 {
@@ -3018,7 +3012,7 @@ static void check_split(checker *c)
 {
     result r;
     char why[900] = "", refusal[300] = "", err[LK_ERRMSG_CAP] = "", sh[64], lab[LABEL_CAP];
-    int32_t whole_red = split_reduction(c);
+    int32_t whole_red = reduced_reduction(c);
     const char *nothing = whole_red == LK_REDUCTION_NONE
                               ? "the loss offers only reduction none, which split evaluation "
                                 "never takes"

@@ -646,6 +646,14 @@ enum { RUN_EVAL, RUN_STATS, RUN_FINISH };
  * plugin's n_stats statistics. */
 #define SPLIT_HEAD 2
 
+/* *out: b with no gradient wanted, for a pass that must not write them. */
+static void without_grads(const bound *b, bound *out)
+{
+    static const lk_tensor no_grads[LK__MAX_SLOTS];
+    *out = *b;
+    memcpy(out->grads, no_grads, sizeof no_grads);
+}
+
 /* Whether split evaluation takes b's term through its partials: statistics
  * kept per sample, and a loss (of ABI 1.5 or later) that turns them into
  * numbers that add across processes. */
@@ -691,9 +699,8 @@ static lk_status run_partials(const lk_loss *loss, const bound *b0, lk_eval_args
     if (!stats)
         return lk__err(args->errmsg, LK_ERR_NOMEM, "out of memory for %zu statistics", count);
     /* the statistics pass must not see the gradient buffers */
-    static const lk_tensor no_grads[LK__MAX_SLOTS];
-    bound fwd_b = *b0;
-    memcpy(fwd_b.grads, no_grads, sizeof no_grads);
+    bound fwd_b;
+    without_grads(b0, &fwd_b);
     run r = {.b = &fwd_b,
              .reduction = loss->reduction,
              .flags = flags,
@@ -778,7 +785,6 @@ static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *ar
              .flags = flags,
              .stats = stats,
              .out = mode == RUN_EVAL ? out_or_absent(loss, args) : &absent_tensor};
-    static const lk_tensor no_grads[LK__MAX_SLOTS];
     bound fwd_b;
     const bound *fb = b;
     if (fused && mode != RUN_STATS) {
@@ -786,8 +792,7 @@ static lk_status run_term(const lk_loss *loss, const bound *b0, lk_eval_args *ar
     } else if (wants_grad(b)) {
         /* forward of a two-pass loss, and the statistics of split
          * evaluation, must not see the gradient buffers */
-        fwd_b = *b;
-        memcpy(fwd_b.grads, no_grads, sizeof no_grads);
+        without_grads(b, &fwd_b);
         fb = &fwd_b;
     }
     r.b = fb;
