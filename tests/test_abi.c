@@ -36,10 +36,10 @@
 /* ------------------------------------------------------------------------ */
 /* Versions and constants                                                    */
 
-Test(abi, version_is_1_5)
+Test(abi, version_is_1_6)
 {
     cr_expect_eq(LK_ABI_MAJOR, 1, "LK_ABI_MAJOR is %d", LK_ABI_MAJOR);
-    cr_expect_eq(LK_ABI_MINOR, 5, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
+    cr_expect_eq(LK_ABI_MINOR, 6, "LK_ABI_MINOR is %d", LK_ABI_MINOR);
     cr_expect_str_eq(LK_PLUGIN_ENTRY_NAME, "losskit_plugin_entry", "entry name changed");
 }
 
@@ -186,8 +186,9 @@ Test(abi, layout_slots)
 {
     /* lk_slot_desc: name 0, doc 8, dtypes 16 (4), flags 20 (4), shape 24 (4),
      * values 28 (4, since 1.1, in what was padding) = 32; ndims 32 (4,
-     * since 1.3) = 36, padded to 8: 40. */
-    PIN_SIZE(lk_slot_desc, 40);
+     * since 1.3) = 36; batch 36 (4, since 1.6, in what was padding),
+     * batch_views 40 (4, since 1.6) = 44, padded to 8: 48. */
+    PIN_SIZE(lk_slot_desc, 48);
     PIN_OFF(lk_slot_desc, name, 0);
     PIN_OFF(lk_slot_desc, doc, 8);
     PIN_OFF(lk_slot_desc, dtypes, 16);
@@ -195,6 +196,14 @@ Test(abi, layout_slots)
     PIN_OFF(lk_slot_desc, shape, 24);
     PIN_OFF(lk_slot_desc, values, 28);
     PIN_OFF(lk_slot_desc, ndims, 32);
+    PIN_OFF(lk_slot_desc, batch, 36);
+    PIN_OFF(lk_slot_desc, batch_views, 40);
+    /* the batch: dim d + 1, 0 undeclared; the flag beside the older two */
+    cr_expect_eq(LK_BATCH_UNDECLARED, 0);
+    cr_expect_eq(LK_BATCH_DIM(0), 1);
+    cr_expect_eq(LK_BATCH_DIM(2), 3);
+    cr_expect_eq(LK_MAX_BATCH_VIEWS, 64);
+    cr_expect_eq(LK_SLOT_PADDED, 0x4u);
     /* the masks: bit d for d dimensions, d = 0 ..= 16 */
     cr_expect_eq(LK_NDIM_BIT(2), 0x4u);
     cr_expect_eq(LK_NDIM_ANY, 0x1ffffu);

@@ -90,8 +90,8 @@ static void expect_all_pass(const char *plugin, const char *const *losses, size_
     cr_expect_eq(failed, 0, "%d checks failed for %s:\n%s", failed, plugin, out);
     cr_expect_null(line_starting(out, "FAIL "), "a FAIL line for %s:\n%s", plugin, out);
     expect_line(out, "PASS abi ");
-    static const char *const kinds[] = {"schema", "finite", "grad",  "reduce",  "threads",
-                                        "paths",  "split",  "empty", "extreme", "inputs"};
+    static const char *const kinds[] = {"schema", "finite", "grad",  "reduce",  "threads", "paths",
+                                        "split",  "gather", "empty", "extreme", "inputs"};
     for (size_t i = 0; i < n_losses; i++)
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
             char prefix[128];
@@ -381,6 +381,39 @@ Test(check, split_through_partials)
     line = line_starting(out, "FAIL split fx_sample_square_miscount ");
     cr_assert_not_null(line, "%s", out);
     cr_expect_not_null(strstr(line, "shard 0's value"), "%.300s", line);
+}
+
+/* A whole-batch loss's declared batch layout (ABI 1.6): reordering the
+ * samples along it must not change the value, and a padded slot's zeros
+ * must not either. cf_gather's two losses are right in every other way. */
+Test(check, gather_of_a_whole_batch_loss)
+{
+    static char out[OUT_CAP];
+    int rc = run_check(CF("gather"), 0, out, sizeof out);
+    int passed, failed;
+    summary(out, &passed, &failed);
+    cr_expect_eq(rc, 1, "exit %d:\n%s", rc, out);
+    cr_expect_eq(failed, 2, "%s", out);
+    const char *line = line_starting(out, "FAIL gather cf_gather_rows ");
+    cr_assert_not_null(line, "%s", out);
+    cr_expect_not_null(strstr(line, "with the samples reordered along the declared batch dims"),
+                       "%.300s", line);
+    line = line_starting(out, "FAIL gather cf_gather_padmean ");
+    cr_assert_not_null(line, "%s", out);
+    cr_expect_not_null(strstr(line, "with the padded slots one zero longer"), "%.300s", line);
+    /* the built-in whole-batch losses pass, ctc's padding included */
+    run_check(LK_BUILD_ROOT "/plugins/sequence.so", 0, out, sizeof out);
+    line = line_starting(out, "PASS gather ctc ");
+    cr_assert_not_null(line, "%s", out);
+    cr_expect_not_null(strstr(line, "the padded slots with a zero more in each other dim give "
+                                    "the same value and a zero gradient there"),
+                       "%.300s", line);
+    /* an ABI 1.5 whole-batch loss declares nothing: listed, not failed */
+    rc = run_check(LK_BUILD_ROOT "/tests/fixtures/split/fx_whole_old.so", 0, out, sizeof out);
+    line = line_starting(out, "PASS gather fx_whole_sum ");
+    cr_assert_not_null(line, "%s", out);
+    cr_expect_not_null(strstr(line, "not checked: processes cannot gather this loss"), "%.300s",
+                       line);
 }
 
 Test(check, gradient_off_by_two_fails_grad)

@@ -423,7 +423,7 @@ Test(registry, wrong_major_is_refused)
     /* The file, its version and the host's. */
     expect_mentions(d, "fx_wrong_major.so");
     expect_mentions(d, "ABI 2.0");
-    expect_mentions(d, "ABI 1.5");
+    expect_mentions(d, "ABI 1.6");
     expect_not_served(rt, "fx_wrong_major");
     lk_runtime_close(rt);
 }
@@ -597,6 +597,50 @@ Test(registry, slot_ndims_beyond_max_ndim_are_refused)
     lk_runtime_close(rt);
 }
 
+Test(registry, batch_layouts_no_tensor_can_have_are_refused)
+{
+    static const struct {
+        const char *file, *problem;
+    } cases[] = {
+        {"fx_bad_batch_dim", "its batch (17) is neither LK_BATCH_UNDECLARED nor LK_BATCH_DIM(d)"},
+        {"fx_bad_batch_rank", "its batch dim 2 is beyond every rank it accepts"},
+        {"fx_bad_batch_views", "it has batch_views or LK_SLOT_PADDED but no batch dim"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[1024], file[256], id[64];
+        snprintf(path, sizeof path, "%s/%s.so", LK_FIXTURE_DIR, cases[i].file);
+        snprintf(file, sizeof file, "%s.so", cases[i].file);
+        snprintf(id, sizeof id, "'%s'", cases[i].file);
+        const char *d;
+        lk_runtime *rt = open_with_good(path, &d);
+        expect_mentions(d, file);
+        expect_mentions(d, id);
+        expect_mentions(d, "'input'");
+        expect_mentions(d, cases[i].problem);
+        expect_not_served(rt, cases[i].file);
+        lk_runtime_close(rt);
+    }
+}
+
+Test(registry, batch_of_a_slot_follows_the_plugins_minor)
+{
+    /* lk_slot_batch_of reads the members only from a plugin of 1.6 or
+     * later: the same bytes say "undeclared" for an older minor. */
+    const lk_slot_desc s = {
+        .name = "input", .flags = LK_SLOT_PADDED, .batch = LK_BATCH_DIM(1), .batch_views = 3};
+    uint32_t views = 0;
+    int32_t padded = -1;
+    cr_expect_eq(lk_slot_batch_of(&s, 5, &views, &padded), -1, "minor 5");
+    cr_expect_eq(views, 1u, "minor 5: one view");
+    cr_expect_eq(padded, 0, "minor 5: not padded");
+    cr_expect_eq(lk_slot_batch_of(&s, 6, &views, &padded), 1, "minor 6");
+    cr_expect_eq(views, 3u, "minor 6: views");
+    cr_expect_eq(padded, 1, "minor 6: padded");
+    const lk_slot_desc one = {.name = "input", .batch = LK_BATCH_DIM(0)};
+    cr_expect_eq(lk_slot_batch_of(&one, 7, &views, NULL), 0, "a newer minor");
+    cr_expect_eq(views, 1u, "batch_views 0 is one view");
+}
+
 Test(registry, ndims_of_a_slot_follows_the_plugins_minor)
 {
     const lk_slot_desc s = {.name = "input", .ndims = LK_NDIM_BIT(2)};
@@ -626,9 +670,10 @@ Test(registry, fixture_directory)
      * name order, and the good ones are served. Name order also decides that
      * fx_good.so's fx_sq serves and fx_shadow.so's is shadowed. */
     static const char *const broken[] = {
-        "fx_bad_default",   "fx_bad_ndims",     "fx_bad_reduction", "fx_bad_unset",
-        "fx_duplicate_id",  "fx_missing_entry", "fx_no_slots",      "fx_null_entry",
-        "fx_null_required", "fx_wrong_major",
+        "fx_bad_batch_dim", "fx_bad_batch_rank", "fx_bad_batch_views", "fx_bad_default",
+        "fx_bad_ndims",     "fx_bad_reduction",  "fx_bad_unset",       "fx_duplicate_id",
+        "fx_missing_entry", "fx_no_slots",       "fx_null_entry",      "fx_null_required",
+        "fx_wrong_major",
     };
     const size_t n_broken = sizeof broken / sizeof broken[0];
     lk_runtime *rt = open_path(LK_FIXTURE_DIR);

@@ -304,6 +304,66 @@ Test(split, whole_batch_loss_refused)
     lk_loss_free(loss);
 }
 
+/* How each tensor of a loss is gathered across processes (ABI 1.6): the
+ * whole-batch losses' declared layouts, a loss split through statistics
+ * (dim 0, one run), and two terms that read one tensor with different
+ * layouts, which no gather can serve. */
+static void expect_batch(lk_loss *loss, size_t i, const char *name, int32_t dim, uint32_t views,
+                         int32_t padded)
+{
+    const lk_slot_desc *sd = NULL;
+    cr_assert_eq(lk_loss_slot_at(loss, i, &sd, NULL, NULL), LK_OK);
+    cr_assert_str_eq(sd->name, name);
+    int32_t d = -2, p = -2;
+    uint32_t v = 0;
+    char err[LK_ERRMSG_CAP] = "";
+    cr_assert_eq(lk_loss_batch_at(loss, i, &d, &v, &p, err), LK_OK, "%s: %s", name, err);
+    cr_expect_eq(d, dim, "%s: dim %d", name, d);
+    cr_expect_eq(v, views, "%s: views %u", name, v);
+    cr_expect_eq(p, padded, "%s: padded %d", name, p);
+}
+
+Test(split, batch_layouts)
+{
+    lk_loss *loss = load_file("configs/ntxent.json");
+    cr_expect_eq(lk_loss_takes_whole_batch(loss), 1);
+    expect_batch(loss, 0, "input", 0, 2, 0);
+    lk_loss_free(loss);
+
+    loss = load("{\"loss\": \"ctc\"}");
+    cr_expect_eq(lk_loss_takes_whole_batch(loss), 1);
+    expect_batch(loss, 0, "input", 1, 1, 1);
+    expect_batch(loss, 1, "target", 0, 1, 1);
+    expect_batch(loss, 2, "input_lengths", 0, 1, 0);
+    expect_batch(loss, 3, "target_lengths", 0, 1, 0);
+    lk_loss_free(loss);
+
+    loss = load("{\"terms\": [{\"loss\": \"supcon\"}, {\"loss\": \"lovasz_softmax\", "
+                "\"tensors\": {\"input\": \"masks\", \"target\": \"labels\"}}]}");
+    cr_expect_eq(lk_loss_takes_whole_batch(loss), 1);
+    for (size_t i = 0; i < 4; i++)
+        cr_expect_eq(lk_loss_batch_at(loss, i, NULL, NULL, NULL, NULL), LK_OK);
+    lk_loss_free(loss);
+
+    loss = load("{\"loss\": \"dice\"}");
+    cr_expect_eq(lk_loss_takes_whole_batch(loss), 0);
+    expect_batch(loss, 0, "input", 0, 1, 0);
+    expect_batch(loss, 1, "target", 0, 1, 0);
+    char err[LK_ERRMSG_CAP] = "";
+    cr_expect_eq(lk_loss_batch_at(loss, 2, NULL, NULL, NULL, err), LK_ERR_NOT_FOUND);
+    cr_expect(strstr(err, "loss 'dice' has no tensor 2"), "%s", err);
+    lk_loss_free(loss);
+
+    /* ntxent's pairs are N rows apart; mse's batch is one run */
+    loss = load("{\"terms\": [{\"loss\": \"ntxent\"}, {\"loss\": \"mse\"}]}");
+    cr_expect_eq(lk_loss_batch_at(loss, 0, NULL, NULL, NULL, err), LK_ERR_UNSUPPORTED);
+    cr_expect(strstr(err, "tensor 'input': term 1 ('ntxent') gathers it along dim 0 in 2 views, "
+                          "term 2 ('mse') along dim 0 in 1 view"),
+              "%s", err);
+    cr_expect_null(strchr(err, '\n'));
+    lk_loss_free(loss);
+}
+
 /* Region losses with per-sample statistics (dice per_sample,
  * generalized_dice's default, the MONAI-style configs): their statistics
  * hold one block per sample, so summing them across processes would add
@@ -422,6 +482,16 @@ Test(split, partials_of_a_plugin)
     cr_assert(strstr(args.errmsg, "has partials(), which the host uses only for a two-pass loss "
                                   "with its own finalize()"),
               "%s", args.errmsg);
+    lk_loss_free(loss);
+
+    /* a whole-batch loss of a plugin older than 1.6 declares no batch */
+    loss = load_in(r, "{\"loss\": \"fx_whole_sum\"}");
+    cr_expect_eq(lk_loss_takes_whole_batch(loss), 1);
+    char err[LK_ERRMSG_CAP] = "";
+    cr_expect_eq(lk_loss_batch_at(loss, 0, NULL, NULL, NULL, err), LK_ERR_UNSUPPORTED);
+    cr_expect(strstr(err, "loss 'fx_whole_sum' (ABI 1.5) declares no batch dim for slot 'input': "
+                          "its batch cannot be gathered across processes"),
+              "%s", err);
     lk_loss_free(loss);
     lk_runtime_close(r);
 }

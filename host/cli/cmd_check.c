@@ -3104,6 +3104,319 @@ static void check_split(checker *c)
 }
 
 /* ------------------------------------------------------------------------ */
+/* gather: a whole-batch loss's declared batch layout                        */
+/*
+ * A whole-batch loss is not split through statistics: data-parallel
+ * processes gather its tensors along each slot's declared batch dim
+ * (lk_slot_desc.batch, ABI 1.6) and evaluate the gathered batch. That is
+ * right only if the declared dims are where the samples are. Two
+ * properties say so: reordering the samples along every declared dim, the
+ * same order in every slot and every view, must leave the value unchanged
+ * and move the gradients with the samples (a dim that is not the batch's,
+ * or views that do not pair rows, breaks the pairing and changes the
+ * value); and a slot declared LK_SLOT_PADDED must give the same value with
+ * one more zero at the end of each of its other dims, and a zero gradient
+ * there (what the gather's padding adds). */
+
+typedef struct gather_layout {
+    int32_t dim;
+    uint32_t views;
+    int32_t padded;
+} gather_layout;
+
+/* dst (allocated here) as src reordered: sample j of each view of dst is
+ * sample inv[j] of that view of src (n samples a view; inv NULL: the same
+ * order); with pad, every
+ * dim but the batch's one longer, the new places zero. map[i] receives the
+ * index in dst of src's element i. */
+static lk_status relayout(const checker *c, const lk_array *src, const gather_layout *g, int64_t n,
+                          const int64_t *inv, int pad, lk_array *dst, int64_t *map, char *err)
+{
+    int64_t shape[LK_MAX_NDIM];
+    for (int32_t k = 0; k < src->ndim; k++)
+        shape[k] = src->shape[k] + (pad && k != g->dim ? 1 : 0);
+    lk_status st = alloc_array(c, dst, src->dtype, src->ndim, shape, err);
+    if (st != LK_OK)
+        return st;
+    if (dst->data != c->guard)
+        memset(dst->data, 0, dst->nbytes);
+    int64_t total = array_numel(src);
+    for (int64_t i = 0; i < total; i++) {
+        int64_t rest = i, at = 0, stride = 1;
+        for (int32_t k = src->ndim - 1; k >= 0; k--) {
+            int64_t idx = rest % src->shape[k];
+            rest /= src->shape[k];
+            if (k == g->dim && inv)
+                idx = idx / n * n + inv[idx % n];
+            at += idx * stride;
+            stride *= shape[k];
+        }
+        set_elem(dst, at, get_elem(src, i));
+        map[i] = at;
+    }
+    return LK_OK;
+}
+
+/* One case: b under red, then b reordered by perm (pad 0) or padded
+ * (pad 1). Returns 1 when they agree, 0 with why set, -1 when b itself
+ * is refused (*st0, why set). */
+static int gather_case(checker *c, const lk_loss *loss, bundle *b, const gather_layout *lay,
+                       int64_t n, const int64_t *inv, int pad, const char *lab, double rtol,
+                       double *worst, char *why, size_t cap, lk_status *st0)
+{
+    char err[LK_ERRMSG_CAP] = "";
+    double want = NAN, got = NAN;
+    *st0 = run_eval(c, loss, b, 1, &want, err);
+    if (*st0 != LK_OK) {
+        fit(why, cap, "%s: %s", lab, err);
+        return -1;
+    }
+    bundle m;
+    memset(&m, 0, sizeof m);
+    int64_t *map[MAX_SLOTS] = {0};
+    int ok = 1;
+    lk_status st = LK_OK;
+    for (size_t i = 0; st == LK_OK && i < b->n_named; i++) {
+        int s = b->named_slot[i];
+        const gather_layout *g = &lay[i];
+        map[s] = malloc((size_t)(array_numel(&b->in[s]) + 1) * sizeof **map);
+        if (!map[s]) {
+            st = LK_ERR_NOMEM;
+            fit(err, sizeof err, "out of memory");
+            break;
+        }
+        st =
+            relayout(c, &b->in[s], g, n, pad ? NULL : inv, pad && g->padded, &m.in[s], map[s], err);
+        m.named_slot[i] = s;
+        m.named[i] = b->named[i];
+        m.named[i].tensor = lk_array_view(&m.in[s]);
+    }
+    m.n_named = b->n_named;
+    for (size_t i = 0; st == LK_OK && i < b->n_grads; i++) {
+        int s = b->gnamed_slot[i];
+        st = alloc_array(c, &m.grad[s], m.in[s].dtype, m.in[s].ndim, m.in[s].shape, err);
+        m.gnamed_slot[i] = s;
+        m.gnamed[i] = b->gnamed[i];
+        m.gnamed[i].tensor = lk_array_view(&m.grad[s]);
+    }
+    m.n_grads = b->n_grads;
+    if (st == LK_OK)
+        st = run_eval(c, loss, &m, 1, &got, err);
+    if (st != LK_OK) {
+        fit(why, cap, "%s: %s: %s", lab, pad ? "padded" : "reordered", err);
+        ok = 0;
+    }
+    double e = ok ? fabs(got - want) / fmax(fabs(want), 1e-12) : 0.0;
+    if (ok && !(e <= rtol) && !(isnan(got) && isnan(want))) {
+        fit(why, cap, "%s: %s the value is %.17g, against %.17g (%.1e)%s", lab,
+            pad ? "with the padded slots one zero longer in each other dim,"
+                : "with the samples reordered along the declared batch dims,",
+            got, want, e,
+            pad ? ""
+                : ": a declared dim is not where the samples are, or the views do not pair "
+                  "them");
+        ok = 0;
+    }
+    if (ok && isfinite(e))
+        *worst = fmax(*worst, e);
+    for (size_t i = 0; ok && i < b->n_grads; i++) {
+        int s = b->gnamed_slot[i];
+        const lk_array *g0 = &b->grad[s], *g1 = &m.grad[s];
+        int64_t total = array_numel(g0), moved = array_numel(g1), at = 0;
+        double d = 0.0, big = 0.0, stray = 0.0;
+        unsigned char *hit = calloc((size_t)moved + 1, 1);
+        if (!hit) {
+            fit(why, cap, "out of memory");
+            ok = 0;
+            break;
+        }
+        for (int64_t j = 0; j < total; j++) {
+            double x = get_elem(g1, map[s][j]), y = get_elem(g0, j), dj = diff_of(x, y);
+            hit[map[s][j]] = 1;
+            if (dj > d)
+                d = dj, at = j;
+            if (isfinite(y))
+                big = fmax(big, fabs(y));
+        }
+        for (int64_t j = 0; j < moved; j++)
+            if (!hit[j])
+                stray = fmax(stray, diff_of(get_elem(g1, j), 0.0));
+        free(hit);
+        double ge = d == 0.0 ? 0.0 : big > 0.0 ? d / big : HUGE_VAL;
+        *worst = fmax(*worst, ge);
+        if (!(ge <= rtol)) {
+            fit(why, cap,
+                "%s: %s the gradient of '%s' does not move with the samples: normwise %.1e, "
+                "worst at [%lld]: %.17g against %.17g",
+                lab, pad ? "padded," : "reordered,", b->gnamed[i].name, ge, (long long)at,
+                get_elem(g1, map[s][at]), get_elem(g0, at));
+            ok = 0;
+        } else if (stray != 0.0) {
+            fit(why, cap, "%s: padded, the gradient of '%s' is %.3g in the padding, not 0", lab,
+                b->gnamed[i].name, stray);
+            ok = 0;
+        }
+    }
+    for (int k = 0; k < MAX_SLOTS; k++)
+        free(map[k]);
+    bundle_free(c, &m);
+    return ok;
+}
+
+/* Each tensor's layout (lk_loss_batch_at) and the number of samples they
+ * agree on. Returns 1 with *n set, 0 with why set when the layouts
+ * disagree with the tensors (a failure), 2 with why set when the loss
+ * declares none (not checkable). */
+static int gather_layouts(const lk_loss *loss, const bundle *b, gather_layout *lay, int64_t *n,
+                          char *why, size_t cap)
+{
+    *n = -1;
+    for (size_t i = 0; i < b->n_named; i++) {
+        size_t k = 0, nslots = lk_loss_slot_count(loss);
+        const lk_slot_desc *sd = NULL;
+        for (k = 0; k < nslots; k++)
+            if (lk_loss_slot_at(loss, k, &sd, NULL, NULL) == LK_OK &&
+                strcmp(sd->name, b->named[i].name) == 0)
+                break;
+        char err[LK_ERRMSG_CAP] = "";
+        gather_layout *g = &lay[i];
+        lk_status st = lk_loss_batch_at(loss, k, &g->dim, &g->views, &g->padded, err);
+        if (st != LK_OK) {
+            fit(why, cap, "%s", err);
+            return 2;
+        }
+        const lk_tensor *t = &b->named[i].tensor;
+        if (g->dim >= t->ndim) {
+            fit(why, cap, "'%s' has %d dimensions, but its batch is declared in dim %d",
+                b->named[i].name, (int)t->ndim, (int)g->dim);
+            return 0;
+        }
+        int64_t len = t->shape[g->dim];
+        if (len % (int64_t)g->views) {
+            fit(why, cap, "'%s' has %lld along its batch dim %d, not a multiple of its %u views",
+                b->named[i].name, (long long)len, (int)g->dim, g->views);
+            return 0;
+        }
+        len /= (int64_t)g->views;
+        if (*n >= 0 && len != *n) {
+            fit(why, cap,
+                "the declared batch dims disagree: '%s' has %lld samples along dim %d, '%s' "
+                "%lld",
+                b->named[i].name, (long long)len, (int)g->dim, b->named[0].name, (long long)*n);
+            return 0;
+        }
+        *n = len;
+    }
+    return 1;
+}
+
+static void check_gather(checker *c)
+{
+    result r;
+    if (!(c->d->flags & LK_LOSS_WHOLE)) {
+        res_init(&r, "gather", 1);
+        res_detail(&r, "nothing to check: the loss is not whole-batch, and processes split it "
+                       "through statistics (see split)");
+        send_result(c, &r);
+        return;
+    }
+    int32_t dts[2];
+    int n_dt = float_dtypes(c, dts), ok = 1, undeclared = 0;
+    int32_t dt = dts[n_dt - 1];
+    double rtol = dt == LK_DTYPE_F64 ? SPLIT_RTOL64 : SPLIT_RTOL32, worst = 0.0;
+    char why[900] = "", err[LK_ERRMSG_CAP] = "", lab[LABEL_CAP];
+    long cases = 0, padded_cases = 0;
+    reset_counts(c);
+    for (int k = 0; ok && !undeclared && k < N_PROBES; k++) {
+        if (!c->shape_ok[k])
+            continue;
+        spec sp = probe_spec(c, k, dt, 0);
+        for (int set = 0; ok && !undeclared && set < c->n_settings; set++) {
+            bundle b;
+            if (bundle_for(c, set, &sp, &b, err) != LK_OK)
+                continue; /* an example the loss does not have */
+            for (int32_t red = 0; ok && !undeclared && red < LK_REDUCTION_COUNT; red++) {
+                lk_loss *loss;
+                if (red == LK_REDUCTION_NONE || !offers(c->d, red) ||
+                    make_loss(c, c->rt, set, red, &loss, err) != LK_OK)
+                    continue;
+                gather_layout lay[MAX_SLOTS];
+                int64_t n = 0;
+                int got = gather_layouts(loss, &b, lay, &n, why, sizeof why);
+                if (got == 2)
+                    undeclared = 1;
+                else if (got == 0)
+                    ok = 0;
+                int any_pad = 0;
+                for (size_t i = 0; got == 1 && i < b.n_named; i++)
+                    any_pad |= lay[i].padded;
+                if (got == 1 && (n >= 2 || any_pad)) {
+                    /* reversed, then the first two swapped back: no sample
+                     * stays where it was when n > 2, and n = 2 swaps */
+                    int64_t *inv = malloc((size_t)(n + 1) * sizeof *inv);
+                    if (!inv) {
+                        fit(why, sizeof why, "out of memory");
+                        ok = 0;
+                    }
+                    for (int64_t j = 0; inv && j < n; j++)
+                        inv[j] = n - 1 - j;
+                    if (inv && n > 2) {
+                        int64_t t = inv[0];
+                        inv[0] = inv[1], inv[1] = t;
+                    }
+                    case_label(c, lab, sizeof lab, &sp, set, red);
+                    lk_status st0 = LK_OK;
+                    begin(c, "gather %s", lab);
+                    for (int pad = 0; ok && inv && pad < 2; pad++) {
+                        if ((pad && !any_pad) || (!pad && n < 2))
+                            continue;
+                        got = gather_case(c, loss, &b, lay, n, inv, pad, lab, rtol, &worst, why,
+                                          sizeof why, &st0);
+                        if (got == -1) {
+                            /* a setting that refuses these tensors is listed */
+                            if (!opt_refused(c, set, st0, why))
+                                ok = 0;
+                            break;
+                        }
+                        c->settings[set].taken++;
+                        cases++;
+                        padded_cases += pad;
+                        if (!got)
+                            ok = 0;
+                    }
+                    free(inv);
+                }
+                lk_loss_free(loss);
+            }
+            bundle_free(c, &b);
+        }
+    }
+    char refusals[900];
+    refusals_str(c, refusals, sizeof refusals);
+    res_init(&r, "gather", ok);
+    if (ok && !undeclared)
+        res_num(&r, "max_rel_err", worst);
+    if (!ok)
+        res_detail(&r, "%s", why);
+    else if (undeclared)
+        res_detail(&r, "not checked: processes cannot gather this loss (%s)", why);
+    else if (!cases)
+        res_detail(&r, "not checked: no probe has two samples along the declared batch dims%s",
+                   refusals);
+    else
+        res_detail(&r,
+                   "%ld cases in %s: the samples reordered along the declared batch dims give "
+                   "the same value and gradients that move with them%s (largest error %.1e, "
+                   "bound %g)%s",
+                   cases, lk_dtype_name(dt),
+                   padded_cases ? "; the padded slots with a zero more in each other dim give "
+                                  "the same value and a zero gradient there"
+                                : "",
+                   worst, rtol, refusals);
+    send_result(c, &r);
+}
+
+/* ------------------------------------------------------------------------ */
 /* empty: zero-size tensors                                                  */
 /*
  * An empty batch (a data-parallel shard with nothing in it, the last batch
@@ -3540,6 +3853,7 @@ static void run_checks(checker *c, const plugin_ctx *pc)
     check_threads(c, pc->load_path);
     check_paths(c);
     check_split(c);
+    check_gather(c);
     check_empty(c);
     check_ignored(c);
     check_extreme(c);

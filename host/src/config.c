@@ -1566,6 +1566,69 @@ const char *lk_loss_term_tensor(const lk_loss *loss, size_t term, size_t slot)
     return lk__term_tensor(&loss->terms[term], (uint32_t)slot);
 }
 
+int lk_loss_takes_whole_batch(const lk_loss *loss)
+{
+    for (size_t i = 0; i < loss->n_terms; i++)
+        if (loss->terms[i].entry->desc->flags & LK_LOSS_WHOLE)
+            return 1;
+    return 0;
+}
+
+static const char *views_word(uint32_t views)
+{
+    return views == 1 ? "view" : "views";
+}
+
+lk_status lk_loss_batch_at(const lk_loss *loss, size_t i, int32_t *dim, uint32_t *views,
+                           int32_t *padded, char *errmsg)
+{
+    char scratch[LK_ERRMSG_CAP];
+    if (!errmsg)
+        errmsg = scratch;
+    errmsg[0] = '\0';
+    if (i >= loss->n_slots)
+        return lk__err(errmsg, LK_ERR_NOT_FOUND, "loss '%s' has no tensor %zu", loss->name, i);
+    const char *name = loss->slots[i].desc->name;
+    int32_t d0 = 0, p0 = 0;
+    uint32_t v0 = 1;
+    size_t first = SIZE_MAX;
+    for (size_t k = 0; k < loss->n_terms; k++) {
+        const lk__term *t = &loss->terms[k];
+        const lk__entry *e = t->entry;
+        for (uint32_t s = 0; s < e->n_slots; s++) {
+            if (strcmp(lk__term_tensor(t, s), name) != 0)
+                continue;
+            uint32_t v;
+            int32_t p, d = lk_slot_batch_of(e->slots[s], e->module->plugin->abi_minor, &v, &p);
+            if (d < 0) {
+                if (e->desc->flags & LK_LOSS_WHOLE)
+                    return lk__err(errmsg, LK_ERR_UNSUPPORTED,
+                                   "loss '%s' (ABI 1.%u) declares no batch dim for slot '%s': "
+                                   "its batch cannot be gathered across processes",
+                                   e->desc->id, e->module->plugin->abi_minor, e->slots[s]->name);
+                d = 0; /* a loss split through statistics: its batch is dim 0 */
+            }
+            if (first == SIZE_MAX) {
+                d0 = d, v0 = v, p0 = p, first = k;
+            } else if (d != d0 || v != v0 || p != p0) {
+                return lk__err(errmsg, LK_ERR_UNSUPPORTED,
+                               "tensor '%s': term %zu ('%s') gathers it along dim %d in %u %s%s, "
+                               "term %zu ('%s') along dim %d in %u %s%s",
+                               name, first + 1, loss->terms[first].entry->desc->id, (int)d0, v0,
+                               views_word(v0), p0 ? ", padded" : "", k + 1, e->desc->id, (int)d, v,
+                               views_word(v), p ? ", padded" : "");
+            }
+        }
+    }
+    if (dim)
+        *dim = d0;
+    if (views)
+        *views = v0;
+    if (padded)
+        *padded = p0;
+    return LK_OK;
+}
+
 int lk_loss_has_example(const lk_loss *loss)
 {
     if (loss->n_terms != 1)

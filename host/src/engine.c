@@ -861,7 +861,7 @@ static lk_status split_ok(const lk_loss *loss, lk_eval_args *args)
             return lk__err(args->errmsg, LK_ERR_UNSUPPORTED,
                            "loss '%s' takes the whole batch at once (LK_LOSS_WHOLE): its "
                            "statistics cannot be summed across processes; gather the batch "
-                           "on one process instead",
+                           "instead (lk_loss_batch_at)",
                            d->id);
     }
     return LK_OK;

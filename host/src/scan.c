@@ -254,6 +254,28 @@ static const char *check_slot(const lk_slot_desc *s, uint32_t index, uint32_t mi
                  LK_MAX_NDIM);
         return buf;
     }
+    if (minor >= 6) {
+        if (s->batch < LK_BATCH_UNDECLARED || s->batch > LK_BATCH_DIM(LK_MAX_NDIM - 1)) {
+            snprintf(buf, cap,
+                     "its batch (%d) is neither LK_BATCH_UNDECLARED nor "
+                     "LK_BATCH_DIM(d) of a dim d below %d",
+                     (int)s->batch, LK_MAX_NDIM);
+            return buf;
+        }
+        if (s->batch_views > LK_MAX_BATCH_VIEWS) {
+            snprintf(buf, cap, "its batch_views (%u) is more than %d", s->batch_views,
+                     LK_MAX_BATCH_VIEWS);
+            return buf;
+        }
+        if (s->batch == LK_BATCH_UNDECLARED && (s->batch_views > 1 || (s->flags & LK_SLOT_PADDED)))
+            return "it has batch_views or LK_SLOT_PADDED but no batch dim";
+        uint32_t ndims = lk_slot_ndims_of(s, minor);
+        if (s->batch != LK_BATCH_UNDECLARED && ndims && !(ndims >> s->batch)) {
+            snprintf(buf, cap, "its batch dim %d is beyond every rank it accepts",
+                     (int)s->batch - 1);
+            return buf;
+        }
+    }
     return NULL;
 }
 
@@ -474,9 +496,12 @@ void lk__scan_write(const lk_plugin *pl, lk__buf *b)
             lk__buf_add(b, "S ", 2);
             lk__buf_str(b, s->name);
             lk__buf_str(b, s->doc);
-            lk__buf_printf(b, "%u %u %d %d %u\n", s->dtypes, s->flags, s->shape,
+            uint32_t views;
+            int32_t batch = lk_slot_batch_of(s, pl->abi_minor, &views, NULL);
+            lk__buf_printf(b, "%u %u %d %d %u %d %u\n", s->dtypes,
+                           pl->abi_minor >= 6 ? s->flags : s->flags & ~LK_SLOT_PADDED, s->shape,
                            pl->abi_minor >= 1 ? s->values : LK_VALUES_DEFAULT,
-                           lk_slot_ndims_of(s, pl->abi_minor));
+                           lk_slot_ndims_of(s, pl->abi_minor), batch + 1, batch >= 0 ? views : 0u);
         }
     }
 }
@@ -738,6 +763,10 @@ static const lk_loss_desc *read_loss(reader *r, uint32_t minor)
         s->shape = (int32_t)rd_int(r, INT32_MIN, INT32_MAX);
         s->values = (int32_t)rd_int(r, INT32_MIN, INT32_MAX);
         s->ndims = (uint32_t)rd_int(r, 0, LK_NDIM_ANY);
+        s->batch = (int32_t)rd_int(r, 0, LK_MAX_NDIM);
+        s->batch_views = (uint32_t)rd_int(r, 0, LK_MAX_BATCH_VIEWS);
+        if ((s->batch || s->batch_views || (s->flags & LK_SLOT_PADDED)) && minor < 6)
+            r->bad = 1;
         slots[i] = s;
     }
     d->params = params;

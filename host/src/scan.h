@@ -12,7 +12,7 @@
 
 /* The version of the record format and of the scanner's protocol: a cache
  * or a scanner that speaks another is ignored. */
-#define LK__SCAN_FORMAT 3
+#define LK__SCAN_FORMAT 4
 
 /* What the scanner answers on descriptor 3, first line. */
 #define LK__SCAN_OK      "OK"      /* then the record */

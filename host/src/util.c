@@ -372,6 +372,17 @@ uint32_t lk_slot_ndims_of(const lk_slot_desc *sd, uint32_t plugin_abi_minor)
     return plugin_abi_minor >= 3 ? sd->ndims : 0;
 }
 
+int32_t lk_slot_batch_of(const lk_slot_desc *sd, uint32_t plugin_abi_minor, uint32_t *views,
+                         int32_t *padded)
+{
+    int declared = plugin_abi_minor >= 6 && sd->batch != LK_BATCH_UNDECLARED;
+    if (views)
+        *views = declared && sd->batch_views > 1 ? sd->batch_views : 1;
+    if (padded)
+        *padded = declared && (sd->flags & LK_SLOT_PADDED) ? 1 : 0;
+    return declared ? sd->batch - 1 : -1;
+}
+
 const char *lk_param_unset_of(const lk_param_desc *pd, uint32_t plugin_abi_minor)
 {
     return plugin_abi_minor >= 2 ? pd->unset : NULL;

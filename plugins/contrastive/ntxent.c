@@ -18,6 +18,8 @@ static const lk_slot_desc ntxent_input = {
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
     .ndims = LK_NDIM_BIT(2),
+    .batch = LK_BATCH_DIM(0),
+    .batch_views = 2, /* rows i and i + N: two views of sample i */
 };
 static const lk_slot_desc *const ntxent_slots[] = {&ntxent_input, NULL};
 

@@ -19,6 +19,7 @@ static const lk_slot_desc supcon_input = {
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
     .ndims = LK_NDIM_BIT(2),
+    .batch = LK_BATCH_DIM(0),
 };
 static const lk_slot_desc supcon_target = {
     .name = "target",
@@ -27,6 +28,7 @@ static const lk_slot_desc supcon_target = {
     .flags = 0,
     .shape = LK_SHAPE_INPUT_NO_CHANNEL,
     .values = LK_VALUES_CLASS,
+    .batch = LK_BATCH_DIM(0),
 };
 static const lk_slot_desc *const supcon_slots[] = {&supcon_input, &supcon_target, NULL};
 

@@ -32,28 +32,25 @@ static const lk_param_desc ce_margin = {
 
 static const lk_param_desc *const ce_params[] LK__UNUSED = {&ce_margin, NULL};
 
-static const lk_slot_desc ce_input1 = {"input1",
-                                       "first vectors: (N, D) rows, or one (D,) vector",
-                                       LK_DTYPES_FLOAT,
-                                       LK_SLOT_DIFFERENTIABLE,
-                                       LK_SHAPE_ANY,
-                                       LK_VALUES_REAL,
-                                       LK_NDIM_BIT(1) | LK_NDIM_BIT(2)};
-static const lk_slot_desc ce_input2 = {"input2",
-                                       "second vectors, shaped like input1",
-                                       LK_DTYPES_FLOAT,
-                                       LK_SLOT_DIFFERENTIABLE,
-                                       LK_SHAPE_LIKE_INPUT,
-                                       LK_VALUES_REAL,
-                                       0};
+static const lk_slot_desc ce_input1 = {.name = "input1",
+                                       .doc = "first vectors: (N, D) rows, or one (D,) vector",
+                                       .dtypes = LK_DTYPES_FLOAT,
+                                       .flags = LK_SLOT_DIFFERENTIABLE,
+                                       .shape = LK_SHAPE_ANY,
+                                       .values = LK_VALUES_REAL,
+                                       .ndims = LK_NDIM_BIT(1) | LK_NDIM_BIT(2)};
+static const lk_slot_desc ce_input2 = {.name = "input2",
+                                       .doc = "second vectors, shaped like input1",
+                                       .dtypes = LK_DTYPES_FLOAT,
+                                       .flags = LK_SLOT_DIFFERENTIABLE,
+                                       .shape = LK_SHAPE_LIKE_INPUT,
+                                       .values = LK_VALUES_REAL};
 static const lk_slot_desc ce_target = {
-    "target",
-    "1 for a similar pair, -1 for a dissimilar one: shape (N,), or () for (D,)",
-    LK_DTYPES_FLOAT,
-    0,
-    LK_SHAPE_INPUT_NO_CHANNEL,
-    LK_VALUES_SIGN,
-    0};
+    .name = "target",
+    .doc = "1 for a similar pair, -1 for a dissimilar one: shape (N,), or () for (D,)",
+    .dtypes = LK_DTYPES_FLOAT,
+    .shape = LK_SHAPE_INPUT_NO_CHANNEL,
+    .values = LK_VALUES_SIGN};
 static const lk_slot_desc *const ce_slots[] LK__UNUSED = {&ce_input1, &ce_input2, &ce_target, NULL};
 
 static lk_status ce_init(void *inst, const lk_param_value *p, lk_msg *msg)

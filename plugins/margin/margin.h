@@ -27,20 +27,17 @@
 /* ------------------------------------------------------------------------ */
 /* Slots and parameters                                                      */
 
-static const lk_slot_desc mg_input LK__UNUSED = {"input",
-                                                 "scores or predictions, any shape",
-                                                 LK_DTYPES_FLOAT,
-                                                 LK_SLOT_DIFFERENTIABLE,
-                                                 LK_SHAPE_ANY,
-                                                 LK_VALUES_REAL,
-                                                 0};
-static const lk_slot_desc mg_sign_target LK__UNUSED = {"target",
-                                                       "labels 1 or -1, shaped like input",
-                                                       LK_DTYPES_FLOAT,
-                                                       0,
-                                                       LK_SHAPE_LIKE_INPUT,
-                                                       LK_VALUES_SIGN,
-                                                       0};
+static const lk_slot_desc mg_input LK__UNUSED = {.name = "input",
+                                                 .doc = "scores or predictions, any shape",
+                                                 .dtypes = LK_DTYPES_FLOAT,
+                                                 .flags = LK_SLOT_DIFFERENTIABLE,
+                                                 .shape = LK_SHAPE_ANY,
+                                                 .values = LK_VALUES_REAL};
+static const lk_slot_desc mg_sign_target LK__UNUSED = {.name = "target",
+                                                       .doc = "labels 1 or -1, shaped like input",
+                                                       .dtypes = LK_DTYPES_FLOAT,
+                                                       .shape = LK_SHAPE_LIKE_INPUT,
+                                                       .values = LK_VALUES_SIGN};
 static const lk_slot_desc *const mg_sign_slots[] LK__UNUSED = {&mg_input, &mg_sign_target, NULL};
 
 /* One value per row of a row loss: shape (N,) of an (N, D) input, () of a

@@ -27,28 +27,24 @@ static const lk_param_desc ranking_margin = {
 
 static const lk_param_desc *const ranking_params[] LK__UNUSED = {&ranking_margin, NULL};
 
-static const lk_slot_desc ranking_input1 = {"input1",
-                                            "the first score, any shape",
-                                            LK_DTYPES_FLOAT,
-                                            LK_SLOT_DIFFERENTIABLE,
-                                            LK_SHAPE_ANY,
-                                            LK_VALUES_REAL,
-                                            0};
-static const lk_slot_desc ranking_input2 = {"input2",
-                                            "the second score, shaped like input1",
-                                            LK_DTYPES_FLOAT,
-                                            LK_SLOT_DIFFERENTIABLE,
-                                            LK_SHAPE_LIKE_INPUT,
-                                            LK_VALUES_REAL,
-                                            0};
+static const lk_slot_desc ranking_input1 = {.name = "input1",
+                                            .doc = "the first score, any shape",
+                                            .dtypes = LK_DTYPES_FLOAT,
+                                            .flags = LK_SLOT_DIFFERENTIABLE,
+                                            .shape = LK_SHAPE_ANY,
+                                            .values = LK_VALUES_REAL};
+static const lk_slot_desc ranking_input2 = {.name = "input2",
+                                            .doc = "the second score, shaped like input1",
+                                            .dtypes = LK_DTYPES_FLOAT,
+                                            .flags = LK_SLOT_DIFFERENTIABLE,
+                                            .shape = LK_SHAPE_LIKE_INPUT,
+                                            .values = LK_VALUES_REAL};
 static const lk_slot_desc ranking_target = {
-    "target",
-    "1 where input1 should rank higher, -1 where input2 should, shaped like input1",
-    LK_DTYPES_FLOAT,
-    0,
-    LK_SHAPE_LIKE_INPUT,
-    LK_VALUES_SIGN,
-    0};
+    .name = "target",
+    .doc = "1 where input1 should rank higher, -1 where input2 should, shaped like input1",
+    .dtypes = LK_DTYPES_FLOAT,
+    .shape = LK_SHAPE_LIKE_INPUT,
+    .values = LK_VALUES_SIGN};
 static const lk_slot_desc *const ranking_slots[] LK__UNUSED = {&ranking_input1, &ranking_input2,
                                                                &ranking_target, NULL};
 

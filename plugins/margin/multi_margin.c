@@ -48,20 +48,18 @@ static const lk_param_desc mm_weight = {
 static const lk_param_desc *const mm_params[] LK__UNUSED = {&mm_p, &mm_margin, &mm_weight, NULL};
 
 static const lk_slot_desc mm_target = {
-    "target",
-    "int64 class of each row in [0, C): shape (N,) for (N, C) scores, () for (C,)",
-    LK_DTYPE_BIT(LK_DTYPE_I64),
-    0,
-    LK_SHAPE_INPUT_NO_CHANNEL,
-    LK_VALUES_CLASS,
-    0};
-static const lk_slot_desc mm_input = {"input",
-                                      "scores (N, C), or (C,) for one row",
-                                      LK_DTYPES_FLOAT,
-                                      LK_SLOT_DIFFERENTIABLE,
-                                      LK_SHAPE_ANY,
-                                      LK_VALUES_REAL,
-                                      LK_NDIM_BIT(1) | LK_NDIM_BIT(2)};
+    .name = "target",
+    .doc = "int64 class of each row in [0, C): shape (N,) for (N, C) scores, () for (C,)",
+    .dtypes = LK_DTYPE_BIT(LK_DTYPE_I64),
+    .shape = LK_SHAPE_INPUT_NO_CHANNEL,
+    .values = LK_VALUES_CLASS};
+static const lk_slot_desc mm_input = {.name = "input",
+                                      .doc = "scores (N, C), or (C,) for one row",
+                                      .dtypes = LK_DTYPES_FLOAT,
+                                      .flags = LK_SLOT_DIFFERENTIABLE,
+                                      .shape = LK_SHAPE_ANY,
+                                      .values = LK_VALUES_REAL,
+                                      .ndims = LK_NDIM_BIT(1) | LK_NDIM_BIT(2)};
 static const lk_slot_desc *const mm_slots[] LK__UNUSED = {&mm_input, &mm_target, NULL};
 
 static lk_status mm_init(void *inst, const lk_param_value *p, lk_msg *msg)

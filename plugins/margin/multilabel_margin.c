@@ -13,20 +13,18 @@
 #include "margin.h"
 
 static const lk_slot_desc ml_target = {
-    "target",
-    "int64 class ids of each row, shaped like input, padded with -1 after the last",
-    LK_DTYPE_BIT(LK_DTYPE_I64),
-    0,
-    LK_SHAPE_LIKE_INPUT,
-    LK_VALUES_CLASS,
-    0};
-static const lk_slot_desc ml_input = {"input",
-                                      "scores (N, C), (C,) for one row, or () for one class",
-                                      LK_DTYPES_FLOAT,
-                                      LK_SLOT_DIFFERENTIABLE,
-                                      LK_SHAPE_ANY,
-                                      LK_VALUES_REAL,
-                                      LK_NDIM_BIT(0) | LK_NDIM_BIT(1) | LK_NDIM_BIT(2)};
+    .name = "target",
+    .doc = "int64 class ids of each row, shaped like input, padded with -1 after the last",
+    .dtypes = LK_DTYPE_BIT(LK_DTYPE_I64),
+    .shape = LK_SHAPE_LIKE_INPUT,
+    .values = LK_VALUES_CLASS};
+static const lk_slot_desc ml_input = {.name = "input",
+                                      .doc = "scores (N, C), (C,) for one row, or () for one class",
+                                      .dtypes = LK_DTYPES_FLOAT,
+                                      .flags = LK_SLOT_DIFFERENTIABLE,
+                                      .shape = LK_SHAPE_ANY,
+                                      .values = LK_VALUES_REAL,
+                                      .ndims = LK_NDIM_BIT(0) | LK_NDIM_BIT(1) | LK_NDIM_BIT(2)};
 static const lk_slot_desc *const ml_slots[] LK__UNUSED = {&ml_input, &ml_target, NULL};
 
 static lk_status ml_plan(const void *inst, const lk_tensor *slots, int32_t reduction, lk_plan *plan,

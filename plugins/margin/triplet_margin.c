@@ -72,8 +72,13 @@ static const lk_param_desc *const tm_params[] LK__UNUSED = {&tm_margin, &tm_p, &
                                                             NULL};
 
 #define TM_SLOT(var, nm, dc, shp)                                                                  \
-    static const lk_slot_desc var = {                                                              \
-        nm, dc, LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE, shp, LK_VALUES_REAL, LK_NDIM_FROM(1)};
+    static const lk_slot_desc var = {.name = nm,                                                   \
+                                     .doc = dc,                                                    \
+                                     .dtypes = LK_DTYPES_FLOAT,                                    \
+                                     .flags = LK_SLOT_DIFFERENTIABLE,                              \
+                                     .shape = shp,                                                 \
+                                     .values = LK_VALUES_REAL,                                     \
+                                     .ndims = LK_NDIM_FROM(1)};
 TM_SLOT(tm_anchor, "anchor", "anchors: rows along the last dimension, (N, D) or (D,)", LK_SHAPE_ANY)
 TM_SLOT(tm_positive, "positive", "positives, shaped like anchor", LK_SHAPE_LIKE_INPUT)
 TM_SLOT(tm_negative, "negative", "negatives, shaped like anchor", LK_SHAPE_LIKE_INPUT)

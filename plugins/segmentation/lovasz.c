@@ -123,6 +123,7 @@ static const lk_slot_desc hinge_input = {
     .flags = LK_SLOT_DIFFERENTIABLE,
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
+    .batch = LK_BATCH_DIM(0),
 };
 static const lk_slot_desc hinge_target = {
     .name = "target",
@@ -131,6 +132,7 @@ static const lk_slot_desc hinge_target = {
     .flags = 0,
     .shape = LK_SHAPE_LIKE_INPUT,
     .values = LK_VALUES_BINARY,
+    .batch = LK_BATCH_DIM(0),
 };
 static const lk_slot_desc *const hinge_slots[] = {&hinge_input, &hinge_target, NULL};
 
@@ -142,6 +144,7 @@ static const lk_slot_desc softmax_input = {
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
     .ndims = LK_NDIM_FROM(2),
+    .batch = LK_BATCH_DIM(0),
 };
 static const lk_slot_desc softmax_target = {
     .name = "target",
@@ -150,6 +153,7 @@ static const lk_slot_desc softmax_target = {
     .flags = 0,
     .shape = LK_SHAPE_INPUT_NO_CHANNEL,
     .values = LK_VALUES_CLASS,
+    .batch = LK_BATCH_DIM(0),
 };
 static const lk_slot_desc *const softmax_slots[] = {&softmax_input, &softmax_target, NULL};
 

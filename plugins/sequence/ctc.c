@@ -73,20 +73,22 @@ static const lk_slot_desc ctc_input = {
     .name = "input",
     .doc = "(T, N, C) log-probabilities (a log_softmax over C)",
     .dtypes = LK_DTYPES_FLOAT,
-    .flags = LK_SLOT_DIFFERENTIABLE,
+    .flags = LK_SLOT_DIFFERENTIABLE | LK_SLOT_PADDED, /* frames past a length are not read */
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_REAL,
     .ndims = LK_NDIM_BIT(3),
+    .batch = LK_BATCH_DIM(1),
 };
 
 static const lk_slot_desc ctc_target = {
     .name = "target",
     .doc = "(N, S) label ids in [0, C), never the blank, padded to S (padding is not read)",
     .dtypes = LK_DTYPES_INT,
-    .flags = 0,
+    .flags = LK_SLOT_PADDED, /* labels past a length are not read */
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_NONNEGATIVE,
     .ndims = LK_NDIM_BIT(2),
+    .batch = LK_BATCH_DIM(0),
 };
 
 static const lk_slot_desc ctc_input_lengths = {
@@ -97,6 +99,7 @@ static const lk_slot_desc ctc_input_lengths = {
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_NONNEGATIVE,
     .ndims = LK_NDIM_BIT(1),
+    .batch = LK_BATCH_DIM(0),
 };
 
 static const lk_slot_desc ctc_target_lengths = {
@@ -107,6 +110,7 @@ static const lk_slot_desc ctc_target_lengths = {
     .shape = LK_SHAPE_ANY,
     .values = LK_VALUES_NONNEGATIVE,
     .ndims = LK_NDIM_BIT(1),
+    .batch = LK_BATCH_DIM(0),
 };
 
 static const lk_slot_desc *const ctc_slots[] = {&ctc_input, &ctc_target, &ctc_input_lengths,

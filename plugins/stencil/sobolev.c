@@ -42,16 +42,17 @@ static const lk_param_desc sob_grad_weight = {
 };
 static const lk_param_desc *const sob_params[] LK__UNUSED = {&sob_dims, &sob_grad_weight, NULL};
 
-static const lk_slot_desc sob_input = {"input",
-                                       "predictions, any shape of rank >= dims",
-                                       LK_DTYPES_FLOAT,
-                                       LK_SLOT_DIFFERENTIABLE,
-                                       LK_SHAPE_ANY,
-                                       LK_VALUES_REAL,
-                                       0};
-static const lk_slot_desc sob_target = {"target", "targets shaped like input", LK_DTYPES_FLOAT,
-                                        0,        LK_SHAPE_LIKE_INPUT,         LK_VALUES_REAL,
-                                        0};
+static const lk_slot_desc sob_input = {.name = "input",
+                                       .doc = "predictions, any shape of rank >= dims",
+                                       .dtypes = LK_DTYPES_FLOAT,
+                                       .flags = LK_SLOT_DIFFERENTIABLE,
+                                       .shape = LK_SHAPE_ANY,
+                                       .values = LK_VALUES_REAL};
+static const lk_slot_desc sob_target = {.name = "target",
+                                        .doc = "targets shaped like input",
+                                        .dtypes = LK_DTYPES_FLOAT,
+                                        .shape = LK_SHAPE_LIKE_INPUT,
+                                        .values = LK_VALUES_REAL};
 static const lk_slot_desc *const sob_slots[] LK__UNUSED = {&sob_input, &sob_target, NULL};
 
 static lk_status sob_init(void *inst, const lk_param_value *p, lk_msg *msg)

@@ -63,20 +63,17 @@ static const lk_param_desc ssim_k2 = {
 static const lk_param_desc *const ssim_params[] LK__UNUSED = {
     &ssim_window, &ssim_sigma, &ssim_range, &ssim_k1, &ssim_k2, NULL};
 
-static const lk_slot_desc ssim_input = {"input",
-                                        "images (N, C, H, W), H and W >= window",
-                                        LK_DTYPES_FLOAT,
-                                        LK_SLOT_DIFFERENTIABLE,
-                                        LK_SHAPE_ANY,
-                                        LK_VALUES_REAL,
-                                        0};
-static const lk_slot_desc ssim_target = {"target",
-                                         "reference images shaped like input",
-                                         LK_DTYPES_FLOAT,
-                                         0,
-                                         LK_SHAPE_LIKE_INPUT,
-                                         LK_VALUES_UNIT,
-                                         0};
+static const lk_slot_desc ssim_input = {.name = "input",
+                                        .doc = "images (N, C, H, W), H and W >= window",
+                                        .dtypes = LK_DTYPES_FLOAT,
+                                        .flags = LK_SLOT_DIFFERENTIABLE,
+                                        .shape = LK_SHAPE_ANY,
+                                        .values = LK_VALUES_REAL};
+static const lk_slot_desc ssim_target = {.name = "target",
+                                         .doc = "reference images shaped like input",
+                                         .dtypes = LK_DTYPES_FLOAT,
+                                         .shape = LK_SHAPE_LIKE_INPUT,
+                                         .values = LK_VALUES_UNIT};
 static const lk_slot_desc *const ssim_slots[] LK__UNUSED = {&ssim_input, &ssim_target, NULL};
 
 static lk_status ssim_init(void *inst, const lk_param_value *p, lk_msg *msg)

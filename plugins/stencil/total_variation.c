@@ -5,9 +5,13 @@
  * (r = x: |d| and sign(d) are 0 at d = 0, as LK_STEN_RESIDUAL requires). */
 #include "losskit/stencil.h"
 
-static const lk_slot_desc tv_input = {
-    "input",      "images (N, ..., H, W)", LK_DTYPES_FLOAT, LK_SLOT_DIFFERENTIABLE,
-    LK_SHAPE_ANY, LK_VALUES_REAL,          LK_NDIM_FROM(3)};
+static const lk_slot_desc tv_input = {.name = "input",
+                                      .doc = "images (N, ..., H, W)",
+                                      .dtypes = LK_DTYPES_FLOAT,
+                                      .flags = LK_SLOT_DIFFERENTIABLE,
+                                      .shape = LK_SHAPE_ANY,
+                                      .values = LK_VALUES_REAL,
+                                      .ndims = LK_NDIM_FROM(3)};
 static const lk_slot_desc *const tv_slots[] LK__UNUSED = {&tv_input, NULL};
 
 #define TV_FLAGS (LK_STEN_PER_SAMPLE | LK_STEN_FINITE | LK_STEN_RESIDUAL)

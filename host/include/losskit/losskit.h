@@ -113,6 +113,13 @@ LK_API int32_t lk_slot_values_of(const lk_slot_desc *sd, uint32_t index,
  * of LK_NDIM_BIT(); 0 (any) for a plugin older than 1.3, whose struct has
  * no such member. */
 LK_API uint32_t lk_slot_ndims_of(const lk_slot_desc *sd, uint32_t plugin_abi_minor);
+/* Where the samples of slot sd of a loss built against ABI
+ * 1.plugin_abi_minor lie (lk_slot_desc.batch, since 1.6): the batch dim, or
+ * -1 when the slot declares none (and for every slot of a plugin older
+ * than 1.6). *views (may be NULL) receives its batch_views, at least 1;
+ * *padded (may be NULL) whether it carries LK_SLOT_PADDED. */
+LK_API int32_t lk_slot_batch_of(const lk_slot_desc *sd, uint32_t plugin_abi_minor, uint32_t *views,
+                                int32_t *padded);
 
 /* What leaving parameter pd of a loss built against ABI
  * 1.plugin_abi_minor out of a config means, when it has no default value
@@ -182,6 +189,27 @@ LK_API int32_t lk_loss_slot_values(const lk_loss *loss, size_t i);
  * when there is no such term or slot. Strings live as long as the loss. */
 LK_API const char *lk_loss_term_tensor(const lk_loss *loss, size_t term, size_t slot);
 
+/* Gathering a whole-batch loss across processes (since 1.6). A term that
+ * takes the whole batch at once (LK_LOSS_WHOLE: ntxent, supcon, ctc,
+ * lovasz) cannot be split through statistics; data-parallel processes
+ * instead gather every tensor of the call, each evaluates the loss on the
+ * gathered batch (the same value everywhere), and each keeps the part of
+ * the gradient that belongs to its own shard. lk_loss_takes_whole_batch is
+ * 1 when a term of the loss is whole-batch. lk_loss_batch_at says how
+ * tensor i (as lk_loss_slot_at numbers them) is gathered: along dim *dim,
+ * in *views runs (each process's tensor is cut into *views equal runs
+ * along that dim, and the gathered tensor is every process's first run in
+ * process order, then every second run, ...), and with *padded 1 when its
+ * other dims may differ between processes and are padded with zeros to the
+ * largest. A term that is not whole-batch and declares nothing has its
+ * batch in dim 0 in one run. LK_ERR_UNSUPPORTED, with errmsg
+ * (LK_ERRMSG_CAP bytes, may be NULL) naming the loss and slot: a
+ * whole-batch term that declares no batch dim for the slot (lk_slot_desc.
+ * batch, plugins older than 1.6), or two terms that read the tensor with
+ * different layouts. */
+LK_API int lk_loss_takes_whole_batch(const lk_loss *loss);
+LK_API lk_status lk_loss_batch_at(const lk_loss *loss, size_t i, int32_t *dim, uint32_t *views,
+                                  int32_t *padded, char *errmsg);
 /* Whether the loss offers its own test data (lk_loss_desc.example, ABI 1.1):
  * 1 for a one-term loss whose plugin is built against minor >= 1 and sets
  * example, else 0. */

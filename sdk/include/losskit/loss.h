@@ -1208,7 +1208,8 @@ static inline lk_status lk__plan(const lk_loss_hooks *spec, const lk_loss_desc *
 
 /* Standard slots, for the primary compile's descriptors. */
 #define LK__SLOT(var, nm, dc, fl, shp, vals)                                                       \
-    static const lk_slot_desc var LK__UNUSED = {nm, dc, LK_DTYPES_FLOAT, fl, shp, vals, 0};
+    static const lk_slot_desc var LK__UNUSED = {nm,   dc, LK_DTYPES_FLOAT,     fl, shp,            \
+                                                vals, 0,  LK_BATCH_UNDECLARED, 0};
 LK__SLOT(lk_slot_logits, "input", "logits, any shape", LK_SLOT_DIFFERENTIABLE, LK_SHAPE_ANY,
          LK_VALUES_REAL)
 LK__SLOT(lk_slot_prediction, "input", "predictions, any shape", LK_SLOT_DIFFERENTIABLE,

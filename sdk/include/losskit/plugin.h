@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define LK_ABI_MAJOR 1
-#define LK_ABI_MINOR 5
+#define LK_ABI_MINOR 6
 
 #if defined(_WIN32)
 #define LK_EXPORT __declspec(dllexport)
@@ -143,6 +143,11 @@ typedef struct lk_param_value {
 
 #define LK_SLOT_OPTIONAL 0x1u       /* the caller may leave it out */
 #define LK_SLOT_DIFFERENTIABLE 0x2u /* the loss can give d(loss)/d(slot) */
+#define LK_SLOT_PADDED                                                                             \
+    0x4u /* since 1.6: the dims other than the batch dim                                           \
+            may differ between processes: gathering                                                \
+            pads them with zeros to the largest, which                                             \
+            the loss ignores (values past a length) */
 
 /* How the host checks a slot's shape before any plugin code runs. Slot 0 is
  * the primary input: every rule refers to its shape. */
@@ -181,6 +186,22 @@ typedef enum lk_slot_values {
 #define LK_NDIM_ANY     ((LK_NDIM_BIT(LK_MAX_NDIM) << 1) - 1u)
 #define LK_NDIM_FROM(d) (LK_NDIM_ANY & ~(LK_NDIM_BIT(d) - 1u)) /* d or more */
 
+/* Where a slot's samples lie (since 1.6), for gathering the batch of a
+ * whole-batch loss (LK_LOSS_WHOLE) that data-parallel processes hold in
+ * shards: each process's tensor is cut into `batch_views` equal runs along
+ * dim d, and the gathered tensor is every process's first run in process
+ * order, then every process's second run, and so on. One view is a plain
+ * concatenation along d; two are ntxent's (2N, D) input, whose rows i and
+ * i + N are two views of one sample and must stay N apart. The host never
+ * reads it for a loss that is not whole-batch: their batch is dim 0, split
+ * through statistics. LK_BATCH_UNDECLARED (and every slot of a plugin older
+ * than 1.6): the loss cannot be gathered. `losskit check` verifies that
+ * reordering the samples along the declared dims, the same order in every
+ * slot and view, leaves the value unchanged. */
+#define LK_BATCH_UNDECLARED 0
+#define LK_BATCH_DIM(d)     ((int32_t)(d) + 1) /* the samples run along dim d */
+#define LK_MAX_BATCH_VIEWS  64
+
 typedef struct lk_slot_desc {
     const char *name;   /* "input", "target", "weight", "var", ... */
     const char *doc;    /* one line */
@@ -189,6 +210,9 @@ typedef struct lk_slot_desc {
     int32_t shape;      /* an lk_shape_rule */
     int32_t values;     /* since 1.1: an lk_slot_values */
     uint32_t ndims;     /* since 1.3: a mask of LK_NDIM_BIT(); 0 for any */
+    int32_t batch;      /* since 1.6: LK_BATCH_DIM(d), or LK_BATCH_UNDECLARED */
+    uint32_t batch_views; /* since 1.6: runs of the samples along the batch
+                             dim, 1 to LK_MAX_BATCH_VIEWS; 0 means 1 */
 } lk_slot_desc;
 
 /* ------------------------------------------------------------------------ */
