@@ -668,6 +668,49 @@ Test(cli, info_shows_the_numbers_of_dimensions_a_slot_takes)
     proc_free(&r);
 }
 
+/* Where a whole-batch loss's samples lie (ABI 1.6's lk_slot_desc.batch):
+ * the text's "gathered" lines and the JSON's "batch" (null where the slot
+ * declares none). */
+Test(cli, info_shows_where_a_whole_batch_loss_is_gathered)
+{
+    proc r = lk(NULL, "info", "ctc", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, "  gathered across processes along:\n    input          dim 1, other "
+                            "dims padded with zeros to the largest process's\n") != NULL,
+              "%s", r.out);
+    cr_expect(strstr(r.out, "    input_lengths  dim 0\n") != NULL, "%s", r.out);
+    proc_free(&r);
+    r = lk(NULL, "info", "ntxent", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, "    input      dim 0, 2 views (each sample's rows N apart)\n") != NULL,
+              "%s", r.out);
+    proc_free(&r);
+    r = lk(NULL, "info", "mse", NULL);
+    expect_ok(&r);
+    cr_expect(strstr(r.out, "gathered") == NULL, "%s", r.out);
+    proc_free(&r);
+
+    r = lk(NULL, "info", "ntxent", "--json", NULL);
+    expect_ok(&r);
+    cJSON *root = parse_json(&r);
+    const cJSON *slots = cJSON_GetObjectItemCaseSensitive(root, "slots");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(slots, 0), "batch");
+    cr_assert(cJSON_IsObject(b), "%s", r.out);
+    cr_expect_eq(cJSON_GetObjectItemCaseSensitive(b, "dim")->valuedouble, 0.0);
+    cr_expect_eq(cJSON_GetObjectItemCaseSensitive(b, "views")->valuedouble, 2.0);
+    cr_expect(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(b, "padded")), "%s", r.out);
+    cJSON_Delete(root);
+    proc_free(&r);
+    r = lk(NULL, "info", "mse", "--json", NULL);
+    expect_ok(&r);
+    root = parse_json(&r);
+    slots = cJSON_GetObjectItemCaseSensitive(root, "slots");
+    b = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(slots, 0), "batch");
+    cr_expect(cJSON_IsNull(b), "mse's batch: %s", r.out);
+    cJSON_Delete(root);
+    proc_free(&r);
+}
+
 Test(cli, info_unknown_loss_suggests)
 {
     proc r = lk(NULL, "info", "dcie", NULL);

@@ -253,6 +253,26 @@ static void info_text(const lk_loss_info *li)
                (s->flags & LK_SLOT_DIFFERENTIABLE) ? "[differentiable] " : "",
                s->doc ? s->doc : "");
     }
+    /* where a whole-batch loss's samples lie, for gathering (ABI 1.6) */
+    if (!(d->flags & LK_LOSS_WHOLE))
+        return;
+    printf("  gathered across processes along:\n");
+    for (size_t i = 0; d->slots[i]; i++) {
+        uint32_t views;
+        int32_t padded, dim = lk_slot_batch_of(d->slots[i], li->plugin_abi_minor, &views, &padded);
+        if (dim < 0) {
+            printf("    %-*s not declared: processes cannot gather this loss\n", swidth,
+                   d->slots[i]->name);
+            continue;
+        }
+        printf("    %-*s dim %d", swidth, d->slots[i]->name, (int)dim);
+        if (views > 1)
+            printf(", %u views (each sample's rows %s apart)", views,
+                   views == 2 ? "N" : "N, 2N, ...");
+        if (padded)
+            printf(", other dims padded with zeros to the largest process's");
+        printf("\n");
+    }
 }
 
 static cJSON *param_json(const lk_param_desc *p, uint32_t plugin_abi_minor)
@@ -327,6 +347,16 @@ static void info_json(const lk_loss_info *li)
                     cJSON_AddItemToArray(nd, cJSON_CreateNumber(k));
         } else {
             cJSON_AddNullToObject(so, "ndims");
+        }
+        uint32_t views;
+        int32_t padded, dim = lk_slot_batch_of(s, li->plugin_abi_minor, &views, &padded);
+        if (dim >= 0) {
+            cJSON *b = cJSON_AddObjectToObject(so, "batch");
+            cJSON_AddNumberToObject(b, "dim", dim);
+            cJSON_AddNumberToObject(b, "views", views);
+            cJSON_AddBoolToObject(b, "padded", padded != 0);
+        } else {
+            cJSON_AddNullToObject(so, "batch");
         }
         cJSON *dts = cJSON_AddArrayToObject(so, "dtypes");
         for (int32_t t = LK_DTYPE_F32; t <= LK_DTYPE_BOOL; t++)

@@ -117,6 +117,15 @@ def _ndims(mask):
     return [k for k in range(L.LK_MAX_NDIM + 1) if mask >> k & 1] or None
 
 
+def _batch(sd, minor):
+    """Where a slot's samples lie (ABI 1.6), or None when it does not say."""
+    views, padded = ctypes.c_uint32(), ctypes.c_int32()
+    dim = lib.lk_slot_batch_of(sd, minor, ctypes.byref(views), ctypes.byref(padded))
+    if dim < 0:
+        return None
+    return {"dim": dim, "views": views.value, "padded": bool(padded.value)}
+
+
 def _info_dict(rt, info):
     d = info.desc.contents
     slots, params = [], []
@@ -130,6 +139,7 @@ def _info_dict(rt, info):
             "differentiable": bool(sd.flags & L.SLOT_DIFFERENTIABLE),
             "values": lib.lk_slot_values_of(d.slots[i], i, info.plugin_abi_minor),
             "ndims": _ndims(lib.lk_slot_ndims_of(d.slots[i], info.plugin_abi_minor)),
+            "batch": _batch(d.slots[i], info.plugin_abi_minor),
         })
         i += 1
     i = 0
@@ -309,6 +319,25 @@ class CompiledLoss:
         self.slot_names = [s[0] for s in self.slots]
         self.slot_set = frozenset(self.slot_names)
         self.differentiable = {s[0] for s in self.slots if s[2]}
+        # a term takes the whole batch at once: processes gather the batch
+        self.whole = bool(lib.lk_loss_takes_whole_batch(h))
+
+    def batch_layout(self, names):
+        """tensor name -> (dim, views, padded) for the tensors named: how
+        processes gather them (lk_loss_batch_at); a DataError when one
+        cannot be gathered."""
+        out = {}
+        err = ctypes.create_string_buffer(L.LK_ERRMSG_CAP)
+        for i, name in enumerate(self.slot_names):
+            if name not in names:
+                continue
+            dim, views, padded = ctypes.c_int32(), ctypes.c_uint32(), ctypes.c_int32()
+            st = lib.lk_loss_batch_at(self.handle, i, ctypes.byref(dim), ctypes.byref(views),
+                                      ctypes.byref(padded), err)
+            if st != L.OK:
+                raise DataError(_s(err.value), st)
+            out[name] = (dim.value, views.value, bool(padded.value))
+        return out
 
     def __del__(self):
         h = getattr(self, "handle", None)

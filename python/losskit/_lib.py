@@ -72,8 +72,9 @@ class ParamDesc(ctypes.Structure):
 
 
 class SlotDesc(ctypes.Structure):
-    # values (since ABI 1.1) and ndims (since 1.3) are read through
-    # lk_slot_values_of and lk_slot_ndims_of, never directly
+    # values (since ABI 1.1), ndims (since 1.3) and batch (since 1.6) are
+    # read through lk_slot_values_of, lk_slot_ndims_of and lk_slot_batch_of,
+    # never directly
     _fields_ = [("name", ctypes.c_char_p), ("doc", ctypes.c_char_p), ("dtypes", ctypes.c_uint32),
                 ("flags", ctypes.c_uint32), ("shape", ctypes.c_int32)]
 
@@ -144,6 +145,8 @@ _decl("lk_runtime_find", _st, _vp, ctypes.c_char_p, ctypes.POINTER(LossInfo), ct
 _decl("lk_slot_values_of", ctypes.c_int32, ctypes.POINTER(SlotDesc), ctypes.c_uint32,
       ctypes.c_uint32)
 _decl("lk_slot_ndims_of", ctypes.c_uint32, ctypes.POINTER(SlotDesc), ctypes.c_uint32)
+_decl("lk_slot_batch_of", ctypes.c_int32, ctypes.POINTER(SlotDesc), ctypes.c_uint32,
+      ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_int32))
 _decl("lk_param_unset_of", ctypes.c_char_p, ctypes.POINTER(ParamDesc), ctypes.c_uint32)
 _decl("lk_loss_from_json", _st, _vp, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
       ctypes.POINTER(_vp), ctypes.c_char_p)
@@ -154,6 +157,9 @@ _decl("lk_loss_name", ctypes.c_char_p, _vp)
 _decl("lk_loss_slot_count", ctypes.c_size_t, _vp)
 _decl("lk_loss_slot_at", _st, _vp, ctypes.c_size_t, ctypes.POINTER(ctypes.POINTER(SlotDesc)),
       ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32))
+_decl("lk_loss_takes_whole_batch", ctypes.c_int, _vp)
+_decl("lk_loss_batch_at", _st, _vp, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int32),
+      ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_int32), ctypes.c_char_p)
 _decl("lk_loss_out_shape", _st, _vp, ctypes.POINTER(EvalArgs), ctypes.POINTER(ctypes.c_int32),
       c_int64_p)
 _decl("lk_loss_eval", _st, _vp, ctypes.POINTER(EvalArgs), ctypes.POINTER(ctypes.c_double))

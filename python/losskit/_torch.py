@@ -570,6 +570,10 @@ class Loss(torch.nn.Module):
         group = self._group()
         if group is None:
             value = loss.eval(descs, gdescs)
+        elif loss.whole:
+            # a whole-batch term: no statistics to sum; gather the batch
+            value = _gathered(loss, names, held, grads, group,
+                              self.ddp_scale)
         else:
             import torch.distributed as dist
             stats = torch.tensor(loss.stats(descs), dtype=torch.float64)
@@ -577,3 +581,103 @@ class Loss(torch.nn.Module):
             scale = float(dist.get_world_size(group)) if self.ddp_scale else 1.0
             value = loss.finish(descs, gdescs, stats.tolist(), grad_scale=scale)
         return torch.tensor(value, dtype=dtype), grads
+
+
+def _gathered(loss, names, held, grads, group, ddp_scale):
+    """A loss with a whole-batch term (ntxent, supcon, ctc, lovasz) over
+    shards: every process gathers every tensor along its declared batch
+    dim (lk_loss_batch_at), evaluates the gathered batch (the same value on
+    every process) and keeps the gradient of its own samples in grads.
+    Each process's tensor is cut into `views` equal runs; the gathered
+    tensor is every process's first run in rank order, then every second
+    run (ntxent's rows i and i + N stay N apart). A padded slot's other
+    dims may differ between processes: they are padded with zeros to the
+    largest, which the loss ignores. Returns the value."""
+    import torch.distributed as dist
+    layout = loss.batch_layout(names)
+    world = dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    nd = L.LK_MAX_NDIM
+    # every process's shapes, in one all_gather
+    mine = torch.full((len(held), nd + 1), -1, dtype=torch.int64)
+    for i, t in enumerate(held):
+        mine[i, 0] = t.dim()
+        mine[i, 1:1 + t.dim()] = torch.tensor(t.shape, dtype=torch.int64)
+    everyone = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(everyone, mine, group=group)
+    shapes = [[tuple(e[i, 1:1 + int(e[i, 0])].tolist()) for e in everyone]
+              for i in range(len(held))]
+    counts = None  # samples of each process
+    for i, name in enumerate(names):
+        dim, views, padded = layout[name]
+        sh = shapes[i]
+        ranks = {len(x) for x in sh}
+        if len(ranks) != 1:
+            raise DataError("loss '%s': '%s' has %s dimensions on the processes; gathering the batch "
+                            "needs the same on each" % (loss.name, name,
+                                                        " and ".join(str(len(x)) for x in sh)))
+        if dim >= len(sh[0]):
+            raise DataError("loss '%s': '%s' has %d dimensions; its batch is dim %d"
+                            % (loss.name, name, len(sh[0]), dim))
+        for r, x in enumerate(sh):
+            if x[dim] % views:
+                raise DataError("loss '%s': '%s' on process %d has %d along dim %d, not a multiple of "
+                                "its %d views" % (loss.name, name, r, x[dim], dim, views))
+            if not padded and any(x[k] != sh[0][k] for k in range(len(x)) if k != dim):
+                raise DataError("loss '%s': '%s' has shape %s on process %d and %s on process 0: "
+                                "only dim %d (the batch) may differ between processes"
+                                % (loss.name, name, tuple(x), r, tuple(sh[0]), dim))
+        n = [x[dim] // views for x in sh]
+        if counts is None:
+            counts = n
+        elif n != counts:
+            raise DataError("loss '%s': the processes hold %s samples of '%s' but %s of '%s'"
+                            % (loss.name, counts, names[0], n, name))
+    total = sum(counts)
+    before = sum(counts[:rank])
+    big_all = []
+    full = []
+    for i, (name, t) in enumerate(zip(names, held)):
+        dim, views, padded = layout[name]
+        sh = shapes[i]
+        big = [max(x[k] for x in sh) for k in range(t.dim())]
+        big_all.append(big)
+        wire = t.to(torch.uint8) if t.dtype == torch.bool else t
+        if list(t.shape) != big:
+            # the same size on every process for all_gather: zeros past the end
+            padded_t = wire.new_zeros(big)
+            padded_t[tuple(slice(0, e) for e in t.shape)] = wire
+            wire = padded_t
+        parts = [torch.empty_like(wire) for _ in range(world)]
+        dist.all_gather(parts, wire.contiguous(), group=group)
+        # every process's own shape, then the largest of the other dims
+        other = list(big)
+        pieces = []
+        for v in range(views):
+            for r in range(world):
+                p = parts[r][tuple(slice(0, e) for e in sh[r])]
+                p = p.narrow(dim, v * counts[r], counts[r])
+                if padded and [p.shape[k] for k in range(p.dim()) if k != dim] != \
+                        [other[k] for k in range(p.dim()) if k != dim]:
+                    grown = list(other)
+                    grown[dim] = p.shape[dim]
+                    q = p.new_zeros(grown)
+                    q[tuple(slice(0, e) for e in p.shape)] = p
+                    p = q
+                pieces.append(p)
+        g = torch.cat(pieces, dim)
+        full.append(g.to(torch.bool) if t.dtype == torch.bool else g.contiguous())
+    descs = [_desc(n, t) for n, t in zip(names, full)]
+    fgrads = [_empty(f) if g is not None else None for f, g in zip(full, grads)]
+    gdescs = [_desc(n, g) for n, g in zip(names, fgrads) if g is not None]
+    scale = float(world) if ddp_scale else 1.0
+    value = loss.eval(descs, gdescs, grad_scale=scale)
+    for i, (name, t) in enumerate(zip(names, held)):
+        if grads[i] is None:
+            continue
+        dim, views, _ = layout[name]
+        n = counts[rank]
+        own = [fgrads[i].narrow(dim, v * total + before, n) for v in range(views)]
+        own = torch.cat(own, dim) if views > 1 else own[0]
+        grads[i].copy_(own[tuple(slice(0, e) for e in t.shape)])
+    return value

@@ -4,7 +4,11 @@ and the gradients of one process on the whole batch, to 1e-12 relative in
 float64 (each gradient element relative to the gradient's largest): dice
 binary and multiclass, weighted terms sums, mean-reduced elementwise losses,
 cross_entropy, region losses with per-sample statistics (dice per_sample,
-MONAI's generalized dice); a whole-batch loss (ntxent) is refused with one
+MONAI's generalized dice). Whole-batch losses are gathered along their
+declared batch dims (ABI 1.6) and equal one process on the gathered batch
+to 1e-12 too: ntxent (two views, rows i and i + N), supcon, ctc (shards
+with different T and S, padded with zeros) and lovasz_softmax over the
+batch; a whole-batch loss that declares no batch dim is refused with one
 line. A
 2-process DistributedDataParallel step with ddp_scale=True
 on a tiny linear model gives the single-process step's parameter gradients
@@ -18,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from _common import losskit, src
+from _common import BUILD_ROOT, losskit, src
 
 WORLD = 2
 
@@ -41,6 +45,67 @@ CASES = [
     ("monai_generalized_dice_focal", src("configs/monai_generalized_dice_focal.json"),
      (7, 4, 9, 8), "unit"),
 ]
+
+
+# Whole-batch losses: 7 samples held as 4 + 3. Each case gives each
+# process's tensors and the gathered batch's, whose layout the losses
+# declare: ntxent's rows are [view 1 of every sample, view 2 of every
+# sample], ctc's shards have their own T and S (padded with zeros when
+# gathered).
+WHOLE = ["ntxent", "supcon", "ctc", "lovasz_softmax"]
+WHOLE_CONFIGS = {"ntxent": src("configs/ntxent.json"), "supcon": {"loss": "supcon"},
+                 "ctc": {"loss": "ctc", "reduction": "mean"},
+                 "lovasz_softmax": src("configs/lovasz_softmax.json")}
+COUNTS = [4, 3]
+
+
+def _whole_data(name):
+    """(per process: {tensor: value}, the gathered batch: {tensor: value})."""
+    g = torch.Generator().manual_seed(4321)
+    rows = [slice(0, 4), slice(4, 7)]
+    if name == "ntxent":
+        v1 = torch.randn(7, 5, dtype=torch.float64, generator=g)
+        v2 = v1 + 0.3 * torch.randn(7, 5, dtype=torch.float64, generator=g)
+        shards = [{"input": torch.cat([v1[r], v2[r]])} for r in rows]
+        return shards, {"input": torch.cat([v1, v2])}
+    if name == "supcon":
+        x = torch.randn(7, 5, dtype=torch.float64, generator=g)
+        t = torch.randint(0, 3, (7,), generator=g)
+        return [{"input": x[r], "target": t[r]} for r in rows], {"input": x, "target": t}
+    if name == "lovasz_softmax":
+        x = torch.randn(7, 3, 4, 5, dtype=torch.float64, generator=g)
+        t = torch.randint(0, 3, (7, 4, 5), generator=g)
+        return [{"input": x[r], "target": t[r]} for r in rows], {"input": x, "target": t}
+    # ctc: process 0 has T = 12 frames and S = 4 labels, process 1 T = 9, S = 3
+    ts, ss, C = [12, 9], [4, 3], 5
+    shards = []
+    for r, n in enumerate(COUNTS):
+        x = torch.randn(ts[r], n, C, dtype=torch.float64, generator=g).log_softmax(2)
+        tl = torch.randint(0, ss[r] + 1, (n,), generator=g)
+        tl[0] = ss[r]
+        il = torch.randint(2 * ss[r] + 1, ts[r] + 1, (n,), generator=g)
+        tgt = torch.randint(1, C, (n, ss[r]), generator=g)
+        shards.append({"input": x, "target": tgt, "input_lengths": il, "target_lengths": tl})
+    x = torch.zeros(max(ts), 7, C, dtype=torch.float64)
+    x[:ts[0], :4] = shards[0]["input"]
+    x[:ts[1], 4:] = shards[1]["input"]
+    tgt = torch.zeros(7, max(ss), dtype=torch.int64)
+    tgt[:4, :ss[0]] = shards[0]["target"]
+    tgt[4:, :ss[1]] = shards[1]["target"]
+    return shards, {"input": x, "target": tgt,
+                    "input_lengths": torch.cat([s["input_lengths"] for s in shards]),
+                    "target_lengths": torch.cat([s["target_lengths"] for s in shards])}
+
+
+def _own_grad(name, grad, rank, shard_input):
+    """The part of the gathered batch's input gradient that is rank's."""
+    at = sum(COUNTS[:rank])
+    n = COUNTS[rank]
+    if name == "ntxent":
+        return torch.cat([grad[at:at + n], grad[7 + at:7 + at + n]])
+    if name == "ctc":
+        return grad[:shard_input.shape[0], at:at + n]
+    return grad[at:at + n]
 
 
 def _data(shape, kind):
@@ -82,11 +147,29 @@ def _worker(rank, port, out_dir, job):
                 v = losskit.Loss(cfg, threads=1)(xs, t[rows])  # the default group
                 v.backward()
                 result[name] = (v.item(), xs.grad)
+            for name in WHOLE:
+                shards, _ = _whole_data(name)
+                ts = dict(shards[rank])
+                ts["input"] = ts["input"].clone().requires_grad_(True)
+                v = losskit.Loss(WHOLE_CONFIGS[name], threads=1)(ts)
+                v.backward()
+                result[name] = (v.item(), ts["input"].grad)
+            # ntxent with rows of another width on one process
             try:
-                losskit.Loss(src("configs/ntxent.json"))(torch.randn(4, 3, dtype=torch.float64))
-                result["whole"] = "no error"
+                losskit.Loss(src("configs/ntxent.json"))(
+                    torch.randn(4, 3 + rank, dtype=torch.float64))
+                result["mismatch"] = "no error"
             except losskit.LosskitError as e:
-                result["whole"] = "%s: %s" % (type(e).__name__, e)
+                result["mismatch"] = "%s: %s" % (type(e).__name__, e)
+            # a whole-batch loss of ABI 1.5, which declares no batch dim
+            try:
+                old = losskit.Loss({"loss": "fx_whole_sum"},
+                                   plugin_path=os.path.join(BUILD_ROOT, "tests", "fixtures",
+                                                            "split"))
+                old(torch.randn(4, 3, dtype=torch.float64))
+                result["undeclared"] = "no error"
+            except losskit.LosskitError as e:
+                result["undeclared"] = "%s: %s" % (type(e).__name__, e)
         else:
             result = _ddp_step(rank)
         torch.save(result, os.path.join(out_dir, "rank%d.pt" % rank))
@@ -160,12 +243,36 @@ class Distributed(unittest.TestCase):
                                                                          want.item()))
                 self.close(grad, xx.grad, 1e-12, name)
 
-    def test_whole_batch_loss_refused(self):
+    def test_whole_batch_loss_gathered(self):
+        ranks = self.losses()
+        for name in WHOLE:
+            with self.subTest(loss=name):
+                shards, whole = _whole_data(name)
+                ts = dict(whole)
+                ts["input"] = ts["input"].clone().requires_grad_(True)
+                want = losskit.Loss(WHOLE_CONFIGS[name], process_group=False)(ts)
+                want.backward()
+                for r in range(WORLD):
+                    v, grad = ranks[r][name]
+                    self.assertLessEqual(abs(v - want.item()), 1e-12 * abs(want.item()),
+                                         "%s rank %d: %.17g vs %.17g" % (name, r, v,
+                                                                         want.item()))
+                    own = _own_grad(name, ts["input"].grad, r, shards[r]["input"])
+                    self.assertEqual(tuple(grad.shape), tuple(shards[r]["input"].shape))
+                    self.close(grad, own, 1e-12, "%s rank %d" % (name, r))
+                if name == "ctc":
+                    # the padding's frames of process 1's samples have no gradient
+                    self.assertEqual(ts["input"].grad[9:, 4:].abs().max().item(), 0.0)
+
+    def test_whole_batch_loss_refusals(self):
         ranks = self.losses()
         for r in range(WORLD):
-            msg = ranks[r]["whole"]
-            self.assertIn("loss 'ntxent' takes the whole batch at once", msg)
-            self.assertIn("cannot be summed across processes", msg)
+            msg = ranks[r]["mismatch"]
+            self.assertIn("DataError: loss 'ntxent': 'input' has shape (4, 4) on process 1 and "
+                          "(4, 3) on process 0: only dim 0 (the batch) may differ", msg)
+            msg = ranks[r]["undeclared"]
+            self.assertIn("DataError: loss 'fx_whole_sum' (ABI 1.5) declares no batch dim for "
+                          "slot 'input': its batch cannot be gathered across processes", msg)
 
     def test_ddp_step_equals_single_process_step(self):
         ranks = _spawn("ddp")
