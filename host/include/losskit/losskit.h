@@ -289,8 +289,9 @@ LK_API lk_status lk_loss_eval(const lk_loss *loss, lk_eval_args *args, double *v
  * dim 0 (the batch), so that the statistics line up: lk_loss_stats_count
  * gives their number for the tensors at hand. Refused with LK_ERR_UNSUPPORTED
  * and one line in args->errmsg: a loss with a term that takes the whole
- * batch at once (LK_LOSS_WHOLE: ntxent, supcon), whose statistics cannot be
- * summed; a term whose statistics are kept per sample
+ * batch at once (LK_LOSS_WHOLE: ntxent, supcon, ctc, lovasz), whose
+ * statistics cannot be summed (gather its batch instead: lk_loss_batch_at
+ * above); a term whose statistics are kept per sample
  * (LK_PLAN_STATS_PER_SAMPLE) by a loss without partials, which summed
  * across processes would add different samples together; and reduction
  * none, which has none (evaluate each shard with lk_loss_eval).
