@@ -12,7 +12,7 @@ batch; a whole-batch loss that declares no batch dim is refused with one
 line. A
 2-process DistributedDataParallel step with ddp_scale=True
 on a tiny linear model gives the single-process step's parameter gradients
-(to 1e-6)."""
+(to 1e-6), with a gathered supcon on a small embedding model too."""
 import os
 import socket
 import tempfile
@@ -194,10 +194,24 @@ DDP_CONFIGS = [src("configs/dice.json"), src("configs/mse.json"),
                src("configs/dice_bce_terms.json")]
 
 
+def _embedder():
+    torch.manual_seed(11)
+    return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(),
+                               torch.nn.Linear(5, 4)).double()
+
+
 def _ddp_step(rank):
     x, t = _ddp_batch()
     rows = slice(0, 4) if rank == 0 else slice(4, 8)
     out = {}
+    # a whole-batch loss, gathered: supcon on the embeddings of every
+    # process's rows, labels 0, 1, 2 over the batch
+    labels = torch.arange(8) % 3
+    model = torch.nn.parallel.DistributedDataParallel(_embedder())
+    v = losskit.Loss({"loss": "supcon"}, threads=1, ddp_scale=True)(model(x[rows]),
+                                                                     labels[rows])
+    v.backward()
+    out["supcon"] = (v.item(), [p.grad.clone() for p in model.parameters()])
     for cfg in DDP_CONFIGS:
         model = torch.nn.parallel.DistributedDataParallel(_model())
         loss = losskit.Loss(cfg, threads=1, ddp_scale=True)
@@ -287,6 +301,16 @@ class Distributed(unittest.TestCase):
                     self.assertAlmostEqual(got_v, v.item(), delta=1e-12 * abs(v.item()))
                     for p, g in zip(model.parameters(), got_g):
                         self.close(g, p.grad, 1e-6, "parameter gradient")
+        # supcon, gathered across the processes: the same step as one
+        # process on the whole batch
+        model = _embedder()
+        v = losskit.Loss({"loss": "supcon"}, process_group=False)(model(x), torch.arange(8) % 3)
+        v.backward()
+        for r in range(WORLD):
+            got_v, got_g = ranks[r]["supcon"]
+            self.assertAlmostEqual(got_v, v.item(), delta=1e-12 * abs(v.item()))
+            for p, g in zip(model.parameters(), got_g):
+                self.close(g, p.grad, 1e-6, "supcon parameter gradient")
 
     def test_not_initialised(self):
         with self.assertRaises(RuntimeError):
