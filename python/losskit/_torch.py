@@ -345,8 +345,11 @@ class Loss(torch.nn.Module):
     process_group: with torch.distributed, each process holds a shard of the
     batch (split along dim 0); the statistics are summed over the group and
     every process gets the loss of the whole batch and the gradient of that
-    loss with respect to its own tensors. None: the default group when
-    torch.distributed is initialised, else local; False: always local.
+    loss with respect to its own tensors. A whole-batch loss (ntxent,
+    supcon, ctc, lovasz) is gathered instead, along the batch dims it
+    declares, and every process evaluates the whole batch. None: the
+    default group when torch.distributed is initialised, else local;
+    False: always local.
     ddp_scale: multiply the gradient (not the value) by the group's size, so
     that DistributedDataParallel's averaging of gradients gives the gradient
     of one process on the whole batch (docs/python.md)."""
