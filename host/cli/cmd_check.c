@@ -3126,8 +3126,8 @@ typedef struct gather_layout {
 
 /* dst (allocated here) as src reordered: sample j of each view of dst is
  * sample inv[j] of that view of src (n samples a view; inv NULL: the same
- * order); with pad, every
- * dim but the batch's one longer, the new places zero. map[i] receives the
+ * order); with pad, every dim but the batch's one longer, the new places
+ * zero. map[i] receives the
  * index in dst of src's element i. */
 static lk_status relayout(const checker *c, const lk_array *src, const gather_layout *g, int64_t n,
                           const int64_t *inv, int pad, lk_array *dst, int64_t *map, char *err)
@@ -3219,43 +3219,40 @@ static int gather_case(checker *c, const lk_loss *loss, bundle *b, const gather_
     }
     if (ok && isfinite(e))
         *worst = fmax(*worst, e);
+    /* each gradient taken back to b's order, where the whole batch's
+     * stands; what is left in the moved one is the padding's */
     for (size_t i = 0; ok && i < b->n_grads; i++) {
         int s = b->gnamed_slot[i];
-        const lk_array *g0 = &b->grad[s], *g1 = &m.grad[s];
-        int64_t total = array_numel(g0), moved = array_numel(g1), at = 0;
-        double d = 0.0, big = 0.0, stray = 0.0;
-        unsigned char *hit = calloc((size_t)moved + 1, 1);
-        if (!hit) {
-            fit(why, cap, "out of memory");
+        const lk_array *g0 = &b->grad[s];
+        lk_array *g1 = &m.grad[s], back;
+        if (alloc_array(c, &back, g0->dtype, g0->ndim, g0->shape, err) != LK_OK) {
+            fit(why, cap, "cannot allocate: %s", err);
             ok = 0;
             break;
         }
-        for (int64_t j = 0; j < total; j++) {
-            double x = get_elem(g1, map[s][j]), y = get_elem(g0, j), dj = diff_of(x, y);
-            hit[map[s][j]] = 1;
-            if (dj > d)
-                d = dj, at = j;
-            if (isfinite(y))
-                big = fmax(big, fabs(y));
+        for (int64_t j = 0; j < array_numel(g0); j++) {
+            set_elem(&back, j, get_elem(g1, map[s][j]));
+            set_elem(g1, map[s][j], 0.0);
         }
-        for (int64_t j = 0; j < moved; j++)
-            if (!hit[j])
-                stray = fmax(stray, diff_of(get_elem(g1, j), 0.0));
-        free(hit);
-        double ge = d == 0.0 ? 0.0 : big > 0.0 ? d / big : HUGE_VAL;
+        double stray = 0.0;
+        for (int64_t j = 0; j < array_numel(g1); j++)
+            stray = fmax(stray, diff_of(get_elem(g1, j), 0.0));
+        int64_t at = 0;
+        double ge = norm_err(&back, g0, &at);
         *worst = fmax(*worst, ge);
         if (!(ge <= rtol)) {
             fit(why, cap,
                 "%s: %s the gradient of '%s' does not move with the samples: normwise %.1e, "
                 "worst at [%lld]: %.17g against %.17g",
                 lab, pad ? "padded," : "reordered,", b->gnamed[i].name, ge, (long long)at,
-                get_elem(g1, map[s][at]), get_elem(g0, at));
+                get_elem(&back, at), get_elem(g0, at));
             ok = 0;
         } else if (stray != 0.0) {
             fit(why, cap, "%s: padded, the gradient of '%s' is %.3g in the padding, not 0", lab,
                 b->gnamed[i].name, stray);
             ok = 0;
         }
+        free_array(c, &back);
     }
     for (int k = 0; k < MAX_SLOTS; k++)
         free(map[k]);

@@ -638,13 +638,11 @@ def _gathered(loss, names, held, grads, group, ddp_scale):
                             % (loss.name, counts, names[0], n, name))
     total = sum(counts)
     before = sum(counts[:rank])
-    big_all = []
     full = []
     for i, (name, t) in enumerate(zip(names, held)):
         dim, views, padded = layout[name]
         sh = shapes[i]
         big = [max(x[k] for x in sh) for k in range(t.dim())]
-        big_all.append(big)
         wire = t.to(torch.uint8) if t.dtype == torch.bool else t
         if list(t.shape) != big:
             # the same size on every process for all_gather: zeros past the end
@@ -654,15 +652,14 @@ def _gathered(loss, names, held, grads, group, ddp_scale):
         parts = [torch.empty_like(wire) for _ in range(world)]
         dist.all_gather(parts, wire.contiguous(), group=group)
         # every process's own shape, then the largest of the other dims
-        other = list(big)
         pieces = []
         for v in range(views):
             for r in range(world):
                 p = parts[r][tuple(slice(0, e) for e in sh[r])]
                 p = p.narrow(dim, v * counts[r], counts[r])
                 if padded and [p.shape[k] for k in range(p.dim()) if k != dim] != \
-                        [other[k] for k in range(p.dim()) if k != dim]:
-                    grown = list(other)
+                        [big[k] for k in range(p.dim()) if k != dim]:
+                    grown = list(big)
                     grown[dim] = p.shape[dim]
                     q = p.new_zeros(grown)
                     q[tuple(slice(0, e) for e in p.shape)] = p
